@@ -1,0 +1,211 @@
+//! The command-line interface. Errors become exit codes here: 2 for bad input or bad
+//! configuration, 3 when `sync --once` leaves work behind, 1 for anything else.
+
+mod queue_cmd;
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use anyhow::Context as _;
+use clap::{Parser, Subcommand};
+
+use crate::config::{self, Config, ConfigError, CONFIG_ENV};
+use crate::evidence::{validate_manifest, EvidenceError};
+use crate::oneshot::Client;
+use crate::queue::{Queue, QueueError};
+use crate::sync::{Mode, Worker};
+
+/// kiosk-agent: capture, queue and upload One-Shot External-mode VideoID evidence.
+#[derive(Debug, Parser)]
+#[command(name = "kiosk-agent", version, about, max_term_width = 100)]
+pub struct Cli {
+    /// Configuration file (TOML).
+    #[arg(long, global = true, env = CONFIG_ENV, value_name = "PATH")]
+    config: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the whole job on embedded defaults against the built-in sandbox (no config needed).
+    Demo,
+    /// The daemon: the sync worker, until SIGTERM or Ctrl-C.
+    Run,
+    /// The built-in One-Shot sandbox server.
+    Sandbox {
+        /// Address to listen on.
+        #[arg(long, default_value = "127.0.0.1:8080")]
+        listen: String,
+    },
+    /// Validate an enrollment manifest and queue it; prints the enrollment id.
+    Enroll {
+        /// The manifest (JSON); artifact paths are relative to it.
+        manifest: PathBuf,
+    },
+    /// Send what is ready now, then exit (0: nothing left to send; 3: work remains).
+    Sync {
+        /// Exit once nothing more is ready (required; `run` is the long-running form).
+        #[arg(long)]
+        once: bool,
+    },
+    /// Inspect and act on the queue.
+    Queue {
+        #[command(subcommand)]
+        command: queue_cmd::QueueCommand,
+    },
+    /// Validate the configuration and print every problem with its key.
+    CheckConfig,
+}
+
+/// A failure with the exit code it maps to.
+#[derive(Debug)]
+pub struct Failure {
+    pub code: u8,
+    pub error: anyhow::Error,
+}
+
+impl Failure {
+    pub fn bad_input(error: impl Into<anyhow::Error>) -> Self {
+        Failure { code: 2, error: error.into() }
+    }
+}
+
+impl<E: Into<anyhow::Error>> From<E> for Failure {
+    fn from(e: E) -> Self {
+        let error: anyhow::Error = e.into();
+        // Classify by the root error type so `.context()` does not hide bad input.
+        let bad_input = error.chain().any(|c| {
+            c.is::<ConfigError>()
+                || c.is::<EvidenceError>()
+                || matches!(
+                    c.downcast_ref::<QueueError>(),
+                    Some(QueueError::Space(_) | QueueError::NotFound(_) | QueueError::WrongState { .. })
+                )
+        });
+        Failure { code: if bad_input { 2 } else { 1 }, error }
+    }
+}
+
+/// Parses the command line and runs the command.
+pub fn main() -> Result<ExitCode, Failure> {
+    let cli = Cli::parse();
+    init_logging(&cli.command);
+    match cli.command {
+        Command::Demo => runtime()?.block_on(crate::demo::run(&mut std::io::stdout())).map(|()| ExitCode::SUCCESS).map_err(Failure::from),
+        Command::CheckConfig => check_config(cli.config.as_deref()),
+        Command::Sandbox { listen } => runtime()?.block_on(sandbox(&listen)),
+        Command::Enroll { manifest } => enroll(&load_config(cli.config.as_deref())?, &manifest),
+        Command::Sync { once } => {
+            if !once {
+                return Err(Failure::bad_input(anyhow::anyhow!("sync needs --once; `kiosk-agent run` is the daemon")));
+            }
+            let config = load_config(cli.config.as_deref())?;
+            runtime()?.block_on(work(config, Mode::Once))
+        }
+        Command::Run => {
+            let config = load_config(cli.config.as_deref())?;
+            runtime()?.block_on(work(config, Mode::Forever))
+        }
+        Command::Queue { command } => queue_cmd::run(&load_config(cli.config.as_deref())?, command),
+    }
+}
+
+fn init_logging(command: &Command) {
+    // Long-running commands log progress; one-shot commands only what went wrong.
+    let default = match command {
+        Command::Run | Command::Sandbox { .. } => "info",
+        _ => "warn",
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_env("KIOSK_AGENT_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_target(false).try_init();
+}
+
+fn runtime() -> Result<tokio::runtime::Runtime, Failure> {
+    Ok(tokio::runtime::Builder::new_multi_thread().enable_all().build().context("cannot start the async runtime")?)
+}
+
+fn config_path(path: Option<&Path>) -> Result<&Path, Failure> {
+    path.ok_or_else(|| Failure::bad_input(anyhow::anyhow!("no configuration: pass --config PATH or set {CONFIG_ENV}")))
+}
+
+fn load_config(path: Option<&Path>) -> Result<Config, Failure> {
+    Ok(config::load(config_path(path)?)?)
+}
+
+fn check_config(path: Option<&Path>) -> Result<ExitCode, Failure> {
+    let path = config_path(path)?;
+    match config::load(path) {
+        Ok(c) => {
+            println!("{}: OK", path.display());
+            println!("  One-Shot server  {} ({:?} layout)", c.oneshot.base_url, c.oneshot.layout);
+            println!("  data directory   {}", c.storage.data_dir.display());
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(ConfigError::Invalid(problems)) => {
+            for p in &problems {
+                println!("{p}");
+            }
+            Err(Failure::bad_input(anyhow::anyhow!("{}: {} problem(s)", path.display(), problems.len())))
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+fn enroll(config: &Config, manifest: &Path) -> Result<ExitCode, Failure> {
+    // Validate before touching the data directory, so bad input leaves nothing on disk.
+    let enrollment = validate_manifest(manifest, &config.evidence)?;
+    let queue = Queue::open(&config.storage)?;
+    let id = queue.enqueue(&enrollment)?;
+    println!("{id}");
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn sandbox(listen: &str) -> Result<ExitCode, Failure> {
+    let listener = tokio::net::TcpListener::bind(listen)
+        .await
+        .with_context(|| format!("cannot listen on {listen}"))
+        .map_err(Failure::bad_input)?;
+    let addr = listener.local_addr().context("local address")?;
+    println!("One-Shot sandbox listening on http://{addr}");
+    println!("  current layout: http://{addr}/oneshot/api/v1    legacy layout: http://{addr}/api/v1");
+    println!("  received so far: http://{addr}/_sandbox/requests");
+    let state = Default::default();
+    crate::sandbox::serve(listener, state, shutdown_signal()).await.context("sandbox server")?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Resolves on SIGTERM or Ctrl-C.
+async fn shutdown_signal() {
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("SIGTERM handler");
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = tokio::signal::ctrl_c() => {}
+    }
+}
+
+async fn work(config: Config, mode: Mode) -> Result<ExitCode, Failure> {
+    let storage = config.storage.clone();
+    let queue = tokio::task::spawn_blocking(move || Queue::open(&storage)).await.context("queue task")??;
+    let queue = Arc::new(queue);
+    let _lock = queue.lock_worker()?;
+    let client = Client::new(&config.oneshot).context("One-Shot client")?;
+    let worker = Worker::new(Arc::clone(&queue), client, config);
+    let (tx, rx) = tokio::sync::watch::channel(false);
+    tokio::spawn(async move {
+        shutdown_signal().await;
+        tracing::info!("shutdown requested; finishing in-flight steps");
+        let _ = tx.send(true);
+    });
+    if mode == Mode::Forever {
+        tracing::info!(data_dir = %queue.dir().display(), "sync worker running");
+    }
+    let outcome = worker.run(mode, rx).await?;
+    if mode == Mode::Once && outcome.pending > 0 {
+        eprintln!("{} enrollment(s) still pending; see `kiosk-agent queue list`", outcome.pending);
+        return Ok(ExitCode::from(3));
+    }
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,112 @@
+//! `kiosk-agent queue list|show|retry|purge`.
+
+use std::process::ExitCode;
+
+use clap::Subcommand;
+
+use super::Failure;
+use crate::config::Config;
+use crate::queue::{now_ms, Queue, Summary};
+
+#[derive(Debug, Subcommand)]
+pub enum QueueCommand {
+    /// List every enrollment, oldest first.
+    List {
+        /// Print a JSON array instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show one enrollment with its artifacts and history.
+    Show {
+        id: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Re-queue a failed enrollment from the step it failed at.
+    Retry { id: String },
+    /// Delete an enrollment and its local files (pending ones only with --force).
+    Purge {
+        id: String,
+        /// Also discard evidence that has not reached the server.
+        #[arg(long)]
+        force: bool,
+    },
+}
+
+pub fn run(config: &Config, command: QueueCommand) -> Result<ExitCode, Failure> {
+    let queue = Queue::open(&config.storage)?;
+    match command {
+        QueueCommand::List { json: true } => println!("{}", serde_json::to_string_pretty(&queue.list()?)?),
+        QueueCommand::List { json: false } => print_table(&queue.list()?),
+        QueueCommand::Show { id, json: true } => println!("{}", serde_json::to_string_pretty(&queue.show(&id)?)?),
+        QueueCommand::Show { id, json: false } => print_detail(&queue.show(&id)?),
+        QueueCommand::Retry { id } => {
+            let state = queue.retry(&id)?;
+            println!("{id}: re-queued ({state})");
+        }
+        QueueCommand::Purge { id, force } => {
+            queue.purge(&id, force)?;
+            println!("{id}: purged");
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn print_table(rows: &[Summary]) {
+    if rows.is_empty() {
+        println!("queue is empty");
+        return;
+    }
+    println!("{:<36}  {:<14}  {:>8}  {:>10}  {:>12}  LAST ERROR", "ID", "STATE", "ATTEMPTS", "REQUEST", "BYTES");
+    for r in rows {
+        println!(
+            "{:<36}  {:<14}  {:>8}  {:>10}  {:>12}  {}",
+            r.id,
+            r.state.as_str(),
+            r.attempts,
+            r.request_pk.as_deref().unwrap_or("-"),
+            r.bytes,
+            r.last_error.as_deref().unwrap_or("")
+        );
+    }
+    let pending: Vec<_> = rows.iter().filter(|r| r.state.is_pending()).collect();
+    let failed = rows.iter().filter(|r| r.state == crate::queue::State::Failed).count();
+    let bytes: u64 = pending.iter().map(|r| r.bytes).sum();
+    let oldest = pending
+        .iter()
+        .filter_map(|r| humantime::parse_rfc3339(&r.created_at).ok())
+        .min()
+        .and_then(|t| t.elapsed().ok())
+        .map(|d| humantime::format_duration(std::time::Duration::from_secs(d.as_secs())).to_string());
+    println!(
+        "\n{} pending ({} bytes, oldest {}), {} failed, {} in all",
+        pending.len(),
+        bytes,
+        oldest.as_deref().unwrap_or("-"),
+        failed,
+        rows.len()
+    );
+}
+
+fn print_detail(s: &Summary) {
+    println!("id             {}", s.id);
+    println!("state          {}", s.state);
+    println!("request_pk     {}", s.request_pk.as_deref().unwrap_or("-"));
+    println!("videoid_pk     {}", s.videoid_pk.as_deref().unwrap_or("-"));
+    println!("server status  {}", s.server_status.as_deref().unwrap_or("-"));
+    println!("attempts       {}", s.attempts);
+    println!("last error     {}", s.last_error.as_deref().unwrap_or("-"));
+    if let Some(next) = &s.next_attempt_at {
+        let due = humantime::parse_rfc3339(next).ok().map(|t| (t.duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_millis() as i64) <= now_ms());
+        println!("next attempt   {next}{}", if due == Some(true) { " (due)" } else { "" });
+    }
+    println!("created        {}", s.created_at);
+    println!("evidence       {}", if s.erased { "erased locally (audit record kept)" } else { "held locally, encrypted" });
+    for a in s.artifacts.iter().flatten() {
+        println!("  {:<16} {:<5} {:>10} bytes  sha256 {}", a.name, a.kind, a.size, a.sha256);
+    }
+    println!("history");
+    for e in s.history.iter().flatten() {
+        println!("  {}  {:<16} {}", e.at, e.kind, e.detail);
+    }
+}

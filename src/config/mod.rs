@@ -1,0 +1,440 @@
+//! Configuration: read → parse → validate, as three separate steps so tests feed strings.
+//!
+//! [`load`] reads the TOML file, [`from_toml`] parses it into the raw, all-optional
+//! [`raw::RawConfig`], and [`validate`] turns that into the typed [`Config`] or returns every
+//! problem at once, each with the key it belongs to. Nothing below this module re-checks raw
+//! strings: everything downstream receives `Url`-checked bases, `Duration`s and byte counts.
+
+mod raw;
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::num::NonZeroUsize;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+pub use raw::RawConfig;
+
+/// Environment variable naming the configuration file when `--config` is not given.
+pub const CONFIG_ENV: &str = "KIOSK_AGENT_CONFIG";
+
+/// One thing wrong with a configuration: the dotted key and what rule it breaks.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Problem {
+    pub key: String,
+    pub message: String,
+}
+
+impl fmt::Display for Problem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.key, self.message)
+    }
+}
+
+/// Why a configuration could not be used.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read configuration file {path}: {source}")]
+    Read { path: PathBuf, source: std::io::Error },
+    #[error("configuration is not valid TOML: {0}")]
+    Parse(String),
+    #[error("configuration has {} problem(s):\n{}", .0.len(), .0.iter().map(|p| format!("  - {p}")).collect::<Vec<_>>().join("\n"))]
+    Invalid(Vec<Problem>),
+}
+
+/// Which path layout the One-Shot server speaks (see the README's configuration reference).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Layout {
+    /// The product brief: base `/oneshot/api/v1`, evidences and video keyed by `videoid_pk`.
+    Current,
+    /// The published OpenAPI file: base `/api/v1`, keyed by `request_pk`.
+    Legacy,
+}
+
+/// Path templates of the One-Shot operations; `{request_pk}` and `{videoid_pk}` are filled in.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Paths {
+    pub create: String,
+    pub evidences: String,
+    pub video: String,
+    pub status: String,
+    pub hello: String,
+}
+
+impl Paths {
+    /// The default templates of a layout.
+    pub fn for_layout(layout: Layout) -> Self {
+        match layout {
+            Layout::Current => Paths {
+                create: "/videoid".into(),
+                evidences: "/videoid/{videoid_pk}/evidences".into(),
+                video: "/videoid/{videoid_pk}/video".into(),
+                status: "/request/{request_pk}".into(),
+                hello: "/hello".into(),
+            },
+            Layout::Legacy => Paths {
+                create: "/videoid".into(),
+                evidences: "/videoid/{request_pk}/evidences".into(),
+                video: "/videoid/{request_pk}/evidences/video".into(),
+                status: "/request/{request_pk}".into(),
+                hello: "/hello".into(),
+            },
+        }
+    }
+}
+
+/// The `[oneshot]` section, validated.
+#[derive(Clone)]
+pub struct OneShotConfig {
+    /// Base URL without a trailing slash; https unless the host is a loopback address.
+    pub base_url: String,
+    pub layout: Layout,
+    pub paths: Paths,
+    pub registration_authority: String,
+    pub profile: String,
+    pub env: Option<String>,
+    pub billing_username: Option<String>,
+    /// Read from `billing_password_file`; never logged (see the manual `Debug`).
+    pub billing_password: Option<String>,
+    pub webhook_url: Option<String>,
+    /// Extra headers sent with every request (e.g. a gateway's credentials); never logged.
+    pub headers: BTreeMap<String, String>,
+    pub ca_bundle: Option<PathBuf>,
+    pub connect_timeout: Duration,
+    pub request_timeout: Duration,
+    pub upload_timeout: Duration,
+}
+
+impl fmt::Debug for OneShotConfig {
+    // Written by hand so that the billing password and header values never reach a log.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("OneShotConfig")
+            .field("base_url", &self.base_url)
+            .field("layout", &self.layout)
+            .field("paths", &self.paths)
+            .field("registration_authority", &self.registration_authority)
+            .field("profile", &self.profile)
+            .field("env", &self.env)
+            .field("billing_username", &self.billing_username)
+            .field("billing_password", &self.billing_password.as_ref().map(|_| "<redacted>"))
+            .field("headers", &self.headers.keys().collect::<Vec<_>>())
+            .field("ca_bundle", &self.ca_bundle)
+            .finish_non_exhaustive()
+    }
+}
+
+/// When the local copy of an enrollment's evidence is erased (only the audit record stays).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EraseAfter {
+    InReview,
+    Approved,
+    Never,
+}
+
+/// The `[storage]` section, validated.
+#[derive(Debug, Clone)]
+pub struct StorageConfig {
+    pub data_dir: PathBuf,
+    /// Where the master key lives when `$CREDENTIALS_DIRECTORY` does not provide one.
+    pub master_key_file: PathBuf,
+    pub max_spool_bytes: u64,
+    pub min_free_bytes: u64,
+    pub erase_after: EraseAfter,
+}
+
+/// The `[evidence]` section, validated.
+#[derive(Debug, Clone, Copy)]
+pub struct EvidenceLimits {
+    pub max_image_bytes: u64,
+    pub max_video_bytes: u64,
+}
+
+impl Default for EvidenceLimits {
+    fn default() -> Self {
+        EvidenceLimits { max_image_bytes: 10 * 1024 * 1024, max_video_bytes: 512 * 1024 * 1024 }
+    }
+}
+
+/// The `[sync]` section, validated.
+#[derive(Debug, Clone)]
+pub struct SyncConfig {
+    pub concurrency: NonZeroUsize,
+    pub backoff_base: Duration,
+    pub backoff_cap: Duration,
+    /// How often the request status is read while waiting for `VIDEOREVIEW`.
+    pub status_poll: Duration,
+    /// How many times a `VIDEOERROR`/`VIDEOINCOMPLETE` request is re-sent before giving up.
+    pub max_resends: u32,
+}
+
+/// The whole validated configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub oneshot: OneShotConfig,
+    pub storage: StorageConfig,
+    pub evidence: EvidenceLimits,
+    pub sync: SyncConfig,
+}
+
+/// Reads, parses and validates the file at `path`.
+pub fn load(path: &Path) -> Result<Config, ConfigError> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|source| ConfigError::Read { path: path.to_owned(), source })?;
+    let raw = from_toml(&text)?;
+    // Relative paths in the file are relative to the file, not to the working directory.
+    validate(raw, path.parent().unwrap_or(Path::new(".")))
+}
+
+/// Parses TOML text; unknown keys are an error naming the key.
+pub fn from_toml(text: &str) -> Result<RawConfig, ConfigError> {
+    toml::from_str(text).map_err(|e| ConfigError::Parse(e.to_string()))
+}
+
+/// Validates a parsed configuration, reporting every problem with its key.
+pub fn validate(raw: RawConfig, base_dir: &Path) -> Result<Config, ConfigError> {
+    let mut problems = Vec::new();
+    let mut problem = |key: &str, message: String| problems.push(Problem { key: key.into(), message });
+    let resolve = |p: PathBuf| if p.is_absolute() { p } else { base_dir.join(p) };
+
+    let o = raw.oneshot.unwrap_or_default();
+    let base_url = match o.base_url.as_deref().map(str::trim) {
+        None | Some("") => {
+            problem("oneshot.base_url", "is required".into());
+            String::new()
+        }
+        Some(url) => match check_base_url(url) {
+            Ok(url) => url,
+            Err(msg) => {
+                problem("oneshot.base_url", msg);
+                String::new()
+            }
+        },
+    };
+    let layout = match o.layout.as_deref() {
+        None | Some("current") => Layout::Current,
+        Some("legacy") => Layout::Legacy,
+        Some(other) => {
+            problem("oneshot.layout", format!("must be \"current\" or \"legacy\", not {other:?}"));
+            Layout::Current
+        }
+    };
+    let mut paths = Paths::for_layout(layout);
+    if let Some(p) = o.paths {
+        for (key, value, slot) in [
+            ("create", p.create, &mut paths.create),
+            ("evidences", p.evidences, &mut paths.evidences),
+            ("video", p.video, &mut paths.video),
+            ("status", p.status, &mut paths.status),
+            ("hello", p.hello, &mut paths.hello),
+        ] {
+            if let Some(v) = value {
+                match check_path_template(&v) {
+                    Ok(()) => *slot = v,
+                    Err(msg) => problem(&format!("oneshot.paths.{key}"), msg),
+                }
+            }
+        }
+    }
+    let required = |key: &str, v: Option<String>, problem: &mut dyn FnMut(&str, String)| match v {
+        Some(s) if !s.trim().is_empty() => s.trim().to_owned(),
+        _ => {
+            problem(key, "is required".into());
+            String::new()
+        }
+    };
+    let registration_authority =
+        required("oneshot.registration_authority", o.registration_authority, &mut problem);
+    let profile = required("oneshot.profile", o.profile, &mut problem);
+    if let Some(env) = &o.env {
+        if env != "sandbox" && env != "prod" {
+            problem("oneshot.env", format!("must be \"sandbox\" or \"prod\", not {env:?}"));
+        }
+    }
+    let billing_password = match o.billing_password_file.map(resolve) {
+        None => None,
+        Some(path) => match std::fs::read_to_string(&path) {
+            Ok(s) if !s.trim().is_empty() => Some(s.trim_end_matches(['\r', '\n']).to_owned()),
+            Ok(_) => {
+                problem("oneshot.billing_password_file", format!("{} is empty", path.display()));
+                None
+            }
+            Err(e) => {
+                problem("oneshot.billing_password_file", format!("cannot read {}: {e}", path.display()));
+                None
+            }
+        },
+    };
+    if billing_password.is_some() != o.billing_username.is_some() {
+        problem(
+            "oneshot.billing_username",
+            "billing_username and billing_password_file must be set together".into(),
+        );
+    }
+    if let Some(url) = &o.webhook_url {
+        if !(url.starts_with("https://") || url.starts_with("http://")) {
+            problem("oneshot.webhook_url", "must be an http(s) URL".into());
+        }
+    }
+    let mut headers = BTreeMap::new();
+    for (name, value) in o.headers.unwrap_or_default() {
+        let key = format!("oneshot.headers.{name}");
+        if reqwest::header::HeaderName::from_bytes(name.as_bytes()).is_err() {
+            problem(&key, "is not a valid HTTP header name".into());
+        } else if reqwest::header::HeaderValue::from_str(&value).is_err() {
+            problem(&key, "value is not a valid HTTP header value".into());
+        } else {
+            headers.insert(name, value);
+        }
+    }
+    let ca_bundle = o.ca_bundle.map(resolve);
+    if let Some(ca) = &ca_bundle {
+        if !ca.is_file() {
+            problem("oneshot.ca_bundle", format!("{} is not a readable file", ca.display()));
+        }
+    }
+    let mut secs = |key: &str, v: Option<u64>, default: u64| match v {
+        Some(0) => {
+            problem(key, "must be at least 1 second".into());
+            Duration::from_secs(default)
+        }
+        Some(n) => Duration::from_secs(n),
+        None => Duration::from_secs(default),
+    };
+    let connect_timeout = secs("oneshot.connect_timeout_secs", o.connect_timeout_secs, 10);
+    let request_timeout = secs("oneshot.request_timeout_secs", o.request_timeout_secs, 60);
+    let upload_timeout = secs("oneshot.upload_timeout_secs", o.upload_timeout_secs, 1800);
+
+    let s = raw.storage.unwrap_or_default();
+    let data_dir = match s.data_dir {
+        Some(d) if !d.as_os_str().is_empty() => resolve(d),
+        _ => {
+            problem("storage.data_dir", "is required".into());
+            PathBuf::new()
+        }
+    };
+    let master_key_file = s.master_key_file.map(resolve).unwrap_or_else(|| data_dir.join("master.key"));
+    let erase_after = match s.erase_after.as_deref() {
+        None | Some("in_review") => EraseAfter::InReview,
+        Some("approved") => EraseAfter::Approved,
+        Some("never") => EraseAfter::Never,
+        Some(other) => {
+            problem(
+                "storage.erase_after",
+                format!("must be \"in_review\", \"approved\" or \"never\", not {other:?}"),
+            );
+            EraseAfter::InReview
+        }
+    };
+
+    let e = raw.evidence.unwrap_or_default();
+    let defaults = EvidenceLimits::default();
+    let mut positive = |key: &str, v: Option<u64>, default: u64| match v {
+        Some(0) => {
+            problem(key, "must be greater than 0".into());
+            default
+        }
+        Some(n) => n,
+        None => default,
+    };
+    let evidence = EvidenceLimits {
+        max_image_bytes: positive("evidence.max_image_bytes", e.max_image_bytes, defaults.max_image_bytes),
+        max_video_bytes: positive("evidence.max_video_bytes", e.max_video_bytes, defaults.max_video_bytes),
+    };
+    let max_spool_bytes = positive("storage.max_spool_bytes", s.max_spool_bytes, 20 * 1024 * 1024 * 1024);
+    let min_free_bytes = s.min_free_bytes.unwrap_or(1024 * 1024 * 1024);
+
+    let y = raw.sync.unwrap_or_default();
+    let concurrency = match y.concurrency {
+        None => NonZeroUsize::new(2).expect("2 is not zero"),
+        Some(n) => match NonZeroUsize::new(n).filter(|n| n.get() <= 64) {
+            Some(n) => n,
+            None => {
+                problem("sync.concurrency", format!("must be between 1 and 64, not {n}"));
+                NonZeroUsize::MIN
+            }
+        },
+    };
+    let mut millis = |key: &str, v: Option<f64>, default: f64| match v {
+        Some(x) if x.is_finite() && x > 0.0 && x <= 86_400.0 => Duration::from_secs_f64(x),
+        Some(x) => {
+            problem(key, format!("must be a number of seconds in (0, 86400], not {x}"));
+            Duration::from_secs_f64(default)
+        }
+        None => Duration::from_secs_f64(default),
+    };
+    let backoff_base = millis("sync.backoff_base_secs", y.backoff_base_secs, 2.0);
+    let backoff_cap = millis("sync.backoff_cap_secs", y.backoff_cap_secs, 300.0);
+    let status_poll = millis("sync.status_poll_secs", y.status_poll_secs, 2.0);
+    if backoff_cap < backoff_base {
+        problem("sync.backoff_cap_secs", "must not be smaller than sync.backoff_base_secs".into());
+    }
+
+    if !problems.is_empty() {
+        return Err(ConfigError::Invalid(problems));
+    }
+    Ok(Config {
+        oneshot: OneShotConfig {
+            base_url,
+            layout,
+            paths,
+            registration_authority,
+            profile,
+            env: o.env,
+            billing_username: o.billing_username,
+            billing_password,
+            webhook_url: o.webhook_url,
+            headers,
+            ca_bundle,
+            connect_timeout,
+            request_timeout,
+            upload_timeout,
+        },
+        storage: StorageConfig { data_dir, master_key_file, max_spool_bytes, min_free_bytes, erase_after },
+        evidence,
+        sync: SyncConfig {
+            concurrency,
+            backoff_base,
+            backoff_cap,
+            status_poll,
+            max_resends: y.max_resends.unwrap_or(3),
+        },
+    })
+}
+
+/// Checks the scheme rule: https everywhere, plain http only towards a loopback address.
+fn check_base_url(url: &str) -> Result<String, String> {
+    let parsed = reqwest::Url::parse(url).map_err(|e| format!("is not a URL ({e})"))?;
+    if parsed.query().is_some() || parsed.fragment().is_some() {
+        return Err("must not have a query or fragment".into());
+    }
+    match parsed.scheme() {
+        "https" => {}
+        "http" if is_loopback(&parsed) => {}
+        "http" => return Err("must use https (plain http is allowed only for loopback addresses)".into()),
+        other => return Err(format!("must use https, not {other}")),
+    }
+    Ok(url.trim_end_matches('/').to_owned())
+}
+
+fn is_loopback(url: &reqwest::Url) -> bool {
+    match url.host() {
+        Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
+        Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
+        Some(url::Host::Domain(d)) => d.eq_ignore_ascii_case("localhost"),
+        None => false,
+    }
+}
+
+fn check_path_template(path: &str) -> Result<(), String> {
+    if !path.starts_with('/') {
+        return Err("must start with '/'".into());
+    }
+    let stripped = path.replace("{request_pk}", "").replace("{videoid_pk}", "");
+    if stripped.contains(['{', '}']) {
+        return Err("may only use the placeholders {request_pk} and {videoid_pk}".into());
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,287 @@
+//! The enrollment manifest (`enroll MANIFEST.json`) and its validation.
+
+use std::fs::File;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+
+use super::sniff::{sniff_image, sniff_video, MediaKind};
+use super::{countries, EvidenceError, Violation};
+use crate::config::EvidenceLimits;
+
+/// The image slots of `videoid_data.images`, in the order they are sent.
+pub const IMAGE_NAMES: [&str; 4] = ["document_front", "document_rear", "document_photo", "document_owner"];
+/// Image slots that must be present. A passport has no rear side, so `document_rear` is optional.
+const REQUIRED_IMAGES: [&str; 3] = ["document_front", "document_photo", "document_owner"];
+const TOP_LEVEL_KEYS: [&str; 7] =
+    ["customer", "acceptance", "ocr_data", "security_checks", "similarity_level", "images", "video"];
+const DOCUMENT_TYPES: [&str; 4] = ["IDC", "PAS", "PNO", "TIN"];
+/// The security checks the API documents; each must be a boolean. Others pass through as given.
+const KNOWN_CHECKS: [&str; 7] = [
+    "otp_validation",
+    "documents_match",
+    "data_integrity",
+    "document_notcopy",
+    "document_notexpired",
+    "document_notunderage",
+    "liveliness",
+];
+
+/// The signer's contact data, sent in the create body.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Customer {
+    pub mobile_phone_number: String,
+    pub email: String,
+}
+
+/// Every personal field of an enrollment: what the queue stores encrypted as one blob.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Pii {
+    pub customer: Customer,
+    pub acceptance: Map<String, Value>,
+    pub ocr_data: Map<String, Value>,
+    pub security_checks: Map<String, Value>,
+    pub similarity_level: Value,
+}
+
+/// An artifact file named by the manifest, checked but not yet copied.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ArtifactSource {
+    /// `document_front` … `document_owner`, or `video`.
+    pub name: String,
+    pub path: PathBuf,
+    pub kind: MediaKind,
+    pub size: u64,
+}
+
+/// A validated enrollment, ready to be queued.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Enrollment {
+    pub pii: Pii,
+    pub images: Vec<ArtifactSource>,
+    pub video: ArtifactSource,
+}
+
+/// Reads and validates the manifest at `path`; artifact paths are relative to its directory.
+pub fn validate_manifest(path: &Path, limits: &EvidenceLimits) -> Result<Enrollment, EvidenceError> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|source| EvidenceError::ReadManifest { path: path.to_owned(), source })?;
+    let value: Value = serde_json::from_str(&text).map_err(|e| EvidenceError::Json(e.to_string()))?;
+    let base = path.parent().unwrap_or(Path::new("."));
+    validate_value(&value, base, limits)
+}
+
+/// Collects violations; `take_*` helpers record one and return `None` on a bad value.
+struct Checker {
+    violations: Vec<Violation>,
+}
+
+impl Checker {
+    fn fail(&mut self, field: impl Into<String>, rule: impl Into<String>) {
+        self.violations.push(Violation { field: field.into(), rule: rule.into() });
+    }
+
+    fn object<'a>(&mut self, v: Option<&'a Value>, field: &str) -> Option<&'a Map<String, Value>> {
+        match v {
+            None => self.fail(field, "is required"),
+            Some(Value::Object(m)) => return Some(m),
+            Some(_) => self.fail(field, "must be a JSON object"),
+        }
+        None
+    }
+
+    fn string(&mut self, map: &Map<String, Value>, key: &str, prefix: &str, required: bool) -> Option<String> {
+        let field = format!("{prefix}.{key}");
+        match map.get(key) {
+            None if required => self.fail(field, "is required"),
+            None => {}
+            Some(Value::String(s)) if s.trim().is_empty() && required => self.fail(field, "must not be empty"),
+            Some(Value::String(s)) => return Some(s.clone()),
+            Some(_) => self.fail(field, "must be a string"),
+        }
+        None
+    }
+
+    fn reject_unknown(&mut self, map: &Map<String, Value>, allowed: &[&str], prefix: &str) {
+        for key in map.keys().filter(|k| !allowed.contains(&k.as_str())) {
+            let field = if prefix.is_empty() { key.clone() } else { format!("{prefix}.{key}") };
+            self.fail(field, format!("unknown key (allowed: {})", allowed.join(", ")));
+        }
+    }
+
+    /// Opens `rel` (relative to `base`), checks its content kind and size limit.
+    fn artifact(&mut self, field: &str, rel: Option<&Value>, base: &Path, limit: u64, video: bool) -> Option<ArtifactSource> {
+        let rel = match rel {
+            Some(Value::String(s)) if !s.is_empty() => s,
+            Some(_) => {
+                self.fail(field, "must be a file path (string)");
+                return None;
+            }
+            None => {
+                self.fail(field, "is required");
+                return None;
+            }
+        };
+        let path = base.join(rel);
+        let mut file = match File::open(&path) {
+            Ok(f) => f,
+            Err(e) => {
+                self.fail(field, format!("cannot open {}: {e}", path.display()));
+                return None;
+            }
+        };
+        let size = match file.metadata() {
+            Ok(m) if m.is_file() => m.len(),
+            Ok(_) => {
+                self.fail(field, format!("{} is not a regular file", path.display()));
+                return None;
+            }
+            Err(e) => {
+                self.fail(field, format!("cannot stat {}: {e}", path.display()));
+                return None;
+            }
+        };
+        if size > limit {
+            self.fail(field, format!("is {size} bytes, over the limit of {limit} bytes"));
+            return None;
+        }
+        let sniffed = if video { sniff_video(&mut file) } else { sniff_image(&mut file) };
+        match sniffed {
+            Ok(Some(kind)) => Some(ArtifactSource { name: field.rsplit('.').next().unwrap_or(field).into(), path, kind, size }),
+            Ok(None) if video => {
+                self.fail(field, "must be an MP4 file (ISO-BMFF starting with an ftyp box)");
+                None
+            }
+            Ok(None) => {
+                self.fail(field, "must be a JPEG or PNG image (checked by content, not extension)");
+                None
+            }
+            Err(e) => {
+                self.fail(field, format!("cannot read {}: {e}", path.display()));
+                None
+            }
+        }
+    }
+}
+
+fn validate_value(value: &Value, base: &Path, limits: &EvidenceLimits) -> Result<Enrollment, EvidenceError> {
+    let mut c = Checker { violations: Vec::new() };
+    let Some(root) = c.object(Some(value), "manifest") else {
+        return Err(EvidenceError::Invalid(c.violations));
+    };
+    c.reject_unknown(root, &TOP_LEVEL_KEYS, "");
+
+    let customer = c.object(root.get("customer"), "customer").and_then(|m| {
+        c.reject_unknown(m, &["mobile_phone_number", "email"], "customer");
+        let phone = c.string(m, "mobile_phone_number", "customer", true);
+        let email = c.string(m, "email", "customer", true);
+        check_phone(&mut c, "customer.mobile_phone_number", phone.as_deref());
+        check_email(&mut c, "customer.email", email.as_deref());
+        Some(Customer { mobile_phone_number: phone?, email: email? })
+    });
+
+    // `acceptance` is customizable: any object, passed through unchanged.
+    let acceptance = c.object(root.get("acceptance"), "acceptance").cloned();
+
+    let ocr_data = c.object(root.get("ocr_data"), "ocr_data").cloned();
+    if let Some(ocr) = &ocr_data {
+        for key in ["given_name", "surname_1", "serial_number"] {
+            c.string(ocr, key, "ocr_data", true);
+        }
+        for key in ["surname_2", "mobile_phone_number", "email"] {
+            c.string(ocr, key, "ocr_data", false);
+        }
+        if let Some(t) = c.string(ocr, "id_document_type", "ocr_data", false) {
+            if !DOCUMENT_TYPES.contains(&t.as_str()) {
+                c.fail("ocr_data.id_document_type", format!("must be one of {}, not {t:?}", DOCUMENT_TYPES.join(", ")));
+            }
+        }
+        if let Some(country) = c.string(ocr, "id_document_country", "ocr_data", false) {
+            if !countries::is_assigned(&country) {
+                c.fail("ocr_data.id_document_country", format!("must be an ISO 3166-1 alpha-2 code such as ES, not {country:?}"));
+            }
+        }
+        let phone = ocr.get("mobile_phone_number").and_then(Value::as_str);
+        check_phone(&mut c, "ocr_data.mobile_phone_number", phone);
+        check_email(&mut c, "ocr_data.email", ocr.get("email").and_then(Value::as_str));
+    }
+
+    let security_checks = match root.get("security_checks") {
+        None => Some(Map::new()),
+        v => c.object(v, "security_checks").cloned(),
+    };
+    if let Some(checks) = &security_checks {
+        for key in KNOWN_CHECKS {
+            if checks.get(key).is_some_and(|v| !v.is_boolean()) {
+                c.fail(format!("security_checks.{key}"), "must be a boolean");
+            }
+        }
+    }
+
+    let similarity_level = root.get("similarity_level").cloned();
+    match &similarity_level {
+        None => c.fail("similarity_level", "is required"),
+        Some(Value::Number(n)) if n.as_u64().is_some_and(|n| n <= 100) => {}
+        Some(Value::String(s)) if ["low", "medium", "high"].contains(&s.as_str()) => {}
+        Some(_) => c.fail("similarity_level", "must be an integer from 0 to 100 or one of \"low\", \"medium\", \"high\""),
+    }
+
+    let mut images = Vec::new();
+    if let Some(map) = c.object(root.get("images"), "images") {
+        c.reject_unknown(map, &IMAGE_NAMES, "images");
+        for name in IMAGE_NAMES {
+            let field = format!("images.{name}");
+            if map.get(name).is_none() && !REQUIRED_IMAGES.contains(&name) {
+                continue;
+            }
+            if let Some(a) = c.artifact(&field, map.get(name), base, limits.max_image_bytes, false) {
+                images.push(a);
+            }
+        }
+    }
+    let video = c.artifact("video", root.get("video"), base, limits.max_video_bytes, true);
+
+    match (customer, acceptance, ocr_data, security_checks, similarity_level, video) {
+        (Some(customer), Some(acceptance), Some(ocr_data), Some(security_checks), Some(similarity_level), Some(video))
+            if c.violations.is_empty() =>
+        {
+            Ok(Enrollment { pii: Pii { customer, acceptance, ocr_data, security_checks, similarity_level }, images, video })
+        }
+        _ => Err(EvidenceError::Invalid(c.violations)),
+    }
+}
+
+/// E.164: a plus sign, a non-zero first digit, at most 15 digits in all (at least 8 here, as no
+/// mobile number is shorter).
+fn check_phone(c: &mut Checker, field: &str, phone: Option<&str>) {
+    let Some(p) = phone else { return };
+    let digits = p.strip_prefix('+').unwrap_or("");
+    let ok = (8..=15).contains(&digits.len())
+        && digits.bytes().all(|b| b.is_ascii_digit())
+        && !digits.starts_with('0');
+    if !ok {
+        c.fail(field, format!("must be an E.164 number such as +34699999999, not {p:?}"));
+    }
+}
+
+/// A practical address check: one `@`, a non-empty local part, a dotted domain of sane labels.
+fn check_email(c: &mut Checker, field: &str, email: Option<&str>) {
+    let Some(e) = email else { return };
+    let ok = e.len() <= 254
+        && e.split_once('@').is_some_and(|(local, domain)| {
+            !local.is_empty()
+                && local.len() <= 64
+                && !local.contains(|ch: char| ch.is_whitespace() || ch == '@')
+                && domain.contains('.')
+                && domain.split('.').all(|label| {
+                    !label.is_empty()
+                        && !label.starts_with('-')
+                        && !label.ends_with('-')
+                        && label.chars().all(|ch| ch.is_alphanumeric() || ch == '-')
+                })
+        });
+    if !ok {
+        c.fail(field, format!("must be an email address such as ana@example.com, not {e:?}"));
+    }
+}

@@ -1,0 +1,53 @@
+//! The evidence model: an enrollment manifest, its validation, and the One-Shot payloads.
+//!
+//! Validation collects every problem at once, each naming the manifest field and the rule it
+//! breaks, and it only reads: it opens each artifact to check its magic bytes and size, and
+//! writes nothing, so a rejected manifest leaves no trace.
+
+mod countries;
+mod manifest;
+mod payload;
+mod sniff;
+
+pub use manifest::{validate_manifest, ArtifactSource, Customer, Enrollment, Pii, IMAGE_NAMES};
+pub use payload::{create_body, evidences_body};
+pub use sniff::{sniff_image, sniff_video, MediaKind};
+
+use std::fmt;
+
+/// One thing wrong with a manifest: the field (dotted path) and the rule it breaks.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Violation {
+    pub field: String,
+    pub rule: String,
+}
+
+impl fmt::Display for Violation {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.field, self.rule)
+    }
+}
+
+/// Why a manifest was rejected.
+#[derive(Debug, thiserror::Error)]
+pub enum EvidenceError {
+    #[error("cannot read manifest {path}: {source}")]
+    ReadManifest { path: std::path::PathBuf, source: std::io::Error },
+    #[error("manifest is not valid JSON: {0}")]
+    Json(String),
+    #[error("manifest has {} problem(s):\n{}", .0.len(), .0.iter().map(|v| format!("  - {v}")).collect::<Vec<_>>().join("\n"))]
+    Invalid(Vec<Violation>),
+}
+
+impl EvidenceError {
+    /// The violations, when the manifest was readable JSON.
+    pub fn violations(&self) -> &[Violation] {
+        match self {
+            EvidenceError::Invalid(v) => v,
+            _ => &[],
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,30 @@
+//! kiosk-agent: capture, queue and upload One-Shot "External mode VideoID" evidence.
+//!
+//! Code map (one line a module, what it owns):
+//!
+//! - [`config`]   — TOML configuration: read → parse → validate into typed values.
+//! - [`evidence`] — the enrollment manifest, its validation, the exact One-Shot JSON bodies.
+//! - [`crypto`]   — master key, per-enrollment data keys, AEAD blobs and streamed artifact files.
+//! - [`queue`]    — the durable, encrypted SQLite queue and the local state machine.
+//! - [`oneshot`]  — the typed One-Shot HTTP client and its retryable/permanent error split.
+//! - [`sync`]     — the worker that moves enrollments through the API, with backoff.
+//! - [`sandbox`]  — the built-in One-Shot server used by the demo, the tests and the benchmarks.
+//! - [`demo`]     — `kiosk-agent demo`: the whole job on embedded defaults.
+//! - [`cli`]      — the command-line interface (`main.rs` only maps its result to an exit code).
+//! - [`faults`]   — named crash points for durability tests.
+//! - [`fsutil`]   — what "durable" means on disk: fsync of files and directories, free space.
+//!
+//! Camera work lives in the separate `kiosk-capture` crate so that its native dependencies stay
+//! out of everything else.
+
+pub mod cli;
+pub mod config;
+pub mod crypto;
+pub mod demo;
+pub mod evidence;
+pub mod faults;
+pub mod fsutil;
+pub mod oneshot;
+pub mod queue;
+pub mod sandbox;
+pub mod sync;

@@ -1,0 +1,107 @@
+//! Atomic, durable enqueue of a validated enrollment.
+
+use std::fs::File;
+use std::io::{BufReader, BufWriter, Write};
+
+use rusqlite::params;
+
+use super::{add_event, artifact_aad, io_err, now_ms, pii_aad, Queue, QueueError};
+use crate::crypto::{encrypt_stream, SecretKey};
+use crate::evidence::{ArtifactSource, Enrollment};
+
+/// A new enrollment would not fit within the configured disk limits.
+#[derive(Debug, thiserror::Error)]
+pub enum SpaceError {
+    #[error("storage.max_spool_bytes: queuing {needed} more bytes would take the spool to {would_be} bytes, over the limit of {limit} bytes ({missing} bytes missing)")]
+    SpoolFull { needed: u64, would_be: u64, limit: u64, missing: u64 },
+    #[error("storage.min_free_bytes: queuing {needed} bytes would leave {left} bytes free on the disk, under the minimum of {min} bytes ({missing} bytes missing)")]
+    DiskLow { needed: u64, left: u64, min: u64, missing: u64 },
+}
+
+impl Queue {
+    /// Encrypts and stores `enrollment`; returns its id once it is durable. On any error nothing
+    /// of it remains on disk.
+    pub fn enqueue(&self, enrollment: &Enrollment) -> Result<String, QueueError> {
+        let artifacts: Vec<&ArtifactSource> = enrollment.images.iter().chain([&enrollment.video]).collect();
+        let needed: u64 = artifacts.iter().map(|a| a.size).sum();
+        self.check_space(needed)?;
+
+        let id = uuid::Uuid::new_v4().to_string();
+        let key = SecretKey::random();
+        let dir = self.spool_dir(&id);
+        std::fs::create_dir(&dir).map_err(io_err(&dir))?;
+        let result = self.write_and_commit(&id, &key, enrollment, &artifacts);
+        if result.is_err() {
+            // Nothing was acknowledged: leave nothing behind.
+            let _ = std::fs::remove_dir_all(&dir);
+        }
+        result.map(|()| id)
+    }
+
+    fn write_and_commit(&self, id: &str, key: &SecretKey, e: &Enrollment, artifacts: &[&ArtifactSource]) -> Result<(), QueueError> {
+        let dir = self.spool_dir(id);
+        let mut rows = Vec::with_capacity(artifacts.len());
+        for a in artifacts {
+            let target = dir.join(format!("{}.enc", a.name));
+            let mut input = BufReader::with_capacity(crate::crypto::CHUNK, File::open(&a.path).map_err(io_err(&a.path))?);
+            let file = File::create(&target).map_err(io_err(&target))?;
+            let mut out = BufWriter::with_capacity(4 * crate::crypto::CHUNK, file);
+            // The limit is the size validated a moment ago: a file that grows in between is refused.
+            let summary = encrypt_stream(key, artifact_aad(id, &a.name).as_bytes(), &mut input, &mut out, a.size)
+                .map_err(io_err(&a.path))?;
+            out.flush().map_err(io_err(&target))?;
+            out.get_ref().sync_all().map_err(io_err(&target))?;
+            rows.push((a.name.clone(), a.kind.as_str(), summary.plaintext_len, summary.sha256));
+        }
+        crate::fsutil::sync_dir(&dir).map_err(io_err(&dir))?;
+        let spool = self.dir.join("spool");
+        crate::fsutil::sync_dir(&spool).map_err(io_err(&spool))?;
+        crate::faults::crash_point("enqueue.before_commit");
+
+        let pii_json = serde_json::to_vec(&e.pii).expect("serializing JSON values cannot fail");
+        let sealed = key.seal(&pii_json, pii_aad(id).as_bytes());
+        let wrapped = self.master.wrap(key, id.as_bytes());
+        let mut conn = self.conn();
+        let tx = conn.transaction()?;
+        let now = now_ms();
+        tx.execute(
+            "INSERT INTO enrollments (id, state, created_at, updated_at, wrapped_key, pii, next_attempt_at)
+             VALUES (?1, 'queued', ?2, ?2, ?3, ?4, ?2)",
+            params![id, now, wrapped, sealed],
+        )?;
+        for (name, kind, size, sha) in &rows {
+            tx.execute(
+                "INSERT INTO artifacts (enrollment_id, name, kind, size, sha256) VALUES (?1, ?2, ?3, ?4, ?5)",
+                params![id, name, kind, *size as i64, sha],
+            )?;
+        }
+        add_event(&tx, id, "queued", &format!("{} artifacts, {} bytes", rows.len(), rows.iter().map(|r| r.2).sum::<u64>()))?;
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// Refuses work that would cross `storage.max_spool_bytes` or `storage.min_free_bytes`.
+    /// Queued evidence is never evicted to make room.
+    fn check_space(&self, needed: u64) -> Result<(), QueueError> {
+        let spooled: i64 = self.conn().query_row(
+            "SELECT COALESCE(SUM(a.size), 0) FROM artifacts a JOIN enrollments e ON e.id = a.enrollment_id
+             WHERE e.erased_at IS NULL",
+            [],
+            |r| r.get(0),
+        )?;
+        let would_be = spooled as u64 + needed;
+        let limit = self.storage.max_spool_bytes;
+        if would_be > limit {
+            return Err(SpaceError::SpoolFull { needed, would_be, limit, missing: would_be - limit }.into());
+        }
+        let free = crate::fsutil::available_bytes(&self.dir).map_err(io_err(&self.dir))?;
+        // Encryption adds 16 bytes per 64 KiB chunk; count it so the estimate is not optimistic.
+        let on_disk = needed + needed / crate::crypto::CHUNK as u64 * 16 + 64;
+        let left = free.saturating_sub(on_disk);
+        let min = self.storage.min_free_bytes;
+        if left < min {
+            return Err(SpaceError::DiskLow { needed: on_disk, left, min, missing: min - left }.into());
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,236 @@
+//! The durable, encrypted offline queue (SQLite through rusqlite, bundled).
+//!
+//! Design note — the invariants this module keeps:
+//!
+//! * **Atomic, durable enqueue.** Artifacts are encrypted into `spool/<id>/` first; each file and
+//!   the directories are fsync'd; only then one transaction inserts the enrollment, its
+//!   artifacts and its first history event. The commit is the acknowledgement: the database runs
+//!   in WAL mode with `synchronous=FULL`, so a committed row survives power loss. A crash before
+//!   the commit leaves at most a spool directory without a row, which [`Queue::open`] removes
+//!   once it is older than [`ORPHAN_SPOOL_AGE`] (younger ones may belong to an `enroll` running
+//!   in another process right now).
+//! * **Encryption at rest.** Each enrollment has its own data key, wrapped by the master key
+//!   ([`crate::crypto`]). Personal fields are one sealed JSON blob; artifacts are STREAM-encrypted
+//!   files. The plaintext SHA-256 and size of every artifact are kept in clear for audit.
+//! * **Streaming.** Artifacts are never read whole except images for the evidences body, which
+//!   are capped by `evidence.max_image_bytes`; the video is decrypted chunk by chunk.
+//! * **Locking.** Several processes share the database (`enroll` while `run` works); every
+//!   operation is one short transaction with a busy timeout. Only one sync worker runs per data
+//!   directory, guarded by an exclusive lock on `worker.lock` (see [`Queue::lock_worker`]).
+//!   Inside a process the connection sits behind a `std::sync::Mutex`, never held across `.await`.
+//! * **Schema versioning.** Append-only migrations in [`schema`], tracked by `PRAGMA user_version`
+//!   and applied in one transaction; applying them again is a no-op.
+
+mod enqueue;
+mod records;
+mod schema;
+mod state;
+
+pub use enqueue::SpaceError;
+pub use records::{ArtifactRecord, Event, Job, Summary};
+pub use state::State;
+
+use std::path::{Path, PathBuf};
+use std::sync::{Mutex, MutexGuard};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use rusqlite::{params, Connection, OptionalExtension};
+
+use crate::config::{EraseAfter, StorageConfig};
+use crate::crypto::{self, CryptoError, DecryptingReader, SecretKey};
+use crate::evidence::Pii;
+
+/// Spool directories without a database row are removed only once they are this old.
+pub const ORPHAN_SPOOL_AGE: Duration = Duration::from_secs(15 * 60);
+
+/// Errors of the queue layer.
+#[derive(Debug, thiserror::Error)]
+pub enum QueueError {
+    #[error("database error: {0}")]
+    Sqlite(#[from] rusqlite::Error),
+    #[error("I/O error on {path}: {source}")]
+    Io { path: PathBuf, source: std::io::Error },
+    #[error(transparent)]
+    Crypto(#[from] CryptoError),
+    #[error("no enrollment with id {0}")]
+    NotFound(String),
+    #[error("enrollment {id} is {state}: {rule}")]
+    WrongState { id: String, state: State, rule: &'static str },
+    #[error(transparent)]
+    Space(#[from] SpaceError),
+    #[error("another sync worker already holds {0}; only one may run per data directory")]
+    WorkerBusy(PathBuf),
+    #[error("stored data for enrollment {id} is damaged: {detail}")]
+    Damaged { id: String, detail: String },
+}
+
+pub(crate) fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> QueueError + '_ {
+    move |source| QueueError::Io { path: path.to_owned(), source }
+}
+
+/// Milliseconds since the Unix epoch, the unit of every timestamp column.
+pub fn now_ms() -> i64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
+}
+
+/// The queue of one data directory.
+#[derive(Debug)]
+pub struct Queue {
+    conn: Mutex<Connection>,
+    master: SecretKey,
+    dir: PathBuf,
+    storage: StorageConfig,
+}
+
+/// Held by the one sync worker of a data directory; released on drop.
+#[derive(Debug)]
+pub struct WorkerLock(#[allow(dead_code)] std::fs::File);
+
+impl Queue {
+    /// Opens (creating when needed) the queue under `storage.data_dir`, applies migrations and
+    /// loads or creates the master key.
+    pub fn open(storage: &StorageConfig) -> Result<Queue, QueueError> {
+        let dir = storage.data_dir.clone();
+        crate::fsutil::create_dir_all_durable(&dir.join("spool")).map_err(io_err(&dir))?;
+        let master = crypto::load_master_key(&storage.master_key_file)?;
+        let db_path = dir.join("queue.db");
+        let mut conn = Connection::open(&db_path)?;
+        conn.busy_timeout(Duration::from_secs(10))?;
+        conn.pragma_update(None, "journal_mode", "WAL")?;
+        conn.pragma_update(None, "synchronous", "FULL")?;
+        conn.pragma_update(None, "foreign_keys", "ON")?;
+        schema::migrate(&mut conn)?;
+        let queue = Queue { conn: Mutex::new(conn), master, dir, storage: storage.clone() };
+        queue.remove_orphan_spool_dirs()?;
+        Ok(queue)
+    }
+
+    /// The data directory.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    fn conn(&self) -> MutexGuard<'_, Connection> {
+        // A panic while holding the lock cannot leave SQLite half-updated (transactions roll
+        // back on drop), so a poisoned lock is safe to reuse.
+        self.conn.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Takes the per-data-directory worker lock, or fails at once if another process holds it.
+    pub fn lock_worker(&self) -> Result<WorkerLock, QueueError> {
+        let path = self.dir.join("worker.lock");
+        let file = std::fs::OpenOptions::new().create(true).truncate(false).write(true).open(&path).map_err(io_err(&path))?;
+        match file.try_lock() {
+            Ok(()) => Ok(WorkerLock(file)),
+            Err(std::fs::TryLockError::WouldBlock) => Err(QueueError::WorkerBusy(path)),
+            Err(std::fs::TryLockError::Error(e)) => Err(QueueError::Io { path, source: e }),
+        }
+    }
+
+    fn spool_dir(&self, id: &str) -> PathBuf {
+        self.dir.join("spool").join(id)
+    }
+
+    fn remove_orphan_spool_dirs(&self) -> Result<(), QueueError> {
+        let spool = self.dir.join("spool");
+        let entries = std::fs::read_dir(&spool).map_err(io_err(&spool))?;
+        for entry in entries.flatten() {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            let old = entry
+                .metadata()
+                .and_then(|m| m.modified())
+                .ok()
+                .and_then(|t| t.elapsed().ok())
+                .is_some_and(|age| age > ORPHAN_SPOOL_AGE);
+            if old && !self.exists(&name)? {
+                tracing::warn!(dir = %entry.path().display(), "removing spool directory of an enrollment that was never committed");
+                std::fs::remove_dir_all(entry.path()).map_err(io_err(&entry.path()))?;
+            }
+        }
+        Ok(())
+    }
+
+    fn exists(&self, id: &str) -> Result<bool, QueueError> {
+        let found: Option<i64> =
+            self.conn().query_row("SELECT 1 FROM enrollments WHERE id = ?1", [id], |r| r.get(0)).optional()?;
+        Ok(found.is_some())
+    }
+
+    fn data_key(&self, id: &str) -> Result<SecretKey, QueueError> {
+        let wrapped: Option<Vec<u8>> = self
+            .conn()
+            .query_row("SELECT wrapped_key FROM enrollments WHERE id = ?1", [id], |r| r.get(0))
+            .optional()?
+            .ok_or_else(|| QueueError::NotFound(id.into()))?;
+        let wrapped = wrapped.ok_or_else(|| QueueError::Damaged { id: id.into(), detail: "evidence already erased".into() })?;
+        Ok(self.master.unwrap_key(&wrapped, id.as_bytes())?)
+    }
+
+    /// Decrypts the personal fields of an enrollment.
+    pub fn load_pii(&self, id: &str) -> Result<Pii, QueueError> {
+        let key = self.data_key(id)?;
+        let sealed: Option<Vec<u8>> =
+            self.conn().query_row("SELECT pii FROM enrollments WHERE id = ?1", [id], |r| r.get(0))?;
+        let sealed = sealed.ok_or_else(|| QueueError::Damaged { id: id.into(), detail: "evidence already erased".into() })?;
+        let json = key.open(&sealed, pii_aad(id).as_bytes(), "personal fields")?;
+        serde_json::from_slice(&json).map_err(|e| QueueError::Damaged { id: id.into(), detail: e.to_string() })
+    }
+
+    /// Opens one artifact for decryption, chunk by chunk.
+    pub fn open_artifact(&self, id: &str, name: &str) -> Result<DecryptingReader, QueueError> {
+        let key = self.data_key(id)?;
+        let path = self.spool_dir(id).join(format!("{name}.enc"));
+        Ok(DecryptingReader::open(&key, artifact_aad(id, name).as_bytes(), &path)?)
+    }
+
+    /// Erases the local evidence of an enrollment (files, personal fields, data key), keeping the
+    /// audit record: ids, hashes, sizes, timestamps and history.
+    pub fn erase_evidence(&self, id: &str) -> Result<(), QueueError> {
+        {
+            let conn = self.conn();
+            conn.execute(
+                "UPDATE enrollments SET pii = NULL, wrapped_key = NULL, erased_at = ?2 WHERE id = ?1",
+                params![id, now_ms()],
+            )?;
+            add_event(&conn, id, "erased", "local evidence erased; audit record kept")?;
+        }
+        self.remove_spool(id)
+    }
+
+    fn remove_spool(&self, id: &str) -> Result<(), QueueError> {
+        let dir = self.spool_dir(id);
+        match std::fs::remove_dir_all(&dir) {
+            Ok(()) => crate::fsutil::sync_dir(&self.dir.join("spool")).map_err(io_err(&dir)),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(QueueError::Io { path: dir, source: e }),
+        }
+    }
+
+    /// Whether reaching `state` means the local copy should now be erased.
+    pub fn should_erase_at(&self, state: State) -> bool {
+        match self.storage.erase_after {
+            EraseAfter::InReview => matches!(state, State::InReview | State::Approved),
+            EraseAfter::Approved => state == State::Approved,
+            EraseAfter::Never => false,
+        }
+    }
+}
+
+pub(crate) fn pii_aad(id: &str) -> String {
+    format!("{id}/pii")
+}
+
+pub(crate) fn artifact_aad(id: &str, name: &str) -> String {
+    format!("{id}/{name}")
+}
+
+pub(crate) fn add_event(conn: &Connection, id: &str, kind: &str, detail: &str) -> rusqlite::Result<()> {
+    conn.execute(
+        "INSERT INTO events (enrollment_id, at, kind, detail) VALUES (?1, ?2, ?3, ?4)",
+        params![id, now_ms(), kind, detail],
+    )?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,329 @@
+//! Reading and updating enrollments: what the worker claims, what operators see.
+
+use std::time::{Duration, UNIX_EPOCH};
+
+use rusqlite::{params, OptionalExtension, Row};
+use serde::Serialize;
+
+use super::{add_event, now_ms, Queue, QueueError, State};
+
+/// What the sync worker needs to take the next step of an enrollment.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Job {
+    pub id: String,
+    pub state: State,
+    pub request_pk: Option<String>,
+    pub videoid_pk: Option<String>,
+    pub attempts: u32,
+    pub resends: u32,
+}
+
+/// One artifact's audit record.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ArtifactRecord {
+    pub name: String,
+    pub kind: String,
+    pub size: u64,
+    pub sha256: String,
+}
+
+/// One entry of an enrollment's history.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Event {
+    pub at: String,
+    pub kind: String,
+    pub detail: String,
+}
+
+/// What `queue list` and `queue show` print for one enrollment.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Summary {
+    pub id: String,
+    pub state: State,
+    pub request_pk: Option<String>,
+    pub videoid_pk: Option<String>,
+    pub server_status: Option<String>,
+    pub attempts: u32,
+    pub last_error: Option<String>,
+    pub next_attempt_at: Option<String>,
+    pub created_at: String,
+    pub updated_at: String,
+    pub bytes: u64,
+    pub erased: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub artifacts: Option<Vec<ArtifactRecord>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub history: Option<Vec<Event>>,
+}
+
+/// RFC 3339 with milliseconds, UTC.
+pub fn format_ms(ms: i64) -> String {
+    humantime::format_rfc3339_millis(UNIX_EPOCH + Duration::from_millis(ms.max(0) as u64)).to_string()
+}
+
+fn state_of(row: &Row<'_>, idx: usize) -> rusqlite::Result<State> {
+    let s: String = row.get(idx)?;
+    s.parse().map_err(|e: String| rusqlite::Error::FromSqlConversionFailure(idx, rusqlite::types::Type::Text, e.into()))
+}
+
+const SUMMARY_SQL: &str = "SELECT e.id, e.state, e.request_pk, e.videoid_pk, e.server_status, e.attempts, e.last_error,
+        e.next_attempt_at, e.created_at, e.updated_at,
+        (SELECT COALESCE(SUM(size), 0) FROM artifacts a WHERE a.enrollment_id = e.id), e.erased_at IS NOT NULL
+    FROM enrollments e";
+
+fn summary_row(row: &Row<'_>) -> rusqlite::Result<Summary> {
+    let state = state_of(row, 1)?;
+    Ok(Summary {
+        id: row.get(0)?,
+        state,
+        request_pk: row.get(2)?,
+        videoid_pk: row.get(3)?,
+        server_status: row.get(4)?,
+        attempts: row.get(5)?,
+        last_error: row.get(6)?,
+        next_attempt_at: if state.is_pending() { row.get::<_, Option<i64>>(7)?.map(format_ms) } else { None },
+        created_at: format_ms(row.get(8)?),
+        updated_at: format_ms(row.get(9)?),
+        bytes: row.get::<_, i64>(10)? as u64,
+        erased: row.get(11)?,
+        artifacts: None,
+        history: None,
+    })
+}
+
+impl Queue {
+    /// Pending enrollments, oldest first, skipping the ids in `busy` (already being worked on).
+    pub fn pending_jobs(&self, busy: &[String], limit: usize) -> Result<Vec<Job>, QueueError> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare_cached(
+            "SELECT id, state, request_pk, videoid_pk, attempts, resends FROM enrollments
+             WHERE state IN ('queued', 'creating', 'created', 'evidences_sent', 'video_sent')
+             ORDER BY created_at, rowid",
+        )?;
+        let rows = stmt.query_map([], |r| {
+            Ok(Job {
+                id: r.get(0)?,
+                state: state_of(r, 1)?,
+                request_pk: r.get(2)?,
+                videoid_pk: r.get(3)?,
+                attempts: r.get(4)?,
+                resends: r.get(5)?,
+            })
+        })?;
+        let mut jobs = Vec::new();
+        for job in rows {
+            let job = job?;
+            if !busy.contains(&job.id) {
+                jobs.push(job);
+                if jobs.len() == limit {
+                    break;
+                }
+            }
+        }
+        Ok(jobs)
+    }
+
+    /// Number of enrollments the worker still has to move forward.
+    pub fn pending_count(&self) -> Result<usize, QueueError> {
+        let n: i64 = self.conn().query_row(
+            "SELECT COUNT(*) FROM enrollments WHERE state IN ('queued', 'creating', 'created', 'evidences_sent', 'video_sent')",
+            [],
+            |r| r.get(0),
+        )?;
+        Ok(n as usize)
+    }
+
+    /// Moves an enrollment from `from` to `to` (checked against the state machine and against
+    /// the stored state, so two actors cannot both advance it) and records why.
+    pub fn advance(&self, id: &str, from: State, to: State, detail: &str) -> Result<(), QueueError> {
+        if !from.can_advance_to(to) {
+            return Err(QueueError::WrongState { id: id.into(), state: from, rule: "transition not allowed by the state machine" });
+        }
+        let mut conn = self.conn();
+        let tx = conn.transaction()?;
+        let n = tx.execute(
+            "UPDATE enrollments SET state = ?3, updated_at = ?4, attempts = 0, last_error = NULL,
+                failed_from = CASE WHEN ?3 = 'failed' THEN ?2 ELSE failed_from END
+             WHERE id = ?1 AND state = ?2",
+            params![id, from.as_str(), to.as_str(), now_ms()],
+        )?;
+        if n == 0 {
+            return Err(QueueError::WrongState { id: id.into(), state: from, rule: "state changed underneath (retry or purge?)" });
+        }
+        add_event(&tx, id, to.as_str(), detail)?;
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// Stores the ids the server returned for a create and moves `creating → created`, in one
+    /// transaction.
+    pub fn record_created(&self, id: &str, request_pk: &str, videoid_pk: Option<&str>) -> Result<(), QueueError> {
+        let mut conn = self.conn();
+        let tx = conn.transaction()?;
+        let n = tx.execute(
+            "UPDATE enrollments SET state = 'created', request_pk = ?2, videoid_pk = ?3, server_status = 'VIDEOPENDING',
+                attempts = 0, last_error = NULL, updated_at = ?4 WHERE id = ?1 AND state = 'creating'",
+            params![id, request_pk, videoid_pk, now_ms()],
+        )?;
+        if n == 0 {
+            return Err(QueueError::WrongState { id: id.into(), state: State::Creating, rule: "state changed underneath" });
+        }
+        add_event(&tx, id, "created", &format!("request_pk={request_pk} videoid_pk={}", videoid_pk.unwrap_or("-")))?;
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// Notes that a create was in flight when its answer was lost: the server may hold an
+    /// orphan request for this enrollment.
+    pub fn record_possible_orphan(&self, id: &str) -> Result<(), QueueError> {
+        add_event(&self.conn(), id, "possible_orphan", "a create was sent earlier but its answer was never stored; \
+            the server may hold an orphan request for this enrollment")?;
+        Ok(())
+    }
+
+    /// `creating → queued` when the create certainly did not reach the server.
+    pub fn revert_creating(&self, id: &str) -> Result<(), QueueError> {
+        self.conn().execute(
+            "UPDATE enrollments SET state = 'queued', updated_at = ?2 WHERE id = ?1 AND state = 'creating'",
+            params![id, now_ms()],
+        )?;
+        Ok(())
+    }
+
+    /// Records the last server status seen.
+    pub fn record_server_status(&self, id: &str, status: &str) -> Result<(), QueueError> {
+        self.conn().execute(
+            "UPDATE enrollments SET server_status = ?2, updated_at = ?3 WHERE id = ?1",
+            params![id, status, now_ms()],
+        )?;
+        Ok(())
+    }
+
+    /// Counts a re-send round (after `VIDEOERROR`/`VIDEOINCOMPLETE`); returns the new count.
+    pub fn bump_resends(&self, id: &str) -> Result<u32, QueueError> {
+        Ok(self.conn().query_row(
+            "UPDATE enrollments SET resends = resends + 1 WHERE id = ?1 RETURNING resends",
+            [id],
+            |r| r.get(0),
+        )?)
+    }
+
+    /// Records a failed attempt that will be retried at `next_attempt_at_ms`.
+    pub fn record_retry(&self, id: &str, error: &str, next_attempt_at_ms: i64) -> Result<u32, QueueError> {
+        let mut conn = self.conn();
+        let tx = conn.transaction()?;
+        let attempts: u32 = tx.query_row(
+            "UPDATE enrollments SET attempts = attempts + 1, last_error = ?2, next_attempt_at = ?3, updated_at = ?4
+             WHERE id = ?1 RETURNING attempts",
+            params![id, error, next_attempt_at_ms, now_ms()],
+            |r| r.get(0),
+        )?;
+        // The history keeps the first failure of a streak, not every retry of a long outage.
+        if attempts == 1 {
+            add_event(&tx, id, "retrying", error)?;
+        }
+        tx.commit()?;
+        Ok(attempts)
+    }
+
+    /// Moves an enrollment to `failed` with the reason (a permanent error: an operator must act).
+    pub fn record_failed(&self, id: &str, from: State, reason: &str) -> Result<(), QueueError> {
+        let mut conn = self.conn();
+        let tx = conn.transaction()?;
+        tx.execute(
+            "UPDATE enrollments SET state = 'failed', failed_from = ?2, last_error = ?3, attempts = attempts + 1,
+                next_attempt_at = NULL, updated_at = ?4 WHERE id = ?1",
+            params![id, from.as_str(), reason, now_ms()],
+        )?;
+        add_event(&tx, id, "failed", reason)?;
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// Every enrollment, oldest first.
+    pub fn list(&self) -> Result<Vec<Summary>, QueueError> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare(&format!("{SUMMARY_SQL} ORDER BY e.created_at, e.rowid"))?;
+        let rows = stmt.query_map([], summary_row)?.collect::<rusqlite::Result<Vec<_>>>()?;
+        Ok(rows)
+    }
+
+    /// One enrollment with its artifacts and full history.
+    pub fn show(&self, id: &str) -> Result<Summary, QueueError> {
+        let conn = self.conn();
+        let mut summary = conn
+            .query_row(&format!("{SUMMARY_SQL} WHERE e.id = ?1"), [id], summary_row)
+            .optional()?
+            .ok_or_else(|| QueueError::NotFound(id.into()))?;
+        let mut stmt = conn.prepare("SELECT name, kind, size, sha256 FROM artifacts WHERE enrollment_id = ?1 ORDER BY rowid")?;
+        summary.artifacts = Some(
+            stmt.query_map([id], |r| {
+                Ok(ArtifactRecord { name: r.get(0)?, kind: r.get(1)?, size: r.get::<_, i64>(2)? as u64, sha256: r.get(3)? })
+            })?
+            .collect::<rusqlite::Result<_>>()?,
+        );
+        let mut stmt = conn.prepare("SELECT at, kind, detail FROM events WHERE enrollment_id = ?1 ORDER BY seq")?;
+        summary.history = Some(
+            stmt.query_map([id], |r| Ok(Event { at: format_ms(r.get(0)?), kind: r.get(1)?, detail: r.get(2)? }))?
+                .collect::<rusqlite::Result<_>>()?,
+        );
+        Ok(summary)
+    }
+
+    /// The artifacts of an enrollment, in the order they were queued.
+    pub fn artifacts(&self, id: &str) -> Result<Vec<ArtifactRecord>, QueueError> {
+        Ok(self.show(id)?.artifacts.unwrap_or_default())
+    }
+
+    /// Puts a failed enrollment back into the state it failed from, to be tried again now.
+    pub fn retry(&self, id: &str) -> Result<State, QueueError> {
+        let mut conn = self.conn();
+        let tx = conn.transaction()?;
+        let (state, failed_from, erased): (String, Option<String>, bool) = tx
+            .query_row("SELECT state, failed_from, erased_at IS NOT NULL FROM enrollments WHERE id = ?1", [id], |r| {
+                Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+            })
+            .optional()?
+            .ok_or_else(|| QueueError::NotFound(id.into()))?;
+        let state: State = state.parse().map_err(|e: String| QueueError::Damaged { id: id.into(), detail: e })?;
+        if state != State::Failed {
+            return Err(QueueError::WrongState { id: id.into(), state, rule: "only a failed enrollment can be retried" });
+        }
+        if erased {
+            return Err(QueueError::WrongState { id: id.into(), state, rule: "its evidence was erased; nothing to re-send" });
+        }
+        let back = failed_from.and_then(|s| s.parse().ok()).filter(|s: &State| s.is_pending()).unwrap_or(State::Queued);
+        // `creating` means the create may or may not have reached the server; re-entering it is
+        // exactly the orphan case, which the worker records, so it is safe to resume there.
+        tx.execute(
+            "UPDATE enrollments SET state = ?2, attempts = 0, resends = 0, next_attempt_at = ?3, updated_at = ?3
+             WHERE id = ?1",
+            params![id, back.as_str(), now_ms()],
+        )?;
+        add_event(&tx, id, "retry", &format!("re-queued by operator into {back}"))?;
+        tx.commit()?;
+        Ok(back)
+    }
+
+    /// Deletes an enrollment, its files and its history. Pending evidence is only purged with
+    /// `force`, because it has not reached the server.
+    pub fn purge(&self, id: &str, force: bool) -> Result<(), QueueError> {
+        {
+            let conn = self.conn();
+            let state: String = conn
+                .query_row("SELECT state FROM enrollments WHERE id = ?1", [id], |r| r.get(0))
+                .optional()?
+                .ok_or_else(|| QueueError::NotFound(id.into()))?;
+            let state: State = state.parse().map_err(|e: String| QueueError::Damaged { id: id.into(), detail: e })?;
+            if state.is_pending() && !force {
+                return Err(QueueError::WrongState {
+                    id: id.into(),
+                    state,
+                    rule: "it has not reached the server yet; use --force to discard it",
+                });
+            }
+            conn.execute("DELETE FROM enrollments WHERE id = ?1", [id])?;
+        }
+        self.remove_spool(id)
+    }
+}

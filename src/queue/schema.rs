@@ -1,0 +1,58 @@
+//! Append-only schema migrations, tracked by `PRAGMA user_version`.
+//!
+//! Never edit a migration that has shipped: add a new one at the end.
+
+use rusqlite::Connection;
+
+const MIGRATIONS: &[&str] = &[
+    // 1: enrollments, their artifacts and their history.
+    "CREATE TABLE enrollments (
+        id              TEXT PRIMARY KEY,
+        state           TEXT NOT NULL,
+        failed_from     TEXT,
+        created_at      INTEGER NOT NULL,
+        updated_at      INTEGER NOT NULL,
+        wrapped_key     BLOB,
+        pii             BLOB,
+        request_pk      TEXT,
+        videoid_pk      TEXT,
+        server_status   TEXT,
+        attempts        INTEGER NOT NULL DEFAULT 0,
+        resends         INTEGER NOT NULL DEFAULT 0,
+        next_attempt_at INTEGER,
+        last_error      TEXT,
+        erased_at       INTEGER
+    );
+    CREATE INDEX enrollments_by_state ON enrollments (state, created_at);
+    CREATE TABLE artifacts (
+        enrollment_id TEXT NOT NULL REFERENCES enrollments (id) ON DELETE CASCADE,
+        name          TEXT NOT NULL,
+        kind          TEXT NOT NULL,
+        size          INTEGER NOT NULL,
+        sha256        TEXT NOT NULL,
+        PRIMARY KEY (enrollment_id, name)
+    );
+    CREATE TABLE events (
+        seq           INTEGER PRIMARY KEY AUTOINCREMENT,
+        enrollment_id TEXT NOT NULL REFERENCES enrollments (id) ON DELETE CASCADE,
+        at            INTEGER NOT NULL,
+        kind          TEXT NOT NULL,
+        detail        TEXT NOT NULL
+    );
+    CREATE INDEX events_by_enrollment ON events (enrollment_id, seq);",
+];
+
+/// Brings the schema to the latest version inside one transaction.
+pub fn migrate(conn: &mut Connection) -> rusqlite::Result<()> {
+    let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+    let version: usize = tx.query_row("PRAGMA user_version", [], |r| r.get(0))?;
+    for (i, sql) in MIGRATIONS.iter().enumerate().skip(version) {
+        tx.execute_batch(sql)?;
+        tx.pragma_update(None, "user_version", i + 1)?;
+    }
+    tx.commit()
+}
+
+#[cfg(test)]
+/// The version a fully migrated database reports.
+pub const LATEST: usize = MIGRATIONS.len();

@@ -1,0 +1,80 @@
+//! The local state of one enrollment (see `design.md`, "One enrollment, locally").
+
+use std::fmt;
+use std::str::FromStr;
+
+/// `queued → creating → created → evidences_sent → video_sent → in_review → approved`, with
+/// `failed` and `cancelled` beside them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum State {
+    Queued,
+    Creating,
+    Created,
+    EvidencesSent,
+    VideoSent,
+    InReview,
+    Approved,
+    Failed,
+    Cancelled,
+}
+
+impl State {
+    pub const ALL: [State; 9] = [
+        State::Queued,
+        State::Creating,
+        State::Created,
+        State::EvidencesSent,
+        State::VideoSent,
+        State::InReview,
+        State::Approved,
+        State::Failed,
+        State::Cancelled,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            State::Queued => "queued",
+            State::Creating => "creating",
+            State::Created => "created",
+            State::EvidencesSent => "evidences_sent",
+            State::VideoSent => "video_sent",
+            State::InReview => "in_review",
+            State::Approved => "approved",
+            State::Failed => "failed",
+            State::Cancelled => "cancelled",
+        }
+    }
+
+    /// States in which the sync worker still has something to send or to confirm.
+    pub fn is_pending(self) -> bool {
+        matches!(self, State::Queued | State::Creating | State::Created | State::EvidencesSent | State::VideoSent)
+    }
+
+    /// Whether the worker may move an enrollment from `self` to `to`.
+    pub fn can_advance_to(self, to: State) -> bool {
+        use State::*;
+        match (self, to) {
+            (Queued, Creating) | (Creating, Created) | (Created, EvidencesSent) | (EvidencesSent, VideoSent) => true,
+            (VideoSent, InReview) | (InReview, Approved) | (VideoSent, Approved) => true,
+            // A VIDEOERROR/VIDEOINCOMPLETE answer sends the worker back to re-upload.
+            (VideoSent, Created) | (VideoSent, EvidencesSent) => true,
+            (from, Failed) => from.is_pending() || from == InReview,
+            (Failed, _) | (Cancelled, _) => false,
+            _ => false,
+        }
+    }
+}
+
+impl fmt::Display for State {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for State {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        State::ALL.into_iter().find(|st| st.as_str() == s).ok_or_else(|| format!("unknown state {s:?}"))
+    }
+}

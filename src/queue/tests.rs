@@ -1,0 +1,225 @@
+use std::path::Path;
+
+use proptest::prelude::*;
+
+use super::*;
+use crate::config::{EraseAfter, StorageConfig};
+use crate::evidence::{ArtifactSource, Customer, Enrollment, MediaKind, Pii};
+
+fn storage(dir: &Path) -> StorageConfig {
+    StorageConfig {
+        data_dir: dir.join("data"),
+        master_key_file: dir.join("data/master.key"),
+        max_spool_bytes: 1 << 40,
+        min_free_bytes: 0,
+        erase_after: EraseAfter::InReview,
+    }
+}
+
+/// An enrollment whose artifacts are real files under `dir`.
+fn enrollment(dir: &Path, video_len: usize) -> Enrollment {
+    let img = dir.join("front.jpg");
+    std::fs::write(&img, b"\xFF\xD8\xFF\xE0 jpeg bytes \xFF\xD9").unwrap();
+    let vid = dir.join("video.mp4");
+    let mut v = b"\x00\x00\x00\x18ftypisom".to_vec();
+    v.resize(video_len, 7);
+    std::fs::write(&vid, &v).unwrap();
+    Enrollment {
+        pii: Pii {
+            customer: Customer { mobile_phone_number: "+34699999999".into(), email: "ana@example.com".into() },
+            acceptance: serde_json::Map::new(),
+            ocr_data: serde_json::from_str(r#"{"given_name":"Ana","surname_1":"García","serial_number":"1Z"}"#).unwrap(),
+            security_checks: serde_json::Map::new(),
+            similarity_level: 87.into(),
+        },
+        images: vec![ArtifactSource { name: "document_front".into(), path: img.clone(), kind: MediaKind::Jpeg, size: std::fs::metadata(&img).unwrap().len() }],
+        video: ArtifactSource { name: "video".into(), path: vid, kind: MediaKind::Mp4, size: video_len as u64 },
+    }
+}
+
+#[test]
+fn migrations_are_idempotent() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut conn = Connection::open(dir.path().join("q.db")).unwrap();
+    schema::migrate(&mut conn).unwrap();
+    schema::migrate(&mut conn).unwrap();
+    let v: usize = conn.query_row("PRAGMA user_version", [], |r| r.get(0)).unwrap();
+    assert_eq!(v, schema::LATEST);
+    // Reopening through Queue::open on an existing database is harmless too.
+    let s = storage(dir.path());
+    drop(Queue::open(&s).unwrap());
+    drop(Queue::open(&s).unwrap());
+}
+
+#[test]
+fn enqueue_encrypts_everything_and_reads_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let q = Queue::open(&storage(dir.path())).unwrap();
+    let e = enrollment(dir.path(), 200_000);
+    let id = q.enqueue(&e).unwrap();
+
+    assert_eq!(q.load_pii(&id).unwrap(), e.pii);
+    let video = q.open_artifact(&id, "video").unwrap().read_all().unwrap();
+    assert_eq!(video, std::fs::read(&e.video.path).unwrap());
+    let arts = q.artifacts(&id).unwrap();
+    assert_eq!(arts.iter().map(|a| a.name.as_str()).collect::<Vec<_>>(), ["document_front", "video"]);
+    assert_eq!(arts[1].sha256, hex::encode(<sha2::Sha256 as sha2::Digest>::digest(&video)));
+
+    // No plaintext personal data or image bytes anywhere in the data directory.
+    for entry in walk(&dir.path().join("data")) {
+        let bytes = std::fs::read(&entry).unwrap();
+        for needle in [&b"ana@example.com"[..], b"Garc", b"jpeg bytes", b"+34699999999"] {
+            assert!(!bytes.windows(needle.len()).any(|w| w == needle), "{} leaks {:?}", entry.display(), needle);
+        }
+    }
+    let s = q.show(&id).unwrap();
+    assert_eq!(s.state, State::Queued);
+    assert_eq!(s.history.unwrap()[0].kind, "queued");
+}
+
+fn walk(dir: &Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(dir).unwrap().flatten() {
+        let p = entry.path();
+        if p.is_dir() { out.extend(walk(&p)) } else { out.push(p) }
+    }
+    out
+}
+
+#[test]
+fn a_failed_enqueue_leaves_nothing_behind() {
+    let dir = tempfile::tempdir().unwrap();
+    let q = Queue::open(&storage(dir.path())).unwrap();
+    let mut e = enrollment(dir.path(), 1000);
+    // The file grew after validation: the copy refuses it and cleans up.
+    e.video.size = 10;
+    assert!(q.enqueue(&e).is_err());
+    assert!(q.list().unwrap().is_empty());
+    assert_eq!(std::fs::read_dir(dir.path().join("data/spool")).unwrap().count(), 0);
+}
+
+#[test]
+fn spool_limit_refuses_with_the_missing_room() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut s = storage(dir.path());
+    s.max_spool_bytes = 1500;
+    let q = Queue::open(&s).unwrap();
+    let e = enrollment(dir.path(), 1000);
+    q.enqueue(&e).unwrap();
+    let err = q.enqueue(&e).unwrap_err();
+    assert!(matches!(err, QueueError::Space(SpaceError::SpoolFull { limit: 1500, .. })), "{err}");
+    assert!(err.to_string().contains("bytes missing"), "{err}");
+    assert_eq!(q.list().unwrap().len(), 1);
+}
+
+#[test]
+fn erase_keeps_the_audit_record_only() {
+    let dir = tempfile::tempdir().unwrap();
+    let q = Queue::open(&storage(dir.path())).unwrap();
+    let id = q.enqueue(&enrollment(dir.path(), 1000)).unwrap();
+    q.erase_evidence(&id).unwrap();
+    assert!(q.load_pii(&id).is_err());
+    assert!(!dir.path().join("data/spool").join(&id).exists());
+    let s = q.show(&id).unwrap();
+    assert!(s.erased);
+    assert_eq!(s.artifacts.unwrap().len(), 2, "hashes and sizes stay for audit");
+}
+
+#[test]
+fn retry_resumes_where_it_failed_and_purge_guards_pending_work() {
+    let dir = tempfile::tempdir().unwrap();
+    let q = Queue::open(&storage(dir.path())).unwrap();
+    let id = q.enqueue(&enrollment(dir.path(), 1000)).unwrap();
+    assert!(matches!(q.retry(&id), Err(QueueError::WrongState { .. })));
+    q.advance(&id, State::Queued, State::Creating, "t").unwrap();
+    q.record_created(&id, "45836", Some("137")).unwrap();
+    q.record_failed(&id, State::Created, "400 Bad Request — Request not found").unwrap();
+    let s = q.show(&id).unwrap();
+    assert_eq!((s.state, s.last_error.as_deref()), (State::Failed, Some("400 Bad Request — Request not found")));
+    assert_eq!(q.retry(&id).unwrap(), State::Created);
+    assert!(matches!(q.purge(&id, false), Err(QueueError::WrongState { .. })));
+    q.purge(&id, true).unwrap();
+    assert!(matches!(q.show(&id), Err(QueueError::NotFound(_))));
+    assert!(!dir.path().join("data/spool").join(&id).exists());
+}
+
+#[test]
+fn orphan_spool_dirs_are_removed_only_when_old() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = storage(dir.path());
+    drop(Queue::open(&s).unwrap());
+    let young = s.data_dir.join("spool/young");
+    let old = s.data_dir.join("spool/old");
+    std::fs::create_dir_all(&young).unwrap();
+    std::fs::create_dir_all(&old).unwrap();
+    let past = std::time::SystemTime::now() - ORPHAN_SPOOL_AGE * 2;
+    std::fs::File::open(&old).unwrap().set_modified(past).unwrap();
+    drop(Queue::open(&s).unwrap());
+    assert!(young.exists() && !old.exists());
+}
+
+/// A model of the worker-facing state machine: the queue must agree with it after any sequence
+/// of operations, and refused operations must change nothing.
+#[derive(Debug, Clone)]
+enum Op {
+    Advance(State),
+    Created,
+    Fail,
+    Retry,
+}
+
+fn op() -> impl Strategy<Value = Op> {
+    prop_oneof![
+        proptest::sample::select(State::ALL.to_vec()).prop_map(Op::Advance),
+        Just(Op::Created),
+        Just(Op::Fail),
+        Just(Op::Retry),
+    ]
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 48, .. ProptestConfig::default() })]
+    #[test]
+    fn queue_follows_the_state_machine_model(ops in proptest::collection::vec(op(), 1..25)) {
+        let dir = tempfile::tempdir().unwrap();
+        let q = Queue::open(&storage(dir.path())).unwrap();
+        let id = q.enqueue(&enrollment(dir.path(), 64)).unwrap();
+        let mut model = State::Queued;
+        let mut failed_from = State::Queued;
+        for op in ops {
+            match op {
+                Op::Advance(to) => {
+                    let ok = q.advance(&id, model, to, "p").is_ok();
+                    prop_assert_eq!(ok, model.can_advance_to(to));
+                    if ok {
+                        if to == State::Failed { failed_from = model; }
+                        model = to;
+                    }
+                }
+                Op::Created => {
+                    let ok = q.record_created(&id, "1", Some("2")).is_ok();
+                    prop_assert_eq!(ok, model == State::Creating);
+                    if ok { model = State::Created; }
+                }
+                Op::Fail => {
+                    if model.is_pending() {
+                        q.record_failed(&id, model, "x").unwrap();
+                        failed_from = model;
+                        model = State::Failed;
+                    }
+                }
+                Op::Retry => {
+                    let r = q.retry(&id);
+                    prop_assert_eq!(r.is_ok(), model == State::Failed);
+                    if let Ok(back) = r {
+                        let expected = if failed_from.is_pending() { failed_from } else { State::Queued };
+                        prop_assert_eq!(back, expected);
+                        model = back;
+                    }
+                }
+            }
+            prop_assert_eq!(q.show(&id).unwrap().state, model);
+            prop_assert_eq!(q.pending_count().unwrap(), usize::from(model.is_pending()));
+        }
+    }
+}

@@ -1,0 +1,289 @@
+//! One enrollment's way through the API, one committed state at a time.
+//!
+//! Each step is committed to the queue only after the server confirmed it, so a crash repeats
+//! at most the step in flight (at-least-once per step). The create is the one step the server
+//! cannot deduplicate: an enrollment found in `creating` when a step starts had a create in
+//! flight whose answer was never stored, which may have left an orphan request on the server;
+//! that is recorded in the history before the create is sent again.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures_util::stream;
+
+use super::{blocking, Worker};
+use crate::evidence::{create_body, evidences_body};
+use crate::faults::crash_point;
+use crate::oneshot::{OneShotError, RequestIds};
+use crate::queue::{now_ms, Job, QueueError, State};
+
+/// How a worker task ended for one enrollment.
+#[derive(Debug)]
+pub enum Result {
+    /// Nothing more to send now (reached review, or failed permanently).
+    Settled,
+    /// A retryable failure; try again after backoff.
+    RetryAfter { attempts: u32, retry_after: Option<Duration> },
+}
+
+/// How many times the status is read after the video before the step is retried later.
+const STATUS_READS: u32 = 5;
+
+/// Why a step stopped.
+enum StepError {
+    Api(OneShotError),
+    Queue(QueueError),
+}
+
+impl From<OneShotError> for StepError {
+    fn from(e: OneShotError) -> Self {
+        StepError::Api(e)
+    }
+}
+impl From<QueueError> for StepError {
+    fn from(e: QueueError) -> Self {
+        StepError::Queue(e)
+    }
+}
+
+impl Worker {
+    /// Advances `job` as far as it goes now, and records how it ended.
+    pub(super) async fn advance(self: &Arc<Self>, mut job: Job) -> Result {
+        loop {
+            let from = job.state;
+            match self.step(&mut job).await {
+                Ok(true) => continue,
+                Ok(false) => return Result::Settled,
+                Err(StepError::Api(e)) if e.is_retryable() => {
+                    let id = job.id.clone();
+                    let message = e.to_string();
+                    let backoff = super::Backoff { base: self.config.sync.backoff_base, cap: self.config.sync.backoff_cap };
+                    let next = now_ms() + backoff.ceiling(job.attempts + 1).as_millis() as i64;
+                    tracing::info!(enrollment = %id, state = %from, error = %message, "retryable failure");
+                    return match blocking(&self.queue, move |q| q.record_retry(&id, &message, next)).await {
+                        Ok(attempts) => Result::RetryAfter { attempts, retry_after: e.retry_after() },
+                        Err(qe) => {
+                            tracing::error!(enrollment = %job.id, error = %qe, "cannot record a retry");
+                            Result::RetryAfter { attempts: job.attempts + 1, retry_after: None }
+                        }
+                    };
+                }
+                Err(StepError::Api(e)) => return self.fail(&job, from, e.to_string()).await,
+                Err(StepError::Queue(e @ (QueueError::Crypto(_) | QueueError::Damaged { .. }))) => {
+                    return self.fail(&job, from, format!("local evidence is unreadable: {e}")).await;
+                }
+                Err(StepError::Queue(e)) => {
+                    // A local database or file error: keep the enrollment and try later.
+                    tracing::warn!(enrollment = %job.id, error = %e, "queue error; will retry");
+                    return Result::RetryAfter { attempts: job.attempts + 1, retry_after: None };
+                }
+            }
+        }
+    }
+
+    async fn fail(&self, job: &Job, from: State, reason: String) -> Result {
+        tracing::error!(enrollment = %job.id, state = %from, reason = %reason, "enrollment failed; operator action needed");
+        let id = job.id.clone();
+        if let Err(e) = blocking(&self.queue, move |q| q.record_failed(&id, from, &reason)).await {
+            tracing::error!(enrollment = %job.id, error = %e, "cannot record the failure");
+        }
+        Result::Settled
+    }
+
+    async fn set_state(&self, job: &mut Job, to: State, detail: String) -> std::result::Result<(), QueueError> {
+        let (id, from) = (job.id.clone(), job.state);
+        blocking(&self.queue, move |q| q.advance(&id, from, to, &detail)).await?;
+        tracing::info!(enrollment = %job.id, from = %from, to = %to, "state");
+        job.state = to;
+        Ok(())
+    }
+
+    fn ids(job: &Job) -> std::result::Result<RequestIds, QueueError> {
+        let request_pk = job.request_pk.clone().ok_or_else(|| QueueError::Damaged {
+            id: job.id.clone(),
+            detail: format!("state {} without a request_pk", job.state),
+        })?;
+        Ok(RequestIds { request_pk, videoid_pk: job.videoid_pk.clone() })
+    }
+
+    /// Takes one step; `Ok(true)` when another step follows at once.
+    async fn step(self: &Arc<Self>, job: &mut Job) -> std::result::Result<bool, StepError> {
+        match job.state {
+            State::Queued => {
+                self.set_state(job, State::Creating, "create request being sent".into()).await?;
+                self.create(job).await?;
+                Ok(true)
+            }
+            State::Creating => {
+                tracing::warn!(enrollment = %job.id, "a previous create may have reached the server unanswered");
+                let id = job.id.clone();
+                blocking(&self.queue, move |q| q.record_possible_orphan(&id)).await?;
+                self.create(job).await?;
+                Ok(true)
+            }
+            State::Created => {
+                self.send_evidences(job).await?;
+                Ok(true)
+            }
+            State::EvidencesSent => {
+                self.send_video(job).await?;
+                Ok(true)
+            }
+            State::VideoSent => self.confirm(job).await,
+            _ => Ok(false),
+        }
+    }
+
+    async fn create(&self, job: &mut Job) -> std::result::Result<(), StepError> {
+        let id = job.id.clone();
+        let pii = blocking(&self.queue, move |q| q.load_pii(&id)).await?;
+        let body = create_body(&self.config.oneshot, &pii);
+        crash_point("create.before_request");
+        let created = match self.client.create(&body).await {
+            Ok(c) => c,
+            Err(e) if e.certainly_not_applied() && e.is_retryable() => {
+                // Nothing reached the server, so no orphan is possible: back to `queued`.
+                let id = job.id.clone();
+                blocking(&self.queue, move |q| q.revert_creating(&id)).await?;
+                job.state = State::Queued;
+                return Err(e.into());
+            }
+            Err(e) => return Err(e.into()),
+        };
+        crash_point("create.after_response");
+        let (id, ids) = (job.id.clone(), created.ids.clone());
+        blocking(&self.queue, move |q| q.record_created(&id, &ids.request_pk, ids.videoid_pk.as_deref())).await?;
+        tracing::info!(enrollment = %job.id, request_pk = %created.ids.request_pk, "request created");
+        job.request_pk = Some(created.ids.request_pk);
+        job.videoid_pk = created.ids.videoid_pk;
+        job.state = State::Created;
+        job.attempts = 0;
+        Ok(())
+    }
+
+    async fn send_evidences(&self, job: &mut Job) -> std::result::Result<(), StepError> {
+        let ids = Self::ids(job)?;
+        let id = job.id.clone();
+        // Decrypting images and encoding Base64 are CPU and file work: off the executor.
+        let body = blocking(&self.queue, move |q| {
+            let pii = q.load_pii(&id)?;
+            let mut images = Vec::new();
+            for a in q.artifacts(&id)?.into_iter().filter(|a| a.name != "video") {
+                let bytes = q.open_artifact(&id, &a.name)?.read_all()?;
+                images.push((a.name, bytes));
+            }
+            Ok(serde_json::to_vec(&evidences_body(&pii, &images)).expect("JSON values serialize"))
+        })
+        .await?;
+        self.client.upload_evidences(&ids, body).await?;
+        crash_point("evidences.after_response");
+        self.set_state(job, State::EvidencesSent, "evidences uploaded".into()).await?;
+        Ok(())
+    }
+
+    async fn send_video(&self, job: &mut Job) -> std::result::Result<(), StepError> {
+        let ids = Self::ids(job)?;
+        let id = job.id.clone();
+        let (reader, len) = blocking(&self.queue, move |q| {
+            let len = q.artifacts(&id)?.into_iter().find(|a| a.name == "video").map(|a| a.size).ok_or_else(|| {
+                QueueError::Damaged { id: id.clone(), detail: "no video artifact".into() }
+            })?;
+            Ok((q.open_artifact(&id, "video")?, len))
+        })
+        .await?;
+        // A dedicated blocking thread decrypts chunk by chunk into a small bounded channel, so
+        // memory stays at a few chunks whatever the video's size.
+        let (tx, rx) = tokio::sync::mpsc::channel::<std::io::Result<Vec<u8>>>(4);
+        let decrypt = tokio::task::spawn_blocking(move || {
+            let mut reader = reader;
+            let mut sent = 0u64;
+            loop {
+                let item = match reader.next_chunk() {
+                    Ok(Some(chunk)) => {
+                        sent += chunk.len() as u64;
+                        if sent > len / 2 && sent - (chunk.len() as u64) <= len / 2 {
+                            crash_point("video.mid_upload");
+                        }
+                        Ok(chunk)
+                    }
+                    Ok(None) => return,
+                    Err(e) => Err(std::io::Error::other(e.to_string())),
+                };
+                let stop = item.is_err();
+                if tx.blocking_send(item).is_err() || stop {
+                    return;
+                }
+            }
+        });
+        let body = reqwest::Body::wrap_stream(stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|item| (item, rx)) }));
+        let result = self.client.upload_video(&ids, body, len).await;
+        let decrypt_failed = decrypt.await.is_err();
+        if decrypt_failed {
+            return Err(OneShotError::Local("video decryption task failed".into()).into());
+        }
+        result?;
+        crash_point("video.after_response");
+        self.set_state(job, State::VideoSent, "video uploaded".into()).await?;
+        Ok(())
+    }
+
+    /// Reads the server status after both uploads and maps it into the local state.
+    async fn confirm(&self, job: &mut Job) -> std::result::Result<bool, StepError> {
+        let request_pk = Self::ids(job)?.request_pk;
+        let mut status = String::new();
+        for read in 0..STATUS_READS {
+            if read > 0 {
+                tokio::time::sleep(self.config.sync.status_poll).await;
+            }
+            status = self.client.request_status(&request_pk).await?;
+            let (id, s) = (job.id.clone(), status.clone());
+            blocking(&self.queue, move |q| q.record_server_status(&id, &s)).await?;
+            match status.as_str() {
+                "VIDEOREVIEW" => {
+                    self.set_state(job, State::InReview, "server status VIDEOREVIEW".into()).await?;
+                    self.erase_if_due(job).await?;
+                    return Ok(false);
+                }
+                "ENROLLREADY" => {
+                    self.set_state(job, State::Approved, "server status ENROLLREADY".into()).await?;
+                    self.erase_if_due(job).await?;
+                    return Ok(false);
+                }
+                "VIDEOERROR" | "VIDEOINCOMPLETE" => break,
+                _ => {}
+            }
+        }
+        match status.as_str() {
+            // The server lost an upload: re-send, a bounded number of times. After VIDEOERROR
+            // both parts go again; after VIDEOINCOMPLETE the video, which is sent last.
+            "VIDEOERROR" | "VIDEOINCOMPLETE" => {
+                let id = job.id.clone();
+                let resends = blocking(&self.queue, move |q| q.bump_resends(&id)).await?;
+                if resends > self.config.sync.max_resends {
+                    return Err(OneShotError::Rejected {
+                        status: 0,
+                        details: format!("server status {status} after {} re-sends", self.config.sync.max_resends),
+                    }
+                    .into());
+                }
+                let back = if status == "VIDEOERROR" { State::Created } else { State::EvidencesSent };
+                self.set_state(job, back, format!("server status {status}: re-send {resends}")).await?;
+                Ok(true)
+            }
+            other => Err(OneShotError::Server {
+                status: 0,
+                details: format!("server has not confirmed the uploads yet (status {other})"),
+                retry_after: None,
+            }
+            .into()),
+        }
+    }
+
+    async fn erase_if_due(&self, job: &Job) -> std::result::Result<(), QueueError> {
+        if self.queue.should_erase_at(job.state) {
+            let id = job.id.clone();
+            blocking(&self.queue, move |q| q.erase_evidence(&id)).await?;
+        }
+        Ok(())
+    }
+}
