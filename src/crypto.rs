@@ -65,7 +65,13 @@ impl SecretKey {
         let nonce = XChaCha20Poly1305::generate_nonce(&mut OsRng);
         let ct = self
             .cipher()
-            .encrypt(&nonce, Payload { msg: plaintext, aad })
+            .encrypt(
+                &nonce,
+                Payload {
+                    msg: plaintext,
+                    aad,
+                },
+            )
             .expect("XChaCha20-Poly1305 encryption cannot fail for in-memory data");
         let mut out = nonce.to_vec();
         out.extend_from_slice(&ct);
@@ -74,12 +80,16 @@ impl SecretKey {
 
     /// Opens what [`SecretKey::seal`] produced.
     pub fn open(&self, sealed: &[u8], aad: &[u8], what: &str) -> Result<Vec<u8>, CryptoError> {
-        let fail = || CryptoError::Decrypt { what: what.to_owned() };
+        let fail = || CryptoError::Decrypt {
+            what: what.to_owned(),
+        };
         if sealed.len() < 24 + TAG {
             return Err(fail());
         }
         let (nonce, ct) = sealed.split_at(24);
-        self.cipher().decrypt(XNonce::from_slice(nonce), Payload { msg: ct, aad }).map_err(|_| fail())
+        self.cipher()
+            .decrypt(XNonce::from_slice(nonce), Payload { msg: ct, aad })
+            .map_err(|_| fail())
     }
 
     /// Wraps a data key under this (master) key.
@@ -89,7 +99,9 @@ impl SecretKey {
 
     pub fn unwrap_key(&self, wrapped: &[u8], aad: &[u8]) -> Result<SecretKey, CryptoError> {
         let bytes = self.open(wrapped, aad, "data key")?;
-        let arr: [u8; 32] = bytes.try_into().map_err(|_| CryptoError::Decrypt { what: "data key".into() })?;
+        let arr: [u8; 32] = bytes.try_into().map_err(|_| CryptoError::Decrypt {
+            what: "data key".into(),
+        })?;
         Ok(SecretKey(arr))
     }
 }
@@ -112,26 +124,39 @@ pub fn load_master_key(key_file: &Path) -> Result<SecretKey, CryptoError> {
 }
 
 fn read_key(path: &Path) -> Result<SecretKey, CryptoError> {
-    let bytes = std::fs::read(path).map_err(|source| CryptoError::KeyIo { path: path.into(), source })?;
+    let bytes = std::fs::read(path).map_err(|source| CryptoError::KeyIo {
+        path: path.into(),
+        source,
+    })?;
     let text = std::str::from_utf8(&bytes).map(str::trim).unwrap_or("");
     let key: Option<[u8; 32]> = if text.len() == 64 {
         hex::decode(text).ok().and_then(|v| v.try_into().ok())
     } else {
         bytes.clone().try_into().ok()
     };
-    key.map(SecretKey).ok_or_else(|| CryptoError::KeyFormat { path: path.into() })
+    key.map(SecretKey)
+        .ok_or_else(|| CryptoError::KeyFormat { path: path.into() })
 }
 
 fn generate_key_file(path: &Path) -> Result<SecretKey, CryptoError> {
     let key = SecretKey::random();
-    let io_err = |source| CryptoError::KeyIo { path: path.into(), source };
+    let io_err = |source| CryptoError::KeyIo {
+        path: path.into(),
+        source,
+    };
     if let Some(parent) = path.parent() {
         std::fs::create_dir_all(parent).map_err(io_err)?;
     }
     // create_new: if another process won the race, use its key instead of overwriting it.
-    match OpenOptions::new().write(true).create_new(true).mode(0o600).open(path) {
+    match OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+    {
         Ok(mut f) => {
-            f.write_all(format!("{}\n", hex::encode(key.0)).as_bytes()).map_err(io_err)?;
+            f.write_all(format!("{}\n", hex::encode(key.0)).as_bytes())
+                .map_err(io_err)?;
             f.sync_all().map_err(io_err)?;
             crate::fsutil::sync_dir(path.parent().unwrap_or(Path::new("."))).map_err(io_err)?;
             Ok(key)
@@ -150,7 +175,13 @@ pub struct StreamSummary {
 
 /// Encrypts `input` into `output` chunk by chunk, hashing the plaintext on the way. Fails with
 /// `InvalidData` once more than `limit` bytes arrive (the file grew after it was validated).
-pub fn encrypt_stream(key: &SecretKey, aad: &[u8], input: &mut impl Read, output: &mut impl Write, limit: u64) -> io::Result<StreamSummary> {
+pub fn encrypt_stream(
+    key: &SecretKey,
+    aad: &[u8],
+    input: &mut impl Read,
+    output: &mut impl Write,
+    limit: u64,
+) -> io::Result<StreamSummary> {
     let mut nonce = [0u8; STREAM_NONCE];
     OsRng.fill_bytes(&mut nonce);
     output.write_all(FILE_MAGIC)?;
@@ -164,27 +195,48 @@ pub fn encrypt_stream(key: &SecretKey, aad: &[u8], input: &mut impl Read, output
     loop {
         total += filled as u64;
         if total > limit {
-            return Err(io::Error::new(io::ErrorKind::InvalidData, format!("input exceeds the limit of {limit} bytes")));
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!("input exceeds the limit of {limit} bytes"),
+            ));
         }
         hasher.update(&buf[..filled]);
         if filled < CHUNK {
-            let ct = enc.encrypt_last(Payload { msg: &buf[..filled], aad }).map_err(aead_err)?;
+            let ct = enc
+                .encrypt_last(Payload {
+                    msg: &buf[..filled],
+                    aad,
+                })
+                .map_err(aead_err)?;
             output.write_all(&ct)?;
             break;
         }
         let mut next = vec![0u8; CHUNK];
         let next_filled = read_full(input, &mut next)?;
         if next_filled == 0 {
-            let ct = enc.encrypt_last(Payload { msg: &buf[..filled], aad }).map_err(aead_err)?;
+            let ct = enc
+                .encrypt_last(Payload {
+                    msg: &buf[..filled],
+                    aad,
+                })
+                .map_err(aead_err)?;
             output.write_all(&ct)?;
             break;
         }
-        let ct = enc.encrypt_next(Payload { msg: &buf[..filled], aad }).map_err(aead_err)?;
+        let ct = enc
+            .encrypt_next(Payload {
+                msg: &buf[..filled],
+                aad,
+            })
+            .map_err(aead_err)?;
         output.write_all(&ct)?;
         buf = next;
         filled = next_filled;
     }
-    Ok(StreamSummary { plaintext_len: total, sha256: hex::encode(hasher.finalize()) })
+    Ok(StreamSummary {
+        plaintext_len: total,
+        sha256: hex::encode(hasher.finalize()),
+    })
 }
 
 fn aead_err(_: chacha20poly1305::aead::Error) -> io::Error {
@@ -217,7 +269,10 @@ pub struct DecryptingReader {
 
 impl std::fmt::Debug for DecryptingReader {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("DecryptingReader").field("what", &self.what).field("remaining", &self.remaining).finish()
+        f.debug_struct("DecryptingReader")
+            .field("what", &self.what)
+            .field("remaining", &self.remaining)
+            .finish()
     }
 }
 
@@ -227,18 +282,29 @@ impl DecryptingReader {
         let mut file = File::open(path)?;
         let len = file.metadata()?.len();
         let mut header = [0u8; 4 + STREAM_NONCE];
-        file.read_exact(&mut header).map_err(|_| CryptoError::Decrypt { what: what.clone() })?;
+        file.read_exact(&mut header)
+            .map_err(|_| CryptoError::Decrypt { what: what.clone() })?;
         if &header[..4] != FILE_MAGIC {
             return Err(CryptoError::Decrypt { what });
         }
         let dec = DecryptorBE32::from_aead(key.cipher(), header[4..].into());
-        Ok(DecryptingReader { file, remaining: len - header.len() as u64, dec: Some(dec), aad: aad.to_vec(), what })
+        Ok(DecryptingReader {
+            file,
+            remaining: len - header.len() as u64,
+            dec: Some(dec),
+            aad: aad.to_vec(),
+            what,
+        })
     }
 
     /// The next plaintext chunk, or `None` after the last one.
     pub fn next_chunk(&mut self) -> Result<Option<Vec<u8>>, CryptoError> {
-        let Some(dec) = self.dec.as_mut() else { return Ok(None) };
-        let fail = |what: &str| CryptoError::Decrypt { what: what.to_owned() };
+        let Some(dec) = self.dec.as_mut() else {
+            return Ok(None);
+        };
+        let fail = |what: &str| CryptoError::Decrypt {
+            what: what.to_owned(),
+        };
         if self.remaining < TAG as u64 {
             return Err(fail(&self.what));
         }
@@ -246,7 +312,10 @@ impl DecryptingReader {
         let mut ct = vec![0u8; n];
         self.file.read_exact(&mut ct)?;
         self.remaining -= n as u64;
-        let payload = Payload { msg: &ct, aad: &self.aad };
+        let payload = Payload {
+            msg: &ct,
+            aad: &self.aad,
+        };
         let pt = if self.remaining == 0 {
             let dec = self.dec.take().expect("checked above");
             dec.decrypt_last(payload).map_err(|_| fail(&self.what))?
@@ -276,10 +345,14 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("a.enc");
         let mut out = File::create(&path).unwrap();
-        let s = encrypt_stream(&key, b"id/video", &mut data.as_slice(), &mut out, u64::MAX).unwrap();
+        let s =
+            encrypt_stream(&key, b"id/video", &mut data.as_slice(), &mut out, u64::MAX).unwrap();
         assert_eq!(s.plaintext_len, len as u64);
         assert_eq!(s.sha256, hex::encode(Sha256::digest(&data)));
-        let back = DecryptingReader::open(&key, b"id/video", &path).unwrap().read_all().unwrap();
+        let back = DecryptingReader::open(&key, b"id/video", &path)
+            .unwrap()
+            .read_all()
+            .unwrap();
         assert_eq!(back, data, "len {len}");
         // The ciphertext does not contain the plaintext.
         if len >= 64 {
@@ -287,7 +360,10 @@ mod tests {
             assert!(!raw.windows(64).any(|w| w == &data[..64]));
         }
         // Another enrollment's associated data does not open it.
-        assert!(DecryptingReader::open(&key, b"other/video", &path).unwrap().read_all().is_err());
+        assert!(DecryptingReader::open(&key, b"other/video", &path)
+            .unwrap()
+            .read_all()
+            .is_err());
     }
 
     #[test]
@@ -303,21 +379,35 @@ mod tests {
         let data = vec![42u8; 3 * CHUNK];
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("a.enc");
-        encrypt_stream(&key, b"x", &mut data.as_slice(), &mut File::create(&path).unwrap(), u64::MAX).unwrap();
+        encrypt_stream(
+            &key,
+            b"x",
+            &mut data.as_slice(),
+            &mut File::create(&path).unwrap(),
+            u64::MAX,
+        )
+        .unwrap();
         let raw = std::fs::read(&path).unwrap();
         // Dropping the last chunk leaves a stream whose final chunk lacks the "last" flag.
         std::fs::write(&path, &raw[..raw.len() - (CHUNK + TAG)]).unwrap();
-        assert!(DecryptingReader::open(&key, b"x", &path).unwrap().read_all().is_err());
+        assert!(DecryptingReader::open(&key, b"x", &path)
+            .unwrap()
+            .read_all()
+            .is_err());
         let mut flipped = raw.clone();
         flipped[100] ^= 1;
         std::fs::write(&path, &flipped).unwrap();
-        assert!(DecryptingReader::open(&key, b"x", &path).unwrap().read_all().is_err());
+        assert!(DecryptingReader::open(&key, b"x", &path)
+            .unwrap()
+            .read_all()
+            .is_err());
     }
 
     #[test]
     fn limit_is_enforced_while_streaming() {
         let key = SecretKey::random();
-        let err = encrypt_stream(&key, b"x", &mut [0u8; 100].as_slice(), &mut Vec::new(), 99).unwrap_err();
+        let err = encrypt_stream(&key, b"x", &mut [0u8; 100].as_slice(), &mut Vec::new(), 99)
+            .unwrap_err();
         assert_eq!(err.kind(), io::ErrorKind::InvalidData);
     }
 
@@ -329,7 +419,10 @@ mod tests {
         assert_eq!(master.unwrap_key(&wrapped, b"e1").unwrap().0, dk.0);
         assert!(master.unwrap_key(&wrapped, b"e2").is_err());
         let blob = dk.seal(b"{\"given_name\":\"Ana\"}", b"e1/pii");
-        assert_eq!(dk.open(&blob, b"e1/pii", "pii").unwrap(), b"{\"given_name\":\"Ana\"}");
+        assert_eq!(
+            dk.open(&blob, b"e1/pii", "pii").unwrap(),
+            b"{\"given_name\":\"Ana\"}"
+        );
         assert!(SecretKey::random().open(&blob, b"e1/pii", "pii").is_err());
     }
 
@@ -341,8 +434,14 @@ mod tests {
         let k1 = load_master_key(&path).unwrap();
         let k2 = load_master_key(&path).unwrap();
         assert_eq!(k1.0, k2.0);
-        assert_eq!(std::fs::metadata(&path).unwrap().permissions().mode() & 0o777, 0o600);
+        assert_eq!(
+            std::fs::metadata(&path).unwrap().permissions().mode() & 0o777,
+            0o600
+        );
         std::fs::write(&path, "short").unwrap();
-        assert!(matches!(load_master_key(&path), Err(CryptoError::KeyFormat { .. })));
+        assert!(matches!(
+            load_master_key(&path),
+            Err(CryptoError::KeyFormat { .. })
+        ));
     }
 }

@@ -21,7 +21,10 @@ use crate::sync::{Mode, Worker};
 
 /// The sample evidence, made by `config/samples/make-samples.sh` from FFmpeg test sources.
 const SAMPLES: &[(&str, &[u8])] = &[
-    ("manifest.json", include_bytes!("../config/samples/manifest.json")),
+    (
+        "manifest.json",
+        include_bytes!("../config/samples/manifest.json"),
+    ),
     ("front.jpg", include_bytes!("../config/samples/front.jpg")),
     ("rear.jpg", include_bytes!("../config/samples/rear.jpg")),
     ("photo.jpg", include_bytes!("../config/samples/photo.jpg")),
@@ -32,8 +35,13 @@ const SAMPLES: &[(&str, &[u8])] = &[
 /// Runs the demo, writing the report to `out`.
 pub async fn run(out: &mut impl Write) -> anyhow::Result<()> {
     let total = Instant::now();
-    let tmp = tempfile::Builder::new().prefix("kiosk-agent-demo-").tempdir().context("temporary directory")?;
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.context("binding a loopback port")?;
+    let tmp = tempfile::Builder::new()
+        .prefix("kiosk-agent-demo-")
+        .tempdir()
+        .context("temporary directory")?;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .context("binding a loopback port")?;
     let addr = listener.local_addr()?;
     let sandbox_state = crate::sandbox::Shared::default();
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
@@ -53,9 +61,16 @@ pub async fn run(out: &mut impl Write) -> anyhow::Result<()> {
     );
     let cfg = config::validate(config::from_toml(&toml)?, tmp.path())?;
 
-    writeln!(out, "kiosk-agent demo: One-Shot External-mode VideoID against the built-in sandbox")?;
+    writeln!(
+        out,
+        "kiosk-agent demo: One-Shot External-mode VideoID against the built-in sandbox"
+    )?;
     writeln!(out, "  sandbox     {base_url} (current layout)")?;
-    writeln!(out, "  data dir    {} (temporary)", cfg.storage.data_dir.display())?;
+    writeln!(
+        out,
+        "  data dir    {} (temporary)",
+        cfg.storage.data_dir.display()
+    )?;
     writeln!(out)?;
 
     let t = Instant::now();
@@ -77,10 +92,16 @@ pub async fn run(out: &mut impl Write) -> anyhow::Result<()> {
     client.hello().await.context("sandbox hello")?;
     let worker = Worker::new(Arc::clone(&queue), client, cfg.clone());
     let (_keep, rx) = tokio::sync::watch::channel(false);
-    let outcome = tokio::time::timeout(Duration::from_secs(60), worker.run(Mode::Once, rx)).await.context("upload timed out")??;
+    let outcome = tokio::time::timeout(Duration::from_secs(60), worker.run(Mode::Once, rx))
+        .await
+        .context("upload timed out")??;
     let show = queue.show(&id)?;
     if outcome.pending > 0 || show.state != State::InReview {
-        bail!("enrollment {id} ended in state {} (last error: {})", show.state, show.last_error.as_deref().unwrap_or("-"));
+        bail!(
+            "enrollment {id} ended in state {} (last error: {})",
+            show.state,
+            show.last_error.as_deref().unwrap_or("-")
+        );
     }
 
     // Per-step times from the enrollment's own history: each event is committed when its step
@@ -88,23 +109,61 @@ pub async fn run(out: &mut impl Write) -> anyhow::Result<()> {
     let history = show.history.clone().unwrap_or_default();
     let at: HashMap<&str, i64> = history
         .iter()
-        .filter_map(|e| humantime::parse_rfc3339(&e.at).ok().map(|t| (e.kind.as_str(), t)))
-        .map(|(k, t)| (k, t.duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_millis() as i64))
+        .filter_map(|e| {
+            humantime::parse_rfc3339(&e.at)
+                .ok()
+                .map(|t| (e.kind.as_str(), t))
+        })
+        .map(|(k, t)| {
+            (
+                k,
+                t.duration_since(std::time::UNIX_EPOCH)
+                    .unwrap_or_default()
+                    .as_millis() as i64,
+            )
+        })
         .collect();
     let span = |a: &str, b: &str| match (at.get(a), at.get(b)) {
         (Some(x), Some(y)) => format!("{:>6} ms", y - x),
         _ => "     -   ".into(),
     };
     writeln!(out, "  steps")?;
-    writeln!(out, "    validate manifest         {:>6} ms", validate_time.as_millis())?;
-    writeln!(out, "    queue (encrypt + fsync)   {:>6} ms", enqueue_time.as_millis())?;
-    writeln!(out, "    create request            {}", span("creating", "created"))?;
-    writeln!(out, "    upload evidences          {}", span("created", "evidences_sent"))?;
-    writeln!(out, "    upload video              {}", span("evidences_sent", "video_sent"))?;
-    writeln!(out, "    confirm VIDEOREVIEW       {}", span("video_sent", "in_review"))?;
+    writeln!(
+        out,
+        "    validate manifest         {:>6} ms",
+        validate_time.as_millis()
+    )?;
+    writeln!(
+        out,
+        "    queue (encrypt + fsync)   {:>6} ms",
+        enqueue_time.as_millis()
+    )?;
+    writeln!(
+        out,
+        "    create request            {}",
+        span("creating", "created")
+    )?;
+    writeln!(
+        out,
+        "    upload evidences          {}",
+        span("created", "evidences_sent")
+    )?;
+    writeln!(
+        out,
+        "    upload video              {}",
+        span("evidences_sent", "video_sent")
+    )?;
+    writeln!(
+        out,
+        "    confirm VIDEOREVIEW       {}",
+        span("video_sent", "in_review")
+    )?;
     writeln!(out)?;
 
-    let records: serde_json::Value = reqwest::get(format!("http://{addr}/_sandbox/requests")).await?.json().await?;
+    let records: serde_json::Value = reqwest::get(format!("http://{addr}/_sandbox/requests"))
+        .await?
+        .json()
+        .await?;
     let requests: Vec<SandboxRequest> = serde_json::from_value(records["requests"].clone())?;
     let request_pk = show.request_pk.clone().unwrap_or_default();
     let server = requests
@@ -113,8 +172,14 @@ pub async fn run(out: &mut impl Write) -> anyhow::Result<()> {
         .with_context(|| format!("the sandbox has no request {request_pk}"))?;
     let artifacts = show.artifacts.clone().unwrap_or_default();
     let identical = artifacts.iter().all(|a| match a.name.as_str() {
-        "video" => server.video.as_ref().is_some_and(|v| v.sha256 == a.sha256 && v.size == a.size),
-        name => server.images.get(name).is_some_and(|i| i.sha256 == a.sha256 && i.size == a.size),
+        "video" => server
+            .video
+            .as_ref()
+            .is_some_and(|v| v.sha256 == a.sha256 && v.size == a.size),
+        name => server
+            .images
+            .get(name)
+            .is_some_and(|i| i.sha256 == a.sha256 && i.size == a.size),
     });
     if !identical {
         bail!("the sandbox did not receive the artifacts byte-identical");
@@ -122,7 +187,11 @@ pub async fn run(out: &mut impl Write) -> anyhow::Result<()> {
 
     writeln!(out, "  enrollment  {id}")?;
     writeln!(out, "  request_pk  {}", request_pk)?;
-    writeln!(out, "  videoid_pk  {}", show.videoid_pk.as_deref().unwrap_or("-"))?;
+    writeln!(
+        out,
+        "  videoid_pk  {}",
+        show.videoid_pk.as_deref().unwrap_or("-")
+    )?;
     writeln!(out, "  status      {}", server.status)?;
     writeln!(
         out,
@@ -133,7 +202,15 @@ pub async fn run(out: &mut impl Write) -> anyhow::Result<()> {
         server.evidences_uploads,
         server.video_uploads
     )?;
-    writeln!(out, "  local copy  {}", if show.erased { "erased after VIDEOREVIEW; audit record kept" } else { "kept" })?;
+    writeln!(
+        out,
+        "  local copy  {}",
+        if show.erased {
+            "erased after VIDEOREVIEW; audit record kept"
+        } else {
+            "kept"
+        }
+    )?;
     writeln!(out, "  total       {} ms", total.elapsed().as_millis())?;
 
     let _ = stop_tx.send(());

@@ -24,7 +24,10 @@ pub fn crash_point(point: &'static str) {
     static TARGET: OnceLock<Option<String>> = OnceLock::new();
     let target = TARGET.get_or_init(|| std::env::var(CRASH_ENV).ok());
     if target.as_deref() == Some(point) {
-        debug_assert!(CRASH_POINTS.contains(&point), "crash point {point} is not listed in CRASH_POINTS");
+        debug_assert!(
+            CRASH_POINTS.contains(&point),
+            "crash point {point} is not listed in CRASH_POINTS"
+        );
         eprintln!("kiosk-agent: aborting at crash point {point}");
         std::process::abort();
     }

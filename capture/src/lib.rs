@@ -65,5 +65,8 @@ pub fn open(spec: &str) -> Result<Box<dyn FrameSource>, CaptureError> {
     if spec == "synthetic" || spec.starts_with("synthetic:") {
         return Ok(Box::new(synthetic::Synthetic::from_spec(spec)?));
     }
-    Err(CaptureError::Spec { spec: spec.into(), rule: "supported sources: synthetic[:WxH@FPS]".into() })
+    Err(CaptureError::Spec {
+        spec: spec.into(),
+        rule: "supported sources: synthetic[:WxH@FPS]".into(),
+    })
 }

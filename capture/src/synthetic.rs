@@ -20,22 +20,43 @@ const BITS: u32 = 64;
 impl Synthetic {
     pub fn new(width: u32, height: u32, fps: u32) -> Result<Self, CaptureError> {
         let spec = format!("synthetic:{width}x{height}@{fps}");
-        if width < BITS * 2 || height < 16 || width % 2 != 0 || height % 2 != 0 {
-            return Err(CaptureError::Spec { spec, rule: "size must be even and at least 128x16".into() });
+        if width < BITS * 2 || height < 16 || !width.is_multiple_of(2) || !height.is_multiple_of(2)
+        {
+            return Err(CaptureError::Spec {
+                spec,
+                rule: "size must be even and at least 128x16".into(),
+            });
         }
         if fps == 0 || fps > 240 {
-            return Err(CaptureError::Spec { spec, rule: "frame rate must be 1-240".into() });
+            return Err(CaptureError::Spec {
+                spec,
+                rule: "frame rate must be 1-240".into(),
+            });
         }
-        Ok(Synthetic { width, height, fps, next: 0 })
+        Ok(Synthetic {
+            width,
+            height,
+            fps,
+            next: 0,
+        })
     }
 
     /// `synthetic` (1280×720 at 30 fps) or `synthetic:WxH@FPS`.
     pub fn from_spec(spec: &str) -> Result<Self, CaptureError> {
-        let Some(rest) = spec.strip_prefix("synthetic:") else { return Synthetic::new(1280, 720, 30) };
-        let bad = || CaptureError::Spec { spec: spec.into(), rule: "expected synthetic:WIDTHxHEIGHT@FPS".into() };
+        let Some(rest) = spec.strip_prefix("synthetic:") else {
+            return Synthetic::new(1280, 720, 30);
+        };
+        let bad = || CaptureError::Spec {
+            spec: spec.into(),
+            rule: "expected synthetic:WIDTHxHEIGHT@FPS".into(),
+        };
         let (size, fps) = rest.split_once('@').ok_or_else(bad)?;
         let (w, h) = size.split_once('x').ok_or_else(bad)?;
-        Synthetic::new(w.parse().map_err(|_| bad())?, h.parse().map_err(|_| bad())?, fps.parse().map_err(|_| bad())?)
+        Synthetic::new(
+            w.parse().map_err(|_| bad())?,
+            h.parse().map_err(|_| bad())?,
+            fps.parse().map_err(|_| bad())?,
+        )
     }
 
     /// Reads back the frame index written into an RGB24 frame's first row.
@@ -83,7 +104,14 @@ impl FrameSource for Synthetic {
         }
         self.next += 1;
         let timestamp = Duration::from_secs(index) / self.fps;
-        Ok(Some(Frame { width: w, height: h, format: PixelFormat::Rgb24, index, timestamp, data }))
+        Ok(Some(Frame {
+            width: w,
+            height: h,
+            format: PixelFormat::Rgb24,
+            index,
+            timestamp,
+            data,
+        }))
     }
 }
 
@@ -104,7 +132,12 @@ mod tests {
 
     #[test]
     fn bad_specs_name_the_rule() {
-        for spec in ["synthetic:320x240", "synthetic:0x240@30", "synthetic:320x240@0", "synthetic:axb@3"] {
+        for spec in [
+            "synthetic:320x240",
+            "synthetic:0x240@30",
+            "synthetic:320x240@0",
+            "synthetic:axb@3",
+        ] {
             let err = Synthetic::from_spec(spec).unwrap_err().to_string();
             assert!(err.contains(spec), "{err}");
         }

@@ -68,7 +68,10 @@ pub struct Failure {
 
 impl Failure {
     pub fn bad_input(error: impl Into<anyhow::Error>) -> Self {
-        Failure { code: 2, error: error.into() }
+        Failure {
+            code: 2,
+            error: error.into(),
+        }
     }
 }
 
@@ -81,10 +84,17 @@ impl<E: Into<anyhow::Error>> From<E> for Failure {
                 || c.is::<EvidenceError>()
                 || matches!(
                     c.downcast_ref::<QueueError>(),
-                    Some(QueueError::Space(_) | QueueError::NotFound(_) | QueueError::WrongState { .. })
+                    Some(
+                        QueueError::Space(_)
+                            | QueueError::NotFound(_)
+                            | QueueError::WrongState { .. }
+                    )
                 )
         });
-        Failure { code: if bad_input { 2 } else { 1 }, error }
+        Failure {
+            code: if bad_input { 2 } else { 1 },
+            error,
+        }
     }
 }
 
@@ -93,13 +103,18 @@ pub fn main() -> Result<ExitCode, Failure> {
     let cli = Cli::parse();
     init_logging(&cli.command);
     match cli.command {
-        Command::Demo => runtime()?.block_on(crate::demo::run(&mut std::io::stdout())).map(|()| ExitCode::SUCCESS).map_err(Failure::from),
+        Command::Demo => runtime()?
+            .block_on(crate::demo::run(&mut std::io::stdout()))
+            .map(|()| ExitCode::SUCCESS)
+            .map_err(Failure::from),
         Command::CheckConfig => check_config(cli.config.as_deref()),
         Command::Sandbox { listen } => runtime()?.block_on(sandbox(&listen)),
         Command::Enroll { manifest } => enroll(&load_config(cli.config.as_deref())?, &manifest),
         Command::Sync { once } => {
             if !once {
-                return Err(Failure::bad_input(anyhow::anyhow!("sync needs --once; `kiosk-agent run` is the daemon")));
+                return Err(Failure::bad_input(anyhow::anyhow!(
+                    "sync needs --once; `kiosk-agent run` is the daemon"
+                )));
             }
             let config = load_config(cli.config.as_deref())?;
             runtime()?.block_on(work(config, Mode::Once))
@@ -120,15 +135,26 @@ fn init_logging(command: &Command) {
     };
     let filter = tracing_subscriber::EnvFilter::try_from_env("KIOSK_AGENT_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
-    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_target(false).try_init();
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .try_init();
 }
 
 fn runtime() -> Result<tokio::runtime::Runtime, Failure> {
-    Ok(tokio::runtime::Builder::new_multi_thread().enable_all().build().context("cannot start the async runtime")?)
+    Ok(tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?)
 }
 
 fn config_path(path: Option<&Path>) -> Result<&Path, Failure> {
-    path.ok_or_else(|| Failure::bad_input(anyhow::anyhow!("no configuration: pass --config PATH or set {CONFIG_ENV}")))
+    path.ok_or_else(|| {
+        Failure::bad_input(anyhow::anyhow!(
+            "no configuration: pass --config PATH or set {CONFIG_ENV}"
+        ))
+    })
 }
 
 fn load_config(path: Option<&Path>) -> Result<Config, Failure> {
@@ -140,7 +166,10 @@ fn check_config(path: Option<&Path>) -> Result<ExitCode, Failure> {
     match config::load(path) {
         Ok(c) => {
             println!("{}: OK", path.display());
-            println!("  One-Shot server  {} ({:?} layout)", c.oneshot.base_url, c.oneshot.layout);
+            println!(
+                "  One-Shot server  {} ({:?} layout)",
+                c.oneshot.base_url, c.oneshot.layout
+            );
             println!("  data directory   {}", c.storage.data_dir.display());
             Ok(ExitCode::SUCCESS)
         }
@@ -148,7 +177,11 @@ fn check_config(path: Option<&Path>) -> Result<ExitCode, Failure> {
             for p in &problems {
                 println!("{p}");
             }
-            Err(Failure::bad_input(anyhow::anyhow!("{}: {} problem(s)", path.display(), problems.len())))
+            Err(Failure::bad_input(anyhow::anyhow!(
+                "{}: {} problem(s)",
+                path.display(),
+                problems.len()
+            )))
         }
         Err(e) => Err(e.into()),
     }
@@ -170,16 +203,21 @@ async fn sandbox(listen: &str) -> Result<ExitCode, Failure> {
         .map_err(Failure::bad_input)?;
     let addr = listener.local_addr().context("local address")?;
     println!("One-Shot sandbox listening on http://{addr}");
-    println!("  current layout: http://{addr}/oneshot/api/v1    legacy layout: http://{addr}/api/v1");
+    println!(
+        "  current layout: http://{addr}/oneshot/api/v1    legacy layout: http://{addr}/api/v1"
+    );
     println!("  received so far: http://{addr}/_sandbox/requests");
     let state = Default::default();
-    crate::sandbox::serve(listener, state, shutdown_signal()).await.context("sandbox server")?;
+    crate::sandbox::serve(listener, state, shutdown_signal())
+        .await
+        .context("sandbox server")?;
     Ok(ExitCode::SUCCESS)
 }
 
 /// Resolves on SIGTERM or Ctrl-C.
 async fn shutdown_signal() {
-    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("SIGTERM handler");
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .expect("SIGTERM handler");
     tokio::select! {
         _ = term.recv() => {}
         _ = tokio::signal::ctrl_c() => {}
@@ -188,7 +226,9 @@ async fn shutdown_signal() {
 
 async fn work(config: Config, mode: Mode) -> Result<ExitCode, Failure> {
     let storage = config.storage.clone();
-    let queue = tokio::task::spawn_blocking(move || Queue::open(&storage)).await.context("queue task")??;
+    let queue = tokio::task::spawn_blocking(move || Queue::open(&storage))
+        .await
+        .context("queue task")??;
     let queue = Arc::new(queue);
     let _lock = queue.lock_worker()?;
     let client = Client::new(&config.oneshot).context("One-Shot client")?;
@@ -204,7 +244,10 @@ async fn work(config: Config, mode: Mode) -> Result<ExitCode, Failure> {
     }
     let outcome = worker.run(mode, rx).await?;
     if mode == Mode::Once && outcome.pending > 0 {
-        eprintln!("{} enrollment(s) still pending; see `kiosk-agent queue list`", outcome.pending);
+        eprintln!(
+            "{} enrollment(s) still pending; see `kiosk-agent queue list`",
+            outcome.pending
+        );
         return Ok(ExitCode::from(3));
     }
     Ok(ExitCode::SUCCESS)

@@ -10,7 +10,11 @@ data_dir = "/var/lib/kiosk-agent"
 "#;
 
 fn check_ok(text: &str) -> Config {
-    validate(from_toml(text).expect("parses"), Path::new("/etc/kiosk-agent")).expect("valid")
+    validate(
+        from_toml(text).expect("parses"),
+        Path::new("/etc/kiosk-agent"),
+    )
+    .expect("valid")
 }
 
 /// Asserts that `text` is rejected with a problem on `key` whose message contains `needle`.
@@ -18,7 +22,9 @@ fn check_problem(text: &str, key: &str, needle: &str) {
     let err = from_toml(text).and_then(|raw| validate(raw, Path::new("/etc")));
     match err {
         Err(ConfigError::Invalid(problems)) => assert!(
-            problems.iter().any(|p| p.key == key && p.message.contains(needle)),
+            problems
+                .iter()
+                .any(|p| p.key == key && p.message.contains(needle)),
             "expected {key}: …{needle}… in {problems:?}"
         ),
         Err(ConfigError::Parse(msg)) => assert!(msg.contains(key) && msg.contains(needle), "{msg}"),
@@ -34,7 +40,10 @@ fn minimal_config_gets_defaults() {
     assert_eq!(c.sync.concurrency.get(), 2);
     assert_eq!(c.sync.backoff_base, Duration::from_secs(2));
     assert_eq!(c.sync.backoff_cap, Duration::from_secs(300));
-    assert_eq!(c.storage.master_key_file, PathBuf::from("/var/lib/kiosk-agent/master.key"));
+    assert_eq!(
+        c.storage.master_key_file,
+        PathBuf::from("/var/lib/kiosk-agent/master.key")
+    );
     assert_eq!(c.evidence.max_image_bytes, 10 * 1024 * 1024);
 }
 
@@ -46,40 +55,103 @@ fn legacy_layout_and_path_override() {
     assert_eq!(c.oneshot.paths.status, "/requests/{request_pk}");
     let legacy = MINIMAL.replace("[oneshot]", "[oneshot]\nlayout = \"legacy\"");
     let c = check_ok(&legacy);
-    assert_eq!(c.oneshot.paths.video, "/videoid/{request_pk}/evidences/video");
+    assert_eq!(
+        c.oneshot.paths.video,
+        "/videoid/{request_pk}/evidences/video"
+    );
     assert_eq!(c.oneshot.paths.evidences, "/videoid/{request_pk}/evidences");
 }
 
 #[test]
 fn each_rule_names_its_key() {
-    let https = MINIMAL.replace("https://optimizer.example.com", "http://optimizer.example.com");
+    let https = MINIMAL.replace(
+        "https://optimizer.example.com",
+        "http://optimizer.example.com",
+    );
     check_problem(&https, "oneshot.base_url", "must use https");
     let loopback = MINIMAL.replace("https://optimizer.example.com", "http://127.0.0.1:8080");
-    assert_eq!(check_ok(&loopback).oneshot.base_url, "http://127.0.0.1:8080/oneshot/api/v1");
-    check_problem(&MINIMAL.replace("registration_authority = \"139\"", ""), "oneshot.registration_authority", "required");
-    check_problem(&MINIMAL.replace("[storage]\ndata_dir = \"/var/lib/kiosk-agent\"", ""), "storage.data_dir", "required");
-    check_problem(&MINIMAL.replace("[oneshot]", "[oneshot]\nlayout = \"v2\""), "oneshot.layout", "\"current\" or \"legacy\"");
-    check_problem(&MINIMAL.replace("[oneshot]", "[oneshot]\nenv = \"staging\""), "oneshot.env", "sandbox");
-    check_problem(&format!("{MINIMAL}\n[sync]\nconcurrency = 0\n"), "sync.concurrency", "between 1 and 64");
-    check_problem(&format!("{MINIMAL}\n[evidence]\nmax_image_bytes = 0\n"), "evidence.max_image_bytes", "greater than 0");
-    check_problem(&format!("{MINIMAL}\n[oneshot.paths]\nvideo = \"videoid\"\n"), "oneshot.paths.video", "start with '/'");
-    check_problem(&format!("{MINIMAL}\n[oneshot.paths]\nvideo = \"/v/{{pk}}\"\n"), "oneshot.paths.video", "placeholders");
-    check_problem(&format!("{MINIMAL}\n[oneshot.headers]\n\"Bad Header\" = \"x\"\n"), "oneshot.headers.Bad Header", "header name");
-    check_problem(&MINIMAL.replace("[oneshot]", "[oneshot]\nbilling_username = \"b\""), "oneshot.billing_username", "together");
-    check_problem(&format!("{MINIMAL}\n[sync]\nbackoff_base_secs = 10\nbackoff_cap_secs = 5\n"), "sync.backoff_cap_secs", "smaller");
+    assert_eq!(
+        check_ok(&loopback).oneshot.base_url,
+        "http://127.0.0.1:8080/oneshot/api/v1"
+    );
+    check_problem(
+        &MINIMAL.replace("registration_authority = \"139\"", ""),
+        "oneshot.registration_authority",
+        "required",
+    );
+    check_problem(
+        &MINIMAL.replace("[storage]\ndata_dir = \"/var/lib/kiosk-agent\"", ""),
+        "storage.data_dir",
+        "required",
+    );
+    check_problem(
+        &MINIMAL.replace("[oneshot]", "[oneshot]\nlayout = \"v2\""),
+        "oneshot.layout",
+        "\"current\" or \"legacy\"",
+    );
+    check_problem(
+        &MINIMAL.replace("[oneshot]", "[oneshot]\nenv = \"staging\""),
+        "oneshot.env",
+        "sandbox",
+    );
+    check_problem(
+        &format!("{MINIMAL}\n[sync]\nconcurrency = 0\n"),
+        "sync.concurrency",
+        "between 1 and 64",
+    );
+    check_problem(
+        &format!("{MINIMAL}\n[evidence]\nmax_image_bytes = 0\n"),
+        "evidence.max_image_bytes",
+        "greater than 0",
+    );
+    check_problem(
+        &format!("{MINIMAL}\n[oneshot.paths]\nvideo = \"videoid\"\n"),
+        "oneshot.paths.video",
+        "start with '/'",
+    );
+    check_problem(
+        &format!("{MINIMAL}\n[oneshot.paths]\nvideo = \"/v/{{pk}}\"\n"),
+        "oneshot.paths.video",
+        "placeholders",
+    );
+    check_problem(
+        &format!("{MINIMAL}\n[oneshot.headers]\n\"Bad Header\" = \"x\"\n"),
+        "oneshot.headers.Bad Header",
+        "header name",
+    );
+    check_problem(
+        &MINIMAL.replace("[oneshot]", "[oneshot]\nbilling_username = \"b\""),
+        "oneshot.billing_username",
+        "together",
+    );
+    check_problem(
+        &format!("{MINIMAL}\n[sync]\nbackoff_base_secs = 10\nbackoff_cap_secs = 5\n"),
+        "sync.backoff_cap_secs",
+        "smaller",
+    );
     // Unknown keys are reported by serde with their name.
-    check_problem(&format!("{MINIMAL}\n[sync]\nconcurency = 2\n"), "concurency", "unknown field");
+    check_problem(
+        &format!("{MINIMAL}\n[sync]\nconcurency = 2\n"),
+        "concurency",
+        "unknown field",
+    );
 }
 
 #[test]
 fn every_problem_is_reported_at_once() {
-    let Err(ConfigError::Invalid(problems)) = validate(from_toml("").unwrap(), Path::new("/")) else {
+    let Err(ConfigError::Invalid(problems)) = validate(from_toml("").unwrap(), Path::new("/"))
+    else {
         panic!("an empty file must be invalid");
     };
     let keys: Vec<_> = problems.iter().map(|p| p.key.as_str()).collect();
     assert_eq!(
         keys,
-        ["oneshot.base_url", "oneshot.registration_authority", "oneshot.profile", "storage.data_dir"]
+        [
+            "oneshot.base_url",
+            "oneshot.registration_authority",
+            "oneshot.profile",
+            "storage.data_dir"
+        ]
     );
 }
 
@@ -94,7 +166,10 @@ fn secrets_stay_out_of_debug_output() {
     let c = validate(from_toml(&text).unwrap(), dir.path()).unwrap();
     assert_eq!(c.oneshot.billing_password.as_deref(), Some("hunter2"));
     let debug = format!("{c:?}");
-    assert!(!debug.contains("hunter2") && !debug.contains("s3cr3t"), "{debug}");
+    assert!(
+        !debug.contains("hunter2") && !debug.contains("s3cr3t"),
+        "{debug}"
+    );
     assert!(debug.contains("X-Api-Key"));
 }
 

@@ -23,7 +23,11 @@ pub enum OneShotError {
     #[error("transfer to the One-Shot server broke off: {0}")]
     Transfer(String),
     #[error("One-Shot server error {status}: {details}")]
-    Server { status: u16, details: String, retry_after: Option<Duration> },
+    Server {
+        status: u16,
+        details: String,
+        retry_after: Option<Duration>,
+    },
     #[error("One-Shot server refused the request ({status}): {details}")]
     Rejected { status: u16, details: String },
     #[error("unexpected answer from the One-Shot server: {0}")]
@@ -37,13 +41,25 @@ pub enum OneShotError {
 impl OneShotError {
     /// Whether trying again later may succeed.
     pub fn is_retryable(&self) -> bool {
-        matches!(self, OneShotError::Connect(_) | OneShotError::Timeout(_) | OneShotError::Transfer(_) | OneShotError::Server { .. })
+        matches!(
+            self,
+            OneShotError::Connect(_)
+                | OneShotError::Timeout(_)
+                | OneShotError::Transfer(_)
+                | OneShotError::Server { .. }
+        )
     }
 
     /// Whether the request certainly did not reach the server's application (so a create cannot
     /// have produced a request there).
     pub fn certainly_not_applied(&self) -> bool {
-        matches!(self, OneShotError::Connect(_) | OneShotError::Rejected { .. } | OneShotError::Setup(_) | OneShotError::Local(_))
+        matches!(
+            self,
+            OneShotError::Connect(_)
+                | OneShotError::Rejected { .. }
+                | OneShotError::Setup(_)
+                | OneShotError::Local(_)
+        )
     }
 
     /// The delay the server asked for, if any.
@@ -57,7 +73,11 @@ impl OneShotError {
     /// Classifies an HTTP status that is not a success.
     pub fn from_status(status: u16, details: String, retry_after: Option<Duration>) -> Self {
         match status {
-            408 | 429 | 500..=599 => OneShotError::Server { status, details, retry_after },
+            408 | 429 | 500..=599 => OneShotError::Server {
+                status,
+                details,
+                retry_after,
+            },
             _ => OneShotError::Rejected { status, details },
         }
     }
@@ -95,9 +115,25 @@ mod tests {
 
     #[test]
     fn classification_table() {
-        for (status, retryable) in [(400, false), (401, false), (403, false), (404, false), (408, true), (409, false),
-            (422, false), (429, true), (500, true), (502, true), (503, true), (504, true)] {
-            assert_eq!(OneShotError::from_status(status, "x".into(), None).is_retryable(), retryable, "{status}");
+        for (status, retryable) in [
+            (400, false),
+            (401, false),
+            (403, false),
+            (404, false),
+            (408, true),
+            (409, false),
+            (422, false),
+            (429, true),
+            (500, true),
+            (502, true),
+            (503, true),
+            (504, true),
+        ] {
+            assert_eq!(
+                OneShotError::from_status(status, "x".into(), None).is_retryable(),
+                retryable,
+                "{status}"
+            );
         }
         assert!(OneShotError::Connect("refused".into()).is_retryable());
         assert!(OneShotError::Timeout("t".into()).is_retryable());

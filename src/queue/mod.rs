@@ -49,13 +49,20 @@ pub enum QueueError {
     #[error("database error: {0}")]
     Sqlite(#[from] rusqlite::Error),
     #[error("I/O error on {path}: {source}")]
-    Io { path: PathBuf, source: std::io::Error },
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error(transparent)]
     Crypto(#[from] CryptoError),
     #[error("no enrollment with id {0}")]
     NotFound(String),
     #[error("enrollment {id} is {state}: {rule}")]
-    WrongState { id: String, state: State, rule: &'static str },
+    WrongState {
+        id: String,
+        state: State,
+        rule: &'static str,
+    },
     #[error(transparent)]
     Space(#[from] SpaceError),
     #[error("another sync worker already holds {0}; only one may run per data directory")]
@@ -65,12 +72,18 @@ pub enum QueueError {
 }
 
 pub(crate) fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> QueueError + '_ {
-    move |source| QueueError::Io { path: path.to_owned(), source }
+    move |source| QueueError::Io {
+        path: path.to_owned(),
+        source,
+    }
 }
 
 /// Milliseconds since the Unix epoch, the unit of every timestamp column.
 pub fn now_ms() -> i64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
 }
 
 /// The queue of one data directory.
@@ -100,7 +113,12 @@ impl Queue {
         conn.pragma_update(None, "synchronous", "FULL")?;
         conn.pragma_update(None, "foreign_keys", "ON")?;
         schema::migrate(&mut conn)?;
-        let queue = Queue { conn: Mutex::new(conn), master, dir, storage: storage.clone() };
+        let queue = Queue {
+            conn: Mutex::new(conn),
+            master,
+            dir,
+            storage: storage.clone(),
+        };
         queue.remove_orphan_spool_dirs()?;
         Ok(queue)
     }
@@ -119,7 +137,12 @@ impl Queue {
     /// Takes the per-data-directory worker lock, or fails at once if another process holds it.
     pub fn lock_worker(&self) -> Result<WorkerLock, QueueError> {
         let path = self.dir.join("worker.lock");
-        let file = std::fs::OpenOptions::new().create(true).truncate(false).write(true).open(&path).map_err(io_err(&path))?;
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)
+            .map_err(io_err(&path))?;
         match file.try_lock() {
             Ok(()) => Ok(WorkerLock(file)),
             Err(std::fs::TryLockError::WouldBlock) => Err(QueueError::WorkerBusy(path)),
@@ -151,18 +174,29 @@ impl Queue {
     }
 
     fn exists(&self, id: &str) -> Result<bool, QueueError> {
-        let found: Option<i64> =
-            self.conn().query_row("SELECT 1 FROM enrollments WHERE id = ?1", [id], |r| r.get(0)).optional()?;
+        let found: Option<i64> = self
+            .conn()
+            .query_row("SELECT 1 FROM enrollments WHERE id = ?1", [id], |r| {
+                r.get(0)
+            })
+            .optional()?;
         Ok(found.is_some())
     }
 
     fn data_key(&self, id: &str) -> Result<SecretKey, QueueError> {
         let wrapped: Option<Vec<u8>> = self
             .conn()
-            .query_row("SELECT wrapped_key FROM enrollments WHERE id = ?1", [id], |r| r.get(0))
+            .query_row(
+                "SELECT wrapped_key FROM enrollments WHERE id = ?1",
+                [id],
+                |r| r.get(0),
+            )
             .optional()?
             .ok_or_else(|| QueueError::NotFound(id.into()))?;
-        let wrapped = wrapped.ok_or_else(|| QueueError::Damaged { id: id.into(), detail: "evidence already erased".into() })?;
+        let wrapped = wrapped.ok_or_else(|| QueueError::Damaged {
+            id: id.into(),
+            detail: "evidence already erased".into(),
+        })?;
         Ok(self.master.unwrap_key(&wrapped, id.as_bytes())?)
     }
 
@@ -170,17 +204,30 @@ impl Queue {
     pub fn load_pii(&self, id: &str) -> Result<Pii, QueueError> {
         let key = self.data_key(id)?;
         let sealed: Option<Vec<u8>> =
-            self.conn().query_row("SELECT pii FROM enrollments WHERE id = ?1", [id], |r| r.get(0))?;
-        let sealed = sealed.ok_or_else(|| QueueError::Damaged { id: id.into(), detail: "evidence already erased".into() })?;
+            self.conn()
+                .query_row("SELECT pii FROM enrollments WHERE id = ?1", [id], |r| {
+                    r.get(0)
+                })?;
+        let sealed = sealed.ok_or_else(|| QueueError::Damaged {
+            id: id.into(),
+            detail: "evidence already erased".into(),
+        })?;
         let json = key.open(&sealed, pii_aad(id).as_bytes(), "personal fields")?;
-        serde_json::from_slice(&json).map_err(|e| QueueError::Damaged { id: id.into(), detail: e.to_string() })
+        serde_json::from_slice(&json).map_err(|e| QueueError::Damaged {
+            id: id.into(),
+            detail: e.to_string(),
+        })
     }
 
     /// Opens one artifact for decryption, chunk by chunk.
     pub fn open_artifact(&self, id: &str, name: &str) -> Result<DecryptingReader, QueueError> {
         let key = self.data_key(id)?;
         let path = self.spool_dir(id).join(format!("{name}.enc"));
-        Ok(DecryptingReader::open(&key, artifact_aad(id, name).as_bytes(), &path)?)
+        Ok(DecryptingReader::open(
+            &key,
+            artifact_aad(id, name).as_bytes(),
+            &path,
+        )?)
     }
 
     /// Erases the local evidence of an enrollment (files, personal fields, data key), keeping the
@@ -192,7 +239,12 @@ impl Queue {
                 "UPDATE enrollments SET pii = NULL, wrapped_key = NULL, erased_at = ?2 WHERE id = ?1",
                 params![id, now_ms()],
             )?;
-            add_event(&conn, id, "erased", "local evidence erased; audit record kept")?;
+            add_event(
+                &conn,
+                id,
+                "erased",
+                "local evidence erased; audit record kept",
+            )?;
         }
         self.remove_spool(id)
     }
@@ -202,7 +254,10 @@ impl Queue {
         match std::fs::remove_dir_all(&dir) {
             Ok(()) => crate::fsutil::sync_dir(&self.dir.join("spool")).map_err(io_err(&dir)),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-            Err(e) => Err(QueueError::Io { path: dir, source: e }),
+            Err(e) => Err(QueueError::Io {
+                path: dir,
+                source: e,
+            }),
         }
     }
 
@@ -224,7 +279,12 @@ pub(crate) fn artifact_aad(id: &str, name: &str) -> String {
     format!("{id}/{name}")
 }
 
-pub(crate) fn add_event(conn: &Connection, id: &str, kind: &str, detail: &str) -> rusqlite::Result<()> {
+pub(crate) fn add_event(
+    conn: &Connection,
+    id: &str,
+    kind: &str,
+    detail: &str,
+) -> rusqlite::Result<()> {
     conn.execute(
         "INSERT INTO events (enrollment_id, at, kind, detail) VALUES (?1, ?2, ?3, ?4)",
         params![id, now_ms(), kind, detail],

@@ -28,8 +28,16 @@ pub fn sha256_hex(bytes: &[u8]) -> String {
 
 /// The API's envelope: `{"status": "200 OK", "details": ...}` with the same code as HTTP.
 fn reply(status: StatusCode, details: impl Into<Value>) -> Response {
-    let text = format!("{} {}", status.as_u16(), status.canonical_reason().unwrap_or(""));
-    (status, Json(json!({"status": text, "details": details.into()}))).into_response()
+    let text = format!(
+        "{} {}",
+        status.as_u16(),
+        status.canonical_reason().unwrap_or("")
+    );
+    (
+        status,
+        Json(json!({"status": text, "details": details.into()})),
+    )
+        .into_response()
 }
 
 fn bad_request(details: impl Into<String>) -> Response {
@@ -41,14 +49,21 @@ fn lock(state: &Shared) -> std::sync::MutexGuard<'_, SandboxState> {
 }
 
 fn refusal(rule: &Rule) -> Response {
-    reply(StatusCode::from_u16(rule.status).unwrap_or(StatusCode::BAD_REQUEST), rule.details.clone())
+    reply(
+        StatusCode::from_u16(rule.status).unwrap_or(StatusCode::BAD_REQUEST),
+        rule.details.clone(),
+    )
 }
 
 fn find(state: &SandboxState, key: Key, pk: &str) -> Option<u64> {
     let pk: u64 = pk.parse().ok()?;
     match key {
         Key::Request => state.requests.contains_key(&pk).then_some(pk),
-        Key::Videoid => state.requests.values().find(|r| r.videoid_pk == pk).map(|r| r.request_pk),
+        Key::Videoid => state
+            .requests
+            .values()
+            .find(|r| r.videoid_pk == pk)
+            .map(|r| r.request_pk),
     }
 }
 
@@ -64,10 +79,17 @@ pub async fn create(State(state): State<Shared>, body: Bytes) -> Response {
     let Ok(Value::Object(body)) = serde_json::from_slice::<Value>(&body) else {
         return bad_request("Could not parse JSON body");
     };
-    let field = |k: &str| body.get(k).and_then(Value::as_str).filter(|s| !s.is_empty());
-    let (Some(_), Some(email), Some(_), Some(_)) =
-        (field("mobile_phone_number"), field("email"), field("registration_authority"), field("profile"))
-    else {
+    let field = |k: &str| {
+        body.get(k)
+            .and_then(Value::as_str)
+            .filter(|s| !s.is_empty())
+    };
+    let (Some(_), Some(email), Some(_), Some(_)) = (
+        field("mobile_phone_number"),
+        field("email"),
+        field("registration_authority"),
+        field("profile"),
+    ) else {
         return bad_request("Missing required parameters");
     };
     if let Some(env) = body.get("env") {
@@ -102,30 +124,53 @@ fn check_evidences(body: &Value) -> Result<(Vec<(String, ImageRecord)>, String),
     if !obj.get("acceptance").is_some_and(Value::is_object) {
         return Err("acceptance must be an object".into());
     }
-    let data = obj.get("videoid_data").and_then(Value::as_object).ok_or("videoid_data must be an object")?;
-    let images = data.get("images").and_then(Value::as_object).ok_or("videoid_data.images must be an object")?;
+    let data = obj
+        .get("videoid_data")
+        .and_then(Value::as_object)
+        .ok_or("videoid_data must be an object")?;
+    let images = data
+        .get("images")
+        .and_then(Value::as_object)
+        .ok_or("videoid_data.images must be an object")?;
     let mut records = Vec::new();
     for (name, value) in images {
         if !IMAGE_NAMES.contains(&name.as_str()) {
             return Err(format!("videoid_data.images.{name} is not a known image"));
         }
-        let text = value.as_str().ok_or_else(|| format!("videoid_data.images.{name} must be a Base64 string"))?;
+        let text = value
+            .as_str()
+            .ok_or_else(|| format!("videoid_data.images.{name} must be a Base64 string"))?;
         let bytes = base64::engine::general_purpose::STANDARD
             .decode(text)
             .map_err(|e| format!("videoid_data.images.{name} is not valid Base64: {e}"))?;
         if !matches!(sniff_image(&mut bytes.as_slice()), Ok(Some(_))) {
-            return Err(format!("videoid_data.images.{name} is not a JPEG or PNG image"));
+            return Err(format!(
+                "videoid_data.images.{name} is not a JPEG or PNG image"
+            ));
         }
-        records.push((name.clone(), ImageRecord { sha256: sha256_hex(&bytes), size: bytes.len() as u64 }));
+        records.push((
+            name.clone(),
+            ImageRecord {
+                sha256: sha256_hex(&bytes),
+                size: bytes.len() as u64,
+            },
+        ));
     }
     for required in ["document_front", "document_photo", "document_owner"] {
         if !images.contains_key(required) {
             return Err(format!("videoid_data.images.{required} is required"));
         }
     }
-    let ocr = data.get("ocr_data").and_then(Value::as_object).ok_or("videoid_data.ocr_data must be an object")?;
+    let ocr = data
+        .get("ocr_data")
+        .and_then(Value::as_object)
+        .ok_or("videoid_data.ocr_data must be an object")?;
     for required in ["given_name", "surname_1", "serial_number"] {
-        if !ocr.get(required).and_then(Value::as_str).is_some_and(|s| !s.is_empty()) {
+        if ocr
+            .get(required)
+            .and_then(Value::as_str)
+            .is_none_or(str::is_empty)
+        {
             return Err(format!("videoid_data.ocr_data.{required} is required"));
         }
     }
@@ -138,13 +183,23 @@ fn check_evidences(body: &Value) -> Result<(Vec<(String, ImageRecord)>, String),
         Some(Value::Number(n)) if n.as_u64().is_some_and(|n| n <= 100) => {}
         Some(Value::String(s)) if ["low", "medium", "high"].contains(&s.as_str()) => {}
         None => {}
-        Some(_) => return Err("videoid_data.similarity_level must be 0-100 or low/medium/high".into()),
+        Some(_) => {
+            return Err("videoid_data.similarity_level must be 0-100 or low/medium/high".into())
+        }
     }
-    let given = ocr.get("given_name").and_then(Value::as_str).unwrap_or_default();
+    let given = ocr
+        .get("given_name")
+        .and_then(Value::as_str)
+        .unwrap_or_default();
     Ok((records, sha256_hex(given.as_bytes())))
 }
 
-fn evidences(State(state): State<Shared>, key: Key, Path(pk): Path<String>, body: Bytes) -> Response {
+fn evidences(
+    State(state): State<Shared>,
+    key: Key,
+    Path(pk): Path<String>,
+    body: Bytes,
+) -> Response {
     let parsed: Value = match serde_json::from_slice(&body) {
         Ok(v) => v,
         Err(e) => return bad_request(format!("Could not parse JSON body - {e}")),
@@ -157,7 +212,10 @@ fn evidences(State(state): State<Shared>, key: Key, Path(pk): Path<String>, body
     let Some(request_pk) = find(&st, key, &pk) else {
         return reply(StatusCode::NOT_FOUND, "Request not found");
     };
-    if let Some(rule) = st.email_of(request_pk).and_then(|e| st.rule_for("evidences", e)) {
+    if let Some(rule) = st
+        .email_of(request_pk)
+        .and_then(|e| st.rule_for("evidences", e))
+    {
         return refusal(rule);
     }
     let req = st.requests.get_mut(&request_pk).expect("found above");
@@ -176,13 +234,21 @@ pub async fn video_legacy(state: State<Shared>, pk: Path<String>, form: Multipar
     video(state, Key::Request, pk, form).await
 }
 
-async fn video(State(state): State<Shared>, key: Key, Path(pk): Path<String>, mut form: Multipart) -> Response {
+async fn video(
+    State(state): State<Shared>,
+    key: Key,
+    Path(pk): Path<String>,
+    mut form: Multipart,
+) -> Response {
     let request_pk = {
         let st = lock(&state);
         let Some(request_pk) = find(&st, key, &pk) else {
             return reply(StatusCode::NOT_FOUND, "Request not found");
         };
-        if let Some(rule) = st.email_of(request_pk).and_then(|e| st.rule_for("video", e)) {
+        if let Some(rule) = st
+            .email_of(request_pk)
+            .and_then(|e| st.rule_for("video", e))
+        {
             return refusal(rule);
         }
         request_pk
@@ -218,13 +284,19 @@ async fn video(State(state): State<Shared>, key: Key, Path(pk): Path<String>, mu
         if !matches!(sniff_video(&mut head.as_slice()), Ok(Some(_))) {
             return bad_request("video is not an MP4 file");
         }
-        record = Some(ImageRecord { sha256: hex::encode(hasher.finalize()), size });
+        record = Some(ImageRecord {
+            sha256: hex::encode(hasher.finalize()),
+            size,
+        });
     }
     let Some(record) = record else {
         return bad_request("Missing required parameter: video");
     };
     let mut st = lock(&state);
-    let req = st.requests.get_mut(&request_pk).expect("requests are never removed");
+    let req = st
+        .requests
+        .get_mut(&request_pk)
+        .expect("requests are never removed");
     req.video_uploads += 1;
     req.video = Some(record);
     SandboxState::settle(req);
@@ -236,7 +308,10 @@ pub async fn status(State(state): State<Shared>, Path(pk): Path<String>) -> Resp
     match find(&st, Key::Request, &pk) {
         Some(pk) => {
             let req = &st.requests[&pk];
-            reply(StatusCode::OK, json!({"pk": req.request_pk, "status": req.status, "videoid_mode": true}))
+            reply(
+                StatusCode::OK,
+                json!({"pk": req.request_pk, "status": req.status, "videoid_mode": true}),
+            )
         }
         None => reply(StatusCode::NOT_FOUND, "Request not found"),
     }
@@ -244,7 +319,8 @@ pub async fn status(State(state): State<Shared>, Path(pk): Path<String>) -> Resp
 
 pub async fn records(State(state): State<Shared>) -> Response {
     let st = lock(&state);
-    Json(json!({"creates": st.creates, "requests": st.requests.values().collect::<Vec<_>>()})).into_response()
+    Json(json!({"creates": st.creates, "requests": st.requests.values().collect::<Vec<_>>()}))
+        .into_response()
 }
 
 pub async fn add_rule(State(state): State<Shared>, Json(rule): Json<Rule>) -> Response {

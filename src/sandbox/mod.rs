@@ -20,7 +20,6 @@ use axum::routing::{delete, get, post};
 use axum::Router;
 use tokio::net::TcpListener;
 
-
 /// The sandbox's shared state.
 pub type Shared = Arc<Mutex<SandboxState>>;
 
@@ -29,14 +28,23 @@ pub fn router(state: Shared) -> Router {
     let current = Router::new()
         .route("/hello", get(handlers::hello))
         .route("/videoid", post(handlers::create))
-        .route("/videoid/{videoid_pk}/evidences", post(handlers::evidences_current))
+        .route(
+            "/videoid/{videoid_pk}/evidences",
+            post(handlers::evidences_current),
+        )
         .route("/videoid/{videoid_pk}/video", post(handlers::video_current))
         .route("/request/{request_pk}", get(handlers::status));
     let legacy = Router::new()
         .route("/hello", get(handlers::hello))
         .route("/videoid", post(handlers::create))
-        .route("/videoid/{request_pk}/evidences", post(handlers::evidences_legacy))
-        .route("/videoid/{request_pk}/evidences/video", post(handlers::video_legacy))
+        .route(
+            "/videoid/{request_pk}/evidences",
+            post(handlers::evidences_legacy),
+        )
+        .route(
+            "/videoid/{request_pk}/evidences/video",
+            post(handlers::video_legacy),
+        )
         .route("/request/{request_pk}", get(handlers::status));
     Router::new()
         .nest("/oneshot/api/v1", current)
@@ -56,5 +64,7 @@ pub async fn serve(
     state: Shared,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    axum::serve(listener, router(state)).with_graceful_shutdown(shutdown).await
+    axum::serve(listener, router(state))
+        .with_graceful_shutdown(shutdown)
+        .await
 }

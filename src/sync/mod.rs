@@ -56,18 +56,31 @@ where
     F: FnOnce(&Queue) -> Result<T, QueueError> + Send + 'static,
 {
     let q = Arc::clone(queue);
-    tokio::task::spawn_blocking(move || f(&q)).await.expect("queue task panicked")
+    tokio::task::spawn_blocking(move || f(&q))
+        .await
+        .expect("queue task panicked")
 }
 
 impl Worker {
     pub fn new(queue: Arc<Queue>, client: Client, config: Config) -> Arc<Worker> {
-        Arc::new(Worker { queue, client, config })
+        Arc::new(Worker {
+            queue,
+            client,
+            config,
+        })
     }
 
     /// Works until `shutdown` turns true (in [`Mode::Forever`]) or nothing is ready now (in
     /// [`Mode::Once`]). In-flight steps finish before it returns; their state is committed.
-    pub async fn run(self: &Arc<Self>, mode: Mode, mut shutdown: watch::Receiver<bool>) -> Result<Outcome, QueueError> {
-        let backoff = Backoff { base: self.config.sync.backoff_base, cap: self.config.sync.backoff_cap };
+    pub async fn run(
+        self: &Arc<Self>,
+        mode: Mode,
+        mut shutdown: watch::Receiver<bool>,
+    ) -> Result<Outcome, QueueError> {
+        let backoff = Backoff {
+            base: self.config.sync.backoff_base,
+            cap: self.config.sync.backoff_cap,
+        };
         let concurrency = self.config.sync.concurrency.get();
         // Monotonic schedule of enrollments waiting after a failure; wall-clock jumps cannot
         // shorten or stretch it. A restart forgets it, which only means one early retry.

@@ -23,7 +23,10 @@ pub enum Result {
     /// Nothing more to send now (reached review, or failed permanently).
     Settled,
     /// A retryable failure; try again after backoff.
-    RetryAfter { attempts: u32, retry_after: Option<Duration> },
+    RetryAfter {
+        attempts: u32,
+        retry_after: Option<Duration>,
+    },
 }
 
 /// How many times the status is read after the video before the step is retried later.
@@ -57,25 +60,41 @@ impl Worker {
                 Err(StepError::Api(e)) if e.is_retryable() => {
                     let id = job.id.clone();
                     let message = e.to_string();
-                    let backoff = super::Backoff { base: self.config.sync.backoff_base, cap: self.config.sync.backoff_cap };
+                    let backoff = super::Backoff {
+                        base: self.config.sync.backoff_base,
+                        cap: self.config.sync.backoff_cap,
+                    };
                     let next = now_ms() + backoff.ceiling(job.attempts + 1).as_millis() as i64;
                     tracing::info!(enrollment = %id, state = %from, error = %message, "retryable failure");
-                    return match blocking(&self.queue, move |q| q.record_retry(&id, &message, next)).await {
-                        Ok(attempts) => Result::RetryAfter { attempts, retry_after: e.retry_after() },
+                    return match blocking(&self.queue, move |q| q.record_retry(&id, &message, next))
+                        .await
+                    {
+                        Ok(attempts) => Result::RetryAfter {
+                            attempts,
+                            retry_after: e.retry_after(),
+                        },
                         Err(qe) => {
                             tracing::error!(enrollment = %job.id, error = %qe, "cannot record a retry");
-                            Result::RetryAfter { attempts: job.attempts + 1, retry_after: None }
+                            Result::RetryAfter {
+                                attempts: job.attempts + 1,
+                                retry_after: None,
+                            }
                         }
                     };
                 }
                 Err(StepError::Api(e)) => return self.fail(&job, from, e.to_string()).await,
                 Err(StepError::Queue(e @ (QueueError::Crypto(_) | QueueError::Damaged { .. }))) => {
-                    return self.fail(&job, from, format!("local evidence is unreadable: {e}")).await;
+                    return self
+                        .fail(&job, from, format!("local evidence is unreadable: {e}"))
+                        .await;
                 }
                 Err(StepError::Queue(e)) => {
                     // A local database or file error: keep the enrollment and try later.
                     tracing::warn!(enrollment = %job.id, error = %e, "queue error; will retry");
-                    return Result::RetryAfter { attempts: job.attempts + 1, retry_after: None };
+                    return Result::RetryAfter {
+                        attempts: job.attempts + 1,
+                        retry_after: None,
+                    };
                 }
             }
         }
@@ -90,7 +109,12 @@ impl Worker {
         Result::Settled
     }
 
-    async fn set_state(&self, job: &mut Job, to: State, detail: String) -> std::result::Result<(), QueueError> {
+    async fn set_state(
+        &self,
+        job: &mut Job,
+        to: State,
+        detail: String,
+    ) -> std::result::Result<(), QueueError> {
         let (id, from) = (job.id.clone(), job.state);
         blocking(&self.queue, move |q| q.advance(&id, from, to, &detail)).await?;
         tracing::info!(enrollment = %job.id, from = %from, to = %to, "state");
@@ -103,14 +127,18 @@ impl Worker {
             id: job.id.clone(),
             detail: format!("state {} without a request_pk", job.state),
         })?;
-        Ok(RequestIds { request_pk, videoid_pk: job.videoid_pk.clone() })
+        Ok(RequestIds {
+            request_pk,
+            videoid_pk: job.videoid_pk.clone(),
+        })
     }
 
     /// Takes one step; `Ok(true)` when another step follows at once.
     async fn step(self: &Arc<Self>, job: &mut Job) -> std::result::Result<bool, StepError> {
         match job.state {
             State::Queued => {
-                self.set_state(job, State::Creating, "create request being sent".into()).await?;
+                self.set_state(job, State::Creating, "create request being sent".into())
+                    .await?;
                 self.create(job).await?;
                 Ok(true)
             }
@@ -152,7 +180,10 @@ impl Worker {
         };
         crash_point("create.after_response");
         let (id, ids) = (job.id.clone(), created.ids.clone());
-        blocking(&self.queue, move |q| q.record_created(&id, &ids.request_pk, ids.videoid_pk.as_deref())).await?;
+        blocking(&self.queue, move |q| {
+            q.record_created(&id, &ids.request_pk, ids.videoid_pk.as_deref())
+        })
+        .await?;
         tracing::info!(enrollment = %job.id, request_pk = %created.ids.request_pk, "request created");
         job.request_pk = Some(created.ids.request_pk);
         job.videoid_pk = created.ids.videoid_pk;
@@ -177,7 +208,8 @@ impl Worker {
         .await?;
         self.client.upload_evidences(&ids, body).await?;
         crash_point("evidences.after_response");
-        self.set_state(job, State::EvidencesSent, "evidences uploaded".into()).await?;
+        self.set_state(job, State::EvidencesSent, "evidences uploaded".into())
+            .await?;
         Ok(())
     }
 
@@ -185,9 +217,15 @@ impl Worker {
         let ids = Self::ids(job)?;
         let id = job.id.clone();
         let (reader, len) = blocking(&self.queue, move |q| {
-            let len = q.artifacts(&id)?.into_iter().find(|a| a.name == "video").map(|a| a.size).ok_or_else(|| {
-                QueueError::Damaged { id: id.clone(), detail: "no video artifact".into() }
-            })?;
+            let len = q
+                .artifacts(&id)?
+                .into_iter()
+                .find(|a| a.name == "video")
+                .map(|a| a.size)
+                .ok_or_else(|| QueueError::Damaged {
+                    id: id.clone(),
+                    detail: "no video artifact".into(),
+                })?;
             Ok((q.open_artifact(&id, "video")?, len))
         })
         .await?;
@@ -215,7 +253,9 @@ impl Worker {
                 }
             }
         });
-        let body = reqwest::Body::wrap_stream(stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|item| (item, rx)) }));
+        let body = reqwest::Body::wrap_stream(stream::unfold(rx, |mut rx| async move {
+            rx.recv().await.map(|item| (item, rx))
+        }));
         let result = self.client.upload_video(&ids, body, len).await;
         let decrypt_failed = decrypt.await.is_err();
         if decrypt_failed {
@@ -223,7 +263,8 @@ impl Worker {
         }
         result?;
         crash_point("video.after_response");
-        self.set_state(job, State::VideoSent, "video uploaded".into()).await?;
+        self.set_state(job, State::VideoSent, "video uploaded".into())
+            .await?;
         Ok(())
     }
 
@@ -240,12 +281,14 @@ impl Worker {
             blocking(&self.queue, move |q| q.record_server_status(&id, &s)).await?;
             match status.as_str() {
                 "VIDEOREVIEW" => {
-                    self.set_state(job, State::InReview, "server status VIDEOREVIEW".into()).await?;
+                    self.set_state(job, State::InReview, "server status VIDEOREVIEW".into())
+                        .await?;
                     self.erase_if_due(job).await?;
                     return Ok(false);
                 }
                 "ENROLLREADY" => {
-                    self.set_state(job, State::Approved, "server status ENROLLREADY".into()).await?;
+                    self.set_state(job, State::Approved, "server status ENROLLREADY".into())
+                        .await?;
                     self.erase_if_due(job).await?;
                     return Ok(false);
                 }
@@ -262,12 +305,24 @@ impl Worker {
                 if resends > self.config.sync.max_resends {
                     return Err(OneShotError::Rejected {
                         status: 0,
-                        details: format!("server status {status} after {} re-sends", self.config.sync.max_resends),
+                        details: format!(
+                            "server status {status} after {} re-sends",
+                            self.config.sync.max_resends
+                        ),
                     }
                     .into());
                 }
-                let back = if status == "VIDEOERROR" { State::Created } else { State::EvidencesSent };
-                self.set_state(job, back, format!("server status {status}: re-send {resends}")).await?;
+                let back = if status == "VIDEOERROR" {
+                    State::Created
+                } else {
+                    State::EvidencesSent
+                };
+                self.set_state(
+                    job,
+                    back,
+                    format!("server status {status}: re-send {resends}"),
+                )
+                .await?;
                 Ok(true)
             }
             other => Err(OneShotError::Server {

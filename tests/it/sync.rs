@@ -1,0 +1,227 @@
+//! Uploads: exactly once, byte-identical, through outages and permanent errors, both layouts.
+
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use serde_json::json;
+
+use crate::util::*;
+
+#[test]
+fn offline_then_back_delivers_everything_exactly_once() {
+    let port = free_port();
+    let env = Env::new(port);
+    let ids: Vec<(String, std::path::PathBuf)> = (0..3)
+        .map(|i| {
+            let m = env.manifest(&format!("e{i}"), &format!("salt-{i}"), |_| {});
+            (env.enroll(&m), m.parent().unwrap().to_owned())
+        })
+        .collect();
+
+    // Nobody listens on the port: sync exits 3 and everything stays queued, with the reason.
+    let out = env.run(&["sync", "--once"]);
+    assert_eq!(
+        out.status.code(),
+        Some(3),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let list = env.list();
+    assert_eq!(list.len(), 3);
+    for e in &list {
+        assert_eq!(e["state"], "queued", "{e}");
+        assert!(e["attempts"].as_u64().unwrap() >= 1, "{e}");
+        assert!(e["last_error"].as_str().unwrap().contains("connect"), "{e}");
+        assert!(e["next_attempt_at"].is_string(), "{e}");
+    }
+
+    let sandbox = Sandbox::start(port);
+    let out = env.run(&["sync", "--once"]);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let records = sandbox.records();
+    assert_eq!(
+        records["creates"], 3,
+        "one create per enrollment: {records}"
+    );
+    for (id, dir) in &ids {
+        let shown = env.show(id);
+        assert_eq!(shown["state"], "in_review", "{shown}");
+        assert_eq!(shown["server_status"], "VIDEOREVIEW");
+        assert_arrived_once(&records, shown["request_pk"].as_str().unwrap(), dir);
+        // Local hashes (kept for audit after the local copy is erased) match the sources.
+        let video = shown["artifacts"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|a| a["name"] == "video")
+            .unwrap()
+            .clone();
+        assert_eq!(video["sha256"], sha256_file(&dir.join("video.mp4")));
+        assert_eq!(shown["erased"], true);
+        assert!(!env.data_dir().join("spool").join(id).exists());
+    }
+
+    // Nothing left: a second sync sends nothing more.
+    assert_eq!(env.run(&["sync", "--once"]).status.code(), Some(0));
+    assert_eq!(sandbox.records()["creates"], 3);
+}
+
+#[test]
+fn a_permanent_error_fails_one_enrollment_while_others_flow_and_retry_requeues_it() {
+    let sandbox = Sandbox::start(0);
+    let env = Env::new(sandbox.addr.port());
+    let bad = env.manifest("bad", "x", |m| {
+        m["customer"]["email"] = json!("refused@example.com")
+    });
+    let good = env.manifest("good", "y", |_| {});
+    let bad_id = env.enroll(&bad);
+    let good_id = env.enroll(&good);
+    refuse(
+        &sandbox,
+        "evidences",
+        "refused@example.com",
+        422,
+        "Document type not accepted for this profile",
+    );
+
+    let out = env.run(&["sync", "--once"]);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "failed enrollments need an operator, not a retry"
+    );
+    let shown = env.show(&bad_id);
+    assert_eq!(shown["state"], "failed", "{shown}");
+    assert!(
+        shown["last_error"]
+            .as_str()
+            .unwrap()
+            .contains("Document type not accepted for this profile"),
+        "{shown}"
+    );
+    assert_eq!(env.show(&good_id)["state"], "in_review");
+    let human = String::from_utf8(env.run(&["queue", "show", &bad_id]).stdout).unwrap();
+    assert!(human.contains("Document type not accepted"), "{human}");
+
+    // The operator fixes the cause and re-queues: it resumes at the evidences, no second create.
+    http("DELETE", &sandbox.url("/_sandbox/rules"), None);
+    let out = env.run(&["queue", "retry", &bad_id]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(env.run(&["sync", "--once"]).status.code(), Some(0));
+    let shown = env.show(&bad_id);
+    assert_eq!(shown["state"], "in_review", "{shown}");
+    let records = sandbox.records();
+    assert_eq!(records["creates"], 2);
+    assert_arrived_once(
+        &records,
+        shown["request_pk"].as_str().unwrap(),
+        bad.parent().unwrap(),
+    );
+}
+
+#[test]
+fn a_refused_create_fails_with_the_server_reason() {
+    let sandbox = Sandbox::start(0);
+    let env = Env::new(sandbox.addr.port());
+    let m = env.manifest("m", "", |m| {
+        m["customer"]["email"] = json!("nope@example.com")
+    });
+    let id = env.enroll(&m);
+    refuse(
+        &sandbox,
+        "create",
+        "nope@example.com",
+        403,
+        "You do not have permission to perform this action.",
+    );
+    assert_eq!(env.run(&["sync", "--once"]).status.code(), Some(0));
+    let shown = env.show(&id);
+    assert_eq!(shown["state"], "failed");
+    assert!(
+        shown["last_error"].as_str().unwrap().contains("403"),
+        "{shown}"
+    );
+    assert!(shown["request_pk"].is_null());
+    // `queue purge` removes a failed enrollment and its files.
+    assert!(env.run(&["queue", "purge", &id]).status.success());
+    assert!(env.list().is_empty());
+}
+
+#[test]
+fn legacy_layout_uploads_by_request_pk() {
+    let sandbox = Sandbox::start(0);
+    let env = Env::with_config(sandbox.addr.port(), "legacy", "");
+    let m = env.manifest("m", "legacy", |_| {});
+    let id = env.enroll(&m);
+    assert_eq!(env.run(&["sync", "--once"]).status.code(), Some(0));
+    let shown = env.show(&id);
+    assert_eq!(shown["state"], "in_review", "{shown}");
+    assert_arrived_once(
+        &sandbox.records(),
+        shown["request_pk"].as_str().unwrap(),
+        m.parent().unwrap(),
+    );
+}
+
+#[test]
+fn run_picks_up_enrollments_queued_by_another_process() {
+    let sandbox = Sandbox::start(0);
+    let env = Env::new(sandbox.addr.port());
+    let mut daemon = env
+        .cmd()
+        .arg("run")
+        .env("KIOSK_AGENT_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // The daemon holds the worker lock: a second worker is refused instead of racing it.
+    wait_for(Duration::from_secs(20), || {
+        env.data_dir().join("worker.lock").exists().then_some(())
+    });
+    std::thread::sleep(Duration::from_millis(300));
+    let second = env.run(&["sync", "--once"]);
+    assert_eq!(
+        second.status.code(),
+        Some(1),
+        "{}",
+        String::from_utf8_lossy(&second.stderr)
+    );
+    assert!(String::from_utf8_lossy(&second.stderr).contains("another sync worker"));
+
+    let m = env.manifest("m", "daemon", |_| {});
+    let queued_at = Instant::now();
+    let id = env.enroll(&m);
+    let shown = wait_for(Duration::from_secs(30), || {
+        let s = env.show(&id);
+        (s["state"] == "in_review").then_some(s)
+    });
+    eprintln!(
+        "enrolled → in_review through the running daemon in {:?}",
+        queued_at.elapsed()
+    );
+    assert_arrived_once(
+        &sandbox.records(),
+        shown["request_pk"].as_str().unwrap(),
+        m.parent().unwrap(),
+    );
+
+    // SIGTERM: the daemon stops cleanly.
+    let pid = daemon.id().to_string();
+    assert!(std::process::Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .unwrap()
+        .success());
+    let status = daemon.wait().unwrap();
+    assert!(status.success(), "daemon exit: {status:?}");
+}

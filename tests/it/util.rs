@@ -1,0 +1,255 @@
+//! Helpers to drive the binary and the sandbox (the ripgrep `tests/util.rs` pattern).
+
+use std::io::{BufRead, BufReader};
+use std::net::{SocketAddr, TcpListener};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+use sha2::{Digest, Sha256};
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_kiosk-agent");
+
+pub fn samples_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("config/samples")
+}
+
+pub fn sha256_file(path: &Path) -> String {
+    hex::encode(Sha256::digest(std::fs::read(path).unwrap()))
+}
+
+/// A loopback port that was free a moment ago.
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A temp dir with a configuration pointing at `127.0.0.1:port`.
+pub struct Env {
+    pub dir: tempfile::TempDir,
+    pub config: PathBuf,
+}
+
+impl Env {
+    pub fn new(port: u16) -> Env {
+        Env::with_config(port, "current", "")
+    }
+
+    /// `extra` is appended to the configuration (TOML sections).
+    pub fn with_config(port: u16, layout: &str, extra: &str) -> Env {
+        let dir = tempfile::tempdir().unwrap();
+        let prefix = if layout == "legacy" {
+            "/api/v1"
+        } else {
+            "/oneshot/api/v1"
+        };
+        let config = dir.path().join("kiosk-agent.toml");
+        // Short backoff so retries in tests take milliseconds, not minutes.
+        let text = format!(
+            "[oneshot]\nbase_url = \"http://127.0.0.1:{port}{prefix}\"\nlayout = \"{layout}\"\n\
+             registration_authority = \"139\"\nprofile = \"PFnubeQAFCiudadano\"\nconnect_timeout_secs = 2\nrequest_timeout_secs = 10\n\
+             [storage]\ndata_dir = \"data\"\nmin_free_bytes = 0\n\
+             [sync]\nbackoff_base_secs = 0.05\nbackoff_cap_secs = 0.2\nstatus_poll_secs = 0.05\n{extra}"
+        );
+        std::fs::write(&config, text).unwrap();
+        Env { dir, config }
+    }
+
+    pub fn data_dir(&self) -> PathBuf {
+        self.dir.path().join("data")
+    }
+
+    pub fn cmd(&self) -> Command {
+        let mut c = Command::new(BIN);
+        c.arg("--config")
+            .arg(&self.config)
+            .env_remove("KIOSK_AGENT_CONFIG")
+            .env_remove("CREDENTIALS_DIRECTORY");
+        c
+    }
+
+    pub fn run(&self, args: &[&str]) -> Output {
+        self.cmd().args(args).output().unwrap()
+    }
+
+    /// A copy of the samples in its own folder, the manifest edited by `edit`, and `salt` bytes
+    /// appended to every artifact so each enrollment's files differ.
+    pub fn manifest(&self, name: &str, salt: &str, edit: impl FnOnce(&mut Value)) -> PathBuf {
+        let dir = self.dir.path().join(name);
+        std::fs::create_dir_all(&dir).unwrap();
+        for entry in std::fs::read_dir(samples_dir()).unwrap().flatten() {
+            let file = entry.file_name().to_string_lossy().into_owned();
+            if file.ends_with(".jpg") || file.ends_with(".mp4") {
+                let mut bytes = std::fs::read(entry.path()).unwrap();
+                bytes.extend_from_slice(salt.as_bytes());
+                std::fs::write(dir.join(&file), bytes).unwrap();
+            }
+        }
+        let mut manifest: Value =
+            serde_json::from_slice(&std::fs::read(samples_dir().join("manifest.json")).unwrap())
+                .unwrap();
+        edit(&mut manifest);
+        let path = dir.join("manifest.json");
+        std::fs::write(&path, serde_json::to_vec_pretty(&manifest).unwrap()).unwrap();
+        path
+    }
+
+    /// Enrolls a manifest and returns its id, asserting success.
+    pub fn enroll(&self, manifest: &Path) -> String {
+        let out = self.cmd().arg("enroll").arg(manifest).output().unwrap();
+        assert!(
+            out.status.success(),
+            "enroll failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let id = String::from_utf8(out.stdout).unwrap().trim().to_owned();
+        assert_eq!(id.len(), 36, "enroll prints the id: {id:?}");
+        id
+    }
+
+    pub fn list(&self) -> Vec<Value> {
+        let out = self.run(&["queue", "list", "--json"]);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_slice::<Value>(&out.stdout)
+            .unwrap()
+            .as_array()
+            .unwrap()
+            .clone()
+    }
+
+    pub fn show(&self, id: &str) -> Value {
+        let out = self.run(&["queue", "show", id, "--json"]);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_slice(&out.stdout).unwrap()
+    }
+}
+
+/// A `kiosk-agent sandbox` process, killed on drop.
+pub struct Sandbox {
+    child: Child,
+    pub addr: SocketAddr,
+}
+
+impl Sandbox {
+    pub fn start(port: u16) -> Sandbox {
+        let mut child = Command::new(BIN)
+            .args(["sandbox", "--listen", &format!("127.0.0.1:{port}")])
+            .env("KIOSK_AGENT_LOG", "warn")
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut first = String::new();
+        BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut first)
+            .unwrap();
+        let addr = first
+            .trim()
+            .rsplit("http://")
+            .next()
+            .unwrap()
+            .parse()
+            .unwrap_or_else(|_| panic!("{first:?}"));
+        Sandbox { child, addr }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
+    }
+
+    pub fn records(&self) -> Value {
+        http("GET", &self.url("/_sandbox/requests"), None).1
+    }
+}
+
+impl Drop for Sandbox {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// One HTTP request over loopback; returns the status and the JSON body.
+pub fn http(method: &str, url: &str, body: Option<Value>) -> (u16, Value) {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let client = reqwest::Client::new();
+        let mut req = client.request(method.parse().unwrap(), url);
+        if let Some(b) = body {
+            req = req.json(&b);
+        }
+        let resp = req.send().await.unwrap();
+        let status = resp.status().as_u16();
+        (status, resp.json().await.unwrap_or(Value::Null))
+    })
+}
+
+/// Makes the sandbox refuse `op` for `email` with `status` and `details`.
+pub fn refuse(sandbox: &Sandbox, op: &str, email: &str, status: u16, details: &str) {
+    let (code, _) = http(
+        "POST",
+        &sandbox.url("/_sandbox/rules"),
+        Some(json!({"op": op, "email": email, "status": status, "details": details})),
+    );
+    assert_eq!(code, 200);
+}
+
+/// Polls `f` until it returns `Some` or `limit` passes (a bound against hangs, not a timing claim).
+pub fn wait_for<T>(limit: Duration, mut f: impl FnMut() -> Option<T>) -> T {
+    let start = Instant::now();
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        assert!(
+            start.elapsed() < limit,
+            "condition not reached within {limit:?}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// The sandbox's record of `request_pk`.
+pub fn request<'a>(records: &'a Value, request_pk: &str) -> &'a Value {
+    records["requests"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["request_pk"].as_u64().map(|n| n.to_string()).as_deref() == Some(request_pk))
+        .unwrap_or_else(|| panic!("no request {request_pk} in {records}"))
+}
+
+/// Asserts that the sandbox holds exactly the files of `dir` for `request_pk`, each sent once.
+pub fn assert_arrived_once(records: &Value, request_pk: &str, dir: &Path) {
+    let r = request(records, request_pk);
+    assert_eq!(r["status"], "VIDEOREVIEW", "{r}");
+    assert_eq!(r["evidences_uploads"], 1, "{r}");
+    assert_eq!(r["video_uploads"], 1, "{r}");
+    for (slot, file) in [
+        ("document_front", "front.jpg"),
+        ("document_rear", "rear.jpg"),
+        ("document_photo", "photo.jpg"),
+        ("document_owner", "selfie.jpg"),
+    ] {
+        assert_eq!(
+            r["images"][slot]["sha256"],
+            sha256_file(&dir.join(file)),
+            "{slot} of {request_pk}"
+        );
+    }
+    assert_eq!(r["video"]["sha256"], sha256_file(&dir.join("video.mp4")));
+}
