@@ -202,11 +202,14 @@ async fn sandbox(listen: &str) -> Result<ExitCode, Failure> {
         .with_context(|| format!("cannot listen on {listen}"))
         .map_err(Failure::bad_input)?;
     let addr = listener.local_addr().context("local address")?;
-    println!("One-Shot sandbox listening on http://{addr}");
-    println!(
-        "  current layout: http://{addr}/oneshot/api/v1    legacy layout: http://{addr}/api/v1"
+    // One write, errors ignored: a supervisor that reads only the first line and closes the
+    // pipe must not take the server down.
+    let banner = format!(
+        "One-Shot sandbox listening on http://{addr}\n  current layout: http://{addr}/oneshot/api/v1    \
+         legacy layout: http://{addr}/api/v1\n  received so far: http://{addr}/_sandbox/requests\n"
     );
-    println!("  received so far: http://{addr}/_sandbox/requests");
+    let _ = std::io::Write::write_all(&mut std::io::stdout().lock(), banner.as_bytes());
+    let _ = std::io::Write::flush(&mut std::io::stdout());
     let state = Default::default();
     crate::sandbox::serve(listener, state, shutdown_signal())
         .await

@@ -80,9 +80,9 @@ pub fn validate_manifest(
     path: &Path,
     limits: &EvidenceLimits,
 ) -> Result<Enrollment, EvidenceError> {
-    let text = std::fs::read_to_string(path).map_err(|source| EvidenceError::ReadManifest {
+    let text = std::fs::read_to_string(path).map_err(|error| EvidenceError::ReadManifest {
         path: path.to_owned(),
-        source,
+        error,
     })?;
     let value: Value =
         serde_json::from_str(&text).map_err(|e| EvidenceError::Json(e.to_string()))?;

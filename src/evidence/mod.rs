@@ -31,10 +31,10 @@ impl fmt::Display for Violation {
 /// Why a manifest was rejected.
 #[derive(Debug, thiserror::Error)]
 pub enum EvidenceError {
-    #[error("cannot read manifest {path}: {source}")]
+    #[error("cannot read manifest {path}: {error}")]
     ReadManifest {
         path: std::path::PathBuf,
-        source: std::io::Error,
+        error: std::io::Error,
     },
     #[error("manifest is not valid JSON: {0}")]
     Json(String),

@@ -48,10 +48,10 @@ pub const ORPHAN_SPOOL_AGE: Duration = Duration::from_secs(15 * 60);
 pub enum QueueError {
     #[error("database error: {0}")]
     Sqlite(#[from] rusqlite::Error),
-    #[error("I/O error on {path}: {source}")]
+    #[error("I/O error on {path}: {error}")]
     Io {
         path: PathBuf,
-        source: std::io::Error,
+        error: std::io::Error,
     },
     #[error(transparent)]
     Crypto(#[from] CryptoError),
@@ -72,9 +72,9 @@ pub enum QueueError {
 }
 
 pub(crate) fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> QueueError + '_ {
-    move |source| QueueError::Io {
+    move |error| QueueError::Io {
         path: path.to_owned(),
-        source,
+        error,
     }
 }
 
@@ -107,12 +107,24 @@ impl Queue {
         crate::fsutil::create_dir_all_durable(&dir.join("spool")).map_err(io_err(&dir))?;
         let master = crypto::load_master_key(&storage.master_key_file)?;
         let db_path = dir.join("queue.db");
+        // Switching to WAL and migrating need the database to themselves; several processes
+        // starting at once on a fresh data directory (`enroll` beside `run`) take turns here
+        // instead of failing with "database is locked".
+        let init_path = dir.join("init.lock");
+        let init = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&init_path)
+            .map_err(io_err(&init_path))?;
+        init.lock().map_err(io_err(&init_path))?;
         let mut conn = Connection::open(&db_path)?;
         conn.busy_timeout(Duration::from_secs(10))?;
         conn.pragma_update(None, "journal_mode", "WAL")?;
         conn.pragma_update(None, "synchronous", "FULL")?;
         conn.pragma_update(None, "foreign_keys", "ON")?;
         schema::migrate(&mut conn)?;
+        drop(init);
         let queue = Queue {
             conn: Mutex::new(conn),
             master,
@@ -146,7 +158,7 @@ impl Queue {
         match file.try_lock() {
             Ok(()) => Ok(WorkerLock(file)),
             Err(std::fs::TryLockError::WouldBlock) => Err(QueueError::WorkerBusy(path)),
-            Err(std::fs::TryLockError::Error(e)) => Err(QueueError::Io { path, source: e }),
+            Err(std::fs::TryLockError::Error(e)) => Err(QueueError::Io { path, error: e }),
         }
     }
 
@@ -256,7 +268,7 @@ impl Queue {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
             Err(e) => Err(QueueError::Io {
                 path: dir,
-                source: e,
+                error: e,
             }),
         }
     }

@@ -134,3 +134,44 @@ fn spool_limit_refuses_new_work_and_keeps_the_queue() {
     );
     assert_eq!(env.list().len(), 1, "queued evidence is never evicted");
 }
+
+#[test]
+fn concurrent_first_enrolls_on_a_fresh_data_dir_all_succeed() {
+    // Several kiosks' front ends may call `enroll` at once right after installation: the first
+    // ones race to create the master key and the database. All must succeed with one key.
+    let env = Env::new(free_port());
+    let manifest = env.manifest("m", "", |_| {});
+    let children: Vec<_> = (0..8)
+        .map(|_| {
+            env.cmd()
+                .arg("enroll")
+                .arg(&manifest)
+                .stdout(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    for child in children {
+        let out = child.wait_with_output().unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let list = env.list();
+    assert_eq!(list.len(), 8);
+    // Every enrollment decrypts with the one key that was kept: `queue show` reads them all and
+    // the evidence of each is intact (checked by uploading in the sync tests; here, by count).
+    let keys: Vec<_> = std::fs::read_dir(env.data_dir())
+        .unwrap()
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().contains("key"))
+        .collect();
+    assert_eq!(
+        keys.len(),
+        1,
+        "exactly one master key file and no temporaries"
+    );
+}

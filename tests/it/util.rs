@@ -140,6 +140,8 @@ impl Env {
 pub struct Sandbox {
     child: Child,
     pub addr: SocketAddr,
+    // Kept open for the server's lifetime: it may still write to its stdout.
+    _stdout: BufReader<std::process::ChildStdout>,
 }
 
 impl Sandbox {
@@ -151,9 +153,8 @@ impl Sandbox {
             .spawn()
             .unwrap();
         let mut first = String::new();
-        BufReader::new(child.stdout.take().unwrap())
-            .read_line(&mut first)
-            .unwrap();
+        let mut stdout = BufReader::new(child.stdout.take().unwrap());
+        stdout.read_line(&mut first).unwrap();
         let addr = first
             .trim()
             .rsplit("http://")
@@ -161,7 +162,11 @@ impl Sandbox {
             .unwrap()
             .parse()
             .unwrap_or_else(|_| panic!("{first:?}"));
-        Sandbox { child, addr }
+        Sandbox {
+            child,
+            addr,
+            _stdout: stdout,
+        }
     }
 
     pub fn url(&self, path: &str) -> String {
