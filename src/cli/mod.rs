@@ -38,6 +38,9 @@ enum Command {
         /// Address to listen on.
         #[arg(long, default_value = "127.0.0.1:8080")]
         listen: String,
+        /// Answer 401 to API requests without this header, e.g. "X-Api-Key: secret".
+        #[arg(long, value_name = "NAME: VALUE")]
+        require_header: Option<String>,
     },
     /// Validate an enrollment manifest and queue it; prints the enrollment id.
     Enroll {
@@ -108,7 +111,10 @@ pub fn main() -> Result<ExitCode, Failure> {
             .map(|()| ExitCode::SUCCESS)
             .map_err(Failure::from),
         Command::CheckConfig => check_config(cli.config.as_deref()),
-        Command::Sandbox { listen } => runtime()?.block_on(sandbox(&listen)),
+        Command::Sandbox {
+            listen,
+            require_header,
+        } => runtime()?.block_on(sandbox(&listen, require_header.as_deref())),
         Command::Enroll { manifest } => enroll(&load_config(cli.config.as_deref())?, &manifest),
         Command::Sync { once } => {
             if !once {
@@ -196,7 +202,18 @@ fn enroll(config: &Config, manifest: &Path) -> Result<ExitCode, Failure> {
     Ok(ExitCode::SUCCESS)
 }
 
-async fn sandbox(listen: &str) -> Result<ExitCode, Failure> {
+async fn sandbox(listen: &str, require_header: Option<&str>) -> Result<ExitCode, Failure> {
+    let required_header = match require_header.map(|h| h.split_once(':')) {
+        None => None,
+        Some(Some((name, value))) if !name.trim().is_empty() => {
+            Some((name.trim().to_ascii_lowercase(), value.trim().to_owned()))
+        }
+        Some(_) => {
+            return Err(Failure::bad_input(anyhow::anyhow!(
+                "--require-header: expected \"Name: value\""
+            )));
+        }
+    };
     let listener = tokio::net::TcpListener::bind(listen)
         .await
         .with_context(|| format!("cannot listen on {listen}"))
@@ -210,7 +227,8 @@ async fn sandbox(listen: &str) -> Result<ExitCode, Failure> {
     );
     let _ = std::io::Write::write_all(&mut std::io::stdout().lock(), banner.as_bytes());
     let _ = std::io::Write::flush(&mut std::io::stdout());
-    let state = Default::default();
+    let state = crate::sandbox::Shared::default();
+    state.lock().expect("not yet shared").required_header = required_header;
     crate::sandbox::serve(listener, state, shutdown_signal())
         .await
         .context("sandbox server")?;

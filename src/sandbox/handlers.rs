@@ -67,6 +67,28 @@ fn find(state: &SandboxState, key: Key, pk: &str) -> Option<u64> {
     }
 }
 
+/// Rejects API requests without the configured header (`--require-header`), as a gateway would.
+pub async fn require_header(
+    State(state): State<Shared>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let required = lock(&state).required_header.clone();
+    if let Some((name, value)) = required {
+        let sent = request
+            .headers()
+            .get(name.as_str())
+            .and_then(|v| v.to_str().ok());
+        if sent != Some(value.as_str()) {
+            return reply(
+                StatusCode::UNAUTHORIZED,
+                format!("missing or wrong {name} header"),
+            );
+        }
+    }
+    next.run(request).await
+}
+
 pub async fn hello() -> Response {
     reply(StatusCode::OK, "Hello")
 }
@@ -98,8 +120,8 @@ pub async fn create(State(state): State<Shared>, body: Bytes) -> Response {
         }
     }
     let mut st = lock(&state);
-    if let Some(rule) = st.rule_for("create", email) {
-        return refusal(rule);
+    if let Some(rule) = st.take_rule("create", email) {
+        return refusal(&rule);
     }
     let req = st.create(email);
     let details = json!({
@@ -212,11 +234,19 @@ fn evidences(
     let Some(request_pk) = find(&st, key, &pk) else {
         return reply(StatusCode::NOT_FOUND, "Request not found");
     };
-    if let Some(rule) = st
-        .email_of(request_pk)
-        .and_then(|e| st.rule_for("evidences", e))
-    {
-        return refusal(rule);
+    match st.take_rule_for_request("evidences", request_pk) {
+        Some(Rule {
+            lose_as: Some(status),
+            ..
+        }) => {
+            st.requests
+                .get_mut(&request_pk)
+                .expect("found above")
+                .status = status;
+            return reply(StatusCode::OK, "Videoid evidences uploaded");
+        }
+        Some(rule) => return refusal(&rule),
+        None => {}
     }
     let req = st.requests.get_mut(&request_pk).expect("found above");
     req.evidences_uploads += 1;
@@ -240,18 +270,16 @@ async fn video(
     Path(pk): Path<String>,
     mut form: Multipart,
 ) -> Response {
-    let request_pk = {
-        let st = lock(&state);
+    let (request_pk, lose_as) = {
+        let mut st = lock(&state);
         let Some(request_pk) = find(&st, key, &pk) else {
             return reply(StatusCode::NOT_FOUND, "Request not found");
         };
-        if let Some(rule) = st
-            .email_of(request_pk)
-            .and_then(|e| st.rule_for("video", e))
-        {
+        let rule = st.take_rule_for_request("video", request_pk);
+        if let Some(rule @ Rule { lose_as: None, .. }) = &rule {
             return refusal(rule);
         }
-        request_pk
+        (request_pk, rule.and_then(|r| r.lose_as))
     };
     let mut record = None;
     loop {
@@ -297,6 +325,10 @@ async fn video(
         .requests
         .get_mut(&request_pk)
         .expect("requests are never removed");
+    if let Some(status) = lose_as {
+        req.status = status;
+        return reply(StatusCode::OK, "Videoid video upload completed");
+    }
     req.video_uploads += 1;
     req.video = Some(record);
     SandboxState::settle(req);
@@ -326,6 +358,9 @@ pub async fn records(State(state): State<Shared>) -> Response {
 pub async fn add_rule(State(state): State<Shared>, Json(rule): Json<Rule>) -> Response {
     if !["create", "evidences", "video"].contains(&rule.op.as_str()) {
         return bad_request("op must be create, evidences or video");
+    }
+    if rule.lose_as.is_some() && (rule.status != 200 || rule.op == "create") {
+        return bad_request("lose_as needs status 200 and op evidences or video");
     }
     lock(&state).rules.push(rule);
     reply(StatusCode::OK, "rule added")

@@ -5,7 +5,9 @@
 //! message) and the request state machine: `VIDEOPENDING` → `VIDEOINCOMPLETE` after one part →
 //! `VIDEOREVIEW` after both. It keeps what it received (hashes, sizes, upload counts) and shows
 //! it at `GET /_sandbox/requests`. `POST /_sandbox/rules` makes it refuse an operation for a
-//! given customer email, to exercise permanent errors; `DELETE /_sandbox/rules` clears them.
+//! given customer email (permanent errors), or acknowledge an upload and lose it (the server
+//! states `VIDEOERROR`/`VIDEOINCOMPLETE`); `DELETE /_sandbox/rules` clears them. With a required
+//! header it answers 401 to requests without it, as an authenticating gateway would.
 //! It keeps no personal data beyond the email it needs for those rules.
 
 mod handlers;
@@ -46,9 +48,10 @@ pub fn router(state: Shared) -> Router {
             post(handlers::video_legacy),
         )
         .route("/request/{request_pk}", get(handlers::status));
+    let auth = axum::middleware::from_fn_with_state(state.clone(), handlers::require_header);
     Router::new()
-        .nest("/oneshot/api/v1", current)
-        .nest("/api/v1", legacy)
+        .nest("/oneshot/api/v1", current.layer(auth.clone()))
+        .nest("/api/v1", legacy.layer(auth))
         .route("/_sandbox/requests", get(handlers::records))
         .route("/_sandbox/rules", post(handlers::add_rule))
         .route("/_sandbox/rules", delete(handlers::clear_rules))

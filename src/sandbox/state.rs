@@ -31,8 +31,17 @@ pub struct Rule {
     /// `create`, `evidences` or `video`.
     pub op: String,
     pub email: String,
+    /// The HTTP status to answer with.
     pub status: u16,
+    #[serde(default)]
     pub details: String,
+    /// Apply only this many times, then the rule is spent; forever when absent.
+    #[serde(default)]
+    pub times: Option<u32>,
+    /// With status 200: acknowledge the upload but lose it, leaving the request in this server
+    /// status (`VIDEOERROR`, `VIDEOINCOMPLETE`), like a server that failed after answering.
+    #[serde(default)]
+    pub lose_as: Option<String>,
 }
 
 /// Everything the sandbox knows.
@@ -41,6 +50,8 @@ pub struct SandboxState {
     pub requests: BTreeMap<u64, SandboxRequest>,
     pub creates: u64,
     pub rules: Vec<Rule>,
+    /// A header every API request must carry (name in lower case, value), like a gateway's key.
+    pub required_header: Option<(String, String)>,
     emails: BTreeMap<u64, String>,
 }
 
@@ -68,13 +79,27 @@ impl SandboxState {
         &self.requests[&request_pk]
     }
 
-    /// The rule refusing `op` for this request's customer, if any.
-    pub fn rule_for(&self, op: &str, email: &str) -> Option<&Rule> {
-        self.rules.iter().find(|r| r.op == op && r.email == email)
+    /// Takes the rule that applies to `op` for this customer, if any, counting one use.
+    pub fn take_rule(&mut self, op: &str, email: &str) -> Option<Rule> {
+        let i = self
+            .rules
+            .iter()
+            .position(|r| r.op == op && r.email == email)?;
+        let rule = self.rules[i].clone();
+        match &mut self.rules[i].times {
+            Some(1) => {
+                self.rules.remove(i);
+            }
+            Some(n) => *n -= 1,
+            None => {}
+        }
+        Some(rule)
     }
 
-    pub fn email_of(&self, request_pk: u64) -> Option<&str> {
-        self.emails.get(&request_pk).map(String::as_str)
+    /// The rule for `op` on the customer of `request_pk`, if any, counting one use.
+    pub fn take_rule_for_request(&mut self, op: &str, request_pk: u64) -> Option<Rule> {
+        let email = self.emails.get(&request_pk)?.clone();
+        self.take_rule(op, &email)
     }
 
     /// Recomputes the state after an upload: both parts in → `VIDEOREVIEW`.

@@ -3,5 +3,6 @@
 
 mod cli;
 mod enroll;
+mod server;
 mod sync;
 mod util;

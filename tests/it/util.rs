@@ -146,8 +146,14 @@ pub struct Sandbox {
 
 impl Sandbox {
     pub fn start(port: u16) -> Sandbox {
+        Sandbox::start_with(port, &[])
+    }
+
+    /// A sandbox with extra command-line arguments.
+    pub fn start_with(port: u16, args: &[&str]) -> Sandbox {
         let mut child = Command::new(BIN)
             .args(["sandbox", "--listen", &format!("127.0.0.1:{port}")])
+            .args(args)
             .env("KIOSK_AGENT_LOG", "warn")
             .stdout(Stdio::piped())
             .spawn()
@@ -201,6 +207,12 @@ pub fn http(method: &str, url: &str, body: Option<Value>) -> (u16, Value) {
         let status = resp.status().as_u16();
         (status, resp.json().await.unwrap_or(Value::Null))
     })
+}
+
+/// Adds a sandbox rule (see `POST /_sandbox/rules`).
+pub fn rule(sandbox: &Sandbox, rule: Value) {
+    let (code, body) = http("POST", &sandbox.url("/_sandbox/rules"), Some(rule));
+    assert_eq!(code, 200, "{body}");
 }
 
 /// Makes the sandbox refuse `op` for `email` with `status` and `details`.
