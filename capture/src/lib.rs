@@ -1,72 +1,257 @@
-//! kiosk-capture: camera sources behind one boundary, for kiosk-agent.
+//! kiosk-capture: cameras, stills with quality gates, and H.264/MP4 recording for kiosk-agent.
 //!
-//! This crate owns everything that touches cameras and video encoding, so that their native
-//! dependencies stay out of the rest of the build. It knows nothing of queues, HTTP or One-Shot.
+//! This crate owns everything that touches cameras and FFmpeg, so that their native dependencies
+//! stay out of the rest of the build. It knows nothing of queues, HTTP or One-Shot.
 //!
 //! Code map:
-//! - [`FrameSource`] — the boundary every camera implements (V4L2 through nokhwa, a file, or
-//!   the synthetic test pattern).
-//! - [`synthetic`]   — a deterministic moving test pattern with the frame number in its pixels.
+//! - [`FrameSource`] and [`open`] — the boundary every source implements, and the parser of
+//!   source specifications (`v4l2:/dev/videoN`, `camera:N`, `synthetic[:WxH@FPS]`, `file:PATH`).
+//! - [`camera`]    — V4L2 cameras through nokhwa: negotiation, listing.
+//! - [`synthetic`] — a deterministic moving test pattern with frame number and capture time in
+//!   its pixels, paced in real time.
+//! - [`file`]      — any video or image FFmpeg decodes, unpaced; JPEG frames pass through.
+//! - [`memory`]    — frames held in memory, for tests and replays.
+//! - [`convert`]   — pixel-format conversion (swscale), MJPEG decoding, crops.
+//! - [`metrics`]   — sharpness, brightness, glare; the pass/retake verdict.
+//! - [`jpeg`]      — JPEG encoding and metadata stripping.
+//! - [`still`]     — a still: warm-up, sharpest of the last frames, metrics, JPEG.
+//! - [`record`]    — H.264/MP4 recording on its own encoder thread.
 
+pub mod camera;
+pub mod convert;
+pub mod file;
+pub mod jpeg;
+pub mod memory;
+pub mod metrics;
+pub mod record;
+pub mod still;
 pub mod synthetic;
 
+use std::path::PathBuf;
+use std::sync::Once;
 use std::time::Duration;
 
-/// Pixel layouts a source can deliver.
+/// Pixel layouts a frame can carry.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum PixelFormat {
-    /// Packed 8-bit RGB.
+    /// Packed 8-bit RGB, `width * 3` bytes a row.
     Rgb24,
-    /// Planar 4:2:0 (I420).
+    /// Planar 4:2:0 (I420), planes back to back.
     Yuv420p,
-    /// Packed 4:2:2, as most USB cameras deliver uncompressed.
+    /// Packed 4:2:2 (Y0 U Y1 V), as most USB cameras deliver uncompressed.
     Yuyv,
-    /// Semi-planar 4:2:0.
+    /// Semi-planar 4:2:0: the Y plane, then interleaved U/V.
     Nv12,
-    /// One JPEG image per frame.
+    /// 8-bit luma only.
+    Gray8,
+    /// One JPEG image per frame, as MJPEG cameras deliver.
     Mjpeg,
 }
 
+impl PixelFormat {
+    pub fn name(self) -> &'static str {
+        match self {
+            PixelFormat::Rgb24 => "RGB24",
+            PixelFormat::Yuv420p => "YUV420P",
+            PixelFormat::Yuyv => "YUYV",
+            PixelFormat::Nv12 => "NV12",
+            PixelFormat::Gray8 => "GRAY8",
+            PixelFormat::Mjpeg => "MJPEG",
+        }
+    }
+}
+
 /// One captured frame.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Clone, PartialEq, Eq)]
 pub struct Frame {
     pub width: u32,
     pub height: u32,
     pub format: PixelFormat,
     /// Position in the source's stream, from 0.
     pub index: u64,
-    /// Capture time relative to the first frame of the stream.
+    /// Capture time relative to the start of the stream (monotonic clock).
     pub timestamp: Duration,
     pub data: Vec<u8>,
 }
 
-/// Why a source could not deliver.
+impl std::fmt::Debug for Frame {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Frame")
+            .field("size", &format_args!("{}x{}", self.width, self.height))
+            .field("format", &self.format)
+            .field("index", &self.index)
+            .field("timestamp", &self.timestamp)
+            .field("bytes", &self.data.len())
+            .finish()
+    }
+}
+
+/// Why capture failed. Every variant names the source or file involved.
 #[derive(Debug, thiserror::Error)]
 pub enum CaptureError {
+    #[error("invalid camera source {spec:?}: {rule}")]
+    Spec { spec: String, rule: String },
     #[error("camera source {source_name}: {reason}")]
     Source { source_name: String, reason: String },
-    #[error("invalid camera source specification {spec:?}: {rule}")]
-    Spec { spec: String, rule: String },
+    #[error("camera source {0} delivered no frames")]
+    NoFrames(String),
+    #[error("encoding {path}: {reason}")]
+    Encode { path: PathBuf, reason: String },
+    #[error("{context}: {reason}")]
+    Media { context: String, reason: String },
+}
+
+impl CaptureError {
+    /// Whether the error is the caller's input (a bad source, a missing device or file) rather
+    /// than a failure while working.
+    pub fn is_bad_input(&self) -> bool {
+        matches!(
+            self,
+            CaptureError::Spec { .. } | CaptureError::Source { .. } | CaptureError::NoFrames(_)
+        )
+    }
+
+    pub(crate) fn source(name: &str, reason: impl ToString) -> Self {
+        CaptureError::Source {
+            source_name: name.to_owned(),
+            reason: reason.to_string(),
+        }
+    }
+
+    pub(crate) fn media(context: &str, reason: impl ToString) -> Self {
+        CaptureError::Media {
+            context: context.to_owned(),
+            reason: reason.to_string(),
+        }
+    }
 }
 
 /// The boundary between the agent and a camera: something that yields frames in order.
-pub trait FrameSource: Send {
+///
+/// Not `Send`: camera and decoder handles belong to the thread that opened them, so a recorder
+/// opens its source on its own capture thread (see [`record::Recorder::start`]).
+pub trait FrameSource {
     /// A name for messages, such as `synthetic:1280x720@30`.
     fn name(&self) -> String;
     /// The size and format frames will have.
     fn format(&self) -> (u32, u32, PixelFormat);
+    /// The nominal frame rate.
+    fn fps(&self) -> u32;
+    /// Whether frames arrive in real time (a camera): a consumer that falls behind must drop
+    /// frames rather than block the source. File sources are not live.
+    fn is_live(&self) -> bool;
     /// The next frame; `Ok(None)` when the source has ended.
     fn next_frame(&mut self) -> Result<Option<Frame>, CaptureError>;
 }
 
-/// Opens a source from its specification. Only `synthetic[:WxH@FPS]` exists so far; camera
-/// and file sources come with the capture work.
-pub fn open(spec: &str) -> Result<Box<dyn FrameSource>, CaptureError> {
-    if spec == "synthetic" || spec.starts_with("synthetic:") {
+/// What a caller wants from a source; the source comes as close as it can.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Request {
+    pub width: u32,
+    pub height: u32,
+    pub fps: u32,
+}
+
+impl Default for Request {
+    fn default() -> Self {
+        Request {
+            width: 1280,
+            height: 720,
+            fps: 30,
+        }
+    }
+}
+
+/// Opens a source from its specification:
+///
+/// - `v4l2:/dev/videoN` or `camera:N` — a V4L2 camera, negotiated towards `request`;
+/// - `synthetic` or `synthetic:WxH@FPS` — the test pattern (size from `request` when not given);
+/// - `file:PATH` — a video or image file.
+pub fn open(spec: &str, request: Request) -> Result<Box<dyn FrameSource>, CaptureError> {
+    init_ffmpeg();
+    if spec == "synthetic" {
+        return Ok(Box::new(synthetic::Synthetic::new(
+            request.width,
+            request.height,
+            request.fps,
+        )?));
+    }
+    if spec.starts_with("synthetic:") {
         return Ok(Box::new(synthetic::Synthetic::from_spec(spec)?));
+    }
+    if let Some(path) = spec.strip_prefix("file:") {
+        return Ok(Box::new(file::FileSource::open(std::path::Path::new(
+            path,
+        ))?));
+    }
+    if let Some(rest) = spec.strip_prefix("camera:") {
+        let index = rest.parse().map_err(|_| CaptureError::Spec {
+            spec: spec.into(),
+            rule: "camera:N takes a device number, as in /dev/videoN".into(),
+        })?;
+        return Ok(Box::new(camera::CameraSource::open(index, spec, request)?));
+    }
+    if let Some(path) = spec.strip_prefix("v4l2:") {
+        let index = path
+            .strip_prefix("/dev/video")
+            .and_then(|n| n.parse().ok())
+            .ok_or_else(|| CaptureError::Spec {
+                spec: spec.into(),
+                rule: "v4l2: takes a device path /dev/videoN".into(),
+            })?;
+        return Ok(Box::new(camera::CameraSource::open(index, spec, request)?));
     }
     Err(CaptureError::Spec {
         spec: spec.into(),
-        rule: "supported sources: synthetic[:WxH@FPS]".into(),
+        rule: "expected v4l2:/dev/videoN, camera:N, synthetic[:WxH@FPS] or file:PATH".into(),
     })
+}
+
+/// Initializes FFmpeg once and keeps its own logging quiet: errors reach callers as values.
+pub fn init_ffmpeg() {
+    static INIT: Once = Once::new();
+    INIT.call_once(|| {
+        ffmpeg_next::init().expect("FFmpeg initialization");
+        ffmpeg_next::util::log::set_level(ffmpeg_next::util::log::Level::Fatal);
+    });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn specs_are_parsed_and_bad_ones_named() {
+        let s = open("synthetic:320x240@15", Request::default()).unwrap();
+        assert_eq!(s.format(), (320, 240, PixelFormat::Rgb24));
+        assert_eq!(s.fps(), 15);
+        let s = open(
+            "synthetic",
+            Request {
+                width: 640,
+                height: 360,
+                fps: 25,
+            },
+        )
+        .unwrap();
+        assert_eq!((s.format().0, s.fps()), (640, 25));
+        for spec in ["webcam", "camera:x", "v4l2:/dev/cam", "synthetic:1x1"] {
+            let Err(e) = open(spec, Request::default()) else {
+                panic!("{spec} must be refused")
+            };
+            assert!(e.to_string().contains(spec), "{e}");
+            assert!(e.is_bad_input());
+        }
+    }
+
+    #[test]
+    fn a_missing_device_is_named() {
+        let Err(e) = open("v4l2:/dev/video97", Request::default()) else {
+            panic!("no such device")
+        };
+        assert!(
+            e.to_string().contains("v4l2:/dev/video97") && e.is_bad_input(),
+            "{e}"
+        );
+    }
 }

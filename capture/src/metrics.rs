@@ -1,0 +1,201 @@
+//! Image quality metrics on luma, and the pass/retake verdict against per-role thresholds.
+//!
+//! - sharpness: variance of the 4-neighbour Laplacian (focus and motion blur lower it);
+//! - brightness: mean luma, 0–255 (under- and over-exposure);
+//! - glare: share of pixels at or above [`GLARE_LEVEL`] (specular reflections on a laminated
+//!   card hide its data);
+//! - resolution: width and height.
+
+/// Luma at or above this counts as saturated (glare).
+pub const GLARE_LEVEL: u8 = 250;
+
+/// Measured quality of one image.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Metrics {
+    pub sharpness: f64,
+    pub brightness: f64,
+    pub glare: f64,
+    pub width: u32,
+    pub height: u32,
+}
+
+/// What a role requires of its images.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Thresholds {
+    pub min_sharpness: f64,
+    pub min_brightness: f64,
+    pub max_brightness: f64,
+    pub max_glare: f64,
+    pub min_width: u32,
+    pub min_height: u32,
+}
+
+impl Thresholds {
+    /// Defaults for ID documents: sharp text, no glare, at least 1280×720.
+    pub const DOCUMENT: Thresholds = Thresholds {
+        min_sharpness: 100.0,
+        min_brightness: 60.0,
+        max_brightness: 200.0,
+        max_glare: 0.01,
+        min_width: 1280,
+        min_height: 720,
+    };
+    /// Defaults for faces: softer edges, a little shine tolerated, at least 640×480.
+    pub const FACE: Thresholds = Thresholds {
+        min_sharpness: 30.0,
+        min_brightness: 60.0,
+        max_brightness: 200.0,
+        max_glare: 0.03,
+        min_width: 640,
+        min_height: 480,
+    };
+}
+
+/// Pass, or retake with every reason.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Verdict {
+    Pass,
+    Retake(Vec<String>),
+}
+
+impl Verdict {
+    pub fn is_pass(&self) -> bool {
+        matches!(self, Verdict::Pass)
+    }
+
+    pub fn reasons(&self) -> &[String] {
+        match self {
+            Verdict::Pass => &[],
+            Verdict::Retake(r) => r,
+        }
+    }
+}
+
+/// Measures a full-range luma plane of `width`×`height`.
+pub fn measure(luma: &[u8], width: u32, height: u32) -> Metrics {
+    let (w, h) = (width as usize, height as usize);
+    let n = (w * h).max(1) as f64;
+    let (mut sum, mut saturated) = (0u64, 0u64);
+    for &v in &luma[..w * h] {
+        sum += v as u64;
+        saturated += u64::from(v >= GLARE_LEVEL);
+    }
+    // Laplacian over the interior, accumulated as sums of x and x² in integers (exact, fast).
+    let (mut s1, mut s2, mut count) = (0i64, 0i64, 0i64);
+    for y in 1..h.saturating_sub(1) {
+        let (up, row, down) = (
+            &luma[(y - 1) * w..y * w],
+            &luma[y * w..(y + 1) * w],
+            &luma[(y + 1) * w..(y + 2) * w],
+        );
+        for x in 1..w - 1 {
+            let l = up[x] as i64 + down[x] as i64 + row[x - 1] as i64 + row[x + 1] as i64
+                - 4 * row[x] as i64;
+            s1 += l;
+            s2 += l * l;
+        }
+        count += (w - 2) as i64;
+    }
+    let sharpness = if count > 0 {
+        let mean = s1 as f64 / count as f64;
+        s2 as f64 / count as f64 - mean * mean
+    } else {
+        0.0
+    };
+    Metrics {
+        sharpness,
+        brightness: sum as f64 / n,
+        glare: saturated as f64 / n,
+        width,
+        height,
+    }
+}
+
+/// Judges metrics against thresholds; every failed rule becomes a reason.
+pub fn judge(m: &Metrics, t: &Thresholds) -> Verdict {
+    let mut reasons = Vec::new();
+    if m.sharpness < t.min_sharpness {
+        reasons.push(format!(
+            "blurred: sharpness {:.0} below {:.0}",
+            m.sharpness, t.min_sharpness
+        ));
+    }
+    if m.brightness < t.min_brightness {
+        reasons.push(format!(
+            "too dark: brightness {:.0} below {:.0}",
+            m.brightness, t.min_brightness
+        ));
+    }
+    if m.brightness > t.max_brightness {
+        reasons.push(format!(
+            "over-exposed: brightness {:.0} above {:.0}",
+            m.brightness, t.max_brightness
+        ));
+    }
+    if m.glare > t.max_glare {
+        reasons.push(format!(
+            "glare: {:.1}% saturated pixels above {:.1}%",
+            m.glare * 100.0,
+            t.max_glare * 100.0
+        ));
+    }
+    if m.width < t.min_width || m.height < t.min_height {
+        reasons.push(format!(
+            "resolution {}x{} below {}x{}",
+            m.width, m.height, t.min_width, t.min_height
+        ));
+    }
+    if reasons.is_empty() {
+        Verdict::Pass
+    } else {
+        Verdict::Retake(reasons)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn flat_images_have_no_sharpness_and_edges_do() {
+        let flat = vec![128u8; 64 * 64];
+        let m = measure(&flat, 64, 64);
+        assert_eq!((m.sharpness, m.brightness, m.glare), (0.0, 128.0, 0.0));
+        let edges: Vec<u8> = (0..64 * 64)
+            .map(|i| {
+                if (i % 64 / 4 + i / 64 / 4) % 2 == 0 {
+                    20
+                } else {
+                    230
+                }
+            })
+            .collect();
+        assert!(measure(&edges, 64, 64).sharpness > 1000.0);
+        let white = vec![255u8; 64 * 64];
+        assert_eq!(measure(&white, 64, 64).glare, 1.0);
+    }
+
+    #[test]
+    fn every_failed_rule_is_a_reason() {
+        let m = Metrics {
+            sharpness: 5.0,
+            brightness: 230.0,
+            glare: 0.2,
+            width: 640,
+            height: 480,
+        };
+        let v = judge(&m, &Thresholds::DOCUMENT);
+        let reasons = v.reasons().join("; ");
+        for needle in ["blurred", "over-exposed", "glare", "resolution 640x480"] {
+            assert!(reasons.contains(needle), "{reasons}");
+        }
+        let good = Metrics {
+            sharpness: 500.0,
+            brightness: 120.0,
+            glare: 0.0,
+            width: 1920,
+            height: 1080,
+        };
+        assert!(judge(&good, &Thresholds::DOCUMENT).is_pass());
+    }
+}

@@ -1,0 +1,466 @@
+//! H.264/MP4 recording: a capture thread feeds an encoder thread through a bounded channel.
+//!
+//! - The capture thread opens the source itself (camera handles are thread-affine) and pulls
+//!   frames. A live source is never blocked: when the encoder falls behind and the channel is
+//!   full, the frame is dropped and counted. A file source waits instead (nothing is dropped).
+//! - The encoder thread converts to YUV420P (swscale), encodes with libx264 (CRF with a bitrate
+//!   cap, a keyframe every `keyframe_secs`, configurable preset) and muxes MP4 with the index
+//!   at the front (`movflags=+faststart`). Presentation times come from the capture times.
+//! - The clip is written to a temporary file and renamed into place only once finalized, so
+//!   the output path never holds a corrupt file. A source that ends, fails or stalls mid-way
+//!   still yields a valid, finalized MP4, flagged short; with no frame at all, no file remains.
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError, SyncSender, TrySendError};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use ffmpeg_next::codec::threading;
+use ffmpeg_next::format::Pixel;
+use ffmpeg_next::{codec, encoder, format, Dictionary, Packet, Rational};
+
+use crate::convert::{to_av, Scaler};
+use crate::{CaptureError, Frame, FrameSource};
+
+/// Encoder time base: the 90 kHz clock of video transport, fine enough for capture times.
+const TIME_BASE: Rational = Rational(1, 90_000);
+
+/// How a clip is encoded.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VideoSettings {
+    pub width: u32,
+    pub height: u32,
+    pub fps: u32,
+    /// x264 constant rate factor (0–51, lower is better).
+    pub crf: u8,
+    /// Bitrate cap in bits per second (VBV maxrate; the buffer holds two seconds).
+    pub max_bitrate: u64,
+    /// x264 preset (`ultrafast` … `veryslow`).
+    pub preset: String,
+    pub keyframe_secs: u32,
+    /// No clip is longer than this, whatever was asked.
+    pub max_duration: Duration,
+}
+
+impl Default for VideoSettings {
+    fn default() -> Self {
+        VideoSettings {
+            width: 1280,
+            height: 720,
+            fps: 30,
+            crf: 23,
+            max_bitrate: 4_000_000,
+            preset: "veryfast".into(),
+            keyframe_secs: 2,
+            max_duration: Duration::from_secs(120),
+        }
+    }
+}
+
+/// The x264 presets, fastest first.
+pub const PRESETS: [&str; 9] = [
+    "ultrafast",
+    "superfast",
+    "veryfast",
+    "faster",
+    "fast",
+    "medium",
+    "slow",
+    "slower",
+    "veryslow",
+];
+
+/// Why a recording ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum EndReason {
+    /// The requested duration (or the maximum) was reached.
+    Completed,
+    /// [`Recorder::stop`] was called.
+    Stopped,
+    /// The source had no more frames.
+    SourceEnded,
+    /// The source failed mid-way.
+    SourceFailed(String),
+    /// The source delivered nothing for too long.
+    SourceStalled,
+}
+
+/// What a recording produced.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RecordReport {
+    pub path: PathBuf,
+    pub source: String,
+    pub frames: u64,
+    pub dropped: u64,
+    /// Duration of the clip (first to last capture time, plus one frame).
+    pub duration: Duration,
+    pub requested: Duration,
+    pub end: EndReason,
+    /// True when the source gave out before the requested duration.
+    pub short: bool,
+    pub bytes: u64,
+}
+
+enum Msg {
+    Frame(Frame),
+    End(EndReason),
+}
+
+/// A recording in progress.
+#[derive(Debug)]
+pub struct Recorder {
+    stop: Arc<AtomicBool>,
+    encoder: JoinHandle<Result<RecordReport, CaptureError>>,
+}
+
+impl Recorder {
+    /// Opens the source (with `open`, on the capture thread) and starts recording `seconds`
+    /// (capped at `settings.max_duration`) into `out`. Returns once the source is open, or with
+    /// the error that kept it from opening.
+    pub fn start<F>(
+        open: F,
+        out: &Path,
+        settings: &VideoSettings,
+        seconds: Duration,
+    ) -> Result<Recorder, CaptureError>
+    where
+        F: FnOnce() -> Result<Box<dyn FrameSource>, CaptureError> + Send + 'static,
+    {
+        crate::init_ffmpeg();
+        validate(settings, out)?;
+        let limit = seconds.min(settings.max_duration);
+        let stop = Arc::new(AtomicBool::new(false));
+        let dropped = Arc::new(AtomicU64::new(0));
+        // Half a second of frames: enough to ride out a hiccup, little memory.
+        let (tx, rx) = mpsc::sync_channel::<Msg>((settings.fps as usize / 2).max(4));
+        let (opened_tx, opened_rx) = mpsc::sync_channel::<Result<(String, u32), CaptureError>>(1);
+        {
+            let (stop, dropped) = (Arc::clone(&stop), Arc::clone(&dropped));
+            std::thread::Builder::new()
+                .name("capture".into())
+                .spawn(move || capture_loop(open, opened_tx, tx, stop, dropped, limit))
+                .map_err(|e| CaptureError::media("capture thread", e))?;
+        }
+        let (source, source_fps) = opened_rx.recv().map_err(|_| {
+            CaptureError::media("capture thread", "ended before opening the source")
+        })??;
+        let stall = Duration::from_secs(2) + Duration::from_secs(2) / source_fps.max(1);
+        let job = EncodeJob {
+            out: out.to_owned(),
+            settings: settings.clone(),
+            source,
+            requested: limit,
+            stall,
+            stop: Arc::clone(&stop),
+            dropped,
+        };
+        let encoder = std::thread::Builder::new()
+            .name("encoder".into())
+            .spawn(move || job.run(rx))
+            .map_err(|e| CaptureError::media("encoder thread", e))?;
+        Ok(Recorder { stop, encoder })
+    }
+
+    /// Stops recording now and returns the finalized clip.
+    pub fn stop(self) -> Result<RecordReport, CaptureError> {
+        self.stop.store(true, Ordering::SeqCst);
+        self.wait()
+    }
+
+    /// Waits until the recording ends by itself (duration reached, source ended).
+    pub fn wait(self) -> Result<RecordReport, CaptureError> {
+        self.encoder
+            .join()
+            .map_err(|_| CaptureError::media("encoder thread", "panicked"))?
+    }
+}
+
+/// Records `seconds` from the source `open` yields into `out`.
+pub fn record<F>(
+    open: F,
+    out: &Path,
+    settings: &VideoSettings,
+    seconds: Duration,
+) -> Result<RecordReport, CaptureError>
+where
+    F: FnOnce() -> Result<Box<dyn FrameSource>, CaptureError> + Send + 'static,
+{
+    Recorder::start(open, out, settings, seconds)?.wait()
+}
+
+fn validate(s: &VideoSettings, out: &Path) -> Result<(), CaptureError> {
+    let bad = |reason: String| {
+        Err(CaptureError::Encode {
+            path: out.to_owned(),
+            reason,
+        })
+    };
+    if s.width < 16 || s.height < 16 || !s.width.is_multiple_of(2) || !s.height.is_multiple_of(2) {
+        return bad(format!(
+            "size {}x{} must be even and at least 16x16",
+            s.width, s.height
+        ));
+    }
+    if s.fps == 0 || s.fps > 120 {
+        return bad(format!("frame rate {} must be 1-120", s.fps));
+    }
+    if s.crf > 51 {
+        return bad(format!("crf {} must be 0-51", s.crf));
+    }
+    if !PRESETS.contains(&s.preset.as_str()) {
+        return bad(format!(
+            "preset {:?} must be one of {}",
+            s.preset,
+            PRESETS.join(", ")
+        ));
+    }
+    if s.keyframe_secs == 0 {
+        return bad("keyframe interval must be at least 1 second".into());
+    }
+    Ok(())
+}
+
+fn capture_loop<F>(
+    open: F,
+    opened: SyncSender<Result<(String, u32), CaptureError>>,
+    tx: SyncSender<Msg>,
+    stop: Arc<AtomicBool>,
+    dropped: Arc<AtomicU64>,
+    limit: Duration,
+) where
+    F: FnOnce() -> Result<Box<dyn FrameSource>, CaptureError>,
+{
+    let mut source = match open() {
+        Ok(s) => s,
+        Err(e) => {
+            let _ = opened.send(Err(e));
+            return;
+        }
+    };
+    let _ = opened.send(Ok((source.name(), source.fps())));
+    let live = source.is_live();
+    let mut first: Option<Duration> = None;
+    let end = loop {
+        if stop.load(Ordering::SeqCst) {
+            break EndReason::Stopped;
+        }
+        let frame = match source.next_frame() {
+            Ok(Some(f)) => f,
+            Ok(None) => break EndReason::SourceEnded,
+            Err(e) => break EndReason::SourceFailed(e.to_string()),
+        };
+        let start = *first.get_or_insert(frame.timestamp);
+        if frame.timestamp.saturating_sub(start) >= limit {
+            break EndReason::Completed;
+        }
+        if live {
+            match tx.try_send(Msg::Frame(frame)) {
+                Ok(()) => {}
+                Err(TrySendError::Full(_)) => {
+                    dropped.fetch_add(1, Ordering::Relaxed);
+                }
+                Err(TrySendError::Disconnected(_)) => return,
+            }
+        } else if tx.send(Msg::Frame(frame)).is_err() {
+            return;
+        }
+    };
+    let _ = tx.send(Msg::End(end));
+}
+
+struct EncodeJob {
+    out: PathBuf,
+    settings: VideoSettings,
+    source: String,
+    requested: Duration,
+    stall: Duration,
+    stop: Arc<AtomicBool>,
+    dropped: Arc<AtomicU64>,
+}
+
+/// The open output: muxer, encoder and what is needed to timestamp packets.
+struct Output {
+    octx: format::context::Output,
+    encoder: encoder::Video,
+    stream_tb: Rational,
+    scaler: Option<Scaler>,
+    last_pts: Option<i64>,
+}
+
+impl EncodeJob {
+    fn temp_path(&self) -> PathBuf {
+        let name = self
+            .out
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_else(|| "clip".into());
+        self.out
+            .with_file_name(format!(".{name}.{}.partial", std::process::id()))
+    }
+
+    fn err(&self, reason: impl ToString) -> CaptureError {
+        CaptureError::Encode {
+            path: self.out.clone(),
+            reason: reason.to_string(),
+        }
+    }
+
+    fn run(self, rx: Receiver<Msg>) -> Result<RecordReport, CaptureError> {
+        let tmp = self.temp_path();
+        let result = self.encode_all(&tmp, rx);
+        match result {
+            Ok(report) => Ok(report),
+            Err(e) => {
+                let _ = std::fs::remove_file(&tmp);
+                Err(e)
+            }
+        }
+    }
+
+    fn encode_all(&self, tmp: &Path, rx: Receiver<Msg>) -> Result<RecordReport, CaptureError> {
+        let mut out = self.open_output(tmp)?;
+        let (mut frames, mut first, mut last) = (0u64, None::<Duration>, Duration::ZERO);
+        let end = loop {
+            match rx.recv_timeout(self.stall) {
+                Ok(Msg::Frame(frame)) => {
+                    let start = *first.get_or_insert(frame.timestamp);
+                    last = frame.timestamp.saturating_sub(start);
+                    self.encode_frame(&mut out, &frame, last)?;
+                    frames += 1;
+                }
+                Ok(Msg::End(reason)) => break reason,
+                Err(RecvTimeoutError::Timeout) => {
+                    // The camera hangs: finish with what we have rather than hang with it.
+                    self.stop.store(true, Ordering::SeqCst);
+                    break EndReason::SourceStalled;
+                }
+                Err(RecvTimeoutError::Disconnected) => {
+                    break EndReason::SourceFailed("capture thread ended".into())
+                }
+            }
+        };
+        if frames == 0 {
+            drop(out);
+            let _ = std::fs::remove_file(tmp);
+            return Err(CaptureError::NoFrames(self.source.clone()));
+        }
+        out.encoder.send_eof().map_err(|e| self.err(e))?;
+        self.drain(&mut out)?;
+        out.octx.write_trailer().map_err(|e| self.err(e))?;
+        drop(out);
+        // Durable, then atomically in place.
+        std::fs::File::open(tmp)
+            .and_then(|f| f.sync_all())
+            .map_err(|e| self.err(e))?;
+        std::fs::rename(tmp, &self.out).map_err(|e| self.err(e))?;
+        if let Some(dir) = self.out.parent().filter(|p| !p.as_os_str().is_empty()) {
+            let _ = std::fs::File::open(dir).and_then(|d| d.sync_all());
+        }
+        let frame_time = Duration::from_secs(1) / self.settings.fps;
+        let duration = last + frame_time;
+        let short = matches!(
+            end,
+            EndReason::SourceEnded | EndReason::SourceFailed(_) | EndReason::SourceStalled
+        ) && duration + frame_time < self.requested;
+        Ok(RecordReport {
+            path: self.out.clone(),
+            source: self.source.clone(),
+            frames,
+            dropped: self.dropped.load(Ordering::Relaxed),
+            duration,
+            requested: self.requested,
+            end,
+            short,
+            bytes: std::fs::metadata(&self.out).map(|m| m.len()).unwrap_or(0),
+        })
+    }
+
+    fn open_output(&self, tmp: &Path) -> Result<Output, CaptureError> {
+        let s = &self.settings;
+        let err = |e: ffmpeg_next::Error| self.err(e);
+        let mut octx = format::output_as(&tmp, "mp4").map_err(err)?;
+        let codec = encoder::find_by_name("libx264")
+            .ok_or_else(|| self.err("this FFmpeg has no libx264 encoder"))?;
+        let global_header = octx.format().flags().contains(format::Flags::GLOBAL_HEADER);
+        let mut enc = codec::context::Context::new_with_codec(codec)
+            .encoder()
+            .video()
+            .map_err(err)?;
+        enc.set_width(s.width);
+        enc.set_height(s.height);
+        enc.set_format(Pixel::YUV420P);
+        enc.set_time_base(TIME_BASE);
+        enc.set_frame_rate(Some((s.fps as i32, 1)));
+        enc.set_gop(s.fps * s.keyframe_secs);
+        enc.set_threading(threading::Config::kind(threading::Type::Frame));
+        if global_header {
+            enc.set_flags(codec::Flags::GLOBAL_HEADER);
+        }
+        let mut opts = Dictionary::new();
+        opts.set("preset", &s.preset);
+        opts.set("crf", &s.crf.to_string());
+        opts.set("maxrate", &s.max_bitrate.to_string());
+        opts.set("bufsize", &(2 * s.max_bitrate).to_string());
+        // No key frames beyond the fixed interval's (scene cuts would make the GOP irregular).
+        opts.set("sc_threshold", "0");
+        let encoder = enc.open_as_with(codec, opts).map_err(err)?;
+        {
+            let mut ost = octx.add_stream(codec).map_err(err)?;
+            ost.set_parameters(&encoder);
+            ost.set_time_base(TIME_BASE);
+            ost.set_avg_frame_rate((s.fps as i32, 1));
+            ost.set_rate((s.fps as i32, 1));
+        }
+        let mut mux = Dictionary::new();
+        mux.set("movflags", "+faststart");
+        octx.write_header_with(mux).map_err(err)?;
+        let stream_tb = octx.stream(0).map(|st| st.time_base()).unwrap_or(TIME_BASE);
+        Ok(Output {
+            octx,
+            encoder,
+            stream_tb,
+            scaler: None,
+            last_pts: None,
+        })
+    }
+
+    fn encode_frame(
+        &self,
+        out: &mut Output,
+        frame: &Frame,
+        since_start: Duration,
+    ) -> Result<(), CaptureError> {
+        let s = &self.settings;
+        let src = to_av(frame)?;
+        let mut yuv =
+            if src.format() == Pixel::YUV420P && src.width() == s.width && src.height() == s.height
+            {
+                src
+            } else {
+                Scaler::convert(&mut out.scaler, &src, Pixel::YUV420P, s.width, s.height)?
+            };
+        let mut pts = (since_start.as_secs_f64() * TIME_BASE.1 as f64).round() as i64;
+        if let Some(last) = out.last_pts {
+            // Capture clocks can repeat a value; presentation times must strictly increase.
+            pts = pts.max(last + 1);
+        }
+        out.last_pts = Some(pts);
+        yuv.set_pts(Some(pts));
+        out.encoder.send_frame(&yuv).map_err(|e| self.err(e))?;
+        self.drain(out)
+    }
+
+    fn drain(&self, out: &mut Output) -> Result<(), CaptureError> {
+        let mut packet = Packet::empty();
+        while out.encoder.receive_packet(&mut packet).is_ok() {
+            packet.set_stream(0);
+            packet.rescale_ts(TIME_BASE, out.stream_tb);
+            packet
+                .write_interleaved(&mut out.octx)
+                .map_err(|e| self.err(e))?;
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,278 @@
+//! Taking a still: let exposure settle, keep the sharpest of the last frames, measure, encode.
+
+use crate::convert::{convert, luma};
+use crate::metrics::{judge, measure, Metrics, Thresholds, Verdict};
+use crate::{jpeg, CaptureError, Frame, FrameSource, PixelFormat};
+
+/// How a still is taken.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StillSettings {
+    /// Frames discarded first while auto-exposure and focus settle.
+    pub warmup_frames: usize,
+    /// Of the frames after warm-up, how many are compared for sharpness.
+    pub candidates: usize,
+    /// JPEG quality, 1–100.
+    pub jpeg_quality: u8,
+}
+
+impl Default for StillSettings {
+    fn default() -> Self {
+        StillSettings {
+            warmup_frames: 10,
+            candidates: 5,
+            jpeg_quality: 90,
+        }
+    }
+}
+
+/// A still image with its quality assessment.
+#[derive(Debug, Clone)]
+pub struct Still {
+    /// The JPEG, without metadata.
+    pub jpeg: Vec<u8>,
+    pub metrics: Metrics,
+    pub verdict: Verdict,
+    /// True when the camera's own JPEG bytes were kept (MJPEG at the wanted size).
+    pub passthrough: bool,
+    /// Which frame of the stream was kept.
+    pub frame_index: u64,
+    /// The kept frame itself (for crops such as the document photo).
+    pub frame: Frame,
+}
+
+/// Takes a still from `source`. A source that ends early (a single image file) yields what it
+/// has: a one-frame file is judged as it is, without warm-up.
+pub fn capture_still(
+    source: &mut dyn FrameSource,
+    settings: &StillSettings,
+    thresholds: &Thresholds,
+) -> Result<Still, CaptureError> {
+    let (want_w, want_h, _) = source.format();
+    let candidates = settings.candidates.max(1);
+    let mut recent: Vec<Frame> = Vec::with_capacity(candidates);
+    for _ in 0..settings.warmup_frames + candidates {
+        match source.next_frame()? {
+            Some(frame) => {
+                if recent.len() == candidates {
+                    recent.remove(0);
+                }
+                recent.push(frame);
+            }
+            None => break,
+        }
+    }
+    if recent.is_empty() {
+        return Err(CaptureError::NoFrames(source.name()));
+    }
+    let mut best: Option<(Frame, Vec<u8>, Metrics)> = None;
+    for frame in recent {
+        let y = luma(&frame)?;
+        let m = measure(&y, frame.width, frame.height);
+        if best
+            .as_ref()
+            .is_none_or(|(_, _, b)| m.sharpness > b.sharpness)
+        {
+            best = Some((frame, y, m));
+        }
+    }
+    let (frame, _, metrics) = best.expect("at least one frame");
+    let passthrough =
+        frame.format == PixelFormat::Mjpeg && frame.width == want_w && frame.height == want_h;
+    let jpeg = if passthrough {
+        jpeg::strip_metadata(&frame.data)?
+    } else if frame.format == PixelFormat::Mjpeg {
+        // MJPEG at another size than asked: decode and re-encode (convert keeps the size).
+        jpeg::encode(
+            &convert(&frame, PixelFormat::Rgb24, frame.width, frame.height)?,
+            settings.jpeg_quality,
+        )?
+    } else {
+        jpeg::encode(&frame, settings.jpeg_quality)?
+    };
+    let verdict = judge(&metrics, thresholds);
+    Ok(Still {
+        jpeg,
+        metrics,
+        verdict,
+        passthrough,
+        frame_index: frame.index,
+        frame,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::memory::Frames;
+    use crate::synthetic::Synthetic;
+    use std::time::Duration;
+
+    fn sharp_frame(w: u32, h: u32) -> Frame {
+        Synthetic::new(w, h, 30)
+            .unwrap()
+            .unpaced()
+            .next_frame()
+            .unwrap()
+            .unwrap()
+    }
+
+    /// A 9×9 box blur, three passes (close to a Gaussian): an out-of-focus lens.
+    fn blurred(f: &Frame) -> Frame {
+        let (w, h) = (f.width as usize, f.height as usize);
+        let mut data = f.data.clone();
+        for _ in 0..3 {
+            let src = data.clone();
+            for y in 0..h {
+                for x in 0..w {
+                    for c in 0..3 {
+                        let (mut s, mut n) = (0u32, 0u32);
+                        for dy in y.saturating_sub(4)..(y + 5).min(h) {
+                            for dx in x.saturating_sub(4)..(x + 5).min(w) {
+                                s += src[(dy * w + dx) * 3 + c] as u32;
+                                n += 1;
+                            }
+                        }
+                        data[(y * w + x) * 3 + c] = (s / n) as u8;
+                    }
+                }
+            }
+        }
+        Frame { data, ..f.clone() }
+    }
+
+    fn over_exposed(f: &Frame) -> Frame {
+        Frame {
+            data: f.data.iter().map(|v| v.saturating_add(110)).collect(),
+            ..f.clone()
+        }
+    }
+
+    /// A bright specular patch over a fifth of the card.
+    fn glared(f: &Frame) -> Frame {
+        let mut g = f.clone();
+        let w = f.width as usize;
+        for y in f.height as usize / 3..f.height as usize / 2 {
+            for x in w / 4..w / 2 {
+                g.data[(y * w + x) * 3..(y * w + x) * 3 + 3].fill(255);
+            }
+        }
+        g
+    }
+
+    fn still_of(frame: Frame) -> Still {
+        let mut source = Frames::new(vec![frame], 30);
+        capture_still(
+            &mut source,
+            &StillSettings::default(),
+            &Thresholds {
+                min_width: 320,
+                min_height: 240,
+                ..Thresholds::DOCUMENT
+            },
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn verdicts_tell_sharp_blurred_overexposed_and_glared_apart() {
+        let sharp = sharp_frame(320, 240);
+        let s = still_of(sharp.clone());
+        assert!(s.verdict.is_pass(), "{:?} {:?}", s.metrics, s.verdict);
+        let b = still_of(blurred(&sharp));
+        assert!(
+            b.metrics.sharpness < s.metrics.sharpness / 4.0,
+            "{:?} vs {:?}",
+            b.metrics,
+            s.metrics
+        );
+        assert!(
+            b.verdict.reasons().iter().any(|r| r.starts_with("blurred")),
+            "{:?}",
+            b.verdict
+        );
+        let o = still_of(over_exposed(&sharp));
+        assert!(
+            o.verdict
+                .reasons()
+                .iter()
+                .any(|r| r.starts_with("over-exposed")),
+            "{:?}",
+            o.verdict
+        );
+        let g = still_of(glared(&sharp));
+        assert!(
+            g.verdict.reasons().iter().any(|r| r.starts_with("glare")),
+            "{:?}",
+            g.verdict
+        );
+        assert!(
+            !g.verdict
+                .reasons()
+                .iter()
+                .any(|r| r.starts_with("over-exposed")),
+            "{:?}",
+            g.verdict
+        );
+    }
+
+    #[test]
+    fn the_sharpest_of_the_last_frames_is_kept_after_warmup() {
+        let sharp = sharp_frame(320, 240);
+        let soft = blurred(&sharp);
+        let mut frames: Vec<Frame> = (0..8)
+            .map(|i| Frame {
+                index: i,
+                timestamp: Duration::from_millis(33 * i),
+                ..soft.clone()
+            })
+            .collect();
+        // A sharp frame during warm-up must be ignored; the sharp one among the candidates wins.
+        frames[1] = Frame {
+            index: 1,
+            ..sharp.clone()
+        };
+        frames[6] = Frame {
+            index: 6,
+            ..sharp.clone()
+        };
+        let mut source = Frames::new(frames, 30);
+        let settings = StillSettings {
+            warmup_frames: 3,
+            candidates: 5,
+            jpeg_quality: 90,
+        };
+        let s = capture_still(&mut source, &settings, &Thresholds::FACE).unwrap();
+        assert_eq!(s.frame_index, 6);
+    }
+
+    #[test]
+    fn mjpeg_at_the_wanted_size_keeps_the_camera_bytes_minus_metadata() {
+        let sharp = sharp_frame(320, 240);
+        let camera_jpeg = jpeg::tests_support::with_exif(&jpeg::encode(&sharp, 80).unwrap());
+        let frame = Frame {
+            format: PixelFormat::Mjpeg,
+            data: camera_jpeg.clone(),
+            ..sharp
+        };
+        let mut source = Frames::new(vec![frame], 30);
+        let s = capture_still(&mut source, &StillSettings::default(), &Thresholds::FACE).unwrap();
+        assert!(s.passthrough);
+        assert_eq!(
+            jpeg::scan_data(&s.jpeg).unwrap(),
+            jpeg::scan_data(&camera_jpeg).unwrap()
+        );
+        assert!(
+            !jpeg::metadata_markers(&s.jpeg).unwrap().contains(&0xE1),
+            "no EXIF survives"
+        );
+        assert!(s.metrics.sharpness > 0.0);
+    }
+
+    #[test]
+    fn an_empty_source_is_an_error_naming_it() {
+        let mut source = Frames::new(vec![], 30);
+        let err =
+            capture_still(&mut source, &StillSettings::default(), &Thresholds::FACE).unwrap_err();
+        assert!(err.to_string().contains("memory"), "{err}");
+    }
+}
