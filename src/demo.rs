@@ -1,9 +1,12 @@
 //! `kiosk-agent demo`: the whole job on embedded defaults.
 //!
 //! Starts the built-in sandbox on a free loopback port, uses a temporary data directory,
-//! enrolls the sample evidence of `config/samples/` (embedded in the binary, so the demo runs
-//! from anywhere), uploads it, waits for `VIDEOREVIEW`, checks that the sandbox received every
-//! artifact byte-identical, and prints what happened and how long each step took.
+//! captures the document front and rear and a selfie from the synthetic camera (or a real one
+//! with `--camera`), crops the document photo from the front, records a 5 s clip, shows the
+//! quality verdicts, then enrolls that evidence with the sample data of
+//! `config/samples/manifest.json` (embedded in the binary, so the demo runs from anywhere),
+//! uploads it, waits for `VIDEOREVIEW`, checks that the sandbox received every artifact
+//! byte-identical, and prints what happened and how long each step took.
 
 use std::collections::HashMap;
 use std::io::Write;
@@ -19,21 +22,88 @@ use crate::queue::{Queue, State};
 use crate::sandbox::SandboxRequest;
 use crate::sync::{Mode, Worker};
 
-/// The sample evidence, made by `config/samples/make-samples.sh` from FFmpeg test sources.
-const SAMPLES: &[(&str, &[u8])] = &[
-    (
-        "manifest.json",
-        include_bytes!("../config/samples/manifest.json"),
-    ),
-    ("front.jpg", include_bytes!("../config/samples/front.jpg")),
-    ("rear.jpg", include_bytes!("../config/samples/rear.jpg")),
-    ("photo.jpg", include_bytes!("../config/samples/photo.jpg")),
-    ("selfie.jpg", include_bytes!("../config/samples/selfie.jpg")),
-    ("video.mp4", include_bytes!("../config/samples/video.mp4")),
-];
+/// The customer, acceptance, OCR and check data of the demo enrollment.
+const MANIFEST: &[u8] = include_bytes!("../config/samples/manifest.json");
+/// Length of the demo clip.
+const CLIP: Duration = Duration::from_secs(5);
+
+/// Captures the demo's evidence into `dir` (the file names the manifest expects) and reports
+/// each verdict. Blocking: cameras and the encoder run on their own threads.
+fn capture_evidence(
+    dir: &std::path::Path,
+    camera: Option<&str>,
+    out: &mut Vec<u8>,
+) -> anyhow::Result<()> {
+    use crate::cli::capture_cmd::{still_line, take_still, take_video, write_durably};
+    use crate::config::Role;
+    let mut cfg = config::CaptureConfig::default();
+    for role in [&mut cfg.document, &mut cfg.face] {
+        role.source = camera.unwrap_or("synthetic").to_owned();
+    }
+    let synthetic = camera.is_none();
+    let mut line = |label: &str, text: String| writeln!(out, "    {label:<16} {text}");
+
+    let t = Instant::now();
+    let front = take_still(&cfg, Role::Document, None)?;
+    write_durably(&dir.join("front.jpg"), &front.jpeg)?;
+    line("document front", still_line(&front))?;
+    let rear = take_still(&cfg, Role::Document, None)?;
+    write_durably(&dir.join("rear.jpg"), &rear.jpeg)?;
+    line("document rear", still_line(&rear))?;
+    // The holder's photo sits at the left of the card, inside the frame guide.
+    let (w, h) = (front.frame.width, front.frame.height);
+    let photo = kiosk_capture::convert::crop(
+        &front.frame,
+        w / 4 + w / 40,
+        h / 3 + h / 20,
+        (w / 6) & !1,
+        (h / 3) & !1,
+    )?;
+    write_durably(
+        &dir.join("photo.jpg"),
+        &kiosk_capture::jpeg::encode(&photo, cfg.still.jpeg_quality)?,
+    )?;
+    line(
+        "document photo",
+        format!("{}x{} cropped from the front", photo.width, photo.height),
+    )?;
+    let selfie = take_still(&cfg, Role::Face, None)?;
+    write_durably(&dir.join("selfie.jpg"), &selfie.jpeg)?;
+    line("selfie", still_line(&selfie))?;
+    let stills_time = t.elapsed();
+
+    let t = Instant::now();
+    let clip =
+        take_video(&cfg, None, CLIP.as_secs_f64(), &dir.join("video.mp4")).map_err(|f| f.error)?;
+    line(
+        "video",
+        format!(
+            "{}x{} H.264/MP4, {} frames, {:.2} s, {} dropped, {} bytes{}",
+            cfg.video.width,
+            cfg.video.height,
+            clip.frames,
+            clip.duration.as_secs_f64(),
+            clip.dropped,
+            clip.bytes,
+            if clip.short { " (SHORT)" } else { "" }
+        ),
+    )?;
+    writeln!(
+        out,
+        "    (stills {} ms, clip {} ms, from {})",
+        stills_time.as_millis(),
+        t.elapsed().as_millis(),
+        if synthetic {
+            "the synthetic camera"
+        } else {
+            camera.unwrap_or("")
+        }
+    )?;
+    Ok(())
+}
 
 /// Runs the demo, writing the report to `out`.
-pub async fn run(out: &mut impl Write) -> anyhow::Result<()> {
+pub async fn run(out: &mut impl Write, camera: Option<&str>) -> anyhow::Result<()> {
     let total = Instant::now();
     let tmp = tempfile::Builder::new()
         .prefix("kiosk-agent-demo-")
@@ -51,9 +121,7 @@ pub async fn run(out: &mut impl Write) -> anyhow::Result<()> {
 
     let samples = tmp.path().join("samples");
     std::fs::create_dir(&samples)?;
-    for (name, bytes) in SAMPLES {
-        std::fs::write(samples.join(name), bytes)?;
-    }
+    std::fs::write(samples.join("manifest.json"), MANIFEST)?;
     let base_url = format!("http://{addr}/oneshot/api/v1");
     let toml = format!(
         "[oneshot]\nbase_url = \"{base_url}\"\nregistration_authority = \"139\"\nprofile = \"PFnubeQAFCiudadano\"\nenv = \"sandbox\"\n\
@@ -71,6 +139,16 @@ pub async fn run(out: &mut impl Write) -> anyhow::Result<()> {
         "  data dir    {} (temporary)",
         cfg.storage.data_dir.display()
     )?;
+    writeln!(out)?;
+
+    writeln!(out, "  capture")?;
+    let (dir, cam) = (samples.clone(), camera.map(str::to_owned));
+    let report = tokio::task::spawn_blocking(move || {
+        let mut report = Vec::new();
+        capture_evidence(&dir, cam.as_deref(), &mut report).map(|()| report)
+    })
+    .await??;
+    out.write_all(&report)?;
     writeln!(out)?;
 
     let t = Instant::now();

@@ -1,6 +1,7 @@
 //! The command-line interface. Errors become exit codes here: 2 for bad input or bad
 //! configuration, 3 when `sync --once` leaves work behind, 1 for anything else.
 
+pub mod capture_cmd;
 mod queue_cmd;
 
 use std::path::{Path, PathBuf};
@@ -30,7 +31,11 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Run the whole job on embedded defaults against the built-in sandbox (no config needed).
-    Demo,
+    Demo {
+        /// Capture from this camera instead of the synthetic one (e.g. camera:0).
+        #[arg(long)]
+        camera: Option<String>,
+    },
     /// The daemon: the sync worker, until SIGTERM or Ctrl-C.
     Run,
     /// The built-in One-Shot sandbox server.
@@ -60,6 +65,13 @@ enum Command {
     },
     /// Validate the configuration and print every problem with its key.
     CheckConfig,
+    /// List the cameras present and the configured camera roles.
+    Cameras,
+    /// Take a still or record a clip.
+    Capture {
+        #[command(subcommand)]
+        command: capture_cmd::CaptureCommand,
+    },
 }
 
 /// A failure with the exit code it maps to.
@@ -85,6 +97,8 @@ impl<E: Into<anyhow::Error>> From<E> for Failure {
         let bad_input = error.chain().any(|c| {
             c.is::<ConfigError>()
                 || c.is::<EvidenceError>()
+                || c.downcast_ref::<kiosk_capture::CaptureError>()
+                    .is_some_and(|e| e.is_bad_input())
                 || matches!(
                     c.downcast_ref::<QueueError>(),
                     Some(
@@ -106,10 +120,17 @@ pub fn main() -> Result<ExitCode, Failure> {
     let cli = Cli::parse();
     init_logging(&cli.command);
     match cli.command {
-        Command::Demo => runtime()?
-            .block_on(crate::demo::run(&mut std::io::stdout()))
+        Command::Demo { camera } => runtime()?
+            .block_on(crate::demo::run(&mut std::io::stdout(), camera.as_deref()))
             .map(|()| ExitCode::SUCCESS)
             .map_err(Failure::from),
+        Command::Cameras => {
+            let (cfg, from) = capture_config(cli.config.as_deref())?;
+            capture_cmd::cameras(&cfg, &from)
+        }
+        Command::Capture { command } => {
+            capture_cmd::run(&capture_config(cli.config.as_deref())?.0, command)
+        }
         Command::CheckConfig => check_config(cli.config.as_deref()),
         Command::Sandbox {
             listen,
@@ -161,6 +182,17 @@ fn config_path(path: Option<&Path>) -> Result<&Path, Failure> {
             "no configuration: pass --config PATH or set {CONFIG_ENV}"
         ))
     })
+}
+
+/// The capture settings: from the configuration file when one is given, else the defaults.
+fn capture_config(path: Option<&Path>) -> Result<(config::CaptureConfig, String), Failure> {
+    match path {
+        Some(p) => Ok((config::load_capture(p)?, p.display().to_string())),
+        None => Ok((
+            config::CaptureConfig::default(),
+            "defaults; no configuration file".into(),
+        )),
+    }
 }
 
 fn load_config(path: Option<&Path>) -> Result<Config, Failure> {

@@ -5,6 +5,7 @@
 //! problem at once, each with the key it belongs to. Nothing below this module re-checks raw
 //! strings: everything downstream receives `Url`-checked bases, `Duration`s and byte counts.
 
+mod capture;
 mod raw;
 
 use std::collections::BTreeMap;
@@ -13,6 +14,7 @@ use std::num::NonZeroUsize;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+pub use capture::{validate_capture, CameraRole, CaptureConfig, Role};
 pub use raw::RawConfig;
 
 /// Environment variable naming the configuration file when `--config` is not given.
@@ -183,6 +185,7 @@ pub struct Config {
     pub storage: StorageConfig,
     pub evidence: EvidenceLimits,
     pub sync: SyncConfig,
+    pub capture: CaptureConfig,
 }
 
 /// Reads, parses and validates the file at `path`.
@@ -194,6 +197,17 @@ pub fn load(path: &Path) -> Result<Config, ConfigError> {
     let raw = from_toml(&text)?;
     // Relative paths in the file are relative to the file, not to the working directory.
     validate(raw, path.parent().unwrap_or(Path::new(".")))
+}
+
+/// Reads a file and validates only its camera and capture sections (for `capture` commands,
+/// which need no server or storage settings).
+pub fn load_capture(path: &Path) -> Result<CaptureConfig, ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|error| ConfigError::Read {
+        path: path.to_owned(),
+        error,
+    })?;
+    let raw = from_toml(&text)?;
+    validate_capture(raw.cameras, raw.capture).map_err(ConfigError::Invalid)
 }
 
 /// Parses TOML text; unknown keys are an error naming the key.
@@ -427,6 +441,13 @@ pub fn validate(raw: RawConfig, base_dir: &Path) -> Result<Config, ConfigError> 
         );
     }
 
+    let capture = match validate_capture(raw.cameras, raw.capture) {
+        Ok(c) => c,
+        Err(more) => {
+            problems.extend(more);
+            CaptureConfig::default()
+        }
+    };
     if !problems.is_empty() {
         return Err(ConfigError::Invalid(problems));
     }
@@ -462,6 +483,7 @@ pub fn validate(raw: RawConfig, base_dir: &Path) -> Result<Config, ConfigError> 
             status_poll,
             max_resends: y.max_resends.unwrap_or(3),
         },
+        capture,
     })
 }
 

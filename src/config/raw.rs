@@ -12,6 +12,8 @@ pub struct RawConfig {
     pub storage: Option<RawStorage>,
     pub evidence: Option<RawEvidence>,
     pub sync: Option<RawSync>,
+    pub cameras: Option<RawCameras>,
+    pub capture: Option<RawCapture>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -68,4 +70,54 @@ pub struct RawSync {
     pub backoff_cap_secs: Option<f64>,
     pub status_poll_secs: Option<f64>,
     pub max_resends: Option<u32>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawCameras {
+    pub document: Option<RawCameraRole>,
+    pub face: Option<RawCameraRole>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawCameraRole {
+    pub source: Option<String>,
+    pub width: Option<u32>,
+    pub height: Option<u32>,
+    pub fps: Option<u32>,
+    pub quality: Option<RawQuality>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawQuality {
+    pub min_sharpness: Option<f64>,
+    pub min_brightness: Option<f64>,
+    pub max_brightness: Option<f64>,
+    pub max_glare: Option<f64>,
+    pub min_width: Option<u32>,
+    pub min_height: Option<u32>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawCapture {
+    pub jpeg_quality: Option<u8>,
+    pub warmup_frames: Option<usize>,
+    pub candidates: Option<usize>,
+    pub video: Option<RawVideo>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawVideo {
+    pub width: Option<u32>,
+    pub height: Option<u32>,
+    pub fps: Option<u32>,
+    pub crf: Option<u8>,
+    pub max_bitrate: Option<u64>,
+    pub preset: Option<String>,
+    pub keyframe_secs: Option<u32>,
+    pub max_seconds: Option<u64>,
 }

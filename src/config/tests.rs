@@ -180,3 +180,52 @@ fn shipped_example_parses() {
     let c = validate(from_toml(&text).unwrap(), Path::new("/etc/kiosk-agent")).unwrap();
     assert_eq!(c.oneshot.registration_authority, "139");
 }
+
+#[test]
+fn capture_sections_have_defaults_and_checked_values() {
+    let c = check_ok(MINIMAL);
+    assert_eq!(
+        c.capture.document.request,
+        kiosk_capture::Request {
+            width: 1920,
+            height: 1080,
+            fps: 30
+        }
+    );
+    assert_eq!(c.capture.video.preset, "veryfast");
+    assert_eq!(c.capture.still.jpeg_quality, 90);
+    check_problem(
+        &format!("{MINIMAL}\n[capture]\njpeg_quality = 0\n"),
+        "capture.jpeg_quality",
+        "1-100",
+    );
+    check_problem(
+        &format!("{MINIMAL}\n[capture.video]\npreset = \"ludicrous\"\n"),
+        "capture.video.preset",
+        "veryfast",
+    );
+    check_problem(
+        &format!("{MINIMAL}\n[capture.video]\nwidth = 1281\n"),
+        "capture.video.width",
+        "even",
+    );
+    check_problem(
+        &format!("{MINIMAL}\n[cameras.face]\nsource = \"webcam\"\n"),
+        "cameras.face.source",
+        "v4l2:",
+    );
+    check_problem(
+        &format!("{MINIMAL}\n[cameras.document.quality]\nmax_glare = 2.0\n"),
+        "cameras.document.quality.max_glare",
+        "0-1",
+    );
+    // Capture-only files work for `capture` commands without the server settings.
+    let only = validate_capture(
+        from_toml("[cameras.face]\nsource = \"synthetic\"\n")
+            .unwrap()
+            .cameras,
+        None,
+    )
+    .unwrap();
+    assert_eq!(only.face.source, "synthetic");
+}

@@ -21,6 +21,11 @@ fn demo_runs_on_embedded_defaults() {
         String::from_utf8_lossy(&out.stderr)
     );
     for needle in [
+        "document front   1920x1080",
+        "→ pass",
+        "document photo",
+        "selfie           1280x720",
+        "150 frames, 5.00 s, 0 dropped",
         "request_pk  45836",
         "videoid_pk  137",
         "status      VIDEOREVIEW",

@@ -1,0 +1,236 @@
+//! `kiosk-agent cameras`, `capture still …`, `capture video …`.
+
+use std::io::Write as _;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use clap::Subcommand;
+use kiosk_capture::record::{record, RecordReport};
+use kiosk_capture::still::{capture_still, Still};
+use serde_json::json;
+
+use super::Failure;
+use crate::config::{CaptureConfig, Role};
+
+#[derive(Debug, Subcommand)]
+pub enum CaptureCommand {
+    /// Take a still: warm up, keep the sharpest frame, judge its quality, write a JPEG.
+    Still {
+        /// Source: v4l2:/dev/videoN, camera:N, synthetic[:WxH@FPS] or file:PATH (default: the
+        /// role's configured camera).
+        #[arg(long)]
+        camera: Option<String>,
+        /// Which thresholds (and default camera) apply.
+        #[arg(long, value_enum)]
+        role: Role,
+        #[arg(long)]
+        out: PathBuf,
+        /// Print the metrics and verdict as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Record an H.264/MP4 clip.
+    Video {
+        /// Source, as for `still` (default: the face camera).
+        #[arg(long)]
+        camera: Option<String>,
+        #[arg(long)]
+        seconds: f64,
+        #[arg(long)]
+        out: PathBuf,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+/// Writes `bytes` to `path` durably and atomically (temporary file, fsync, rename).
+pub fn write_durably(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
+    let dir = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let mut tmp = tempfile::NamedTempFile::new_in(dir)
+        .with_context(|| format!("cannot write in {}", dir.display()))?;
+    tmp.write_all(bytes)?;
+    tmp.as_file().sync_all()?;
+    tmp.persist(path)
+        .with_context(|| format!("cannot write {}", path.display()))?;
+    crate::fsutil::sync_dir(dir)?;
+    Ok(())
+}
+
+/// Takes a still for `role` from `camera` (or the role's configured source).
+pub fn take_still(
+    cfg: &CaptureConfig,
+    role: Role,
+    camera: Option<&str>,
+) -> Result<Still, kiosk_capture::CaptureError> {
+    let r = cfg.role(role);
+    let mut source = kiosk_capture::open(camera.unwrap_or(&r.source), r.request)?;
+    capture_still(source.as_mut(), &cfg.still, &r.thresholds)
+}
+
+/// The JSON `capture still --json` prints.
+pub fn still_json(still: &Still, role: Role, path: &Path) -> serde_json::Value {
+    let m = &still.metrics;
+    json!({
+        "path": path,
+        "role": role.as_str(),
+        "width": m.width,
+        "height": m.height,
+        "sharpness": (m.sharpness * 10.0).round() / 10.0,
+        "brightness": (m.brightness * 10.0).round() / 10.0,
+        "glare": m.glare,
+        "verdict": if still.verdict.is_pass() { "pass" } else { "retake" },
+        "reasons": still.verdict.reasons(),
+        "passthrough": still.passthrough,
+        "bytes": still.jpeg.len(),
+    })
+}
+
+/// One line per still for people: the verdict and the figures behind it.
+pub fn still_line(still: &Still) -> String {
+    let m = &still.metrics;
+    let verdict = if still.verdict.is_pass() {
+        "pass".to_owned()
+    } else {
+        format!("RETAKE ({})", still.verdict.reasons().join("; "))
+    };
+    format!(
+        "{}x{}  sharpness {:.0}  brightness {:.0}  glare {:.2}%  → {verdict}",
+        m.width,
+        m.height,
+        m.sharpness,
+        m.brightness,
+        m.glare * 100.0
+    )
+}
+
+/// Records `seconds` of video from `camera` (or the face camera) into `out`.
+pub fn take_video(
+    cfg: &CaptureConfig,
+    camera: Option<&str>,
+    seconds: f64,
+    out: &Path,
+) -> Result<RecordReport, Failure> {
+    let max = cfg.video.max_duration.as_secs_f64();
+    if !(seconds > 0.0 && seconds <= max) {
+        return Err(Failure::bad_input(anyhow::anyhow!(
+            "--seconds: must be more than 0 and at most {max} (capture.video.max_seconds), not {seconds}"
+        )));
+    }
+    let spec = camera.unwrap_or(&cfg.face.source).to_owned();
+    let request = kiosk_capture::Request {
+        width: cfg.video.width,
+        height: cfg.video.height,
+        fps: cfg.video.fps,
+    };
+    Ok(record(
+        move || kiosk_capture::open(&spec, request),
+        out,
+        &cfg.video,
+        Duration::from_secs_f64(seconds),
+    )?)
+}
+
+pub fn run(cfg: &CaptureConfig, command: CaptureCommand) -> Result<ExitCode, Failure> {
+    match command {
+        CaptureCommand::Still {
+            camera,
+            role,
+            out,
+            json,
+        } => {
+            let still = take_still(cfg, role, camera.as_deref())?;
+            write_durably(&out, &still.jpeg)?;
+            if json {
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&still_json(&still, role, &out))?
+                );
+            } else {
+                println!("{}: {}", out.display(), still_line(&still));
+            }
+        }
+        CaptureCommand::Video {
+            camera,
+            seconds,
+            out,
+            json,
+        } => {
+            let report = take_video(cfg, camera.as_deref(), seconds, &out)?;
+            if json {
+                let value = json!({
+                    "path": report.path,
+                    "source": report.source,
+                    "frames": report.frames,
+                    "dropped": report.dropped,
+                    "duration_secs": report.duration.as_secs_f64(),
+                    "requested_secs": report.requested.as_secs_f64(),
+                    "end": format!("{:?}", report.end),
+                    "short": report.short,
+                    "bytes": report.bytes,
+                });
+                println!("{}", serde_json::to_string_pretty(&value)?);
+            } else {
+                println!(
+                    "{}: {} frames, {:.2} s, {} dropped, {} bytes{}",
+                    report.path.display(),
+                    report.frames,
+                    report.duration.as_secs_f64(),
+                    report.dropped,
+                    report.bytes,
+                    if report.short {
+                        format!(" — SHORT: the source gave out ({:?})", report.end)
+                    } else {
+                        String::new()
+                    }
+                );
+            }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `kiosk-agent cameras`: the devices present and the configured roles.
+pub fn cameras(cfg: &CaptureConfig, from: &str) -> Result<ExitCode, Failure> {
+    let devices = kiosk_capture::camera::list().map_err(|e| anyhow::anyhow!(e))?;
+    if devices.is_empty() {
+        println!(
+            "No cameras found: there are no V4L2 video devices (/dev/video*) on this machine."
+        );
+    } else {
+        println!("Cameras:");
+        for d in &devices {
+            println!("  {}  {}", d.path, d.name);
+            if let Some(e) = &d.error {
+                println!("    cannot query formats: {e}");
+            }
+            for (fmt, w, h, fps) in &d.modes {
+                println!("    {fmt:<6} {w}x{h} @ {fps} fps");
+            }
+        }
+    }
+    println!("\nRoles ({from}):");
+    for role in [Role::Document, Role::Face] {
+        let r = cfg.role(role);
+        let t = &r.thresholds;
+        println!(
+            "  {:<9} {}  {}x{} @ {} fps  (min sharpness {}, brightness {}-{}, max glare {}%, min {}x{})",
+            role.as_str(),
+            r.source,
+            r.request.width,
+            r.request.height,
+            r.request.fps,
+            t.min_sharpness,
+            t.min_brightness,
+            t.max_brightness,
+            t.max_glare * 100.0,
+            t.min_width,
+            t.min_height
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,288 @@
+//! The `[cameras.*]` and `[capture]` sections: camera roles, still and video settings.
+//!
+//! Validated separately from the rest, so `capture` commands work with no configuration file or
+//! with one that only describes the cameras.
+
+use std::time::Duration;
+
+use kiosk_capture::metrics::Thresholds;
+use kiosk_capture::record::{VideoSettings, PRESETS};
+use kiosk_capture::still::StillSettings;
+use kiosk_capture::Request;
+
+use super::raw::{RawCameraRole, RawCameras, RawCapture};
+use super::Problem;
+
+/// Which camera a still is for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Role {
+    Document,
+    Face,
+}
+
+impl Role {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Document => "document",
+            Role::Face => "face",
+        }
+    }
+}
+
+/// One camera role: where frames come from, what size, what quality is required.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CameraRole {
+    pub source: String,
+    pub request: Request,
+    pub thresholds: Thresholds,
+}
+
+/// Everything capture needs.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CaptureConfig {
+    pub document: CameraRole,
+    pub face: CameraRole,
+    pub still: StillSettings,
+    pub video: VideoSettings,
+}
+
+impl Default for CaptureConfig {
+    fn default() -> Self {
+        validate_capture(None, None).expect("defaults are valid")
+    }
+}
+
+impl CaptureConfig {
+    pub fn role(&self, role: Role) -> &CameraRole {
+        match role {
+            Role::Document => &self.document,
+            Role::Face => &self.face,
+        }
+    }
+}
+
+/// Validates the capture sections; `None` means "not in the file": defaults.
+pub fn validate_capture(
+    cameras: Option<RawCameras>,
+    capture: Option<RawCapture>,
+) -> Result<CaptureConfig, Vec<Problem>> {
+    let mut problems = Vec::new();
+    let cameras = cameras.unwrap_or_default();
+    let document = role(
+        "cameras.document",
+        cameras.document,
+        Request {
+            width: 1920,
+            height: 1080,
+            fps: 30,
+        },
+        Thresholds::DOCUMENT,
+        &mut problems,
+    );
+    let face = role(
+        "cameras.face",
+        cameras.face,
+        Request {
+            width: 1280,
+            height: 720,
+            fps: 30,
+        },
+        Thresholds::FACE,
+        &mut problems,
+    );
+
+    let c = capture.unwrap_or_default();
+    let mut problem = |key: &str, message: String| {
+        problems.push(Problem {
+            key: key.into(),
+            message,
+        })
+    };
+    let jpeg_quality = match c.jpeg_quality {
+        None => 90,
+        Some(q) if (1..=100).contains(&q) => q,
+        Some(q) => {
+            problem("capture.jpeg_quality", format!("must be 1-100, not {q}"));
+            90
+        }
+    };
+    let candidates = match c.candidates {
+        None => 5,
+        Some(n) if (1..=60).contains(&n) => n,
+        Some(n) => {
+            problem("capture.candidates", format!("must be 1-60, not {n}"));
+            5
+        }
+    };
+    let warmup_frames = match c.warmup_frames {
+        Some(n) if n > 600 => {
+            problem(
+                "capture.warmup_frames",
+                format!("must be at most 600, not {n}"),
+            );
+            10
+        }
+        n => n.unwrap_or(10),
+    };
+    let v = c.video.unwrap_or_default();
+    let defaults = VideoSettings::default();
+    let mut video = VideoSettings {
+        width: v.width.unwrap_or(defaults.width),
+        height: v.height.unwrap_or(defaults.height),
+        fps: v.fps.unwrap_or(defaults.fps),
+        crf: v.crf.unwrap_or(defaults.crf),
+        max_bitrate: v.max_bitrate.unwrap_or(defaults.max_bitrate),
+        preset: v.preset.unwrap_or(defaults.preset.clone()),
+        keyframe_secs: v.keyframe_secs.unwrap_or(defaults.keyframe_secs),
+        max_duration: v
+            .max_seconds
+            .map(Duration::from_secs)
+            .unwrap_or(defaults.max_duration),
+    };
+    if !(16..=3840).contains(&video.width) || !video.width.is_multiple_of(2) {
+        problem(
+            "capture.video.width",
+            format!("must be even and 16-3840, not {}", video.width),
+        );
+        video.width = defaults.width;
+    }
+    if !(16..=2160).contains(&video.height) || !video.height.is_multiple_of(2) {
+        problem(
+            "capture.video.height",
+            format!("must be even and 16-2160, not {}", video.height),
+        );
+        video.height = defaults.height;
+    }
+    if !(1..=120).contains(&video.fps) {
+        problem(
+            "capture.video.fps",
+            format!("must be 1-120, not {}", video.fps),
+        );
+        video.fps = defaults.fps;
+    }
+    if video.crf > 51 {
+        problem(
+            "capture.video.crf",
+            format!("must be 0-51, not {}", video.crf),
+        );
+    }
+    if video.max_bitrate < 100_000 {
+        problem(
+            "capture.video.max_bitrate",
+            format!("must be at least 100000 bits/s, not {}", video.max_bitrate),
+        );
+    }
+    if !PRESETS.contains(&video.preset.as_str()) {
+        problem(
+            "capture.video.preset",
+            format!(
+                "must be one of {}, not {:?}",
+                PRESETS.join(", "),
+                video.preset
+            ),
+        );
+    }
+    if !(1..=10).contains(&video.keyframe_secs) {
+        problem(
+            "capture.video.keyframe_secs",
+            format!("must be 1-10, not {}", video.keyframe_secs),
+        );
+    }
+    if video.max_duration.is_zero() || video.max_duration > Duration::from_secs(3600) {
+        problem(
+            "capture.video.max_seconds",
+            format!("must be 1-3600, not {}", video.max_duration.as_secs()),
+        );
+    }
+    if !problems.is_empty() {
+        return Err(problems);
+    }
+    Ok(CaptureConfig {
+        document,
+        face,
+        still: StillSettings {
+            warmup_frames,
+            candidates,
+            jpeg_quality,
+        },
+        video,
+    })
+}
+
+fn role(
+    prefix: &str,
+    raw: Option<RawCameraRole>,
+    size: Request,
+    defaults: Thresholds,
+    problems: &mut Vec<Problem>,
+) -> CameraRole {
+    let raw = raw.unwrap_or_default();
+    let mut problem = |key: &str, message: String| {
+        problems.push(Problem {
+            key: format!("{prefix}.{key}"),
+            message,
+        })
+    };
+    let source = raw.source.unwrap_or_else(|| "camera:0".into());
+    if !["v4l2:", "camera:", "synthetic", "file:"]
+        .iter()
+        .any(|p| source.starts_with(p))
+    {
+        problem("source", format!("must be v4l2:/dev/videoN, camera:N, synthetic[:WxH@FPS] or file:PATH, not {source:?}"));
+    }
+    let mut request = Request {
+        width: raw.width.unwrap_or(size.width),
+        height: raw.height.unwrap_or(size.height),
+        fps: raw.fps.unwrap_or(size.fps),
+    };
+    if !(128..=7680).contains(&request.width) || !request.width.is_multiple_of(2) {
+        problem(
+            "width",
+            format!("must be even and 128-7680, not {}", request.width),
+        );
+        request.width = size.width;
+    }
+    if !(64..=4320).contains(&request.height) || !request.height.is_multiple_of(2) {
+        problem(
+            "height",
+            format!("must be even and 64-4320, not {}", request.height),
+        );
+        request.height = size.height;
+    }
+    if !(1..=120).contains(&request.fps) {
+        problem("fps", format!("must be 1-120, not {}", request.fps));
+        request.fps = size.fps;
+    }
+    let q = raw.quality.unwrap_or_default();
+    let t = Thresholds {
+        min_sharpness: q.min_sharpness.unwrap_or(defaults.min_sharpness),
+        min_brightness: q.min_brightness.unwrap_or(defaults.min_brightness),
+        max_brightness: q.max_brightness.unwrap_or(defaults.max_brightness),
+        max_glare: q.max_glare.unwrap_or(defaults.max_glare),
+        min_width: q.min_width.unwrap_or(defaults.min_width),
+        min_height: q.min_height.unwrap_or(defaults.min_height),
+    };
+    if t.min_sharpness.is_nan() || t.min_sharpness < 0.0 {
+        problem("quality.min_sharpness", "must be a number ≥ 0".into());
+    }
+    if !(0.0..=255.0).contains(&t.min_brightness)
+        || !(0.0..=255.0).contains(&t.max_brightness)
+        || t.min_brightness > t.max_brightness
+    {
+        problem(
+            "quality.max_brightness",
+            "brightness bounds must be 0-255 with min ≤ max".into(),
+        );
+    }
+    if !(0.0..=1.0).contains(&t.max_glare) {
+        problem(
+            "quality.max_glare",
+            format!("must be a share 0-1, not {}", t.max_glare),
+        );
+    }
+    CameraRole {
+        source,
+        request,
+        thresholds: t,
+    }
+}
