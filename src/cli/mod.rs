@@ -46,6 +46,11 @@ enum Command {
         /// Answer 401 to API requests without this header, e.g. "X-Api-Key: secret".
         #[arg(long, value_name = "NAME: VALUE")]
         require_header: Option<String>,
+        /// Inject faults, e.g. "*:500=0.05,503=0.05;video:reset=0.1;create:drop=0.1;stall_secs=3"
+        /// (see the README). SIGUSR1 takes the server offline (connections refused), SIGUSR2
+        /// brings it back.
+        #[arg(long, value_name = "SPEC")]
+        faults: Option<String>,
     },
     /// Validate an enrollment manifest and queue it; prints the enrollment id.
     Enroll {
@@ -135,7 +140,12 @@ pub fn main() -> Result<ExitCode, Failure> {
         Command::Sandbox {
             listen,
             require_header,
-        } => runtime()?.block_on(sandbox(&listen, require_header.as_deref())),
+            faults,
+        } => runtime()?.block_on(sandbox(
+            &listen,
+            require_header.as_deref(),
+            faults.as_deref(),
+        )),
         Command::Enroll { manifest } => enroll(&load_config(cli.config.as_deref())?, &manifest),
         Command::Sync { once } => {
             if !once {
@@ -234,7 +244,16 @@ fn enroll(config: &Config, manifest: &Path) -> Result<ExitCode, Failure> {
     Ok(ExitCode::SUCCESS)
 }
 
-async fn sandbox(listen: &str, require_header: Option<&str>) -> Result<ExitCode, Failure> {
+async fn sandbox(
+    listen: &str,
+    require_header: Option<&str>,
+    faults: Option<&str>,
+) -> Result<ExitCode, Failure> {
+    let plan = match faults {
+        Some(spec) => crate::sandbox::FaultPlan::parse(spec)
+            .map_err(|e| Failure::bad_input(anyhow::anyhow!("--faults: {e}")))?,
+        None => crate::sandbox::FaultPlan::default(),
+    };
     let required_header = match require_header.map(|h| h.split_once(':')) {
         None => None,
         Some(Some((name, value))) if !name.trim().is_empty() => {
@@ -260,7 +279,27 @@ async fn sandbox(listen: &str, require_header: Option<&str>) -> Result<ExitCode,
     let _ = std::io::Write::write_all(&mut std::io::stdout().lock(), banner.as_bytes());
     let _ = std::io::Write::flush(&mut std::io::stdout());
     let state = crate::sandbox::Shared::default();
-    state.lock().expect("not yet shared").required_header = required_header;
+    {
+        let mut st = state.lock().expect("not yet shared");
+        st.required_header = required_header;
+        st.faults = plan;
+    }
+    let switch = state.clone();
+    tokio::spawn(async move {
+        use tokio::signal::unix::{signal, SignalKind};
+        let (Ok(mut off), Ok(mut on)) = (
+            signal(SignalKind::user_defined1()),
+            signal(SignalKind::user_defined2()),
+        ) else {
+            return;
+        };
+        loop {
+            tokio::select! {
+                _ = off.recv() => crate::sandbox::set_online(&switch, false),
+                _ = on.recv() => crate::sandbox::set_online(&switch, true),
+            }
+        }
+    });
     crate::sandbox::serve(listener, state, shutdown_signal())
         .await
         .context("sandbox server")?;

@@ -7,12 +7,17 @@
 //! it at `GET /_sandbox/requests`. `POST /_sandbox/rules` makes it refuse an operation for a
 //! given customer email (permanent errors), or acknowledge an upload and lose it (the server
 //! states `VIDEOERROR`/`VIDEOINCOMPLETE`); `DELETE /_sandbox/rules` clears them. With a required
-//! header it answers 401 to requests without it, as an authenticating gateway would.
+//! header it answers 401 to requests without it, as an authenticating gateway would. Faults
+//! (errors, stalls, resets, lost answers, going offline) are injected per [`faults`].
 //! It keeps no personal data beyond the email it needs for those rules.
 
+pub mod faults;
 mod handlers;
+mod server;
 mod state;
 
+pub use faults::FaultPlan;
+pub use server::set_online;
 pub use state::{ImageRecord, Rule, SandboxRequest, SandboxState};
 
 use std::sync::{Arc, Mutex};
@@ -55,6 +60,9 @@ pub fn router(state: Shared) -> Router {
         .route("/_sandbox/requests", get(handlers::records))
         .route("/_sandbox/rules", post(handlers::add_rule))
         .route("/_sandbox/rules", delete(handlers::clear_rules))
+        .route("/_sandbox/faults", post(handlers::set_faults))
+        .route("/_sandbox/faults", delete(handlers::clear_faults))
+        .route("/_sandbox/offline", post(handlers::go_offline))
         .fallback(handlers::not_found)
         // Evidences carry Base64 images and the video is streamed: no small default body cap.
         .layer(DefaultBodyLimit::max(2 * 1024 * 1024 * 1024))
@@ -67,7 +75,5 @@ pub async fn serve(
     state: Shared,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    axum::serve(listener, router(state))
-        .with_graceful_shutdown(shutdown)
-        .await
+    server::serve(listener, router(state.clone()), state, shutdown).await
 }

@@ -45,23 +45,47 @@ pub struct Rule {
 }
 
 /// Everything the sandbox knows.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct SandboxState {
+    /// Fault injection (empty: none).
+    pub faults: super::FaultPlan,
+    /// Whether the server is on the network (false: connections refused).
+    pub online: tokio::sync::watch::Sender<bool>,
+    /// Upload bodies that broke off (resets, clients that gave up).
+    pub broken_uploads: u64,
     pub requests: BTreeMap<u64, SandboxRequest>,
     pub creates: u64,
     pub rules: Vec<Rule>,
     /// A header every API request must carry (name in lower case, value), like a gateway's key.
     pub required_header: Option<(String, String)>,
     emails: BTreeMap<u64, String>,
+    phones: BTreeMap<u64, String>,
+}
+
+impl Default for SandboxState {
+    fn default() -> Self {
+        SandboxState {
+            faults: super::FaultPlan::default(),
+            online: tokio::sync::watch::Sender::new(true),
+            broken_uploads: 0,
+            requests: BTreeMap::new(),
+            creates: 0,
+            rules: Vec::new(),
+            required_header: None,
+            emails: BTreeMap::new(),
+            phones: BTreeMap::new(),
+        }
+    }
 }
 
 impl SandboxState {
     /// A new request in `VIDEOPENDING`; pks start where the vendor's examples do.
-    pub fn create(&mut self, email: &str) -> &SandboxRequest {
+    pub fn create(&mut self, email: &str, phone: &str) -> &SandboxRequest {
         self.creates += 1;
         let request_pk = 45_835 + self.creates;
         let videoid_pk = 136 + self.creates;
         self.emails.insert(request_pk, email.to_owned());
+        self.phones.insert(request_pk, phone.to_owned());
         self.requests.insert(
             request_pk,
             SandboxRequest {
@@ -77,6 +101,14 @@ impl SandboxState {
             },
         );
         &self.requests[&request_pk]
+    }
+
+    /// The contact data a request was created with (the real API shows it in request details).
+    pub fn contact(&self, request_pk: u64) -> (Option<&str>, Option<&str>) {
+        (
+            self.emails.get(&request_pk).map(String::as_str),
+            self.phones.get(&request_pk).map(String::as_str),
+        )
     }
 
     /// Takes the rule that applies to `op` for this customer, if any, counting one use.
