@@ -170,6 +170,23 @@ impl Client {
             .map(drop)
     }
 
+    /// The details of a request, or `None` when the server has no such request (404).
+    pub async fn request_details(&self, request_pk: &str) -> Result<Option<Value>, OneShotError> {
+        let ids = RequestIds {
+            request_pk: request_pk.into(),
+            videoid_pk: None,
+        };
+        let url = self.url(&self.cfg.paths.status, Some(&ids))?;
+        match self
+            .send(self.http.get(url), self.cfg.request_timeout)
+            .await
+        {
+            Ok(details) => Ok(Some(details)),
+            Err(OneShotError::Rejected { status: 404, .. }) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
     /// `details.status` of a request (`VIDEOPENDING`, `VIDEOREVIEW`, …).
     pub async fn request_status(&self, request_pk: &str) -> Result<String, OneShotError> {
         let ids = RequestIds {

@@ -16,6 +16,10 @@ pub struct Job {
     pub videoid_pk: Option<String>,
     pub attempts: u32,
     pub resends: u32,
+    /// A create's answer was lost: look for the orphan request it may have left.
+    pub orphan_scan: bool,
+    /// Highest request_pk known locally when the first create went out.
+    pub create_floor: Option<u64>,
 }
 
 /// One artifact's audit record.
@@ -50,6 +54,9 @@ pub struct Summary {
     pub updated_at: String,
     pub bytes: u64,
     pub erased: bool,
+    /// Requests the server holds for this enrollment beyond the one in use (creates whose
+    /// answer was lost), by request_pk.
+    pub orphans: Vec<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub artifacts: Option<Vec<ArtifactRecord>>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -71,7 +78,8 @@ fn state_of(row: &Row<'_>, idx: usize) -> rusqlite::Result<State> {
 
 const SUMMARY_SQL: &str = "SELECT e.id, e.state, e.request_pk, e.videoid_pk, e.server_status, e.attempts, e.last_error,
         e.next_attempt_at, e.created_at, e.updated_at,
-        (SELECT COALESCE(SUM(size), 0) FROM artifacts a WHERE a.enrollment_id = e.id), e.erased_at IS NOT NULL
+        (SELECT COALESCE(SUM(size), 0) FROM artifacts a WHERE a.enrollment_id = e.id), e.erased_at IS NOT NULL,
+        (SELECT group_concat(request_pk, ',') FROM orphans o WHERE o.enrollment_id = e.id)
     FROM enrollments e";
 
 fn summary_row(row: &Row<'_>) -> rusqlite::Result<Summary> {
@@ -93,6 +101,10 @@ fn summary_row(row: &Row<'_>) -> rusqlite::Result<Summary> {
         updated_at: format_ms(row.get(9)?),
         bytes: row.get::<_, i64>(10)? as u64,
         erased: row.get(11)?,
+        orphans: row
+            .get::<_, Option<String>>(12)?
+            .map(|s| s.split(',').map(str::to_owned).collect())
+            .unwrap_or_default(),
         artifacts: None,
         history: None,
     })
@@ -103,7 +115,7 @@ impl Queue {
     pub fn pending_jobs(&self, busy: &[String], limit: usize) -> Result<Vec<Job>, QueueError> {
         let conn = self.conn();
         let mut stmt = conn.prepare_cached(
-            "SELECT id, state, request_pk, videoid_pk, attempts, resends FROM enrollments
+            "SELECT id, state, request_pk, videoid_pk, attempts, resends, orphan_scan, create_floor FROM enrollments
              WHERE state IN ('queued', 'creating', 'created', 'evidences_sent', 'video_sent')
              ORDER BY created_at, rowid",
         )?;
@@ -115,6 +127,8 @@ impl Queue {
                 videoid_pk: r.get(3)?,
                 attempts: r.get(4)?,
                 resends: r.get(5)?,
+                orphan_scan: r.get(6)?,
+                create_floor: r.get::<_, Option<i64>>(7)?.map(|v| v as u64),
             })
         })?;
         let mut jobs = Vec::new();
@@ -211,11 +225,83 @@ impl Queue {
         Ok(())
     }
 
+    /// `queued → creating`, remembering the highest request_pk known locally, so that a lost
+    /// answer can later be looked for above it.
+    pub fn begin_create(&self, id: &str) -> Result<Option<u64>, QueueError> {
+        let mut conn = self.conn();
+        let tx = conn.transaction()?;
+        let floor: Option<i64> = tx.query_row(
+            "SELECT MAX(CAST(pk AS INTEGER)) FROM (SELECT request_pk AS pk FROM enrollments UNION ALL SELECT request_pk FROM orphans)
+             WHERE pk GLOB '[0-9]*'",
+            [],
+            |r| r.get(0),
+        )?;
+        let n = tx.execute(
+            "UPDATE enrollments SET state = 'creating', create_floor = COALESCE(create_floor, ?2), updated_at = ?3
+             WHERE id = ?1 AND state = 'queued'",
+            params![id, floor, now_ms()],
+        )?;
+        if n == 0 {
+            return Err(QueueError::WrongState {
+                id: id.into(),
+                state: State::Queued,
+                rule: "state changed underneath",
+            });
+        }
+        add_event(&tx, id, "creating", "create request being sent")?;
+        tx.commit()?;
+        Ok(floor.map(|f| f as u64))
+    }
+
+    /// Records orphan requests found for an enrollment and ends its orphan scan.
+    pub fn finish_orphan_scan(
+        &self,
+        id: &str,
+        found: &[(String, String)],
+        detail: &str,
+    ) -> Result<(), QueueError> {
+        let mut conn = self.conn();
+        let tx = conn.transaction()?;
+        for (pk, status) in found {
+            tx.execute(
+                "INSERT OR IGNORE INTO orphans (request_pk, enrollment_id, found_at, server_status) VALUES (?1, ?2, ?3, ?4)",
+                params![pk, id, now_ms(), status],
+            )?;
+        }
+        tx.execute("UPDATE enrollments SET orphan_scan = 0 WHERE id = ?1", [id])?;
+        add_event(
+            &tx,
+            id,
+            if found.is_empty() {
+                "orphan_scan"
+            } else {
+                "orphan"
+            },
+            detail,
+        )?;
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// Every request_pk this queue knows (in use or orphaned).
+    pub fn known_request_pks(&self) -> Result<std::collections::HashSet<String>, QueueError> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare(
+            "SELECT request_pk FROM enrollments WHERE request_pk IS NOT NULL UNION SELECT request_pk FROM orphans",
+        )?;
+        let pks = stmt
+            .query_map([], |r| r.get(0))?
+            .collect::<rusqlite::Result<_>>()?;
+        Ok(pks)
+    }
+
     /// Notes that a create was in flight when its answer was lost: the server may hold an
     /// orphan request for this enrollment.
     pub fn record_possible_orphan(&self, id: &str) -> Result<(), QueueError> {
+        let conn = self.conn();
+        conn.execute("UPDATE enrollments SET orphan_scan = 1 WHERE id = ?1", [id])?;
         add_event(
-            &self.conn(),
+            &conn,
             id,
             "possible_orphan",
             "a create was sent earlier but its answer was never stored; \

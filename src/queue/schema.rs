@@ -40,6 +40,16 @@ const MIGRATIONS: &[&str] = &[
         detail        TEXT NOT NULL
     );
     CREATE INDEX events_by_enrollment ON events (enrollment_id, seq);",
+    // 2: orphan requests. `create_floor` is the highest request_pk known locally when the
+    // enrollment's first create went out; `orphan_scan` marks a create whose answer was lost.
+    "ALTER TABLE enrollments ADD COLUMN create_floor INTEGER;
+    ALTER TABLE enrollments ADD COLUMN orphan_scan INTEGER NOT NULL DEFAULT 0;
+    CREATE TABLE orphans (
+        request_pk    TEXT PRIMARY KEY,
+        enrollment_id TEXT NOT NULL REFERENCES enrollments (id) ON DELETE CASCADE,
+        found_at      INTEGER NOT NULL,
+        server_status TEXT
+    );",
 ];
 
 /// Brings the schema to the latest version inside one transaction.

@@ -69,6 +69,8 @@ impl State {
             (VideoSent, InReview) | (InReview, Approved) | (VideoSent, Approved) => true,
             // A VIDEOERROR/VIDEOINCOMPLETE answer sends the worker back to re-upload.
             (VideoSent, Created) | (VideoSent, EvidencesSent) => true,
+            // The status read before a step shows the server lost the evidences.
+            (EvidencesSent, Created) => true,
             (from, Failed) => from.is_pending() || from == InReview,
             (Failed, _) | (Cancelled, _) => false,
             _ => false,

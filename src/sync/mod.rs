@@ -8,6 +8,7 @@
 //! second without a restart.
 
 mod backoff;
+mod orphans;
 mod step;
 
 pub use backoff::Backoff;

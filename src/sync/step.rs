@@ -4,7 +4,12 @@
 //! at most the step in flight (at-least-once per step). The create is the one step the server
 //! cannot deduplicate: an enrollment found in `creating` when a step starts had a create in
 //! flight whose answer was never stored, which may have left an orphan request on the server;
-//! that is recorded in the history before the create is sent again.
+//! that is recorded in the history before the create is sent again, and once the new request
+//! exists the orphan is looked for and recorded with its request_pk ([`super::orphans`]).
+//!
+//! A task that resumes an enrollment (after a restart or a failed attempt) reads the request's
+//! server status before re-sending an upload, so an upload the server already applied is not
+//! sent again.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -33,7 +38,7 @@ pub enum Result {
 const STATUS_READS: u32 = 5;
 
 /// Why a step stopped.
-enum StepError {
+pub(super) enum StepError {
     Api(OneShotError),
     Queue(QueueError),
 }
@@ -52,10 +57,16 @@ impl From<QueueError> for StepError {
 impl Worker {
     /// Advances `job` as far as it goes now, and records how it ended.
     pub(super) async fn advance(self: &Arc<Self>, mut job: Job) -> Result {
+        // The first step of a task resumes where an earlier attempt (maybe in an earlier
+        // process) stopped; later steps follow one this task saw confirmed.
+        let mut resumed = true;
         loop {
             let from = job.state;
-            match self.step(&mut job).await {
-                Ok(true) => continue,
+            match self.step(&mut job, resumed).await {
+                Ok(true) => {
+                    resumed = false;
+                    continue;
+                }
                 Ok(false) => return Result::Settled,
                 Err(StepError::Api(e)) if e.is_retryable() => {
                     let id = job.id.clone();
@@ -134,11 +145,21 @@ impl Worker {
     }
 
     /// Takes one step; `Ok(true)` when another step follows at once.
-    async fn step(self: &Arc<Self>, job: &mut Job) -> std::result::Result<bool, StepError> {
+    async fn step(
+        self: &Arc<Self>,
+        job: &mut Job,
+        resumed: bool,
+    ) -> std::result::Result<bool, StepError> {
+        if job.orphan_scan && job.request_pk.is_some() {
+            self.scan_orphans(job).await?;
+        }
         match job.state {
             State::Queued => {
-                self.set_state(job, State::Creating, "create request being sent".into())
-                    .await?;
+                let id = job.id.clone();
+                job.create_floor = blocking(&self.queue, move |q| q.begin_create(&id))
+                    .await?
+                    .or(job.create_floor);
+                job.state = State::Creating;
                 self.create(job).await?;
                 Ok(true)
             }
@@ -146,14 +167,74 @@ impl Worker {
                 tracing::warn!(enrollment = %job.id, "a previous create may have reached the server unanswered");
                 let id = job.id.clone();
                 blocking(&self.queue, move |q| q.record_possible_orphan(&id)).await?;
+                job.orphan_scan = true;
                 self.create(job).await?;
                 Ok(true)
             }
             State::Created => {
+                if resumed {
+                    let status = self
+                        .client
+                        .request_status(&Self::ids(job)?.request_pk)
+                        .await?;
+                    match status.as_str() {
+                        "VIDEOINCOMPLETE" => {
+                            // Evidences go first, so the part the server holds is ours.
+                            let detail =
+                                "server already has the evidences (VIDEOINCOMPLETE); not re-sent"
+                                    .to_owned();
+                            self.set_state(job, State::EvidencesSent, detail).await?;
+                            return Ok(true);
+                        }
+                        "VIDEOREVIEW" | "ENROLLREADY" => {
+                            self.set_state(
+                                job,
+                                State::EvidencesSent,
+                                format!("server already has the evidences ({status})"),
+                            )
+                            .await?;
+                            self.set_state(
+                                job,
+                                State::VideoSent,
+                                format!("server already has the video ({status})"),
+                            )
+                            .await?;
+                            return Ok(true);
+                        }
+                        _ => {}
+                    }
+                }
                 self.send_evidences(job).await?;
                 Ok(true)
             }
             State::EvidencesSent => {
+                if resumed {
+                    let status = self
+                        .client
+                        .request_status(&Self::ids(job)?.request_pk)
+                        .await?;
+                    match status.as_str() {
+                        "VIDEOREVIEW" | "ENROLLREADY" => {
+                            self.set_state(
+                                job,
+                                State::VideoSent,
+                                format!("server already has the video ({status}); not re-sent"),
+                            )
+                            .await?;
+                            return Ok(true);
+                        }
+                        "VIDEOPENDING" => {
+                            self.set_state(
+                                job,
+                                State::Created,
+                                "server lost the evidences (VIDEOPENDING); re-sending".into(),
+                            )
+                            .await?;
+                            return Ok(true);
+                        }
+                        _ => {}
+                    }
+                }
                 self.send_video(job).await?;
                 Ok(true)
             }
