@@ -11,18 +11,9 @@ use kiosk_capture::{FrameSource, PixelFormat};
 
 fn main() {
     kiosk_capture::init_ffmpeg();
-    let rgb = Synthetic::new(1920, 1080, 30)
-        .unwrap()
-        .unpaced()
-        .next_frame()
-        .unwrap()
-        .unwrap();
+    let rgb = Synthetic::new(1920, 1080, 30).unwrap().unpaced().next_frame().unwrap().unwrap();
     let yuyv = kiosk_capture::convert::convert(&rgb, PixelFormat::Yuyv, 1920, 1080).unwrap();
-    let settings = StillSettings {
-        warmup_frames: 0,
-        candidates: 1,
-        jpeg_quality: 90,
-    };
+    let settings = StillSettings { warmup_frames: 0, candidates: 1, jpeg_quality: 90 };
     let runs = 40;
     println!("== 1920x1080 still: luma, sharpness/brightness/glare, verdict, JPEG q90 ==");
     for (label, frame) in [("RGB24 frame", &rgb), ("YUYV frame (camera layout)", &yuyv)] {
@@ -45,15 +36,8 @@ fn main() {
     // The sharpest-of-five selection a camera still does: five frames measured, one encoded.
     let mut source = Frames::new(vec![yuyv.clone(); 5], 30);
     let t = Instant::now();
-    let five = StillSettings {
-        warmup_frames: 0,
-        candidates: 5,
-        jpeg_quality: 90,
-    };
+    let five = StillSettings { warmup_frames: 0, candidates: 5, jpeg_quality: 90 };
     capture_still(&mut source, &five, &Thresholds::DOCUMENT).unwrap();
-    println!(
-        "  sharpest of 5 YUYV frames:   {:.1} ms",
-        t.elapsed().as_secs_f64() * 1000.0
-    );
+    println!("  sharpest of 5 YUYV frames:   {:.1} ms", t.elapsed().as_secs_f64() * 1000.0);
     let _ = source.next_frame();
 }

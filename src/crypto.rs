@@ -66,9 +66,7 @@ impl SecretKey {
     }
 
     fn aead(&self) -> LessSafeKey {
-        LessSafeKey::new(
-            UnboundKey::new(&AES_256_GCM, &self.0).expect("a 32-byte key is valid for AES-256-GCM"),
-        )
+        LessSafeKey::new(UnboundKey::new(&AES_256_GCM, &self.0).expect("a 32-byte key is valid for AES-256-GCM"))
     }
 
     /// Seals `plaintext` as `nonce || ciphertext || tag`, bound to `aad`.
@@ -80,11 +78,7 @@ impl SecretKey {
         out.extend_from_slice(plaintext);
         let tag = self
             .aead()
-            .seal_in_place_separate_tag(
-                Nonce::assume_unique_for_key(nonce),
-                Aad::from(aad),
-                &mut out[NONCE..],
-            )
+            .seal_in_place_separate_tag(Nonce::assume_unique_for_key(nonce), Aad::from(aad), &mut out[NONCE..])
             .expect("AES-GCM sealing of in-memory data below 64 GiB cannot fail");
         out.extend_from_slice(tag.as_ref());
         out
@@ -92,9 +86,7 @@ impl SecretKey {
 
     /// Opens what [`SecretKey::seal`] produced.
     pub fn open(&self, sealed: &[u8], aad: &[u8], what: &str) -> Result<Vec<u8>, CryptoError> {
-        let fail = || CryptoError::Decrypt {
-            what: what.to_owned(),
-        };
+        let fail = || CryptoError::Decrypt { what: what.to_owned() };
         if sealed.len() < NONCE + TAG {
             return Err(fail());
         }
@@ -102,11 +94,7 @@ impl SecretKey {
         let mut buf = sealed[NONCE..].to_vec();
         let len = self
             .aead()
-            .open_in_place(
-                Nonce::assume_unique_for_key(nonce),
-                Aad::from(aad),
-                &mut buf,
-            )
+            .open_in_place(Nonce::assume_unique_for_key(nonce), Aad::from(aad), &mut buf)
             .map_err(|_| fail())?
             .len();
         buf.truncate(len);
@@ -120,9 +108,7 @@ impl SecretKey {
 
     pub fn unwrap_key(&self, wrapped: &[u8], aad: &[u8]) -> Result<SecretKey, CryptoError> {
         let bytes = self.open(wrapped, aad, "data key")?;
-        let arr: [u8; 32] = bytes.try_into().map_err(|_| CryptoError::Decrypt {
-            what: "data key".into(),
-        })?;
+        let arr: [u8; 32] = bytes.try_into().map_err(|_| CryptoError::Decrypt { what: "data key".into() })?;
         Ok(SecretKey(arr))
     }
 }
@@ -146,34 +132,25 @@ pub fn load_master_key(key_file: &Path) -> Result<SecretKey, CryptoError> {
         }
     }
     match read_key(key_file) {
-        Err(CryptoError::KeyIo { error, .. }) if error.kind() == io::ErrorKind::NotFound => {
-            generate_key_file(key_file)
-        }
+        Err(CryptoError::KeyIo { error, .. }) if error.kind() == io::ErrorKind::NotFound => generate_key_file(key_file),
         other => other,
     }
 }
 
 fn read_key(path: &Path) -> Result<SecretKey, CryptoError> {
-    let bytes = std::fs::read(path).map_err(|error| CryptoError::KeyIo {
-        path: path.into(),
-        error,
-    })?;
+    let bytes = std::fs::read(path).map_err(|error| CryptoError::KeyIo { path: path.into(), error })?;
     let text = std::str::from_utf8(&bytes).map(str::trim).unwrap_or("");
     let key: Option<[u8; 32]> = if text.len() == 64 {
         hex::decode(text).ok().and_then(|v| v.try_into().ok())
     } else {
         bytes.clone().try_into().ok()
     };
-    key.map(SecretKey)
-        .ok_or_else(|| CryptoError::KeyFormat { path: path.into() })
+    key.map(SecretKey).ok_or_else(|| CryptoError::KeyFormat { path: path.into() })
 }
 
 fn generate_key_file(path: &Path) -> Result<SecretKey, CryptoError> {
     let key = SecretKey::random();
-    let io_err = |error| CryptoError::KeyIo {
-        path: path.into(),
-        error,
-    };
+    let io_err = |error| CryptoError::KeyIo { path: path.into(), error };
     let dir = path.parent().unwrap_or(Path::new("."));
     std::fs::create_dir_all(dir).map_err(io_err)?;
     // Write the key completely to a private temporary file, then publish it with link(2), which
@@ -181,12 +158,7 @@ fn generate_key_file(path: &Path) -> Result<SecretKey, CryptoError> {
     // ever reads a half-written key file.
     let tmp = dir.join(format!(".master.key.{}.tmp", uuid::Uuid::new_v4()));
     let result = (|| {
-        let mut f = OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .mode(0o600)
-            .open(&tmp)?;
+        let mut f = OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(&tmp)?;
         f.write_all(format!("{}\n", hex::encode(key.0)).as_bytes())?;
         f.sync_all()?;
         std::fs::hard_link(&tmp, path)
@@ -251,22 +223,14 @@ pub fn encrypt_stream(
                 }
                 current.truncate(filled);
                 let mut next = vec![0u8; CHUNK];
-                let next_filled = if filled < CHUNK {
-                    0
-                } else {
-                    read_full(input, &mut next)?
-                };
+                let next_filled = if filled < CHUNK { 0 } else { read_full(input, &mut next)? };
                 let last = next_filled == 0;
                 let plain = std::sync::Arc::new(current);
                 let _ = to_hasher.send(std::sync::Arc::clone(&plain));
                 let mut buf = Vec::with_capacity(plain.len() + TAG);
                 buf.extend_from_slice(&plain);
                 let tag = aead
-                    .seal_in_place_separate_tag(
-                        stream_nonce(&prefix, index, last),
-                        Aad::from(aad),
-                        &mut buf,
-                    )
+                    .seal_in_place_separate_tag(stream_nonce(&prefix, index, last), Aad::from(aad), &mut buf)
                     .map_err(|_| io::Error::other("AES-GCM sealing failed"))?;
                 buf.extend_from_slice(tag.as_ref());
                 output.write_all(&buf)?;
@@ -274,10 +238,7 @@ pub fn encrypt_stream(
                     return Ok(total);
                 }
                 index = index.checked_add(1).ok_or_else(|| {
-                    io::Error::new(
-                        io::ErrorKind::InvalidData,
-                        "file too large for the STREAM counter",
-                    )
+                    io::Error::new(io::ErrorKind::InvalidData, "file too large for the STREAM counter")
                 })?;
                 current = next;
                 filled = next_filled;
@@ -285,10 +246,7 @@ pub fn encrypt_stream(
         })();
         drop(to_hasher);
         let sha256 = hasher.join().expect("hash thread panicked");
-        result.map(|plaintext_len| StreamSummary {
-            plaintext_len,
-            sha256,
-        })
+        result.map(|plaintext_len| StreamSummary { plaintext_len, sha256 })
     })
 }
 
@@ -321,10 +279,7 @@ pub struct DecryptingReader {
 
 impl std::fmt::Debug for DecryptingReader {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("DecryptingReader")
-            .field("what", &self.what)
-            .field("remaining", &self.remaining)
-            .finish()
+        f.debug_struct("DecryptingReader").field("what", &self.what).field("remaining", &self.remaining).finish()
     }
 }
 
@@ -334,8 +289,7 @@ impl DecryptingReader {
         let mut file = File::open(path)?;
         let len = file.metadata()?.len();
         let mut header = [0u8; 4 + STREAM_PREFIX];
-        file.read_exact(&mut header)
-            .map_err(|_| CryptoError::Decrypt { what: what.clone() })?;
+        file.read_exact(&mut header).map_err(|_| CryptoError::Decrypt { what: what.clone() })?;
         if &header[..4] != FILE_MAGIC {
             return Err(CryptoError::Decrypt { what });
         }
@@ -356,9 +310,7 @@ impl DecryptingReader {
         if self.done {
             return Ok(None);
         }
-        let fail = |what: &str| CryptoError::Decrypt {
-            what: what.to_owned(),
-        };
+        let fail = |what: &str| CryptoError::Decrypt { what: what.to_owned() };
         if self.remaining < TAG as u64 {
             return Err(fail(&self.what));
         }
@@ -368,11 +320,7 @@ impl DecryptingReader {
         self.remaining -= n as u64;
         let last = self.remaining == 0;
         let nonce = stream_nonce(&self.prefix, self.index, last);
-        let len = self
-            .aead
-            .open_in_place(nonce, Aad::from(&self.aad), &mut buf)
-            .map_err(|_| fail(&self.what))?
-            .len();
+        let len = self.aead.open_in_place(nonce, Aad::from(&self.aad), &mut buf).map_err(|_| fail(&self.what))?.len();
         buf.truncate(len);
         self.index = self.index.wrapping_add(1);
         self.done = last;
@@ -399,14 +347,10 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("a.enc");
         let mut out = File::create(&path).unwrap();
-        let s =
-            encrypt_stream(&key, b"id/video", &mut data.as_slice(), &mut out, u64::MAX).unwrap();
+        let s = encrypt_stream(&key, b"id/video", &mut data.as_slice(), &mut out, u64::MAX).unwrap();
         assert_eq!(s.plaintext_len, len as u64);
         assert_eq!(s.sha256, hex::encode(Sha256::digest(&data)));
-        let back = DecryptingReader::open(&key, b"id/video", &path)
-            .unwrap()
-            .read_all()
-            .unwrap();
+        let back = DecryptingReader::open(&key, b"id/video", &path).unwrap().read_all().unwrap();
         assert_eq!(back, data, "len {len}");
         // The ciphertext does not contain the plaintext.
         if len >= 64 {
@@ -414,10 +358,7 @@ mod tests {
             assert!(!raw.windows(64).any(|w| w == &data[..64]));
         }
         // Another enrollment's associated data does not open it.
-        assert!(DecryptingReader::open(&key, b"other/video", &path)
-            .unwrap()
-            .read_all()
-            .is_err());
+        assert!(DecryptingReader::open(&key, b"other/video", &path).unwrap().read_all().is_err());
     }
 
     #[test]
@@ -433,21 +374,11 @@ mod tests {
         let data = vec![42u8; 3 * CHUNK];
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("a.enc");
-        encrypt_stream(
-            &key,
-            b"x",
-            &mut data.as_slice(),
-            &mut File::create(&path).unwrap(),
-            u64::MAX,
-        )
-        .unwrap();
+        encrypt_stream(&key, b"x", &mut data.as_slice(), &mut File::create(&path).unwrap(), u64::MAX).unwrap();
         let raw = std::fs::read(&path).unwrap();
         // Dropping the last chunk leaves a stream whose final chunk lacks the "last" flag.
         std::fs::write(&path, &raw[..raw.len() - (CHUNK + TAG)]).unwrap();
-        assert!(DecryptingReader::open(&key, b"x", &path)
-            .unwrap()
-            .read_all()
-            .is_err());
+        assert!(DecryptingReader::open(&key, b"x", &path).unwrap().read_all().is_err());
         // Swapping two full chunks (same plaintext!) breaks the counter in the nonce.
         let mut swapped = raw.clone();
         let (h, c) = (4 + STREAM_PREFIX, CHUNK + TAG);
@@ -455,24 +386,17 @@ mod tests {
         swapped.copy_within(h + c..h + 2 * c, h);
         swapped[h + c..h + 2 * c].copy_from_slice(&first);
         std::fs::write(&path, &swapped).unwrap();
-        assert!(DecryptingReader::open(&key, b"x", &path)
-            .unwrap()
-            .read_all()
-            .is_err());
+        assert!(DecryptingReader::open(&key, b"x", &path).unwrap().read_all().is_err());
         let mut flipped = raw.clone();
         flipped[100] ^= 1;
         std::fs::write(&path, &flipped).unwrap();
-        assert!(DecryptingReader::open(&key, b"x", &path)
-            .unwrap()
-            .read_all()
-            .is_err());
+        assert!(DecryptingReader::open(&key, b"x", &path).unwrap().read_all().is_err());
     }
 
     #[test]
     fn limit_is_enforced_while_streaming() {
         let key = SecretKey::random();
-        let err = encrypt_stream(&key, b"x", &mut [0u8; 100].as_slice(), &mut Vec::new(), 99)
-            .unwrap_err();
+        let err = encrypt_stream(&key, b"x", &mut [0u8; 100].as_slice(), &mut Vec::new(), 99).unwrap_err();
         assert_eq!(err.kind(), io::ErrorKind::InvalidData);
     }
 
@@ -484,10 +408,7 @@ mod tests {
         assert_eq!(master.unwrap_key(&wrapped, b"e1").unwrap().0, dk.0);
         assert!(master.unwrap_key(&wrapped, b"e2").is_err());
         let blob = dk.seal(b"{\"given_name\":\"Ana\"}", b"e1/pii");
-        assert_eq!(
-            dk.open(&blob, b"e1/pii", "pii").unwrap(),
-            b"{\"given_name\":\"Ana\"}"
-        );
+        assert_eq!(dk.open(&blob, b"e1/pii", "pii").unwrap(), b"{\"given_name\":\"Ana\"}");
         assert!(SecretKey::random().open(&blob, b"e1/pii", "pii").is_err());
     }
 
@@ -496,17 +417,11 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("master.key");
         let keys: Vec<[u8; 32]> = std::thread::scope(|s| {
-            let handles: Vec<_> = (0..8)
-                .map(|_| s.spawn(|| load_master_key(&path).unwrap().0))
-                .collect();
+            let handles: Vec<_> = (0..8).map(|_| s.spawn(|| load_master_key(&path).unwrap().0)).collect();
             handles.into_iter().map(|h| h.join().unwrap()).collect()
         });
         assert!(keys.windows(2).all(|w| w[0] == w[1]));
-        assert_eq!(
-            std::fs::read_dir(dir.path()).unwrap().count(),
-            1,
-            "no temporary files left"
-        );
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1, "no temporary files left");
     }
 
     #[test]
@@ -517,14 +432,8 @@ mod tests {
         let k1 = load_master_key(&path).unwrap();
         let k2 = load_master_key(&path).unwrap();
         assert_eq!(k1.0, k2.0);
-        assert_eq!(
-            std::fs::metadata(&path).unwrap().permissions().mode() & 0o777,
-            0o600
-        );
+        assert_eq!(std::fs::metadata(&path).unwrap().permissions().mode() & 0o777, 0o600);
         std::fs::write(&path, "short").unwrap();
-        assert!(matches!(
-            load_master_key(&path),
-            Err(CryptoError::KeyFormat { .. })
-        ));
+        assert!(matches!(load_master_key(&path), Err(CryptoError::KeyFormat { .. })));
     }
 }

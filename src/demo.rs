@@ -29,11 +29,7 @@ const CLIP: Duration = Duration::from_secs(5);
 
 /// Captures the demo's evidence into `dir` (the file names the manifest expects) and reports
 /// each verdict. Blocking: cameras and the encoder run on their own threads.
-fn capture_evidence(
-    dir: &std::path::Path,
-    camera: Option<&str>,
-    out: &mut Vec<u8>,
-) -> anyhow::Result<()> {
+fn capture_evidence(dir: &std::path::Path, camera: Option<&str>, out: &mut Vec<u8>) -> anyhow::Result<()> {
     use crate::cli::capture_cmd::{still_line, take_still, take_video, write_durably};
     use crate::config::Role;
     let mut cfg = config::CaptureConfig::default();
@@ -52,29 +48,16 @@ fn capture_evidence(
     line("document rear", still_line(&rear))?;
     // The holder's photo sits at the left of the card, inside the frame guide.
     let (w, h) = (front.frame.width, front.frame.height);
-    let photo = kiosk_capture::convert::crop(
-        &front.frame,
-        w / 4 + w / 40,
-        h / 3 + h / 20,
-        (w / 6) & !1,
-        (h / 3) & !1,
-    )?;
-    write_durably(
-        &dir.join("photo.jpg"),
-        &kiosk_capture::jpeg::encode(&photo, cfg.still.jpeg_quality)?,
-    )?;
-    line(
-        "document photo",
-        format!("{}x{} cropped from the front", photo.width, photo.height),
-    )?;
+    let photo = kiosk_capture::convert::crop(&front.frame, w / 4 + w / 40, h / 3 + h / 20, (w / 6) & !1, (h / 3) & !1)?;
+    write_durably(&dir.join("photo.jpg"), &kiosk_capture::jpeg::encode(&photo, cfg.still.jpeg_quality)?)?;
+    line("document photo", format!("{}x{} cropped from the front", photo.width, photo.height))?;
     let selfie = take_still(&cfg, Role::Face, None)?;
     write_durably(&dir.join("selfie.jpg"), &selfie.jpeg)?;
     line("selfie", still_line(&selfie))?;
     let stills_time = t.elapsed();
 
     let t = Instant::now();
-    let clip =
-        take_video(&cfg, None, CLIP.as_secs_f64(), &dir.join("video.mp4")).map_err(|f| f.error)?;
+    let clip = take_video(&cfg, None, CLIP.as_secs_f64(), &dir.join("video.mp4")).map_err(|f| f.error)?;
     line(
         "video",
         format!(
@@ -93,11 +76,7 @@ fn capture_evidence(
         "    (stills {} ms, clip {} ms, from {})",
         stills_time.as_millis(),
         t.elapsed().as_millis(),
-        if synthetic {
-            "the synthetic camera"
-        } else {
-            camera.unwrap_or("")
-        }
+        if synthetic { "the synthetic camera" } else { camera.unwrap_or("") }
     )?;
     Ok(())
 }
@@ -105,13 +84,8 @@ fn capture_evidence(
 /// Runs the demo, writing the report to `out`.
 pub async fn run(out: &mut impl Write, camera: Option<&str>) -> anyhow::Result<()> {
     let total = Instant::now();
-    let tmp = tempfile::Builder::new()
-        .prefix("kiosk-agent-demo-")
-        .tempdir()
-        .context("temporary directory")?;
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .context("binding a loopback port")?;
+    let tmp = tempfile::Builder::new().prefix("kiosk-agent-demo-").tempdir().context("temporary directory")?;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.context("binding a loopback port")?;
     let addr = listener.local_addr()?;
     let sandbox_state = crate::sandbox::Shared::default();
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
@@ -129,16 +103,9 @@ pub async fn run(out: &mut impl Write, camera: Option<&str>) -> anyhow::Result<(
     );
     let cfg = config::validate(config::from_toml(&toml)?, tmp.path())?;
 
-    writeln!(
-        out,
-        "kiosk-agent demo: One-Shot External-mode VideoID against the built-in sandbox"
-    )?;
+    writeln!(out, "kiosk-agent demo: One-Shot External-mode VideoID against the built-in sandbox")?;
     writeln!(out, "  sandbox     {base_url} (current layout)")?;
-    writeln!(
-        out,
-        "  data dir    {} (temporary)",
-        cfg.storage.data_dir.display()
-    )?;
+    writeln!(out, "  data dir    {} (temporary)", cfg.storage.data_dir.display())?;
     writeln!(out)?;
 
     writeln!(out, "  capture")?;
@@ -187,61 +154,23 @@ pub async fn run(out: &mut impl Write, camera: Option<&str>) -> anyhow::Result<(
     let history = show.history.clone().unwrap_or_default();
     let at: HashMap<&str, i64> = history
         .iter()
-        .filter_map(|e| {
-            humantime::parse_rfc3339(&e.at)
-                .ok()
-                .map(|t| (e.kind.as_str(), t))
-        })
-        .map(|(k, t)| {
-            (
-                k,
-                t.duration_since(std::time::UNIX_EPOCH)
-                    .unwrap_or_default()
-                    .as_millis() as i64,
-            )
-        })
+        .filter_map(|e| humantime::parse_rfc3339(&e.at).ok().map(|t| (e.kind.as_str(), t)))
+        .map(|(k, t)| (k, t.duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_millis() as i64))
         .collect();
     let span = |a: &str, b: &str| match (at.get(a), at.get(b)) {
         (Some(x), Some(y)) => format!("{:>6} ms", y - x),
         _ => "     -   ".into(),
     };
     writeln!(out, "  steps")?;
-    writeln!(
-        out,
-        "    validate manifest         {:>6} ms",
-        validate_time.as_millis()
-    )?;
-    writeln!(
-        out,
-        "    queue (encrypt + fsync)   {:>6} ms",
-        enqueue_time.as_millis()
-    )?;
-    writeln!(
-        out,
-        "    create request            {}",
-        span("creating", "created")
-    )?;
-    writeln!(
-        out,
-        "    upload evidences          {}",
-        span("created", "evidences_sent")
-    )?;
-    writeln!(
-        out,
-        "    upload video              {}",
-        span("evidences_sent", "video_sent")
-    )?;
-    writeln!(
-        out,
-        "    confirm VIDEOREVIEW       {}",
-        span("video_sent", "in_review")
-    )?;
+    writeln!(out, "    validate manifest         {:>6} ms", validate_time.as_millis())?;
+    writeln!(out, "    queue (encrypt + fsync)   {:>6} ms", enqueue_time.as_millis())?;
+    writeln!(out, "    create request            {}", span("creating", "created"))?;
+    writeln!(out, "    upload evidences          {}", span("created", "evidences_sent"))?;
+    writeln!(out, "    upload video              {}", span("evidences_sent", "video_sent"))?;
+    writeln!(out, "    confirm VIDEOREVIEW       {}", span("video_sent", "in_review"))?;
     writeln!(out)?;
 
-    let records: serde_json::Value = reqwest::get(format!("http://{addr}/_sandbox/requests"))
-        .await?
-        .json()
-        .await?;
+    let records: serde_json::Value = reqwest::get(format!("http://{addr}/_sandbox/requests")).await?.json().await?;
     let requests: Vec<SandboxRequest> = serde_json::from_value(records["requests"].clone())?;
     let request_pk = show.request_pk.clone().unwrap_or_default();
     let server = requests
@@ -250,14 +179,8 @@ pub async fn run(out: &mut impl Write, camera: Option<&str>) -> anyhow::Result<(
         .with_context(|| format!("the sandbox has no request {request_pk}"))?;
     let artifacts = show.artifacts.clone().unwrap_or_default();
     let identical = artifacts.iter().all(|a| match a.name.as_str() {
-        "video" => server
-            .video
-            .as_ref()
-            .is_some_and(|v| v.sha256 == a.sha256 && v.size == a.size),
-        name => server
-            .images
-            .get(name)
-            .is_some_and(|i| i.sha256 == a.sha256 && i.size == a.size),
+        "video" => server.video.as_ref().is_some_and(|v| v.sha256 == a.sha256 && v.size == a.size),
+        name => server.images.get(name).is_some_and(|i| i.sha256 == a.sha256 && i.size == a.size),
     });
     if !identical {
         bail!("the sandbox did not receive the artifacts byte-identical");
@@ -265,11 +188,7 @@ pub async fn run(out: &mut impl Write, camera: Option<&str>) -> anyhow::Result<(
 
     writeln!(out, "  enrollment  {id}")?;
     writeln!(out, "  request_pk  {}", request_pk)?;
-    writeln!(
-        out,
-        "  videoid_pk  {}",
-        show.videoid_pk.as_deref().unwrap_or("-")
-    )?;
+    writeln!(out, "  videoid_pk  {}", show.videoid_pk.as_deref().unwrap_or("-"))?;
     writeln!(out, "  status      {}", server.status)?;
     writeln!(
         out,
@@ -283,11 +202,7 @@ pub async fn run(out: &mut impl Write, camera: Option<&str>) -> anyhow::Result<(
     writeln!(
         out,
         "  local copy  {}",
-        if show.erased {
-            "erased after VIDEOREVIEW; audit record kept"
-        } else {
-            "kept"
-        }
+        if show.erased { "erased after VIDEOREVIEW; audit record kept" } else { "kept" }
     )?;
     writeln!(out, "  total       {} ms", total.elapsed().as_millis())?;
 

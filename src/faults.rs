@@ -11,6 +11,7 @@ pub const CRASH_ENV: &str = "KIOSK_AGENT_CRASH_AT";
 
 /// Every named point, so tests can run them all and the README can list them.
 pub const CRASH_POINTS: &[&str] = &[
+    "enqueue.after_artifact",
     "enqueue.before_commit",
     "create.before_request",
     "create.after_response",
@@ -24,10 +25,7 @@ pub fn crash_point(point: &'static str) {
     static TARGET: OnceLock<Option<String>> = OnceLock::new();
     let target = TARGET.get_or_init(|| std::env::var(CRASH_ENV).ok());
     if target.as_deref() == Some(point) {
-        debug_assert!(
-            CRASH_POINTS.contains(&point),
-            "crash point {point} is not listed in CRASH_POINTS"
-        );
+        debug_assert!(CRASH_POINTS.contains(&point), "crash point {point} is not listed in CRASH_POINTS");
         eprintln!("kiosk-agent: aborting at crash point {point}");
         std::process::abort();
     }

@@ -9,8 +9,7 @@ use std::time::Instant;
 
 use nokhwa::pixel_format::RgbFormat;
 use nokhwa::utils::{
-    ApiBackend, CameraFormat, CameraIndex, FrameFormat, RequestedFormat, RequestedFormatType,
-    Resolution,
+    ApiBackend, CameraFormat, CameraIndex, FrameFormat, RequestedFormat, RequestedFormatType, Resolution,
 };
 use nokhwa::Camera;
 
@@ -28,10 +27,7 @@ pub struct CameraSource {
 
 impl std::fmt::Debug for CameraSource {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("CameraSource")
-            .field("name", &self.name)
-            .field("format", &self.format)
-            .finish()
+        f.debug_struct("CameraSource").field("name", &self.name).field("format", &self.format).finish()
     }
 }
 
@@ -51,17 +47,14 @@ impl CameraSource {
     pub fn open(index: u32, name: &str, want: Request) -> Result<Self, CaptureError> {
         let device = format!("/dev/video{index}");
         if !Path::new(&device).exists() {
-            return Err(CaptureError::source(
-                name,
-                format!("{device} does not exist (no such camera)"),
-            ));
+            return Err(CaptureError::source(name, format!("{device} does not exist (no such camera)")));
         }
         let res = Resolution::new(want.width, want.height);
         let mut last_error = String::new();
         for fourcc in [FrameFormat::MJPEG, FrameFormat::YUYV] {
-            let wanted = RequestedFormat::new::<RgbFormat>(RequestedFormatType::Closest(
-                CameraFormat::new(res, fourcc, want.fps),
-            ));
+            let wanted = RequestedFormat::new::<RgbFormat>(RequestedFormatType::Closest(CameraFormat::new(
+                res, fourcc, want.fps,
+            )));
             match Camera::with_backend(CameraIndex::Index(index), wanted, ApiBackend::Video4Linux) {
                 Ok(mut camera) => {
                     let actual = camera.camera_format();
@@ -70,10 +63,7 @@ impl CameraSource {
                         continue;
                     };
                     camera.open_stream().map_err(|e| {
-                        CaptureError::source(
-                            name,
-                            format!("cannot start streaming, busy or unplugged? ({e})"),
-                        )
+                        CaptureError::source(name, format!("cannot start streaming, busy or unplugged? ({e})"))
                     })?;
                     return Ok(CameraSource {
                         camera,
@@ -89,9 +79,7 @@ impl CameraSource {
         }
         Err(CaptureError::source(
             name,
-            format!(
-                "cannot open {device}: busy, no permission, or no usable format ({last_error})"
-            ),
+            format!("cannot open {device}: busy, no permission, or no usable format ({last_error})"),
         ))
     }
 }
@@ -110,15 +98,12 @@ impl FrameSource for CameraSource {
         true
     }
     fn next_frame(&mut self) -> Result<Option<Frame>, CaptureError> {
-        let buffer = self
-            .camera
-            .frame()
-            .map_err(|e| CaptureError::source(&self.name, format!("frame capture failed ({e})")))?;
+        let buffer =
+            self.camera.frame().map_err(|e| CaptureError::source(&self.name, format!("frame capture failed ({e})")))?;
         let start = *self.start.get_or_insert_with(Instant::now);
         let res = buffer.resolution();
-        let format = our_format(buffer.source_frame_format()).ok_or_else(|| {
-            CaptureError::source(&self.name, "camera switched to an unsupported pixel format")
-        })?;
+        let format = our_format(buffer.source_frame_format())
+            .ok_or_else(|| CaptureError::source(&self.name, "camera switched to an unsupported pixel format"))?;
         let frame = Frame {
             width: res.width(),
             height: res.height(),
@@ -144,8 +129,7 @@ pub struct CameraListing {
 
 /// Lists the V4L2 cameras present, with the modes each offers.
 pub fn list() -> Result<Vec<CameraListing>, CaptureError> {
-    let infos = nokhwa::query(ApiBackend::Video4Linux)
-        .map_err(|e| CaptureError::media("listing cameras", e))?;
+    let infos = nokhwa::query(ApiBackend::Video4Linux).map_err(|e| CaptureError::media("listing cameras", e))?;
     let mut out = Vec::new();
     for info in infos {
         let index = info.index().clone();
@@ -153,27 +137,14 @@ pub fn list() -> Result<Vec<CameraListing>, CaptureError> {
             CameraIndex::Index(n) => format!("/dev/video{n}"),
             CameraIndex::String(s) => s.clone(),
         };
-        let mut listing = CameraListing {
-            name: info.human_name(),
-            path,
-            modes: Vec::new(),
-            error: None,
-        };
+        let mut listing = CameraListing { name: info.human_name(), path, modes: Vec::new(), error: None };
         let any = RequestedFormat::new::<RgbFormat>(RequestedFormatType::None);
-        match Camera::with_backend(index, any, ApiBackend::Video4Linux)
-            .and_then(|mut c| c.compatible_camera_formats())
+        match Camera::with_backend(index, any, ApiBackend::Video4Linux).and_then(|mut c| c.compatible_camera_formats())
         {
             Ok(formats) => {
                 listing.modes = formats
                     .into_iter()
-                    .map(|f| {
-                        (
-                            f.format().to_string(),
-                            f.width(),
-                            f.height(),
-                            f.frame_rate(),
-                        )
-                    })
+                    .map(|f| (f.format().to_string(), f.width(), f.height(), f.frame_rate()))
                     .collect();
                 listing.modes.sort();
                 listing.modes.dedup();

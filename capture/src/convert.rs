@@ -48,10 +48,7 @@ fn planes(format: PixelFormat, w: usize, h: usize) -> Vec<(usize, usize)> {
 
 /// Bytes a raw frame of this layout and size occupies.
 pub fn frame_len(format: PixelFormat, w: u32, h: u32) -> usize {
-    planes(format, w as usize, h as usize)
-        .iter()
-        .map(|(row, rows)| row * rows)
-        .sum()
+    planes(format, w as usize, h as usize).iter().map(|(row, rows)| row * rows).sum()
 }
 
 /// Copies a raw frame into an FFmpeg frame (decoding it first when it is MJPEG).
@@ -74,15 +71,11 @@ pub fn to_av(frame: &Frame) -> Result<frame::Video, CaptureError> {
     }
     let mut av = frame::Video::new(pixel, frame.width, frame.height);
     let mut offset = 0;
-    for (i, (row, rows)) in planes(frame.format, frame.width as usize, frame.height as usize)
-        .into_iter()
-        .enumerate()
-    {
+    for (i, (row, rows)) in planes(frame.format, frame.width as usize, frame.height as usize).into_iter().enumerate() {
         let stride = av.stride(i);
         let plane = av.data_mut(i);
         for r in 0..rows {
-            plane[r * stride..r * stride + row]
-                .copy_from_slice(&frame.data[offset + r * row..offset + (r + 1) * row]);
+            plane[r * stride..r * stride + row].copy_from_slice(&frame.data[offset + r * row..offset + (r + 1) * row]);
         }
         offset += row * rows;
     }
@@ -90,32 +83,17 @@ pub fn to_av(frame: &Frame) -> Result<frame::Video, CaptureError> {
 }
 
 /// Copies an FFmpeg frame of a natively carried layout into a contiguous [`Frame`].
-pub fn from_av(
-    av: &frame::Video,
-    format: PixelFormat,
-    index: u64,
-    timestamp: std::time::Duration,
-) -> Frame {
+pub fn from_av(av: &frame::Video, format: PixelFormat, index: u64, timestamp: std::time::Duration) -> Frame {
     let (w, h) = (av.width(), av.height());
     let mut data = Vec::with_capacity(frame_len(format, w, h));
-    for (i, (row, rows)) in planes(format, w as usize, h as usize)
-        .into_iter()
-        .enumerate()
-    {
+    for (i, (row, rows)) in planes(format, w as usize, h as usize).into_iter().enumerate() {
         let stride = av.stride(i);
         let plane = av.data(i);
         for r in 0..rows {
             data.extend_from_slice(&plane[r * stride..r * stride + row]);
         }
     }
-    Frame {
-        width: w,
-        height: h,
-        format,
-        index,
-        timestamp,
-        data,
-    }
+    Frame { width: w, height: h, format, index, timestamp, data }
 }
 
 /// Decodes one JPEG image.
@@ -127,10 +105,8 @@ pub fn decode_jpeg(bytes: &[u8]) -> Result<frame::Video, CaptureError> {
         .decoder()
         .video()
         .map_err(|e| CaptureError::media("JPEG decoder", e))?;
-    dec.send_packet(&Packet::copy(bytes))
-        .map_err(|e| CaptureError::media("JPEG frame", e))?;
-    dec.send_eof()
-        .map_err(|e| CaptureError::media("JPEG frame", e))?;
+    dec.send_packet(&Packet::copy(bytes)).map_err(|e| CaptureError::media("JPEG frame", e))?;
+    dec.send_eof().map_err(|e| CaptureError::media("JPEG frame", e))?;
     let mut out = frame::Video::empty();
     dec.receive_frame(&mut out)
         .map_err(|e| CaptureError::media("JPEG frame", format!("not a decodable JPEG ({e})")))?;
@@ -145,9 +121,7 @@ pub struct Scaler {
 
 impl std::fmt::Debug for Scaler {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Scaler")
-            .field("key", &format_args!("{:?}", self.key))
-            .finish()
+        f.debug_struct("Scaler").field("key", &format_args!("{:?}", self.key)).finish()
     }
 }
 
@@ -162,22 +136,13 @@ impl Scaler {
     ) -> Result<frame::Video, CaptureError> {
         let key = (src.format(), src.width(), src.height(), pixel, w, h);
         if slot.as_ref().is_none_or(|s| s.key != key) {
-            let ctx =
-                scaling::Context::get(key.0, key.1, key.2, pixel, w, h, scaling::Flags::BILINEAR)
-                    .map_err(|e| {
-                    CaptureError::media(
-                        "pixel conversion",
-                        format!("{:?} → {:?}: {e}", key.0, pixel),
-                    )
-                })?;
+            let ctx = scaling::Context::get(key.0, key.1, key.2, pixel, w, h, scaling::Flags::BILINEAR)
+                .map_err(|e| CaptureError::media("pixel conversion", format!("{:?} → {:?}: {e}", key.0, pixel)))?;
             *slot = Some(Scaler { ctx, key });
         }
         let scaler = slot.as_mut().expect("set above");
         let mut out = frame::Video::empty();
-        scaler
-            .ctx
-            .run(src, &mut out)
-            .map_err(|e| CaptureError::media("pixel conversion", e))?;
+        scaler.ctx.run(src, &mut out).map_err(|e| CaptureError::media("pixel conversion", e))?;
         Ok(out)
     }
 }
@@ -187,9 +152,8 @@ pub fn convert(frame: &Frame, format: PixelFormat, w: u32, h: u32) -> Result<Fra
     if frame.format == format && frame.width == w && frame.height == h {
         return Ok(frame.clone());
     }
-    let pixel = av_pixel(format).ok_or_else(|| {
-        CaptureError::media("pixel conversion", "MJPEG output needs the JPEG encoder")
-    })?;
+    let pixel = av_pixel(format)
+        .ok_or_else(|| CaptureError::media("pixel conversion", "MJPEG output needs the JPEG encoder"))?;
     let av = to_av(frame)?;
     let out = Scaler::convert(&mut None, &av, pixel, w, h)?;
     Ok(from_av(&out, format, frame.index, frame.timestamp))
@@ -207,10 +171,7 @@ pub fn crop(frame: &Frame, x: u32, y: u32, w: u32, h: u32) -> Result<Frame, Capt
     if x + w > frame.width || y + h > frame.height || w == 0 || h == 0 {
         return Err(CaptureError::media(
             "crop",
-            format!(
-                "{w}x{h}+{x}+{y} is outside {}x{}",
-                frame.width, frame.height
-            ),
+            format!("{w}x{h}+{x}+{y} is outside {}x{}", frame.width, frame.height),
         ));
     }
     let rgb = convert(frame, PixelFormat::Rgb24, frame.width, frame.height)?;
@@ -220,14 +181,7 @@ pub fn crop(frame: &Frame, x: u32, y: u32, w: u32, h: u32) -> Result<Frame, Capt
         let start = row as usize * stride + x as usize * 3;
         data.extend_from_slice(&rgb.data[start..start + w as usize * 3]);
     }
-    Ok(Frame {
-        width: w,
-        height: h,
-        format: PixelFormat::Rgb24,
-        index: frame.index,
-        timestamp: frame.timestamp,
-        data,
-    })
+    Ok(Frame { width: w, height: h, format: PixelFormat::Rgb24, index: frame.index, timestamp: frame.timestamp, data })
 }
 
 #[cfg(test)]
@@ -237,22 +191,13 @@ mod tests {
     use crate::FrameSource;
 
     fn mean_abs_diff(a: &[u8], b: &[u8]) -> f64 {
-        a.iter()
-            .zip(b)
-            .map(|(x, y)| (*x as i32 - *y as i32).unsigned_abs() as f64)
-            .sum::<f64>()
-            / a.len() as f64
+        a.iter().zip(b).map(|(x, y)| (*x as i32 - *y as i32).unsigned_abs() as f64).sum::<f64>() / a.len() as f64
     }
 
     #[test]
     fn every_layout_round_trips_through_swscale() {
         crate::init_ffmpeg();
-        let rgb = Synthetic::new(320, 240, 30)
-            .unwrap()
-            .unpaced()
-            .next_frame()
-            .unwrap()
-            .unwrap();
+        let rgb = Synthetic::new(320, 240, 30).unwrap().unpaced().next_frame().unwrap().unwrap();
         for format in [PixelFormat::Yuv420p, PixelFormat::Yuyv, PixelFormat::Nv12] {
             let there = convert(&rgb, format, 320, 240).unwrap();
             assert_eq!(there.data.len(), frame_len(format, 320, 240), "{format:?}");
@@ -263,29 +208,17 @@ mod tests {
             assert_eq!(Synthetic::read_stamp(&luma(&there).unwrap(), 320).0, 0);
         }
         let jpeg = crate::jpeg::encode(&rgb, 90).unwrap();
-        let mjpeg = Frame {
-            format: PixelFormat::Mjpeg,
-            data: jpeg,
-            ..rgb.clone()
-        };
+        let mjpeg = Frame { format: PixelFormat::Mjpeg, data: jpeg, ..rgb.clone() };
         let back = convert(&mjpeg, PixelFormat::Rgb24, 320, 240).unwrap();
         assert!(mean_abs_diff(&rgb.data, &back.data) < 8.0);
     }
 
     #[test]
     fn crops_take_the_rectangle() {
-        let rgb = Synthetic::new(320, 240, 30)
-            .unwrap()
-            .unpaced()
-            .next_frame()
-            .unwrap()
-            .unwrap();
+        let rgb = Synthetic::new(320, 240, 30).unwrap().unpaced().next_frame().unwrap().unwrap();
         let c = crop(&rgb, 10, 20, 30, 40).unwrap();
         assert_eq!((c.width, c.height, c.data.len()), (30, 40, 30 * 40 * 3));
-        assert_eq!(
-            &c.data[..3],
-            &rgb.data[(20 * 320 + 10) * 3..(20 * 320 + 10) * 3 + 3]
-        );
+        assert_eq!(&c.data[..3], &rgb.data[(20 * 320 + 10) * 3..(20 * 320 + 10) * 3 + 3]);
         assert!(crop(&rgb, 300, 0, 30, 10).is_err());
     }
 }

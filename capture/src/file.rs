@@ -30,10 +30,7 @@ pub struct FileSource {
 
 impl std::fmt::Debug for FileSource {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("FileSource")
-            .field("path", &self.path)
-            .field("next_index", &self.next_index)
-            .finish()
+        f.debug_struct("FileSource").field("path", &self.path).field("next_index", &self.next_index).finish()
     }
 }
 
@@ -44,9 +41,8 @@ impl FileSource {
         if !path.is_file() {
             return Err(CaptureError::source(&name, "no such file"));
         }
-        let input = format::input(&path).map_err(|e| {
-            CaptureError::source(&name, format!("not a video or image FFmpeg can read ({e})"))
-        })?;
+        let input = format::input(&path)
+            .map_err(|e| CaptureError::source(&name, format!("not a video or image FFmpeg can read ({e})")))?;
         let stream = input
             .streams()
             .best(media::Type::Video)
@@ -55,9 +51,7 @@ impl FileSource {
         let time_base = stream.time_base();
         let rate = stream.avg_frame_rate();
         let fps = if rate.denominator() > 0 && rate.numerator() > 0 {
-            (rate.numerator() as f64 / rate.denominator() as f64)
-                .round()
-                .max(1.0) as u32
+            (rate.numerator() as f64 / rate.denominator() as f64).round().max(1.0) as u32
         } else {
             30
         };
@@ -171,9 +165,9 @@ impl FrameSource for FileSource {
                         self.next_index += 1;
                         return Ok(Some(frame));
                     }
-                    self.decoder.send_packet(&packet).map_err(|e| {
-                        CaptureError::source(&name, format!("decoding failed ({e})"))
-                    })?;
+                    self.decoder
+                        .send_packet(&packet)
+                        .map_err(|e| CaptureError::source(&name, format!("decoding failed ({e})")))?;
                     self.take_decoded()?;
                 }
                 Err(ffmpeg_next::Error::Eof) => {
@@ -229,19 +223,11 @@ mod tests {
     fn a_jpeg_file_is_one_mjpeg_frame() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("still.jpg");
-        let frame = crate::synthetic::Synthetic::new(320, 240, 30)
-            .unwrap()
-            .unpaced()
-            .next_frame()
-            .unwrap()
-            .unwrap();
+        let frame = crate::synthetic::Synthetic::new(320, 240, 30).unwrap().unpaced().next_frame().unwrap().unwrap();
         std::fs::write(&path, crate::jpeg::encode(&frame, 90).unwrap()).unwrap();
         let mut src = FileSource::open(&path).unwrap();
         let f = src.next_frame().unwrap().unwrap();
-        assert_eq!(
-            (f.format, f.width, f.height),
-            (PixelFormat::Mjpeg, 320, 240)
-        );
+        assert_eq!((f.format, f.width, f.height), (PixelFormat::Mjpeg, 320, 240));
         assert!(src.next_frame().unwrap().is_none());
     }
 
@@ -250,10 +236,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let missing = dir.path().join("nope.mp4");
         let err = FileSource::open(&missing).unwrap_err().to_string();
-        assert!(
-            err.contains("nope.mp4") && err.contains("no such file"),
-            "{err}"
-        );
+        assert!(err.contains("nope.mp4") && err.contains("no such file"), "{err}");
         let text = dir.path().join("notes.mp4");
         std::fs::write(&text, "this is not a video at all, just some words").unwrap();
         let err = FileSource::open(&text).unwrap_err().to_string();

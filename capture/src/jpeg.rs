@@ -36,10 +36,7 @@ fn encode_av(yuv: &frame::Video, quality: u8) -> Result<Vec<u8>, CaptureError> {
     let err = |e: ffmpeg_next::Error| CaptureError::media("JPEG encoder", e);
     let codec = encoder::find(codec::Id::MJPEG)
         .ok_or_else(|| CaptureError::media("JPEG encoder", "not available in this FFmpeg"))?;
-    let mut enc = codec::context::Context::new_with_codec(codec)
-        .encoder()
-        .video()
-        .map_err(err)?;
+    let mut enc = codec::context::Context::new_with_codec(codec).encoder().video().map_err(err)?;
     enc.set_width(yuv.width());
     enc.set_height(yuv.height());
     enc.set_format(Pixel::YUVJ420P);
@@ -59,9 +56,7 @@ fn encode_av(yuv: &frame::Video, quality: u8) -> Result<Vec<u8>, CaptureError> {
     enc.send_eof().map_err(err)?;
     let mut packet = Packet::empty();
     enc.receive_packet(&mut packet).map_err(err)?;
-    let bytes = packet
-        .data()
-        .ok_or_else(|| CaptureError::media("JPEG encoder", "produced no data"))?;
+    let bytes = packet.data().ok_or_else(|| CaptureError::media("JPEG encoder", "produced no data"))?;
     strip_metadata(bytes)
 }
 
@@ -119,12 +114,7 @@ pub fn strip_metadata(jpeg: &[u8]) -> Result<Vec<u8>, CaptureError> {
 
 /// The application and comment markers present before the scan (for tests and audits).
 pub fn metadata_markers(jpeg: &[u8]) -> Result<Vec<u8>, CaptureError> {
-    Ok(segments(jpeg)?
-        .0
-        .into_iter()
-        .map(|(m, _)| m)
-        .filter(|m| (APP0..=0xEF).contains(m) || *m == COM)
-        .collect())
+    Ok(segments(jpeg)?.0.into_iter().map(|(m, _)| m).filter(|m| (APP0..=0xEF).contains(m) || *m == COM).collect())
 }
 
 /// The entropy-coded data and everything after it (what pass-through must keep unchanged).
@@ -159,27 +149,16 @@ mod tests {
 
     #[test]
     fn quality_maps_to_qscale() {
-        assert_eq!(
-            [qscale(100), qscale(90), qscale(50), qscale(1)],
-            [1, 4, 16, 31]
-        );
+        assert_eq!([qscale(100), qscale(90), qscale(50), qscale(1)], [1, 4, 16, 31]);
     }
 
     #[test]
     fn encoded_jpegs_carry_no_metadata_and_decode() {
-        let frame = Synthetic::new(320, 240, 30)
-            .unwrap()
-            .unpaced()
-            .next_frame()
-            .unwrap()
-            .unwrap();
+        let frame = Synthetic::new(320, 240, 30).unwrap().unpaced().next_frame().unwrap().unwrap();
         let jpeg = encode(&frame, 90).unwrap();
         assert_eq!(&jpeg[..2], &[0xFF, SOI]);
         let markers = metadata_markers(&jpeg).unwrap();
-        assert!(
-            markers.iter().all(|m| *m == APP0 || *m == APP14),
-            "{markers:x?}"
-        );
+        assert!(markers.iter().all(|m| *m == APP0 || *m == APP14), "{markers:x?}");
         let decoded = crate::convert::decode_jpeg(&jpeg).unwrap();
         assert_eq!((decoded.width(), decoded.height()), (320, 240));
         // Higher quality, more bytes.
@@ -188,12 +167,7 @@ mod tests {
 
     #[test]
     fn stripping_removes_exif_and_keeps_the_image_bytes() {
-        let frame = Synthetic::new(320, 240, 30)
-            .unwrap()
-            .unpaced()
-            .next_frame()
-            .unwrap()
-            .unwrap();
+        let frame = Synthetic::new(320, 240, 30).unwrap().unpaced().next_frame().unwrap().unwrap();
         let clean = encode(&frame, 90).unwrap();
         let tagged = with_exif(&clean);
         assert!(metadata_markers(&tagged).unwrap().contains(&0xE1));

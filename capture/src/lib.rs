@@ -105,24 +105,15 @@ impl CaptureError {
     /// Whether the error is the caller's input (a bad source, a missing device or file) rather
     /// than a failure while working.
     pub fn is_bad_input(&self) -> bool {
-        matches!(
-            self,
-            CaptureError::Spec { .. } | CaptureError::Source { .. } | CaptureError::NoFrames(_)
-        )
+        matches!(self, CaptureError::Spec { .. } | CaptureError::Source { .. } | CaptureError::NoFrames(_))
     }
 
     pub(crate) fn source(name: &str, reason: impl ToString) -> Self {
-        CaptureError::Source {
-            source_name: name.to_owned(),
-            reason: reason.to_string(),
-        }
+        CaptureError::Source { source_name: name.to_owned(), reason: reason.to_string() }
     }
 
     pub(crate) fn media(context: &str, reason: impl ToString) -> Self {
-        CaptureError::Media {
-            context: context.to_owned(),
-            reason: reason.to_string(),
-        }
+        CaptureError::Media { context: context.to_owned(), reason: reason.to_string() }
     }
 }
 
@@ -154,11 +145,7 @@ pub struct Request {
 
 impl Default for Request {
     fn default() -> Self {
-        Request {
-            width: 1280,
-            height: 720,
-            fps: 30,
-        }
+        Request { width: 1280, height: 720, fps: 30 }
     }
 }
 
@@ -170,19 +157,13 @@ impl Default for Request {
 pub fn open(spec: &str, request: Request) -> Result<Box<dyn FrameSource>, CaptureError> {
     init_ffmpeg();
     if spec == "synthetic" {
-        return Ok(Box::new(synthetic::Synthetic::new(
-            request.width,
-            request.height,
-            request.fps,
-        )?));
+        return Ok(Box::new(synthetic::Synthetic::new(request.width, request.height, request.fps)?));
     }
     if spec.starts_with("synthetic:") {
         return Ok(Box::new(synthetic::Synthetic::from_spec(spec)?));
     }
     if let Some(path) = spec.strip_prefix("file:") {
-        return Ok(Box::new(file::FileSource::open(std::path::Path::new(
-            path,
-        ))?));
+        return Ok(Box::new(file::FileSource::open(std::path::Path::new(path))?));
     }
     if let Some(rest) = spec.strip_prefix("camera:") {
         let index = rest.parse().map_err(|_| CaptureError::Spec {
@@ -192,13 +173,10 @@ pub fn open(spec: &str, request: Request) -> Result<Box<dyn FrameSource>, Captur
         return Ok(Box::new(camera::CameraSource::open(index, spec, request)?));
     }
     if let Some(path) = spec.strip_prefix("v4l2:") {
-        let index = path
-            .strip_prefix("/dev/video")
-            .and_then(|n| n.parse().ok())
-            .ok_or_else(|| CaptureError::Spec {
-                spec: spec.into(),
-                rule: "v4l2: takes a device path /dev/videoN".into(),
-            })?;
+        let index = path.strip_prefix("/dev/video").and_then(|n| n.parse().ok()).ok_or_else(|| CaptureError::Spec {
+            spec: spec.into(),
+            rule: "v4l2: takes a device path /dev/videoN".into(),
+        })?;
         return Ok(Box::new(camera::CameraSource::open(index, spec, request)?));
     }
     Err(CaptureError::Spec {
@@ -225,20 +203,10 @@ mod tests {
         let s = open("synthetic:320x240@15", Request::default()).unwrap();
         assert_eq!(s.format(), (320, 240, PixelFormat::Rgb24));
         assert_eq!(s.fps(), 15);
-        let s = open(
-            "synthetic",
-            Request {
-                width: 640,
-                height: 360,
-                fps: 25,
-            },
-        )
-        .unwrap();
+        let s = open("synthetic", Request { width: 640, height: 360, fps: 25 }).unwrap();
         assert_eq!((s.format().0, s.fps()), (640, 25));
         for spec in ["webcam", "camera:x", "v4l2:/dev/cam", "synthetic:1x1"] {
-            let Err(e) = open(spec, Request::default()) else {
-                panic!("{spec} must be refused")
-            };
+            let Err(e) = open(spec, Request::default()) else { panic!("{spec} must be refused") };
             assert!(e.to_string().contains(spec), "{e}");
             assert!(e.is_bad_input());
         }
@@ -246,12 +214,7 @@ mod tests {
 
     #[test]
     fn a_missing_device_is_named() {
-        let Err(e) = open("v4l2:/dev/video97", Request::default()) else {
-            panic!("no such device")
-        };
-        assert!(
-            e.to_string().contains("v4l2:/dev/video97") && e.is_bad_input(),
-            "{e}"
-        );
+        let Err(e) = open("v4l2:/dev/video97", Request::default()) else { panic!("no such device") };
+        assert!(e.to_string().contains("v4l2:/dev/video97") && e.is_bad_input(), "{e}");
     }
 }

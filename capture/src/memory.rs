@@ -16,17 +16,8 @@ pub struct Frames {
 
 impl Frames {
     pub fn new(frames: Vec<Frame>, fps: u32) -> Self {
-        let first = frames
-            .first()
-            .map(|f| (f.width, f.height, f.format))
-            .unwrap_or((0, 0, PixelFormat::Rgb24));
-        Frames {
-            frames: frames.into(),
-            format: first,
-            fps,
-            live: false,
-            error_at_end: None,
-        }
+        let first = frames.first().map(|f| (f.width, f.height, f.format)).unwrap_or((0, 0, PixelFormat::Rgb24));
+        Frames { frames: frames.into(), format: first, fps, live: false, error_at_end: None }
     }
 
     /// Behave like a camera: consumers must not block it.

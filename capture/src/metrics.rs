@@ -83,14 +83,9 @@ pub fn measure(luma: &[u8], width: u32, height: u32) -> Metrics {
     // Laplacian over the interior, accumulated as sums of x and x² in integers (exact, fast).
     let (mut s1, mut s2, mut count) = (0i64, 0i64, 0i64);
     for y in 1..h.saturating_sub(1) {
-        let (up, row, down) = (
-            &luma[(y - 1) * w..y * w],
-            &luma[y * w..(y + 1) * w],
-            &luma[(y + 1) * w..(y + 2) * w],
-        );
+        let (up, row, down) = (&luma[(y - 1) * w..y * w], &luma[y * w..(y + 1) * w], &luma[(y + 1) * w..(y + 2) * w]);
         for x in 1..w - 1 {
-            let l = up[x] as i64 + down[x] as i64 + row[x - 1] as i64 + row[x + 1] as i64
-                - 4 * row[x] as i64;
+            let l = up[x] as i64 + down[x] as i64 + row[x - 1] as i64 + row[x + 1] as i64 - 4 * row[x] as i64;
             s1 += l;
             s2 += l * l;
         }
@@ -102,48 +97,26 @@ pub fn measure(luma: &[u8], width: u32, height: u32) -> Metrics {
     } else {
         0.0
     };
-    Metrics {
-        sharpness,
-        brightness: sum as f64 / n,
-        glare: saturated as f64 / n,
-        width,
-        height,
-    }
+    Metrics { sharpness, brightness: sum as f64 / n, glare: saturated as f64 / n, width, height }
 }
 
 /// Judges metrics against thresholds; every failed rule becomes a reason.
 pub fn judge(m: &Metrics, t: &Thresholds) -> Verdict {
     let mut reasons = Vec::new();
     if m.sharpness < t.min_sharpness {
-        reasons.push(format!(
-            "blurred: sharpness {:.0} below {:.0}",
-            m.sharpness, t.min_sharpness
-        ));
+        reasons.push(format!("blurred: sharpness {:.0} below {:.0}", m.sharpness, t.min_sharpness));
     }
     if m.brightness < t.min_brightness {
-        reasons.push(format!(
-            "too dark: brightness {:.0} below {:.0}",
-            m.brightness, t.min_brightness
-        ));
+        reasons.push(format!("too dark: brightness {:.0} below {:.0}", m.brightness, t.min_brightness));
     }
     if m.brightness > t.max_brightness {
-        reasons.push(format!(
-            "over-exposed: brightness {:.0} above {:.0}",
-            m.brightness, t.max_brightness
-        ));
+        reasons.push(format!("over-exposed: brightness {:.0} above {:.0}", m.brightness, t.max_brightness));
     }
     if m.glare > t.max_glare {
-        reasons.push(format!(
-            "glare: {:.1}% saturated pixels above {:.1}%",
-            m.glare * 100.0,
-            t.max_glare * 100.0
-        ));
+        reasons.push(format!("glare: {:.1}% saturated pixels above {:.1}%", m.glare * 100.0, t.max_glare * 100.0));
     }
     if m.width < t.min_width || m.height < t.min_height {
-        reasons.push(format!(
-            "resolution {}x{} below {}x{}",
-            m.width, m.height, t.min_width, t.min_height
-        ));
+        reasons.push(format!("resolution {}x{} below {}x{}", m.width, m.height, t.min_width, t.min_height));
     }
     if reasons.is_empty() {
         Verdict::Pass
@@ -161,15 +134,7 @@ mod tests {
         let flat = vec![128u8; 64 * 64];
         let m = measure(&flat, 64, 64);
         assert_eq!((m.sharpness, m.brightness, m.glare), (0.0, 128.0, 0.0));
-        let edges: Vec<u8> = (0..64 * 64)
-            .map(|i| {
-                if (i % 64 / 4 + i / 64 / 4) % 2 == 0 {
-                    20
-                } else {
-                    230
-                }
-            })
-            .collect();
+        let edges: Vec<u8> = (0..64 * 64).map(|i| if (i % 64 / 4 + i / 64 / 4) % 2 == 0 { 20 } else { 230 }).collect();
         assert!(measure(&edges, 64, 64).sharpness > 1000.0);
         let white = vec![255u8; 64 * 64];
         assert_eq!(measure(&white, 64, 64).glare, 1.0);
@@ -177,25 +142,13 @@ mod tests {
 
     #[test]
     fn every_failed_rule_is_a_reason() {
-        let m = Metrics {
-            sharpness: 5.0,
-            brightness: 230.0,
-            glare: 0.2,
-            width: 640,
-            height: 480,
-        };
+        let m = Metrics { sharpness: 5.0, brightness: 230.0, glare: 0.2, width: 640, height: 480 };
         let v = judge(&m, &Thresholds::DOCUMENT);
         let reasons = v.reasons().join("; ");
         for needle in ["blurred", "over-exposed", "glare", "resolution 640x480"] {
             assert!(reasons.contains(needle), "{reasons}");
         }
-        let good = Metrics {
-            sharpness: 500.0,
-            brightness: 120.0,
-            glare: 0.0,
-            width: 1920,
-            height: 1080,
-        };
+        let good = Metrics { sharpness: 500.0, brightness: 120.0, glare: 0.0, width: 1920, height: 1080 };
         assert!(judge(&good, &Thresholds::DOCUMENT).is_pass());
     }
 }

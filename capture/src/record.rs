@@ -60,17 +60,8 @@ impl Default for VideoSettings {
 }
 
 /// The x264 presets, fastest first.
-pub const PRESETS: [&str; 9] = [
-    "ultrafast",
-    "superfast",
-    "veryfast",
-    "faster",
-    "fast",
-    "medium",
-    "slow",
-    "slower",
-    "veryslow",
-];
+pub const PRESETS: [&str; 9] =
+    ["ultrafast", "superfast", "veryfast", "faster", "fast", "medium", "slow", "slower", "veryslow"];
 
 /// Why a recording ended.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -119,12 +110,7 @@ impl Recorder {
     /// Opens the source (with `open`, on the capture thread) and starts recording `seconds`
     /// (capped at `settings.max_duration`) into `out`. Returns once the source is open, or with
     /// the error that kept it from opening.
-    pub fn start<F>(
-        open: F,
-        out: &Path,
-        settings: &VideoSettings,
-        seconds: Duration,
-    ) -> Result<Recorder, CaptureError>
+    pub fn start<F>(open: F, out: &Path, settings: &VideoSettings, seconds: Duration) -> Result<Recorder, CaptureError>
     where
         F: FnOnce() -> Result<Box<dyn FrameSource>, CaptureError> + Send + 'static,
     {
@@ -143,9 +129,9 @@ impl Recorder {
                 .spawn(move || capture_loop(open, opened_tx, tx, stop, dropped, limit))
                 .map_err(|e| CaptureError::media("capture thread", e))?;
         }
-        let (source, source_fps) = opened_rx.recv().map_err(|_| {
-            CaptureError::media("capture thread", "ended before opening the source")
-        })??;
+        let (source, source_fps) = opened_rx
+            .recv()
+            .map_err(|_| CaptureError::media("capture thread", "ended before opening the source"))??;
         let stall = Duration::from_secs(2) + Duration::from_secs(2) / source_fps.max(1);
         let job = EncodeJob {
             out: out.to_owned(),
@@ -171,19 +157,12 @@ impl Recorder {
 
     /// Waits until the recording ends by itself (duration reached, source ended).
     pub fn wait(self) -> Result<RecordReport, CaptureError> {
-        self.encoder
-            .join()
-            .map_err(|_| CaptureError::media("encoder thread", "panicked"))?
+        self.encoder.join().map_err(|_| CaptureError::media("encoder thread", "panicked"))?
     }
 }
 
 /// Records `seconds` from the source `open` yields into `out`.
-pub fn record<F>(
-    open: F,
-    out: &Path,
-    settings: &VideoSettings,
-    seconds: Duration,
-) -> Result<RecordReport, CaptureError>
+pub fn record<F>(open: F, out: &Path, settings: &VideoSettings, seconds: Duration) -> Result<RecordReport, CaptureError>
 where
     F: FnOnce() -> Result<Box<dyn FrameSource>, CaptureError> + Send + 'static,
 {
@@ -191,17 +170,9 @@ where
 }
 
 fn validate(s: &VideoSettings, out: &Path) -> Result<(), CaptureError> {
-    let bad = |reason: String| {
-        Err(CaptureError::Encode {
-            path: out.to_owned(),
-            reason,
-        })
-    };
+    let bad = |reason: String| Err(CaptureError::Encode { path: out.to_owned(), reason });
     if s.width < 16 || s.height < 16 || !s.width.is_multiple_of(2) || !s.height.is_multiple_of(2) {
-        return bad(format!(
-            "size {}x{} must be even and at least 16x16",
-            s.width, s.height
-        ));
+        return bad(format!("size {}x{} must be even and at least 16x16", s.width, s.height));
     }
     if s.fps == 0 || s.fps > 120 {
         return bad(format!("frame rate {} must be 1-120", s.fps));
@@ -210,11 +181,7 @@ fn validate(s: &VideoSettings, out: &Path) -> Result<(), CaptureError> {
         return bad(format!("crf {} must be 0-51", s.crf));
     }
     if !PRESETS.contains(&s.preset.as_str()) {
-        return bad(format!(
-            "preset {:?} must be one of {}",
-            s.preset,
-            PRESETS.join(", ")
-        ));
+        return bad(format!("preset {:?} must be one of {}", s.preset, PRESETS.join(", ")));
     }
     if s.keyframe_secs == 0 {
         return bad("keyframe interval must be at least 1 second".into());
@@ -291,20 +258,12 @@ struct Output {
 
 impl EncodeJob {
     fn temp_path(&self) -> PathBuf {
-        let name = self
-            .out
-            .file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_else(|| "clip".into());
-        self.out
-            .with_file_name(format!(".{name}.{}.partial", std::process::id()))
+        let name = self.out.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| "clip".into());
+        self.out.with_file_name(format!(".{name}.{}.partial", std::process::id()))
     }
 
     fn err(&self, reason: impl ToString) -> CaptureError {
-        CaptureError::Encode {
-            path: self.out.clone(),
-            reason: reason.to_string(),
-        }
+        CaptureError::Encode { path: self.out.clone(), reason: reason.to_string() }
     }
 
     fn run(self, rx: Receiver<Msg>) -> Result<RecordReport, CaptureError> {
@@ -336,9 +295,7 @@ impl EncodeJob {
                     self.stop.store(true, Ordering::SeqCst);
                     break EndReason::SourceStalled;
                 }
-                Err(RecvTimeoutError::Disconnected) => {
-                    break EndReason::SourceFailed("capture thread ended".into())
-                }
+                Err(RecvTimeoutError::Disconnected) => break EndReason::SourceFailed("capture thread ended".into()),
             }
         };
         if frames == 0 {
@@ -351,19 +308,15 @@ impl EncodeJob {
         out.octx.write_trailer().map_err(|e| self.err(e))?;
         drop(out);
         // Durable, then atomically in place.
-        std::fs::File::open(tmp)
-            .and_then(|f| f.sync_all())
-            .map_err(|e| self.err(e))?;
+        std::fs::File::open(tmp).and_then(|f| f.sync_all()).map_err(|e| self.err(e))?;
         std::fs::rename(tmp, &self.out).map_err(|e| self.err(e))?;
         if let Some(dir) = self.out.parent().filter(|p| !p.as_os_str().is_empty()) {
             let _ = std::fs::File::open(dir).and_then(|d| d.sync_all());
         }
         let frame_time = Duration::from_secs(1) / self.settings.fps;
         let duration = last + frame_time;
-        let short = matches!(
-            end,
-            EndReason::SourceEnded | EndReason::SourceFailed(_) | EndReason::SourceStalled
-        ) && duration + frame_time < self.requested;
+        let short = matches!(end, EndReason::SourceEnded | EndReason::SourceFailed(_) | EndReason::SourceStalled)
+            && duration + frame_time < self.requested;
         Ok(RecordReport {
             path: self.out.clone(),
             source: self.source.clone(),
@@ -381,13 +334,9 @@ impl EncodeJob {
         let s = &self.settings;
         let err = |e: ffmpeg_next::Error| self.err(e);
         let mut octx = format::output_as(&tmp, "mp4").map_err(err)?;
-        let codec = encoder::find_by_name("libx264")
-            .ok_or_else(|| self.err("this FFmpeg has no libx264 encoder"))?;
+        let codec = encoder::find_by_name("libx264").ok_or_else(|| self.err("this FFmpeg has no libx264 encoder"))?;
         let global_header = octx.format().flags().contains(format::Flags::GLOBAL_HEADER);
-        let mut enc = codec::context::Context::new_with_codec(codec)
-            .encoder()
-            .video()
-            .map_err(err)?;
+        let mut enc = codec::context::Context::new_with_codec(codec).encoder().video().map_err(err)?;
         enc.set_width(s.width);
         enc.set_height(s.height);
         enc.set_format(Pixel::YUV420P);
@@ -417,30 +366,17 @@ impl EncodeJob {
         mux.set("movflags", "+faststart");
         octx.write_header_with(mux).map_err(err)?;
         let stream_tb = octx.stream(0).map(|st| st.time_base()).unwrap_or(TIME_BASE);
-        Ok(Output {
-            octx,
-            encoder,
-            stream_tb,
-            scaler: None,
-            last_pts: None,
-        })
+        Ok(Output { octx, encoder, stream_tb, scaler: None, last_pts: None })
     }
 
-    fn encode_frame(
-        &self,
-        out: &mut Output,
-        frame: &Frame,
-        since_start: Duration,
-    ) -> Result<(), CaptureError> {
+    fn encode_frame(&self, out: &mut Output, frame: &Frame, since_start: Duration) -> Result<(), CaptureError> {
         let s = &self.settings;
         let src = to_av(frame)?;
-        let mut yuv =
-            if src.format() == Pixel::YUV420P && src.width() == s.width && src.height() == s.height
-            {
-                src
-            } else {
-                Scaler::convert(&mut out.scaler, &src, Pixel::YUV420P, s.width, s.height)?
-            };
+        let mut yuv = if src.format() == Pixel::YUV420P && src.width() == s.width && src.height() == s.height {
+            src
+        } else {
+            Scaler::convert(&mut out.scaler, &src, Pixel::YUV420P, s.width, s.height)?
+        };
         let mut pts = (since_start.as_secs_f64() * TIME_BASE.1 as f64).round() as i64;
         if let Some(last) = out.last_pts {
             // Capture clocks can repeat a value; presentation times must strictly increase.
@@ -457,9 +393,7 @@ impl EncodeJob {
         while out.encoder.receive_packet(&mut packet).is_ok() {
             packet.set_stream(0);
             packet.rescale_ts(TIME_BASE, out.stream_tb);
-            packet
-                .write_interleaved(&mut out.octx)
-                .map_err(|e| self.err(e))?;
+            packet.write_interleaved(&mut out.octx).map_err(|e| self.err(e))?;
         }
         Ok(())
     }

@@ -17,11 +17,7 @@ pub struct StillSettings {
 
 impl Default for StillSettings {
     fn default() -> Self {
-        StillSettings {
-            warmup_frames: 10,
-            candidates: 5,
-            jpeg_quality: 90,
-        }
+        StillSettings { warmup_frames: 10, candidates: 5, jpeg_quality: 90 }
     }
 }
 
@@ -68,36 +64,22 @@ pub fn capture_still(
     for frame in recent {
         let y = luma(&frame)?;
         let m = measure(&y, frame.width, frame.height);
-        if best
-            .as_ref()
-            .is_none_or(|(_, _, b)| m.sharpness > b.sharpness)
-        {
+        if best.as_ref().is_none_or(|(_, _, b)| m.sharpness > b.sharpness) {
             best = Some((frame, y, m));
         }
     }
     let (frame, _, metrics) = best.expect("at least one frame");
-    let passthrough =
-        frame.format == PixelFormat::Mjpeg && frame.width == want_w && frame.height == want_h;
+    let passthrough = frame.format == PixelFormat::Mjpeg && frame.width == want_w && frame.height == want_h;
     let jpeg = if passthrough {
         jpeg::strip_metadata(&frame.data)?
     } else if frame.format == PixelFormat::Mjpeg {
         // MJPEG at another size than asked: decode and re-encode (convert keeps the size).
-        jpeg::encode(
-            &convert(&frame, PixelFormat::Rgb24, frame.width, frame.height)?,
-            settings.jpeg_quality,
-        )?
+        jpeg::encode(&convert(&frame, PixelFormat::Rgb24, frame.width, frame.height)?, settings.jpeg_quality)?
     } else {
         jpeg::encode(&frame, settings.jpeg_quality)?
     };
     let verdict = judge(&metrics, thresholds);
-    Ok(Still {
-        jpeg,
-        metrics,
-        verdict,
-        passthrough,
-        frame_index: frame.index,
-        frame,
-    })
+    Ok(Still { jpeg, metrics, verdict, passthrough, frame_index: frame.index, frame })
 }
 
 #[cfg(test)]
@@ -108,12 +90,7 @@ mod tests {
     use std::time::Duration;
 
     fn sharp_frame(w: u32, h: u32) -> Frame {
-        Synthetic::new(w, h, 30)
-            .unwrap()
-            .unpaced()
-            .next_frame()
-            .unwrap()
-            .unwrap()
+        Synthetic::new(w, h, 30).unwrap().unpaced().next_frame().unwrap().unwrap()
     }
 
     /// A 9×9 box blur, three passes (close to a Gaussian): an out-of-focus lens.
@@ -141,10 +118,7 @@ mod tests {
     }
 
     fn over_exposed(f: &Frame) -> Frame {
-        Frame {
-            data: f.data.iter().map(|v| v.saturating_add(110)).collect(),
-            ..f.clone()
-        }
+        Frame { data: f.data.iter().map(|v| v.saturating_add(110)).collect(), ..f.clone() }
     }
 
     /// A bright specular patch over a fifth of the card.
@@ -164,11 +138,7 @@ mod tests {
         capture_still(
             &mut source,
             &StillSettings::default(),
-            &Thresholds {
-                min_width: 320,
-                min_height: 240,
-                ..Thresholds::DOCUMENT
-            },
+            &Thresholds { min_width: 320, min_height: 240, ..Thresholds::DOCUMENT },
         )
         .unwrap()
     }
@@ -179,68 +149,26 @@ mod tests {
         let s = still_of(sharp.clone());
         assert!(s.verdict.is_pass(), "{:?} {:?}", s.metrics, s.verdict);
         let b = still_of(blurred(&sharp));
-        assert!(
-            b.metrics.sharpness < s.metrics.sharpness / 4.0,
-            "{:?} vs {:?}",
-            b.metrics,
-            s.metrics
-        );
-        assert!(
-            b.verdict.reasons().iter().any(|r| r.starts_with("blurred")),
-            "{:?}",
-            b.verdict
-        );
+        assert!(b.metrics.sharpness < s.metrics.sharpness / 4.0, "{:?} vs {:?}", b.metrics, s.metrics);
+        assert!(b.verdict.reasons().iter().any(|r| r.starts_with("blurred")), "{:?}", b.verdict);
         let o = still_of(over_exposed(&sharp));
-        assert!(
-            o.verdict
-                .reasons()
-                .iter()
-                .any(|r| r.starts_with("over-exposed")),
-            "{:?}",
-            o.verdict
-        );
+        assert!(o.verdict.reasons().iter().any(|r| r.starts_with("over-exposed")), "{:?}", o.verdict);
         let g = still_of(glared(&sharp));
-        assert!(
-            g.verdict.reasons().iter().any(|r| r.starts_with("glare")),
-            "{:?}",
-            g.verdict
-        );
-        assert!(
-            !g.verdict
-                .reasons()
-                .iter()
-                .any(|r| r.starts_with("over-exposed")),
-            "{:?}",
-            g.verdict
-        );
+        assert!(g.verdict.reasons().iter().any(|r| r.starts_with("glare")), "{:?}", g.verdict);
+        assert!(!g.verdict.reasons().iter().any(|r| r.starts_with("over-exposed")), "{:?}", g.verdict);
     }
 
     #[test]
     fn the_sharpest_of_the_last_frames_is_kept_after_warmup() {
         let sharp = sharp_frame(320, 240);
         let soft = blurred(&sharp);
-        let mut frames: Vec<Frame> = (0..8)
-            .map(|i| Frame {
-                index: i,
-                timestamp: Duration::from_millis(33 * i),
-                ..soft.clone()
-            })
-            .collect();
+        let mut frames: Vec<Frame> =
+            (0..8).map(|i| Frame { index: i, timestamp: Duration::from_millis(33 * i), ..soft.clone() }).collect();
         // A sharp frame during warm-up must be ignored; the sharp one among the candidates wins.
-        frames[1] = Frame {
-            index: 1,
-            ..sharp.clone()
-        };
-        frames[6] = Frame {
-            index: 6,
-            ..sharp.clone()
-        };
+        frames[1] = Frame { index: 1, ..sharp.clone() };
+        frames[6] = Frame { index: 6, ..sharp.clone() };
         let mut source = Frames::new(frames, 30);
-        let settings = StillSettings {
-            warmup_frames: 3,
-            candidates: 5,
-            jpeg_quality: 90,
-        };
+        let settings = StillSettings { warmup_frames: 3, candidates: 5, jpeg_quality: 90 };
         let s = capture_still(&mut source, &settings, &Thresholds::FACE).unwrap();
         assert_eq!(s.frame_index, 6);
     }
@@ -249,30 +177,19 @@ mod tests {
     fn mjpeg_at_the_wanted_size_keeps_the_camera_bytes_minus_metadata() {
         let sharp = sharp_frame(320, 240);
         let camera_jpeg = jpeg::tests_support::with_exif(&jpeg::encode(&sharp, 80).unwrap());
-        let frame = Frame {
-            format: PixelFormat::Mjpeg,
-            data: camera_jpeg.clone(),
-            ..sharp
-        };
+        let frame = Frame { format: PixelFormat::Mjpeg, data: camera_jpeg.clone(), ..sharp };
         let mut source = Frames::new(vec![frame], 30);
         let s = capture_still(&mut source, &StillSettings::default(), &Thresholds::FACE).unwrap();
         assert!(s.passthrough);
-        assert_eq!(
-            jpeg::scan_data(&s.jpeg).unwrap(),
-            jpeg::scan_data(&camera_jpeg).unwrap()
-        );
-        assert!(
-            !jpeg::metadata_markers(&s.jpeg).unwrap().contains(&0xE1),
-            "no EXIF survives"
-        );
+        assert_eq!(jpeg::scan_data(&s.jpeg).unwrap(), jpeg::scan_data(&camera_jpeg).unwrap());
+        assert!(!jpeg::metadata_markers(&s.jpeg).unwrap().contains(&0xE1), "no EXIF survives");
         assert!(s.metrics.sharpness > 0.0);
     }
 
     #[test]
     fn an_empty_source_is_an_error_naming_it() {
         let mut source = Frames::new(vec![], 30);
-        let err =
-            capture_still(&mut source, &StillSettings::default(), &Thresholds::FACE).unwrap_err();
+        let err = capture_still(&mut source, &StillSettings::default(), &Thresholds::FACE).unwrap_err();
         assert!(err.to_string().contains("memory"), "{err}");
     }
 }

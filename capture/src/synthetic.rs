@@ -39,16 +39,10 @@ impl Synthetic {
             || width > 7680
             || height > 4320
         {
-            return Err(CaptureError::Spec {
-                spec,
-                rule: "size must be even, from 128x64 to 7680x4320".into(),
-            });
+            return Err(CaptureError::Spec { spec, rule: "size must be even, from 128x64 to 7680x4320".into() });
         }
         if fps == 0 || fps > 240 {
-            return Err(CaptureError::Spec {
-                spec,
-                rule: "frame rate must be 1-240".into(),
-            });
+            return Err(CaptureError::Spec { spec, rule: "frame rate must be 1-240".into() });
         }
         // One RGB row of the moving gradient, long enough to take any row's slice from it.
         let ramp: Vec<u8> = (0..(width + 256) as usize)
@@ -57,31 +51,16 @@ impl Synthetic {
                 [v, 250 - v, 128]
             })
             .collect();
-        Ok(Synthetic {
-            width,
-            height,
-            fps,
-            next: 0,
-            paced: true,
-            start: None,
-            ramp,
-        })
+        Ok(Synthetic { width, height, fps, next: 0, paced: true, start: None, ramp })
     }
 
     /// `synthetic:WxH@FPS`.
     pub fn from_spec(spec: &str) -> Result<Self, CaptureError> {
-        let bad = || CaptureError::Spec {
-            spec: spec.into(),
-            rule: "expected synthetic:WIDTHxHEIGHT@FPS".into(),
-        };
+        let bad = || CaptureError::Spec { spec: spec.into(), rule: "expected synthetic:WIDTHxHEIGHT@FPS".into() };
         let rest = spec.strip_prefix("synthetic:").ok_or_else(bad)?;
         let (size, fps) = rest.split_once('@').ok_or_else(bad)?;
         let (w, h) = size.split_once('x').ok_or_else(bad)?;
-        Synthetic::new(
-            w.parse().map_err(|_| bad())?,
-            h.parse().map_err(|_| bad())?,
-            fps.parse().map_err(|_| bad())?,
-        )
+        Synthetic::new(w.parse().map_err(|_| bad())?, h.parse().map_err(|_| bad())?, fps.parse().map_err(|_| bad())?)
     }
 
     /// Frames as fast as they are asked for, stamped at the nominal rate (for tests and benches).
@@ -96,19 +75,14 @@ impl Synthetic {
         let mut data = vec![0u8; w * h * 3];
         for y in 0..h {
             let offset = (y + index as usize) % 256;
-            data[y * w * 3..(y + 1) * w * 3]
-                .copy_from_slice(&self.ramp[offset * 3..(offset + w) * 3]);
+            data[y * w * 3..(y + 1) * w * 3].copy_from_slice(&self.ramp[offset * 3..(offset + w) * 3]);
         }
         // The card: a checkerboard of 8-pixel squares over the middle of the frame.
         let (cx0, cx1, cy0, cy1) = (w / 4, 3 * w / 4, h / 3, 5 * h / 6);
         for y in cy0..cy1 {
             let row = &mut data[y * w * 3..(y + 1) * w * 3];
             for x in cx0..cx1 {
-                let v = if ((x / 8) + (y / 8)) % 2 == 0 {
-                    50
-                } else {
-                    210
-                };
+                let v = if ((x / 8) + (y / 8)) % 2 == 0 { 50 } else { 210 };
                 row[x * 3..x * 3 + 3].fill(v);
             }
         }
@@ -175,14 +149,7 @@ impl FrameSource for Synthetic {
         };
         self.next += 1;
         let data = self.render(index, timestamp.as_micros() as u64);
-        Ok(Some(Frame {
-            width: self.width,
-            height: self.height,
-            format: PixelFormat::Rgb24,
-            index,
-            timestamp,
-            data,
-        }))
+        Ok(Some(Frame { width: self.width, height: self.height, format: PixelFormat::Rgb24, index, timestamp, data }))
     }
 }
 
@@ -191,17 +158,12 @@ mod tests {
     use super::*;
 
     fn luma_of_rgb(f: &Frame) -> Vec<u8> {
-        f.data
-            .chunks(3)
-            .map(|p| ((p[0] as u32 * 77 + p[1] as u32 * 150 + p[2] as u32 * 29) >> 8) as u8)
-            .collect()
+        f.data.chunks(3).map(|p| ((p[0] as u32 * 77 + p[1] as u32 * 150 + p[2] as u32 * 29) >> 8) as u8).collect()
     }
 
     #[test]
     fn frame_numbers_and_times_read_back() {
-        let mut cam = Synthetic::from_spec("synthetic:320x240@25")
-            .unwrap()
-            .unpaced();
+        let mut cam = Synthetic::from_spec("synthetic:320x240@25").unwrap().unpaced();
         for expected in 0..30u64 {
             let f = cam.next_frame().unwrap().unwrap();
             assert_eq!(f.timestamp, Duration::from_millis(40 * expected));

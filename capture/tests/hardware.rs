@@ -28,32 +28,10 @@ fn hw_cameras_are_listed_with_modes() {
 #[test]
 fn hw_still_from_the_camera() {
     let Some(spec) = hardware() else { return };
-    let mut source = open(
-        &spec,
-        Request {
-            width: 1280,
-            height: 720,
-            fps: 30,
-        },
-    )
-    .unwrap();
-    let still = capture_still(
-        source.as_mut(),
-        &StillSettings::default(),
-        &Thresholds::FACE,
-    )
-    .unwrap();
-    assert!(
-        still.metrics.width >= 320 && still.jpeg.len() > 1000,
-        "{:?}",
-        still.metrics
-    );
-    assert!(
-        !kiosk_capture::jpeg::metadata_markers(&still.jpeg)
-            .unwrap()
-            .contains(&0xE1),
-        "no EXIF"
-    );
+    let mut source = open(&spec, Request { width: 1280, height: 720, fps: 30 }).unwrap();
+    let still = capture_still(source.as_mut(), &StillSettings::default(), &Thresholds::FACE).unwrap();
+    assert!(still.metrics.width >= 320 && still.jpeg.len() > 1000, "{:?}", still.metrics);
+    assert!(!kiosk_capture::jpeg::metadata_markers(&still.jpeg).unwrap().contains(&0xE1), "no EXIF");
 }
 
 #[test]
@@ -61,12 +39,8 @@ fn hw_three_second_clip_from_the_camera() {
     let Some(spec) = hardware() else { return };
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("hw.mp4");
-    let report = record(
-        move || open(&spec, Request::default()),
-        &out,
-        &VideoSettings::default(),
-        Duration::from_secs(3),
-    )
-    .unwrap();
+    let report =
+        record(move || open(&spec, Request::default()), &out, &VideoSettings::default(), Duration::from_secs(3))
+            .unwrap();
     assert!(report.frames > 30 && !report.short, "{report:?}");
 }

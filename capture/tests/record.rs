@@ -42,11 +42,7 @@ fn probe(path: &Path) -> Probe {
     let duration = stream.duration() as f64 * tb.numerator() as f64 / tb.denominator() as f64;
     let params = stream.parameters();
     let codec_id = params.id();
-    let mut decoder = codec::context::Context::from_parameters(params)
-        .unwrap()
-        .decoder()
-        .video()
-        .unwrap();
+    let mut decoder = codec::context::Context::from_parameters(params).unwrap().decoder().video().unwrap();
     let (width, height, pixel) = (decoder.width(), decoder.height(), decoder.format());
     let mut stamps = Vec::new();
     let mut take = |decoder: &mut ffmpeg_next::decoder::Video| {
@@ -64,15 +60,7 @@ fn probe(path: &Path) -> Probe {
     }
     decoder.send_eof().unwrap();
     take(&mut decoder);
-    Probe {
-        codec: codec_id,
-        pixel,
-        width,
-        height,
-        avg_fps,
-        duration,
-        stamps,
-    }
+    Probe { codec: codec_id, pixel, width, height, avg_fps, duration, stamps }
 }
 
 /// Top-level ISO-BMFF box types in file order.
@@ -93,11 +81,7 @@ fn top_level_boxes(path: &Path) -> Vec<String> {
     out
 }
 
-fn synthetic(
-    w: u32,
-    h: u32,
-    fps: u32,
-) -> impl FnOnce() -> Result<Box<dyn FrameSource>, CaptureError> + Send {
+fn synthetic(w: u32, h: u32, fps: u32) -> impl FnOnce() -> Result<Box<dyn FrameSource>, CaptureError> + Send {
     move || Ok(Box::new(Synthetic::new(w, h, fps)?) as Box<dyn FrameSource>)
 }
 
@@ -107,13 +91,7 @@ fn a_paced_ten_second_recording_keeps_every_frame_in_order() {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("clip.mp4");
     let settings = VideoSettings::default();
-    let report = record(
-        synthetic(1280, 720, 30),
-        &out,
-        &settings,
-        Duration::from_secs(10),
-    )
-    .unwrap();
+    let report = record(synthetic(1280, 720, 30), &out, &settings, Duration::from_secs(10)).unwrap();
     assert_eq!(report.end, EndReason::Completed);
     assert_eq!(report.dropped, 0, "{report:?}");
     assert!(!report.short);
@@ -123,29 +101,15 @@ fn a_paced_ten_second_recording_keeps_every_frame_in_order() {
     assert_eq!(p.codec, codec::Id::H264);
     assert_eq!(p.pixel, ffmpeg_next::format::Pixel::YUV420P);
     assert_eq!((p.width, p.height), (1280, 720));
-    assert!(
-        (p.avg_fps - 30.0).abs() < 0.5,
-        "average frame rate {}",
-        p.avg_fps
-    );
-    assert!(
-        (p.duration - 10.0).abs() <= 1.0 / 30.0 + 1e-6,
-        "duration {} s",
-        p.duration
-    );
+    assert!((p.avg_fps - 30.0).abs() < 0.5, "average frame rate {}", p.avg_fps);
+    assert!((p.duration - 10.0).abs() <= 1.0 / 30.0 + 1e-6, "duration {} s", p.duration);
     let numbers: Vec<u64> = p.stamps.iter().map(|s| s.0).collect();
-    assert_eq!(
-        numbers,
-        (0..300).collect::<Vec<u64>>(),
-        "no frame lost, duplicated or out of order"
-    );
+    assert_eq!(numbers, (0..300).collect::<Vec<u64>>(), "no frame lost, duplicated or out of order");
     // Capture times increase with the frame numbers and span the ten seconds.
     assert!(p.stamps.windows(2).all(|w| w[1].1 > w[0].1));
     let boxes = top_level_boxes(&out);
-    let (moov, mdat) = (
-        boxes.iter().position(|b| b == "moov").unwrap(),
-        boxes.iter().position(|b| b == "mdat").unwrap(),
-    );
+    let (moov, mdat) =
+        (boxes.iter().position(|b| b == "moov").unwrap(), boxes.iter().position(|b| b == "mdat").unwrap());
     assert!(moov < mdat, "faststart: moov before mdat in {boxes:?}");
     assert_eq!(report.bytes, std::fs::metadata(&out).unwrap().len());
 }
@@ -156,11 +120,7 @@ fn stamped_frames(n: u64, w: u32, h: u32) -> Vec<Frame> {
 }
 
 fn small_settings() -> VideoSettings {
-    VideoSettings {
-        width: 320,
-        height: 240,
-        ..VideoSettings::default()
-    }
+    VideoSettings { width: 320, height: 240, ..VideoSettings::default() }
 }
 
 #[test]
@@ -179,10 +139,7 @@ fn a_source_that_ends_early_gives_a_valid_short_clip() {
     assert_eq!(report.end, EndReason::SourceEnded);
     assert!(report.short && report.frames == 20, "{report:?}");
     let p = probe(&out);
-    assert_eq!(
-        p.stamps.iter().map(|s| s.0).collect::<Vec<_>>(),
-        (0..20).collect::<Vec<_>>()
-    );
+    assert_eq!(p.stamps.iter().map(|s| s.0).collect::<Vec<_>>(), (0..20).collect::<Vec<_>>());
 }
 
 #[test]
@@ -192,21 +149,13 @@ fn a_source_that_fails_mid_way_gives_a_valid_short_clip() {
     let out = dir.path().join("failed.mp4");
     let frames = stamped_frames(15, 320, 240);
     let report = record(
-        move || {
-            Ok(
-                Box::new(Frames::new(frames, 30).then_fail("USB device disconnected"))
-                    as Box<dyn FrameSource>,
-            )
-        },
+        move || Ok(Box::new(Frames::new(frames, 30).then_fail("USB device disconnected")) as Box<dyn FrameSource>),
         &out,
         &small_settings(),
         Duration::from_secs(5),
     )
     .unwrap();
-    assert!(
-        matches!(&report.end, EndReason::SourceFailed(r) if r.contains("USB device disconnected")),
-        "{report:?}"
-    );
+    assert!(matches!(&report.end, EndReason::SourceFailed(r) if r.contains("USB device disconnected")), "{report:?}");
     assert!(report.short);
     assert_eq!(probe(&out).stamps.len(), 15);
 }
@@ -266,34 +215,16 @@ fn stop_from_code_and_the_maximum_duration_end_a_recording() {
     let _heavy = serial();
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("stopped.mp4");
-    let recorder = Recorder::start(
-        synthetic(320, 240, 30),
-        &out,
-        &small_settings(),
-        Duration::from_secs(60),
-    )
-    .unwrap();
+    let recorder = Recorder::start(synthetic(320, 240, 30), &out, &small_settings(), Duration::from_secs(60)).unwrap();
     std::thread::sleep(Duration::from_millis(700));
     let report = recorder.stop().unwrap();
     assert_eq!(report.end, EndReason::Stopped);
-    assert!(
-        !report.short && report.frames > 5 && report.duration < Duration::from_secs(60),
-        "{report:?}"
-    );
+    assert!(!report.short && report.frames > 5 && report.duration < Duration::from_secs(60), "{report:?}");
     assert_eq!(probe(&out).stamps.len() as u64, report.frames);
 
     let capped = dir.path().join("capped.mp4");
-    let settings = VideoSettings {
-        max_duration: Duration::from_secs(1),
-        ..small_settings()
-    };
-    let report = record(
-        synthetic(320, 240, 30),
-        &capped,
-        &settings,
-        Duration::from_secs(30),
-    )
-    .unwrap();
+    let settings = VideoSettings { max_duration: Duration::from_secs(1), ..small_settings() };
+    let report = record(synthetic(320, 240, 30), &capped, &settings, Duration::from_secs(30)).unwrap();
     assert_eq!(report.end, EndReason::Completed);
     assert_eq!(report.frames, 30);
     assert_eq!(report.requested, Duration::from_secs(1));
@@ -312,19 +243,10 @@ fn nothing_to_record_leaves_no_file_and_bad_settings_are_named() {
     )
     .unwrap_err();
     assert!(matches!(err, CaptureError::NoFrames(_)), "{err}");
-    assert_eq!(
-        std::fs::read_dir(dir.path()).unwrap().count(),
-        0,
-        "no file and no temporary left"
-    );
+    assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0, "no file and no temporary left");
 
-    let bad = VideoSettings {
-        preset: "warp".into(),
-        ..small_settings()
-    };
-    let err = record(synthetic(320, 240, 30), &out, &bad, Duration::from_secs(1))
-        .unwrap_err()
-        .to_string();
+    let bad = VideoSettings { preset: "warp".into(), ..small_settings() };
+    let err = record(synthetic(320, 240, 30), &out, &bad, Duration::from_secs(1)).unwrap_err().to_string();
     assert!(err.contains("preset") && err.contains("warp"), "{err}");
     let err = record(
         || kiosk_capture::open("v4l2:/dev/video99", Default::default()),
@@ -333,10 +255,7 @@ fn nothing_to_record_leaves_no_file_and_bad_settings_are_named() {
         Duration::from_secs(1),
     )
     .unwrap_err();
-    assert!(
-        err.is_bad_input() && err.to_string().contains("/dev/video99"),
-        "{err}"
-    );
+    assert!(err.is_bad_input() && err.to_string().contains("/dev/video99"), "{err}");
 }
 
 #[test]
@@ -364,16 +283,6 @@ fn recording_from_a_file_is_unpaced_and_drops_nothing() {
     )
     .unwrap();
     assert_eq!((report.frames, report.dropped), (45, 0), "{report:?}");
-    assert!(
-        started.elapsed() < Duration::from_millis(1500),
-        "a file source is not paced to 1.5 s of video"
-    );
-    assert_eq!(
-        probe(&second)
-            .stamps
-            .iter()
-            .map(|s| s.0)
-            .collect::<Vec<_>>(),
-        (0..45).collect::<Vec<_>>()
-    );
+    assert!(started.elapsed() < Duration::from_millis(1500), "a file source is not paced to 1.5 s of video");
+    assert_eq!(probe(&second).stamps.iter().map(|s| s.0).collect::<Vec<_>>(), (0..45).collect::<Vec<_>>());
 }

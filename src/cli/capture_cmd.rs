@@ -47,26 +47,17 @@ pub enum CaptureCommand {
 
 /// Writes `bytes` to `path` durably and atomically (temporary file, fsync, rename).
 pub fn write_durably(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
-    let dir = path
-        .parent()
-        .filter(|p| !p.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
-    let mut tmp = tempfile::NamedTempFile::new_in(dir)
-        .with_context(|| format!("cannot write in {}", dir.display()))?;
+    let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    let mut tmp = tempfile::NamedTempFile::new_in(dir).with_context(|| format!("cannot write in {}", dir.display()))?;
     tmp.write_all(bytes)?;
     tmp.as_file().sync_all()?;
-    tmp.persist(path)
-        .with_context(|| format!("cannot write {}", path.display()))?;
+    tmp.persist(path).with_context(|| format!("cannot write {}", path.display()))?;
     crate::fsutil::sync_dir(dir)?;
     Ok(())
 }
 
 /// Takes a still for `role` from `camera` (or the role's configured source).
-pub fn take_still(
-    cfg: &CaptureConfig,
-    role: Role,
-    camera: Option<&str>,
-) -> Result<Still, kiosk_capture::CaptureError> {
+pub fn take_still(cfg: &CaptureConfig, role: Role, camera: Option<&str>) -> Result<Still, kiosk_capture::CaptureError> {
     let r = cfg.role(role);
     let mut source = kiosk_capture::open(camera.unwrap_or(&r.source), r.request)?;
     capture_still(source.as_mut(), &cfg.still, &r.thresholds)
@@ -122,44 +113,22 @@ pub fn take_video(
         )));
     }
     let spec = camera.unwrap_or(&cfg.face.source).to_owned();
-    let request = kiosk_capture::Request {
-        width: cfg.video.width,
-        height: cfg.video.height,
-        fps: cfg.video.fps,
-    };
-    Ok(record(
-        move || kiosk_capture::open(&spec, request),
-        out,
-        &cfg.video,
-        Duration::from_secs_f64(seconds),
-    )?)
+    let request = kiosk_capture::Request { width: cfg.video.width, height: cfg.video.height, fps: cfg.video.fps };
+    Ok(record(move || kiosk_capture::open(&spec, request), out, &cfg.video, Duration::from_secs_f64(seconds))?)
 }
 
 pub fn run(cfg: &CaptureConfig, command: CaptureCommand) -> Result<ExitCode, Failure> {
     match command {
-        CaptureCommand::Still {
-            camera,
-            role,
-            out,
-            json,
-        } => {
+        CaptureCommand::Still { camera, role, out, json } => {
             let still = take_still(cfg, role, camera.as_deref())?;
             write_durably(&out, &still.jpeg)?;
             if json {
-                println!(
-                    "{}",
-                    serde_json::to_string_pretty(&still_json(&still, role, &out))?
-                );
+                println!("{}", serde_json::to_string_pretty(&still_json(&still, role, &out))?);
             } else {
                 println!("{}: {}", out.display(), still_line(&still));
             }
         }
-        CaptureCommand::Video {
-            camera,
-            seconds,
-            out,
-            json,
-        } => {
+        CaptureCommand::Video { camera, seconds, out, json } => {
             let report = take_video(cfg, camera.as_deref(), seconds, &out)?;
             if json {
                 let value = json!({
@@ -198,9 +167,7 @@ pub fn run(cfg: &CaptureConfig, command: CaptureCommand) -> Result<ExitCode, Fai
 pub fn cameras(cfg: &CaptureConfig, from: &str) -> Result<ExitCode, Failure> {
     let devices = kiosk_capture::camera::list().map_err(|e| anyhow::anyhow!(e))?;
     if devices.is_empty() {
-        println!(
-            "No cameras found: there are no V4L2 video devices (/dev/video*) on this machine."
-        );
+        println!("No cameras found: there are no V4L2 video devices (/dev/video*) on this machine.");
     } else {
         println!("Cameras:");
         for d in &devices {

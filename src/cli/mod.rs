@@ -88,10 +88,7 @@ pub struct Failure {
 
 impl Failure {
     pub fn bad_input(error: impl Into<anyhow::Error>) -> Self {
-        Failure {
-            code: 2,
-            error: error.into(),
-        }
+        Failure { code: 2, error: error.into() }
     }
 }
 
@@ -102,21 +99,24 @@ impl<E: Into<anyhow::Error>> From<E> for Failure {
         let bad_input = error.chain().any(|c| {
             c.is::<ConfigError>()
                 || c.is::<EvidenceError>()
-                || c.downcast_ref::<kiosk_capture::CaptureError>()
-                    .is_some_and(|e| e.is_bad_input())
+                || c.downcast_ref::<kiosk_capture::CaptureError>().is_some_and(|e| e.is_bad_input())
                 || matches!(
                     c.downcast_ref::<QueueError>(),
-                    Some(
-                        QueueError::Space(_)
-                            | QueueError::NotFound(_)
-                            | QueueError::WrongState { .. }
-                    )
+                    Some(QueueError::Space(_) | QueueError::NotFound(_) | QueueError::WrongState { .. })
                 )
         });
-        Failure {
-            code: if bad_input { 2 } else { 1 },
-            error,
-        }
+        // A damaged database needs a person, not a restart: exit 4, which the systemd unit
+        // excludes from automatic restarts, so the service does not crash-loop on it.
+        let damaged =
+            error.chain().any(|c| matches!(c.downcast_ref::<QueueError>(), Some(QueueError::DamagedDatabase { .. })));
+        let code = if damaged {
+            4
+        } else if bad_input {
+            2
+        } else {
+            1
+        };
+        Failure { code, error }
     }
 }
 
@@ -133,25 +133,15 @@ pub fn main() -> Result<ExitCode, Failure> {
             let (cfg, from) = capture_config(cli.config.as_deref())?;
             capture_cmd::cameras(&cfg, &from)
         }
-        Command::Capture { command } => {
-            capture_cmd::run(&capture_config(cli.config.as_deref())?.0, command)
-        }
+        Command::Capture { command } => capture_cmd::run(&capture_config(cli.config.as_deref())?.0, command),
         Command::CheckConfig => check_config(cli.config.as_deref()),
-        Command::Sandbox {
-            listen,
-            require_header,
-            faults,
-        } => runtime()?.block_on(sandbox(
-            &listen,
-            require_header.as_deref(),
-            faults.as_deref(),
-        )),
+        Command::Sandbox { listen, require_header, faults } => {
+            runtime()?.block_on(sandbox(&listen, require_header.as_deref(), faults.as_deref()))
+        }
         Command::Enroll { manifest } => enroll(&load_config(cli.config.as_deref())?, &manifest),
         Command::Sync { once } => {
             if !once {
-                return Err(Failure::bad_input(anyhow::anyhow!(
-                    "sync needs --once; `kiosk-agent run` is the daemon"
-                )));
+                return Err(Failure::bad_input(anyhow::anyhow!("sync needs --once; `kiosk-agent run` is the daemon")));
             }
             let config = load_config(cli.config.as_deref())?;
             runtime()?.block_on(work(config, Mode::Once))
@@ -172,36 +162,23 @@ fn init_logging(command: &Command) {
     };
     let filter = tracing_subscriber::EnvFilter::try_from_env("KIOSK_AGENT_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_target(false)
-        .try_init();
+    let _ =
+        tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_target(false).try_init();
 }
 
 fn runtime() -> Result<tokio::runtime::Runtime, Failure> {
-    Ok(tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .context("cannot start the async runtime")?)
+    Ok(tokio::runtime::Builder::new_multi_thread().enable_all().build().context("cannot start the async runtime")?)
 }
 
 fn config_path(path: Option<&Path>) -> Result<&Path, Failure> {
-    path.ok_or_else(|| {
-        Failure::bad_input(anyhow::anyhow!(
-            "no configuration: pass --config PATH or set {CONFIG_ENV}"
-        ))
-    })
+    path.ok_or_else(|| Failure::bad_input(anyhow::anyhow!("no configuration: pass --config PATH or set {CONFIG_ENV}")))
 }
 
 /// The capture settings: from the configuration file when one is given, else the defaults.
 fn capture_config(path: Option<&Path>) -> Result<(config::CaptureConfig, String), Failure> {
     match path {
         Some(p) => Ok((config::load_capture(p)?, p.display().to_string())),
-        None => Ok((
-            config::CaptureConfig::default(),
-            "defaults; no configuration file".into(),
-        )),
+        None => Ok((config::CaptureConfig::default(), "defaults; no configuration file".into())),
     }
 }
 
@@ -214,10 +191,7 @@ fn check_config(path: Option<&Path>) -> Result<ExitCode, Failure> {
     match config::load(path) {
         Ok(c) => {
             println!("{}: OK", path.display());
-            println!(
-                "  One-Shot server  {} ({:?} layout)",
-                c.oneshot.base_url, c.oneshot.layout
-            );
+            println!("  One-Shot server  {} ({:?} layout)", c.oneshot.base_url, c.oneshot.layout);
             println!("  data directory   {}", c.storage.data_dir.display());
             Ok(ExitCode::SUCCESS)
         }
@@ -225,11 +199,7 @@ fn check_config(path: Option<&Path>) -> Result<ExitCode, Failure> {
             for p in &problems {
                 println!("{p}");
             }
-            Err(Failure::bad_input(anyhow::anyhow!(
-                "{}: {} problem(s)",
-                path.display(),
-                problems.len()
-            )))
+            Err(Failure::bad_input(anyhow::anyhow!("{}: {} problem(s)", path.display(), problems.len())))
         }
         Err(e) => Err(e.into()),
     }
@@ -240,18 +210,16 @@ fn enroll(config: &Config, manifest: &Path) -> Result<ExitCode, Failure> {
     let enrollment = validate_manifest(manifest, &config.evidence)?;
     let queue = Queue::open(&config.storage)?;
     let id = queue.enqueue(&enrollment)?;
+    queue.poke_worker();
     println!("{id}");
     Ok(ExitCode::SUCCESS)
 }
 
-async fn sandbox(
-    listen: &str,
-    require_header: Option<&str>,
-    faults: Option<&str>,
-) -> Result<ExitCode, Failure> {
+async fn sandbox(listen: &str, require_header: Option<&str>, faults: Option<&str>) -> Result<ExitCode, Failure> {
     let plan = match faults {
-        Some(spec) => crate::sandbox::FaultPlan::parse(spec)
-            .map_err(|e| Failure::bad_input(anyhow::anyhow!("--faults: {e}")))?,
+        Some(spec) => {
+            crate::sandbox::FaultPlan::parse(spec).map_err(|e| Failure::bad_input(anyhow::anyhow!("--faults: {e}")))?
+        }
         None => crate::sandbox::FaultPlan::default(),
     };
     let required_header = match require_header.map(|h| h.split_once(':')) {
@@ -260,9 +228,7 @@ async fn sandbox(
             Some((name.trim().to_ascii_lowercase(), value.trim().to_owned()))
         }
         Some(_) => {
-            return Err(Failure::bad_input(anyhow::anyhow!(
-                "--require-header: expected \"Name: value\""
-            )));
+            return Err(Failure::bad_input(anyhow::anyhow!("--require-header: expected \"Name: value\"")));
         }
     };
     let listener = tokio::net::TcpListener::bind(listen)
@@ -287,10 +253,8 @@ async fn sandbox(
     let switch = state.clone();
     tokio::spawn(async move {
         use tokio::signal::unix::{signal, SignalKind};
-        let (Ok(mut off), Ok(mut on)) = (
-            signal(SignalKind::user_defined1()),
-            signal(SignalKind::user_defined2()),
-        ) else {
+        let (Ok(mut off), Ok(mut on)) = (signal(SignalKind::user_defined1()), signal(SignalKind::user_defined2()))
+        else {
             return;
         };
         loop {
@@ -300,31 +264,48 @@ async fn sandbox(
             }
         }
     });
-    crate::sandbox::serve(listener, state, shutdown_signal())
-        .await
-        .context("sandbox server")?;
+    crate::sandbox::serve(listener, state, shutdown_signal()).await.context("sandbox server")?;
     Ok(ExitCode::SUCCESS)
 }
 
 /// Resolves on SIGTERM or Ctrl-C.
 async fn shutdown_signal() {
-    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-        .expect("SIGTERM handler");
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("SIGTERM handler");
     tokio::select! {
         _ = term.recv() => {}
         _ = tokio::signal::ctrl_c() => {}
     }
 }
 
+/// Feeds pokes from `enroll` and `queue retry` (datagrams on the wake socket) to the worker.
+fn listen_for_wakes(path: &Path, waker: Arc<tokio::sync::Notify>) {
+    // We hold the worker lock, so a socket file left here belongs to a dead worker.
+    let _ = std::fs::remove_file(path);
+    match tokio::net::UnixDatagram::bind(path) {
+        Ok(sock) => {
+            tokio::spawn(async move {
+                let mut buf = [0u8; 16];
+                while sock.recv(&mut buf).await.is_ok() {
+                    waker.notify_one();
+                }
+            });
+        }
+        Err(e) => tracing::warn!(path = %path.display(), error = %e, "no wake socket; new work is noticed by polling"),
+    }
+}
+
 async fn work(config: Config, mode: Mode) -> Result<ExitCode, Failure> {
     let storage = config.storage.clone();
-    let queue = tokio::task::spawn_blocking(move || Queue::open(&storage))
-        .await
-        .context("queue task")??;
+    let queue = tokio::task::spawn_blocking(move || Queue::open(&storage)).await.context("queue task")??;
     let queue = Arc::new(queue);
     let _lock = queue.lock_worker()?;
+    let check = Arc::clone(&queue);
+    tokio::task::spawn_blocking(move || check.check_integrity()).await.context("queue task")??;
     let client = Client::new(&config.oneshot).context("One-Shot client")?;
     let worker = Worker::new(Arc::clone(&queue), client, config);
+    if mode == Mode::Forever {
+        listen_for_wakes(&queue.wake_socket(), worker.waker());
+    }
     let (tx, rx) = tokio::sync::watch::channel(false);
     tokio::spawn(async move {
         shutdown_signal().await;
@@ -336,10 +317,7 @@ async fn work(config: Config, mode: Mode) -> Result<ExitCode, Failure> {
     }
     let outcome = worker.run(mode, rx).await?;
     if mode == Mode::Once && outcome.pending > 0 {
-        eprintln!(
-            "{} enrollment(s) still pending; see `kiosk-agent queue list`",
-            outcome.pending
-        );
+        eprintln!("{} enrollment(s) still pending; see `kiosk-agent queue list`", outcome.pending);
         return Ok(ExitCode::from(3));
     }
     Ok(ExitCode::SUCCESS)

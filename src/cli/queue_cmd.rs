@@ -46,6 +46,7 @@ pub fn run(config: &Config, command: QueueCommand) -> Result<ExitCode, Failure> 
         QueueCommand::Show { id, json: false } => print_detail(&queue.show(&id)?),
         QueueCommand::Retry { id } => {
             let state = queue.retry(&id)?;
+            queue.poke_worker();
             println!("{id}: re-queued ({state})");
         }
         QueueCommand::Purge { id, force } => {
@@ -61,10 +62,7 @@ fn print_table(rows: &[Summary]) {
         println!("queue is empty");
         return;
     }
-    println!(
-        "{:<36}  {:<14}  {:>8}  {:>10}  {:>12}  LAST ERROR",
-        "ID", "STATE", "ATTEMPTS", "REQUEST", "BYTES"
-    );
+    println!("{:<36}  {:<14}  {:>8}  {:>10}  {:>12}  LAST ERROR", "ID", "STATE", "ATTEMPTS", "REQUEST", "BYTES");
     for r in rows {
         println!(
             "{:<36}  {:<14}  {:>8}  {:>10}  {:>12}  {}",
@@ -77,19 +75,14 @@ fn print_table(rows: &[Summary]) {
         );
     }
     let pending: Vec<_> = rows.iter().filter(|r| r.state.is_pending()).collect();
-    let failed = rows
-        .iter()
-        .filter(|r| r.state == crate::queue::State::Failed)
-        .count();
+    let failed = rows.iter().filter(|r| r.state == crate::queue::State::Failed).count();
     let bytes: u64 = pending.iter().map(|r| r.bytes).sum();
     let oldest = pending
         .iter()
         .filter_map(|r| humantime::parse_rfc3339(&r.created_at).ok())
         .min()
         .and_then(|t| t.elapsed().ok())
-        .map(|d| {
-            humantime::format_duration(std::time::Duration::from_secs(d.as_secs())).to_string()
-        });
+        .map(|d| humantime::format_duration(std::time::Duration::from_secs(d.as_secs())).to_string());
     println!(
         "\n{} pending ({} bytes, oldest {}), {} failed, {} in all",
         pending.len(),
@@ -105,38 +98,22 @@ fn print_detail(s: &Summary) {
     println!("state          {}", s.state);
     println!("request_pk     {}", s.request_pk.as_deref().unwrap_or("-"));
     println!("videoid_pk     {}", s.videoid_pk.as_deref().unwrap_or("-"));
-    println!(
-        "server status  {}",
-        s.server_status.as_deref().unwrap_or("-")
-    );
+    println!("server status  {}", s.server_status.as_deref().unwrap_or("-"));
     println!("attempts       {}", s.attempts);
     println!("last error     {}", s.last_error.as_deref().unwrap_or("-"));
     if let Some(next) = &s.next_attempt_at {
-        let due = humantime::parse_rfc3339(next).ok().map(|t| {
-            (t.duration_since(std::time::UNIX_EPOCH)
-                .unwrap_or_default()
-                .as_millis() as i64)
-                <= now_ms()
-        });
-        println!(
-            "next attempt   {next}{}",
-            if due == Some(true) { " (due)" } else { "" }
-        );
+        let due = humantime::parse_rfc3339(next)
+            .ok()
+            .map(|t| (t.duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_millis() as i64) <= now_ms());
+        println!("next attempt   {next}{}", if due == Some(true) { " (due)" } else { "" });
     }
     println!("created        {}", s.created_at);
     println!(
         "evidence       {}",
-        if s.erased {
-            "erased locally (audit record kept)"
-        } else {
-            "held locally, encrypted"
-        }
+        if s.erased { "erased locally (audit record kept)" } else { "held locally, encrypted" }
     );
     for a in s.artifacts.iter().flatten() {
-        println!(
-            "  {:<16} {:<5} {:>10} bytes  sha256 {}",
-            a.name, a.kind, a.size, a.sha256
-        );
+        println!("  {:<16} {:<5} {:>10} bytes  sha256 {}", a.name, a.kind, a.size, a.sha256);
     }
     println!("history");
     for e in s.history.iter().flatten() {

@@ -71,33 +71,20 @@ pub fn validate_capture(
     let document = role(
         "cameras.document",
         cameras.document,
-        Request {
-            width: 1920,
-            height: 1080,
-            fps: 30,
-        },
+        Request { width: 1920, height: 1080, fps: 30 },
         Thresholds::DOCUMENT,
         &mut problems,
     );
     let face = role(
         "cameras.face",
         cameras.face,
-        Request {
-            width: 1280,
-            height: 720,
-            fps: 30,
-        },
+        Request { width: 1280, height: 720, fps: 30 },
         Thresholds::FACE,
         &mut problems,
     );
 
     let c = capture.unwrap_or_default();
-    let mut problem = |key: &str, message: String| {
-        problems.push(Problem {
-            key: key.into(),
-            message,
-        })
-    };
+    let mut problem = |key: &str, message: String| problems.push(Problem { key: key.into(), message });
     let jpeg_quality = match c.jpeg_quality {
         None => 90,
         Some(q) if (1..=100).contains(&q) => q,
@@ -116,10 +103,7 @@ pub fn validate_capture(
     };
     let warmup_frames = match c.warmup_frames {
         Some(n) if n > 600 => {
-            problem(
-                "capture.warmup_frames",
-                format!("must be at most 600, not {n}"),
-            );
+            problem("capture.warmup_frames", format!("must be at most 600, not {n}"));
             10
         }
         n => n.unwrap_or(10),
@@ -134,79 +118,39 @@ pub fn validate_capture(
         max_bitrate: v.max_bitrate.unwrap_or(defaults.max_bitrate),
         preset: v.preset.unwrap_or(defaults.preset.clone()),
         keyframe_secs: v.keyframe_secs.unwrap_or(defaults.keyframe_secs),
-        max_duration: v
-            .max_seconds
-            .map(Duration::from_secs)
-            .unwrap_or(defaults.max_duration),
+        max_duration: v.max_seconds.map(Duration::from_secs).unwrap_or(defaults.max_duration),
     };
     if !(16..=3840).contains(&video.width) || !video.width.is_multiple_of(2) {
-        problem(
-            "capture.video.width",
-            format!("must be even and 16-3840, not {}", video.width),
-        );
+        problem("capture.video.width", format!("must be even and 16-3840, not {}", video.width));
         video.width = defaults.width;
     }
     if !(16..=2160).contains(&video.height) || !video.height.is_multiple_of(2) {
-        problem(
-            "capture.video.height",
-            format!("must be even and 16-2160, not {}", video.height),
-        );
+        problem("capture.video.height", format!("must be even and 16-2160, not {}", video.height));
         video.height = defaults.height;
     }
     if !(1..=120).contains(&video.fps) {
-        problem(
-            "capture.video.fps",
-            format!("must be 1-120, not {}", video.fps),
-        );
+        problem("capture.video.fps", format!("must be 1-120, not {}", video.fps));
         video.fps = defaults.fps;
     }
     if video.crf > 51 {
-        problem(
-            "capture.video.crf",
-            format!("must be 0-51, not {}", video.crf),
-        );
+        problem("capture.video.crf", format!("must be 0-51, not {}", video.crf));
     }
     if video.max_bitrate < 100_000 {
-        problem(
-            "capture.video.max_bitrate",
-            format!("must be at least 100000 bits/s, not {}", video.max_bitrate),
-        );
+        problem("capture.video.max_bitrate", format!("must be at least 100000 bits/s, not {}", video.max_bitrate));
     }
     if !PRESETS.contains(&video.preset.as_str()) {
-        problem(
-            "capture.video.preset",
-            format!(
-                "must be one of {}, not {:?}",
-                PRESETS.join(", "),
-                video.preset
-            ),
-        );
+        problem("capture.video.preset", format!("must be one of {}, not {:?}", PRESETS.join(", "), video.preset));
     }
     if !(1..=10).contains(&video.keyframe_secs) {
-        problem(
-            "capture.video.keyframe_secs",
-            format!("must be 1-10, not {}", video.keyframe_secs),
-        );
+        problem("capture.video.keyframe_secs", format!("must be 1-10, not {}", video.keyframe_secs));
     }
     if video.max_duration.is_zero() || video.max_duration > Duration::from_secs(3600) {
-        problem(
-            "capture.video.max_seconds",
-            format!("must be 1-3600, not {}", video.max_duration.as_secs()),
-        );
+        problem("capture.video.max_seconds", format!("must be 1-3600, not {}", video.max_duration.as_secs()));
     }
     if !problems.is_empty() {
         return Err(problems);
     }
-    Ok(CaptureConfig {
-        document,
-        face,
-        still: StillSettings {
-            warmup_frames,
-            candidates,
-            jpeg_quality,
-        },
-        video,
-    })
+    Ok(CaptureConfig { document, face, still: StillSettings { warmup_frames, candidates, jpeg_quality }, video })
 }
 
 fn role(
@@ -217,18 +161,13 @@ fn role(
     problems: &mut Vec<Problem>,
 ) -> CameraRole {
     let raw = raw.unwrap_or_default();
-    let mut problem = |key: &str, message: String| {
-        problems.push(Problem {
-            key: format!("{prefix}.{key}"),
-            message,
-        })
-    };
+    let mut problem = |key: &str, message: String| problems.push(Problem { key: format!("{prefix}.{key}"), message });
     let source = raw.source.unwrap_or_else(|| "camera:0".into());
-    if !["v4l2:", "camera:", "synthetic", "file:"]
-        .iter()
-        .any(|p| source.starts_with(p))
-    {
-        problem("source", format!("must be v4l2:/dev/videoN, camera:N, synthetic[:WxH@FPS] or file:PATH, not {source:?}"));
+    if !["v4l2:", "camera:", "synthetic", "file:"].iter().any(|p| source.starts_with(p)) {
+        problem(
+            "source",
+            format!("must be v4l2:/dev/videoN, camera:N, synthetic[:WxH@FPS] or file:PATH, not {source:?}"),
+        );
     }
     let mut request = Request {
         width: raw.width.unwrap_or(size.width),
@@ -236,17 +175,11 @@ fn role(
         fps: raw.fps.unwrap_or(size.fps),
     };
     if !(128..=7680).contains(&request.width) || !request.width.is_multiple_of(2) {
-        problem(
-            "width",
-            format!("must be even and 128-7680, not {}", request.width),
-        );
+        problem("width", format!("must be even and 128-7680, not {}", request.width));
         request.width = size.width;
     }
     if !(64..=4320).contains(&request.height) || !request.height.is_multiple_of(2) {
-        problem(
-            "height",
-            format!("must be even and 64-4320, not {}", request.height),
-        );
+        problem("height", format!("must be even and 64-4320, not {}", request.height));
         request.height = size.height;
     }
     if !(1..=120).contains(&request.fps) {
@@ -269,20 +202,10 @@ fn role(
         || !(0.0..=255.0).contains(&t.max_brightness)
         || t.min_brightness > t.max_brightness
     {
-        problem(
-            "quality.max_brightness",
-            "brightness bounds must be 0-255 with min ≤ max".into(),
-        );
+        problem("quality.max_brightness", "brightness bounds must be 0-255 with min ≤ max".into());
     }
     if !(0.0..=1.0).contains(&t.max_glare) {
-        problem(
-            "quality.max_glare",
-            format!("must be a share 0-1, not {}", t.max_glare),
-        );
+        problem("quality.max_glare", format!("must be a share 0-1, not {}", t.max_glare));
     }
-    CameraRole {
-        source,
-        request,
-        thresholds: t,
-    }
+    CameraRole { source, request, thresholds: t }
 }

@@ -37,10 +37,7 @@ impl fmt::Display for Problem {
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error("cannot read configuration file {path}: {error}")]
-    Read {
-        path: PathBuf,
-        error: std::io::Error,
-    },
+    Read { path: PathBuf, error: std::io::Error },
     #[error("configuration is not valid TOML: {0}")]
     Parse(String),
     #[error("configuration has {} problem(s):\n{}", .0.len(), .0.iter().map(|p| format!("  - {p}")).collect::<Vec<_>>().join("\n"))]
@@ -121,10 +118,7 @@ impl fmt::Debug for OneShotConfig {
             .field("profile", &self.profile)
             .field("env", &self.env)
             .field("billing_username", &self.billing_username)
-            .field(
-                "billing_password",
-                &self.billing_password.as_ref().map(|_| "<redacted>"),
-            )
+            .field("billing_password", &self.billing_password.as_ref().map(|_| "<redacted>"))
             .field("headers", &self.headers.keys().collect::<Vec<_>>())
             .field("ca_bundle", &self.ca_bundle)
             .finish_non_exhaustive()
@@ -159,10 +153,7 @@ pub struct EvidenceLimits {
 
 impl Default for EvidenceLimits {
     fn default() -> Self {
-        EvidenceLimits {
-            max_image_bytes: 10 * 1024 * 1024,
-            max_video_bytes: 512 * 1024 * 1024,
-        }
+        EvidenceLimits { max_image_bytes: 10 * 1024 * 1024, max_video_bytes: 512 * 1024 * 1024 }
     }
 }
 
@@ -190,10 +181,7 @@ pub struct Config {
 
 /// Reads, parses and validates the file at `path`.
 pub fn load(path: &Path) -> Result<Config, ConfigError> {
-    let text = std::fs::read_to_string(path).map_err(|error| ConfigError::Read {
-        path: path.to_owned(),
-        error,
-    })?;
+    let text = std::fs::read_to_string(path).map_err(|error| ConfigError::Read { path: path.to_owned(), error })?;
     let raw = from_toml(&text)?;
     // Relative paths in the file are relative to the file, not to the working directory.
     validate(raw, path.parent().unwrap_or(Path::new(".")))
@@ -202,10 +190,7 @@ pub fn load(path: &Path) -> Result<Config, ConfigError> {
 /// Reads a file and validates only its camera and capture sections (for `capture` commands,
 /// which need no server or storage settings).
 pub fn load_capture(path: &Path) -> Result<CaptureConfig, ConfigError> {
-    let text = std::fs::read_to_string(path).map_err(|error| ConfigError::Read {
-        path: path.to_owned(),
-        error,
-    })?;
+    let text = std::fs::read_to_string(path).map_err(|error| ConfigError::Read { path: path.to_owned(), error })?;
     let raw = from_toml(&text)?;
     validate_capture(raw.cameras, raw.capture).map_err(ConfigError::Invalid)
 }
@@ -218,12 +203,7 @@ pub fn from_toml(text: &str) -> Result<RawConfig, ConfigError> {
 /// Validates a parsed configuration, reporting every problem with its key.
 pub fn validate(raw: RawConfig, base_dir: &Path) -> Result<Config, ConfigError> {
     let mut problems = Vec::new();
-    let mut problem = |key: &str, message: String| {
-        problems.push(Problem {
-            key: key.into(),
-            message,
-        })
-    };
+    let mut problem = |key: &str, message: String| problems.push(Problem { key: key.into(), message });
     let resolve = |p: PathBuf| if p.is_absolute() { p } else { base_dir.join(p) };
 
     let o = raw.oneshot.unwrap_or_default();
@@ -244,10 +224,7 @@ pub fn validate(raw: RawConfig, base_dir: &Path) -> Result<Config, ConfigError> 
         None | Some("current") => Layout::Current,
         Some("legacy") => Layout::Legacy,
         Some(other) => {
-            problem(
-                "oneshot.layout",
-                format!("must be \"current\" or \"legacy\", not {other:?}"),
-            );
+            problem("oneshot.layout", format!("must be \"current\" or \"legacy\", not {other:?}"));
             Layout::Current
         }
     };
@@ -275,18 +252,11 @@ pub fn validate(raw: RawConfig, base_dir: &Path) -> Result<Config, ConfigError> 
             String::new()
         }
     };
-    let registration_authority = required(
-        "oneshot.registration_authority",
-        o.registration_authority,
-        &mut problem,
-    );
+    let registration_authority = required("oneshot.registration_authority", o.registration_authority, &mut problem);
     let profile = required("oneshot.profile", o.profile, &mut problem);
     if let Some(env) = &o.env {
         if env != "sandbox" && env != "prod" {
-            problem(
-                "oneshot.env",
-                format!("must be \"sandbox\" or \"prod\", not {env:?}"),
-            );
+            problem("oneshot.env", format!("must be \"sandbox\" or \"prod\", not {env:?}"));
         }
     }
     let billing_password = match o.billing_password_file.map(resolve) {
@@ -294,26 +264,17 @@ pub fn validate(raw: RawConfig, base_dir: &Path) -> Result<Config, ConfigError> 
         Some(path) => match std::fs::read_to_string(&path) {
             Ok(s) if !s.trim().is_empty() => Some(s.trim_end_matches(['\r', '\n']).to_owned()),
             Ok(_) => {
-                problem(
-                    "oneshot.billing_password_file",
-                    format!("{} is empty", path.display()),
-                );
+                problem("oneshot.billing_password_file", format!("{} is empty", path.display()));
                 None
             }
             Err(e) => {
-                problem(
-                    "oneshot.billing_password_file",
-                    format!("cannot read {}: {e}", path.display()),
-                );
+                problem("oneshot.billing_password_file", format!("cannot read {}: {e}", path.display()));
                 None
             }
         },
     };
     if billing_password.is_some() != o.billing_username.is_some() {
-        problem(
-            "oneshot.billing_username",
-            "billing_username and billing_password_file must be set together".into(),
-        );
+        problem("oneshot.billing_username", "billing_username and billing_password_file must be set together".into());
     }
     if let Some(url) = &o.webhook_url {
         if !(url.starts_with("https://") || url.starts_with("http://")) {
@@ -334,10 +295,7 @@ pub fn validate(raw: RawConfig, base_dir: &Path) -> Result<Config, ConfigError> 
     let ca_bundle = o.ca_bundle.map(resolve);
     if let Some(ca) = &ca_bundle {
         if !ca.is_file() {
-            problem(
-                "oneshot.ca_bundle",
-                format!("{} is not a readable file", ca.display()),
-            );
+            problem("oneshot.ca_bundle", format!("{} is not a readable file", ca.display()));
         }
     }
     let mut secs = |key: &str, v: Option<u64>, default: u64| match v {
@@ -360,19 +318,13 @@ pub fn validate(raw: RawConfig, base_dir: &Path) -> Result<Config, ConfigError> 
             PathBuf::new()
         }
     };
-    let master_key_file = s
-        .master_key_file
-        .map(resolve)
-        .unwrap_or_else(|| data_dir.join("master.key"));
+    let master_key_file = s.master_key_file.map(resolve).unwrap_or_else(|| data_dir.join("master.key"));
     let erase_after = match s.erase_after.as_deref() {
         None | Some("in_review") => EraseAfter::InReview,
         Some("approved") => EraseAfter::Approved,
         Some("never") => EraseAfter::Never,
         Some(other) => {
-            problem(
-                "storage.erase_after",
-                format!("must be \"in_review\", \"approved\" or \"never\", not {other:?}"),
-            );
+            problem("storage.erase_after", format!("must be \"in_review\", \"approved\" or \"never\", not {other:?}"));
             EraseAfter::InReview
         }
     };
@@ -388,22 +340,10 @@ pub fn validate(raw: RawConfig, base_dir: &Path) -> Result<Config, ConfigError> 
         None => default,
     };
     let evidence = EvidenceLimits {
-        max_image_bytes: positive(
-            "evidence.max_image_bytes",
-            e.max_image_bytes,
-            defaults.max_image_bytes,
-        ),
-        max_video_bytes: positive(
-            "evidence.max_video_bytes",
-            e.max_video_bytes,
-            defaults.max_video_bytes,
-        ),
+        max_image_bytes: positive("evidence.max_image_bytes", e.max_image_bytes, defaults.max_image_bytes),
+        max_video_bytes: positive("evidence.max_video_bytes", e.max_video_bytes, defaults.max_video_bytes),
     };
-    let max_spool_bytes = positive(
-        "storage.max_spool_bytes",
-        s.max_spool_bytes,
-        20 * 1024 * 1024 * 1024,
-    );
+    let max_spool_bytes = positive("storage.max_spool_bytes", s.max_spool_bytes, 20 * 1024 * 1024 * 1024);
     let min_free_bytes = s.min_free_bytes.unwrap_or(1024 * 1024 * 1024);
 
     let y = raw.sync.unwrap_or_default();
@@ -412,10 +352,7 @@ pub fn validate(raw: RawConfig, base_dir: &Path) -> Result<Config, ConfigError> 
         Some(n) => match NonZeroUsize::new(n).filter(|n| n.get() <= 64) {
             Some(n) => n,
             None => {
-                problem(
-                    "sync.concurrency",
-                    format!("must be between 1 and 64, not {n}"),
-                );
+                problem("sync.concurrency", format!("must be between 1 and 64, not {n}"));
                 NonZeroUsize::MIN
             }
         },
@@ -423,10 +360,7 @@ pub fn validate(raw: RawConfig, base_dir: &Path) -> Result<Config, ConfigError> 
     let mut millis = |key: &str, v: Option<f64>, default: f64| match v {
         Some(x) if x.is_finite() && x > 0.0 && x <= 86_400.0 => Duration::from_secs_f64(x),
         Some(x) => {
-            problem(
-                key,
-                format!("must be a number of seconds in (0, 86400], not {x}"),
-            );
+            problem(key, format!("must be a number of seconds in (0, 86400], not {x}"));
             Duration::from_secs_f64(default)
         }
         None => Duration::from_secs_f64(default),
@@ -435,10 +369,7 @@ pub fn validate(raw: RawConfig, base_dir: &Path) -> Result<Config, ConfigError> 
     let backoff_cap = millis("sync.backoff_cap_secs", y.backoff_cap_secs, 300.0);
     let status_poll = millis("sync.status_poll_secs", y.status_poll_secs, 2.0);
     if backoff_cap < backoff_base {
-        problem(
-            "sync.backoff_cap_secs",
-            "must not be smaller than sync.backoff_base_secs".into(),
-        );
+        problem("sync.backoff_cap_secs", "must not be smaller than sync.backoff_base_secs".into());
     }
 
     let capture = match validate_capture(raw.cameras, raw.capture) {
@@ -468,13 +399,7 @@ pub fn validate(raw: RawConfig, base_dir: &Path) -> Result<Config, ConfigError> 
             request_timeout,
             upload_timeout,
         },
-        storage: StorageConfig {
-            data_dir,
-            master_key_file,
-            max_spool_bytes,
-            min_free_bytes,
-            erase_after,
-        },
+        storage: StorageConfig { data_dir, master_key_file, max_spool_bytes, min_free_bytes, erase_after },
         evidence,
         sync: SyncConfig {
             concurrency,
@@ -496,9 +421,7 @@ fn check_base_url(url: &str) -> Result<String, String> {
     match parsed.scheme() {
         "https" => {}
         "http" if is_loopback(&parsed) => {}
-        "http" => {
-            return Err("must use https (plain http is allowed only for loopback addresses)".into())
-        }
+        "http" => return Err("must use https (plain http is allowed only for loopback addresses)".into()),
         other => return Err(format!("must use https, not {other}")),
     }
     Ok(url.trim_end_matches('/').to_owned())

@@ -10,11 +10,7 @@ data_dir = "/var/lib/kiosk-agent"
 "#;
 
 fn check_ok(text: &str) -> Config {
-    validate(
-        from_toml(text).expect("parses"),
-        Path::new("/etc/kiosk-agent"),
-    )
-    .expect("valid")
+    validate(from_toml(text).expect("parses"), Path::new("/etc/kiosk-agent")).expect("valid")
 }
 
 /// Asserts that `text` is rejected with a problem on `key` whose message contains `needle`.
@@ -22,9 +18,7 @@ fn check_problem(text: &str, key: &str, needle: &str) {
     let err = from_toml(text).and_then(|raw| validate(raw, Path::new("/etc")));
     match err {
         Err(ConfigError::Invalid(problems)) => assert!(
-            problems
-                .iter()
-                .any(|p| p.key == key && p.message.contains(needle)),
+            problems.iter().any(|p| p.key == key && p.message.contains(needle)),
             "expected {key}: …{needle}… in {problems:?}"
         ),
         Err(ConfigError::Parse(msg)) => assert!(msg.contains(key) && msg.contains(needle), "{msg}"),
@@ -40,40 +34,26 @@ fn minimal_config_gets_defaults() {
     assert_eq!(c.sync.concurrency.get(), 2);
     assert_eq!(c.sync.backoff_base, Duration::from_secs(2));
     assert_eq!(c.sync.backoff_cap, Duration::from_secs(300));
-    assert_eq!(
-        c.storage.master_key_file,
-        PathBuf::from("/var/lib/kiosk-agent/master.key")
-    );
+    assert_eq!(c.storage.master_key_file, PathBuf::from("/var/lib/kiosk-agent/master.key"));
     assert_eq!(c.evidence.max_image_bytes, 10 * 1024 * 1024);
 }
 
 #[test]
 fn legacy_layout_and_path_override() {
-    let c = check_ok(&format!(
-        "{MINIMAL}\n[oneshot.paths]\nstatus = \"/requests/{{request_pk}}\"\n"
-    ));
+    let c = check_ok(&format!("{MINIMAL}\n[oneshot.paths]\nstatus = \"/requests/{{request_pk}}\"\n"));
     assert_eq!(c.oneshot.paths.status, "/requests/{request_pk}");
     let legacy = MINIMAL.replace("[oneshot]", "[oneshot]\nlayout = \"legacy\"");
     let c = check_ok(&legacy);
-    assert_eq!(
-        c.oneshot.paths.video,
-        "/videoid/{request_pk}/evidences/video"
-    );
+    assert_eq!(c.oneshot.paths.video, "/videoid/{request_pk}/evidences/video");
     assert_eq!(c.oneshot.paths.evidences, "/videoid/{request_pk}/evidences");
 }
 
 #[test]
 fn each_rule_names_its_key() {
-    let https = MINIMAL.replace(
-        "https://optimizer.example.com",
-        "http://optimizer.example.com",
-    );
+    let https = MINIMAL.replace("https://optimizer.example.com", "http://optimizer.example.com");
     check_problem(&https, "oneshot.base_url", "must use https");
     let loopback = MINIMAL.replace("https://optimizer.example.com", "http://127.0.0.1:8080");
-    assert_eq!(
-        check_ok(&loopback).oneshot.base_url,
-        "http://127.0.0.1:8080/oneshot/api/v1"
-    );
+    assert_eq!(check_ok(&loopback).oneshot.base_url, "http://127.0.0.1:8080/oneshot/api/v1");
     check_problem(
         &MINIMAL.replace("registration_authority = \"139\"", ""),
         "oneshot.registration_authority",
@@ -89,16 +69,8 @@ fn each_rule_names_its_key() {
         "oneshot.layout",
         "\"current\" or \"legacy\"",
     );
-    check_problem(
-        &MINIMAL.replace("[oneshot]", "[oneshot]\nenv = \"staging\""),
-        "oneshot.env",
-        "sandbox",
-    );
-    check_problem(
-        &format!("{MINIMAL}\n[sync]\nconcurrency = 0\n"),
-        "sync.concurrency",
-        "between 1 and 64",
-    );
+    check_problem(&MINIMAL.replace("[oneshot]", "[oneshot]\nenv = \"staging\""), "oneshot.env", "sandbox");
+    check_problem(&format!("{MINIMAL}\n[sync]\nconcurrency = 0\n"), "sync.concurrency", "between 1 and 64");
     check_problem(
         &format!("{MINIMAL}\n[evidence]\nmax_image_bytes = 0\n"),
         "evidence.max_image_bytes",
@@ -130,29 +102,16 @@ fn each_rule_names_its_key() {
         "smaller",
     );
     // Unknown keys are reported by serde with their name.
-    check_problem(
-        &format!("{MINIMAL}\n[sync]\nconcurency = 2\n"),
-        "concurency",
-        "unknown field",
-    );
+    check_problem(&format!("{MINIMAL}\n[sync]\nconcurency = 2\n"), "concurency", "unknown field");
 }
 
 #[test]
 fn every_problem_is_reported_at_once() {
-    let Err(ConfigError::Invalid(problems)) = validate(from_toml("").unwrap(), Path::new("/"))
-    else {
+    let Err(ConfigError::Invalid(problems)) = validate(from_toml("").unwrap(), Path::new("/")) else {
         panic!("an empty file must be invalid");
     };
     let keys: Vec<_> = problems.iter().map(|p| p.key.as_str()).collect();
-    assert_eq!(
-        keys,
-        [
-            "oneshot.base_url",
-            "oneshot.registration_authority",
-            "oneshot.profile",
-            "storage.data_dir"
-        ]
-    );
+    assert_eq!(keys, ["oneshot.base_url", "oneshot.registration_authority", "oneshot.profile", "storage.data_dir"]);
 }
 
 #[test]
@@ -166,10 +125,7 @@ fn secrets_stay_out_of_debug_output() {
     let c = validate(from_toml(&text).unwrap(), dir.path()).unwrap();
     assert_eq!(c.oneshot.billing_password.as_deref(), Some("hunter2"));
     let debug = format!("{c:?}");
-    assert!(
-        !debug.contains("hunter2") && !debug.contains("s3cr3t"),
-        "{debug}"
-    );
+    assert!(!debug.contains("hunter2") && !debug.contains("s3cr3t"), "{debug}");
     assert!(debug.contains("X-Api-Key"));
 }
 
@@ -184,48 +140,19 @@ fn shipped_example_parses() {
 #[test]
 fn capture_sections_have_defaults_and_checked_values() {
     let c = check_ok(MINIMAL);
-    assert_eq!(
-        c.capture.document.request,
-        kiosk_capture::Request {
-            width: 1920,
-            height: 1080,
-            fps: 30
-        }
-    );
+    assert_eq!(c.capture.document.request, kiosk_capture::Request { width: 1920, height: 1080, fps: 30 });
     assert_eq!(c.capture.video.preset, "veryfast");
     assert_eq!(c.capture.still.jpeg_quality, 90);
-    check_problem(
-        &format!("{MINIMAL}\n[capture]\njpeg_quality = 0\n"),
-        "capture.jpeg_quality",
-        "1-100",
-    );
-    check_problem(
-        &format!("{MINIMAL}\n[capture.video]\npreset = \"ludicrous\"\n"),
-        "capture.video.preset",
-        "veryfast",
-    );
-    check_problem(
-        &format!("{MINIMAL}\n[capture.video]\nwidth = 1281\n"),
-        "capture.video.width",
-        "even",
-    );
-    check_problem(
-        &format!("{MINIMAL}\n[cameras.face]\nsource = \"webcam\"\n"),
-        "cameras.face.source",
-        "v4l2:",
-    );
+    check_problem(&format!("{MINIMAL}\n[capture]\njpeg_quality = 0\n"), "capture.jpeg_quality", "1-100");
+    check_problem(&format!("{MINIMAL}\n[capture.video]\npreset = \"ludicrous\"\n"), "capture.video.preset", "veryfast");
+    check_problem(&format!("{MINIMAL}\n[capture.video]\nwidth = 1281\n"), "capture.video.width", "even");
+    check_problem(&format!("{MINIMAL}\n[cameras.face]\nsource = \"webcam\"\n"), "cameras.face.source", "v4l2:");
     check_problem(
         &format!("{MINIMAL}\n[cameras.document.quality]\nmax_glare = 2.0\n"),
         "cameras.document.quality.max_glare",
         "0-1",
     );
     // Capture-only files work for `capture` commands without the server settings.
-    let only = validate_capture(
-        from_toml("[cameras.face]\nsource = \"synthetic\"\n")
-            .unwrap()
-            .cameras,
-        None,
-    )
-    .unwrap();
+    let only = validate_capture(from_toml("[cameras.face]\nsource = \"synthetic\"\n").unwrap().cameras, None).unwrap();
     assert_eq!(only.face.source, "synthetic");
 }

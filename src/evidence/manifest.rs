@@ -11,23 +11,11 @@ use super::{countries, EvidenceError, Violation};
 use crate::config::EvidenceLimits;
 
 /// The image slots of `videoid_data.images`, in the order they are sent.
-pub const IMAGE_NAMES: [&str; 4] = [
-    "document_front",
-    "document_rear",
-    "document_photo",
-    "document_owner",
-];
+pub const IMAGE_NAMES: [&str; 4] = ["document_front", "document_rear", "document_photo", "document_owner"];
 /// Image slots that must be present. A passport has no rear side, so `document_rear` is optional.
 const REQUIRED_IMAGES: [&str; 3] = ["document_front", "document_photo", "document_owner"];
-const TOP_LEVEL_KEYS: [&str; 7] = [
-    "customer",
-    "acceptance",
-    "ocr_data",
-    "security_checks",
-    "similarity_level",
-    "images",
-    "video",
-];
+const TOP_LEVEL_KEYS: [&str; 7] =
+    ["customer", "acceptance", "ocr_data", "security_checks", "similarity_level", "images", "video"];
 const DOCUMENT_TYPES: [&str; 4] = ["IDC", "PAS", "PNO", "TIN"];
 /// The security checks the API documents; each must be a boolean. Others pass through as given.
 const KNOWN_CHECKS: [&str; 7] = [
@@ -76,16 +64,10 @@ pub struct Enrollment {
 }
 
 /// Reads and validates the manifest at `path`; artifact paths are relative to its directory.
-pub fn validate_manifest(
-    path: &Path,
-    limits: &EvidenceLimits,
-) -> Result<Enrollment, EvidenceError> {
-    let text = std::fs::read_to_string(path).map_err(|error| EvidenceError::ReadManifest {
-        path: path.to_owned(),
-        error,
-    })?;
-    let value: Value =
-        serde_json::from_str(&text).map_err(|e| EvidenceError::Json(e.to_string()))?;
+pub fn validate_manifest(path: &Path, limits: &EvidenceLimits) -> Result<Enrollment, EvidenceError> {
+    let text =
+        std::fs::read_to_string(path).map_err(|error| EvidenceError::ReadManifest { path: path.to_owned(), error })?;
+    let value: Value = serde_json::from_str(&text).map_err(|e| EvidenceError::Json(e.to_string()))?;
     let base = path.parent().unwrap_or(Path::new("."));
     validate_value(&value, base, limits)
 }
@@ -97,10 +79,7 @@ struct Checker {
 
 impl Checker {
     fn fail(&mut self, field: impl Into<String>, rule: impl Into<String>) {
-        self.violations.push(Violation {
-            field: field.into(),
-            rule: rule.into(),
-        });
+        self.violations.push(Violation { field: field.into(), rule: rule.into() });
     }
 
     fn object<'a>(&mut self, v: Option<&'a Value>, field: &str) -> Option<&'a Map<String, Value>> {
@@ -112,20 +91,12 @@ impl Checker {
         None
     }
 
-    fn string(
-        &mut self,
-        map: &Map<String, Value>,
-        key: &str,
-        prefix: &str,
-        required: bool,
-    ) -> Option<String> {
+    fn string(&mut self, map: &Map<String, Value>, key: &str, prefix: &str, required: bool) -> Option<String> {
         let field = format!("{prefix}.{key}");
         match map.get(key) {
             None if required => self.fail(field, "is required"),
             None => {}
-            Some(Value::String(s)) if s.trim().is_empty() && required => {
-                self.fail(field, "must not be empty")
-            }
+            Some(Value::String(s)) if s.trim().is_empty() && required => self.fail(field, "must not be empty"),
             Some(Value::String(s)) => return Some(s.clone()),
             Some(_) => self.fail(field, "must be a string"),
         }
@@ -134,15 +105,8 @@ impl Checker {
 
     fn reject_unknown(&mut self, map: &Map<String, Value>, allowed: &[&str], prefix: &str) {
         for key in map.keys().filter(|k| !allowed.contains(&k.as_str())) {
-            let field = if prefix.is_empty() {
-                key.clone()
-            } else {
-                format!("{prefix}.{key}")
-            };
-            self.fail(
-                field,
-                format!("unknown key (allowed: {})", allowed.join(", ")),
-            );
+            let field = if prefix.is_empty() { key.clone() } else { format!("{prefix}.{key}") };
+            self.fail(field, format!("unknown key (allowed: {})", allowed.join(", ")));
         }
     }
 
@@ -186,36 +150,20 @@ impl Checker {
             }
         };
         if size > limit {
-            self.fail(
-                field,
-                format!("is {size} bytes, over the limit of {limit} bytes"),
-            );
+            self.fail(field, format!("is {size} bytes, over the limit of {limit} bytes"));
             return None;
         }
-        let sniffed = if video {
-            sniff_video(&mut file)
-        } else {
-            sniff_image(&mut file)
-        };
+        let sniffed = if video { sniff_video(&mut file) } else { sniff_image(&mut file) };
         match sniffed {
-            Ok(Some(kind)) => Some(ArtifactSource {
-                name: field.rsplit('.').next().unwrap_or(field).into(),
-                path,
-                kind,
-                size,
-            }),
+            Ok(Some(kind)) => {
+                Some(ArtifactSource { name: field.rsplit('.').next().unwrap_or(field).into(), path, kind, size })
+            }
             Ok(None) if video => {
-                self.fail(
-                    field,
-                    "must be an MP4 file (ISO-BMFF starting with an ftyp box)",
-                );
+                self.fail(field, "must be an MP4 file (ISO-BMFF starting with an ftyp box)");
                 None
             }
             Ok(None) => {
-                self.fail(
-                    field,
-                    "must be a JPEG or PNG image (checked by content, not extension)",
-                );
+                self.fail(field, "must be a JPEG or PNG image (checked by content, not extension)");
                 None
             }
             Err(e) => {
@@ -226,14 +174,8 @@ impl Checker {
     }
 }
 
-fn validate_value(
-    value: &Value,
-    base: &Path,
-    limits: &EvidenceLimits,
-) -> Result<Enrollment, EvidenceError> {
-    let mut c = Checker {
-        violations: Vec::new(),
-    };
+fn validate_value(value: &Value, base: &Path, limits: &EvidenceLimits) -> Result<Enrollment, EvidenceError> {
+    let mut c = Checker { violations: Vec::new() };
     let Some(root) = c.object(Some(value), "manifest") else {
         return Err(EvidenceError::Invalid(c.violations));
     };
@@ -245,10 +187,7 @@ fn validate_value(
         let email = c.string(m, "email", "customer", true);
         check_phone(&mut c, "customer.mobile_phone_number", phone.as_deref());
         check_email(&mut c, "customer.email", email.as_deref());
-        Some(Customer {
-            mobile_phone_number: phone?,
-            email: email?,
-        })
+        Some(Customer { mobile_phone_number: phone?, email: email? })
     });
 
     // `acceptance` is customizable: any object, passed through unchanged.
@@ -264,10 +203,7 @@ fn validate_value(
         }
         if let Some(t) = c.string(ocr, "id_document_type", "ocr_data", false) {
             if !DOCUMENT_TYPES.contains(&t.as_str()) {
-                c.fail(
-                    "ocr_data.id_document_type",
-                    format!("must be one of {}, not {t:?}", DOCUMENT_TYPES.join(", ")),
-                );
+                c.fail("ocr_data.id_document_type", format!("must be one of {}, not {t:?}", DOCUMENT_TYPES.join(", ")));
             }
         }
         if let Some(country) = c.string(ocr, "id_document_country", "ocr_data", false) {
@@ -280,11 +216,7 @@ fn validate_value(
         }
         let phone = ocr.get("mobile_phone_number").and_then(Value::as_str);
         check_phone(&mut c, "ocr_data.mobile_phone_number", phone);
-        check_email(
-            &mut c,
-            "ocr_data.email",
-            ocr.get("email").and_then(Value::as_str),
-        );
+        check_email(&mut c, "ocr_data.email", ocr.get("email").and_then(Value::as_str));
     }
 
     let security_checks = match root.get("security_checks") {
@@ -304,10 +236,9 @@ fn validate_value(
         None => c.fail("similarity_level", "is required"),
         Some(Value::Number(n)) if n.as_u64().is_some_and(|n| n <= 100) => {}
         Some(Value::String(s)) if ["low", "medium", "high"].contains(&s.as_str()) => {}
-        Some(_) => c.fail(
-            "similarity_level",
-            "must be an integer from 0 to 100 or one of \"low\", \"medium\", \"high\"",
-        ),
+        Some(_) => {
+            c.fail("similarity_level", "must be an integer from 0 to 100 or one of \"low\", \"medium\", \"high\"")
+        }
     }
 
     let mut images = Vec::new();
@@ -318,28 +249,14 @@ fn validate_value(
             if map.get(name).is_none() && !REQUIRED_IMAGES.contains(&name) {
                 continue;
             }
-            if let Some(a) = c.artifact(&field, map.get(name), base, limits.max_image_bytes, false)
-            {
+            if let Some(a) = c.artifact(&field, map.get(name), base, limits.max_image_bytes, false) {
                 images.push(a);
             }
         }
     }
-    let video = c.artifact(
-        "video",
-        root.get("video"),
-        base,
-        limits.max_video_bytes,
-        true,
-    );
+    let video = c.artifact("video", root.get("video"), base, limits.max_video_bytes, true);
 
-    match (
-        customer,
-        acceptance,
-        ocr_data,
-        security_checks,
-        similarity_level,
-        video,
-    ) {
+    match (customer, acceptance, ocr_data, security_checks, similarity_level, video) {
         (
             Some(customer),
             Some(acceptance),
@@ -348,13 +265,7 @@ fn validate_value(
             Some(similarity_level),
             Some(video),
         ) if c.violations.is_empty() => Ok(Enrollment {
-            pii: Pii {
-                customer,
-                acceptance,
-                ocr_data,
-                security_checks,
-                similarity_level,
-            },
+            pii: Pii { customer, acceptance, ocr_data, security_checks, similarity_level },
             images,
             video,
         }),
@@ -367,14 +278,9 @@ fn validate_value(
 fn check_phone(c: &mut Checker, field: &str, phone: Option<&str>) {
     let Some(p) = phone else { return };
     let digits = p.strip_prefix('+').unwrap_or("");
-    let ok = (8..=15).contains(&digits.len())
-        && digits.bytes().all(|b| b.is_ascii_digit())
-        && !digits.starts_with('0');
+    let ok = (8..=15).contains(&digits.len()) && digits.bytes().all(|b| b.is_ascii_digit()) && !digits.starts_with('0');
     if !ok {
-        c.fail(
-            field,
-            format!("must be an E.164 number such as +34699999999, not {p:?}"),
-        );
+        c.fail(field, format!("must be an E.164 number such as +34699999999, not {p:?}"));
     }
 }
 
@@ -395,9 +301,6 @@ fn check_email(c: &mut Checker, field: &str, email: Option<&str>) {
                 })
         });
     if !ok {
-        c.fail(
-            field,
-            format!("must be an email address such as ana@example.com, not {e:?}"),
-        );
+        c.fail(field, format!("must be an email address such as ana@example.com, not {e:?}"));
     }
 }

@@ -32,10 +32,7 @@ impl fmt::Display for Violation {
 #[derive(Debug, thiserror::Error)]
 pub enum EvidenceError {
     #[error("cannot read manifest {path}: {error}")]
-    ReadManifest {
-        path: std::path::PathBuf,
-        error: std::io::Error,
-    },
+    ReadManifest { path: std::path::PathBuf, error: std::io::Error },
     #[error("manifest is not valid JSON: {0}")]
     Json(String),
     #[error("manifest has {} problem(s):\n{}", .0.len(), .0.iter().map(|v| format!("  - {v}")).collect::<Vec<_>>().join("\n"))]

@@ -12,15 +12,9 @@ use crate::config::OneShotConfig;
 /// The body of "create VideoID request".
 pub fn create_body(cfg: &OneShotConfig, pii: &Pii) -> Value {
     let mut body = Map::new();
-    body.insert(
-        "mobile_phone_number".into(),
-        pii.customer.mobile_phone_number.clone().into(),
-    );
+    body.insert("mobile_phone_number".into(), pii.customer.mobile_phone_number.clone().into());
     body.insert("email".into(), pii.customer.email.clone().into());
-    body.insert(
-        "registration_authority".into(),
-        cfg.registration_authority.clone().into(),
-    );
+    body.insert("registration_authority".into(), cfg.registration_authority.clone().into());
     body.insert("profile".into(), cfg.profile.clone().into());
     if let (Some(user), Some(password)) = (&cfg.billing_username, &cfg.billing_password) {
         body.insert("billing_username".into(), user.clone().into());
@@ -41,10 +35,8 @@ pub fn create_body(cfg: &OneShotConfig, pii: &Pii) -> Value {
 /// Images are standard Base64 with padding and without line breaks.
 pub fn evidences_body(pii: &Pii, images: &[(String, Vec<u8>)]) -> Value {
     let b64 = base64::engine::general_purpose::STANDARD;
-    let images: Map<String, Value> = images
-        .iter()
-        .map(|(name, bytes)| (name.clone(), Value::String(b64.encode(bytes))))
-        .collect();
+    let images: Map<String, Value> =
+        images.iter().map(|(name, bytes)| (name.clone(), Value::String(b64.encode(bytes)))).collect();
     json!({
         "acceptance": pii.acceptance,
         "videoid_data": {

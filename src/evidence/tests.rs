@@ -6,20 +6,15 @@ use super::*;
 use crate::config::EvidenceLimits;
 
 const JPEG: &[u8] = b"\xFF\xD8\xFF\xE0\x00\x10JFIF\x00\x01\x01\x00\x00\x01\x00\x01\x00\x00\xFF\xD9";
-const PNG: &[u8] =
-    b"\x89PNG\r\n\x1a\n\x00\x00\x00\x0DIHDR\x00\x00\x00\x01\x00\x00\x00\x01\x08\x02\x00\x00\x00";
+const PNG: &[u8] = b"\x89PNG\r\n\x1a\n\x00\x00\x00\x0DIHDR\x00\x00\x00\x01\x00\x00\x00\x01\x08\x02\x00\x00\x00";
 const MP4: &[u8] = b"\x00\x00\x00\x18ftypisom\x00\x00\x02\x00isomiso2\x00\x00\x00\x08free";
 
 /// A temp dir holding a valid manifest and its artifacts; `edit` changes the manifest first.
 fn fixture(edit: impl FnOnce(&mut Value)) -> (tempfile::TempDir, std::path::PathBuf) {
     let dir = tempfile::tempdir().unwrap();
-    for (name, bytes) in [
-        ("front.jpg", JPEG),
-        ("rear.jpg", JPEG),
-        ("photo.png", PNG),
-        ("selfie.jpg", JPEG),
-        ("video.mp4", MP4),
-    ] {
+    for (name, bytes) in
+        [("front.jpg", JPEG), ("rear.jpg", JPEG), ("photo.png", PNG), ("selfie.jpg", JPEG), ("video.mp4", MP4)]
+    {
         std::fs::write(dir.path().join(name), bytes).unwrap();
     }
     let mut manifest = json!({
@@ -42,10 +37,7 @@ fn fixture(edit: impl FnOnce(&mut Value)) -> (tempfile::TempDir, std::path::Path
 }
 
 fn limits() -> EvidenceLimits {
-    EvidenceLimits {
-        max_image_bytes: 1024,
-        max_video_bytes: 1024,
-    }
+    EvidenceLimits { max_image_bytes: 1024, max_video_bytes: 1024 }
 }
 
 /// Applies `edit` and asserts a violation on `field` whose rule mentions `needle`.
@@ -53,9 +45,7 @@ fn check(edit: impl FnOnce(&mut Value), field: &str, needle: &str) {
     let (_dir, path) = fixture(edit);
     let err = validate_manifest(&path, &limits()).expect_err("must be rejected");
     assert!(
-        err.violations()
-            .iter()
-            .any(|v| v.field == field && v.rule.contains(needle)),
+        err.violations().iter().any(|v| v.field == field && v.rule.contains(needle)),
         "expected {field}: …{needle}… in {err}"
     );
 }
@@ -87,66 +77,27 @@ fn each_rule_names_field_and_rule() {
         "ocr_data.given_name",
         "required",
     );
-    check(
-        |m| m["ocr_data"]["surname_1"] = json!(" "),
-        "ocr_data.surname_1",
-        "empty",
-    );
+    check(|m| m["ocr_data"]["surname_1"] = json!(" "), "ocr_data.surname_1", "empty");
     check(
         |m| {
-            m["ocr_data"]
-                .as_object_mut()
-                .unwrap()
-                .remove("serial_number");
+            m["ocr_data"].as_object_mut().unwrap().remove("serial_number");
         },
         "ocr_data.serial_number",
         "required",
     );
-    check(
-        |m| m["ocr_data"]["id_document_type"] = json!("DNI"),
-        "ocr_data.id_document_type",
-        "IDC, PAS, PNO, TIN",
-    );
-    check(
-        |m| m["ocr_data"]["id_document_country"] = json!("XX"),
-        "ocr_data.id_document_country",
-        "ISO 3166-1",
-    );
-    check(
-        |m| m["ocr_data"]["id_document_country"] = json!("es"),
-        "ocr_data.id_document_country",
-        "ISO 3166-1",
-    );
-    check(
-        |m| m["customer"]["email"] = json!("ana@"),
-        "customer.email",
-        "email address",
-    );
-    check(
-        |m| m["customer"]["email"] = json!("ana example@x.com"),
-        "customer.email",
-        "email address",
-    );
-    check(
-        |m| m["ocr_data"]["email"] = json!("x@y"),
-        "ocr_data.email",
-        "email address",
-    );
-    check(
-        |m| m["customer"]["mobile_phone_number"] = json!("699999999"),
-        "customer.mobile_phone_number",
-        "E.164",
-    );
+    check(|m| m["ocr_data"]["id_document_type"] = json!("DNI"), "ocr_data.id_document_type", "IDC, PAS, PNO, TIN");
+    check(|m| m["ocr_data"]["id_document_country"] = json!("XX"), "ocr_data.id_document_country", "ISO 3166-1");
+    check(|m| m["ocr_data"]["id_document_country"] = json!("es"), "ocr_data.id_document_country", "ISO 3166-1");
+    check(|m| m["customer"]["email"] = json!("ana@"), "customer.email", "email address");
+    check(|m| m["customer"]["email"] = json!("ana example@x.com"), "customer.email", "email address");
+    check(|m| m["ocr_data"]["email"] = json!("x@y"), "ocr_data.email", "email address");
+    check(|m| m["customer"]["mobile_phone_number"] = json!("699999999"), "customer.mobile_phone_number", "E.164");
     check(
         |m| m["customer"]["mobile_phone_number"] = json!("+3469999999999999"),
         "customer.mobile_phone_number",
         "E.164",
     );
-    check(
-        |m| m["customer"]["mobile_phone_number"] = json!("+34 699 99 99"),
-        "customer.mobile_phone_number",
-        "E.164",
-    );
+    check(|m| m["customer"]["mobile_phone_number"] = json!("+34 699 99 99"), "customer.mobile_phone_number", "E.164");
     check(
         |m| {
             m["customer"].as_object_mut().unwrap().remove("email");
@@ -154,69 +105,22 @@ fn each_rule_names_field_and_rule() {
         "customer.email",
         "required",
     );
-    check(
-        |m| m["similarity_level"] = json!(101),
-        "similarity_level",
-        "0 to 100",
-    );
-    check(
-        |m| m["similarity_level"] = json!(-1),
-        "similarity_level",
-        "0 to 100",
-    );
-    check(
-        |m| m["similarity_level"] = json!(87.5),
-        "similarity_level",
-        "0 to 100",
-    );
-    check(
-        |m| m["similarity_level"] = json!("very high"),
-        "similarity_level",
-        "\"low\"",
-    );
-    check(
-        |m| m["security_checks"]["liveliness"] = json!("yes"),
-        "security_checks.liveliness",
-        "boolean",
-    );
-    check(
-        |m| m["security_checks"]["otp_validation"] = json!(1),
-        "security_checks.otp_validation",
-        "boolean",
-    );
+    check(|m| m["similarity_level"] = json!(101), "similarity_level", "0 to 100");
+    check(|m| m["similarity_level"] = json!(-1), "similarity_level", "0 to 100");
+    check(|m| m["similarity_level"] = json!(87.5), "similarity_level", "0 to 100");
+    check(|m| m["similarity_level"] = json!("very high"), "similarity_level", "\"low\"");
+    check(|m| m["security_checks"]["liveliness"] = json!("yes"), "security_checks.liveliness", "boolean");
+    check(|m| m["security_checks"]["otp_validation"] = json!(1), "security_checks.otp_validation", "boolean");
     check(|m| m["extra"] = json!(1), "extra", "unknown key");
-    check(
-        |m| m["images"]["document_back"] = json!("rear.jpg"),
-        "images.document_back",
-        "unknown key",
-    );
-    check(
-        |m| m["customer"]["name"] = json!("Ana"),
-        "customer.name",
-        "unknown key",
-    );
-    check(
-        |m| m["acceptance"] = json!("yes"),
-        "acceptance",
-        "JSON object",
-    );
-    check(
-        |m| m["images"]["document_front"] = json!("missing.jpg"),
-        "images.document_front",
-        "cannot open",
-    );
-    check(
-        |m| m["images"]["document_front"] = json!("video.mp4"),
-        "images.document_front",
-        "JPEG or PNG",
-    );
+    check(|m| m["images"]["document_back"] = json!("rear.jpg"), "images.document_back", "unknown key");
+    check(|m| m["customer"]["name"] = json!("Ana"), "customer.name", "unknown key");
+    check(|m| m["acceptance"] = json!("yes"), "acceptance", "JSON object");
+    check(|m| m["images"]["document_front"] = json!("missing.jpg"), "images.document_front", "cannot open");
+    check(|m| m["images"]["document_front"] = json!("video.mp4"), "images.document_front", "JPEG or PNG");
     check(|m| m["video"] = json!("front.jpg"), "video", "MP4");
     check(
         |m| {
-            m["images"]
-                .as_object_mut()
-                .unwrap()
-                .remove("document_owner");
+            m["images"].as_object_mut().unwrap().remove("document_owner");
         },
         "images.document_owner",
         "required",
@@ -239,12 +143,7 @@ fn oversize_artifacts_name_the_limit() {
     let err = validate_manifest(&path, &limits()).unwrap_err();
     assert_eq!(err.violations().len(), 1, "{err}");
     assert_eq!(err.violations()[0].field, "images.document_owner");
-    assert!(
-        err.violations()[0]
-            .rule
-            .contains("over the limit of 1024 bytes"),
-        "{err}"
-    );
+    assert!(err.violations()[0].rule.contains("over the limit of 1024 bytes"), "{err}");
 }
 
 #[test]
@@ -276,11 +175,7 @@ fn all_problems_are_reported_together() {
 fn payloads_match_golden_files() {
     let (_dir, path) = fixture(|_| {});
     let e = validate_manifest(&path, &limits()).unwrap();
-    let images: Vec<_> = e
-        .images
-        .iter()
-        .map(|a| (a.name.clone(), std::fs::read(&a.path).unwrap()))
-        .collect();
+    let images: Vec<_> = e.images.iter().map(|a| (a.name.clone(), std::fs::read(&a.path).unwrap())).collect();
     let evidences = evidences_body(&e.pii, &images);
     let cfg = crate::config::validate(
         crate::config::from_toml(
@@ -315,8 +210,6 @@ data_dir = "/tmp/x""#,
         assert_eq!(produced, expected, "{name} differs from the golden file");
     }
     // Standard Base64 with padding and no line breaks.
-    let front = evidences["videoid_data"]["images"]["document_front"]
-        .as_str()
-        .unwrap();
+    let front = evidences["videoid_data"]["images"]["document_front"].as_str().unwrap();
     assert!(!front.contains('\n') && front.ends_with('='));
 }

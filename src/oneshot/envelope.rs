@@ -33,18 +33,12 @@ impl Envelope {
 
 /// Turns an HTTP answer into the envelope's `details`, or a classified error. The server's
 /// error text is kept whole: it is what an operator needs to see in `queue show`.
-pub fn interpret(
-    http_status: u16,
-    retry_after: Option<Duration>,
-    body: &[u8],
-) -> Result<Value, OneShotError> {
+pub fn interpret(http_status: u16, retry_after: Option<Duration>, body: &[u8]) -> Result<Value, OneShotError> {
     let envelope: Option<Envelope> = serde_json::from_slice(body).ok();
     if !(200..300).contains(&http_status) {
         let details = match &envelope {
             Some(env) => format!("{} — {}", env.status, env.details_text()),
-            None => String::from_utf8_lossy(&body[..body.len().min(512)])
-                .trim()
-                .to_owned(),
+            None => String::from_utf8_lossy(&body[..body.len().min(512)]).trim().to_owned(),
         };
         return Err(OneShotError::from_status(http_status, details, retry_after));
     }
@@ -56,11 +50,9 @@ pub fn interpret(
     })?;
     // Some deployments answer HTTP 200 with an error in the envelope; believe the envelope.
     match env.status_code() {
-        Some(code) if !(200..300).contains(&code) => Err(OneShotError::from_status(
-            code,
-            env.details_text(),
-            retry_after,
-        )),
+        Some(code) if !(200..300).contains(&code) => {
+            Err(OneShotError::from_status(code, env.details_text(), retry_after))
+        }
         _ => Ok(env.details),
     }
 }
@@ -72,10 +64,7 @@ pub fn parse_retry_after(value: &str) -> Option<Duration> {
         return Some(Duration::from_secs(secs));
     }
     let when = httpdate::parse_http_date(value).ok()?;
-    Some(
-        when.duration_since(SystemTime::now())
-            .unwrap_or(Duration::ZERO),
-    )
+    Some(when.duration_since(SystemTime::now()).unwrap_or(Duration::ZERO))
 }
 
 #[cfg(test)]
@@ -84,51 +73,25 @@ mod tests {
 
     #[test]
     fn envelopes_are_interpreted() {
-        let ok = interpret(
-            200,
-            None,
-            br#"{"status":"200 OK","details":{"request_pk":1}}"#,
-        )
-        .unwrap();
+        let ok = interpret(200, None, br#"{"status":"200 OK","details":{"request_pk":1}}"#).unwrap();
         assert_eq!(ok["request_pk"], 1);
-        let e = interpret(
-            404,
-            None,
-            br#"{"status":"404 Not Found","details":"Request not found"}"#,
-        )
-        .unwrap_err();
+        let e = interpret(404, None, br#"{"status":"404 Not Found","details":"Request not found"}"#).unwrap_err();
         assert!(
             matches!(&e, OneShotError::Rejected { status: 404, details } if details.contains("Request not found")),
             "{e}"
         );
-        let e = interpret(
-            200,
-            None,
-            br#"{"status":"400 Bad Request","details":"Missing required parameters"}"#,
-        )
-        .unwrap_err();
-        assert!(
-            matches!(&e, OneShotError::Rejected { status: 400, .. }),
-            "{e}"
-        );
+        let e = interpret(200, None, br#"{"status":"400 Bad Request","details":"Missing required parameters"}"#)
+            .unwrap_err();
+        assert!(matches!(&e, OneShotError::Rejected { status: 400, .. }), "{e}");
         let e = interpret(503, Some(Duration::from_secs(3)), b"<html>busy</html>").unwrap_err();
-        assert!(
-            e.is_retryable() && e.retry_after() == Some(Duration::from_secs(3)),
-            "{e}"
-        );
-        assert!(matches!(
-            interpret(200, None, b"OK"),
-            Err(OneShotError::Protocol(_))
-        ));
+        assert!(e.is_retryable() && e.retry_after() == Some(Duration::from_secs(3)), "{e}");
+        assert!(matches!(interpret(200, None, b"OK"), Err(OneShotError::Protocol(_))));
     }
 
     #[test]
     fn retry_after_forms() {
         assert_eq!(parse_retry_after("120"), Some(Duration::from_secs(120)));
-        assert_eq!(
-            parse_retry_after("Wed, 21 Oct 2015 07:28:00 GMT"),
-            Some(Duration::ZERO)
-        );
+        assert_eq!(parse_retry_after("Wed, 21 Oct 2015 07:28:00 GMT"), Some(Duration::ZERO));
         assert_eq!(parse_retry_after("soon"), None);
     }
 }

@@ -23,11 +23,7 @@ pub enum OneShotError {
     #[error("transfer to the One-Shot server broke off: {0}")]
     Transfer(String),
     #[error("One-Shot server error {status}: {details}")]
-    Server {
-        status: u16,
-        details: String,
-        retry_after: Option<Duration>,
-    },
+    Server { status: u16, details: String, retry_after: Option<Duration> },
     #[error("One-Shot server refused the request ({status}): {details}")]
     Rejected { status: u16, details: String },
     #[error("unexpected answer from the One-Shot server: {0}")]
@@ -55,10 +51,7 @@ impl OneShotError {
     pub fn certainly_not_applied(&self) -> bool {
         matches!(
             self,
-            OneShotError::Connect(_)
-                | OneShotError::Rejected { .. }
-                | OneShotError::Setup(_)
-                | OneShotError::Local(_)
+            OneShotError::Connect(_) | OneShotError::Rejected { .. } | OneShotError::Setup(_) | OneShotError::Local(_)
         )
     }
 
@@ -73,11 +66,7 @@ impl OneShotError {
     /// Classifies an HTTP status that is not a success.
     pub fn from_status(status: u16, details: String, retry_after: Option<Duration>) -> Self {
         match status {
-            408 | 429 | 500..=599 => OneShotError::Server {
-                status,
-                details,
-                retry_after,
-            },
+            408 | 429 | 500..=599 => OneShotError::Server { status, details, retry_after },
             _ => OneShotError::Rejected { status, details },
         }
     }
@@ -129,11 +118,7 @@ mod tests {
             (503, true),
             (504, true),
         ] {
-            assert_eq!(
-                OneShotError::from_status(status, "x".into(), None).is_retryable(),
-                retryable,
-                "{status}"
-            );
+            assert_eq!(OneShotError::from_status(status, "x".into(), None).is_retryable(), retryable, "{status}");
         }
         assert!(OneShotError::Connect("refused".into()).is_retryable());
         assert!(OneShotError::Timeout("t".into()).is_retryable());

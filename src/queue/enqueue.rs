@@ -13,30 +13,16 @@ use crate::evidence::{ArtifactSource, Enrollment};
 #[derive(Debug, thiserror::Error)]
 pub enum SpaceError {
     #[error("storage.max_spool_bytes: queuing {needed} more bytes would take the spool to {would_be} bytes, over the limit of {limit} bytes ({missing} bytes missing)")]
-    SpoolFull {
-        needed: u64,
-        would_be: u64,
-        limit: u64,
-        missing: u64,
-    },
+    SpoolFull { needed: u64, would_be: u64, limit: u64, missing: u64 },
     #[error("storage.min_free_bytes: queuing {needed} bytes would leave {left} bytes free on the disk, under the minimum of {min} bytes ({missing} bytes missing)")]
-    DiskLow {
-        needed: u64,
-        left: u64,
-        min: u64,
-        missing: u64,
-    },
+    DiskLow { needed: u64, left: u64, min: u64, missing: u64 },
 }
 
 impl Queue {
     /// Encrypts and stores `enrollment`; returns its id once it is durable. On any error nothing
     /// of it remains on disk.
     pub fn enqueue(&self, enrollment: &Enrollment) -> Result<String, QueueError> {
-        let artifacts: Vec<&ArtifactSource> = enrollment
-            .images
-            .iter()
-            .chain([&enrollment.video])
-            .collect();
+        let artifacts: Vec<&ArtifactSource> = enrollment.images.iter().chain([&enrollment.video]).collect();
         let needed: u64 = artifacts.iter().map(|a| a.size).sum();
         self.check_space(needed)?;
 
@@ -44,12 +30,23 @@ impl Queue {
         let key = SecretKey::random();
         let dir = self.spool_dir(&id);
         std::fs::create_dir(&dir).map_err(io_err(&dir))?;
-        let result = self.write_and_commit(&id, &key, enrollment, &artifacts);
-        if result.is_err() {
-            // Nothing was acknowledged: leave nothing behind.
-            let _ = std::fs::remove_dir_all(&dir);
+        // Held while this process writes: a crashed writer's lock is released by the kernel,
+        // which is how start-up cleanup tells an abandoned directory from one in progress.
+        let marker = dir.join(super::WRITING_MARKER);
+        let writing = std::fs::File::create(&marker).and_then(|f| f.lock().map(|()| f));
+        let result =
+            writing.map_err(io_err(&marker)).and_then(|_held| self.write_and_commit(&id, &key, enrollment, &artifacts));
+        match result {
+            Ok(()) => {
+                let _ = std::fs::remove_file(&marker);
+                Ok(id)
+            }
+            Err(e) => {
+                // Nothing was acknowledged: leave nothing behind.
+                let _ = std::fs::remove_dir_all(&dir);
+                Err(e)
+            }
         }
-        result.map(|()| id)
     }
 
     fn write_and_commit(
@@ -63,29 +60,16 @@ impl Queue {
         let mut rows = Vec::with_capacity(artifacts.len());
         for a in artifacts {
             let target = dir.join(format!("{}.enc", a.name));
-            let mut input = BufReader::with_capacity(
-                crate::crypto::CHUNK,
-                File::open(&a.path).map_err(io_err(&a.path))?,
-            );
+            let mut input =
+                BufReader::with_capacity(crate::crypto::CHUNK, File::open(&a.path).map_err(io_err(&a.path))?);
             let file = File::create(&target).map_err(io_err(&target))?;
             let mut out = BufWriter::with_capacity(4 * crate::crypto::CHUNK, file);
             // The limit is the size validated a moment ago: a file that grows in between is refused.
-            let summary = encrypt_stream(
-                key,
-                artifact_aad(id, &a.name).as_bytes(),
-                &mut input,
-                &mut out,
-                a.size,
-            )
-            .map_err(io_err(&a.path))?;
+            let summary = encrypt_stream(key, artifact_aad(id, &a.name).as_bytes(), &mut input, &mut out, a.size)
+                .map_err(io_err(&a.path))?;
             out.flush().map_err(io_err(&target))?;
             out.get_ref().sync_all().map_err(io_err(&target))?;
-            rows.push((
-                a.name.clone(),
-                a.kind.as_str(),
-                summary.plaintext_len,
-                summary.sha256,
-            ));
+            rows.push((a.name.clone(), a.kind.as_str(), summary.plaintext_len, summary.sha256));
         }
         crate::fsutil::sync_dir(&dir).map_err(io_err(&dir))?;
         let spool = self.dir.join("spool");
@@ -113,11 +97,7 @@ impl Queue {
             &tx,
             id,
             "queued",
-            &format!(
-                "{} artifacts, {} bytes",
-                rows.len(),
-                rows.iter().map(|r| r.2).sum::<u64>()
-            ),
+            &format!("{} artifacts, {} bytes", rows.len(), rows.iter().map(|r| r.2).sum::<u64>()),
         )?;
         tx.commit()?;
         Ok(())
@@ -135,13 +115,7 @@ impl Queue {
         let would_be = spooled as u64 + needed;
         let limit = self.storage.max_spool_bytes;
         if would_be > limit {
-            return Err(SpaceError::SpoolFull {
-                needed,
-                would_be,
-                limit,
-                missing: would_be - limit,
-            }
-            .into());
+            return Err(SpaceError::SpoolFull { needed, would_be, limit, missing: would_be - limit }.into());
         }
         let free = crate::fsutil::available_bytes(&self.dir).map_err(io_err(&self.dir))?;
         // Encryption adds 16 bytes per 64 KiB chunk; count it so the estimate is not optimistic.
@@ -149,13 +123,7 @@ impl Queue {
         let left = free.saturating_sub(on_disk);
         let min = self.storage.min_free_bytes;
         if left < min {
-            return Err(SpaceError::DiskLow {
-                needed: on_disk,
-                left,
-                min,
-                missing: min - left,
-            }
-            .into());
+            return Err(SpaceError::DiskLow { needed: on_disk, left, min, missing: min - left }.into());
         }
         Ok(())
     }

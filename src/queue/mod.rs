@@ -40,8 +40,11 @@ use crate::config::{EraseAfter, StorageConfig};
 use crate::crypto::{self, CryptoError, DecryptingReader, SecretKey};
 use crate::evidence::Pii;
 
-/// Spool directories without a database row are removed only once they are this old.
+/// A spool directory without a database row and without a [`WRITING_MARKER`] (it was just
+/// created) is removed only once it is this old.
 pub const ORPHAN_SPOOL_AGE: Duration = Duration::from_secs(15 * 60);
+/// File an enqueue holds locked inside its spool directory until the commit.
+pub(crate) const WRITING_MARKER: &str = ".writing";
 
 /// Errors of the queue layer.
 #[derive(Debug, thiserror::Error)]
@@ -49,41 +52,30 @@ pub enum QueueError {
     #[error("database error: {0}")]
     Sqlite(#[from] rusqlite::Error),
     #[error("I/O error on {path}: {error}")]
-    Io {
-        path: PathBuf,
-        error: std::io::Error,
-    },
+    Io { path: PathBuf, error: std::io::Error },
     #[error(transparent)]
     Crypto(#[from] CryptoError),
     #[error("no enrollment with id {0}")]
     NotFound(String),
     #[error("enrollment {id} is {state}: {rule}")]
-    WrongState {
-        id: String,
-        state: State,
-        rule: &'static str,
-    },
+    WrongState { id: String, state: State, rule: &'static str },
     #[error(transparent)]
     Space(#[from] SpaceError),
     #[error("another sync worker already holds {0}; only one may run per data directory")]
     WorkerBusy(PathBuf),
     #[error("stored data for enrollment {id} is damaged: {detail}")]
     Damaged { id: String, detail: String },
+    #[error("the queue database {path} is damaged ({detail}); it was left in place for inspection. Restore it from a backup, or move it aside to start with an empty queue; the encrypted spool beside it is untouched")]
+    DamagedDatabase { path: PathBuf, detail: String },
 }
 
 pub(crate) fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> QueueError + '_ {
-    move |error| QueueError::Io {
-        path: path.to_owned(),
-        error,
-    }
+    move |error| QueueError::Io { path: path.to_owned(), error }
 }
 
 /// Milliseconds since the Unix epoch, the unit of every timestamp column.
 pub fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
 }
 
 /// The queue of one data directory.
@@ -118,19 +110,20 @@ impl Queue {
             .open(&init_path)
             .map_err(io_err(&init_path))?;
         init.lock().map_err(io_err(&init_path))?;
-        let mut conn = Connection::open(&db_path)?;
-        conn.busy_timeout(Duration::from_secs(10))?;
-        conn.pragma_update(None, "journal_mode", "WAL")?;
-        conn.pragma_update(None, "synchronous", "FULL")?;
-        conn.pragma_update(None, "foreign_keys", "ON")?;
-        schema::migrate(&mut conn)?;
-        drop(init);
-        let queue = Queue {
-            conn: Mutex::new(conn),
-            master,
-            dir,
-            storage: storage.clone(),
+        let damaged = |e: rusqlite::Error| match e.sqlite_error_code() {
+            Some(rusqlite::ErrorCode::NotADatabase | rusqlite::ErrorCode::DatabaseCorrupt) => {
+                QueueError::DamagedDatabase { path: db_path.clone(), detail: e.to_string() }
+            }
+            _ => QueueError::Sqlite(e),
         };
+        let mut conn = Connection::open(&db_path).map_err(damaged)?;
+        conn.busy_timeout(Duration::from_secs(10)).map_err(damaged)?;
+        conn.pragma_update(None, "journal_mode", "WAL").map_err(damaged)?;
+        conn.pragma_update(None, "synchronous", "FULL").map_err(damaged)?;
+        conn.pragma_update(None, "foreign_keys", "ON").map_err(damaged)?;
+        schema::migrate(&mut conn).map_err(damaged)?;
+        drop(init);
+        let queue = Queue { conn: Mutex::new(conn), master, dir, storage: storage.clone() };
         queue.remove_orphan_spool_dirs()?;
         Ok(queue)
     }
@@ -138,6 +131,19 @@ impl Queue {
     /// The data directory.
     pub fn dir(&self) -> &Path {
         &self.dir
+    }
+
+    /// The datagram socket a running worker listens on for "new work" pokes.
+    pub fn wake_socket(&self) -> PathBuf {
+        self.dir.join("wake.sock")
+    }
+
+    /// Tells a running worker (if any) to look at the queue now. Best effort: without a worker,
+    /// or if the poke is lost, the worker's safety poll finds the work a little later.
+    pub fn poke_worker(&self) {
+        if let Ok(sock) = std::os::unix::net::UnixDatagram::unbound() {
+            let _ = sock.send_to(b"wake", self.wake_socket());
+        }
     }
 
     fn conn(&self) -> MutexGuard<'_, Connection> {
@@ -149,12 +155,8 @@ impl Queue {
     /// Takes the per-data-directory worker lock, or fails at once if another process holds it.
     pub fn lock_worker(&self) -> Result<WorkerLock, QueueError> {
         let path = self.dir.join("worker.lock");
-        let file = std::fs::OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(&path)
-            .map_err(io_err(&path))?;
+        let file =
+            std::fs::OpenOptions::new().create(true).truncate(false).write(true).open(&path).map_err(io_err(&path))?;
         match file.try_lock() {
             Ok(()) => Ok(WorkerLock(file)),
             Err(std::fs::TryLockError::WouldBlock) => Err(QueueError::WorkerBusy(path)),
@@ -166,18 +168,29 @@ impl Queue {
         self.dir.join("spool").join(id)
     }
 
+    /// Removes spool directories of enqueues that never committed: their writer is gone (its
+    /// lock on the marker is free) and no row names them. Directories being written now are
+    /// left alone.
     fn remove_orphan_spool_dirs(&self) -> Result<(), QueueError> {
         let spool = self.dir.join("spool");
         let entries = std::fs::read_dir(&spool).map_err(io_err(&spool))?;
         for entry in entries.flatten() {
             let name = entry.file_name().to_string_lossy().into_owned();
-            let old = entry
-                .metadata()
-                .and_then(|m| m.modified())
-                .ok()
-                .and_then(|t| t.elapsed().ok())
-                .is_some_and(|age| age > ORPHAN_SPOOL_AGE);
-            if old && !self.exists(&name)? {
+            if self.exists(&name)? {
+                continue;
+            }
+            let marker = entry.path().join(WRITING_MARKER);
+            let abandoned = match std::fs::File::open(&marker) {
+                Ok(f) => f.try_lock().is_ok(),
+                // No marker yet: the directory was just made, or predates markers.
+                Err(_) => entry
+                    .metadata()
+                    .and_then(|m| m.modified())
+                    .ok()
+                    .and_then(|t| t.elapsed().ok())
+                    .is_some_and(|age| age > ORPHAN_SPOOL_AGE),
+            };
+            if abandoned && !self.exists(&name)? {
                 tracing::warn!(dir = %entry.path().display(), "removing spool directory of an enrollment that was never committed");
                 std::fs::remove_dir_all(entry.path()).map_err(io_err(&entry.path()))?;
             }
@@ -186,29 +199,19 @@ impl Queue {
     }
 
     fn exists(&self, id: &str) -> Result<bool, QueueError> {
-        let found: Option<i64> = self
-            .conn()
-            .query_row("SELECT 1 FROM enrollments WHERE id = ?1", [id], |r| {
-                r.get(0)
-            })
-            .optional()?;
+        let found: Option<i64> =
+            self.conn().query_row("SELECT 1 FROM enrollments WHERE id = ?1", [id], |r| r.get(0)).optional()?;
         Ok(found.is_some())
     }
 
     fn data_key(&self, id: &str) -> Result<SecretKey, QueueError> {
         let wrapped: Option<Vec<u8>> = self
             .conn()
-            .query_row(
-                "SELECT wrapped_key FROM enrollments WHERE id = ?1",
-                [id],
-                |r| r.get(0),
-            )
+            .query_row("SELECT wrapped_key FROM enrollments WHERE id = ?1", [id], |r| r.get(0))
             .optional()?
             .ok_or_else(|| QueueError::NotFound(id.into()))?;
-        let wrapped = wrapped.ok_or_else(|| QueueError::Damaged {
-            id: id.into(),
-            detail: "evidence already erased".into(),
-        })?;
+        let wrapped =
+            wrapped.ok_or_else(|| QueueError::Damaged { id: id.into(), detail: "evidence already erased".into() })?;
         Ok(self.master.unwrap_key(&wrapped, id.as_bytes())?)
     }
 
@@ -216,30 +219,18 @@ impl Queue {
     pub fn load_pii(&self, id: &str) -> Result<Pii, QueueError> {
         let key = self.data_key(id)?;
         let sealed: Option<Vec<u8>> =
-            self.conn()
-                .query_row("SELECT pii FROM enrollments WHERE id = ?1", [id], |r| {
-                    r.get(0)
-                })?;
-        let sealed = sealed.ok_or_else(|| QueueError::Damaged {
-            id: id.into(),
-            detail: "evidence already erased".into(),
-        })?;
+            self.conn().query_row("SELECT pii FROM enrollments WHERE id = ?1", [id], |r| r.get(0))?;
+        let sealed =
+            sealed.ok_or_else(|| QueueError::Damaged { id: id.into(), detail: "evidence already erased".into() })?;
         let json = key.open(&sealed, pii_aad(id).as_bytes(), "personal fields")?;
-        serde_json::from_slice(&json).map_err(|e| QueueError::Damaged {
-            id: id.into(),
-            detail: e.to_string(),
-        })
+        serde_json::from_slice(&json).map_err(|e| QueueError::Damaged { id: id.into(), detail: e.to_string() })
     }
 
     /// Opens one artifact for decryption, chunk by chunk.
     pub fn open_artifact(&self, id: &str, name: &str) -> Result<DecryptingReader, QueueError> {
         let key = self.data_key(id)?;
         let path = self.spool_dir(id).join(format!("{name}.enc"));
-        Ok(DecryptingReader::open(
-            &key,
-            artifact_aad(id, name).as_bytes(),
-            &path,
-        )?)
+        Ok(DecryptingReader::open(&key, artifact_aad(id, name).as_bytes(), &path)?)
     }
 
     /// Erases the local evidence of an enrollment (files, personal fields, data key), keeping the
@@ -251,12 +242,7 @@ impl Queue {
                 "UPDATE enrollments SET pii = NULL, wrapped_key = NULL, erased_at = ?2 WHERE id = ?1",
                 params![id, now_ms()],
             )?;
-            add_event(
-                &conn,
-                id,
-                "erased",
-                "local evidence erased; audit record kept",
-            )?;
+            add_event(&conn, id, "erased", "local evidence erased; audit record kept")?;
         }
         self.remove_spool(id)
     }
@@ -266,10 +252,80 @@ impl Queue {
         match std::fs::remove_dir_all(&dir) {
             Ok(()) => crate::fsutil::sync_dir(&self.dir.join("spool")).map_err(io_err(&dir)),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-            Err(e) => Err(QueueError::Io {
-                path: dir,
-                error: e,
-            }),
+            Err(e) => Err(QueueError::Io { path: dir, error: e }),
+        }
+    }
+
+    /// Verifies every artifact of every pending enrollment: it must decrypt (AEAD, chunk by
+    /// chunk) and match its recorded size and SHA-256. An enrollment with a damaged or missing
+    /// artifact moves to `failed` with the reason; the others are untouched. Returns the ids
+    /// that failed.
+    pub fn scrub(&self) -> Result<Vec<String>, QueueError> {
+        use sha2::Digest as _;
+        let pending: Vec<(String, State)> = {
+            let conn = self.conn();
+            let mut stmt = conn.prepare(
+                "SELECT id, state FROM enrollments WHERE erased_at IS NULL
+                 AND state IN ('queued', 'creating', 'created', 'evidences_sent', 'video_sent') ORDER BY created_at",
+            )?;
+            let rows = stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))?;
+            rows.filter_map(|r| r.ok()).filter_map(|(id, st)| st.parse().ok().map(|st| (id, st))).collect()
+        };
+        let mut failed = Vec::new();
+        for (id, state) in pending {
+            let mut problem = None;
+            for a in self.artifacts(&id)? {
+                let check = (|| -> Result<Option<String>, QueueError> {
+                    let mut reader = self.open_artifact(&id, &a.name)?;
+                    let (mut hasher, mut size) = (sha2::Sha256::new(), 0u64);
+                    while let Some(chunk) = reader.next_chunk()? {
+                        size += chunk.len() as u64;
+                        hasher.update(&chunk);
+                    }
+                    let sha = hex::encode(hasher.finalize());
+                    Ok((size != a.size || sha != a.sha256)
+                        .then(|| format!("{size} bytes with SHA-256 {sha}, expected {} bytes {}", a.size, a.sha256)))
+                })();
+                match check {
+                    Ok(None) => {}
+                    Ok(Some(mismatch)) => problem = Some(format!("artifact {} is damaged: {mismatch}", a.name)),
+                    Err(QueueError::Io { error, .. })
+                    | Err(QueueError::Crypto(crate::crypto::CryptoError::Io(error))) => {
+                        problem = Some(format!("artifact {} cannot be read: {error}", a.name))
+                    }
+                    Err(e @ (QueueError::Crypto(_) | QueueError::Damaged { .. })) => {
+                        problem = Some(format!("artifact {} is damaged: {e}", a.name))
+                    }
+                    Err(e) => return Err(e),
+                }
+                if problem.is_some() {
+                    break;
+                }
+            }
+            if let Some(reason) = problem {
+                tracing::error!(enrollment = %id, reason = %reason, "damaged evidence; enrollment failed");
+                let conn = self.conn();
+                let n = conn.execute(
+                    "UPDATE enrollments SET state = 'failed', failed_from = ?2, last_error = ?3, next_attempt_at = NULL,
+                        updated_at = ?4 WHERE id = ?1 AND state = ?2",
+                    params![id, state.as_str(), reason, now_ms()],
+                )?;
+                if n == 1 {
+                    add_event(&conn, &id, "failed", &reason)?;
+                    failed.push(id);
+                }
+            }
+        }
+        Ok(failed)
+    }
+
+    /// Runs SQLite's structural check of the database.
+    pub fn check_integrity(&self) -> Result<(), QueueError> {
+        let result: String = self.conn().query_row("PRAGMA quick_check", [], |r| r.get(0))?;
+        if result == "ok" {
+            Ok(())
+        } else {
+            Err(QueueError::DamagedDatabase { path: self.dir.join("queue.db"), detail: result })
         }
     }
 
@@ -291,12 +347,7 @@ pub(crate) fn artifact_aad(id: &str, name: &str) -> String {
     format!("{id}/{name}")
 }
 
-pub(crate) fn add_event(
-    conn: &Connection,
-    id: &str,
-    kind: &str,
-    detail: &str,
-) -> rusqlite::Result<()> {
+pub(crate) fn add_event(conn: &Connection, id: &str, kind: &str, detail: &str) -> rusqlite::Result<()> {
     conn.execute(
         "INSERT INTO events (enrollment_id, at, kind, detail) VALUES (?1, ?2, ?3, ?4)",
         params![id, now_ms(), kind, detail],

@@ -65,15 +65,12 @@ pub struct Summary {
 
 /// RFC 3339 with milliseconds, UTC.
 pub fn format_ms(ms: i64) -> String {
-    humantime::format_rfc3339_millis(UNIX_EPOCH + Duration::from_millis(ms.max(0) as u64))
-        .to_string()
+    humantime::format_rfc3339_millis(UNIX_EPOCH + Duration::from_millis(ms.max(0) as u64)).to_string()
 }
 
 fn state_of(row: &Row<'_>, idx: usize) -> rusqlite::Result<State> {
     let s: String = row.get(idx)?;
-    s.parse().map_err(|e: String| {
-        rusqlite::Error::FromSqlConversionFailure(idx, rusqlite::types::Type::Text, e.into())
-    })
+    s.parse().map_err(|e: String| rusqlite::Error::FromSqlConversionFailure(idx, rusqlite::types::Type::Text, e.into()))
 }
 
 const SUMMARY_SQL: &str = "SELECT e.id, e.state, e.request_pk, e.videoid_pk, e.server_status, e.attempts, e.last_error,
@@ -92,11 +89,7 @@ fn summary_row(row: &Row<'_>) -> rusqlite::Result<Summary> {
         server_status: row.get(4)?,
         attempts: row.get(5)?,
         last_error: row.get(6)?,
-        next_attempt_at: if state.is_pending() {
-            row.get::<_, Option<i64>>(7)?.map(format_ms)
-        } else {
-            None
-        },
+        next_attempt_at: if state.is_pending() { row.get::<_, Option<i64>>(7)?.map(format_ms) } else { None },
         created_at: format_ms(row.get(8)?),
         updated_at: format_ms(row.get(9)?),
         bytes: row.get::<_, i64>(10)? as u64,
@@ -156,13 +149,7 @@ impl Queue {
 
     /// Moves an enrollment from `from` to `to` (checked against the state machine and against
     /// the stored state, so two actors cannot both advance it) and records why.
-    pub fn advance(
-        &self,
-        id: &str,
-        from: State,
-        to: State,
-        detail: &str,
-    ) -> Result<(), QueueError> {
+    pub fn advance(&self, id: &str, from: State, to: State, detail: &str) -> Result<(), QueueError> {
         if !from.can_advance_to(to) {
             return Err(QueueError::WrongState {
                 id: id.into(),
@@ -192,12 +179,7 @@ impl Queue {
 
     /// Stores the ids the server returned for a create and moves `creating → created`, in one
     /// transaction.
-    pub fn record_created(
-        &self,
-        id: &str,
-        request_pk: &str,
-        videoid_pk: Option<&str>,
-    ) -> Result<(), QueueError> {
+    pub fn record_created(&self, id: &str, request_pk: &str, videoid_pk: Option<&str>) -> Result<(), QueueError> {
         let mut conn = self.conn();
         let tx = conn.transaction()?;
         let n = tx.execute(
@@ -212,15 +194,7 @@ impl Queue {
                 rule: "state changed underneath",
             });
         }
-        add_event(
-            &tx,
-            id,
-            "created",
-            &format!(
-                "request_pk={request_pk} videoid_pk={}",
-                videoid_pk.unwrap_or("-")
-            ),
-        )?;
+        add_event(&tx, id, "created", &format!("request_pk={request_pk} videoid_pk={}", videoid_pk.unwrap_or("-")))?;
         tx.commit()?;
         Ok(())
     }
@@ -254,12 +228,7 @@ impl Queue {
     }
 
     /// Records orphan requests found for an enrollment and ends its orphan scan.
-    pub fn finish_orphan_scan(
-        &self,
-        id: &str,
-        found: &[(String, String)],
-        detail: &str,
-    ) -> Result<(), QueueError> {
+    pub fn finish_orphan_scan(&self, id: &str, found: &[(String, String)], detail: &str) -> Result<(), QueueError> {
         let mut conn = self.conn();
         let tx = conn.transaction()?;
         for (pk, status) in found {
@@ -269,16 +238,7 @@ impl Queue {
             )?;
         }
         tx.execute("UPDATE enrollments SET orphan_scan = 0 WHERE id = ?1", [id])?;
-        add_event(
-            &tx,
-            id,
-            if found.is_empty() {
-                "orphan_scan"
-            } else {
-                "orphan"
-            },
-            detail,
-        )?;
+        add_event(&tx, id, if found.is_empty() { "orphan_scan" } else { "orphan" }, detail)?;
         tx.commit()?;
         Ok(())
     }
@@ -289,9 +249,7 @@ impl Queue {
         let mut stmt = conn.prepare(
             "SELECT request_pk FROM enrollments WHERE request_pk IS NOT NULL UNION SELECT request_pk FROM orphans",
         )?;
-        let pks = stmt
-            .query_map([], |r| r.get(0))?
-            .collect::<rusqlite::Result<_>>()?;
+        let pks = stmt.query_map([], |r| r.get(0))?.collect::<rusqlite::Result<_>>()?;
         Ok(pks)
     }
 
@@ -338,12 +296,7 @@ impl Queue {
     }
 
     /// Records a failed attempt that will be retried at `next_attempt_at_ms`.
-    pub fn record_retry(
-        &self,
-        id: &str,
-        error: &str,
-        next_attempt_at_ms: i64,
-    ) -> Result<u32, QueueError> {
+    pub fn record_retry(&self, id: &str, error: &str, next_attempt_at_ms: i64) -> Result<u32, QueueError> {
         let mut conn = self.conn();
         let tx = conn.transaction()?;
         let attempts: u32 = tx.query_row(
@@ -378,9 +331,7 @@ impl Queue {
     pub fn list(&self) -> Result<Vec<Summary>, QueueError> {
         let conn = self.conn();
         let mut stmt = conn.prepare(&format!("{SUMMARY_SQL} ORDER BY e.created_at, e.rowid"))?;
-        let rows = stmt
-            .query_map([], summary_row)?
-            .collect::<rusqlite::Result<Vec<_>>>()?;
+        let rows = stmt.query_map([], summary_row)?.collect::<rusqlite::Result<Vec<_>>>()?;
         Ok(rows)
     }
 
@@ -391,7 +342,8 @@ impl Queue {
             .query_row(&format!("{SUMMARY_SQL} WHERE e.id = ?1"), [id], summary_row)
             .optional()?
             .ok_or_else(|| QueueError::NotFound(id.into()))?;
-        let mut stmt = conn.prepare("SELECT name, kind, size, sha256 FROM artifacts WHERE enrollment_id = ?1 ORDER BY rowid")?;
+        let mut stmt =
+            conn.prepare("SELECT name, kind, size, sha256 FROM artifacts WHERE enrollment_id = ?1 ORDER BY rowid")?;
         summary.artifacts = Some(
             stmt.query_map([id], |r| {
                 Ok(ArtifactRecord {
@@ -403,17 +355,10 @@ impl Queue {
             })?
             .collect::<rusqlite::Result<_>>()?,
         );
-        let mut stmt = conn
-            .prepare("SELECT at, kind, detail FROM events WHERE enrollment_id = ?1 ORDER BY seq")?;
+        let mut stmt = conn.prepare("SELECT at, kind, detail FROM events WHERE enrollment_id = ?1 ORDER BY seq")?;
         summary.history = Some(
-            stmt.query_map([id], |r| {
-                Ok(Event {
-                    at: format_ms(r.get(0)?),
-                    kind: r.get(1)?,
-                    detail: r.get(2)?,
-                })
-            })?
-            .collect::<rusqlite::Result<_>>()?,
+            stmt.query_map([id], |r| Ok(Event { at: format_ms(r.get(0)?), kind: r.get(1)?, detail: r.get(2)? }))?
+                .collect::<rusqlite::Result<_>>()?,
         );
         Ok(summary)
     }
@@ -428,17 +373,12 @@ impl Queue {
         let mut conn = self.conn();
         let tx = conn.transaction()?;
         let (state, failed_from, erased): (String, Option<String>, bool) = tx
-            .query_row(
-                "SELECT state, failed_from, erased_at IS NOT NULL FROM enrollments WHERE id = ?1",
-                [id],
-                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
-            )
+            .query_row("SELECT state, failed_from, erased_at IS NOT NULL FROM enrollments WHERE id = ?1", [id], |r| {
+                Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+            })
             .optional()?
             .ok_or_else(|| QueueError::NotFound(id.into()))?;
-        let state: State = state.parse().map_err(|e: String| QueueError::Damaged {
-            id: id.into(),
-            detail: e,
-        })?;
+        let state: State = state.parse().map_err(|e: String| QueueError::Damaged { id: id.into(), detail: e })?;
         if state != State::Failed {
             return Err(QueueError::WrongState {
                 id: id.into(),
@@ -453,10 +393,7 @@ impl Queue {
                 rule: "its evidence was erased; nothing to re-send",
             });
         }
-        let back = failed_from
-            .and_then(|s| s.parse().ok())
-            .filter(|s: &State| s.is_pending())
-            .unwrap_or(State::Queued);
+        let back = failed_from.and_then(|s| s.parse().ok()).filter(|s: &State| s.is_pending()).unwrap_or(State::Queued);
         // `creating` means the create may or may not have reached the server; re-entering it is
         // exactly the orphan case, which the worker records, so it is safe to resume there.
         tx.execute(
@@ -464,12 +401,7 @@ impl Queue {
              WHERE id = ?1",
             params![id, back.as_str(), now_ms()],
         )?;
-        add_event(
-            &tx,
-            id,
-            "retry",
-            &format!("re-queued by operator into {back}"),
-        )?;
+        add_event(&tx, id, "retry", &format!("re-queued by operator into {back}"))?;
         tx.commit()?;
         Ok(back)
     }
@@ -480,15 +412,10 @@ impl Queue {
         {
             let conn = self.conn();
             let state: String = conn
-                .query_row("SELECT state FROM enrollments WHERE id = ?1", [id], |r| {
-                    r.get(0)
-                })
+                .query_row("SELECT state FROM enrollments WHERE id = ?1", [id], |r| r.get(0))
                 .optional()?
                 .ok_or_else(|| QueueError::NotFound(id.into()))?;
-            let state: State = state.parse().map_err(|e: String| QueueError::Damaged {
-                id: id.into(),
-                detail: e,
-            })?;
+            let state: State = state.parse().map_err(|e: String| QueueError::Damaged { id: id.into(), detail: e })?;
             if state.is_pending() && !force {
                 return Err(QueueError::WrongState {
                     id: id.into(),

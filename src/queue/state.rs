@@ -48,24 +48,14 @@ impl State {
 
     /// States in which the sync worker still has something to send or to confirm.
     pub fn is_pending(self) -> bool {
-        matches!(
-            self,
-            State::Queued
-                | State::Creating
-                | State::Created
-                | State::EvidencesSent
-                | State::VideoSent
-        )
+        matches!(self, State::Queued | State::Creating | State::Created | State::EvidencesSent | State::VideoSent)
     }
 
     /// Whether the worker may move an enrollment from `self` to `to`.
     pub fn can_advance_to(self, to: State) -> bool {
         use State::*;
         match (self, to) {
-            (Queued, Creating)
-            | (Creating, Created)
-            | (Created, EvidencesSent)
-            | (EvidencesSent, VideoSent) => true,
+            (Queued, Creating) | (Creating, Created) | (Created, EvidencesSent) | (EvidencesSent, VideoSent) => true,
             (VideoSent, InReview) | (InReview, Approved) | (VideoSent, Approved) => true,
             // A VIDEOERROR/VIDEOINCOMPLETE answer sends the worker back to re-upload.
             (VideoSent, Created) | (VideoSent, EvidencesSent) => true,
@@ -87,9 +77,6 @@ impl fmt::Display for State {
 impl FromStr for State {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, String> {
-        State::ALL
-            .into_iter()
-            .find(|st| st.as_str() == s)
-            .ok_or_else(|| format!("unknown state {s:?}"))
+        State::ALL.into_iter().find(|st| st.as_str() == s).ok_or_else(|| format!("unknown state {s:?}"))
     }
 }

@@ -26,15 +26,10 @@ fn enrollment(dir: &Path, video_len: usize) -> Enrollment {
     std::fs::write(&vid, &v).unwrap();
     Enrollment {
         pii: Pii {
-            customer: Customer {
-                mobile_phone_number: "+34699999999".into(),
-                email: "ana@example.com".into(),
-            },
+            customer: Customer { mobile_phone_number: "+34699999999".into(), email: "ana@example.com".into() },
             acceptance: serde_json::Map::new(),
-            ocr_data: serde_json::from_str(
-                r#"{"given_name":"Ana","surname_1":"García","serial_number":"1Z"}"#,
-            )
-            .unwrap(),
+            ocr_data: serde_json::from_str(r#"{"given_name":"Ana","surname_1":"García","serial_number":"1Z"}"#)
+                .unwrap(),
             security_checks: serde_json::Map::new(),
             similarity_level: 87.into(),
         },
@@ -44,12 +39,7 @@ fn enrollment(dir: &Path, video_len: usize) -> Enrollment {
             kind: MediaKind::Jpeg,
             size: std::fs::metadata(&img).unwrap().len(),
         }],
-        video: ArtifactSource {
-            name: "video".into(),
-            path: vid,
-            kind: MediaKind::Mp4,
-            size: video_len as u64,
-        },
+        video: ArtifactSource { name: "video".into(), path: vid, kind: MediaKind::Mp4, size: video_len as u64 },
     }
 }
 
@@ -59,9 +49,7 @@ fn migrations_are_idempotent() {
     let mut conn = Connection::open(dir.path().join("q.db")).unwrap();
     schema::migrate(&mut conn).unwrap();
     schema::migrate(&mut conn).unwrap();
-    let v: usize = conn
-        .query_row("PRAGMA user_version", [], |r| r.get(0))
-        .unwrap();
+    let v: usize = conn.query_row("PRAGMA user_version", [], |r| r.get(0)).unwrap();
     assert_eq!(v, schema::LATEST);
     // Reopening through Queue::open on an existing database is harmless too.
     let s = storage(dir.path());
@@ -80,30 +68,14 @@ fn enqueue_encrypts_everything_and_reads_back() {
     let video = q.open_artifact(&id, "video").unwrap().read_all().unwrap();
     assert_eq!(video, std::fs::read(&e.video.path).unwrap());
     let arts = q.artifacts(&id).unwrap();
-    assert_eq!(
-        arts.iter().map(|a| a.name.as_str()).collect::<Vec<_>>(),
-        ["document_front", "video"]
-    );
-    assert_eq!(
-        arts[1].sha256,
-        hex::encode(<sha2::Sha256 as sha2::Digest>::digest(&video))
-    );
+    assert_eq!(arts.iter().map(|a| a.name.as_str()).collect::<Vec<_>>(), ["document_front", "video"]);
+    assert_eq!(arts[1].sha256, hex::encode(<sha2::Sha256 as sha2::Digest>::digest(&video)));
 
     // No plaintext personal data or image bytes anywhere in the data directory.
     for entry in walk(&dir.path().join("data")) {
         let bytes = std::fs::read(&entry).unwrap();
-        for needle in [
-            &b"ana@example.com"[..],
-            b"Garc",
-            b"jpeg bytes",
-            b"+34699999999",
-        ] {
-            assert!(
-                !bytes.windows(needle.len()).any(|w| w == needle),
-                "{} leaks {:?}",
-                entry.display(),
-                needle
-            );
+        for needle in [&b"ana@example.com"[..], b"Garc", b"jpeg bytes", b"+34699999999"] {
+            assert!(!bytes.windows(needle.len()).any(|w| w == needle), "{} leaks {:?}", entry.display(), needle);
         }
     }
     let s = q.show(&id).unwrap();
@@ -133,12 +105,7 @@ fn a_failed_enqueue_leaves_nothing_behind() {
     e.video.size = 10;
     assert!(q.enqueue(&e).is_err());
     assert!(q.list().unwrap().is_empty());
-    assert_eq!(
-        std::fs::read_dir(dir.path().join("data/spool"))
-            .unwrap()
-            .count(),
-        0
-    );
+    assert_eq!(std::fs::read_dir(dir.path().join("data/spool")).unwrap().count(), 0);
 }
 
 #[test]
@@ -150,13 +117,7 @@ fn spool_limit_refuses_with_the_missing_room() {
     let e = enrollment(dir.path(), 1000);
     q.enqueue(&e).unwrap();
     let err = q.enqueue(&e).unwrap_err();
-    assert!(
-        matches!(
-            err,
-            QueueError::Space(SpaceError::SpoolFull { limit: 1500, .. })
-        ),
-        "{err}"
-    );
+    assert!(matches!(err, QueueError::Space(SpaceError::SpoolFull { limit: 1500, .. })), "{err}");
     assert!(err.to_string().contains("bytes missing"), "{err}");
     assert_eq!(q.list().unwrap().len(), 1);
 }
@@ -171,11 +132,7 @@ fn erase_keeps_the_audit_record_only() {
     assert!(!dir.path().join("data/spool").join(&id).exists());
     let s = q.show(&id).unwrap();
     assert!(s.erased);
-    assert_eq!(
-        s.artifacts.unwrap().len(),
-        2,
-        "hashes and sizes stay for audit"
-    );
+    assert_eq!(s.artifacts.unwrap().len(), 2, "hashes and sizes stay for audit");
 }
 
 #[test]
@@ -186,18 +143,11 @@ fn retry_resumes_where_it_failed_and_purge_guards_pending_work() {
     assert!(matches!(q.retry(&id), Err(QueueError::WrongState { .. })));
     q.advance(&id, State::Queued, State::Creating, "t").unwrap();
     q.record_created(&id, "45836", Some("137")).unwrap();
-    q.record_failed(&id, State::Created, "400 Bad Request — Request not found")
-        .unwrap();
+    q.record_failed(&id, State::Created, "400 Bad Request — Request not found").unwrap();
     let s = q.show(&id).unwrap();
-    assert_eq!(
-        (s.state, s.last_error.as_deref()),
-        (State::Failed, Some("400 Bad Request — Request not found"))
-    );
+    assert_eq!((s.state, s.last_error.as_deref()), (State::Failed, Some("400 Bad Request — Request not found")));
     assert_eq!(q.retry(&id).unwrap(), State::Created);
-    assert!(matches!(
-        q.purge(&id, false),
-        Err(QueueError::WrongState { .. })
-    ));
+    assert!(matches!(q.purge(&id, false), Err(QueueError::WrongState { .. })));
     q.purge(&id, true).unwrap();
     assert!(matches!(q.show(&id), Err(QueueError::NotFound(_))));
     assert!(!dir.path().join("data/spool").join(&id).exists());
@@ -213,12 +163,18 @@ fn orphan_spool_dirs_are_removed_only_when_old() {
     std::fs::create_dir_all(&young).unwrap();
     std::fs::create_dir_all(&old).unwrap();
     let past = std::time::SystemTime::now() - ORPHAN_SPOOL_AGE * 2;
-    std::fs::File::open(&old)
-        .unwrap()
-        .set_modified(past)
-        .unwrap();
+    std::fs::File::open(&old).unwrap().set_modified(past).unwrap();
+    // A writer that is still alive holds its marker; one that died does not.
+    let (alive, dead) = (s.data_dir.join("spool/alive"), s.data_dir.join("spool/dead"));
+    std::fs::create_dir_all(&alive).unwrap();
+    std::fs::create_dir_all(&dead).unwrap();
+    let held = std::fs::File::create(alive.join(WRITING_MARKER)).unwrap();
+    held.lock().unwrap();
+    std::fs::File::create(dead.join(WRITING_MARKER)).unwrap();
     drop(Queue::open(&s).unwrap());
     assert!(young.exists() && !old.exists());
+    assert!(alive.exists() && !dead.exists());
+    drop(held);
 }
 
 /// A model of the worker-facing state machine: the queue must agree with it after any sequence

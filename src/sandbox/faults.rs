@@ -98,26 +98,20 @@ impl FaultPlan {
                 let ops: Vec<&'static str> = match op {
                     "*" => OPS.to_vec(),
                     _ => vec![*OPS.iter().find(|o| **o == op).ok_or_else(|| {
-                        format!(
-                            "{entry:?}: unknown operation {op:?} (expected {} or *)",
-                            OPS.join(", ")
-                        )
+                        format!("{entry:?}: unknown operation {op:?} (expected {} or *)", OPS.join(", "))
                     })?],
                 };
                 for item in faults.split(',') {
-                    let (kind, p) = item.split_once('=').ok_or_else(|| {
-                        format!("{entry:?}: expected KIND=PROBABILITY in {item:?}")
+                    let (kind, p) = item
+                        .split_once('=')
+                        .ok_or_else(|| format!("{entry:?}: expected KIND=PROBABILITY in {item:?}"))?;
+                    let fault = Fault::parse(kind.trim()).ok_or_else(|| {
+                        format!("{entry:?}: unknown fault {kind:?} (expected 500, 503, 429, stall, reset, drop)")
                     })?;
-                    let fault = Fault::parse(kind.trim())
-                        .ok_or_else(|| format!("{entry:?}: unknown fault {kind:?} (expected 500, 503, 429, stall, reset, drop)"))?;
-                    let p: f64 = p
-                        .trim()
-                        .parse()
-                        .map_err(|_| format!("{entry:?}: probability {p:?} is not a number"))?;
+                    let p: f64 =
+                        p.trim().parse().map_err(|_| format!("{entry:?}: probability {p:?} is not a number"))?;
                     if !(0.0..=1.0).contains(&p) {
-                        return Err(format!(
-                            "{entry:?}: probability {p} must be between 0 and 1"
-                        ));
+                        return Err(format!("{entry:?}: probability {p} must be between 0 and 1"));
                     }
                     for op in &ops {
                         plan.table.entry(op).or_default().push((fault, p));
@@ -125,45 +119,27 @@ impl FaultPlan {
                 }
             } else if let Some((key, value)) = entry.split_once('=') {
                 let secs = |v: &str| {
-                    v.trim()
-                        .parse::<f64>()
-                        .ok()
-                        .filter(|s| s.is_finite() && *s >= 0.0)
-                        .map(Duration::from_secs_f64)
+                    v.trim().parse::<f64>().ok().filter(|s| s.is_finite() && *s >= 0.0).map(Duration::from_secs_f64)
                 };
                 match key.trim() {
-                    "stall_secs" => {
-                        plan.stall =
-                            secs(value).ok_or_else(|| format!("{entry:?}: seconds expected"))?
-                    }
+                    "stall_secs" => plan.stall = secs(value).ok_or_else(|| format!("{entry:?}: seconds expected"))?,
                     "retry_after" => {
-                        plan.retry_after = value
-                            .trim()
-                            .parse()
-                            .map_err(|_| format!("{entry:?}: whole seconds expected"))?
+                        plan.retry_after =
+                            value.trim().parse().map_err(|_| format!("{entry:?}: whole seconds expected"))?
                     }
                     "seed" => {
                         plan.rng = rand::rngs::StdRng::seed_from_u64(
-                            value
-                                .trim()
-                                .parse()
-                                .map_err(|_| format!("{entry:?}: a number expected"))?,
+                            value.trim().parse().map_err(|_| format!("{entry:?}: a number expected"))?,
                         )
                     }
                     "offline" => {
-                        let (up, down) = value.split_once('/').ok_or_else(|| {
-                            format!("{entry:?}: expected offline=UP/DOWN seconds")
-                        })?;
+                        let (up, down) = value
+                            .split_once('/')
+                            .ok_or_else(|| format!("{entry:?}: expected offline=UP/DOWN seconds"))?;
                         let (up, down) = (secs(up), secs(down));
                         match (up, down) {
-                            (Some(u), Some(d)) if !u.is_zero() && !d.is_zero() => {
-                                plan.offline = Some((u, d))
-                            }
-                            _ => {
-                                return Err(format!(
-                                    "{entry:?}: UP and DOWN must be positive seconds"
-                                ))
-                            }
+                            (Some(u), Some(d)) if !u.is_zero() && !d.is_zero() => plan.offline = Some((u, d)),
+                            _ => return Err(format!("{entry:?}: UP and DOWN must be positive seconds")),
                         }
                     }
                     other => return Err(format!("{entry:?}: unknown setting {other:?}")),
@@ -175,9 +151,7 @@ impl FaultPlan {
         for (op, faults) in &plan.table {
             let total: f64 = faults.iter().map(|(_, p)| p).sum();
             if total > 1.0 + 1e-9 {
-                return Err(format!(
-                    "{op}: fault probabilities add up to {total}, more than 1"
-                ));
+                return Err(format!("{op}: fault probabilities add up to {total}, more than 1"));
             }
         }
         Ok(plan)
@@ -192,10 +166,7 @@ impl FaultPlan {
             acc += p;
             if r < acc {
                 let fault = *fault;
-                *self
-                    .injected
-                    .entry(format!("{op}:{}", fault.name()))
-                    .or_default() += 1;
+                *self.injected.entry(format!("{op}:{}", fault.name())).or_default() += 1;
                 return Some(fault);
             }
         }
@@ -209,16 +180,12 @@ mod tests {
 
     #[test]
     fn specs_parse_and_bad_ones_are_named() {
-        let plan = FaultPlan::parse(
-            "*:500=0.1,503=0.1;video:reset=0.2;stall_secs=2.5;retry_after=3;seed=9;offline=5/1",
-        )
-        .unwrap();
+        let plan =
+            FaultPlan::parse("*:500=0.1,503=0.1;video:reset=0.2;stall_secs=2.5;retry_after=3;seed=9;offline=5/1")
+                .unwrap();
         assert_eq!(plan.stall, Duration::from_millis(2500));
         assert_eq!(plan.retry_after, 3);
-        assert_eq!(
-            plan.offline,
-            Some((Duration::from_secs(5), Duration::from_secs(1)))
-        );
+        assert_eq!(plan.offline, Some((Duration::from_secs(5), Duration::from_secs(1))));
         assert_eq!(plan.table["video"].len(), 3);
         for (spec, needle) in [
             ("upload:500=0.1", "unknown operation"),
@@ -241,9 +208,6 @@ mod tests {
         assert!((count(Fault::Status500) - 0.25).abs() < 0.03);
         assert!((count(Fault::Drop) - 0.25).abs() < 0.03);
         assert_eq!(plan.draw("video"), None, "no entry, no fault");
-        assert_eq!(
-            plan.injected["create:500"] + plan.injected["create:drop"],
-            draws.iter().flatten().count() as u64
-        );
+        assert_eq!(plan.injected["create:500"] + plan.injected["create:drop"], draws.iter().flatten().count() as u64);
     }
 }

@@ -31,16 +31,8 @@ pub fn sha256_hex(bytes: &[u8]) -> String {
 
 /// The API's envelope: `{"status": "200 OK", "details": ...}` with the same code as HTTP.
 fn reply(status: StatusCode, details: impl Into<Value>) -> Response {
-    let text = format!(
-        "{} {}",
-        status.as_u16(),
-        status.canonical_reason().unwrap_or("")
-    );
-    (
-        status,
-        Json(json!({"status": text, "details": details.into()})),
-    )
-        .into_response()
+    let text = format!("{} {}", status.as_u16(), status.canonical_reason().unwrap_or(""));
+    (status, Json(json!({"status": text, "details": details.into()}))).into_response()
 }
 
 fn bad_request(details: impl Into<String>) -> Response {
@@ -52,10 +44,7 @@ fn lock(state: &Shared) -> std::sync::MutexGuard<'_, SandboxState> {
 }
 
 fn refusal(rule: &Rule) -> Response {
-    reply(
-        StatusCode::from_u16(rule.status).unwrap_or(StatusCode::BAD_REQUEST),
-        rule.details.clone(),
-    )
+    reply(StatusCode::from_u16(rule.status).unwrap_or(StatusCode::BAD_REQUEST), rule.details.clone())
 }
 
 /// What a drawn fault leaves for the handler to do.
@@ -81,24 +70,16 @@ async fn inject(state: &Shared, op: &str) -> Result<Plan, Response> {
     };
     match fault {
         None => Ok(Plan::Normal),
-        Some(Fault::Status500) => Err(reply(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "Injected fault: internal error",
-        )),
-        Some(Fault::Status503) => Err(with_retry_after(reply(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "Injected fault: try later",
-        ))),
-        Some(Fault::Status429) => Err(with_retry_after(reply(
-            StatusCode::TOO_MANY_REQUESTS,
-            "Injected fault: slow down",
-        ))),
+        Some(Fault::Status500) => Err(reply(StatusCode::INTERNAL_SERVER_ERROR, "Injected fault: internal error")),
+        Some(Fault::Status503) => {
+            Err(with_retry_after(reply(StatusCode::SERVICE_UNAVAILABLE, "Injected fault: try later")))
+        }
+        Some(Fault::Status429) => {
+            Err(with_retry_after(reply(StatusCode::TOO_MANY_REQUESTS, "Injected fault: slow down")))
+        }
         Some(Fault::Stall) => {
             tokio::time::sleep(stall).await;
-            Err(reply(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "Injected fault: stalled",
-            ))
+            Err(reply(StatusCode::INTERNAL_SERVER_ERROR, "Injected fault: stalled"))
         }
         Some(Fault::Reset) => Ok(Plan::Reset),
         Some(Fault::Drop) => Ok(Plan::Drop),
@@ -118,20 +99,14 @@ async fn read_body(body: Body, plan: Plan, kill: &Kill) -> Result<Bytes, Respons
         let _ = stream.next().await;
         return Err(cut(kill).await);
     }
-    axum::body::to_bytes(body, usize::MAX)
-        .await
-        .map_err(|e| bad_request(format!("Could not read body: {e}")))
+    axum::body::to_bytes(body, usize::MAX).await.map_err(|e| bad_request(format!("Could not read body: {e}")))
 }
 
 fn find(state: &SandboxState, key: Key, pk: &str) -> Option<u64> {
     let pk: u64 = pk.parse().ok()?;
     match key {
         Key::Request => state.requests.contains_key(&pk).then_some(pk),
-        Key::Videoid => state
-            .requests
-            .values()
-            .find(|r| r.videoid_pk == pk)
-            .map(|r| r.request_pk),
+        Key::Videoid => state.requests.values().find(|r| r.videoid_pk == pk).map(|r| r.request_pk),
     }
 }
 
@@ -143,15 +118,9 @@ pub async fn require_header(
 ) -> Response {
     let required = lock(&state).required_header.clone();
     if let Some((name, value)) = required {
-        let sent = request
-            .headers()
-            .get(name.as_str())
-            .and_then(|v| v.to_str().ok());
+        let sent = request.headers().get(name.as_str()).and_then(|v| v.to_str().ok());
         if sent != Some(value.as_str()) {
-            return reply(
-                StatusCode::UNAUTHORIZED,
-                format!("missing or wrong {name} header"),
-            );
+            return reply(StatusCode::UNAUTHORIZED, format!("missing or wrong {name} header"));
         }
     }
     next.run(request).await
@@ -169,11 +138,7 @@ pub async fn not_found() -> Response {
     reply(StatusCode::NOT_FOUND, "Not found")
 }
 
-pub async fn create(
-    State(state): State<Shared>,
-    Extension(kill): Extension<Kill>,
-    body: Body,
-) -> Response {
+pub async fn create(State(state): State<Shared>, Extension(kill): Extension<Kill>, body: Body) -> Response {
     let plan = match inject(&state, "create").await {
         Ok(plan) => plan,
         Err(r) => return r,
@@ -185,17 +150,10 @@ pub async fn create(
     let Ok(Value::Object(body)) = serde_json::from_slice::<Value>(&body) else {
         return bad_request("Could not parse JSON body");
     };
-    let field = |k: &str| {
-        body.get(k)
-            .and_then(Value::as_str)
-            .filter(|s| !s.is_empty())
-    };
-    let (Some(phone), Some(email), Some(_), Some(_)) = (
-        field("mobile_phone_number"),
-        field("email"),
-        field("registration_authority"),
-        field("profile"),
-    ) else {
+    let field = |k: &str| body.get(k).and_then(Value::as_str).filter(|s| !s.is_empty());
+    let (Some(phone), Some(email), Some(_), Some(_)) =
+        (field("mobile_phone_number"), field("email"), field("registration_authority"), field("profile"))
+    else {
         return bad_request("Missing required parameters");
     };
     if let Some(env) = body.get("env") {
@@ -221,21 +179,11 @@ pub async fn create(
     reply(StatusCode::OK, details)
 }
 
-pub async fn evidences_current(
-    state: State<Shared>,
-    pk: Path<String>,
-    kill: Extension<Kill>,
-    body: Body,
-) -> Response {
+pub async fn evidences_current(state: State<Shared>, pk: Path<String>, kill: Extension<Kill>, body: Body) -> Response {
     evidences(state, Key::Videoid, pk, kill, body).await
 }
 
-pub async fn evidences_legacy(
-    state: State<Shared>,
-    pk: Path<String>,
-    kill: Extension<Kill>,
-    body: Body,
-) -> Response {
+pub async fn evidences_legacy(state: State<Shared>, pk: Path<String>, kill: Extension<Kill>, body: Body) -> Response {
     evidences(state, Key::Request, pk, kill, body).await
 }
 
@@ -245,53 +193,30 @@ fn check_evidences(body: &Value) -> Result<(Vec<(String, ImageRecord)>, String),
     if !obj.get("acceptance").is_some_and(Value::is_object) {
         return Err("acceptance must be an object".into());
     }
-    let data = obj
-        .get("videoid_data")
-        .and_then(Value::as_object)
-        .ok_or("videoid_data must be an object")?;
-    let images = data
-        .get("images")
-        .and_then(Value::as_object)
-        .ok_or("videoid_data.images must be an object")?;
+    let data = obj.get("videoid_data").and_then(Value::as_object).ok_or("videoid_data must be an object")?;
+    let images = data.get("images").and_then(Value::as_object).ok_or("videoid_data.images must be an object")?;
     let mut records = Vec::new();
     for (name, value) in images {
         if !IMAGE_NAMES.contains(&name.as_str()) {
             return Err(format!("videoid_data.images.{name} is not a known image"));
         }
-        let text = value
-            .as_str()
-            .ok_or_else(|| format!("videoid_data.images.{name} must be a Base64 string"))?;
+        let text = value.as_str().ok_or_else(|| format!("videoid_data.images.{name} must be a Base64 string"))?;
         let bytes = base64::engine::general_purpose::STANDARD
             .decode(text)
             .map_err(|e| format!("videoid_data.images.{name} is not valid Base64: {e}"))?;
         if !matches!(sniff_image(&mut bytes.as_slice()), Ok(Some(_))) {
-            return Err(format!(
-                "videoid_data.images.{name} is not a JPEG or PNG image"
-            ));
+            return Err(format!("videoid_data.images.{name} is not a JPEG or PNG image"));
         }
-        records.push((
-            name.clone(),
-            ImageRecord {
-                sha256: sha256_hex(&bytes),
-                size: bytes.len() as u64,
-            },
-        ));
+        records.push((name.clone(), ImageRecord { sha256: sha256_hex(&bytes), size: bytes.len() as u64 }));
     }
     for required in ["document_front", "document_photo", "document_owner"] {
         if !images.contains_key(required) {
             return Err(format!("videoid_data.images.{required} is required"));
         }
     }
-    let ocr = data
-        .get("ocr_data")
-        .and_then(Value::as_object)
-        .ok_or("videoid_data.ocr_data must be an object")?;
+    let ocr = data.get("ocr_data").and_then(Value::as_object).ok_or("videoid_data.ocr_data must be an object")?;
     for required in ["given_name", "surname_1", "serial_number"] {
-        if ocr
-            .get(required)
-            .and_then(Value::as_str)
-            .is_none_or(str::is_empty)
-        {
+        if ocr.get(required).and_then(Value::as_str).is_none_or(str::is_empty) {
             return Err(format!("videoid_data.ocr_data.{required} is required"));
         }
     }
@@ -304,14 +229,9 @@ fn check_evidences(body: &Value) -> Result<(Vec<(String, ImageRecord)>, String),
         Some(Value::Number(n)) if n.as_u64().is_some_and(|n| n <= 100) => {}
         Some(Value::String(s)) if ["low", "medium", "high"].contains(&s.as_str()) => {}
         None => {}
-        Some(_) => {
-            return Err("videoid_data.similarity_level must be 0-100 or low/medium/high".into())
-        }
+        Some(_) => return Err("videoid_data.similarity_level must be 0-100 or low/medium/high".into()),
     }
-    let given = ocr
-        .get("given_name")
-        .and_then(Value::as_str)
-        .unwrap_or_default();
+    let given = ocr.get("given_name").and_then(Value::as_str).unwrap_or_default();
     Ok((records, sha256_hex(given.as_bytes())))
 }
 
@@ -344,14 +264,8 @@ async fn evidences(
             return reply(StatusCode::NOT_FOUND, "Request not found");
         };
         match st.take_rule_for_request("evidences", request_pk) {
-            Some(Rule {
-                lose_as: Some(status),
-                ..
-            }) => {
-                st.requests
-                    .get_mut(&request_pk)
-                    .expect("found above")
-                    .status = status;
+            Some(Rule { lose_as: Some(status), .. }) => {
+                st.requests.get_mut(&request_pk).expect("found above").status = status;
             }
             Some(rule) => return refusal(&rule),
             None => {
@@ -369,21 +283,11 @@ async fn evidences(
     reply(StatusCode::OK, "Videoid evidences uploaded")
 }
 
-pub async fn video_current(
-    state: State<Shared>,
-    pk: Path<String>,
-    kill: Extension<Kill>,
-    form: Multipart,
-) -> Response {
+pub async fn video_current(state: State<Shared>, pk: Path<String>, kill: Extension<Kill>, form: Multipart) -> Response {
     video(state, Key::Videoid, pk, kill, form).await
 }
 
-pub async fn video_legacy(
-    state: State<Shared>,
-    pk: Path<String>,
-    kill: Extension<Kill>,
-    form: Multipart,
-) -> Response {
+pub async fn video_legacy(state: State<Shared>, pk: Path<String>, kill: Extension<Kill>, form: Multipart) -> Response {
     video(state, Key::Request, pk, kill, form).await
 }
 
@@ -447,20 +351,14 @@ async fn video(
         if !matches!(sniff_video(&mut head.as_slice()), Ok(Some(_))) {
             return bad_request("video is not an MP4 file");
         }
-        record = Some(ImageRecord {
-            sha256: hex::encode(hasher.finalize()),
-            size,
-        });
+        record = Some(ImageRecord { sha256: hex::encode(hasher.finalize()), size });
     }
     let Some(record) = record else {
         return bad_request("Missing required parameter: video");
     };
     {
         let mut st = lock(&state);
-        let req = st
-            .requests
-            .get_mut(&request_pk)
-            .expect("requests are never removed");
+        let req = st.requests.get_mut(&request_pk).expect("requests are never removed");
         if let Some(status) = lose_as {
             req.status = status;
         } else {
@@ -475,11 +373,7 @@ async fn video(
     reply(StatusCode::OK, "Videoid video upload completed")
 }
 
-pub async fn status(
-    State(state): State<Shared>,
-    Path(pk): Path<String>,
-    Extension(kill): Extension<Kill>,
-) -> Response {
+pub async fn status(State(state): State<Shared>, Path(pk): Path<String>, Extension(kill): Extension<Kill>) -> Response {
     match inject(&state, "status").await {
         Err(r) => return r,
         Ok(Plan::Normal) => {}

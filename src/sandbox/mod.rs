@@ -35,23 +35,14 @@ pub fn router(state: Shared) -> Router {
     let current = Router::new()
         .route("/hello", get(handlers::hello))
         .route("/videoid", post(handlers::create))
-        .route(
-            "/videoid/{videoid_pk}/evidences",
-            post(handlers::evidences_current),
-        )
+        .route("/videoid/{videoid_pk}/evidences", post(handlers::evidences_current))
         .route("/videoid/{videoid_pk}/video", post(handlers::video_current))
         .route("/request/{request_pk}", get(handlers::status));
     let legacy = Router::new()
         .route("/hello", get(handlers::hello))
         .route("/videoid", post(handlers::create))
-        .route(
-            "/videoid/{request_pk}/evidences",
-            post(handlers::evidences_legacy),
-        )
-        .route(
-            "/videoid/{request_pk}/evidences/video",
-            post(handlers::video_legacy),
-        )
+        .route("/videoid/{request_pk}/evidences", post(handlers::evidences_legacy))
+        .route("/videoid/{request_pk}/evidences/video", post(handlers::video_legacy))
         .route("/request/{request_pk}", get(handlers::status));
     let auth = axum::middleware::from_fn_with_state(state.clone(), handlers::require_header);
     Router::new()

@@ -35,16 +35,8 @@ pub async fn serve(
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     let addr = listener.local_addr()?;
-    let mut online = state
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .online
-        .subscribe();
-    let flapping = state
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .faults
-        .offline;
+    let mut online = state.lock().unwrap_or_else(|p| p.into_inner()).online.subscribe();
+    let flapping = state.lock().unwrap_or_else(|p| p.into_inner()).faults.offline;
     let flapper = flapping.map(|(up, down)| {
         let state = state.clone();
         tokio::spawn(async move {
@@ -120,13 +112,11 @@ async fn connection(stream: tokio::net::TcpStream, router: Router) {
     let _ = stream.set_nodelay(true);
     let kill = Kill(Arc::new(Notify::new()));
     let handle = kill.clone();
-    let service =
-        hyper::service::service_fn(move |mut req: hyper::Request<hyper::body::Incoming>| {
-            req.extensions_mut().insert(handle.clone());
-            router.clone().oneshot(req.map(axum::body::Body::new))
-        });
-    let conn =
-        hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(stream), service);
+    let service = hyper::service::service_fn(move |mut req: hyper::Request<hyper::body::Incoming>| {
+        req.extensions_mut().insert(handle.clone());
+        router.clone().oneshot(req.map(axum::body::Body::new))
+    });
+    let conn = hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(stream), service);
     tokio::select! {
         _ = conn => {}
         _ = kill.0.notified() => {}

@@ -105,18 +105,12 @@ impl SandboxState {
 
     /// The contact data a request was created with (the real API shows it in request details).
     pub fn contact(&self, request_pk: u64) -> (Option<&str>, Option<&str>) {
-        (
-            self.emails.get(&request_pk).map(String::as_str),
-            self.phones.get(&request_pk).map(String::as_str),
-        )
+        (self.emails.get(&request_pk).map(String::as_str), self.phones.get(&request_pk).map(String::as_str))
     }
 
     /// Takes the rule that applies to `op` for this customer, if any, counting one use.
     pub fn take_rule(&mut self, op: &str, email: &str) -> Option<Rule> {
-        let i = self
-            .rules
-            .iter()
-            .position(|r| r.op == op && r.email == email)?;
+        let i = self.rules.iter().position(|r| r.op == op && r.email == email)?;
         let rule = self.rules[i].clone();
         match &mut self.rules[i].times {
             Some(1) => {

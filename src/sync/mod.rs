@@ -3,9 +3,14 @@
 //! Oldest first, at most `sync.concurrency` enrollments at a time, each one step after another
 //! (create → evidences → video → status). A retryable failure schedules the enrollment again
 //! after [`Backoff`] on monotonic time, with no attempt limit; a permanent one moves it to
-//! `failed` with the server's reason while the others keep flowing. The database is polled
-//! every [`POLL_INTERVAL`], so enrollments that another process queues are picked up within a
-//! second without a restart.
+//! `failed` with the server's reason while the others keep flowing.
+//!
+//! Idle costs nothing: between attempts the worker sleeps until the next one is due, until it is
+//! woken ([`Worker::waker`]: `enroll` and `queue retry` poke the daemon through a socket in the
+//! data directory, so new work starts at once), or for at most [`SAFETY_POLL`] in case a wake
+//! was missed. On shutdown it takes no new work, gives in-flight steps [`SHUTDOWN_GRACE`] to
+//! finish, then aborts them (an aborted upload is not applied by the server and its state was
+//! never committed, so the queue stays consistent).
 
 mod backoff;
 mod orphans;
@@ -17,6 +22,8 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
+use std::sync::atomic::Ordering;
+
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 use tokio::time::Instant;
@@ -25,8 +32,10 @@ use crate::config::Config;
 use crate::oneshot::Client;
 use crate::queue::{Queue, QueueError};
 
-/// How often the worker looks for new work when idle.
-pub const POLL_INTERVAL: Duration = Duration::from_millis(250);
+/// The longest the worker sleeps without looking at the queue (a missed wake costs this much).
+pub const SAFETY_POLL: Duration = Duration::from_secs(60);
+/// How long in-flight steps may run on after a shutdown request before they are aborted.
+pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 
 /// Whether the worker exits once nothing is ready, or keeps running until shut down.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -48,6 +57,8 @@ pub struct Worker {
     queue: Arc<Queue>,
     client: Client,
     config: Config,
+    wake: Arc<tokio::sync::Notify>,
+    wakeups: std::sync::atomic::AtomicU64,
 }
 
 /// Runs `f` on the blocking pool: SQLite and file work never runs on executor threads.
@@ -57,9 +68,7 @@ where
     F: FnOnce(&Queue) -> Result<T, QueueError> + Send + 'static,
 {
     let q = Arc::clone(queue);
-    tokio::task::spawn_blocking(move || f(&q))
-        .await
-        .expect("queue task panicked")
+    tokio::task::spawn_blocking(move || f(&q)).await.expect("queue task panicked")
 }
 
 impl Worker {
@@ -68,61 +77,96 @@ impl Worker {
             queue,
             client,
             config,
+            wake: Arc::new(tokio::sync::Notify::new()),
+            wakeups: Default::default(),
         })
     }
 
+    /// Notifying this makes the worker look at the queue now.
+    pub fn waker(&self) -> Arc<tokio::sync::Notify> {
+        Arc::clone(&self.wake)
+    }
+
+    /// How many times the worker loop woke up (to show that idle means asleep).
+    pub fn wakeups(&self) -> u64 {
+        self.wakeups.load(Ordering::Relaxed)
+    }
+
     /// Works until `shutdown` turns true (in [`Mode::Forever`]) or nothing is ready now (in
-    /// [`Mode::Once`]). In-flight steps finish before it returns; their state is committed.
-    pub async fn run(
-        self: &Arc<Self>,
-        mode: Mode,
-        mut shutdown: watch::Receiver<bool>,
-    ) -> Result<Outcome, QueueError> {
-        let backoff = Backoff {
-            base: self.config.sync.backoff_base,
-            cap: self.config.sync.backoff_cap,
-        };
+    /// [`Mode::Once`]). Before the first step, the queued artifacts are verified in the
+    /// background ([`Queue::scrub`]).
+    pub async fn run(self: &Arc<Self>, mode: Mode, mut shutdown: watch::Receiver<bool>) -> Result<Outcome, QueueError> {
+        let backoff = Backoff { base: self.config.sync.backoff_base, cap: self.config.sync.backoff_cap };
         let concurrency = self.config.sync.concurrency.get();
+        let scrub = {
+            let queue = Arc::clone(&self.queue);
+            tokio::task::spawn_blocking(move || queue.scrub())
+        };
         // Monotonic schedule of enrollments waiting after a failure; wall-clock jumps cannot
         // shorten or stretch it. A restart forgets it, which only means one early retry.
         let mut not_before: HashMap<String, Instant> = HashMap::new();
-        let mut inflight: JoinSet<(String, step::Result)> = JoinSet::new();
-        let mut inflight_ids: Vec<String> = Vec::new();
+        let mut inflight: JoinSet<step::Result> = JoinSet::new();
+        let mut inflight_ids: HashMap<tokio::task::Id, String> = HashMap::new();
         let mut rng = rand::rngs::StdRng::from_entropy();
+        let mut abort_at: Option<Instant> = None;
+        // A dropped shutdown sender means nobody can ask us to stop; its branch goes quiet.
+        let mut shutdown_open = true;
         loop {
+            self.wakeups.fetch_add(1, Ordering::Relaxed);
             let stopping = *shutdown.borrow();
+            if stopping && abort_at.is_none() {
+                abort_at = Some(Instant::now() + SHUTDOWN_GRACE);
+            }
             if !stopping && inflight_ids.len() < concurrency {
                 let now = Instant::now();
                 not_before.retain(|_, t| *t > now);
-                let mut skip: Vec<String> = inflight_ids.clone();
+                let mut skip: Vec<String> = inflight_ids.values().cloned().collect();
                 skip.extend(not_before.keys().cloned());
                 let slots = concurrency - inflight_ids.len();
                 let jobs = blocking(&self.queue, move |q| q.pending_jobs(&skip, slots)).await?;
                 for job in jobs {
                     let me = Arc::clone(self);
-                    inflight_ids.push(job.id.clone());
-                    inflight.spawn(async move {
-                        let id = job.id.clone();
-                        (id, me.advance(job).await)
-                    });
+                    let id = job.id.clone();
+                    let handle = inflight.spawn(async move { me.advance(job).await });
+                    inflight_ids.insert(handle.id(), id);
                 }
             }
             if inflight_ids.is_empty() && (stopping || mode == Mode::Once) {
                 break;
             }
+            let next_due = not_before.values().min().copied();
+            let idle_limit = if mode == Mode::Forever { SAFETY_POLL } else { Duration::from_secs(3600) };
             tokio::select! {
-                Some(done) = inflight.join_next(), if !inflight_ids.is_empty() => {
-                    let (id, result) = done.expect("sync task panicked");
-                    inflight_ids.retain(|x| *x != id);
-                    if let step::Result::RetryAfter { attempts, retry_after } = result {
+                Some(done) = inflight.join_next_with_id(), if !inflight_ids.is_empty() => {
+                    let (task, result) = match done {
+                        Ok((task, result)) => (task, Some(result)),
+                        Err(e) if e.is_cancelled() => (e.id(), None),
+                        Err(e) => std::panic::resume_unwind(e.into_panic()),
+                    };
+                    let id = inflight_ids.remove(&task).unwrap_or_default();
+                    if let Some(step::Result::RetryAfter { attempts, retry_after }) = result {
                         let delay = backoff.delay(attempts, retry_after, &mut rng);
                         not_before.insert(id.clone(), Instant::now() + delay);
                         tracing::debug!(enrollment = %id, attempts, delay_ms = delay.as_millis() as u64, "retry scheduled");
                     }
                 }
-                _ = tokio::time::sleep(POLL_INTERVAL), if mode == Mode::Forever || !inflight_ids.is_empty() => {}
-                _ = shutdown.changed(), if !stopping => {}
+                _ = tokio::time::sleep_until(next_due.unwrap_or_else(|| Instant::now() + idle_limit)), if !stopping && (next_due.is_some() || mode == Mode::Forever) => {}
+                _ = self.wake.notified(), if !stopping => {}
+                changed = shutdown.changed(), if !stopping && shutdown_open => shutdown_open = changed.is_ok(),
+                _ = tokio::time::sleep_until(abort_at.unwrap_or_else(Instant::now)), if abort_at.is_some() => {
+                    tracing::warn!(in_flight = inflight_ids.len(), "shutdown grace over; aborting in-flight steps");
+                    inflight.abort_all();
+                    abort_at = Some(Instant::now() + Duration::from_secs(3600));
+                }
             }
+        }
+        if mode == Mode::Once || !*shutdown.borrow() {
+            // Once mode reports what the scrub found; a daemon stopping does not wait for it.
+            if let Ok(Err(e)) = scrub.await {
+                tracing::error!(error = %e, "artifact verification failed");
+            }
+        } else {
+            scrub.abort();
         }
         let pending = blocking(&self.queue, |q| q.pending_count()).await?;
         Ok(Outcome { pending })

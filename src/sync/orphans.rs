@@ -25,33 +25,19 @@ impl Worker {
         let id = job.id.clone();
         let current = job.request_pk.clone().unwrap_or_default();
         let Ok(current_pk) = current.parse::<u64>() else {
-            let detail =
-                format!("request_pk {current} is not numeric; orphans cannot be looked for");
-            blocking(&self.queue, move |q| {
-                q.finish_orphan_scan(&id, &[], &detail)
-            })
-            .await?;
+            let detail = format!("request_pk {current} is not numeric; orphans cannot be looked for");
+            blocking(&self.queue, move |q| q.finish_orphan_scan(&id, &[], &detail)).await?;
             job.orphan_scan = false;
             return Ok(());
         };
-        let low = job
-            .create_floor
-            .map(|f| f + 1)
-            .unwrap_or(0)
-            .max(current_pk.saturating_sub(MAX_SCAN));
+        let low = job.create_floor.map(|f| f + 1).unwrap_or(0).max(current_pk.saturating_sub(MAX_SCAN));
         let (known, pii) = {
             let id = id.clone();
-            blocking(&self.queue, move |q| {
-                Ok((q.known_request_pks()?, q.load_pii(&id)?))
-            })
-            .await?
+            blocking(&self.queue, move |q| Ok((q.known_request_pks()?, q.load_pii(&id)?))).await?
         };
         let mut found = Vec::new();
         let mut read = 0;
-        for pk in (low..current_pk)
-            .map(|p| p.to_string())
-            .filter(|p| !known.contains(p))
-        {
+        for pk in (low..current_pk).map(|p| p.to_string()).filter(|p| !known.contains(p)) {
             read += 1;
             let Some(details) = self.client.request_details(&pk).await? else {
                 continue;
@@ -67,18 +53,12 @@ impl Worker {
             format!("no orphan request found ({read} request pks read below {current_pk})")
         } else {
             let pks: Vec<&str> = found.iter().map(|(pk, _)| pk.as_str()).collect();
-            format!(
-                "orphan request(s) left on the server by a lost create answer: request_pk {}",
-                pks.join(", ")
-            )
+            format!("orphan request(s) left on the server by a lost create answer: request_pk {}", pks.join(", "))
         };
         if !found.is_empty() {
             tracing::warn!(enrollment = %id, orphans = ?found.iter().map(|f| &f.0).collect::<Vec<_>>(), "orphan requests on the server");
         }
-        blocking(&self.queue, move |q| {
-            q.finish_orphan_scan(&id, &found, &detail)
-        })
-        .await?;
+        blocking(&self.queue, move |q| q.finish_orphan_scan(&id, &found, &detail)).await?;
         job.orphan_scan = false;
         Ok(())
     }

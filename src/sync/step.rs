@@ -28,10 +28,7 @@ pub enum Result {
     /// Nothing more to send now (reached review, or failed permanently).
     Settled,
     /// A retryable failure; try again after backoff.
-    RetryAfter {
-        attempts: u32,
-        retry_after: Option<Duration>,
-    },
+    RetryAfter { attempts: u32, retry_after: Option<Duration> },
 }
 
 /// How many times the status is read after the video before the step is retried later.
@@ -71,41 +68,26 @@ impl Worker {
                 Err(StepError::Api(e)) if e.is_retryable() => {
                     let id = job.id.clone();
                     let message = e.to_string();
-                    let backoff = super::Backoff {
-                        base: self.config.sync.backoff_base,
-                        cap: self.config.sync.backoff_cap,
-                    };
+                    let backoff =
+                        super::Backoff { base: self.config.sync.backoff_base, cap: self.config.sync.backoff_cap };
                     let next = now_ms() + backoff.ceiling(job.attempts + 1).as_millis() as i64;
                     tracing::info!(enrollment = %id, state = %from, error = %message, "retryable failure");
-                    return match blocking(&self.queue, move |q| q.record_retry(&id, &message, next))
-                        .await
-                    {
-                        Ok(attempts) => Result::RetryAfter {
-                            attempts,
-                            retry_after: e.retry_after(),
-                        },
+                    return match blocking(&self.queue, move |q| q.record_retry(&id, &message, next)).await {
+                        Ok(attempts) => Result::RetryAfter { attempts, retry_after: e.retry_after() },
                         Err(qe) => {
                             tracing::error!(enrollment = %job.id, error = %qe, "cannot record a retry");
-                            Result::RetryAfter {
-                                attempts: job.attempts + 1,
-                                retry_after: None,
-                            }
+                            Result::RetryAfter { attempts: job.attempts + 1, retry_after: None }
                         }
                     };
                 }
                 Err(StepError::Api(e)) => return self.fail(&job, from, e.to_string()).await,
                 Err(StepError::Queue(e @ (QueueError::Crypto(_) | QueueError::Damaged { .. }))) => {
-                    return self
-                        .fail(&job, from, format!("local evidence is unreadable: {e}"))
-                        .await;
+                    return self.fail(&job, from, format!("local evidence is unreadable: {e}")).await;
                 }
                 Err(StepError::Queue(e)) => {
                     // A local database or file error: keep the enrollment and try later.
                     tracing::warn!(enrollment = %job.id, error = %e, "queue error; will retry");
-                    return Result::RetryAfter {
-                        attempts: job.attempts + 1,
-                        retry_after: None,
-                    };
+                    return Result::RetryAfter { attempts: job.attempts + 1, retry_after: None };
                 }
             }
         }
@@ -120,12 +102,7 @@ impl Worker {
         Result::Settled
     }
 
-    async fn set_state(
-        &self,
-        job: &mut Job,
-        to: State,
-        detail: String,
-    ) -> std::result::Result<(), QueueError> {
+    async fn set_state(&self, job: &mut Job, to: State, detail: String) -> std::result::Result<(), QueueError> {
         let (id, from) = (job.id.clone(), job.state);
         blocking(&self.queue, move |q| q.advance(&id, from, to, &detail)).await?;
         tracing::info!(enrollment = %job.id, from = %from, to = %to, "state");
@@ -138,27 +115,18 @@ impl Worker {
             id: job.id.clone(),
             detail: format!("state {} without a request_pk", job.state),
         })?;
-        Ok(RequestIds {
-            request_pk,
-            videoid_pk: job.videoid_pk.clone(),
-        })
+        Ok(RequestIds { request_pk, videoid_pk: job.videoid_pk.clone() })
     }
 
     /// Takes one step; `Ok(true)` when another step follows at once.
-    async fn step(
-        self: &Arc<Self>,
-        job: &mut Job,
-        resumed: bool,
-    ) -> std::result::Result<bool, StepError> {
+    async fn step(self: &Arc<Self>, job: &mut Job, resumed: bool) -> std::result::Result<bool, StepError> {
         if job.orphan_scan && job.request_pk.is_some() {
             self.scan_orphans(job).await?;
         }
         match job.state {
             State::Queued => {
                 let id = job.id.clone();
-                job.create_floor = blocking(&self.queue, move |q| q.begin_create(&id))
-                    .await?
-                    .or(job.create_floor);
+                job.create_floor = blocking(&self.queue, move |q| q.begin_create(&id)).await?.or(job.create_floor);
                 job.state = State::Creating;
                 self.create(job).await?;
                 Ok(true)
@@ -173,16 +141,11 @@ impl Worker {
             }
             State::Created => {
                 if resumed {
-                    let status = self
-                        .client
-                        .request_status(&Self::ids(job)?.request_pk)
-                        .await?;
+                    let status = self.client.request_status(&Self::ids(job)?.request_pk).await?;
                     match status.as_str() {
                         "VIDEOINCOMPLETE" => {
                             // Evidences go first, so the part the server holds is ours.
-                            let detail =
-                                "server already has the evidences (VIDEOINCOMPLETE); not re-sent"
-                                    .to_owned();
+                            let detail = "server already has the evidences (VIDEOINCOMPLETE); not re-sent".to_owned();
                             self.set_state(job, State::EvidencesSent, detail).await?;
                             return Ok(true);
                         }
@@ -193,12 +156,8 @@ impl Worker {
                                 format!("server already has the evidences ({status})"),
                             )
                             .await?;
-                            self.set_state(
-                                job,
-                                State::VideoSent,
-                                format!("server already has the video ({status})"),
-                            )
-                            .await?;
+                            self.set_state(job, State::VideoSent, format!("server already has the video ({status})"))
+                                .await?;
                             return Ok(true);
                         }
                         _ => {}
@@ -209,10 +168,7 @@ impl Worker {
             }
             State::EvidencesSent => {
                 if resumed {
-                    let status = self
-                        .client
-                        .request_status(&Self::ids(job)?.request_pk)
-                        .await?;
+                    let status = self.client.request_status(&Self::ids(job)?.request_pk).await?;
                     match status.as_str() {
                         "VIDEOREVIEW" | "ENROLLREADY" => {
                             self.set_state(
@@ -261,10 +217,7 @@ impl Worker {
         };
         crash_point("create.after_response");
         let (id, ids) = (job.id.clone(), created.ids.clone());
-        blocking(&self.queue, move |q| {
-            q.record_created(&id, &ids.request_pk, ids.videoid_pk.as_deref())
-        })
-        .await?;
+        blocking(&self.queue, move |q| q.record_created(&id, &ids.request_pk, ids.videoid_pk.as_deref())).await?;
         tracing::info!(enrollment = %job.id, request_pk = %created.ids.request_pk, "request created");
         job.request_pk = Some(created.ids.request_pk);
         job.videoid_pk = created.ids.videoid_pk;
@@ -289,8 +242,7 @@ impl Worker {
         .await?;
         self.client.upload_evidences(&ids, body).await?;
         crash_point("evidences.after_response");
-        self.set_state(job, State::EvidencesSent, "evidences uploaded".into())
-            .await?;
+        self.set_state(job, State::EvidencesSent, "evidences uploaded".into()).await?;
         Ok(())
     }
 
@@ -303,10 +255,7 @@ impl Worker {
                 .into_iter()
                 .find(|a| a.name == "video")
                 .map(|a| a.size)
-                .ok_or_else(|| QueueError::Damaged {
-                    id: id.clone(),
-                    detail: "no video artifact".into(),
-                })?;
+                .ok_or_else(|| QueueError::Damaged { id: id.clone(), detail: "no video artifact".into() })?;
             Ok((q.open_artifact(&id, "video")?, len))
         })
         .await?;
@@ -334,9 +283,11 @@ impl Worker {
                 }
             }
         });
-        let body = reqwest::Body::wrap_stream(stream::unfold(rx, |mut rx| async move {
-            rx.recv().await.map(|item| (item, rx))
-        }));
+        let body =
+            reqwest::Body::wrap_stream(stream::unfold(
+                rx,
+                |mut rx| async move { rx.recv().await.map(|item| (item, rx)) },
+            ));
         let result = self.client.upload_video(&ids, body, len).await;
         let decrypt_failed = decrypt.await.is_err();
         if decrypt_failed {
@@ -344,8 +295,7 @@ impl Worker {
         }
         result?;
         crash_point("video.after_response");
-        self.set_state(job, State::VideoSent, "video uploaded".into())
-            .await?;
+        self.set_state(job, State::VideoSent, "video uploaded".into()).await?;
         Ok(())
     }
 
@@ -362,14 +312,12 @@ impl Worker {
             blocking(&self.queue, move |q| q.record_server_status(&id, &s)).await?;
             match status.as_str() {
                 "VIDEOREVIEW" => {
-                    self.set_state(job, State::InReview, "server status VIDEOREVIEW".into())
-                        .await?;
+                    self.set_state(job, State::InReview, "server status VIDEOREVIEW".into()).await?;
                     self.erase_if_due(job).await?;
                     return Ok(false);
                 }
                 "ENROLLREADY" => {
-                    self.set_state(job, State::Approved, "server status ENROLLREADY".into())
-                        .await?;
+                    self.set_state(job, State::Approved, "server status ENROLLREADY".into()).await?;
                     self.erase_if_due(job).await?;
                     return Ok(false);
                 }
@@ -386,24 +334,12 @@ impl Worker {
                 if resends > self.config.sync.max_resends {
                     return Err(OneShotError::Rejected {
                         status: 0,
-                        details: format!(
-                            "server status {status} after {} re-sends",
-                            self.config.sync.max_resends
-                        ),
+                        details: format!("server status {status} after {} re-sends", self.config.sync.max_resends),
                     }
                     .into());
                 }
-                let back = if status == "VIDEOERROR" {
-                    State::Created
-                } else {
-                    State::EvidencesSent
-                };
-                self.set_state(
-                    job,
-                    back,
-                    format!("server status {status}: re-send {resends}"),
-                )
-                .await?;
+                let back = if status == "VIDEOERROR" { State::Created } else { State::EvidencesSent };
+                self.set_state(job, back, format!("server status {status}: re-send {resends}")).await?;
                 Ok(true)
             }
             other => Err(OneShotError::Server {

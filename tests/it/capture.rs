@@ -9,46 +9,25 @@ use crate::util::*;
 fn run(dir: &std::path::Path, args: &[&str]) -> std::process::Output {
     let config = dir.join("capture.toml");
     if !config.exists() {
-        std::fs::write(
-            &config,
-            "[capture.video]\nwidth = 320\nheight = 240\nmax_seconds = 30\n",
-        )
-        .unwrap();
+        std::fs::write(&config, "[capture.video]\nwidth = 320\nheight = 240\nmax_seconds = 30\n").unwrap();
     }
-    Command::new(BIN)
-        .arg("--config")
-        .arg(&config)
-        .args(args)
-        .current_dir(dir)
-        .output()
-        .unwrap()
+    Command::new(BIN).arg("--config").arg(&config).args(args).current_dir(dir).output().unwrap()
 }
 
 fn json_of(out: &std::process::Output) -> Value {
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     serde_json::from_slice(&out.stdout).unwrap()
 }
 
 #[test]
 fn cameras_says_plainly_when_there_are_none_and_lists_roles() {
-    let out = Command::new(BIN)
-        .arg("cameras")
-        .env_remove("KIOSK_AGENT_CONFIG")
-        .output()
-        .unwrap();
+    let out = Command::new(BIN).arg("cameras").env_remove("KIOSK_AGENT_CONFIG").output().unwrap();
     assert!(out.status.success());
     let text = String::from_utf8_lossy(&out.stdout);
     if !std::path::Path::new("/dev/video0").exists() {
         assert!(text.contains("No cameras found"), "{text}");
     }
-    assert!(
-        text.contains("document") && text.contains("face") && text.contains("defaults"),
-        "{text}"
-    );
+    assert!(text.contains("document") && text.contains("face") && text.contains("defaults"), "{text}");
 }
 
 #[test]
@@ -70,14 +49,8 @@ fn a_still_from_the_synthetic_camera_passes_and_carries_no_metadata() {
     );
     let v = json_of(&out);
     assert_eq!(v["verdict"], "pass", "{v}");
-    assert_eq!(
-        (v["width"].as_u64(), v["height"].as_u64()),
-        (Some(1920), Some(1080))
-    );
-    assert!(
-        v["sharpness"].as_f64().unwrap() > 100.0 && v["glare"].as_f64().unwrap() < 0.01,
-        "{v}"
-    );
+    assert_eq!((v["width"].as_u64(), v["height"].as_u64()), (Some(1920), Some(1080)));
+    assert!(v["sharpness"].as_f64().unwrap() > 100.0 && v["glare"].as_f64().unwrap() < 0.01, "{v}");
     let jpeg = std::fs::read(dir.path().join("front.jpg")).unwrap();
     assert_eq!(&jpeg[..3], &[0xFF, 0xD8, 0xFF]);
     assert!(
@@ -92,22 +65,9 @@ fn a_still_from_a_jpeg_file_keeps_its_bytes_and_loses_its_exif() {
     // A camera-made JPEG with EXIF: take a still, then splice an APP1 segment into it.
     let first = run(
         dir.path(),
-        &[
-            "capture",
-            "still",
-            "--camera",
-            "synthetic:640x480@30",
-            "--role",
-            "face",
-            "--out",
-            "plain.jpg",
-        ],
+        &["capture", "still", "--camera", "synthetic:640x480@30", "--role", "face", "--out", "plain.jpg"],
     );
-    assert!(
-        first.status.success(),
-        "{}",
-        String::from_utf8_lossy(&first.stderr)
-    );
+    assert!(first.status.success(), "{}", String::from_utf8_lossy(&first.stderr));
     let plain = std::fs::read(dir.path().join("plain.jpg")).unwrap();
     let exif = b"Exif\0\0MM\0*\0\0\0\x08serial-XYZ-987";
     let mut tagged = vec![0xFF, 0xD8, 0xFF, 0xE1];
@@ -118,17 +78,7 @@ fn a_still_from_a_jpeg_file_keeps_its_bytes_and_loses_its_exif() {
 
     let v = json_of(&run(
         dir.path(),
-        &[
-            "capture",
-            "still",
-            "--camera",
-            "file:tagged.jpg",
-            "--role",
-            "face",
-            "--out",
-            "again.jpg",
-            "--json",
-        ],
+        &["capture", "still", "--camera", "file:tagged.jpg", "--role", "face", "--out", "again.jpg", "--json"],
     ));
     assert_eq!(v["passthrough"], true, "{v}");
     let again = std::fs::read(dir.path().join("again.jpg")).unwrap();
@@ -141,24 +91,10 @@ fn a_short_clip_is_recorded_with_its_report() {
     let dir = tempfile::tempdir().unwrap();
     let v = json_of(&run(
         dir.path(),
-        &[
-            "capture",
-            "video",
-            "--camera",
-            "synthetic:320x240@30",
-            "--seconds",
-            "1",
-            "--out",
-            "clip.mp4",
-            "--json",
-        ],
+        &["capture", "video", "--camera", "synthetic:320x240@30", "--seconds", "1", "--out", "clip.mp4", "--json"],
     ));
     assert_eq!(
-        (
-            v["frames"].as_u64(),
-            v["dropped"].as_u64(),
-            v["short"].as_bool()
-        ),
+        (v["frames"].as_u64(), v["dropped"].as_u64(), v["short"].as_bool()),
         (Some(30), Some(0), Some(false)),
         "{v}"
     );
@@ -176,87 +112,18 @@ fn bad_sources_and_durations_exit_2_naming_them() {
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("notes.txt"), "not a video").unwrap();
     for (args, needle) in [
-        (
-            vec![
-                "capture",
-                "still",
-                "--camera",
-                "v4l2:/dev/video93",
-                "--role",
-                "face",
-                "--out",
-                "x.jpg",
-            ],
-            "/dev/video93",
-        ),
-        (
-            vec![
-                "capture",
-                "still",
-                "--camera",
-                "file:notes.txt",
-                "--role",
-                "face",
-                "--out",
-                "x.jpg",
-            ],
-            "notes.txt",
-        ),
-        (
-            vec![
-                "capture", "still", "--camera", "webcam", "--role", "face", "--out", "x.jpg",
-            ],
-            "webcam",
-        ),
-        (
-            vec![
-                "capture",
-                "video",
-                "--camera",
-                "file:missing.mp4",
-                "--seconds",
-                "1",
-                "--out",
-                "x.mp4",
-            ],
-            "missing.mp4",
-        ),
-        (
-            vec![
-                "capture",
-                "video",
-                "--camera",
-                "synthetic",
-                "--seconds",
-                "0",
-                "--out",
-                "x.mp4",
-            ],
-            "--seconds",
-        ),
-        (
-            vec![
-                "capture",
-                "video",
-                "--camera",
-                "synthetic",
-                "--seconds",
-                "999",
-                "--out",
-                "x.mp4",
-            ],
-            "max_seconds",
-        ),
+        (vec!["capture", "still", "--camera", "v4l2:/dev/video93", "--role", "face", "--out", "x.jpg"], "/dev/video93"),
+        (vec!["capture", "still", "--camera", "file:notes.txt", "--role", "face", "--out", "x.jpg"], "notes.txt"),
+        (vec!["capture", "still", "--camera", "webcam", "--role", "face", "--out", "x.jpg"], "webcam"),
+        (vec!["capture", "video", "--camera", "file:missing.mp4", "--seconds", "1", "--out", "x.mp4"], "missing.mp4"),
+        (vec!["capture", "video", "--camera", "synthetic", "--seconds", "0", "--out", "x.mp4"], "--seconds"),
+        (vec!["capture", "video", "--camera", "synthetic", "--seconds", "999", "--out", "x.mp4"], "max_seconds"),
     ] {
         let out = run(dir.path(), &args);
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert_eq!(out.status.code(), Some(2), "{args:?}: {stderr}");
         assert!(stderr.contains(needle), "{args:?}: {stderr}");
     }
-    let left: Vec<_> = std::fs::read_dir(dir.path())
-        .unwrap()
-        .flatten()
-        .map(|e| e.file_name())
-        .collect();
+    let left: Vec<_> = std::fs::read_dir(dir.path()).unwrap().flatten().map(|e| e.file_name()).collect();
     assert_eq!(left.len(), 2, "no partial outputs: {left:?}");
 }

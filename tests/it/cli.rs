@@ -8,18 +8,9 @@ use crate::util::*;
 fn demo_runs_on_embedded_defaults() {
     let dir = tempfile::tempdir().unwrap();
     // From an unrelated directory and without any configuration.
-    let out = Command::new(BIN)
-        .arg("demo")
-        .current_dir(dir.path())
-        .env_remove("KIOSK_AGENT_CONFIG")
-        .output()
-        .unwrap();
+    let out = Command::new(BIN).arg("demo").current_dir(dir.path()).env_remove("KIOSK_AGENT_CONFIG").output().unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{stdout}\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert!(out.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
     for needle in [
         "document front   1920x1080",
         "→ pass",
@@ -34,23 +25,19 @@ fn demo_runs_on_embedded_defaults() {
     ] {
         assert!(stdout.contains(needle), "missing {needle:?} in:\n{stdout}");
     }
-    assert_eq!(
-        std::fs::read_dir(dir.path()).unwrap().count(),
-        0,
-        "the demo writes only to its own temp dir"
-    );
+    assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0, "the demo writes only to its own temp dir");
 }
 
 #[test]
 fn check_config_lists_every_problem_with_its_key() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("bad.toml");
-    std::fs::write(&path, "[oneshot]\nbase_url = \"http://optimizer.example.com/api\"\nlayout = \"v3\"\n[sync]\nconcurrency = 0\n").unwrap();
-    let out = Command::new(BIN)
-        .args(["check-config", "--config"])
-        .arg(&path)
-        .output()
-        .unwrap();
+    std::fs::write(
+        &path,
+        "[oneshot]\nbase_url = \"http://optimizer.example.com/api\"\nlayout = \"v3\"\n[sync]\nconcurrency = 0\n",
+    )
+    .unwrap();
+    let out = Command::new(BIN).args(["check-config", "--config"]).arg(&path).output().unwrap();
     assert_eq!(out.status.code(), Some(2));
     let stdout = String::from_utf8_lossy(&out.stdout);
     for key in [
@@ -64,35 +51,17 @@ fn check_config_lists_every_problem_with_its_key() {
         assert!(stdout.contains(key), "missing {key:?} in:\n{stdout}");
     }
 
-    let example = samples_dir()
-        .parent()
-        .unwrap()
-        .join("kiosk-agent.example.toml");
-    let out = Command::new(BIN)
-        .arg("check-config")
-        .env("KIOSK_AGENT_CONFIG", &example)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stdout)
-    );
+    let example = samples_dir().parent().unwrap().join("kiosk-agent.example.toml");
+    let out = Command::new(BIN).arg("check-config").env("KIOSK_AGENT_CONFIG", &example).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stdout));
 }
 
 #[test]
 fn usage_errors_exit_2() {
     let env = Env::new(free_port());
     assert_eq!(env.run(&["sync"]).status.code(), Some(2));
-    assert_eq!(
-        env.run(&["queue", "show", "no-such-id"]).status.code(),
-        Some(2)
-    );
-    let out = Command::new(BIN)
-        .args(["enroll", "x.json"])
-        .env_remove("KIOSK_AGENT_CONFIG")
-        .output()
-        .unwrap();
+    assert_eq!(env.run(&["queue", "show", "no-such-id"]).status.code(), Some(2));
+    let out = Command::new(BIN).args(["enroll", "x.json"]).env_remove("KIOSK_AGENT_CONFIG").output().unwrap();
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("--config"));
 }

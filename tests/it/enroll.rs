@@ -15,67 +15,29 @@ fn check(extra_config: &str, edit: impl FnOnce(&mut serde_json::Value), expected
     for needle in expected {
         assert!(stderr.contains(needle), "expected {needle:?} in: {stderr}");
     }
-    assert!(
-        out.stdout.is_empty(),
-        "no id is printed for a refused enrollment"
-    );
-    assert!(
-        !env.data_dir().exists(),
-        "a refused enrollment must leave nothing on disk"
-    );
+    assert!(out.stdout.is_empty(), "no id is printed for a refused enrollment");
+    assert!(!env.data_dir().exists(), "a refused enrollment must leave nothing on disk");
 }
 
 #[test]
 fn invalid_fields_are_refused_naming_field_and_rule() {
-    check(
-        "",
-        |m| m["ocr_data"]["id_document_country"] = json!("XX"),
-        &["ocr_data.id_document_country", "ISO 3166-1"],
-    );
-    check(
-        "",
-        |m| m["customer"]["mobile_phone_number"] = json!("0034699"),
-        &["customer.mobile_phone_number", "E.164"],
-    );
-    check(
-        "",
-        |m| m["similarity_level"] = json!(120),
-        &["similarity_level", "0 to 100"],
-    );
-    check(
-        "",
-        |m| m["colour"] = json!("red"),
-        &["colour", "unknown key"],
-    );
+    check("", |m| m["ocr_data"]["id_document_country"] = json!("XX"), &["ocr_data.id_document_country", "ISO 3166-1"]);
+    check("", |m| m["customer"]["mobile_phone_number"] = json!("0034699"), &["customer.mobile_phone_number", "E.164"]);
+    check("", |m| m["similarity_level"] = json!(120), &["similarity_level", "0 to 100"]);
+    check("", |m| m["colour"] = json!("red"), &["colour", "unknown key"]);
 }
 
 #[test]
 fn missing_and_wrong_files_are_refused() {
-    check(
-        "",
-        |m| m["images"]["document_front"] = json!("nope.jpg"),
-        &["images.document_front", "cannot open"],
-    );
-    check(
-        "",
-        |m| m["images"]["document_photo"] = json!("video.mp4"),
-        &["images.document_photo", "JPEG or PNG"],
-    );
+    check("", |m| m["images"]["document_front"] = json!("nope.jpg"), &["images.document_front", "cannot open"]);
+    check("", |m| m["images"]["document_photo"] = json!("video.mp4"), &["images.document_photo", "JPEG or PNG"]);
     check("", |m| m["video"] = json!("front.jpg"), &["video", "MP4"]);
 }
 
 #[test]
 fn oversize_artifacts_are_refused_with_the_limit() {
-    check(
-        "[evidence]\nmax_image_bytes = 2000\n",
-        |_| {},
-        &["images.document_front", "over the limit of 2000 bytes"],
-    );
-    check(
-        "[evidence]\nmax_video_bytes = 1000\n",
-        |_| {},
-        &["video", "over the limit of 1000 bytes"],
-    );
+    check("[evidence]\nmax_image_bytes = 2000\n", |_| {}, &["images.document_front", "over the limit of 2000 bytes"]);
+    check("[evidence]\nmax_video_bytes = 1000\n", |_| {}, &["video", "over the limit of 1000 bytes"]);
 }
 
 #[test]
@@ -86,11 +48,7 @@ fn a_manifest_that_is_not_json_is_refused() {
     let out = env.cmd().arg("enroll").arg(&path).output().unwrap();
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("not valid JSON"));
-    let out = env
-        .cmd()
-        .args(["enroll", "/nonexistent/manifest.json"])
-        .output()
-        .unwrap();
+    let out = env.cmd().args(["enroll", "/nonexistent/manifest.json"]).output().unwrap();
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("/nonexistent/manifest.json"));
 }
@@ -106,10 +64,7 @@ fn refusals_leave_an_existing_queue_unchanged() {
     let list = env.list();
     assert_eq!(list.len(), 1);
     assert_eq!(list[0]["id"], id.as_str());
-    let spool: Vec<_> = std::fs::read_dir(env.data_dir().join("spool"))
-        .unwrap()
-        .flatten()
-        .collect();
+    let spool: Vec<_> = std::fs::read_dir(env.data_dir().join("spool")).unwrap().flatten().collect();
     assert_eq!(spool.len(), 1, "only the accepted enrollment has files");
 }
 
@@ -119,19 +74,15 @@ fn spool_limit_refuses_new_work_and_keeps_the_queue() {
     let first = env.manifest("one", "1", |_| {});
     env.enroll(&first);
     // Lower the limit below what is already queued plus one more enrollment.
-    let text = std::fs::read_to_string(&env.config).unwrap().replace(
-        "min_free_bytes = 0",
-        "min_free_bytes = 0\nmax_spool_bytes = 60000",
-    );
+    let text = std::fs::read_to_string(&env.config)
+        .unwrap()
+        .replace("min_free_bytes = 0", "min_free_bytes = 0\nmax_spool_bytes = 60000");
     std::fs::write(&env.config, text).unwrap();
     let second = env.manifest("two", "2", |_| {});
     let out = env.cmd().arg("enroll").arg(&second).output().unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(2), "{stderr}");
-    assert!(
-        stderr.contains("storage.max_spool_bytes") && stderr.contains("bytes missing"),
-        "{stderr}"
-    );
+    assert!(stderr.contains("storage.max_spool_bytes") && stderr.contains("bytes missing"), "{stderr}");
     assert_eq!(env.list().len(), 1, "queued evidence is never evicted");
 }
 
@@ -154,11 +105,7 @@ fn concurrent_first_enrolls_on_a_fresh_data_dir_all_succeed() {
         .collect();
     for child in children {
         let out = child.wait_with_output().unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     }
     let list = env.list();
     assert_eq!(list.len(), 8);
@@ -169,9 +116,5 @@ fn concurrent_first_enrolls_on_a_fresh_data_dir_all_succeed() {
         .flatten()
         .filter(|e| e.file_name().to_string_lossy().contains("key"))
         .collect();
-    assert_eq!(
-        keys.len(),
-        1,
-        "exactly one master key file and no temporaries"
-    );
+    assert_eq!(keys.len(), 1, "exactly one master key file and no temporaries");
 }

@@ -10,12 +10,8 @@ const EMAIL: &str = "ana.garcia@example.com";
 fn videoerror_resends_both_parts_and_videoincomplete_resends_the_video() {
     let sandbox = Sandbox::start(0);
     let env = Env::new(sandbox.addr.port());
-    let a = env.manifest("a", "a", |m| {
-        m["customer"]["email"] = json!("a@example.com")
-    });
-    let b = env.manifest("b", "b", |m| {
-        m["customer"]["email"] = json!("b@example.com")
-    });
+    let a = env.manifest("a", "a", |m| m["customer"]["email"] = json!("a@example.com"));
+    let b = env.manifest("b", "b", |m| m["customer"]["email"] = json!("b@example.com"));
     let (id_a, id_b) = (env.enroll(&a), env.enroll(&b));
     rule(
         &sandbox,
@@ -31,35 +27,17 @@ fn videoerror_resends_both_parts_and_videoincomplete_resends_the_video() {
     let shown_a = env.show(&id_a);
     assert_eq!(shown_a["state"], "in_review", "{shown_a}");
     let ra = request(&records, shown_a["request_pk"].as_str().unwrap());
-    assert_eq!(
-        (
-            ra["evidences_uploads"].as_u64(),
-            ra["video_uploads"].as_u64()
-        ),
-        (Some(2), Some(1)),
-        "{ra}"
-    );
-    assert_eq!(
-        ra["video"]["sha256"],
-        sha256_file(&a.parent().unwrap().join("video.mp4"))
-    );
+    assert_eq!((ra["evidences_uploads"].as_u64(), ra["video_uploads"].as_u64()), (Some(2), Some(1)), "{ra}");
+    assert_eq!(ra["video"]["sha256"], sha256_file(&a.parent().unwrap().join("video.mp4")));
     let shown_b = env.show(&id_b);
     let rb = request(&records, shown_b["request_pk"].as_str().unwrap());
-    assert_eq!(
-        (
-            rb["evidences_uploads"].as_u64(),
-            rb["video_uploads"].as_u64()
-        ),
-        (Some(1), Some(1)),
-        "{rb}"
-    );
+    assert_eq!((rb["evidences_uploads"].as_u64(), rb["video_uploads"].as_u64()), (Some(1), Some(1)), "{rb}");
     for (shown, status) in [(&shown_a, "VIDEOERROR"), (&shown_b, "VIDEOINCOMPLETE")] {
         let history = shown["history"].as_array().unwrap();
         assert!(
-            history.iter().any(|e| e["detail"]
-                .as_str()
-                .unwrap()
-                .contains(&format!("server status {status}: re-send 1"))),
+            history
+                .iter()
+                .any(|e| e["detail"].as_str().unwrap().contains(&format!("server status {status}: re-send 1"))),
             "{shown}"
         );
     }
@@ -72,25 +50,13 @@ fn endless_videoerror_fails_after_the_resend_bound() {
     let env = Env::with_config(sandbox.addr.port(), "current", "max_resends = 2\n");
     let m = env.manifest("m", "", |_| {});
     let id = env.enroll(&m);
-    rule(
-        &sandbox,
-        json!({"op": "video", "email": EMAIL, "status": 200, "lose_as": "VIDEOERROR"}),
-    );
+    rule(&sandbox, json!({"op": "video", "email": EMAIL, "status": 200, "lose_as": "VIDEOERROR"}));
     assert_eq!(env.run(&["sync", "--once"]).status.code(), Some(0));
     let shown = env.show(&id);
     assert_eq!(shown["state"], "failed", "{shown}");
-    assert!(
-        shown["last_error"]
-            .as_str()
-            .unwrap()
-            .contains("VIDEOERROR after 2 re-sends"),
-        "{shown}"
-    );
+    assert!(shown["last_error"].as_str().unwrap().contains("VIDEOERROR after 2 re-sends"), "{shown}");
     let r = request(&sandbox.records(), shown["request_pk"].as_str().unwrap()).clone();
-    assert_eq!(
-        r["evidences_uploads"], 3,
-        "first send and two re-sends: {r}"
-    );
+    assert_eq!(r["evidences_uploads"], 3, "first send and two re-sends: {r}");
 }
 
 #[test]
@@ -101,50 +67,27 @@ fn gateway_headers_from_the_configuration_are_sent() {
     assert_eq!(without.run(&["sync", "--once"]).status.code(), Some(0));
     let shown = without.show(&id);
     assert_eq!(shown["state"], "failed");
-    assert!(
-        shown["last_error"].as_str().unwrap().contains("401"),
-        "{shown}"
-    );
+    assert!(shown["last_error"].as_str().unwrap().contains("401"), "{shown}");
 
-    let with = Env::with_config(
-        sandbox.addr.port(),
-        "current",
-        "[oneshot.headers]\n\"X-Api-Key\" = \"k3y-for-gateway\"\n",
-    );
+    let with =
+        Env::with_config(sandbox.addr.port(), "current", "[oneshot.headers]\n\"X-Api-Key\" = \"k3y-for-gateway\"\n");
     let m = with.manifest("m", "h", |_| {});
     let id = with.enroll(&m);
     assert_eq!(with.run(&["sync", "--once"]).status.code(), Some(0));
     let shown = with.show(&id);
     assert_eq!(shown["state"], "in_review", "{shown}");
-    assert_arrived_once(
-        &sandbox.records(),
-        shown["request_pk"].as_str().unwrap(),
-        m.parent().unwrap(),
-    );
+    assert_arrived_once(&sandbox.records(), shown["request_pk"].as_str().unwrap(), m.parent().unwrap());
 }
 
 #[test]
 fn enrollments_are_sent_oldest_first() {
     let sandbox = Sandbox::start(0);
     let env = Env::with_config(sandbox.addr.port(), "current", "concurrency = 1\n");
-    let ids: Vec<String> = (0..4)
-        .map(|i| env.enroll(&env.manifest(&format!("e{i}"), &i.to_string(), |_| {})))
-        .collect();
+    let ids: Vec<String> =
+        (0..4).map(|i| env.enroll(&env.manifest(&format!("e{i}"), &i.to_string(), |_| {}))).collect();
     assert_eq!(env.run(&["sync", "--once"]).status.code(), Some(0));
-    let pks: Vec<u64> = ids
-        .iter()
-        .map(|id| {
-            env.show(id)["request_pk"]
-                .as_str()
-                .unwrap()
-                .parse()
-                .unwrap()
-        })
-        .collect();
-    assert!(
-        pks.windows(2).all(|w| w[0] < w[1]),
-        "created in enroll order: {pks:?}"
-    );
+    let pks: Vec<u64> = ids.iter().map(|id| env.show(id)["request_pk"].as_str().unwrap().parse().unwrap()).collect();
+    assert!(pks.windows(2).all(|w| w[0] < w[1]), "created in enroll order: {pks:?}");
 }
 
 #[test]
@@ -153,103 +96,46 @@ fn the_master_key_can_come_from_systemd_credentials() {
     let env = Env::new(sandbox.addr.port());
     let creds = env.dir.path().join("credentials");
     std::fs::create_dir(&creds).unwrap();
-    std::fs::write(
-        creds.join("kiosk-agent.key"),
-        format!("{}\n", "ab".repeat(32)),
-    )
-    .unwrap();
+    std::fs::write(creds.join("kiosk-agent.key"), format!("{}\n", "ab".repeat(32))).unwrap();
     let m = env.manifest("m", "", |_| {});
-    let out = env
-        .cmd()
-        .arg("enroll")
-        .arg(&m)
-        .env("CREDENTIALS_DIRECTORY", &creds)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let out = env.cmd().arg("enroll").arg(&m).env("CREDENTIALS_DIRECTORY", &creds).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let id = String::from_utf8(out.stdout).unwrap().trim().to_owned();
-    assert!(
-        !env.data_dir().join("master.key").exists(),
-        "no key file next to the data"
-    );
+    assert!(!env.data_dir().join("master.key").exists(), "no key file next to the data");
 
     // Without the credential, a new key file appears and the queued evidence does not decrypt:
     // the enrollment fails with the reason instead of sending garbage.
     assert_eq!(env.run(&["sync", "--once"]).status.code(), Some(0));
     let shown = env.show(&id);
     assert_eq!(shown["state"], "failed", "{shown}");
-    assert!(
-        shown["last_error"]
-            .as_str()
-            .unwrap()
-            .contains("decryption failed"),
-        "{shown}"
-    );
+    assert!(shown["last_error"].as_str().unwrap().contains("decryption failed"), "{shown}");
 
     // With it, the operator re-queues and it goes through.
     assert!(env.run(&["queue", "retry", &id]).status.success());
-    let out = env
-        .cmd()
-        .args(["sync", "--once"])
-        .env("CREDENTIALS_DIRECTORY", &creds)
-        .output()
-        .unwrap();
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let out = env.cmd().args(["sync", "--once"]).env("CREDENTIALS_DIRECTORY", &creds).output().unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
     let shown = env.show(&id);
     assert_eq!(shown["state"], "in_review", "{shown}");
-    assert_arrived_once(
-        &sandbox.records(),
-        shown["request_pk"].as_str().unwrap(),
-        m.parent().unwrap(),
-    );
+    assert_arrived_once(&sandbox.records(), shown["request_pk"].as_str().unwrap(), m.parent().unwrap());
 }
 
 #[test]
 fn debug_logs_carry_no_personal_data_or_secrets() {
     let sandbox = Sandbox::start_with(0, &["--require-header", "X-Api-Key: k3y-for-gateway"]);
-    let env = Env::with_config(
-        sandbox.addr.port(),
-        "current",
-        "[oneshot.headers]\n\"X-Api-Key\" = \"k3y-for-gateway\"\n",
-    );
+    let env =
+        Env::with_config(sandbox.addr.port(), "current", "[oneshot.headers]\n\"X-Api-Key\" = \"k3y-for-gateway\"\n");
     let ok = env.manifest("ok", "1", |_| {});
-    let refused = env.manifest("refused", "2", |m| {
-        m["customer"]["email"] = json!("refused@example.com")
-    });
+    let refused = env.manifest("refused", "2", |m| m["customer"]["email"] = json!("refused@example.com"));
     env.enroll(&ok);
     env.enroll(&refused);
-    rule(
-        &sandbox,
-        json!({"op": "create", "email": "refused@example.com", "status": 403, "details": "Forbidden"}),
-    );
-    let out = env
-        .cmd()
-        .args(["sync", "--once"])
-        .env("KIOSK_AGENT_LOG", "trace")
-        .output()
-        .unwrap();
+    rule(&sandbox, json!({"op": "create", "email": "refused@example.com", "status": 403, "details": "Forbidden"}));
+    let out = env.cmd().args(["sync", "--once"]).env("KIOSK_AGENT_LOG", "trace").output().unwrap();
     let log = String::from_utf8_lossy(&out.stderr);
     assert!(
         log.contains("request created") && log.contains("enrollment failed"),
         "the log must say what happened:\n{log}"
     );
-    for secret in [
-        "k3y-for-gateway",
-        EMAIL,
-        "refused@example.com",
-        "+34699999999",
-        "García",
-        "12345678Z",
-    ] {
+    for secret in ["k3y-for-gateway", EMAIL, "refused@example.com", "+34699999999", "García", "12345678Z"] {
         assert!(!log.contains(secret), "log leaks {secret:?}:\n{log}");
     }
 }

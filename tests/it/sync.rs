@@ -20,12 +20,7 @@ fn offline_then_back_delivers_everything_exactly_once() {
 
     // Nobody listens on the port: sync exits 3 and everything stays queued, with the reason.
     let out = env.run(&["sync", "--once"]);
-    assert_eq!(
-        out.status.code(),
-        Some(3),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_eq!(out.status.code(), Some(3), "{}", String::from_utf8_lossy(&out.stderr));
     let list = env.list();
     assert_eq!(list.len(), 3);
     for e in &list {
@@ -37,30 +32,16 @@ fn offline_then_back_delivers_everything_exactly_once() {
 
     let sandbox = Sandbox::start(port);
     let out = env.run(&["sync", "--once"]);
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
     let records = sandbox.records();
-    assert_eq!(
-        records["creates"], 3,
-        "one create per enrollment: {records}"
-    );
+    assert_eq!(records["creates"], 3, "one create per enrollment: {records}");
     for (id, dir) in &ids {
         let shown = env.show(id);
         assert_eq!(shown["state"], "in_review", "{shown}");
         assert_eq!(shown["server_status"], "VIDEOREVIEW");
         assert_arrived_once(&records, shown["request_pk"].as_str().unwrap(), dir);
         // Local hashes (kept for audit after the local copy is erased) match the sources.
-        let video = shown["artifacts"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|a| a["name"] == "video")
-            .unwrap()
-            .clone();
+        let video = shown["artifacts"].as_array().unwrap().iter().find(|a| a["name"] == "video").unwrap().clone();
         assert_eq!(video["sha256"], sha256_file(&dir.join("video.mp4")));
         assert_eq!(shown["erased"], true);
         assert!(!env.data_dir().join("spool").join(id).exists());
@@ -75,35 +56,17 @@ fn offline_then_back_delivers_everything_exactly_once() {
 fn a_permanent_error_fails_one_enrollment_while_others_flow_and_retry_requeues_it() {
     let sandbox = Sandbox::start(0);
     let env = Env::new(sandbox.addr.port());
-    let bad = env.manifest("bad", "x", |m| {
-        m["customer"]["email"] = json!("refused@example.com")
-    });
+    let bad = env.manifest("bad", "x", |m| m["customer"]["email"] = json!("refused@example.com"));
     let good = env.manifest("good", "y", |_| {});
     let bad_id = env.enroll(&bad);
     let good_id = env.enroll(&good);
-    refuse(
-        &sandbox,
-        "evidences",
-        "refused@example.com",
-        422,
-        "Document type not accepted for this profile",
-    );
+    refuse(&sandbox, "evidences", "refused@example.com", 422, "Document type not accepted for this profile");
 
     let out = env.run(&["sync", "--once"]);
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "failed enrollments need an operator, not a retry"
-    );
+    assert_eq!(out.status.code(), Some(0), "failed enrollments need an operator, not a retry");
     let shown = env.show(&bad_id);
     assert_eq!(shown["state"], "failed", "{shown}");
-    assert!(
-        shown["last_error"]
-            .as_str()
-            .unwrap()
-            .contains("Document type not accepted for this profile"),
-        "{shown}"
-    );
+    assert!(shown["last_error"].as_str().unwrap().contains("Document type not accepted for this profile"), "{shown}");
     assert_eq!(env.show(&good_id)["state"], "in_review");
     let human = String::from_utf8(env.run(&["queue", "show", &bad_id]).stdout).unwrap();
     assert!(human.contains("Document type not accepted"), "{human}");
@@ -111,45 +74,26 @@ fn a_permanent_error_fails_one_enrollment_while_others_flow_and_retry_requeues_i
     // The operator fixes the cause and re-queues: it resumes at the evidences, no second create.
     http("DELETE", &sandbox.url("/_sandbox/rules"), None);
     let out = env.run(&["queue", "retry", &bad_id]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     assert_eq!(env.run(&["sync", "--once"]).status.code(), Some(0));
     let shown = env.show(&bad_id);
     assert_eq!(shown["state"], "in_review", "{shown}");
     let records = sandbox.records();
     assert_eq!(records["creates"], 2);
-    assert_arrived_once(
-        &records,
-        shown["request_pk"].as_str().unwrap(),
-        bad.parent().unwrap(),
-    );
+    assert_arrived_once(&records, shown["request_pk"].as_str().unwrap(), bad.parent().unwrap());
 }
 
 #[test]
 fn a_refused_create_fails_with_the_server_reason() {
     let sandbox = Sandbox::start(0);
     let env = Env::new(sandbox.addr.port());
-    let m = env.manifest("m", "", |m| {
-        m["customer"]["email"] = json!("nope@example.com")
-    });
+    let m = env.manifest("m", "", |m| m["customer"]["email"] = json!("nope@example.com"));
     let id = env.enroll(&m);
-    refuse(
-        &sandbox,
-        "create",
-        "nope@example.com",
-        403,
-        "You do not have permission to perform this action.",
-    );
+    refuse(&sandbox, "create", "nope@example.com", 403, "You do not have permission to perform this action.");
     assert_eq!(env.run(&["sync", "--once"]).status.code(), Some(0));
     let shown = env.show(&id);
     assert_eq!(shown["state"], "failed");
-    assert!(
-        shown["last_error"].as_str().unwrap().contains("403"),
-        "{shown}"
-    );
+    assert!(shown["last_error"].as_str().unwrap().contains("403"), "{shown}");
     assert!(shown["request_pk"].is_null());
     // `queue purge` removes a failed enrollment and its files.
     assert!(env.run(&["queue", "purge", &id]).status.success());
@@ -165,11 +109,7 @@ fn legacy_layout_uploads_by_request_pk() {
     assert_eq!(env.run(&["sync", "--once"]).status.code(), Some(0));
     let shown = env.show(&id);
     assert_eq!(shown["state"], "in_review", "{shown}");
-    assert_arrived_once(
-        &sandbox.records(),
-        shown["request_pk"].as_str().unwrap(),
-        m.parent().unwrap(),
-    );
+    assert_arrived_once(&sandbox.records(), shown["request_pk"].as_str().unwrap(), m.parent().unwrap());
 }
 
 #[test]
@@ -185,17 +125,10 @@ fn run_picks_up_enrollments_queued_by_another_process() {
         .spawn()
         .unwrap();
     // The daemon holds the worker lock: a second worker is refused instead of racing it.
-    wait_for(Duration::from_secs(20), || {
-        env.data_dir().join("worker.lock").exists().then_some(())
-    });
+    wait_for(Duration::from_secs(20), || env.data_dir().join("worker.lock").exists().then_some(()));
     std::thread::sleep(Duration::from_millis(300));
     let second = env.run(&["sync", "--once"]);
-    assert_eq!(
-        second.status.code(),
-        Some(1),
-        "{}",
-        String::from_utf8_lossy(&second.stderr)
-    );
+    assert_eq!(second.status.code(), Some(1), "{}", String::from_utf8_lossy(&second.stderr));
     assert!(String::from_utf8_lossy(&second.stderr).contains("another sync worker"));
 
     let m = env.manifest("m", "daemon", |_| {});
@@ -205,23 +138,12 @@ fn run_picks_up_enrollments_queued_by_another_process() {
         let s = env.show(&id);
         (s["state"] == "in_review").then_some(s)
     });
-    eprintln!(
-        "enrolled → in_review through the running daemon in {:?}",
-        queued_at.elapsed()
-    );
-    assert_arrived_once(
-        &sandbox.records(),
-        shown["request_pk"].as_str().unwrap(),
-        m.parent().unwrap(),
-    );
+    eprintln!("enrolled → in_review through the running daemon in {:?}", queued_at.elapsed());
+    assert_arrived_once(&sandbox.records(), shown["request_pk"].as_str().unwrap(), m.parent().unwrap());
 
     // SIGTERM: the daemon stops cleanly.
     let pid = daemon.id().to_string();
-    assert!(std::process::Command::new("kill")
-        .args(["-TERM", &pid])
-        .status()
-        .unwrap()
-        .success());
+    assert!(std::process::Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());
     let status = daemon.wait().unwrap();
     assert!(status.success(), "daemon exit: {status:?}");
 }

@@ -21,11 +21,7 @@ pub fn sha256_file(path: &Path) -> String {
 
 /// A loopback port that was free a moment ago.
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
 /// A temp dir with a configuration pointing at `127.0.0.1:port`.
@@ -42,11 +38,7 @@ impl Env {
     /// `extra` is appended to the configuration (TOML sections).
     pub fn with_config(port: u16, layout: &str, extra: &str) -> Env {
         let dir = tempfile::tempdir().unwrap();
-        let prefix = if layout == "legacy" {
-            "/api/v1"
-        } else {
-            "/oneshot/api/v1"
-        };
+        let prefix = if layout == "legacy" { "/api/v1" } else { "/oneshot/api/v1" };
         let config = dir.path().join("kiosk-agent.toml");
         // Short backoff so retries in tests take milliseconds, not minutes.
         let text = format!(
@@ -65,10 +57,7 @@ impl Env {
 
     pub fn cmd(&self) -> Command {
         let mut c = Command::new(BIN);
-        c.arg("--config")
-            .arg(&self.config)
-            .env_remove("KIOSK_AGENT_CONFIG")
-            .env_remove("CREDENTIALS_DIRECTORY");
+        c.arg("--config").arg(&self.config).env_remove("KIOSK_AGENT_CONFIG").env_remove("CREDENTIALS_DIRECTORY");
         c
     }
 
@@ -90,8 +79,7 @@ impl Env {
             }
         }
         let mut manifest: Value =
-            serde_json::from_slice(&std::fs::read(samples_dir().join("manifest.json")).unwrap())
-                .unwrap();
+            serde_json::from_slice(&std::fs::read(samples_dir().join("manifest.json")).unwrap()).unwrap();
         edit(&mut manifest);
         let path = dir.join("manifest.json");
         std::fs::write(&path, serde_json::to_vec_pretty(&manifest).unwrap()).unwrap();
@@ -101,11 +89,7 @@ impl Env {
     /// Enrolls a manifest and returns its id, asserting success.
     pub fn enroll(&self, manifest: &Path) -> String {
         let out = self.cmd().arg("enroll").arg(manifest).output().unwrap();
-        assert!(
-            out.status.success(),
-            "enroll failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        assert!(out.status.success(), "enroll failed: {}", String::from_utf8_lossy(&out.stderr));
         let id = String::from_utf8(out.stdout).unwrap().trim().to_owned();
         assert_eq!(id.len(), 36, "enroll prints the id: {id:?}");
         id
@@ -113,25 +97,13 @@ impl Env {
 
     pub fn list(&self) -> Vec<Value> {
         let out = self.run(&["queue", "list", "--json"]);
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        serde_json::from_slice::<Value>(&out.stdout)
-            .unwrap()
-            .as_array()
-            .unwrap()
-            .clone()
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        serde_json::from_slice::<Value>(&out.stdout).unwrap().as_array().unwrap().clone()
     }
 
     pub fn show(&self, id: &str) -> Value {
         let out = self.run(&["queue", "show", id, "--json"]);
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
         serde_json::from_slice(&out.stdout).unwrap()
     }
 }
@@ -161,18 +133,8 @@ impl Sandbox {
         let mut first = String::new();
         let mut stdout = BufReader::new(child.stdout.take().unwrap());
         stdout.read_line(&mut first).unwrap();
-        let addr = first
-            .trim()
-            .rsplit("http://")
-            .next()
-            .unwrap()
-            .parse()
-            .unwrap_or_else(|_| panic!("{first:?}"));
-        Sandbox {
-            child,
-            addr,
-            _stdout: stdout,
-        }
+        let addr = first.trim().rsplit("http://").next().unwrap().parse().unwrap_or_else(|_| panic!("{first:?}"));
+        Sandbox { child, addr, _stdout: stdout }
     }
 
     pub fn url(&self, path: &str) -> String {
@@ -193,10 +155,7 @@ impl Drop for Sandbox {
 
 /// One HTTP request over loopback; returns the status and the JSON body.
 pub fn http(method: &str, url: &str, body: Option<Value>) -> (u16, Value) {
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
     rt.block_on(async {
         let client = reqwest::Client::new();
         let mut req = client.request(method.parse().unwrap(), url);
@@ -232,10 +191,7 @@ pub fn wait_for<T>(limit: Duration, mut f: impl FnMut() -> Option<T>) -> T {
         if let Some(v) = f() {
             return v;
         }
-        assert!(
-            start.elapsed() < limit,
-            "condition not reached within {limit:?}"
-        );
+        assert!(start.elapsed() < limit, "condition not reached within {limit:?}");
         std::thread::sleep(Duration::from_millis(50));
     }
 }
@@ -262,11 +218,7 @@ pub fn assert_arrived_once(records: &Value, request_pk: &str, dir: &Path) {
         ("document_photo", "photo.jpg"),
         ("document_owner", "selfie.jpg"),
     ] {
-        assert_eq!(
-            r["images"][slot]["sha256"],
-            sha256_file(&dir.join(file)),
-            "{slot} of {request_pk}"
-        );
+        assert_eq!(r["images"][slot]["sha256"], sha256_file(&dir.join(file)), "{slot} of {request_pk}");
     }
     assert_eq!(r["video"]["sha256"], sha256_file(&dir.join("video.mp4")));
 }
