@@ -70,6 +70,7 @@ impl Queue {
             out.flush().map_err(io_err(&target))?;
             out.get_ref().sync_all().map_err(io_err(&target))?;
             rows.push((a.name.clone(), a.kind.as_str(), summary.plaintext_len, summary.sha256));
+            crate::faults::crash_point("enqueue.after_artifact");
         }
         crate::fsutil::sync_dir(&dir).map_err(io_err(&dir))?;
         let spool = self.dir.join("spool");

@@ -3,6 +3,7 @@
 
 mod capture;
 mod cli;
+mod crash;
 mod enroll;
 mod server;
 mod sync;

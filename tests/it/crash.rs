@@ -1,0 +1,135 @@
+//! Crash points: the process aborts (like kill -9 or a power cut) at each named point; after a
+//! restart the queue is consistent, nothing acknowledged is lost, nothing half-written remains,
+//! and every step reached the server once (creates: once, or recorded as an orphan).
+
+use std::os::unix::process::ExitStatusExt;
+use std::process::Output;
+
+use crate::util::*;
+
+fn aborted(out: &Output) -> bool {
+    out.status.signal() == Some(libc_sigabrt())
+}
+
+fn libc_sigabrt() -> i32 {
+    6
+}
+
+/// A video big enough to span several encryption chunks, so "mid upload" is really mid-way.
+const BIG_SALT_LEN: usize = 1 << 20;
+
+fn big_salt(tag: &str) -> String {
+    let mut s = tag.to_owned();
+    while s.len() < BIG_SALT_LEN {
+        s.push_str("0123456789abcdef");
+    }
+    s
+}
+
+#[test]
+fn every_enqueue_crash_point_leaves_nothing_behind() {
+    for point in ["enqueue.after_artifact", "enqueue.before_commit"] {
+        let env = Env::new(free_port());
+        let m = env.manifest("m", point, |_| {});
+        let out = env.cmd().arg("enroll").arg(&m).env("KIOSK_AGENT_CRASH_AT", point).output().unwrap();
+        assert!(aborted(&out), "{point}: the crash point was not reached: {:?}", out.status);
+        assert!(out.stdout.is_empty(), "{point}: nothing may be acknowledged");
+        // The next start finds the abandoned spool directory and removes it.
+        assert!(env.list().is_empty(), "{point}");
+        let spool: Vec<_> = std::fs::read_dir(env.data_dir().join("spool")).unwrap().flatten().collect();
+        assert!(spool.is_empty(), "{point}: half-written files remain: {spool:?}");
+        // And the queue works on.
+        env.enroll(&m);
+        assert_eq!(env.list().len(), 1);
+    }
+}
+
+/// Enrolls, runs `sync --once` that aborts at `point`, then a clean `sync --once`; returns what
+/// the test needs to check the outcome.
+fn crash_then_recover(point: &str) -> (Sandbox, Env, String, std::path::PathBuf) {
+    let sandbox = Sandbox::start(0);
+    let env = Env::new(sandbox.addr.port());
+    let m = env.manifest("m", &big_salt(point), |_| {});
+    let id = env.enroll(&m);
+    let out = env.cmd().args(["sync", "--once"]).env("KIOSK_AGENT_CRASH_AT", point).output().unwrap();
+    assert!(
+        aborted(&out),
+        "{point}: the crash point was not reached: {:?} {}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let state = env.show(&id)["state"].as_str().unwrap().to_owned();
+    assert!(["creating", "created", "evidences_sent"].contains(&state.as_str()), "{point}: after the crash: {state}");
+    let out = env.run(&["sync", "--once"]);
+    assert_eq!(out.status.code(), Some(0), "{point}: {}", String::from_utf8_lossy(&out.stderr));
+    let shown = env.show(&id);
+    assert_eq!(shown["state"], "in_review", "{point}: {shown}");
+    (sandbox, env, id, m.parent().unwrap().to_owned())
+}
+
+fn history_has(shown: &serde_json::Value, needle: &str) -> bool {
+    shown["history"].as_array().unwrap().iter().any(|e| e["detail"].as_str().unwrap_or("").contains(needle))
+}
+
+#[test]
+fn a_crash_before_the_create_is_sent_makes_no_orphan() {
+    let (sandbox, env, id, dir) = crash_then_recover("create.before_request");
+    let shown = env.show(&id);
+    let records = sandbox.records();
+    assert_eq!(records["creates"], 1);
+    assert_arrived_once(&records, shown["request_pk"].as_str().unwrap(), &dir);
+    assert_eq!(shown["orphans"], serde_json::json!([]));
+    assert!(history_has(&shown, "no orphan request found"), "{shown}");
+}
+
+#[test]
+fn a_crash_after_the_create_answer_records_the_orphan_with_its_request_pk() {
+    let (sandbox, env, id, dir) = crash_then_recover("create.after_response");
+    let shown = env.show(&id);
+    let records = sandbox.records();
+    assert_eq!(records["creates"], 2, "the lost answer's request, and the new one");
+    let used = shown["request_pk"].as_str().unwrap();
+    assert_arrived_once(&records, used, &dir);
+    let all: Vec<String> =
+        records["requests"].as_array().unwrap().iter().map(|r| r["request_pk"].to_string()).collect();
+    let orphan: Vec<&String> = all.iter().filter(|pk| pk.as_str() != used).collect();
+    assert_eq!(shown["orphans"], serde_json::json!(orphan), "{shown}");
+    assert!(history_has(&shown, "orphan request(s) left on the server"), "{shown}");
+}
+
+#[test]
+fn a_crash_after_the_evidences_upload_does_not_send_them_twice() {
+    let (sandbox, env, id, dir) = crash_then_recover("evidences.after_response");
+    let shown = env.show(&id);
+    assert_arrived_once(&sandbox.records(), shown["request_pk"].as_str().unwrap(), &dir);
+    assert!(history_has(&shown, "server already has the evidences"), "{shown}");
+}
+
+#[test]
+fn a_crash_mid_video_upload_resends_the_whole_video_once() {
+    let (sandbox, env, id, dir) = crash_then_recover("video.mid_upload");
+    let shown = env.show(&id);
+    let records = sandbox.records();
+    assert_arrived_once(&records, shown["request_pk"].as_str().unwrap(), &dir);
+    assert!(records["broken_uploads"].as_u64().unwrap() >= 1, "the server saw the upload break off: {records}");
+}
+
+#[test]
+fn a_crash_after_the_video_upload_does_not_send_it_twice() {
+    let (sandbox, env, id, dir) = crash_then_recover("video.after_response");
+    let shown = env.show(&id);
+    assert_arrived_once(&sandbox.records(), shown["request_pk"].as_str().unwrap(), &dir);
+    assert!(history_has(&shown, "server already has the video"), "{shown}");
+}
+
+#[test]
+fn every_listed_crash_point_is_exercised_here() {
+    let source = std::fs::read_to_string(file!()).unwrap();
+    let listed =
+        std::fs::read_to_string(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src/faults.rs")).unwrap();
+    let start = listed.find("CRASH_POINTS").unwrap();
+    let table = &listed[start..listed[start..].find("];").unwrap() + start];
+    for point in table.split('"').skip(1).step_by(2) {
+        assert!(source.contains(&format!("\"{point}\"")), "crash point {point} has no test");
+    }
+}
