@@ -2,6 +2,7 @@
 //! over loopback.
 
 mod capture;
+mod chaos;
 mod cli;
 mod crash;
 mod enroll;

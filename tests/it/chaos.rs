@@ -1,0 +1,127 @@
+//! The chaos test: `kiosk-agent run` against a faulty sandbox, 50 enrollments submitted while
+//! the daemon is killed with SIGKILL at random moments 20 times and restarted. Afterwards,
+//! from the sandbox's own record: every acknowledged enrollment reached VIDEOREVIEW with
+//! byte-identical images and video, and every create beyond one per enrollment is recorded
+//! locally as that enrollment's orphan, with its request_pk. Nothing is stuck.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::process::{Child, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use rand::{Rng, SeedableRng};
+use serde_json::json;
+
+use crate::util::*;
+
+const ENROLLMENTS: usize = 50;
+const KILLS: usize = 20;
+const FAULTS: &str = "*:500=0.03,503=0.03,429=0.03,stall=0.01,reset=0.03,drop=0.03;create:drop=0.08;\
+                      stall_secs=2;retry_after=1;offline=4/0.5";
+
+fn start_daemon(env: &Env) -> Child {
+    env.cmd().arg("run").env("KIOSK_AGENT_LOG", "error").stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap()
+}
+
+#[test]
+fn kill_nine_twenty_times_under_faults_loses_nothing() {
+    let sandbox = Sandbox::start_with(0, &["--faults", FAULTS]);
+    // Timeouts below the sandbox's stall, quick backoff: the test runs in well under a minute.
+    let env = Arc::new(Env::with_config(sandbox.addr.port(), "current", "concurrency = 2\n"));
+    let text =
+        std::fs::read_to_string(&env.config).unwrap().replace("request_timeout_secs = 10", "request_timeout_secs = 1");
+    std::fs::write(&env.config, text).unwrap();
+
+    // Prepare every manifest first (distinct files and customer per enrollment).
+    let manifests: Vec<_> = (0..ENROLLMENTS)
+        .map(|i| {
+            env.manifest(&format!("e{i}"), &format!("chaos-{i}"), |m| {
+                m["customer"]["email"] = json!(format!("chaos{i}@example.com"))
+            })
+        })
+        .collect();
+    let acknowledged: Arc<Mutex<Vec<(String, usize)>>> = Arc::default();
+    let submitter = {
+        let (env, acknowledged) = (Arc::clone(&env), Arc::clone(&acknowledged));
+        std::thread::spawn(move || {
+            for (i, m) in manifests.iter().enumerate() {
+                let out = env.cmd().arg("enroll").arg(m).output().unwrap();
+                assert!(out.status.success(), "enroll {i}: {}", String::from_utf8_lossy(&out.stderr));
+                let id = String::from_utf8(out.stdout).unwrap().trim().to_owned();
+                acknowledged.lock().unwrap().push((id, i));
+                std::thread::sleep(Duration::from_millis(60));
+            }
+        })
+    };
+
+    let mut rng = rand::rngs::StdRng::seed_from_u64(20261125);
+    for _ in 0..KILLS {
+        let mut daemon = start_daemon(&env);
+        std::thread::sleep(Duration::from_millis(rng.gen_range(150..900)));
+        daemon.kill().unwrap(); // SIGKILL
+        daemon.wait().unwrap();
+    }
+    submitter.join().unwrap();
+    let acknowledged = acknowledged.lock().unwrap().clone();
+    assert_eq!(acknowledged.len(), ENROLLMENTS);
+
+    // A last daemon drains everything; the wait is a bound against a hang, not a timing claim.
+    let mut daemon = start_daemon(&env);
+    let started = Instant::now();
+    loop {
+        let list = env.list();
+        if list.len() == ENROLLMENTS && list.iter().all(|e| e["state"] == "in_review") {
+            break;
+        }
+        let stuck: Vec<_> = list
+            .iter()
+            .filter(|e| e["state"] != "in_review")
+            .map(|e| (e["state"].clone(), e["last_error"].clone()))
+            .collect();
+        assert!(started.elapsed() < Duration::from_secs(240), "not drained: {stuck:?}");
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    daemon.kill().unwrap();
+    daemon.wait().unwrap();
+
+    let records = sandbox.records();
+    let injected: u64 = records["faults_injected"].as_object().unwrap().values().map(|v| v.as_u64().unwrap()).sum();
+    assert!(injected > 10, "the sandbox must really have misbehaved: {}", records["faults_injected"]);
+
+    // Requests on the server, grouped by customer.
+    let mut by_email: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+    for r in records["requests"].as_array().unwrap() {
+        by_email.entry(r["email_sha256"].as_str().unwrap().to_owned()).or_default().insert(r["request_pk"].to_string());
+    }
+    let mut orphans_total = 0;
+    for (id, i) in &acknowledged {
+        let shown = env.show(id);
+        let used = shown["request_pk"].as_str().unwrap().to_owned();
+        let dir = env.dir.path().join(format!("e{i}"));
+        let r = request(&records, &used);
+        assert_eq!(r["status"], "VIDEOREVIEW", "{id}: {r}");
+        for (slot, file) in [
+            ("document_front", "front.jpg"),
+            ("document_rear", "rear.jpg"),
+            ("document_photo", "photo.jpg"),
+            ("document_owner", "selfie.jpg"),
+        ] {
+            assert_eq!(r["images"][slot]["sha256"], sha256_file(&dir.join(file)), "{id} {slot}");
+        }
+        assert_eq!(r["video"]["sha256"], sha256_file(&dir.join("video.mp4")), "{id} video");
+        // Every other request of this customer is a recorded orphan of this enrollment.
+        let email_hash = hex::encode(<sha2::Sha256 as sha2::Digest>::digest(format!("chaos{i}@example.com")));
+        let mut on_server = by_email.remove(&email_hash).unwrap_or_default();
+        assert!(on_server.remove(&used), "{id}: its request is on the server");
+        let recorded: BTreeSet<String> =
+            shown["orphans"].as_array().unwrap().iter().map(|o| o.as_str().unwrap().to_owned()).collect();
+        assert_eq!(on_server, recorded, "{id}: extra creates must be recorded as orphans");
+        orphans_total += recorded.len();
+    }
+    assert!(by_email.is_empty(), "requests of no acknowledged enrollment: {by_email:?}");
+    eprintln!(
+        "chaos: {ENROLLMENTS} enrollments, {KILLS} kills, {injected} faults injected, {} creates, {orphans_total} orphans recorded, drained in {:?}",
+        records["creates"],
+        started.elapsed()
+    );
+}
