@@ -272,7 +272,7 @@ impl Queue {
             rows.filter_map(|r| r.ok()).filter_map(|(id, st)| st.parse().ok().map(|st| (id, st))).collect()
         };
         let mut failed = Vec::new();
-        for (id, state) in pending {
+        for (id, _) in pending {
             let mut problem = None;
             for a in self.artifacts(&id)? {
                 let check = (|| -> Result<Option<String>, QueueError> {
@@ -305,10 +305,12 @@ impl Queue {
             if let Some(reason) = problem {
                 tracing::error!(enrollment = %id, reason = %reason, "damaged evidence; enrollment failed");
                 let conn = self.conn();
+                // Whatever step the worker reached meanwhile, the evidence cannot be sent.
                 let n = conn.execute(
-                    "UPDATE enrollments SET state = 'failed', failed_from = ?2, last_error = ?3, next_attempt_at = NULL,
-                        updated_at = ?4 WHERE id = ?1 AND state = ?2",
-                    params![id, state.as_str(), reason, now_ms()],
+                    "UPDATE enrollments SET failed_from = state, state = 'failed', last_error = ?2, next_attempt_at = NULL,
+                        updated_at = ?3
+                     WHERE id = ?1 AND state IN ('queued', 'creating', 'created', 'evidences_sent', 'video_sent')",
+                    params![id, reason, now_ms()],
                 )?;
                 if n == 1 {
                     add_event(&conn, &id, "failed", &reason)?;

@@ -5,7 +5,11 @@ use std::time::Duration;
 use rand::Rng;
 
 /// `delay = uniform(0, min(cap, base · 2^(attempt-1)))`, never less than the server's
-/// `Retry-After` (itself bounded by the cap, so one bad header cannot park the queue for days).
+/// `Retry-After` (itself bounded by [`MAX_RETRY_AFTER`], so one bad header cannot park the
+/// queue for days).
+/// The longest a server's `Retry-After` is honoured for.
+pub const MAX_RETRY_AFTER: Duration = Duration::from_secs(3600);
+
 #[derive(Debug, Clone, Copy)]
 pub struct Backoff {
     pub base: Duration,
@@ -23,7 +27,7 @@ impl Backoff {
     pub fn delay(&self, attempt: u32, retry_after: Option<Duration>, rng: &mut impl Rng) -> Duration {
         let ceiling = self.ceiling(attempt);
         let jittered = ceiling.mul_f64(rng.gen_range(0.0..=1.0));
-        jittered.max(retry_after.unwrap_or(Duration::ZERO).min(self.cap))
+        jittered.max(retry_after.unwrap_or(Duration::ZERO).min(MAX_RETRY_AFTER))
     }
 }
 
@@ -51,6 +55,6 @@ mod tests {
             delays.iter().any(|d| *d < Duration::from_secs(4)) && delays.iter().any(|d| *d > Duration::from_secs(12))
         );
         assert!(b.delay(1, Some(Duration::from_secs(30)), &mut rng) >= Duration::from_secs(30));
-        assert_eq!(b.delay(1, Some(Duration::from_secs(100_000)), &mut rng), Duration::from_secs(300));
+        assert_eq!(b.delay(1, Some(Duration::from_secs(100_000)), &mut rng), MAX_RETRY_AFTER);
     }
 }

@@ -82,6 +82,10 @@ impl Worker {
         })
     }
 
+    fn backoff(&self) -> Backoff {
+        Backoff { base: self.config.sync.backoff_base, cap: self.config.sync.backoff_cap }
+    }
+
     /// Notifying this makes the worker look at the queue now.
     pub fn waker(&self) -> Arc<tokio::sync::Notify> {
         Arc::clone(&self.wake)
@@ -96,18 +100,22 @@ impl Worker {
     /// [`Mode::Once`]). Before the first step, the queued artifacts are verified in the
     /// background ([`Queue::scrub`]).
     pub async fn run(self: &Arc<Self>, mode: Mode, mut shutdown: watch::Receiver<bool>) -> Result<Outcome, QueueError> {
-        let backoff = Backoff { base: self.config.sync.backoff_base, cap: self.config.sync.backoff_cap };
         let concurrency = self.config.sync.concurrency.get();
-        let scrub = {
+        let mut scrub = {
             let queue = Arc::clone(&self.queue);
             tokio::task::spawn_blocking(move || queue.scrub())
         };
+        if mode == Mode::Once {
+            // A batch run verifies first, so its outcome does not depend on a race.
+            if let Err(e) = (&mut scrub).await.expect("scrub task panicked") {
+                tracing::error!(error = %e, "artifact verification failed");
+            }
+        }
         // Monotonic schedule of enrollments waiting after a failure; wall-clock jumps cannot
         // shorten or stretch it. A restart forgets it, which only means one early retry.
         let mut not_before: HashMap<String, Instant> = HashMap::new();
         let mut inflight: JoinSet<step::Result> = JoinSet::new();
         let mut inflight_ids: HashMap<tokio::task::Id, String> = HashMap::new();
-        let mut rng = rand::rngs::StdRng::from_entropy();
         let mut abort_at: Option<Instant> = None;
         // A dropped shutdown sender means nobody can ask us to stop; its branch goes quiet.
         let mut shutdown_open = true;
@@ -144,10 +152,8 @@ impl Worker {
                         Err(e) => std::panic::resume_unwind(e.into_panic()),
                     };
                     let id = inflight_ids.remove(&task).unwrap_or_default();
-                    if let Some(step::Result::RetryAfter { attempts, retry_after }) = result {
-                        let delay = backoff.delay(attempts, retry_after, &mut rng);
-                        not_before.insert(id.clone(), Instant::now() + delay);
-                        tracing::debug!(enrollment = %id, attempts, delay_ms = delay.as_millis() as u64, "retry scheduled");
+                    if let Some(step::Result::RetryAfter(delay)) = result {
+                        not_before.insert(id, Instant::now() + delay);
                     }
                 }
                 _ = tokio::time::sleep_until(next_due.unwrap_or_else(|| Instant::now() + idle_limit)), if !stopping && (next_due.is_some() || mode == Mode::Forever) => {}
@@ -160,12 +166,8 @@ impl Worker {
                 }
             }
         }
-        if mode == Mode::Once || !*shutdown.borrow() {
-            // Once mode reports what the scrub found; a daemon stopping does not wait for it.
-            if let Ok(Err(e)) = scrub.await {
-                tracing::error!(error = %e, "artifact verification failed");
-            }
-        } else {
+        if mode == Mode::Forever {
+            // A stopping daemon does not wait for verification; the next start repeats it.
             scrub.abort();
         }
         let pending = blocking(&self.queue, |q| q.pending_count()).await?;
@@ -173,4 +175,5 @@ impl Worker {
     }
 }
 
-use rand::SeedableRng as _;
+#[cfg(test)]
+mod tests;

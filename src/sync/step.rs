@@ -27,8 +27,8 @@ use crate::queue::{now_ms, Job, QueueError, State};
 pub enum Result {
     /// Nothing more to send now (reached review, or failed permanently).
     Settled,
-    /// A retryable failure; try again after backoff.
-    RetryAfter { attempts: u32, retry_after: Option<Duration> },
+    /// A retryable failure; try again after this delay (backoff, or the server's Retry-After).
+    RetryAfter(Duration),
 }
 
 /// How many times the status is read after the video before the step is retried later.
@@ -66,19 +66,16 @@ impl Worker {
                 }
                 Ok(false) => return Result::Settled,
                 Err(StepError::Api(e)) if e.is_retryable() => {
-                    let id = job.id.clone();
-                    let message = e.to_string();
-                    let backoff =
-                        super::Backoff { base: self.config.sync.backoff_base, cap: self.config.sync.backoff_cap };
-                    let next = now_ms() + backoff.ceiling(job.attempts + 1).as_millis() as i64;
-                    tracing::info!(enrollment = %id, state = %from, error = %message, "retryable failure");
-                    return match blocking(&self.queue, move |q| q.record_retry(&id, &message, next)).await {
-                        Ok(attempts) => Result::RetryAfter { attempts, retry_after: e.retry_after() },
-                        Err(qe) => {
-                            tracing::error!(enrollment = %job.id, error = %qe, "cannot record a retry");
-                            Result::RetryAfter { attempts: job.attempts + 1, retry_after: None }
-                        }
-                    };
+                    // The delay is drawn here so that the time shown to operators is the time
+                    // the worker will really try again (including the server's Retry-After).
+                    let delay = self.backoff().delay(job.attempts + 1, e.retry_after(), &mut rand::thread_rng());
+                    let (id, message) = (job.id.clone(), e.to_string());
+                    let next = now_ms() + delay.as_millis() as i64;
+                    tracing::info!(enrollment = %id, state = %from, error = %message, delay_ms = delay.as_millis() as u64, "retryable failure");
+                    if let Err(qe) = blocking(&self.queue, move |q| q.record_retry(&id, &message, next)).await {
+                        tracing::error!(enrollment = %job.id, error = %qe, "cannot record a retry");
+                    }
+                    return Result::RetryAfter(delay);
                 }
                 Err(StepError::Api(e)) => return self.fail(&job, from, e.to_string()).await,
                 Err(StepError::Queue(e @ (QueueError::Crypto(_) | QueueError::Damaged { .. }))) => {
@@ -87,7 +84,7 @@ impl Worker {
                 Err(StepError::Queue(e)) => {
                     // A local database or file error: keep the enrollment and try later.
                     tracing::warn!(enrollment = %job.id, error = %e, "queue error; will retry");
-                    return Result::RetryAfter { attempts: job.attempts + 1, retry_after: None };
+                    return Result::RetryAfter(self.backoff().delay(job.attempts + 1, None, &mut rand::thread_rng()));
                 }
             }
         }
@@ -262,24 +259,28 @@ impl Worker {
         // A dedicated blocking thread decrypts chunk by chunk into a small bounded channel, so
         // memory stays at a few chunks whatever the video's size.
         let (tx, rx) = tokio::sync::mpsc::channel::<std::io::Result<Vec<u8>>>(4);
-        let decrypt = tokio::task::spawn_blocking(move || {
+        // The decrypting thread returns the reason it stopped early, if it did: a chunk that
+        // fails to decrypt means damaged evidence, which no retry can fix.
+        let decrypt = tokio::task::spawn_blocking(move || -> std::result::Result<(), String> {
             let mut reader = reader;
             let mut sent = 0u64;
             loop {
-                let item = match reader.next_chunk() {
+                match reader.next_chunk() {
                     Ok(Some(chunk)) => {
                         sent += chunk.len() as u64;
                         if sent > len / 2 && sent - (chunk.len() as u64) <= len / 2 {
                             crash_point("video.mid_upload");
                         }
-                        Ok(chunk)
+                        if tx.blocking_send(Ok(chunk)).is_err() {
+                            return Ok(()); // the upload ended first; its error tells why
+                        }
                     }
-                    Ok(None) => return,
-                    Err(e) => Err(std::io::Error::other(e.to_string())),
-                };
-                let stop = item.is_err();
-                if tx.blocking_send(item).is_err() || stop {
-                    return;
+                    Ok(None) => return Ok(()),
+                    Err(e) => {
+                        let reason = e.to_string();
+                        let _ = tx.blocking_send(Err(std::io::Error::other(reason.clone())));
+                        return Err(reason);
+                    }
                 }
             }
         });
@@ -289,9 +290,14 @@ impl Worker {
                 |mut rx| async move { rx.recv().await.map(|item| (item, rx)) },
             ));
         let result = self.client.upload_video(&ids, body, len).await;
-        let decrypt_failed = decrypt.await.is_err();
-        if decrypt_failed {
-            return Err(OneShotError::Local("video decryption task failed".into()).into());
+        match decrypt.await {
+            Ok(Ok(())) => {}
+            Ok(Err(reason)) => {
+                return Err(
+                    QueueError::Damaged { id: job.id.clone(), detail: format!("artifact video: {reason}") }.into()
+                );
+            }
+            Err(_) => return Err(OneShotError::Local("video decryption task failed".into()).into()),
         }
         result?;
         crash_point("video.after_response");

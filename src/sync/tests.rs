@@ -1,0 +1,74 @@
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::*;
+use crate::config;
+use crate::evidence::validate_manifest;
+
+/// A queue holding one enrollment of the sample evidence, and a configuration whose server
+/// refuses every connection (nothing listens on port 1).
+fn offline_setup(dir: &std::path::Path) -> (Arc<Queue>, Config, String) {
+    let samples = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("config/samples");
+    let cfg = config::validate(
+        config::from_toml(
+            "[oneshot]\nbase_url = \"http://127.0.0.1:1/oneshot/api/v1\"\nregistration_authority = \"139\"\n\
+             profile = \"P\"\nconnect_timeout_secs = 1\n[storage]\ndata_dir = \"data\"\nmin_free_bytes = 0\n",
+        )
+        .unwrap(),
+        dir,
+    )
+    .unwrap();
+    let queue = Arc::new(Queue::open(&cfg.storage).unwrap());
+    let enrollment = validate_manifest(&samples.join("manifest.json"), &cfg.evidence).unwrap();
+    let id = queue.enqueue(&enrollment).unwrap();
+    (queue, cfg, id)
+}
+
+/// Days without a network cost one short attempt every couple of minutes and nothing in
+/// between: the backoff cap (300 s) holds, the worker sleeps, and time is the paused tokio
+/// clock, so three days pass in seconds.
+#[tokio::test(start_paused = true)]
+async fn three_days_offline_cost_only_capped_attempts() {
+    let dir = tempfile::tempdir().unwrap();
+    let (queue, cfg, id) = offline_setup(dir.path());
+    let worker = Worker::new(Arc::clone(&queue), Client::new(&cfg.oneshot).unwrap(), cfg);
+    let (tx, rx) = watch::channel(false);
+    let run = tokio::spawn({
+        let worker = Arc::clone(&worker);
+        async move { worker.run(Mode::Forever, rx).await }
+    });
+    let days = 3 * 86_400u64;
+    tokio::time::sleep(Duration::from_secs(days)).await;
+    tx.send(true).unwrap();
+    run.await.unwrap().unwrap();
+
+    let attempts = queue.show(&id).unwrap().attempts as u64;
+    let wakeups = worker.wakeups();
+    eprintln!("3 days offline: {attempts} attempts, {wakeups} worker wake-ups");
+    // Full jitter under a 300 s cap averages 150 s between attempts: about 1,700 in three days.
+    // Far fewer would mean retries stall; far more would mean the cap does not hold.
+    assert!((days / 300..=days / 100).contains(&attempts), "{attempts} attempts in 3 days");
+    // Besides attempts, the worker only wakes for its safety poll (every 60 s).
+    assert!(wakeups <= attempts + days / SAFETY_POLL.as_secs() + 10, "{wakeups} wake-ups for {attempts} attempts");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_wake_starts_new_work_at_once_and_idle_is_asleep() {
+    let dir = tempfile::tempdir().unwrap();
+    let (queue, cfg, _) = offline_setup(dir.path());
+    let worker = Worker::new(Arc::clone(&queue), Client::new(&cfg.oneshot).unwrap(), cfg);
+    let (tx, rx) = watch::channel(false);
+    let run = tokio::spawn({
+        let worker = Arc::clone(&worker);
+        async move { worker.run(Mode::Forever, rx).await }
+    });
+    // An hour of the paused clock with one enrollment retrying costs a bounded number of wakes.
+    tokio::time::sleep(Duration::from_secs(3600)).await;
+    let before = worker.wakeups();
+    assert!(before < 200, "{before} wake-ups in an hour");
+    worker.waker().notify_one();
+    tokio::time::sleep(Duration::from_millis(1)).await;
+    assert!(worker.wakeups() > before, "a wake makes the worker look at the queue at once");
+    tx.send(true).unwrap();
+    run.await.unwrap().unwrap();
+}

@@ -1,0 +1,161 @@
+//! Start-up recovery, shutdown, disk and clock behaviour, and faults seen through the binary.
+
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use serde_json::json;
+
+use crate::util::*;
+
+#[test]
+fn a_damaged_database_is_reported_and_left_for_inspection() {
+    let env = Env::new(free_port());
+    env.enroll(&env.manifest("m", "", |_| {}));
+    let db = env.data_dir().join("queue.db");
+    // Clobber the header: SQLite no longer recognises the file.
+    let mut bytes = std::fs::read(&db).unwrap();
+    bytes[..16].copy_from_slice(b"garbage garbage!");
+    std::fs::write(&db, &bytes).unwrap();
+    let _ = std::fs::remove_file(env.data_dir().join("queue.db-wal"));
+    for args in [&["sync", "--once"][..], &["queue", "list"][..]] {
+        let out = env.run(args);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(4), "{args:?}: {stderr}");
+        assert!(
+            stderr.contains("queue.db") && stderr.contains("damaged") && stderr.contains("left in place"),
+            "{stderr}"
+        );
+    }
+    assert_eq!(std::fs::read(&db).unwrap(), bytes, "the file is left exactly as it was");
+}
+
+#[test]
+fn a_damaged_artifact_fails_its_enrollment_while_the_others_flow() {
+    let sandbox = Sandbox::start(0);
+    let env = Env::new(sandbox.addr.port());
+    let bad = env.enroll(&env.manifest("bad", "1", |_| {}));
+    let good_manifest = env.manifest("good", "2", |_| {});
+    let good = env.enroll(&good_manifest);
+    // Flip one byte of the encrypted video (bit rot, a bad sector).
+    let enc = env.data_dir().join("spool").join(&bad).join("video.enc");
+    let mut bytes = std::fs::read(&enc).unwrap();
+    let middle = bytes.len() / 2;
+    bytes[middle] ^= 0x40;
+    std::fs::write(&enc, &bytes).unwrap();
+
+    assert_eq!(env.run(&["sync", "--once"]).status.code(), Some(0));
+    let shown = env.show(&bad);
+    assert_eq!(shown["state"], "failed", "{shown}");
+    assert!(shown["last_error"].as_str().unwrap().contains("video"), "{shown}");
+    let records = sandbox.records();
+    let good_shown = env.show(&good);
+    assert_eq!(good_shown["state"], "in_review");
+    assert_arrived_once(&records, good_shown["request_pk"].as_str().unwrap(), good_manifest.parent().unwrap());
+    // The damaged video never reached the server.
+    assert!(records["requests"].as_array().unwrap().iter().all(|r| r["video_uploads"].as_u64().unwrap() <= 1));
+    assert_eq!(records["requests"].as_array().unwrap().iter().filter(|r| r["video"].is_object()).count(), 1);
+}
+
+#[test]
+fn sigterm_during_a_stalled_upload_exits_promptly_and_consistently() {
+    let sandbox = Sandbox::start_with(0, &["--faults", "video:stall=1.0;stall_secs=120"]);
+    let env = Env::new(sandbox.addr.port());
+    let text = std::fs::read_to_string(&env.config)
+        .unwrap()
+        .replace("request_timeout_secs = 10", "request_timeout_secs = 10\nupload_timeout_secs = 300");
+    std::fs::write(&env.config, text).unwrap();
+    let m = env.manifest("m", "", |_| {});
+    let id = env.enroll(&m);
+    let mut daemon = env
+        .cmd()
+        .arg("run")
+        .env("KIOSK_AGENT_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    // Wait until the evidences are in: the video upload is now hanging on the server.
+    wait_for(Duration::from_secs(30), || (sandbox.records()["requests"][0]["evidences_uploads"] == 1).then_some(()));
+    std::thread::sleep(Duration::from_millis(300));
+    let asked = Instant::now();
+    assert!(std::process::Command::new("kill").args(["-TERM", &daemon.id().to_string()]).status().unwrap().success());
+    let status = loop {
+        if let Some(s) = daemon.try_wait().unwrap() {
+            break s;
+        }
+        assert!(asked.elapsed() < Duration::from_secs(10), "the daemon must exit within 10 s of SIGTERM");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    eprintln!("exited {:?} after SIGTERM", asked.elapsed());
+    assert!(status.success(), "{status:?}");
+    // Consistent: the video step was never committed, and the next run finishes it once.
+    assert_eq!(env.show(&id)["state"], "evidences_sent");
+    http("DELETE", &sandbox.url("/_sandbox/faults"), None);
+    assert_eq!(env.run(&["sync", "--once"]).status.code(), Some(0));
+    let shown = env.show(&id);
+    assert_eq!(shown["state"], "in_review");
+    assert_arrived_once(&sandbox.records(), shown["request_pk"].as_str().unwrap(), m.parent().unwrap());
+}
+
+#[test]
+fn retry_after_is_honoured_and_offline_means_exit_3_then_delivery() {
+    let sandbox = Sandbox::start_with(0, &["--faults", "create:503=1.0;retry_after=2"]);
+    let env = Env::new(sandbox.addr.port());
+    let m = env.manifest("m", "", |_| {});
+    let id = env.enroll(&m);
+    let out = env.run(&["sync", "--once"]);
+    assert_eq!(out.status.code(), Some(3));
+    let shown = env.show(&id);
+    assert!(shown["last_error"].as_str().unwrap().contains("503"), "{shown}");
+    // The next attempt is scheduled no earlier than the server asked (2 s), not after the
+    // 0.05 s backoff of this configuration.
+    let next = humantime::parse_rfc3339(shown["next_attempt_at"].as_str().unwrap()).unwrap();
+    let updated = humantime::parse_rfc3339(shown["updated_at"].as_str().unwrap()).unwrap();
+    assert!(next.duration_since(updated).unwrap() >= Duration::from_millis(1900), "{shown}");
+
+    // Offline: connections refused, work stays queued; back online, it is delivered.
+    http("DELETE", &sandbox.url("/_sandbox/faults"), None);
+    http("POST", &sandbox.url("/_sandbox/offline?secs=3"), None);
+    std::thread::sleep(Duration::from_millis(300));
+    let out = env.run(&["sync", "--once"]);
+    assert_eq!(out.status.code(), Some(3), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(env.show(&id)["last_error"].as_str().unwrap().contains("connect"));
+    wait_for(Duration::from_secs(20), || (std::net::TcpStream::connect(sandbox.addr).is_ok()).then_some(()));
+    assert_eq!(env.run(&["sync", "--once"]).status.code(), Some(0));
+    let shown = env.show(&id);
+    assert_eq!(shown["state"], "in_review");
+    assert_arrived_once(&sandbox.records(), shown["request_pk"].as_str().unwrap(), m.parent().unwrap());
+}
+
+#[test]
+fn a_wall_clock_jump_does_not_hold_work_back() {
+    let sandbox = Sandbox::start(0);
+    let env = Env::new(sandbox.addr.port());
+    let id = env.enroll(&env.manifest("m", "", |_| {}));
+    // As if the clock had jumped: the stored next attempt lies in the year 2100. Scheduling runs
+    // on the monotonic clock, so the stored time is information, not a gate.
+    let db = rusqlite::Connection::open(env.data_dir().join("queue.db")).unwrap();
+    db.execute("UPDATE enrollments SET next_attempt_at = 4102444800000, attempts = 3", []).unwrap();
+    drop(db);
+    assert_eq!(env.run(&["sync", "--once"]).status.code(), Some(0));
+    assert_eq!(env.show(&id)["state"], "in_review");
+}
+
+#[test]
+fn queue_list_tells_offline_from_stuck() {
+    let env = Env::new(free_port());
+    env.enroll(&env.manifest("a", "1", |_| {}));
+    env.enroll(&env.manifest("b", "2", |_| {}));
+    assert_eq!(env.run(&["sync", "--once"]).status.code(), Some(3));
+    let out = env.run(&["queue", "list"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("2 pending") && text.contains("oldest") && text.contains("bytes"), "{text}");
+    assert!(text.contains("cannot connect"), "the reason is shown: {text}");
+    let list = env.list();
+    for e in &list {
+        for key in ["attempts", "last_error", "next_attempt_at", "bytes", "created_at"] {
+            assert!(!e[key].is_null(), "{key} in {e}");
+        }
+    }
+    let _ = json!(null);
+}
