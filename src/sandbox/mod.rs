@@ -9,7 +9,8 @@
 //! states `VIDEOERROR`/`VIDEOINCOMPLETE`); `DELETE /_sandbox/rules` clears them. With a required
 //! header it answers 401 to requests without it, as an authenticating gateway would. Faults
 //! (errors, stalls, resets, lost answers, going offline) are injected per [`faults`].
-//! It keeps no personal data beyond the email it needs for those rules.
+//! It keeps the contact data (email, phone) of each request, as the real API shows it in request
+//! details, and hashes of everything else.
 
 pub mod faults;
 mod handlers;
