@@ -318,7 +318,10 @@ async fn video(
         let mut field = match form.next_field().await {
             Ok(Some(f)) => f,
             Ok(None) => break,
-            Err(e) => return bad_request(format!("Malformed multipart body: {e}")),
+            Err(e) => {
+                lock(&state).broken_uploads += 1;
+                return bad_request(format!("Malformed or broken multipart body: {e}"));
+            }
         };
         if field.name() != Some("video") {
             continue;

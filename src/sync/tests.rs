@@ -24,6 +24,20 @@ fn offline_setup(dir: &std::path::Path) -> (Arc<Queue>, Config, String) {
     (queue, cfg, id)
 }
 
+/// Starts a daemon-mode worker; the sender stops it.
+fn start(
+    queue: &Arc<Queue>,
+    cfg: Config,
+) -> (Arc<Worker>, watch::Sender<bool>, tokio::task::JoinHandle<Result<Outcome, QueueError>>) {
+    let worker = Worker::new(Arc::clone(queue), Client::new(&cfg.oneshot).unwrap(), cfg);
+    let (tx, rx) = watch::channel(false);
+    let run = tokio::spawn({
+        let worker = Arc::clone(&worker);
+        async move { worker.run(Mode::Forever, rx).await }
+    });
+    (worker, tx, run)
+}
+
 /// Days without a network cost one short attempt every couple of minutes and nothing in
 /// between: the backoff cap (300 s) holds, the worker sleeps, and time is the paused tokio
 /// clock, so three days pass in seconds.
@@ -31,12 +45,7 @@ fn offline_setup(dir: &std::path::Path) -> (Arc<Queue>, Config, String) {
 async fn three_days_offline_cost_only_capped_attempts() {
     let dir = tempfile::tempdir().unwrap();
     let (queue, cfg, id) = offline_setup(dir.path());
-    let worker = Worker::new(Arc::clone(&queue), Client::new(&cfg.oneshot).unwrap(), cfg);
-    let (tx, rx) = watch::channel(false);
-    let run = tokio::spawn({
-        let worker = Arc::clone(&worker);
-        async move { worker.run(Mode::Forever, rx).await }
-    });
+    let (worker, tx, run) = start(&queue, cfg);
     let days = 3 * 86_400u64;
     tokio::time::sleep(Duration::from_secs(days)).await;
     tx.send(true).unwrap();
@@ -56,12 +65,7 @@ async fn three_days_offline_cost_only_capped_attempts() {
 async fn a_wake_starts_new_work_at_once_and_idle_is_asleep() {
     let dir = tempfile::tempdir().unwrap();
     let (queue, cfg, _) = offline_setup(dir.path());
-    let worker = Worker::new(Arc::clone(&queue), Client::new(&cfg.oneshot).unwrap(), cfg);
-    let (tx, rx) = watch::channel(false);
-    let run = tokio::spawn({
-        let worker = Arc::clone(&worker);
-        async move { worker.run(Mode::Forever, rx).await }
-    });
+    let (worker, tx, run) = start(&queue, cfg);
     // An hour of the paused clock with one enrollment retrying costs a bounded number of wakes.
     tokio::time::sleep(Duration::from_secs(3600)).await;
     let before = worker.wakeups();

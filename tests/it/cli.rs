@@ -16,7 +16,7 @@ fn demo_runs_on_embedded_defaults() {
         "→ pass",
         "document photo",
         "selfie           1280x720",
-        "150 frames, 5.00 s, 0 dropped",
+        "1280x720 H.264/MP4",
         "request_pk  45836",
         "videoid_pk  137",
         "status      VIDEOREVIEW",

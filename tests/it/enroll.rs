@@ -122,7 +122,9 @@ fn concurrent_first_enrolls_on_a_fresh_data_dir_all_succeed() {
 #[test]
 fn too_little_free_disk_refuses_new_work_saying_how_much_is_missing() {
     let env = Env::new(free_port());
-    let text = std::fs::read_to_string(&env.config).unwrap().replace("min_free_bytes = 0", "min_free_bytes = 1000000000000000000");
+    let text = std::fs::read_to_string(&env.config)
+        .unwrap()
+        .replace("min_free_bytes = 0", "min_free_bytes = 1000000000000000000");
     std::fs::write(&env.config, text).unwrap();
     let out = env.cmd().arg("enroll").arg(env.manifest("m", "", |_| {})).output().unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
