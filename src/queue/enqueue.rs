@@ -29,18 +29,18 @@ impl Queue {
         let id = uuid::Uuid::new_v4().to_string();
         let key = SecretKey::random();
         let dir = self.spool_dir(&id);
-        std::fs::create_dir(&dir).map_err(io_err(&dir))?;
-        // Held while this process writes: a crashed writer's lock is released by the kernel,
-        // which is how start-up cleanup tells an abandoned directory from one in progress.
-        let marker = dir.join(super::WRITING_MARKER);
-        let writing = std::fs::File::create(&marker).and_then(|f| f.lock().map(|()| f));
-        let result =
-            writing.map_err(io_err(&marker)).and_then(|_held| self.write_and_commit(&id, &key, enrollment, &artifacts));
+        // The marker is created and locked before the directory exists, and stays locked while
+        // this process writes: a crashed writer's lock is released by the kernel, which is how
+        // start-up cleanup tells an abandoned directory from one in progress.
+        let marker = super::writing_marker(&dir);
+        let writing = std::fs::File::create(&marker).and_then(|f| f.lock().map(|()| f)).map_err(io_err(&marker))?;
+        let result = std::fs::create_dir(&dir)
+            .map_err(io_err(&dir))
+            .and_then(|()| self.write_and_commit(&id, &key, enrollment, &artifacts));
+        let _ = std::fs::remove_file(&marker);
+        drop(writing);
         match result {
-            Ok(()) => {
-                let _ = std::fs::remove_file(&marker);
-                Ok(id)
-            }
+            Ok(()) => Ok(id),
             Err(e) => {
                 // Nothing was acknowledged: leave nothing behind.
                 let _ = std::fs::remove_dir_all(&dir);

@@ -43,8 +43,15 @@ use crate::evidence::Pii;
 /// A spool directory without a database row and without a [`WRITING_MARKER`] (it was just
 /// created) is removed only once it is this old.
 pub const ORPHAN_SPOOL_AGE: Duration = Duration::from_secs(15 * 60);
-/// File an enqueue holds locked inside its spool directory until the commit.
+/// Suffix of the file an enqueue holds locked, beside its spool directory, until the commit.
 pub(crate) const WRITING_MARKER: &str = ".writing";
+
+/// The marker of the spool directory `dir` (`spool/<id>.writing`).
+pub(crate) fn writing_marker(dir: &Path) -> PathBuf {
+    let mut name = dir.file_name().unwrap_or_default().to_os_string();
+    name.push(WRITING_MARKER);
+    dir.with_file_name(name)
+}
 
 /// Errors of the queue layer.
 #[derive(Debug, thiserror::Error)]
@@ -175,14 +182,23 @@ impl Queue {
         let spool = self.dir.join("spool");
         let entries = std::fs::read_dir(&spool).map_err(io_err(&spool))?;
         for entry in entries.flatten() {
+            let path = entry.path();
             let name = entry.file_name().to_string_lossy().into_owned();
-            if self.exists(&name)? {
+            if let Some(id) = name.strip_suffix(WRITING_MARKER) {
+                // A marker whose writer is gone and whose directory is gone too: litter.
+                let free = std::fs::File::open(&path).is_ok_and(|f| f.try_lock().is_ok());
+                if free && !self.spool_dir(id).exists() {
+                    let _ = std::fs::remove_file(&path);
+                }
                 continue;
             }
-            let marker = entry.path().join(WRITING_MARKER);
-            let abandoned = match std::fs::File::open(&marker) {
+            if !entry.file_type().is_ok_and(|t| t.is_dir()) || self.exists(&name)? {
+                continue;
+            }
+            let abandoned = match std::fs::File::open(writing_marker(&path)) {
                 Ok(f) => f.try_lock().is_ok(),
-                // No marker yet: the directory was just made, or predates markers.
+                // No marker: the writer finished (and the row check above raced its commit), or
+                // the directory predates markers. Only a long-forgotten one is removed.
                 Err(_) => entry
                     .metadata()
                     .and_then(|m| m.modified())
@@ -191,8 +207,9 @@ impl Queue {
                     .is_some_and(|age| age > ORPHAN_SPOOL_AGE),
             };
             if abandoned && !self.exists(&name)? {
-                tracing::warn!(dir = %entry.path().display(), "removing spool directory of an enrollment that was never committed");
-                std::fs::remove_dir_all(entry.path()).map_err(io_err(&entry.path()))?;
+                tracing::warn!(dir = %path.display(), "removing spool directory of an enrollment that was never committed");
+                std::fs::remove_dir_all(&path).map_err(io_err(&path))?;
+                let _ = std::fs::remove_file(writing_marker(&path));
             }
         }
         Ok(())

@@ -20,6 +20,8 @@ pub struct Job {
     pub orphan_scan: bool,
     /// Highest request_pk known locally when the first create went out.
     pub create_floor: Option<u64>,
+    /// Where an interrupted orphan scan resumes.
+    pub scan_next: Option<u64>,
 }
 
 /// One artifact's audit record.
@@ -108,7 +110,7 @@ impl Queue {
     pub fn pending_jobs(&self, busy: &[String], limit: usize) -> Result<Vec<Job>, QueueError> {
         let conn = self.conn();
         let mut stmt = conn.prepare_cached(
-            "SELECT id, state, request_pk, videoid_pk, attempts, resends, orphan_scan, create_floor FROM enrollments
+            "SELECT id, state, request_pk, videoid_pk, attempts, resends, orphan_scan, create_floor, orphan_scan_next FROM enrollments
              WHERE state IN ('queued', 'creating', 'created', 'evidences_sent', 'video_sent')
              ORDER BY created_at, rowid",
         )?;
@@ -122,6 +124,7 @@ impl Queue {
                 resends: r.get(5)?,
                 orphan_scan: r.get(6)?,
                 create_floor: r.get::<_, Option<i64>>(7)?.map(|v| v as u64),
+                scan_next: r.get::<_, Option<i64>>(8)?.map(|v| v as u64),
             })
         })?;
         let mut jobs = Vec::new();
@@ -199,8 +202,8 @@ impl Queue {
         Ok(())
     }
 
-    /// `queued → creating`, remembering the highest request_pk known locally, so that a lost
-    /// answer can later be looked for above it.
+    /// `queued → creating`, remembering (on the first create only) the highest request_pk known
+    /// locally, 0 when none is, so that a lost answer can later be looked for above it.
     pub fn begin_create(&self, id: &str) -> Result<Option<u64>, QueueError> {
         let mut conn = self.conn();
         let tx = conn.transaction()?;
@@ -211,7 +214,7 @@ impl Queue {
             |r| r.get(0),
         )?;
         let n = tx.execute(
-            "UPDATE enrollments SET state = 'creating', create_floor = COALESCE(create_floor, ?2), updated_at = ?3
+            "UPDATE enrollments SET state = 'creating', create_floor = COALESCE(create_floor, ?2, 0), updated_at = ?3
              WHERE id = ?1 AND state = 'queued'",
             params![id, floor, now_ms()],
         )?;
@@ -227,18 +230,38 @@ impl Queue {
         Ok(floor.map(|f| f as u64))
     }
 
-    /// Records orphan requests found for an enrollment and ends its orphan scan.
-    pub fn finish_orphan_scan(&self, id: &str, found: &[(String, String)], detail: &str) -> Result<(), QueueError> {
+    /// Records one orphan request of an enrollment (idempotent).
+    pub fn record_orphan(&self, id: &str, request_pk: &str, server_status: &str) -> Result<(), QueueError> {
         let mut conn = self.conn();
         let tx = conn.transaction()?;
-        for (pk, status) in found {
-            tx.execute(
-                "INSERT OR IGNORE INTO orphans (request_pk, enrollment_id, found_at, server_status) VALUES (?1, ?2, ?3, ?4)",
-                params![pk, id, now_ms(), status],
+        let n = tx.execute(
+            "INSERT OR IGNORE INTO orphans (request_pk, enrollment_id, found_at, server_status) VALUES (?1, ?2, ?3, ?4)",
+            params![request_pk, id, now_ms(), server_status],
+        )?;
+        if n == 1 {
+            add_event(
+                &tx,
+                id,
+                "orphan",
+                &format!("orphan request left on the server by a lost create answer: request_pk {request_pk}"),
             )?;
         }
-        tx.execute("UPDATE enrollments SET orphan_scan = 0 WHERE id = ?1", [id])?;
-        add_event(&tx, id, if found.is_empty() { "orphan_scan" } else { "orphan" }, detail)?;
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// Remembers where an interrupted orphan scan resumes.
+    pub fn save_scan_progress(&self, id: &str, next: u64) -> Result<(), QueueError> {
+        self.conn().execute("UPDATE enrollments SET orphan_scan_next = ?2 WHERE id = ?1", params![id, next as i64])?;
+        Ok(())
+    }
+
+    /// Ends an enrollment's orphan scan, noting the outcome in its history.
+    pub fn finish_orphan_scan(&self, id: &str, detail: &str) -> Result<(), QueueError> {
+        let mut conn = self.conn();
+        let tx = conn.transaction()?;
+        tx.execute("UPDATE enrollments SET orphan_scan = 0, orphan_scan_next = NULL WHERE id = ?1", [id])?;
+        add_event(&tx, id, "orphan_scan", detail)?;
         tx.commit()?;
         Ok(())
     }

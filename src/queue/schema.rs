@@ -50,6 +50,8 @@ const MIGRATIONS: &[&str] = &[
         found_at      INTEGER NOT NULL,
         server_status TEXT
     );",
+    // 3: where an interrupted orphan scan resumes (it may read hundreds of request pks).
+    "ALTER TABLE enrollments ADD COLUMN orphan_scan_next INTEGER;",
 ];
 
 /// Brings the schema to the latest version inside one transaction.

@@ -168,12 +168,13 @@ fn orphan_spool_dirs_are_removed_only_when_old() {
     let (alive, dead) = (s.data_dir.join("spool/alive"), s.data_dir.join("spool/dead"));
     std::fs::create_dir_all(&alive).unwrap();
     std::fs::create_dir_all(&dead).unwrap();
-    let held = std::fs::File::create(alive.join(WRITING_MARKER)).unwrap();
+    let held = std::fs::File::create(writing_marker(&alive)).unwrap();
     held.lock().unwrap();
-    std::fs::File::create(dead.join(WRITING_MARKER)).unwrap();
+    std::fs::File::create(writing_marker(&dead)).unwrap();
     drop(Queue::open(&s).unwrap());
     assert!(young.exists() && !old.exists());
     assert!(alive.exists() && !dead.exists());
+    assert!(writing_marker(&alive).exists() && !writing_marker(&dead).exists());
     drop(held);
 }
 
@@ -241,4 +242,25 @@ proptest! {
             prop_assert_eq!(q.pending_count().unwrap(), usize::from(model.is_pending()));
         }
     }
+}
+
+#[test]
+fn the_create_floor_is_fixed_by_the_first_create_even_on_an_empty_queue() {
+    let dir = tempfile::tempdir().unwrap();
+    let q = Queue::open(&storage(dir.path())).unwrap();
+    let first = q.enqueue(&enrollment(dir.path(), 64)).unwrap();
+    // No request_pk is known yet: the floor is 0, not "unknown".
+    assert_eq!(q.begin_create(&first).unwrap(), None);
+    q.revert_creating(&first).unwrap();
+    // Meanwhile another enrollment gets a request above any orphan the first one may have left.
+    let second = q.enqueue(&enrollment(dir.path(), 64)).unwrap();
+    q.begin_create(&second).unwrap();
+    q.record_created(&second, "45900", Some("200")).unwrap();
+    // Re-beginning the first create keeps its original floor, so the scan still covers the
+    // pks below 45900.
+    q.begin_create(&first).unwrap();
+    let job = q.pending_jobs(&[], 10).unwrap().into_iter().find(|j| j.id == first).unwrap();
+    assert_eq!(job.create_floor, Some(0));
+    let job2 = q.pending_jobs(&[], 10).unwrap().into_iter().find(|j| j.id == second).unwrap();
+    assert_eq!(job2.create_floor, Some(0));
 }

@@ -19,8 +19,10 @@ const KILLS: usize = 20;
 const FAULTS: &str = "*:500=0.03,503=0.03,429=0.03,stall=0.01,reset=0.03,drop=0.03;create:drop=0.08;\
                       stall_secs=2;retry_after=1;offline=4/0.5";
 
+/// Starts the daemon, appending its log to `daemon.log` (printed if the test fails).
 fn start_daemon(env: &Env) -> Child {
-    env.cmd().arg("run").env("KIOSK_AGENT_LOG", "error").stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap()
+    let log = std::fs::OpenOptions::new().create(true).append(true).open(env.dir.path().join("daemon.log")).unwrap();
+    env.cmd().arg("run").env("KIOSK_AGENT_LOG", "info").stdout(Stdio::null()).stderr(log).spawn().unwrap()
 }
 
 #[test]
@@ -78,7 +80,15 @@ fn kill_nine_twenty_times_under_faults_loses_nothing() {
             .filter(|e| e["state"] != "in_review")
             .map(|e| (e["state"].clone(), e["last_error"].clone()))
             .collect();
-        assert!(started.elapsed() < Duration::from_secs(240), "not drained: {stuck:?}");
+        if started.elapsed() > Duration::from_secs(240) || daemon.try_wait().unwrap().is_some() {
+            let log = std::fs::read_to_string(env.dir.path().join("daemon.log")).unwrap_or_default();
+            let tail: Vec<&str> = log.lines().rev().take(60).collect();
+            panic!(
+                "not drained: {stuck:?}\ndaemon: {:?}\nlog tail:\n{}",
+                daemon.try_wait(),
+                tail.into_iter().rev().collect::<Vec<_>>().join("\n")
+            );
+        }
         std::thread::sleep(Duration::from_millis(250));
     }
     daemon.kill().unwrap();
@@ -105,7 +115,14 @@ fn kill_nine_twenty_times_under_faults_loses_nothing() {
         assert!(on_server.remove(&used), "{id}: its request is on the server");
         let recorded: BTreeSet<String> =
             shown["orphans"].as_array().unwrap().iter().map(|o| o.as_str().unwrap().to_owned()).collect();
-        assert_eq!(on_server, recorded, "{id}: extra creates must be recorded as orphans");
+        if on_server != recorded {
+            let extra: Vec<_> = on_server.iter().map(|pk| request(&records, pk).clone()).collect();
+            panic!(
+                "{id}: extra creates must be recorded as orphans: server {on_server:?}, recorded {recorded:?}\n\
+                 server records: {extra:?}\nhistory: {}",
+                serde_json::to_string_pretty(&shown["history"]).unwrap()
+            );
+        }
         orphans_total += recorded.len();
     }
     assert!(by_email.is_empty(), "requests of no acknowledged enrollment: {by_email:?}");
