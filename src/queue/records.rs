@@ -203,7 +203,8 @@ impl Queue {
     }
 
     /// `queued → creating`, remembering (on the first create only) the highest request_pk known
-    /// locally, 0 when none is, so that a lost answer can later be looked for above it.
+    /// locally, 0 when none is, so that a lost answer can later be looked for above it. Returns
+    /// the floor in force.
     pub fn begin_create(&self, id: &str) -> Result<Option<u64>, QueueError> {
         let mut conn = self.conn();
         let tx = conn.transaction()?;
@@ -213,21 +214,19 @@ impl Queue {
             [],
             |r| r.get(0),
         )?;
-        let n = tx.execute(
-            "UPDATE enrollments SET state = 'creating', create_floor = COALESCE(create_floor, ?2, 0), updated_at = ?3
-             WHERE id = ?1 AND state = 'queued'",
-            params![id, floor, now_ms()],
-        )?;
-        if n == 0 {
-            return Err(QueueError::WrongState {
-                id: id.into(),
-                state: State::Queued,
-                rule: "state changed underneath",
-            });
-        }
+        let stored: Option<i64> = tx
+            .query_row(
+                "UPDATE enrollments SET state = 'creating', create_floor = COALESCE(create_floor, ?2, 0), updated_at = ?3
+                 WHERE id = ?1 AND state = 'queued' RETURNING create_floor",
+                params![id, floor, now_ms()],
+                |r| r.get(0),
+            )
+            .optional()?
+            .ok_or_else(|| QueueError::WrongState { id: id.into(), state: State::Queued, rule: "state changed underneath" })?;
         add_event(&tx, id, "creating", "create request being sent")?;
         tx.commit()?;
-        Ok(floor.map(|f| f as u64))
+        // The floor in force: the one the first create fixed, not today's highest pk.
+        Ok(stored.map(|f| f as u64))
     }
 
     /// Records one orphan request of an enrollment (idempotent).

@@ -250,15 +250,15 @@ fn the_create_floor_is_fixed_by_the_first_create_even_on_an_empty_queue() {
     let q = Queue::open(&storage(dir.path())).unwrap();
     let first = q.enqueue(&enrollment(dir.path(), 64)).unwrap();
     // No request_pk is known yet: the floor is 0, not "unknown".
-    assert_eq!(q.begin_create(&first).unwrap(), None);
+    assert_eq!(q.begin_create(&first).unwrap(), Some(0));
     q.revert_creating(&first).unwrap();
     // Meanwhile another enrollment gets a request above any orphan the first one may have left.
     let second = q.enqueue(&enrollment(dir.path(), 64)).unwrap();
     q.begin_create(&second).unwrap();
     q.record_created(&second, "45900", Some("200")).unwrap();
-    // Re-beginning the first create keeps its original floor, so the scan still covers the
-    // pks below 45900.
-    q.begin_create(&first).unwrap();
+    // Re-beginning the first create keeps (and returns) its original floor, so the scan still
+    // covers the pks below 45900.
+    assert_eq!(q.begin_create(&first).unwrap(), Some(0));
     let job = q.pending_jobs(&[], 10).unwrap().into_iter().find(|j| j.id == first).unwrap();
     assert_eq!(job.create_floor, Some(0));
     let job2 = q.pending_jobs(&[], 10).unwrap().into_iter().find(|j| j.id == second).unwrap();

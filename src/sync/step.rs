@@ -123,7 +123,7 @@ impl Worker {
         match job.state {
             State::Queued => {
                 let id = job.id.clone();
-                job.create_floor = blocking(&self.queue, move |q| q.begin_create(&id)).await?.or(job.create_floor);
+                job.create_floor = blocking(&self.queue, move |q| q.begin_create(&id)).await?;
                 job.state = State::Creating;
                 self.create(job).await?;
                 Ok(true)

@@ -153,18 +153,29 @@ impl Drop for Sandbox {
     }
 }
 
-/// One HTTP request over loopback; returns the status and the JSON body.
+/// One HTTP request over loopback; returns the status and the JSON body. Connection refusals
+/// are retried for a few seconds: a sandbox with a flapping network refuses now and then.
 pub fn http(method: &str, url: &str, body: Option<Value>) -> (u16, Value) {
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
     rt.block_on(async {
         let client = reqwest::Client::new();
-        let mut req = client.request(method.parse().unwrap(), url);
-        if let Some(b) = body {
-            req = req.json(&b);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let mut req = client.request(method.parse().unwrap(), url);
+            if let Some(b) = &body {
+                req = req.json(b);
+            }
+            match req.send().await {
+                Ok(resp) => {
+                    let status = resp.status().as_u16();
+                    return (status, resp.json().await.unwrap_or(Value::Null));
+                }
+                Err(e) if e.is_connect() && Instant::now() < deadline => {
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+                Err(e) => panic!("{method} {url}: {e}"),
+            }
         }
-        let resp = req.send().await.unwrap();
-        let status = resp.status().as_u16();
-        (status, resp.json().await.unwrap_or(Value::Null))
     })
 }
 
