@@ -277,7 +277,8 @@ impl Queue {
     /// chunk) and match its recorded size and SHA-256. An enrollment with a damaged or missing
     /// artifact moves to `failed` with the reason; the others are untouched. Returns the ids
     /// that failed.
-    pub fn scrub(&self) -> Result<Vec<String>, QueueError> {
+    /// Enrollments for which `skip` says true are left alone (the worker is sending them).
+    pub fn scrub(&self, skip: &dyn Fn(&str) -> bool) -> Result<Vec<String>, QueueError> {
         use sha2::Digest as _;
         let pending: Vec<(String, State)> = {
             let conn = self.conn();
@@ -290,6 +291,9 @@ impl Queue {
         };
         let mut failed = Vec::new();
         for (id, _) in pending {
+            if skip(&id) {
+                continue;
+            }
             let mut problem = None;
             for a in self.artifacts(&id)? {
                 let check = (|| -> Result<Option<String>, QueueError> {

@@ -97,20 +97,15 @@ impl Worker {
     }
 
     /// Works until `shutdown` turns true (in [`Mode::Forever`]) or nothing is ready now (in
-    /// [`Mode::Once`]). Before the first step, the queued artifacts are verified in the
-    /// background ([`Queue::scrub`]).
+    /// [`Mode::Once`]). Queued artifacts are verified in the background ([`Queue::scrub`]),
+    /// except those being uploaded, which the upload verifies chunk by chunk.
     pub async fn run(self: &Arc<Self>, mode: Mode, mut shutdown: watch::Receiver<bool>) -> Result<Outcome, QueueError> {
         let concurrency = self.config.sync.concurrency.get();
-        let mut scrub = {
-            let queue = Arc::clone(&self.queue);
-            tokio::task::spawn_blocking(move || queue.scrub())
-        };
-        if mode == Mode::Once {
-            // A batch run verifies first, so its outcome does not depend on a race.
-            if let Err(e) = (&mut scrub).await.expect("scrub task panicked") {
-                tracing::error!(error = %e, "artifact verification failed");
-            }
-        }
+        // Enrollments the worker has claimed: the scrub leaves them to the upload, which
+        // verifies every chunk as it decrypts (reading a large video twice would halve the
+        // upload's speed).
+        let claimed: Arc<std::sync::Mutex<std::collections::HashSet<String>>> = Arc::default();
+        let mut scrub: Option<tokio::task::JoinHandle<Result<Vec<String>, QueueError>>> = None;
         // Monotonic schedule of enrollments waiting after a failure; wall-clock jumps cannot
         // shorten or stretch it. A restart forgets it, which only means one early retry.
         let mut not_before: HashMap<String, Instant> = HashMap::new();
@@ -135,8 +130,16 @@ impl Worker {
                 for job in jobs {
                     let me = Arc::clone(self);
                     let id = job.id.clone();
+                    claimed.lock().unwrap_or_else(|p| p.into_inner()).insert(id.clone());
                     let handle = inflight.spawn(async move { me.advance(job).await });
                     inflight_ids.insert(handle.id(), id);
+                }
+                if scrub.is_none() {
+                    // Started once the first work is claimed, so it skips what is being sent.
+                    let (queue, claimed) = (Arc::clone(&self.queue), Arc::clone(&claimed));
+                    scrub = Some(tokio::task::spawn_blocking(move || {
+                        queue.scrub(&|id| claimed.lock().unwrap_or_else(|p| p.into_inner()).contains(id))
+                    }));
                 }
             }
             if inflight_ids.is_empty() && (stopping || mode == Mode::Once) {
@@ -152,7 +155,11 @@ impl Worker {
                         Err(e) => std::panic::resume_unwind(e.into_panic()),
                     };
                     let id = inflight_ids.remove(&task).unwrap_or_default();
+                    claimed.lock().unwrap_or_else(|p| p.into_inner()).remove(&id);
                     if let Some(step::Result::RetryAfter(delay)) = result {
+                        // A batch run tries each enrollment once: what failed waits for the
+                        // next run, however soon its retry would be due.
+                        let delay = if mode == Mode::Once { Duration::from_secs(u32::MAX as u64) } else { delay };
                         not_before.insert(id, Instant::now() + delay);
                     }
                 }
@@ -166,9 +173,16 @@ impl Worker {
                 }
             }
         }
-        if mode == Mode::Forever {
-            // A stopping daemon does not wait for verification; the next start repeats it.
-            scrub.abort();
+        if let Some(scrub) = scrub {
+            if mode == Mode::Once {
+                // A batch run reports what verification found before it says what is left.
+                if let Ok(Err(e)) = scrub.await {
+                    tracing::error!(error = %e, "artifact verification failed");
+                }
+            } else {
+                // A stopping daemon does not wait for verification; the next start repeats it.
+                scrub.abort();
+            }
         }
         let pending = blocking(&self.queue, |q| q.pending_count()).await?;
         Ok(Outcome { pending })

@@ -159,3 +159,30 @@ fn queue_list_tells_offline_from_stuck() {
     }
     let _ = json!(null);
 }
+
+#[test]
+fn start_up_verification_fails_damaged_evidence_that_is_not_being_sent() {
+    // The server stalls the first create for longer than the client waits, so the worker is
+    // busy with the oldest enrollment while verification looks at the others.
+    let sandbox = Sandbox::start_with(0, &["--faults", "create:stall=1.0;stall_secs=5"]);
+    let env = Env::with_config(sandbox.addr.port(), "current", "concurrency = 1\n");
+    let text =
+        std::fs::read_to_string(&env.config).unwrap().replace("request_timeout_secs = 10", "request_timeout_secs = 2");
+    std::fs::write(&env.config, text).unwrap();
+    let ids: Vec<String> =
+        (0..3).map(|i| env.enroll(&env.manifest(&format!("e{i}"), &i.to_string(), |_| {}))).collect();
+    let image = env.data_dir().join("spool").join(&ids[1]).join("document_front.enc");
+    let mut bytes = std::fs::read(&image).unwrap();
+    let last = bytes.len() - 1;
+    bytes[last] ^= 1;
+    std::fs::write(&image, &bytes).unwrap();
+
+    assert_eq!(env.run(&["sync", "--once"]).status.code(), Some(3));
+    let damaged = env.show(&ids[1]);
+    assert_eq!(damaged["state"], "failed", "{damaged}");
+    assert!(damaged["last_error"].as_str().unwrap().contains("document_front"), "{damaged}");
+    for intact in [&ids[0], &ids[2]] {
+        let state = env.show(intact)["state"].as_str().unwrap().to_owned();
+        assert!(["queued", "creating"].contains(&state.as_str()), "intact evidence keeps waiting: {state}");
+    }
+}
