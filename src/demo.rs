@@ -27,58 +27,19 @@ const MANIFEST: &[u8] = include_bytes!("../config/samples/manifest.json");
 /// Length of the demo clip.
 const CLIP: Duration = Duration::from_secs(5);
 
-/// Captures the demo's evidence into `dir` (the file names the manifest expects) and reports
-/// each verdict. Blocking: cameras and the encoder run on their own threads.
-fn capture_evidence(dir: &std::path::Path, camera: Option<&str>, out: &mut Vec<u8>) -> anyhow::Result<()> {
-    use crate::cli::capture_cmd::{still_line, take_still, take_video, write_durably};
-    use crate::config::Role;
-    let mut cfg = config::CaptureConfig::default();
-    for role in [&mut cfg.document, &mut cfg.face] {
-        role.source = camera.unwrap_or("synthetic").to_owned();
+/// Captures the demo's evidence into `dir` through the capture helper (which links FFmpeg and
+/// V4L2) and returns its report lines.
+async fn capture_evidence(dir: &std::path::Path, camera: Option<&str>) -> anyhow::Result<Vec<u8>> {
+    let mut cmd = tokio::process::Command::from(crate::cli::helper::command()?);
+    cmd.arg("demo-evidence").arg("--dir").arg(dir).arg("--seconds").arg(CLIP.as_secs_f64().to_string());
+    if let Some(c) = camera {
+        cmd.arg("--camera").arg(c);
     }
-    let synthetic = camera.is_none();
-    let mut line = |label: &str, text: String| writeln!(out, "    {label:<16} {text}");
-
-    let t = Instant::now();
-    let front = take_still(&cfg, Role::Document, None)?;
-    write_durably(&dir.join("front.jpg"), &front.jpeg)?;
-    line("document front", still_line(&front))?;
-    let rear = take_still(&cfg, Role::Document, None)?;
-    write_durably(&dir.join("rear.jpg"), &rear.jpeg)?;
-    line("document rear", still_line(&rear))?;
-    // The holder's photo sits at the left of the card, inside the frame guide.
-    let (w, h) = (front.frame.width, front.frame.height);
-    let photo = kiosk_capture::convert::crop(&front.frame, w / 4 + w / 40, h / 3 + h / 20, (w / 6) & !1, (h / 3) & !1)?;
-    write_durably(&dir.join("photo.jpg"), &kiosk_capture::jpeg::encode(&photo, cfg.still.jpeg_quality)?)?;
-    line("document photo", format!("{}x{} cropped from the front", photo.width, photo.height))?;
-    let selfie = take_still(&cfg, Role::Face, None)?;
-    write_durably(&dir.join("selfie.jpg"), &selfie.jpeg)?;
-    line("selfie", still_line(&selfie))?;
-    let stills_time = t.elapsed();
-
-    let t = Instant::now();
-    let clip = take_video(&cfg, None, CLIP.as_secs_f64(), &dir.join("video.mp4")).map_err(|f| f.error)?;
-    line(
-        "video",
-        format!(
-            "{}x{} H.264/MP4, {} frames, {:.2} s, {} dropped, {} bytes{}",
-            cfg.video.width,
-            cfg.video.height,
-            clip.frames,
-            clip.duration.as_secs_f64(),
-            clip.dropped,
-            clip.bytes,
-            if clip.short { " (SHORT)" } else { "" }
-        ),
-    )?;
-    writeln!(
-        out,
-        "    (stills {} ms, clip {} ms, from {})",
-        stills_time.as_millis(),
-        t.elapsed().as_millis(),
-        if synthetic { "the synthetic camera" } else { camera.unwrap_or("") }
-    )?;
-    Ok(())
+    let out = cmd.output().await.context("running the capture helper")?;
+    if !out.status.success() {
+        bail!("capture failed: {}", String::from_utf8_lossy(&out.stderr).trim());
+    }
+    Ok(out.stdout)
 }
 
 /// Runs the demo, writing the report to `out`.
@@ -109,13 +70,7 @@ pub async fn run(out: &mut impl Write, camera: Option<&str>) -> anyhow::Result<(
     writeln!(out)?;
 
     writeln!(out, "  capture")?;
-    let (dir, cam) = (samples.clone(), camera.map(str::to_owned));
-    let report = tokio::task::spawn_blocking(move || {
-        let mut report = Vec::new();
-        capture_evidence(&dir, cam.as_deref(), &mut report).map(|()| report)
-    })
-    .await??;
-    out.write_all(&report)?;
+    out.write_all(&capture_evidence(&samples, camera).await?)?;
     writeln!(out)?;
 
     let t = Instant::now();

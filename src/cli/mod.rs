@@ -1,7 +1,8 @@
 //! The command-line interface. Errors become exit codes here: 2 for bad input or bad
 //! configuration, 3 when `sync --once` leaves work behind, 1 for anything else.
 
-pub mod capture_cmd;
+pub mod capture_args;
+pub mod helper;
 mod queue_cmd;
 
 use std::path::{Path, PathBuf};
@@ -23,13 +24,14 @@ use crate::sync::{Mode, Worker};
 pub struct Cli {
     /// Configuration file (TOML).
     #[arg(long, global = true, env = CONFIG_ENV, value_name = "PATH")]
-    config: Option<PathBuf>,
+    pub config: Option<PathBuf>,
     #[command(subcommand)]
-    command: Command,
+    pub command: Command,
 }
 
+/// The commands (binding: see design.md).
 #[derive(Debug, Subcommand)]
-enum Command {
+pub enum Command {
     /// Run the whole job on embedded defaults against the built-in sandbox (no config needed).
     Demo {
         /// Capture from this camera instead of the synthetic one (e.g. camera:0).
@@ -75,7 +77,17 @@ enum Command {
     /// Take a still or record a clip.
     Capture {
         #[command(subcommand)]
-        command: capture_cmd::CaptureCommand,
+        command: capture_args::CaptureCommand,
+    },
+    /// Capture the demo's evidence into a directory (run by `demo` through the helper).
+    #[command(hide = true)]
+    DemoEvidence {
+        #[arg(long)]
+        dir: PathBuf,
+        #[arg(long)]
+        camera: Option<String>,
+        #[arg(long, default_value_t = 5.0)]
+        seconds: f64,
     },
 }
 
@@ -99,7 +111,6 @@ impl<E: Into<anyhow::Error>> From<E> for Failure {
         let bad_input = error.chain().any(|c| {
             c.is::<ConfigError>()
                 || c.is::<EvidenceError>()
-                || c.downcast_ref::<kiosk_capture::CaptureError>().is_some_and(|e| e.is_bad_input())
                 || matches!(
                     c.downcast_ref::<QueueError>(),
                     Some(QueueError::Space(_) | QueueError::NotFound(_) | QueueError::WrongState { .. })
@@ -129,11 +140,7 @@ pub fn main() -> Result<ExitCode, Failure> {
             .block_on(crate::demo::run(&mut std::io::stdout(), camera.as_deref()))
             .map(|()| ExitCode::SUCCESS)
             .map_err(Failure::from),
-        Command::Cameras => {
-            let (cfg, from) = capture_config(cli.config.as_deref())?;
-            capture_cmd::cameras(&cfg, &from)
-        }
-        Command::Capture { command } => capture_cmd::run(&capture_config(cli.config.as_deref())?.0, command),
+        Command::Cameras | Command::Capture { .. } | Command::DemoEvidence { .. } => Ok(helper::exec()?),
         Command::CheckConfig => check_config(cli.config.as_deref()),
         Command::Sandbox { listen, require_header, faults } => {
             runtime()?.block_on(sandbox(&listen, require_header.as_deref(), faults.as_deref()))
@@ -154,7 +161,8 @@ pub fn main() -> Result<ExitCode, Failure> {
     }
 }
 
-fn init_logging(command: &Command) {
+/// Sets up `tracing` on stderr (`KIOSK_AGENT_LOG` overrides the level).
+pub fn init_logging(command: &Command) {
     // Long-running commands log progress; one-shot commands only what went wrong.
     let default = match command {
         Command::Run | Command::Sandbox { .. } => "info",
@@ -175,7 +183,7 @@ fn config_path(path: Option<&Path>) -> Result<&Path, Failure> {
 }
 
 /// The capture settings: from the configuration file when one is given, else the defaults.
-fn capture_config(path: Option<&Path>) -> Result<(config::CaptureConfig, String), Failure> {
+pub fn capture_config(path: Option<&Path>) -> Result<(config::CaptureConfig, String), Failure> {
     match path {
         Some(p) => Ok((config::load_capture(p)?, p.display().to_string())),
         None => Ok((config::CaptureConfig::default(), "defaults; no configuration file".into())),

@@ -1,14 +1,91 @@
 //! The `[cameras.*]` and `[capture]` sections: camera roles, still and video settings.
 //!
 //! Validated separately from the rest, so `capture` commands work with no configuration file or
-//! with one that only describes the cameras.
+//! with one that only describes the cameras. These are the agent's own types: the library does
+//! not link the capture crate (FFmpeg, V4L2), which only the `kiosk-agent-capture` helper does;
+//! the helper maps them onto the capture crate's settings.
 
 use std::time::Duration;
 
-use kiosk_capture::metrics::Thresholds;
-use kiosk_capture::record::{VideoSettings, PRESETS};
-use kiosk_capture::still::StillSettings;
-use kiosk_capture::Request;
+/// The x264 presets, fastest first.
+pub const PRESETS: [&str; 9] =
+    ["ultrafast", "superfast", "veryfast", "faster", "fast", "medium", "slow", "slower", "veryslow"];
+
+/// What a camera is asked for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CameraMode {
+    pub width: u32,
+    pub height: u32,
+    pub fps: u32,
+}
+
+/// What a role requires of its stills (see `kiosk_capture::metrics`).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Quality {
+    pub min_sharpness: f64,
+    pub min_brightness: f64,
+    pub max_brightness: f64,
+    pub max_glare: f64,
+    pub min_width: u32,
+    pub min_height: u32,
+}
+
+impl Quality {
+    /// Defaults for ID documents: sharp text, no glare, at least 1280×720.
+    pub const DOCUMENT: Quality = Quality {
+        min_sharpness: 100.0,
+        min_brightness: 60.0,
+        max_brightness: 200.0,
+        max_glare: 0.01,
+        min_width: 1280,
+        min_height: 720,
+    };
+    /// Defaults for faces: softer edges, a little shine tolerated, at least 640×480.
+    pub const FACE: Quality = Quality {
+        min_sharpness: 30.0,
+        min_brightness: 60.0,
+        max_brightness: 200.0,
+        max_glare: 0.03,
+        min_width: 640,
+        min_height: 480,
+    };
+}
+
+/// How stills are taken.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StillConfig {
+    pub warmup_frames: usize,
+    pub candidates: usize,
+    pub jpeg_quality: u8,
+}
+
+/// How clips are encoded.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VideoConfig {
+    pub width: u32,
+    pub height: u32,
+    pub fps: u32,
+    pub crf: u8,
+    pub max_bitrate: u64,
+    pub preset: String,
+    pub keyframe_secs: u32,
+    pub max_duration: Duration,
+}
+
+impl Default for VideoConfig {
+    fn default() -> Self {
+        VideoConfig {
+            width: 1280,
+            height: 720,
+            fps: 30,
+            crf: 23,
+            max_bitrate: 4_000_000,
+            preset: "veryfast".into(),
+            keyframe_secs: 2,
+            max_duration: Duration::from_secs(120),
+        }
+    }
+}
 
 use super::raw::{RawCameraRole, RawCameras, RawCapture};
 use super::Problem;
@@ -33,8 +110,8 @@ impl Role {
 #[derive(Debug, Clone, PartialEq)]
 pub struct CameraRole {
     pub source: String,
-    pub request: Request,
-    pub thresholds: Thresholds,
+    pub request: CameraMode,
+    pub thresholds: Quality,
 }
 
 /// Everything capture needs.
@@ -42,8 +119,8 @@ pub struct CameraRole {
 pub struct CaptureConfig {
     pub document: CameraRole,
     pub face: CameraRole,
-    pub still: StillSettings,
-    pub video: VideoSettings,
+    pub still: StillConfig,
+    pub video: VideoConfig,
 }
 
 impl Default for CaptureConfig {
@@ -71,15 +148,15 @@ pub fn validate_capture(
     let document = role(
         "cameras.document",
         cameras.document,
-        Request { width: 1920, height: 1080, fps: 30 },
-        Thresholds::DOCUMENT,
+        CameraMode { width: 1920, height: 1080, fps: 30 },
+        Quality::DOCUMENT,
         &mut problems,
     );
     let face = role(
         "cameras.face",
         cameras.face,
-        Request { width: 1280, height: 720, fps: 30 },
-        Thresholds::FACE,
+        CameraMode { width: 1280, height: 720, fps: 30 },
+        Quality::FACE,
         &mut problems,
     );
 
@@ -109,8 +186,8 @@ pub fn validate_capture(
         n => n.unwrap_or(10),
     };
     let v = c.video.unwrap_or_default();
-    let defaults = VideoSettings::default();
-    let mut video = VideoSettings {
+    let defaults = VideoConfig::default();
+    let mut video = VideoConfig {
         width: v.width.unwrap_or(defaults.width),
         height: v.height.unwrap_or(defaults.height),
         fps: v.fps.unwrap_or(defaults.fps),
@@ -150,14 +227,14 @@ pub fn validate_capture(
     if !problems.is_empty() {
         return Err(problems);
     }
-    Ok(CaptureConfig { document, face, still: StillSettings { warmup_frames, candidates, jpeg_quality }, video })
+    Ok(CaptureConfig { document, face, still: StillConfig { warmup_frames, candidates, jpeg_quality }, video })
 }
 
 fn role(
     prefix: &str,
     raw: Option<RawCameraRole>,
-    size: Request,
-    defaults: Thresholds,
+    size: CameraMode,
+    defaults: Quality,
     problems: &mut Vec<Problem>,
 ) -> CameraRole {
     let raw = raw.unwrap_or_default();
@@ -169,7 +246,7 @@ fn role(
             format!("must be v4l2:/dev/videoN, camera:N, synthetic[:WxH@FPS] or file:PATH, not {source:?}"),
         );
     }
-    let mut request = Request {
+    let mut request = CameraMode {
         width: raw.width.unwrap_or(size.width),
         height: raw.height.unwrap_or(size.height),
         fps: raw.fps.unwrap_or(size.fps),
@@ -187,7 +264,7 @@ fn role(
         request.fps = size.fps;
     }
     let q = raw.quality.unwrap_or_default();
-    let t = Thresholds {
+    let t = Quality {
         min_sharpness: q.min_sharpness.unwrap_or(defaults.min_sharpness),
         min_brightness: q.min_brightness.unwrap_or(defaults.min_brightness),
         max_brightness: q.max_brightness.unwrap_or(defaults.max_brightness),

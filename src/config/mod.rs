@@ -14,7 +14,9 @@ use std::num::NonZeroUsize;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-pub use capture::{validate_capture, CameraRole, CaptureConfig, Role};
+pub use capture::{
+    validate_capture, CameraMode, CameraRole, CaptureConfig, Quality, Role, StillConfig, VideoConfig, PRESETS,
+};
 pub use raw::RawConfig;
 
 /// Environment variable naming the configuration file when `--config` is not given.

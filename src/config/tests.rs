@@ -140,7 +140,7 @@ fn shipped_example_parses() {
 #[test]
 fn capture_sections_have_defaults_and_checked_values() {
     let c = check_ok(MINIMAL);
-    assert_eq!(c.capture.document.request, kiosk_capture::Request { width: 1920, height: 1080, fps: 30 });
+    assert_eq!(c.capture.document.request, CameraMode { width: 1920, height: 1080, fps: 30 });
     assert_eq!(c.capture.video.preset, "veryfast");
     assert_eq!(c.capture.still.jpeg_quality, 90);
     check_problem(&format!("{MINIMAL}\n[capture]\njpeg_quality = 0\n"), "capture.jpeg_quality", "1-100");

@@ -65,3 +65,14 @@ fn usage_errors_exit_2() {
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("--config"));
 }
+
+#[test]
+fn capture_commands_name_a_missing_helper() {
+    let dir = tempfile::tempdir().unwrap();
+    let lone = dir.path().join("kiosk-agent");
+    std::fs::copy(BIN, &lone).unwrap();
+    let out = Command::new(&lone).arg("cameras").output().unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("kiosk-agent-capture not found"), "{stderr}");
+}

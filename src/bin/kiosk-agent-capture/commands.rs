@@ -1,66 +1,23 @@
-//! `kiosk-agent cameras`, `capture still …`, `capture video …`.
+//! `cameras`, `capture still …`, `capture video …`: the commands behind the helper.
 
-use std::io::Write as _;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use anyhow::Context as _;
-use clap::Subcommand;
+use kiosk_agent::cli::capture_args::{write_durably, CaptureCommand};
+use kiosk_agent::config::{CaptureConfig, Role};
 use kiosk_capture::record::{record, RecordReport};
 use kiosk_capture::still::{capture_still, Still};
 use serde_json::json;
 
-use super::Failure;
-use crate::config::{CaptureConfig, Role};
-
-#[derive(Debug, Subcommand)]
-pub enum CaptureCommand {
-    /// Take a still: warm up, keep the sharpest frame, judge its quality, write a JPEG.
-    Still {
-        /// Source: v4l2:/dev/videoN, camera:N, synthetic[:WxH@FPS] or file:PATH (default: the
-        /// role's configured camera).
-        #[arg(long)]
-        camera: Option<String>,
-        /// Which thresholds (and default camera) apply.
-        #[arg(long, value_enum)]
-        role: Role,
-        #[arg(long)]
-        out: PathBuf,
-        /// Print the metrics and verdict as JSON.
-        #[arg(long)]
-        json: bool,
-    },
-    /// Record an H.264/MP4 clip.
-    Video {
-        /// Source, as for `still` (default: the face camera).
-        #[arg(long)]
-        camera: Option<String>,
-        #[arg(long)]
-        seconds: f64,
-        #[arg(long)]
-        out: PathBuf,
-        #[arg(long)]
-        json: bool,
-    },
-}
-
-/// Writes `bytes` to `path` durably and atomically (temporary file, fsync, rename).
-pub fn write_durably(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
-    let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
-    let mut tmp = tempfile::NamedTempFile::new_in(dir).with_context(|| format!("cannot write in {}", dir.display()))?;
-    tmp.write_all(bytes)?;
-    tmp.as_file().sync_all()?;
-    tmp.persist(path).with_context(|| format!("cannot write {}", path.display()))?;
-    crate::fsutil::sync_dir(dir)?;
-    Ok(())
-}
+use crate::convert::{request, still_settings, thresholds, video_settings};
+use crate::Failure;
 
 /// Takes a still for `role` from `camera` (or the role's configured source).
 pub fn take_still(cfg: &CaptureConfig, role: Role, camera: Option<&str>) -> Result<Still, kiosk_capture::CaptureError> {
     let r = cfg.role(role);
-    let mut source = kiosk_capture::open(camera.unwrap_or(&r.source), r.request)?;
-    capture_still(source.as_mut(), &cfg.still, &r.thresholds)
+    let mut source = kiosk_capture::open(camera.unwrap_or(&r.source), request(r.request))?;
+    capture_still(source.as_mut(), &still_settings(&cfg.still), &thresholds(&r.thresholds))
 }
 
 /// The JSON `capture still --json` prints.
@@ -113,8 +70,13 @@ pub fn take_video(
         )));
     }
     let spec = camera.unwrap_or(&cfg.face.source).to_owned();
-    let request = kiosk_capture::Request { width: cfg.video.width, height: cfg.video.height, fps: cfg.video.fps };
-    Ok(record(move || kiosk_capture::open(&spec, request), out, &cfg.video, Duration::from_secs_f64(seconds))?)
+    let wanted = kiosk_capture::Request { width: cfg.video.width, height: cfg.video.height, fps: cfg.video.fps };
+    Ok(record(
+        move || kiosk_capture::open(&spec, wanted),
+        out,
+        &video_settings(&cfg.video),
+        Duration::from_secs_f64(seconds),
+    )?)
 }
 
 pub fn run(cfg: &CaptureConfig, command: CaptureCommand) -> Result<ExitCode, Failure> {

@@ -1,0 +1,65 @@
+//! `demo-evidence`: what `kiosk-agent demo` captures (hidden; the demo runs it).
+//!
+//! Document front and rear and a selfie from the synthetic camera (or `--camera`), the document
+//! photo cropped from the front, and a short clip, each with its verdict on stdout.
+
+use std::io::Write;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use kiosk_agent::cli::capture_args::write_durably;
+use kiosk_agent::config::{CaptureConfig, Role};
+
+use crate::commands::{still_line, take_still, take_video};
+
+/// Captures the demo's evidence into `dir` (the file names the manifest expects) and reports
+/// each verdict.
+pub fn run(dir: &Path, camera: Option<&str>, clip: Duration, out: &mut impl Write) -> anyhow::Result<()> {
+    let mut cfg = CaptureConfig::default();
+    for role in [&mut cfg.document, &mut cfg.face] {
+        role.source = camera.unwrap_or("synthetic").to_owned();
+    }
+    let synthetic = camera.is_none();
+    let mut line = |label: &str, text: String| writeln!(out, "    {label:<16} {text}");
+
+    let t = Instant::now();
+    let front = take_still(&cfg, Role::Document, None)?;
+    write_durably(&dir.join("front.jpg"), &front.jpeg)?;
+    line("document front", still_line(&front))?;
+    let rear = take_still(&cfg, Role::Document, None)?;
+    write_durably(&dir.join("rear.jpg"), &rear.jpeg)?;
+    line("document rear", still_line(&rear))?;
+    // The holder's photo sits at the left of the card, inside the frame guide.
+    let (w, h) = (front.frame.width, front.frame.height);
+    let photo = kiosk_capture::convert::crop(&front.frame, w / 4 + w / 40, h / 3 + h / 20, (w / 6) & !1, (h / 3) & !1)?;
+    write_durably(&dir.join("photo.jpg"), &kiosk_capture::jpeg::encode(&photo, cfg.still.jpeg_quality)?)?;
+    line("document photo", format!("{}x{} cropped from the front", photo.width, photo.height))?;
+    let selfie = take_still(&cfg, Role::Face, None)?;
+    write_durably(&dir.join("selfie.jpg"), &selfie.jpeg)?;
+    line("selfie", still_line(&selfie))?;
+    let stills_time = t.elapsed();
+
+    let t = Instant::now();
+    let clip = take_video(&cfg, None, clip.as_secs_f64(), &dir.join("video.mp4")).map_err(|f| f.error)?;
+    line(
+        "video",
+        format!(
+            "{}x{} H.264/MP4, {} frames, {:.2} s, {} dropped, {} bytes{}",
+            cfg.video.width,
+            cfg.video.height,
+            clip.frames,
+            clip.duration.as_secs_f64(),
+            clip.dropped,
+            clip.bytes,
+            if clip.short { " (SHORT)" } else { "" }
+        ),
+    )?;
+    writeln!(
+        out,
+        "    (stills {} ms, clip {} ms, from {})",
+        stills_time.as_millis(),
+        t.elapsed().as_millis(),
+        if synthetic { "the synthetic camera" } else { camera.unwrap_or("") }
+    )?;
+    Ok(())
+}

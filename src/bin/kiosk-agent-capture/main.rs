@@ -1,0 +1,72 @@
+//! `kiosk-agent-capture`: the capture helper behind `kiosk-agent cameras|capture …` and the
+//! demo's capture step. It is the only binary that links the capture crate (FFmpeg, V4L2); see
+//! `kiosk_agent::cli::helper` for why it is a separate process. It parses the same command line
+//! as `kiosk-agent`.
+
+mod commands;
+mod convert;
+mod demo_evidence;
+
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::Parser;
+use kiosk_agent::cli::{capture_config, init_logging, Cli, Command};
+use kiosk_agent::config::ConfigError;
+
+/// A failure with the exit code it maps to (2: bad input, as for `kiosk-agent`).
+#[derive(Debug)]
+pub struct Failure {
+    pub code: u8,
+    pub error: anyhow::Error,
+}
+
+impl Failure {
+    pub fn bad_input(error: impl Into<anyhow::Error>) -> Self {
+        Failure { code: 2, error: error.into() }
+    }
+}
+
+impl<E: Into<anyhow::Error>> From<E> for Failure {
+    fn from(e: E) -> Self {
+        let error: anyhow::Error = e.into();
+        let bad_input = error.chain().any(|c| {
+            c.is::<ConfigError>() || c.downcast_ref::<kiosk_capture::CaptureError>().is_some_and(|e| e.is_bad_input())
+        });
+        Failure { code: if bad_input { 2 } else { 1 }, error }
+    }
+}
+
+fn run(cli: Cli) -> Result<ExitCode, Failure> {
+    match cli.command {
+        Command::Cameras => {
+            let (cfg, from) =
+                capture_config(cli.config.as_deref()).map_err(|f| Failure { code: f.code, error: f.error })?;
+            commands::cameras(&cfg, &from)
+        }
+        Command::Capture { command } => {
+            let (cfg, _) =
+                capture_config(cli.config.as_deref()).map_err(|f| Failure { code: f.code, error: f.error })?;
+            commands::run(&cfg, command)
+        }
+        Command::DemoEvidence { dir, camera, seconds } => {
+            demo_evidence::run(&dir, camera.as_deref(), Duration::from_secs_f64(seconds), &mut std::io::stdout())?;
+            Ok(ExitCode::SUCCESS)
+        }
+        _ => Err(Failure::bad_input(anyhow::anyhow!(
+            "kiosk-agent-capture runs only cameras, capture and the demo's capture step; use kiosk-agent"
+        ))),
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging(&cli.command);
+    match run(cli) {
+        Ok(code) => code,
+        Err(failure) => {
+            eprintln!("error: {:#}", failure.error);
+            ExitCode::from(failure.code)
+        }
+    }
+}
