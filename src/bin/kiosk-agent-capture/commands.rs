@@ -11,7 +11,7 @@ use kiosk_capture::still::{capture_still, Still};
 use serde_json::json;
 
 use crate::convert::{request, still_settings, thresholds, video_settings};
-use crate::Failure;
+use kiosk_agent::cli::Failure;
 
 /// Takes a still for `role` from `camera` (or the role's configured source).
 pub fn take_still(cfg: &CaptureConfig, role: Role, camera: Option<&str>) -> Result<Still, kiosk_capture::CaptureError> {

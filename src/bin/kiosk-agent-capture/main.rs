@@ -11,31 +11,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::Parser;
-use kiosk_agent::cli::{capture_config, init_logging, Cli, Command};
-use kiosk_agent::config::ConfigError;
-
-/// A failure with the exit code it maps to (2: bad input, as for `kiosk-agent`).
-#[derive(Debug)]
-pub struct Failure {
-    pub code: u8,
-    pub error: anyhow::Error,
-}
-
-impl Failure {
-    pub fn bad_input(error: impl Into<anyhow::Error>) -> Self {
-        Failure { code: 2, error: error.into() }
-    }
-}
-
-impl<E: Into<anyhow::Error>> From<E> for Failure {
-    fn from(e: E) -> Self {
-        let error: anyhow::Error = e.into();
-        let bad_input = error.chain().any(|c| {
-            c.is::<ConfigError>() || c.downcast_ref::<kiosk_capture::CaptureError>().is_some_and(|e| e.is_bad_input())
-        });
-        Failure { code: if bad_input { 2 } else { 1 }, error }
-    }
-}
+use kiosk_agent::cli::{capture_config, init_logging, Cli, Command, Failure};
 
 fn run(cli: Cli) -> Result<ExitCode, Failure> {
     match cli.command {
@@ -64,7 +40,15 @@ fn main() -> ExitCode {
     init_logging(&cli.command);
     match run(cli) {
         Ok(code) => code,
-        Err(failure) => {
+        Err(mut failure) => {
+            // A missing device, an unknown source or a file that is not a video is bad input.
+            let source_problem = failure
+                .error
+                .chain()
+                .any(|c| c.downcast_ref::<kiosk_capture::CaptureError>().is_some_and(|e| e.is_bad_input()));
+            if source_problem {
+                failure.code = 2;
+            }
             eprintln!("error: {:#}", failure.error);
             ExitCode::from(failure.code)
         }
