@@ -14,8 +14,9 @@
 //! - [`faults`]   — named crash points for durability tests.
 //! - [`fsutil`]   — what "durable" means on disk: fsync of files and directories, free space.
 //!
-//! Camera work lives in the separate `kiosk-capture` crate so that its native dependencies stay
-//! out of everything else.
+//! Camera work lives in the separate `kiosk-capture` crate, linked only by the
+//! `kiosk-agent-capture` helper binary (`src/bin/kiosk-agent-capture/`), so that FFmpeg and V4L2
+//! stay out of this library, the daemon and the queue commands ([`cli::helper`] says why).
 
 pub mod cli;
 pub mod config;
