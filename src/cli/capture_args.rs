@@ -13,7 +13,7 @@ use crate::config::Role;
 pub enum CaptureCommand {
     /// Take a still: warm up, keep the sharpest frame, judge its quality, write a JPEG.
     Still {
-        /// Source: v4l2:/dev/videoN, camera:N, synthetic[:WxH@FPS] or file:PATH (default: the
+        /// Source: `v4l2:/dev/videoN`, `camera:N`, `synthetic[:WxH@FPS]` or `file:PATH` (default: the
         /// role's configured camera).
         #[arg(long)]
         camera: Option<String>,

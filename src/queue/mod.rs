@@ -18,7 +18,7 @@
 //!   operation is one short transaction with a busy timeout. Only one sync worker runs per data
 //!   directory, guarded by an exclusive lock on `worker.lock` (see [`Queue::lock_worker`]).
 //!   Inside a process the connection sits behind a `std::sync::Mutex`, never held across `.await`.
-//! * **Schema versioning.** Append-only migrations in [`schema`], tracked by `PRAGMA user_version`
+//! * **Schema versioning.** Append-only migrations in `schema`, tracked by `PRAGMA user_version`
 //!   and applied in one transaction; applying them again is a no-op.
 
 mod enqueue;
@@ -40,7 +40,7 @@ use crate::config::{EraseAfter, StorageConfig};
 use crate::crypto::{self, CryptoError, DecryptingReader, SecretKey};
 use crate::evidence::Pii;
 
-/// A spool directory without a database row and without a [`WRITING_MARKER`] (it was just
+/// A spool directory without a database row and without a `WRITING_MARKER` (it was just
 /// created) is removed only once it is this old.
 pub const ORPHAN_SPOOL_AGE: Duration = Duration::from_secs(15 * 60);
 /// Suffix of the file an enqueue holds locked, beside its spool directory, until the commit.
