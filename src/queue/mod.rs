@@ -96,7 +96,10 @@ pub struct Queue {
 
 /// Held by the one sync worker of a data directory; released on drop.
 #[derive(Debug)]
-pub struct WorkerLock(#[allow(dead_code)] std::fs::File);
+pub struct WorkerLock {
+    // The open file holds the flock; it is released when this is dropped.
+    _held: std::fs::File,
+}
 
 impl Queue {
     /// Opens (creating when needed) the queue under `storage.data_dir`, applies migrations and
@@ -165,7 +168,7 @@ impl Queue {
         let file =
             std::fs::OpenOptions::new().create(true).truncate(false).write(true).open(&path).map_err(io_err(&path))?;
         match file.try_lock() {
-            Ok(()) => Ok(WorkerLock(file)),
+            Ok(()) => Ok(WorkerLock { _held: file }),
             Err(std::fs::TryLockError::WouldBlock) => Err(QueueError::WorkerBusy(path)),
             Err(std::fs::TryLockError::Error(e)) => Err(QueueError::Io { path, error: e }),
         }
