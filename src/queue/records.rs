@@ -81,6 +81,15 @@ const SUMMARY_SQL: &str = "SELECT e.id, e.state, e.request_pk, e.videoid_pk, e.s
         (SELECT group_concat(request_pk, ',') FROM orphans o WHERE o.enrollment_id = e.id)
     FROM enrollments e";
 
+fn artifact_rows(conn: &rusqlite::Connection, id: &str) -> Result<Vec<ArtifactRecord>, QueueError> {
+    let mut stmt =
+        conn.prepare_cached("SELECT name, kind, size, sha256 FROM artifacts WHERE enrollment_id = ?1 ORDER BY rowid")?;
+    let rows = stmt.query_map([id], |r| {
+        Ok(ArtifactRecord { name: r.get(0)?, kind: r.get(1)?, size: r.get::<_, i64>(2)? as u64, sha256: r.get(3)? })
+    })?;
+    Ok(rows.collect::<rusqlite::Result<_>>()?)
+}
+
 fn summary_row(row: &Row<'_>) -> rusqlite::Result<Summary> {
     let state = state_of(row, 1)?;
     Ok(Summary {
@@ -364,19 +373,7 @@ impl Queue {
             .query_row(&format!("{SUMMARY_SQL} WHERE e.id = ?1"), [id], summary_row)
             .optional()?
             .ok_or_else(|| QueueError::NotFound(id.into()))?;
-        let mut stmt =
-            conn.prepare("SELECT name, kind, size, sha256 FROM artifacts WHERE enrollment_id = ?1 ORDER BY rowid")?;
-        summary.artifacts = Some(
-            stmt.query_map([id], |r| {
-                Ok(ArtifactRecord {
-                    name: r.get(0)?,
-                    kind: r.get(1)?,
-                    size: r.get::<_, i64>(2)? as u64,
-                    sha256: r.get(3)?,
-                })
-            })?
-            .collect::<rusqlite::Result<_>>()?,
-        );
+        summary.artifacts = Some(artifact_rows(&conn, id)?);
         let mut stmt = conn.prepare("SELECT at, kind, detail FROM events WHERE enrollment_id = ?1 ORDER BY seq")?;
         summary.history = Some(
             stmt.query_map([id], |r| Ok(Event { at: format_ms(r.get(0)?), kind: r.get(1)?, detail: r.get(2)? }))?
@@ -385,9 +382,14 @@ impl Queue {
         Ok(summary)
     }
 
-    /// The artifacts of an enrollment, in the order they were queued.
+    /// The artifacts of an enrollment, in the order they were queued. On the upload path: one
+    /// query, not a whole `show` with its history.
     pub fn artifacts(&self, id: &str) -> Result<Vec<ArtifactRecord>, QueueError> {
-        Ok(self.show(id)?.artifacts.unwrap_or_default())
+        let rows = artifact_rows(&self.conn(), id)?;
+        if rows.is_empty() && !self.exists(id)? {
+            return Err(QueueError::NotFound(id.into()));
+        }
+        Ok(rows)
     }
 
     /// Puts a failed enrollment back into the state it failed from, to be tried again now.
