@@ -19,7 +19,7 @@ use crate::config;
 use crate::evidence::validate_manifest;
 use crate::oneshot::Client;
 use crate::queue::{Queue, State};
-use crate::sandbox::SandboxRequest;
+use kiosk_sandbox::SandboxRequest;
 use crate::sync::{Mode, Worker};
 
 /// The customer, acceptance, OCR and check data of the demo enrollment.
@@ -48,9 +48,9 @@ pub async fn run(out: &mut impl Write, camera: Option<&str>) -> anyhow::Result<(
     let tmp = tempfile::Builder::new().prefix("kiosk-agent-demo-").tempdir().context("temporary directory")?;
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.context("binding a loopback port")?;
     let addr = listener.local_addr()?;
-    let sandbox_state = crate::sandbox::Shared::default();
+    let sandbox_state = kiosk_sandbox::Shared::default();
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let server_task = tokio::spawn(crate::sandbox::serve(listener, sandbox_state, async {
+    let server_task = tokio::spawn(kiosk_sandbox::serve(listener, sandbox_state, async {
         let _ = stop_rx.await;
     }));
 

@@ -8,11 +8,13 @@
 //! - [`queue`]    — the durable, encrypted SQLite queue and the local state machine.
 //! - [`oneshot`]  — the typed One-Shot HTTP client and its retryable/permanent error split.
 //! - [`sync`]     — the worker that moves enrollments through the API, with backoff.
-//! - [`sandbox`]  — the built-in One-Shot server used by the demo, the tests and the benchmarks.
 //! - [`demo`]     — `kiosk-agent demo`: the whole job on embedded defaults.
 //! - [`cli`]      — the command-line interface (`main.rs` only maps its result to an exit code).
 //! - [`faults`]   — named crash points for durability tests.
 //! - [`fsutil`]   — what "durable" means on disk: fsync of files and directories, free space.
+//!
+//! The built-in One-Shot server (`kiosk-agent sandbox`, the demo) is the `kiosk-sandbox` workspace
+//! crate (`sandbox/`): linked for those two commands, never used by the worker.
 //!
 //! Camera work lives in the separate `kiosk-capture` crate, linked only by the
 //! `kiosk-agent-capture` helper binary (`src/bin/kiosk-agent-capture/`), so that FFmpeg and V4L2
@@ -27,5 +29,4 @@ pub mod faults;
 pub mod fsutil;
 pub mod oneshot;
 pub mod queue;
-pub mod sandbox;
 pub mod sync;

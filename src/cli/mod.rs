@@ -226,9 +226,9 @@ fn enroll(config: &Config, manifest: &Path) -> Result<ExitCode, Failure> {
 async fn sandbox(listen: &str, require_header: Option<&str>, faults: Option<&str>) -> Result<ExitCode, Failure> {
     let plan = match faults {
         Some(spec) => {
-            crate::sandbox::FaultPlan::parse(spec).map_err(|e| Failure::bad_input(anyhow::anyhow!("--faults: {e}")))?
+            kiosk_sandbox::FaultPlan::parse(spec).map_err(|e| Failure::bad_input(anyhow::anyhow!("--faults: {e}")))?
         }
-        None => crate::sandbox::FaultPlan::default(),
+        None => kiosk_sandbox::FaultPlan::default(),
     };
     let required_header = match require_header.map(|h| h.split_once(':')) {
         None => None,
@@ -252,7 +252,7 @@ async fn sandbox(listen: &str, require_header: Option<&str>, faults: Option<&str
     );
     let _ = std::io::Write::write_all(&mut std::io::stdout().lock(), banner.as_bytes());
     let _ = std::io::Write::flush(&mut std::io::stdout());
-    let state = crate::sandbox::Shared::default();
+    let state = kiosk_sandbox::Shared::default();
     {
         let mut st = state.lock().expect("not yet shared");
         st.required_header = required_header;
@@ -267,12 +267,12 @@ async fn sandbox(listen: &str, require_header: Option<&str>, faults: Option<&str
         };
         loop {
             tokio::select! {
-                _ = off.recv() => crate::sandbox::set_online(&switch, false),
-                _ = on.recv() => crate::sandbox::set_online(&switch, true),
+                _ = off.recv() => kiosk_sandbox::set_online(&switch, false),
+                _ = on.recv() => kiosk_sandbox::set_online(&switch, true),
             }
         }
     });
-    crate::sandbox::serve(listener, state, shutdown_signal()).await.context("sandbox server")?;
+    kiosk_sandbox::serve(listener, state, shutdown_signal()).await.context("sandbox server")?;
     Ok(ExitCode::SUCCESS)
 }
 

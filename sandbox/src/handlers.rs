@@ -14,7 +14,7 @@ use super::faults::{Fault, FaultPlan};
 use super::server::Kill;
 use super::state::{ImageRecord, Rule, SandboxState};
 use super::Shared;
-use crate::evidence::{sniff_image, sniff_video, IMAGE_NAMES};
+use crate::sniff::{is_image, is_mp4, IMAGE_NAMES};
 
 /// Which id a path is keyed by.
 #[derive(Debug, Clone, Copy)]
@@ -204,7 +204,7 @@ fn check_evidences(body: &Value) -> Result<(Vec<(String, ImageRecord)>, String),
         let bytes = base64::engine::general_purpose::STANDARD
             .decode(text)
             .map_err(|e| format!("videoid_data.images.{name} is not valid Base64: {e}"))?;
-        if !matches!(sniff_image(&mut bytes.as_slice()), Ok(Some(_))) {
+        if !is_image(&bytes) {
             return Err(format!("videoid_data.images.{name} is not a JPEG or PNG image"));
         }
         records.push((name.clone(), ImageRecord { sha256: sha256_hex(&bytes), size: bytes.len() as u64 }));
@@ -351,7 +351,7 @@ async fn video(
                 }
             }
         }
-        if !matches!(sniff_video(&mut head.as_slice()), Ok(Some(_))) {
+        if !is_mp4(&head) {
             return bad_request("video is not an MP4 file");
         }
         record = Some(ImageRecord { sha256: hex::encode(hasher.finalize()), size });

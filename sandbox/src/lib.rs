@@ -13,6 +13,7 @@
 //! details, and hashes of everything else.
 
 pub mod faults;
+mod sniff;
 mod handlers;
 mod server;
 mod state;

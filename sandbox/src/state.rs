@@ -92,7 +92,7 @@ impl SandboxState {
                 request_pk,
                 videoid_pk,
                 status: "VIDEOPENDING".into(),
-                email_sha256: crate::sandbox::handlers::sha256_hex(email.as_bytes()),
+                email_sha256: crate::handlers::sha256_hex(email.as_bytes()),
                 evidences_uploads: 0,
                 video_uploads: 0,
                 images: BTreeMap::new(),
