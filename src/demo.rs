@@ -19,8 +19,8 @@ use crate::config;
 use crate::evidence::validate_manifest;
 use crate::oneshot::Client;
 use crate::queue::{Queue, State};
-use kiosk_sandbox::SandboxRequest;
 use crate::sync::{Mode, Worker};
+use kiosk_sandbox::SandboxRequest;
 
 /// The customer, acceptance, OCR and check data of the demo enrollment.
 const MANIFEST: &[u8] = include_bytes!("../config/samples/manifest.json");

@@ -192,7 +192,7 @@ mod tests {
     fn write_y4m(path: &Path, w: usize, h: usize, n: usize) {
         use std::io::Write;
         let mut f = std::io::BufWriter::new(std::fs::File::create(path).unwrap());
-        write!(f, "YUV4MPEG2 W{w} H{h} F30:1 Ip A1:1 C420jpeg\n").unwrap();
+        writeln!(f, "YUV4MPEG2 W{w} H{h} F30:1 Ip A1:1 C420jpeg").unwrap();
         for i in 0..n {
             f.write_all(b"FRAME\n").unwrap();
             f.write_all(&vec![(i * 10 % 256) as u8; w * h]).unwrap();

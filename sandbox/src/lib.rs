@@ -13,9 +13,9 @@
 //! details, and hashes of everything else.
 
 pub mod faults;
-mod sniff;
 mod handlers;
 mod server;
+mod sniff;
 mod state;
 
 pub use faults::FaultPlan;

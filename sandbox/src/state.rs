@@ -2,6 +2,7 @@
 
 use std::collections::BTreeMap;
 
+use oneshot_protocol::RequestStatus;
 use serde::{Deserialize, Serialize};
 
 /// Hash and size of one received image (decoded from Base64).
@@ -16,7 +17,7 @@ pub struct ImageRecord {
 pub struct SandboxRequest {
     pub request_pk: u64,
     pub videoid_pk: u64,
-    pub status: String,
+    pub status: RequestStatus,
     pub email_sha256: String,
     pub evidences_uploads: u32,
     pub video_uploads: u32,
@@ -41,7 +42,7 @@ pub struct Rule {
     /// With status 200: acknowledge the upload but lose it, leaving the request in this server
     /// status (`VIDEOERROR`, `VIDEOINCOMPLETE`), like a server that failed after answering.
     #[serde(default)]
-    pub lose_as: Option<String>,
+    pub lose_as: Option<RequestStatus>,
 }
 
 /// Everything the sandbox knows.
@@ -91,7 +92,7 @@ impl SandboxState {
             SandboxRequest {
                 request_pk,
                 videoid_pk,
-                status: "VIDEOPENDING".into(),
+                status: RequestStatus::VideoPending,
                 email_sha256: crate::handlers::sha256_hex(email.as_bytes()),
                 evidences_uploads: 0,
                 video_uploads: 0,
@@ -131,10 +132,9 @@ impl SandboxState {
     /// Recomputes the state after an upload: both parts in → `VIDEOREVIEW`.
     pub fn settle(req: &mut SandboxRequest) {
         req.status = match (req.evidences_uploads > 0, req.video_uploads > 0) {
-            (true, true) => "VIDEOREVIEW",
-            (false, false) => "VIDEOPENDING",
-            _ => "VIDEOINCOMPLETE",
-        }
-        .into();
+            (true, true) => RequestStatus::VideoReview,
+            (false, false) => RequestStatus::VideoPending,
+            _ => RequestStatus::VideoIncomplete,
+        };
     }
 }

@@ -98,7 +98,7 @@ fn print_detail(s: &Summary) {
     println!("state          {}", s.state);
     println!("request_pk     {}", s.request_pk.as_deref().unwrap_or("-"));
     println!("videoid_pk     {}", s.videoid_pk.as_deref().unwrap_or("-"));
-    println!("server status  {}", s.server_status.as_deref().unwrap_or("-"));
+    println!("server status  {}", s.server_status.as_ref().map_or("-", |st| st.as_str()));
     println!("attempts       {}", s.attempts);
     println!("last error     {}", s.last_error.as_deref().unwrap_or("-"));
     if let Some(next) = &s.next_attempt_at {

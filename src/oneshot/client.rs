@@ -8,6 +8,7 @@ use serde_json::Value;
 use super::envelope::{interpret, parse_retry_after};
 use super::OneShotError;
 use crate::config::OneShotConfig;
+use oneshot_protocol::RequestStatus;
 
 /// The identifiers the server gave a VideoID request; both layouts key paths by one of them.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -133,14 +134,14 @@ impl Client {
     }
 
     /// `details.status` of a request (`VIDEOPENDING`, `VIDEOREVIEW`, …).
-    pub async fn request_status(&self, request_pk: &str) -> Result<String, OneShotError> {
+    pub async fn request_status(&self, request_pk: &str) -> Result<RequestStatus, OneShotError> {
         let ids = RequestIds { request_pk: request_pk.into(), videoid_pk: None };
         let url = self.url(&self.cfg.paths.status, Some(&ids))?;
         let details = self.send(self.http.get(url), self.cfg.request_timeout).await?;
         details
             .get("status")
             .and_then(Value::as_str)
-            .map(str::to_owned)
+            .map(RequestStatus::parse)
             .ok_or_else(|| OneShotError::Protocol(format!("request answer has no details.status: {details}")))
     }
 }

@@ -10,6 +10,7 @@ mod envelope;
 
 pub use client::{Client, Created, RequestIds};
 pub use envelope::Envelope;
+pub use oneshot_protocol::{Generation, RequestStatus};
 
 use std::time::Duration;
 

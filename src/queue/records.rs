@@ -6,6 +6,7 @@ use rusqlite::{params, OptionalExtension, Row};
 use serde::Serialize;
 
 use super::{add_event, now_ms, Queue, QueueError, State};
+use crate::oneshot::RequestStatus;
 
 /// What the sync worker needs to take the next step of an enrollment.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -48,7 +49,7 @@ pub struct Summary {
     pub state: State,
     pub request_pk: Option<String>,
     pub videoid_pk: Option<String>,
-    pub server_status: Option<String>,
+    pub server_status: Option<RequestStatus>,
     pub attempts: u32,
     pub last_error: Option<String>,
     pub next_attempt_at: Option<String>,
@@ -97,7 +98,7 @@ fn summary_row(row: &Row<'_>) -> rusqlite::Result<Summary> {
         state,
         request_pk: row.get(2)?,
         videoid_pk: row.get(3)?,
-        server_status: row.get(4)?,
+        server_status: row.get::<_, Option<String>>(4)?.map(|s| RequestStatus::parse(&s)),
         attempts: row.get(5)?,
         last_error: row.get(6)?,
         next_attempt_at: if state.is_pending() { row.get::<_, Option<i64>>(7)?.map(format_ms) } else { None },
@@ -195,9 +196,9 @@ impl Queue {
         let mut conn = self.conn();
         let tx = conn.transaction()?;
         let n = tx.execute(
-            "UPDATE enrollments SET state = 'created', request_pk = ?2, videoid_pk = ?3, server_status = 'VIDEOPENDING',
+            "UPDATE enrollments SET state = 'created', request_pk = ?2, videoid_pk = ?3, server_status = ?5,
                 attempts = 0, last_error = NULL, updated_at = ?4 WHERE id = ?1 AND state = 'creating'",
-            params![id, request_pk, videoid_pk, now_ms()],
+            params![id, request_pk, videoid_pk, now_ms(), RequestStatus::VideoPending.as_str()],
         )?;
         if n == 0 {
             return Err(QueueError::WrongState {
@@ -239,12 +240,17 @@ impl Queue {
     }
 
     /// Records one orphan request of an enrollment (idempotent).
-    pub fn record_orphan(&self, id: &str, request_pk: &str, server_status: &str) -> Result<(), QueueError> {
+    pub fn record_orphan(
+        &self,
+        id: &str,
+        request_pk: &str,
+        server_status: Option<&RequestStatus>,
+    ) -> Result<(), QueueError> {
         let mut conn = self.conn();
         let tx = conn.transaction()?;
         let n = tx.execute(
             "INSERT OR IGNORE INTO orphans (request_pk, enrollment_id, found_at, server_status) VALUES (?1, ?2, ?3, ?4)",
-            params![request_pk, id, now_ms(), server_status],
+            params![request_pk, id, now_ms(), server_status.map(RequestStatus::as_str)],
         )?;
         if n == 1 {
             add_event(
@@ -309,10 +315,10 @@ impl Queue {
     }
 
     /// Records the last server status seen.
-    pub fn record_server_status(&self, id: &str, status: &str) -> Result<(), QueueError> {
+    pub fn record_server_status(&self, id: &str, status: &RequestStatus) -> Result<(), QueueError> {
         self.conn().execute(
             "UPDATE enrollments SET server_status = ?2, updated_at = ?3 WHERE id = ?1",
-            params![id, status, now_ms()],
+            params![id, status.as_str(), now_ms()],
         )?;
         Ok(())
     }

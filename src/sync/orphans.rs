@@ -17,6 +17,7 @@ use serde_json::Value;
 
 use super::step::StepError;
 use super::{blocking, Worker};
+use crate::oneshot::RequestStatus;
 use crate::queue::Job;
 
 /// At most this many request pks are read for one scan.
@@ -58,9 +59,9 @@ impl Worker {
             if field("email") == Some(pii.customer.email.as_str())
                 && field("mobile_phone_number") == Some(pii.customer.mobile_phone_number.as_str())
             {
-                let (id, status) = (id.clone(), field("status").unwrap_or("").to_owned());
+                let (id, status) = (id.clone(), field("status").map(RequestStatus::parse));
                 tracing::warn!(enrollment = %id, request_pk = %key, "orphan request on the server");
-                blocking(&self.queue, move |q| q.record_orphan(&id, &key, &status)).await?;
+                blocking(&self.queue, move |q| q.record_orphan(&id, &key, status.as_ref())).await?;
             }
         }
         let orphans = {

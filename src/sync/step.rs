@@ -19,7 +19,7 @@ use futures_util::stream;
 use super::{blocking, Worker};
 use crate::evidence::{create_body, evidences_body};
 use crate::faults::crash_point;
-use crate::oneshot::{OneShotError, RequestIds};
+use crate::oneshot::{OneShotError, RequestIds, RequestStatus};
 use crate::queue::{now_ms, Job, QueueError, State};
 
 /// How a worker task ended for one enrollment.
@@ -139,14 +139,14 @@ impl Worker {
             State::Created => {
                 if resumed {
                     let status = self.client.request_status(&Self::ids(job)?.request_pk).await?;
-                    match status.as_str() {
-                        "VIDEOINCOMPLETE" => {
+                    match status {
+                        RequestStatus::VideoIncomplete => {
                             // Evidences go first, so the part the server holds is ours.
                             let detail = "server already has the evidences (VIDEOINCOMPLETE); not re-sent".to_owned();
                             self.set_state(job, State::EvidencesSent, detail).await?;
                             return Ok(true);
                         }
-                        "VIDEOREVIEW" | "ENROLLREADY" => {
+                        RequestStatus::VideoReview | RequestStatus::EnrollReady => {
                             self.set_state(
                                 job,
                                 State::EvidencesSent,
@@ -166,8 +166,8 @@ impl Worker {
             State::EvidencesSent => {
                 if resumed {
                     let status = self.client.request_status(&Self::ids(job)?.request_pk).await?;
-                    match status.as_str() {
-                        "VIDEOREVIEW" | "ENROLLREADY" => {
+                    match status {
+                        RequestStatus::VideoReview | RequestStatus::EnrollReady => {
                             self.set_state(
                                 job,
                                 State::VideoSent,
@@ -176,7 +176,7 @@ impl Worker {
                             .await?;
                             return Ok(true);
                         }
-                        "VIDEOPENDING" => {
+                        RequestStatus::VideoPending => {
                             self.set_state(
                                 job,
                                 State::Created,
@@ -308,7 +308,7 @@ impl Worker {
     /// Reads the server status after both uploads and maps it into the local state.
     async fn confirm(&self, job: &mut Job) -> std::result::Result<bool, StepError> {
         let request_pk = Self::ids(job)?.request_pk;
-        let mut status = String::new();
+        let mut status = RequestStatus::VideoPending;
         for read in 0..STATUS_READS {
             if read > 0 {
                 tokio::time::sleep(self.config.sync.status_poll).await;
@@ -316,25 +316,25 @@ impl Worker {
             status = self.client.request_status(&request_pk).await?;
             let (id, s) = (job.id.clone(), status.clone());
             blocking(&self.queue, move |q| q.record_server_status(&id, &s)).await?;
-            match status.as_str() {
-                "VIDEOREVIEW" => {
+            match status {
+                RequestStatus::VideoReview => {
                     self.set_state(job, State::InReview, "server status VIDEOREVIEW".into()).await?;
                     self.erase_if_due(job).await?;
                     return Ok(false);
                 }
-                "ENROLLREADY" => {
+                RequestStatus::EnrollReady => {
                     self.set_state(job, State::Approved, "server status ENROLLREADY".into()).await?;
                     self.erase_if_due(job).await?;
                     return Ok(false);
                 }
-                "VIDEOERROR" | "VIDEOINCOMPLETE" => break,
+                RequestStatus::VideoError | RequestStatus::VideoIncomplete => break,
                 _ => {}
             }
         }
-        match status.as_str() {
+        match status {
             // The server lost an upload: re-send, a bounded number of times. After VIDEOERROR
             // both parts go again; after VIDEOINCOMPLETE the video, which is sent last.
-            "VIDEOERROR" | "VIDEOINCOMPLETE" => {
+            RequestStatus::VideoError | RequestStatus::VideoIncomplete => {
                 let id = job.id.clone();
                 let resends = blocking(&self.queue, move |q| q.bump_resends(&id)).await?;
                 if resends > self.config.sync.max_resends {
@@ -344,7 +344,7 @@ impl Worker {
                     }
                     .into());
                 }
-                let back = if status == "VIDEOERROR" { State::Created } else { State::EvidencesSent };
+                let back = if status == RequestStatus::VideoError { State::Created } else { State::EvidencesSent };
                 self.set_state(job, back, format!("server status {status}: re-send {resends}")).await?;
                 Ok(true)
             }
