@@ -17,7 +17,7 @@ use anyhow::{bail, Context as _};
 
 use crate::config;
 use crate::evidence::validate_manifest;
-use crate::oneshot::Client;
+use crate::oneshot::{Client, Generation};
 use crate::queue::{Queue, State};
 use crate::sync::{Mode, Worker};
 use kiosk_sandbox::SandboxRequest;
@@ -42,8 +42,8 @@ async fn capture_evidence(dir: &std::path::Path, camera: Option<&str>) -> anyhow
     Ok(out.stdout)
 }
 
-/// Runs the demo, writing the report to `out`.
-pub async fn run(out: &mut impl Write, camera: Option<&str>) -> anyhow::Result<()> {
+/// Runs the demo against a sandbox of `generation`, writing the report to `out`.
+pub async fn run(out: &mut impl Write, camera: Option<&str>, generation: Generation) -> anyhow::Result<()> {
     let total = Instant::now();
     let tmp = tempfile::Builder::new().prefix("kiosk-agent-demo-").tempdir().context("temporary directory")?;
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.context("binding a loopback port")?;
@@ -57,15 +57,17 @@ pub async fn run(out: &mut impl Write, camera: Option<&str>) -> anyhow::Result<(
     let samples = tmp.path().join("samples");
     std::fs::create_dir(&samples)?;
     std::fs::write(samples.join("manifest.json"), MANIFEST)?;
-    let base_url = format!("http://{addr}/oneshot/api/v1");
+    let base_url = format!("http://{addr}{}", generation.base_path());
+    let layout = generation.layout_name();
     let toml = format!(
-        "[oneshot]\nbase_url = \"{base_url}\"\nregistration_authority = \"139\"\nprofile = \"PFnubeQAFCiudadano\"\nenv = \"sandbox\"\n\
+        "[oneshot]\nbase_url = \"{base_url}\"\nlayout = \"{layout}\"\nregistration_authority = \"139\"\n\
+         profile = \"PFnubeQAFCiudadano\"\nenv = \"sandbox\"\nvideoid_mode = 1\n\
          [storage]\ndata_dir = \"data\"\nmin_free_bytes = 0\n[sync]\nstatus_poll_secs = 0.2\n"
     );
     let cfg = config::validate(config::from_toml(&toml)?, tmp.path())?;
 
     writeln!(out, "kiosk-agent demo: One-Shot External-mode VideoID against the built-in sandbox")?;
-    writeln!(out, "  sandbox     {base_url} (current layout)")?;
+    writeln!(out, "  sandbox     {base_url} ({generation}, layout {layout})")?;
     writeln!(out, "  data dir    {} (temporary)", cfg.storage.data_dir.display())?;
     writeln!(out)?;
 
@@ -89,7 +91,7 @@ pub async fn run(out: &mut impl Write, camera: Option<&str>) -> anyhow::Result<(
     let queue = Arc::new(queue);
 
     let client = Client::new(&cfg.oneshot)?;
-    client.hello().await.context("sandbox hello")?;
+    client.probe().await.context("reaching the sandbox")?;
     let worker = Worker::new(Arc::clone(&queue), client, cfg.clone());
     let (_keep, rx) = tokio::sync::watch::channel(false);
     let outcome = tokio::time::timeout(Duration::from_secs(60), worker.run(Mode::Once, rx))

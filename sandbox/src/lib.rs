@@ -1,61 +1,84 @@
 //! The built-in One-Shot sandbox: a real HTTP server for the demo, the tests and the benchmarks.
 //!
-//! It serves both path layouts at once — the current one under `/oneshot/api/v1` and the legacy
-//! one under `/api/v1` — with the API's envelope, body validation (400 with a `details`
-//! message) and the request state machine: `VIDEOPENDING` → `VIDEOINCOMPLETE` after one part →
-//! `VIDEOREVIEW` after both. It keeps what it received (hashes, sizes, upload counts) and shows
-//! it at `GET /_sandbox/requests`. `POST /_sandbox/rules` makes it refuse an operation for a
-//! given customer email (permanent errors), or acknowledge an upload and lose it (the server
-//! states `VIDEOERROR`/`VIDEOINCOMPLETE`); `DELETE /_sandbox/rules` clears them. With a required
-//! header it answers 401 to requests without it, as an authenticating gateway would. Faults
-//! (errors, stalls, resets, lost answers, going offline) are injected per [`faults`].
-//! It keeps the contact data (email, phone) of each request, as the real API shows it in request
-//! details, and hashes of everything else.
+//! It serves both Optimizer generations at once, each as public sources describe it
+//! (`protocol-notes.md`): the new one under `/oneshot/api/v1` (envelope `{"status": "success",
+//! "message", "detail"}`, uploads keyed by `videoid_pk`, video at `/videoid/{pk}/video`, a bare
+//! `{"detail": "Not found."}` 404, no `/hello`) and the old one under `/api/v1` (envelope
+//! `{"status": "200 OK", "details"}`, uploads keyed by `request_pk`, video at
+//! `/videoid/{pk}/evidences/video`, "not found" as HTTP 400 with a `404 Not Found` envelope,
+//! the phone in request details as a number without `+`, HTTP 500 for bad billing credentials).
+//!
+//! Module map:
+//! - `state`    — what it remembers and the request state machine, as methods that return a
+//!   [`SandboxError`] (`VIDEOPENDING` → `VIDEOINCOMPLETE` after one part → `VIDEOREVIEW`).
+//! - `handlers` — the One-Shot operations, mounted once per generation.
+//! - `reply`    — each generation's envelope for answers and refusals.
+//! - `control`  — `/_sandbox/…`: records, refusal rules, faults, offline, set a request's status;
+//!   loopback clients only, or the control token.
+//! - [`faults`] — injected errors, stalls, resets, lost answers and network outages.
+//! - `server`   — the accept loop with its kill and offline switches.
+//!
+//! With a required header it answers 401 to API requests without it, as a gateway would. It keeps
+//! the contact data (email, phone) of each request, as the real API shows it in request details,
+//! and hashes of everything else.
 
+mod control;
 pub mod faults;
 mod handlers;
+mod reply;
 mod server;
 mod sniff;
 mod state;
 
+pub use control::CONTROL_HEADER;
 pub use faults::FaultPlan;
+pub use oneshot_protocol::{Generation, RequestStatus};
 pub use server::set_online;
-pub use state::{ImageRecord, Rule, SandboxRequest, SandboxState};
+pub use state::{ImageRecord, Rule, SandboxError, SandboxRequest, SandboxState};
 
 use std::sync::{Arc, Mutex};
 
 use axum::extract::DefaultBodyLimit;
-use axum::routing::{delete, get, post};
-use axum::Router;
+use axum::routing::{get, post};
+use axum::{Extension, Router};
 use tokio::net::TcpListener;
 
 /// The sandbox's shared state.
 pub type Shared = Arc<Mutex<SandboxState>>;
 
+/// The One-Shot API of one generation.
+fn api(generation: Generation) -> Router<Shared> {
+    let video_path = match generation {
+        Generation::New => "/videoid/{pk}/video",
+        Generation::Old => "/videoid/{pk}/evidences/video",
+    };
+    Router::new()
+        .route("/hello", get(handlers::hello))
+        .route("/videoid", post(handlers::create))
+        .route("/videoid/{pk}/evidences", post(handlers::evidences))
+        .route(video_path, post(handlers::video))
+        .route("/request/{pk}", get(handlers::status))
+        .fallback(handlers::not_found)
+}
+
 /// Builds the router over `state`.
 pub fn router(state: Shared) -> Router {
-    let current = Router::new()
-        .route("/hello", get(handlers::hello))
-        .route("/videoid", post(handlers::create))
-        .route("/videoid/{videoid_pk}/evidences", post(handlers::evidences_current))
-        .route("/videoid/{videoid_pk}/video", post(handlers::video_current))
-        .route("/request/{request_pk}", get(handlers::status));
-    let legacy = Router::new()
-        .route("/hello", get(handlers::hello))
-        .route("/videoid", post(handlers::create))
-        .route("/videoid/{request_pk}/evidences", post(handlers::evidences_legacy))
-        .route("/videoid/{request_pk}/evidences/video", post(handlers::video_legacy))
-        .route("/request/{request_pk}", get(handlers::status));
     let auth = axum::middleware::from_fn_with_state(state.clone(), handlers::require_header);
-    Router::new()
-        .nest("/oneshot/api/v1", current.layer(auth.clone()))
-        .nest("/api/v1", legacy.layer(auth))
-        .route("/_sandbox/requests", get(handlers::records))
-        .route("/_sandbox/rules", post(handlers::add_rule))
-        .route("/_sandbox/rules", delete(handlers::clear_rules))
-        .route("/_sandbox/faults", post(handlers::set_faults))
-        .route("/_sandbox/faults", delete(handlers::clear_faults))
-        .route("/_sandbox/offline", post(handlers::go_offline))
+    let control = Router::new()
+        .route("/requests", get(control::records))
+        .route("/requests/{pk}/status", post(control::set_status))
+        .route("/rules", post(control::add_rule).delete(control::clear_rules))
+        .route("/faults", post(control::set_faults).delete(control::clear_faults))
+        .route("/offline", post(control::go_offline))
+        .layer(axum::middleware::from_fn_with_state(state.clone(), control::guard));
+    let mut router = Router::new();
+    for generation in [Generation::New, Generation::Old] {
+        // The generation travels as an extension, set before the gateway check so that even a
+        // 401 comes in that generation's envelope.
+        router = router.nest(generation.base_path(), api(generation).layer(auth.clone()).layer(Extension(generation)));
+    }
+    router
+        .nest("/_sandbox", control)
         .fallback(handlers::not_found)
         // Evidences carry Base64 images and the video is streamed: no small default body cap.
         .layer(DefaultBodyLimit::max(2 * 1024 * 1024 * 1024))

@@ -64,8 +64,8 @@ pub async fn serve(
                 _ = &mut shutdown => break true,
                 _ = online.wait_for(|up| !*up) => break false,
                 accepted = l.accept() => {
-                    let Ok((stream, _)) = accepted else { continue };
-                    conns.spawn(connection(stream, router.clone()));
+                    let Ok((stream, peer)) = accepted else { continue };
+                    conns.spawn(connection(stream, peer, router.clone()));
                 }
                 Some(_) = conns.join_next(), if !conns.is_empty() => {}
             }
@@ -108,12 +108,13 @@ async fn rebind(
     }
 }
 
-async fn connection(stream: tokio::net::TcpStream, router: Router) {
+async fn connection(stream: tokio::net::TcpStream, peer: SocketAddr, router: Router) {
     let _ = stream.set_nodelay(true);
     let kill = Kill(Arc::new(Notify::new()));
     let handle = kill.clone();
     let service = hyper::service::service_fn(move |mut req: hyper::Request<hyper::body::Incoming>| {
         req.extensions_mut().insert(handle.clone());
+        req.extensions_mut().insert(crate::control::Peer(peer));
         router.clone().oneshot(req.map(axum::body::Body::new))
     });
     let conn = hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(stream), service);

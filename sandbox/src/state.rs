@@ -21,6 +21,9 @@ pub struct SandboxRequest {
     pub email_sha256: String,
     pub evidences_uploads: u32,
     pub video_uploads: u32,
+    /// How many times its details were read (`GET /request/{pk}`).
+    #[serde(default)]
+    pub status_reads: u32,
     pub images: BTreeMap<String, ImageRecord>,
     pub given_name_sha256: Option<String>,
     pub video: Option<ImageRecord>,
@@ -59,6 +62,11 @@ pub struct SandboxState {
     pub rules: Vec<Rule>,
     /// A header every API request must carry (name in lower case, value), like a gateway's key.
     pub required_header: Option<(String, String)>,
+    /// The billing credentials the server accepts (user, password in clear); when set, a create
+    /// with other credentials is refused the way each generation does it.
+    pub billing: Option<(String, String)>,
+    /// A token that opens the control endpoints (`/_sandbox/…`) to non-loopback clients.
+    pub control_token: Option<String>,
     emails: BTreeMap<u64, String>,
     phones: BTreeMap<u64, String>,
 }
@@ -73,10 +81,30 @@ impl Default for SandboxState {
             creates: 0,
             rules: Vec::new(),
             required_header: None,
+            billing: None,
+            control_token: None,
             emails: BTreeMap::new(),
             phones: BTreeMap::new(),
         }
     }
+}
+
+/// Why the sandbox refuses a request; each generation words it in its own envelope
+/// ([`crate::reply`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SandboxError {
+    /// No such request (the old Optimizer answers HTTP 400 with a `404 Not Found` envelope).
+    NotFound,
+    /// The body broke a documented rule.
+    BadRequest(String),
+    /// The body is not JSON (the old Optimizer's `"status": "Invalid JSON"`).
+    InvalidJson(String),
+    /// The request is in a status where this operation is not allowed.
+    InvalidStatus(RequestStatus),
+    /// Billing credentials the server cannot use (the old Optimizer answers HTTP 500).
+    Billing(String),
+    /// A test rule refused the operation with this HTTP status.
+    Refused { status: u16, details: String },
 }
 
 impl SandboxState {
@@ -96,12 +124,101 @@ impl SandboxState {
                 email_sha256: crate::handlers::sha256_hex(email.as_bytes()),
                 evidences_uploads: 0,
                 video_uploads: 0,
+                status_reads: 0,
                 images: BTreeMap::new(),
                 given_name_sha256: None,
                 video: None,
             },
         );
         &self.requests[&request_pk]
+    }
+
+    /// The request a path id names: uploads of the new generation are keyed by `videoid_pk`,
+    /// everything else by `request_pk`.
+    pub fn lookup(&self, by_videoid: bool, pk: &str) -> Result<u64, SandboxError> {
+        let pk: u64 = pk.parse().map_err(|_| SandboxError::NotFound)?;
+        let found = if by_videoid {
+            self.requests.values().find(|r| r.videoid_pk == pk).map(|r| r.request_pk)
+        } else {
+            self.requests.contains_key(&pk).then_some(pk)
+        };
+        found.ok_or(SandboxError::NotFound)
+    }
+
+    fn request_mut(&mut self, request_pk: u64) -> Result<&mut SandboxRequest, SandboxError> {
+        self.requests.get_mut(&request_pk).ok_or(SandboxError::NotFound)
+    }
+
+    /// Uploads are taken while the VideoID is open; after approval or a terminal status the
+    /// request refuses them (no public source says otherwise).
+    fn check_open(&self, request_pk: u64) -> Result<(), SandboxError> {
+        let status = &self.requests.get(&request_pk).ok_or(SandboxError::NotFound)?.status;
+        match status {
+            RequestStatus::VideoPending
+            | RequestStatus::VideoIncomplete
+            | RequestStatus::VideoError
+            | RequestStatus::VideoReview => Ok(()),
+            other => Err(SandboxError::InvalidStatus(other.clone())),
+        }
+    }
+
+    /// Takes a validated evidences upload: applies a test rule if one matches, else records the
+    /// images and moves the status on.
+    pub fn receive_evidences(
+        &mut self,
+        request_pk: u64,
+        images: BTreeMap<String, ImageRecord>,
+        given_name_sha256: String,
+    ) -> Result<(), SandboxError> {
+        self.check_open(request_pk)?;
+        match self.take_rule_for_request("evidences", request_pk) {
+            Some(Rule { lose_as: Some(status), .. }) => self.request_mut(request_pk)?.status = status,
+            Some(rule) => return Err(SandboxError::Refused { status: rule.status, details: rule.details }),
+            None => {
+                let req = self.request_mut(request_pk)?;
+                req.evidences_uploads += 1;
+                req.images = images;
+                req.given_name_sha256 = Some(given_name_sha256);
+                req.settle();
+            }
+        }
+        Ok(())
+    }
+
+    /// Checks that a video upload may start; returns the status to leave the request in if a
+    /// test rule says the upload is to be acknowledged and lost.
+    pub fn admit_video(&mut self, request_pk: u64) -> Result<Option<RequestStatus>, SandboxError> {
+        self.check_open(request_pk)?;
+        match self.take_rule_for_request("video", request_pk) {
+            Some(Rule { lose_as: Some(status), .. }) => Ok(Some(status)),
+            Some(rule) => Err(SandboxError::Refused { status: rule.status, details: rule.details }),
+            None => Ok(None),
+        }
+    }
+
+    /// Takes a received video (or loses it, leaving `lose_as`).
+    pub fn receive_video(
+        &mut self,
+        request_pk: u64,
+        record: ImageRecord,
+        lose_as: Option<RequestStatus>,
+    ) -> Result<(), SandboxError> {
+        let req = self.request_mut(request_pk)?;
+        match lose_as {
+            Some(status) => req.status = status,
+            None => {
+                req.video_uploads += 1;
+                req.video = Some(record);
+                req.settle();
+            }
+        }
+        Ok(())
+    }
+
+    /// Moves a request to any status (the control API, for tests of the agent's reactions).
+    pub fn set_status(&mut self, request_pk: u64, status: RequestStatus) -> Result<(), SandboxError> {
+        self.request_mut(request_pk)?.status = status;
+        Ok(())
     }
 
     /// The contact data a request was created with (the real API shows it in request details).
@@ -124,17 +241,65 @@ impl SandboxState {
     }
 
     /// The rule for `op` on the customer of `request_pk`, if any, counting one use.
-    pub fn take_rule_for_request(&mut self, op: &str, request_pk: u64) -> Option<Rule> {
+    fn take_rule_for_request(&mut self, op: &str, request_pk: u64) -> Option<Rule> {
         let email = self.emails.get(&request_pk)?.clone();
         self.take_rule(op, &email)
     }
+}
 
-    /// Recomputes the state after an upload: both parts in → `VIDEOREVIEW`.
-    pub fn settle(req: &mut SandboxRequest) {
-        req.status = match (req.evidences_uploads > 0, req.video_uploads > 0) {
+impl SandboxRequest {
+    /// Recomputes the status after an upload: both parts in → `VIDEOREVIEW`.
+    fn settle(&mut self) {
+        self.status = match (self.evidences_uploads > 0, self.video_uploads > 0) {
             (true, true) => RequestStatus::VideoReview,
             (false, false) => RequestStatus::VideoPending,
             _ => RequestStatus::VideoIncomplete,
         };
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn image() -> ImageRecord {
+        ImageRecord { sha256: "00".into(), size: 1 }
+    }
+
+    #[test]
+    fn the_state_machine_of_one_request() {
+        let mut st = SandboxState::default();
+        let pk = st.create("a@example.com", "+34600000000").request_pk;
+        let vpk = st.requests[&pk].videoid_pk;
+        assert_eq!(st.lookup(true, &vpk.to_string()), Ok(pk));
+        assert_eq!(st.lookup(false, &pk.to_string()), Ok(pk));
+        assert_eq!(st.lookup(false, "../1"), Err(SandboxError::NotFound));
+        st.receive_evidences(pk, BTreeMap::new(), "h".into()).unwrap();
+        assert_eq!(st.requests[&pk].status, RequestStatus::VideoIncomplete);
+        assert_eq!(st.admit_video(pk), Ok(None));
+        st.receive_video(pk, image(), None).unwrap();
+        assert_eq!(st.requests[&pk].status, RequestStatus::VideoReview);
+        st.set_status(pk, RequestStatus::Cancelled).unwrap();
+        assert_eq!(st.admit_video(pk), Err(SandboxError::InvalidStatus(RequestStatus::Cancelled)));
+        assert_eq!(st.set_status(1, RequestStatus::Error), Err(SandboxError::NotFound));
+    }
+
+    #[test]
+    fn rules_refuse_or_lose_a_limited_number_of_times() {
+        let mut st = SandboxState::default();
+        let pk = st.create("r@example.com", "+34600000001").request_pk;
+        st.rules.push(Rule {
+            op: "video".into(),
+            email: "r@example.com".into(),
+            status: 200,
+            details: String::new(),
+            times: Some(1),
+            lose_as: Some(RequestStatus::VideoError),
+        });
+        let lose = st.admit_video(pk).unwrap();
+        st.receive_video(pk, image(), lose).unwrap();
+        assert_eq!(st.requests[&pk].status, RequestStatus::VideoError);
+        assert_eq!(st.requests[&pk].video_uploads, 0);
+        assert_eq!(st.admit_video(pk), Ok(None), "the rule is spent");
     }
 }

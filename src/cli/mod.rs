@@ -37,6 +37,10 @@ pub enum Command {
         /// Capture from this camera instead of the synthetic one (e.g. camera:0).
         #[arg(long)]
         camera: Option<String>,
+        /// Which Optimizer generation the built-in sandbox plays: current (the new one,
+        /// /oneshot/api/v1) or legacy (the old one, /api/v1).
+        #[arg(long, default_value = "current", value_parser = ["current", "legacy"])]
+        layout: String,
     },
     /// The daemon: the sync worker, until SIGTERM or Ctrl-C.
     Run,
@@ -53,6 +57,14 @@ pub enum Command {
         /// brings it back.
         #[arg(long, value_name = "SPEC")]
         faults: Option<String>,
+        /// Accept only these billing credentials in create bodies; others are refused the way
+        /// each generation does it (the old Optimizer: HTTP 500).
+        #[arg(long, value_name = "USER:PASSWORD")]
+        billing: Option<String>,
+        /// Open the control API (/_sandbox/…) to non-loopback clients that send this token in
+        /// the x-sandbox-control header.
+        #[arg(long, value_name = "TOKEN")]
+        control_token: Option<String>,
     },
     /// Validate an enrollment manifest and queue it; prints the enrollment id.
     Enroll {
@@ -136,14 +148,24 @@ pub fn main() -> Result<ExitCode, Failure> {
     let cli = Cli::parse();
     init_logging(&cli.command);
     match cli.command {
-        Command::Demo { camera } => runtime()?
-            .block_on(crate::demo::run(&mut std::io::stdout(), camera.as_deref()))
+        Command::Demo { camera, layout } => runtime()?
+            .block_on(crate::demo::run(
+                &mut std::io::stdout(),
+                camera.as_deref(),
+                if layout == "legacy" { crate::oneshot::Generation::Old } else { crate::oneshot::Generation::New },
+            ))
             .map(|()| ExitCode::SUCCESS)
             .map_err(Failure::from),
         Command::Cameras | Command::Capture { .. } | Command::DemoEvidence { .. } => Ok(helper::exec()?),
         Command::CheckConfig => check_config(cli.config.as_deref()),
-        Command::Sandbox { listen, require_header, faults } => {
-            runtime()?.block_on(sandbox(&listen, require_header.as_deref(), faults.as_deref()))
+        Command::Sandbox { listen, require_header, faults, billing, control_token } => {
+            let billing = match billing.as_deref().map(|b| b.split_once(':')) {
+                None => None,
+                Some(Some((user, password))) if !user.is_empty() => Some((user.to_owned(), password.to_owned())),
+                Some(_) => return Err(Failure::bad_input(anyhow::anyhow!("--billing: expected USER:PASSWORD"))),
+            };
+            let setup = SandboxSetup { require_header, faults, billing, control_token };
+            runtime()?.block_on(sandbox(&listen, setup))
         }
         Command::Enroll { manifest } => enroll(&load_config(cli.config.as_deref())?, &manifest),
         Command::Sync { once } => {
@@ -223,14 +245,23 @@ fn enroll(config: &Config, manifest: &Path) -> Result<ExitCode, Failure> {
     Ok(ExitCode::SUCCESS)
 }
 
-async fn sandbox(listen: &str, require_header: Option<&str>, faults: Option<&str>) -> Result<ExitCode, Failure> {
-    let plan = match faults {
+/// The sandbox's options beyond its address.
+#[derive(Debug)]
+struct SandboxSetup {
+    require_header: Option<String>,
+    faults: Option<String>,
+    billing: Option<(String, String)>,
+    control_token: Option<String>,
+}
+
+async fn sandbox(listen: &str, setup: SandboxSetup) -> Result<ExitCode, Failure> {
+    let plan = match setup.faults.as_deref() {
         Some(spec) => {
             kiosk_sandbox::FaultPlan::parse(spec).map_err(|e| Failure::bad_input(anyhow::anyhow!("--faults: {e}")))?
         }
         None => kiosk_sandbox::FaultPlan::default(),
     };
-    let required_header = match require_header.map(|h| h.split_once(':')) {
+    let required_header = match setup.require_header.as_deref().map(|h| h.split_once(':')) {
         None => None,
         Some(Some((name, value))) if !name.trim().is_empty() => {
             Some((name.trim().to_ascii_lowercase(), value.trim().to_owned()))
@@ -247,8 +278,8 @@ async fn sandbox(listen: &str, require_header: Option<&str>, faults: Option<&str
     // One write, errors ignored: a supervisor that reads only the first line and closes the
     // pipe must not take the server down.
     let banner = format!(
-        "One-Shot sandbox listening on http://{addr}\n  current layout: http://{addr}/oneshot/api/v1    \
-         legacy layout: http://{addr}/api/v1\n  received so far: http://{addr}/_sandbox/requests\n"
+        "One-Shot sandbox listening on http://{addr}\n  new Optimizer (layout current): http://{addr}/oneshot/api/v1    \
+         old Optimizer (layout legacy): http://{addr}/api/v1\n  received so far: http://{addr}/_sandbox/requests\n"
     );
     let _ = std::io::Write::write_all(&mut std::io::stdout().lock(), banner.as_bytes());
     let _ = std::io::Write::flush(&mut std::io::stdout());
@@ -257,6 +288,8 @@ async fn sandbox(listen: &str, require_header: Option<&str>, faults: Option<&str
         let mut st = state.lock().expect("not yet shared");
         st.required_header = required_header;
         st.faults = plan;
+        st.billing = setup.billing;
+        st.control_token = setup.control_token;
     }
     let switch = state.clone();
     tokio::spawn(async move {

@@ -100,13 +100,39 @@ pub struct OneShotConfig {
     pub billing_username: Option<String>,
     /// Read from `billing_password_file`; never logged (see the manual `Debug`).
     pub billing_password: Option<String>,
+    /// Sent in the create body when set (the new generation ignores it: the URL lives in the RA).
     pub webhook_url: Option<String>,
+    /// `videoid_mode` in the create body when set (the vendor's External-mode example sends 1).
+    pub videoid_mode: Option<i64>,
+    /// An explicit proxy for the One-Shot server; environment proxies are never used.
+    pub proxy: Option<String>,
+    /// The slowest upload rate (bytes/s) the upload timeouts allow for (see [`Self::upload_timeout_for`]).
+    pub min_upload_bytes_per_sec: u64,
     /// Extra headers sent with every request (e.g. a gateway's credentials); never logged.
     pub headers: BTreeMap<String, String>,
     pub ca_bundle: Option<PathBuf>,
     pub connect_timeout: Duration,
     pub request_timeout: Duration,
+    /// The ceiling of an upload's size-scaled timeout.
     pub upload_timeout: Duration,
+}
+
+impl OneShotConfig {
+    /// The server generation this configuration talks to (`layout` selects it).
+    pub fn generation(&self) -> crate::oneshot::Generation {
+        match self.layout {
+            Layout::Current => crate::oneshot::Generation::New,
+            Layout::Legacy => crate::oneshot::Generation::Old,
+        }
+    }
+
+    /// The timeout of an upload of `bytes`: the request timeout plus the time the body takes at
+    /// `min_upload_bytes_per_sec`, at most `upload_timeout` (and never below the request
+    /// timeout). A 55 MB evidences body must not be cut off like a status read.
+    pub fn upload_timeout_for(&self, bytes: u64) -> Duration {
+        let transfer = Duration::from_secs_f64(bytes as f64 / self.min_upload_bytes_per_sec.max(1) as f64);
+        (self.request_timeout + transfer).min(self.upload_timeout).max(self.request_timeout)
+    }
 }
 
 impl fmt::Debug for OneShotConfig {
@@ -123,6 +149,8 @@ impl fmt::Debug for OneShotConfig {
             .field("billing_password", &self.billing_password.as_ref().map(|_| "<redacted>"))
             .field("headers", &self.headers.keys().collect::<Vec<_>>())
             .field("ca_bundle", &self.ca_bundle)
+            .field("videoid_mode", &self.videoid_mode)
+            .field("proxy", &self.proxy.as_ref().map(|_| "<set>"))
             .finish_non_exhaustive()
     }
 }
@@ -169,6 +197,14 @@ pub struct SyncConfig {
     pub status_poll: Duration,
     /// How many times a `VIDEOERROR`/`VIDEOINCOMPLETE` request is re-sent before giving up.
     pub max_resends: u32,
+    /// How long a status no public source names is polled before the enrollment fails.
+    pub max_unknown_status: Duration,
+    /// How many consecutive HTTP 500s with the same message on the same step fail an enrollment.
+    pub max_server_errors: u32,
+    /// How many request details orphan reconciliation may read per hour, all enrollments together.
+    pub orphan_lookups_per_hour: u32,
+    /// The longest wait between two connectivity probes while the server is unreachable.
+    pub probe_cap: Duration,
 }
 
 /// The whole validated configuration.
@@ -283,6 +319,29 @@ pub fn validate(raw: RawConfig, base_dir: &Path) -> Result<Config, ConfigError> 
             problem("oneshot.webhook_url", "must be an http(s) URL".into());
         }
     }
+    if let Some(mode) = o.videoid_mode {
+        if !(0..=99).contains(&mode) {
+            problem(
+                "oneshot.videoid_mode",
+                format!("must be a small non-negative integer (External mode is 1), not {mode}"),
+            );
+        }
+    }
+    if let Some(proxy) = &o.proxy {
+        match reqwest::Url::parse(proxy) {
+            Ok(u) if ["http", "https", "socks5", "socks5h"].contains(&u.scheme()) => {}
+            Ok(u) => problem("oneshot.proxy", format!("must be an http, https or socks5 URL, not {}", u.scheme())),
+            Err(e) => problem("oneshot.proxy", format!("is not a URL ({e})")),
+        }
+    }
+    let min_upload_bytes_per_sec = match o.min_upload_bytes_per_sec {
+        Some(0) => {
+            problem("oneshot.min_upload_bytes_per_sec", "must be greater than 0".into());
+            1
+        }
+        Some(n) => n,
+        None => 64 * 1024,
+    };
     let mut headers = BTreeMap::new();
     for (name, value) in o.headers.unwrap_or_default() {
         let key = format!("oneshot.headers.{name}");
@@ -310,7 +369,7 @@ pub fn validate(raw: RawConfig, base_dir: &Path) -> Result<Config, ConfigError> 
     };
     let connect_timeout = secs("oneshot.connect_timeout_secs", o.connect_timeout_secs, 10);
     let request_timeout = secs("oneshot.request_timeout_secs", o.request_timeout_secs, 60);
-    let upload_timeout = secs("oneshot.upload_timeout_secs", o.upload_timeout_secs, 1800);
+    let upload_timeout = secs("oneshot.upload_timeout_secs", o.upload_timeout_secs, 3600);
 
     let s = raw.storage.unwrap_or_default();
     let data_dir = match s.data_dir {
@@ -370,6 +429,24 @@ pub fn validate(raw: RawConfig, base_dir: &Path) -> Result<Config, ConfigError> 
     let backoff_base = millis("sync.backoff_base_secs", y.backoff_base_secs, 2.0);
     let backoff_cap = millis("sync.backoff_cap_secs", y.backoff_cap_secs, 300.0);
     let status_poll = millis("sync.status_poll_secs", y.status_poll_secs, 2.0);
+    let max_unknown_status = millis("sync.max_unknown_status_secs", y.max_unknown_status_secs, 3600.0);
+    let probe_cap = millis("sync.probe_cap_secs", y.probe_cap_secs, 15.0);
+    let max_server_errors = match y.max_server_errors {
+        Some(0) => {
+            problem("sync.max_server_errors", "must be at least 1".into());
+            1
+        }
+        Some(n) => n,
+        None => 5,
+    };
+    let orphan_lookups_per_hour = match y.orphan_lookups_per_hour {
+        Some(0) => {
+            problem("sync.orphan_lookups_per_hour", "must be at least 1".into());
+            1
+        }
+        Some(n) => n,
+        None => 60,
+    };
     if backoff_cap < backoff_base {
         problem("sync.backoff_cap_secs", "must not be smaller than sync.backoff_base_secs".into());
     }
@@ -395,6 +472,9 @@ pub fn validate(raw: RawConfig, base_dir: &Path) -> Result<Config, ConfigError> 
             billing_username: o.billing_username,
             billing_password,
             webhook_url: o.webhook_url,
+            videoid_mode: o.videoid_mode,
+            proxy: o.proxy,
+            min_upload_bytes_per_sec,
             headers,
             ca_bundle,
             connect_timeout,
@@ -409,6 +489,10 @@ pub fn validate(raw: RawConfig, base_dir: &Path) -> Result<Config, ConfigError> 
             backoff_cap,
             status_poll,
             max_resends: y.max_resends.unwrap_or(3),
+            max_unknown_status,
+            max_server_errors,
+            orphan_lookups_per_hour,
+            probe_cap,
         },
         capture,
     })
@@ -450,4 +534,4 @@ fn check_path_template(path: &str) -> Result<(), String> {
 }
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;

@@ -27,6 +27,9 @@ pub struct RawOneShot {
     pub billing_username: Option<String>,
     pub billing_password_file: Option<PathBuf>,
     pub webhook_url: Option<String>,
+    pub videoid_mode: Option<i64>,
+    pub proxy: Option<String>,
+    pub min_upload_bytes_per_sec: Option<u64>,
     pub headers: Option<BTreeMap<String, String>>,
     pub ca_bundle: Option<PathBuf>,
     pub connect_timeout_secs: Option<u64>,
@@ -70,6 +73,10 @@ pub struct RawSync {
     pub backoff_cap_secs: Option<f64>,
     pub status_poll_secs: Option<f64>,
     pub max_resends: Option<u32>,
+    pub max_unknown_status_secs: Option<f64>,
+    pub max_server_errors: Option<u32>,
+    pub orphan_lookups_per_hour: Option<u32>,
+    pub probe_cap_secs: Option<f64>,
 }
 
 #[derive(Debug, Default, Deserialize)]

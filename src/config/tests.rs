@@ -9,6 +9,11 @@ profile = "PFnubeQAFCiudadano"
 data_dir = "/var/lib/kiosk-agent"
 "#;
 
+/// The `[oneshot]` section of the smallest valid configuration (for other modules' tests).
+pub fn minimal_oneshot() -> OneShotConfig {
+    check_ok(MINIMAL).oneshot
+}
+
 fn check_ok(text: &str) -> Config {
     validate(from_toml(text).expect("parses"), Path::new("/etc/kiosk-agent")).expect("valid")
 }
@@ -36,6 +41,50 @@ fn minimal_config_gets_defaults() {
     assert_eq!(c.sync.backoff_cap, Duration::from_secs(300));
     assert_eq!(c.storage.master_key_file, PathBuf::from("/var/lib/kiosk-agent/master.key"));
     assert_eq!(c.evidence.max_image_bytes, 10 * 1024 * 1024);
+    assert_eq!(c.oneshot.generation(), crate::oneshot::Generation::New);
+    assert_eq!((c.oneshot.videoid_mode, c.oneshot.proxy.as_deref()), (None, None));
+    assert_eq!(c.sync.max_unknown_status, Duration::from_secs(3600));
+    assert_eq!(c.sync.max_server_errors, 5);
+    assert_eq!(c.sync.orphan_lookups_per_hour, 60);
+    assert_eq!(c.sync.probe_cap, Duration::from_secs(15));
+}
+
+#[test]
+fn protocol_settings_are_checked() {
+    let c = check_ok(&MINIMAL.replace(
+        "[oneshot]",
+        "[oneshot]\nlayout = \"legacy\"\nvideoid_mode = 1\nproxy = \"http://proxy.example:3128\"",
+    ));
+    assert_eq!(c.oneshot.generation(), crate::oneshot::Generation::Old);
+    assert_eq!(c.oneshot.videoid_mode, Some(1));
+    check_problem(
+        &MINIMAL.replace("[oneshot]", "[oneshot]\nvideoid_mode = -1"),
+        "oneshot.videoid_mode",
+        "non-negative",
+    );
+    check_problem(
+        &MINIMAL.replace("[oneshot]", "[oneshot]\nproxy = \"ftp://p\""),
+        "oneshot.proxy",
+        "http, https or socks5",
+    );
+    check_problem(&MINIMAL.replace("[oneshot]", "[oneshot]\nproxy = \"not a url\""), "oneshot.proxy", "not a URL");
+    check_problem(&format!("{MINIMAL}[sync]\nmax_server_errors = 0\n"), "sync.max_server_errors", "at least 1");
+    check_problem(
+        &format!("{MINIMAL}[sync]\norphan_lookups_per_hour = 0\n"),
+        "sync.orphan_lookups_per_hour",
+        "at least 1",
+    );
+    check_problem(&format!("{MINIMAL}[sync]\nprobe_cap_secs = 0\n"), "sync.probe_cap_secs", "seconds");
+    check_problem(
+        &format!("{MINIMAL}[sync]\nmax_unknown_status_secs = -5\n"),
+        "sync.max_unknown_status_secs",
+        "seconds",
+    );
+    // Uploads get a timeout scaled by their size, between the request timeout and the ceiling.
+    let o = check_ok(MINIMAL).oneshot;
+    assert_eq!(o.upload_timeout_for(0), o.request_timeout);
+    assert_eq!(o.upload_timeout_for(55 * 1024 * 1024), o.request_timeout + Duration::from_secs(880));
+    assert_eq!(o.upload_timeout_for(u64::MAX / 2), o.upload_timeout);
 }
 
 #[test]

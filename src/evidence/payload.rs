@@ -25,6 +25,9 @@ pub fn create_body(cfg: &OneShotConfig, pii: &Pii) -> Value {
     if let Some(env) = &cfg.env {
         body.insert("env".into(), env.clone().into());
     }
+    if let Some(mode) = cfg.videoid_mode {
+        body.insert("videoid_mode".into(), mode.into());
+    }
     if let Some(url) = &cfg.webhook_url {
         body.insert("webhook_url".into(), url.clone().into());
     }

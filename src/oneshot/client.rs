@@ -1,14 +1,23 @@
-//! The operations the agent uses: hello, create, upload evidences, upload video, request status.
+//! The operations the agent uses: probe, create, upload evidences, upload video, request details.
+//!
+//! Nothing from the wire is trusted: redirects are never followed (a 3xx is a permanent error
+//! naming its location, so a create body with billing credentials cannot be sent to another
+//! host), answers are read through a [`MAX_ANSWER`] cap, ids are accepted only as decimal
+//! numbers of at most 19 digits before they are put into a path, and environment proxies are
+//! ignored (`oneshot.proxy` sets one on purpose).
 
 use std::time::Duration;
 
-use reqwest::header::{HeaderMap, HeaderName, HeaderValue, RETRY_AFTER};
+use reqwest::header::{HeaderMap, HeaderName, HeaderValue, LOCATION, RETRY_AFTER};
 use serde_json::Value;
 
-use super::envelope::{interpret, parse_retry_after};
+use super::envelope::{clean, interpret, parse_retry_after};
 use super::OneShotError;
 use crate::config::OneShotConfig;
-use oneshot_protocol::RequestStatus;
+use oneshot_protocol::{Generation, RequestStatus};
+
+/// The largest JSON answer read; a bigger one is a protocol error (no API answer comes close).
+pub const MAX_ANSWER: usize = 1024 * 1024;
 
 /// The identifiers the server gave a VideoID request; both layouts key paths by one of them.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -24,6 +33,28 @@ pub struct Created {
     pub videoid_link: Option<String>,
 }
 
+/// Whether `pk` is an id the agent will put into a path: 1 to 19 ASCII digits.
+pub fn valid_pk(pk: &str) -> bool {
+    (1..=19).contains(&pk.len()) && pk.bytes().all(|b| b.is_ascii_digit())
+}
+
+/// Reads an id field of an answer: a JSON number or a string of digits, anything else refused.
+fn pk_field(details: &Value, key: &str) -> Result<Option<String>, OneShotError> {
+    let text = match details.get(key) {
+        None | Some(Value::Null) => return Ok(None),
+        Some(Value::String(s)) if s.is_empty() => return Ok(None),
+        Some(Value::Number(n)) => n.to_string(),
+        Some(Value::String(s)) => s.clone(),
+        Some(other) => {
+            return Err(OneShotError::Protocol(format!("{key} is not an id: {}", clean(&other.to_string()))))
+        }
+    };
+    if !valid_pk(&text) {
+        return Err(OneShotError::Protocol(format!("{key} {:?} is not 1 to 19 digits", clean(&text))));
+    }
+    Ok(Some(text))
+}
+
 /// A One-Shot API client. Cheap to clone (reqwest's client is reference-counted).
 #[derive(Debug, Clone)]
 pub struct Client {
@@ -33,7 +64,7 @@ pub struct Client {
 
 impl Client {
     /// Builds the client: rustls with the web PKI roots plus `ca_bundle`, the configured headers
-    /// on every request, and the configured timeouts.
+    /// on every request, the configured timeouts, no redirects and no environment proxy.
     pub fn new(cfg: &OneShotConfig) -> Result<Client, OneShotError> {
         let mut headers = HeaderMap::new();
         for (name, value) in &cfg.headers {
@@ -45,10 +76,16 @@ impl Client {
         let mut builder = reqwest::Client::builder()
             .use_rustls_tls()
             .https_only(!cfg.base_url.starts_with("http://"))
+            .redirect(reqwest::redirect::Policy::none())
+            .no_proxy()
             .default_headers(headers)
             .user_agent(concat!("kiosk-agent/", env!("CARGO_PKG_VERSION")))
             .connect_timeout(cfg.connect_timeout)
             .pool_idle_timeout(Duration::from_secs(30));
+        if let Some(proxy) = &cfg.proxy {
+            builder = builder
+                .proxy(reqwest::Proxy::all(proxy).map_err(|e| OneShotError::Setup(format!("oneshot.proxy: {e}")))?);
+        }
         if let Some(path) = &cfg.ca_bundle {
             let pem = std::fs::read(path).map_err(|e| OneShotError::Setup(format!("{}: {e}", path.display())))?;
             for cert in reqwest::Certificate::from_pem_bundle(&pem).map_err(|e| OneShotError::Setup(e.to_string()))? {
@@ -59,13 +96,26 @@ impl Client {
         Ok(Client { http, cfg: cfg.clone() })
     }
 
+    /// The generation this client speaks to.
+    pub fn generation(&self) -> Generation {
+        self.cfg.generation()
+    }
+
     fn url(&self, template: &str, ids: Option<&RequestIds>) -> Result<String, OneShotError> {
         let mut path = template.to_owned();
         if let Some(ids) = ids {
+            // Ids were checked when they arrived; checked again here because a path is built
+            // from them and they may come from an older queue or an operator.
+            if !valid_pk(&ids.request_pk) {
+                return Err(OneShotError::Local(format!(
+                    "request_pk {:?} is not 1 to 19 digits",
+                    clean(&ids.request_pk)
+                )));
+            }
             path = path.replace("{request_pk}", &ids.request_pk);
             if path.contains("{videoid_pk}") {
-                let v = ids.videoid_pk.as_deref().ok_or_else(|| {
-                    OneShotError::Protocol("the path needs videoid_pk but the create answer had none".into())
+                let v = ids.videoid_pk.as_deref().filter(|v| valid_pk(v)).ok_or_else(|| {
+                    OneShotError::Protocol("the path needs a videoid_pk but the create answer had no valid one".into())
                 })?;
                 path = path.replace("{videoid_pk}", v);
             }
@@ -73,42 +123,78 @@ impl Client {
         Ok(format!("{}{}", self.cfg.base_url, path))
     }
 
-    async fn send(&self, req: reqwest::RequestBuilder, timeout: Duration) -> Result<Value, OneShotError> {
-        let resp = req.timeout(timeout).send().await.map_err(OneShotError::from_reqwest)?;
+    async fn send(
+        &self,
+        op: &'static str,
+        req: reqwest::RequestBuilder,
+        timeout: Duration,
+    ) -> Result<Value, OneShotError> {
+        tracing::debug!(op, "http request");
+        let mut resp = req.timeout(timeout).send().await.map_err(OneShotError::from_reqwest)?;
         let status = resp.status().as_u16();
+        if resp.status().is_redirection() {
+            let location = resp
+                .headers()
+                .get(LOCATION)
+                .and_then(|v| v.to_str().ok())
+                .map_or_else(|| "(no Location header)".to_owned(), clean);
+            return Err(OneShotError::Redirect { status, location });
+        }
         let retry_after = resp.headers().get(RETRY_AFTER).and_then(|v| v.to_str().ok()).and_then(parse_retry_after);
-        let body = resp.bytes().await.map_err(OneShotError::from_reqwest)?;
+        let mut body = Vec::new();
+        while let Some(chunk) = resp.chunk().await.map_err(OneShotError::from_reqwest)? {
+            if body.len() + chunk.len() > MAX_ANSWER {
+                return Err(OneShotError::Protocol(format!(
+                    "HTTP {status} answer larger than {} KiB; not read",
+                    MAX_ANSWER / 1024
+                )));
+            }
+            body.extend_from_slice(&chunk);
+        }
         interpret(status, retry_after, &body)
     }
 
-    /// `GET /hello`: is the server up?
+    /// Is the server reachable? Any HTTP answer counts (even 404 or 405): the probe asks about
+    /// the network, not about an operation. The old Optimizer has `GET /hello`; the new one does
+    /// not document it, so there the probe is a `HEAD` of the base URL.
+    pub async fn probe(&self) -> Result<(), OneShotError> {
+        let req = match self.generation() {
+            Generation::Old => self.http.get(self.url(&self.cfg.paths.hello, None)?),
+            Generation::New => self.http.head(&self.cfg.base_url),
+        };
+        tracing::debug!(op = "probe", "http request");
+        match req.timeout(self.cfg.connect_timeout + Duration::from_secs(5)).send().await {
+            Ok(_) => Ok(()),
+            Err(e) => Err(OneShotError::from_reqwest(e)),
+        }
+    }
+
+    /// `GET /hello` (old generation): is the server up?
     pub async fn hello(&self) -> Result<Value, OneShotError> {
         let url = self.url(&self.cfg.paths.hello, None)?;
-        self.send(self.http.get(url), self.cfg.request_timeout).await
+        self.send("hello", self.http.get(url), self.cfg.request_timeout).await
     }
 
     /// Creates a VideoID request; the body comes from [`crate::evidence::create_body`].
     pub async fn create(&self, body: &Value) -> Result<Created, OneShotError> {
         let url = self.url(&self.cfg.paths.create, None)?;
-        let details = self.send(self.http.post(url).json(body), self.cfg.request_timeout).await?;
-        let id = |key: &str| match details.get(key) {
-            Some(Value::Number(n)) => Some(n.to_string()),
-            Some(Value::String(s)) if !s.is_empty() => Some(s.clone()),
-            _ => None,
-        };
-        let request_pk = id("request_pk")
-            .ok_or_else(|| OneShotError::Protocol(format!("create answer has no request_pk: {details}")))?;
+        let details = self.send("create", self.http.post(url).json(body), self.cfg.request_timeout).await?;
+        let request_pk = pk_field(&details, "request_pk")?.ok_or_else(|| {
+            OneShotError::Protocol(format!("create answer has no request_pk: {}", clean(&details.to_string())))
+        })?;
         Ok(Created {
-            ids: RequestIds { request_pk, videoid_pk: id("videoid_pk") },
-            videoid_link: details.get("videoid_link").and_then(Value::as_str).map(str::to_owned),
+            ids: RequestIds { request_pk, videoid_pk: pk_field(&details, "videoid_pk")? },
+            videoid_link: details.get("videoid_link").and_then(Value::as_str).map(clean),
         })
     }
 
-    /// Uploads the evidences JSON (already serialized, as it can be tens of megabytes).
+    /// Uploads the evidences JSON (already serialized, as it can be tens of megabytes), with a
+    /// timeout scaled by its size.
     pub async fn upload_evidences(&self, ids: &RequestIds, body: Vec<u8>) -> Result<(), OneShotError> {
         let url = self.url(&self.cfg.paths.evidences, Some(ids))?;
+        let timeout = self.cfg.upload_timeout_for(body.len() as u64);
         let req = self.http.post(url).header(reqwest::header::CONTENT_TYPE, "application/json").body(body);
-        self.send(req, self.cfg.request_timeout).await.map(drop)
+        self.send("evidences", req, timeout).await.map(drop)
     }
 
     /// Uploads the video as multipart field `video` (`video/mp4`), streaming `body` of `len` bytes.
@@ -119,16 +205,17 @@ impl Client {
             .mime_str("video/mp4")
             .expect("video/mp4 is a valid MIME type");
         let form = reqwest::multipart::Form::new().part("video", part);
-        self.send(self.http.post(url).multipart(form), self.cfg.upload_timeout).await.map(drop)
+        self.send("video", self.http.post(url).multipart(form), self.cfg.upload_timeout_for(len)).await.map(drop)
     }
 
-    /// The details of a request, or `None` when the server has no such request (404).
+    /// The details of a request, or `None` when the server has no such request (a 404, or the
+    /// old Optimizer's 400 with a `404 Not Found` envelope).
     pub async fn request_details(&self, request_pk: &str) -> Result<Option<Value>, OneShotError> {
         let ids = RequestIds { request_pk: request_pk.into(), videoid_pk: None };
         let url = self.url(&self.cfg.paths.status, Some(&ids))?;
-        match self.send(self.http.get(url), self.cfg.request_timeout).await {
+        match self.send("status", self.http.get(url), self.cfg.request_timeout).await {
             Ok(details) => Ok(Some(details)),
-            Err(OneShotError::Rejected { status: 404, .. }) => Ok(None),
+            Err(e) if e.is_not_found() => Ok(None),
             Err(e) => Err(e),
         }
     }
@@ -137,11 +224,39 @@ impl Client {
     pub async fn request_status(&self, request_pk: &str) -> Result<RequestStatus, OneShotError> {
         let ids = RequestIds { request_pk: request_pk.into(), videoid_pk: None };
         let url = self.url(&self.cfg.paths.status, Some(&ids))?;
-        let details = self.send(self.http.get(url), self.cfg.request_timeout).await?;
-        details
-            .get("status")
-            .and_then(Value::as_str)
-            .map(RequestStatus::parse)
-            .ok_or_else(|| OneShotError::Protocol(format!("request answer has no details.status: {details}")))
+        let details = self.send("status", self.http.get(url), self.cfg.request_timeout).await?;
+        status_of(&details)
+    }
+}
+
+/// The status in a request's details.
+pub fn status_of(details: &Value) -> Result<RequestStatus, OneShotError> {
+    details.get("status").and_then(Value::as_str).map(RequestStatus::parse).ok_or_else(|| {
+        OneShotError::Protocol(format!("request answer has no details.status: {}", clean(&details.to_string())))
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn ids_are_digits_only() {
+        for (value, ok) in [
+            (json!(45836), Some("45836")),
+            (json!("45836"), Some("45836")),
+            (json!("9223372036854775807"), Some("9223372036854775807")),
+            (json!(null), None),
+            (json!(""), None),
+        ] {
+            assert_eq!(pk_field(&json!({ "pk": value }), "pk").unwrap().as_deref(), ok, "{value}");
+        }
+        for bad in
+            [json!("../../hello?x="), json!("12a"), json!("12345678901234567890"), json!(-3), json!(1.5), json!({})]
+        {
+            assert!(pk_field(&json!({ "pk": bad }), "pk").is_err(), "{bad}");
+        }
+        assert!(valid_pk("1") && !valid_pk("") && !valid_pk(" 1") && !valid_pk("１"));
     }
 }

@@ -358,8 +358,8 @@ impl Queue {
     /// Whether reaching `state` means the local copy should now be erased.
     pub fn should_erase_at(&self, state: State) -> bool {
         match self.storage.erase_after {
-            EraseAfter::InReview => matches!(state, State::InReview | State::Approved),
-            EraseAfter::Approved => state == State::Approved,
+            EraseAfter::InReview => matches!(state, State::InReview | State::Approved | State::Signed),
+            EraseAfter::Approved => matches!(state, State::Approved | State::Signed),
             EraseAfter::Never => false,
         }
     }

@@ -60,6 +60,8 @@ pub struct Summary {
     /// Requests the server holds for this enrollment beyond the one in use (creates whose
     /// answer was lost), by request_pk.
     pub orphans: Vec<String>,
+    /// A create's answer was lost and the orphan it may have left is still to be looked for.
+    pub orphan_check_pending: bool,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub artifacts: Option<Vec<ArtifactRecord>>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -79,7 +81,7 @@ fn state_of(row: &Row<'_>, idx: usize) -> rusqlite::Result<State> {
 const SUMMARY_SQL: &str = "SELECT e.id, e.state, e.request_pk, e.videoid_pk, e.server_status, e.attempts, e.last_error,
         e.next_attempt_at, e.created_at, e.updated_at,
         (SELECT COALESCE(SUM(size), 0) FROM artifacts a WHERE a.enrollment_id = e.id), e.erased_at IS NOT NULL,
-        (SELECT group_concat(request_pk, ',') FROM orphans o WHERE o.enrollment_id = e.id)
+        (SELECT group_concat(request_pk, ',') FROM orphans o WHERE o.enrollment_id = e.id), e.orphan_scan
     FROM enrollments e";
 
 fn artifact_rows(conn: &rusqlite::Connection, id: &str) -> Result<Vec<ArtifactRecord>, QueueError> {
@@ -110,8 +112,26 @@ fn summary_row(row: &Row<'_>) -> rusqlite::Result<Summary> {
             .get::<_, Option<String>>(12)?
             .map(|s| s.split(',').map(str::to_owned).collect())
             .unwrap_or_default(),
+        orphan_check_pending: row.get(13)?,
         artifacts: None,
         history: None,
+    })
+}
+
+const JOB_SQL: &str = "SELECT id, state, request_pk, videoid_pk, attempts, resends, orphan_scan, create_floor,
+        orphan_scan_next FROM enrollments";
+
+fn job_row(r: &Row<'_>) -> rusqlite::Result<Job> {
+    Ok(Job {
+        id: r.get(0)?,
+        state: state_of(r, 1)?,
+        request_pk: r.get(2)?,
+        videoid_pk: r.get(3)?,
+        attempts: r.get(4)?,
+        resends: r.get(5)?,
+        orphan_scan: r.get(6)?,
+        create_floor: r.get::<_, Option<i64>>(7)?.map(|v| v as u64),
+        scan_next: r.get::<_, Option<i64>>(8)?.map(|v| v as u64),
     })
 }
 
@@ -119,24 +139,11 @@ impl Queue {
     /// Pending enrollments, oldest first, skipping the ids in `busy` (already being worked on).
     pub fn pending_jobs(&self, busy: &[String], limit: usize) -> Result<Vec<Job>, QueueError> {
         let conn = self.conn();
-        let mut stmt = conn.prepare_cached(
-            "SELECT id, state, request_pk, videoid_pk, attempts, resends, orphan_scan, create_floor, orphan_scan_next FROM enrollments
-             WHERE state IN ('queued', 'creating', 'created', 'evidences_sent', 'video_sent')
-             ORDER BY created_at, rowid",
-        )?;
-        let rows = stmt.query_map([], |r| {
-            Ok(Job {
-                id: r.get(0)?,
-                state: state_of(r, 1)?,
-                request_pk: r.get(2)?,
-                videoid_pk: r.get(3)?,
-                attempts: r.get(4)?,
-                resends: r.get(5)?,
-                orphan_scan: r.get(6)?,
-                create_floor: r.get::<_, Option<i64>>(7)?.map(|v| v as u64),
-                scan_next: r.get::<_, Option<i64>>(8)?.map(|v| v as u64),
-            })
-        })?;
+        let mut stmt = conn.prepare_cached(&format!(
+            "{JOB_SQL} WHERE state IN ('queued', 'creating', 'created', 'evidences_sent', 'video_sent')
+             ORDER BY created_at, rowid"
+        ))?;
+        let rows = stmt.query_map([], job_row)?;
         let mut jobs = Vec::new();
         for job in rows {
             let job = job?;
@@ -148,6 +155,19 @@ impl Queue {
             }
         }
         Ok(jobs)
+    }
+
+    /// Enrollments whose evidence reached review (or a later or final server decision) and
+    /// whose lost create answer may have left an orphan to look for, oldest first.
+    pub fn orphan_jobs(&self) -> Result<Vec<Job>, QueueError> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare_cached(&format!(
+            "{JOB_SQL} WHERE orphan_scan = 1 AND request_pk IS NOT NULL
+                AND state IN ('in_review', 'approved', 'signed', 'cancelled', 'refused')
+             ORDER BY created_at, rowid"
+        ))?;
+        let rows = stmt.query_map([], job_row)?.collect::<rusqlite::Result<Vec<_>>>()?;
+        Ok(rows)
     }
 
     /// Number of enrollments the worker still has to move forward.
@@ -174,6 +194,7 @@ impl Queue {
         let tx = conn.transaction()?;
         let n = tx.execute(
             "UPDATE enrollments SET state = ?3, updated_at = ?4, attempts = 0, last_error = NULL,
+                server_errors = 0, server_error_key = NULL,
                 failed_from = CASE WHEN ?3 = 'failed' THEN ?2 ELSE failed_from END
              WHERE id = ?1 AND state = ?2",
             params![id, from.as_str(), to.as_str(), now_ms()],
@@ -213,8 +234,9 @@ impl Queue {
     }
 
     /// `queued → creating`, remembering (on the first create only) the highest request_pk known
-    /// locally, 0 when none is, so that a lost answer can later be looked for above it. Returns
-    /// the floor in force.
+    /// locally, so that a lost answer can later be looked for above it. A queue that knows no pk
+    /// has no floor (`None`): an orphan is then recorded as "pk unknown", never searched for from
+    /// 1 upwards. Returns the floor in force.
     pub fn begin_create(&self, id: &str) -> Result<Option<u64>, QueueError> {
         let mut conn = self.conn();
         let tx = conn.transaction()?;
@@ -226,13 +248,17 @@ impl Queue {
         )?;
         let stored: Option<i64> = tx
             .query_row(
-                "UPDATE enrollments SET state = 'creating', create_floor = COALESCE(create_floor, ?2, 0), updated_at = ?3
+                "UPDATE enrollments SET state = 'creating', create_floor = COALESCE(create_floor, ?2), updated_at = ?3
                  WHERE id = ?1 AND state = 'queued' RETURNING create_floor",
                 params![id, floor, now_ms()],
                 |r| r.get(0),
             )
             .optional()?
-            .ok_or_else(|| QueueError::WrongState { id: id.into(), state: State::Queued, rule: "state changed underneath" })?;
+            .ok_or_else(|| QueueError::WrongState {
+                id: id.into(),
+                state: State::Queued,
+                rule: "state changed underneath",
+            })?;
         add_event(&tx, id, "creating", "create request being sent")?;
         tx.commit()?;
         // The floor in force: the one the first create fixed, not today's highest pk.
@@ -314,13 +340,30 @@ impl Queue {
         Ok(())
     }
 
-    /// Records the last server status seen.
-    pub fn record_server_status(&self, id: &str, status: &RequestStatus) -> Result<(), QueueError> {
-        self.conn().execute(
-            "UPDATE enrollments SET server_status = ?2, updated_at = ?3 WHERE id = ?1",
-            params![id, status.as_str(), now_ms()],
+    /// Records the last server status seen. Returns, for a status no public source names, since
+    /// when (ms) the server has been reporting unknown statuses; `None` for a known one.
+    pub fn record_server_status(&self, id: &str, status: &RequestStatus) -> Result<Option<i64>, QueueError> {
+        let mut conn = self.conn();
+        let tx = conn.transaction()?;
+        let (previous, since): (Option<String>, Option<i64>) =
+            tx.query_row("SELECT server_status, unknown_status_since FROM enrollments WHERE id = ?1", [id], |r| {
+                Ok((r.get(0)?, r.get(1)?))
+            })?;
+        let since = if status.is_unknown() { Some(since.unwrap_or_else(now_ms)) } else { None };
+        tx.execute(
+            "UPDATE enrollments SET server_status = ?2, unknown_status_since = ?3, updated_at = ?4 WHERE id = ?1",
+            params![id, status.as_str(), since, now_ms()],
         )?;
-        Ok(())
+        if previous.as_deref() != Some(status.as_str()) && status.is_unknown() {
+            add_event(
+                &tx,
+                id,
+                "unknown_status",
+                &format!("server reports status {status}, which no public source names"),
+            )?;
+        }
+        tx.commit()?;
+        Ok(since)
     }
 
     /// Counts a re-send round (after `VIDEOERROR`/`VIDEOINCOMPLETE`); returns the new count.
@@ -332,34 +375,52 @@ impl Queue {
         )?)
     }
 
-    /// Records a failed attempt that will be retried at `next_attempt_at_ms`.
-    pub fn record_retry(&self, id: &str, error: &str, next_attempt_at_ms: i64) -> Result<u32, QueueError> {
+    /// Records a failed attempt that will be retried at `next_attempt_at_ms`. `server_error` is
+    /// the step and message of an HTTP 500: the same one again counts up, anything else starts
+    /// over. Returns the attempts and the run of identical 500s.
+    pub fn record_retry(
+        &self,
+        id: &str,
+        error: &str,
+        next_attempt_at_ms: i64,
+        server_error: Option<&str>,
+    ) -> Result<(u32, u32), QueueError> {
         let mut conn = self.conn();
         let tx = conn.transaction()?;
-        let attempts: u32 = tx.query_row(
-            "UPDATE enrollments SET attempts = attempts + 1, last_error = ?2, next_attempt_at = ?3, updated_at = ?4
-             WHERE id = ?1 RETURNING attempts",
-            params![id, error, next_attempt_at_ms, now_ms()],
-            |r| r.get(0),
+        let (attempts, server_errors): (u32, u32) = tx.query_row(
+            "UPDATE enrollments SET attempts = attempts + 1, last_error = ?2, next_attempt_at = ?3, updated_at = ?4,
+                server_errors = CASE WHEN ?5 IS NULL THEN 0
+                                     WHEN server_error_key IS ?5 THEN server_errors + 1 ELSE 1 END,
+                server_error_key = ?5
+             WHERE id = ?1 RETURNING attempts, server_errors",
+            params![id, error, next_attempt_at_ms, now_ms(), server_error],
+            |r| Ok((r.get(0)?, r.get(1)?)),
         )?;
         // The history keeps the first failure of a streak, not every retry of a long outage.
         if attempts == 1 {
             add_event(&tx, id, "retrying", error)?;
         }
         tx.commit()?;
-        Ok(attempts)
+        Ok((attempts, server_errors))
     }
 
     /// Moves an enrollment to `failed` with the reason (a permanent error: an operator must act).
     pub fn record_failed(&self, id: &str, from: State, reason: &str) -> Result<(), QueueError> {
+        self.record_ended(id, from, State::Failed, reason)
+    }
+
+    /// Ends an enrollment in `to` (`failed`, `cancelled` or `refused`) with the reason, e.g. the
+    /// server's terminal status.
+    pub fn record_ended(&self, id: &str, from: State, to: State, reason: &str) -> Result<(), QueueError> {
+        debug_assert!(matches!(to, State::Failed | State::Cancelled | State::Refused));
         let mut conn = self.conn();
         let tx = conn.transaction()?;
         tx.execute(
-            "UPDATE enrollments SET state = 'failed', failed_from = ?2, last_error = ?3, attempts = attempts + 1,
+            "UPDATE enrollments SET state = ?5, failed_from = ?2, last_error = ?3, attempts = attempts + 1,
                 next_attempt_at = NULL, updated_at = ?4 WHERE id = ?1",
-            params![id, from.as_str(), reason, now_ms()],
+            params![id, from.as_str(), reason, now_ms(), to.as_str()],
         )?;
-        add_event(&tx, id, "failed", reason)?;
+        add_event(&tx, id, to.as_str(), reason)?;
         tx.commit()?;
         Ok(())
     }
@@ -427,7 +488,8 @@ impl Queue {
         // `creating` means the create may or may not have reached the server; re-entering it is
         // exactly the orphan case, which the worker records, so it is safe to resume there.
         tx.execute(
-            "UPDATE enrollments SET state = ?2, attempts = 0, resends = 0, next_attempt_at = ?3, updated_at = ?3
+            "UPDATE enrollments SET state = ?2, attempts = 0, resends = 0, next_attempt_at = ?3, updated_at = ?3,
+                server_errors = 0, server_error_key = NULL, unknown_status_since = NULL
              WHERE id = ?1",
             params![id, back.as_str(), now_ms()],
         )?;

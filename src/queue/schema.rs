@@ -52,6 +52,11 @@ const MIGRATIONS: &[&str] = &[
     );",
     // 3: where an interrupted orphan scan resumes (it may read hundreds of request pks).
     "ALTER TABLE enrollments ADD COLUMN orphan_scan_next INTEGER;",
+    // 4: consecutive HTTP 500s with the same message on the same step (the old Optimizer's
+    // permanent errors), and since when the server reports a status no public source names.
+    "ALTER TABLE enrollments ADD COLUMN server_errors INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE enrollments ADD COLUMN server_error_key TEXT;
+    ALTER TABLE enrollments ADD COLUMN unknown_status_since INTEGER;",
 ];
 
 /// Brings the schema to the latest version inside one transaction.

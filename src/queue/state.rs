@@ -3,8 +3,9 @@
 use std::fmt;
 use std::str::FromStr;
 
-/// `queued → creating → created → evidences_sent → video_sent → in_review → approved`, with
-/// `failed` and `cancelled` beside them.
+/// `queued → creating → created → evidences_sent → video_sent → in_review → approved → signed`,
+/// with `failed` (operator action needed), `cancelled` and `refused` (the server's decisions)
+/// beside them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum State {
@@ -15,12 +16,14 @@ pub enum State {
     VideoSent,
     InReview,
     Approved,
+    Signed,
     Failed,
     Cancelled,
+    Refused,
 }
 
 impl State {
-    pub const ALL: [State; 9] = [
+    pub const ALL: [State; 11] = [
         State::Queued,
         State::Creating,
         State::Created,
@@ -28,8 +31,10 @@ impl State {
         State::VideoSent,
         State::InReview,
         State::Approved,
+        State::Signed,
         State::Failed,
         State::Cancelled,
+        State::Refused,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -41,8 +46,10 @@ impl State {
             State::VideoSent => "video_sent",
             State::InReview => "in_review",
             State::Approved => "approved",
+            State::Signed => "signed",
             State::Failed => "failed",
             State::Cancelled => "cancelled",
+            State::Refused => "refused",
         }
     }
 
@@ -57,12 +64,14 @@ impl State {
         match (self, to) {
             (Queued, Creating) | (Creating, Created) | (Created, EvidencesSent) | (EvidencesSent, VideoSent) => true,
             (VideoSent, InReview) | (InReview, Approved) | (VideoSent, Approved) => true,
+            (VideoSent | InReview | Approved, Signed) => true,
             // A VIDEOERROR/VIDEOINCOMPLETE answer sends the worker back to re-upload.
             (VideoSent, Created) | (VideoSent, EvidencesSent) => true,
             // The status read before a step shows the server lost the evidences.
             (EvidencesSent, Created) => true,
-            (from, Failed) => from.is_pending() || from == InReview,
-            (Failed, _) | (Cancelled, _) => false,
+            // The server ended the request (a terminal status), or a permanent error did.
+            (from, Failed | Cancelled | Refused) => from.is_pending() || from == InReview || from == Approved,
+            (Failed | Cancelled | Refused | Signed, _) => false,
             _ => false,
         }
     }

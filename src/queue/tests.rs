@@ -245,22 +245,28 @@ proptest! {
 }
 
 #[test]
-fn the_create_floor_is_fixed_by_the_first_create_even_on_an_empty_queue() {
+fn the_create_floor_is_fixed_by_the_first_create_and_unknown_on_an_empty_queue() {
     let dir = tempfile::tempdir().unwrap();
     let q = Queue::open(&storage(dir.path())).unwrap();
     let first = q.enqueue(&enrollment(dir.path(), 64)).unwrap();
-    // No request_pk is known yet: the floor is 0, not "unknown".
-    assert_eq!(q.begin_create(&first).unwrap(), Some(0));
+    // No request_pk is known yet: the floor is unknown, never 0 (a search from pk 1 upwards
+    // would read a real server's whole history).
+    assert_eq!(q.begin_create(&first).unwrap(), None);
     q.revert_creating(&first).unwrap();
-    // Meanwhile another enrollment gets a request above any orphan the first one may have left.
+    // Meanwhile another enrollment gets a request.
     let second = q.enqueue(&enrollment(dir.path(), 64)).unwrap();
     q.begin_create(&second).unwrap();
     q.record_created(&second, "45900", Some("200")).unwrap();
-    // Re-beginning the first create keeps (and returns) its original floor, so the scan still
-    // covers the pks below 45900.
-    assert_eq!(q.begin_create(&first).unwrap(), Some(0));
-    let job = q.pending_jobs(&[], 10).unwrap().into_iter().find(|j| j.id == first).unwrap();
-    assert_eq!(job.create_floor, Some(0));
+    // The first create's floor was never observed, so it stays unknown; a third enrollment
+    // starts from the pk now known.
+    assert_eq!(q.begin_create(&first).unwrap(), Some(45900), "re-beginning observes the floor now known");
+    let third = q.enqueue(&enrollment(dir.path(), 64)).unwrap();
+    assert_eq!(q.begin_create(&third).unwrap(), Some(45900));
+    q.revert_creating(&third).unwrap();
+    q.begin_create(&first).ok();
+    q.record_created(&first, "45950", None).unwrap();
+    // Once fixed, a floor does not move.
+    assert_eq!(q.begin_create(&third).unwrap(), Some(45900));
     let job2 = q.pending_jobs(&[], 10).unwrap().into_iter().find(|j| j.id == second).unwrap();
-    assert_eq!(job2.create_floor, Some(0));
+    assert_eq!(job2.create_floor, None);
 }

@@ -2,8 +2,18 @@
 //!
 //! Oldest first, at most `sync.concurrency` enrollments at a time, each one step after another
 //! (create → evidences → video → status). A retryable failure schedules the enrollment again
-//! after [`Backoff`] on monotonic time, with no attempt limit; a permanent one moves it to
-//! `failed` with the server's reason while the others keep flowing.
+//! after [`Backoff`] on monotonic time, with no attempt limit; a permanent one, a terminal server
+//! status or the same HTTP 500 repeated moves it to `failed` (or `cancelled`/`refused`) with the
+//! reason while the others keep flowing.
+//!
+//! Connectivity is the worker's, not each enrollment's: when a step cannot reach the server at
+//! all, dispatch pauses and a cheap probe ([`Client::probe`]) checks the network, then runs with
+//! its own backoff capped at `sync.probe_cap_secs`. The moment it gets an answer, every
+//! enrollment that was waiting for the network is tried at once, whatever its backoff said.
+//! While the server is unreachable only probes go out.
+//!
+//! Delivery first: orphan reconciliation ([`orphans`]) runs beside the uploads, only for
+//! enrollments already in review, within `sync.orphan_lookups_per_hour`.
 //!
 //! Idle costs nothing: between attempts the worker sleeps until the next one is due, until it is
 //! woken ([`Worker::waker`]: `enroll` and `queue retry` poke the daemon through a socket in the
@@ -12,8 +22,10 @@
 //! finish, then aborts them (an aborted upload is not applied by the server and its state was
 //! never committed, so the queue stays consistent).
 
+mod action;
 mod backoff;
 mod orphans;
+mod redact;
 mod step;
 
 pub use backoff::Backoff;
@@ -59,6 +71,8 @@ pub struct Worker {
     config: Config,
     wake: Arc<tokio::sync::Notify>,
     wakeups: std::sync::atomic::AtomicU64,
+    probes: std::sync::atomic::AtomicU64,
+    orphan_budget: std::sync::Mutex<orphans::Budget>,
 }
 
 /// Runs `f` on the blocking pool: SQLite and file work never runs on executor threads.
@@ -76,9 +90,11 @@ impl Worker {
         Arc::new(Worker {
             queue,
             client,
-            config,
             wake: Arc::new(tokio::sync::Notify::new()),
             wakeups: Default::default(),
+            probes: Default::default(),
+            orphan_budget: std::sync::Mutex::new(orphans::Budget::per_hour(config.sync.orphan_lookups_per_hour)),
+            config,
         })
     }
 
@@ -96,6 +112,29 @@ impl Worker {
         self.wakeups.load(Ordering::Relaxed)
     }
 
+    /// How many connectivity probes were sent.
+    pub fn probes(&self) -> u64 {
+        self.probes.load(Ordering::Relaxed)
+    }
+
+    /// The wait before the `n`-th probe after `n - 1` failed ones: "equal jitter" (half the
+    /// window fixed) so that probes neither bunch up nor wait longer than `sync.probe_cap_secs`.
+    fn probe_delay(&self, failures: u32) -> Duration {
+        let window = Backoff { base: self.config.sync.backoff_base, cap: self.config.sync.probe_cap }.ceiling(failures);
+        window.mul_f64(rand::Rng::gen_range(&mut rand::thread_rng(), 0.5..=1.0))
+    }
+
+    async fn probe(self: Arc<Self>) -> bool {
+        self.probes.fetch_add(1, Ordering::Relaxed);
+        match self.client.probe().await {
+            Ok(()) => true,
+            Err(e) => {
+                tracing::debug!(error = %e, "server unreachable");
+                false
+            }
+        }
+    }
+
     /// Works until `shutdown` turns true (in [`Mode::Forever`]) or nothing is ready now (in
     /// [`Mode::Once`]). Queued artifacts are verified in the background ([`Queue::scrub`]),
     /// except those being uploaded, which the upload verifies chunk by chunk.
@@ -106,12 +145,21 @@ impl Worker {
         // upload's speed).
         let claimed: Arc<std::sync::Mutex<std::collections::HashSet<String>>> = Arc::default();
         let mut scrub: Option<tokio::task::JoinHandle<Result<Vec<String>, QueueError>>> = None;
-        // Monotonic schedule of enrollments waiting after a failure; wall-clock jumps cannot
-        // shorten or stretch it. A restart forgets it, which only means one early retry.
-        let mut not_before: HashMap<String, Instant> = HashMap::new();
+        // Monotonic schedule of enrollments waiting after a failure, and whether each waits for
+        // the network; wall-clock jumps cannot shorten or stretch it. A restart forgets it,
+        // which only means one early retry.
+        let mut not_before: HashMap<String, (Instant, bool)> = HashMap::new();
         let mut inflight: JoinSet<step::Result> = JoinSet::new();
         let mut inflight_ids: HashMap<tokio::task::Id, String> = HashMap::new();
         let mut abort_at: Option<Instant> = None;
+        // Connectivity: `offline` once a probe failed; dispatch also pauses while a probe runs.
+        let mut offline = false;
+        let mut probe: Option<tokio::task::JoinHandle<bool>> = None;
+        let mut probe_due: Option<Instant> = None;
+        let mut probe_failures = 0u32;
+        // Orphan reconciliation, beside delivery (daemon), or once after it (batch run).
+        let mut reconcile: Option<tokio::task::JoinHandle<Result<Option<Duration>, QueueError>>> = None;
+        let mut reconcile_due: Option<Instant> = Some(Instant::now());
         // A dropped shutdown sender means nobody can ask us to stop; its branch goes quiet.
         let mut shutdown_open = true;
         loop {
@@ -120,9 +168,9 @@ impl Worker {
             if stopping && abort_at.is_none() {
                 abort_at = Some(Instant::now() + SHUTDOWN_GRACE);
             }
-            if !stopping && inflight_ids.len() < concurrency {
-                let now = Instant::now();
-                not_before.retain(|_, t| *t > now);
+            let now = Instant::now();
+            if !stopping && !offline && probe.is_none() && inflight_ids.len() < concurrency {
+                not_before.retain(|_, (t, _)| *t > now);
                 let mut skip: Vec<String> = inflight_ids.values().cloned().collect();
                 skip.extend(not_before.keys().cloned());
                 let slots = concurrency - inflight_ids.len();
@@ -142,10 +190,36 @@ impl Worker {
                     }));
                 }
             }
-            if inflight_ids.is_empty() && (stopping || mode == Mode::Once) {
+            if !stopping && probe.is_none() && probe_due.is_some_and(|t| t <= now) {
+                probe_due = None;
+                probe = Some(tokio::spawn(Arc::clone(self).probe()));
+            }
+            if mode == Mode::Forever
+                && !stopping
+                && !offline
+                && reconcile.is_none()
+                && reconcile_due.is_some_and(|t| t <= now)
+            {
+                reconcile_due = None;
+                let me = Arc::clone(self);
+                reconcile = Some(tokio::spawn(async move { me.reconcile_orphans().await }));
+            }
+            if inflight_ids.is_empty() && (stopping || (mode == Mode::Once && probe.is_none())) {
+                if mode == Mode::Once && !stopping && !offline {
+                    // A batch run reconciles once, after delivery, within the hour's budget.
+                    if let Err(e) = self.reconcile_orphans().await {
+                        tracing::warn!(error = %e, "orphan reconciliation stopped");
+                    }
+                }
                 break;
             }
-            let next_due = not_before.values().min().copied();
+            let retry_due = not_before
+                .values()
+                .filter(|(_, waits_for_network)| !offline || !waits_for_network)
+                .map(|(t, _)| *t)
+                .min();
+            let next_due =
+                [retry_due, probe_due, reconcile_due.filter(|_| mode == Mode::Forever)].into_iter().flatten().min();
             let idle_limit = if mode == Mode::Forever { SAFETY_POLL } else { Duration::from_secs(3600) };
             tokio::select! {
                 Some(done) = inflight.join_next_with_id(), if !inflight_ids.is_empty() => {
@@ -156,11 +230,51 @@ impl Worker {
                     };
                     let id = inflight_ids.remove(&task).unwrap_or_default();
                     claimed.lock().unwrap_or_else(|p| p.into_inner()).remove(&id);
-                    if let Some(step::Result::RetryAfter(delay)) = result {
-                        // A batch run tries each enrollment once: what failed waits for the
-                        // next run, however soon its retry would be due.
-                        let delay = if mode == Mode::Once { Duration::from_secs(u32::MAX as u64) } else { delay };
-                        not_before.insert(id, Instant::now() + delay);
+                    match result {
+                        Some(step::Result::RetryAfter { delay, offline: no_network }) => {
+                            // A batch run tries each enrollment once: what failed waits for the
+                            // next run, however soon its retry would be due.
+                            let delay = if mode == Mode::Once { Duration::from_secs(u32::MAX as u64) } else { delay };
+                            not_before.insert(id, (Instant::now() + delay, no_network));
+                            if no_network && !offline && probe.is_none() && probe_due.is_none() {
+                                // Is it the network or this request? Ask at once.
+                                probe_due = Some(Instant::now());
+                            }
+                        }
+                        Some(step::Result::Settled) if reconcile_due.is_none() => reconcile_due = Some(Instant::now()),
+                        _ => {}
+                    }
+                }
+                reachable = async { probe.as_mut().expect("guarded").await }, if probe.is_some() => {
+                    probe = None;
+                    if reachable.unwrap_or(false) {
+                        if offline {
+                            let waiting = not_before.values().filter(|(_, n)| *n).count();
+                            tracing::info!(waiting, "server reachable again; retrying what waited for it now");
+                            offline = false;
+                            not_before.retain(|_, (_, waits_for_network)| !*waits_for_network);
+                        }
+                        probe_failures = 0;
+                    } else {
+                        if !offline {
+                            tracing::warn!("server unreachable; waiting for it (probing)");
+                            offline = true;
+                        }
+                        probe_failures += 1;
+                        probe_due = Some(Instant::now() + self.probe_delay(probe_failures));
+                    }
+                }
+                done = async { reconcile.as_mut().expect("guarded").await }, if reconcile.is_some() => {
+                    reconcile = None;
+                    match done {
+                        Ok(Ok(Some(wait))) => reconcile_due = Some(Instant::now() + wait),
+                        Ok(Ok(None)) => {}
+                        Ok(Err(e)) => {
+                            tracing::warn!(error = %e, "orphan reconciliation stopped; trying again later");
+                            reconcile_due = Some(Instant::now() + SAFETY_POLL);
+                        }
+                        Err(e) if e.is_cancelled() => {}
+                        Err(e) => std::panic::resume_unwind(e.into_panic()),
                     }
                 }
                 _ = tokio::time::sleep_until(next_due.unwrap_or_else(|| Instant::now() + idle_limit)), if !stopping && (next_due.is_some() || mode == Mode::Forever) => {}
@@ -172,6 +286,10 @@ impl Worker {
                     abort_at = Some(Instant::now() + Duration::from_secs(3600));
                 }
             }
+        }
+        // Neither a probe nor reconciliation holds up a stop; both start over next time.
+        for task in [probe.map(|t| t.abort_handle()), reconcile.map(|t| t.abort_handle())].into_iter().flatten() {
+            task.abort();
         }
         if let Some(scrub) = scrub {
             if mode == Mode::Once {

@@ -4,18 +4,23 @@
 //! at most the step in flight (at-least-once per step). The create is the one step the server
 //! cannot deduplicate: an enrollment found in `creating` when a step starts had a create in
 //! flight whose answer was never stored, which may have left an orphan request on the server;
-//! that is recorded in the history before the create is sent again, and once the new request
-//! exists the orphan is looked for and recorded with its request_pk ([`super::orphans`]).
+//! that is recorded before the create is sent again, and looked for only after delivery
+//! ([`super::orphans`]).
 //!
 //! A task that resumes an enrollment (after a restart or a failed attempt) reads the request's
 //! server status before re-sending an upload, so an upload the server already applied is not
-//! sent again.
+//! sent again. Every status read goes through [`super::action`]: terminal statuses end the
+//! enrollment, unknown ones are polled within `sync.max_unknown_status_secs`.
+//!
+//! Errors are kept only after [`super::redact`] took this enrollment's personal data out of them.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::stream;
 
+use super::action::{action, Action};
+use super::redact::Redactor;
 use super::{blocking, Worker};
 use crate::evidence::{create_body, evidences_body};
 use crate::faults::crash_point;
@@ -28,7 +33,9 @@ pub enum Result {
     /// Nothing more to send now (reached review, or failed permanently).
     Settled,
     /// A retryable failure; try again after this delay (backoff, or the server's Retry-After).
-    RetryAfter(Duration),
+    /// `offline`: the server could not be reached at all, so the worker checks connectivity
+    /// and retries at once when it is back.
+    RetryAfter { delay: Duration, offline: bool },
 }
 
 /// How many times the status is read after the video before the step is retried later.
@@ -38,6 +45,11 @@ const STATUS_READS: u32 = 5;
 pub(super) enum StepError {
     Api(OneShotError),
     Queue(QueueError),
+    /// The enrollment ends here (a terminal server status, or an unknown one for too long).
+    Ended {
+        to: State,
+        reason: String,
+    },
 }
 
 impl From<OneShotError> for StepError {
@@ -66,28 +78,71 @@ impl Worker {
                 }
                 Ok(false) => return Result::Settled,
                 Err(StepError::Api(e)) if e.is_retryable() => {
+                    let redactor = self.redactor(&job.id).await;
                     // The delay is drawn here so that the time shown to operators is the time
                     // the worker will really try again (including the server's Retry-After).
                     let delay = self.backoff().delay(job.attempts + 1, e.retry_after(), &mut rand::thread_rng());
-                    let (id, message) = (job.id.clone(), e.to_string());
+                    let (id, message) = (job.id.clone(), redactor.apply(&e.to_string()));
+                    let repeat_key = e.repeated_500().map(|m| format!("{from}: {}", redactor.apply(m)));
                     let next = now_ms() + delay.as_millis() as i64;
                     tracing::info!(enrollment = %id, state = %from, error = %message, delay_ms = delay.as_millis() as u64, "retryable failure");
-                    if let Err(qe) = blocking(&self.queue, move |q| q.record_retry(&id, &message, next)).await {
-                        tracing::error!(enrollment = %job.id, error = %qe, "cannot record a retry");
+                    let recorded = {
+                        let message = message.clone();
+                        blocking(&self.queue, move |q| q.record_retry(&id, &message, next, repeat_key.as_deref())).await
+                    };
+                    match recorded {
+                        Ok((_, run)) if run >= self.config.sync.max_server_errors => {
+                            let reason = format!(
+                                "the server answered HTTP 500 {run} times in a row with the same message while {from} \
+                                 (the old Optimizer uses 500 for bad billing credentials, an invalid country or \
+                                 missing certificates): {message}"
+                            );
+                            return self.fail(&job, from, reason).await;
+                        }
+                        Ok(_) => {}
+                        Err(qe) => tracing::error!(enrollment = %job.id, error = %qe, "cannot record a retry"),
                     }
-                    return Result::RetryAfter(delay);
+                    return Result::RetryAfter { delay, offline: e.is_connectivity() };
                 }
-                Err(StepError::Api(e)) => return self.fail(&job, from, e.to_string()).await,
+                Err(StepError::Api(e)) => {
+                    let reason = self.redactor(&job.id).await.apply(&e.to_string());
+                    return self.fail(&job, from, reason).await;
+                }
+                Err(StepError::Ended { to, reason }) => return self.finish(&job, job.state, to, reason).await,
                 Err(StepError::Queue(e @ (QueueError::Crypto(_) | QueueError::Damaged { .. }))) => {
                     return self.fail(&job, from, format!("local evidence is unreadable: {e}")).await;
                 }
                 Err(StepError::Queue(e)) => {
                     // A local database or file error: keep the enrollment and try later.
                     tracing::warn!(enrollment = %job.id, error = %e, "queue error; will retry");
-                    return Result::RetryAfter(self.backoff().delay(job.attempts + 1, None, &mut rand::thread_rng()));
+                    let delay = self.backoff().delay(job.attempts + 1, None, &mut rand::thread_rng());
+                    return Result::RetryAfter { delay, offline: false };
                 }
             }
         }
+    }
+
+    /// This enrollment's personal data and the configuration's secrets, to be cut out of text
+    /// before it is kept (only the secrets once the evidence is erased).
+    async fn redactor(&self, id: &str) -> Redactor {
+        let id = id.to_owned();
+        let pii = blocking(&self.queue, move |q| q.load_pii(&id)).await.ok();
+        match pii {
+            Some(pii) => Redactor::new(&pii, &self.config.oneshot),
+            None => Redactor::secrets_only(&self.config.oneshot),
+        }
+    }
+
+    async fn finish(&self, job: &Job, from: State, to: State, reason: String) -> Result {
+        if to == State::Failed {
+            return self.fail(job, from, reason).await;
+        }
+        tracing::warn!(enrollment = %job.id, state = %from, to = %to, reason = %reason, "enrollment ended by the server");
+        let id = job.id.clone();
+        if let Err(e) = blocking(&self.queue, move |q| q.record_ended(&id, from, to, &reason)).await {
+            tracing::error!(enrollment = %job.id, error = %e, "cannot record the end");
+        }
+        Result::Settled
     }
 
     async fn fail(&self, job: &Job, from: State, reason: String) -> Result {
@@ -117,9 +172,6 @@ impl Worker {
 
     /// Takes one step; `Ok(true)` when another step follows at once.
     async fn step(self: &Arc<Self>, job: &mut Job, resumed: bool) -> std::result::Result<bool, StepError> {
-        if job.orphan_scan && job.request_pk.is_some() {
-            self.scan_orphans(job).await?;
-        }
         match job.state {
             State::Queued => {
                 let id = job.id.clone();
@@ -138,15 +190,16 @@ impl Worker {
             }
             State::Created => {
                 if resumed {
-                    let status = self.client.request_status(&Self::ids(job)?.request_pk).await?;
-                    match status {
-                        RequestStatus::VideoIncomplete => {
+                    let (status, act) = self.observe(job).await?;
+                    match act {
+                        Action::Terminal(to) => return self.end(job, to, &status).await,
+                        Action::ResendVideo => {
                             // Evidences go first, so the part the server holds is ours.
-                            let detail = "server already has the evidences (VIDEOINCOMPLETE); not re-sent".to_owned();
+                            let detail = format!("server already has the evidences ({status}); not re-sent");
                             self.set_state(job, State::EvidencesSent, detail).await?;
                             return Ok(true);
                         }
-                        RequestStatus::VideoReview | RequestStatus::EnrollReady => {
+                        Action::InReview | Action::Approved | Action::Signed => {
                             self.set_state(
                                 job,
                                 State::EvidencesSent,
@@ -157,7 +210,7 @@ impl Worker {
                                 .await?;
                             return Ok(true);
                         }
-                        _ => {}
+                        Action::AwaitUploads | Action::ResendAll | Action::Unknown => {}
                     }
                 }
                 self.send_evidences(job).await?;
@@ -165,27 +218,20 @@ impl Worker {
             }
             State::EvidencesSent => {
                 if resumed {
-                    let status = self.client.request_status(&Self::ids(job)?.request_pk).await?;
-                    match status {
-                        RequestStatus::VideoReview | RequestStatus::EnrollReady => {
-                            self.set_state(
-                                job,
-                                State::VideoSent,
-                                format!("server already has the video ({status}); not re-sent"),
-                            )
-                            .await?;
+                    let (status, act) = self.observe(job).await?;
+                    match act {
+                        Action::Terminal(to) => return self.end(job, to, &status).await,
+                        Action::InReview | Action::Approved | Action::Signed => {
+                            let detail = format!("server already has the video ({status}); not re-sent");
+                            self.set_state(job, State::VideoSent, detail).await?;
                             return Ok(true);
                         }
-                        RequestStatus::VideoPending => {
-                            self.set_state(
-                                job,
-                                State::Created,
-                                "server lost the evidences (VIDEOPENDING); re-sending".into(),
-                            )
-                            .await?;
+                        Action::AwaitUploads | Action::ResendAll => {
+                            let detail = format!("server lost the evidences ({status}); re-sending");
+                            self.set_state(job, State::Created, detail).await?;
                             return Ok(true);
                         }
-                        _ => {}
+                        Action::ResendVideo | Action::Unknown => {}
                     }
                 }
                 self.send_video(job).await?;
@@ -194,6 +240,50 @@ impl Worker {
             State::VideoSent => self.confirm(job).await,
             _ => Ok(false),
         }
+    }
+
+    /// Reads the request's status, records it, and says what it means. An unknown status is
+    /// polled with backoff until it has lasted `sync.max_unknown_status_secs`, then it fails
+    /// the enrollment with a reason an operator can act on.
+    async fn observe(&self, job: &Job) -> std::result::Result<(RequestStatus, Action), StepError> {
+        let status = self.client.request_status(&Self::ids(job)?.request_pk).await?;
+        let (id, s) = (job.id.clone(), status.clone());
+        let unknown_since = blocking(&self.queue, move |q| q.record_server_status(&id, &s)).await?;
+        let act = action(&status);
+        if let Some(since) = unknown_since {
+            let lasted = Duration::from_millis((now_ms() - since).max(0) as u64);
+            let limit = self.config.sync.max_unknown_status;
+            if lasted >= limit {
+                return Err(StepError::Ended {
+                    to: State::Failed,
+                    reason: format!(
+                        "the server has reported status {status}, which the agent does not know, for {}; \
+                         check the request on the server (kiosk-agent queue show {}), then `kiosk-agent queue retry {}` \
+                         to follow it again",
+                        humantime::format_duration(Duration::from_secs(lasted.as_secs())),
+                        job.id,
+                        job.id
+                    ),
+                });
+            }
+            if matches!(job.state, State::VideoSent) {
+                return Err(OneShotError::Server {
+                    status: 0,
+                    details: format!(
+                        "server status {status} is unknown; polling for up to {}",
+                        humantime::format_duration(limit)
+                    ),
+                    retry_after: None,
+                }
+                .into());
+            }
+        }
+        Ok((status, act))
+    }
+
+    /// Ends the enrollment because the server ended its request.
+    async fn end(&self, _job: &Job, to: State, status: &RequestStatus) -> std::result::Result<bool, StepError> {
+        Err(StepError::Ended { to, reason: format!("the server ended the request: status {status}") })
     }
 
     async fn create(&self, job: &mut Job) -> std::result::Result<(), StepError> {
@@ -307,58 +397,57 @@ impl Worker {
 
     /// Reads the server status after both uploads and maps it into the local state.
     async fn confirm(&self, job: &mut Job) -> std::result::Result<bool, StepError> {
-        let request_pk = Self::ids(job)?.request_pk;
-        let mut status = RequestStatus::VideoPending;
+        let mut last = (RequestStatus::VideoPending, Action::AwaitUploads);
         for read in 0..STATUS_READS {
             if read > 0 {
                 tokio::time::sleep(self.config.sync.status_poll).await;
             }
-            status = self.client.request_status(&request_pk).await?;
-            let (id, s) = (job.id.clone(), status.clone());
-            blocking(&self.queue, move |q| q.record_server_status(&id, &s)).await?;
-            match status {
-                RequestStatus::VideoReview => {
-                    self.set_state(job, State::InReview, "server status VIDEOREVIEW".into()).await?;
-                    self.erase_if_due(job).await?;
-                    return Ok(false);
+            let (status, act) = self.observe(job).await?;
+            let reached = match act {
+                Action::InReview => State::InReview,
+                Action::Approved => State::Approved,
+                Action::Signed => State::Signed,
+                Action::Terminal(to) => return self.end(job, to, &status).await,
+                Action::ResendAll | Action::ResendVideo => {
+                    last = (status, act);
+                    break;
                 }
-                RequestStatus::EnrollReady => {
-                    self.set_state(job, State::Approved, "server status ENROLLREADY".into()).await?;
-                    self.erase_if_due(job).await?;
-                    return Ok(false);
+                // Unknown statuses were turned into a retry (or the end) by `observe`.
+                Action::AwaitUploads | Action::Unknown => {
+                    last = (status, act);
+                    continue;
                 }
-                RequestStatus::VideoError | RequestStatus::VideoIncomplete => break,
-                _ => {}
-            }
+            };
+            self.set_state(job, reached, format!("server status {status}")).await?;
+            self.erase_if_due(job).await?;
+            return Ok(false);
         }
-        match status {
-            // The server lost an upload: re-send, a bounded number of times. After VIDEOERROR
-            // both parts go again; after VIDEOINCOMPLETE the video, which is sent last.
-            RequestStatus::VideoError | RequestStatus::VideoIncomplete => {
-                let id = job.id.clone();
-                let resends = blocking(&self.queue, move |q| q.bump_resends(&id)).await?;
-                if resends > self.config.sync.max_resends {
-                    return Err(OneShotError::Rejected {
-                        status: 0,
-                        details: format!("server status {status} after {} re-sends", self.config.sync.max_resends),
-                    }
-                    .into());
-                }
-                let back = if status == RequestStatus::VideoError { State::Created } else { State::EvidencesSent };
-                self.set_state(job, back, format!("server status {status}: re-send {resends}")).await?;
-                Ok(true)
-            }
-            other => Err(OneShotError::Server {
+        // The server lost uploads it had acknowledged: re-send, a bounded number of times. After
+        // VIDEOERROR, or VIDEOPENDING that outlasted the status reads, both parts go again; after
+        // VIDEOINCOMPLETE the video, which is sent last.
+        let (status, act) = last;
+        let id = job.id.clone();
+        let resends = blocking(&self.queue, move |q| q.bump_resends(&id)).await?;
+        if resends > self.config.sync.max_resends {
+            return Err(OneShotError::Rejected {
                 status: 0,
-                details: format!("server has not confirmed the uploads yet (status {other})"),
-                retry_after: None,
+                details: format!(
+                    "server status {status} after {} re-sends (sync.max_resends); check the request on the server",
+                    self.config.sync.max_resends
+                ),
             }
-            .into()),
+            .into());
         }
+        let back = if act == Action::ResendVideo { State::EvidencesSent } else { State::Created };
+        self.set_state(job, back, format!("server status {status}: re-send {resends}")).await?;
+        Ok(true)
     }
 
+    /// Erases the local evidence once its state is past the configured point, unless a lost
+    /// create answer still has to be reconciled: that needs the customer's contact data, so
+    /// the erasure then waits for the orphan check ([`super::orphans`]).
     async fn erase_if_due(&self, job: &Job) -> std::result::Result<(), QueueError> {
-        if self.queue.should_erase_at(job.state) {
+        if self.queue.should_erase_at(job.state) && !job.orphan_scan {
             let id = job.id.clone();
             blocking(&self.queue, move |q| q.erase_evidence(&id)).await?;
         }

@@ -38,11 +38,12 @@ fn start(
     (worker, tx, run)
 }
 
-/// Days without a network cost one short attempt every couple of minutes and nothing in
-/// between: the backoff cap (300 s) holds, the worker sleeps, and time is the paused tokio
-/// clock, so three days pass in seconds.
+/// Days without a network cost one attempt and then only probes, spaced up to
+/// `sync.probe_cap_secs` (15 s) apart: the enrollment is not retried on its own while the
+/// server is unreachable, the worker sleeps between probes, and time is the paused tokio clock,
+/// so three days pass in seconds.
 #[tokio::test(start_paused = true)]
-async fn three_days_offline_cost_only_capped_attempts() {
+async fn three_days_offline_cost_one_attempt_and_capped_probes() {
     let dir = tempfile::tempdir().unwrap();
     let (queue, cfg, id) = offline_setup(dir.path());
     let (worker, tx, run) = start(&queue, cfg);
@@ -52,13 +53,13 @@ async fn three_days_offline_cost_only_capped_attempts() {
     run.await.unwrap().unwrap();
 
     let attempts = queue.show(&id).unwrap().attempts as u64;
-    let wakeups = worker.wakeups();
-    eprintln!("3 days offline: {attempts} attempts, {wakeups} worker wake-ups");
-    // Full jitter under a 300 s cap averages 150 s between attempts: about 1,700 in three days.
-    // Far fewer would mean retries stall; far more would mean the cap does not hold.
-    assert!((days / 300..=days / 100).contains(&attempts), "{attempts} attempts in 3 days");
-    // Besides attempts, the worker only wakes for its safety poll (every 60 s).
-    assert!(wakeups <= attempts + days / SAFETY_POLL.as_secs() + 10, "{wakeups} wake-ups for {attempts} attempts");
+    let (probes, wakeups) = (worker.probes(), worker.wakeups());
+    eprintln!("3 days offline: {attempts} attempts, {probes} probes, {wakeups} worker wake-ups");
+    assert_eq!(attempts, 1, "while the server is unreachable only probes go out");
+    // Equal jitter under a 15 s cap: between 7.5 and 15 s apart once the backoff has grown.
+    assert!((days / 15..=days * 2 / 15 + 20).contains(&probes), "{probes} probes in 3 days");
+    // Besides probes, the worker only wakes for its safety poll (every 60 s).
+    assert!(wakeups <= 2 * probes + days / SAFETY_POLL.as_secs() + 10, "{wakeups} wake-ups for {probes} probes");
 }
 
 #[tokio::test(start_paused = true)]
@@ -69,7 +70,8 @@ async fn a_wake_starts_new_work_at_once_and_idle_is_asleep() {
     // An hour of the paused clock with one enrollment retrying costs a bounded number of wakes.
     tokio::time::sleep(Duration::from_secs(3600)).await;
     let before = worker.wakeups();
-    assert!(before < 200, "{before} wake-ups in an hour");
+    // About one probe every 11 s, and the worker's own safety polls.
+    assert!(before < 2 * 3600 / 7 + 60, "{before} wake-ups in an hour");
     worker.waker().notify_one();
     tokio::time::sleep(Duration::from_millis(1)).await;
     assert!(worker.wakeups() > before, "a wake makes the worker look at the queue at once");

@@ -26,10 +26,24 @@ fn start_daemon(env: &Env) -> Child {
 }
 
 #[test]
-fn kill_nine_twenty_times_under_faults_loses_nothing() {
+fn kill_nine_twenty_times_under_faults_loses_nothing_new_optimizer() {
+    chaos("current");
+}
+
+#[test]
+fn kill_nine_twenty_times_under_faults_loses_nothing_old_optimizer() {
+    chaos("legacy");
+}
+
+fn chaos(layout: &str) {
     let sandbox = Sandbox::start_with(0, &["--faults", FAULTS]);
-    // Timeouts below the sandbox's stall, quick backoff: the test runs in well under a minute.
-    let env = Arc::new(Env::with_config(sandbox.addr.port(), "current", "concurrency = 2\n"));
+    // Timeouts below the sandbox's stall, quick backoff and probes, a reconciliation budget that
+    // does not make the test wait: it runs in well under a minute.
+    let env = Arc::new(Env::with_config(
+        sandbox.addr.port(),
+        layout,
+        "concurrency = 2\nprobe_cap_secs = 0.5\norphan_lookups_per_hour = 100000\n",
+    ));
     let text =
         std::fs::read_to_string(&env.config).unwrap().replace("request_timeout_secs = 10", "request_timeout_secs = 1");
     std::fs::write(&env.config, text).unwrap();
@@ -72,13 +86,14 @@ fn kill_nine_twenty_times_under_faults_loses_nothing() {
     let started = Instant::now();
     loop {
         let list = env.list();
-        if list.len() == ENROLLMENTS && list.iter().all(|e| e["state"] == "in_review") {
+        let done = |e: &serde_json::Value| e["state"] == "in_review" && e["orphan_check_pending"] == false;
+        if list.len() == ENROLLMENTS && list.iter().all(done) {
             break;
         }
         let stuck: Vec<_> = list
             .iter()
-            .filter(|e| e["state"] != "in_review")
-            .map(|e| (e["state"].clone(), e["last_error"].clone()))
+            .filter(|e| !done(e))
+            .map(|e| (e["state"].clone(), e["orphan_check_pending"].clone(), e["last_error"].clone()))
             .collect();
         if started.elapsed() > Duration::from_secs(240) || daemon.try_wait().unwrap().is_some() {
             let log = std::fs::read_to_string(env.dir.path().join("daemon.log")).unwrap_or_default();
@@ -104,6 +119,7 @@ fn kill_nine_twenty_times_under_faults_loses_nothing() {
         by_email.entry(r["email_sha256"].as_str().unwrap().to_owned()).or_default().insert(r["request_pk"].to_string());
     }
     let mut orphans_total = 0;
+    let mut unknown_total = 0;
     for (id, i) in &acknowledged {
         let shown = env.show(id);
         let used = shown["request_pk"].as_str().unwrap().to_owned();
@@ -115,6 +131,17 @@ fn kill_nine_twenty_times_under_faults_loses_nothing() {
         assert!(on_server.remove(&used), "{id}: its request is on the server");
         let recorded: BTreeSet<String> =
             shown["orphans"].as_array().unwrap().iter().map(|o| o.as_str().unwrap().to_owned()).collect();
+        // A lost create answer before this queue knew any request_pk has no floor to search
+        // from: it is recorded as a possible orphan whose pk is unknown, and nothing is read.
+        let pk_unknown = shown["history"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|e| e["detail"].as_str().unwrap_or("").contains("possible orphan request, pk unknown"));
+        if pk_unknown && recorded.is_empty() {
+            unknown_total += on_server.len();
+            continue;
+        }
         if on_server != recorded {
             let extra: Vec<_> = on_server.iter().map(|pk| request(&records, pk).clone()).collect();
             panic!(
@@ -127,7 +154,8 @@ fn kill_nine_twenty_times_under_faults_loses_nothing() {
     }
     assert!(by_email.is_empty(), "requests of no acknowledged enrollment: {by_email:?}");
     eprintln!(
-        "chaos: {ENROLLMENTS} enrollments, {KILLS} kills, {injected} faults injected, {} creates, {orphans_total} orphans recorded, drained in {:?}",
+        "chaos ({layout}): {ENROLLMENTS} enrollments, {KILLS} kills, {injected} faults injected, {} creates, \
+         {orphans_total} orphans recorded, {unknown_total} possible orphans with unknown pk, drained in {:?}",
         records["creates"],
         started.elapsed()
     );

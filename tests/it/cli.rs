@@ -6,9 +6,24 @@ use crate::util::*;
 
 #[test]
 fn demo_runs_on_embedded_defaults() {
+    demo_passes(&[], "new Optimizer (/oneshot/api/v1)");
+}
+
+#[test]
+fn demo_runs_against_the_old_optimizer() {
+    demo_passes(&["--layout", "legacy"], "old Optimizer (/api/v1)");
+}
+
+fn demo_passes(args: &[&str], generation: &str) {
     let dir = tempfile::tempdir().unwrap();
     // From an unrelated directory and without any configuration.
-    let out = Command::new(BIN).arg("demo").current_dir(dir.path()).env_remove("KIOSK_AGENT_CONFIG").output().unwrap();
+    let out = Command::new(BIN)
+        .arg("demo")
+        .args(args)
+        .current_dir(dir.path())
+        .env_remove("KIOSK_AGENT_CONFIG")
+        .output()
+        .unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
     for needle in [
@@ -22,6 +37,7 @@ fn demo_runs_on_embedded_defaults() {
         "status      VIDEOREVIEW",
         "arrived byte-identical",
         "upload video",
+        generation,
     ] {
         assert!(stdout.contains(needle), "missing {needle:?} in:\n{stdout}");
     }

@@ -45,10 +45,16 @@ fn every_enqueue_crash_point_leaves_nothing_behind() {
 }
 
 /// Enrolls, runs `sync --once` that aborts at `point`, then a clean `sync --once`; returns what
-/// the test needs to check the outcome.
-fn crash_then_recover(point: &str) -> (Sandbox, Env, String, std::path::PathBuf, String) {
+/// the test needs to check the outcome. With `warm`, one enrollment is delivered first, so the
+/// queue knows a request_pk (the floor an orphan search starts from) when the crash comes.
+fn crash_then_recover_with(point: &str, warm: bool) -> (Sandbox, Env, String, std::path::PathBuf, String) {
     let sandbox = Sandbox::start(0);
     let env = Env::new(sandbox.addr.port());
+    if warm {
+        let w = env.manifest("w", "warm-up", |m| m["customer"]["email"] = serde_json::json!("warm@example.com"));
+        env.enroll(&w);
+        assert_eq!(env.run(&["sync", "--once"]).status.code(), Some(0));
+    }
     let m = env.manifest("m", &big_salt(point), |_| {});
     let id = env.enroll(&m);
     let out = env.cmd().args(["sync", "--once"]).env("KIOSK_AGENT_CRASH_AT", point).output().unwrap();
@@ -65,7 +71,12 @@ fn crash_then_recover(point: &str) -> (Sandbox, Env, String, std::path::PathBuf,
     assert_eq!(out.status.code(), Some(0), "{point}: {}", String::from_utf8_lossy(&out.stderr));
     let shown = env.show(&id);
     assert_eq!(shown["state"], "in_review", "{point}: {shown}");
+    assert_eq!(shown["orphan_check_pending"], false, "{point}: a batch run reconciles after delivery: {shown}");
     (sandbox, env, id, m.parent().unwrap().to_owned(), crashed_in)
+}
+
+fn crash_then_recover(point: &str) -> (Sandbox, Env, String, std::path::PathBuf, String) {
+    crash_then_recover_with(point, true)
 }
 
 fn history_has(shown: &serde_json::Value, needle: &str) -> bool {
@@ -77,7 +88,7 @@ fn a_crash_before_the_create_is_sent_makes_no_orphan() {
     let (sandbox, env, id, dir, _) = crash_then_recover("create.before_request");
     let shown = env.show(&id);
     let records = sandbox.records();
-    assert_eq!(records["creates"], 1);
+    assert_eq!(records["creates"], 2, "the warm-up's and this one's");
     assert_arrived_once(&records, shown["request_pk"].as_str().unwrap(), &dir);
     assert_eq!(shown["orphans"], serde_json::json!([]));
     assert!(history_has(&shown, "no orphan request found"), "{shown}");
@@ -88,14 +99,38 @@ fn a_crash_after_the_create_answer_records_the_orphan_with_its_request_pk() {
     let (sandbox, env, id, dir, _) = crash_then_recover("create.after_response");
     let shown = env.show(&id);
     let records = sandbox.records();
-    assert_eq!(records["creates"], 2, "the lost answer's request, and the new one");
+    assert_eq!(records["creates"], 3, "the warm-up's, the lost answer's request, and the new one");
     let used = shown["request_pk"].as_str().unwrap();
     assert_arrived_once(&records, used, &dir);
+    let warm =
+        env.list().into_iter().find(|e| e["id"] != id.as_str()).unwrap()["request_pk"].as_str().unwrap().to_owned();
     let all: Vec<String> =
         records["requests"].as_array().unwrap().iter().map(|r| r["request_pk"].to_string()).collect();
-    let orphan: Vec<&String> = all.iter().filter(|pk| pk.as_str() != used).collect();
+    let orphan: Vec<&String> = all.iter().filter(|pk| pk.as_str() != used && **pk != warm).collect();
+    assert_eq!(orphan.len(), 1);
     assert_eq!(shown["orphans"], serde_json::json!(orphan), "{shown}");
     assert!(history_has(&shown, "orphan request(s) left on the server"), "{shown}");
+    // Nothing is cancelled on the server without an operator.
+    assert_eq!(request(&records, orphan[0])["status"], "VIDEOPENDING");
+    assert_eq!(request(&records, orphan[0])["status_reads"], 1, "read once, by the reconciliation");
+}
+
+#[test]
+fn a_lost_create_answer_on_a_fresh_queue_is_a_possible_orphan_with_unknown_pk_and_nothing_is_read() {
+    let (sandbox, env, id, dir, _) = crash_then_recover_with("create.after_response", false);
+    let shown = env.show(&id);
+    let records = sandbox.records();
+    assert_eq!(records["creates"], 2);
+    assert_arrived_once(&records, shown["request_pk"].as_str().unwrap(), &dir);
+    assert_eq!(shown["orphans"], serde_json::json!([]));
+    assert!(history_has(&shown, "possible orphan request, pk unknown"), "{shown}");
+    let lost = records["requests"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["request_pk"].as_u64().map(|n| n.to_string()).as_deref() != shown["request_pk"].as_str())
+        .unwrap();
+    assert_eq!(lost["status_reads"], 0, "with no known floor nothing is read: {lost}");
 }
 
 #[test]
