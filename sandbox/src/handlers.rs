@@ -364,3 +364,20 @@ pub async fn status(
                          "email": email, "mobile_phone_number": phone});
     Ok(reply::ok(g, "Request details", details))
 }
+
+/// `DELETE /request/{pk}`: the old Optimizer removes the request's directory; the sandbox keeps
+/// its record (tests read it) with the status `CANCELLED`.
+pub async fn cancel(
+    State(state): State<Shared>,
+    Extension(g): Extension<Generation>,
+    Path(pk): Path<String>,
+) -> Answer {
+    let mut st = lock(&state);
+    let request_pk = st.lookup(false, &pk).map_err(|e| e.into_response(g))?;
+    st.set_status(request_pk, oneshot_protocol::RequestStatus::Cancelled).map_err(|e| e.into_response(g))?;
+    let message = match g {
+        Generation::Old => "Request directory removed successfully",
+        Generation::New => "Request cancelled",
+    };
+    Ok(reply::ok(g, message, Value::Null))
+}

@@ -57,7 +57,7 @@ fn api(generation: Generation) -> Router<Shared> {
         .route("/videoid", post(handlers::create))
         .route("/videoid/{pk}/evidences", post(handlers::evidences))
         .route(video_path, post(handlers::video))
-        .route("/request/{pk}", get(handlers::status))
+        .route("/request/{pk}", get(handlers::status).delete(handlers::cancel))
         .fallback(handlers::not_found)
 }
 

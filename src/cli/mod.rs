@@ -4,6 +4,7 @@
 pub mod capture_args;
 pub mod helper;
 mod queue_cmd;
+mod request_cmd;
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -81,6 +82,13 @@ pub enum Command {
     Queue {
         #[command(subcommand)]
         command: queue_cmd::QueueCommand,
+    },
+    /// The request on the server (ID: a local enrollment id or a request pk).
+    Request {
+        /// A local enrollment id, or a request pk.
+        id: String,
+        #[command(subcommand)]
+        command: request_cmd::RequestCommand,
     },
     /// Validate the configuration and print every problem with its key.
     CheckConfig,
@@ -180,6 +188,10 @@ pub fn main() -> Result<ExitCode, Failure> {
             runtime()?.block_on(work(config, Mode::Forever))
         }
         Command::Queue { command } => queue_cmd::run(&load_config(cli.config.as_deref())?, command),
+        Command::Request { id, command } => {
+            let config = load_config(cli.config.as_deref())?;
+            runtime()?.block_on(request_cmd::run(&config, &id, command))
+        }
     }
 }
 
@@ -357,9 +369,16 @@ async fn work(config: Config, mode: Mode) -> Result<ExitCode, Failure> {
         tracing::info!(data_dir = %queue.dir().display(), "sync worker running");
     }
     let outcome = worker.run(mode, rx).await?;
-    if mode == Mode::Once && outcome.pending > 0 {
-        eprintln!("{} enrollment(s) still pending; see `kiosk-agent queue list`", outcome.pending);
-        return Ok(ExitCode::from(3));
+    if mode == Mode::Once {
+        // The one-line summary; 3 when work remains or something needs an operator.
+        println!(
+            "sync: {} delivered, {} failed, {} ended by the server, {} pending",
+            outcome.delivered, outcome.failed, outcome.ended, outcome.pending
+        );
+        if outcome.pending > 0 || outcome.failed > 0 {
+            eprintln!("see `kiosk-agent queue list` for what is pending or failed");
+            return Ok(ExitCode::from(3));
+        }
     }
     Ok(ExitCode::SUCCESS)
 }

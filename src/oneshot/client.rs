@@ -220,6 +220,14 @@ impl Client {
         }
     }
 
+    /// Cancels a request on the server (`DELETE /request/{pk}`: the old Optimizer answers
+    /// "Request directory removed successfully"; the new one's answer is not published).
+    pub async fn cancel_request(&self, request_pk: &str) -> Result<(), OneShotError> {
+        let ids = RequestIds { request_pk: request_pk.into(), videoid_pk: None };
+        let url = self.url(&self.cfg.paths.status, Some(&ids))?;
+        self.send("cancel", self.http.delete(url), self.cfg.request_timeout).await.map(drop)
+    }
+
     /// `details.status` of a request (`VIDEOPENDING`, `VIDEOREVIEW`, …).
     pub async fn request_status(&self, request_pk: &str) -> Result<RequestStatus, OneShotError> {
         let ids = RequestIds { request_pk: request_pk.into(), videoid_pk: None };

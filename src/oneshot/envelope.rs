@@ -228,6 +228,26 @@ mod tests {
         check(503, "<html>busy</html>", Err((503, true, "busy")));
     }
 
+    /// The sandbox's golden answers of both generations mean what they say to the client.
+    #[test]
+    fn golden_answers_of_both_generations() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/golden/responses");
+        for generation in ["new", "old"] {
+            let read = |name: &str| std::fs::read(dir.join(generation).join(format!("{name}.json"))).unwrap();
+            let created = interpret(200, None, &read("create")).unwrap();
+            assert_eq!((created["request_pk"].as_u64(), created["videoid_pk"].as_u64()), (Some(45836), Some(137)));
+            let details = interpret(200, None, &read("status")).unwrap();
+            assert_eq!(details["status"], "VIDEOPENDING", "{generation}");
+            assert!(interpret(200, None, &read("cancel")).is_ok(), "{generation}");
+            let not_found_http = if generation == "old" { 400 } else { 404 };
+            assert!(interpret(not_found_http, None, &read("not_found")).unwrap_err().is_not_found(), "{generation}");
+            for bad in ["missing_parameters", "invalid_json"] {
+                let e = interpret(400, None, &read(bad)).unwrap_err();
+                assert!(!e.is_retryable() && !e.is_not_found(), "{generation} {bad}: {e}");
+            }
+        }
+    }
+
     #[test]
     fn server_text_is_cleaned_and_cut() {
         let long = format!(r#"{{"status":"error","message":"{}\u0007\n{}"}}"#, "a".repeat(150), "b".repeat(150));

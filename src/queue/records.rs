@@ -290,6 +290,31 @@ impl Queue {
         Ok(())
     }
 
+    /// Notes in the history of the enrollment that owns `request_pk` (as its request or as an
+    /// orphan) that an operator cancelled it on the server. Returns that enrollment's id.
+    pub fn note_request_cancelled(&self, request_pk: &str) -> Result<Option<String>, QueueError> {
+        let mut conn = self.conn();
+        let tx = conn.transaction()?;
+        let owner: Option<String> = tx
+            .query_row(
+                "SELECT id FROM enrollments WHERE request_pk = ?1 UNION SELECT enrollment_id FROM orphans WHERE request_pk = ?1",
+                [request_pk],
+                |r| r.get(0),
+            )
+            .optional()?;
+        if let Some(id) = &owner {
+            tx.execute("UPDATE orphans SET server_status = 'CANCELLED' WHERE request_pk = ?1", [request_pk])?;
+            add_event(
+                &tx,
+                id,
+                "request_cancelled",
+                &format!("request_pk {request_pk} cancelled on the server by an operator"),
+            )?;
+        }
+        tx.commit()?;
+        Ok(owner)
+    }
+
     /// Remembers where an interrupted orphan scan resumes.
     pub fn save_scan_progress(&self, id: &str, next: u64) -> Result<(), QueueError> {
         self.conn().execute("UPDATE enrollments SET orphan_scan_next = ?2 WHERE id = ?1", params![id, next as i64])?;

@@ -61,6 +61,12 @@ pub enum Mode {
 pub struct Outcome {
     /// Enrollments still pending (waiting for the network or a retry).
     pub pending: usize,
+    /// Enrollments that reached review (or beyond) during the run.
+    pub delivered: u64,
+    /// Enrollments that became `failed` during the run (an operator must act).
+    pub failed: u64,
+    /// Enrollments the server ended (`cancelled`, `refused`) during the run.
+    pub ended: u64,
 }
 
 /// The shared context of a worker's tasks.
@@ -72,6 +78,8 @@ pub struct Worker {
     wake: Arc<tokio::sync::Notify>,
     wakeups: std::sync::atomic::AtomicU64,
     probes: std::sync::atomic::AtomicU64,
+    /// What this worker saw happen: delivered, failed, ended by the server.
+    counts: [std::sync::atomic::AtomicU64; 3],
     orphan_budget: std::sync::Mutex<orphans::Budget>,
 }
 
@@ -93,6 +101,7 @@ impl Worker {
             wake: Arc::new(tokio::sync::Notify::new()),
             wakeups: Default::default(),
             probes: Default::default(),
+            counts: Default::default(),
             orphan_budget: std::sync::Mutex::new(orphans::Budget::per_hour(config.sync.orphan_lookups_per_hour)),
             config,
         })
@@ -110,6 +119,11 @@ impl Worker {
     /// How many times the worker loop woke up (to show that idle means asleep).
     pub fn wakeups(&self) -> u64 {
         self.wakeups.load(Ordering::Relaxed)
+    }
+
+    /// Counts an outcome: 0 delivered, 1 failed, 2 ended by the server.
+    fn count(&self, which: usize) {
+        self.counts[which].fetch_add(1, Ordering::Relaxed);
     }
 
     /// How many connectivity probes were sent.
@@ -303,7 +317,8 @@ impl Worker {
             }
         }
         let pending = blocking(&self.queue, |q| q.pending_count()).await?;
-        Ok(Outcome { pending })
+        let [delivered, failed, ended] = self.counts.each_ref().map(|c| c.load(Ordering::Relaxed));
+        Ok(Outcome { pending, delivered, failed, ended })
     }
 }
 

@@ -63,6 +63,16 @@ impl From<QueueError> for StepError {
     }
 }
 
+/// The operation a step from `state` sends (what a run of identical HTTP 500s is counted on).
+fn operation(state: State) -> &'static str {
+    match state {
+        State::Queued | State::Creating => "create",
+        State::Created => "evidences upload",
+        State::EvidencesSent => "video upload",
+        _ => "status read",
+    }
+}
+
 impl Worker {
     /// Advances `job` as far as it goes now, and records how it ended.
     pub(super) async fn advance(self: &Arc<Self>, mut job: Job) -> Result {
@@ -83,7 +93,7 @@ impl Worker {
                     // the worker will really try again (including the server's Retry-After).
                     let delay = self.backoff().delay(job.attempts + 1, e.retry_after(), &mut rand::thread_rng());
                     let (id, message) = (job.id.clone(), redactor.apply(&e.to_string()));
-                    let repeat_key = e.repeated_500().map(|m| format!("{from}: {}", redactor.apply(m)));
+                    let repeat_key = e.repeated_500().map(|m| format!("{}: {}", operation(from), redactor.apply(m)));
                     let next = now_ms() + delay.as_millis() as i64;
                     tracing::info!(enrollment = %id, state = %from, error = %message, delay_ms = delay.as_millis() as u64, "retryable failure");
                     let recorded = {
@@ -93,9 +103,10 @@ impl Worker {
                     match recorded {
                         Ok((_, run)) if run >= self.config.sync.max_server_errors => {
                             let reason = format!(
-                                "the server answered HTTP 500 {run} times in a row with the same message while {from} \
+                                "the server answered HTTP 500 {run} times in a row with the same message to the {} \
                                  (the old Optimizer uses 500 for bad billing credentials, an invalid country or \
-                                 missing certificates): {message}"
+                                 missing certificates): {message}",
+                                operation(from)
                             );
                             return self.fail(&job, from, reason).await;
                         }
@@ -138,6 +149,7 @@ impl Worker {
             return self.fail(job, from, reason).await;
         }
         tracing::warn!(enrollment = %job.id, state = %from, to = %to, reason = %reason, "enrollment ended by the server");
+        self.count(2);
         let id = job.id.clone();
         if let Err(e) = blocking(&self.queue, move |q| q.record_ended(&id, from, to, &reason)).await {
             tracing::error!(enrollment = %job.id, error = %e, "cannot record the end");
@@ -146,6 +158,7 @@ impl Worker {
     }
 
     async fn fail(&self, job: &Job, from: State, reason: String) -> Result {
+        self.count(1);
         tracing::error!(enrollment = %job.id, state = %from, reason = %reason, "enrollment failed; operator action needed");
         let id = job.id.clone();
         if let Err(e) = blocking(&self.queue, move |q| q.record_failed(&id, from, &reason)).await {
@@ -419,6 +432,7 @@ impl Worker {
                 }
             };
             self.set_state(job, reached, format!("server status {status}")).await?;
+            self.count(0);
             self.erase_if_due(job).await?;
             return Ok(false);
         }

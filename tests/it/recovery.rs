@@ -43,7 +43,7 @@ fn a_damaged_artifact_fails_its_enrollment_while_the_others_flow() {
     bytes[middle] ^= 0x40;
     std::fs::write(&enc, &bytes).unwrap();
 
-    assert_eq!(env.run(&["sync", "--once"]).status.code(), Some(0));
+    assert_eq!(env.run(&["sync", "--once"]).status.code(), Some(3), "one enrollment failed");
     let shown = env.show(&bad);
     assert_eq!(shown["state"], "failed", "{shown}");
     assert!(shown["last_error"].as_str().unwrap().contains("video"), "{shown}");

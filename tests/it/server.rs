@@ -51,7 +51,7 @@ fn endless_videoerror_fails_after_the_resend_bound() {
     let m = env.manifest("m", "", |_| {});
     let id = env.enroll(&m);
     rule(&sandbox, json!({"op": "video", "email": EMAIL, "status": 200, "lose_as": "VIDEOERROR"}));
-    assert_eq!(env.run(&["sync", "--once"]).status.code(), Some(0));
+    assert_eq!(env.run(&["sync", "--once"]).status.code(), Some(3), "it failed");
     let shown = env.show(&id);
     assert_eq!(shown["state"], "failed", "{shown}");
     assert!(shown["last_error"].as_str().unwrap().contains("VIDEOERROR after 2 re-sends"), "{shown}");
@@ -64,7 +64,7 @@ fn gateway_headers_from_the_configuration_are_sent() {
     let sandbox = Sandbox::start_with(0, &["--require-header", "X-Api-Key: k3y-for-gateway"]);
     let without = Env::new(sandbox.addr.port());
     let id = without.enroll(&without.manifest("m", "", |_| {}));
-    assert_eq!(without.run(&["sync", "--once"]).status.code(), Some(0));
+    assert_eq!(without.run(&["sync", "--once"]).status.code(), Some(3), "it failed");
     let shown = without.show(&id);
     assert_eq!(shown["state"], "failed");
     assert!(shown["last_error"].as_str().unwrap().contains("401"), "{shown}");
@@ -105,7 +105,7 @@ fn the_master_key_can_come_from_systemd_credentials() {
 
     // Without the credential, a new key file appears and the queued evidence does not decrypt:
     // the enrollment fails with the reason instead of sending garbage.
-    assert_eq!(env.run(&["sync", "--once"]).status.code(), Some(0));
+    assert_eq!(env.run(&["sync", "--once"]).status.code(), Some(3), "it failed");
     let shown = env.show(&id);
     assert_eq!(shown["state"], "failed", "{shown}");
     assert!(shown["last_error"].as_str().unwrap().contains("decryption failed"), "{shown}");

@@ -63,7 +63,7 @@ fn a_permanent_error_fails_one_enrollment_while_others_flow_and_retry_requeues_i
     refuse(&sandbox, "evidences", "refused@example.com", 422, "Document type not accepted for this profile");
 
     let out = env.run(&["sync", "--once"]);
-    assert_eq!(out.status.code(), Some(0), "failed enrollments need an operator, not a retry");
+    assert_eq!(out.status.code(), Some(3), "an enrollment became failed during the run (design.md)");
     let shown = env.show(&bad_id);
     assert_eq!(shown["state"], "failed", "{shown}");
     assert!(shown["last_error"].as_str().unwrap().contains("Document type not accepted for this profile"), "{shown}");
@@ -90,7 +90,7 @@ fn a_refused_create_fails_with_the_server_reason() {
     let m = env.manifest("m", "", |m| m["customer"]["email"] = json!("nope@example.com"));
     let id = env.enroll(&m);
     refuse(&sandbox, "create", "nope@example.com", 403, "You do not have permission to perform this action.");
-    assert_eq!(env.run(&["sync", "--once"]).status.code(), Some(0));
+    assert_eq!(env.run(&["sync", "--once"]).status.code(), Some(3), "it failed");
     let shown = env.show(&id);
     assert_eq!(shown["state"], "failed");
     assert!(shown["last_error"].as_str().unwrap().contains("403"), "{shown}");

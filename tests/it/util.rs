@@ -179,6 +179,32 @@ pub fn http(method: &str, url: &str, body: Option<Value>) -> (u16, Value) {
     })
 }
 
+/// One HTTP request with a raw body; returns the status and the JSON body (`null` if none).
+pub fn http_raw(method: &str, url: &str, body: &[u8]) -> (u16, Value) {
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    rt.block_on(async {
+        let resp = reqwest::Client::new()
+            .request(method.parse().unwrap(), url)
+            .header("content-type", "application/json")
+            .body(body.to_vec())
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("{method} {url}: {e}"));
+        let status = resp.status().as_u16();
+        (status, resp.json().await.unwrap_or(Value::Null))
+    })
+}
+
+/// Moves a request on the sandbox to any status (its control API).
+pub fn set_status(sandbox: &Sandbox, request_pk: &str, status: &str) {
+    let (code, body) = http(
+        "POST",
+        &sandbox.url(&format!("/_sandbox/requests/{request_pk}/status")),
+        Some(json!({ "status": status })),
+    );
+    assert_eq!(code, 200, "{body}");
+}
+
 /// Adds a sandbox rule (see `POST /_sandbox/rules`).
 pub fn rule(sandbox: &Sandbox, rule: Value) {
     let (code, body) = http("POST", &sandbox.url("/_sandbox/rules"), Some(rule));
