@@ -123,3 +123,42 @@ pub async fn set_status(State(state): State<Shared>, Path(pk): Path<u64>, Json(b
         Err(e) => reply(StatusCode::BAD_REQUEST, format!("{e:?}")),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use axum::body::Body;
+    use axum::http::Request;
+    use tower::ServiceExt as _;
+
+    fn request(path: &str, peer: &str, token: Option<&str>) -> Request<Body> {
+        let mut builder = Request::get(path);
+        if let Some(t) = token {
+            builder = builder.header(CONTROL_HEADER, t);
+        }
+        let mut req = builder.body(Body::empty()).unwrap();
+        req.extensions_mut().insert(Peer(peer.parse().unwrap()));
+        req.extensions_mut().insert(crate::server::Kill::new());
+        req
+    }
+
+    #[tokio::test]
+    async fn the_control_api_answers_loopback_clients_or_the_token_only() {
+        let state = Shared::default();
+        lock(&state).control_token = Some("t0k3n".into());
+        let app = crate::router(state);
+        for (peer, token, expected) in [
+            ("127.0.0.1:5000", None, StatusCode::OK),
+            ("[::1]:5000", None, StatusCode::OK),
+            ("10.0.0.7:5000", None, StatusCode::FORBIDDEN),
+            ("10.0.0.7:5000", Some("wrong"), StatusCode::FORBIDDEN),
+            ("10.0.0.7:5000", Some("t0k3n"), StatusCode::OK),
+        ] {
+            let status = app.clone().oneshot(request("/_sandbox/requests", peer, token)).await.unwrap().status();
+            assert_eq!(status, expected, "{peer} {token:?}");
+        }
+        // The One-Shot API itself is for anyone who can reach it.
+        let status = app.oneshot(request("/api/v1/hello", "10.0.0.7:5000", None)).await.unwrap().status();
+        assert_eq!(status, StatusCode::OK);
+    }
+}

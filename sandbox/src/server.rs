@@ -22,6 +22,10 @@ use super::Shared;
 pub struct Kill(Arc<Notify>);
 
 impl Kill {
+    pub fn new() -> Kill {
+        Kill(Arc::new(Notify::new()))
+    }
+
     pub fn fire(&self) {
         self.0.notify_one();
     }
@@ -110,7 +114,7 @@ async fn rebind(
 
 async fn connection(stream: tokio::net::TcpStream, peer: SocketAddr, router: Router) {
     let _ = stream.set_nodelay(true);
-    let kill = Kill(Arc::new(Notify::new()));
+    let kill = Kill::new();
     let handle = kill.clone();
     let service = hyper::service::service_fn(move |mut req: hyper::Request<hyper::body::Incoming>| {
         req.extensions_mut().insert(handle.clone());

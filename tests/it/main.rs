@@ -6,6 +6,7 @@ mod chaos;
 mod cli;
 mod crash;
 mod enroll;
+mod hostile;
 mod protocol;
 mod recovery;
 mod server;

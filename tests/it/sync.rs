@@ -147,3 +147,64 @@ fn run_picks_up_enrollments_queued_by_another_process() {
     let status = daemon.wait().unwrap();
     assert!(status.success(), "daemon exit: {status:?}");
 }
+
+/// "Upload when connectivity allows": while the server is unreachable only probes go out, and the
+/// moment it answers again every enrollment that waited for it is tried, whatever its backoff
+/// said (here up to an hour).
+#[test]
+fn back_online_means_now_and_offline_costs_only_probes() {
+    let port = free_port();
+    let env = Env::with_config(port, "current", "probe_cap_secs = 0.2\n");
+    let text = std::fs::read_to_string(&env.config)
+        .unwrap()
+        .replace("backoff_base_secs = 0.05", "backoff_base_secs = 3600")
+        .replace("backoff_cap_secs = 0.2", "backoff_cap_secs = 3600");
+    std::fs::write(&env.config, text).unwrap();
+    let log_path = env.dir.path().join("daemon.log");
+    let log = std::fs::File::create(&log_path).unwrap();
+    let mut daemon = env
+        .cmd()
+        .arg("run")
+        .env("KIOSK_AGENT_LOG", "kiosk_agent=debug")
+        .stdout(Stdio::null())
+        .stderr(log)
+        .spawn()
+        .unwrap();
+    let ids: Vec<String> =
+        (0..5).map(|i| env.enroll(&env.manifest(&format!("e{i}"), &format!("b{i}"), |_| {}))).collect();
+    // The first attempt finds no server; the probe confirms it; a few more probes go out.
+    wait_for(Duration::from_secs(20), || {
+        std::fs::read_to_string(&log_path).unwrap().contains("server unreachable").then_some(())
+    });
+    let read_log = || std::fs::read_to_string(&log_path).unwrap();
+    wait_for(Duration::from_secs(20), || (read_log().matches("op=\"probe\"").count() >= 4).then_some(()));
+    let waiting: Vec<serde_json::Value> = env.list().into_iter().filter(|e| e["attempts"].as_u64() > Some(0)).collect();
+    assert!(!waiting.is_empty());
+    let due_ms: Vec<i64> = waiting
+        .iter()
+        .map(|e| {
+            let at = humantime::parse_rfc3339(e["next_attempt_at"].as_str().unwrap()).unwrap();
+            at.duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as i64
+        })
+        .collect();
+
+    let sandbox = Sandbox::start(port);
+    let back = Instant::now();
+    // A bound against a hang: the backoff alone would have waited up to an hour.
+    wait_for(Duration::from_secs(60), || env.list().iter().all(|e| e["state"] == "in_review").then_some(()));
+    let took = back.elapsed();
+    let now_ms = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as i64;
+    for due in &due_ms {
+        assert!(now_ms < *due, "delivered before the backoff was due, not because it was due");
+    }
+    let _ = daemon.kill();
+    let _ = daemon.wait();
+
+    let log = read_log();
+    let (offline, _) = log.split_once("server reachable again").expect("the worker noticed the server came back");
+    let requests = offline.matches("http request").count();
+    let probes = offline.matches("op=\"probe\"").count();
+    eprintln!("offline: {probes} probes and {} other requests; back to all in review in {took:?}", requests - probes);
+    assert!(requests - probes <= 2, "while offline only probes go out (besides the attempts that found it): {offline}");
+    assert_eq!(sandbox.records()["creates"], ids.len());
+}

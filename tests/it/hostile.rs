@@ -1,0 +1,144 @@
+//! The wire is not trusted: a server that redirects, answers without end, or sends an id that
+//! is not a number, and proxies in the environment, against the real binary.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::sync::{Arc, Mutex};
+
+use serde_json::json;
+
+use crate::util::*;
+
+/// A raw HTTP server on loopback that records each request line and answers with `respond`.
+struct Canned {
+    port: u16,
+    hits: Arc<Mutex<Vec<String>>>,
+}
+
+impl Canned {
+    fn start(respond: impl Fn(&str, &mut TcpStream) + Send + Sync + 'static) -> Canned {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let hits: Arc<Mutex<Vec<String>>> = Arc::default();
+        let (record, respond) = (Arc::clone(&hits), Arc::new(respond));
+        std::thread::spawn(move || {
+            for stream in listener.incoming().flatten() {
+                let (record, respond) = (Arc::clone(&record), Arc::clone(&respond));
+                std::thread::spawn(move || {
+                    let mut stream = stream;
+                    let mut reader = BufReader::new(stream.try_clone().unwrap());
+                    let mut line = String::new();
+                    if reader.read_line(&mut line).unwrap_or(0) == 0 {
+                        return;
+                    }
+                    let mut length = 0usize;
+                    loop {
+                        let mut header = String::new();
+                        if reader.read_line(&mut header).unwrap_or(0) == 0 || header == "\r\n" {
+                            break;
+                        }
+                        if let Some(v) = header.to_ascii_lowercase().strip_prefix("content-length:") {
+                            length = v.trim().parse().unwrap_or(0);
+                        }
+                    }
+                    let mut body = vec![0; length];
+                    let _ = reader.read_exact(&mut body);
+                    record.lock().unwrap().push(line.trim().to_owned());
+                    respond(line.trim(), &mut stream);
+                });
+            }
+        });
+        Canned { port, hits }
+    }
+
+    fn hits(&self) -> Vec<String> {
+        self.hits.lock().unwrap().clone()
+    }
+}
+
+fn answer(stream: &mut TcpStream, status: &str, headers: &str, body: &str) {
+    let _ = write!(
+        stream,
+        "HTTP/1.1 {status}\r\n{headers}Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+}
+
+/// One enrollment against `server`, one `sync --once`; returns the enrollment as shown.
+fn enroll_and_sync(port: u16) -> (Env, serde_json::Value, String) {
+    let env = Env::new(port);
+    let id = env.enroll(&env.manifest("m", "hostile", |_| {}));
+    let out = env.run(&["sync", "--once"]);
+    assert_eq!(out.status.code(), Some(3), "{}", String::from_utf8_lossy(&out.stderr));
+    let shown = env.show(&id);
+    (env, shown, String::from_utf8_lossy(&out.stderr).into_owned())
+}
+
+#[test]
+fn a_redirect_is_never_followed_and_names_its_location() {
+    let elsewhere = Canned::start(|_, s| answer(s, "200 OK", "", "{}"));
+    let location = format!("http://127.0.0.1:{}/steal", elsewhere.port);
+    let server =
+        Canned::start(move |_, s| answer(s, "307 Temporary Redirect", &format!("Location: {location}\r\n"), ""));
+    let (_env, shown, _) = enroll_and_sync(server.port);
+    assert_eq!(shown["state"], "failed", "{shown}");
+    let reason = shown["last_error"].as_str().unwrap();
+    assert!(reason.contains("redirect") && reason.contains(&format!("127.0.0.1:{}/steal", elsewhere.port)), "{reason}");
+    assert_eq!(elsewhere.hits(), Vec::<String>::new(), "the create body (with the billing password) went nowhere else");
+    assert_eq!(server.hits().len(), 1);
+}
+
+#[test]
+fn an_endless_answer_is_cut_at_one_mebibyte() {
+    let server = Canned::start(|_, s| {
+        let _ = s.write_all(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nConnection: close\r\n\r\n[");
+        let chunk = vec![b' '; 64 * 1024];
+        // Until the client hangs up (8 GiB at most).
+        for _ in 0..(8u64 << 30) / chunk.len() as u64 {
+            if s.write_all(&chunk).is_err() {
+                break;
+            }
+        }
+    });
+    let (_env, shown, _) = enroll_and_sync(server.port);
+    assert_eq!(shown["state"], "failed", "{shown}");
+    assert!(shown["last_error"].as_str().unwrap().contains("larger than 1024 KiB"), "{shown}");
+}
+
+#[test]
+fn an_id_that_is_not_digits_never_reaches_a_path() {
+    let server = Canned::start(|_, s| {
+        let body = json!({"status": "success", "message": "VideoID created",
+                          "detail": {"request_pk": "../../hello?x=", "videoid_pk": 7}})
+        .to_string();
+        answer(s, "200 OK", "Content-Type: application/json\r\n", &body)
+    });
+    let (_env, shown, _) = enroll_and_sync(server.port);
+    assert_eq!(shown["state"], "failed", "{shown}");
+    assert!(shown["last_error"].as_str().unwrap().contains("not 1 to 19 digits"), "{shown}");
+    assert!(shown["request_pk"].is_null());
+    assert_eq!(server.hits(), vec!["POST /oneshot/api/v1/videoid HTTP/1.1".to_owned()]);
+}
+
+#[test]
+fn proxies_from_the_environment_are_ignored() {
+    let proxy = Canned::start(|_, s| answer(s, "502 Bad Gateway", "", ""));
+    let sandbox = Sandbox::start(0);
+    let env = Env::new(sandbox.addr.port());
+    let id = env.enroll(&env.manifest("m", "proxy", |_| {}));
+    let url = format!("http://127.0.0.1:{}", proxy.port);
+    let out = env
+        .cmd()
+        .args(["sync", "--once"])
+        .env("HTTP_PROXY", &url)
+        .env("http_proxy", &url)
+        .env("HTTPS_PROXY", &url)
+        .env("ALL_PROXY", &url)
+        .env_remove("NO_PROXY")
+        .env_remove("no_proxy")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(env.show(&id)["state"], "in_review");
+    assert_eq!(proxy.hits(), Vec::<String>::new());
+}
