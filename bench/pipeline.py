@@ -60,7 +60,9 @@ class Sandbox:
         body = json.dumps({"mobile_phone_number": "+34699999999", "email": "bench@example.com",
                            "registration_authority": "139", "profile": "PFnubeQAFCiudadano"}).encode()
         req = urllib.request.Request(self.base + "/videoid", body, {"Content-Type": "application/json"})
-        return json.load(urllib.request.urlopen(req))["details"]
+        answer = json.load(urllib.request.urlopen(req))
+        # The new Optimizer answers `detail`, the old one `details`.
+        return answer.get("detail") or answer.get("details")
 
     def records(self):
         return json.load(urllib.request.urlopen(f"http://127.0.0.1:{self.port}/_sandbox/requests"))

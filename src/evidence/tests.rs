@@ -212,4 +212,10 @@ data_dir = "/tmp/x""#,
     // Standard Base64 with padding and no line breaks.
     let front = evidences["videoid_data"]["images"]["document_front"].as_str().unwrap();
     assert!(!front.contains('\n') && front.ends_with('='));
+    // `videoid_mode` is sent only when configured, as an integer (the vendor's External-mode
+    // example sends 1); the golden body above has none.
+    assert!(create.get("videoid_mode").is_none());
+    let mut with_mode = cfg.oneshot.clone();
+    with_mode.videoid_mode = Some(1);
+    assert_eq!(create_body(&with_mode, &e.pii)["videoid_mode"], serde_json::json!(1));
 }
