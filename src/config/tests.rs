@@ -184,7 +184,11 @@ fn shipped_example_parses() {
     let text = std::fs::read_to_string(&path).unwrap();
     let c = validate(from_toml(&text).unwrap(), Path::new("/etc/kiosk-agent")).unwrap();
     assert_eq!(c.oneshot.registration_authority, "139");
-    assert_eq!(c.oneshot.videoid_mode, Some(1), "the example sends videoid_mode = 1, as the vendor's External-mode example");
+    assert_eq!(
+        c.oneshot.videoid_mode,
+        Some(1),
+        "the example sends videoid_mode = 1, as the vendor's External-mode example"
+    );
 }
 
 #[test]

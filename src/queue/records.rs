@@ -365,16 +365,22 @@ impl Queue {
         Ok(())
     }
 
-    /// Records the last server status seen. Returns, for a status no public source names, since
-    /// when (ms) the server has been reporting unknown statuses; `None` for a known one.
-    pub fn record_server_status(&self, id: &str, status: &RequestStatus) -> Result<Option<i64>, QueueError> {
+    /// Records the last server status seen. `stalled`: the status does not move the enrollment
+    /// on (one no public source names, or uploads still not confirmed); returns since when (ms)
+    /// the server has been reporting such statuses, `None` once it reports one that counts.
+    pub fn record_server_status(
+        &self,
+        id: &str,
+        status: &RequestStatus,
+        stalled: bool,
+    ) -> Result<Option<i64>, QueueError> {
         let mut conn = self.conn();
         let tx = conn.transaction()?;
         let (previous, since): (Option<String>, Option<i64>) =
             tx.query_row("SELECT server_status, unknown_status_since FROM enrollments WHERE id = ?1", [id], |r| {
                 Ok((r.get(0)?, r.get(1)?))
             })?;
-        let since = if status.is_unknown() { Some(since.unwrap_or_else(now_ms)) } else { None };
+        let since = if stalled { Some(since.unwrap_or_else(now_ms)) } else { None };
         tx.execute(
             "UPDATE enrollments SET server_status = ?2, unknown_status_since = ?3, updated_at = ?4 WHERE id = ?1",
             params![id, status.as_str(), since, now_ms()],

@@ -7,8 +7,8 @@ use crate::queue::State;
 /// The worker's reaction to a request status read after (or before) an upload.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Action {
-    /// The server holds none of the uploads yet: keep waiting (a bounded number of reads), then
-    /// treat them as lost and send again (bounded by `sync.max_resends`).
+    /// The server holds none of the uploads yet: send them; after both were acknowledged, keep
+    /// polling with backoff, bounded by `sync.max_unknown_status_secs` (never a blind re-send).
     AwaitUploads,
     /// The evidences are in, the video is not: re-send the video (bounded).
     ResendVideo,

@@ -255,43 +255,51 @@ impl Worker {
         }
     }
 
-    /// Reads the request's status, records it, and says what it means. An unknown status is
-    /// polled with backoff until it has lasted `sync.max_unknown_status_secs`, then it fails
-    /// the enrollment with a reason an operator can act on.
+    /// Reads the request's status, records it, and says what it means. A status that does not
+    /// move the enrollment on — one no public source names, or `VIDEOPENDING` after both uploads
+    /// were acknowledged — is polled with backoff until it has lasted
+    /// `sync.max_unknown_status_secs`, then it fails the enrollment with a reason an operator
+    /// can act on (re-sending evidence the server may still be processing would send it twice).
     async fn observe(&self, job: &Job) -> std::result::Result<(RequestStatus, Action), StepError> {
         let status = self.client.request_status(&Self::ids(job)?.request_pk).await?;
-        let (id, s) = (job.id.clone(), status.clone());
-        let unknown_since = blocking(&self.queue, move |q| q.record_server_status(&id, &s)).await?;
         let act = action(&status);
-        if let Some(since) = unknown_since {
-            let lasted = Duration::from_millis((now_ms() - since).max(0) as u64);
-            let limit = self.config.sync.max_unknown_status;
-            if lasted >= limit {
-                return Err(StepError::Ended {
-                    to: State::Failed,
-                    reason: format!(
-                        "the server has reported status {status}, which the agent does not know, for {}; \
-                         check the request on the server (kiosk-agent queue show {}), then `kiosk-agent queue retry {}` \
-                         to follow it again",
-                        humantime::format_duration(Duration::from_secs(lasted.as_secs())),
-                        job.id,
-                        job.id
-                    ),
-                });
-            }
-            if matches!(job.state, State::VideoSent) {
-                return Err(OneShotError::Server {
-                    status: 0,
-                    details: format!(
-                        "server status {status} is unknown; polling for up to {}",
-                        humantime::format_duration(limit)
-                    ),
-                    retry_after: None,
-                }
-                .into());
-            }
+        let stalled = act == Action::Unknown || (job.state == State::VideoSent && act == Action::AwaitUploads);
+        let (id, s) = (job.id.clone(), status.clone());
+        let since = blocking(&self.queue, move |q| q.record_server_status(&id, &s, stalled)).await?;
+        let Some(since) = since else { return Ok((status, act)) };
+        let lasted = Duration::from_millis((now_ms() - since).max(0) as u64);
+        let limit = self.config.sync.max_unknown_status;
+        if lasted >= limit {
+            let what = if act == Action::Unknown {
+                format!("status {status}, which the agent does not know,")
+            } else {
+                format!("status {status} although both uploads were acknowledged")
+            };
+            return Err(StepError::Ended {
+                to: State::Failed,
+                reason: format!(
+                    "the server has reported {what} for {}; check the request on the server \
+                     (kiosk-agent request {} status), then `kiosk-agent queue retry {}` to follow it again",
+                    humantime::format_duration(Duration::from_secs(lasted.as_secs())),
+                    job.id,
+                    job.id
+                ),
+            });
+        }
+        if act == Action::Unknown && job.state == State::VideoSent {
+            return Err(Self::still_waiting(&status, limit).into());
         }
         Ok((status, act))
+    }
+
+    /// The retryable "not there yet" of a status read that did not move the enrollment on.
+    fn still_waiting(status: &RequestStatus, limit: Duration) -> OneShotError {
+        let what = if action(status) == Action::Unknown { "is unknown" } else { "does not confirm the uploads yet" };
+        OneShotError::Server {
+            status: 0,
+            details: format!("server status {status} {what}; polling for up to {}", humantime::format_duration(limit)),
+            retry_after: None,
+        }
     }
 
     /// Ends the enrollment because the server ended its request.
@@ -410,7 +418,7 @@ impl Worker {
 
     /// Reads the server status after both uploads and maps it into the local state.
     async fn confirm(&self, job: &mut Job) -> std::result::Result<bool, StepError> {
-        let mut last = (RequestStatus::VideoPending, Action::AwaitUploads);
+        let mut last = None;
         for read in 0..STATUS_READS {
             if read > 0 {
                 tokio::time::sleep(self.config.sync.status_poll).await;
@@ -422,12 +430,14 @@ impl Worker {
                 Action::Signed => State::Signed,
                 Action::Terminal(to) => return self.end(job, to, &status).await,
                 Action::ResendAll | Action::ResendVideo => {
-                    last = (status, act);
+                    last = Some((status, act));
                     break;
                 }
                 // Unknown statuses were turned into a retry (or the end) by `observe`.
                 Action::AwaitUploads | Action::Unknown => {
-                    last = (status, act);
+                    if read + 1 == STATUS_READS {
+                        return Err(Self::still_waiting(&status, self.config.sync.max_unknown_status).into());
+                    }
                     continue;
                 }
             };
@@ -437,9 +447,10 @@ impl Worker {
             return Ok(false);
         }
         // The server lost uploads it had acknowledged: re-send, a bounded number of times. After
-        // VIDEOERROR, or VIDEOPENDING that outlasted the status reads, both parts go again; after
-        // VIDEOINCOMPLETE the video, which is sent last.
-        let (status, act) = last;
+        // VIDEOERROR both parts go again; after VIDEOINCOMPLETE the video, which is sent last.
+        let Some((status, act)) = last else {
+            return Err(Self::still_waiting(&RequestStatus::VideoPending, self.config.sync.max_unknown_status).into());
+        };
         let id = job.id.clone();
         let resends = blocking(&self.queue, move |q| q.bump_resends(&id)).await?;
         if resends > self.config.sync.max_resends {

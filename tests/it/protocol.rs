@@ -78,37 +78,44 @@ fn terminal_statuses_end_enrollments_with_the_servers_status_in_both_generations
     }
 }
 
+/// A status that does not move the enrollment on — one no public source names, or
+/// `VIDEOPENDING` although both uploads were acknowledged — is polled, never answered with a
+/// blind re-send, and after `sync.max_unknown_status_secs` fails with what to do; `queue retry`
+/// follows the request again.
 #[test]
-fn an_unknown_status_is_polled_within_its_bound_then_fails_and_retry_follows_it_again() {
+fn a_status_that_does_not_move_on_is_polled_within_its_bound_then_fails_and_retry_follows_it() {
     for (layout, _, _) in LAYOUTS {
-        let sandbox = Sandbox::start(0);
-        let env = Env::with_config(sandbox.addr.port(), layout, "max_unknown_status_secs = 1\n");
-        let m = env.manifest("u", "unknown", |m| m["customer"]["email"] = json!("unknown@example.com"));
-        rule(
-            &sandbox,
-            json!({"op": "video", "email": "unknown@example.com", "status": 200, "lose_as": "VIDEOARCHIVED"}),
-        );
-        let id = env.enroll(&m);
-        // First read: recorded and polled (work remains).
-        assert_eq!(env.run(&["sync", "--once"]).status.code(), Some(3));
-        let shown = env.show(&id);
-        assert_eq!(
-            (shown["state"].as_str(), shown["server_status"].as_str()),
-            (Some("video_sent"), Some("VIDEOARCHIVED"))
-        );
-        assert!(shown["last_error"].as_str().unwrap().contains("unknown"), "{shown}");
-        // Past `sync.max_unknown_status_secs`, the next read fails it with what to do.
-        std::thread::sleep(Duration::from_millis(1100));
-        assert_eq!(env.run(&["sync", "--once"]).status.code(), Some(3));
-        let shown = env.show(&id);
-        assert_eq!(shown["state"], "failed", "{layout}: {shown}");
-        let reason = shown["last_error"].as_str().unwrap();
-        assert!(reason.contains("VIDEOARCHIVED") && reason.contains("queue retry"), "{reason}");
-        // The server moves on; the operator re-queues and the agent follows it to review.
-        set_status(&sandbox, shown["request_pk"].as_str().unwrap(), "VIDEOREVIEW");
-        assert!(env.run(&["queue", "retry", &id]).status.success());
-        assert_eq!(env.run(&["sync", "--once"]).status.code(), Some(0));
-        assert_eq!(env.show(&id)["state"], "in_review", "{layout}");
+        for stuck in ["VIDEOARCHIVED", "VIDEOPENDING"] {
+            let sandbox = Sandbox::start(0);
+            let env = Env::with_config(sandbox.addr.port(), layout, "max_unknown_status_secs = 1\n");
+            let m = env.manifest("u", stuck, |m| m["customer"]["email"] = json!("stuck@example.com"));
+            rule(&sandbox, json!({"op": "video", "email": "stuck@example.com", "status": 200, "lose_as": stuck}));
+            let id = env.enroll(&m);
+            // First reads: recorded and polled (work remains).
+            assert_eq!(env.run(&["sync", "--once"]).status.code(), Some(3));
+            let shown = env.show(&id);
+            assert_eq!((shown["state"].as_str(), shown["server_status"].as_str()), (Some("video_sent"), Some(stuck)));
+            assert!(shown["last_error"].as_str().unwrap().contains("polling"), "{shown}");
+            // Past `sync.max_unknown_status_secs`, the next read fails it with what to do.
+            std::thread::sleep(Duration::from_millis(1100));
+            assert_eq!(env.run(&["sync", "--once"]).status.code(), Some(3));
+            let shown = env.show(&id);
+            assert_eq!(shown["state"], "failed", "{layout} {stuck}: {shown}");
+            let reason = shown["last_error"].as_str().unwrap();
+            assert!(reason.contains(stuck) && reason.contains("queue retry"), "{reason}");
+            let pk = shown["request_pk"].as_str().unwrap().to_owned();
+            let r = request(&sandbox.records(), &pk).clone();
+            assert_eq!(
+                (r["evidences_uploads"].as_u64(), r["video_uploads"].as_u64()),
+                (Some(1), Some(0)),
+                "no blind re-send: {r}"
+            );
+            // The server moves on; the operator re-queues and the agent follows it to review.
+            set_status(&sandbox, &pk, "VIDEOREVIEW");
+            assert!(env.run(&["queue", "retry", &id]).status.success());
+            assert_eq!(env.run(&["sync", "--once"]).status.code(), Some(0));
+            assert_eq!(env.show(&id)["state"], "in_review", "{layout} {stuck}");
+        }
     }
 }
 
@@ -150,8 +157,14 @@ fn bad_billing_credentials_fail_after_the_same_500_repeats_not_for_ever() {
 /// billing password into the database or the log.
 #[test]
 fn echoed_personal_data_is_redacted_from_errors_history_and_logs() {
+    for (layout, _, _) in LAYOUTS {
+        redaction(layout);
+    }
+}
+
+fn redaction(layout: &str) {
     let sandbox = Sandbox::start(0);
-    let env = Env::new(sandbox.addr.port());
+    let env = Env::with_config(sandbox.addr.port(), layout, "");
     std::fs::write(env.dir.path().join("billing"), "s3cret-billing\n").unwrap();
     let text = std::fs::read_to_string(&env.config).unwrap().replace(
         "[oneshot]\n",

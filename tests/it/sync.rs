@@ -152,9 +152,18 @@ fn run_picks_up_enrollments_queued_by_another_process() {
 /// moment it answers again every enrollment that waited for it is tried, whatever its backoff
 /// said (here up to an hour).
 #[test]
-fn back_online_means_now_and_offline_costs_only_probes() {
+fn back_online_means_now_and_offline_costs_only_probes_new_optimizer() {
+    back_online("current");
+}
+
+#[test]
+fn back_online_means_now_and_offline_costs_only_probes_old_optimizer() {
+    back_online("legacy");
+}
+
+fn back_online(layout: &str) {
     let port = free_port();
-    let env = Env::with_config(port, "current", "probe_cap_secs = 0.2\n");
+    let env = Env::with_config(port, layout, "probe_cap_secs = 0.2\n");
     let text = std::fs::read_to_string(&env.config)
         .unwrap()
         .replace("backoff_base_secs = 0.05", "backoff_base_secs = 3600")
@@ -204,7 +213,10 @@ fn back_online_means_now_and_offline_costs_only_probes() {
     let (offline, _) = log.split_once("server reachable again").expect("the worker noticed the server came back");
     let requests = offline.matches("http request").count();
     let probes = offline.matches("op=\"probe\"").count();
-    eprintln!("offline: {probes} probes and {} other requests; back to all in review in {took:?}", requests - probes);
+    eprintln!(
+        "{layout}: offline: {probes} probes and {} other requests; back to all in review in {took:?}",
+        requests - probes
+    );
     assert!(requests - probes <= 2, "while offline only probes go out (besides the attempts that found it): {offline}");
     assert_eq!(sandbox.records()["creates"], ids.len());
 }
