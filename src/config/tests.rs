@@ -57,29 +57,20 @@ fn protocol_settings_are_checked() {
     ));
     assert_eq!(c.oneshot.generation(), crate::oneshot::Generation::Old);
     assert_eq!(c.oneshot.videoid_mode, Some(1));
-    check_problem(
-        &MINIMAL.replace("[oneshot]", "[oneshot]\nvideoid_mode = -1"),
-        "oneshot.videoid_mode",
-        "non-negative",
-    );
-    check_problem(
-        &MINIMAL.replace("[oneshot]", "[oneshot]\nproxy = \"ftp://p\""),
-        "oneshot.proxy",
-        "http, https or socks5",
-    );
-    check_problem(&MINIMAL.replace("[oneshot]", "[oneshot]\nproxy = \"not a url\""), "oneshot.proxy", "not a URL");
-    check_problem(&format!("{MINIMAL}[sync]\nmax_server_errors = 0\n"), "sync.max_server_errors", "at least 1");
-    check_problem(
-        &format!("{MINIMAL}[sync]\norphan_lookups_per_hour = 0\n"),
-        "sync.orphan_lookups_per_hour",
-        "at least 1",
-    );
-    check_problem(&format!("{MINIMAL}[sync]\nprobe_cap_secs = 0\n"), "sync.probe_cap_secs", "seconds");
-    check_problem(
-        &format!("{MINIMAL}[sync]\nmax_unknown_status_secs = -5\n"),
-        "sync.max_unknown_status_secs",
-        "seconds",
-    );
+    let oneshot = |line: &str| MINIMAL.replace("[oneshot]", &format!("[oneshot]\n{line}"));
+    let sync = |line: &str| format!("{MINIMAL}[sync]\n{line}\n");
+    for (text, key, needle) in [
+        (oneshot("videoid_mode = -1"), "oneshot.videoid_mode", "non-negative"),
+        (oneshot("proxy = \"ftp://p\""), "oneshot.proxy", "http, https or socks5"),
+        (oneshot("proxy = \"not a url\""), "oneshot.proxy", "not a URL"),
+        (oneshot("min_upload_bytes_per_sec = 0"), "oneshot.min_upload_bytes_per_sec", "greater than 0"),
+        (sync("max_server_errors = 0"), "sync.max_server_errors", "at least 1"),
+        (sync("orphan_lookups_per_hour = 0"), "sync.orphan_lookups_per_hour", "at least 1"),
+        (sync("probe_cap_secs = 0"), "sync.probe_cap_secs", "seconds"),
+        (sync("max_unknown_status_secs = -5"), "sync.max_unknown_status_secs", "seconds"),
+    ] {
+        check_problem(&text, key, needle);
+    }
     // Uploads get a timeout scaled by their size, between the request timeout and the ceiling.
     let o = check_ok(MINIMAL).oneshot;
     assert_eq!(o.upload_timeout_for(0), o.request_timeout);

@@ -17,6 +17,16 @@ fn golden(generation: &str, name: &str) -> Value {
     serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
 }
 
+/// Gives the agent billing credentials (user `billing@example.com`, this password in a file).
+fn with_billing(env: &Env, password: &str) {
+    std::fs::write(env.dir.path().join("billing"), format!("{password}\n")).unwrap();
+    let text = std::fs::read_to_string(&env.config).unwrap().replace(
+        "[oneshot]\n",
+        "[oneshot]\nbilling_username = \"billing@example.com\"\nbilling_password_file = \"billing\"\n",
+    );
+    std::fs::write(&env.config, text).unwrap();
+}
+
 #[test]
 fn the_sandbox_answers_each_generation_in_its_own_envelope() {
     for (_, generation, base) in LAYOUTS {
@@ -127,12 +137,7 @@ fn bad_billing_credentials_fail_after_the_same_500_repeats_not_for_ever() {
     for (layout, generation, _) in LAYOUTS {
         let sandbox = Sandbox::start_with(0, &["--billing", "billing@example.com:right-password"]);
         let env = Env::with_config(sandbox.addr.port(), layout, "max_server_errors = 3\n");
-        std::fs::write(env.dir.path().join("billing"), "wrong-password\n").unwrap();
-        let text = std::fs::read_to_string(&env.config).unwrap().replace(
-            "[oneshot]\n",
-            "[oneshot]\nbilling_username = \"billing@example.com\"\nbilling_password_file = \"billing\"\n",
-        );
-        std::fs::write(&env.config, text).unwrap();
+        with_billing(&env, "wrong-password");
         let id = env.enroll(&env.manifest("b", "billing", |_| {}));
         let runs = if generation == "old" { 3 } else { 1 };
         for run in 1..=runs {
@@ -165,12 +170,7 @@ fn echoed_personal_data_is_redacted_from_errors_history_and_logs() {
 fn redaction(layout: &str) {
     let sandbox = Sandbox::start(0);
     let env = Env::with_config(sandbox.addr.port(), layout, "");
-    std::fs::write(env.dir.path().join("billing"), "s3cret-billing\n").unwrap();
-    let text = std::fs::read_to_string(&env.config).unwrap().replace(
-        "[oneshot]\n",
-        "[oneshot]\nbilling_username = \"billing@example.com\"\nbilling_password_file = \"billing\"\n",
-    );
-    std::fs::write(&env.config, text).unwrap();
+    with_billing(&env, "s3cret-billing");
     let email = "echo.victim@example.com";
     let id = env.enroll(&env.manifest("r", "redact", |m| m["customer"]["email"] = json!(email)));
     let echoed = format!(
