@@ -6,6 +6,7 @@
 //! strings: everything downstream receives `Url`-checked bases, `Duration`s and byte counts.
 
 mod capture;
+mod paths;
 mod raw;
 
 use std::collections::BTreeMap;
@@ -17,6 +18,7 @@ use std::time::Duration;
 pub use capture::{
     validate_capture, CameraMode, CameraRole, CaptureConfig, Quality, Role, StillConfig, VideoConfig, PRESETS,
 };
+pub use paths::Paths;
 pub use raw::RawConfig;
 
 /// Environment variable naming the configuration file when `--config` is not given.
@@ -53,38 +55,6 @@ pub enum Layout {
     Current,
     /// The published OpenAPI file: base `/api/v1`, keyed by `request_pk`.
     Legacy,
-}
-
-/// Path templates of the One-Shot operations; `{request_pk}` and `{videoid_pk}` are filled in.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Paths {
-    pub create: String,
-    pub evidences: String,
-    pub video: String,
-    pub status: String,
-    pub hello: String,
-}
-
-impl Paths {
-    /// The default templates of a layout.
-    pub fn for_layout(layout: Layout) -> Self {
-        match layout {
-            Layout::Current => Paths {
-                create: "/videoid".into(),
-                evidences: "/videoid/{videoid_pk}/evidences".into(),
-                video: "/videoid/{videoid_pk}/video".into(),
-                status: "/request/{request_pk}".into(),
-                hello: "/hello".into(),
-            },
-            Layout::Legacy => Paths {
-                create: "/videoid".into(),
-                evidences: "/videoid/{request_pk}/evidences".into(),
-                video: "/videoid/{request_pk}/evidences/video".into(),
-                status: "/request/{request_pk}".into(),
-                hello: "/hello".into(),
-            },
-        }
-    }
 }
 
 /// The `[oneshot]` section, validated.
@@ -266,23 +236,7 @@ pub fn validate(raw: RawConfig, base_dir: &Path) -> Result<Config, ConfigError> 
             Layout::Current
         }
     };
-    let mut paths = Paths::for_layout(layout);
-    if let Some(p) = o.paths {
-        for (key, value, slot) in [
-            ("create", p.create, &mut paths.create),
-            ("evidences", p.evidences, &mut paths.evidences),
-            ("video", p.video, &mut paths.video),
-            ("status", p.status, &mut paths.status),
-            ("hello", p.hello, &mut paths.hello),
-        ] {
-            if let Some(v) = value {
-                match check_path_template(&v) {
-                    Ok(()) => *slot = v,
-                    Err(msg) => problem(&format!("oneshot.paths.{key}"), msg),
-                }
-            }
-        }
-    }
+    let paths = paths::validate(layout, o.paths, &mut problem);
     let required = |key: &str, v: Option<String>, problem: &mut dyn FnMut(&str, String)| match v {
         Some(s) if !s.trim().is_empty() => s.trim().to_owned(),
         _ => {
@@ -520,17 +474,6 @@ fn is_loopback(url: &reqwest::Url) -> bool {
         Some(url::Host::Domain(d)) => d.eq_ignore_ascii_case("localhost"),
         None => false,
     }
-}
-
-fn check_path_template(path: &str) -> Result<(), String> {
-    if !path.starts_with('/') {
-        return Err("must start with '/'".into());
-    }
-    let stripped = path.replace("{request_pk}", "").replace("{videoid_pk}", "");
-    if stripped.contains(['{', '}']) {
-        return Err("may only use the placeholders {request_pk} and {videoid_pk}".into());
-    }
-    Ok(())
 }
 
 #[cfg(test)]

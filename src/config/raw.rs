@@ -46,6 +46,18 @@ pub struct RawPaths {
     pub video: Option<String>,
     pub status: Option<String>,
     pub hello: Option<String>,
+    pub approve: Option<String>,
+    pub validate: Option<String>,
+    pub refuse: Option<String>,
+    pub video_download: Option<String>,
+    pub document_upload: Option<String>,
+    pub contract: Option<String>,
+    pub otp: Option<String>,
+    pub sign: Option<String>,
+    pub document_signed: Option<String>,
+    pub document_original: Option<String>,
+    pub document_delete: Option<String>,
+    pub documents_delete: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
