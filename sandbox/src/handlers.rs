@@ -309,6 +309,8 @@ pub async fn video(
         let mut hasher = Sha256::new();
         let mut size = 0u64;
         let mut head = Vec::with_capacity(12);
+        // Kept for "download video" while small; a large one is hashed only.
+        let mut kept = Some(Vec::new());
         while let Some(chunk) = field.chunk().await.map_err(|e| broken(format!("Video upload broke off: {e}")))? {
             if plan == Plan::Reset {
                 lock(&state).broken_uploads += 1;
@@ -320,15 +322,28 @@ pub async fn video(
             }
             hasher.update(&chunk);
             size += chunk.len() as u64;
+            kept = kept.filter(|_| size <= crate::state::VIDEO_KEEP_LIMIT).map(|mut k| {
+                k.extend_from_slice(&chunk);
+                k
+            });
         }
         if !is_mp4(&head) {
             return Err(SandboxError::BadRequest("video is not an MP4 file".into()).into_response(g));
         }
-        record = Some(ImageRecord { sha256: hex::encode(hasher.finalize()), size });
+        record = Some((ImageRecord { sha256: hex::encode(hasher.finalize()), size }, kept));
     }
-    let record =
+    let (record, kept) =
         record.ok_or_else(|| SandboxError::BadRequest("Missing required parameter: video".into()).into_response(g))?;
-    lock(&state).receive_video(request_pk, record, lose_as).map_err(|e| e.into_response(g))?;
+    {
+        let mut st = lock(&state);
+        if lose_as.is_none() {
+            match kept {
+                Some(bytes) => st.videos.insert(request_pk, bytes),
+                None => st.videos.remove(&request_pk),
+            };
+        }
+        st.receive_video(request_pk, record, lose_as).map_err(|e| e.into_response(g))?;
+    }
     if plan == Plan::Drop {
         return Err(cut(&kill).await);
     }

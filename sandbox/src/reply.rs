@@ -36,6 +36,11 @@ pub fn error(generation: Generation, status: StatusCode, text: &str) -> Response
     (status, Json(body)).into_response()
 }
 
+/// A file (a PDF or the video).
+pub fn bytes(content_type: &'static str, body: Vec<u8>) -> Response {
+    (StatusCode::OK, [(axum::http::header::CONTENT_TYPE, content_type)], body).into_response()
+}
+
 /// The control API's own answers (not part of either generation).
 pub fn control(status: StatusCode, text: impl Into<String>) -> Response {
     (status, Json(json!({"status": status.as_u16(), "message": text.into()}))).into_response()
@@ -67,6 +72,16 @@ impl SandboxError {
                 error(Generation::Old, StatusCode::INTERNAL_SERVER_ERROR, &text)
             }
             (SandboxError::Billing(text), Generation::New) => error(Generation::New, StatusCode::BAD_REQUEST, &text),
+            (SandboxError::RaForbidden(msg), _) => {
+                (StatusCode::FORBIDDEN, Json(json!({"result": null, "error": {"msg": msg, "code": 403}})))
+                    .into_response()
+            }
+            (SandboxError::OtpInvalid, g) => error(g, StatusCode::FORBIDDEN, "Confirmation Code invalid"),
+            (SandboxError::Precondition(text), g) => error(g, StatusCode::PRECONDITION_FAILED, &text),
+            (SandboxError::Unsupported(text), g) => error(g, StatusCode::UNSUPPORTED_MEDIA_TYPE, &text),
+            (SandboxError::DocumentNotFound(uid), g) => {
+                error(g, StatusCode::NOT_FOUND, &format!("Document {uid} not found"))
+            }
             (SandboxError::Refused { status, details }, g) => {
                 error(g, StatusCode::from_u16(status).unwrap_or(StatusCode::BAD_REQUEST), &details)
             }

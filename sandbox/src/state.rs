@@ -27,6 +27,9 @@ pub struct SandboxRequest {
     pub images: BTreeMap<String, ImageRecord>,
     pub given_name_sha256: Option<String>,
     pub video: Option<ImageRecord>,
+    /// Documents of the signing flow, by uid.
+    #[serde(default)]
+    pub documents: BTreeMap<String, crate::signing::SandboxDocument>,
 }
 
 /// A refusal the sandbox applies to requests of one customer.
@@ -67,6 +70,10 @@ pub struct SandboxState {
     pub billing: Option<(String, String)>,
     /// A token that opens the control endpoints (`/_sandbox/…`) to non-loopback clients.
     pub control_token: Option<String>,
+    /// The signing flow's bytes, OTPs and RAO.
+    pub signing: crate::signing::SigningState,
+    /// Received videos up to [`VIDEO_KEEP_LIMIT`], for "download video".
+    pub videos: BTreeMap<u64, Vec<u8>>,
     emails: BTreeMap<u64, String>,
     phones: BTreeMap<u64, String>,
 }
@@ -83,6 +90,8 @@ impl Default for SandboxState {
             required_header: None,
             billing: None,
             control_token: None,
+            signing: Default::default(),
+            videos: BTreeMap::new(),
             emails: BTreeMap::new(),
             phones: BTreeMap::new(),
         }
@@ -105,7 +114,20 @@ pub enum SandboxError {
     Billing(String),
     /// A test rule refused the operation with this HTTP status.
     Refused { status: u16, details: String },
+    /// Wrong RAO credentials (403 in the RA's own error shape).
+    RaForbidden(String),
+    /// A wrong OTP (403 "Confirmation Code invalid").
+    OtpInvalid,
+    /// 412: not now ("Otp generated less than a minute ago", "Invalid request status").
+    Precondition(String),
+    /// 415: a document that is not a PDF.
+    Unsupported(String),
+    /// No such document.
+    DocumentNotFound(String),
 }
+
+/// The largest video the sandbox keeps for "download video" (larger ones are hashed only).
+pub const VIDEO_KEEP_LIMIT: u64 = 64 * 1024 * 1024;
 
 impl SandboxState {
     /// A new request in `VIDEOPENDING`; pks start where the vendor's examples do.
@@ -128,6 +150,7 @@ impl SandboxState {
                 images: BTreeMap::new(),
                 given_name_sha256: None,
                 video: None,
+                documents: BTreeMap::new(),
             },
         );
         &self.requests[&request_pk]

@@ -6,6 +6,7 @@
 //! strings: everything downstream receives `Url`-checked bases, `Duration`s and byte counts.
 
 mod capture;
+mod flow;
 mod paths;
 mod raw;
 
@@ -18,6 +19,7 @@ use std::time::Duration;
 pub use capture::{
     validate_capture, CameraMode, CameraRole, CaptureConfig, Quality, Role, StillConfig, VideoConfig, PRESETS,
 };
+pub use flow::{read_secret, RaoConfig, RaoCredentials, SignatureConfig};
 pub use paths::Paths;
 pub use raw::RawConfig;
 
@@ -142,6 +144,8 @@ pub struct StorageConfig {
     pub max_spool_bytes: u64,
     pub min_free_bytes: u64,
     pub erase_after: EraseAfter,
+    /// Where `document delete` backs documents up first (the brief: keep copies).
+    pub document_backup_dir: PathBuf,
 }
 
 /// The `[evidence]` section, validated.
@@ -175,6 +179,14 @@ pub struct SyncConfig {
     pub orphan_lookups_per_hour: u32,
     /// The longest wait between two connectivity probes while the server is unreachable.
     pub probe_cap: Duration,
+    /// How often a request in review is read during its first hour in review …
+    pub review_poll: Duration,
+    /// … and after that …
+    pub review_poll_late: Duration,
+    /// … for at most this long; then it is left alone (a webhook can still move it).
+    pub review_follow: Duration,
+    /// Where the webhook receiver listens (off when `None`).
+    pub webhook_listen: Option<std::net::SocketAddr>,
 }
 
 /// The whole validated configuration.
@@ -185,6 +197,9 @@ pub struct Config {
     pub evidence: EvidenceLimits,
     pub sync: SyncConfig,
     pub capture: CaptureConfig,
+    /// The RAO who approves and refuses, when this kiosk does that itself.
+    pub rao: Option<RaoConfig>,
+    pub signature: SignatureConfig,
 }
 
 /// Reads, parses and validates the file at `path`.
@@ -385,6 +400,26 @@ pub fn validate(raw: RawConfig, base_dir: &Path) -> Result<Config, ConfigError> 
     let status_poll = millis("sync.status_poll_secs", y.status_poll_secs, 2.0);
     let max_unknown_status = millis("sync.max_unknown_status_secs", y.max_unknown_status_secs, 3600.0);
     let probe_cap = millis("sync.probe_cap_secs", y.probe_cap_secs, 15.0);
+    let review_poll = millis("sync.review_poll_secs", y.review_poll_secs, 120.0);
+    let review_poll_late = millis("sync.review_poll_late_secs", y.review_poll_late_secs, 900.0);
+    let review_follow = match y.review_follow_days {
+        None => Duration::from_secs(7 * 86_400),
+        Some(d) if d.is_finite() && d > 0.0 && d <= 365.0 => Duration::from_secs_f64(d * 86_400.0),
+        Some(d) => {
+            problem("sync.review_follow_days", format!("must be a number of days in (0, 365], not {d}"));
+            Duration::from_secs(7 * 86_400)
+        }
+    };
+    let webhook_listen = match y.webhook_listen.as_deref() {
+        None => None,
+        Some(addr) => match addr.parse::<std::net::SocketAddr>() {
+            Ok(a) => Some(a),
+            Err(_) => {
+                problem("sync.webhook_listen", format!("must be an address such as 127.0.0.1:8471, not {addr:?}"));
+                None
+            }
+        },
+    };
     let max_server_errors = match y.max_server_errors {
         Some(0) => {
             problem("sync.max_server_errors", "must be at least 1".into());
@@ -405,6 +440,8 @@ pub fn validate(raw: RawConfig, base_dir: &Path) -> Result<Config, ConfigError> 
         problem("sync.backoff_cap_secs", "must not be smaller than sync.backoff_base_secs".into());
     }
 
+    let rao = flow::validate_rao(raw.rao, base_dir, &mut problem);
+    let signature = flow::validate_signature(raw.signature, &mut problem);
     let capture = match validate_capture(raw.cameras, raw.capture) {
         Ok(c) => c,
         Err(more) => {
@@ -435,7 +472,14 @@ pub fn validate(raw: RawConfig, base_dir: &Path) -> Result<Config, ConfigError> 
             request_timeout,
             upload_timeout,
         },
-        storage: StorageConfig { data_dir, master_key_file, max_spool_bytes, min_free_bytes, erase_after },
+        storage: StorageConfig {
+            document_backup_dir: s.document_backup_dir.map(resolve).unwrap_or_else(|| data_dir.join("document-backup")),
+            data_dir,
+            master_key_file,
+            max_spool_bytes,
+            min_free_bytes,
+            erase_after,
+        },
         evidence,
         sync: SyncConfig {
             concurrency,
@@ -447,8 +491,14 @@ pub fn validate(raw: RawConfig, base_dir: &Path) -> Result<Config, ConfigError> 
             max_server_errors,
             orphan_lookups_per_hour,
             probe_cap,
+            review_poll,
+            review_poll_late,
+            review_follow,
+            webhook_listen,
         },
         capture,
+        rao,
+        signature,
     })
 }
 

@@ -14,6 +14,8 @@ pub struct RawConfig {
     pub sync: Option<RawSync>,
     pub cameras: Option<RawCameras>,
     pub capture: Option<RawCapture>,
+    pub rao: Option<super::flow::RawRao>,
+    pub signature: Option<super::flow::RawSignature>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -68,6 +70,7 @@ pub struct RawStorage {
     pub max_spool_bytes: Option<u64>,
     pub min_free_bytes: Option<u64>,
     pub erase_after: Option<String>,
+    pub document_backup_dir: Option<PathBuf>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -89,6 +92,10 @@ pub struct RawSync {
     pub max_server_errors: Option<u32>,
     pub orphan_lookups_per_hour: Option<u32>,
     pub probe_cap_secs: Option<f64>,
+    pub review_poll_secs: Option<f64>,
+    pub review_poll_late_secs: Option<f64>,
+    pub review_follow_days: Option<f64>,
+    pub webhook_listen: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]

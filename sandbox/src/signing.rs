@@ -1,0 +1,298 @@
+//! The signing flow's state on the sandbox: approval by the RAO, documents, the service
+//! contract, the OTP and the signature, as methods of [`SandboxState`] that return a
+//! [`SandboxError`] — `VIDEOREVIEW` → (validate →) approve → `ENROLLREADY` → documents, contract,
+//! OTP → sign → `SIGNED`; refuse → `VIDEOID_REFUSED`.
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use oneshot_protocol::RequestStatus;
+use rand::Rng as _;
+use serde::{Deserialize, Serialize};
+
+use crate::handlers::sha256_hex;
+use crate::pdf;
+use crate::state::{SandboxError, SandboxState};
+
+/// The sandbox's RAO, by default the one in the vendor's guide.
+pub const RAO_ID: &str = "1400";
+pub const RAO_TOKEN: &str = "f734066d1ce36f9cae4d55be4cdac50e";
+pub const RAO_LOGIN: (&str, &str, &str) = ("1000279", "3DPTm:N4", "23bYQq9a");
+/// How long an OTP blocks a new one (the Optimizer's 412 "less than a minute ago").
+pub const OTP_INTERVAL: Duration = Duration::from_secs(60);
+/// The most documents one request holds.
+pub const MAX_DOCUMENTS: usize = 10;
+
+/// One uploaded document, as the control API shows it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SandboxDocument {
+    pub uid: String,
+    pub filename: String,
+    pub sha256: String,
+    pub size: u64,
+    pub signed_sha256: Option<String>,
+}
+
+/// RAO credentials as an approve, validate or refuse body carries them.
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct RaoBody {
+    pub token: Option<String>,
+    pub username: Option<String>,
+    pub password: Option<String>,
+    pub pin: Option<String>,
+    pub rao: Option<String>,
+    pub rao_id: Option<String>,
+    pub reason: Option<String>,
+}
+
+/// What the sandbox keeps of the signing flow beyond [`crate::SandboxRequest`].
+#[derive(Debug, Default)]
+pub struct SigningState {
+    /// Document bytes by uid: the original and, once signed, the signed one.
+    pub bytes: BTreeMap<String, (Vec<u8>, Option<Vec<u8>>)>,
+    /// The last OTP of each request and when it was generated.
+    pub otps: BTreeMap<u64, (String, Instant)>,
+    /// A RAO token to accept instead of [`RAO_TOKEN`].
+    pub rao_token: Option<String>,
+}
+
+impl SandboxState {
+    fn check_rao(&self, body: &RaoBody) -> Result<(), SandboxError> {
+        let rao = body.rao.as_deref().or(body.rao_id.as_deref());
+        let token = self.signing.rao_token.as_deref().unwrap_or(RAO_TOKEN);
+        let by_token = body.token.as_deref() == Some(token);
+        let by_login = (body.username.as_deref(), body.password.as_deref(), body.pin.as_deref())
+            == (Some(RAO_LOGIN.0), Some(RAO_LOGIN.1), Some(RAO_LOGIN.2));
+        if rao != Some(RAO_ID) || !(by_token || by_login) {
+            return Err(SandboxError::RaForbidden("Invalid RAO credentials".into()));
+        }
+        Ok(())
+    }
+
+    fn status_of(&self, pk: u64) -> Result<RequestStatus, SandboxError> {
+        Ok(self.requests.get(&pk).ok_or(SandboxError::NotFound)?.status.clone())
+    }
+
+    fn require(&self, pk: u64, allowed: &[RequestStatus]) -> Result<(), SandboxError> {
+        let status = self.status_of(pk)?;
+        if allowed.contains(&status) {
+            Ok(())
+        } else {
+            Err(SandboxError::InvalidStatus(status))
+        }
+    }
+
+    /// Two-step mode's first step (old generation): `VIDEOREVIEW` → `VALIDATED`.
+    pub fn validate_videoid(&mut self, pk: u64, body: &RaoBody) -> Result<(), SandboxError> {
+        self.require(pk, &[RequestStatus::VideoReview])?;
+        self.check_rao(body)?;
+        self.set_status(pk, RequestStatus::Validated)
+    }
+
+    /// `VIDEOREVIEW` (or `VALIDATED`) → `ENROLLREADY`.
+    pub fn approve(&mut self, pk: u64, body: &RaoBody) -> Result<(), SandboxError> {
+        self.require(pk, &[RequestStatus::VideoReview, RequestStatus::Validated])?;
+        self.check_rao(body)?;
+        self.set_status(pk, RequestStatus::EnrollReady)
+    }
+
+    /// `VIDEOREVIEW` (or `VALIDATED`) → `VIDEOID_REFUSED`; the reason is required.
+    pub fn refuse(&mut self, pk: u64, body: &RaoBody) -> Result<(), SandboxError> {
+        if body.reason.as_deref().is_none_or(|r| r.trim().is_empty()) {
+            return Err(SandboxError::BadRequest("Missing required parameters: reason".into()));
+        }
+        self.require(pk, &[RequestStatus::VideoReview, RequestStatus::Validated])?;
+        self.check_rao(body)?;
+        self.set_status(pk, RequestStatus::VideoIdRefused)
+    }
+
+    /// Stores PDF documents of an approved request; returns `(field, uid, digest, filename)`.
+    pub fn add_documents(
+        &mut self,
+        pk: u64,
+        files: Vec<(String, String, Vec<u8>)>,
+    ) -> Result<Vec<(String, String, String, String)>, SandboxError> {
+        self.require(pk, &[RequestStatus::EnrollReady])?;
+        if files.is_empty() {
+            return Err(SandboxError::BadRequest("Missing required parameters: file".into()));
+        }
+        if let Some((_, name, _)) = files.iter().find(|(_, _, bytes)| !pdf::is_pdf(bytes)) {
+            return Err(SandboxError::Unsupported(format!("Unsupported file type: {name}")));
+        }
+        let held = self.requests[&pk].documents.len();
+        if held + files.len() > MAX_DOCUMENTS {
+            return Err(SandboxError::BadRequest(format!("Maximum number of document reached for Request {pk}")));
+        }
+        let mut out = Vec::new();
+        for (field, filename, bytes) in files {
+            let uid = uuid_like();
+            let digest = sha256_hex(&bytes);
+            let doc = SandboxDocument {
+                uid: uid.clone(),
+                filename: filename.clone(),
+                sha256: digest.clone(),
+                size: bytes.len() as u64,
+                signed_sha256: None,
+            };
+            self.requests.get_mut(&pk).expect("required above").documents.insert(uid.clone(), doc);
+            self.signing.bytes.insert(uid.clone(), (bytes, None));
+            out.push((field, uid, digest, filename));
+        }
+        Ok(out)
+    }
+
+    /// The service contract of an approved request (a real, small PDF).
+    pub fn contract(&self, pk: u64) -> Result<Vec<u8>, SandboxError> {
+        self.require(pk, &[RequestStatus::EnrollReady, RequestStatus::Signed])?;
+        Ok(pdf::text_pdf(&["Service contract (kiosk-sandbox)", &format!("Request {pk}"), "Terms of the certificate."]))
+    }
+
+    /// A new OTP for an approved request: 412 when the last one is younger than a minute, or
+    /// when the request is not ready.
+    pub fn generate_otp(&mut self, pk: u64) -> Result<(), SandboxError> {
+        if self.status_of(pk)? != RequestStatus::EnrollReady {
+            return Err(SandboxError::Precondition("Invalid request status".into()));
+        }
+        if self.signing.otps.get(&pk).is_some_and(|(_, at)| at.elapsed() < OTP_INTERVAL) {
+            return Err(SandboxError::Precondition("Otp generated less than a minute ago".into()));
+        }
+        let code = format!("{:06}", rand::thread_rng().gen_range(0..1_000_000));
+        self.signing.otps.insert(pk, (code, Instant::now()));
+        Ok(())
+    }
+
+    /// The last OTP of a request (the control API's, for tests: a real one goes to the phone).
+    pub fn otp(&self, pk: u64) -> Option<&str> {
+        self.signing.otps.get(&pk).map(|(c, _)| c.as_str())
+    }
+
+    /// Signs every document of an approved request with the right OTP (or an external unlock).
+    pub fn sign(&mut self, pk: u64, secret: Option<&str>, external: bool) -> Result<(), SandboxError> {
+        self.require(pk, &[RequestStatus::EnrollReady])?;
+        let expected = self.otp(pk);
+        if !external && (expected.is_none() || secret != expected) {
+            return Err(SandboxError::OtpInvalid);
+        }
+        if self.requests[&pk].documents.is_empty() {
+            return Err(SandboxError::BadRequest("No documents to sign".into()));
+        }
+        let uids: Vec<String> = self.requests[&pk].documents.keys().cloned().collect();
+        for uid in uids {
+            if let Some((original, signed)) = self.signing.bytes.get_mut(&uid) {
+                let bytes = pdf::signed(original, &format!("request {pk}"));
+                let sha = sha256_hex(&bytes);
+                *signed = Some(bytes);
+                if let Some(doc) = self.requests.get_mut(&pk).and_then(|r| r.documents.get_mut(&uid)) {
+                    doc.signed_sha256 = Some(sha);
+                }
+            }
+        }
+        self.signing.otps.remove(&pk);
+        self.set_status(pk, RequestStatus::Signed)
+    }
+
+    /// A document's original or signed bytes.
+    pub fn document(&self, pk: u64, uid: &str, signed: bool) -> Result<Vec<u8>, SandboxError> {
+        if !self.requests.get(&pk).ok_or(SandboxError::NotFound)?.documents.contains_key(uid) {
+            return Err(SandboxError::DocumentNotFound(uid.to_owned()));
+        }
+        let (original, signed_bytes) =
+            self.signing.bytes.get(uid).ok_or_else(|| SandboxError::DocumentNotFound(uid.into()))?;
+        match (signed, signed_bytes) {
+            (false, _) => Ok(original.clone()),
+            (true, Some(b)) => Ok(b.clone()),
+            (true, None) => Err(SandboxError::DocumentNotFound(format!("{uid} is not signed yet"))),
+        }
+    }
+
+    /// Deletes one document, or all of a request's (`uid` `None`).
+    pub fn delete_documents(&mut self, pk: u64, uid: Option<&str>) -> Result<usize, SandboxError> {
+        let req = self.requests.get_mut(&pk).ok_or(SandboxError::NotFound)?;
+        let uids: Vec<String> = match uid {
+            Some(u) if req.documents.contains_key(u) => vec![u.to_owned()],
+            Some(u) => return Err(SandboxError::DocumentNotFound(u.to_owned())),
+            None => req.documents.keys().cloned().collect(),
+        };
+        for u in &uids {
+            req.documents.remove(u);
+            self.signing.bytes.remove(u);
+        }
+        Ok(uids.len())
+    }
+}
+
+fn uuid_like() -> String {
+    let b: [u8; 16] = rand::thread_rng().gen();
+    let h: String = b.iter().map(|x| format!("{x:02x}")).collect();
+    format!("{}-{}-{}-{}-{}", &h[..8], &h[8..12], &h[12..16], &h[16..20], &h[20..])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn token() -> RaoBody {
+        RaoBody { token: Some(RAO_TOKEN.into()), rao: Some(RAO_ID.into()), ..Default::default() }
+    }
+
+    fn in_review(st: &mut SandboxState) -> u64 {
+        let pk = st.create("s@example.com", "+34600000000").request_pk;
+        st.set_status(pk, RequestStatus::VideoReview).unwrap();
+        pk
+    }
+
+    #[test]
+    fn approve_documents_otp_sign_retrieve_delete() {
+        let mut st = SandboxState::default();
+        let pk = in_review(&mut st);
+        let pdf = pdf::text_pdf(&["doc"]);
+        assert_eq!(
+            st.add_documents(pk, vec![("file".into(), "a.pdf".into(), pdf.clone())]),
+            Err(SandboxError::InvalidStatus(RequestStatus::VideoReview))
+        );
+        let wrong = RaoBody { token: Some("nope".into()), ..token() };
+        assert!(matches!(st.approve(pk, &wrong), Err(SandboxError::RaForbidden(_))));
+        st.approve(pk, &token()).unwrap();
+        assert_eq!(st.requests[&pk].status, RequestStatus::EnrollReady);
+        assert!(matches!(
+            st.add_documents(pk, vec![("file".into(), "x.txt".into(), b"hello".to_vec())]),
+            Err(SandboxError::Unsupported(_))
+        ));
+        let uid = st.add_documents(pk, vec![("file".into(), "a.pdf".into(), pdf.clone())]).unwrap()[0].1.clone();
+        assert!(pdf::is_pdf(&st.contract(pk).unwrap()));
+        assert_eq!(st.sign(pk, Some("000000"), false), Err(SandboxError::OtpInvalid), "no OTP yet");
+        st.generate_otp(pk).unwrap();
+        assert!(matches!(st.generate_otp(pk), Err(SandboxError::Precondition(m)) if m.contains("less than a minute")));
+        let code = st.otp(pk).unwrap().to_owned();
+        let wrong_code = if code == "111111" { "222222" } else { "111111" };
+        assert_eq!(st.sign(pk, Some(wrong_code), false), Err(SandboxError::OtpInvalid));
+        st.sign(pk, Some(&code), false).unwrap();
+        assert_eq!(st.requests[&pk].status, RequestStatus::Signed);
+        let signed = st.document(pk, &uid, true).unwrap();
+        assert!(pdf::is_pdf(&signed) && signed != pdf);
+        assert_eq!(st.document(pk, &uid, false).unwrap(), pdf);
+        assert!(matches!(st.document(pk, "nope", true), Err(SandboxError::DocumentNotFound(_))));
+        assert_eq!(st.delete_documents(pk, Some(&uid)), Ok(1));
+        assert!(matches!(st.delete_documents(pk, Some(&uid)), Err(SandboxError::DocumentNotFound(_))));
+    }
+
+    #[test]
+    fn refuse_needs_a_reason_and_validate_is_a_first_step() {
+        let mut st = SandboxState::default();
+        let pk = in_review(&mut st);
+        assert!(matches!(st.refuse(pk, &token()), Err(SandboxError::BadRequest(_))));
+        st.validate_videoid(pk, &token()).unwrap();
+        assert_eq!(st.requests[&pk].status, RequestStatus::Validated);
+        let login = RaoBody {
+            username: Some(RAO_LOGIN.0.into()),
+            password: Some(RAO_LOGIN.1.into()),
+            pin: Some(RAO_LOGIN.2.into()),
+            rao: Some(RAO_ID.into()),
+            reason: Some("blurred document".into()),
+            ..Default::default()
+        };
+        st.refuse(pk, &login).unwrap();
+        assert_eq!(st.requests[&pk].status, RequestStatus::VideoIdRefused);
+        assert_eq!(st.approve(pk, &token()), Err(SandboxError::InvalidStatus(RequestStatus::VideoIdRefused)));
+    }
+}

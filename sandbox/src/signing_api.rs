@@ -1,0 +1,260 @@
+//! The signing flow's HTTP handlers, mounted once per generation (see `lib.rs` for the paths:
+//! approve and refuse are keyed by `videoid_pk` in the new generation and by `request_pk` in
+//! the old one; the contract, document and sign paths differ too).
+
+use std::collections::HashMap;
+
+use axum::body::Bytes;
+use axum::extract::{Extension, Multipart, Path, Query, State};
+use axum::response::Response;
+use axum::Json;
+use oneshot_protocol::Generation;
+use serde_json::{json, Value};
+
+use crate::handlers::lock;
+use crate::reply;
+use crate::signing::RaoBody;
+use crate::state::SandboxError;
+use crate::Shared;
+
+type Answer = Result<Response, Response>;
+
+/// The largest document the sandbox takes.
+const MAX_DOCUMENT: usize = 20 * 1024 * 1024;
+
+fn keyed_by_videoid(g: Generation) -> bool {
+    g == Generation::New
+}
+
+fn body_of(bytes: &Bytes) -> Result<RaoBody, SandboxError> {
+    if bytes.is_empty() {
+        return Ok(RaoBody::default());
+    }
+    serde_json::from_slice(bytes).map_err(|e| SandboxError::InvalidJson(format!("Could not parse JSON body - {e}")))
+}
+
+pub async fn approve(
+    State(st): State<Shared>,
+    Extension(g): Extension<Generation>,
+    Path(pk): Path<String>,
+    body: Bytes,
+) -> Answer {
+    let body = body_of(&body).map_err(|e| e.into_response(g))?;
+    let mut s = lock(&st);
+    let pk = s.lookup(keyed_by_videoid(g), &pk).map_err(|e| e.into_response(g))?;
+    s.approve(pk, &body).map_err(|e| e.into_response(g))?;
+    Ok(reply::ok(g, "Request approved", Value::Null))
+}
+
+pub async fn validate(
+    State(st): State<Shared>,
+    Extension(g): Extension<Generation>,
+    Path(pk): Path<String>,
+    body: Bytes,
+) -> Answer {
+    let body = body_of(&body).map_err(|e| e.into_response(g))?;
+    let mut s = lock(&st);
+    let pk = s.lookup(false, &pk).map_err(|e| e.into_response(g))?;
+    s.validate_videoid(pk, &body).map_err(|e| e.into_response(g))?;
+    Ok(reply::ok(g, "Videoid validated", Value::Null))
+}
+
+pub async fn refuse(
+    State(st): State<Shared>,
+    Extension(g): Extension<Generation>,
+    Path(pk): Path<String>,
+    body: Bytes,
+) -> Answer {
+    let body = body_of(&body).map_err(|e| e.into_response(g))?;
+    let mut s = lock(&st);
+    let pk = s.lookup(keyed_by_videoid(g), &pk).map_err(|e| e.into_response(g))?;
+    s.refuse(pk, &body).map_err(|e| e.into_response(g))?;
+    Ok(reply::ok(g, "Videoid refused", Value::Null))
+}
+
+pub async fn download_video(
+    State(st): State<Shared>,
+    Extension(g): Extension<Generation>,
+    Path(pk): Path<String>,
+) -> Answer {
+    let s = lock(&st);
+    let pk = s.lookup(keyed_by_videoid(g), &pk).map_err(|e| e.into_response(g))?;
+    let video = s.videos.get(&pk).cloned().ok_or_else(|| SandboxError::NotFound.into_response(g))?;
+    Ok(reply::bytes("video/mp4", video))
+}
+
+/// `POST /document/{request_pk}`: PDFs in multipart fields `file`, `file2`, … (at most 10).
+pub async fn upload_documents(
+    State(st): State<Shared>,
+    Extension(g): Extension<Generation>,
+    Path(pk): Path<String>,
+    mut form: Multipart,
+) -> Answer {
+    let bad = |m: String| SandboxError::BadRequest(m).into_response(g);
+    let mut files = Vec::new();
+    while let Some(field) = form.next_field().await.map_err(|e| bad(format!("Malformed multipart body: {e}")))? {
+        let name = field.name().unwrap_or_default().to_owned();
+        if !name.starts_with("file") {
+            continue;
+        }
+        let filename = field.file_name().unwrap_or("document.pdf").to_owned();
+        let bytes = field.bytes().await.map_err(|e| bad(format!("Document upload broke off: {e}")))?;
+        if bytes.len() > MAX_DOCUMENT {
+            return Err(bad(format!("{filename} is larger than {MAX_DOCUMENT} bytes")));
+        }
+        files.push((name, filename, bytes.to_vec()));
+    }
+    let mut s = lock(&st);
+    let pk = s.lookup(false, &pk).map_err(|e| e.into_response(g))?;
+    let stored = s.add_documents(pk, files).map_err(|e| e.into_response(g))?;
+    // The shapes public sources show: the old one answers a bare uid for one file and a list of
+    // {digest, uid, key, filename} for several; the new one {"name": field, "uid"}.
+    let payload = match (g, stored.as_slice()) {
+        (Generation::Old, [(_, uid, _, _)]) => json!(uid),
+        (Generation::Old, many) => json!(many
+            .iter()
+            .map(|(key, uid, digest, filename)| json!({"digest": digest, "uid": uid, "key": key, "filename": filename}))
+            .collect::<Vec<_>>()),
+        (Generation::New, [(name, uid, _, _)]) => json!({"name": name, "uid": uid}),
+        (Generation::New, many) => {
+            json!(many.iter().map(|(name, uid, _, _)| json!({"name": name, "uid": uid})).collect::<Vec<_>>())
+        }
+    };
+    Ok(reply::ok(g, "Document uploaded", payload))
+}
+
+pub async fn contract(State(st): State<Shared>, Extension(g): Extension<Generation>, Path(pk): Path<String>) -> Answer {
+    let s = lock(&st);
+    let pk = s.lookup(false, &pk).map_err(|e| e.into_response(g))?;
+    Ok(reply::bytes("application/pdf", s.contract(pk).map_err(|e| e.into_response(g))?))
+}
+
+pub async fn otp(
+    State(st): State<Shared>,
+    Extension(g): Extension<Generation>,
+    Path(pk): Path<String>,
+    body: Bytes,
+) -> Answer {
+    if !body.is_empty() {
+        let parsed: Value = serde_json::from_slice(&body)
+            .map_err(|e| SandboxError::InvalidJson(format!("Could not parse JSON body - {e}")).into_response(g))?;
+        if let Some(m) = parsed.get("delivery_method") {
+            if m != "sms" && m != "whatsapp" {
+                return Err(SandboxError::BadRequest("delivery_method must be sms or whatsapp".into()).into_response(g));
+            }
+        }
+    }
+    let mut s = lock(&st);
+    let pk = s.lookup(false, &pk).map_err(|e| e.into_response(g))?;
+    s.generate_otp(pk).map_err(|e| e.into_response(g))?;
+    Ok(reply::ok(g, "OTP sent", Value::Null))
+}
+
+pub async fn sign(
+    State(st): State<Shared>,
+    Extension(g): Extension<Generation>,
+    Path(pk): Path<String>,
+    body: Bytes,
+) -> Answer {
+    let body: Value = serde_json::from_slice(&body)
+        .map_err(|e| SandboxError::InvalidJson(format!("Could not parse JSON body - {e}")).into_response(g))?;
+    let secret = body.get("secret").and_then(Value::as_str);
+    let external = body.get("ext_unlock_type").is_some_and(Value::is_string)
+        && body.get("ext_unlock_value").is_some_and(Value::is_string);
+    if secret.is_none() && !external {
+        return Err(SandboxError::BadRequest("Missing required parameters: secret".into()).into_response(g));
+    }
+    // Each generation's appearance options: the old `options`, the new `signature.appearance`.
+    let wrong_shape = match g {
+        Generation::Old => body.get("signature").is_some(),
+        Generation::New => body.get("options").is_some(),
+    };
+    if wrong_shape {
+        return Err(
+            SandboxError::BadRequest("signature appearance in the other generation's shape".into()).into_response(g)
+        );
+    }
+    let mut s = lock(&st);
+    let pk = s.lookup(false, &pk).map_err(|e| e.into_response(g))?;
+    s.sign(pk, secret, external).map_err(|e| e.into_response(g))?;
+    Ok(reply::ok(g, "Request signed", Value::Null))
+}
+
+fn get_document(st: &Shared, pk: &str, uid: &str, kind: &str) -> Result<Response, SandboxError> {
+    let signed = match kind {
+        "signed" => true,
+        "original" => false,
+        other => {
+            return Err(SandboxError::BadRequest(format!("document type must be original or signed, not {other}")))
+        }
+    };
+    let s = lock(st);
+    let pk = s.lookup(false, pk)?;
+    Ok(reply::bytes("application/pdf", s.document(pk, uid, signed)?))
+}
+
+/// New: `GET /document/{pk}/{uid}?document_type=signed|original`.
+pub async fn document_new(
+    State(st): State<Shared>,
+    Extension(g): Extension<Generation>,
+    Path((pk, uid)): Path<(String, String)>,
+    Query(q): Query<HashMap<String, String>>,
+) -> Answer {
+    get_document(&st, &pk, &uid, q.get("document_type").map_or("original", String::as_str))
+        .map_err(|e| e.into_response(g))
+}
+
+/// Old: `GET /document/{pk}/{type}/{uid}`.
+pub async fn document_old(
+    State(st): State<Shared>,
+    Extension(g): Extension<Generation>,
+    Path((pk, kind, uid)): Path<(String, String, String)>,
+) -> Answer {
+    get_document(&st, &pk, &uid, &kind).map_err(|e| e.into_response(g))
+}
+
+fn delete(st: &Shared, g: Generation, pk: &str, uid: Option<&str>) -> Response {
+    let deleted = {
+        let mut s = lock(st);
+        s.lookup(false, pk).and_then(|pk| s.delete_documents(pk, uid))
+    };
+    match deleted {
+        Ok(n) => reply::ok(g, &format!("{n} document(s) deleted"), Value::Null),
+        Err(e) => e.into_response(g),
+    }
+}
+
+/// New: `DELETE /document/{pk}/{uid}`.
+pub async fn delete_new(
+    State(st): State<Shared>,
+    Extension(g): Extension<Generation>,
+    Path((pk, uid)): Path<(String, String)>,
+) -> Answer {
+    Ok(delete(&st, g, &pk, Some(&uid)))
+}
+
+/// Old: `DELETE /document/{pk}/{type}/{uid}`.
+pub async fn delete_old(
+    State(st): State<Shared>,
+    Extension(g): Extension<Generation>,
+    Path((pk, _kind, uid)): Path<(String, String, String)>,
+) -> Answer {
+    Ok(delete(&st, g, &pk, Some(&uid)))
+}
+
+/// All of a request's documents: new `DELETE /document/{pk}`, old `DELETE /documents/{pk}`.
+pub async fn delete_all(
+    State(st): State<Shared>,
+    Extension(g): Extension<Generation>,
+    Path(pk): Path<String>,
+) -> Answer {
+    Ok(delete(&st, g, &pk, None))
+}
+
+/// Control API: `GET /_sandbox/requests/{pk}/otp` — the OTP a real server would text the customer.
+pub async fn read_otp(State(st): State<Shared>, Path(pk): Path<u64>) -> Response {
+    match lock(&st).otp(pk) {
+        Some(code) => axum::response::IntoResponse::into_response(Json(json!({"request_pk": pk, "otp": code}))),
+        None => reply::control(axum::http::StatusCode::NOT_FOUND, format!("no OTP for request {pk}")),
+    }
+}

@@ -1,0 +1,176 @@
+//! The signing flow's settings: the RAO who approves (`[rao]`) and the signature's appearance
+//! (`[signature]`). RAO secrets come from files, never from the command line or the file itself:
+//! through `$CREDENTIALS_DIRECTORY` when the systemd unit provides them (`LoadCredential=`), else
+//! from the named path, which must not be readable by group or others.
+
+use std::fmt;
+use std::os::unix::fs::PermissionsExt as _;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+/// `[rao]` as written.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawRao {
+    pub id: Option<String>,
+    pub token_file: Option<PathBuf>,
+    pub username: Option<String>,
+    pub password_file: Option<PathBuf>,
+    pub pin_file: Option<PathBuf>,
+}
+
+/// `[signature]` as written.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawSignature {
+    pub text: Option<Vec<String>>,
+    pub date_format: Option<String>,
+    pub timezone: Option<String>,
+    pub position: Option<String>,
+    pub page: Option<i64>,
+    pub image: Option<String>,
+}
+
+/// How the RAO proves who they are in approve, validate and refuse bodies.
+#[derive(Clone, PartialEq, Eq)]
+pub enum RaoCredentials {
+    Token(String),
+    Login { username: String, password: String, pin: String },
+}
+
+impl fmt::Debug for RaoCredentials {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            RaoCredentials::Token(_) => f.write_str("Token(<redacted>)"),
+            RaoCredentials::Login { username, .. } => write!(f, "Login({username}, <redacted>)"),
+        }
+    }
+}
+
+/// The validated `[rao]` section.
+#[derive(Clone, PartialEq, Eq)]
+pub struct RaoConfig {
+    pub id: String,
+    pub credentials: RaoCredentials,
+}
+
+impl fmt::Debug for RaoConfig {
+    // By hand: no token, password or PIN in any log.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let how = match &self.credentials {
+            RaoCredentials::Token(_) => "token".to_owned(),
+            RaoCredentials::Login { username, .. } => format!("login {username}"),
+        };
+        f.debug_struct("RaoConfig").field("id", &self.id).field("credentials", &how).finish()
+    }
+}
+
+/// The validated `[signature]` section: the visible signature, sent in the shape of each
+/// generation (old: `options: {uid: {position, page, image}}`; new: `signature.appearance`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SignatureConfig {
+    pub text: Vec<String>,
+    pub date_format: Option<String>,
+    pub timezone: Option<String>,
+    /// `"x1,y1,x2,y2"` in PDF points.
+    pub position: Option<String>,
+    pub page: Option<i64>,
+    /// Base64 of a PNG or JPEG shown in the signature box.
+    pub image: Option<String>,
+}
+
+/// Reads a secret file: `$CREDENTIALS_DIRECTORY/<file name>` when the unit provides it, else
+/// `path` (resolved against the configuration's folder), which must be 0600 or stricter.
+pub fn read_secret(path: &Path, base_dir: &Path) -> Result<String, String> {
+    if let (Some(dir), Some(name)) = (std::env::var_os("CREDENTIALS_DIRECTORY"), path.file_name()) {
+        let candidate = Path::new(&dir).join(name);
+        if candidate.is_file() {
+            return read_nonempty(&candidate);
+        }
+    }
+    let path = if path.is_absolute() { path.to_owned() } else { base_dir.join(path) };
+    let meta = std::fs::metadata(&path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    let mode = meta.permissions().mode() & 0o777;
+    if mode & 0o077 != 0 {
+        return Err(format!(
+            "{} is readable by group or others (mode {mode:03o}); make it 0600 (chmod 600)",
+            path.display()
+        ));
+    }
+    read_nonempty(&path)
+}
+
+fn read_nonempty(path: &Path) -> Result<String, String> {
+    let text = std::fs::read_to_string(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    let text = text.trim_end_matches(['\r', '\n']).to_owned();
+    if text.trim().is_empty() {
+        return Err(format!("{} is empty", path.display()));
+    }
+    Ok(text)
+}
+
+/// Validates `[rao]`: an id and either a token file or username + password and PIN files.
+pub fn validate_rao(raw: Option<RawRao>, base_dir: &Path, problem: &mut dyn FnMut(&str, String)) -> Option<RaoConfig> {
+    let r = raw?;
+    let id = match r.id.as_deref().map(str::trim) {
+        Some(id) if !id.is_empty() => id.to_owned(),
+        _ => {
+            problem("rao.id", "is required when [rao] is present".into());
+            String::new()
+        }
+    };
+    let mut secret = |key: &str, path: &Path| match read_secret(path, base_dir) {
+        Ok(s) => Some(s),
+        Err(e) => {
+            problem(key, e);
+            None
+        }
+    };
+    let credentials = match (&r.token_file, &r.username, &r.password_file, &r.pin_file) {
+        (Some(token), None, None, None) => secret("rao.token_file", token).map(RaoCredentials::Token),
+        (None, Some(username), Some(password), Some(pin)) => {
+            let password = secret("rao.password_file", password);
+            let pin = secret("rao.pin_file", pin);
+            match (password, pin) {
+                (Some(password), Some(pin)) => {
+                    Some(RaoCredentials::Login { username: username.clone(), password, pin })
+                }
+                _ => None,
+            }
+        }
+        _ => {
+            problem(
+                "rao.token_file",
+                "set either token_file, or username with password_file and pin_file (not both)".into(),
+            );
+            None
+        }
+    };
+    Some(RaoConfig { id, credentials: credentials? })
+}
+
+/// Validates `[signature]`.
+pub fn validate_signature(raw: Option<RawSignature>, problem: &mut dyn FnMut(&str, String)) -> SignatureConfig {
+    let s = raw.unwrap_or_default();
+    if let Some(position) = &s.position {
+        let ok = position.split(',').map(str::trim).map(str::parse::<f64>).filter(Result::is_ok).count() == 4
+            && position.split(',').count() == 4;
+        if !ok {
+            problem("signature.position", format!("must be \"x1,y1,x2,y2\" (four numbers), not {position:?}"));
+        }
+    }
+    if let Some(page) = s.page {
+        if page == 0 {
+            problem("signature.page", "must be a page number (1 the first, -1 the last), not 0".into());
+        }
+    }
+    SignatureConfig {
+        text: s.text.unwrap_or_default(),
+        date_format: s.date_format,
+        timezone: s.timezone,
+        position: s.position,
+        page: s.page,
+        image: s.image,
+    }
+}
