@@ -13,6 +13,7 @@ fn storage(dir: &Path) -> StorageConfig {
         max_spool_bytes: 1 << 40,
         min_free_bytes: 0,
         erase_after: EraseAfter::InReview,
+        document_backup_dir: dir.join("backup"),
     }
 }
 
