@@ -58,8 +58,8 @@ fn pk_field(details: &Value, key: &str) -> Result<Option<String>, OneShotError> 
 /// A One-Shot API client. Cheap to clone (reqwest's client is reference-counted).
 #[derive(Debug, Clone)]
 pub struct Client {
-    http: reqwest::Client,
-    cfg: OneShotConfig,
+    pub(super) http: reqwest::Client,
+    pub(super) cfg: OneShotConfig,
 }
 
 impl Client {
@@ -101,7 +101,10 @@ impl Client {
         self.cfg.generation()
     }
 
-    fn url(&self, template: &str, ids: Option<&RequestIds>) -> Result<String, OneShotError> {
+    pub(super) fn url(&self, template: &str, ids: Option<&RequestIds>) -> Result<String, OneShotError> {
+        if template.is_empty() {
+            return Err(OneShotError::Unsupported(format!("the {} has no such operation", self.generation())));
+        }
         let mut path = template.to_owned();
         if let Some(ids) = ids {
             // Ids were checked when they arrived; checked again here because a path is built
@@ -123,35 +126,38 @@ impl Client {
         Ok(format!("{}{}", self.cfg.base_url, path))
     }
 
-    async fn send(
+    /// Sends a request and reads its JSON answer (through the [`MAX_ANSWER`] cap).
+    pub(super) async fn send(
         &self,
         op: &'static str,
         req: reqwest::RequestBuilder,
         timeout: Duration,
     ) -> Result<Value, OneShotError> {
-        tracing::debug!(op, "http request");
-        let mut resp = req.timeout(timeout).send().await.map_err(OneShotError::from_reqwest)?;
+        let mut resp = self.start(op, req, timeout).await?;
         let status = resp.status().as_u16();
+        let retry_after = resp.headers().get(RETRY_AFTER).and_then(|v| v.to_str().ok()).and_then(parse_retry_after);
+        let body = read_capped(&mut resp, status).await?;
+        interpret(status, retry_after, &body)
+    }
+
+    /// Sends a request and returns the response once its head arrived; a redirect is an error.
+    pub(super) async fn start(
+        &self,
+        op: &'static str,
+        req: reqwest::RequestBuilder,
+        timeout: Duration,
+    ) -> Result<reqwest::Response, OneShotError> {
+        tracing::debug!(op, "http request");
+        let resp = req.timeout(timeout).send().await.map_err(OneShotError::from_reqwest)?;
         if resp.status().is_redirection() {
             let location = resp
                 .headers()
                 .get(LOCATION)
                 .and_then(|v| v.to_str().ok())
                 .map_or_else(|| "(no Location header)".to_owned(), clean);
-            return Err(OneShotError::Redirect { status, location });
+            return Err(OneShotError::Redirect { status: resp.status().as_u16(), location });
         }
-        let retry_after = resp.headers().get(RETRY_AFTER).and_then(|v| v.to_str().ok()).and_then(parse_retry_after);
-        let mut body = Vec::new();
-        while let Some(chunk) = resp.chunk().await.map_err(OneShotError::from_reqwest)? {
-            if body.len() + chunk.len() > MAX_ANSWER {
-                return Err(OneShotError::Protocol(format!(
-                    "HTTP {status} answer larger than {} KiB; not read",
-                    MAX_ANSWER / 1024
-                )));
-            }
-            body.extend_from_slice(&chunk);
-        }
-        interpret(status, retry_after, &body)
+        Ok(resp)
     }
 
     /// Is the server reachable? Any HTTP answer counts (even 404 or 405): the probe asks about
@@ -235,6 +241,21 @@ impl Client {
         let details = self.send("status", self.http.get(url), self.cfg.request_timeout).await?;
         status_of(&details)
     }
+}
+
+/// Reads an answer's body, at most [`MAX_ANSWER`] bytes.
+pub(super) async fn read_capped(resp: &mut reqwest::Response, status: u16) -> Result<Vec<u8>, OneShotError> {
+    let mut body = Vec::new();
+    while let Some(chunk) = resp.chunk().await.map_err(OneShotError::from_reqwest)? {
+        if body.len() + chunk.len() > MAX_ANSWER {
+            return Err(OneShotError::Protocol(format!(
+                "HTTP {status} answer larger than {} KiB; not read",
+                MAX_ANSWER / 1024
+            )));
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body)
 }
 
 /// The status in a request's details.

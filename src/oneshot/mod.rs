@@ -8,10 +8,12 @@
 
 mod client;
 pub mod envelope;
+mod signing;
 
 pub use client::{status_of, valid_pk, Client, Created, RequestIds, MAX_ANSWER};
 pub use envelope::Envelope;
 pub use oneshot_protocol::{Generation, RequestStatus};
+pub use signing::{parse_uploaded, rao_body, sign_body, valid_uid, FileKind, Unlock, UploadedDocument};
 
 use std::time::Duration;
 
@@ -36,6 +38,8 @@ pub enum OneShotError {
     Setup(String),
     #[error("local evidence could not be read: {0}")]
     Local(String),
+    #[error("not supported: {0}")]
+    Unsupported(String),
 }
 
 impl OneShotError {
@@ -81,6 +85,7 @@ impl OneShotError {
                 | OneShotError::Redirect { .. }
                 | OneShotError::Setup(_)
                 | OneShotError::Local(_)
+                | OneShotError::Unsupported(_)
         )
     }
 
@@ -103,7 +108,7 @@ impl OneShotError {
         }
     }
 
-    fn from_reqwest(e: reqwest::Error) -> Self {
+    pub(crate) fn from_reqwest(e: reqwest::Error) -> Self {
         let text = error_chain(&e);
         if e.is_timeout() {
             OneShotError::Timeout(text)

@@ -1,0 +1,396 @@
+//! The signing flow after review (the brief's steps 3–9): approve or refuse, documents, the
+//! service contract, the OTP, the signature, and retrieving and deleting documents. Bodies follow
+//! the schemas `PlApproveReqObject`, `RefuseReqObject_VID` and `SignObject`; the signature's
+//! appearance goes in the shape of each generation (`protocol-notes.md`).
+//!
+//! Files the server sends (PDFs, the video) are streamed to a temporary file beside the target,
+//! checked by their first bytes, fsync'd and renamed into place, so a broken transfer never
+//! leaves a half-written file under the final name.
+
+use std::io::Write as _;
+use std::path::Path;
+use std::time::Duration;
+
+use reqwest::header::RETRY_AFTER;
+use serde_json::{json, Map, Value};
+
+use super::client::read_capped;
+use super::envelope::{clean, interpret, parse_retry_after};
+use super::{Client, OneShotError, RequestIds};
+use crate::config::{RaoConfig, RaoCredentials, SignatureConfig};
+use oneshot_protocol::Generation;
+
+/// How the customer unlocks the signature.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Unlock {
+    /// The OTP texted to the customer (or a customer code).
+    Otp(String),
+    /// An external authentication method (`ext_unlock_type`, `ext_unlock_value`).
+    External { kind: String, value: String },
+}
+
+/// One document the server accepted: the multipart field it came in, its uid and digest.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UploadedDocument {
+    pub field: String,
+    pub uid: String,
+    pub digest: Option<String>,
+}
+
+/// Whether `uid` may be put into a path: 1 to 64 letters, digits and dashes.
+pub fn valid_uid(uid: &str) -> bool {
+    (1..=64).contains(&uid.len()) && uid.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+}
+
+/// What a downloaded file must look like.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FileKind {
+    Pdf,
+    Mp4,
+}
+
+impl FileKind {
+    fn check(self, head: &[u8]) -> bool {
+        match self {
+            FileKind::Pdf => head.starts_with(b"%PDF-"),
+            FileKind::Mp4 => head.len() >= 8 && &head[4..8] == b"ftyp",
+        }
+    }
+}
+
+/// The approve/validate/refuse body: the RAO's token or login, with its id.
+pub fn rao_body(rao: &RaoConfig, reason: Option<&str>) -> Value {
+    let mut body = Map::new();
+    match &rao.credentials {
+        RaoCredentials::Token(token) => {
+            body.insert("token".into(), token.clone().into());
+        }
+        RaoCredentials::Login { username, password, pin } => {
+            body.insert("username".into(), username.clone().into());
+            body.insert("password".into(), password.clone().into());
+            body.insert("pin".into(), pin.clone().into());
+        }
+    }
+    body.insert("rao".into(), rao.id.clone().into());
+    if let Some(reason) = reason {
+        body.insert("reason".into(), reason.into());
+    }
+    Value::Object(body)
+}
+
+/// The sign body of `generation`: the old one puts the appearance per document under `options`,
+/// the new one under `signature.appearance`.
+pub fn sign_body(generation: Generation, unlock: &Unlock, appearance: &SignatureConfig, uids: &[String]) -> Value {
+    let mut body = Map::new();
+    match unlock {
+        Unlock::Otp(code) => {
+            body.insert("secret".into(), code.clone().into());
+        }
+        Unlock::External { kind, value } => {
+            body.insert("secret".into(), value.clone().into());
+            body.insert("ext_unlock_type".into(), kind.clone().into());
+            body.insert("ext_unlock_value".into(), value.clone().into());
+        }
+    }
+    let mut look = Map::new();
+    if let Some(p) = &appearance.position {
+        look.insert("position".into(), p.clone().into());
+    }
+    if let Some(p) = appearance.page {
+        look.insert("page".into(), p.into());
+    }
+    if let Some(i) = &appearance.image {
+        look.insert("image".into(), i.clone().into());
+    }
+    match generation {
+        Generation::Old if !look.is_empty() => {
+            let options: Map<String, Value> = uids.iter().map(|u| (u.clone(), Value::Object(look.clone()))).collect();
+            body.insert("options".into(), Value::Object(options));
+        }
+        Generation::Old => {}
+        Generation::New => {
+            if !appearance.text.is_empty() {
+                look.insert("text".into(), json!(appearance.text));
+            }
+            if let Some(d) = &appearance.date_format {
+                look.insert("date".into(), d.clone().into());
+            }
+            if let Some(t) = &appearance.timezone {
+                look.insert("timezone".into(), t.clone().into());
+            }
+            if !look.is_empty() {
+                body.insert("signature".into(), json!({ "appearance": look }));
+            }
+        }
+    }
+    Value::Object(body)
+}
+
+/// Reads the uids out of a document upload's answer, whatever its shape: a bare uid (old, one
+/// file), a list of `{digest, uid, key, filename}` (old, several), `{"name", "uid"}` or a list
+/// of those (new). `fields` are the multipart fields sent, in order.
+pub fn parse_uploaded(payload: &Value, fields: &[String]) -> Result<Vec<UploadedDocument>, OneShotError> {
+    let one = |v: &Value, fallback: &str| -> Result<UploadedDocument, OneShotError> {
+        let (uid, field, digest) = match v {
+            Value::String(uid) => (uid.clone(), fallback.to_owned(), None),
+            Value::Object(o) => (
+                o.get("uid").and_then(Value::as_str).unwrap_or_default().to_owned(),
+                o.get("key").or_else(|| o.get("name")).and_then(Value::as_str).unwrap_or(fallback).to_owned(),
+                o.get("digest").and_then(Value::as_str).map(str::to_owned),
+            ),
+            other => return Err(OneShotError::Protocol(format!("document answer: {}", clean(&other.to_string())))),
+        };
+        if !valid_uid(&uid) {
+            return Err(OneShotError::Protocol(format!("document uid {:?} is not a uid", clean(&uid))));
+        }
+        Ok(UploadedDocument { field, uid, digest })
+    };
+    let docs = match payload {
+        Value::Array(items) => items
+            .iter()
+            .enumerate()
+            .map(|(i, v)| one(v, fields.get(i).map_or("file", String::as_str)))
+            .collect::<Result<Vec<_>, _>>()?,
+        v => vec![one(v, fields.first().map_or("file", String::as_str))?],
+    };
+    if docs.len() != fields.len() {
+        return Err(OneShotError::Protocol(format!(
+            "sent {} documents, the answer names {}",
+            fields.len(),
+            docs.len()
+        )));
+    }
+    Ok(docs)
+}
+
+impl Client {
+    fn flow_timeout(&self) -> Duration {
+        self.cfg.request_timeout
+    }
+
+    async fn post_json(
+        &self,
+        op: &'static str,
+        template: &str,
+        ids: &RequestIds,
+        body: &Value,
+    ) -> Result<Value, OneShotError> {
+        let url = self.url(template, Some(ids))?;
+        self.send(op, self.http.post(url).json(body), self.flow_timeout()).await
+    }
+
+    /// Approves a VideoID in review (`ENROLLREADY` follows).
+    pub async fn approve(&self, ids: &RequestIds, rao: &RaoConfig) -> Result<(), OneShotError> {
+        self.post_json("approve", &self.cfg.paths.approve.clone(), ids, &rao_body(rao, None)).await.map(drop)
+    }
+
+    /// The first step of two-step approval (old generation only).
+    pub async fn validate(&self, ids: &RequestIds, rao: &RaoConfig) -> Result<(), OneShotError> {
+        self.post_json("validate", &self.cfg.paths.validate.clone(), ids, &rao_body(rao, None)).await.map(drop)
+    }
+
+    /// Refuses a VideoID in review; the reason is required.
+    pub async fn refuse(&self, ids: &RequestIds, rao: &RaoConfig, reason: &str) -> Result<(), OneShotError> {
+        self.post_json("refuse", &self.cfg.paths.refuse.clone(), ids, &rao_body(rao, Some(reason))).await.map(drop)
+    }
+
+    /// Uploads PDFs as multipart fields `file`, `file2`, … (`(file name, bytes)` each).
+    pub async fn upload_documents(
+        &self,
+        ids: &RequestIds,
+        files: Vec<(String, Vec<u8>)>,
+    ) -> Result<Vec<UploadedDocument>, OneShotError> {
+        let url = self.url(&self.cfg.paths.document_upload, Some(ids))?;
+        let mut form = reqwest::multipart::Form::new();
+        let mut fields = Vec::new();
+        let mut total = 0u64;
+        for (i, (name, bytes)) in files.into_iter().enumerate() {
+            let field = if i == 0 { "file".to_owned() } else { format!("file{}", i + 1) };
+            total += bytes.len() as u64;
+            let part = reqwest::multipart::Part::bytes(bytes)
+                .file_name(name)
+                .mime_str("application/pdf")
+                .expect("application/pdf is a valid MIME type");
+            form = form.part(field.clone(), part);
+            fields.push(field);
+        }
+        let payload = self
+            .send("document_upload", self.http.post(url).multipart(form), self.cfg.upload_timeout_for(total))
+            .await?;
+        parse_uploaded(&payload, &fields)
+    }
+
+    /// Asks the server to text (or WhatsApp) the OTP. A 412 "less than a minute ago" waits the
+    /// time the server asks for (`Retry-After`, else `wait`) and tries once more.
+    pub async fn generate_otp(&self, ids: &RequestIds, whatsapp: bool, wait: Duration) -> Result<(), OneShotError> {
+        let body = json!({"delivery_method": if whatsapp { "whatsapp" } else { "sms" }});
+        let path = self.cfg.paths.otp.clone();
+        let pause = match self.post_json("otp", &path, ids, &body).await {
+            Err(OneShotError::Rejected { status: 412, details }) if details.contains("minute") => wait,
+            Err(OneShotError::Server { status: 412, retry_after, .. }) => retry_after.unwrap_or(wait),
+            other => return other.map(drop),
+        };
+        tracing::info!(wait_secs = pause.as_secs(), "the server sent an OTP less than a minute ago; waiting");
+        tokio::time::sleep(pause).await;
+        self.post_json("otp", &path, ids, &body).await.map(drop)
+    }
+
+    /// Signs every document of the request.
+    pub async fn sign(
+        &self,
+        ids: &RequestIds,
+        unlock: &Unlock,
+        appearance: &SignatureConfig,
+        uids: &[String],
+    ) -> Result<(), OneShotError> {
+        let body = sign_body(self.generation(), unlock, appearance, uids);
+        self.post_json("sign", &self.cfg.paths.sign.clone(), ids, &body).await.map(drop)
+    }
+
+    /// Deletes one document (`Some(uid)`) or all of them.
+    pub async fn delete_documents(&self, ids: &RequestIds, uid: Option<&str>) -> Result<(), OneShotError> {
+        let url = match uid {
+            Some(uid) => self.doc_url(&self.cfg.paths.document_delete, ids, uid)?,
+            None => self.url(&self.cfg.paths.documents_delete, Some(ids))?,
+        };
+        self.send("document_delete", self.http.delete(url), self.flow_timeout()).await.map(drop)
+    }
+
+    fn doc_url(&self, template: &str, ids: &RequestIds, uid: &str) -> Result<String, OneShotError> {
+        if !valid_uid(uid) {
+            return Err(OneShotError::Local(format!("document uid {:?} is not a uid", clean(uid))));
+        }
+        Ok(self.url(template, Some(ids))?.replace("{uid}", uid))
+    }
+
+    /// Downloads the service contract to `out`.
+    pub async fn download_contract(&self, ids: &RequestIds, out: &Path) -> Result<u64, OneShotError> {
+        let url = self.url(&self.cfg.paths.contract, Some(ids))?;
+        self.download("contract", url, out, FileKind::Pdf, 64 * 1024 * 1024).await
+    }
+
+    /// Downloads a signed (or the original) document to `out`.
+    pub async fn download_document(
+        &self,
+        ids: &RequestIds,
+        uid: &str,
+        signed: bool,
+        out: &Path,
+    ) -> Result<u64, OneShotError> {
+        let template = if signed { &self.cfg.paths.document_signed } else { &self.cfg.paths.document_original };
+        let url = self.doc_url(template, ids, uid)?;
+        self.download("document", url, out, FileKind::Pdf, 64 * 1024 * 1024).await
+    }
+
+    /// Downloads the request's video to `out`.
+    pub async fn download_video(&self, ids: &RequestIds, out: &Path, max: u64) -> Result<u64, OneShotError> {
+        let url = self.url(&self.cfg.paths.video_download, Some(ids))?;
+        self.download("video_download", url, out, FileKind::Mp4, max).await
+    }
+
+    /// Streams a file answer into `out` durably (temp file, fsync, rename, fsync of the folder).
+    async fn download(
+        &self,
+        op: &'static str,
+        url: String,
+        out: &Path,
+        kind: FileKind,
+        max: u64,
+    ) -> Result<u64, OneShotError> {
+        let mut resp = self.start(op, self.http.get(url), self.cfg.upload_timeout_for(max)).await?;
+        let status = resp.status().as_u16();
+        if !resp.status().is_success() {
+            let retry_after = resp.headers().get(RETRY_AFTER).and_then(|v| v.to_str().ok()).and_then(parse_retry_after);
+            let body = read_capped(&mut resp, status).await?;
+            return Err(match interpret(status, retry_after, &body) {
+                Err(e) => e,
+                Ok(_) => OneShotError::Protocol(format!("HTTP {status} without the {op}")),
+            });
+        }
+        let dir = out.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+        let mut tmp =
+            tempfile::NamedTempFile::new_in(dir).map_err(|e| OneShotError::Local(format!("{}: {e}", dir.display())))?;
+        let mut written = 0u64;
+        let mut head = Vec::new();
+        while let Some(chunk) = resp.chunk().await.map_err(OneShotError::from_reqwest)? {
+            written += chunk.len() as u64;
+            if written > max {
+                return Err(OneShotError::Protocol(format!("the {op} is larger than {max} bytes; not kept")));
+            }
+            if head.len() < 16 {
+                head.extend_from_slice(&chunk[..chunk.len().min(16 - head.len())]);
+            }
+            tmp.write_all(&chunk).map_err(|e| OneShotError::Local(e.to_string()))?;
+        }
+        if !kind.check(&head) {
+            return Err(OneShotError::Protocol(format!("the {op} the server sent is not a {kind:?} file")));
+        }
+        tmp.as_file().sync_all().map_err(|e| OneShotError::Local(e.to_string()))?;
+        tmp.persist(out).map_err(|e| OneShotError::Local(format!("{}: {}", out.display(), e.error)))?;
+        crate::fsutil::sync_dir(dir).map_err(|e| OneShotError::Local(e.to_string()))?;
+        Ok(written)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn upload_answers_of_every_shape() {
+        let fields = |n: usize| {
+            (0..n).map(|i| if i == 0 { "file".to_owned() } else { format!("file{}", i + 1) }).collect::<Vec<_>>()
+        };
+        let uid = "db1c8aea-9cc0-4460-925c-72c6c918e5ae";
+        assert_eq!(parse_uploaded(&json!(uid), &fields(1)).unwrap()[0].uid, uid);
+        let new = parse_uploaded(&json!({"name": "file", "uid": uid}), &fields(1)).unwrap();
+        assert_eq!((new[0].field.as_str(), new[0].uid.as_str()), ("file", uid));
+        let old_many = json!([
+            {"digest": "8cb5", "uid": "ec27331a-a78a-4461-b897-8e2ca158cef7", "key": "file2", "filename": "b.pdf"},
+            {"digest": "8cb6", "uid": "7c0acde7-2f56-49b3-a129-a00d910912ef", "key": "file", "filename": "a.pdf"}
+        ]);
+        let docs = parse_uploaded(&old_many, &fields(2)).unwrap();
+        assert_eq!((docs[0].field.as_str(), docs[0].digest.as_deref()), ("file2", Some("8cb5")));
+        assert!(parse_uploaded(&json!("../etc"), &fields(1)).is_err());
+        assert!(parse_uploaded(&json!([uid]), &fields(2)).is_err(), "a count that does not match");
+    }
+
+    #[test]
+    fn sign_bodies_in_the_shape_of_each_generation() {
+        let look = SignatureConfig {
+            text: vec!["Signed".into()],
+            position: Some("10,10,200,60".into()),
+            page: Some(1),
+            ..Default::default()
+        };
+        let uids = vec!["u1".to_owned()];
+        let old = sign_body(Generation::Old, &Unlock::Otp("123456".into()), &look, &uids);
+        assert_eq!(old, json!({"secret": "123456", "options": {"u1": {"position": "10,10,200,60", "page": 1}}}));
+        let new = sign_body(Generation::New, &Unlock::Otp("123456".into()), &look, &uids);
+        assert_eq!(
+            new,
+            json!({"secret": "123456", "signature": {"appearance": {"position": "10,10,200,60", "page": 1, "text": ["Signed"]}}})
+        );
+        let ext = sign_body(
+            Generation::New,
+            &Unlock::External { kind: "bank".into(), value: "v-1".into() },
+            &SignatureConfig::default(),
+            &uids,
+        );
+        assert_eq!(ext, json!({"secret": "v-1", "ext_unlock_type": "bank", "ext_unlock_value": "v-1"}));
+    }
+
+    #[test]
+    fn rao_bodies() {
+        let token = RaoConfig { id: "1400".into(), credentials: RaoCredentials::Token("t".into()) };
+        assert_eq!(rao_body(&token, None), json!({"token": "t", "rao": "1400"}));
+        let login = RaoConfig {
+            id: "1400".into(),
+            credentials: RaoCredentials::Login { username: "u".into(), password: "p".into(), pin: "1".into() },
+        };
+        assert_eq!(
+            rao_body(&login, Some("blurred")),
+            json!({"username": "u", "password": "p", "pin": "1", "rao": "1400", "reason": "blurred"})
+        );
+    }
+}
