@@ -18,6 +18,8 @@ pub const CRASH_POINTS: &[&str] = &[
     "evidences.after_response",
     "video.mid_upload",
     "video.after_response",
+    "document.before_upload",
+    "document.after_response",
 ];
 
 /// Aborts the process if `KIOSK_AGENT_CRASH_AT` names `point`.

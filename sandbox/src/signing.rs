@@ -54,6 +54,8 @@ pub struct SigningState {
     pub otps: BTreeMap<u64, (String, Instant)>,
     /// A RAO token to accept instead of [`RAO_TOKEN`].
     pub rao_token: Option<String>,
+    /// How long an OTP blocks the next one ([`OTP_INTERVAL`] unless set).
+    pub otp_interval: Option<Duration>,
 }
 
 impl SandboxState {
@@ -153,11 +155,15 @@ impl SandboxState {
         if self.status_of(pk)? != RequestStatus::EnrollReady {
             return Err(SandboxError::Precondition("Invalid request status".into()));
         }
-        if self.signing.otps.get(&pk).is_some_and(|(_, at)| at.elapsed() < OTP_INTERVAL) {
+        let interval = self.signing.otp_interval.unwrap_or(OTP_INTERVAL);
+        if self.signing.otps.get(&pk).is_some_and(|(_, at)| at.elapsed() < interval) {
             return Err(SandboxError::Precondition("Otp generated less than a minute ago".into()));
         }
         let code = format!("{:06}", rand::thread_rng().gen_range(0..1_000_000));
         self.signing.otps.insert(pk, (code, Instant::now()));
+        if let Some(r) = self.requests.get_mut(&pk) {
+            r.otps_sent += 1;
+        }
         Ok(())
     }
 

@@ -28,6 +28,9 @@ pub struct SandboxRequest {
     pub given_name_sha256: Option<String>,
     pub video: Option<ImageRecord>,
     /// Documents of the signing flow, by uid.
+    /// How many OTPs were generated (a real server texts each to the customer).
+    #[serde(default)]
+    pub otps_sent: u32,
     #[serde(default)]
     pub documents: BTreeMap<String, crate::signing::SandboxDocument>,
 }
@@ -150,6 +153,7 @@ impl SandboxState {
                 images: BTreeMap::new(),
                 given_name_sha256: None,
                 video: None,
+                otps_sent: 0,
                 documents: BTreeMap::new(),
             },
         );

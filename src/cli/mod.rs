@@ -2,6 +2,7 @@
 //! configuration, 3 when `sync --once` leaves work behind, 1 for anything else.
 
 pub mod capture_args;
+mod document_cmd;
 pub mod helper;
 mod queue_cmd;
 mod request_cmd;
@@ -66,6 +67,9 @@ pub enum Command {
         /// the x-sandbox-control header.
         #[arg(long, value_name = "TOKEN")]
         control_token: Option<String>,
+        /// How long an OTP blocks the next one (the Optimizer's 412 "less than a minute ago").
+        #[arg(long, value_name = "SECS", default_value_t = 60.0)]
+        otp_interval: f64,
     },
     /// Validate an enrollment manifest and queue it; prints the enrollment id.
     Enroll {
@@ -89,6 +93,30 @@ pub enum Command {
         id: String,
         #[command(subcommand)]
         command: request_cmd::RequestCommand,
+    },
+    /// Documents to sign (ID: a local enrollment id or a request pk).
+    Document {
+        id: String,
+        #[command(subcommand)]
+        command: document_cmd::DocumentCommand,
+    },
+    /// Ask the server to send the customer the OTP (SMS, or WhatsApp).
+    Otp {
+        id: String,
+        #[arg(long)]
+        whatsapp: bool,
+    },
+    /// Sign the request's documents with the OTP the customer received (or an external unlock).
+    Sign {
+        id: String,
+        /// The OTP (or customer code).
+        #[arg(long, required_unless_present = "ext_unlock_type")]
+        otp: Option<String>,
+        /// An external authentication method instead of the OTP.
+        #[arg(long, requires = "ext_unlock_value")]
+        ext_unlock_type: Option<String>,
+        #[arg(long, requires = "ext_unlock_type")]
+        ext_unlock_value: Option<String>,
     },
     /// Validate the configuration and print every problem with its key.
     CheckConfig,
@@ -133,7 +161,12 @@ impl<E: Into<anyhow::Error>> From<E> for Failure {
                 || c.is::<EvidenceError>()
                 || matches!(
                     c.downcast_ref::<QueueError>(),
-                    Some(QueueError::Space(_) | QueueError::NotFound(_) | QueueError::WrongState { .. })
+                    Some(
+                        QueueError::Space(_)
+                            | QueueError::NotFound(_)
+                            | QueueError::WrongState { .. }
+                            | QueueError::BadDocument { .. }
+                    )
                 )
         });
         // A damaged database needs a person, not a restart: exit 4, which the systemd unit
@@ -166,13 +199,17 @@ pub fn main() -> Result<ExitCode, Failure> {
             .map_err(Failure::from),
         Command::Cameras | Command::Capture { .. } | Command::DemoEvidence { .. } => Ok(helper::exec()?),
         Command::CheckConfig => check_config(cli.config.as_deref()),
-        Command::Sandbox { listen, require_header, faults, billing, control_token } => {
+        Command::Sandbox { listen, require_header, faults, billing, control_token, otp_interval } => {
+            if !(otp_interval.is_finite() && otp_interval >= 0.0) {
+                return Err(Failure::bad_input(anyhow::anyhow!("--otp-interval: seconds expected")));
+            }
             let billing = match billing.as_deref().map(|b| b.split_once(':')) {
                 None => None,
                 Some(Some((user, password))) if !user.is_empty() => Some((user.to_owned(), password.to_owned())),
                 Some(_) => return Err(Failure::bad_input(anyhow::anyhow!("--billing: expected USER:PASSWORD"))),
             };
-            let setup = SandboxSetup { require_header, faults, billing, control_token };
+            let otp_interval = std::time::Duration::from_secs_f64(otp_interval);
+            let setup = SandboxSetup { require_header, faults, billing, control_token, otp_interval };
             runtime()?.block_on(sandbox(&listen, setup))
         }
         Command::Enroll { manifest } => enroll(&load_config(cli.config.as_deref())?, &manifest),
@@ -188,6 +225,23 @@ pub fn main() -> Result<ExitCode, Failure> {
             runtime()?.block_on(work(config, Mode::Forever))
         }
         Command::Queue { command } => queue_cmd::run(&load_config(cli.config.as_deref())?, command),
+        Command::Document { id, command } => {
+            let config = load_config(cli.config.as_deref())?;
+            runtime()?.block_on(document_cmd::run(&config, &id, command))
+        }
+        Command::Otp { id, whatsapp } => {
+            let config = load_config(cli.config.as_deref())?;
+            runtime()?.block_on(request_cmd::otp(&config, &id, whatsapp))
+        }
+        Command::Sign { id, otp, ext_unlock_type, ext_unlock_value } => {
+            let unlock = match (otp, ext_unlock_type, ext_unlock_value) {
+                (_, Some(kind), Some(value)) => crate::oneshot::Unlock::External { kind, value },
+                (Some(code), _, _) if !code.trim().is_empty() => crate::oneshot::Unlock::Otp(code.trim().to_owned()),
+                _ => return Err(Failure::bad_input(anyhow::anyhow!("sign: --otp must not be empty"))),
+            };
+            let config = load_config(cli.config.as_deref())?;
+            runtime()?.block_on(request_cmd::sign(&config, &id, unlock))
+        }
         Command::Request { id, command } => {
             let config = load_config(cli.config.as_deref())?;
             runtime()?.block_on(request_cmd::run(&config, &id, command))
@@ -270,6 +324,7 @@ struct SandboxSetup {
     faults: Option<String>,
     billing: Option<(String, String)>,
     control_token: Option<String>,
+    otp_interval: std::time::Duration,
 }
 
 async fn sandbox(listen: &str, setup: SandboxSetup) -> Result<ExitCode, Failure> {
@@ -308,6 +363,7 @@ async fn sandbox(listen: &str, setup: SandboxSetup) -> Result<ExitCode, Failure>
         st.faults = plan;
         st.billing = setup.billing;
         st.control_token = setup.control_token;
+        st.signing.otp_interval = Some(setup.otp_interval);
     }
     let switch = state.clone();
     tokio::spawn(async move {

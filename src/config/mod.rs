@@ -185,6 +185,8 @@ pub struct SyncConfig {
     pub review_poll_late: Duration,
     /// … for at most this long; then it is left alone (a webhook can still move it).
     pub review_follow: Duration,
+    /// How long to wait after a 412 "OTP generated less than a minute ago" before asking again.
+    pub otp_wait: Duration,
     /// Where the webhook receiver listens (off when `None`).
     pub webhook_listen: Option<std::net::SocketAddr>,
 }
@@ -400,6 +402,7 @@ pub fn validate(raw: RawConfig, base_dir: &Path) -> Result<Config, ConfigError> 
     let status_poll = millis("sync.status_poll_secs", y.status_poll_secs, 2.0);
     let max_unknown_status = millis("sync.max_unknown_status_secs", y.max_unknown_status_secs, 3600.0);
     let probe_cap = millis("sync.probe_cap_secs", y.probe_cap_secs, 15.0);
+    let otp_wait = millis("sync.otp_wait_secs", y.otp_wait_secs, 60.0);
     let review_poll = millis("sync.review_poll_secs", y.review_poll_secs, 120.0);
     let review_poll_late = millis("sync.review_poll_late_secs", y.review_poll_late_secs, 900.0);
     let review_follow = match y.review_follow_days {
@@ -494,6 +497,7 @@ pub fn validate(raw: RawConfig, base_dir: &Path) -> Result<Config, ConfigError> 
             review_poll,
             review_poll_late,
             review_follow,
+            otp_wait,
             webhook_listen,
         },
         capture,

@@ -96,6 +96,7 @@ pub struct RawSync {
     pub review_poll_late_secs: Option<f64>,
     pub review_follow_days: Option<f64>,
     pub webhook_listen: Option<String>,
+    pub otp_wait_secs: Option<f64>,
 }
 
 #[derive(Debug, Default, Deserialize)]

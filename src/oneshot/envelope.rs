@@ -8,7 +8,8 @@
 //!
 //! 1. success is decided by the HTTP status first;
 //! 2. the payload is `details`, else `detail`;
-//! 3. the human text is the first of `message`, `messsage`, `details`, `detail` that is a string;
+//! 3. the human text is the first of `message`, `messsage`, `details`, `detail` that is a string
+//!    (or the RA's `error.msg`);
 //! 4. a 2xx whose envelope `status` is not a success word (`"Invalid JSON"`, `"error"`, or a code
 //!    such as `"400 Bad Request"`) is a failure;
 //! 5. "not found" is a 404, or a 400 whose envelope status is `404 Not Found` (the old
@@ -45,7 +46,13 @@ impl Envelope {
         };
         let text = ["message", "messsage", "details", "detail"]
             .iter()
-            .find_map(|k| map.get(*k).and_then(Value::as_str).map(str::to_owned));
+            .find_map(|k| map.get(*k).and_then(Value::as_str).map(str::to_owned))
+            // The RA behind the Optimizer answers `{"result": null, "error": {"msg", "code"}}`.
+            .or_else(|| match map.get("error") {
+                Some(Value::String(s)) => Some(s.clone()),
+                Some(Value::Object(e)) => e.get("msg").and_then(Value::as_str).map(str::to_owned),
+                _ => None,
+            });
         let status = match map.get("status") {
             Some(Value::String(s)) => Some(s.clone()),
             Some(Value::Number(n)) => Some(n.to_string()),
@@ -206,6 +213,11 @@ mod tests {
         // New Optimizer and framework errors.
         check(400, r#"{"status":"error","message":"email is not valid"}"#, Err((400, false, "email is not valid")));
         check(404, r#"{"detail":"Not found."}"#, Err((404, false, "Not found.")));
+        check(
+            403,
+            r#"{"result":null,"error":{"msg":"Invalid RAO credentials","code":403}}"#,
+            Err((403, false, "Invalid RAO")),
+        );
         check(
             422,
             r#"{"detail":[{"loc":["body","email"],"msg":"field required"}]}"#,

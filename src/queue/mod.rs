@@ -21,11 +21,13 @@
 //! * **Schema versioning.** Append-only migrations in `schema`, tracked by `PRAGMA user_version`
 //!   and applied in one transaction; applying them again is a no-op.
 
+mod documents;
 mod enqueue;
 mod records;
 mod schema;
 mod state;
 
+pub use documents::{DocumentRecord, DocumentState, MAX_DOCUMENT_BYTES};
 pub use enqueue::SpaceError;
 pub use records::{ArtifactRecord, Event, Job, Summary};
 pub use state::State;
@@ -72,6 +74,8 @@ pub enum QueueError {
     WorkerBusy(PathBuf),
     #[error("stored data for enrollment {id} is damaged: {detail}")]
     Damaged { id: String, detail: String },
+    #[error("document {path}: {rule}")]
+    BadDocument { path: PathBuf, rule: String },
     #[error("the queue database {path} is damaged ({detail}); it was left in place for inspection. Restore it from a backup, or move it aside to start with an empty queue; the encrypted spool beside it is untouched")]
     DamagedDatabase { path: PathBuf, detail: String },
 }
@@ -135,6 +139,7 @@ impl Queue {
         drop(init);
         let queue = Queue { conn: Mutex::new(conn), master, dir, storage: storage.clone() };
         queue.remove_orphan_spool_dirs()?;
+        queue.remove_orphan_documents()?;
         Ok(queue)
     }
 

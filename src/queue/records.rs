@@ -170,6 +170,46 @@ impl Queue {
         Ok(rows)
     }
 
+    /// Enrollments in review whose next status read is due at `now_ms` (or was never planned),
+    /// with when they reached review.
+    pub fn reviews_due(&self, now_ms: i64) -> Result<Vec<(Job, i64)>, QueueError> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare_cached(
+            "SELECT id, state, request_pk, videoid_pk, attempts, resends, orphan_scan, create_floor,
+                orphan_scan_next, COALESCE(review_since, updated_at) FROM enrollments
+             WHERE state = 'in_review' AND (next_review_at IS NULL OR (next_review_at >= 0 AND next_review_at <= ?1))
+             ORDER BY created_at, rowid",
+        )?;
+        let rows = stmt.query_map([now_ms], |r| Ok((job_row(r)?, r.get(9)?)))?;
+        Ok(rows.collect::<rusqlite::Result<_>>()?)
+    }
+
+    /// When the next review read is due (ms), if any enrollment in review is still followed.
+    pub fn next_review_at(&self) -> Result<Option<i64>, QueueError> {
+        Ok(self.conn().query_row(
+            "SELECT MIN(COALESCE(next_review_at, 0)) FROM enrollments
+             WHERE state = 'in_review' AND (next_review_at IS NULL OR next_review_at >= 0)",
+            [],
+            |r| r.get(0),
+        )?)
+    }
+
+    /// Plans the next review read (`None`: no longer followed, noted in the history).
+    pub fn schedule_review(&self, id: &str, next_ms: Option<i64>) -> Result<(), QueueError> {
+        let conn = self.conn();
+        conn.execute("UPDATE enrollments SET next_review_at = ?2 WHERE id = ?1", params![id, next_ms.unwrap_or(-1)])?;
+        if next_ms.is_none() {
+            add_event(
+                &conn,
+                id,
+                "review_unfollowed",
+                "no longer read on a schedule (sync.review_follow_days passed); a webhook or \
+                 `kiosk-agent request ID status` still updates it",
+            )?;
+        }
+        Ok(())
+    }
+
     /// Number of enrollments the worker still has to move forward.
     pub fn pending_count(&self) -> Result<usize, QueueError> {
         let n: i64 = self.conn().query_row(
@@ -195,6 +235,7 @@ impl Queue {
         let n = tx.execute(
             "UPDATE enrollments SET state = ?3, updated_at = ?4, attempts = 0, last_error = NULL,
                 server_errors = 0, server_error_key = NULL,
+                review_since = CASE WHEN ?3 = 'in_review' THEN COALESCE(review_since, ?4) ELSE review_since END,
                 failed_from = CASE WHEN ?3 = 'failed' THEN ?2 ELSE failed_from END
              WHERE id = ?1 AND state = ?2",
             params![id, from.as_str(), to.as_str(), now_ms()],
@@ -478,6 +519,15 @@ impl Queue {
                 .collect::<rusqlite::Result<_>>()?,
         );
         Ok(summary)
+    }
+
+    /// The enrollment whose request on the server is `request_pk`, if this queue has one.
+    pub fn find_by_request_pk(&self, request_pk: &str) -> Result<Option<Summary>, QueueError> {
+        let id: Option<String> = self
+            .conn()
+            .query_row("SELECT id FROM enrollments WHERE request_pk = ?1", [request_pk], |r| r.get(0))
+            .optional()?;
+        id.map(|id| self.show(&id)).transpose()
     }
 
     /// The artifacts of an enrollment, in the order they were queued. On the upload path: one

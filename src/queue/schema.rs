@@ -57,6 +57,24 @@ const MIGRATIONS: &[&str] = &[
     "ALTER TABLE enrollments ADD COLUMN server_errors INTEGER NOT NULL DEFAULT 0;
     ALTER TABLE enrollments ADD COLUMN server_error_key TEXT;
     ALTER TABLE enrollments ADD COLUMN unknown_status_since INTEGER;",
+    // 5: the signing flow. Documents to be signed (queued encrypted until the request is
+    // approved), and when an enrollment reached review and is next read while in review.
+    "CREATE TABLE documents (
+        id            TEXT PRIMARY KEY,
+        enrollment_id TEXT NOT NULL REFERENCES enrollments (id) ON DELETE CASCADE,
+        file_name     TEXT NOT NULL,
+        size          INTEGER NOT NULL,
+        sha256        TEXT NOT NULL,
+        wrapped_key   BLOB,
+        state         TEXT NOT NULL,
+        uid           TEXT,
+        digest        TEXT,
+        created_at    INTEGER NOT NULL,
+        updated_at    INTEGER NOT NULL
+    );
+    CREATE INDEX documents_by_enrollment ON documents (enrollment_id, created_at);
+    ALTER TABLE enrollments ADD COLUMN review_since INTEGER;
+    ALTER TABLE enrollments ADD COLUMN next_review_at INTEGER;",
 ];
 
 /// Brings the schema to the latest version inside one transaction.

@@ -12,8 +12,9 @@
 //! enrollment that was waiting for the network is tried at once, whatever its backoff said.
 //! While the server is unreachable only probes go out.
 //!
-//! Delivery first: orphan reconciliation ([`orphans`]) runs beside the uploads, only for
-//! enrollments already in review, within `sync.orphan_lookups_per_hour`.
+//! Delivery first: after-delivery work runs beside the uploads — following requests in review
+//! and sending documents once approved ([`review`]), and orphan reconciliation ([`orphans`]),
+//! only for enrollments already in review, within `sync.orphan_lookups_per_hour`.
 //!
 //! Idle costs nothing: between attempts the worker sleeps until the next one is due, until it is
 //! woken ([`Worker::waker`]: `enroll` and `queue retry` poke the daemon through a socket in the
@@ -26,9 +27,11 @@ mod action;
 mod backoff;
 mod orphans;
 mod redact;
+mod review;
 mod step;
 
 pub use backoff::Backoff;
+pub use review::Reviewed;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -216,13 +219,14 @@ impl Worker {
             {
                 reconcile_due = None;
                 let me = Arc::clone(self);
-                reconcile = Some(tokio::spawn(async move { me.reconcile_orphans().await }));
+                reconcile = Some(tokio::spawn(async move { me.after_delivery(false).await }));
             }
             if inflight_ids.is_empty() && (stopping || (mode == Mode::Once && probe.is_none())) {
                 if mode == Mode::Once && !stopping && !offline {
-                    // A batch run reconciles once, after delivery, within the hour's budget.
-                    if let Err(e) = self.reconcile_orphans().await {
-                        tracing::warn!(error = %e, "orphan reconciliation stopped");
+                    // A batch run follows reviews, sends documents and reconciles orphans once,
+                    // after delivery (reconciliation within the hour's budget).
+                    if let Err(e) = self.after_delivery(true).await {
+                        tracing::warn!(error = %e, "after-delivery work stopped");
                     }
                 }
                 break;
@@ -232,8 +236,10 @@ impl Worker {
                 .filter(|(_, waits_for_network)| !offline || !waits_for_network)
                 .map(|(t, _)| *t)
                 .min();
-            let next_due =
-                [retry_due, probe_due, reconcile_due.filter(|_| mode == Mode::Forever)].into_iter().flatten().min();
+            // Only what can start counts: after-delivery work waits while offline or while a
+            // round of it still runs (counting it then would spin the loop).
+            let after_due = reconcile_due.filter(|_| mode == Mode::Forever && !offline && reconcile.is_none());
+            let next_due = [retry_due, probe_due, after_due].into_iter().flatten().min();
             let idle_limit = if mode == Mode::Forever { SAFETY_POLL } else { Duration::from_secs(3600) };
             tokio::select! {
                 Some(done) = inflight.join_next_with_id(), if !inflight_ids.is_empty() => {
@@ -284,7 +290,7 @@ impl Worker {
                         Ok(Ok(Some(wait))) => reconcile_due = Some(Instant::now() + wait),
                         Ok(Ok(None)) => {}
                         Ok(Err(e)) => {
-                            tracing::warn!(error = %e, "orphan reconciliation stopped; trying again later");
+                            tracing::warn!(error = %e, "after-delivery work stopped; trying again later");
                             reconcile_due = Some(Instant::now() + SAFETY_POLL);
                         }
                         Err(e) if e.is_cancelled() => {}
@@ -292,7 +298,11 @@ impl Worker {
                     }
                 }
                 _ = tokio::time::sleep_until(next_due.unwrap_or_else(|| Instant::now() + idle_limit)), if !stopping && (next_due.is_some() || mode == Mode::Forever) => {}
-                _ = self.wake.notified(), if !stopping => {}
+                _ = self.wake.notified(), if !stopping => {
+                    // Something changed outside (an enrollment, an approval, a webhook): look at
+                    // reviews and documents too.
+                    reconcile_due = Some(Instant::now());
+                }
                 changed = shutdown.changed(), if !stopping && shutdown_open => shutdown_open = changed.is_ok(),
                 _ = tokio::time::sleep_until(abort_at.unwrap_or_else(Instant::now)), if abort_at.is_some() => {
                     tracing::warn!(in_flight = inflight_ids.len(), "shutdown grace over; aborting in-flight steps");

@@ -169,3 +169,33 @@ fn every_listed_crash_point_is_exercised_here() {
         assert!(source.contains(&format!("\"{point}\"")), "crash point {point} has no test");
     }
 }
+
+/// A document upload that crashes before it is sent goes out once on the next run; one that
+/// crashes after the server answered goes out again (the API cannot deduplicate) and the
+/// history says the server may hold a duplicate. Either way the uid is recorded once, the
+/// local copy is erased, and nothing else is lost.
+#[test]
+fn a_crash_around_a_document_upload_resends_it_and_says_so() {
+    for (point, copies) in [("document.before_upload", 1), ("document.after_response", 2)] {
+        let sandbox = Sandbox::start(0);
+        let env = Env::with_config(sandbox.addr.port(), "current", "");
+        let id = env.enroll(&env.manifest("m", point, |_| {}));
+        assert_eq!(env.run(&["sync", "--once"]).status.code(), Some(0));
+        let doc = env.dir.path().join("d.pdf");
+        std::fs::write(&doc, format!("%PDF-1.4\n% {point}\n%%EOF\n")).unwrap();
+        assert!(env.cmd().args(["document", &id, "upload"]).arg(&doc).output().unwrap().status.success());
+        let pk = env.show(&id)["request_pk"].as_str().unwrap().to_owned();
+        set_status(&sandbox, &pk, "ENROLLREADY");
+        let out = env.cmd().args(["sync", "--once"]).env("KIOSK_AGENT_CRASH_AT", point).output().unwrap();
+        assert!(aborted(&out), "{point}: {:?} {}", out.status, String::from_utf8_lossy(&out.stderr));
+        assert_eq!(env.run(&["sync", "--once"]).status.code(), Some(0), "{point}");
+        let docs: serde_json::Value =
+            serde_json::from_slice(&env.run(&["document", &id, "list", "--json"]).stdout).unwrap();
+        assert_eq!(docs[0]["state"], "uploaded", "{point}: {docs}");
+        let on_server = request(&sandbox.records(), &pk)["documents"].as_object().unwrap().len();
+        assert_eq!(on_server, copies, "{point}");
+        let shown = env.show(&id);
+        assert!(history_has(&shown, "may hold a duplicate"), "{point}: {shown}");
+        assert!(std::fs::read_dir(env.data_dir().join("documents")).unwrap().next().is_none(), "local copy erased");
+    }
+}

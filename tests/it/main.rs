@@ -10,5 +10,6 @@ mod hostile;
 mod protocol;
 mod recovery;
 mod server;
+mod signing;
 mod sync;
 mod util;

@@ -1,0 +1,177 @@
+//! After delivery: following requests in review until the server decides, and sending the
+//! documents queued for signing once a request is approved.
+//!
+//! A request in review is read on a slow cadence — every `sync.review_poll_secs` during its
+//! first hour in review, then every `sync.review_poll_late_secs`, for at most
+//! `sync.review_follow_days` — or at once when a webhook or an operator's command says it
+//! changed. `ENROLLREADY` (or later) moves it to `approved` (its queued documents go out, and
+//! its evidence is erased when `storage.erase_after = "approved"`); a terminal status ends it
+//! with the status as the reason.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::action::{action, Action};
+use super::{blocking, Worker};
+use crate::faults::crash_point;
+use crate::oneshot::{OneShotError, RequestIds, RequestStatus};
+use crate::queue::{now_ms, QueueError, State};
+
+/// How far along the review an enrollment is after a status read.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Reviewed {
+    pub status: RequestStatus,
+    pub state: State,
+}
+
+/// Documents go out at most this many per request (the API's limit per call).
+const DOCUMENTS_PER_CALL: usize = 10;
+
+impl Worker {
+    /// Everything that follows delivery, beside the uploads: review reads that are due, queued
+    /// documents of approved requests, orphan reconciliation. Returns when to come back. A
+    /// batch run (`all_reviews`) reads every followed request in review, due or not.
+    pub(super) async fn after_delivery(self: &Arc<Self>, all_reviews: bool) -> Result<Option<Duration>, QueueError> {
+        let reviews = self.follow_reviews(all_reviews).await?;
+        for id in blocking(&self.queue, |q| q.enrollments_with_documents_to_send()).await? {
+            if let Err(e) = self.send_documents(&id).await {
+                tracing::info!(enrollment = %id, error = %e, "documents not sent yet");
+            }
+        }
+        let orphans = self.reconcile_orphans().await?;
+        Ok([reviews, orphans].into_iter().flatten().min())
+    }
+
+    async fn follow_reviews(self: &Arc<Self>, all: bool) -> Result<Option<Duration>, QueueError> {
+        let until = if all { i64::MAX } else { now_ms() };
+        let due = blocking(&self.queue, move |q| q.reviews_due(until)).await?;
+        for (job, since) in due {
+            let Some(pk) = job.request_pk.clone() else { continue };
+            match self.refresh(&job.id, &pk).await {
+                Ok(_) => {}
+                Err(e) if e.is_connectivity() => {
+                    // The network is gone: the rest can wait for the next round.
+                    tracing::debug!(enrollment = %job.id, error = %e, "review read failed");
+                    return Ok(Some(self.config.sync.review_poll));
+                }
+                Err(e) => tracing::info!(enrollment = %job.id, error = %e, "review read failed; next round"),
+            }
+            let (id, next) = (job.id.clone(), self.next_review(since));
+            blocking(&self.queue, move |q| {
+                if q.show(&id)?.state == State::InReview {
+                    q.schedule_review(&id, next)?;
+                }
+                Ok(())
+            })
+            .await?;
+        }
+        let next = blocking(&self.queue, |q| q.next_review_at()).await?;
+        Ok(next.map(|at| Duration::from_millis((at - now_ms()).max(0) as u64)))
+    }
+
+    /// When the enrollment that reached review at `since` (ms) is read next, if at all.
+    fn next_review(&self, since: i64) -> Option<i64> {
+        let now = now_ms();
+        let in_review = Duration::from_millis((now - since).max(0) as u64);
+        let sync = &self.config.sync;
+        if in_review >= sync.review_follow {
+            return None;
+        }
+        let step = if in_review < Duration::from_secs(3600) { sync.review_poll } else { sync.review_poll_late };
+        Some(now + step.as_millis() as i64)
+    }
+
+    /// Reads a request's status and moves the enrollment accordingly: the worker's review
+    /// rounds, `kiosk-agent request ID status` and the webhook receiver all come through here.
+    pub async fn refresh(&self, id: &str, request_pk: &str) -> Result<Reviewed, OneShotError> {
+        let status = self.client.request_status(request_pk).await?;
+        self.apply_status(id, status).await.map_err(|e| OneShotError::Local(e.to_string()))
+    }
+
+    /// Moves an enrollment after a status it did not read itself (a webhook, or a read).
+    pub async fn apply_status(&self, id: &str, status: RequestStatus) -> Result<Reviewed, QueueError> {
+        let (id, status_c) = (id.to_owned(), status.clone());
+        let state = blocking(&self.queue, move |q| {
+            let shown = q.show(&id)?;
+            let from = shown.state;
+            q.record_server_status(&id, &status_c, false)?;
+            let to = match action(&status_c) {
+                Action::Approved if matches!(from, State::InReview | State::VideoSent) => Some(State::Approved),
+                Action::Signed if matches!(from, State::InReview | State::Approved | State::VideoSent) => {
+                    Some(State::Signed)
+                }
+                Action::Terminal(end) if matches!(from, State::InReview | State::Approved) => {
+                    q.record_ended(&id, from, end, &format!("the server ended the request: status {status_c}"))?;
+                    return Ok(end);
+                }
+                _ => None,
+            };
+            match to {
+                Some(to) => {
+                    q.advance(&id, from, to, &format!("server status {status_c}"))?;
+                    if q.should_erase_at(to) && !shown.erased && !shown.orphan_check_pending {
+                        q.erase_evidence(&id)?;
+                    }
+                    Ok(to)
+                }
+                None => Ok(from),
+            }
+        })
+        .await?;
+        Ok(Reviewed { status, state })
+    }
+
+    /// Sends the queued documents of an approved enrollment (at least once each; see
+    /// [`crate::queue::DocumentState`]). Returns how many went out.
+    pub async fn send_documents(&self, id: &str) -> Result<usize, OneShotError> {
+        let local = |e: QueueError| OneShotError::Local(e.to_string());
+        let (job, pending) = {
+            let id = id.to_owned();
+            blocking(&self.queue, move |q| {
+                let shown = q.show(&id)?;
+                let docs: Vec<String> = q
+                    .documents(&id)?
+                    .into_iter()
+                    .filter(|d| {
+                        matches!(d.state, crate::queue::DocumentState::Queued | crate::queue::DocumentState::Uploading)
+                    })
+                    .map(|d| d.id)
+                    .collect();
+                Ok((shown, docs))
+            })
+            .await
+            .map_err(local)?
+        };
+        if job.state != State::Approved {
+            return Err(OneShotError::Local(format!(
+                "the request is {}; documents go out once it is approved",
+                job.state
+            )));
+        }
+        let ids = RequestIds {
+            request_pk: job.request_pk.clone().ok_or_else(|| OneShotError::Local("no request_pk".into()))?,
+            videoid_pk: job.videoid_pk.clone(),
+        };
+        let mut sent = 0;
+        for batch in pending.chunks(DOCUMENTS_PER_CALL) {
+            let batch = batch.to_vec();
+            let files = {
+                let batch = batch.clone();
+                blocking(&self.queue, move |q| q.begin_document_upload(&batch)).await.map_err(local)?
+            };
+            crash_point("document.before_upload");
+            let uploaded = self.client.upload_documents(&ids, files).await?;
+            crash_point("document.after_response");
+            // The answer names each file by the multipart field it came in: `file`, `file2`, …
+            for doc in uploaded {
+                let index = doc.field.strip_prefix("file").and_then(|n| n.parse::<usize>().ok()).map_or(0, |n| n - 1);
+                let Some(doc_id) = batch.get(index).cloned() else { continue };
+                blocking(&self.queue, move |q| q.record_document_uploaded(&doc_id, &doc.uid, doc.digest.as_deref()))
+                    .await
+                    .map_err(local)?;
+                sent += 1;
+            }
+        }
+        Ok(sent)
+    }
+}

@@ -1,0 +1,241 @@
+//! From VIDEOREVIEW to a signed document, in both generations: approve with the RAO of the
+//! configuration, documents queued before approval, the contract, the OTP (with the 412 wait),
+//! the signature, retrieval, deletion with backup; the bad input of each step; following reviews
+//! in the daemon.
+
+use std::os::unix::fs::PermissionsExt as _;
+use std::path::{Path, PathBuf};
+use std::process::{Output, Stdio};
+use std::time::Duration;
+
+use serde_json::{json, Value};
+
+use crate::util::*;
+
+const LAYOUTS: [&str; 2] = ["current", "legacy"];
+/// The sandbox's RAO (the vendor guide's example).
+const RAO_TOKEN: &str = "f734066d1ce36f9cae4d55be4cdac50e";
+
+/// A small PDF the test writes itself.
+fn pdf(dir: &Path, name: &str, text: &str) -> PathBuf {
+    let path = dir.join(name);
+    std::fs::write(&path, format!("%PDF-1.4\n% {text}\n1 0 obj << >> endobj\ntrailer << >>\n%%EOF\n")).unwrap();
+    path
+}
+
+/// An environment whose `[rao]` uses a 0600 token file, one enrollment delivered to review.
+fn reviewed(sandbox: &Sandbox, layout: &str, extra: &str) -> (Env, String) {
+    let env = Env::with_config(sandbox.addr.port(), layout, &format!("otp_wait_secs = 1\n{extra}"));
+    let token = env.dir.path().join("rao.token");
+    std::fs::write(&token, format!("{RAO_TOKEN}\n")).unwrap();
+    std::fs::set_permissions(&token, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let mut text = std::fs::read_to_string(&env.config).unwrap();
+    text.push_str("[rao]\nid = \"1400\"\ntoken_file = \"rao.token\"\n");
+    std::fs::write(&env.config, text).unwrap();
+    let id = env.enroll(&env.manifest("m", layout, |_| {}));
+    assert_eq!(env.run(&["sync", "--once"]).status.code(), Some(0));
+    assert_eq!(env.show(&id)["state"], "in_review");
+    (env, id)
+}
+
+fn ok(out: &Output) -> String {
+    assert!(out.status.success(), "{}\n{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn refused(out: &Output, needle: &str) {
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "expected exit 2 with {needle:?}: {err}");
+    assert!(err.contains(needle), "expected {needle:?} in: {err}");
+}
+
+fn documents(env: &Env, id: &str) -> Vec<Value> {
+    serde_json::from_str::<Value>(&ok(&env.run(&["document", id, "list", "--json"])))
+        .unwrap()
+        .as_array()
+        .unwrap()
+        .clone()
+}
+
+fn otp_of(sandbox: &Sandbox, pk: &str) -> String {
+    let (code, body) = http("GET", &sandbox.url(&format!("/_sandbox/requests/{pk}/otp")), None);
+    assert_eq!(code, 200, "{body}");
+    body["otp"].as_str().unwrap().to_owned()
+}
+
+#[test]
+fn from_review_to_a_signed_document_in_both_generations() {
+    for layout in LAYOUTS {
+        let sandbox = Sandbox::start_with(0, &["--otp-interval", "1"]);
+        let (env, id) = reviewed(&sandbox, layout, "");
+        let pk = env.show(&id)["request_pk"].as_str().unwrap().to_owned();
+        let dir = env.dir.path().to_owned();
+
+        // Queued before approval: durable, no uid yet.
+        let doc = pdf(&dir, "contract-to-sign.pdf", layout);
+        ok(&env.cmd().args(["document", &id, "upload"]).arg(&doc).output().unwrap());
+        let docs = documents(&env, &id);
+        assert_eq!(
+            docs,
+            vec![
+                json!({"uid": null, "file": "contract-to-sign.pdf", "state": "queued", "size": docs[0]["size"], "sha256": sha256_file(&doc), "digest": null})
+            ]
+        );
+
+        // Approval moves it to ENROLLREADY and sends the queued document at once.
+        let out = ok(&env.run(&["request", &id, "approve"]));
+        assert!(out.contains("approved") && out.contains("1 queued document(s) uploaded"), "{layout}: {out}");
+        assert_eq!(env.show(&id)["state"], "approved");
+        let docs = documents(&env, &id);
+        let uid = docs[0]["uid"].as_str().unwrap().to_owned();
+        assert_eq!(docs[0]["state"], "uploaded");
+        let records = sandbox.records();
+        let server_doc = &request(&records, &pk)["documents"][&uid];
+        assert_eq!(server_doc["sha256"], sha256_file(&doc), "{layout}: the document arrived byte-identical");
+
+        ok(&env.cmd().args(["document", &id, "contract", "--out"]).arg(dir.join("contract.pdf")).output().unwrap());
+        assert!(std::fs::read(dir.join("contract.pdf")).unwrap().starts_with(b"%PDF-"));
+
+        // The OTP; asking again within the server's minute waits and asks once more.
+        ok(&env.run(&["otp", &id]));
+        let out = env.cmd().args(["otp", &id, "--whatsapp"]).env("KIOSK_AGENT_LOG", "info").output().unwrap();
+        ok(&out);
+        assert!(
+            String::from_utf8_lossy(&out.stderr).contains("less than a minute ago; waiting"),
+            "{layout}: the 412 was met"
+        );
+        assert_eq!(request(&sandbox.records(), &pk)["otps_sent"], 2);
+        let code = otp_of(&sandbox, &pk);
+
+        // A wrong code is refused by the server: exit 2, nothing changed.
+        let wrong = if code == "000000" { "111111" } else { "000000" };
+        refused(&env.run(&["sign", &id, "--otp", wrong]), "Confirmation Code invalid");
+        assert_eq!(env.show(&id)["state"], "approved");
+
+        let out = ok(&env.run(&["sign", &id, "--otp", &code]));
+        assert!(out.contains("SIGNED"), "{out}");
+        assert_eq!(env.show(&id)["state"], "signed", "{layout}");
+        let signed = dir.join("signed.pdf");
+        ok(&env.cmd().args(["document", &id, "signed", &uid, "--out"]).arg(&signed).output().unwrap());
+        let signed_bytes = std::fs::read(&signed).unwrap();
+        assert!(signed_bytes.starts_with(b"%PDF-") && signed_bytes != std::fs::read(&doc).unwrap());
+
+        // Deleting backs both copies up first.
+        ok(&env.run(&["document", &id, "delete", "--all"]));
+        let backup = env.data_dir().join("document-backup").join(&pk);
+        assert_eq!(std::fs::read(backup.join(format!("{uid}-original.pdf"))).unwrap(), std::fs::read(&doc).unwrap());
+        assert_eq!(std::fs::read(backup.join(format!("{uid}-signed.pdf"))).unwrap(), signed_bytes);
+        assert_eq!(std::fs::metadata(&backup).unwrap().permissions().mode() & 0o777, 0o700);
+        assert_eq!(request(&sandbox.records(), &pk)["documents"], json!({}));
+        assert_eq!(documents(&env, &id)[0]["state"], "deleted");
+    }
+}
+
+#[test]
+fn bad_steps_are_refused_with_the_cause_and_change_nothing() {
+    for layout in LAYOUTS {
+        let sandbox = Sandbox::start(0);
+        let (env, id) = reviewed(&sandbox, layout, "");
+        let dir = env.dir.path().to_owned();
+        // Before approval: no OTP, no signature.
+        refused(&env.run(&["otp", &id]), "needs ENROLLREADY");
+        refused(&env.run(&["sign", &id, "--otp", "123456"]), "needs ENROLLREADY");
+        // A document that is not a PDF: named, nothing queued.
+        let txt = dir.join("notes.txt");
+        std::fs::write(&txt, "hello").unwrap();
+        let out = env.cmd().args(["document", &id, "upload"]).arg(pdf(&dir, "ok.pdf", "x")).arg(&txt).output().unwrap();
+        refused(&out, "notes.txt: is not a PDF");
+        assert!(documents(&env, &id).is_empty(), "{layout}: nothing queued");
+        // An unknown uid.
+        refused(
+            &env.run(&["document", &id, "signed", "0f0f0f0f-0000-4000-8000-000000000000", "--out", "x.pdf"]),
+            "has no document",
+        );
+        refused(&env.run(&["document", &id, "signed", "../../etc", "--out", "x.pdf"]), "not a document uid");
+        // Refuse needs a reason; then the request is ended and approving it is refused.
+        refused(&env.run(&["request", &id, "refuse", "--reason", " "]), "--reason");
+        ok(&env.run(&["request", &id, "refuse", "--reason", "document photo does not match"]));
+        assert_eq!(env.show(&id)["state"], "refused", "{layout}");
+        refused(&env.run(&["request", &id, "approve"]), "needs VIDEOREVIEW");
+        assert_eq!(env.show(&id)["state"], "refused");
+    }
+}
+
+#[test]
+fn approving_needs_a_request_in_review_and_a_rao() {
+    let sandbox = Sandbox::start(0);
+    let env = Env::new(sandbox.addr.port());
+    let id = env.enroll(&env.manifest("m", "early", |_| {}));
+    // Not created yet.
+    refused(&env.run(&["request", &id, "approve"]), "no request on the server yet");
+    assert_eq!(env.run(&["sync", "--once"]).status.code(), Some(0));
+    refused(&env.run(&["request", &id, "approve"]), "no [rao]");
+    // A token file others can read is refused by the configuration check.
+    let token = env.dir.path().join("rao.token");
+    std::fs::write(&token, RAO_TOKEN).unwrap();
+    std::fs::set_permissions(&token, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let mut text = std::fs::read_to_string(&env.config).unwrap();
+    text.push_str("[rao]\nid = \"1400\"\ntoken_file = \"rao.token\"\n");
+    std::fs::write(&env.config, &text).unwrap();
+    refused(&env.run(&["request", &id, "approve"]), "rao.token_file");
+    // Through $CREDENTIALS_DIRECTORY (systemd's LoadCredential=) the file is the unit's.
+    let creds = env.dir.path().join("creds");
+    std::fs::create_dir(&creds).unwrap();
+    std::fs::write(creds.join("rao.token"), "wrong-token").unwrap();
+    let out = env.cmd().args(["request", &id, "approve"]).env("CREDENTIALS_DIRECTORY", &creds).output().unwrap();
+    refused(&out, "Invalid RAO credentials");
+    std::fs::set_permissions(&token, std::fs::Permissions::from_mode(0o600)).unwrap();
+    assert_eq!(env.show(&id)["state"], "in_review", "a refused approval changes nothing");
+}
+
+/// The daemon follows requests in review: an approval on the server reaches the kiosk on the
+/// next review read, queued documents go out, and the evidence is erased when the policy says
+/// "approved"; a request left in review stops being read after `sync.review_follow_days`.
+#[test]
+fn the_daemon_follows_reviews_and_sends_documents_when_approved() {
+    for layout in LAYOUTS {
+        let sandbox = Sandbox::start(0);
+        let env = Env::with_config(sandbox.addr.port(), layout, "");
+        let text = std::fs::read_to_string(&env.config)
+            .unwrap()
+            .replace("[storage]\n", "[storage]\nerase_after = \"approved\"\n");
+        std::fs::write(
+            &env.config,
+            text.replace("[sync]\n", "[sync]\nreview_poll_secs = 0.2\nreview_follow_days = 0.00003\n"),
+        )
+        .unwrap();
+        let approved = env.enroll(&env.manifest("a", "approved", |m| m["customer"]["email"] = json!("a@example.com")));
+        let ignored = env.enroll(&env.manifest("b", "ignored", |m| m["customer"]["email"] = json!("b@example.com")));
+        let log = std::fs::File::create(env.dir.path().join("daemon.log")).unwrap();
+        let mut daemon = env.cmd().arg("run").stdout(Stdio::null()).stderr(log).spawn().unwrap();
+        wait_for(Duration::from_secs(30), || env.list().iter().all(|e| e["state"] == "in_review").then_some(()));
+        assert_eq!(env.show(&approved)["erased"], false, "{layout}: kept until approval");
+        ok(&env
+            .cmd()
+            .args(["document", &approved, "upload"])
+            .arg(pdf(env.dir.path(), "d.pdf", "follow"))
+            .output()
+            .unwrap());
+        let pk = env.show(&approved)["request_pk"].as_str().unwrap().to_owned();
+        set_status(&sandbox, &pk, "ENROLLREADY");
+        wait_for(Duration::from_secs(30), || (documents(&env, &approved)[0]["state"] == "uploaded").then_some(()));
+        let shown = env.show(&approved);
+        assert_eq!(
+            (shown["state"].as_str(), shown["erased"].as_bool()),
+            (Some("approved"), Some(true)),
+            "{layout}: {shown}"
+        );
+        // The other one is read for about 2.6 s, then left alone.
+        wait_for(Duration::from_secs(30), || {
+            env.show(&ignored)["history"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|e| e["kind"] == "review_unfollowed")
+                .then_some(())
+        });
+        let _ = daemon.kill();
+        let _ = daemon.wait();
+        assert_eq!(env.show(&ignored)["state"], "in_review");
+    }
+}
