@@ -43,6 +43,9 @@ pub enum Command {
         /// /oneshot/api/v1) or legacy (the old one, /api/v1).
         #[arg(long, default_value = "current", value_parser = ["current", "legacy"])]
         layout: String,
+        /// Continue past VIDEOREVIEW: approve, documents, contract, OTP, sign, retrieve, delete.
+        #[arg(long)]
+        full: bool,
     },
     /// The daemon: the sync worker, until SIGTERM or Ctrl-C.
     Run,
@@ -189,11 +192,12 @@ pub fn main() -> Result<ExitCode, Failure> {
     let cli = Cli::parse();
     init_logging(&cli.command);
     match cli.command {
-        Command::Demo { camera, layout } => runtime()?
+        Command::Demo { camera, layout, full } => runtime()?
             .block_on(crate::demo::run(
                 &mut std::io::stdout(),
                 camera.as_deref(),
                 if layout == "legacy" { crate::oneshot::Generation::Old } else { crate::oneshot::Generation::New },
+                full,
             ))
             .map(|()| ExitCode::SUCCESS)
             .map_err(Failure::from),

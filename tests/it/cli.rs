@@ -14,7 +14,27 @@ fn demo_runs_against_the_old_optimizer() {
     demo_passes(&["--layout", "legacy"], "old Optimizer (/api/v1)");
 }
 
-fn demo_passes(args: &[&str], generation: &str) {
+/// `--full` goes on to a signed document, in both generations.
+#[test]
+fn demo_full_signs_a_document_in_both_generations() {
+    for (layout, generation) in [("current", "new Optimizer"), ("legacy", "old Optimizer")] {
+        let stdout = demo_passes(&["--full", "--layout", layout], generation);
+        for needle in [
+            "approve (RAO token)",
+            "ENROLLREADY",
+            "service contract",
+            "OTP",
+            "SIGNED",
+            "differs from the original",
+            "deleted on the server",
+            "final state signed",
+        ] {
+            assert!(stdout.contains(needle), "{layout}: missing {needle:?} in:\n{stdout}");
+        }
+    }
+}
+
+fn demo_passes(args: &[&str], generation: &str) -> String {
     let dir = tempfile::tempdir().unwrap();
     // From an unrelated directory and without any configuration.
     let out = Command::new(BIN)
@@ -42,6 +62,7 @@ fn demo_passes(args: &[&str], generation: &str) {
         assert!(stdout.contains(needle), "missing {needle:?} in:\n{stdout}");
     }
     assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0, "the demo writes only to its own temp dir");
+    stdout.into_owned()
 }
 
 #[test]

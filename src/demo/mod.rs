@@ -23,7 +23,7 @@ use crate::sync::{Mode, Worker};
 use kiosk_sandbox::SandboxRequest;
 
 /// The customer, acceptance, OCR and check data of the demo enrollment.
-const MANIFEST: &[u8] = include_bytes!("../config/samples/manifest.json");
+const MANIFEST: &[u8] = include_bytes!("../../config/samples/manifest.json");
 /// Length of the demo clip.
 const CLIP: Duration = Duration::from_secs(5);
 
@@ -42,8 +42,11 @@ async fn capture_evidence(dir: &std::path::Path, camera: Option<&str>) -> anyhow
     Ok(out.stdout)
 }
 
-/// Runs the demo against a sandbox of `generation`, writing the report to `out`.
-pub async fn run(out: &mut impl Write, camera: Option<&str>, generation: Generation) -> anyhow::Result<()> {
+mod signing;
+
+/// Runs the demo against a sandbox of `generation`, writing the report to `out`; with `full`,
+/// on past review to a signed document.
+pub async fn run(out: &mut impl Write, camera: Option<&str>, generation: Generation, full: bool) -> anyhow::Result<()> {
     let total = Instant::now();
     let tmp = tempfile::Builder::new().prefix("kiosk-agent-demo-").tempdir().context("temporary directory")?;
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.context("binding a loopback port")?;
@@ -161,6 +164,9 @@ pub async fn run(out: &mut impl Write, camera: Option<&str>, generation: Generat
         "  local copy  {}",
         if show.erased { "erased after VIDEOREVIEW; audit record kept" } else { "kept" }
     )?;
+    if full {
+        signing::run(out, &cfg, &queue, &id, addr, tmp.path()).await?;
+    }
     writeln!(out, "  total       {} ms", total.elapsed().as_millis())?;
 
     let _ = stop_tx.send(());

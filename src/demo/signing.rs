@@ -1,0 +1,97 @@
+//! `kiosk-agent demo --full`: past `VIDEOREVIEW` to a signed document, against the sandbox —
+//! approve with the sandbox's RAO token, queue a sample PDF the project makes, fetch the service
+//! contract, the OTP, sign, download the signed PDF, and delete it on the server after a backup.
+
+use std::io::Write;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Instant;
+
+use anyhow::{bail, Context as _};
+
+use crate::config::{Config, RaoConfig, RaoCredentials};
+use crate::oneshot::{Client, RequestIds, Unlock};
+use crate::queue::{Queue, State};
+use crate::sync::Worker;
+
+/// The steps after review; `sandbox` is the sandbox's address (its control API has the OTP).
+pub async fn run(
+    out: &mut impl Write,
+    cfg: &Config,
+    queue: &Arc<Queue>,
+    id: &str,
+    sandbox: std::net::SocketAddr,
+    dir: &Path,
+) -> anyhow::Result<()> {
+    let client = Client::new(&cfg.oneshot)?;
+    let worker = Worker::new(Arc::clone(queue), client.clone(), cfg.clone());
+    let shown = queue.show(id)?;
+    let ids = RequestIds {
+        request_pk: shown.request_pk.clone().context("no request_pk")?,
+        videoid_pk: shown.videoid_pk.clone(),
+    };
+    let rao = RaoConfig {
+        id: kiosk_sandbox::RAO_ID.into(),
+        credentials: RaoCredentials::Token(kiosk_sandbox::RAO_TOKEN.into()),
+    };
+    writeln!(out)?;
+    writeln!(out, "  signing flow (--full)")?;
+    let step = |out: &mut dyn Write, name: &str, started: Instant, status: &str| -> anyhow::Result<()> {
+        writeln!(out, "    {name:<30} {:>6} ms   {status}", started.elapsed().as_millis())?;
+        Ok(())
+    };
+
+    let t = Instant::now();
+    client.approve(&ids, &rao).await.context("approve")?;
+    let reviewed = worker.refresh(id, &ids.request_pk).await?;
+    if reviewed.state != State::Approved {
+        bail!("after approval the enrollment is {} ({})", reviewed.state, reviewed.status);
+    }
+    step(out, "approve (RAO token)", t, reviewed.status.as_str())?;
+
+    let t = Instant::now();
+    let sample = dir.join("document-to-sign.pdf");
+    std::fs::write(&sample, kiosk_sandbox::pdf::text_pdf(&["kiosk-agent demo", "A document to sign."]))?;
+    queue.enqueue_documents(id, std::slice::from_ref(&sample))?;
+    let sent = worker.send_documents(id).await?;
+    let docs = queue.documents(id)?;
+    let uid = docs.first().and_then(|d| d.uid.clone()).context("the document has no uid")?;
+    step(out, &format!("queue + upload {sent} document"), t, &format!("uid {uid}"))?;
+
+    let t = Instant::now();
+    let contract = dir.join("contract.pdf");
+    let n = client.download_contract(&ids, &contract).await?;
+    step(out, "service contract", t, &format!("{n} bytes, PDF"))?;
+
+    let t = Instant::now();
+    client.generate_otp(&ids, false, cfg.sync.otp_wait).await?;
+    let url = format!("http://{sandbox}/_sandbox/requests/{}/otp", ids.request_pk);
+    let otp: serde_json::Value = reqwest::get(url).await?.json().await?;
+    let code = otp["otp"].as_str().context("the sandbox has no OTP")?.to_owned();
+    step(out, "OTP (read from the sandbox)", t, "sent by SMS")?;
+
+    let t = Instant::now();
+    client.sign(&ids, &Unlock::Otp(code), &cfg.signature, std::slice::from_ref(&uid)).await?;
+    let reviewed = worker.refresh(id, &ids.request_pk).await?;
+    step(out, "sign", t, reviewed.status.as_str())?;
+
+    let t = Instant::now();
+    let signed = dir.join("signed.pdf");
+    let n = client.download_document(&ids, &uid, true, &signed).await?;
+    if std::fs::read(&signed)? == std::fs::read(&sample)? {
+        bail!("the signed document is the original");
+    }
+    step(out, "download signed PDF", t, &format!("{n} bytes, differs from the original"))?;
+
+    let t = Instant::now();
+    let backup = cfg.storage.document_backup_dir.join(&ids.request_pk);
+    std::fs::create_dir_all(&backup)?;
+    client.download_document(&ids, &uid, false, &backup.join(format!("{uid}-original.pdf"))).await?;
+    client.download_document(&ids, &uid, true, &backup.join(format!("{uid}-signed.pdf"))).await?;
+    client.delete_documents(&ids, None).await?;
+    queue.record_documents_deleted(id, None)?;
+    step(out, "back up, then delete", t, "deleted on the server")?;
+
+    writeln!(out, "  final state {}", queue.show(id)?.state)?;
+    Ok(())
+}
