@@ -1,7 +1,7 @@
 //! Fault injection for the sandbox (`kiosk-agent sandbox --faults SPEC`).
 //!
 //! SPEC is a `;`-separated list. An operation entry `OP:KIND=P,KIND=P…` gives, for `OP` in
-//! `create`, `evidences`, `video`, `status`, `hello` or `*` (every operation), the probability of
+//! `create`, `evidences`, `video`, `status`, `hello`, `otp`, `sign` or `*` (every operation), the probability of
 //! each fault `KIND`:
 //!
 //! | kind    | what the client sees                                              | applied? |
@@ -60,7 +60,7 @@ impl Fault {
 }
 
 /// The operations faults apply to.
-pub const OPS: [&str; 5] = ["create", "evidences", "video", "status", "hello"];
+pub const OPS: [&str; 7] = ["create", "evidences", "video", "status", "hello", "otp", "sign"];
 
 /// A parsed fault specification and its random source.
 #[derive(Debug)]

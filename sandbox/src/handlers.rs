@@ -33,7 +33,7 @@ pub fn lock(state: &Shared) -> std::sync::MutexGuard<'_, SandboxState> {
 
 /// What a drawn fault leaves for the handler to do.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Plan {
+pub(crate) enum Plan {
     Normal,
     /// Cut the connection while the request body is still arriving (nothing applied).
     Reset,
@@ -43,7 +43,7 @@ enum Plan {
 
 /// Draws a fault for `op`. Error answers and stalls are produced here; resets and lost answers
 /// are left to the handler, which knows when the body has been read and applied.
-async fn inject(state: &Shared, generation: Generation, op: &str) -> Result<Plan, Response> {
+pub(crate) async fn inject(state: &Shared, generation: Generation, op: &str) -> Result<Plan, Response> {
     let (fault, stall, retry_after) = {
         let mut st = lock(state);
         (st.faults.draw(op), st.faults.stall, st.faults.retry_after)
@@ -72,7 +72,7 @@ async fn inject(state: &Shared, generation: Generation, op: &str) -> Result<Plan
 }
 
 /// Cuts the connection; the client never gets an answer.
-async fn cut(kill: &Kill) -> Response {
+pub(crate) async fn cut(kill: &Kill) -> Response {
     kill.fire();
     std::future::pending().await
 }

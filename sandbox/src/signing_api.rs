@@ -11,8 +11,9 @@ use axum::Json;
 use oneshot_protocol::Generation;
 use serde_json::{json, Value};
 
-use crate::handlers::lock;
+use crate::handlers::{cut, inject, lock, Plan};
 use crate::reply;
+use crate::server::Kill;
 use crate::signing::RaoBody;
 use crate::state::SandboxError;
 use crate::Shared;
@@ -133,8 +134,10 @@ pub async fn otp(
     State(st): State<Shared>,
     Extension(g): Extension<Generation>,
     Path(pk): Path<String>,
+    Extension(kill): Extension<Kill>,
     body: Bytes,
 ) -> Answer {
+    let plan = inject(&st, g, "otp").await?;
     if !body.is_empty() {
         let parsed: Value = serde_json::from_slice(&body)
             .map_err(|e| SandboxError::InvalidJson(format!("Could not parse JSON body - {e}")).into_response(g))?;
@@ -144,9 +147,14 @@ pub async fn otp(
             }
         }
     }
-    let mut s = lock(&st);
-    let pk = s.lookup(false, &pk).map_err(|e| e.into_response(g))?;
-    s.generate_otp(pk).map_err(|e| e.into_response(g))?;
+    let done = {
+        let mut s = lock(&st);
+        s.lookup(false, &pk).and_then(|pk| s.generate_otp(pk))
+    };
+    done.map_err(|e| e.into_response(g))?;
+    if plan == Plan::Drop {
+        return Err(cut(&kill).await);
+    }
     Ok(reply::ok(g, "OTP sent", Value::Null))
 }
 
@@ -154,8 +162,10 @@ pub async fn sign(
     State(st): State<Shared>,
     Extension(g): Extension<Generation>,
     Path(pk): Path<String>,
+    Extension(kill): Extension<Kill>,
     body: Bytes,
 ) -> Answer {
+    let plan = inject(&st, g, "sign").await?;
     let body: Value = serde_json::from_slice(&body)
         .map_err(|e| SandboxError::InvalidJson(format!("Could not parse JSON body - {e}")).into_response(g))?;
     let secret = body.get("secret").and_then(Value::as_str);
@@ -174,9 +184,15 @@ pub async fn sign(
             SandboxError::BadRequest("signature appearance in the other generation's shape".into()).into_response(g)
         );
     }
-    let mut s = lock(&st);
-    let pk = s.lookup(false, &pk).map_err(|e| e.into_response(g))?;
-    s.sign(pk, secret, external).map_err(|e| e.into_response(g))?;
+    let done = {
+        let mut s = lock(&st);
+        s.lookup(false, &pk).and_then(|pk| s.sign(pk, secret, external))
+    };
+    done.map_err(|e| e.into_response(g))?;
+    if plan == Plan::Drop {
+        // Signed, but the answer is lost: the client cannot know whether it went through.
+        return Err(cut(&kill).await);
+    }
     Ok(reply::ok(g, "Request signed", Value::Null))
 }
 

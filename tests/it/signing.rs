@@ -239,3 +239,34 @@ fn the_daemon_follows_reviews_and_sends_documents_when_approved() {
         assert_eq!(env.show(&ignored)["state"], "in_review");
     }
 }
+
+/// A network loss in the middle of a step: exit 1, nothing changed locally, and the CLI says
+/// whether the step can simply be repeated: an OTP request that failed can; a signature whose
+/// answer was lost may have gone through, so the CLI says to check the status first.
+#[test]
+fn a_network_loss_says_whether_the_step_can_be_repeated() {
+    let sandbox = Sandbox::start_with(0, &["--otp-interval", "0"]);
+    let (env, id) = reviewed(&sandbox, "current", "");
+    ok(&env.run(&["request", &id, "approve"]));
+    ok(&env.cmd().args(["document", &id, "upload"]).arg(pdf(env.dir.path(), "n.pdf", "network")).output().unwrap());
+    let pk = env.show(&id)["request_pk"].as_str().unwrap().to_owned();
+    let faults = |spec: &str| assert_eq!(http_raw("POST", &sandbox.url("/_sandbox/faults"), spec.as_bytes()).0, 200);
+    let fails = |args: &[&str], advice: &str| {
+        let out = env.run(args);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{args:?}: {err}");
+        assert!(err.contains(advice), "{args:?}: {err}");
+        assert_eq!(env.show(&id)["state"], "approved", "nothing changed locally");
+    };
+    faults("otp:503=1;retry_after=0");
+    fails(&["otp", &id], "can be repeated safely");
+    faults("");
+    ok(&env.run(&["otp", &id]));
+    let code = otp_of(&sandbox, &pk);
+    // The signature goes through but its answer is lost.
+    faults("sign:drop=1");
+    fails(&["sign", &id, "--otp", &code], "check `kiosk-agent request ID status` before repeating");
+    faults("");
+    assert!(ok(&env.run(&["request", &id, "status"])).contains("SIGNED"));
+    assert_eq!(env.show(&id)["state"], "signed", "the status read tells the kiosk it went through");
+}
