@@ -7,7 +7,9 @@
 //! - [`crypto`]   — master key, per-enrollment data keys, AEAD blobs and streamed artifact files.
 //! - [`queue`]    — the durable, encrypted SQLite queue and the local state machine.
 //! - [`oneshot`]  — the typed One-Shot HTTP client and its retryable/permanent error split.
-//! - [`sync`]     — the worker that moves enrollments through the API, with backoff.
+//! - [`sync`]     — the worker that moves enrollments through the API, with backoff, follows
+//!   reviews and sends documents once approved.
+//! - [`webhook`]  — the optional receiver of the Optimizer's status callbacks.
 //! - [`demo`]     — `kiosk-agent demo`: the whole job on embedded defaults.
 //! - [`cli`]      — the command-line interface (`main.rs` only maps its result to an exit code).
 //! - [`faults`]   — named crash points for durability tests.
@@ -30,3 +32,4 @@ pub mod fsutil;
 pub mod oneshot;
 pub mod queue;
 pub mod sync;
+pub mod webhook;

@@ -183,12 +183,15 @@ pub async fn create(
             return Err(SandboxError::Refused { status: rule.status, details: rule.details }.into_response(g));
         }
         let req = st.create(&email, &phone);
-        json!({
+        let request_pk = req.request_pk;
+        let details = json!({
             "request_pk": req.request_pk,
             "videoid_pk": req.videoid_pk,
             // Empty in External mode: the kiosk, not a browser, does the video identification.
             "videoid_link": "",
-        })
+        });
+        st.generations.insert(request_pk, g);
+        details
     };
     if plan == Plan::Drop {
         return Err(cut(&kill).await);

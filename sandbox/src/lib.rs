@@ -32,6 +32,7 @@ mod signing;
 mod signing_api;
 mod sniff;
 mod state;
+pub mod webhooks;
 
 pub use control::CONTROL_HEADER;
 pub use faults::FaultPlan;

@@ -75,6 +75,8 @@ pub struct SandboxState {
     pub control_token: Option<String>,
     /// The signing flow's bytes, OTPs and RAO.
     pub signing: crate::signing::SigningState,
+    /// Which generation created each request (webhooks come in its shape).
+    pub generations: BTreeMap<u64, oneshot_protocol::Generation>,
     /// Received videos up to [`VIDEO_KEEP_LIMIT`], for "download video".
     pub videos: BTreeMap<u64, Vec<u8>>,
     emails: BTreeMap<u64, String>,
@@ -95,6 +97,7 @@ impl Default for SandboxState {
             control_token: None,
             signing: Default::default(),
             videos: BTreeMap::new(),
+            generations: BTreeMap::new(),
             emails: BTreeMap::new(),
             phones: BTreeMap::new(),
         }
@@ -246,6 +249,11 @@ impl SandboxState {
     pub fn set_status(&mut self, request_pk: u64, status: RequestStatus) -> Result<(), SandboxError> {
         self.request_mut(request_pk)?.status = status;
         Ok(())
+    }
+
+    /// The generation that created a request (the new one when unknown).
+    pub fn generation_of(&self, request_pk: u64) -> oneshot_protocol::Generation {
+        self.generations.get(&request_pk).copied().unwrap_or(oneshot_protocol::Generation::New)
     }
 
     /// The contact data a request was created with (the real API shows it in request details).

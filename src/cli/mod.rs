@@ -73,6 +73,9 @@ pub enum Command {
         /// How long an OTP blocks the next one (the Optimizer's 412 "less than a minute ago").
         #[arg(long, value_name = "SECS", default_value_t = 60.0)]
         otp_interval: f64,
+        /// POST a webhook to this URL on every status change (in the creating generation's shape).
+        #[arg(long, value_name = "URL")]
+        webhook: Option<String>,
     },
     /// Validate an enrollment manifest and queue it; prints the enrollment id.
     Enroll {
@@ -203,7 +206,7 @@ pub fn main() -> Result<ExitCode, Failure> {
             .map_err(Failure::from),
         Command::Cameras | Command::Capture { .. } | Command::DemoEvidence { .. } => Ok(helper::exec()?),
         Command::CheckConfig => check_config(cli.config.as_deref()),
-        Command::Sandbox { listen, require_header, faults, billing, control_token, otp_interval } => {
+        Command::Sandbox { listen, require_header, faults, billing, control_token, otp_interval, webhook } => {
             if !(otp_interval.is_finite() && otp_interval >= 0.0) {
                 return Err(Failure::bad_input(anyhow::anyhow!("--otp-interval: seconds expected")));
             }
@@ -213,7 +216,10 @@ pub fn main() -> Result<ExitCode, Failure> {
                 Some(_) => return Err(Failure::bad_input(anyhow::anyhow!("--billing: expected USER:PASSWORD"))),
             };
             let otp_interval = std::time::Duration::from_secs_f64(otp_interval);
-            let setup = SandboxSetup { require_header, faults, billing, control_token, otp_interval };
+            if let Some(url) = &webhook {
+                url::Url::parse(url).map_err(|e| Failure::bad_input(anyhow::anyhow!("--webhook: {e}")))?;
+            }
+            let setup = SandboxSetup { require_header, faults, billing, control_token, otp_interval, webhook };
             runtime()?.block_on(sandbox(&listen, setup))
         }
         Command::Enroll { manifest } => enroll(&load_config(cli.config.as_deref())?, &manifest),
@@ -329,6 +335,7 @@ struct SandboxSetup {
     billing: Option<(String, String)>,
     control_token: Option<String>,
     otp_interval: std::time::Duration,
+    webhook: Option<String>,
 }
 
 async fn sandbox(listen: &str, setup: SandboxSetup) -> Result<ExitCode, Failure> {
@@ -368,6 +375,9 @@ async fn sandbox(listen: &str, setup: SandboxSetup) -> Result<ExitCode, Failure>
         st.billing = setup.billing;
         st.control_token = setup.control_token;
         st.signing.otp_interval = Some(setup.otp_interval);
+    }
+    if let Some(url) = setup.webhook {
+        tokio::spawn(kiosk_sandbox::webhooks::run(state.clone(), url));
     }
     let switch = state.clone();
     tokio::spawn(async move {
@@ -421,11 +431,29 @@ async fn work(config: Config, mode: Mode) -> Result<ExitCode, Failure> {
     let check = Arc::clone(&queue);
     tokio::task::spawn_blocking(move || check.check_integrity()).await.context("queue task")??;
     let client = Client::new(&config.oneshot).context("One-Shot client")?;
+    let webhook_listen = config.sync.webhook_listen;
     let worker = Worker::new(Arc::clone(&queue), client, config);
     if mode == Mode::Forever {
         listen_for_wakes(&queue.wake_socket(), worker.waker());
     }
     let (tx, rx) = tokio::sync::watch::channel(false);
+    if let (Mode::Forever, Some(addr)) = (mode, webhook_listen) {
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .with_context(|| format!("sync.webhook_listen: cannot listen on {addr}"))
+            .map_err(Failure::bad_input)?;
+        tracing::info!(%addr, "webhook receiver listening");
+        let mut stop = rx.clone();
+        let (worker, queue) = (Arc::clone(&worker), Arc::clone(&queue));
+        tokio::spawn(async move {
+            let shutdown = async move {
+                let _ = stop.wait_for(|s| *s).await;
+            };
+            if let Err(e) = crate::webhook::serve(listener, worker, queue, shutdown).await {
+                tracing::error!(error = %e, "webhook receiver stopped");
+            }
+        });
+    }
     tokio::spawn(async move {
         shutdown_signal().await;
         tracing::info!("shutdown requested; finishing in-flight steps");

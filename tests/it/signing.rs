@@ -270,3 +270,49 @@ fn a_network_loss_says_whether_the_step_can_be_repeated() {
     assert!(ok(&env.run(&["request", &id, "status"])).contains("SIGNED"));
     assert_eq!(env.show(&id)["state"], "signed", "the status read tells the kiosk it went through");
 }
+
+/// With `sync.webhook_listen`, the server's callback moves an enrollment at once (the review
+/// reads are an hour apart here); a webhook for an unknown request is ignored.
+#[test]
+fn a_webhook_moves_an_enrollment_at_once_in_both_generations() {
+    for layout in LAYOUTS {
+        let hook_port = free_port();
+        let sandbox = Sandbox::start_with(0, &["--webhook", &format!("http://127.0.0.1:{hook_port}/hook")]);
+        let env = Env::with_config(
+            sandbox.addr.port(),
+            layout,
+            &format!(
+                "review_poll_secs = 3600\nreview_poll_late_secs = 3600\nwebhook_listen = \"127.0.0.1:{hook_port}\"\n"
+            ),
+        );
+        let id = env.enroll(&env.manifest("w", layout, |_| {}));
+        let log = std::fs::File::create(env.dir.path().join("daemon.log")).unwrap();
+        let mut daemon = env.cmd().arg("run").stdout(Stdio::null()).stderr(log).spawn().unwrap();
+        wait_for(Duration::from_secs(30), || (env.show(&id)["state"] == "in_review").then_some(()));
+        let pk = env.show(&id)["request_pk"].as_str().unwrap().to_owned();
+        // Unknown request: accepted and ignored.
+        let (code, _) = http(
+            "POST",
+            &format!("http://127.0.0.1:{hook_port}/hook"),
+            Some(json!({"request": 1, "status": "SIGNED"})),
+        );
+        assert_eq!(code, 202);
+        set_status(&sandbox, &pk, "ENROLLREADY");
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        while env.show(&id)["state"] != "approved" {
+            if std::time::Instant::now() > deadline {
+                let _ = daemon.kill();
+                panic!(
+                    "{layout}: not approved; sandbox: {}\nlog:\n{}",
+                    request(&sandbox.records(), &pk),
+                    std::fs::read_to_string(env.dir.path().join("daemon.log")).unwrap()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = daemon.kill();
+        let _ = daemon.wait();
+        let log = std::fs::read_to_string(env.dir.path().join("daemon.log")).unwrap();
+        assert!(log.contains("webhook"), "{layout}: moved by the webhook, not a review read: {log}");
+    }
+}

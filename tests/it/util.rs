@@ -126,7 +126,8 @@ impl Sandbox {
         let mut child = Command::new(BIN)
             .args(["sandbox", "--listen", &format!("127.0.0.1:{port}")])
             .args(args)
-            .env("KIOSK_AGENT_LOG", "warn")
+            // SANDBOX_LOG=debug shows what a test's sandbox did.
+            .env("KIOSK_AGENT_LOG", std::env::var("SANDBOX_LOG").unwrap_or("warn".into()))
             .stdout(Stdio::piped())
             .spawn()
             .unwrap();
