@@ -201,3 +201,45 @@ fn capture_sections_have_defaults_and_checked_values() {
     let only = validate_capture(from_toml("[cameras.face]\nsource = \"synthetic\"\n").unwrap().cameras, None).unwrap();
     assert_eq!(only.face.source, "synthetic");
 }
+
+#[test]
+fn rao_and_signature_sections_are_checked() {
+    use std::os::unix::fs::PermissionsExt as _;
+    let dir = tempfile::tempdir().unwrap();
+    let secret = |name: &str, mode: u32| {
+        let p = dir.path().join(name);
+        std::fs::write(&p, format!("{name}-value\n")).unwrap();
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(mode)).unwrap();
+    };
+    secret("token", 0o600);
+    secret("pw", 0o600);
+    secret("pin", 0o640);
+    let with = |extra: &str| validate(from_toml(&format!("{MINIMAL}{extra}")).unwrap(), dir.path());
+    let c = with("[rao]\nid = \"1400\"\ntoken_file = \"token\"\n").unwrap();
+    assert_eq!(c.rao.unwrap().credentials, RaoCredentials::Token("token-value".into()));
+    for (extra, key, needle) in [
+        ("[rao]\ntoken_file = \"token\"\n", "rao.id", "required"),
+        ("[rao]\nid = \"1\"\n", "rao.token_file", "either token_file"),
+        ("[rao]\nid = \"1\"\ntoken_file = \"token\"\nusername = \"u\"\n", "rao.token_file", "not both"),
+        (
+            "[rao]\nid = \"1\"\nusername = \"u\"\npassword_file = \"pw\"\npin_file = \"pin\"\n",
+            "rao.pin_file",
+            "chmod 600",
+        ),
+        ("[rao]\nid = \"1\"\ntoken_file = \"missing\"\n", "rao.token_file", "cannot read"),
+        ("[signature]\nposition = \"1,2,3\"\n", "signature.position", "four numbers"),
+        ("[signature]\npage = 0\n", "signature.page", "not 0"),
+    ] {
+        match with(extra) {
+            Err(ConfigError::Invalid(problems)) => assert!(
+                problems.iter().any(|p| p.key == key && p.message.contains(needle)),
+                "{extra}: expected {key}: …{needle}… in {problems:?}"
+            ),
+            other => panic!("{extra}: expected a problem, got {other:?}"),
+        }
+    }
+    // The RAO's secrets never reach a log.
+    let c = with("[rao]\nid = \"1400\"\nusername = \"u\"\npassword_file = \"pw\"\npin_file = \"token\"\n").unwrap();
+    let shown = format!("{:?}", c.rao);
+    assert!(!shown.contains("pw-value") && !shown.contains("token-value"), "{shown}");
+}

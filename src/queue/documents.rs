@@ -51,10 +51,14 @@ pub struct DocumentRecord {
     pub uid: Option<String>,
     pub file: String,
     pub state: DocumentState,
+    // What `list --json` prints is exactly {uid, file, state}; the rest is for `queue show`.
     #[serde(skip)]
     pub id: String,
+    #[serde(skip)]
     pub size: u64,
+    #[serde(skip)]
     pub sha256: String,
+    #[serde(skip)]
     pub digest: Option<String>,
 }
 

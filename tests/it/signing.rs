@@ -75,12 +75,7 @@ fn from_review_to_a_signed_document_in_both_generations() {
         let doc = pdf(&dir, "contract-to-sign.pdf", layout);
         ok(&env.cmd().args(["document", &id, "upload"]).arg(&doc).output().unwrap());
         let docs = documents(&env, &id);
-        assert_eq!(
-            docs,
-            vec![
-                json!({"uid": null, "file": "contract-to-sign.pdf", "state": "queued", "size": docs[0]["size"], "sha256": sha256_file(&doc), "digest": null})
-            ]
-        );
+        assert_eq!(docs, vec![json!({"uid": null, "file": "contract-to-sign.pdf", "state": "queued"})]);
 
         // Approval moves it to ENROLLREADY and sends the queued document at once.
         let out = ok(&env.run(&["request", &id, "approve"]));
