@@ -23,6 +23,7 @@
 
 mod documents;
 mod enqueue;
+mod follow;
 mod records;
 mod schema;
 mod state;

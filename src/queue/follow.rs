@@ -1,0 +1,155 @@
+//! What the queue keeps for after delivery: orphan requests left by lost create answers (and
+//! the reconciliation that looks for them), and the schedule on which requests in review are
+//! read.
+
+use rusqlite::{params, OptionalExtension};
+
+use super::records::{job_row, JOB_SQL};
+use super::{add_event, now_ms, Job, Queue, QueueError};
+use crate::oneshot::RequestStatus;
+
+impl Queue {
+    /// Records one orphan request of an enrollment (idempotent).
+    pub fn record_orphan(
+        &self,
+        id: &str,
+        request_pk: &str,
+        server_status: Option<&RequestStatus>,
+    ) -> Result<(), QueueError> {
+        let mut conn = self.conn();
+        let tx = conn.transaction()?;
+        let n = tx.execute(
+            "INSERT OR IGNORE INTO orphans (request_pk, enrollment_id, found_at, server_status) VALUES (?1, ?2, ?3, ?4)",
+            params![request_pk, id, now_ms(), server_status.map(RequestStatus::as_str)],
+        )?;
+        if n == 1 {
+            add_event(
+                &tx,
+                id,
+                "orphan",
+                &format!("orphan request left on the server by a lost create answer: request_pk {request_pk}"),
+            )?;
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// Notes in the history of the enrollment that owns `request_pk` (as its request or as an
+    /// orphan) that an operator cancelled it on the server. Returns that enrollment's id.
+    pub fn note_request_cancelled(&self, request_pk: &str) -> Result<Option<String>, QueueError> {
+        let mut conn = self.conn();
+        let tx = conn.transaction()?;
+        let owner: Option<String> = tx
+            .query_row(
+                "SELECT id FROM enrollments WHERE request_pk = ?1 UNION SELECT enrollment_id FROM orphans WHERE request_pk = ?1",
+                [request_pk],
+                |r| r.get(0),
+            )
+            .optional()?;
+        if let Some(id) = &owner {
+            tx.execute("UPDATE orphans SET server_status = 'CANCELLED' WHERE request_pk = ?1", [request_pk])?;
+            add_event(
+                &tx,
+                id,
+                "request_cancelled",
+                &format!("request_pk {request_pk} cancelled on the server by an operator"),
+            )?;
+        }
+        tx.commit()?;
+        Ok(owner)
+    }
+
+    /// Remembers where an interrupted orphan scan resumes.
+    pub fn save_scan_progress(&self, id: &str, next: u64) -> Result<(), QueueError> {
+        self.conn().execute("UPDATE enrollments SET orphan_scan_next = ?2 WHERE id = ?1", params![id, next as i64])?;
+        Ok(())
+    }
+
+    /// Ends an enrollment's orphan scan, noting the outcome in its history.
+    pub fn finish_orphan_scan(&self, id: &str, detail: &str) -> Result<(), QueueError> {
+        let mut conn = self.conn();
+        let tx = conn.transaction()?;
+        tx.execute("UPDATE enrollments SET orphan_scan = 0, orphan_scan_next = NULL WHERE id = ?1", [id])?;
+        add_event(&tx, id, "orphan_scan", detail)?;
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// Every request_pk this queue knows (in use or orphaned).
+    pub fn known_request_pks(&self) -> Result<std::collections::HashSet<String>, QueueError> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare(
+            "SELECT request_pk FROM enrollments WHERE request_pk IS NOT NULL UNION SELECT request_pk FROM orphans",
+        )?;
+        let pks = stmt.query_map([], |r| r.get(0))?.collect::<rusqlite::Result<_>>()?;
+        Ok(pks)
+    }
+
+    /// Notes that a create was in flight when its answer was lost: the server may hold an
+    /// orphan request for this enrollment.
+    pub fn record_possible_orphan(&self, id: &str) -> Result<(), QueueError> {
+        let conn = self.conn();
+        conn.execute("UPDATE enrollments SET orphan_scan = 1 WHERE id = ?1", [id])?;
+        add_event(
+            &conn,
+            id,
+            "possible_orphan",
+            "a create was sent earlier but its answer was never stored; \
+            the server may hold an orphan request for this enrollment",
+        )?;
+        Ok(())
+    }
+
+    /// Enrollments whose evidence reached review (or a later or final server decision) and
+    /// whose lost create answer may have left an orphan to look for, oldest first.
+    pub fn orphan_jobs(&self) -> Result<Vec<Job>, QueueError> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare_cached(&format!(
+            "{JOB_SQL} WHERE orphan_scan = 1 AND request_pk IS NOT NULL
+                AND state IN ('in_review', 'approved', 'signed', 'cancelled', 'refused')
+             ORDER BY created_at, rowid"
+        ))?;
+        let rows = stmt.query_map([], job_row)?.collect::<rusqlite::Result<Vec<_>>>()?;
+        Ok(rows)
+    }
+
+    /// Enrollments in review whose next status read is due at `now_ms` (or was never planned),
+    /// with when they reached review.
+    pub fn reviews_due(&self, now_ms: i64) -> Result<Vec<(Job, i64)>, QueueError> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare_cached(
+            "SELECT id, state, request_pk, videoid_pk, attempts, resends, orphan_scan, create_floor,
+                orphan_scan_next, COALESCE(review_since, updated_at) FROM enrollments
+             WHERE state = 'in_review' AND (next_review_at IS NULL OR (next_review_at >= 0 AND next_review_at <= ?1))
+             ORDER BY created_at, rowid",
+        )?;
+        let rows = stmt.query_map([now_ms], |r| Ok((job_row(r)?, r.get(9)?)))?;
+        Ok(rows.collect::<rusqlite::Result<_>>()?)
+    }
+
+    /// When the next review read is due (ms), if any enrollment in review is still followed.
+    pub fn next_review_at(&self) -> Result<Option<i64>, QueueError> {
+        Ok(self.conn().query_row(
+            "SELECT MIN(COALESCE(next_review_at, 0)) FROM enrollments
+             WHERE state = 'in_review' AND (next_review_at IS NULL OR next_review_at >= 0)",
+            [],
+            |r| r.get(0),
+        )?)
+    }
+
+    /// Plans the next review read (`None`: no longer followed, noted in the history).
+    pub fn schedule_review(&self, id: &str, next_ms: Option<i64>) -> Result<(), QueueError> {
+        let conn = self.conn();
+        conn.execute("UPDATE enrollments SET next_review_at = ?2 WHERE id = ?1", params![id, next_ms.unwrap_or(-1)])?;
+        if next_ms.is_none() {
+            add_event(
+                &conn,
+                id,
+                "review_unfollowed",
+                "no longer read on a schedule (sync.review_follow_days passed); a webhook or \
+                 `kiosk-agent request ID status` still updates it",
+            )?;
+        }
+        Ok(())
+    }
+}
