@@ -311,3 +311,19 @@ fn a_webhook_moves_an_enrollment_at_once_in_both_generations() {
         assert!(log.contains("webhook"), "{layout}: moved by the webhook, not a review read: {log}");
     }
 }
+
+#[test]
+fn the_video_can_be_downloaded_back_in_both_generations() {
+    for layout in LAYOUTS {
+        let sandbox = Sandbox::start(0);
+        let (env, id) = reviewed(&sandbox, layout, "");
+        let out = env.dir.path().join("back.mp4");
+        ok(&env.cmd().args(["request", &id, "video", "--out"]).arg(&out).output().unwrap());
+        assert_eq!(sha256_file(&out), sha256_file(&env.dir.path().join("m/video.mp4")), "{layout}");
+        // Nothing is written under the name when the server has no video to give.
+        let missing = env.dir.path().join("none.mp4");
+        let failed = env.cmd().args(["request", "99999", "video", "--out"]).arg(&missing).output().unwrap();
+        assert_eq!(failed.status.code(), Some(2), "{layout}: {}", String::from_utf8_lossy(&failed.stderr));
+        assert!(!missing.exists());
+    }
+}
