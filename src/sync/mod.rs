@@ -84,6 +84,8 @@ pub struct Worker {
     /// What this worker saw happen: delivered, failed, ended by the server.
     counts: [std::sync::atomic::AtomicU64; 3],
     orphan_budget: std::sync::Mutex<orphans::Budget>,
+    /// When this worker was made (ms): what reached review since, it read itself.
+    started_ms: i64,
 }
 
 /// Runs `f` on the blocking pool: SQLite and file work never runs on executor threads.
@@ -106,6 +108,7 @@ impl Worker {
             probes: Default::default(),
             counts: Default::default(),
             orphan_budget: std::sync::Mutex::new(orphans::Budget::per_hour(config.sync.orphan_lookups_per_hour)),
+            started_ms: crate::queue::now_ms(),
             config,
         })
     }

@@ -43,8 +43,11 @@ impl Worker {
     }
 
     async fn follow_reviews(self: &Arc<Self>, all: bool) -> Result<Option<Duration>, QueueError> {
+        // A batch run reads every followed request in review, except those whose status this
+        // worker read itself a moment ago (they just reached review).
         let until = if all { i64::MAX } else { now_ms() };
-        let due = blocking(&self.queue, move |q| q.reviews_due(until)).await?;
+        let started = self.started_ms;
+        let due = blocking(&self.queue, move |q| q.reviews_due(until, if all { started } else { i64::MAX })).await?;
         for (job, since) in due {
             let Some(pk) = job.request_pk.clone() else { continue };
             match self.refresh(&job.id, &pk).await {

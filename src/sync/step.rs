@@ -442,6 +442,11 @@ impl Worker {
                 }
             };
             self.set_state(job, reached, format!("server status {status}")).await?;
+            if reached == State::InReview {
+                // Its status was just read: the first review read comes one poll later.
+                let (id, next) = (job.id.clone(), now_ms() + self.config.sync.review_poll.as_millis() as i64);
+                blocking(&self.queue, move |q| q.schedule_review(&id, Some(next))).await?;
+            }
             self.count(0);
             self.erase_if_due(job).await?;
             return Ok(false);
