@@ -86,6 +86,8 @@ max_video_bytes = 1073741824
 [sync]
 status_poll_secs = 0.05
 {extra}""")
+    # The master key is created on purpose, as an installer does.
+    subprocess.run([str(BIN), "--config", str(cfg), "key", "init"], capture_output=True, check=True)
     return cfg
 
 

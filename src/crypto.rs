@@ -42,6 +42,12 @@ pub enum CryptoError {
     KeyIo { path: PathBuf, error: io::Error },
     #[error("master key {path} must hold 32 bytes (raw or 64 hex digits)")]
     KeyFormat { path: PathBuf },
+    #[error("no master key: looked for {}; create one on purpose with `kiosk-agent key init` (or provide it through the unit's LoadCredential=)", .looked.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(" and "))]
+    KeyMissing { looked: Vec<PathBuf> },
+    #[error(
+        "master key {path} already exists; `key init` never replaces a key (the queued evidence is encrypted under it)"
+    )]
+    KeyExists { path: PathBuf },
     #[error("decryption failed for {what}: wrong key or damaged data")]
     Decrypt { what: String },
     #[error(transparent)]
@@ -123,17 +129,43 @@ fn stream_nonce(prefix: &[u8; STREAM_PREFIX], index: u32, last: bool) -> Nonce {
 }
 
 /// Loads the master key: `$CREDENTIALS_DIRECTORY/kiosk-agent.key` when systemd provides it,
-/// else `key_file`, which is created (mode 0600, fsync'd) with a random key when absent.
+/// else `key_file`. Nothing here creates a key: a missing one is an error that says where it
+/// looked ([`create_master_key`] is `kiosk-agent key init`'s, and only its).
 pub fn load_master_key(key_file: &Path) -> Result<SecretKey, CryptoError> {
+    let mut looked = Vec::new();
     if let Some(dir) = std::env::var_os("CREDENTIALS_DIRECTORY") {
         let path = Path::new(&dir).join(CREDENTIAL_NAME);
         if path.exists() {
             return read_key(&path);
         }
+        looked.push(path);
     }
     match read_key(key_file) {
-        Err(CryptoError::KeyIo { error, .. }) if error.kind() == io::ErrorKind::NotFound => generate_key_file(key_file),
+        Err(CryptoError::KeyIo { error, .. }) if error.kind() == io::ErrorKind::NotFound => {
+            looked.push(key_file.to_owned());
+            Err(CryptoError::KeyMissing { looked })
+        }
         other => other,
+    }
+}
+
+/// Creates the master key file on purpose (mode 0600, fsync'd); an existing one is never
+/// replaced.
+pub fn create_master_key(key_file: &Path) -> Result<SecretKey, CryptoError> {
+    if key_file.exists() {
+        return Err(CryptoError::KeyExists { path: key_file.to_owned() });
+    }
+    generate_key_file(key_file)
+}
+
+impl SecretKey {
+    /// A short public fingerprint of the key (it reveals nothing of the key): what the queue
+    /// records to refuse a different key later.
+    pub fn fingerprint(&self) -> String {
+        let mut h = sha2::Sha256::new();
+        sha2::Digest::update(&mut h, b"kiosk-agent master key fingerprint v1");
+        sha2::Digest::update(&mut h, self.0);
+        hex::encode(&sha2::Digest::finalize(h)[..8])
     }
 }
 
@@ -169,7 +201,7 @@ fn generate_key_file(path: &Path) -> Result<SecretKey, CryptoError> {
             crate::fsutil::sync_dir(dir).map_err(io_err)?;
             Ok(key)
         }
-        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => read_key(path),
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Err(CryptoError::KeyExists { path: path.to_owned() }),
         Err(e) => Err(io_err(e)),
     }
 }
@@ -413,25 +445,29 @@ mod tests {
     }
 
     #[test]
-    fn concurrent_first_runs_agree_on_one_key() {
+    fn concurrent_key_inits_make_exactly_one_key() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("master.key");
-        let keys: Vec<[u8; 32]> = std::thread::scope(|s| {
-            let handles: Vec<_> = (0..8).map(|_| s.spawn(|| load_master_key(&path).unwrap().0)).collect();
+        let made: Vec<bool> = std::thread::scope(|s| {
+            let handles: Vec<_> = (0..8).map(|_| s.spawn(|| create_master_key(&path).is_ok())).collect();
             handles.into_iter().map(|h| h.join().unwrap()).collect()
         });
-        assert!(keys.windows(2).all(|w| w[0] == w[1]));
+        assert_eq!(made.iter().filter(|m| **m).count(), 1, "one init wins, the others are refused");
         assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1, "no temporary files left");
     }
 
     #[test]
-    fn master_key_is_generated_once_with_mode_0600() {
+    fn a_key_is_created_only_on_purpose_with_mode_0600() {
         use std::os::unix::fs::PermissionsExt;
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("keys/master.key");
-        let k1 = load_master_key(&path).unwrap();
+        assert!(matches!(load_master_key(&path), Err(CryptoError::KeyMissing { .. })));
+        assert!(!path.exists(), "loading never creates");
+        let k1 = create_master_key(&path).unwrap();
         let k2 = load_master_key(&path).unwrap();
-        assert_eq!(k1.0, k2.0);
+        assert_eq!((k1.0, k1.fingerprint()), (k2.0, k2.fingerprint()));
+        assert_ne!(k1.fingerprint(), SecretKey::random().fingerprint());
+        assert!(matches!(create_master_key(&path), Err(CryptoError::KeyExists { .. })));
         assert_eq!(std::fs::metadata(&path).unwrap().permissions().mode() & 0o777, 0o600);
         std::fs::write(&path, "short").unwrap();
         assert!(matches!(load_master_key(&path), Err(CryptoError::KeyFormat { .. })));

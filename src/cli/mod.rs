@@ -124,6 +124,11 @@ pub enum Command {
         #[arg(long, requires = "ext_unlock_type")]
         ext_unlock_value: Option<String>,
     },
+    /// Keys: `key init` creates the master key on purpose; nothing else ever creates one.
+    Key {
+        #[command(subcommand)]
+        command: KeyCommand,
+    },
     /// Validate the configuration and print every problem with its key.
     CheckConfig,
     /// List the cameras present and the configured camera roles.
@@ -142,6 +147,18 @@ pub enum Command {
         camera: Option<String>,
         #[arg(long, default_value_t = 5.0)]
         seconds: f64,
+    },
+}
+
+/// `kiosk-agent key …`.
+#[derive(Debug, Subcommand)]
+pub enum KeyCommand {
+    /// Create the master key at `storage.master_key_file` (mode 0600); an existing key is never
+    /// replaced.
+    Init {
+        /// Create it here instead (e.g. the file the unit's LoadCredential= hands in).
+        #[arg(long)]
+        path: Option<PathBuf>,
     },
 }
 
@@ -172,6 +189,12 @@ impl<E: Into<anyhow::Error>> From<E> for Failure {
                             | QueueError::NotFound(_)
                             | QueueError::WrongState { .. }
                             | QueueError::BadDocument { .. }
+                            | QueueError::WrongKey { .. }
+                            | QueueError::Crypto(
+                                crate::crypto::CryptoError::KeyMissing { .. }
+                                    | crate::crypto::CryptoError::KeyExists { .. }
+                                    | crate::crypto::CryptoError::KeyFormat { .. }
+                            )
                     )
                 )
         });
@@ -206,6 +229,17 @@ pub fn main() -> Result<ExitCode, Failure> {
             .map_err(Failure::from),
         Command::Cameras | Command::Capture { .. } | Command::DemoEvidence { .. } => Ok(helper::exec()?),
         Command::CheckConfig => check_config(cli.config.as_deref()),
+        Command::Key { command: KeyCommand::Init { path } } => {
+            let config = load_config(cli.config.as_deref())?;
+            let path = &path.unwrap_or(config.storage.master_key_file);
+            let key = crate::crypto::create_master_key(path).map_err(|e| Failure::from(QueueError::from(e)))?;
+            println!(
+                "master key created: {} (fingerprint {}); back it up: without it the queue cannot be read",
+                path.display(),
+                key.fingerprint()
+            );
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Sandbox { listen, require_header, faults, billing, control_token, otp_interval, webhook } => {
             if !(otp_interval.is_finite() && otp_interval >= 0.0) {
                 return Err(Failure::bad_input(anyhow::anyhow!("--otp-interval: seconds expected")));

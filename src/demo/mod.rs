@@ -85,6 +85,8 @@ pub async fn run(out: &mut impl Write, camera: Option<&str>, generation: Generat
     let storage = cfg.storage.clone();
     let t = Instant::now();
     let (queue, id) = tokio::task::spawn_blocking(move || -> anyhow::Result<_> {
+        // The demo's own temporary queue gets its own key, on purpose.
+        crate::crypto::create_master_key(&storage.master_key_file)?;
         let queue = Queue::open(&storage)?;
         let id = queue.enqueue(&enrollment)?;
         Ok((queue, id))

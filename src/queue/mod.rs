@@ -75,6 +75,8 @@ pub enum QueueError {
     WorkerBusy(PathBuf),
     #[error("stored data for enrollment {id} is damaged: {detail}")]
     Damaged { id: String, detail: String },
+    #[error("the master key in use (fingerprint {found}) is not the one the queue in {dir} was created with (fingerprint {expected}); nothing was changed. Provide the right key (the unit's LoadCredential= or storage.master_key_file)")]
+    WrongKey { dir: PathBuf, expected: String, found: String },
     #[error("document {path}: {rule}")]
     BadDocument { path: PathBuf, rule: String },
     #[error("the queue database {path} is damaged ({detail}); it was left in place for inspection. Restore it from a backup, or move it aside to start with an empty queue; the encrypted spool beside it is untouched")]
@@ -137,6 +139,20 @@ impl Queue {
         conn.pragma_update(None, "synchronous", "FULL").map_err(damaged)?;
         conn.pragma_update(None, "foreign_keys", "ON").map_err(damaged)?;
         schema::migrate(&mut conn).map_err(damaged)?;
+        // The first open records the key's fingerprint; every later one must present that key.
+        let found = master.fingerprint();
+        let expected: Option<String> = conn
+            .query_row("SELECT value FROM meta WHERE name = 'key_fingerprint'", [], |r| r.get(0))
+            .optional()
+            .map_err(damaged)?;
+        match expected {
+            Some(expected) if expected != found => return Err(QueueError::WrongKey { dir, expected, found }),
+            Some(_) => {}
+            None => {
+                conn.execute("INSERT INTO meta (name, value) VALUES ('key_fingerprint', ?1)", [&found])
+                    .map_err(damaged)?;
+            }
+        }
         drop(init);
         let queue = Queue { conn: Mutex::new(conn), master, dir, storage: storage.clone() };
         queue.remove_orphan_spool_dirs()?;

@@ -75,6 +75,9 @@ const MIGRATIONS: &[&str] = &[
     CREATE INDEX documents_by_enrollment ON documents (enrollment_id, created_at);
     ALTER TABLE enrollments ADD COLUMN review_since INTEGER;
     ALTER TABLE enrollments ADD COLUMN next_review_at INTEGER;",
+    // 6: facts about the queue itself, such as the fingerprint of the master key it was
+    // created with (a different key is refused at start instead of failing every enrollment).
+    "CREATE TABLE meta (name TEXT PRIMARY KEY, value TEXT NOT NULL);",
 ];
 
 /// Brings the schema to the latest version inside one transaction.

@@ -7,6 +7,10 @@ use crate::config::{EraseAfter, StorageConfig};
 use crate::evidence::{ArtifactSource, Customer, Enrollment, MediaKind, Pii};
 
 fn storage(dir: &Path) -> StorageConfig {
+    let key = dir.join("data/master.key");
+    if !key.exists() {
+        crate::crypto::create_master_key(&key).unwrap();
+    }
     StorageConfig {
         data_dir: dir.join("data"),
         master_key_file: dir.join("data/master.key"),

@@ -18,6 +18,7 @@ fn offline_setup(dir: &std::path::Path) -> (Arc<Queue>, Config, String) {
         dir,
     )
     .unwrap();
+    crate::crypto::create_master_key(&cfg.storage.master_key_file).unwrap();
     let queue = Arc::new(Queue::open(&cfg.storage).unwrap());
     let enrollment = validate_manifest(&samples.join("manifest.json"), &cfg.evidence).unwrap();
     let id = queue.enqueue(&enrollment).unwrap();

@@ -90,31 +90,47 @@ fn enrollments_are_sent_oldest_first() {
     assert!(pks.windows(2).all(|w| w[0] < w[1]), "created in enroll order: {pks:?}");
 }
 
+/// The unit hands the key in through `$CREDENTIALS_DIRECTORY`; a command run without it finds
+/// no key and refuses (exit 2, saying where it looked) instead of creating one, and a different
+/// key is refused at start by its fingerprint instead of failing every queued enrollment.
 #[test]
-fn the_master_key_can_come_from_systemd_credentials() {
+fn the_master_key_comes_from_credentials_and_no_command_creates_or_swaps_one() {
     let sandbox = Sandbox::start(0);
     let env = Env::new(sandbox.addr.port());
+    std::fs::remove_file(env.data_dir().join("master.key")).unwrap();
     let creds = env.dir.path().join("credentials");
     std::fs::create_dir(&creds).unwrap();
     std::fs::write(creds.join("kiosk-agent.key"), format!("{}\n", "ab".repeat(32))).unwrap();
+    let with_creds = |args: &[&str]| env.cmd().args(args).env("CREDENTIALS_DIRECTORY", &creds).output().unwrap();
     let m = env.manifest("m", "", |_| {});
     let out = env.cmd().arg("enroll").arg(&m).env("CREDENTIALS_DIRECTORY", &creds).output().unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let id = String::from_utf8(out.stdout).unwrap().trim().to_owned();
-    assert!(!env.data_dir().join("master.key").exists(), "no key file next to the data");
 
-    // Without the credential, a new key file appears and the queued evidence does not decrypt:
-    // the enrollment fails with the reason instead of sending garbage.
-    assert_eq!(env.run(&["sync", "--once"]).status.code(), Some(3), "it failed");
-    let shown = env.show(&id);
-    assert_eq!(shown["state"], "failed", "{shown}");
-    assert!(shown["last_error"].as_str().unwrap().contains("decryption failed"), "{shown}");
+    // Without the credential: no key, exit 2 naming where it looked, and no key file appears.
+    let out = env.run(&["sync", "--once"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains("no master key") && err.contains("master.key") && err.contains("key init"), "{err}");
+    assert!(!env.data_dir().join("master.key").exists(), "no command creates a key by accident");
 
-    // With it, the operator re-queues and it goes through.
-    assert!(env.run(&["queue", "retry", &id]).status.success());
-    let out = env.cmd().args(["sync", "--once"]).env("CREDENTIALS_DIRECTORY", &creds).output().unwrap();
+    // A different key: refused at start by its fingerprint; nothing is marked failed.
+    assert!(env.run(&["key", "init"]).status.success());
+    let out = env.run(&["sync", "--once"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains("is not the one the queue"), "{err}");
+    let again = env.run(&["key", "init"]);
+    assert_eq!(again.status.code(), Some(2), "key init never replaces a key");
+    let shown: serde_json::Value =
+        serde_json::from_slice(&with_creds(&["queue", "show", &id, "--json"]).stdout).unwrap();
+    assert_eq!(shown["state"], "queued", "{shown}");
+
+    // With the unit's credential it goes through.
+    let out = with_creds(&["sync", "--once"]);
     assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
-    let shown = env.show(&id);
+    let shown: serde_json::Value =
+        serde_json::from_slice(&with_creds(&["queue", "show", &id, "--json"]).stdout).unwrap();
     assert_eq!(shown["state"], "in_review", "{shown}");
     assert_arrived_once(&sandbox.records(), shown["request_pk"].as_str().unwrap(), m.parent().unwrap());
 }

@@ -48,7 +48,11 @@ impl Env {
              [sync]\nbackoff_base_secs = 0.05\nbackoff_cap_secs = 0.2\nstatus_poll_secs = 0.05\n{extra}"
         );
         std::fs::write(&config, text).unwrap();
-        Env { dir, config }
+        let env = Env { dir, config };
+        // The key is created on purpose, as an installer would; nothing else creates one.
+        let out = env.run(&["key", "init"]);
+        assert!(out.status.success(), "key init: {}", String::from_utf8_lossy(&out.stderr));
+        env
     }
 
     pub fn data_dir(&self) -> PathBuf {
