@@ -34,29 +34,38 @@ fn body_of(bytes: &Bytes) -> Result<RaoBody, SandboxError> {
     serde_json::from_slice(bytes).map_err(|e| SandboxError::InvalidJson(format!("Could not parse JSON body - {e}")))
 }
 
+/// One decision of the RAO (approve, validate, refuse) on the request a path names.
+fn decide(
+    st: &Shared,
+    pk: &str,
+    body: &Bytes,
+    by_videoid: bool,
+    decision: fn(&mut crate::SandboxState, u64, &RaoBody) -> Result<(), SandboxError>,
+) -> Result<(), SandboxError> {
+    let body = body_of(body)?;
+    let mut s = lock(st);
+    let pk = s.lookup(by_videoid, pk)?;
+    decision(&mut s, pk, &body)
+}
+
 pub async fn approve(
     State(st): State<Shared>,
     Extension(g): Extension<Generation>,
     Path(pk): Path<String>,
     body: Bytes,
 ) -> Answer {
-    let body = body_of(&body).map_err(|e| e.into_response(g))?;
-    let mut s = lock(&st);
-    let pk = s.lookup(keyed_by_videoid(g), &pk).map_err(|e| e.into_response(g))?;
-    s.approve(pk, &body).map_err(|e| e.into_response(g))?;
+    decide(&st, &pk, &body, keyed_by_videoid(g), crate::SandboxState::approve).map_err(|e| e.into_response(g))?;
     Ok(reply::ok(g, "Request approved", Value::Null))
 }
 
+/// Two-step mode's first step; the old generation only, keyed by `request_pk`.
 pub async fn validate(
     State(st): State<Shared>,
     Extension(g): Extension<Generation>,
     Path(pk): Path<String>,
     body: Bytes,
 ) -> Answer {
-    let body = body_of(&body).map_err(|e| e.into_response(g))?;
-    let mut s = lock(&st);
-    let pk = s.lookup(false, &pk).map_err(|e| e.into_response(g))?;
-    s.validate_videoid(pk, &body).map_err(|e| e.into_response(g))?;
+    decide(&st, &pk, &body, false, crate::SandboxState::validate_videoid).map_err(|e| e.into_response(g))?;
     Ok(reply::ok(g, "Videoid validated", Value::Null))
 }
 
@@ -66,10 +75,7 @@ pub async fn refuse(
     Path(pk): Path<String>,
     body: Bytes,
 ) -> Answer {
-    let body = body_of(&body).map_err(|e| e.into_response(g))?;
-    let mut s = lock(&st);
-    let pk = s.lookup(keyed_by_videoid(g), &pk).map_err(|e| e.into_response(g))?;
-    s.refuse(pk, &body).map_err(|e| e.into_response(g))?;
+    decide(&st, &pk, &body, keyed_by_videoid(g), crate::SandboxState::refuse).map_err(|e| e.into_response(g))?;
     Ok(reply::ok(g, "Videoid refused", Value::Null))
 }
 
