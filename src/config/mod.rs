@@ -326,8 +326,14 @@ pub fn validate(raw: RawConfig, base_dir: &Path) -> Result<Config, ConfigError> 
     }
     let ca_bundle = o.ca_bundle.map(resolve);
     if let Some(ca) = &ca_bundle {
-        if !ca.is_file() {
-            problem("oneshot.ca_bundle", format!("{} is not a readable file", ca.display()));
+        // Parsed now, so a bad bundle is a configuration error (exit 2), not a daemon that
+        // starts, fails to build its client and restarts in a loop.
+        match std::fs::read(ca) {
+            Err(e) => problem("oneshot.ca_bundle", format!("{} is not a readable file ({e})", ca.display())),
+            Ok(pem) => match reqwest::Certificate::from_pem_bundle(&pem) {
+                Ok(certs) if !certs.is_empty() => {}
+                _ => problem("oneshot.ca_bundle", format!("{} holds no PEM certificate", ca.display())),
+            },
         }
     }
     let mut secs = |key: &str, v: Option<u64>, default: u64| match v {
@@ -511,6 +517,10 @@ fn check_base_url(url: &str) -> Result<String, String> {
     let parsed = reqwest::Url::parse(url).map_err(|e| format!("is not a URL ({e})"))?;
     if parsed.query().is_some() || parsed.fragment().is_some() {
         return Err("must not have a query or fragment".into());
+    }
+    // A password in the URL would reach logs and error messages; credentials have their own keys.
+    if !parsed.username().is_empty() || parsed.password().is_some() {
+        return Err("must not carry a user name or password (use oneshot.headers or the billing_* keys)".into());
     }
     match parsed.scheme() {
         "https" => {}

@@ -61,6 +61,11 @@ fn protocol_settings_are_checked() {
     let sync = |line: &str| format!("{MINIMAL}[sync]\n{line}\n");
     for (text, key, needle) in [
         (oneshot("videoid_mode = -1"), "oneshot.videoid_mode", "non-negative"),
+        (
+            MINIMAL.replace("https://optimizer.example.com", "https://user:secret@optimizer.example.com"),
+            "oneshot.base_url",
+            "user name or password",
+        ),
         (oneshot("proxy = \"ftp://p\""), "oneshot.proxy", "http, https or socks5"),
         (oneshot("proxy = \"not a url\""), "oneshot.proxy", "not a URL"),
         (oneshot("min_upload_bytes_per_sec = 0"), "oneshot.min_upload_bytes_per_sec", "greater than 0"),
@@ -242,4 +247,17 @@ fn rao_and_signature_sections_are_checked() {
     let c = with("[rao]\nid = \"1400\"\nusername = \"u\"\npassword_file = \"pw\"\npin_file = \"token\"\n").unwrap();
     let shown = format!("{:?}", c.rao);
     assert!(!shown.contains("pw-value") && !shown.contains("token-value"), "{shown}");
+}
+
+#[test]
+fn a_ca_bundle_must_hold_pem_certificates() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("bad.pem"), "not a pem").unwrap();
+    let text = format!("{MINIMAL}").replace("[oneshot]", "[oneshot]\nca_bundle = \"bad.pem\"");
+    match validate(from_toml(&text).unwrap(), dir.path()) {
+        Err(ConfigError::Invalid(p)) => {
+            assert!(p.iter().any(|p| p.key == "oneshot.ca_bundle" && p.message.contains("no PEM certificate")), "{p:?}")
+        }
+        other => panic!("{other:?}"),
+    }
 }
