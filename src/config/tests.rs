@@ -253,7 +253,7 @@ fn rao_and_signature_sections_are_checked() {
 fn a_ca_bundle_must_hold_pem_certificates() {
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("bad.pem"), "not a pem").unwrap();
-    let text = format!("{MINIMAL}").replace("[oneshot]", "[oneshot]\nca_bundle = \"bad.pem\"");
+    let text = MINIMAL.replace("[oneshot]", "[oneshot]\nca_bundle = \"bad.pem\"");
     match validate(from_toml(&text).unwrap(), dir.path()) {
         Err(ConfigError::Invalid(p)) => {
             assert!(p.iter().any(|p| p.key == "oneshot.ca_bundle" && p.message.contains("no PEM certificate")), "{p:?}")
