@@ -52,8 +52,6 @@ pub struct SigningState {
     pub bytes: BTreeMap<String, (Vec<u8>, Option<Vec<u8>>)>,
     /// The last OTP of each request and when it was generated.
     pub otps: BTreeMap<u64, (String, Instant)>,
-    /// A RAO token to accept instead of [`RAO_TOKEN`].
-    pub rao_token: Option<String>,
     /// How long an OTP blocks the next one ([`OTP_INTERVAL`] unless set).
     pub otp_interval: Option<Duration>,
 }
@@ -61,8 +59,7 @@ pub struct SigningState {
 impl SandboxState {
     fn check_rao(&self, body: &RaoBody) -> Result<(), SandboxError> {
         let rao = body.rao.as_deref().or(body.rao_id.as_deref());
-        let token = self.signing.rao_token.as_deref().unwrap_or(RAO_TOKEN);
-        let by_token = body.token.as_deref() == Some(token);
+        let by_token = body.token.as_deref() == Some(RAO_TOKEN);
         let by_login = (body.username.as_deref(), body.password.as_deref(), body.pin.as_deref())
             == (Some(RAO_LOGIN.0), Some(RAO_LOGIN.1), Some(RAO_LOGIN.2));
         if rao != Some(RAO_ID) || !(by_token || by_login) {

@@ -175,12 +175,6 @@ impl Client {
         }
     }
 
-    /// `GET /hello` (old generation): is the server up?
-    pub async fn hello(&self) -> Result<Value, OneShotError> {
-        let url = self.url(&self.cfg.paths.hello, None)?;
-        self.send("hello", self.http.get(url), self.cfg.request_timeout).await
-    }
-
     /// Creates a VideoID request; the body comes from [`crate::evidence::create_body`].
     pub async fn create(&self, body: &Value) -> Result<Created, OneShotError> {
         let url = self.url(&self.cfg.paths.create, None)?;

@@ -177,9 +177,10 @@ impl Worker {
         let mut probe: Option<tokio::task::JoinHandle<bool>> = None;
         let mut probe_due: Option<Instant> = None;
         let mut probe_failures = 0u32;
-        // Orphan reconciliation, beside delivery (daemon), or once after it (batch run).
-        let mut reconcile: Option<tokio::task::JoinHandle<Result<Option<Duration>, QueueError>>> = None;
-        let mut reconcile_due: Option<Instant> = Some(Instant::now());
+        // After-delivery work (reviews, documents, orphans): beside delivery in the daemon, once
+        // after it in a batch run.
+        let mut bookkeeping: Option<tokio::task::JoinHandle<Result<Option<Duration>, QueueError>>> = None;
+        let mut bookkeeping_due: Option<Instant> = Some(Instant::now());
         // A dropped shutdown sender means nobody can ask us to stop; its branch goes quiet.
         let mut shutdown_open = true;
         loop {
@@ -217,12 +218,12 @@ impl Worker {
             if mode == Mode::Forever
                 && !stopping
                 && !offline
-                && reconcile.is_none()
-                && reconcile_due.is_some_and(|t| t <= now)
+                && bookkeeping.is_none()
+                && bookkeeping_due.is_some_and(|t| t <= now)
             {
-                reconcile_due = None;
+                bookkeeping_due = None;
                 let me = Arc::clone(self);
-                reconcile = Some(tokio::spawn(async move { me.after_delivery(false).await }));
+                bookkeeping = Some(tokio::spawn(async move { me.after_delivery(false).await }));
             }
             if inflight_ids.is_empty() && (stopping || (mode == Mode::Once && probe.is_none())) {
                 if mode == Mode::Once && !stopping && !offline {
@@ -241,7 +242,7 @@ impl Worker {
                 .min();
             // Only what can start counts: after-delivery work waits while offline or while a
             // round of it still runs (counting it then would spin the loop).
-            let after_due = reconcile_due.filter(|_| mode == Mode::Forever && !offline && reconcile.is_none());
+            let after_due = bookkeeping_due.filter(|_| mode == Mode::Forever && !offline && bookkeeping.is_none());
             let next_due = [retry_due, probe_due, after_due].into_iter().flatten().min();
             let idle_limit = if mode == Mode::Forever { SAFETY_POLL } else { Duration::from_secs(3600) };
             tokio::select! {
@@ -264,7 +265,7 @@ impl Worker {
                                 probe_due = Some(Instant::now());
                             }
                         }
-                        Some(step::Result::Settled) if reconcile_due.is_none() => reconcile_due = Some(Instant::now()),
+                        Some(step::Result::Settled) if bookkeeping_due.is_none() => bookkeeping_due = Some(Instant::now()),
                         _ => {}
                     }
                 }
@@ -287,14 +288,14 @@ impl Worker {
                         probe_due = Some(Instant::now() + self.probe_delay(probe_failures));
                     }
                 }
-                done = async { reconcile.as_mut().expect("guarded").await }, if reconcile.is_some() => {
-                    reconcile = None;
+                done = async { bookkeeping.as_mut().expect("guarded").await }, if bookkeeping.is_some() => {
+                    bookkeeping = None;
                     match done {
-                        Ok(Ok(Some(wait))) => reconcile_due = Some(Instant::now() + wait),
+                        Ok(Ok(Some(wait))) => bookkeeping_due = Some(Instant::now() + wait),
                         Ok(Ok(None)) => {}
                         Ok(Err(e)) => {
                             tracing::warn!(error = %e, "after-delivery work stopped; trying again later");
-                            reconcile_due = Some(Instant::now() + SAFETY_POLL);
+                            bookkeeping_due = Some(Instant::now() + SAFETY_POLL);
                         }
                         Err(e) if e.is_cancelled() => {}
                         Err(e) => std::panic::resume_unwind(e.into_panic()),
@@ -304,7 +305,7 @@ impl Worker {
                 _ = self.wake.notified(), if !stopping => {
                     // Something changed outside (an enrollment, an approval, a webhook): look at
                     // reviews and documents too.
-                    reconcile_due = Some(Instant::now());
+                    bookkeeping_due = Some(Instant::now());
                 }
                 changed = shutdown.changed(), if !stopping && shutdown_open => shutdown_open = changed.is_ok(),
                 _ = tokio::time::sleep_until(abort_at.unwrap_or_else(Instant::now)), if abort_at.is_some() => {
@@ -315,7 +316,7 @@ impl Worker {
             }
         }
         // Neither a probe nor reconciliation holds up a stop; both start over next time.
-        for task in [probe.map(|t| t.abort_handle()), reconcile.map(|t| t.abort_handle())].into_iter().flatten() {
+        for task in [probe.map(|t| t.abort_handle()), bookkeeping.map(|t| t.abort_handle())].into_iter().flatten() {
             task.abort();
         }
         if let Some(scrub) = scrub {

@@ -31,10 +31,7 @@ impl Redactor {
                 _ => {}
             }
         }
-        if let Some(password) = &cfg.billing_password {
-            needles.push(base64::engine::general_purpose::STANDARD.encode(password.as_bytes()));
-            needles.push(password.clone());
-        }
+        needles.extend(Redactor::secrets_only(cfg).needles);
         // Short values ("ES", "M") would blank out ordinary words; longest first so that a
         // value containing another is removed whole.
         needles.retain(|n| n.chars().count() >= 4);

@@ -50,23 +50,23 @@ impl Worker {
         let due = blocking(&self.queue, move |q| q.reviews_due(until, if all { started } else { i64::MAX })).await?;
         for (job, since) in due {
             let Some(pk) = job.request_pk.clone() else { continue };
-            match self.refresh(&job.id, &pk).await {
-                Ok(_) => {}
+            // The read says where the enrollment now is; only one still in review is planned again.
+            let still_in_review = match self.refresh(&job.id, &pk).await {
+                Ok(r) => r.state == State::InReview,
                 Err(e) if e.is_connectivity() => {
                     // The network is gone: the rest can wait for the next round.
                     tracing::debug!(enrollment = %job.id, error = %e, "review read failed");
                     return Ok(Some(self.config.sync.review_poll));
                 }
-                Err(e) => tracing::info!(enrollment = %job.id, error = %e, "review read failed; next round"),
-            }
-            let (id, next) = (job.id.clone(), self.next_review(since));
-            blocking(&self.queue, move |q| {
-                if q.show(&id)?.state == State::InReview {
-                    q.schedule_review(&id, next)?;
+                Err(e) => {
+                    tracing::info!(enrollment = %job.id, error = %e, "review read failed; next round");
+                    true
                 }
-                Ok(())
-            })
-            .await?;
+            };
+            if still_in_review {
+                let (id, next) = (job.id.clone(), self.next_review(since));
+                blocking(&self.queue, move |q| q.schedule_review(&id, next)).await?;
+            }
         }
         let next = blocking(&self.queue, |q| q.next_review_at()).await?;
         Ok(next.map(|at| Duration::from_millis((at - now_ms()).max(0) as u64)))

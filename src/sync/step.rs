@@ -63,6 +63,11 @@ impl From<QueueError> for StepError {
     }
 }
 
+/// The end of an enrollment whose request the server ended.
+fn ended(to: State, status: &RequestStatus) -> StepError {
+    StepError::Ended { to, reason: format!("the server ended the request: status {status}") }
+}
+
 /// The operation a step from `state` sends (what a run of identical HTTP 500s is counted on).
 fn operation(state: State) -> &'static str {
     match state {
@@ -205,7 +210,7 @@ impl Worker {
                 if resumed {
                     let (status, act) = self.observe(job).await?;
                     match act {
-                        Action::Terminal(to) => return self.end(job, to, &status).await,
+                        Action::Terminal(to) => return Err(ended(to, &status)),
                         Action::ResendVideo => {
                             // Evidences go first, so the part the server holds is ours.
                             let detail = format!("server already has the evidences ({status}); not re-sent");
@@ -233,7 +238,7 @@ impl Worker {
                 if resumed {
                     let (status, act) = self.observe(job).await?;
                     match act {
-                        Action::Terminal(to) => return self.end(job, to, &status).await,
+                        Action::Terminal(to) => return Err(ended(to, &status)),
                         Action::InReview | Action::Approved | Action::Signed => {
                             let detail = format!("server already has the video ({status}); not re-sent");
                             self.set_state(job, State::VideoSent, detail).await?;
@@ -300,11 +305,6 @@ impl Worker {
             details: format!("server status {status} {what}; polling for up to {}", humantime::format_duration(limit)),
             retry_after: None,
         }
-    }
-
-    /// Ends the enrollment because the server ended its request.
-    async fn end(&self, _job: &Job, to: State, status: &RequestStatus) -> std::result::Result<bool, StepError> {
-        Err(StepError::Ended { to, reason: format!("the server ended the request: status {status}") })
     }
 
     async fn create(&self, job: &mut Job) -> std::result::Result<(), StepError> {
@@ -428,7 +428,7 @@ impl Worker {
                 Action::InReview => State::InReview,
                 Action::Approved => State::Approved,
                 Action::Signed => State::Signed,
-                Action::Terminal(to) => return self.end(job, to, &status).await,
+                Action::Terminal(to) => return Err(ended(to, &status)),
                 Action::ResendAll | Action::ResendVideo => {
                     last = Some((status, act));
                     break;
