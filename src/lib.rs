@@ -12,6 +12,7 @@
 //! - [`webhook`]  — the optional receiver of the Optimizer's status callbacks.
 //! - [`demo`]     — `kiosk-agent demo`: the whole job on embedded defaults.
 //! - [`cli`]      — the command-line interface (`main.rs` only maps its result to an exit code).
+//! - [`helper`]   — finding and running `kiosk-agent-capture`, the process that links FFmpeg.
 //! - [`faults`]   — named crash points for durability tests.
 //! - [`fsutil`]   — what "durable" means on disk: fsync of files and directories, free space.
 //!
@@ -20,7 +21,7 @@
 //!
 //! Camera work lives in the separate `kiosk-capture` crate, linked only by the
 //! `kiosk-agent-capture` helper binary (`src/bin/kiosk-agent-capture/`), so that FFmpeg and V4L2
-//! stay out of this library, the daemon and the queue commands ([`cli::helper`] says why).
+//! stay out of this library, the daemon and the queue commands ([`helper`] says why).
 
 pub mod cli;
 pub mod config;
@@ -29,6 +30,7 @@ pub mod demo;
 pub mod evidence;
 pub mod faults;
 pub mod fsutil;
+pub mod helper;
 pub mod oneshot;
 pub mod queue;
 pub mod sync;

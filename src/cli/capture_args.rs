@@ -1,5 +1,5 @@
 //! The arguments of `kiosk-agent cameras` and `capture still|video`. The commands themselves run
-//! in the `kiosk-agent-capture` helper, which links FFmpeg and V4L2 (see `cli::helper`).
+//! in the `kiosk-agent-capture` helper, which links FFmpeg and V4L2 (see `crate::helper`).
 
 use std::io::Write as _;
 use std::path::{Path, PathBuf};

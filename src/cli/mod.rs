@@ -3,7 +3,7 @@
 
 pub mod capture_args;
 mod document_cmd;
-pub mod helper;
+
 mod queue_cmd;
 mod request_cmd;
 
@@ -227,7 +227,7 @@ pub fn main() -> Result<ExitCode, Failure> {
             ))
             .map(|()| ExitCode::SUCCESS)
             .map_err(Failure::from),
-        Command::Cameras | Command::Capture { .. } | Command::DemoEvidence { .. } => Ok(helper::exec()?),
+        Command::Cameras | Command::Capture { .. } | Command::DemoEvidence { .. } => Ok(crate::helper::exec()?),
         Command::CheckConfig => check_config(cli.config.as_deref()),
         Command::Key { command: KeyCommand::Init { path } } => {
             let config = load_config(cli.config.as_deref())?;

@@ -30,7 +30,7 @@ const CLIP: Duration = Duration::from_secs(5);
 /// Captures the demo's evidence into `dir` through the capture helper (which links FFmpeg and
 /// V4L2) and returns its report lines.
 async fn capture_evidence(dir: &std::path::Path, camera: Option<&str>) -> anyhow::Result<Vec<u8>> {
-    let mut cmd = tokio::process::Command::from(crate::cli::helper::command()?);
+    let mut cmd = tokio::process::Command::from(crate::helper::command()?);
     cmd.arg("demo-evidence").arg("--dir").arg(dir).arg("--seconds").arg(CLIP.as_secs_f64().to_string());
     if let Some(c) = camera {
         cmd.arg("--camera").arg(c);

@@ -1,6 +1,6 @@
 //! `kiosk-agent-capture`: the capture helper behind `kiosk-agent cameras|capture …` and the
 //! demo's capture step. It is the only binary that links the capture crate (FFmpeg, V4L2); see
-//! `kiosk_agent::cli::helper` for why it is a separate process. It parses the same command line
+//! `kiosk_agent::helper` for why it is a separate process. It parses the same command line
 //! as `kiosk-agent`.
 
 mod commands;
