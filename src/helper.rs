@@ -17,6 +17,12 @@ pub const HELPER: &str = "kiosk-agent-capture";
 pub fn path() -> anyhow::Result<PathBuf> {
     let exe = std::env::current_exe().context("locating kiosk-agent")?;
     let helper = exe.with_file_name(HELPER);
+    // The library's own unit tests run from target/…/deps, one level below the binaries.
+    #[cfg(test)]
+    let helper = match exe.parent().and_then(|deps| deps.parent()) {
+        Some(up) if !helper.is_file() => up.join(HELPER),
+        _ => helper,
+    };
     if helper.is_file() {
         Ok(helper)
     } else {

@@ -183,6 +183,74 @@ impl FrameSource for FileSource {
     }
 }
 
+/// What [`probe`] found in a video file.
+#[derive(Debug, Clone, PartialEq)]
+pub struct VideoFacts {
+    /// The demuxer's names, such as `mov,mp4,m4a,3gp,3g2,mj2`.
+    pub container: String,
+    /// The video codec, such as `h264`.
+    pub codec: String,
+    pub width: u32,
+    pub height: u32,
+    pub duration: Duration,
+}
+
+/// Checks that `path` is a video that will play: a container FFmpeg reads, a video stream, a
+/// duration above zero and a first frame that decodes. It reads at most `max_packets` packets.
+pub fn probe(path: &Path, max_packets: usize) -> Result<VideoFacts, CaptureError> {
+    crate::init_ffmpeg();
+    let name = "video";
+    let mut input = format::input(&path)
+        .map_err(|e| CaptureError::source(name, format!("not a container FFmpeg can read ({e})")))?;
+    let container = input.format().name().to_owned();
+    let stream =
+        input.streams().best(media::Type::Video).ok_or_else(|| CaptureError::source(name, "has no video stream"))?;
+    let index = stream.index();
+    let time_base = stream.time_base();
+    let stream_duration = stream.duration();
+    let params = stream.parameters();
+    let codec = params.id().name().to_owned();
+    let mut decoder = codec::context::Context::from_parameters(params)
+        .and_then(|c| c.decoder().video())
+        .map_err(|e| CaptureError::source(name, format!("its {codec} stream cannot be decoded ({e})")))?;
+    let (width, height) = (decoder.width(), decoder.height());
+    if width == 0 || height == 0 {
+        return Err(CaptureError::source(name, "video stream has no size"));
+    }
+    let duration = if stream_duration > 0 && time_base.denominator() > 0 && time_base.numerator() > 0 {
+        Duration::from_secs_f64(stream_duration as f64 * time_base.numerator() as f64 / time_base.denominator() as f64)
+    } else if input.duration() > 0 {
+        Duration::from_micros(input.duration() as u64)
+    } else {
+        Duration::ZERO
+    };
+    if duration.is_zero() {
+        return Err(CaptureError::source(name, "has no duration"));
+    }
+    let mut decoded = frame::Video::empty();
+    for _ in 0..max_packets {
+        let mut packet = Packet::empty();
+        match packet.read(&mut input) {
+            Ok(()) if packet.stream() == index => {
+                // A broken packet is not fatal yet: decoders resynchronise on the next key frame.
+                if decoder.send_packet(&packet).is_ok() && decoder.receive_frame(&mut decoded).is_ok() {
+                    return Ok(VideoFacts { container, codec, width, height, duration });
+                }
+            }
+            Ok(()) => {}
+            Err(ffmpeg_next::Error::Eof) => {
+                let _ = decoder.send_eof();
+                if decoder.receive_frame(&mut decoded).is_ok() {
+                    return Ok(VideoFacts { container, codec, width, height, duration });
+                }
+                break;
+            }
+            Err(e) => return Err(CaptureError::source(name, format!("read failed ({e})"))),
+        }
+    }
+    Err(CaptureError::source(name, format!("no frame of its {codec} stream decodes")))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -15,7 +15,7 @@ use anyhow::Context as _;
 use clap::{Parser, Subcommand};
 
 use crate::config::{self, Config, ConfigError, CONFIG_ENV};
-use crate::evidence::{validate_manifest, EvidenceError};
+use crate::evidence::{validate_manifest, EvidenceError, HelperProber, ManifestOptions};
 use crate::oneshot::Client;
 use crate::queue::{Queue, QueueError};
 use crate::sync::{Mode, Worker};
@@ -81,6 +81,9 @@ pub enum Command {
     Enroll {
         /// The manifest (JSON); artifact paths are relative to it.
         manifest: PathBuf,
+        /// Allow artifact paths (and symlinks) that lead outside the manifest's folder.
+        #[arg(long)]
+        allow_outside: bool,
     },
     /// Send what is ready now, then exit (0: nothing left to send; 3: work remains).
     Sync {
@@ -148,6 +151,10 @@ pub enum Command {
         #[arg(long, default_value_t = 5.0)]
         seconds: f64,
     },
+    /// Probe the video on standard input and print what it holds as JSON (run by `enroll`
+    /// through the helper, which links FFmpeg).
+    #[command(hide = true)]
+    ProbeVideo,
 }
 
 /// `kiosk-agent key …`.
@@ -227,7 +234,9 @@ pub fn main() -> Result<ExitCode, Failure> {
             ))
             .map(|()| ExitCode::SUCCESS)
             .map_err(Failure::from),
-        Command::Cameras | Command::Capture { .. } | Command::DemoEvidence { .. } => Ok(crate::helper::exec()?),
+        Command::Cameras | Command::Capture { .. } | Command::DemoEvidence { .. } | Command::ProbeVideo => {
+            Ok(crate::helper::exec()?)
+        }
         Command::CheckConfig => check_config(cli.config.as_deref()),
         Command::Key { command: KeyCommand::Init { path } } => {
             let config = load_config(cli.config.as_deref())?;
@@ -256,7 +265,9 @@ pub fn main() -> Result<ExitCode, Failure> {
             let setup = SandboxSetup { require_header, faults, billing, control_token, otp_interval, webhook };
             runtime()?.block_on(sandbox(&listen, setup))
         }
-        Command::Enroll { manifest } => enroll(&load_config(cli.config.as_deref())?, &manifest),
+        Command::Enroll { manifest, allow_outside } => {
+            enroll(&load_config(cli.config.as_deref())?, &manifest, allow_outside)
+        }
         Command::Sync { once } => {
             if !once {
                 return Err(Failure::bad_input(anyhow::anyhow!("sync needs --once; `kiosk-agent run` is the daemon")));
@@ -351,9 +362,10 @@ fn check_config(path: Option<&Path>) -> Result<ExitCode, Failure> {
     }
 }
 
-fn enroll(config: &Config, manifest: &Path) -> Result<ExitCode, Failure> {
+fn enroll(config: &Config, manifest: &Path, allow_outside: bool) -> Result<ExitCode, Failure> {
     // Validate before touching the data directory, so bad input leaves nothing on disk.
-    let enrollment = validate_manifest(manifest, &config.evidence)?;
+    let options = ManifestOptions { allow_outside, video: &HelperProber };
+    let enrollment = validate_manifest(manifest, &config.evidence, options)?;
     let queue = Queue::open(&config.storage)?;
     let id = queue.enqueue(&enrollment)?;
     queue.poke_worker();

@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context as _};
 
 use crate::config;
-use crate::evidence::validate_manifest;
+use crate::evidence::{validate_manifest, HelperProber, ManifestOptions};
 use crate::oneshot::{Client, Generation};
 use crate::queue::{Queue, State};
 use crate::sync::{Mode, Worker};
@@ -79,7 +79,11 @@ pub async fn run(out: &mut impl Write, camera: Option<&str>, generation: Generat
     writeln!(out)?;
 
     let t = Instant::now();
-    let enrollment = validate_manifest(&samples.join("manifest.json"), &cfg.evidence)?;
+    let enrollment = validate_manifest(
+        &samples.join("manifest.json"),
+        &cfg.evidence,
+        ManifestOptions { allow_outside: false, video: &HelperProber },
+    )?;
     let validate_time = t.elapsed();
 
     let storage = cfg.storage.clone();

@@ -1,13 +1,16 @@
 //! The enrollment manifest (`enroll MANIFEST.json`) and its validation.
 
 use std::fs::File;
-use std::path::{Path, PathBuf};
+use std::io::{Read as _, Seek as _};
+use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
+use super::open::{read_manifest, Scope};
+use super::probe::{VideoFacts, VideoProber};
 use super::sniff::{sniff_image, sniff_video, MediaKind};
-use super::{countries, EvidenceError, Violation};
+use super::{countries, media, strict_json, EvidenceError, Violation};
 use crate::config::EvidenceLimits;
 
 /// The image slots of `videoid_data.images`, in the order they are sent.
@@ -45,18 +48,55 @@ pub struct Pii {
     pub similarity_level: Value,
 }
 
-/// An artifact file named by the manifest, checked but not yet copied.
-#[derive(Debug, Clone, PartialEq)]
+/// What is queued for an artifact: the cleaned bytes of an image, or the one open handle of a
+/// video (read again from its start when it is encrypted, never reopened by path).
+#[derive(Debug)]
+pub enum Content {
+    Bytes(Vec<u8>),
+    File(File),
+}
+
+/// An artifact named by the manifest, checked but not yet copied.
+#[derive(Debug)]
 pub struct ArtifactSource {
     /// `document_front` … `document_owner`, or `video`.
     pub name: String,
-    pub path: PathBuf,
     pub kind: MediaKind,
+    /// Bytes that will be queued.
     pub size: u64,
+    pub content: Content,
+}
+
+impl ArtifactSource {
+    /// A reader over exactly what will be queued.
+    pub fn reader(&self) -> std::io::Result<Box<dyn std::io::Read + '_>> {
+        Ok(match &self.content {
+            Content::Bytes(b) => Box::new(b.as_slice()),
+            Content::File(f) => {
+                let mut f = f;
+                f.rewind()?;
+                Box::new(f)
+            }
+        })
+    }
+}
+
+/// How a manifest is read beyond its own content.
+#[derive(Debug, Clone, Copy)]
+pub struct ManifestOptions<'a> {
+    /// `--allow-outside`: artifact paths may lead out of the manifest's folder.
+    pub allow_outside: bool,
+    pub video: &'a dyn VideoProber,
+}
+
+impl std::fmt::Debug for dyn VideoProber + '_ {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("VideoProber")
+    }
 }
 
 /// A validated enrollment, ready to be queued.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug)]
 pub struct Enrollment {
     pub pii: Pii,
     pub images: Vec<ArtifactSource>,
@@ -64,20 +104,28 @@ pub struct Enrollment {
 }
 
 /// Reads and validates the manifest at `path`; artifact paths are relative to its directory.
-pub fn validate_manifest(path: &Path, limits: &EvidenceLimits) -> Result<Enrollment, EvidenceError> {
-    let text =
-        std::fs::read_to_string(path).map_err(|error| EvidenceError::ReadManifest { path: path.to_owned(), error })?;
-    let value: Value = serde_json::from_str(&text).map_err(|e| EvidenceError::Json(e.to_string()))?;
-    let base = path.parent().unwrap_or(Path::new("."));
-    validate_value(&value, base, limits)
+pub fn validate_manifest(
+    path: &Path,
+    limits: &EvidenceLimits,
+    options: ManifestOptions<'_>,
+) -> Result<Enrollment, EvidenceError> {
+    let bytes = read_manifest(path).map_err(|error| EvidenceError::ReadManifest { path: path.to_owned(), error })?;
+    let value = strict_json::parse(&bytes).map_err(EvidenceError::Json)?;
+    let scope = Scope::for_manifest(path, options.allow_outside)
+        .map_err(|error| EvidenceError::ReadManifest { path: path.to_owned(), error })?;
+    let mut c = Checker { violations: Vec::new(), scope, prober: options.video };
+    strict_json::check_strings(&value, "", &mut c.violations);
+    validate_value(&value, c, limits)
 }
 
 /// Collects violations; `take_*` helpers record one and return `None` on a bad value.
-struct Checker {
+struct Checker<'a> {
     violations: Vec<Violation>,
+    scope: Scope,
+    prober: &'a dyn VideoProber,
 }
 
-impl Checker {
+impl Checker<'_> {
     fn fail(&mut self, field: impl Into<String>, rule: impl Into<String>) {
         self.violations.push(Violation { field: field.into(), rule: rule.into() });
     }
@@ -110,15 +158,9 @@ impl Checker {
         }
     }
 
-    /// Opens `rel` (relative to `base`), checks its content kind and size limit.
-    fn artifact(
-        &mut self,
-        field: &str,
-        rel: Option<&Value>,
-        base: &Path,
-        limit: u64,
-        video: bool,
-    ) -> Option<ArtifactSource> {
+    /// Opens `rel` once within the scope, checks its size, then its content: an image is
+    /// cleaned and decoded, a video probed.
+    fn artifact(&mut self, field: &str, rel: Option<&Value>, limit: u64, video: bool) -> Option<ArtifactSource> {
         let rel = match rel {
             Some(Value::String(s)) if !s.is_empty() => s,
             Some(_) => {
@@ -130,22 +172,10 @@ impl Checker {
                 return None;
             }
         };
-        let path = base.join(rel);
-        let mut file = match File::open(&path) {
-            Ok(f) => f,
-            Err(e) => {
-                self.fail(field, format!("cannot open {}: {e}", path.display()));
-                return None;
-            }
-        };
-        let size = match file.metadata() {
-            Ok(m) if m.is_file() => m.len(),
-            Ok(_) => {
-                self.fail(field, format!("{} is not a regular file", path.display()));
-                return None;
-            }
-            Err(e) => {
-                self.fail(field, format!("cannot stat {}: {e}", path.display()));
+        let (mut file, size) = match self.scope.open(rel) {
+            Ok(opened) => opened,
+            Err(rule) => {
+                self.fail(field, rule);
                 return None;
             }
         };
@@ -153,29 +183,47 @@ impl Checker {
             self.fail(field, format!("is {size} bytes, over the limit of {limit} bytes"));
             return None;
         }
-        let sniffed = if video { sniff_video(&mut file) } else { sniff_image(&mut file) };
-        match sniffed {
-            Ok(Some(kind)) => {
-                Some(ArtifactSource { name: field.rsplit('.').next().unwrap_or(field).into(), path, kind, size })
-            }
-            Ok(None) if video => {
-                self.fail(field, "must be an MP4 file (ISO-BMFF starting with an ftyp box)");
-                None
-            }
-            Ok(None) => {
-                self.fail(field, "must be a JPEG or PNG image (checked by content, not extension)");
-                None
-            }
-            Err(e) => {
-                self.fail(field, format!("cannot read {}: {e}", path.display()));
+        let name = field.rsplit('.').next().unwrap_or(field).to_owned();
+        let result = if video { self.video(&mut file, size) } else { image(&mut file, limit, &name) };
+        match result {
+            Ok((kind, content, size)) => Some(ArtifactSource { name, kind, size, content }),
+            Err(rule) => {
+                self.fail(field, rule);
                 None
             }
         }
     }
+
+    fn video(&self, file: &mut File, size: u64) -> Result<(MediaKind, Content, u64), String> {
+        let sniffed = sniff_video(file).map_err(|e| format!("cannot be read: {e}"))?;
+        let Some(kind) = sniffed else {
+            return Err("must be an MP4 file (ISO-BMFF starting with an ftyp box)".into());
+        };
+        let _: VideoFacts = self.prober.probe(file)?;
+        let mut file = file.try_clone().map_err(|e| format!("cannot be read: {e}"))?;
+        file.rewind().map_err(|e| format!("cannot be read: {e}"))?;
+        Ok((kind, Content::File(file), size))
+    }
 }
 
-fn validate_value(value: &Value, base: &Path, limits: &EvidenceLimits) -> Result<Enrollment, EvidenceError> {
-    let mut c = Checker { violations: Vec::new() };
+/// Reads an image (at most `limit` bytes, from its handle), cleans and decodes it.
+fn image(file: &mut File, limit: u64, slot: &str) -> Result<(MediaKind, Content, u64), String> {
+    let mut bytes = Vec::new();
+    // The size was checked on the handle, but a growing file must not take more than the limit.
+    file.take(limit + 1).read_to_end(&mut bytes).map_err(|e| format!("cannot be read: {e}"))?;
+    if bytes.len() as u64 > limit {
+        return Err(format!("grew over the limit of {limit} bytes while being read"));
+    }
+    let kind = sniff_image(&mut bytes.as_slice())
+        .ok()
+        .flatten()
+        .ok_or("must be a JPEG or PNG image (checked by content, not extension)")?;
+    let clean = media::clean_image(&bytes, kind, slot)?;
+    let size = clean.bytes.len() as u64;
+    Ok((kind, Content::Bytes(clean.bytes), size))
+}
+
+fn validate_value(value: &Value, mut c: Checker<'_>, limits: &EvidenceLimits) -> Result<Enrollment, EvidenceError> {
     let Some(root) = c.object(Some(value), "manifest") else {
         return Err(EvidenceError::Invalid(c.violations));
     };
@@ -249,12 +297,12 @@ fn validate_value(value: &Value, base: &Path, limits: &EvidenceLimits) -> Result
             if map.get(name).is_none() && !REQUIRED_IMAGES.contains(&name) {
                 continue;
             }
-            if let Some(a) = c.artifact(&field, map.get(name), base, limits.max_image_bytes, false) {
+            if let Some(a) = c.artifact(&field, map.get(name), limits.max_image_bytes, false) {
                 images.push(a);
             }
         }
     }
-    let video = c.artifact("video", root.get("video"), base, limits.max_video_bytes, true);
+    let video = c.artifact("video", root.get("video"), limits.max_video_bytes, true);
 
     match (customer, acceptance, ocr_data, security_checks, similarity_level, video) {
         (

@@ -1,16 +1,24 @@
 //! The evidence model: an enrollment manifest, its validation, and the One-Shot payloads.
 //!
 //! Validation collects every problem at once, each naming the manifest field and the rule it
-//! breaks, and it only reads: it opens each artifact to check its magic bytes and size, and
-//! writes nothing, so a rejected manifest leaves no trace.
+//! breaks, and it only reads: it opens each artifact once ([`open`]), decodes images and cleans
+//! them of metadata ([`media`]), probes the video ([`probe`]), and writes nothing, so a rejected
+//! manifest leaves no trace.
 
 mod countries;
 mod manifest;
+pub mod media;
+pub mod open;
 mod payload;
+pub mod probe;
 mod sniff;
+pub mod strict_json;
 
-pub use manifest::{validate_manifest, ArtifactSource, Customer, Enrollment, Pii, IMAGE_NAMES};
+pub use manifest::{
+    validate_manifest, ArtifactSource, Content, Customer, Enrollment, ManifestOptions, Pii, IMAGE_NAMES,
+};
 pub use payload::{create_body, evidences_body};
+pub use probe::{HelperProber, VideoProber};
 pub use sniff::{sniff_image, sniff_video, MediaKind};
 
 use std::fmt;

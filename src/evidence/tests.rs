@@ -5,16 +5,38 @@ use serde_json::{json, Value};
 use super::*;
 use crate::config::EvidenceLimits;
 
-const JPEG: &[u8] = b"\xFF\xD8\xFF\xE0\x00\x10JFIF\x00\x01\x01\x00\x00\x01\x00\x01\x00\x00\xFF\xD9";
-const PNG: &[u8] = b"\x89PNG\r\n\x1a\n\x00\x00\x00\x0DIHDR\x00\x00\x00\x01\x00\x00\x00\x01\x08\x02\x00\x00\x00";
-const MP4: &[u8] = b"\x00\x00\x00\x18ftypisom\x00\x00\x02\x00isomiso2\x00\x00\x00\x08free";
+/// A small real image of `w`×`h` in `format`, with a gradient so it is not trivially compressible.
+fn picture(w: u32, h: u32, format: image::ImageFormat) -> Vec<u8> {
+    let img = image::RgbImage::from_fn(w, h, |x, y| image::Rgb([(x * 255 / w) as u8, (y * 255 / h) as u8, 128]));
+    let mut out = std::io::Cursor::new(Vec::new());
+    img.write_to(&mut out, format).unwrap();
+    out.into_inner()
+}
+
+fn jpeg(w: u32, h: u32) -> Vec<u8> {
+    picture(w, h, image::ImageFormat::Jpeg)
+}
+
+/// The demo's sample clip: a real H.264/MP4 file.
+fn mp4() -> Vec<u8> {
+    std::fs::read(Path::new(env!("CARGO_MANIFEST_DIR")).join("config/samples/video.mp4")).unwrap()
+}
+
+/// Validates with the real prober (the capture helper built beside the tests).
+fn validate(path: &Path, limits: &EvidenceLimits) -> Result<Enrollment, EvidenceError> {
+    validate_manifest(path, limits, ManifestOptions { allow_outside: false, video: &HelperProber })
+}
 
 /// A temp dir holding a valid manifest and its artifacts; `edit` changes the manifest first.
 fn fixture(edit: impl FnOnce(&mut Value)) -> (tempfile::TempDir, std::path::PathBuf) {
     let dir = tempfile::tempdir().unwrap();
-    for (name, bytes) in
-        [("front.jpg", JPEG), ("rear.jpg", JPEG), ("photo.png", PNG), ("selfie.jpg", JPEG), ("video.mp4", MP4)]
-    {
+    for (name, bytes) in [
+        ("front.jpg", jpeg(320, 200)),
+        ("rear.jpg", jpeg(320, 200)),
+        ("photo.png", picture(60, 75, image::ImageFormat::Png)),
+        ("selfie.jpg", jpeg(200, 200)),
+        ("video.mp4", mp4()),
+    ] {
         std::fs::write(dir.path().join(name), bytes).unwrap();
     }
     let mut manifest = json!({
@@ -37,13 +59,13 @@ fn fixture(edit: impl FnOnce(&mut Value)) -> (tempfile::TempDir, std::path::Path
 }
 
 fn limits() -> EvidenceLimits {
-    EvidenceLimits { max_image_bytes: 1024, max_video_bytes: 1024 }
+    EvidenceLimits { max_image_bytes: 64 * 1024, max_video_bytes: 1024 * 1024 }
 }
 
 /// Applies `edit` and asserts a violation on `field` whose rule mentions `needle`.
 fn check(edit: impl FnOnce(&mut Value), field: &str, needle: &str) {
     let (_dir, path) = fixture(edit);
-    let err = validate_manifest(&path, &limits()).expect_err("must be rejected");
+    let err = validate(&path, &limits()).expect_err("must be rejected");
     assert!(
         err.violations().iter().any(|v| v.field == field && v.rule.contains(needle)),
         "expected {field}: …{needle}… in {err}"
@@ -53,7 +75,7 @@ fn check(edit: impl FnOnce(&mut Value), field: &str, needle: &str) {
 #[test]
 fn valid_manifest_is_accepted_with_sniffed_kinds() {
     let (_dir, path) = fixture(|_| {});
-    let e = validate_manifest(&path, &limits()).unwrap();
+    let e = validate(&path, &limits()).unwrap();
     let kinds: Vec<_> = e.images.iter().map(|a| (a.name.as_str(), a.kind)).collect();
     assert_eq!(
         kinds,
@@ -65,7 +87,7 @@ fn valid_manifest_is_accepted_with_sniffed_kinds() {
         ]
     );
     assert_eq!(e.video.kind, MediaKind::Mp4);
-    assert_eq!(e.video.size, MP4.len() as u64);
+    assert_eq!(e.video.size, mp4().len() as u64);
 }
 
 #[test]
@@ -137,13 +159,13 @@ fn each_rule_names_field_and_rule() {
 #[test]
 fn oversize_artifacts_name_the_limit() {
     let (dir, path) = fixture(|_| {});
-    let mut big = JPEG.to_vec();
-    big.resize(2000, 0);
+    let mut big = jpeg(200, 200);
+    big.resize(70 * 1024, 0);
     std::fs::write(dir.path().join("selfie.jpg"), &big).unwrap();
-    let err = validate_manifest(&path, &limits()).unwrap_err();
+    let err = validate(&path, &limits()).unwrap_err();
     assert_eq!(err.violations().len(), 1, "{err}");
     assert_eq!(err.violations()[0].field, "images.document_owner");
-    assert!(err.violations()[0].rule.contains("over the limit of 1024 bytes"), "{err}");
+    assert!(err.violations()[0].rule.contains("over the limit of 65536 bytes"), "{err}");
 }
 
 #[test]
@@ -153,7 +175,7 @@ fn rear_image_is_optional_and_words_are_accepted_for_similarity() {
         m["similarity_level"] = json!("high");
         m["ocr_data"]["id_document_type"] = json!("PAS");
     });
-    let e = validate_manifest(&path, &limits()).unwrap();
+    let e = validate(&path, &limits()).unwrap();
     assert_eq!(e.images.len(), 3);
     assert_eq!(e.pii.similarity_level, json!("high"));
 }
@@ -165,7 +187,7 @@ fn all_problems_are_reported_together() {
         m["customer"]["email"] = json!("nope");
         m["video"] = json!("front.jpg");
     });
-    let err = validate_manifest(&path, &limits()).unwrap_err();
+    let err = validate(&path, &limits()).unwrap_err();
     let fields: Vec<_> = err.violations().iter().map(|v| v.field.as_str()).collect();
     assert_eq!(fields, ["customer.email", "similarity_level", "video"]);
 }
@@ -174,8 +196,15 @@ fn all_problems_are_reported_together() {
 #[test]
 fn payloads_match_golden_files() {
     let (_dir, path) = fixture(|_| {});
-    let e = validate_manifest(&path, &limits()).unwrap();
-    let images: Vec<_> = e.images.iter().map(|a| (a.name.clone(), std::fs::read(&a.path).unwrap())).collect();
+    let e = validate(&path, &limits()).unwrap();
+    let images: Vec<_> = e
+        .images
+        .iter()
+        .map(|a| match &a.content {
+            Content::Bytes(b) => (a.name.clone(), b.clone()),
+            Content::File(_) => panic!("images are held as cleaned bytes"),
+        })
+        .collect();
     let evidences = evidences_body(&e.pii, &images);
     let cfg = crate::config::validate(
         crate::config::from_toml(
@@ -211,11 +240,84 @@ data_dir = "/tmp/x""#,
     }
     // Standard Base64 with padding and no line breaks.
     let front = evidences["videoid_data"]["images"]["document_front"].as_str().unwrap();
-    assert!(!front.contains('\n') && front.ends_with('='));
+    use base64::Engine as _;
+    assert!(!front.contains('\n') && front.len().is_multiple_of(4), "padded, one line");
+    assert_eq!(base64::engine::general_purpose::STANDARD.decode(front).unwrap(), images[0].1);
     // `videoid_mode` is sent only when configured, as an integer (the vendor's External-mode
     // example sends 1); the golden body above has none.
     assert!(create.get("videoid_mode").is_none());
     let mut with_mode = cfg.oneshot.clone();
     with_mode.videoid_mode = Some(1);
     assert_eq!(create_body(&with_mode, &e.pii)["videoid_mode"], serde_json::json!(1));
+}
+
+/// A JPEG carrying an EXIF block with a GPS tag and a maker note, an ICC profile, a comment and
+/// bytes after its end: all of it goes, and what remains decodes to the same pixels.
+#[test]
+fn images_leave_without_metadata() {
+    let clean = jpeg(320, 200);
+    let secret = b"GPS 40.4168N 3.7038W serial SN-12345 MakerNote";
+    let segment = |marker: u8, body: &[u8]| {
+        let mut s = vec![0xFF, marker];
+        s.extend_from_slice(&((body.len() + 2) as u16).to_be_bytes());
+        s.extend_from_slice(body);
+        s
+    };
+    let exif = [b"Exif\0\0".as_slice(), secret].concat();
+    let icc = [b"ICC_PROFILE\0\x01\x01".as_slice(), secret].concat();
+    let dirty = [&clean[..2], &segment(0xE1, &exif), &segment(0xE2, &icc), &segment(0xFE, secret), &clean[2..], secret]
+        .concat();
+    let out = media::clean_image(&dirty, MediaKind::Jpeg, "document_front").unwrap();
+    assert!(!out.bytes.windows(secret.len()).any(|w| w == secret), "metadata survived");
+    assert!(out.bytes.ends_with(&[0xFF, 0xD9]), "nothing after the end of the image");
+    let decoded = |b: &[u8]| image::load_from_memory(b).unwrap().to_rgb8().into_raw();
+    assert_eq!(decoded(&out.bytes), decoded(&clean), "the pixels are untouched");
+
+    // PNG: text, EXIF and time chunks go, the critical chunks stay (CRCs intact, so it decodes).
+    let png = picture(60, 75, image::ImageFormat::Png);
+    let chunk = |kind: &[u8; 4], body: &[u8]| {
+        let mut c = (body.len() as u32).to_be_bytes().to_vec();
+        c.extend_from_slice(kind);
+        c.extend_from_slice(body);
+        c.extend_from_slice(&[0, 0, 0, 0]);
+        c
+    };
+    let ihdr_end = 8 + 25;
+    let dirty =
+        [&png[..ihdr_end], &chunk(b"tEXt", secret), &chunk(b"eXIf", secret), &png[ihdr_end..], secret].concat();
+    let out = media::clean_image(&dirty, MediaKind::Png, "document_photo").unwrap();
+    assert!(!out.bytes.windows(secret.len()).any(|w| w == secret), "metadata survived");
+    assert_eq!(out.bytes, png, "a clean PNG is rewritten byte for byte");
+}
+
+use proptest::strategy::Strategy as _;
+
+proptest::proptest! {
+    /// Any bytes as a manifest: a value or an error, never a panic; what parses strictly also
+    /// parses as ordinary JSON to the same value.
+    #[test]
+    fn the_manifest_parser_never_panics(bytes in proptest::collection::vec(proptest::num::u8::ANY, 0..512)) {
+        if let Ok(v) = strict_json::parse(&bytes) {
+            proptest::prop_assert_eq!(serde_json::from_slice::<Value>(&bytes).unwrap(), v);
+        }
+    }
+
+    /// JSON-shaped manifests with random keys and values: validation names fields, never panics.
+    #[test]
+    fn validation_of_arbitrary_json_reports_fields(
+        keys in proptest::collection::vec("[a-z_]{1,12}", 0..6),
+        values in proptest::collection::vec(proptest::prop_oneof![
+            proptest::strategy::Just(Value::Null),
+            proptest::num::i64::ANY.prop_map(Value::from),
+            "\\PC{0,20}".prop_map(Value::from),
+        ], 0..6),
+    ) {
+        let dir = tempfile::tempdir().unwrap();
+        let map: serde_json::Map<String, Value> = keys.into_iter().zip(values).collect();
+        let path = dir.path().join("m.json");
+        std::fs::write(&path, serde_json::to_vec(&map).unwrap()).unwrap();
+        let err = validate(&path, &limits()).unwrap_err();
+        proptest::prop_assert!(!err.violations().is_empty());
+        proptest::prop_assert!(err.violations().iter().all(|v| !v.field.is_empty() && !v.rule.is_empty()));
+    }
 }

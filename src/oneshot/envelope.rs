@@ -279,4 +279,31 @@ mod tests {
         let e = interpret(403, Some(Duration::from_secs(9)), br#"{"detail":"quota"}"#).unwrap_err();
         assert_eq!(e.retry_after(), Some(Duration::from_secs(9)), "Retry-After is kept on any status");
     }
+
+    proptest::proptest! {
+        /// Whatever a server sends, under any status, the parser answers a value or an error
+        /// (never a panic), and an error's text is bounded and free of control characters.
+        #[test]
+        fn any_answer_is_interpreted_without_panic(
+            status in 100u16..600,
+            body in proptest::collection::vec(proptest::num::u8::ANY, 0..300),
+        ) {
+            if let Err(e) = interpret(status, None, &body) {
+                let text = e.to_string();
+                proptest::prop_assert!(!text.chars().any(|c| c.is_control() && c != '\n'), "{text:?}");
+            }
+        }
+
+        /// JSON envelopes with arbitrary fields of either generation's names.
+        #[test]
+        fn any_json_envelope_is_interpreted_without_panic(
+            status in 100u16..600,
+            key in proptest::sample::select(vec!["status", "details", "detail", "message", "messsage", "error"]),
+            value in "\\PC{0,40}",
+        ) {
+            let body = serde_json::to_vec(&serde_json::json!({ key: value, "status": value })).unwrap();
+            let _ = interpret(status, None, &body);
+            let _ = Envelope::parse(&body);
+        }
+    }
 }

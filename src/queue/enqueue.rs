@@ -60,13 +60,14 @@ impl Queue {
         let mut rows = Vec::with_capacity(artifacts.len());
         for a in artifacts {
             let target = dir.join(format!("{}.enc", a.name));
-            let mut input =
-                BufReader::with_capacity(crate::crypto::CHUNK, File::open(&a.path).map_err(io_err(&a.path))?);
+            let source = std::path::Path::new(&a.name);
+            // The handle validation opened, from its start: never the path again.
+            let mut input = BufReader::with_capacity(crate::crypto::CHUNK, a.reader().map_err(io_err(source))?);
             let file = File::create(&target).map_err(io_err(&target))?;
             let mut out = BufWriter::with_capacity(4 * crate::crypto::CHUNK, file);
             // The limit is the size validated a moment ago: a file that grows in between is refused.
             let summary = encrypt_stream(key, artifact_aad(id, &a.name).as_bytes(), &mut input, &mut out, a.size)
-                .map_err(io_err(&a.path))?;
+                .map_err(io_err(source))?;
             out.flush().map_err(io_err(&target))?;
             out.get_ref().sync_all().map_err(io_err(&target))?;
             rows.push((a.name.clone(), a.kind.as_str(), summary.plaintext_len, summary.sha256));

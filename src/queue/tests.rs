@@ -4,7 +4,7 @@ use proptest::prelude::*;
 
 use super::*;
 use crate::config::{EraseAfter, StorageConfig};
-use crate::evidence::{ArtifactSource, Customer, Enrollment, MediaKind, Pii};
+use crate::evidence::{ArtifactSource, Content, Customer, Enrollment, MediaKind, Pii};
 
 fn storage(dir: &Path) -> StorageConfig {
     let key = dir.join("data/master.key");
@@ -40,11 +40,16 @@ fn enrollment(dir: &Path, video_len: usize) -> Enrollment {
         },
         images: vec![ArtifactSource {
             name: "document_front".into(),
-            path: img.clone(),
             kind: MediaKind::Jpeg,
             size: std::fs::metadata(&img).unwrap().len(),
+            content: Content::Bytes(std::fs::read(&img).unwrap()),
         }],
-        video: ArtifactSource { name: "video".into(), path: vid, kind: MediaKind::Mp4, size: video_len as u64 },
+        video: ArtifactSource {
+            name: "video".into(),
+            kind: MediaKind::Mp4,
+            size: video_len as u64,
+            content: Content::File(std::fs::File::open(&vid).unwrap()),
+        },
     }
 }
 
@@ -71,7 +76,7 @@ fn enqueue_encrypts_everything_and_reads_back() {
 
     assert_eq!(q.load_pii(&id).unwrap(), e.pii);
     let video = q.open_artifact(&id, "video").unwrap().read_all().unwrap();
-    assert_eq!(video, std::fs::read(&e.video.path).unwrap());
+    assert_eq!(video, std::fs::read(dir.path().join("video.mp4")).unwrap());
     let arts = q.artifacts(&id).unwrap();
     assert_eq!(arts.iter().map(|a| a.name.as_str()).collect::<Vec<_>>(), ["document_front", "video"]);
     assert_eq!(arts[1].sha256, hex::encode(<sha2::Sha256 as sha2::Digest>::digest(&video)));

@@ -3,7 +3,7 @@ use std::time::Duration;
 
 use super::*;
 use crate::config;
-use crate::evidence::validate_manifest;
+use crate::evidence::{validate_manifest, HelperProber, ManifestOptions};
 
 /// A queue holding one enrollment of the sample evidence, and a configuration whose server
 /// refuses every connection (nothing listens on port 1).
@@ -20,7 +20,12 @@ fn offline_setup(dir: &std::path::Path) -> (Arc<Queue>, Config, String) {
     .unwrap();
     crate::crypto::create_master_key(&cfg.storage.master_key_file).unwrap();
     let queue = Arc::new(Queue::open(&cfg.storage).unwrap());
-    let enrollment = validate_manifest(&samples.join("manifest.json"), &cfg.evidence).unwrap();
+    let enrollment = validate_manifest(
+        &samples.join("manifest.json"),
+        &cfg.evidence,
+        ManifestOptions { allow_outside: false, video: &HelperProber },
+    )
+    .unwrap();
     let id = queue.enqueue(&enrollment).unwrap();
     (queue, cfg, id)
 }

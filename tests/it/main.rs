@@ -4,6 +4,7 @@
 mod capture;
 mod chaos;
 mod cli;
+mod corpus;
 mod crash;
 mod enroll;
 mod hostile;

@@ -163,3 +163,25 @@ pub fn cameras(cfg: &CaptureConfig, from: &str) -> Result<ExitCode, Failure> {
     }
     Ok(ExitCode::SUCCESS)
 }
+
+/// Packets read before a video whose first frame will not decode is refused.
+const PROBE_MAX_PACKETS: usize = 600;
+
+/// `probe-video`: the video is this process's standard input, a file `enroll` opened once and
+/// checked; reopening it through `/dev/stdin` reaches that same file, never a path that could
+/// have been swapped.
+pub fn probe_video() -> Result<ExitCode, Failure> {
+    let facts = kiosk_capture::file::probe(Path::new("/dev/stdin"), PROBE_MAX_PACKETS)
+        .map_err(|e| Failure::bad_input(anyhow::anyhow!(e)))?;
+    println!(
+        "{}",
+        json!({
+            "container": facts.container,
+            "codec": facts.codec,
+            "width": facts.width,
+            "height": facts.height,
+            "duration_secs": facts.duration.as_secs_f64(),
+        })
+    );
+    Ok(ExitCode::SUCCESS)
+}

@@ -29,6 +29,7 @@ fn run(cli: Cli) -> Result<ExitCode, Failure> {
             demo_evidence::run(&dir, camera.as_deref(), Duration::from_secs_f64(seconds), &mut std::io::stdout())?;
             Ok(ExitCode::SUCCESS)
         }
+        Command::ProbeVideo => commands::probe_video(),
         _ => Err(Failure::bad_input(anyhow::anyhow!(
             "kiosk-agent-capture runs only cameras, capture and the demo's capture step; use kiosk-agent"
         ))),

@@ -1,0 +1,166 @@
+//! Images are checked by decoding them and leave without metadata.
+//!
+//! Magic bytes only say what a file claims to be: a 4-byte JPEG header passes a sniff. Every
+//! image is therefore decoded in full (the `image` crate, with memory limits) and must meet the
+//! minimum size of its role. Before that it is rewritten without what a camera or phone adds
+//! beside the pixels: EXIF (GPS position, device serial numbers, maker notes), XMP, ICC profiles,
+//! comments, thumbnails and anything after the end of the image. What is decoded is exactly what
+//! is queued and sent.
+
+use std::io::Cursor;
+
+use image::{ImageFormat, ImageReader, Limits};
+
+use super::MediaKind;
+
+/// Images larger than this on either side are refused before decoding (memory bound).
+const MAX_SIDE: u32 = 12_000;
+/// Memory a single decode may allocate.
+const MAX_DECODE_BYTES: u64 = 512 << 20;
+
+/// The smallest acceptable image for each slot of `videoid_data.images`, as (width, height)
+/// in either orientation: a document side must leave its printed text legible, a face must
+/// be large enough to compare.
+pub fn min_size(slot: &str) -> (u32, u32) {
+    match slot {
+        "document_front" | "document_rear" => (320, 200),
+        "document_photo" => (60, 75),
+        _ => (200, 200),
+    }
+}
+
+/// An image that decoded: its cleaned bytes and size.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CleanImage {
+    pub kind: MediaKind,
+    pub bytes: Vec<u8>,
+    pub width: u32,
+    pub height: u32,
+}
+
+/// Strips `bytes` of metadata, decodes the result fully and checks it against `slot`'s minimum
+/// size. The error is the rule broken.
+pub fn clean_image(bytes: &[u8], kind: MediaKind, slot: &str) -> Result<CleanImage, String> {
+    let (stripped, format) = match kind {
+        MediaKind::Jpeg => (strip_jpeg(bytes)?, ImageFormat::Jpeg),
+        MediaKind::Png => (strip_png(bytes)?, ImageFormat::Png),
+        MediaKind::Mp4 => return Err("is a video, not an image".into()),
+    };
+    let reader = |data: &[u8]| {
+        let mut r = ImageReader::with_format(Cursor::new(data.to_vec()), format);
+        let mut limits = Limits::default();
+        limits.max_image_width = Some(MAX_SIDE);
+        limits.max_image_height = Some(MAX_SIDE);
+        limits.max_alloc = Some(MAX_DECODE_BYTES);
+        r.limits(limits);
+        r
+    };
+    let (width, height) =
+        reader(&stripped).into_dimensions().map_err(|e| format!("is not a readable {} image ({e})", kind.as_str()))?;
+    let (min_w, min_h) = min_size(slot);
+    let fits = (width >= min_w && height >= min_h) || (width >= min_h && height >= min_w);
+    if !fits {
+        return Err(format!("is {width}x{height}, under the minimum of {min_w}x{min_h} for {slot}"));
+    }
+    reader(&stripped).decode().map_err(|e| format!("does not decode as a {} image ({e})", kind.as_str()))?;
+    Ok(CleanImage { kind, bytes: stripped, width, height })
+}
+
+/// Rewrites a JPEG keeping only what decoding needs: the frame and scan headers, tables, the
+/// entropy-coded data, a plain JFIF header (without thumbnail) and Adobe's colour-transform
+/// marker. APP1–APP13 and APP15 (EXIF, XMP, ICC, maker notes), comments and trailing bytes go.
+pub fn strip_jpeg(bytes: &[u8]) -> Result<Vec<u8>, String> {
+    let broken = |what: &str| format!("is not a well-formed JPEG ({what})");
+    if bytes.len() < 4 || bytes[..2] != [0xFF, 0xD8] {
+        return Err(broken("no start-of-image marker"));
+    }
+    let mut out = Vec::with_capacity(bytes.len());
+    out.extend_from_slice(&[0xFF, 0xD8]);
+    let mut pos = 2;
+    loop {
+        if pos >= bytes.len() || bytes[pos] != 0xFF {
+            return Err(broken("a segment does not start with a marker"));
+        }
+        // Any number of 0xFF fill bytes may precede a marker.
+        while pos < bytes.len() && bytes[pos] == 0xFF {
+            pos += 1;
+        }
+        let Some(&marker) = bytes.get(pos) else { return Err(broken("truncated")) };
+        pos += 1;
+        match marker {
+            0xD9 => {
+                out.extend_from_slice(&[0xFF, 0xD9]);
+                return Ok(out);
+            }
+            0x01 | 0xD0..=0xD7 => out.extend_from_slice(&[0xFF, marker]),
+            0x00 | 0xD8 => return Err(broken("an unexpected marker")),
+            _ => {
+                let len = bytes.get(pos..pos + 2).map(|b| u16::from_be_bytes([b[0], b[1]]) as usize);
+                let Some(len) = len.filter(|&l| l >= 2 && pos + l <= bytes.len()) else {
+                    return Err(broken("a segment runs past the end"));
+                };
+                let segment = &bytes[pos..pos + len];
+                let keep = match marker {
+                    // JFIF without a thumbnail (its length is exactly 16).
+                    0xE0 => len == 16 && segment[2..].starts_with(b"JFIF\0"),
+                    0xEE => segment[2..].starts_with(b"Adobe"),
+                    0xE1..=0xEF | 0xFE => false,
+                    _ => true,
+                };
+                if keep {
+                    out.extend_from_slice(&[0xFF, marker]);
+                    out.extend_from_slice(segment);
+                }
+                pos += len;
+                if marker == 0xDA {
+                    // Entropy-coded data runs to the next marker that is not a stuffed 0xFF00
+                    // or a restart marker.
+                    let start = pos;
+                    while pos + 1 < bytes.len()
+                        && !(bytes[pos] == 0xFF && bytes[pos + 1] != 0x00 && !(0xD0..=0xD7).contains(&bytes[pos + 1]))
+                    {
+                        pos += 1;
+                    }
+                    if pos + 1 >= bytes.len() {
+                        return Err(broken("the image data has no end marker"));
+                    }
+                    out.extend_from_slice(&bytes[start..pos]);
+                }
+            }
+        }
+    }
+}
+
+/// PNG chunks kept: the critical ones and those that change how pixels look. Text, time, EXIF,
+/// ICC profiles and private chunks go, and so does anything after `IEND`.
+const PNG_KEPT: [&[u8; 4]; 9] = [b"IHDR", b"PLTE", b"IDAT", b"IEND", b"tRNS", b"gAMA", b"cHRM", b"sRGB", b"sBIT"];
+
+/// Rewrites a PNG keeping only [`PNG_KEPT`] chunks.
+pub fn strip_png(bytes: &[u8]) -> Result<Vec<u8>, String> {
+    const SIGNATURE: &[u8; 8] = b"\x89PNG\r\n\x1a\n";
+    let broken = |what: &str| format!("is not a well-formed PNG ({what})");
+    if !bytes.starts_with(SIGNATURE) {
+        return Err(broken("no PNG signature"));
+    }
+    let mut out = Vec::with_capacity(bytes.len());
+    out.extend_from_slice(SIGNATURE);
+    let mut pos = SIGNATURE.len();
+    loop {
+        let Some(head) = bytes.get(pos..pos + 8) else { return Err(broken("no IEND chunk")) };
+        let len = u32::from_be_bytes([head[0], head[1], head[2], head[3]]) as usize;
+        let kind: &[u8; 4] = head[4..8].try_into().expect("four bytes");
+        let end = pos
+            .checked_add(12 + len)
+            .filter(|&e| e <= bytes.len())
+            .ok_or_else(|| broken("a chunk runs past the end"))?;
+        if PNG_KEPT.contains(&kind) {
+            out.extend_from_slice(&bytes[pos..end]);
+        } else if kind[0].is_ascii_uppercase() {
+            return Err(broken(&format!("unknown critical chunk {:?}", String::from_utf8_lossy(kind))));
+        }
+        pos = end;
+        if kind == b"IEND" {
+            return Ok(out);
+        }
+    }
+}

@@ -1,0 +1,88 @@
+//! Probing the video before it is queued: the capture helper (which links FFmpeg) reads the
+//! already-open file as its standard input and reports container, codec, size and duration
+//! once its first frame decodes. The agent itself never loads a decoder (see [`crate::helper`]).
+
+use std::fs::File;
+use std::io::Read as _;
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use serde::Deserialize;
+
+/// Video codecs accepted inside the MP4 (what the reviewers' players handle).
+pub const ACCEPTED_CODECS: [&str; 2] = ["h264", "hevc"];
+/// A probe that takes longer than this is a hostile or broken file.
+const PROBE_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// What a probe found.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+pub struct VideoFacts {
+    pub container: String,
+    pub codec: String,
+    pub width: u32,
+    pub height: u32,
+    pub duration_secs: f64,
+}
+
+/// Something that can tell whether an open file is a playable video.
+pub trait VideoProber {
+    /// The facts, or the rule the file breaks.
+    fn probe(&self, file: &File) -> Result<VideoFacts, String>;
+}
+
+/// The real prober: `kiosk-agent-capture probe-video` with the file as standard input.
+#[derive(Debug, Default)]
+pub struct HelperProber;
+
+impl VideoProber for HelperProber {
+    fn probe(&self, file: &File) -> Result<VideoFacts, String> {
+        let stdin = file.try_clone().map_err(|e| format!("cannot hand the video to the probe: {e}"))?;
+        let mut child = crate::helper::command()
+            .map_err(|e| format!("cannot be probed: {e:#}"))?
+            .arg("probe-video")
+            .stdin(Stdio::from(stdin))
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .map_err(|e| format!("cannot be probed: the capture helper did not start ({e})"))?;
+        let started = Instant::now();
+        let status = loop {
+            match child.try_wait() {
+                Ok(Some(status)) => break status,
+                Ok(None) if started.elapsed() < PROBE_TIMEOUT => std::thread::sleep(Duration::from_millis(10)),
+                _ => {
+                    let _ = child.kill();
+                    let _ = child.wait();
+                    return Err(format!("could not be probed within {} s", PROBE_TIMEOUT.as_secs()));
+                }
+            }
+        };
+        // The helper prints one short line; a full pipe cannot stall it before it exits.
+        let mut out = String::new();
+        let mut err = String::new();
+        let _ = child.stdout.take().map(|mut s| s.read_to_string(&mut out));
+        let _ = child.stderr.take().map(|mut s| s.read_to_string(&mut err));
+        if !status.success() {
+            let reason = err.trim().trim_start_matches("error: ").trim_start_matches("camera source ");
+            return Err(format!("is not a playable video: {}", reason.chars().take(200).collect::<String>()));
+        }
+        let facts: VideoFacts =
+            serde_json::from_str(out.trim()).map_err(|e| format!("probe gave an unreadable answer ({e})"))?;
+        check(&facts)?;
+        Ok(facts)
+    }
+}
+
+/// The rules a probed video must meet.
+pub fn check(facts: &VideoFacts) -> Result<(), String> {
+    if !facts.container.split(',').any(|n| n == "mp4" || n == "mov") {
+        return Err(format!("must be an MP4 container, not {}", facts.container));
+    }
+    if !ACCEPTED_CODECS.contains(&facts.codec.as_str()) {
+        return Err(format!("must hold an {} video stream, not {}", ACCEPTED_CODECS.join(" or "), facts.codec));
+    }
+    if facts.duration_secs.is_nan() || facts.duration_secs <= 0.0 {
+        return Err("must last longer than zero seconds".into());
+    }
+    Ok(())
+}
