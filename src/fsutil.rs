@@ -30,3 +30,57 @@ pub fn available_bytes(path: &Path) -> io::Result<u64> {
     let st = rustix::fs::statvfs(path).map_err(io::Error::from)?;
     Ok(st.f_bavail.saturating_mul(st.f_frsize))
 }
+
+/// Overwrites a regular file with zeros, syncs it, then unlinks it (and syncs its directory), so
+/// its bytes do not stay readable in the file's old blocks through this path. A symlink is
+/// removed, never followed. Missing files are not an error.
+pub fn shred_file(path: &Path) -> io::Result<()> {
+    use std::io::Write as _;
+    use std::os::unix::fs::OpenOptionsExt as _;
+    let file = std::fs::OpenOptions::new()
+        .write(true)
+        .custom_flags((rustix::fs::OFlags::NOFOLLOW | rustix::fs::OFlags::NONBLOCK).bits() as i32)
+        .open(path);
+    match file {
+        Ok(mut file) if file.metadata()?.is_file() => {
+            let len = file.metadata()?.len();
+            let zeros = vec![0u8; 64 * 1024];
+            let mut left = len;
+            while left > 0 {
+                let n = left.min(zeros.len() as u64) as usize;
+                file.write_all(&zeros[..n])?;
+                left -= n as u64;
+            }
+            file.sync_data()?;
+        }
+        Ok(_) => {}
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+        // A symlink (ELOOP under O_NOFOLLOW) or something not writable: just unlink it.
+        Err(_) => {}
+    }
+    match std::fs::remove_file(path) {
+        Ok(()) => {}
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(e),
+    }
+    sync_dir(path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new(".")))
+}
+
+/// [`shred_file`] for every file in `dir` (one level, as the spool has), then removes it.
+pub fn shred_dir(dir: &Path) -> io::Result<()> {
+    let entries = match std::fs::read_dir(dir) {
+        Ok(entries) => entries,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(e),
+    };
+    for entry in entries {
+        let entry = entry?;
+        if entry.file_type()?.is_dir() {
+            shred_dir(&entry.path())?;
+        } else {
+            shred_file(&entry.path())?;
+        }
+    }
+    std::fs::remove_dir(dir)?;
+    sync_dir(dir.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new(".")))
+}

@@ -208,11 +208,9 @@ impl Queue {
             tx.commit()?;
         }
         let path = self.document_path(doc_id);
-        match std::fs::remove_file(&path) {
-            Ok(()) => crate::fsutil::sync_dir(&self.documents_dir()).map_err(io_err(&path)),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-            Err(e) => Err(QueueError::Io { path, error: e }),
-        }
+        crate::fsutil::shred_file(&path).map_err(io_err(&path))?;
+        self.destroy_freed_data();
+        Ok(())
     }
 
     /// Marks documents deleted on the server (all of the enrollment's when `uid` is `None`).

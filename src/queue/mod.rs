@@ -135,6 +135,20 @@ impl Queue {
         };
         let mut conn = Connection::open(&db_path).map_err(damaged)?;
         conn.busy_timeout(Duration::from_secs(10)).map_err(damaged)?;
+        // Erased rows must not stay readable in freed pages, and freed pages must go back to the
+        // file system: secure_delete zeroes deleted content, incremental auto-vacuum lets an
+        // erase shrink the file. auto_vacuum only takes effect before the first table exists,
+        // or through a VACUUM for a database created before this setting (done once, here).
+        conn.pragma_update(None, "secure_delete", "ON").map_err(damaged)?;
+        let auto_vacuum: i64 = conn.query_row("PRAGMA auto_vacuum", [], |r| r.get(0)).map_err(damaged)?;
+        if auto_vacuum != 2 {
+            conn.pragma_update(None, "auto_vacuum", "INCREMENTAL").map_err(damaged)?;
+            let tables: i64 =
+                conn.query_row("SELECT count(*) FROM sqlite_master", [], |r| r.get(0)).map_err(damaged)?;
+            if tables > 0 {
+                conn.execute_batch("VACUUM").map_err(damaged)?;
+            }
+        }
         conn.pragma_update(None, "journal_mode", "WAL").map_err(damaged)?;
         conn.pragma_update(None, "synchronous", "FULL").map_err(damaged)?;
         conn.pragma_update(None, "foreign_keys", "ON").map_err(damaged)?;
@@ -286,16 +300,43 @@ impl Queue {
             )?;
             add_event(&conn, id, "erased", "local evidence erased; audit record kept")?;
         }
-        self.remove_spool(id)
+        self.remove_spool(id)?;
+        self.destroy_freed_data();
+        Ok(())
     }
 
+    /// Overwrites and removes the enrollment's spool files.
     fn remove_spool(&self, id: &str) -> Result<(), QueueError> {
         let dir = self.spool_dir(id);
-        match std::fs::remove_dir_all(&dir) {
-            Ok(()) => crate::fsutil::sync_dir(&self.dir.join("spool")).map_err(io_err(&dir)),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-            Err(e) => Err(QueueError::Io { path: dir, error: e }),
+        crate::fsutil::shred_dir(&dir).map_err(io_err(&dir))
+    }
+
+    /// After an erase: gives freed pages back to the file system and copies the WAL into the
+    /// database then truncates it, so the erased key and personal data survive neither in an
+    /// old WAL frame nor in a free page. Readers in other processes can delay the truncation;
+    /// it is retried briefly, and otherwise happens at the next erase.
+    pub(crate) fn destroy_freed_data(&self) {
+        let conn = self.conn();
+        // The pragma frees one page per step: it must be stepped to the end.
+        let vacuum = conn.prepare("PRAGMA incremental_vacuum").and_then(|mut stmt| {
+            let mut rows = stmt.query([])?;
+            while rows.next()?.is_some() {}
+            Ok(())
+        });
+        if let Err(e) = vacuum {
+            tracing::warn!("incremental vacuum after an erase failed: {e}");
         }
+        for attempt in 0..20 {
+            match conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |r| r.get::<_, i64>(0)) {
+                Ok(0) => return,
+                Ok(_) => std::thread::sleep(Duration::from_millis(10 * (attempt + 1))),
+                Err(e) => {
+                    tracing::warn!("checkpoint after an erase failed: {e}");
+                    return;
+                }
+            }
+        }
+        tracing::warn!("the WAL could not be truncated after an erase (another process is reading); it will be at the next erase");
     }
 
     /// Verifies every artifact of every pending enrollment: it must decrypt (AEAD, chunk by

@@ -455,6 +455,8 @@ impl Queue {
             }
             conn.execute("DELETE FROM enrollments WHERE id = ?1", [id])?;
         }
-        self.remove_spool(id)
+        self.remove_spool(id)?;
+        self.destroy_freed_data();
+        Ok(())
     }
 }

@@ -280,3 +280,79 @@ fn the_create_floor_is_fixed_by_the_first_create_and_unknown_on_an_empty_queue()
     let job2 = q.pending_jobs(&[], 10).unwrap().into_iter().find(|j| j.id == second).unwrap();
     assert_eq!(job2.create_floor, None);
 }
+
+fn contains(haystack: &[u8], needle: &[u8]) -> bool {
+    haystack.windows(needle.len()).any(|w| w == needle)
+}
+
+/// Which files under `dir` hold `needle`.
+fn files_holding(dir: &Path, needle: &[u8]) -> Vec<std::path::PathBuf> {
+    walk(dir).into_iter().filter(|p| contains(&std::fs::read(p).unwrap_or_default(), needle)).collect()
+}
+
+#[test]
+fn erasure_leaves_neither_the_key_nor_the_sealed_data_in_any_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let q = Queue::open(&storage(dir.path())).unwrap();
+    let kept = q.enqueue(&enrollment(dir.path(), 1000)).unwrap();
+    let id = q.enqueue(&enrollment(dir.path(), 70_000)).unwrap();
+    let sealed = |id: &str| -> (Vec<u8>, Vec<u8>) {
+        q.conn()
+            .query_row("SELECT wrapped_key, pii FROM enrollments WHERE id = ?1", [id], |r| Ok((r.get(0)?, r.get(1)?)))
+            .unwrap()
+    };
+    let (wrapped, pii) = sealed(&id);
+    let video = std::fs::read(data.join("spool").join(&id).join("video.enc")).unwrap();
+    let video_sample = &video[video.len() / 2..video.len() / 2 + 64];
+    // The search finds what is there: before the erase, in the database or its WAL.
+    assert!(!files_holding(&data, &wrapped).is_empty() && !files_holding(&data, &pii).is_empty());
+
+    q.erase_evidence(&id).unwrap();
+    for (what, needle) in [("wrapped key", &wrapped[..]), ("sealed personal data", &pii[..]), ("video", video_sample)] {
+        assert_eq!(files_holding(&data, needle), Vec::<std::path::PathBuf>::new(), "the erased {what} survives");
+    }
+    let wal = data.join("queue.db-wal");
+    assert_eq!(std::fs::metadata(&wal).map(|m| m.len()).unwrap_or(0), 0, "the WAL is truncated");
+    // The other enrollment is untouched, and the search would have found its key.
+    let (kept_key, _) = sealed(&kept);
+    assert!(!files_holding(&data, &kept_key).is_empty());
+    assert_eq!(q.load_pii(&kept).unwrap(), enrollment(dir.path(), 1000).pii);
+}
+
+#[test]
+fn the_database_shrinks_after_erasure() {
+    let dir = tempfile::tempdir().unwrap();
+    let q = Queue::open(&storage(dir.path())).unwrap();
+    let mut e = enrollment(dir.path(), 1000);
+    e.pii.acceptance.insert("description".into(), "x".repeat(60_000).into());
+    let ids: Vec<String> = (0..100).map(|_| q.enqueue(&e).unwrap()).collect();
+    let db = dir.path().join("data/queue.db");
+    q.destroy_freed_data();
+    let full = std::fs::metadata(&db).unwrap().len();
+    for id in &ids {
+        q.erase_evidence(id).unwrap();
+    }
+    let after = std::fs::metadata(&db).unwrap().len();
+    let free: i64 = q.conn().query_row("PRAGMA freelist_count", [], |r| r.get(0)).unwrap();
+    assert_eq!(free, 0, "no free pages are kept");
+    assert!(after * 4 < full, "the file shrank from {full} to {after} bytes");
+}
+
+#[test]
+fn a_database_made_before_auto_vacuum_is_converted_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = storage(dir.path());
+    let id = Queue::open(&s).unwrap().enqueue(&enrollment(dir.path(), 1000)).unwrap();
+    let db = s.data_dir.join("queue.db");
+    {
+        let conn = Connection::open(&db).unwrap();
+        conn.pragma_update(None, "journal_mode", "DELETE").unwrap();
+        conn.pragma_update(None, "auto_vacuum", "NONE").unwrap();
+        conn.execute_batch("VACUUM").unwrap();
+        assert_eq!(conn.query_row("PRAGMA auto_vacuum", [], |r| r.get::<_, i64>(0)).unwrap(), 0);
+    }
+    let q = Queue::open(&s).unwrap();
+    assert_eq!(q.conn().query_row("PRAGMA auto_vacuum", [], |r| r.get::<_, i64>(0)).unwrap(), 2);
+    assert_eq!(q.show(&id).unwrap().state, State::Queued, "nothing is lost in the conversion");
+}
