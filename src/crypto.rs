@@ -48,15 +48,23 @@ pub enum CryptoError {
         "master key {path} already exists; `key init` never replaces a key (the queued evidence is encrypted under it)"
     )]
     KeyExists { path: PathBuf },
+    #[error("master key: {0}")]
+    KeyUnsafe(String),
     #[error("decryption failed for {what}: wrong key or damaged data")]
     Decrypt { what: String },
     #[error(transparent)]
     Io(#[from] io::Error),
 }
 
-/// A 256-bit key. `Debug` never shows the bytes.
+/// A 256-bit key. `Debug` never shows the bytes, and they are wiped from memory on drop.
 #[derive(Clone)]
 pub struct SecretKey([u8; 32]);
+
+impl Drop for SecretKey {
+    fn drop(&mut self) {
+        zeroize::Zeroize::zeroize(&mut self.0);
+    }
+}
 
 impl std::fmt::Debug for SecretKey {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -140,7 +148,7 @@ pub fn load_master_key(key_file: &Path) -> Result<SecretKey, CryptoError> {
         }
         looked.push(path);
     }
-    match read_key(key_file) {
+    match read_private_key(key_file) {
         Err(CryptoError::KeyIo { error, .. }) if error.kind() == io::ErrorKind::NotFound => {
             looked.push(key_file.to_owned());
             Err(CryptoError::KeyMissing { looked })
@@ -170,14 +178,33 @@ impl SecretKey {
 }
 
 fn read_key(path: &Path) -> Result<SecretKey, CryptoError> {
-    let bytes = std::fs::read(path).map_err(|error| CryptoError::KeyIo { path: path.into(), error })?;
+    use zeroize::Zeroizing;
+    let bytes = Zeroizing::new(std::fs::read(path).map_err(|error| CryptoError::KeyIo { path: path.into(), error })?);
     let text = std::str::from_utf8(&bytes).map(str::trim).unwrap_or("");
-    let key: Option<[u8; 32]> = if text.len() == 64 {
-        hex::decode(text).ok().and_then(|v| v.try_into().ok())
+    let mut key = Zeroizing::new([0u8; 32]);
+    let ok = if text.len() == 64 {
+        hex::decode_to_slice(text, key.as_mut_slice()).is_ok()
+    } else if bytes.len() == 32 {
+        key.copy_from_slice(&bytes);
+        true
     } else {
-        bytes.clone().try_into().ok()
+        false
     };
-    key.map(SecretKey).ok_or_else(|| CryptoError::KeyFormat { path: path.into() })
+    if !ok {
+        return Err(CryptoError::KeyFormat { path: path.into() });
+    }
+    Ok(SecretKey(*key))
+}
+
+/// [`read_key`] for a key the operator provisioned: it must also be private to this user.
+/// (Keys from `$CREDENTIALS_DIRECTORY` are systemd's to protect.)
+fn read_private_key(path: &Path) -> Result<SecretKey, CryptoError> {
+    if let Err(rule) = crate::fsutil::check_private(path) {
+        if path.exists() {
+            return Err(CryptoError::KeyUnsafe(rule));
+        }
+    }
+    read_key(path)
 }
 
 fn generate_key_file(path: &Path) -> Result<SecretKey, CryptoError> {

@@ -2,9 +2,8 @@
 //!
 //! `KIOSK_AGENT_CRASH_AT=<name>` makes the process abort (no unwinding, no destructors, like
 //! `kill -9` or a power cut as far as our files are concerned) when it reaches that point.
-//! Unset, a crash point costs one environment lookup, cached on first use.
-
-use std::sync::OnceLock;
+//! Unset, a crash point costs one environment lookup, cached on first use. The hook exists only
+//! in builds with the `crash-points` feature (test builds); elsewhere a crash point is nothing.
 
 /// Environment variable naming the crash point to abort at.
 pub const CRASH_ENV: &str = "KIOSK_AGENT_CRASH_AT";
@@ -23,8 +22,9 @@ pub const CRASH_POINTS: &[&str] = &[
 ];
 
 /// Aborts the process if `KIOSK_AGENT_CRASH_AT` names `point`.
+#[cfg(feature = "crash-points")]
 pub fn crash_point(point: &'static str) {
-    static TARGET: OnceLock<Option<String>> = OnceLock::new();
+    static TARGET: std::sync::OnceLock<Option<String>> = std::sync::OnceLock::new();
     let target = TARGET.get_or_init(|| std::env::var(CRASH_ENV).ok());
     if target.as_deref() == Some(point) {
         debug_assert!(CRASH_POINTS.contains(&point), "crash point {point} is not listed in CRASH_POINTS");
@@ -32,3 +32,8 @@ pub fn crash_point(point: &'static str) {
         std::process::abort();
     }
 }
+
+/// Without the `crash-points` feature, crash points compile to nothing.
+#[cfg(not(feature = "crash-points"))]
+#[inline(always)]
+pub fn crash_point(_point: &'static str) {}

@@ -84,3 +84,29 @@ pub fn shred_dir(dir: &Path) -> io::Result<()> {
     std::fs::remove_dir(dir)?;
     sync_dir(dir.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new(".")))
 }
+
+/// A secret (key, password, token) must be readable by its owner only, and that owner must be
+/// the user running this process: anything else means another account could read or replace it.
+/// The error names the file and the fix.
+pub fn check_private(path: &Path) -> Result<(), String> {
+    use std::os::unix::fs::MetadataExt as _;
+    let meta = std::fs::metadata(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    let mode = meta.mode() & 0o777;
+    if mode & 0o077 != 0 {
+        return Err(format!(
+            "{} is readable by group or others (mode {mode:03o}); make it private: chmod 600 {}",
+            path.display(),
+            path.display()
+        ));
+    }
+    let me = rustix::process::geteuid().as_raw();
+    if meta.uid() != me {
+        return Err(format!(
+            "{} belongs to uid {}, not to this user (uid {me}); run kiosk-agent as its owner, or chown {me} {}",
+            path.display(),
+            meta.uid(),
+            path.display()
+        ));
+    }
+    Ok(())
+}

@@ -12,6 +12,7 @@
 //! - [`webhook`]  — the optional receiver of the Optimizer's status callbacks.
 //! - [`demo`]     — `kiosk-agent demo`: the whole job on embedded defaults.
 //! - [`cli`]      — the command-line interface (`main.rs` only maps its result to an exit code).
+//! - [`harden`]   — umask 077, no core dumps, not dumpable: applied first by every binary.
 //! - [`helper`]   — finding and running `kiosk-agent-capture`, the process that links FFmpeg.
 //! - [`faults`]   — named crash points for durability tests.
 //! - [`fsutil`]   — what "durable" means on disk: fsync of files and directories, free space.
@@ -30,6 +31,7 @@ pub mod demo;
 pub mod evidence;
 pub mod faults;
 pub mod fsutil;
+pub mod harden;
 pub mod helper;
 pub mod oneshot;
 pub mod queue;

@@ -2,6 +2,7 @@
 //! configuration, 3 when `sync --once` leaves work behind, 1 for anything else.
 
 pub mod capture_args;
+mod check_cmd;
 mod document_cmd;
 
 mod queue_cmd;
@@ -197,10 +198,12 @@ impl<E: Into<anyhow::Error>> From<E> for Failure {
                             | QueueError::WrongState { .. }
                             | QueueError::BadDocument { .. }
                             | QueueError::WrongKey { .. }
+                            | QueueError::ForeignDataDir { .. }
                             | QueueError::Crypto(
                                 crate::crypto::CryptoError::KeyMissing { .. }
                                     | crate::crypto::CryptoError::KeyExists { .. }
                                     | crate::crypto::CryptoError::KeyFormat { .. }
+                                    | crate::crypto::CryptoError::KeyUnsafe(_)
                             )
                     )
                 )
@@ -222,6 +225,7 @@ impl<E: Into<anyhow::Error>> From<E> for Failure {
 
 /// Parses the command line and runs the command.
 pub fn main() -> Result<ExitCode, Failure> {
+    crate::harden::apply();
     let cli = Cli::parse();
     init_logging(&cli.command);
     match cli.command {
@@ -347,6 +351,13 @@ fn check_config(path: Option<&Path>) -> Result<ExitCode, Failure> {
     let path = config_path(path)?;
     match config::load(path) {
         Ok(c) => {
+            let problems = check_cmd::environment_problems(&c);
+            if !problems.is_empty() {
+                for p in &problems {
+                    println!("{p}");
+                }
+                return Err(Failure::bad_input(anyhow::anyhow!("{}: {} problem(s)", path.display(), problems.len())));
+            }
             println!("{}: OK", path.display());
             println!("  One-Shot server  {} ({:?} layout)", c.oneshot.base_url, c.oneshot.layout);
             println!("  data directory   {}", c.storage.data_dir.display());

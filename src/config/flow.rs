@@ -4,7 +4,6 @@
 //! from the named path, which must not be readable by group or others.
 
 use std::fmt;
-use std::os::unix::fs::PermissionsExt as _;
 use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
@@ -81,7 +80,8 @@ pub struct SignatureConfig {
 }
 
 /// Reads a secret file: `$CREDENTIALS_DIRECTORY/<file name>` when the unit provides it, else
-/// `path` (resolved against the configuration's folder), which must be 0600 or stricter.
+/// `path` (resolved against the configuration's folder), which must be private to this user
+/// ([`crate::fsutil::check_private`]).
 pub fn read_secret(path: &Path, base_dir: &Path) -> Result<String, String> {
     if let (Some(dir), Some(name)) = (std::env::var_os("CREDENTIALS_DIRECTORY"), path.file_name()) {
         let candidate = Path::new(&dir).join(name);
@@ -90,14 +90,7 @@ pub fn read_secret(path: &Path, base_dir: &Path) -> Result<String, String> {
         }
     }
     let path = if path.is_absolute() { path.to_owned() } else { base_dir.join(path) };
-    let meta = std::fs::metadata(&path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
-    let mode = meta.permissions().mode() & 0o777;
-    if mode & 0o077 != 0 {
-        return Err(format!(
-            "{} is readable by group or others (mode {mode:03o}); make it 0600 (chmod 600)",
-            path.display()
-        ));
-    }
+    crate::fsutil::check_private(&path)?;
     read_nonempty(&path)
 }
 

@@ -268,21 +268,18 @@ pub fn validate(raw: RawConfig, base_dir: &Path) -> Result<Config, ConfigError> 
             problem("oneshot.env", format!("must be \"sandbox\" or \"prod\", not {env:?}"));
         }
     }
+    let has_password_file = o.billing_password_file.is_some();
     let billing_password = match o.billing_password_file.map(resolve) {
         None => None,
-        Some(path) => match std::fs::read_to_string(&path) {
-            Ok(s) if !s.trim().is_empty() => Some(s.trim_end_matches(['\r', '\n']).to_owned()),
-            Ok(_) => {
-                problem("oneshot.billing_password_file", format!("{} is empty", path.display()));
-                None
-            }
-            Err(e) => {
-                problem("oneshot.billing_password_file", format!("cannot read {}: {e}", path.display()));
+        Some(path) => match flow::read_secret(&path, base_dir) {
+            Ok(password) => Some(password),
+            Err(rule) => {
+                problem("oneshot.billing_password_file", rule);
                 None
             }
         },
     };
-    if billing_password.is_some() != o.billing_username.is_some() {
+    if has_password_file != o.billing_username.is_some() {
         problem("oneshot.billing_username", "billing_username and billing_password_file must be set together".into());
     }
     if let Some(url) = &o.webhook_url {

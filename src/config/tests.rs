@@ -163,6 +163,7 @@ fn every_problem_is_reported_at_once() {
 fn secrets_stay_out_of_debug_output() {
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("pw"), "hunter2\n").unwrap();
+    std::fs::set_permissions(dir.path().join("pw"), std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
     let text = MINIMAL.replace(
         "[oneshot]",
         "[oneshot]\nbilling_username = \"b@example.com\"\nbilling_password_file = \"pw\"\nheaders = { X-Api-Key = \"s3cr3t\" }",

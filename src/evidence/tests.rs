@@ -223,6 +223,7 @@ data_dir = "/tmp/x""#,
         &{
             let d = _dir.path().to_owned();
             std::fs::write(d.join("pw"), "s3cret\n").unwrap();
+            std::fs::set_permissions(d.join("pw"), std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
             d
         },
     )
@@ -283,8 +284,7 @@ fn images_leave_without_metadata() {
         c
     };
     let ihdr_end = 8 + 25;
-    let dirty =
-        [&png[..ihdr_end], &chunk(b"tEXt", secret), &chunk(b"eXIf", secret), &png[ihdr_end..], secret].concat();
+    let dirty = [&png[..ihdr_end], &chunk(b"tEXt", secret), &chunk(b"eXIf", secret), &png[ihdr_end..], secret].concat();
     let out = media::clean_image(&dirty, MediaKind::Png, "document_photo").unwrap();
     assert!(!out.bytes.windows(secret.len()).any(|w| w == secret), "metadata survived");
     assert_eq!(out.bytes, png, "a clean PNG is rewritten byte for byte");

@@ -33,6 +33,7 @@ pub use enqueue::SpaceError;
 pub use records::{ArtifactRecord, Event, Job, Summary};
 pub use state::State;
 
+use std::os::unix::fs::PermissionsExt as _;
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -77,6 +78,8 @@ pub enum QueueError {
     Damaged { id: String, detail: String },
     #[error("the master key in use (fingerprint {found}) is not the one the queue in {dir} was created with (fingerprint {expected}); nothing was changed. Provide the right key (the unit's LoadCredential= or storage.master_key_file)")]
     WrongKey { dir: PathBuf, expected: String, found: String },
+    #[error("the data directory {dir} belongs to uid {owner} (the daemon's user), not to this user (uid {me}); nothing was written. Run this command as that user (e.g. sudo -u '#{owner}' kiosk-agent …): files written by another user would be unreadable to the daemon")]
+    ForeignDataDir { dir: PathBuf, owner: u32, me: u32 },
     #[error("document {path}: {rule}")]
     BadDocument { path: PathBuf, rule: String },
     #[error("the queue database {path} is damaged ({detail}); it was left in place for inspection. Restore it from a backup, or move it aside to start with an empty queue; the encrypted spool beside it is untouched")]
@@ -113,7 +116,10 @@ impl Queue {
     /// loads or creates the master key.
     pub fn open(storage: &StorageConfig) -> Result<Queue, QueueError> {
         let dir = storage.data_dir.clone();
+        Self::check_owner(&dir)?;
         crate::fsutil::create_dir_all_durable(&dir.join("spool")).map_err(io_err(&dir))?;
+        // Private whatever umask made it (or an older version left it).
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700)).map_err(io_err(&dir))?;
         let master = crypto::load_master_key(&storage.master_key_file)?;
         let db_path = dir.join("queue.db");
         // Switching to WAL and migrating need the database to themselves; several processes
@@ -172,6 +178,19 @@ impl Queue {
         queue.remove_orphan_spool_dirs()?;
         queue.remove_orphan_documents()?;
         Ok(queue)
+    }
+
+    /// Refuses a data directory that belongs to another user: whatever this process wrote there
+    /// (0600, its own) the daemon could not read, and an enrollment would be lost to it.
+    fn check_owner(dir: &Path) -> Result<(), QueueError> {
+        use std::os::unix::fs::MetadataExt as _;
+        let me = rustix::process::geteuid().as_raw();
+        match std::fs::metadata(dir) {
+            Ok(meta) if meta.uid() != me => {
+                Err(QueueError::ForeignDataDir { dir: dir.to_owned(), owner: meta.uid(), me })
+            }
+            _ => Ok(()),
+        }
     }
 
     /// The data directory.
@@ -336,7 +355,9 @@ impl Queue {
                 }
             }
         }
-        tracing::warn!("the WAL could not be truncated after an erase (another process is reading); it will be at the next erase");
+        tracing::warn!(
+            "the WAL could not be truncated after an erase (another process is reading); it will be at the next erase"
+        );
     }
 
     /// Verifies every artifact of every pending enrollment: it must decrypt (AEAD, chunk by

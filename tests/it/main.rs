@@ -10,6 +10,7 @@ mod enroll;
 mod hostile;
 mod protocol;
 mod recovery;
+mod security;
 mod server;
 mod signing;
 mod sync;

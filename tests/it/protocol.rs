@@ -19,7 +19,9 @@ fn golden(generation: &str, name: &str) -> Value {
 
 /// Gives the agent billing credentials (user `billing@example.com`, this password in a file).
 fn with_billing(env: &Env, password: &str) {
-    std::fs::write(env.dir.path().join("billing"), format!("{password}\n")).unwrap();
+    let file = env.dir.path().join("billing");
+    std::fs::write(&file, format!("{password}\n")).unwrap();
+    std::fs::set_permissions(&file, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
     let text = std::fs::read_to_string(&env.config).unwrap().replace(
         "[oneshot]\n",
         "[oneshot]\nbilling_username = \"billing@example.com\"\nbilling_password_file = \"billing\"\n",

@@ -37,6 +37,7 @@ fn run(cli: Cli) -> Result<ExitCode, Failure> {
 }
 
 fn main() -> ExitCode {
+    kiosk_agent::harden::apply();
     let cli = Cli::parse();
     init_logging(&cli.command);
     match run(cli) {

@@ -1,0 +1,152 @@
+//! Secrets, permissions and process hardening.
+
+use std::os::unix::fs::{MetadataExt as _, PermissionsExt as _};
+use std::path::Path;
+use std::process::Stdio;
+use std::time::Duration;
+
+use crate::util::*;
+
+fn chmod(path: &Path, mode: u32) {
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).unwrap();
+}
+
+/// Gives `path` to another user, or `None` when this test run cannot (not root).
+fn give_away(path: &Path) -> Option<()> {
+    let ok = std::process::Command::new("chown").arg("12345").arg(path).stderr(Stdio::null()).status().ok()?;
+    ok.success().then_some(())
+}
+
+fn stderr(out: &std::process::Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+#[test]
+fn check_config_checks_the_key_and_the_data_directory() {
+    let env = Env::new(free_port());
+    let out = env.run(&["check-config"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+
+    let key = env.data_dir().join("master.key");
+    std::fs::write(&key, "0123456789abcdef").unwrap();
+    let out = env.run(&["check-config"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(2), "a 16-byte key is refused");
+    assert!(text.contains("storage.master_key_file") && text.contains("32 bytes"), "{text}");
+
+    // A data directory that is a file.
+    let env = Env::with_config(free_port(), "current", "");
+    let moved = env.dir.path().join("moved");
+    std::fs::rename(env.data_dir(), &moved).unwrap();
+    std::fs::write(env.data_dir(), "a file").unwrap();
+    std::fs::write(
+        &env.config,
+        std::fs::read_to_string(&env.config)
+            .unwrap()
+            .replace("[storage]\n", "[storage]\nmaster_key_file = \"moved/master.key\"\n"),
+    )
+    .unwrap();
+    let out = env.run(&["check-config"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(text.contains("storage.data_dir") && text.contains("not a directory"), "{text}");
+}
+
+#[test]
+fn secrets_readable_by_others_or_owned_by_another_user_are_refused() {
+    let env = Env::new(free_port());
+    let key = env.data_dir().join("master.key");
+    chmod(&key, 0o644);
+    for args in [&["queue", "list"][..], &["check-config"]] {
+        let out = env.run(args);
+        let all = format!("{}{}", stderr(&out), String::from_utf8_lossy(&out.stdout));
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {all}");
+        assert!(all.contains("master.key") && all.contains("chmod 600"), "{args:?}: {all}");
+    }
+    chmod(&key, 0o600);
+    assert!(env.run(&["queue", "list"]).status.success());
+
+    // The billing password file, named by the configuration.
+    let pw = env.dir.path().join("billing.pw");
+    std::fs::write(&pw, "s3cret\n").unwrap();
+    chmod(&pw, 0o640);
+    let text = std::fs::read_to_string(&env.config).unwrap().replace(
+        "[storage]\n",
+        "billing_username = \"b@example.com\"\nbilling_password_file = \"billing.pw\"\n[storage]\n",
+    );
+    std::fs::write(&env.config, text).unwrap();
+    let out = env.run(&["check-config"]);
+    let all = format!("{}{}", stderr(&out), String::from_utf8_lossy(&out.stdout));
+    assert_eq!(out.status.code(), Some(2), "{all}");
+    assert!(all.contains("oneshot.billing_password_file") && all.contains("chmod 600"), "{all}");
+    chmod(&pw, 0o600);
+    assert!(env.run(&["check-config"]).status.success());
+
+    if give_away(&key).is_none() {
+        println!("skipped: the key owned by another user (needs root to chown)");
+        return;
+    }
+    let out = env.run(&["queue", "list"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(stderr(&out).contains("belongs to uid 12345"), "{}", stderr(&out));
+}
+
+#[test]
+fn enroll_as_another_user_than_the_data_directorys_owner_fails_clearly() {
+    let env = Env::new(free_port());
+    let manifest = env.manifest("m", "", |_| {});
+    env.enroll(&manifest);
+    if give_away(&env.data_dir()).is_none() {
+        println!("skipped: a data directory of another user (needs root to chown)");
+        return;
+    }
+    let before = std::fs::read_dir(env.data_dir().join("spool")).unwrap().count();
+    let out = env.cmd().arg("enroll").arg(&manifest).output().unwrap();
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(stderr(&out).contains("belongs to uid 12345") && stderr(&out).contains("daemon"), "{}", stderr(&out));
+    assert_eq!(std::fs::read_dir(env.data_dir().join("spool")).unwrap().count(), before, "nothing was written");
+}
+
+/// Every file the agent writes is 0600 and every directory 0700, even under umask 000.
+#[test]
+fn the_data_directory_is_private_whatever_the_umask() {
+    let env = Env::new(free_port());
+    std::fs::remove_dir_all(env.data_dir()).unwrap();
+    let with_umask = |args: &[&str]| {
+        let mut cmd = std::process::Command::new("sh");
+        cmd.args(["-c", "umask 000; exec \"$@\"", "sh", BIN, "--config"]).arg(&env.config).args(args);
+        cmd.env_remove("CREDENTIALS_DIRECTORY").output().unwrap()
+    };
+    assert!(with_umask(&["key", "init"]).status.success());
+    let out = with_umask(&["enroll", env.manifest("m", "", |_| {}).to_str().unwrap()]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let mut seen = 0;
+    let mut stack = vec![env.data_dir()];
+    while let Some(dir) = stack.pop() {
+        assert_eq!(std::fs::metadata(&dir).unwrap().mode() & 0o777, 0o700, "{}", dir.display());
+        for entry in std::fs::read_dir(&dir).unwrap().flatten() {
+            let meta = entry.metadata().unwrap();
+            if meta.is_dir() {
+                stack.push(entry.path());
+            } else {
+                seen += 1;
+                assert_eq!(meta.mode() & 0o777, 0o600, "{}", entry.path().display());
+            }
+        }
+    }
+    assert!(seen >= 7, "the key, the database and the spool files were checked ({seen})");
+}
+
+#[test]
+fn the_daemon_never_dumps_core() {
+    let env = Env::new(free_port());
+    let mut child = env.cmd().arg("run").stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap();
+    // Once the wake socket exists the daemon is past start-up.
+    wait_for(Duration::from_secs(10), || env.data_dir().join("wake.sock").exists().then_some(()));
+    let limits = std::fs::read_to_string(format!("/proc/{}/limits", child.id())).unwrap();
+    let _ = child.kill();
+    let _ = child.wait();
+    let core = limits.lines().find(|l| l.starts_with("Max core file size")).unwrap();
+    let fields: Vec<&str> = core.split_whitespace().collect();
+    assert_eq!(&fields[4..6], ["0", "0"], "{core}");
+}
