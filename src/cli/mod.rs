@@ -133,6 +133,11 @@ pub enum Command {
         #[command(subcommand)]
         command: KeyCommand,
     },
+    /// The audit trail: `audit verify` checks its hash chain, `audit export` prints it.
+    Audit {
+        #[command(subcommand)]
+        command: AuditCommand,
+    },
     /// Validate the configuration and print every problem with its key.
     CheckConfig,
     /// List the cameras present and the configured camera roles.
@@ -168,6 +173,15 @@ pub enum KeyCommand {
         #[arg(long)]
         path: Option<PathBuf>,
     },
+}
+
+/// `kiosk-agent audit …`.
+#[derive(Debug, Subcommand)]
+pub enum AuditCommand {
+    /// Check the hash chain; exit 4 naming the first broken record.
+    Verify,
+    /// Write every record as JSON lines (to standard output).
+    Export,
 }
 
 /// A failure with the exit code it maps to.
@@ -227,6 +241,7 @@ impl<E: Into<anyhow::Error>> From<E> for Failure {
 pub fn main() -> Result<ExitCode, Failure> {
     crate::harden::apply();
     let cli = Cli::parse();
+    crate::queue::audit::set_actor(&command_name(&cli.command));
     init_logging(&cli.command);
     match cli.command {
         Command::Demo { camera, layout, full } => runtime()?
@@ -242,6 +257,7 @@ pub fn main() -> Result<ExitCode, Failure> {
             Ok(crate::helper::exec()?)
         }
         Command::CheckConfig => check_config(cli.config.as_deref()),
+        Command::Audit { command } => audit(&load_config(cli.config.as_deref())?, command),
         Command::Key { command: KeyCommand::Init { path } } => {
             let config = load_config(cli.config.as_deref())?;
             let path = &path.unwrap_or(config.storage.master_key_file);
@@ -327,6 +343,18 @@ pub fn init_logging(command: &Command) {
         .try_init();
 }
 
+/// The command as the audit trail names it, such as `queue retry`: the subcommands only, never
+/// arguments (they can name customers' files).
+fn command_name(command: &Command) -> String {
+    let word = |debug: String| debug.split([' ', '{', '(']).next().unwrap_or_default().to_lowercase();
+    match command {
+        Command::Queue { command } => format!("queue {}", word(format!("{command:?}"))),
+        Command::Request { command, .. } => format!("request {}", word(format!("{command:?}"))),
+        Command::Document { command, .. } => format!("document {}", word(format!("{command:?}"))),
+        other => word(format!("{other:?}")),
+    }
+}
+
 fn runtime() -> Result<tokio::runtime::Runtime, Failure> {
     Ok(tokio::runtime::Builder::new_multi_thread().enable_all().build().context("cannot start the async runtime")?)
 }
@@ -370,6 +398,32 @@ fn check_config(path: Option<&Path>) -> Result<ExitCode, Failure> {
             Err(Failure::bad_input(anyhow::anyhow!("{}: {} problem(s)", path.display(), problems.len())))
         }
         Err(e) => Err(e.into()),
+    }
+}
+
+fn audit(config: &Config, command: AuditCommand) -> Result<ExitCode, Failure> {
+    let queue = Queue::open(&config.storage)?;
+    match command {
+        AuditCommand::Verify => match queue.verify_audit()? {
+            Ok(n) => {
+                println!("audit trail: {n} records, chain intact");
+                Ok(ExitCode::SUCCESS)
+            }
+            Err(broken) => Err(Failure {
+                code: 4,
+                error: anyhow::anyhow!("audit trail broken at record {}: {}", broken.seq, broken.reason),
+            }),
+        },
+        AuditCommand::Export => {
+            use std::io::Write as _;
+            let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+            for record in queue.audit_records()? {
+                serde_json::to_writer(&mut out, &record).map_err(anyhow::Error::from)?;
+                writeln!(out).map_err(anyhow::Error::from)?;
+            }
+            out.flush().map_err(anyhow::Error::from)?;
+            Ok(ExitCode::SUCCESS)
+        }
     }
 }
 

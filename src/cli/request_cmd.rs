@@ -116,6 +116,14 @@ impl Flow {
         )))
     }
 
+    /// Records an operator's action on a request in the audit trail (the request pk is the
+    /// server's number, not personal data).
+    pub fn audit(&self, target: &Target, action: &str) -> Result<(), Failure> {
+        let enrollment = target.enrollment.as_ref().map(|e| e.id.as_str());
+        self.queue.audit(enrollment, &format!("{action}: request {}", target.ids.request_pk))?;
+        Ok(())
+    }
+
     pub fn rao(&self) -> Result<&RaoConfig, Failure> {
         self.config.rao.as_ref().ok_or_else(|| {
             Failure::bad_input(anyhow!(
@@ -174,6 +182,14 @@ pub async fn run(config: &Config, id: &str, command: RequestCommand) -> Result<E
     let target = resolve(&flow.queue, id)?;
     let pk = target.ids.request_pk.clone();
     let in_review = [RequestStatus::VideoReview, RequestStatus::Validated, RequestStatus::VideoIdValidated];
+    let action = match &command {
+        RequestCommand::Status => None,
+        RequestCommand::Approve => Some("approved"),
+        RequestCommand::Validate => Some("validated"),
+        RequestCommand::Refuse { .. } => Some("refused"),
+        RequestCommand::Cancel => Some("cancelled"),
+        RequestCommand::Video { .. } => Some("video downloaded"),
+    };
     match command {
         RequestCommand::Status => {
             let status = flow.status(&target).await?;
@@ -231,6 +247,9 @@ pub async fn run(config: &Config, id: &str, command: RequestCommand) -> Result<E
             println!("{}: {n} bytes", out.display());
         }
     }
+    if let Some(action) = action {
+        flow.audit(&target, action)?;
+    }
     Ok(ExitCode::SUCCESS)
 }
 
@@ -242,6 +261,7 @@ pub async fn otp(config: &Config, id: &str, whatsapp: bool) -> Result<ExitCode, 
     let wait = config.sync.otp_wait;
     flow.client.generate_otp(&target.ids, whatsapp, wait).await.map_err(|e| net(e, "generating the OTP", true))?;
     println!("request_pk {}: OTP sent by {}", target.ids.request_pk, if whatsapp { "WhatsApp" } else { "SMS" });
+    flow.audit(&target, "OTP sent")?;
     Ok(ExitCode::SUCCESS)
 }
 
@@ -274,5 +294,6 @@ pub async fn sign(config: &Config, id: &str, unlock: Unlock) -> Result<ExitCode,
         }
     }
     println!("request_pk {}: signed ({status})", target.ids.request_pk);
+    flow.audit(&target, "signed")?;
     Ok(ExitCode::SUCCESS)
 }

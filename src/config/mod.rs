@@ -146,6 +146,9 @@ pub struct StorageConfig {
     pub erase_after: EraseAfter,
     /// Where `document delete` backs documents up first (the brief: keep copies).
     pub document_backup_dir: PathBuf,
+    /// Evidence that has not reached review this long after it was queued (still pending, or
+    /// failed) is erased, with a warning and an audit record.
+    pub max_retention: Duration,
 }
 
 /// The `[evidence]` section, validated.
@@ -380,6 +383,7 @@ pub fn validate(raw: RawConfig, base_dir: &Path) -> Result<Config, ConfigError> 
     };
     let max_spool_bytes = positive("storage.max_spool_bytes", s.max_spool_bytes, 20 * 1024 * 1024 * 1024);
     let min_free_bytes = s.min_free_bytes.unwrap_or(1024 * 1024 * 1024);
+    let max_retention = Duration::from_secs(86_400 * positive("storage.max_retention_days", s.max_retention_days, 30));
 
     let y = raw.sync.unwrap_or_default();
     let concurrency = match y.concurrency {
@@ -485,6 +489,7 @@ pub fn validate(raw: RawConfig, base_dir: &Path) -> Result<Config, ConfigError> 
             max_spool_bytes,
             min_free_bytes,
             erase_after,
+            max_retention,
         },
         evidence,
         sync: SyncConfig {

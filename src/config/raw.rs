@@ -71,6 +71,7 @@ pub struct RawStorage {
     pub min_free_bytes: Option<u64>,
     pub erase_after: Option<String>,
     pub document_backup_dir: Option<PathBuf>,
+    pub max_retention_days: Option<u64>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -21,6 +21,7 @@
 //! * **Schema versioning.** Append-only migrations in `schema`, tracked by `PRAGMA user_version`
 //!   and applied in one transaction; applying them again is a no-op.
 
+pub mod audit;
 mod documents;
 mod enqueue;
 mod follow;
@@ -141,6 +142,7 @@ impl Queue {
         };
         let mut conn = Connection::open(&db_path).map_err(damaged)?;
         conn.busy_timeout(Duration::from_secs(10)).map_err(damaged)?;
+        audit::register(&conn).map_err(damaged)?;
         // Erased rows must not stay readable in freed pages, and freed pages must go back to the
         // file system: secure_delete zeroes deleted content, incremental auto-vacuum lets an
         // erase shrink the file. auto_vacuum only takes effect before the first table exists,
@@ -457,12 +459,14 @@ pub(crate) fn artifact_aad(id: &str, name: &str) -> String {
     format!("{id}/{name}")
 }
 
+/// Adds to an enrollment's history and, with the kind only (the detail may quote a server's
+/// answer), to the audit trail; callers pass their transaction, so both land with the change.
 pub(crate) fn add_event(conn: &Connection, id: &str, kind: &str, detail: &str) -> rusqlite::Result<()> {
     conn.execute(
         "INSERT INTO events (enrollment_id, at, kind, detail) VALUES (?1, ?2, ?3, ?4)",
         params![id, now_ms(), kind, detail],
     )?;
-    Ok(())
+    audit::append(conn, Some(id), kind)
 }
 
 #[cfg(test)]

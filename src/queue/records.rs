@@ -454,9 +454,57 @@ impl Queue {
                 });
             }
             conn.execute("DELETE FROM enrollments WHERE id = ?1", [id])?;
+            super::audit::append(&conn, Some(id), if force { "purged (forced)" } else { "purged" })?;
         }
         self.remove_spool(id)?;
         self.destroy_freed_data();
         Ok(())
+    }
+}
+
+impl Queue {
+    /// Erases the evidence of every enrollment queued longer than `storage.max_retention` ago
+    /// that never reached review (still pending, failed or cancelled), except those in `skip`
+    /// (being sent right now). A pending one is marked failed, naming the policy. Returns the
+    /// ids erased; each gets a WARN and an audit record.
+    pub fn expire_retained(&self, skip: &[String]) -> Result<Vec<String>, QueueError> {
+        let max = self.storage.max_retention;
+        let cutoff = now_ms() - max.as_millis() as i64;
+        let days = max.as_secs() / 86_400;
+        let candidates: Vec<(String, String)> = {
+            let conn = self.conn();
+            let mut stmt = conn.prepare(
+                "SELECT id, state FROM enrollments
+                 WHERE erased_at IS NULL AND review_since IS NULL AND created_at < ?1 ORDER BY created_at",
+            )?;
+            let rows = stmt.query_map([cutoff], |r| Ok((r.get(0)?, r.get(1)?)))?;
+            rows.collect::<Result<_, _>>()?
+        };
+        let mut erased = Vec::new();
+        for (id, state) in candidates.into_iter().filter(|(id, _)| !skip.contains(id)) {
+            let reason = format!("retention: evidence erased {days} days after it was queued without reaching review");
+            {
+                let mut conn = self.conn();
+                let tx = conn.transaction()?;
+                let pending = state.parse::<State>().is_ok_and(State::is_pending);
+                tx.execute(
+                    "UPDATE enrollments SET pii = NULL, wrapped_key = NULL, erased_at = ?2, updated_at = ?2,
+                        failed_from = CASE WHEN ?3 THEN state ELSE failed_from END,
+                        state = CASE WHEN ?3 THEN 'failed' ELSE state END,
+                        last_error = CASE WHEN ?3 THEN ?4 ELSE last_error END
+                     WHERE id = ?1 AND erased_at IS NULL",
+                    params![id, now_ms(), pending, reason],
+                )?;
+                super::add_event(&tx, &id, "retention_erased", &reason)?;
+                tx.commit()?;
+            }
+            self.remove_spool(&id)?;
+            tracing::warn!(enrollment = %id, %state, "{reason}");
+            erased.push(id);
+        }
+        if !erased.is_empty() {
+            self.destroy_freed_data();
+        }
+        Ok(erased)
     }
 }

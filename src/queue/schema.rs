@@ -78,6 +78,22 @@ const MIGRATIONS: &[&str] = &[
     // 6: facts about the queue itself, such as the fingerprint of the master key it was
     // created with (a different key is refused at start instead of failing every enrollment).
     "CREATE TABLE meta (name TEXT PRIMARY KEY, value TEXT NOT NULL);",
+    // 7: the audit trail (see `audit.rs`): append-only, hash-chained, no personal data. It has
+    // no foreign key: it outlives the enrollments it describes.
+    "CREATE TABLE audit (
+        seq           INTEGER PRIMARY KEY,
+        at            INTEGER NOT NULL,
+        uid           INTEGER NOT NULL,
+        command       TEXT NOT NULL,
+        enrollment_id TEXT,
+        kind          TEXT NOT NULL,
+        prev_hash     TEXT NOT NULL,
+        hash          TEXT NOT NULL
+    );
+    CREATE TRIGGER audit_no_update BEFORE UPDATE ON audit
+        BEGIN SELECT RAISE(ABORT, 'the audit trail is append-only'); END;
+    CREATE TRIGGER audit_no_delete BEFORE DELETE ON audit
+        BEGIN SELECT RAISE(ABORT, 'the audit trail is append-only'); END;",
 ];
 
 /// Brings the schema to the latest version inside one transaction.

@@ -18,6 +18,7 @@ fn storage(dir: &Path) -> StorageConfig {
         min_free_bytes: 0,
         erase_after: EraseAfter::InReview,
         document_backup_dir: dir.join("backup"),
+        max_retention: std::time::Duration::from_secs(30 * 86_400),
     }
 }
 
@@ -355,4 +356,69 @@ fn a_database_made_before_auto_vacuum_is_converted_once() {
     let q = Queue::open(&s).unwrap();
     assert_eq!(q.conn().query_row("PRAGMA auto_vacuum", [], |r| r.get::<_, i64>(0)).unwrap(), 2);
     assert_eq!(q.show(&id).unwrap().state, State::Queued, "nothing is lost in the conversion");
+}
+
+#[test]
+fn retention_erases_what_never_reached_review_and_audits_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let q = Queue::open(&storage(dir.path())).unwrap();
+    let old_pending = q.enqueue(&enrollment(dir.path(), 1000)).unwrap();
+    let old_reviewed = q.enqueue(&enrollment(dir.path(), 1000)).unwrap();
+    let old_busy = q.enqueue(&enrollment(dir.path(), 1000)).unwrap();
+    let fresh = q.enqueue(&enrollment(dir.path(), 1000)).unwrap();
+    let forty_days_ago = now_ms() - 40 * 86_400_000;
+    for id in [&old_pending, &old_reviewed, &old_busy] {
+        q.conn().execute("UPDATE enrollments SET created_at = ?2 WHERE id = ?1", params![id, forty_days_ago]).unwrap();
+    }
+    q.conn()
+        .execute("UPDATE enrollments SET review_since = ?2 WHERE id = ?1", params![old_reviewed, now_ms()])
+        .unwrap();
+
+    let erased = q.expire_retained(std::slice::from_ref(&old_busy)).unwrap();
+    assert_eq!(
+        erased,
+        [old_pending.clone()],
+        "only the old enrollment that never reached review, and is not being sent"
+    );
+    let s = q.show(&old_pending).unwrap();
+    assert!(s.erased);
+    assert_eq!(s.state, State::Failed);
+    assert!(s.last_error.unwrap().contains("retention: evidence erased 30 days"));
+    assert!(!dir.path().join("data/spool").join(&old_pending).exists());
+    for kept in [&old_reviewed, &old_busy, &fresh] {
+        assert!(!q.show(kept).unwrap().erased, "{kept} is kept");
+    }
+    let audit = q.audit_records().unwrap();
+    assert!(audit
+        .iter()
+        .any(|r| r.kind == "retention_erased" && r.enrollment.as_deref() == Some(old_pending.as_str())));
+    assert!(matches!(q.retry(&old_pending), Err(QueueError::WrongState { .. })), "nothing to re-send");
+    assert_eq!(q.expire_retained(&[]).unwrap(), [old_busy], "the next pass takes the one that was busy");
+}
+
+#[test]
+fn the_audit_chain_detects_edits_and_removals() {
+    let dir = tempfile::tempdir().unwrap();
+    let q = Queue::open(&storage(dir.path())).unwrap();
+    let id = q.enqueue(&enrollment(dir.path(), 1000)).unwrap();
+    q.advance(&id, State::Queued, State::Creating, "t").unwrap();
+    q.record_created(&id, "45836", Some("137")).unwrap();
+    q.erase_evidence(&id).unwrap();
+    let n = q.verify_audit().unwrap().unwrap();
+    assert!(n >= 4, "{n} records");
+    // The trail holds kinds and ids, never personal data.
+    let text = serde_json::to_string(&q.audit_records().unwrap()).unwrap();
+    for personal in ["ana@example.com", "+34699999999", "Ana", "García"] {
+        assert!(!text.contains(personal), "{personal} in {text}");
+    }
+    // The triggers refuse edits; an attacker who drops them is caught by the chain.
+    assert!(q.conn().execute("UPDATE audit SET kind = 'x' WHERE seq = 2", []).is_err());
+    assert!(q.conn().execute("DELETE FROM audit WHERE seq = 2", []).is_err());
+    q.conn().execute_batch("DROP TRIGGER audit_no_update; DROP TRIGGER audit_no_delete;").unwrap();
+    q.conn().execute("UPDATE audit SET kind = 'nothing happened' WHERE seq = 3", []).unwrap();
+    let broken = q.verify_audit().unwrap().unwrap_err();
+    assert_eq!((broken.seq, broken.reason), (3, "its content was changed"));
+    q.conn().execute("DELETE FROM audit WHERE seq = 3", []).unwrap();
+    let broken = q.verify_audit().unwrap().unwrap_err();
+    assert_eq!((broken.seq, broken.reason), (4, "records before it are missing"));
 }

@@ -51,6 +51,8 @@ use crate::queue::{Queue, QueueError};
 pub const SAFETY_POLL: Duration = Duration::from_secs(60);
 /// How long in-flight steps may run on after a shutdown request before they are aborted.
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
+/// How often the retention policy (`storage.max_retention_days`) is applied.
+const RETENTION_CHECK_EVERY: Duration = Duration::from_secs(3600);
 
 /// Whether the worker exits once nothing is ready, or keeps running until shut down.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -183,6 +185,9 @@ impl Worker {
         let mut bookkeeping_due: Option<Instant> = Some(Instant::now());
         // A dropped shutdown sender means nobody can ask us to stop; its branch goes quiet.
         let mut shutdown_open = true;
+        // The retention policy is checked at start and then hourly (at the next wake-up), online
+        // or not: a kiosk offline for weeks must still erase what it may no longer keep.
+        let mut retention_due = Instant::now();
         loop {
             self.wakeups.fetch_add(1, Ordering::Relaxed);
             let stopping = *shutdown.borrow();
@@ -190,6 +195,11 @@ impl Worker {
                 abort_at = Some(Instant::now() + SHUTDOWN_GRACE);
             }
             let now = Instant::now();
+            if !stopping && retention_due <= now {
+                retention_due = now + RETENTION_CHECK_EVERY;
+                let skip: Vec<String> = inflight_ids.values().cloned().collect();
+                blocking(&self.queue, move |q| q.expire_retained(&skip)).await?;
+            }
             if !stopping && !offline && probe.is_none() && inflight_ids.len() < concurrency {
                 not_before.retain(|_, (t, _)| *t > now);
                 let mut skip: Vec<String> = inflight_ids.values().cloned().collect();

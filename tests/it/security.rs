@@ -150,3 +150,48 @@ fn the_daemon_never_dumps_core() {
     let fields: Vec<&str> = core.split_whitespace().collect();
     assert_eq!(&fields[4..6], ["0", "0"], "{core}");
 }
+
+#[test]
+fn the_audit_trail_names_who_did_what_and_verify_finds_tampering() {
+    let env = Env::new(free_port());
+    let id = env.enroll(&env.manifest("m", "", |_| {}));
+    let out = env.run(&["queue", "purge", &id, "--force"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let out = env.run(&["audit", "export"]);
+    assert!(out.status.success());
+    let records: Vec<serde_json::Value> =
+        String::from_utf8(out.stdout).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let uid = std::fs::metadata(env.data_dir()).unwrap().uid();
+    let find =
+        |kind: &str| records.iter().find(|r| r["kind"] == kind).unwrap_or_else(|| panic!("no {kind} in {records:?}"));
+    assert_eq!((&find("queued")["command"], &find("queued")["uid"]), (&"enroll".into(), &uid.into()));
+    assert_eq!(find("purged (forced)")["command"], "queue purge");
+    assert_eq!(find("purged (forced)")["enrollment"], id.as_str());
+    let out = env.run(&["audit", "verify"]);
+    assert!(out.status.success() && String::from_utf8_lossy(&out.stdout).contains("chain intact"));
+
+    let conn = rusqlite::Connection::open(env.data_dir().join("queue.db")).unwrap();
+    conn.execute_batch("DROP TRIGGER audit_no_update; UPDATE audit SET uid = 4242 WHERE seq = 1;").unwrap();
+    drop(conn);
+    let out = env.run(&["audit", "verify"]);
+    assert_eq!(out.status.code(), Some(4));
+    assert!(stderr(&out).contains("broken at record 1"), "{}", stderr(&out));
+}
+
+#[test]
+fn evidence_past_the_retention_period_is_erased_even_offline() {
+    let env = Env::with_config(free_port(), "current", "");
+    let id = env.enroll(&env.manifest("m", "", |_| {}));
+    let conn = rusqlite::Connection::open(env.data_dir().join("queue.db")).unwrap();
+    conn.execute("UPDATE enrollments SET created_at = created_at - 31 * 86400000", []).unwrap();
+    drop(conn);
+    // Nothing listens on the configured port: the server is unreachable.
+    let out = env.run(&["sync", "--once"]);
+    assert!(stderr(&out).contains("WARN") && stderr(&out).contains("retention"), "{}", stderr(&out));
+    let shown = env.show(&id);
+    assert_eq!(shown["state"], "failed", "{shown}");
+    assert_eq!(shown["erased"], true);
+    assert!(!env.data_dir().join("spool").join(&id).exists());
+    let out = env.run(&["audit", "export"]);
+    assert!(String::from_utf8_lossy(&out.stdout).contains("retention_erased"));
+}
