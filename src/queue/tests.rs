@@ -377,7 +377,7 @@ fn retention_erases_what_never_reached_review_and_audits_it() {
     let erased = q.expire_retained(std::slice::from_ref(&old_busy)).unwrap();
     assert_eq!(
         erased,
-        [old_pending.clone()],
+        std::slice::from_ref(&old_pending),
         "only the old enrollment that never reached review, and is not being sent"
     );
     let s = q.show(&old_pending).unwrap();
