@@ -5,6 +5,7 @@
 //! - [`config`]   — TOML configuration: read → parse → validate into typed values.
 //! - [`evidence`] — the enrollment manifest, its validation, the exact One-Shot JSON bodies.
 //! - [`crypto`]   — master key, per-enrollment data keys, AEAD blobs and streamed artifact files.
+//! - [`device_key`] — the per-device Ed25519 key that signs each enrollment's capture manifest.
 //! - [`queue`]    — the durable, encrypted SQLite queue and the local state machine.
 //! - [`oneshot`]  — the typed One-Shot HTTP client and its retryable/permanent error split.
 //! - [`sync`]     — the worker that moves enrollments through the API, with backoff, follows
@@ -28,6 +29,7 @@ pub mod cli;
 pub mod config;
 pub mod crypto;
 pub mod demo;
+pub mod device_key;
 pub mod evidence;
 pub mod faults;
 pub mod fsutil;

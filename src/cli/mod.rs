@@ -213,6 +213,7 @@ impl<E: Into<anyhow::Error>> From<E> for Failure {
                             | QueueError::BadDocument { .. }
                             | QueueError::WrongKey { .. }
                             | QueueError::ForeignDataDir { .. }
+                            | QueueError::DeviceKey(_)
                             | QueueError::Crypto(
                                 crate::crypto::CryptoError::KeyMissing { .. }
                                     | crate::crypto::CryptoError::KeyExists { .. }
@@ -260,14 +261,7 @@ pub fn main() -> Result<ExitCode, Failure> {
         Command::Audit { command } => audit(&load_config(cli.config.as_deref())?, command),
         Command::Key { command: KeyCommand::Init { path } } => {
             let config = load_config(cli.config.as_deref())?;
-            let path = &path.unwrap_or(config.storage.master_key_file);
-            let key = crate::crypto::create_master_key(path).map_err(|e| Failure::from(QueueError::from(e)))?;
-            println!(
-                "master key created: {} (fingerprint {}); back it up: without it the queue cannot be read",
-                path.display(),
-                key.fingerprint()
-            );
-            Ok(ExitCode::SUCCESS)
+            key_init(path.as_deref().unwrap_or(&config.storage.master_key_file), &config.storage.device_key_file)
         }
         Command::Sandbox { listen, require_header, faults, billing, control_token, otp_interval, webhook } => {
             if !(otp_interval.is_finite() && otp_interval >= 0.0) {
@@ -399,6 +393,41 @@ fn check_config(path: Option<&Path>) -> Result<ExitCode, Failure> {
         }
         Err(e) => Err(e.into()),
     }
+}
+
+/// `key init`: creates whichever of the master key and the device signing key is missing;
+/// an existing key is never replaced, so it fails only when both exist.
+fn key_init(master: &Path, device: &Path) -> Result<ExitCode, Failure> {
+    let mut created = 0;
+    if master.exists() {
+        println!("master key exists: {} (kept)", master.display());
+    } else {
+        let key = crate::crypto::create_master_key(master).map_err(|e| Failure::from(QueueError::from(e)))?;
+        println!(
+            "master key created: {} (fingerprint {}); back it up: without it the queue cannot be read",
+            master.display(),
+            key.fingerprint()
+        );
+        created += 1;
+    }
+    if device.exists() {
+        println!("device key exists: {} (kept)", device.display());
+    } else {
+        let key = crate::device_key::create(device).map_err(Failure::bad_input)?;
+        println!(
+            "device key created: {} (device {}, public key {})",
+            device.display(),
+            key.device_id(),
+            key.public_key_hex()
+        );
+        created += 1;
+    }
+    if created == 0 {
+        return Err(Failure::bad_input(anyhow::anyhow!(
+            "both keys already exist; `key init` never replaces a key (the queued evidence is encrypted under it)"
+        )));
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 fn audit(config: &Config, command: AuditCommand) -> Result<ExitCode, Failure> {

@@ -115,6 +115,14 @@ fn print_detail(s: &Summary) {
     for a in s.artifacts.iter().flatten() {
         println!("  {:<16} {:<5} {:>10} bytes  sha256 {}", a.name, a.kind, a.size, a.sha256);
     }
+    if let Some(m) = &s.capture_manifest {
+        let valid = m["signature_valid"].as_bool() == Some(true);
+        println!(
+            "capture        manifest signed by device {} ({})",
+            m["manifest"]["device_id"].as_str().unwrap_or("?"),
+            if valid { "signature valid" } else { "SIGNATURE INVALID: the manifest was changed" }
+        );
+    }
     println!("history");
     for e in s.history.iter().flatten() {
         println!("  {}  {:<16} {}", e.at, e.kind, e.detail);

@@ -141,6 +141,8 @@ pub struct StorageConfig {
     pub data_dir: PathBuf,
     /// Where the master key lives when `$CREDENTIALS_DIRECTORY` does not provide one.
     pub master_key_file: PathBuf,
+    /// Where the device signing key lives (same rule).
+    pub device_key_file: PathBuf,
     pub max_spool_bytes: u64,
     pub min_free_bytes: u64,
     pub erase_after: EraseAfter,
@@ -156,11 +158,13 @@ pub struct StorageConfig {
 pub struct EvidenceLimits {
     pub max_image_bytes: u64,
     pub max_video_bytes: u64,
+    /// Send the signed capture manifest inside `acceptance` (which the API lets us extend).
+    pub send_manifest: bool,
 }
 
 impl Default for EvidenceLimits {
     fn default() -> Self {
-        EvidenceLimits { max_image_bytes: 10 * 1024 * 1024, max_video_bytes: 512 * 1024 * 1024 }
+        EvidenceLimits { max_image_bytes: 10 * 1024 * 1024, max_video_bytes: 512 * 1024 * 1024, send_manifest: false }
     }
 }
 
@@ -357,6 +361,7 @@ pub fn validate(raw: RawConfig, base_dir: &Path) -> Result<Config, ConfigError> 
         }
     };
     let master_key_file = s.master_key_file.map(resolve).unwrap_or_else(|| data_dir.join("master.key"));
+    let device_key_file = s.device_key_file.map(resolve).unwrap_or_else(|| data_dir.join("device.key"));
     let erase_after = match s.erase_after.as_deref() {
         None | Some("in_review") => EraseAfter::InReview,
         Some("approved") => EraseAfter::Approved,
@@ -380,6 +385,7 @@ pub fn validate(raw: RawConfig, base_dir: &Path) -> Result<Config, ConfigError> 
     let evidence = EvidenceLimits {
         max_image_bytes: positive("evidence.max_image_bytes", e.max_image_bytes, defaults.max_image_bytes),
         max_video_bytes: positive("evidence.max_video_bytes", e.max_video_bytes, defaults.max_video_bytes),
+        send_manifest: e.send_manifest.unwrap_or(false),
     };
     let max_spool_bytes = positive("storage.max_spool_bytes", s.max_spool_bytes, 20 * 1024 * 1024 * 1024);
     let min_free_bytes = s.min_free_bytes.unwrap_or(1024 * 1024 * 1024);
@@ -486,6 +492,7 @@ pub fn validate(raw: RawConfig, base_dir: &Path) -> Result<Config, ConfigError> 
             document_backup_dir: s.document_backup_dir.map(resolve).unwrap_or_else(|| data_dir.join("document-backup")),
             data_dir,
             master_key_file,
+            device_key_file,
             max_spool_bytes,
             min_free_bytes,
             erase_after,

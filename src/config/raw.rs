@@ -72,6 +72,7 @@ pub struct RawStorage {
     pub erase_after: Option<String>,
     pub document_backup_dir: Option<PathBuf>,
     pub max_retention_days: Option<u64>,
+    pub device_key_file: Option<PathBuf>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -79,6 +80,7 @@ pub struct RawStorage {
 pub struct RawEvidence {
     pub max_image_bytes: Option<u64>,
     pub max_video_bytes: Option<u64>,
+    pub send_manifest: Option<bool>,
 }
 
 #[derive(Debug, Default, Deserialize)]

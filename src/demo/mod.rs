@@ -78,6 +78,12 @@ pub async fn run(out: &mut impl Write, camera: Option<&str>, generation: Generat
     out.write_all(&capture_evidence(&samples, camera).await?)?;
     writeln!(out)?;
 
+    // The helper's capture metadata joins the manifest, for the signed capture manifest.
+    if let Ok(capture) = std::fs::read(samples.join("capture.json")) {
+        let mut manifest: serde_json::Value = serde_json::from_slice(MANIFEST)?;
+        manifest["capture"] = serde_json::from_slice(&capture)?;
+        std::fs::write(samples.join("manifest.json"), serde_json::to_vec_pretty(&manifest)?)?;
+    }
     let t = Instant::now();
     let enrollment = validate_manifest(
         &samples.join("manifest.json"),
@@ -91,6 +97,7 @@ pub async fn run(out: &mut impl Write, camera: Option<&str>, generation: Generat
     let (queue, id) = tokio::task::spawn_blocking(move || -> anyhow::Result<_> {
         // The demo's own temporary queue gets its own key, on purpose.
         crate::crypto::create_master_key(&storage.master_key_file)?;
+        crate::device_key::create(&storage.device_key_file)?;
         let queue = Queue::open(&storage)?;
         let id = queue.enqueue(&enrollment)?;
         Ok((queue, id))
@@ -164,6 +171,16 @@ pub async fn run(out: &mut impl Write, camera: Option<&str>, generation: Generat
         artifacts.iter().map(|a| a.size).sum::<u64>(),
         server.evidences_uploads,
         server.video_uploads
+    )?;
+    let manifest = queue.show(&id)?.capture_manifest.context("no capture manifest")?;
+    if manifest["signature_valid"] != true {
+        bail!("the capture manifest's signature does not verify");
+    }
+    writeln!(
+        out,
+        "  manifest    {} artifacts with capture metadata, signed by device {} (Ed25519, valid)",
+        manifest["manifest"]["artifacts"].as_array().map_or(0, Vec::len),
+        manifest["manifest"]["device_id"].as_str().unwrap_or("?")
     )?;
     writeln!(
         out,

@@ -17,8 +17,10 @@ use crate::config::EvidenceLimits;
 pub const IMAGE_NAMES: [&str; 4] = ["document_front", "document_rear", "document_photo", "document_owner"];
 /// Image slots that must be present. A passport has no rear side, so `document_rear` is optional.
 const REQUIRED_IMAGES: [&str; 3] = ["document_front", "document_photo", "document_owner"];
-const TOP_LEVEL_KEYS: [&str; 7] =
-    ["customer", "acceptance", "ocr_data", "security_checks", "similarity_level", "images", "video"];
+const TOP_LEVEL_KEYS: [&str; 8] =
+    ["customer", "acceptance", "ocr_data", "security_checks", "similarity_level", "images", "video", "capture"];
+/// What `capture` may describe: each image slot and the video.
+const CAPTURED: [&str; 5] = ["document_front", "document_rear", "document_photo", "document_owner", "video"];
 const DOCUMENT_TYPES: [&str; 4] = ["IDC", "PAS", "PNO", "TIN"];
 /// The security checks the API documents; each must be a boolean. Others pass through as given.
 const KNOWN_CHECKS: [&str; 7] = [
@@ -65,6 +67,9 @@ pub struct ArtifactSource {
     /// Bytes that will be queued.
     pub size: u64,
     pub content: Content,
+    /// What decoding found: an image's width and height, the video's container, codec, size
+    /// and duration (recorded in the capture manifest).
+    pub media: Value,
 }
 
 impl ArtifactSource {
@@ -101,6 +106,9 @@ pub struct Enrollment {
     pub pii: Pii,
     pub images: Vec<ArtifactSource>,
     pub video: ArtifactSource,
+    /// The kiosk's capture metadata per artifact (camera, mode, timestamps, quality scores and
+    /// verdicts), as given; it goes into the signed capture manifest, never to the API as such.
+    pub capture: Map<String, Value>,
 }
 
 /// Reads and validates the manifest at `path`; artifact paths are relative to its directory.
@@ -186,7 +194,7 @@ impl Checker<'_> {
         let name = field.rsplit('.').next().unwrap_or(field).to_owned();
         let result = if video { self.video(&mut file, size) } else { image(&mut file, limit, &name) };
         match result {
-            Ok((kind, content, size)) => Some(ArtifactSource { name, kind, size, content }),
+            Ok((kind, content, size, media)) => Some(ArtifactSource { name, kind, size, content, media }),
             Err(rule) => {
                 self.fail(field, rule);
                 None
@@ -194,20 +202,24 @@ impl Checker<'_> {
         }
     }
 
-    fn video(&self, file: &mut File, size: u64) -> Result<(MediaKind, Content, u64), String> {
+    fn video(&self, file: &mut File, size: u64) -> Result<(MediaKind, Content, u64, Value), String> {
         let sniffed = sniff_video(file).map_err(|e| format!("cannot be read: {e}"))?;
         let Some(kind) = sniffed else {
             return Err("must be an MP4 file (ISO-BMFF starting with an ftyp box)".into());
         };
-        let _: VideoFacts = self.prober.probe(file)?;
+        let facts: VideoFacts = self.prober.probe(file)?;
         let mut file = file.try_clone().map_err(|e| format!("cannot be read: {e}"))?;
         file.rewind().map_err(|e| format!("cannot be read: {e}"))?;
-        Ok((kind, Content::File(file), size))
+        let media = serde_json::json!({
+            "container": facts.container, "codec": facts.codec, "width": facts.width,
+            "height": facts.height, "duration_secs": facts.duration_secs,
+        });
+        Ok((kind, Content::File(file), size, media))
     }
 }
 
 /// Reads an image (at most `limit` bytes, from its handle), cleans and decodes it.
-fn image(file: &mut File, limit: u64, slot: &str) -> Result<(MediaKind, Content, u64), String> {
+fn image(file: &mut File, limit: u64, slot: &str) -> Result<(MediaKind, Content, u64, Value), String> {
     let mut bytes = Vec::new();
     // The size was checked on the handle, but a growing file must not take more than the limit.
     file.take(limit + 1).read_to_end(&mut bytes).map_err(|e| format!("cannot be read: {e}"))?;
@@ -220,7 +232,8 @@ fn image(file: &mut File, limit: u64, slot: &str) -> Result<(MediaKind, Content,
         .ok_or("must be a JPEG or PNG image (checked by content, not extension)")?;
     let clean = media::clean_image(&bytes, kind, slot)?;
     let size = clean.bytes.len() as u64;
-    Ok((kind, Content::Bytes(clean.bytes), size))
+    let media = serde_json::json!({ "width": clean.width, "height": clean.height });
+    Ok((kind, Content::Bytes(clean.bytes), size, media))
 }
 
 fn validate_value(value: &Value, mut c: Checker<'_>, limits: &EvidenceLimits) -> Result<Enrollment, EvidenceError> {
@@ -304,7 +317,20 @@ fn validate_value(value: &Value, mut c: Checker<'_>, limits: &EvidenceLimits) ->
     }
     let video = c.artifact("video", root.get("video"), limits.max_video_bytes, true);
 
-    match (customer, acceptance, ocr_data, security_checks, similarity_level, video) {
+    let capture = match root.get("capture") {
+        None => Some(Map::new()),
+        v => c.object(v, "capture").cloned(),
+    };
+    if let Some(capture) = &capture {
+        c.reject_unknown(capture, &CAPTURED, "capture");
+        for (key, value) in capture {
+            if !value.is_object() {
+                c.fail(format!("capture.{key}"), "must be a JSON object (camera, mode, times, scores, verdict)");
+            }
+        }
+    }
+
+    match (customer, acceptance, ocr_data, security_checks, similarity_level, video, capture) {
         (
             Some(customer),
             Some(acceptance),
@@ -312,10 +338,12 @@ fn validate_value(value: &Value, mut c: Checker<'_>, limits: &EvidenceLimits) ->
             Some(security_checks),
             Some(similarity_level),
             Some(video),
+            Some(capture),
         ) if c.violations.is_empty() => Ok(Enrollment {
             pii: Pii { customer, acceptance, ocr_data, security_checks, similarity_level },
             images,
             video,
+            capture,
         }),
         _ => Err(EvidenceError::Invalid(c.violations)),
     }

@@ -59,7 +59,7 @@ fn fixture(edit: impl FnOnce(&mut Value)) -> (tempfile::TempDir, std::path::Path
 }
 
 fn limits() -> EvidenceLimits {
-    EvidenceLimits { max_image_bytes: 64 * 1024, max_video_bytes: 1024 * 1024 }
+    EvidenceLimits { max_image_bytes: 64 * 1024, max_video_bytes: 1024 * 1024, send_manifest: false }
 }
 
 /// Applies `edit` and asserts a violation on `field` whose rule mentions `needle`.

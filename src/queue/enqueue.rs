@@ -26,6 +26,8 @@ impl Queue {
         let needed: u64 = artifacts.iter().map(|a| a.size).sum();
         self.check_space(needed)?;
 
+        // Without the device key nothing could be signed: refuse before writing anything.
+        let device = crate::device_key::load(&self.storage.device_key_file)?;
         let id = uuid::Uuid::new_v4().to_string();
         let key = SecretKey::random();
         let dir = self.spool_dir(&id);
@@ -36,7 +38,7 @@ impl Queue {
         let writing = std::fs::File::create(&marker).and_then(|f| f.lock().map(|()| f)).map_err(io_err(&marker))?;
         let result = std::fs::create_dir(&dir)
             .map_err(io_err(&dir))
-            .and_then(|()| self.write_and_commit(&id, &key, enrollment, &artifacts));
+            .and_then(|()| self.write_and_commit(&id, &key, enrollment, &artifacts, &device));
         let _ = std::fs::remove_file(&marker);
         drop(writing);
         match result {
@@ -55,6 +57,7 @@ impl Queue {
         key: &SecretKey,
         e: &Enrollment,
         artifacts: &[&ArtifactSource],
+        device: &crate::device_key::DeviceKey,
     ) -> Result<(), QueueError> {
         let dir = self.spool_dir(id);
         let mut rows = Vec::with_capacity(artifacts.len());
@@ -81,13 +84,17 @@ impl Queue {
         let pii_json = serde_json::to_vec(&e.pii).expect("serializing JSON values cannot fail");
         let sealed = key.seal(&pii_json, pii_aad(id).as_bytes());
         let wrapped = self.master.wrap(key, id.as_bytes());
+        let now = now_ms();
+        let manifest_rows: Vec<super::capture_manifest::Row<'_>> =
+            rows.iter().map(|(name, kind, size, sha)| (name.as_str(), *kind, *size, sha.as_str())).collect();
+        let manifest = super::capture_manifest::sign(id, e, &manifest_rows, now, device);
         let mut conn = self.conn();
         let tx = conn.transaction()?;
-        let now = now_ms();
         tx.execute(
-            "INSERT INTO enrollments (id, state, created_at, updated_at, wrapped_key, pii, next_attempt_at)
-             VALUES (?1, 'queued', ?2, ?2, ?3, ?4, ?2)",
-            params![id, now, wrapped, sealed],
+            "INSERT INTO enrollments (id, state, created_at, updated_at, wrapped_key, pii, next_attempt_at,
+                capture_manifest, capture_signature, device_public_key)
+             VALUES (?1, 'queued', ?2, ?2, ?3, ?4, ?2, ?5, ?6, ?7)",
+            params![id, now, wrapped, sealed, manifest.json, manifest.signature, manifest.public_key],
         )?;
         for (name, kind, size, sha) in &rows {
             tx.execute(

@@ -22,6 +22,7 @@
 //!   and applied in one transaction; applying them again is a no-op.
 
 pub mod audit;
+pub mod capture_manifest;
 mod documents;
 mod enqueue;
 mod follow;
@@ -63,6 +64,8 @@ pub(crate) fn writing_marker(dir: &Path) -> PathBuf {
 pub enum QueueError {
     #[error("database error: {0}")]
     Sqlite(#[from] rusqlite::Error),
+    #[error(transparent)]
+    DeviceKey(#[from] crate::device_key::DeviceKeyError),
     #[error("I/O error on {path}: {error}")]
     Io { path: PathBuf, error: std::io::Error },
     #[error(transparent)]

@@ -66,6 +66,9 @@ pub struct Summary {
     pub artifacts: Option<Vec<ArtifactRecord>>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub history: Option<Vec<Event>>,
+    /// The signed capture manifest (`queue show` only), with whether its signature holds.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub capture_manifest: Option<serde_json::Value>,
 }
 
 /// RFC 3339 with milliseconds, UTC.
@@ -115,6 +118,7 @@ fn summary_row(row: &Row<'_>) -> rusqlite::Result<Summary> {
         orphan_check_pending: row.get(13)?,
         artifacts: None,
         history: None,
+        capture_manifest: None,
     })
 }
 
@@ -370,6 +374,23 @@ impl Queue {
             .optional()?
             .ok_or_else(|| QueueError::NotFound(id.into()))?;
         summary.artifacts = Some(artifact_rows(&conn, id)?);
+        let signed: Option<super::capture_manifest::SignedManifest> = conn.query_row(
+            "SELECT capture_manifest, capture_signature, device_public_key FROM enrollments WHERE id = ?1",
+            [id],
+            |r| {
+                Ok(match (r.get(0)?, r.get(1)?, r.get(2)?) {
+                    (Some(json), Some(signature), Some(public_key)) => {
+                        Some(super::capture_manifest::SignedManifest { json, signature, public_key })
+                    }
+                    _ => None,
+                })
+            },
+        )?;
+        summary.capture_manifest = signed.map(|m| {
+            let mut v = m.to_value();
+            v["signature_valid"] = m.is_valid().into();
+            v
+        });
         let mut stmt = conn.prepare("SELECT at, kind, detail FROM events WHERE enrollment_id = ?1 ORDER BY seq")?;
         summary.history = Some(
             stmt.query_map([id], |r| Ok(Event { at: format_ms(r.get(0)?), kind: r.get(1)?, detail: r.get(2)? }))?

@@ -94,6 +94,11 @@ const MIGRATIONS: &[&str] = &[
         BEGIN SELECT RAISE(ABORT, 'the audit trail is append-only'); END;
     CREATE TRIGGER audit_no_delete BEFORE DELETE ON audit
         BEGIN SELECT RAISE(ABORT, 'the audit trail is append-only'); END;",
+    // 8: the signed capture manifest (see `capture_manifest.rs`): no personal data, kept after
+    // the evidence is erased.
+    "ALTER TABLE enrollments ADD COLUMN capture_manifest TEXT;
+    ALTER TABLE enrollments ADD COLUMN capture_signature TEXT;
+    ALTER TABLE enrollments ADD COLUMN device_public_key TEXT;",
 ];
 
 /// Brings the schema to the latest version inside one transaction.

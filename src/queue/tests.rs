@@ -10,10 +10,12 @@ fn storage(dir: &Path) -> StorageConfig {
     let key = dir.join("data/master.key");
     if !key.exists() {
         crate::crypto::create_master_key(&key).unwrap();
+        crate::device_key::create(&dir.join("data/device.key")).unwrap();
     }
     StorageConfig {
         data_dir: dir.join("data"),
         master_key_file: dir.join("data/master.key"),
+        device_key_file: dir.join("data/device.key"),
         max_spool_bytes: 1 << 40,
         min_free_bytes: 0,
         erase_after: EraseAfter::InReview,
@@ -44,13 +46,16 @@ fn enrollment(dir: &Path, video_len: usize) -> Enrollment {
             kind: MediaKind::Jpeg,
             size: std::fs::metadata(&img).unwrap().len(),
             content: Content::Bytes(std::fs::read(&img).unwrap()),
+            media: serde_json::json!({"width": 640, "height": 400}),
         }],
         video: ArtifactSource {
             name: "video".into(),
             kind: MediaKind::Mp4,
             size: video_len as u64,
             content: Content::File(std::fs::File::open(&vid).unwrap()),
+            media: serde_json::json!({"codec": "h264"}),
         },
+        capture: serde_json::Map::new(),
     }
 }
 
@@ -421,4 +426,60 @@ fn the_audit_chain_detects_edits_and_removals() {
     q.conn().execute("DELETE FROM audit WHERE seq = 3", []).unwrap();
     let broken = q.verify_audit().unwrap().unwrap_err();
     assert_eq!((broken.seq, broken.reason), (4, "records before it are missing"));
+}
+
+#[test]
+fn each_enrollment_has_a_signed_capture_manifest_that_detects_changes() {
+    let dir = tempfile::tempdir().unwrap();
+    let q = Queue::open(&storage(dir.path())).unwrap();
+    let mut e = enrollment(dir.path(), 5000);
+    e.capture.insert("video".into(), serde_json::json!({"camera": "v4l2:/dev/video1", "verdict": "pass"}));
+    let id = q.enqueue(&e).unwrap();
+    let shown = q.show(&id).unwrap();
+    let m = shown.capture_manifest.unwrap();
+    assert_eq!(m["signature_valid"], true);
+    assert_eq!(m["algorithm"], "Ed25519");
+    let manifest = &m["manifest"];
+    assert_eq!(manifest["enrollment"], id.as_str());
+    assert_eq!(manifest["format"], capture_manifest::FORMAT);
+    let device = crate::device_key::load(&dir.path().join("data/device.key")).unwrap();
+    assert_eq!(manifest["device_id"], device.device_id().as_str());
+    assert_eq!(m["public_key"], device.public_key_hex().as_str());
+    // Every artifact's hash and size, as queued, with the kiosk's capture metadata.
+    for (a, listed) in shown.artifacts.unwrap().iter().zip(manifest["artifacts"].as_array().unwrap()) {
+        assert_eq!(
+            (listed["name"].as_str(), listed["sha256"].as_str()),
+            (Some(a.name.as_str()), Some(a.sha256.as_str()))
+        );
+        assert_eq!(listed["size"], a.size);
+    }
+    assert_eq!(manifest["artifacts"][1]["capture"]["camera"], "v4l2:/dev/video1");
+    // No personal data inside.
+    let text = manifest.to_string();
+    assert!(!text.contains("ana@example.com") && !text.contains("García"));
+
+    // Sent inside `acceptance` only when configured.
+    assert!(q.pii_to_send(&id, false).unwrap().acceptance.get(capture_manifest::ACCEPTANCE_KEY).is_none());
+    let sent = q.pii_to_send(&id, true).unwrap().acceptance[capture_manifest::ACCEPTANCE_KEY].clone();
+    assert_eq!(sent["manifest"], *manifest);
+
+    // Any change to the stored manifest breaks the signature.
+    q.conn()
+        .execute(
+            "UPDATE enrollments SET capture_manifest = replace(capture_manifest, 'pass', 'fail') WHERE id = ?1",
+            [&id],
+        )
+        .unwrap();
+    assert_eq!(q.show(&id).unwrap().capture_manifest.unwrap()["signature_valid"], false);
+}
+
+#[test]
+fn enqueue_without_a_device_key_is_refused_before_writing() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = storage(dir.path());
+    std::fs::remove_file(&s.device_key_file).unwrap();
+    let q = Queue::open(&s).unwrap();
+    let err = q.enqueue(&enrollment(dir.path(), 1000)).unwrap_err();
+    assert!(err.to_string().contains("key init"), "{err}");
+    assert_eq!(std::fs::read_dir(dir.path().join("data/spool")).unwrap().count(), 0);
 }

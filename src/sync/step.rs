@@ -338,8 +338,9 @@ impl Worker {
         let ids = Self::ids(job)?;
         let id = job.id.clone();
         // Decrypting images and encoding Base64 are CPU and file work: off the executor.
+        let send_manifest = self.config.evidence.send_manifest;
         let body = blocking(&self.queue, move |q| {
-            let pii = q.load_pii(&id)?;
+            let pii = q.pii_to_send(&id, send_manifest)?;
             let mut images = Vec::new();
             for a in q.artifacts(&id)?.into_iter().filter(|a| a.name != "video") {
                 let bytes = q.open_artifact(&id, &a.name)?.read_all()?;

@@ -19,6 +19,7 @@ fn offline_setup(dir: &std::path::Path) -> (Arc<Queue>, Config, String) {
     )
     .unwrap();
     crate::crypto::create_master_key(&cfg.storage.master_key_file).unwrap();
+    crate::device_key::create(&cfg.storage.device_key_file).unwrap();
     let queue = Arc::new(Queue::open(&cfg.storage).unwrap());
     let enrollment = validate_manifest(
         &samples.join("manifest.json"),

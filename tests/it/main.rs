@@ -14,4 +14,5 @@ mod security;
 mod server;
 mod signing;
 mod sync;
+mod units;
 mod util;

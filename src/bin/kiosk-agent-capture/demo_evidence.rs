@@ -54,6 +54,31 @@ pub fn run(dir: &Path, camera: Option<&str>, clip: Duration, out: &mut impl Writ
             if clip.short { " (SHORT)" } else { "" }
         ),
     )?;
+    // The capture metadata the signed capture manifest records (no personal data).
+    let source = cfg.document.source.clone();
+    let still_meta = |s: &kiosk_capture::still::Still| {
+        serde_json::json!({
+            "camera": source,
+            "mode": format!("{}x{} {:?}", s.frame.width, s.frame.height, s.frame.format),
+            "frame_index": s.frame_index,
+            "sharpness": (s.metrics.sharpness * 10.0).round() / 10.0,
+            "brightness": (s.metrics.brightness * 10.0).round() / 10.0,
+            "glare": s.metrics.glare,
+            "verdict": if s.verdict.is_pass() { "pass" } else { "retake" },
+            "reasons": s.verdict.reasons(),
+        })
+    };
+    let capture = serde_json::json!({
+        "document_front": still_meta(&front),
+        "document_rear": still_meta(&rear),
+        "document_photo": { "camera": source, "mode": "cropped from document_front" },
+        "document_owner": still_meta(&selfie),
+        "video": {
+            "camera": cfg.face.source, "mode": format!("{}x{} H.264", cfg.video.width, cfg.video.height),
+            "frames": clip.frames, "dropped": clip.dropped,
+        },
+    });
+    write_durably(&dir.join("capture.json"), capture.to_string().as_bytes())?;
     writeln!(
         out,
         "    (stills {} ms, clip {} ms, from {})",

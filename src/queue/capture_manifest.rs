@@ -1,0 +1,91 @@
+//! The capture manifest: for each enrollment, what was captured and queued — the SHA-256, size
+//! and decoded properties of every artifact, the kiosk's capture metadata (camera, mode, times,
+//! quality scores and verdicts), the agent's version and the device — signed with the device's
+//! Ed25519 key. It holds no personal data and is kept after the evidence is erased, so the
+//! record of what this device captured outlives the images themselves.
+
+use serde_json::{json, Map, Value};
+
+use crate::device_key::{self, DeviceKey};
+use crate::evidence::Enrollment;
+
+/// The manifest's format name, inside the signed bytes.
+pub const FORMAT: &str = "kiosk-agent capture manifest v1";
+
+/// A signed manifest as stored: the exact bytes signed, the signature and the public key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SignedManifest {
+    pub json: String,
+    pub signature: String,
+    pub public_key: String,
+}
+
+impl SignedManifest {
+    /// Whether the signature matches the stored bytes.
+    pub fn is_valid(&self) -> bool {
+        device_key::verify(&self.public_key, self.json.as_bytes(), &self.signature)
+    }
+
+    /// The form shown by `queue show` and sent inside `acceptance` when configured.
+    pub fn to_value(&self) -> Value {
+        json!({
+            "manifest": serde_json::from_str::<Value>(&self.json).unwrap_or(Value::Null),
+            "signature": self.signature,
+            "public_key": self.public_key,
+            "algorithm": "Ed25519",
+        })
+    }
+}
+
+/// One queued artifact: name, kind, bytes queued and their SHA-256.
+pub type Row<'a> = (&'a str, &'a str, u64, &'a str);
+
+/// Builds and signs the manifest of enrollment `id`.
+pub fn sign(id: &str, enrollment: &Enrollment, rows: &[Row<'_>], queued_at_ms: i64, key: &DeviceKey) -> SignedManifest {
+    let media: Map<String, Value> =
+        enrollment.images.iter().chain([&enrollment.video]).map(|a| (a.name.clone(), a.media.clone())).collect();
+    let artifacts: Vec<Value> = rows
+        .iter()
+        .map(|(name, kind, size, sha256)| {
+            json!({
+                "name": name,
+                "kind": kind,
+                "size": size,
+                "sha256": sha256,
+                "media": media.get(*name).cloned().unwrap_or(Value::Null),
+                "capture": enrollment.capture.get(*name).cloned().unwrap_or(Value::Null),
+            })
+        })
+        .collect();
+    let manifest = json!({
+        "format": FORMAT,
+        "enrollment": id,
+        "device_id": key.device_id(),
+        "agent_version": env!("CARGO_PKG_VERSION"),
+        "queued_at_ms": queued_at_ms,
+        "artifacts": artifacts,
+    });
+    let json = serde_json::to_string(&manifest).expect("JSON values serialize");
+    SignedManifest { signature: key.sign_hex(json.as_bytes()), public_key: key.public_key_hex(), json }
+}
+
+/// The key under `acceptance` that carries the manifest when `evidence.send_manifest` is on.
+pub const ACCEPTANCE_KEY: &str = "kiosk_capture_manifest";
+
+impl super::Queue {
+    /// The personal data as sent in the evidences body: with `with_manifest`, `acceptance` (the
+    /// API's customizable object) also carries the signed capture manifest under
+    /// [`ACCEPTANCE_KEY`].
+    pub fn pii_to_send(&self, id: &str, with_manifest: bool) -> Result<crate::evidence::Pii, super::QueueError> {
+        let mut pii = self.load_pii(id)?;
+        if with_manifest {
+            if let Some(mut m) = self.show(id)?.capture_manifest {
+                if let Some(o) = m.as_object_mut() {
+                    o.remove("signature_valid");
+                }
+                pii.acceptance.insert(ACCEPTANCE_KEY.into(), m);
+            }
+        }
+        Ok(pii)
+    }
+}
