@@ -257,9 +257,18 @@ struct Output {
 }
 
 impl EncodeJob {
-    fn temp_path(&self) -> PathBuf {
+    /// Creates the temporary file the encoder writes, beside `out`: a new file of ours (random
+    /// name, `O_EXCL`, mode 0600), so a symlink planted at a predictable name cannot redirect the
+    /// clip and nobody else can read it while it is written.
+    fn temp_path(&self) -> Result<PathBuf, CaptureError> {
         let name = self.out.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| "clip".into());
-        self.out.with_file_name(format!(".{name}.{}.partial", std::process::id()))
+        let dir = self.out.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
+        let tmp = tempfile::Builder::new()
+            .prefix(&format!(".{name}."))
+            .suffix(".partial")
+            .tempfile_in(dir)
+            .map_err(|e| self.err(format!("cannot create a file in {}: {e}", dir.display())))?;
+        tmp.into_temp_path().keep().map_err(|e| self.err(e))
     }
 
     fn err(&self, reason: impl ToString) -> CaptureError {
@@ -267,7 +276,7 @@ impl EncodeJob {
     }
 
     fn run(self, rx: Receiver<Msg>) -> Result<RecordReport, CaptureError> {
-        let tmp = self.temp_path();
+        let tmp = self.temp_path()?;
         let result = self.encode_all(&tmp, rx);
         match result {
             Ok(report) => Ok(report),

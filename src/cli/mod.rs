@@ -245,15 +245,24 @@ pub fn main() -> Result<ExitCode, Failure> {
     crate::queue::audit::set_actor(&command_name(&cli.command));
     init_logging(&cli.command);
     match cli.command {
-        Command::Demo { camera, layout, full } => runtime()?
-            .block_on(crate::demo::run(
-                &mut std::io::stdout(),
-                camera.as_deref(),
-                if layout == "legacy" { crate::oneshot::Generation::Old } else { crate::oneshot::Generation::New },
-                full,
-            ))
-            .map(|()| ExitCode::SUCCESS)
-            .map_err(Failure::from),
+        Command::Demo { camera, layout, full } => {
+            let generation =
+                if layout == "legacy" { crate::oneshot::Generation::Old } else { crate::oneshot::Generation::New };
+            runtime()?.block_on(async {
+                let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+                    .map_err(anyhow::Error::from)?;
+                // On Ctrl-C or SIGTERM the demo is dropped: its temporary directory (with the
+                // captured images) is removed and its capture helper killed.
+                let mut stdout = std::io::stdout();
+                tokio::select! {
+                    done = crate::demo::run(&mut stdout, camera.as_deref(), generation, full) => {
+                        done.map(|()| ExitCode::SUCCESS).map_err(Failure::from)
+                    }
+                    _ = tokio::signal::ctrl_c() => Ok(ExitCode::from(130)),
+                    _ = term.recv() => Ok(ExitCode::from(143)),
+                }
+            })
+        }
         Command::Cameras | Command::Capture { .. } | Command::DemoEvidence { .. } | Command::ProbeVideo => {
             Ok(crate::helper::exec()?)
         }

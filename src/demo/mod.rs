@@ -31,6 +31,8 @@ const CLIP: Duration = Duration::from_secs(5);
 /// V4L2) and returns its report lines.
 async fn capture_evidence(dir: &std::path::Path, camera: Option<&str>) -> anyhow::Result<Vec<u8>> {
     let mut cmd = tokio::process::Command::from(crate::helper::command()?);
+    // An interrupted demo drops this future: the helper goes with it.
+    cmd.kill_on_drop(true);
     cmd.arg("demo-evidence").arg("--dir").arg(dir).arg("--seconds").arg(CLIP.as_secs_f64().to_string());
     if let Some(c) = camera {
         cmd.arg("--camera").arg(c);
@@ -48,6 +50,7 @@ mod signing;
 /// on past review to a signed document.
 pub async fn run(out: &mut impl Write, camera: Option<&str>, generation: Generation, full: bool) -> anyhow::Result<()> {
     let total = Instant::now();
+    // 0700, and removed when this future ends or is dropped (Ctrl-C, SIGTERM: see `cli`).
     let tmp = tempfile::Builder::new().prefix("kiosk-agent-demo-").tempdir().context("temporary directory")?;
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.context("binding a loopback port")?;
     let addr = listener.local_addr()?;

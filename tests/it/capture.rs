@@ -1,6 +1,7 @@
 //! `cameras` and `capture still|video` through the binary.
 
 use std::process::Command;
+use std::time::Duration;
 
 use serde_json::Value;
 
@@ -126,4 +127,68 @@ fn bad_sources_and_durations_exit_2_naming_them() {
     }
     let left: Vec<_> = std::fs::read_dir(dir.path()).unwrap().flatten().map(|e| e.file_name()).collect();
     assert_eq!(left.len(), 2, "no partial outputs: {left:?}");
+}
+
+/// Capture outputs hold faces and documents: 0600 whatever the umask, written through a new
+/// file of their own (never a pre-existing name or symlink), nothing left beside them.
+#[test]
+fn capture_outputs_are_private_whatever_the_umask() {
+    use std::os::unix::fs::MetadataExt as _;
+    let dir = tempfile::tempdir().unwrap();
+    let run_umask0 = |args: &[&str]| {
+        let out = std::process::Command::new("sh")
+            .args(["-c", "umask 000; exec \"$@\"", "sh", BIN])
+            .args(args)
+            .current_dir(dir.path())
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    };
+    run_umask0(&["capture", "video", "--camera", "synthetic:320x240@30", "--seconds", "0.5", "--out", "clip.mp4"]);
+    run_umask0(&["capture", "still", "--camera", "synthetic:640x480@30", "--role", "face", "--out", "face.jpg"]);
+    let names: Vec<String> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(names.len(), 2, "no temporary file is left: {names:?}");
+    for name in ["clip.mp4", "face.jpg"] {
+        assert_eq!(std::fs::metadata(dir.path().join(name)).unwrap().mode() & 0o777, 0o600, "{name}");
+    }
+}
+
+/// SIGTERM during the demo's capture: the demo exits, its temporary directory (0700 while it
+/// lived) is gone, and its capture helper is gone with it.
+#[test]
+fn an_interrupted_demo_leaves_no_evidence_and_no_helper() {
+    use std::os::unix::fs::MetadataExt as _;
+    let tmp = tempfile::tempdir().unwrap();
+    let mut demo = std::process::Command::new(BIN)
+        .arg("demo")
+        .env("TMPDIR", tmp.path())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    // The helper is a child of the demo, running the capture into the demo's directory.
+    let (demo_dir, helper) = wait_for(Duration::from_secs(30), || {
+        let dir = std::fs::read_dir(tmp.path()).ok()?.flatten().next()?.path();
+        let helper = std::fs::read_dir("/proc").ok()?.flatten().find_map(|p| {
+            let status = std::fs::read_to_string(p.path().join("status")).ok()?;
+            let ppid =
+                status.lines().find(|l| l.starts_with("PPid:"))?.split_whitespace().nth(1)?.parse::<u32>().ok()?;
+            (ppid == demo.id()).then(|| p.file_name().to_string_lossy().parse::<u32>().ok()).flatten()
+        })?;
+        Some((dir, helper))
+    });
+    assert_eq!(std::fs::metadata(&demo_dir).unwrap().mode() & 0o777, 0o700);
+    std::process::Command::new("kill").args(["-TERM", &demo.id().to_string()]).status().unwrap();
+    let status = demo.wait().unwrap();
+    assert_eq!(status.code(), Some(143));
+    assert!(!demo_dir.exists(), "the demo's temporary directory is removed");
+    wait_for(Duration::from_secs(10), || {
+        let stat = std::fs::read_to_string(format!("/proc/{helper}/stat")).unwrap_or_default();
+        // Gone, or a zombie already reaped by nobody: either way it no longer runs.
+        (stat.is_empty() || stat.split_whitespace().nth(2) == Some("Z")).then_some(())
+    });
 }

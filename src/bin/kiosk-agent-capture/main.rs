@@ -38,6 +38,9 @@ fn run(cli: Cli) -> Result<ExitCode, Failure> {
 
 fn main() -> ExitCode {
     kiosk_agent::harden::apply();
+    // The helper runs for kiosk-agent (or systemd): if its parent dies, so does it, rather than
+    // go on holding a camera and writing evidence nobody will collect.
+    let _ = rustix::process::set_parent_process_death_signal(Some(rustix::process::Signal::TERM));
     let cli = Cli::parse();
     init_logging(&cli.command);
     match run(cli) {
