@@ -31,11 +31,14 @@ pub struct RawSignature {
     pub image: Option<String>,
 }
 
+/// A secret read from a file: wiped from memory when dropped.
+pub type Secret = zeroize::Zeroizing<String>;
+
 /// How the RAO proves who they are in approve, validate and refuse bodies.
 #[derive(Clone, PartialEq, Eq)]
 pub enum RaoCredentials {
-    Token(String),
-    Login { username: String, password: String, pin: String },
+    Token(Secret),
+    Login { username: String, password: Secret, pin: Secret },
 }
 
 impl fmt::Debug for RaoCredentials {
@@ -82,7 +85,7 @@ pub struct SignatureConfig {
 /// Reads a secret file: `$CREDENTIALS_DIRECTORY/<file name>` when the unit provides it, else
 /// `path` (resolved against the configuration's folder), which must be private to this user
 /// ([`crate::fsutil::check_private`]).
-pub fn read_secret(path: &Path, base_dir: &Path) -> Result<String, String> {
+pub fn read_secret(path: &Path, base_dir: &Path) -> Result<Secret, String> {
     if let (Some(dir), Some(name)) = (std::env::var_os("CREDENTIALS_DIRECTORY"), path.file_name()) {
         let candidate = Path::new(&dir).join(name);
         if candidate.is_file() {
@@ -94,13 +97,13 @@ pub fn read_secret(path: &Path, base_dir: &Path) -> Result<String, String> {
     read_nonempty(&path)
 }
 
-fn read_nonempty(path: &Path) -> Result<String, String> {
-    let text = std::fs::read_to_string(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
-    let text = text.trim_end_matches(['\r', '\n']).to_owned();
-    if text.trim().is_empty() {
+fn read_nonempty(path: &Path) -> Result<Secret, String> {
+    let text = Secret::new(std::fs::read_to_string(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?);
+    let trimmed = Secret::new(text.trim_end_matches(['\r', '\n']).to_owned());
+    if trimmed.trim().is_empty() {
         return Err(format!("{} is empty", path.display()));
     }
-    Ok(text)
+    Ok(trimmed)
 }
 
 /// Validates `[rao]`: an id and either a token file or username + password and PIN files.

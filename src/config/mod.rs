@@ -71,7 +71,7 @@ pub struct OneShotConfig {
     pub env: Option<String>,
     pub billing_username: Option<String>,
     /// Read from `billing_password_file`; never logged (see the manual `Debug`).
-    pub billing_password: Option<String>,
+    pub billing_password: Option<flow::Secret>,
     /// Sent in the create body when set (the new generation ignores it: the URL lives in the RA).
     pub webhook_url: Option<String>,
     /// `videoid_mode` in the create body when set (the vendor's External-mode example sends 1).

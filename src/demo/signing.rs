@@ -32,7 +32,7 @@ pub async fn run(
     };
     let rao = RaoConfig {
         id: kiosk_sandbox::RAO_ID.into(),
-        credentials: RaoCredentials::Token(kiosk_sandbox::RAO_TOKEN.into()),
+        credentials: RaoCredentials::Token(kiosk_sandbox::RAO_TOKEN.to_owned().into()),
     };
     writeln!(out)?;
     writeln!(out, "  signing flow (--full)")?;

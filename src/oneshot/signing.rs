@@ -63,12 +63,12 @@ pub fn rao_body(rao: &RaoConfig, reason: Option<&str>) -> Value {
     let mut body = Map::new();
     match &rao.credentials {
         RaoCredentials::Token(token) => {
-            body.insert("token".into(), token.clone().into());
+            body.insert("token".into(), token.as_str().into());
         }
         RaoCredentials::Login { username, password, pin } => {
             body.insert("username".into(), username.clone().into());
-            body.insert("password".into(), password.clone().into());
-            body.insert("pin".into(), pin.clone().into());
+            body.insert("password".into(), password.as_str().into());
+            body.insert("pin".into(), pin.as_str().into());
         }
     }
     body.insert("rao".into(), rao.id.clone().into());
@@ -382,11 +382,15 @@ mod tests {
 
     #[test]
     fn rao_bodies() {
-        let token = RaoConfig { id: "1400".into(), credentials: RaoCredentials::Token("t".into()) };
+        let token = RaoConfig { id: "1400".into(), credentials: RaoCredentials::Token("t".to_owned().into()) };
         assert_eq!(rao_body(&token, None), json!({"token": "t", "rao": "1400"}));
         let login = RaoConfig {
             id: "1400".into(),
-            credentials: RaoCredentials::Login { username: "u".into(), password: "p".into(), pin: "1".into() },
+            credentials: RaoCredentials::Login {
+                username: "u".into(),
+                password: "p".to_owned().into(),
+                pin: "1".to_owned().into(),
+            },
         };
         assert_eq!(
             rao_body(&login, Some("blurred")),

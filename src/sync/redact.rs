@@ -4,6 +4,7 @@
 
 use base64::Engine as _;
 use serde_json::Value;
+use zeroize::Zeroizing;
 
 use crate::config::OneShotConfig;
 use crate::evidence::Pii;
@@ -15,19 +16,21 @@ pub const MARK: &str = "[redacted]";
 /// any text before it is kept.
 #[derive(Debug, Default)]
 pub struct Redactor {
-    needles: Vec<String>,
+    // Personal values and secrets: wiped from memory with the redactor.
+    needles: Vec<Zeroizing<String>>,
 }
 
 impl Redactor {
     pub fn new(pii: &Pii, cfg: &OneShotConfig) -> Redactor {
-        let mut needles = vec![pii.customer.email.clone(), pii.customer.mobile_phone_number.clone()];
+        let mut needles: Vec<Zeroizing<String>> =
+            vec![pii.customer.email.clone().into(), pii.customer.mobile_phone_number.clone().into()];
         // The old Optimizer shows the phone as a number without `+`.
         let digits: String = pii.customer.mobile_phone_number.chars().filter(char::is_ascii_digit).collect();
-        needles.push(digits);
+        needles.push(digits.into());
         for value in pii.ocr_data.values() {
             match value {
-                Value::String(s) => needles.push(s.clone()),
-                Value::Number(n) => needles.push(n.to_string()),
+                Value::String(s) => needles.push(s.clone().into()),
+                Value::Number(n) => needles.push(n.to_string().into()),
                 _ => {}
             }
         }
@@ -42,9 +45,9 @@ impl Redactor {
 
     /// Only the configuration's secrets (once an enrollment's evidence is erased).
     pub fn secrets_only(cfg: &OneShotConfig) -> Redactor {
-        let mut needles = Vec::new();
+        let mut needles: Vec<Zeroizing<String>> = Vec::new();
         if let Some(password) = &cfg.billing_password {
-            needles.push(base64::engine::general_purpose::STANDARD.encode(password.as_bytes()));
+            needles.push(base64::engine::general_purpose::STANDARD.encode(password.as_bytes()).into());
             needles.push(password.clone());
         }
         needles.retain(|n| n.chars().count() >= 4);
@@ -55,7 +58,7 @@ impl Redactor {
     pub fn apply(&self, text: &str) -> String {
         let mut out = text.to_owned();
         for needle in &self.needles {
-            out = replace_ignoring_case(&out, needle);
+            out = replace_ignoring_case(&out, needle.as_str());
         }
         out
     }
@@ -101,7 +104,7 @@ mod tests {
     #[test]
     fn an_echoed_create_body_loses_its_personal_data() {
         let mut cfg = crate::config::tests::minimal_oneshot();
-        cfg.billing_password = Some("s3cret-pass".into());
+        cfg.billing_password = Some("s3cret-pass".to_owned().into());
         let r = Redactor::new(&pii(), &cfg);
         let echoed = r#"400 — invalid: {"email":"ana@example.com","mobile_phone_number":"+34699999999","billing_password":"czNjcmV0LXBhc3M=","surname_1":"García"} phone 34699999999 doc 12345678z in ES"#;
         let clean = r.apply(echoed);

@@ -118,12 +118,14 @@ fn concurrent_first_enrolls_on_a_fresh_data_dir_all_succeed() {
     assert_eq!(list.len(), 8);
     // Every enrollment decrypts with the one key that was kept: `queue show` reads them all and
     // the evidence of each is intact (checked by uploading in the sync tests; here, by count).
-    let keys: Vec<_> = std::fs::read_dir(env.data_dir())
+    let mut keys: Vec<String> = std::fs::read_dir(env.data_dir())
         .unwrap()
         .flatten()
-        .filter(|e| e.file_name().to_string_lossy().contains("key"))
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.contains("key"))
         .collect();
-    assert_eq!(keys.len(), 1, "exactly one master key file and no temporaries");
+    keys.sort();
+    assert_eq!(keys, ["device.key", "master.key"], "the keys key init made, no other and no temporaries");
 }
 
 #[test]
