@@ -10,6 +10,7 @@
 //! - [`oneshot`]  — the typed One-Shot HTTP client and its retryable/permanent error split.
 //! - [`sync`]     — the worker that moves enrollments through the API, with backoff, follows
 //!   reviews and sends documents once approved.
+//! - [`daemon`]   — `daemon::run(config, listeners, shutdown)`: the worker and the services beside it.
 //! - [`webhook`]  — the optional receiver of the Optimizer's status callbacks.
 //! - [`demo`]     — `kiosk-agent demo`: the whole job on embedded defaults.
 //! - [`cli`]      — the command-line interface (`main.rs` only maps its result to an exit code).
@@ -28,6 +29,7 @@
 pub mod cli;
 pub mod config;
 pub mod crypto;
+pub mod daemon;
 pub mod demo;
 pub mod device_key;
 pub mod evidence;

@@ -10,16 +10,14 @@ mod request_cmd;
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-use std::sync::Arc;
 
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
 
 use crate::config::{self, Config, ConfigError, CONFIG_ENV};
 use crate::evidence::{validate_manifest, EvidenceError, HelperProber, ManifestOptions};
-use crate::oneshot::Client;
 use crate::queue::{Queue, QueueError};
-use crate::sync::{Mode, Worker};
+use crate::sync::Mode;
 
 /// kiosk-agent: capture, queue and upload One-Shot External-mode VideoID evidence.
 #[derive(Debug, Parser)]
@@ -555,63 +553,9 @@ async fn shutdown_signal() {
     }
 }
 
-/// Feeds pokes from `enroll` and `queue retry` (datagrams on the wake socket) to the worker.
-fn listen_for_wakes(path: &Path, waker: Arc<tokio::sync::Notify>) {
-    // We hold the worker lock, so a socket file left here belongs to a dead worker.
-    let _ = std::fs::remove_file(path);
-    match tokio::net::UnixDatagram::bind(path) {
-        Ok(sock) => {
-            tokio::spawn(async move {
-                let mut buf = [0u8; 16];
-                while sock.recv(&mut buf).await.is_ok() {
-                    waker.notify_one();
-                }
-            });
-        }
-        Err(e) => tracing::warn!(path = %path.display(), error = %e, "no wake socket; new work is noticed by polling"),
-    }
-}
-
 async fn work(config: Config, mode: Mode) -> Result<ExitCode, Failure> {
-    let storage = config.storage.clone();
-    let queue = tokio::task::spawn_blocking(move || Queue::open(&storage)).await.context("queue task")??;
-    let queue = Arc::new(queue);
-    let _lock = queue.lock_worker()?;
-    let check = Arc::clone(&queue);
-    tokio::task::spawn_blocking(move || check.check_integrity()).await.context("queue task")??;
-    let client = Client::new(&config.oneshot).context("One-Shot client")?;
-    let webhook_listen = config.sync.webhook_listen;
-    let worker = Worker::new(Arc::clone(&queue), client, config);
-    if mode == Mode::Forever {
-        listen_for_wakes(&queue.wake_socket(), worker.waker());
-    }
-    let (tx, rx) = tokio::sync::watch::channel(false);
-    if let (Mode::Forever, Some(addr)) = (mode, webhook_listen) {
-        let listener = tokio::net::TcpListener::bind(addr)
-            .await
-            .with_context(|| format!("sync.webhook_listen: cannot listen on {addr}"))
-            .map_err(Failure::bad_input)?;
-        tracing::info!(%addr, "webhook receiver listening");
-        let mut stop = rx.clone();
-        let (worker, queue) = (Arc::clone(&worker), Arc::clone(&queue));
-        tokio::spawn(async move {
-            let shutdown = async move {
-                let _ = stop.wait_for(|s| *s).await;
-            };
-            if let Err(e) = crate::webhook::serve(listener, worker, queue, shutdown).await {
-                tracing::error!(error = %e, "webhook receiver stopped");
-            }
-        });
-    }
-    tokio::spawn(async move {
-        shutdown_signal().await;
-        tracing::info!("shutdown requested; finishing in-flight steps");
-        let _ = tx.send(true);
-    });
-    if mode == Mode::Forever {
-        tracing::info!(data_dir = %queue.dir().display(), "sync worker running");
-    }
-    let outcome = worker.run(mode, rx).await?;
+    let listeners = crate::daemon::Listeners::bind(&config).await.map_err(Failure::bad_input)?;
+    let outcome = crate::daemon::run(config, mode, listeners, shutdown_signal()).await?;
     if mode == Mode::Once {
         // The one-line summary; 3 when work remains or something needs an operator.
         println!(

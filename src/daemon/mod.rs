@@ -1,0 +1,110 @@
+//! The daemon: `daemon::run(config, listeners, shutdown)`, in the manner of mini-redis's
+//! `server::run(listener, shutdown)`.
+//!
+//! It owns everything that lives as long as the process: the queue and its worker lock, the
+//! integrity check at start, the sync worker, the wake socket that `enroll` and `queue retry`
+//! poke, and the network services mounted beside the worker (today the webhook receiver). The
+//! CLI only parses, binds the listeners (so a bad address is the caller's error, exit 2) and
+//! maps the result to an exit code; tests can start the daemon in-process with listeners on
+//! port 0 and a shutdown future of their own.
+
+use std::future::Future;
+use std::path::Path;
+use std::sync::Arc;
+
+use anyhow::Context as _;
+use tokio::net::TcpListener;
+
+use crate::config::Config;
+use crate::oneshot::Client;
+use crate::queue::Queue;
+use crate::sync::{Mode, Outcome, Worker};
+
+/// The sockets the daemon serves, bound by the caller.
+#[derive(Debug, Default)]
+pub struct Listeners {
+    /// The webhook receiver (`sync.webhook_listen`).
+    pub webhook: Option<TcpListener>,
+}
+
+impl Listeners {
+    /// Binds what `config` asks for; an address that cannot be bound is named in the error.
+    pub async fn bind(config: &Config) -> anyhow::Result<Listeners> {
+        let webhook = match config.sync.webhook_listen {
+            Some(addr) => Some(
+                TcpListener::bind(addr).await.with_context(|| format!("sync.webhook_listen: cannot listen on {addr}"))?,
+            ),
+            None => None,
+        };
+        Ok(Listeners { webhook })
+    }
+}
+
+/// Runs the worker (and, in [`Mode::Forever`], the services on `listeners`) until `shutdown`
+/// completes or, in [`Mode::Once`], nothing more is ready. In-flight steps get the worker's
+/// grace period to commit.
+pub async fn run(
+    config: Config,
+    mode: Mode,
+    listeners: Listeners,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<Outcome> {
+    let storage = config.storage.clone();
+    let queue = Arc::new(tokio::task::spawn_blocking(move || Queue::open(&storage)).await.context("queue task")??);
+    let _lock = queue.lock_worker()?;
+    let check = Arc::clone(&queue);
+    tokio::task::spawn_blocking(move || check.check_integrity()).await.context("queue task")??;
+    let client = Client::new(&config.oneshot).context("One-Shot client")?;
+    let worker = Worker::new(Arc::clone(&queue), client, config);
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    if mode == Mode::Forever {
+        listen_for_wakes(&queue.wake_socket(), worker.waker());
+        if let Some(listener) = listeners.webhook {
+            serve_webhooks(listener, &worker, &queue, stop_rx.clone());
+        }
+        tracing::info!(data_dir = %queue.dir().display(), "sync worker running");
+    }
+    tokio::spawn(async move {
+        shutdown.await;
+        tracing::info!("shutdown requested; finishing in-flight steps");
+        let _ = stop_tx.send(true);
+    });
+    Ok(worker.run(mode, stop_rx).await?)
+}
+
+fn serve_webhooks(
+    listener: TcpListener,
+    worker: &Arc<Worker>,
+    queue: &Arc<Queue>,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) {
+    if let Ok(addr) = listener.local_addr() {
+        tracing::info!(%addr, "webhook receiver listening");
+    }
+    let (worker, queue) = (Arc::clone(worker), Arc::clone(queue));
+    tokio::spawn(async move {
+        let shutdown = async move {
+            let _ = stop.wait_for(|s| *s).await;
+        };
+        if let Err(e) = crate::webhook::serve(listener, worker, queue, shutdown).await {
+            tracing::error!(error = %e, "webhook receiver stopped");
+        }
+    });
+}
+
+/// Feeds pokes from `enroll` and `queue retry` (datagrams on the wake socket) to the worker.
+fn listen_for_wakes(path: &Path, waker: Arc<tokio::sync::Notify>) {
+    // We hold the worker lock, so a socket file left here belongs to a dead worker.
+    let _ = std::fs::remove_file(path);
+    match tokio::net::UnixDatagram::bind(path) {
+        Ok(sock) => {
+            tokio::spawn(async move {
+                let mut buf = [0u8; 16];
+                while sock.recv(&mut buf).await.is_ok() {
+                    waker.notify_one();
+                }
+            });
+        }
+        Err(e) => tracing::warn!(path = %path.display(), error = %e, "no wake socket; new work is noticed by polling"),
+    }
+}
