@@ -10,6 +10,7 @@
 //! - [`oneshot`]  — the typed One-Shot HTTP client and its retryable/permanent error split.
 //! - [`sync`]     — the worker that moves enrollments through the API, with backoff, follows
 //!   reviews and sends documents once approved.
+//! - [`api`]      — the local control API (axum) that `run` serves: status, enrollments, events.
 //! - [`daemon`]   — `daemon::run(config, listeners, shutdown)`: the worker and the services beside it.
 //! - [`webhook`]  — the optional receiver of the Optimizer's status callbacks.
 //! - [`demo`]     — `kiosk-agent demo`: the whole job on embedded defaults.
@@ -26,6 +27,7 @@
 //! `kiosk-agent-capture` helper binary (`src/bin/kiosk-agent-capture/`), so that FFmpeg and V4L2
 //! stay out of this library, the daemon and the queue commands ([`helper`] says why).
 
+pub mod api;
 pub mod cli;
 pub mod config;
 pub mod crypto;

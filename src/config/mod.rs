@@ -5,8 +5,9 @@
 //! problem at once, each with the key it belongs to. Nothing below this module re-checks raw
 //! strings: everything downstream receives `Url`-checked bases, `Duration`s and byte counts.
 
+mod api;
 mod capture;
-mod flow;
+pub mod flow;
 mod paths;
 mod raw;
 
@@ -16,6 +17,7 @@ use std::num::NonZeroUsize;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+pub use api::ApiConfig;
 pub use capture::{
     validate_capture, CameraMode, CameraRole, CaptureConfig, Quality, Role, StillConfig, VideoConfig, PRESETS,
 };
@@ -209,6 +211,8 @@ pub struct Config {
     /// The RAO who approves and refuses, when this kiosk does that itself.
     pub rao: Option<RaoConfig>,
     pub signature: SignatureConfig,
+    /// The local control API of `kiosk-agent run`.
+    pub api: ApiConfig,
 }
 
 /// Reads, parses and validates the file at `path`.
@@ -458,6 +462,7 @@ pub fn validate(raw: RawConfig, base_dir: &Path) -> Result<Config, ConfigError> 
 
     let rao = flow::validate_rao(raw.rao, base_dir, &mut problem);
     let signature = flow::validate_signature(raw.signature, &mut problem);
+    let api = api::validate_api(raw.api, base_dir, &evidence, &mut problem);
     let capture = match validate_capture(raw.cameras, raw.capture) {
         Ok(c) => c,
         Err(more) => {
@@ -518,6 +523,7 @@ pub fn validate(raw: RawConfig, base_dir: &Path) -> Result<Config, ConfigError> 
         capture,
         rao,
         signature,
+        api,
     })
 }
 

@@ -16,6 +16,7 @@ pub struct RawConfig {
     pub capture: Option<RawCapture>,
     pub rao: Option<super::flow::RawRao>,
     pub signature: Option<super::flow::RawSignature>,
+    pub api: Option<super::api::RawApi>,
 }
 
 #[derive(Debug, Default, Deserialize)]

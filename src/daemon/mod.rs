@@ -25,6 +25,8 @@ use crate::sync::{Mode, Outcome, Worker};
 pub struct Listeners {
     /// The webhook receiver (`sync.webhook_listen`).
     pub webhook: Option<TcpListener>,
+    /// The local control API (`api.listen`).
+    pub api: Option<TcpListener>,
 }
 
 impl Listeners {
@@ -32,11 +34,19 @@ impl Listeners {
     pub async fn bind(config: &Config) -> anyhow::Result<Listeners> {
         let webhook = match config.sync.webhook_listen {
             Some(addr) => Some(
-                TcpListener::bind(addr).await.with_context(|| format!("sync.webhook_listen: cannot listen on {addr}"))?,
+                TcpListener::bind(addr)
+                    .await
+                    .with_context(|| format!("sync.webhook_listen: cannot listen on {addr}"))?,
             ),
             None => None,
         };
-        Ok(Listeners { webhook })
+        let api = match config.api.listen {
+            Some(addr) => {
+                Some(TcpListener::bind(addr).await.with_context(|| format!("api.listen: cannot listen on {addr}"))?)
+            }
+            None => None,
+        };
+        Ok(Listeners { webhook, api })
     }
 }
 
@@ -55,12 +65,16 @@ pub async fn run(
     let check = Arc::clone(&queue);
     tokio::task::spawn_blocking(move || check.check_integrity()).await.context("queue task")??;
     let client = Client::new(&config.oneshot).context("One-Shot client")?;
+    let shared_config = Arc::new(config.clone());
     let worker = Worker::new(Arc::clone(&queue), client, config);
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     if mode == Mode::Forever {
         listen_for_wakes(&queue.wake_socket(), worker.waker());
         if let Some(listener) = listeners.webhook {
             serve_webhooks(listener, &worker, &queue, stop_rx.clone());
+        }
+        if let Some(listener) = listeners.api {
+            serve_api(listener, &worker, &queue, shared_config, stop_rx.clone());
         }
         tracing::info!(data_dir = %queue.dir().display(), "sync worker running");
     }
@@ -88,6 +102,37 @@ fn serve_webhooks(
         };
         if let Err(e) = crate::webhook::serve(listener, worker, queue, shutdown).await {
             tracing::error!(error = %e, "webhook receiver stopped");
+        }
+    });
+}
+
+fn serve_api(
+    listener: TcpListener,
+    worker: &Arc<Worker>,
+    queue: &Arc<Queue>,
+    config: Arc<Config>,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) {
+    if let Ok(addr) = listener.local_addr() {
+        // Tests (and people) learn a port-0 address from this line.
+        tracing::info!(%addr, authenticated = config.api.token.is_some(), "API listening");
+        if config.api.token.is_none() {
+            tracing::warn!("the API has no token (api.token_file): any local process can use it");
+        }
+    }
+    let state = crate::api::ApiState {
+        queue: Arc::clone(queue),
+        worker: Arc::clone(worker),
+        token: config.api.token.clone().map(Arc::new),
+        config,
+        events: tokio::sync::broadcast::channel(256).0,
+    };
+    tokio::spawn(async move {
+        let shutdown = async move {
+            let _ = stop.wait_for(|s| *s).await;
+        };
+        if let Err(e) = crate::api::serve(listener, state, shutdown).await {
+            tracing::error!(error = %e, "API stopped");
         }
     });
 }

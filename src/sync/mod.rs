@@ -88,6 +88,10 @@ pub struct Worker {
     orphan_budget: std::sync::Mutex<orphans::Budget>,
     /// When this worker was made (ms): what reached review since, it read itself.
     started_ms: i64,
+    /// Whether the server is reachable as far as the worker knows (false once a probe failed).
+    online: std::sync::atomic::AtomicBool,
+    /// When the server last answered anything (ms; 0: not yet).
+    last_contact_ms: std::sync::atomic::AtomicI64,
 }
 
 /// Runs `f` on the blocking pool: SQLite and file work never runs on executor threads.
@@ -111,8 +115,24 @@ impl Worker {
             counts: Default::default(),
             orphan_budget: std::sync::Mutex::new(orphans::Budget::per_hour(config.sync.orphan_lookups_per_hour)),
             started_ms: crate::queue::now_ms(),
+            online: std::sync::atomic::AtomicBool::new(true),
+            last_contact_ms: Default::default(),
             config,
         })
+    }
+
+    /// Whether the server is reachable, as far as the worker knows.
+    pub fn is_online(&self) -> bool {
+        self.online.load(Ordering::Relaxed)
+    }
+
+    /// When the server last answered (ms since the epoch), if it has.
+    pub fn last_contact_ms(&self) -> Option<i64> {
+        Some(self.last_contact_ms.load(Ordering::Relaxed)).filter(|&ms| ms > 0)
+    }
+
+    fn contacted(&self) {
+        self.last_contact_ms.store(crate::queue::now_ms(), Ordering::Relaxed);
     }
 
     fn backoff(&self) -> Backoff {
@@ -264,6 +284,9 @@ impl Worker {
                     };
                     let id = inflight_ids.remove(&task).unwrap_or_default();
                     claimed.lock().unwrap_or_else(|p| p.into_inner()).remove(&id);
+                    if !matches!(result, Some(step::Result::RetryAfter { offline: true, .. }) | None) {
+                        self.contacted();
+                    }
                     match result {
                         Some(step::Result::RetryAfter { delay, offline: no_network }) => {
                             // A batch run tries each enrollment once: what failed waits for the
@@ -282,6 +305,8 @@ impl Worker {
                 reachable = async { probe.as_mut().expect("guarded").await }, if probe.is_some() => {
                     probe = None;
                     if reachable.unwrap_or(false) {
+                        self.contacted();
+                        self.online.store(true, Ordering::Relaxed);
                         if offline {
                             let waiting = not_before.values().filter(|(_, n)| *n).count();
                             tracing::info!(waiting, "server reachable again; retrying what waited for it now");
@@ -294,6 +319,7 @@ impl Worker {
                             tracing::warn!("server unreachable; waiting for it (probing)");
                             offline = true;
                         }
+                        self.online.store(false, Ordering::Relaxed);
                         probe_failures += 1;
                         probe_due = Some(Instant::now() + self.probe_delay(probe_failures));
                     }

@@ -1,6 +1,7 @@
 //! Integration tests: the real `kiosk-agent` binary, in temp dirs, against the built-in sandbox
 //! over loopback.
 
+mod api;
 mod capture;
 mod chaos;
 mod cli;

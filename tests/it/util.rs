@@ -44,6 +44,7 @@ impl Env {
         let text = format!(
             "[oneshot]\nbase_url = \"http://127.0.0.1:{port}{prefix}\"\nlayout = \"{layout}\"\n\
              registration_authority = \"139\"\nprofile = \"PFnubeQAFCiudadano\"\nconnect_timeout_secs = 2\nrequest_timeout_secs = 10\n\
+             [api]\nlisten = \"127.0.0.1:0\"\n\
              [storage]\ndata_dir = \"data\"\nmin_free_bytes = 0\n\
              [sync]\nbackoff_base_secs = 0.05\nbackoff_cap_secs = 0.2\nstatus_poll_secs = 0.05\n{extra}"
         );

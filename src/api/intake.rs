@@ -1,0 +1,199 @@
+//! `POST /v1/enrollments`: the manifest of `enroll`, with the files in the request instead of
+//! paths: either JSON where each image and the video is `{"base64": "…"}`, or
+//! `multipart/form-data` with a `manifest` part (images and video left out) and one part per
+//! file named by its manifest key (`document_front` … `video`), the way to send a large video.
+//!
+//! The files land in a private intake directory under the data directory (0700, files 0600),
+//! and from there take exactly the path `enroll` takes: the same validation (opened once,
+//! decoded, probed), the same enqueue. The intake directory is overwritten and removed whatever
+//! happens; `202 {id}` means the enrollment is durable.
+
+use std::path::{Path, PathBuf};
+
+use axum::extract::{FromRequest, Multipart, Request, State};
+use axum::http::{header, StatusCode};
+use axum::Json;
+use base64::Engine as _;
+use serde_json::{Map, Value};
+use tokio::io::AsyncWriteExt as _;
+
+use super::{Accepted, ApiError, ApiState};
+use crate::evidence::{validate_manifest, EvidenceError, HelperProber, ManifestOptions, IMAGE_NAMES};
+
+/// The slots that carry files.
+fn is_file_slot(name: &str) -> bool {
+    name == "video" || IMAGE_NAMES.contains(&name)
+}
+
+/// A private directory for one submission, shredded when dropped.
+struct Intake {
+    dir: PathBuf,
+}
+
+impl Intake {
+    fn new(data_dir: &Path) -> Result<Intake, ApiError> {
+        let dir = data_dir.join("intake").join(uuid::Uuid::new_v4().to_string());
+        std::fs::create_dir_all(&dir).map_err(internal)?;
+        Ok(Intake { dir })
+    }
+
+    fn file(&self, slot: &str) -> PathBuf {
+        self.dir.join(format!("{slot}.bin"))
+    }
+}
+
+impl Drop for Intake {
+    fn drop(&mut self) {
+        if let Err(e) = crate::fsutil::shred_dir(&self.dir) {
+            tracing::warn!(dir = %self.dir.display(), error = %e, "could not remove an intake directory");
+        }
+    }
+}
+
+fn internal(e: impl std::fmt::Display) -> ApiError {
+    tracing::error!(error = %e, "intake failed");
+    ApiError::new(
+        StatusCode::INTERNAL_SERVER_ERROR,
+        "internal",
+        "the submission could not be stored; see the daemon's log",
+    )
+}
+
+fn bad(field: impl Into<String>, message: impl Into<String>) -> ApiError {
+    ApiError::field(StatusCode::BAD_REQUEST, "invalid", field, message)
+}
+
+pub async fn submit(State(s): State<ApiState>, request: Request) -> Result<(StatusCode, Json<Accepted>), ApiError> {
+    let intake = Intake::new(s.queue.dir())?;
+    let is_multipart = request
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("multipart/form-data"));
+    let manifest = if is_multipart {
+        let multipart = Multipart::from_request(request, &()).await.map_err(|e| bad("body", e.body_text()))?;
+        from_multipart(multipart, &intake).await?
+    } else {
+        let Json(body) = Json::<Value>::from_request(request, &()).await?;
+        from_json(body, &intake).await?
+    };
+    let manifest_path = intake.dir.join("manifest.json");
+    tokio::fs::write(&manifest_path, serde_json::to_vec(&manifest).expect("JSON values serialize"))
+        .await
+        .map_err(internal)?;
+    let queue = std::sync::Arc::clone(&s.queue);
+    let limits = s.config.evidence;
+    let id = tokio::task::spawn_blocking(move || -> Result<String, ApiError> {
+        let options = ManifestOptions { allow_outside: false, video: &HelperProber };
+        let enrollment = validate_manifest(&manifest_path, &limits, options).map_err(evidence_error)?;
+        Ok(queue.enqueue(&enrollment)?)
+    })
+    .await
+    .map_err(internal)??;
+    drop(intake);
+    s.worker.waker().notify_one();
+    Ok((StatusCode::ACCEPTED, Json(Accepted { id })))
+}
+
+fn evidence_error(e: EvidenceError) -> ApiError {
+    let field = e.violations().first().map(|v| v.field.clone()).unwrap_or_else(|| "manifest".into());
+    ApiError::field(StatusCode::BAD_REQUEST, "invalid", field, e.to_string())
+}
+
+/// JSON: each file slot holds `{"base64": "…"}`; the files are decoded into the intake and the
+/// slot becomes their path. `{"capture": ID}` and `{"recording": ID}` name captures this API
+/// made; none are known here yet, so they are refused by name.
+async fn from_json(mut body: Value, intake: &Intake) -> Result<Value, ApiError> {
+    if !body.is_object() {
+        return Err(bad("manifest", "must be a JSON object"));
+    }
+    let slots = IMAGE_NAMES.iter().map(|n| (format!("images.{n}"), *n)).chain([("video".to_owned(), "video")]);
+    for (field, slot) in slots {
+        let value =
+            if slot == "video" { body.get_mut("video") } else { body.get_mut("images").and_then(|i| i.get_mut(slot)) };
+        let Some(value) = value else { continue };
+        let bytes = decode_slot(&field, value)?;
+        let path = intake.file(slot);
+        tokio::fs::write(&path, bytes).await.map_err(internal)?;
+        *value = Value::String(format!("{slot}.bin"));
+    }
+    Ok(body)
+}
+
+/// The bytes of a file slot given as `{"base64": "…"}`.
+fn decode_slot(field: &str, value: &Value) -> Result<Vec<u8>, ApiError> {
+    let text = match value {
+        Value::Object(o) if o.len() == 1 && o.get("base64").is_some_and(Value::is_string) => {
+            o["base64"].as_str().expect("checked")
+        }
+        Value::Object(o) if o.len() == 1 && (o.contains_key("capture") || o.contains_key("recording")) => {
+            let id = o.values().next().cloned().unwrap_or(Value::Null);
+            return Err(bad(field, format!("unknown capture or recording id {id}")));
+        }
+        _ => return Err(bad(field, "must be {\"base64\": \"…\"} (or a capture or recording id)")),
+    };
+    base64::engine::general_purpose::STANDARD
+        .decode(text.trim())
+        .map_err(|e| bad(format!("{field}.base64"), format!("is not valid Base64: {e}")))
+}
+
+/// Multipart: a `manifest` part and one part per file slot, streamed to the intake.
+async fn from_multipart(mut multipart: Multipart, intake: &Intake) -> Result<Value, ApiError> {
+    let mut manifest: Option<Value> = None;
+    let mut given: Vec<String> = Vec::new();
+    while let Some(mut field) = multipart.next_field().await.map_err(|e| multipart_error(&e))? {
+        let name = field.name().unwrap_or_default().to_owned();
+        if name == "manifest" {
+            let bytes = field.bytes().await.map_err(|e| multipart_error(&e))?;
+            let value = crate::evidence::strict_json::parse(&bytes).map_err(|e| bad("manifest", e))?;
+            manifest = Some(value);
+        } else if is_file_slot(&name) {
+            if given.contains(&name) {
+                return Err(bad(&name, "the part is given twice"));
+            }
+            let mut file = tokio::fs::File::create(intake.file(&name)).await.map_err(internal)?;
+            while let Some(chunk) = field.chunk().await.map_err(|e| multipart_error(&e))? {
+                file.write_all(&chunk).await.map_err(internal)?;
+            }
+            file.flush().await.map_err(internal)?;
+            given.push(name);
+        } else {
+            return Err(bad(name, "unknown part (expected manifest, document_front, document_rear, document_photo, document_owner, video)"));
+        }
+    }
+    let mut manifest = manifest.ok_or_else(|| bad("manifest", "the manifest part is required"))?;
+    if !manifest.is_object() {
+        return Err(bad("manifest", "must be a JSON object"));
+    }
+    // Files come only as parts: a path in the manifest would name a file of the intake.
+    if manifest.get("video").is_some() {
+        return Err(bad("video", "send the video as a part named video, not in the manifest"));
+    }
+    match manifest.get("images") {
+        None => manifest["images"] = Value::Object(Map::new()),
+        Some(Value::Object(images)) if images.is_empty() => {}
+        Some(Value::Object(images)) => {
+            let slot = images.keys().next().expect("not empty");
+            return Err(bad(
+                format!("images.{slot}"),
+                format!("send the image as a part named {slot}, not in the manifest"),
+            ));
+        }
+        Some(_) => return Err(bad("images", "must be a JSON object")),
+    }
+    for name in &given {
+        let path = Value::String(format!("{name}.bin"));
+        if name == "video" {
+            manifest["video"] = path;
+        } else {
+            manifest["images"][name.as_str()] = path;
+        }
+    }
+    Ok(manifest)
+}
+
+fn multipart_error(e: &axum::extract::multipart::MultipartError) -> ApiError {
+    let status = e.status();
+    let code = if status == StatusCode::PAYLOAD_TOO_LARGE { "too_large" } else { "bad_multipart" };
+    ApiError::field(status, code, "body", e.body_text())
+}

@@ -1,0 +1,328 @@
+//! The kiosk's local control API, served by `kiosk-agent run` beside the worker (see
+//! [`crate::daemon`]).
+//!
+//! Every route but `GET /healthz` needs `Authorization: Bearer <token>` when a token is
+//! configured (`api.token_file` or the unit's `api.token` credential); without one the API only
+//! listens on loopback. Errors are JSON `{code, message, field?}`. [`ROUTES`] is the one list of
+//! routes: the router is checked against it and `GET /v1/openapi.json` is generated from it.
+
+mod intake;
+pub mod wire;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::rejection::JsonRejection;
+use axum::extract::{DefaultBodyLimit, Path, Query, Request, State};
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::middleware::Next;
+use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde::Serialize;
+use serde_json::{json, Value};
+use tokio::net::TcpListener;
+use tokio::sync::broadcast;
+
+use crate::config::flow::Secret;
+use crate::queue::{Queue, QueueError};
+use crate::sync::{blocking, Worker};
+
+/// Every route: method, path, whether it needs the token, what it does.
+pub const ROUTES: &[(&str, &str, bool, &str)] = &[
+    ("get", "/healthz", false, "Liveness: 200 while the daemon runs"),
+    ("get", "/v1/status", true, "Online/offline, pending count and bytes, oldest pending age, free disk, last contact"),
+    ("get", "/v1/enrollments", true, "Every enrollment, oldest first; ?state= filters"),
+    (
+        "post",
+        "/v1/enrollments",
+        true,
+        "Queue an enrollment (JSON with Base64 files, or multipart); 202 {id} once durable",
+    ),
+    ("get", "/v1/enrollments/{id}", true, "One enrollment with its artifacts and history"),
+    ("post", "/v1/enrollments/{id}/retry", true, "Re-queue a failed enrollment from the step it failed at"),
+    ("get", "/v1/events", true, "Server-sent events: enrollment changes and online/offline"),
+    ("get", "/v1/openapi.json", true, "This API's OpenAPI description"),
+];
+
+/// What the handlers share.
+#[derive(Debug, Clone)]
+pub struct ApiState {
+    pub queue: Arc<Queue>,
+    pub worker: Arc<Worker>,
+    pub config: Arc<crate::config::Config>,
+    pub token: Option<Arc<Secret>>,
+    pub events: broadcast::Sender<wire::Event>,
+}
+
+/// An API error: status, a stable code, a message and the field at fault.
+#[derive(Debug)]
+pub struct ApiError {
+    pub status: StatusCode,
+    pub code: &'static str,
+    pub message: String,
+    pub field: Option<String>,
+}
+
+impl ApiError {
+    pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
+        ApiError { status, code, message: message.into(), field: None }
+    }
+
+    pub fn field(status: StatusCode, code: &'static str, field: impl Into<String>, message: impl Into<String>) -> Self {
+        ApiError { status, code, message: message.into(), field: Some(field.into()) }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let mut body = json!({"code": self.code, "message": self.message});
+        if let Some(field) = self.field {
+            body["field"] = field.into();
+        }
+        (self.status, Json(body)).into_response()
+    }
+}
+
+impl From<QueueError> for ApiError {
+    fn from(e: QueueError) -> Self {
+        match e {
+            QueueError::NotFound(id) => {
+                ApiError::field(StatusCode::NOT_FOUND, "not_found", "id", format!("no enrollment {id}"))
+            }
+            QueueError::WrongState { .. } => ApiError::new(StatusCode::CONFLICT, "wrong_state", e.to_string()),
+            QueueError::Space(_) => ApiError::new(StatusCode::INSUFFICIENT_STORAGE, "spool_full", e.to_string()),
+            e => {
+                tracing::error!(error = %e, "API request failed");
+                ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", "the request failed; see the daemon's log")
+            }
+        }
+    }
+}
+
+impl From<JsonRejection> for ApiError {
+    fn from(r: JsonRejection) -> Self {
+        let code = if r.status() == StatusCode::PAYLOAD_TOO_LARGE { "too_large" } else { "bad_json" };
+        ApiError::new(r.status(), code, r.body_text())
+    }
+}
+
+/// Builds the router over `state`.
+pub fn router(state: ApiState) -> Router {
+    let limit = state.config.api.max_body_bytes as usize;
+    let authed = Router::new()
+        .route("/v1/status", get(status))
+        .route("/v1/enrollments", get(list_enrollments).post(intake::submit))
+        .route("/v1/enrollments/{id}", get(show_enrollment))
+        .route("/v1/enrollments/{id}/retry", post(retry_enrollment))
+        .route("/v1/events", get(events))
+        .route("/v1/openapi.json", get(openapi))
+        .route_layer(axum::middleware::from_fn_with_state(state.clone(), require_token));
+    Router::new()
+        .route("/healthz", get(|| async { Json(json!({"status": "ok"})) }))
+        .merge(authed)
+        .fallback(|| async {
+            ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such route (see /v1/openapi.json)")
+        })
+        .layer(DefaultBodyLimit::max(limit))
+        .with_state(state)
+}
+
+/// Serves the API on `listener` until `shutdown` completes; also feeds `GET /v1/events`.
+pub async fn serve(
+    listener: TcpListener,
+    state: ApiState,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    tokio::spawn(watch_changes(state.clone()));
+    axum::serve(listener, router(state)).with_graceful_shutdown(shutdown).await
+}
+
+/// Compares constant-time: a wrong token takes as long to refuse whatever its prefix.
+fn same(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+async fn require_token(State(state): State<ApiState>, headers: HeaderMap, request: Request, next: Next) -> Response {
+    if let Some(token) = &state.token {
+        let given =
+            headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()).and_then(|v| v.strip_prefix("Bearer "));
+        if !given.is_some_and(|g| same(g.as_bytes(), token.as_bytes())) {
+            let mut response = ApiError::field(
+                StatusCode::UNAUTHORIZED,
+                "unauthorized",
+                "authorization",
+                "a valid bearer token is required",
+            )
+            .into_response();
+            response.headers_mut().insert(header::WWW_AUTHENTICATE, header::HeaderValue::from_static("Bearer"));
+            return response;
+        }
+    }
+    next.run(request).await
+}
+
+async fn status(State(s): State<ApiState>) -> Result<Json<wire::Status>, ApiError> {
+    let list = blocking(&s.queue, |q| q.list()).await?;
+    let pending: Vec<_> = list.iter().filter(|e| e.state.is_pending()).collect();
+    let oldest = pending
+        .iter()
+        .filter_map(|e| humantime::parse_rfc3339(&e.created_at).ok())
+        .min()
+        .and_then(|t| std::time::SystemTime::now().duration_since(t).ok())
+        .map(|d| d.as_secs());
+    let free = crate::fsutil::available_bytes(s.queue.dir()).unwrap_or(0);
+    Ok(Json(wire::Status {
+        online: s.worker.is_online(),
+        pending: pending.len(),
+        pending_bytes: pending.iter().map(|e| e.bytes).sum(),
+        oldest_pending_secs: oldest,
+        failed: list.iter().filter(|e| e.state == crate::queue::State::Failed).count(),
+        free_disk_bytes: free,
+        last_contact: s.worker.last_contact_ms().map(crate::queue::format_ms),
+    }))
+}
+
+#[derive(Debug, serde::Deserialize)]
+struct ListQuery {
+    state: Option<String>,
+}
+
+async fn list_enrollments(
+    State(s): State<ApiState>,
+    query: Result<Query<ListQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<Json<Vec<wire::Enrollment>>, ApiError> {
+    let Query(q) = query.map_err(|e| ApiError::field(StatusCode::BAD_REQUEST, "bad_query", "state", e.body_text()))?;
+    if let Some(state) = &q.state {
+        if state.parse::<crate::queue::State>().is_err() {
+            return Err(ApiError::field(
+                StatusCode::BAD_REQUEST,
+                "bad_query",
+                "state",
+                format!("unknown state {state:?}"),
+            ));
+        }
+    }
+    let list = blocking(&s.queue, |q| q.list()).await?;
+    Ok(Json(
+        list.iter()
+            .filter(|e| q.state.as_deref().is_none_or(|st| e.state.to_string() == st))
+            .map(wire::Enrollment::from)
+            .collect(),
+    ))
+}
+
+async fn show_enrollment(
+    State(s): State<ApiState>,
+    Path(id): Path<String>,
+) -> Result<Json<wire::EnrollmentDetail>, ApiError> {
+    let shown = blocking(&s.queue, move |q| q.show(&id)).await?;
+    Ok(Json((&shown).into()))
+}
+
+async fn retry_enrollment(State(s): State<ApiState>, Path(id): Path<String>) -> Result<Json<Value>, ApiError> {
+    let id2 = id.clone();
+    let state = blocking(&s.queue, move |q| q.retry(&id2)).await?;
+    s.queue.audit(Some(&id), "retry requested through the API").ok();
+    s.worker.waker().notify_one();
+    Ok(Json(json!({"id": id, "state": state.to_string()})))
+}
+
+async fn events(State(s): State<ApiState>) -> impl IntoResponse {
+    let mut rx = s.events.subscribe();
+    let stream = async_stream(move |tx| async move {
+        loop {
+            match rx.recv().await {
+                Ok(event) => {
+                    let data = serde_json::to_string(&event).expect("JSON values serialize");
+                    if tx.send(Ok::<_, std::convert::Infallible>(SseEvent::default().data(data))).await.is_err() {
+                        return;
+                    }
+                }
+                // A slow client misses events, not the connection: it can reread the list.
+                Err(broadcast::error::RecvError::Lagged(_)) => continue,
+                Err(broadcast::error::RecvError::Closed) => return,
+            }
+        }
+    });
+    Sse::new(stream).keep_alive(KeepAlive::new().interval(Duration::from_secs(15)))
+}
+
+/// A stream fed by a task through a small channel (no extra crate for generators).
+fn async_stream<T, F, Fut>(f: F) -> impl futures_util::Stream<Item = T>
+where
+    T: Send + 'static,
+    F: FnOnce(tokio::sync::mpsc::Sender<T>) -> Fut,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
+    let (tx, mut rx) = tokio::sync::mpsc::channel(16);
+    tokio::spawn(f(tx));
+    futures_util::stream::poll_fn(move |cx| rx.poll_recv(cx))
+}
+
+/// Watches the queue and the link and publishes what changed. Polling the queue (twice a
+/// second) also sees changes made by other processes (`enroll`, `queue retry`).
+async fn watch_changes(s: ApiState) {
+    let mut last: std::collections::HashMap<String, wire::Enrollment> = Default::default();
+    let mut online = s.worker.is_online();
+    let mut first = true;
+    loop {
+        if let Ok(list) = blocking(&s.queue, |q| q.list()).await {
+            for e in &list {
+                let view = wire::Enrollment::from(e);
+                if last.get(&view.id) != Some(&view) {
+                    if !first {
+                        let _ = s.events.send(wire::Event::Enrollment(view.clone()));
+                    }
+                    last.insert(view.id.clone(), view);
+                }
+            }
+        }
+        first = false;
+        let now_online = s.worker.is_online();
+        if now_online != online {
+            online = now_online;
+            let _ = s.events.send(wire::Event::Link { online });
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
+/// The OpenAPI description, generated from [`ROUTES`].
+pub fn openapi_document() -> Value {
+    let mut paths = serde_json::Map::new();
+    for (method, path, authed, summary) in ROUTES {
+        let entry = paths.entry(path.to_string()).or_insert_with(|| json!({}));
+        let mut op = json!({"summary": summary, "responses": {"200": {"description": "OK"}}});
+        if *authed {
+            op["security"] = json!([{"bearer": []}]);
+            op["responses"]["401"] = json!({"description": "missing or wrong token", "content": error_schema()});
+        }
+        if path.contains("{id}") {
+            op["parameters"] = json!([{"name": "id", "in": "path", "required": true, "schema": {"type": "string"}}]);
+        }
+        entry[*method] = op;
+    }
+    json!({
+        "openapi": "3.0.3",
+        "info": {"title": "kiosk-agent local API", "version": env!("CARGO_PKG_VERSION")},
+        "components": {"securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}}},
+        "paths": paths,
+    })
+}
+
+fn error_schema() -> Value {
+    json!({"application/json": {"schema": {"type": "object", "required": ["code", "message"], "properties": {
+        "code": {"type": "string"}, "message": {"type": "string"}, "field": {"type": "string"}}}}})
+}
+
+async fn openapi() -> Json<Value> {
+    Json(openapi_document())
+}
+
+/// `202 Accepted` of `POST /v1/enrollments`: the id, once the enrollment is durable.
+#[derive(Debug, Serialize)]
+pub struct Accepted {
+    pub id: String,
+}

@@ -1,0 +1,94 @@
+//! The `[api]` section: the local control API of `kiosk-agent run`.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+use super::flow::{read_secret, Secret};
+use super::EvidenceLimits;
+
+/// The default address: loopback only.
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:8470";
+/// The unit's credential holding the token, under `$CREDENTIALS_DIRECTORY`.
+pub const TOKEN_CREDENTIAL: &str = "api.token";
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawApi {
+    pub listen: Option<String>,
+    pub token_file: Option<PathBuf>,
+    pub max_body_bytes: Option<u64>,
+}
+
+/// The validated `[api]` section.
+#[derive(Clone)]
+pub struct ApiConfig {
+    /// Where the API listens; `None` when `listen = "off"`.
+    pub listen: Option<SocketAddr>,
+    /// The bearer token every route but `/healthz` requires, when set.
+    pub token: Option<Secret>,
+    /// The largest request body (an enrollment with its video).
+    pub max_body_bytes: u64,
+}
+
+impl std::fmt::Debug for ApiConfig {
+    // By hand: the token never reaches a log.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ApiConfig")
+            .field("listen", &self.listen)
+            .field("token", &self.token.as_ref().map(|_| "<redacted>"))
+            .field("max_body_bytes", &self.max_body_bytes)
+            .finish()
+    }
+}
+
+/// Validates `[api]`.
+pub fn validate_api(
+    raw: Option<RawApi>,
+    base_dir: &Path,
+    evidence: &EvidenceLimits,
+    problem: &mut dyn FnMut(&str, String),
+) -> ApiConfig {
+    let a = raw.unwrap_or_default();
+    let listen = match a.listen.as_deref().unwrap_or(DEFAULT_LISTEN) {
+        "off" => None,
+        text => match text.parse::<SocketAddr>() {
+            Ok(addr) => Some(addr),
+            Err(_) => {
+                problem("api.listen", format!("must be an address such as {DEFAULT_LISTEN}, or \"off\", not {text:?}"));
+                None
+            }
+        },
+    };
+    let from_credentials =
+        std::env::var_os("CREDENTIALS_DIRECTORY").map(|d| Path::new(&d).join(TOKEN_CREDENTIAL)).filter(|p| p.is_file());
+    let token = match (from_credentials, &a.token_file) {
+        (Some(path), _) => read_secret(&path, base_dir).map_err(|e| problem("api.token_file", e)).ok(),
+        (None, Some(path)) => read_secret(path, base_dir).map_err(|e| problem("api.token_file", e)).ok(),
+        (None, None) => None,
+    };
+    if let Some(t) = &token {
+        if t.trim().chars().count() < 16 {
+            problem("api.token_file", "the token must be at least 16 characters".into());
+        }
+    }
+    if listen.is_some_and(|addr| !addr.ip().is_loopback()) && token.is_none() && a.token_file.is_none() {
+        problem(
+            "api.token_file",
+            "is required when api.listen is not a loopback address (anyone on the network could queue evidence)".into(),
+        );
+    }
+    // An enrollment with its largest video and four largest images (Base64 adds a third), and
+    // room for the manifest.
+    let default_body = evidence.max_video_bytes + evidence.max_image_bytes * 4 * 4 / 3 + (1 << 20);
+    let max_body_bytes = match a.max_body_bytes {
+        Some(0) => {
+            problem("api.max_body_bytes", "must be greater than 0".into());
+            default_body
+        }
+        Some(n) => n,
+        None => default_body,
+    };
+    ApiConfig { listen, token, max_body_bytes }
+}

@@ -1,0 +1,305 @@
+//! The local control API of `kiosk-agent run`, over loopback against the sandbox.
+
+use std::io::{BufRead, BufReader, Read};
+use std::process::{Child, Stdio};
+use std::time::{Duration, Instant};
+
+use base64::Engine as _;
+use serde_json::{json, Value};
+
+use crate::util::*;
+
+const TOKEN: &str = "test-token-0123456789abcdef";
+
+/// A daemon with its API on a known port and a token.
+struct Daemon {
+    child: Child,
+    base: String,
+    env: Env,
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn start(sandbox_port: u16, api_extra: &str) -> Daemon {
+    let env = Env::new(sandbox_port);
+    let token_file = env.dir.path().join("api.token");
+    std::fs::write(&token_file, format!("{TOKEN}\n")).unwrap();
+    std::fs::set_permissions(&token_file, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
+    let port = free_port();
+    let text = std::fs::read_to_string(&env.config).unwrap().replace(
+        "[api]\nlisten = \"127.0.0.1:0\"\n",
+        &format!("[api]\nlisten = \"127.0.0.1:{port}\"\ntoken_file = \"api.token\"\n{api_extra}"),
+    );
+    std::fs::write(&env.config, text).unwrap();
+    let child = env.cmd().arg("run").stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap();
+    let base = format!("http://127.0.0.1:{port}");
+    let d = Daemon { child, base, env };
+    wait_for(Duration::from_secs(20), || (call(&d, "GET", "/healthz", None, None).0 == 200).then_some(()));
+    d
+}
+
+/// One request: status and JSON body (`null` if none). `token` None sends none.
+fn call(d: &Daemon, method: &str, path: &str, token: Option<&str>, body: Option<Body>) -> (u16, Value) {
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    rt.block_on(async {
+        let client = reqwest::Client::new();
+        let mut req = client.request(method.parse().unwrap(), format!("{}{path}", d.base));
+        if let Some(t) = token {
+            req = req.bearer_auth(t);
+        }
+        req = match body {
+            Some(Body::Json(v)) => req.json(&v),
+            Some(Body::Raw(bytes)) => req.header("content-type", "application/json").body(bytes),
+            Some(Body::Multipart(form)) => req.multipart(form),
+            None => req,
+        };
+        match req.send().await {
+            Ok(resp) => {
+                let status = resp.status().as_u16();
+                (status, resp.json().await.unwrap_or(Value::Null))
+            }
+            Err(e) if e.is_connect() => (0, Value::Null),
+            Err(e) => panic!("{method} {path}: {e}"),
+        }
+    })
+}
+
+enum Body {
+    Json(Value),
+    Raw(Vec<u8>),
+    Multipart(reqwest::multipart::Form),
+}
+
+fn authed(d: &Daemon, method: &str, path: &str, body: Option<Body>) -> (u16, Value) {
+    call(d, method, path, Some(TOKEN), body)
+}
+
+fn b64(path: &std::path::Path) -> Value {
+    json!({ "base64": base64::engine::general_purpose::STANDARD.encode(std::fs::read(path).unwrap()) })
+}
+
+/// The sample manifest with every file inline as Base64.
+fn inline_manifest(dir: &std::path::Path) -> Value {
+    let mut m: Value = serde_json::from_slice(&std::fs::read(dir.join("manifest.json")).unwrap()).unwrap();
+    for (slot, file) in [
+        ("document_front", "front.jpg"),
+        ("document_rear", "rear.jpg"),
+        ("document_photo", "photo.jpg"),
+        ("document_owner", "selfie.jpg"),
+    ] {
+        m["images"][slot] = b64(&dir.join(file));
+    }
+    m["video"] = b64(&dir.join("video.mp4"));
+    m
+}
+
+fn intake_is_empty(d: &Daemon) -> bool {
+    std::fs::read_dir(d.env.data_dir().join("intake")).map(|r| r.count() == 0).unwrap_or(true)
+}
+
+#[test]
+fn an_enrollment_submitted_through_the_api_reaches_review() {
+    let sandbox = Sandbox::start(0);
+    let d = start(sandbox.addr.port(), "");
+    let dir = d.env.manifest("m", "", |_| {}).parent().unwrap().to_owned();
+
+    let (code, body) = authed(&d, "POST", "/v1/enrollments", Some(Body::Json(inline_manifest(&dir))));
+    assert_eq!(code, 202, "{body}");
+    let id = body["id"].as_str().unwrap().to_owned();
+    assert!(intake_is_empty(&d), "the intake is cleared once the enrollment is queued");
+    let shown = wait_for(Duration::from_secs(30), || {
+        let (_, e) = authed(&d, "GET", &format!("/v1/enrollments/{id}"), None);
+        (e["state"] == "in_review").then_some(e)
+    });
+    assert_arrived_once(&sandbox.records(), shown["request_pk"].as_str().unwrap(), &dir);
+    assert_eq!(shown["capture_manifest_valid"], true);
+    assert!(shown["history"].as_array().unwrap().len() >= 4);
+
+    // Multipart: the manifest without files, one part per file (the way to send a large video).
+    let mut manifest: Value = serde_json::from_slice(&std::fs::read(dir.join("manifest.json")).unwrap()).unwrap();
+    manifest.as_object_mut().unwrap().remove("images");
+    manifest.as_object_mut().unwrap().remove("video");
+    let mut form = reqwest::multipart::Form::new().text("manifest", manifest.to_string());
+    for (slot, file) in [
+        ("document_front", "front.jpg"),
+        ("document_photo", "photo.jpg"),
+        ("document_owner", "selfie.jpg"),
+        ("video", "video.mp4"),
+    ] {
+        form = form.part(slot, reqwest::multipart::Part::bytes(std::fs::read(dir.join(file)).unwrap()));
+    }
+    let (code, body) = authed(&d, "POST", "/v1/enrollments", Some(Body::Multipart(form)));
+    assert_eq!(code, 202, "{body}");
+    let id2 = body["id"].as_str().unwrap().to_owned();
+    wait_for(Duration::from_secs(30), || {
+        let (_, e) = authed(&d, "GET", &format!("/v1/enrollments/{id2}"), None);
+        (e["state"] == "in_review").then_some(())
+    });
+
+    let (code, list) = authed(&d, "GET", "/v1/enrollments?state=in_review", None);
+    assert_eq!(code, 200);
+    assert_eq!(list.as_array().unwrap().len(), 2);
+    let (code, status) = authed(&d, "GET", "/v1/status", None);
+    assert_eq!(code, 200);
+    assert_eq!((status["online"].as_bool(), status["pending"].as_u64()), (Some(true), Some(0)));
+    assert!(status["last_contact"].is_string() && status["free_disk_bytes"].as_u64() > Some(0), "{status}");
+}
+
+#[test]
+fn tokens_are_required_everywhere_but_healthz() {
+    let d = start(free_port(), "");
+    assert_eq!(call(&d, "GET", "/healthz", None, None).0, 200);
+    for (method, path, authed_route, _) in kiosk_agent::api::ROUTES {
+        if !authed_route {
+            continue;
+        }
+        let path = path.replace("{id}", "x");
+        for token in [None, Some("wrong-token-0123456789")] {
+            let (code, body) = call(&d, &method.to_uppercase(), &path, token, None);
+            assert_eq!(code, 401, "{method} {path} with {token:?}: {body}");
+            assert_eq!(body["code"], "unauthorized");
+        }
+    }
+}
+
+#[test]
+fn every_route_is_served_and_described() {
+    let d = start(free_port(), "");
+    let (code, doc) = authed(&d, "GET", "/v1/openapi.json", None);
+    assert_eq!(code, 200);
+    for (method, path, _, _) in kiosk_agent::api::ROUTES {
+        assert!(doc["paths"][path][method].is_object(), "{method} {path} is not in openapi.json");
+        if *path == "/v1/events" {
+            continue; // a stream: checked in its own test
+        }
+        let concrete = path.replace("{id}", "00000000-0000-0000-0000-000000000000");
+        let body = (*method == "post").then(|| Body::Json(json!({})));
+        let (code, answer) = authed(&d, &method.to_uppercase(), &concrete, body);
+        // A handler answered: not the router's 405, nor its "no such route" 404 (a handler's 404
+        // names the id it did not find).
+        assert_ne!(code, 405, "{method} {path}");
+        assert!(code != 404 || answer["field"] == "id", "{method} {path}: {code} {answer}");
+    }
+    // Every path the document lists is one of ROUTES, and nothing else is served.
+    assert_eq!(
+        doc["paths"].as_object().unwrap().len(),
+        kiosk_agent::api::ROUTES.iter().map(|r| r.1).collect::<std::collections::BTreeSet<_>>().len()
+    );
+    let (code, body) = authed(&d, "GET", "/v1/nothing-here", None);
+    assert_eq!((code, body["code"].as_str()), (404, Some("not_found")));
+}
+
+#[test]
+fn bad_submissions_are_refused_naming_the_field_and_nothing_is_queued() {
+    let d = start(free_port(), "max_body_bytes = 400000\n");
+    let dir = d.env.manifest("m", "", |_| {}).parent().unwrap().to_owned();
+    let good = inline_manifest(&dir);
+    let edited = |f: &dyn Fn(&mut Value)| {
+        let mut m = good.clone();
+        f(&mut m);
+        Body::Json(m)
+    };
+    let cases: Vec<(&str, Body, u16, &str)> = vec![
+        ("malformed JSON", Body::Raw(b"{\"customer\": ".to_vec()), 400, ""),
+        ("not an object", Body::Json(json!([1, 2])), 400, "manifest"),
+        ("wrong type", edited(&|m| m["similarity_level"] = json!("very")), 400, "similarity_level"),
+        ("bad email", edited(&|m| m["customer"]["email"] = json!("nope")), 400, "customer.email"),
+        (
+            "unknown capture id",
+            edited(&|m| m["images"]["document_front"] = json!({"capture": "c-42"})),
+            400,
+            "images.document_front",
+        ),
+        (
+            "bad Base64",
+            edited(&|m| m["images"]["document_front"] = json!({"base64": "***"})),
+            400,
+            "images.document_front.base64",
+        ),
+        ("a path instead of a file", edited(&|m| m["video"] = json!("/etc/passwd")), 400, "video"),
+        (
+            "text as an image",
+            edited(&|m| m["images"]["document_owner"] = json!({"base64": "aGVsbG8="})),
+            400,
+            "images.document_owner",
+        ),
+        ("oversize body", Body::Raw([b"{\"x\": \"".as_slice(), &vec![b'a'; 500_000], b"\"}"].concat()), 413, ""),
+    ];
+    for (name, body, want, field) in cases {
+        let (code, answer) = authed(&d, "POST", "/v1/enrollments", Some(body));
+        assert_eq!(code, want, "{name}: {answer}");
+        assert!(answer["code"].is_string() && answer["message"].is_string(), "{name}: {answer}");
+        if !field.is_empty() {
+            assert_eq!(answer["field"], field, "{name}: {answer}");
+        }
+    }
+    let (_, list) = authed(&d, "GET", "/v1/enrollments", None);
+    assert_eq!(list.as_array().unwrap().len(), 0, "nothing was queued");
+    assert!(intake_is_empty(&d), "no submitted file is left behind");
+    let (code, body) = authed(&d, "GET", "/v1/enrollments/no-such-id", None);
+    assert_eq!((code, body["code"].as_str()), (404, Some("not_found")));
+    let (code, body) = authed(&d, "GET", "/v1/enrollments?state=flying", None);
+    assert_eq!((code, body["field"].as_str()), (400, Some("state")));
+}
+
+#[test]
+fn events_stream_state_changes_and_retry_works() {
+    let sandbox = Sandbox::start(0);
+    let d = start(sandbox.addr.port(), "");
+    let dir = d.env.manifest("m", "", |_| {}).parent().unwrap().to_owned();
+    // Read the event stream with a plain socket, line by line.
+    let addr = d.base.trim_start_matches("http://").to_owned();
+    let mut stream = std::net::TcpStream::connect(&addr).unwrap();
+    std::io::Write::write_all(
+        &mut stream,
+        format!("GET /v1/events HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {TOKEN}\r\nAccept: text/event-stream\r\n\r\n").as_bytes(),
+    )
+    .unwrap();
+    stream.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    let mut reader = BufReader::new(stream);
+    let mut first = String::new();
+    reader.read_line(&mut first).unwrap();
+    assert!(first.contains("200"), "{first}");
+    // Let the watcher take its first look before the enrollment exists.
+    std::thread::sleep(Duration::from_millis(700));
+    let (code, body) = authed(&d, "POST", "/v1/enrollments", Some(Body::Json(inline_manifest(&dir))));
+    assert_eq!(code, 202, "{body}");
+    let id = body["id"].as_str().unwrap().to_owned();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut states = Vec::new();
+    while Instant::now() < deadline && states.last().map(String::as_str) != Some("in_review") {
+        let mut line = String::new();
+        if reader.read_line(&mut line).unwrap_or(0) == 0 {
+            break;
+        }
+        if let Some(data) = line.trim().strip_prefix("data:") {
+            let event: Value = serde_json::from_str(data.trim()).unwrap();
+            if event["type"] == "enrollment" && event["id"] == id.as_str() {
+                states.push(event["state"].as_str().unwrap().to_owned());
+            }
+        }
+    }
+    assert_eq!(states.last().map(String::as_str), Some("in_review"), "events seen: {states:?}");
+    let _ = reader.get_mut().read(&mut [0u8; 1]);
+
+    // Retry: only a failed enrollment; this one is in review.
+    let (code, body) = authed(&d, "POST", &format!("/v1/enrollments/{id}/retry"), None);
+    assert_eq!((code, body["code"].as_str()), (409, Some("wrong_state")), "{body}");
+}
+
+#[test]
+fn a_network_address_without_a_token_is_refused_at_start() {
+    let env = Env::new(free_port());
+    let text =
+        std::fs::read_to_string(&env.config).unwrap().replace("listen = \"127.0.0.1:0\"", "listen = \"0.0.0.0:0\"");
+    std::fs::write(&env.config, text).unwrap();
+    let out = env.run(&["run"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains("api.token_file") && err.contains("loopback"), "{err}");
+}
