@@ -20,6 +20,7 @@
 pub mod camera;
 pub mod convert;
 pub mod file;
+pub mod hub;
 pub mod jpeg;
 pub mod memory;
 pub mod metrics;

@@ -65,6 +65,8 @@ fn bad(field: impl Into<String>, message: impl Into<String>) -> ApiError {
 
 pub async fn submit(State(s): State<ApiState>, request: Request) -> Result<(StatusCode, Json<Accepted>), ApiError> {
     let intake = Intake::new(s.queue.dir())?;
+    // Stills and clips of the capture service this enrollment takes: erased once it is queued.
+    let mut used: Vec<PathBuf> = Vec::new();
     let is_multipart = request
         .headers()
         .get(header::CONTENT_TYPE)
@@ -75,7 +77,7 @@ pub async fn submit(State(s): State<ApiState>, request: Request) -> Result<(Stat
         from_multipart(multipart, &intake).await?
     } else {
         let Json(body) = Json::<Value>::from_request(request, &()).await?;
-        from_json(body, &intake).await?
+        from_json(body, &intake, s.cameras.dir(), &mut used).await?
     };
     let manifest_path = intake.dir.join("manifest.json");
     tokio::fs::write(&manifest_path, serde_json::to_vec(&manifest).expect("JSON values serialize"))
@@ -91,6 +93,11 @@ pub async fn submit(State(s): State<ApiState>, request: Request) -> Result<(Stat
     .await
     .map_err(internal)??;
     drop(intake);
+    for path in used {
+        if let Err(e) = crate::fsutil::shred_file(&path) {
+            tracing::warn!(path = %path.display(), error = %e, "could not erase a capture");
+        }
+    }
     s.worker.waker().notify_one();
     Ok((StatusCode::ACCEPTED, Json(Accepted { id })))
 }
@@ -103,7 +110,12 @@ fn evidence_error(e: EvidenceError) -> ApiError {
 /// JSON: each file slot holds `{"base64": "…"}`; the files are decoded into the intake and the
 /// slot becomes their path. `{"capture": ID}` and `{"recording": ID}` name captures this API
 /// made; none are known here yet, so they are refused by name.
-async fn from_json(mut body: Value, intake: &Intake) -> Result<Value, ApiError> {
+async fn from_json(
+    mut body: Value,
+    intake: &Intake,
+    captures: &Path,
+    used: &mut Vec<PathBuf>,
+) -> Result<Value, ApiError> {
     if !body.is_object() {
         return Err(bad("manifest", "must be a JSON object"));
     }
@@ -112,12 +124,41 @@ async fn from_json(mut body: Value, intake: &Intake) -> Result<Value, ApiError> 
         let value =
             if slot == "video" { body.get_mut("video") } else { body.get_mut("images").and_then(|i| i.get_mut(slot)) };
         let Some(value) = value else { continue };
-        let bytes = decode_slot(&field, value)?;
+        let bytes = match capture_file(&field, slot, value, captures)? {
+            Some(path) => {
+                let bytes = tokio::fs::read(&path).await.map_err(|_| bad(&field, "unknown capture or recording id"))?;
+                used.push(path);
+                bytes
+            }
+            None => decode_slot(&field, value)?,
+        };
         let path = intake.file(slot);
         tokio::fs::write(&path, bytes).await.map_err(internal)?;
         *value = Value::String(format!("{slot}.bin"));
     }
     Ok(body)
+}
+
+/// The file behind `{"capture": ID}` (a still) or `{"recording": ID}` (a clip), if the slot
+/// names one; an id that is not a UUID, or of the wrong kind for the slot, is refused.
+fn capture_file(field: &str, slot: &str, value: &Value, captures: &Path) -> Result<Option<PathBuf>, ApiError> {
+    let (id, ext) = match value {
+        Value::Object(o) if o.len() == 1 && o.get("capture").is_some_and(Value::is_string) => (&o["capture"], "jpg"),
+        Value::Object(o) if o.len() == 1 && o.get("recording").is_some_and(Value::is_string) => {
+            (&o["recording"], "mp4")
+        }
+        _ => return Ok(None),
+    };
+    if (slot == "video") != (ext == "mp4") {
+        return Err(bad(
+            field,
+            if ext == "mp4" { "a recording can only be the video" } else { "the video must be a recording" },
+        ));
+    }
+    let id = id.as_str().expect("checked");
+    let id =
+        super::cameras::capture_id(id).map_err(|_| bad(field, format!("unknown capture or recording id {id:?}")))?;
+    Ok(Some(captures.join(format!("{id}.{ext}"))))
 }
 
 /// The bytes of a file slot given as `{"base64": "…"}`.
@@ -127,8 +168,7 @@ fn decode_slot(field: &str, value: &Value) -> Result<Vec<u8>, ApiError> {
             o["base64"].as_str().expect("checked")
         }
         Value::Object(o) if o.len() == 1 && (o.contains_key("capture") || o.contains_key("recording")) => {
-            let id = o.values().next().cloned().unwrap_or(Value::Null);
-            return Err(bad(field, format!("unknown capture or recording id {id}")));
+            return Err(bad(field, "a capture or recording id must be a string"));
         }
         _ => return Err(bad(field, "must be {\"base64\": \"…\"} (or a capture or recording id)")),
     };

@@ -6,6 +6,7 @@
 //! listens on loopback. Errors are JSON `{code, message, field?}`. [`ROUTES`] is the one list of
 //! routes: the router is checked against it and `GET /v1/openapi.json` is generated from it.
 
+pub mod cameras;
 mod intake;
 pub mod wire;
 
@@ -43,6 +44,17 @@ pub const ROUTES: &[(&str, &str, bool, &str)] = &[
     ("get", "/v1/enrollments/{id}", true, "One enrollment with its artifacts and history"),
     ("post", "/v1/enrollments/{id}/retry", true, "Re-queue a failed enrollment from the step it failed at"),
     ("get", "/v1/events", true, "Server-sent events: enrollment changes and online/offline"),
+    ("get", "/v1/cameras", true, "The camera roles, their sources and whether they run"),
+    (
+        "get",
+        "/v1/cameras/{role}/preview.mjpg",
+        true,
+        "Live MJPEG preview of a role's camera (several viewers, at most 10 frames a second)",
+    ),
+    ("post", "/v1/captures/still", true, "Take a still {role}: id, metrics, verdict, reasons, thumbnail URL"),
+    ("get", "/v1/captures/{id}/thumbnail.jpg", true, "The still"),
+    ("post", "/v1/recordings", true, "Start recording the face camera {max_seconds}: id"),
+    ("post", "/v1/recordings/{id}/stop", true, "Stop a recording: frames, dropped, duration, bytes"),
     ("get", "/v1/openapi.json", true, "This API's OpenAPI description"),
 ];
 
@@ -54,6 +66,7 @@ pub struct ApiState {
     pub config: Arc<crate::config::Config>,
     pub token: Option<Arc<Secret>>,
     pub events: broadcast::Sender<wire::Event>,
+    pub cameras: Arc<cameras::CaptureService>,
 }
 
 /// An API error: status, a stable code, a message and the field at fault.
@@ -118,6 +131,12 @@ pub fn router(state: ApiState) -> Router {
         .route("/v1/enrollments/{id}/retry", post(retry_enrollment))
         .route("/v1/events", get(events))
         .route("/v1/openapi.json", get(openapi))
+        .route("/v1/cameras", get(cameras::cameras))
+        .route("/v1/cameras/{role}/preview.mjpg", get(cameras::preview))
+        .route("/v1/captures/still", post(cameras::still))
+        .route("/v1/captures/{id}/thumbnail.jpg", get(cameras::thumbnail))
+        .route("/v1/recordings", post(cameras::start_recording))
+        .route("/v1/recordings/{id}/stop", post(cameras::stop_recording))
         .route_layer(axum::middleware::from_fn_with_state(state.clone(), require_token));
     Router::new()
         .route("/healthz", get(|| async { Json(json!({"status": "ok"})) }))
@@ -299,8 +318,11 @@ pub fn openapi_document() -> Value {
             op["security"] = json!([{"bearer": []}]);
             op["responses"]["401"] = json!({"description": "missing or wrong token", "content": error_schema()});
         }
-        if path.contains("{id}") {
-            op["parameters"] = json!([{"name": "id", "in": "path", "required": true, "schema": {"type": "string"}}]);
+        for param in ["id", "role"] {
+            if path.contains(&format!("{{{param}}}")) {
+                op["parameters"] =
+                    json!([{"name": param, "in": "path", "required": true, "schema": {"type": "string"}}]);
+            }
         }
         entry[*method] = op;
     }

@@ -159,6 +159,15 @@ pub enum Command {
     /// through the helper, which links FFmpeg).
     #[command(hide = true)]
     ProbeVideo,
+    /// The long-lived capture service behind the API's camera routes (run by `run` through the
+    /// helper): HTTP on a Unix socket, stills and clips written into `--dir`.
+    #[command(hide = true)]
+    CaptureService {
+        #[arg(long)]
+        socket: PathBuf,
+        #[arg(long)]
+        dir: PathBuf,
+    },
 }
 
 /// `kiosk-agent key …`.
@@ -261,9 +270,11 @@ pub fn main() -> Result<ExitCode, Failure> {
                 }
             })
         }
-        Command::Cameras | Command::Capture { .. } | Command::DemoEvidence { .. } | Command::ProbeVideo => {
-            Ok(crate::helper::exec()?)
-        }
+        Command::Cameras
+        | Command::Capture { .. }
+        | Command::DemoEvidence { .. }
+        | Command::ProbeVideo
+        | Command::CaptureService { .. } => Ok(crate::helper::exec()?),
         Command::CheckConfig => check_config(cli.config.as_deref()),
         Command::Audit { command } => audit(&load_config(cli.config.as_deref())?, command),
         Command::Key { command: KeyCommand::Init { path } } => {

@@ -213,6 +213,9 @@ pub struct Config {
     pub signature: SignatureConfig,
     /// The local control API of `kiosk-agent run`.
     pub api: ApiConfig,
+    /// The file this configuration was read from (`None` when built in, as by the demo): the
+    /// capture service the daemon starts reads its camera settings from the same file.
+    pub path: Option<PathBuf>,
 }
 
 /// Reads, parses and validates the file at `path`.
@@ -220,7 +223,9 @@ pub fn load(path: &Path) -> Result<Config, ConfigError> {
     let text = std::fs::read_to_string(path).map_err(|error| ConfigError::Read { path: path.to_owned(), error })?;
     let raw = from_toml(&text)?;
     // Relative paths in the file are relative to the file, not to the working directory.
-    validate(raw, path.parent().unwrap_or(Path::new(".")))
+    let mut config = validate(raw, path.parent().unwrap_or(Path::new(".")))?;
+    config.path = Some(path.to_owned());
+    Ok(config)
 }
 
 /// Reads a file and validates only its camera and capture sections (for `capture` commands,
@@ -524,6 +529,7 @@ pub fn validate(raw: RawConfig, base_dir: &Path) -> Result<Config, ConfigError> 
         rao,
         signature,
         api,
+        path: None,
     })
 }
 

@@ -124,8 +124,9 @@ fn serve_api(
         queue: Arc::clone(queue),
         worker: Arc::clone(worker),
         token: config.api.token.clone().map(Arc::new),
-        config,
+        config: Arc::clone(&config),
         events: tokio::sync::broadcast::channel(256).0,
+        cameras: Arc::new(crate::api::cameras::CaptureService::new(queue.dir(), config.path.clone())),
     };
     tokio::spawn(async move {
         let shutdown = async move {

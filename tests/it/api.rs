@@ -10,6 +10,9 @@ use serde_json::{json, Value};
 use crate::util::*;
 
 const TOKEN: &str = "test-token-0123456789abcdef";
+/// Synthetic cameras for both roles, and a small clip size so recording is cheap.
+const CAMERAS: &str = "[cameras.document]\nsource = \"synthetic:1280x720@30\"\n\
+    [cameras.face]\nsource = \"synthetic:640x480@30\"\n[capture.video]\nwidth = 640\nheight = 480\n";
 
 /// A daemon with its API on a known port and a token.
 struct Daemon {
@@ -34,7 +37,7 @@ fn start(sandbox_port: u16, api_extra: &str) -> Daemon {
     let text = std::fs::read_to_string(&env.config).unwrap().replace(
         "[api]\nlisten = \"127.0.0.1:0\"\n",
         &format!("[api]\nlisten = \"127.0.0.1:{port}\"\ntoken_file = \"api.token\"\n{api_extra}"),
-    );
+    ) + CAMERAS;
     std::fs::write(&env.config, text).unwrap();
     let child = env.cmd().arg("run").stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap();
     let base = format!("http://127.0.0.1:{port}");
@@ -174,8 +177,8 @@ fn every_route_is_served_and_described() {
     assert_eq!(code, 200);
     for (method, path, _, _) in kiosk_agent::api::ROUTES {
         assert!(doc["paths"][path][method].is_object(), "{method} {path} is not in openapi.json");
-        if *path == "/v1/events" {
-            continue; // a stream: checked in its own test
+        if path.ends_with("/events") || path.ends_with("preview.mjpg") {
+            continue; // streams: checked in their own tests
         }
         let concrete = path.replace("{id}", "00000000-0000-0000-0000-000000000000");
         let body = (*method == "post").then(|| Body::Json(json!({})));
@@ -302,4 +305,136 @@ fn a_network_address_without_a_token_is_refused_at_start() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(2), "{err}");
     assert!(err.contains("api.token_file") && err.contains("loopback"), "{err}");
+}
+
+/// Reads `n` JPEG parts from a preview stream.
+fn preview_frames(d: &Daemon, role: &str, n: usize) -> Vec<Vec<u8>> {
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    rt.block_on(async {
+        let mut resp = reqwest::Client::new()
+            .get(format!("{}/v1/cameras/{role}/preview.mjpg", d.base))
+            .bearer_auth(TOKEN)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 200);
+        assert!(resp.headers()["content-type"].to_str().unwrap().starts_with("multipart/x-mixed-replace"));
+        let mut buf: Vec<u8> = Vec::new();
+        let mut frames = Vec::new();
+        while frames.len() < n {
+            let Some(chunk) = tokio::time::timeout(Duration::from_secs(20), resp.chunk()).await.unwrap().unwrap()
+            else {
+                break;
+            };
+            buf.extend_from_slice(&chunk);
+            // Each part: headers with Content-Length, a blank line, then that many bytes.
+            while let Some(start) = find(&buf, b"Content-Length: ") {
+                let Some(end) = find(&buf[start..], b"\r\n\r\n").map(|e| start + e) else { break };
+                let len: usize = std::str::from_utf8(&buf[start + 16..end]).unwrap().trim().parse().unwrap();
+                if buf.len() < end + 4 + len {
+                    break;
+                }
+                frames.push(buf[end + 4..end + 4 + len].to_vec());
+                buf.drain(..end + 4 + len);
+            }
+        }
+        frames
+    })
+}
+
+fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
+    hay.windows(needle.len()).position(|w| w == needle)
+}
+
+#[test]
+fn cameras_preview_stills_and_a_recording_become_an_enrollment() {
+    let sandbox = Sandbox::start(0);
+    let d = start(sandbox.addr.port(), "");
+    let (code, cams) = authed(&d, "GET", "/v1/cameras", None);
+    assert_eq!(code, 200, "{cams}");
+    assert_eq!(cams["cameras"].as_array().unwrap().len(), 2);
+
+    // The preview moves: two frames differ.
+    let frames = preview_frames(&d, "face", 2);
+    assert_eq!(frames.len(), 2);
+    assert!(frames.iter().all(|f| f.starts_with(&[0xFF, 0xD8])) && frames[0] != frames[1]);
+
+    // A recording runs while stills are taken and another viewer watches.
+    let (code, rec) = authed(&d, "POST", "/v1/recordings", Some(Body::Json(json!({"max_seconds": 3}))));
+    assert_eq!(code, 201, "{rec}");
+    let mut ids = Vec::new();
+    for role in ["document", "document", "face"] {
+        let (code, still) =
+            authed(&d, "POST", "/v1/captures/still", Some(Body::Json(json!({"role": role, "kind": "x"}))));
+        assert_eq!(code, 200, "{still}");
+        assert_eq!(still["verdict"], "pass", "{still}");
+        ids.push(still["id"].as_str().unwrap().to_owned());
+    }
+    assert_eq!(preview_frames(&d, "document", 3).len(), 3, "previews run beside the recording");
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let thumb = rt.block_on(async {
+        reqwest::Client::new()
+            .get(format!("{}/v1/captures/{}/thumbnail.jpg", d.base, ids[0]))
+            .bearer_auth(TOKEN)
+            .send()
+            .await
+            .unwrap()
+            .bytes()
+            .await
+            .unwrap()
+    });
+    assert!(thumb.starts_with(&[0xFF, 0xD8]));
+    std::thread::sleep(Duration::from_millis(3200));
+    let rec_id = rec["id"].as_str().unwrap();
+    let (code, report) = authed(&d, "POST", &format!("/v1/recordings/{rec_id}/stop"), None);
+    assert_eq!(code, 200, "{report}");
+    assert!(report["frames"].as_u64() > Some(30) && report["dropped"] == 0, "{report}");
+
+    // Ids of the wrong kind or unknown are refused naming the slot.
+    let dir = d.env.manifest("m", "", |_| {}).parent().unwrap().to_owned();
+    let mut m = inline_manifest(&dir);
+    m["video"] = json!({"capture": ids[0]});
+    let (code, body) = authed(&d, "POST", "/v1/enrollments", Some(Body::Json(m)));
+    assert_eq!((code, body["field"].as_str()), (400, Some("video")), "{body}");
+    let mut m = inline_manifest(&dir);
+    m["images"]["document_front"] = json!({"capture": "5b1f0a52-9a7e-4c0e-9d53-000000000000"});
+    let (code, body) = authed(&d, "POST", "/v1/enrollments", Some(Body::Json(m)));
+    assert_eq!((code, body["field"].as_str()), (400, Some("images.document_front")), "{body}");
+
+    let mut m = inline_manifest(&dir);
+    m["images"]["document_front"] = json!({"capture": ids[0]});
+    m["images"]["document_rear"] = json!({"capture": ids[1]});
+    m["images"]["document_owner"] = json!({"capture": ids[2]});
+    m["video"] = json!({"recording": rec_id});
+    let (code, body) = authed(&d, "POST", "/v1/enrollments", Some(Body::Json(m)));
+    assert_eq!(code, 202, "{body}");
+    let id = body["id"].as_str().unwrap().to_owned();
+    wait_for(Duration::from_secs(30), || {
+        let (_, e) = authed(&d, "GET", &format!("/v1/enrollments/{id}"), None);
+        (e["state"] == "in_review").then_some(())
+    });
+    let left: Vec<_> =
+        std::fs::read_dir(d.env.data_dir().join("captures")).unwrap().flatten().map(|e| e.file_name()).collect();
+    assert!(left.is_empty(), "the captures an enrollment took are erased: {left:?}");
+}
+
+#[test]
+fn a_dead_capture_service_is_started_again_and_the_api_stays_up() {
+    let d = start(free_port(), "");
+    assert_eq!(authed(&d, "GET", "/v1/cameras", None).0, 200);
+    // Kill the service (a child of the daemon).
+    let service = std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .find_map(|p| {
+            let status = std::fs::read_to_string(p.path().join("status")).ok()?;
+            let ppid: u32 = status.lines().find(|l| l.starts_with("PPid:"))?.split_whitespace().nth(1)?.parse().ok()?;
+            (ppid == d.child.id()).then(|| p.file_name().to_string_lossy().parse::<u32>().ok()).flatten()
+        })
+        .expect("the capture service runs as a child of the daemon");
+    std::process::Command::new("kill").args(["-KILL", &service.to_string()]).status().unwrap();
+    std::thread::sleep(Duration::from_millis(200));
+    // The daemon notices and starts it again; the API stayed up throughout.
+    wait_for(Duration::from_secs(10), || (authed(&d, "GET", "/v1/cameras", None).0 == 200).then_some(()));
+    assert_eq!(call(&d, "GET", "/healthz", None, None).0, 200);
 }

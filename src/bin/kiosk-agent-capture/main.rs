@@ -6,6 +6,7 @@
 mod commands;
 mod convert;
 mod demo_evidence;
+mod service;
 
 use std::process::ExitCode;
 use std::time::Duration;
@@ -30,6 +31,12 @@ fn run(cli: Cli) -> Result<ExitCode, Failure> {
             Ok(ExitCode::SUCCESS)
         }
         Command::ProbeVideo => commands::probe_video(),
+        Command::CaptureService { socket, dir } => {
+            let (cfg, _) =
+                capture_config(cli.config.as_deref()).map_err(|f| Failure { code: f.code, error: f.error })?;
+            service::run(cfg, &socket, &dir)?;
+            Ok(ExitCode::SUCCESS)
+        }
         _ => Err(Failure::bad_input(anyhow::anyhow!(
             "kiosk-agent-capture runs only cameras, capture and the demo's capture step; use kiosk-agent"
         ))),

@@ -1,0 +1,141 @@
+//! The camera routes: relayed to the capture service, a `kiosk-agent-capture capture-service`
+//! child that owns the cameras (the daemon itself never opens one). The service speaks HTTP on
+//! `DATA_DIR/capture.sock` (the data directory is 0700: only this user reaches it) and writes
+//! stills and clips into `DATA_DIR/captures` (0600). If it is not running, or died, the route
+//! answers 503 and the service is started again; enrollments are unaffected.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use axum::body::Body;
+use axum::extract::{Path as UrlPath, State};
+use axum::http::{Method, StatusCode};
+use axum::response::{IntoResponse, Response};
+use http_body_util::BodyExt as _;
+use hyper_util::rt::TokioIo;
+
+use super::{ApiError, ApiState};
+
+/// The capture service a daemon supervises.
+#[derive(Debug)]
+pub struct CaptureService {
+    socket: PathBuf,
+    dir: PathBuf,
+    config: Option<PathBuf>,
+    child: tokio::sync::Mutex<Option<tokio::process::Child>>,
+}
+
+impl CaptureService {
+    pub fn new(data_dir: &Path, config: Option<PathBuf>) -> CaptureService {
+        CaptureService {
+            socket: data_dir.join("capture.sock"),
+            dir: data_dir.join("captures"),
+            config,
+            child: Default::default(),
+        }
+    }
+
+    /// Where stills and clips are written.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// Starts the service unless it runs; waits a moment for its socket.
+    async fn ensure_running(&self) -> Result<(), ApiError> {
+        let mut child = self.child.lock().await;
+        let alive = match child.as_mut() {
+            Some(c) => matches!(c.try_wait(), Ok(None)),
+            None => false,
+        };
+        if alive {
+            return Ok(());
+        }
+        if child.is_some() {
+            tracing::warn!("the capture service ended; starting it again");
+        }
+        let _ = std::fs::remove_file(&self.socket);
+        let mut cmd = tokio::process::Command::from(crate::helper::command().map_err(unavailable)?);
+        if let Some(config) = &self.config {
+            cmd.arg("--config").arg(config);
+        }
+        cmd.arg("capture-service").arg("--socket").arg(&self.socket).arg("--dir").arg(&self.dir).kill_on_drop(true);
+        *child = Some(cmd.spawn().map_err(unavailable)?);
+        for _ in 0..50 {
+            if self.socket.exists() {
+                return Ok(());
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        Err(unavailable("it did not open its socket within a second"))
+    }
+
+    /// Sends one request to the service and returns its answer, body streamed.
+    async fn call(&self, method: Method, path: &str, body: Vec<u8>) -> Result<Response, ApiError> {
+        self.ensure_running().await?;
+        let stream = tokio::net::UnixStream::connect(&self.socket).await.map_err(unavailable)?;
+        let (mut sender, conn) =
+            hyper::client::conn::http1::handshake(TokioIo::new(stream)).await.map_err(unavailable)?;
+        tokio::spawn(async move {
+            let _ = conn.await;
+        });
+        let request = hyper::Request::builder()
+            .method(method)
+            .uri(path)
+            .header("host", "capture-service")
+            .header("content-type", "application/json")
+            .body(http_body_util::Full::new(axum::body::Bytes::from(body)))
+            .map_err(unavailable)?;
+        let response = sender.send_request(request).await.map_err(unavailable)?;
+        let (parts, body) = response.into_parts();
+        let stream = body.into_data_stream();
+        Ok(Response::from_parts(parts, Body::from_stream(stream)))
+    }
+}
+
+fn unavailable(e: impl std::fmt::Display) -> ApiError {
+    ApiError::new(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "capture_service_unavailable",
+        format!("the capture service is not available: {e}"),
+    )
+}
+
+pub async fn cameras(State(s): State<ApiState>) -> Result<Response, ApiError> {
+    s.cameras.call(Method::GET, "/cameras", Vec::new()).await
+}
+
+pub async fn preview(State(s): State<ApiState>, UrlPath(role): UrlPath<String>) -> Result<Response, ApiError> {
+    if !matches!(role.as_str(), "document" | "face") {
+        return Err(ApiError::field(StatusCode::NOT_FOUND, "not_found", "role", format!("no camera role {role:?}")));
+    }
+    s.cameras.call(Method::GET, &format!("/preview/{role}"), Vec::new()).await
+}
+
+pub async fn still(State(s): State<ApiState>, body: axum::body::Bytes) -> Result<Response, ApiError> {
+    let value: serde_json::Value = serde_json::from_slice(&body)
+        .map_err(|e| ApiError::field(StatusCode::BAD_REQUEST, "bad_json", "body", e.to_string()))?;
+    s.cameras.call(Method::POST, "/stills", serde_json::to_vec(&value).expect("JSON values serialize")).await
+}
+
+pub async fn thumbnail(State(s): State<ApiState>, UrlPath(id): UrlPath<String>) -> Result<Response, ApiError> {
+    let id = capture_id(&id)?;
+    s.cameras.call(Method::GET, &format!("/stills/{id}/thumbnail.jpg"), Vec::new()).await
+}
+
+pub async fn start_recording(State(s): State<ApiState>, body: axum::body::Bytes) -> Result<Response, ApiError> {
+    let value: serde_json::Value = serde_json::from_slice(&body)
+        .map_err(|e| ApiError::field(StatusCode::BAD_REQUEST, "bad_json", "body", e.to_string()))?;
+    s.cameras.call(Method::POST, "/recordings", serde_json::to_vec(&value).expect("JSON values serialize")).await
+}
+
+pub async fn stop_recording(State(s): State<ApiState>, UrlPath(id): UrlPath<String>) -> Result<Response, ApiError> {
+    let id = capture_id(&id)?;
+    s.cameras.call(Method::POST, &format!("/recordings/{id}/stop"), Vec::new()).await.map(IntoResponse::into_response)
+}
+
+/// A capture or recording id: a UUID, so it can name a file and nothing else.
+pub fn capture_id(id: &str) -> Result<String, ApiError> {
+    uuid::Uuid::parse_str(id).map(|u| u.to_string()).map_err(|_| {
+        ApiError::field(StatusCode::NOT_FOUND, "not_found", "id", format!("no capture or recording {id:?}"))
+    })
+}

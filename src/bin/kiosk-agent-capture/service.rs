@@ -1,0 +1,262 @@
+//! `capture-service`: the long-lived capture process behind the daemon's camera routes.
+//!
+//! It owns the cameras (one [`Hub`] per role, opened on first use and reopened after it
+//! ends), keeps the previews running, and writes stills and clips into the capture directory
+//! (0600 files, random names). It speaks HTTP on a Unix socket that only the daemon's user can
+//! reach; the daemon relays its camera routes here, so a crashing driver or decoder takes this
+//! process down, never the queue.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::body::Body;
+use axum::extract::{Path as UrlPath, State};
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use kiosk_agent::config::{CaptureConfig, Role};
+use kiosk_capture::hub::Hub;
+use kiosk_capture::record::Recorder;
+use serde_json::{json, Value};
+
+use crate::commands::still_json;
+use crate::convert::{request, still_settings, thresholds, video_settings};
+
+/// Preview frames per second, at most, per viewer.
+const PREVIEW_FPS: u64 = 10;
+/// JPEG quality of preview frames.
+const PREVIEW_QUALITY: u8 = 70;
+
+#[derive(Clone)]
+struct Service {
+    cfg: Arc<CaptureConfig>,
+    dir: PathBuf,
+    hubs: Arc<Mutex<HashMap<&'static str, Hub>>>,
+    recordings: Arc<Mutex<HashMap<String, Recorder>>>,
+}
+
+fn role_of(name: &str) -> Option<Role> {
+    match name {
+        "document" => Some(Role::Document),
+        "face" => Some(Role::Face),
+        _ => None,
+    }
+}
+
+fn error(status: StatusCode, code: &str, field: Option<&str>, message: impl std::fmt::Display) -> Response {
+    let mut body = json!({"code": code, "message": message.to_string()});
+    if let Some(f) = field {
+        body["field"] = f.into();
+    }
+    (status, Json(body)).into_response()
+}
+
+impl Service {
+    /// The role's camera, opened now if it is not (or no longer) running.
+    fn hub(&self, role: Role) -> Result<Hub, Box<Response>> {
+        let mut hubs = self.hubs.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(h) = hubs.get(role.as_str()) {
+            if h.ended().is_none() {
+                return Ok(h.clone());
+            }
+        }
+        let r = self.cfg.role(role);
+        let hub = Hub::start(&r.source, request(r.request)).map_err(|e| {
+            let busy = e.to_string().to_lowercase().contains("busy");
+            let status = if busy { StatusCode::CONFLICT } else { StatusCode::SERVICE_UNAVAILABLE };
+            Box::new(error(status, if busy { "camera_busy" } else { "camera_unavailable" }, Some("role"), e))
+        })?;
+        hubs.insert(role.as_str(), hub.clone());
+        Ok(hub)
+    }
+}
+
+/// Serves on `socket` until the process is stopped.
+pub fn run(cfg: CaptureConfig, socket: &Path, dir: &Path) -> anyhow::Result<()> {
+    std::fs::create_dir_all(dir)?;
+    let _ = std::fs::remove_file(socket);
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
+    rt.block_on(async {
+        let listener = tokio::net::UnixListener::bind(socket)?;
+        let service =
+            Service { cfg: Arc::new(cfg), dir: dir.to_owned(), hubs: Arc::default(), recordings: Arc::default() };
+        let app = Router::new()
+            .route("/health", get(|| async { Json(json!({"status": "ok"})) }))
+            .route("/cameras", get(cameras))
+            .route("/preview/{role}", get(preview))
+            .route("/stills", post(still))
+            .route("/stills/{id}/thumbnail.jpg", get(thumbnail))
+            .route("/recordings", post(start_recording))
+            .route("/recordings/{id}/stop", post(stop_recording))
+            .with_state(service);
+        axum::serve(listener, app).await?;
+        Ok(())
+    })
+}
+
+async fn cameras(State(s): State<Service>) -> Json<Value> {
+    let hubs = s.hubs.lock().unwrap_or_else(|p| p.into_inner()).clone();
+    let roles: Vec<Value> = [Role::Document, Role::Face]
+        .into_iter()
+        .map(|role| {
+            let r = s.cfg.role(role);
+            let hub = hubs.get(role.as_str());
+            json!({
+                "role": role.as_str(),
+                "source": r.source,
+                "running": hub.is_some_and(|h| h.ended().is_none()),
+                "preview": format!("/v1/cameras/{}/preview.mjpg", role.as_str()),
+            })
+        })
+        .collect();
+    Json(json!({ "cameras": roles }))
+}
+
+/// `multipart/x-mixed-replace` JPEGs of the role's camera, at most [`PREVIEW_FPS`] a second;
+/// the stream ends when the camera does.
+async fn preview(State(s): State<Service>, UrlPath(role): UrlPath<String>) -> Response {
+    let Some(role) = role_of(&role) else {
+        return error(StatusCode::NOT_FOUND, "not_found", Some("role"), format!("no camera role {role:?}"));
+    };
+    let hub = match s.hub(role) {
+        Ok(h) => h,
+        Err(r) => return *r,
+    };
+    let (tx, rx) = tokio::sync::mpsc::channel::<Result<Vec<u8>, std::io::Error>>(2);
+    tokio::spawn(async move {
+        let mut last = None;
+        let mut tick = tokio::time::interval(Duration::from_millis(1000 / PREVIEW_FPS));
+        loop {
+            tick.tick().await;
+            let h = hub.clone();
+            let next = tokio::task::spawn_blocking(move || h.preview_after(last, PREVIEW_QUALITY)).await.ok().flatten();
+            let Some((index, jpeg)) = next else { return };
+            last = Some(index);
+            let mut part =
+                format!("--frame\r\nContent-Type: image/jpeg\r\nContent-Length: {}\r\n\r\n", jpeg.len()).into_bytes();
+            part.extend_from_slice(&jpeg);
+            part.extend_from_slice(b"\r\n");
+            if tx.send(Ok(part)).await.is_err() {
+                return; // the viewer left
+            }
+        }
+    });
+    let stream = futures_util::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|item| (item, rx)) });
+    (
+        [(header::CONTENT_TYPE, "multipart/x-mixed-replace; boundary=frame"), (header::CACHE_CONTROL, "no-store")],
+        Body::from_stream(stream),
+    )
+        .into_response()
+}
+
+async fn still(State(s): State<Service>, body: axum::body::Bytes) -> Response {
+    let body: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+    let Some(role) = body["role"].as_str().and_then(role_of) else {
+        return error(StatusCode::BAD_REQUEST, "invalid", Some("role"), "must be \"document\" or \"face\"");
+    };
+    let hub = match s.hub(role) {
+        Ok(h) => h,
+        Err(r) => return *r,
+    };
+    let cfg = Arc::clone(&s.cfg);
+    let dir = s.dir.clone();
+    let taken = tokio::task::spawn_blocking(move || {
+        let r = cfg.role(role);
+        let mut tap = hub.tap();
+        let still =
+            kiosk_capture::still::capture_still(&mut tap, &still_settings(&cfg.still), &thresholds(&r.thresholds))?;
+        let id = uuid::Uuid::new_v4().to_string();
+        let path = dir.join(format!("{id}.jpg"));
+        kiosk_agent::cli::capture_args::write_durably(&path, &still.jpeg).map_err(|e| {
+            kiosk_capture::CaptureError::Media { context: "writing the still".into(), reason: format!("{e:#}") }
+        })?;
+        Ok::<_, kiosk_capture::CaptureError>((id, still_json(&still, role, &path)))
+    })
+    .await;
+    match taken {
+        Ok(Ok((id, mut report))) => {
+            report["id"] = id.clone().into();
+            report["thumbnail"] = format!("/v1/captures/{id}/thumbnail.jpg").into();
+            if let Some(o) = report.as_object_mut() {
+                o.remove("path");
+            }
+            Json(report).into_response()
+        }
+        Ok(Err(e)) => error(StatusCode::SERVICE_UNAVAILABLE, "camera_unavailable", Some("role"), e),
+        Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, "internal", None, e),
+    }
+}
+
+fn valid_id(id: &str) -> bool {
+    uuid::Uuid::parse_str(id).is_ok()
+}
+
+async fn thumbnail(State(s): State<Service>, UrlPath(id): UrlPath<String>) -> Response {
+    if !valid_id(&id) {
+        return error(StatusCode::NOT_FOUND, "not_found", Some("id"), "no such capture");
+    }
+    match tokio::fs::read(s.dir.join(format!("{id}.jpg"))).await {
+        Ok(bytes) => {
+            ([(header::CONTENT_TYPE, "image/jpeg"), (header::CACHE_CONTROL, "no-store")], bytes).into_response()
+        }
+        Err(_) => error(StatusCode::NOT_FOUND, "not_found", Some("id"), "no such capture"),
+    }
+}
+
+async fn start_recording(State(s): State<Service>, body: axum::body::Bytes) -> Response {
+    let body: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+    let max = s.cfg.video.max_duration.as_secs_f64();
+    let seconds = match body["max_seconds"].as_f64() {
+        Some(n) if n > 0.0 && n <= max => n,
+        _ => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                "invalid",
+                Some("max_seconds"),
+                format!("must be a number of seconds above 0 and at most {max}"),
+            )
+        }
+    };
+    let hub = match s.hub(Role::Face) {
+        Ok(h) => h,
+        Err(r) => return *r,
+    };
+    let id = uuid::Uuid::new_v4().to_string();
+    let out = s.dir.join(format!("{id}.mp4"));
+    let settings = video_settings(&s.cfg.video);
+    let started = tokio::task::spawn_blocking(move || {
+        Recorder::start(move || Ok(Box::new(hub.tap()) as _), &out, &settings, Duration::from_secs_f64(seconds))
+    })
+    .await;
+    match started {
+        Ok(Ok(recorder)) => {
+            s.recordings.lock().unwrap_or_else(|p| p.into_inner()).insert(id.clone(), recorder);
+            (StatusCode::CREATED, Json(json!({"id": id, "max_seconds": seconds}))).into_response()
+        }
+        Ok(Err(e)) => error(StatusCode::SERVICE_UNAVAILABLE, "camera_unavailable", None, e),
+        Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, "internal", None, e),
+    }
+}
+
+async fn stop_recording(State(s): State<Service>, UrlPath(id): UrlPath<String>) -> Response {
+    let recorder = s.recordings.lock().unwrap_or_else(|p| p.into_inner()).remove(&id);
+    let Some(recorder) = recorder else {
+        return error(StatusCode::NOT_FOUND, "not_found", Some("id"), "no such recording");
+    };
+    match tokio::task::spawn_blocking(move || recorder.stop()).await {
+        Ok(Ok(report)) => Json(json!({
+            "id": id,
+            "frames": report.frames,
+            "dropped": report.dropped,
+            "duration_secs": report.duration.as_secs_f64(),
+            "bytes": report.bytes,
+            "short": report.short,
+        }))
+        .into_response(),
+        Ok(Err(e)) => error(StatusCode::SERVICE_UNAVAILABLE, "recording_failed", None, e),
+        Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, "internal", None, e),
+    }
+}
