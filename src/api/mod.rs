@@ -32,7 +32,9 @@ use crate::sync::{blocking, Worker};
 
 /// Every route: method, path, whether it needs the token, what it does.
 pub const ROUTES: &[(&str, &str, bool, &str)] = &[
+    ("get", "/", false, "The operator page"),
     ("get", "/healthz", false, "Liveness: 200 while the daemon runs"),
+    ("post", "/v1/session", false, "Exchange the token {token} for the operator page's session cookie"),
     ("get", "/v1/status", true, "Online/offline, pending count and bytes, oldest pending age, free disk, last contact"),
     ("get", "/v1/enrollments", true, "Every enrollment, oldest first; ?state= filters"),
     (
@@ -139,7 +141,9 @@ pub fn router(state: ApiState) -> Router {
         .route("/v1/recordings/{id}/stop", post(cameras::stop_recording))
         .route_layer(axum::middleware::from_fn_with_state(state.clone(), require_token));
     Router::new()
+        .route("/", get(page))
         .route("/healthz", get(|| async { Json(json!({"status": "ok"})) }))
+        .route("/v1/session", post(session))
         .merge(authed)
         .fallback(|| async {
             ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such route (see /v1/openapi.json)")
@@ -158,15 +162,69 @@ pub async fn serve(
     axum::serve(listener, router(state)).with_graceful_shutdown(shutdown).await
 }
 
+/// The operator page: one file, served from the binary (no CDN; works offline).
+const PAGE: &str = include_str!("page.html");
+
+async fn page() -> impl IntoResponse {
+    (
+        [
+            (header::CONTENT_TYPE, "text/html; charset=utf-8"),
+            (header::CACHE_CONTROL, "no-store"),
+            // Only this origin's scripts, styles, images and connections; never framed.
+            (
+                header::CONTENT_SECURITY_POLICY,
+                "default-src 'self'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; img-src 'self' blob:; frame-ancestors 'none'",
+            ),
+        ],
+        PAGE,
+    )
+}
+
+/// `POST /v1/session {token}`: the token for a session cookie, so the page's previews and
+/// event stream are authorized. Without a configured token the API is open on loopback and
+/// the cookie is not needed.
+async fn session(State(s): State<ApiState>, body: Result<Json<Value>, JsonRejection>) -> Response {
+    let Json(body) = match body {
+        Ok(b) => b,
+        Err(r) => return ApiError::from(r).into_response(),
+    };
+    let Some(token) = &s.token else {
+        return Json(json!({"session": "not needed"})).into_response();
+    };
+    let given = body["token"].as_str().unwrap_or_default();
+    if !same(given.as_bytes(), token.as_bytes()) {
+        return ApiError::field(StatusCode::UNAUTHORIZED, "unauthorized", "token", "wrong token").into_response();
+    }
+    let cookie = format!("{SESSION_COOKIE}={given}; HttpOnly; SameSite=Strict; Path=/");
+    ([(header::SET_COOKIE, cookie)], Json(json!({"session": "open"}))).into_response()
+}
+
 /// Compares constant-time: a wrong token takes as long to refuse whatever its prefix.
 fn same(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
+/// The cookie the operator page's session carries (HttpOnly, SameSite=Strict): the page's
+/// `<img>` previews and its event stream cannot send an Authorization header.
+const SESSION_COOKIE: &str = "kiosk_session";
+
+/// The token a request presents: the bearer header, or the page's session cookie.
+fn presented(headers: &HeaderMap) -> Option<&str> {
+    let bearer =
+        headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()).and_then(|v| v.strip_prefix("Bearer "));
+    bearer.or_else(|| {
+        headers
+            .get_all(header::COOKIE)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(';'))
+            .find_map(|c| c.trim().strip_prefix(SESSION_COOKIE).and_then(|r| r.strip_prefix('=')))
+    })
+}
+
 async fn require_token(State(state): State<ApiState>, headers: HeaderMap, request: Request, next: Next) -> Response {
     if let Some(token) = &state.token {
-        let given =
-            headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()).and_then(|v| v.strip_prefix("Bearer "));
+        let given = presented(&headers);
         if !given.is_some_and(|g| same(g.as_bytes(), token.as_bytes())) {
             let mut response = ApiError::field(
                 StatusCode::UNAUTHORIZED,

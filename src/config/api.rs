@@ -69,8 +69,14 @@ pub fn validate_api(
         (None, None) => None,
     };
     if let Some(t) = &token {
-        if t.trim().chars().count() < 16 {
-            problem("api.token_file", "the token must be at least 16 characters".into());
+        // It travels in an Authorization header and the page's session cookie.
+        let allowed = |c: char| c.is_ascii_alphanumeric() || "-._~+/=".contains(c);
+        if t.chars().count() < 16 || !t.chars().all(allowed) {
+            problem(
+                "api.token_file",
+                "the token must be at least 16 characters of A-Z, a-z, 0-9 and - . _ ~ + / = (e.g. openssl rand -hex 32)"
+                    .into(),
+            );
         }
     }
     if listen.is_some_and(|addr| !addr.ip().is_loopback()) && token.is_none() && a.token_file.is_none() {

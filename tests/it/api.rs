@@ -9,16 +9,16 @@ use serde_json::{json, Value};
 
 use crate::util::*;
 
-const TOKEN: &str = "test-token-0123456789abcdef";
+pub(crate) const TOKEN: &str = "test-token-0123456789abcdef";
 /// Synthetic cameras for both roles, and a small clip size so recording is cheap.
 const CAMERAS: &str = "[cameras.document]\nsource = \"synthetic:1280x720@30\"\n\
     [cameras.face]\nsource = \"synthetic:640x480@30\"\n[capture.video]\nwidth = 640\nheight = 480\n";
 
 /// A daemon with its API on a known port and a token.
-struct Daemon {
-    child: Child,
-    base: String,
-    env: Env,
+pub(crate) struct Daemon {
+    pub(crate) child: Child,
+    pub(crate) base: String,
+    pub(crate) env: Env,
 }
 
 impl Drop for Daemon {
@@ -28,7 +28,7 @@ impl Drop for Daemon {
     }
 }
 
-fn start(sandbox_port: u16, api_extra: &str) -> Daemon {
+pub(crate) fn start(sandbox_port: u16, api_extra: &str) -> Daemon {
     let env = Env::new(sandbox_port);
     let token_file = env.dir.path().join("api.token");
     std::fs::write(&token_file, format!("{TOKEN}\n")).unwrap();

@@ -2,6 +2,7 @@
 //! over loopback.
 
 mod api;
+mod browser;
 mod capture;
 mod chaos;
 mod cli;
