@@ -8,6 +8,7 @@
 
 pub mod cameras;
 mod intake;
+mod signing;
 pub mod wire;
 
 use std::sync::Arc;
@@ -45,6 +46,16 @@ pub const ROUTES: &[(&str, &str, bool, &str)] = &[
     ),
     ("get", "/v1/enrollments/{id}", true, "One enrollment with its artifacts and history"),
     ("post", "/v1/enrollments/{id}/retry", true, "Re-queue a failed enrollment from the step it failed at"),
+    (
+        "post",
+        "/v1/enrollments/{id}/approve",
+        true,
+        "Approve the request in review as the RAO of [rao]; queued documents follow",
+    ),
+    ("post", "/v1/enrollments/{id}/refuse", true, "Refuse the request in review {reason}"),
+    ("post", "/v1/enrollments/{id}/documents", true, "Queue a PDF to sign (the body; ?name=); sent once approved"),
+    ("post", "/v1/enrollments/{id}/otp", true, "Send the customer the OTP {whatsapp?}"),
+    ("post", "/v1/enrollments/{id}/sign", true, "Sign the uploaded documents {otp}"),
     ("get", "/v1/events", true, "Server-sent events: enrollment changes and online/offline"),
     ("get", "/v1/cameras", true, "The camera roles, their sources and whether they run"),
     (
@@ -131,6 +142,11 @@ pub fn router(state: ApiState) -> Router {
         .route("/v1/enrollments", get(list_enrollments).post(intake::submit))
         .route("/v1/enrollments/{id}", get(show_enrollment))
         .route("/v1/enrollments/{id}/retry", post(retry_enrollment))
+        .route("/v1/enrollments/{id}/approve", post(signing::approve))
+        .route("/v1/enrollments/{id}/refuse", post(signing::refuse))
+        .route("/v1/enrollments/{id}/documents", post(signing::upload_document))
+        .route("/v1/enrollments/{id}/otp", post(signing::otp))
+        .route("/v1/enrollments/{id}/sign", post(signing::sign))
         .route("/v1/events", get(events))
         .route("/v1/openapi.json", get(openapi))
         .route("/v1/cameras", get(cameras::cameras))

@@ -6,7 +6,7 @@ mod check_cmd;
 mod document_cmd;
 
 mod queue_cmd;
-mod request_cmd;
+pub mod request_cmd;
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;

@@ -29,7 +29,17 @@ impl Drop for Daemon {
 }
 
 pub(crate) fn start(sandbox_port: u16, api_extra: &str) -> Daemon {
+    start_with(sandbox_port, api_extra, "", &[])
+}
+
+/// [`start`] with more configuration sections and private files (name, content) beside it.
+pub(crate) fn start_with(sandbox_port: u16, api_extra: &str, sections: &str, files: &[(&str, &str)]) -> Daemon {
     let env = Env::new(sandbox_port);
+    for (name, content) in files {
+        let path = env.dir.path().join(name);
+        std::fs::write(&path, content).unwrap();
+        std::fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
+    }
     let token_file = env.dir.path().join("api.token");
     std::fs::write(&token_file, format!("{TOKEN}\n")).unwrap();
     std::fs::set_permissions(&token_file, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
@@ -37,7 +47,8 @@ pub(crate) fn start(sandbox_port: u16, api_extra: &str) -> Daemon {
     let text = std::fs::read_to_string(&env.config).unwrap().replace(
         "[api]\nlisten = \"127.0.0.1:0\"\n",
         &format!("[api]\nlisten = \"127.0.0.1:{port}\"\ntoken_file = \"api.token\"\n{api_extra}"),
-    ) + CAMERAS;
+    ) + CAMERAS
+        + sections;
     std::fs::write(&env.config, text).unwrap();
     let child = env.cmd().arg("run").stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap();
     let base = format!("http://127.0.0.1:{port}");
@@ -437,4 +448,55 @@ fn a_dead_capture_service_is_started_again_and_the_api_stays_up() {
     // The daemon notices and starts it again; the API stayed up throughout.
     wait_for(Duration::from_secs(10), || (authed(&d, "GET", "/v1/cameras", None).0 == 200).then_some(()));
     assert_eq!(call(&d, "GET", "/healthz", None, None).0, 200);
+}
+
+#[test]
+fn the_signing_flow_runs_through_the_api() {
+    let sandbox = Sandbox::start_with(0, &["--otp-interval", "0"]);
+    let d = start_with(
+        sandbox.addr.port(),
+        "",
+        "[rao]\nid = \"1400\"\ntoken_file = \"rao.token\"\n",
+        &[("rao.token", "f734066d1ce36f9cae4d55be4cdac50e\n")],
+    );
+    let dir = d.env.manifest("m", "", |_| {}).parent().unwrap().to_owned();
+    let (code, body) = authed(&d, "POST", "/v1/enrollments", Some(Body::Json(inline_manifest(&dir))));
+    assert_eq!(code, 202, "{body}");
+    let id = body["id"].as_str().unwrap().to_owned();
+    let path = |op: &str| format!("/v1/enrollments/{id}/{op}");
+    wait_for(Duration::from_secs(30), || {
+        (authed(&d, "GET", &format!("/v1/enrollments/{id}"), None).1["state"] == "in_review").then_some(())
+    });
+
+    // A document queued before approval; bad steps refused with the reason.
+    let pdf = b"%PDF-1.4\n% contract\n1 0 obj << >> endobj\ntrailer << >>\n%%EOF\n".to_vec();
+    let (code, body) = authed(&d, "POST", &(path("documents") + "?name=contract.pdf"), Some(Body::Raw(pdf)));
+    assert_eq!(code, 202, "{body}");
+    let (code, body) = authed(&d, "POST", &(path("documents") + "?name=x.pdf"), Some(Body::Raw(b"not a pdf".to_vec())));
+    assert_eq!((code, body["field"].as_str()), (400, Some("body")), "{body}");
+    let (code, body) = authed(&d, "POST", &path("refuse"), Some(Body::Json(json!({}))));
+    assert_eq!((code, body["field"].as_str()), (400, Some("reason")), "{body}");
+    let (code, body) = authed(&d, "POST", &path("sign"), Some(Body::Json(json!({"otp": "123456"}))));
+    assert_eq!(code, 409, "signing needs ENROLLREADY: {body}");
+    assert!(body["message"].as_str().unwrap().contains("ENROLLREADY"), "{body}");
+
+    let (code, body) = authed(&d, "POST", &path("approve"), None);
+    assert_eq!((code, body["status"].as_str()), (200, Some("ENROLLREADY")), "{body}");
+    wait_for(Duration::from_secs(30), || {
+        let (_, e) = authed(&d, "GET", &format!("/v1/enrollments/{id}"), None);
+        e["history"].as_array().unwrap().iter().any(|h| h["kind"] == "document_uploaded").then_some(())
+    });
+    let (code, body) = authed(&d, "POST", &path("otp"), Some(Body::Json(json!({}))));
+    assert_eq!(code, 200, "{body}");
+    let pk = authed(&d, "GET", &format!("/v1/enrollments/{id}"), None).1["request_pk"].as_str().unwrap().to_owned();
+    let (_, otp) = http("GET", &sandbox.url(&format!("/_sandbox/requests/{pk}/otp")), None);
+    let code_ = otp["otp"].as_str().unwrap().to_owned();
+    let wrong = if code_ == "000000" { "111111" } else { "000000" };
+    let (code, body) = authed(&d, "POST", &path("sign"), Some(Body::Json(json!({"otp": wrong}))));
+    assert_eq!(code, 409, "a wrong OTP is refused: {body}");
+    let (code, body) = authed(&d, "POST", &path("sign"), Some(Body::Json(json!({"otp": code_}))));
+    assert_eq!(code, 200, "{body}");
+    let audit = d.env.run(&["audit", "export"]);
+    let audit = String::from_utf8_lossy(&audit.stdout);
+    assert!(audit.contains("approved: request") && audit.contains("signed: request"), "{audit}");
 }

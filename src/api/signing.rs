@@ -1,0 +1,176 @@
+//! The signing flow through the API, as the CLI has it (`request ID approve|refuse`,
+//! `document ID upload`, `otp ID`, `sign ID`): the same checks, the same calls, the same audit
+//! records. A refusal of the request's state or of bad input is 409 or 400 with the reason; a
+//! server that cannot be reached is 502.
+
+use std::sync::Arc;
+
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use axum::Json;
+use serde_json::{json, Value};
+
+use super::{ApiError, ApiState};
+use crate::cli::request_cmd::{resolve, Flow};
+use crate::cli::Failure;
+use crate::oneshot::{RequestStatus, Unlock};
+
+fn flow(s: &ApiState) -> Result<Flow, ApiError> {
+    let client = crate::oneshot::Client::new(&s.config.oneshot).map_err(|e| failure(Failure::from(e)))?;
+    Ok(Flow { config: (*s.config).clone(), queue: Arc::clone(&s.queue), client, worker: Arc::clone(&s.worker) })
+}
+
+/// A CLI failure as an API error: bad input (exit 2) is the caller's, anything else the server's.
+fn failure(f: Failure) -> ApiError {
+    let message = format!("{:#}", f.error);
+    if f.code == 2 {
+        ApiError::new(StatusCode::CONFLICT, "refused", message)
+    } else {
+        ApiError::new(StatusCode::BAD_GATEWAY, "server_error", message)
+    }
+}
+
+const IN_REVIEW: [RequestStatus; 3] =
+    [RequestStatus::VideoReview, RequestStatus::Validated, RequestStatus::VideoIdValidated];
+
+pub async fn approve(State(s): State<ApiState>, Path(id): Path<String>) -> Result<Json<Value>, ApiError> {
+    let flow = flow(&s)?;
+    let target = resolve(&flow.queue, &id).map_err(failure)?;
+    let rao = flow.rao().map_err(failure)?.clone();
+    flow.require(&target, &IN_REVIEW, "approval").await.map_err(failure)?;
+    flow.client
+        .approve(&target.ids, &rao)
+        .await
+        .map_err(|e| failure(crate::cli::request_cmd::net(e, "approving", true)))?;
+    flow.audit(&target, "approved").map_err(failure)?;
+    let status = flow.status(&target).await.map_err(failure)?;
+    let _ = flow.send_documents(&target).await;
+    s.worker.waker().notify_one();
+    Ok(Json(json!({"id": id, "request_pk": target.ids.request_pk, "status": status.as_str()})))
+}
+
+pub async fn refuse(
+    State(s): State<ApiState>,
+    Path(id): Path<String>,
+    body: axum::body::Bytes,
+) -> Result<Json<Value>, ApiError> {
+    let body: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+    let reason = body["reason"].as_str().unwrap_or_default().trim().to_owned();
+    if reason.is_empty() {
+        return Err(ApiError::field(
+            StatusCode::BAD_REQUEST,
+            "invalid",
+            "reason",
+            "is required (the API needs a reason)",
+        ));
+    }
+    let flow = flow(&s)?;
+    let target = resolve(&flow.queue, &id).map_err(failure)?;
+    let rao = flow.rao().map_err(failure)?.clone();
+    flow.require(&target, &IN_REVIEW, "refusal").await.map_err(failure)?;
+    flow.client
+        .refuse(&target.ids, &rao, &reason)
+        .await
+        .map_err(|e| failure(crate::cli::request_cmd::net(e, "refusing", true)))?;
+    flow.audit(&target, "refused").map_err(failure)?;
+    let status = flow.status(&target).await.map_err(failure)?;
+    Ok(Json(json!({"id": id, "request_pk": target.ids.request_pk, "status": status.as_str()})))
+}
+
+#[derive(Debug, serde::Deserialize)]
+pub struct DocumentQuery {
+    name: Option<String>,
+}
+
+/// `POST /v1/enrollments/{id}/documents?name=contract.pdf` with the PDF as the body: queued
+/// encrypted, sent once the request is approved.
+pub async fn upload_document(
+    State(s): State<ApiState>,
+    Path(id): Path<String>,
+    Query(q): Query<DocumentQuery>,
+    body: axum::body::Bytes,
+) -> Result<(StatusCode, Json<Value>), ApiError> {
+    let name = q.name.unwrap_or_else(|| "document.pdf".into());
+    let safe = !name.is_empty()
+        && name.len() <= 128
+        && name.chars().all(|c| c.is_ascii_alphanumeric() || "-_. ".contains(c))
+        && !name.starts_with('.');
+    if !safe {
+        return Err(ApiError::field(
+            StatusCode::BAD_REQUEST,
+            "invalid",
+            "name",
+            "a file name of letters, digits, - _ . and spaces",
+        ));
+    }
+    let dir = s.queue.dir().join("intake").join(uuid::Uuid::new_v4().to_string());
+    std::fs::create_dir_all(&dir)
+        .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string()))?;
+    let path = dir.join(&name);
+    let written = std::fs::write(&path, &body);
+    let queued = match written {
+        Ok(()) => {
+            let (queue, id2, path2) = (Arc::clone(&s.queue), id.clone(), path.clone());
+            tokio::task::spawn_blocking(move || queue.enqueue_documents(&id2, &[path2]))
+                .await
+                .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string()))
+        }
+        Err(e) => Err(ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string())),
+    };
+    let _ = crate::fsutil::shred_dir(&dir);
+    let ids = queued?.map_err(|e| match e {
+        crate::queue::QueueError::BadDocument { rule, .. } => {
+            ApiError::field(StatusCode::BAD_REQUEST, "invalid", "body", rule)
+        }
+        e => ApiError::from(e),
+    })?;
+    s.queue.audit(Some(&id), "document queued through the API").ok();
+    s.worker.waker().notify_one();
+    Ok((StatusCode::ACCEPTED, Json(json!({"id": id, "documents": ids}))))
+}
+
+pub async fn otp(
+    State(s): State<ApiState>,
+    Path(id): Path<String>,
+    body: axum::body::Bytes,
+) -> Result<Json<Value>, ApiError> {
+    let body: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+    let whatsapp = body["whatsapp"].as_bool().unwrap_or(false);
+    let flow = flow(&s)?;
+    let target = resolve(&flow.queue, &id).map_err(failure)?;
+    flow.require(&target, &[RequestStatus::EnrollReady], "an OTP").await.map_err(failure)?;
+    flow.client
+        .generate_otp(&target.ids, whatsapp, s.config.sync.otp_wait)
+        .await
+        .map_err(|e| failure(crate::cli::request_cmd::net(e, "generating the OTP", true)))?;
+    flow.audit(&target, "OTP sent").map_err(failure)?;
+    Ok(Json(json!({"id": id, "sent_by": if whatsapp { "whatsapp" } else { "sms" }})))
+}
+
+pub async fn sign(
+    State(s): State<ApiState>,
+    Path(id): Path<String>,
+    body: axum::body::Bytes,
+) -> Result<Json<Value>, ApiError> {
+    let body: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+    let Some(code) = body["otp"].as_str().filter(|c| !c.trim().is_empty()) else {
+        return Err(ApiError::field(StatusCode::BAD_REQUEST, "invalid", "otp", "is required"));
+    };
+    let flow = flow(&s)?;
+    let target = resolve(&flow.queue, &id).map_err(failure)?;
+    flow.require(&target, &[RequestStatus::EnrollReady], "signing").await.map_err(failure)?;
+    let uids: Vec<String> = match &target.enrollment {
+        Some(e) => flow.queue.documents(&e.id)?.iter().filter_map(|d| d.uid.clone()).collect(),
+        None => Vec::new(),
+    };
+    if uids.is_empty() {
+        return Err(ApiError::new(StatusCode::CONFLICT, "refused", "no uploaded document to sign"));
+    }
+    flow.client
+        .sign(&target.ids, &Unlock::Otp(code.trim().to_owned()), &s.config.signature, &uids)
+        .await
+        .map_err(|e| failure(crate::cli::request_cmd::net(e, "signing", false)))?;
+    flow.audit(&target, "signed").map_err(failure)?;
+    let status = flow.status(&target).await.map_err(failure)?;
+    Ok(Json(json!({"id": id, "status": status.as_str()})))
+}
