@@ -5,7 +5,8 @@
 //! takes a [`Tap`], a live [`FrameSource`] that yields the frames that arrive after it last
 //! looked, so a slow consumer skips frames instead of holding the camera back, and no consumer
 //! can disturb another (a preview viewer cannot stall a recording). The preview's JPEG of the
-//! latest frame is encoded once however many viewers ask for it.
+//! latest frame is encoded once however many viewers ask for it. A source that is not live (a
+//! file) is played at its own pace, as a camera would deliver it.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
@@ -70,6 +71,9 @@ impl Hub {
                 if tx.send(Ok(Hub(Arc::clone(&shared)))).is_err() {
                     return;
                 }
+                // A file used as a camera plays in real time, as a camera would deliver it.
+                let paced = !source.is_live();
+                let started = std::time::Instant::now();
                 let end = loop {
                     // Nobody holds the hub any more: release the camera.
                     if shared.stop.load(Ordering::Relaxed) || Arc::strong_count(&shared) == 1 {
@@ -77,6 +81,11 @@ impl Hub {
                     }
                     match source.next_frame() {
                         Ok(Some(frame)) => {
+                            if paced {
+                                if let Some(wait) = frame.timestamp.checked_sub(started.elapsed()) {
+                                    std::thread::sleep(wait);
+                                }
+                            }
                             shared.lock().frame = Some(Arc::new(frame));
                             shared.arrived.notify_all();
                         }

@@ -500,3 +500,25 @@ fn the_signing_flow_runs_through_the_api() {
     let audit = String::from_utf8_lossy(&audit.stdout);
     assert!(audit.contains("approved: request") && audit.contains("signed: request"), "{audit}");
 }
+
+#[test]
+fn a_camera_that_goes_away_ends_its_stream_cleanly_and_the_api_stays_up() {
+    // The face camera is a 2-second clip, replayed in real time: it "disappears" when the
+    // clip ends. The capture service reads the configuration when it first starts.
+    let clip = samples_dir().join("video.mp4");
+    let d = start(free_port(), "");
+    let text = std::fs::read_to_string(&d.env.config)
+        .unwrap()
+        .replace("source = \"synthetic:640x480@30\"", &format!("source = \"file:{}\"", clip.display()));
+    std::fs::write(&d.env.config, text).unwrap();
+    // The service starts on first use and reads the file then.
+    let (code, rec) = authed(&d, "POST", "/v1/recordings", Some(Body::Json(json!({"max_seconds": 10}))));
+    assert_eq!(code, 201, "{rec}");
+    let frames = preview_frames(&d, "face", 1000);
+    assert!(frames.len() < 1000, "the preview ended with the camera after {} frames", frames.len());
+    let (code, report) = authed(&d, "POST", &format!("/v1/recordings/{}/stop", rec["id"].as_str().unwrap()), None);
+    assert_eq!(code, 200, "{report}");
+    assert_eq!(report["short"], true, "the recording ended early and says so: {report}");
+    assert_eq!(call(&d, "GET", "/healthz", None, None).0, 200);
+    assert_eq!(authed(&d, "GET", "/v1/status", None).0, 200);
+}
