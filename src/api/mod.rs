@@ -24,7 +24,6 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde::Serialize;
 use serde_json::{json, Value};
-use tokio::net::TcpListener;
 use tokio::sync::broadcast;
 
 use crate::config::flow::Secret;
@@ -168,13 +167,17 @@ pub fn router(state: ApiState) -> Router {
         .with_state(state)
 }
 
-/// Serves the API on `listener` until `shutdown` completes; also feeds `GET /v1/events`.
-pub async fn serve(
-    listener: TcpListener,
+/// Serves the API on `listener` (TCP or a Unix socket) until `shutdown` completes. Start
+/// [`watch_changes`] once beside it to feed `GET /v1/events`.
+pub async fn serve<L>(
+    listener: L,
     state: ApiState,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
-) -> std::io::Result<()> {
-    tokio::spawn(watch_changes(state.clone()));
+) -> std::io::Result<()>
+where
+    L: axum::serve::Listener,
+    L::Addr: std::fmt::Debug,
+{
     axum::serve(listener, router(state)).with_graceful_shutdown(shutdown).await
 }
 
@@ -356,7 +359,7 @@ where
 
 /// Watches the queue and the link and publishes what changed. Polling the queue (twice a
 /// second) also sees changes made by other processes (`enroll`, `queue retry`).
-async fn watch_changes(s: ApiState) {
+pub async fn watch_changes(s: ApiState) {
     let mut last: std::collections::HashMap<String, wire::Enrollment> = Default::default();
     let mut online = s.worker.is_online();
     let mut first = true;

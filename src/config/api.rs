@@ -17,6 +17,7 @@ pub const TOKEN_CREDENTIAL: &str = "api.token";
 #[serde(deny_unknown_fields)]
 pub struct RawApi {
     pub listen: Option<String>,
+    pub unix_socket: Option<PathBuf>,
     pub token_file: Option<PathBuf>,
     pub max_body_bytes: Option<u64>,
 }
@@ -26,6 +27,8 @@ pub struct RawApi {
 pub struct ApiConfig {
     /// Where the API listens; `None` when `listen = "off"`.
     pub listen: Option<SocketAddr>,
+    /// A Unix socket the API also listens on (0600: this user only).
+    pub unix_socket: Option<PathBuf>,
     /// The bearer token every route but `/healthz` requires, when set.
     pub token: Option<Secret>,
     /// The largest request body (an enrollment with its video).
@@ -37,6 +40,7 @@ impl std::fmt::Debug for ApiConfig {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("ApiConfig")
             .field("listen", &self.listen)
+            .field("unix_socket", &self.unix_socket)
             .field("token", &self.token.as_ref().map(|_| "<redacted>"))
             .field("max_body_bytes", &self.max_body_bytes)
             .finish()
@@ -96,5 +100,6 @@ pub fn validate_api(
         Some(n) => n,
         None => default_body,
     };
-    ApiConfig { listen, token, max_body_bytes }
+    let unix_socket = a.unix_socket.map(|p| if p.is_absolute() { p } else { base_dir.join(p) });
+    ApiConfig { listen, unix_socket, token, max_body_bytes }
 }

@@ -27,6 +27,8 @@ pub struct Listeners {
     pub webhook: Option<TcpListener>,
     /// The local control API (`api.listen`).
     pub api: Option<TcpListener>,
+    /// The same API on a Unix socket (`api.unix_socket`).
+    pub api_unix: Option<tokio::net::UnixListener>,
 }
 
 impl Listeners {
@@ -46,7 +48,23 @@ impl Listeners {
             }
             None => None,
         };
-        Ok(Listeners { webhook, api })
+        let api_unix = match &config.api.unix_socket {
+            Some(path) => {
+                // A socket file left by a previous run would make bind fail; anything else at
+                // that path is not ours to remove.
+                if std::fs::symlink_metadata(path)
+                    .is_ok_and(|m| std::os::unix::fs::FileTypeExt::is_socket(&m.file_type()))
+                {
+                    let _ = std::fs::remove_file(path);
+                }
+                let listener = tokio::net::UnixListener::bind(path)
+                    .with_context(|| format!("api.unix_socket: cannot listen on {}", path.display()))?;
+                std::fs::set_permissions(path, std::os::unix::fs::PermissionsExt::from_mode(0o600))?;
+                Some(listener)
+            }
+            None => None,
+        };
+        Ok(Listeners { webhook, api, api_unix })
     }
 }
 
@@ -73,8 +91,8 @@ pub async fn run(
         if let Some(listener) = listeners.webhook {
             serve_webhooks(listener, &worker, &queue, stop_rx.clone());
         }
-        if let Some(listener) = listeners.api {
-            serve_api(listener, &worker, &queue, shared_config, stop_rx.clone());
+        if listeners.api.is_some() || listeners.api_unix.is_some() {
+            serve_api(listeners.api, listeners.api_unix, &worker, &queue, shared_config, stop_rx.clone());
         }
         tracing::info!(data_dir = %queue.dir().display(), "sync worker running");
     }
@@ -107,18 +125,22 @@ fn serve_webhooks(
 }
 
 fn serve_api(
-    listener: TcpListener,
+    tcp: Option<TcpListener>,
+    unix: Option<tokio::net::UnixListener>,
     worker: &Arc<Worker>,
     queue: &Arc<Queue>,
     config: Arc<Config>,
-    mut stop: tokio::sync::watch::Receiver<bool>,
+    stop: tokio::sync::watch::Receiver<bool>,
 ) {
-    if let Ok(addr) = listener.local_addr() {
+    if let Some(addr) = tcp.as_ref().and_then(|l| l.local_addr().ok()) {
         // Tests (and people) learn a port-0 address from this line.
         tracing::info!(%addr, authenticated = config.api.token.is_some(), "API listening");
-        if config.api.token.is_none() {
-            tracing::warn!("the API has no token (api.token_file): any local process can use it");
-        }
+    }
+    if let Some(path) = &config.api.unix_socket {
+        tracing::info!(path = %path.display(), "API listening on a Unix socket");
+    }
+    if config.api.token.is_none() {
+        tracing::warn!("the API has no token (api.token_file): any local process can use it");
     }
     let state = crate::api::ApiState {
         queue: Arc::clone(queue),
@@ -128,14 +150,26 @@ fn serve_api(
         events: tokio::sync::broadcast::channel(256).0,
         cameras: Arc::new(crate::api::cameras::CaptureService::new(queue.dir(), config.path.clone())),
     };
-    tokio::spawn(async move {
-        let shutdown = async move {
-            let _ = stop.wait_for(|s| *s).await;
-        };
-        if let Err(e) = crate::api::serve(listener, state, shutdown).await {
-            tracing::error!(error = %e, "API stopped");
-        }
-    });
+    tokio::spawn(crate::api::watch_changes(state.clone()));
+    let until_stopped = |mut stop: tokio::sync::watch::Receiver<bool>| async move {
+        let _ = stop.wait_for(|s| *s).await;
+    };
+    if let Some(listener) = tcp {
+        let (state, shutdown) = (state.clone(), until_stopped(stop.clone()));
+        tokio::spawn(async move {
+            if let Err(e) = crate::api::serve(listener, state, shutdown).await {
+                tracing::error!(error = %e, "API stopped");
+            }
+        });
+    }
+    if let Some(listener) = unix {
+        let shutdown = until_stopped(stop);
+        tokio::spawn(async move {
+            if let Err(e) = crate::api::serve(listener, state, shutdown).await {
+                tracing::error!(error = %e, "API (Unix socket) stopped");
+            }
+        });
+    }
 }
 
 /// Feeds pokes from `enroll` and `queue retry` (datagrams on the wake socket) to the worker.

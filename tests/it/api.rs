@@ -522,3 +522,27 @@ fn a_camera_that_goes_away_ends_its_stream_cleanly_and_the_api_stays_up() {
     assert_eq!(call(&d, "GET", "/healthz", None, None).0, 200);
     assert_eq!(authed(&d, "GET", "/v1/status", None).0, 200);
 }
+
+#[test]
+fn the_api_also_listens_on_a_private_unix_socket() {
+    use std::os::unix::fs::{FileTypeExt as _, PermissionsExt as _};
+    let d = start(free_port(), "unix_socket = \"api.sock\"\n");
+    let sock = d.env.dir.path().join("api.sock");
+    let meta = std::fs::symlink_metadata(&sock).unwrap();
+    assert!(meta.file_type().is_socket());
+    assert_eq!(meta.permissions().mode() & 0o777, 0o600, "only the daemon's user reaches it");
+    let ask = |auth: &str| {
+        let mut stream = std::os::unix::net::UnixStream::connect(&sock).unwrap();
+        std::io::Write::write_all(
+            &mut stream,
+            format!("GET /v1/status HTTP/1.1\r\nHost: kiosk\r\n{auth}Connection: close\r\n\r\n").as_bytes(),
+        )
+        .unwrap();
+        let mut answer = String::new();
+        stream.read_to_string(&mut answer).unwrap();
+        answer
+    };
+    let answer = ask(&format!("Authorization: Bearer {TOKEN}\r\n"));
+    assert!(answer.starts_with("HTTP/1.1 200") && answer.contains("\"pending\""), "{answer}");
+    assert!(ask("").starts_with("HTTP/1.1 401"), "the token is required there too");
+}
