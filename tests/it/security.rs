@@ -71,8 +71,8 @@ fn secrets_readable_by_others_or_owned_by_another_user_are_refused() {
     std::fs::write(&pw, "s3cret\n").unwrap();
     chmod(&pw, 0o640);
     let text = std::fs::read_to_string(&env.config).unwrap().replace(
-        "[storage]\n",
-        "billing_username = \"b@example.com\"\nbilling_password_file = \"billing.pw\"\n[storage]\n",
+        "[oneshot]\n",
+        "[oneshot]\nbilling_username = \"b@example.com\"\nbilling_password_file = \"billing.pw\"\n",
     );
     std::fs::write(&env.config, text).unwrap();
     let out = env.run(&["check-config"]);
