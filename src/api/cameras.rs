@@ -22,15 +22,18 @@ pub struct CaptureService {
     socket: PathBuf,
     dir: PathBuf,
     config: Option<PathBuf>,
+    /// Whether this daemon starts the service or another unit runs it.
+    spawn: bool,
     child: tokio::sync::Mutex<Option<tokio::process::Child>>,
 }
 
 impl CaptureService {
-    pub fn new(data_dir: &Path, config: Option<PathBuf>) -> CaptureService {
+    pub fn new(data_dir: &Path, config: Option<PathBuf>, mode: crate::config::CaptureServiceMode) -> CaptureService {
         CaptureService {
             socket: data_dir.join("capture.sock"),
             dir: data_dir.join("captures"),
             config,
+            spawn: mode == crate::config::CaptureServiceMode::Spawn,
             child: Default::default(),
         }
     }
@@ -40,8 +43,19 @@ impl CaptureService {
         &self.dir
     }
 
-    /// Starts the service unless it runs; waits a moment for its socket.
+    /// Starts the service unless it runs; waits a moment for its socket. An external service
+    /// (its own unit) is only looked for: systemd restarts it.
     async fn ensure_running(&self) -> Result<(), ApiError> {
+        if !self.spawn {
+            return if self.socket.exists() {
+                Ok(())
+            } else {
+                Err(unavailable(format!(
+                    "{} does not exist (is kiosk-agent-capture-service running?)",
+                    self.socket.display()
+                )))
+            };
+        }
         let mut child = self.child.lock().await;
         let alive = match child.as_mut() {
             Some(c) => matches!(c.try_wait(), Ok(None)),

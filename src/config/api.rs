@@ -18,8 +18,18 @@ pub const TOKEN_CREDENTIAL: &str = "api.token";
 pub struct RawApi {
     pub listen: Option<String>,
     pub unix_socket: Option<PathBuf>,
+    pub capture_service: Option<String>,
     pub token_file: Option<PathBuf>,
     pub max_body_bytes: Option<u64>,
+}
+
+/// Who runs the capture service.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CaptureServiceMode {
+    /// `run` starts it as a child (and again if it dies).
+    Spawn,
+    /// Another unit runs it on `DATA_DIR/capture.sock` (`kiosk-agent-capture-service.service`).
+    External,
 }
 
 /// The validated `[api]` section.
@@ -29,6 +39,9 @@ pub struct ApiConfig {
     pub listen: Option<SocketAddr>,
     /// A Unix socket the API also listens on (0600: this user only).
     pub unix_socket: Option<PathBuf>,
+    /// Whether `run` starts the capture service itself (`spawn`) or another unit runs it
+    /// (`external`: the systemd install, where the daemon has no device access).
+    pub capture_service: CaptureServiceMode,
     /// The bearer token every route but `/healthz` requires, when set.
     pub token: Option<Secret>,
     /// The largest request body (an enrollment with its video).
@@ -41,6 +54,7 @@ impl std::fmt::Debug for ApiConfig {
         f.debug_struct("ApiConfig")
             .field("listen", &self.listen)
             .field("unix_socket", &self.unix_socket)
+            .field("capture_service", &self.capture_service)
             .field("token", &self.token.as_ref().map(|_| "<redacted>"))
             .field("max_body_bytes", &self.max_body_bytes)
             .finish()
@@ -101,5 +115,13 @@ pub fn validate_api(
         None => default_body,
     };
     let unix_socket = a.unix_socket.map(|p| if p.is_absolute() { p } else { base_dir.join(p) });
-    ApiConfig { listen, unix_socket, token, max_body_bytes }
+    let capture_service = match a.capture_service.as_deref() {
+        None | Some("spawn") => CaptureServiceMode::Spawn,
+        Some("external") => CaptureServiceMode::External,
+        Some(other) => {
+            problem("api.capture_service", format!("must be \"spawn\" or \"external\", not {other:?}"));
+            CaptureServiceMode::Spawn
+        }
+    };
+    ApiConfig { listen, unix_socket, capture_service, token, max_body_bytes }
 }

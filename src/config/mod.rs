@@ -17,7 +17,7 @@ use std::num::NonZeroUsize;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-pub use api::ApiConfig;
+pub use api::{ApiConfig, CaptureServiceMode};
 pub use capture::{
     validate_capture, CameraMode, CameraRole, CaptureConfig, Quality, Role, StillConfig, VideoConfig, PRESETS,
 };

@@ -148,7 +148,11 @@ fn serve_api(
         token: config.api.token.clone().map(Arc::new),
         config: Arc::clone(&config),
         events: tokio::sync::broadcast::channel(256).0,
-        cameras: Arc::new(crate::api::cameras::CaptureService::new(queue.dir(), config.path.clone())),
+        cameras: Arc::new(crate::api::cameras::CaptureService::new(
+            queue.dir(),
+            config.path.clone(),
+            config.api.capture_service,
+        )),
     };
     tokio::spawn(crate::api::watch_changes(state.clone()));
     let until_stopped = |mut stop: tokio::sync::watch::Receiver<bool>| async move {

@@ -546,3 +546,32 @@ fn the_api_also_listens_on_a_private_unix_socket() {
     assert!(answer.starts_with("HTTP/1.1 200") && answer.contains("\"pending\""), "{answer}");
     assert!(ask("").starts_with("HTTP/1.1 401"), "the token is required there too");
 }
+
+/// The systemd layout: the capture service is its own unit. Until it runs, camera routes are 503
+/// (and the rest of the API works); once it listens, they work.
+#[test]
+fn an_external_capture_service_is_used_when_it_runs() {
+    let d = start(free_port(), "capture_service = \"external\"\n");
+    let (code, body) = authed(&d, "GET", "/v1/cameras", None);
+    assert_eq!((code, body["code"].as_str()), (503, Some("capture_service_unavailable")), "{body}");
+    assert_eq!(authed(&d, "GET", "/v1/status", None).0, 200);
+    let helper = std::path::Path::new(BIN).with_file_name("kiosk-agent-capture");
+    let data = d.env.data_dir();
+    let mut service = std::process::Command::new(helper)
+        .arg("--config")
+        .arg(&d.env.config)
+        .arg("capture-service")
+        .arg("--socket")
+        .arg(data.join("capture.sock"))
+        .arg("--dir")
+        .arg(data.join("captures"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    wait_for(Duration::from_secs(10), || (authed(&d, "GET", "/v1/cameras", None).0 == 200).then_some(()));
+    let (code, still) = authed(&d, "POST", "/v1/captures/still", Some(Body::Json(json!({"role": "face"}))));
+    assert_eq!((code, still["verdict"].as_str()), (200, Some("pass")), "{still}");
+    let _ = service.kill();
+    let _ = service.wait();
+}

@@ -35,7 +35,7 @@ fn settings(path: &Path) -> Vec<String> {
 
 #[test]
 fn each_unit_has_an_exposure_of_at_most_one() {
-    for name in ["kiosk-agent.service", "kiosk-agent-capture@.service"] {
+    for name in ["kiosk-agent.service", "kiosk-agent-capture-service.service"] {
         let e = exposure(&unit(name));
         println!("{name}: exposure {e}");
         assert!(e <= 1.0, "{name}: exposure {e} > 1.0");
@@ -59,7 +59,7 @@ fn the_daemon_has_no_devices_and_the_camera_unit_no_network() {
     for unwanted in ["SupplementaryGroups", "DeviceAllow"] {
         assert!(!daemon.iter().any(|l| l.starts_with(unwanted)), "daemon unit has {unwanted}");
     }
-    let camera = settings(&unit("kiosk-agent-capture@.service"));
+    let camera = settings(&unit("kiosk-agent-capture-service.service"));
     for wanted in ["PrivateNetwork=yes", "DevicePolicy=closed", "DeviceAllow=char-video4linux rw", "LimitCORE=0"] {
         assert!(camera.iter().any(|l| l == wanted), "camera unit lacks {wanted}");
     }
