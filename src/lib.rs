@@ -17,6 +17,8 @@
 //! - [`cli`]      — the command-line interface (`main.rs` only maps its result to an exit code).
 //! - [`harden`]   — umask 077, no core dumps, not dumpable: applied first by every binary.
 //! - [`helper`]   — finding and running `kiosk-agent-capture`, the process that links FFmpeg.
+//! - [`flow`]     — the signing flow's shared steps (what an ID names, status checks, RAO).
+//! - [`failure`]  — a command's failure: exit code and error (the API maps it to HTTP).
 //! - [`faults`]   — named crash points for durability tests.
 //! - [`fsutil`]   — what "durable" means on disk: fsync of files and directories, free space.
 //!
@@ -35,7 +37,9 @@ pub mod daemon;
 pub mod demo;
 pub mod device_key;
 pub mod evidence;
+pub mod failure;
 pub mod faults;
+pub mod flow;
 pub mod fsutil;
 pub mod harden;
 pub mod helper;

@@ -11,8 +11,8 @@ use axum::Json;
 use serde_json::{json, Value};
 
 use super::{ApiError, ApiState};
-use crate::cli::request_cmd::{resolve, Flow};
-use crate::cli::Failure;
+use crate::failure::Failure;
+use crate::flow::{net, resolve, Flow};
 use crate::oneshot::{RequestStatus, Unlock};
 
 fn flow(s: &ApiState) -> Result<Flow, ApiError> {
@@ -38,10 +38,7 @@ pub async fn approve(State(s): State<ApiState>, Path(id): Path<String>) -> Resul
     let target = resolve(&flow.queue, &id).map_err(failure)?;
     let rao = flow.rao().map_err(failure)?.clone();
     flow.require(&target, &IN_REVIEW, "approval").await.map_err(failure)?;
-    flow.client
-        .approve(&target.ids, &rao)
-        .await
-        .map_err(|e| failure(crate::cli::request_cmd::net(e, "approving", true)))?;
+    flow.client.approve(&target.ids, &rao).await.map_err(|e| failure(net(e, "approving", true)))?;
     flow.audit(&target, "approved").map_err(failure)?;
     let status = flow.status(&target).await.map_err(failure)?;
     let _ = flow.send_documents(&target).await;
@@ -68,10 +65,7 @@ pub async fn refuse(
     let target = resolve(&flow.queue, &id).map_err(failure)?;
     let rao = flow.rao().map_err(failure)?.clone();
     flow.require(&target, &IN_REVIEW, "refusal").await.map_err(failure)?;
-    flow.client
-        .refuse(&target.ids, &rao, &reason)
-        .await
-        .map_err(|e| failure(crate::cli::request_cmd::net(e, "refusing", true)))?;
+    flow.client.refuse(&target.ids, &rao, &reason).await.map_err(|e| failure(net(e, "refusing", true)))?;
     flow.audit(&target, "refused").map_err(failure)?;
     let status = flow.status(&target).await.map_err(failure)?;
     Ok(Json(json!({"id": id, "request_pk": target.ids.request_pk, "status": status.as_str()})))
@@ -142,7 +136,7 @@ pub async fn otp(
     flow.client
         .generate_otp(&target.ids, whatsapp, s.config.sync.otp_wait)
         .await
-        .map_err(|e| failure(crate::cli::request_cmd::net(e, "generating the OTP", true)))?;
+        .map_err(|e| failure(net(e, "generating the OTP", true)))?;
     flow.audit(&target, "OTP sent").map_err(failure)?;
     Ok(Json(json!({"id": id, "sent_by": if whatsapp { "whatsapp" } else { "sms" }})))
 }
@@ -169,7 +163,7 @@ pub async fn sign(
     flow.client
         .sign(&target.ids, &Unlock::Otp(code.trim().to_owned()), &s.config.signature, &uids)
         .await
-        .map_err(|e| failure(crate::cli::request_cmd::net(e, "signing", false)))?;
+        .map_err(|e| failure(net(e, "signing", false)))?;
     flow.audit(&target, "signed").map_err(failure)?;
     let status = flow.status(&target).await.map_err(failure)?;
     Ok(Json(json!({"id": id, "status": status.as_str()})))

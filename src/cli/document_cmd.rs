@@ -12,9 +12,9 @@ use std::process::ExitCode;
 use anyhow::anyhow;
 use clap::Subcommand;
 
-use super::request_cmd::{net, resolve, Flow, Target};
 use super::Failure;
 use crate::config::Config;
+use crate::flow::{net, resolve, Flow, Target};
 use crate::oneshot::RequestStatus;
 use crate::queue::{DocumentState, State};
 

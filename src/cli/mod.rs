@@ -6,7 +6,7 @@ mod check_cmd;
 mod document_cmd;
 
 mod queue_cmd;
-pub mod request_cmd;
+mod request_cmd;
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -15,7 +15,8 @@ use anyhow::Context as _;
 use clap::{Parser, Subcommand};
 
 use crate::config::{self, Config, ConfigError, CONFIG_ENV};
-use crate::evidence::{validate_manifest, EvidenceError, HelperProber, ManifestOptions};
+use crate::evidence::{validate_manifest, HelperProber, ManifestOptions};
+pub use crate::failure::Failure;
 use crate::queue::{Queue, QueueError};
 use crate::sync::Mode;
 
@@ -189,60 +190,6 @@ pub enum AuditCommand {
     Verify,
     /// Write every record as JSON lines (to standard output).
     Export,
-}
-
-/// A failure with the exit code it maps to.
-#[derive(Debug)]
-pub struct Failure {
-    pub code: u8,
-    pub error: anyhow::Error,
-}
-
-impl Failure {
-    pub fn bad_input(error: impl Into<anyhow::Error>) -> Self {
-        Failure { code: 2, error: error.into() }
-    }
-}
-
-impl<E: Into<anyhow::Error>> From<E> for Failure {
-    fn from(e: E) -> Self {
-        let error: anyhow::Error = e.into();
-        // Classify by the root error type so `.context()` does not hide bad input.
-        let bad_input = error.chain().any(|c| {
-            c.is::<ConfigError>()
-                || c.is::<EvidenceError>()
-                || matches!(
-                    c.downcast_ref::<QueueError>(),
-                    Some(
-                        QueueError::Space(_)
-                            | QueueError::NotFound(_)
-                            | QueueError::WrongState { .. }
-                            | QueueError::BadDocument { .. }
-                            | QueueError::WrongKey { .. }
-                            | QueueError::ForeignDataDir { .. }
-                            | QueueError::DeviceKey(_)
-                            | QueueError::Crypto(
-                                crate::crypto::CryptoError::KeyMissing { .. }
-                                    | crate::crypto::CryptoError::KeyExists { .. }
-                                    | crate::crypto::CryptoError::KeyFormat { .. }
-                                    | crate::crypto::CryptoError::KeyUnsafe(_)
-                            )
-                    )
-                )
-        });
-        // A damaged database needs a person, not a restart: exit 4, which the systemd unit
-        // excludes from automatic restarts, so the service does not crash-loop on it.
-        let damaged =
-            error.chain().any(|c| matches!(c.downcast_ref::<QueueError>(), Some(QueueError::DamagedDatabase { .. })));
-        let code = if damaged {
-            4
-        } else if bad_input {
-            2
-        } else {
-            1
-        };
-        Failure { code, error }
-    }
 }
 
 /// Parses the command line and runs the command.

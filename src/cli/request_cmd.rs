@@ -8,16 +8,15 @@
 
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::sync::Arc;
 
 use anyhow::anyhow;
 use clap::Subcommand;
 
 use super::Failure;
-use crate::config::{Config, RaoConfig};
-use crate::oneshot::{valid_pk, Client, OneShotError, RequestIds, RequestStatus, Unlock};
-use crate::queue::{Queue, State, Summary};
-use crate::sync::Worker;
+use crate::config::Config;
+use crate::flow::{net, resolve, Flow};
+use crate::oneshot::{RequestStatus, Unlock};
+use crate::queue::State;
 
 #[derive(Debug, Subcommand)]
 pub enum RequestCommand {
@@ -41,140 +40,6 @@ pub enum RequestCommand {
         #[arg(long)]
         out: PathBuf,
     },
-}
-
-/// What an ID names: the request on the server, and the local enrollment when there is one.
-pub struct Target {
-    pub ids: RequestIds,
-    pub enrollment: Option<Summary>,
-}
-
-impl std::fmt::Debug for Target {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Target").field("ids", &self.ids).finish_non_exhaustive()
-    }
-}
-
-/// Resolves an ID: a request pk (a local enrollment with that request, if any) or an enrollment.
-pub fn resolve(queue: &Queue, id: &str) -> Result<Target, Failure> {
-    let enrollment = if valid_pk(id) { queue.find_by_request_pk(id)? } else { Some(queue.show(id)?) };
-    let ids = match &enrollment {
-        Some(e) => RequestIds {
-            request_pk: e.request_pk.clone().ok_or_else(|| {
-                Failure::bad_input(anyhow!("enrollment {} has no request on the server yet (state {})", e.id, e.state))
-            })?,
-            videoid_pk: e.videoid_pk.clone(),
-        },
-        None => RequestIds { request_pk: id.to_owned(), videoid_pk: None },
-    };
-    Ok(Target { ids, enrollment })
-}
-
-/// The context of a flow command: configuration, queue, client, and a worker to apply statuses.
-pub struct Flow {
-    pub config: Config,
-    pub queue: Arc<Queue>,
-    pub client: Client,
-    pub worker: Arc<Worker>,
-}
-
-impl std::fmt::Debug for Flow {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Flow").finish_non_exhaustive()
-    }
-}
-
-impl Flow {
-    pub fn open(config: &Config) -> Result<Flow, Failure> {
-        let queue = Arc::new(Queue::open(&config.storage)?);
-        let client = Client::new(&config.oneshot)?;
-        let worker = Worker::new(Arc::clone(&queue), client.clone(), config.clone());
-        Ok(Flow { config: config.clone(), queue, client, worker })
-    }
-
-    /// Reads the status (and moves the local enrollment); refuses ended requests.
-    pub async fn status(&self, target: &Target) -> Result<RequestStatus, Failure> {
-        let status = match &target.enrollment {
-            Some(e) => self.worker.refresh(&e.id, &target.ids.request_pk).await.map(|r| r.status),
-            None => self.client.request_status(&target.ids.request_pk).await,
-        }
-        .map_err(|e| net(e, "reading the request's status", true))?;
-        Ok(status)
-    }
-
-    /// Fails with exit 2 unless the request is in one of `allowed` (named for the message).
-    pub async fn require(&self, target: &Target, allowed: &[RequestStatus], what: &str) -> Result<(), Failure> {
-        let status = self.status(target).await?;
-        if allowed.contains(&status) {
-            return Ok(());
-        }
-        let expected: Vec<&str> = allowed.iter().map(RequestStatus::as_str).collect();
-        Err(Failure::bad_input(anyhow!(
-            "request {} is {status}; {what} needs {}",
-            target.ids.request_pk,
-            expected.join(" or ")
-        )))
-    }
-
-    /// Records an operator's action on a request in the audit trail (the request pk is the
-    /// server's number, not personal data).
-    pub fn audit(&self, target: &Target, action: &str) -> Result<(), Failure> {
-        let enrollment = target.enrollment.as_ref().map(|e| e.id.as_str());
-        self.queue.audit(enrollment, &format!("{action}: request {}", target.ids.request_pk))?;
-        Ok(())
-    }
-
-    pub fn rao(&self) -> Result<&RaoConfig, Failure> {
-        self.config.rao.as_ref().ok_or_else(|| {
-            Failure::bad_input(anyhow!(
-                "no [rao] in the configuration: approve, validate and refuse need the RAO's id and a token_file, \
-                 or username, password_file and pin_file"
-            ))
-        })
-    }
-
-    /// The videoid_pk the new generation keys approve and refuse by.
-    fn videoid_known(&self, target: &Target) -> Result<(), Failure> {
-        if self.config.oneshot.paths.approve.contains("{videoid_pk}") && target.ids.videoid_pk.is_none() {
-            return Err(Failure::bad_input(anyhow!(
-                "request {} was not created by this kiosk, so its videoid_pk (which the new Optimizer keys approve \
-                 and refuse by) is unknown; use the enrollment id",
-                target.ids.request_pk
-            )));
-        }
-        Ok(())
-    }
-
-    /// Sends the enrollment's queued documents now if no daemon runs here; else wakes it.
-    pub async fn send_documents(&self, target: &Target) -> Result<Option<usize>, Failure> {
-        let Some(e) = &target.enrollment else { return Ok(None) };
-        match self.queue.lock_worker() {
-            Ok(_lock) => {
-                let sent =
-                    self.worker.send_documents(&e.id).await.map_err(|e| net(e, "sending the documents", true))?;
-                Ok(Some(sent))
-            }
-            Err(_) => {
-                self.queue.poke_worker();
-                Ok(None)
-            }
-        }
-    }
-}
-
-/// Turns a One-Shot error into an exit: refusals are bad input (2) with the server's words;
-/// network and server trouble are 1 and say whether the step may simply be repeated.
-pub fn net(e: OneShotError, doing: &str, repeatable: bool) -> Failure {
-    if e.is_retryable() {
-        let advice = if repeatable {
-            "the step can be repeated safely: run the same command again"
-        } else {
-            "it may or may not have reached the server: check `kiosk-agent request ID status` before repeating it"
-        };
-        Failure { code: 1, error: anyhow!("{doing}: {e}; {advice}") }
-    } else {
-        Failure::bad_input(anyhow!("{doing}: {e}"))
-    }
 }
 
 pub async fn run(config: &Config, id: &str, command: RequestCommand) -> Result<ExitCode, Failure> {

@@ -1,0 +1,61 @@
+//! What a command's failure means to whoever ran it: an exit code (2 bad input or
+//! configuration, nothing changed; 4 a damaged queue database, left for a person; 1 anything
+//! else) and the error. The CLI exits with it; the API maps it to an HTTP status.
+
+use crate::config::ConfigError;
+use crate::evidence::EvidenceError;
+use crate::queue::QueueError;
+
+/// A failure with the exit code it maps to.
+#[derive(Debug)]
+pub struct Failure {
+    pub code: u8,
+    pub error: anyhow::Error,
+}
+
+impl Failure {
+    pub fn bad_input(error: impl Into<anyhow::Error>) -> Self {
+        Failure { code: 2, error: error.into() }
+    }
+}
+
+impl<E: Into<anyhow::Error>> From<E> for Failure {
+    fn from(e: E) -> Self {
+        let error: anyhow::Error = e.into();
+        // Classify by the root error type so `.context()` does not hide bad input.
+        let bad_input = error.chain().any(|c| {
+            c.is::<ConfigError>()
+                || c.is::<EvidenceError>()
+                || matches!(
+                    c.downcast_ref::<QueueError>(),
+                    Some(
+                        QueueError::Space(_)
+                            | QueueError::NotFound(_)
+                            | QueueError::WrongState { .. }
+                            | QueueError::BadDocument { .. }
+                            | QueueError::WrongKey { .. }
+                            | QueueError::ForeignDataDir { .. }
+                            | QueueError::DeviceKey(_)
+                            | QueueError::Crypto(
+                                crate::crypto::CryptoError::KeyMissing { .. }
+                                    | crate::crypto::CryptoError::KeyExists { .. }
+                                    | crate::crypto::CryptoError::KeyFormat { .. }
+                                    | crate::crypto::CryptoError::KeyUnsafe(_)
+                            )
+                    )
+                )
+        });
+        // A damaged database needs a person, not a restart: exit 4, which the systemd unit
+        // excludes from automatic restarts, so the service does not crash-loop on it.
+        let damaged =
+            error.chain().any(|c| matches!(c.downcast_ref::<QueueError>(), Some(QueueError::DamagedDatabase { .. })));
+        let code = if damaged {
+            4
+        } else if bad_input {
+            2
+        } else {
+            1
+        };
+        Failure { code, error }
+    }
+}
