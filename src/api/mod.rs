@@ -363,6 +363,7 @@ pub async fn watch_changes(s: ApiState) {
     let mut last: std::collections::HashMap<String, wire::Enrollment> = Default::default();
     let mut online = s.worker.is_online();
     let mut first = true;
+    let mut uploads: std::collections::HashMap<String, u64> = Default::default();
     loop {
         if let Ok(list) = blocking(&s.queue, |q| q.list()).await {
             for e in &list {
@@ -376,6 +377,13 @@ pub async fn watch_changes(s: ApiState) {
             }
         }
         first = false;
+        let progress = s.worker.upload_progress();
+        uploads.retain(|id, _| progress.iter().any(|(p, _, _)| p == id));
+        for (id, sent, total) in progress {
+            if uploads.insert(id.clone(), sent) != Some(sent) {
+                let _ = s.events.send(wire::Event::Upload { id, sent_bytes: sent, total_bytes: total });
+            }
+        }
         let now_online = s.worker.is_online();
         if now_online != online {
             online = now_online;

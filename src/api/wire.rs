@@ -111,4 +111,6 @@ pub enum Event {
     Enrollment(Enrollment),
     /// The server became reachable or unreachable.
     Link { online: bool },
+    /// A video upload's progress: bytes handed to the connection so far.
+    Upload { id: String, sent_bytes: u64, total_bytes: u64 },
 }

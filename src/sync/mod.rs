@@ -92,6 +92,8 @@ pub struct Worker {
     online: std::sync::atomic::AtomicBool,
     /// When the server last answered anything (ms; 0: not yet).
     last_contact_ms: std::sync::atomic::AtomicI64,
+    /// Videos being uploaded: enrollment id → (bytes handed to the connection, total bytes).
+    uploads: std::sync::Mutex<HashMap<String, (Arc<std::sync::atomic::AtomicU64>, u64)>>,
 }
 
 /// Runs `f` on the blocking pool: SQLite and file work never runs on executor threads.
@@ -117,6 +119,7 @@ impl Worker {
             started_ms: crate::queue::now_ms(),
             online: std::sync::atomic::AtomicBool::new(true),
             last_contact_ms: Default::default(),
+            uploads: Default::default(),
             config,
         })
     }
@@ -129,6 +132,12 @@ impl Worker {
     /// When the server last answered (ms since the epoch), if it has.
     pub fn last_contact_ms(&self) -> Option<i64> {
         Some(self.last_contact_ms.load(Ordering::Relaxed)).filter(|&ms| ms > 0)
+    }
+
+    /// The videos being uploaded now: (enrollment id, bytes sent, total bytes).
+    pub fn upload_progress(&self) -> Vec<(String, u64, u64)> {
+        let uploads = self.uploads.lock().unwrap_or_else(|p| p.into_inner());
+        uploads.iter().map(|(id, (sent, total))| (id.clone(), sent.load(Ordering::Relaxed), *total)).collect()
     }
 
     fn contacted(&self) {

@@ -373,6 +373,8 @@ impl Worker {
         let (tx, rx) = tokio::sync::mpsc::channel::<std::io::Result<Vec<u8>>>(4);
         // The decrypting thread returns the reason it stopped early, if it did: a chunk that
         // fails to decrypt means damaged evidence, which no retry can fix.
+        let progress = Arc::new(std::sync::atomic::AtomicU64::new(0));
+        self.uploads.lock().unwrap_or_else(|p| p.into_inner()).insert(job.id.clone(), (Arc::clone(&progress), len));
         let decrypt = tokio::task::spawn_blocking(move || -> std::result::Result<(), String> {
             let mut reader = reader;
             let mut sent = 0u64;
@@ -380,6 +382,8 @@ impl Worker {
                 match reader.next_chunk() {
                     Ok(Some(chunk)) => {
                         sent += chunk.len() as u64;
+                        // Bytes handed to the connection (at most a few chunks ahead of the wire).
+                        progress.store(sent, std::sync::atomic::Ordering::Relaxed);
                         if sent > len / 2 && sent - (chunk.len() as u64) <= len / 2 {
                             crash_point("video.mid_upload");
                         }
@@ -402,6 +406,7 @@ impl Worker {
                 |mut rx| async move { rx.recv().await.map(|item| (item, rx)) },
             ));
         let result = self.client.upload_video(&ids, body, len).await;
+        self.uploads.lock().unwrap_or_else(|p| p.into_inner()).remove(&job.id);
         match decrypt.await {
             Ok(Ok(())) => {}
             Ok(Err(reason)) => {

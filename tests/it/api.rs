@@ -575,3 +575,36 @@ fn an_external_capture_service_is_used_when_it_runs() {
     let _ = service.kill();
     let _ = service.wait();
 }
+
+#[test]
+fn video_upload_progress_is_streamed() {
+    // Every video upload stalls: the upload is in progress long enough to be seen.
+    let sandbox = Sandbox::start_with(0, &["--faults", "video:stall=1;stall_secs=3"]);
+    let d = start(sandbox.addr.port(), "");
+    let dir = d.env.manifest("m", "", |_| {}).parent().unwrap().to_owned();
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let mut resp = rt.block_on(async {
+        reqwest::Client::new().get(format!("{}/v1/events", d.base)).bearer_auth(TOKEN).send().await.unwrap()
+    });
+    let (code, body) = authed(&d, "POST", "/v1/enrollments", Some(Body::Json(inline_manifest(&dir))));
+    assert_eq!(code, 202, "{body}");
+    let id = body["id"].as_str().unwrap().to_owned();
+    let size = std::fs::metadata(dir.join("video.mp4")).unwrap().len();
+    let event = rt.block_on(async {
+        let mut buf = String::new();
+        loop {
+            let chunk = tokio::time::timeout(Duration::from_secs(30), resp.chunk()).await.unwrap().unwrap().unwrap();
+            buf.push_str(&String::from_utf8_lossy(&chunk));
+            for line in buf.lines() {
+                if let Some(data) = line.strip_prefix("data:") {
+                    let e: Value = serde_json::from_str(data.trim()).unwrap_or(Value::Null);
+                    if e["type"] == "upload" && e["id"] == id.as_str() {
+                        return e;
+                    }
+                }
+            }
+        }
+    });
+    assert_eq!(event["total_bytes"], size, "{event}");
+    assert!(event["sent_bytes"].as_u64().unwrap() <= size);
+}
