@@ -133,6 +133,19 @@ impl From<JsonRejection> for ApiError {
     }
 }
 
+/// A small JSON request body: empty means `{}`; anything else must be a JSON object (400
+/// naming the body otherwise).
+pub(crate) fn json_object(body: &[u8]) -> Result<Value, ApiError> {
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Ok(json!({}));
+    }
+    match serde_json::from_slice::<Value>(body) {
+        Ok(v @ Value::Object(_)) => Ok(v),
+        Ok(_) => Err(ApiError::field(StatusCode::BAD_REQUEST, "bad_json", "body", "must be a JSON object")),
+        Err(e) => Err(ApiError::field(StatusCode::BAD_REQUEST, "bad_json", "body", format!("is not valid JSON: {e}"))),
+    }
+}
+
 /// Builds the router over `state`.
 pub fn router(state: ApiState) -> Router {
     let limit = state.config.api.max_body_bytes as usize;

@@ -51,7 +51,7 @@ pub async fn refuse(
     Path(id): Path<String>,
     body: axum::body::Bytes,
 ) -> Result<Json<Value>, ApiError> {
-    let body: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+    let body = super::json_object(&body)?;
     let reason = body["reason"].as_str().unwrap_or_default().trim().to_owned();
     if reason.is_empty() {
         return Err(ApiError::field(
@@ -128,7 +128,7 @@ pub async fn otp(
     Path(id): Path<String>,
     body: axum::body::Bytes,
 ) -> Result<Json<Value>, ApiError> {
-    let body: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+    let body = super::json_object(&body)?;
     let whatsapp = body["whatsapp"].as_bool().unwrap_or(false);
     let flow = flow(&s)?;
     let target = resolve(&flow.queue, &id).map_err(failure)?;
@@ -146,7 +146,7 @@ pub async fn sign(
     Path(id): Path<String>,
     body: axum::body::Bytes,
 ) -> Result<Json<Value>, ApiError> {
-    let body: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+    let body = super::json_object(&body)?;
     let Some(code) = body["otp"].as_str().filter(|c| !c.trim().is_empty()) else {
         return Err(ApiError::field(StatusCode::BAD_REQUEST, "invalid", "otp", "is required"));
     };

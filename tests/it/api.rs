@@ -259,6 +259,15 @@ fn bad_submissions_are_refused_naming_the_field_and_nothing_is_queued() {
     assert_eq!((code, body["code"].as_str()), (404, Some("not_found")));
     let (code, body) = authed(&d, "GET", "/v1/enrollments?state=flying", None);
     assert_eq!((code, body["field"].as_str()), (400, Some("state")));
+    // Camera routes check their bodies too.
+    let (code, body) = authed(&d, "POST", "/v1/captures/still", Some(Body::Raw(b"{nope".to_vec())));
+    assert_eq!((code, body["field"].as_str()), (400, Some("body")), "{body}");
+    let (code, body) = authed(&d, "POST", "/v1/captures/still", Some(Body::Json(json!({"role": "ceiling"}))));
+    assert_eq!((code, body["field"].as_str()), (400, Some("role")), "{body}");
+    let (code, body) = authed(&d, "POST", "/v1/recordings", Some(Body::Json(json!({"max_seconds": 0}))));
+    assert_eq!((code, body["field"].as_str()), (400, Some("max_seconds")), "{body}");
+    let (code, body) = authed(&d, "POST", "/v1/recordings/not-an-id/stop", None);
+    assert_eq!((code, body["field"].as_str()), (404, Some("id")), "{body}");
 }
 
 #[test]
