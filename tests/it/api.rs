@@ -34,6 +34,17 @@ pub(crate) fn start(sandbox_port: u16, api_extra: &str) -> Daemon {
 
 /// [`start`] with more configuration sections and private files (name, content) beside it.
 pub(crate) fn start_with(sandbox_port: u16, api_extra: &str, sections: &str, files: &[(&str, &str)]) -> Daemon {
+    start_custom(sandbox_port, api_extra, sections, files, |c| c)
+}
+
+/// [`start_with`], the configuration text passed through `edit` last.
+pub(crate) fn start_custom(
+    sandbox_port: u16,
+    api_extra: &str,
+    sections: &str,
+    files: &[(&str, &str)],
+    edit: fn(String) -> String,
+) -> Daemon {
     let env = Env::new(sandbox_port);
     for (name, content) in files {
         let path = env.dir.path().join(name);
@@ -49,7 +60,7 @@ pub(crate) fn start_with(sandbox_port: u16, api_extra: &str, sections: &str, fil
         &format!("[api]\nlisten = \"127.0.0.1:{port}\"\ntoken_file = \"api.token\"\n{api_extra}"),
     ) + CAMERAS
         + sections;
-    std::fs::write(&env.config, text).unwrap();
+    std::fs::write(&env.config, edit(text)).unwrap();
     let child = env.cmd().arg("run").stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap();
     let base = format!("http://127.0.0.1:{port}");
     let d = Daemon { child, base, env };
@@ -616,4 +627,15 @@ fn video_upload_progress_is_streamed() {
     });
     assert_eq!(event["total_bytes"], size, "{event}");
     assert!(event["sent_bytes"].as_u64().unwrap() <= size);
+}
+
+#[test]
+fn a_full_spool_is_507_and_nothing_is_queued() {
+    let d = start_custom(free_port(), "", "", &[], |c| c.replace("[storage]\n", "[storage]\nmax_spool_bytes = 1000\n"));
+    let dir = d.env.manifest("m", "", |_| {}).parent().unwrap().to_owned();
+    let (code, body) = authed(&d, "POST", "/v1/enrollments", Some(Body::Json(inline_manifest(&dir))));
+    assert_eq!((code, body["code"].as_str()), (507, Some("spool_full")), "{body}");
+    assert!(body["message"].as_str().unwrap().contains("storage.max_spool_bytes"), "{body}");
+    assert_eq!(authed(&d, "GET", "/v1/enrollments", None).1.as_array().unwrap().len(), 0);
+    assert!(intake_is_empty(&d));
 }
