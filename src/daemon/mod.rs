@@ -20,6 +20,8 @@ use crate::oneshot::Client;
 use crate::queue::Queue;
 use crate::sync::{Mode, Outcome, Worker};
 
+mod systemd;
+
 /// The sockets the daemon serves, bound by the caller.
 #[derive(Debug, Default)]
 pub struct Listeners {
@@ -87,6 +89,7 @@ pub async fn run(
     let worker = Worker::new(Arc::clone(&queue), client, config);
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     if mode == Mode::Forever {
+        systemd::start(&worker, &queue, stop_rx.clone());
         listen_for_wakes(&queue.wake_socket(), worker.waker());
         if let Some(listener) = listeners.webhook {
             serve_webhooks(listener, &worker, &queue, stop_rx.clone());

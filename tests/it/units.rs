@@ -65,3 +65,44 @@ fn the_daemon_has_no_devices_and_the_camera_unit_no_network() {
     }
     assert!(!camera.iter().any(|l| l.starts_with("LoadCredential")), "the camera unit holds no key");
 }
+
+/// `Type=notify`: READY=1, STATUS=, WATCHDOG=1 while the worker runs, STOPPING=1 on SIGTERM,
+/// read from a notification socket of the test's own.
+#[test]
+fn the_daemon_speaks_systemds_notification_protocol() {
+    use crate::util::*;
+    let env = Env::new(free_port());
+    let socket_path = env.dir.path().join("notify.sock");
+    let socket = std::os::unix::net::UnixDatagram::bind(&socket_path).unwrap();
+    socket.set_read_timeout(Some(std::time::Duration::from_secs(20))).unwrap();
+    let mut daemon = env
+        .cmd()
+        .arg("run")
+        .env("NOTIFY_SOCKET", &socket_path)
+        .env("WATCHDOG_USEC", "1500000")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut seen: Vec<String> = Vec::new();
+    let mut buf = [0u8; 4096];
+    while !(seen.iter().any(|m| m.contains("READY=1"))
+        && seen.iter().any(|m| m.contains("STATUS="))
+        && seen.iter().filter(|m| m.contains("WATCHDOG=1")).count() >= 2)
+    {
+        let n = socket.recv(&mut buf).expect("a notification within 20 s");
+        seen.push(String::from_utf8_lossy(&buf[..n]).into_owned());
+    }
+    let status = seen.iter().find(|m| m.contains("STATUS=")).unwrap();
+    assert!(status.contains("0 pending") && (status.contains("online") || status.contains("offline")), "{status}");
+    Command::new("kill").args(["-TERM", &daemon.id().to_string()]).status().unwrap();
+    let mut stopping = false;
+    while let Ok(n) = socket.recv(&mut buf) {
+        if String::from_utf8_lossy(&buf[..n]).contains("STOPPING=1") {
+            stopping = true;
+            break;
+        }
+    }
+    assert!(stopping, "STOPPING=1 on SIGTERM; seen {seen:?}");
+    assert!(daemon.wait().unwrap().success());
+}
