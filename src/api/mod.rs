@@ -8,6 +8,7 @@
 
 pub mod cameras;
 mod intake;
+mod metrics;
 mod signing;
 pub mod wire;
 
@@ -68,6 +69,12 @@ pub const ROUTES: &[(&str, &str, bool, &str)] = &[
     ("post", "/v1/recordings", true, "Start recording the face camera {max_seconds}: id"),
     ("post", "/v1/recordings/{id}/stop", true, "Stop a recording: frames, dropped, duration, bytes"),
     ("get", "/v1/openapi.json", true, "This API's OpenAPI description"),
+    (
+        "get",
+        "/metrics",
+        true,
+        "Prometheus metrics: enrollments by state, pending bytes, oldest pending age, server contact, disk",
+    ),
 ];
 
 /// What the handlers share.
@@ -161,6 +168,7 @@ pub fn router(state: ApiState) -> Router {
         .route("/v1/enrollments/{id}/sign", post(signing::sign))
         .route("/v1/events", get(events))
         .route("/v1/openapi.json", get(openapi))
+        .route("/metrics", get(metrics::metrics))
         .route("/v1/cameras", get(cameras::cameras))
         .route("/v1/cameras/{role}/preview.mjpg", get(cameras::preview))
         .route("/v1/captures/still", post(cameras::still))

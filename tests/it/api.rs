@@ -639,3 +639,40 @@ fn a_full_spool_is_507_and_nothing_is_queued() {
     assert_eq!(authed(&d, "GET", "/v1/enrollments", None).1.as_array().unwrap().len(), 0);
     assert!(intake_is_empty(&d));
 }
+
+#[test]
+fn metrics_are_read_from_the_queue_at_scrape_time() {
+    let sandbox = Sandbox::start(0);
+    let d = start(sandbox.addr.port(), "");
+    // An enrollment queued by another process (the CLI) is counted: gauges come from SQLite.
+    let id = d.env.enroll(&d.env.manifest("m", "", |_| {}));
+    wait_for(Duration::from_secs(30), || {
+        (authed(&d, "GET", &format!("/v1/enrollments/{id}"), None).1["state"] == "in_review").then_some(())
+    });
+    assert_eq!(call(&d, "GET", "/metrics", None, None).0, 401, "metrics need the token like the API");
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let text = rt.block_on(async {
+        reqwest::Client::new()
+            .get(format!("{}/metrics", d.base))
+            .bearer_auth(TOKEN)
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
+    });
+    for line in [
+        "kiosk_agent_enrollments{state=\"in_review\"} 1",
+        "kiosk_agent_enrollments{state=\"queued\"} 0",
+        "kiosk_agent_pending_bytes 0",
+        "kiosk_agent_oldest_pending_seconds 0",
+        "kiosk_agent_online 1",
+    ] {
+        assert!(text.lines().any(|l| l == line), "no {line:?} in:\n{text}");
+    }
+    let contact = text.lines().find(|l| l.starts_with("kiosk_agent_seconds_since_server_contact ")).unwrap();
+    let secs: i64 = contact.rsplit(' ').next().unwrap().parse().unwrap();
+    assert!((0..60).contains(&secs), "{contact}");
+    assert!(text.contains("kiosk_agent_build_info{version=") && text.trim_end().ends_with("# EOF"), "{text}");
+}
