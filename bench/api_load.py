@@ -168,6 +168,10 @@ def main():
     daemon.wait(timeout=20)
     sandbox.terminate()
 
+    # Memory after warm-up (the first 10 s: allocator arenas, decoder and encoder buffers) and
+    # at the end; growth between those two is what would be a leak.
+    warm = samples[10:15] or samples
+    timeline = ", ".join(f"{s[0]:.0f}/{s[1]:.0f}" for s in samples[::10])
     lat = sorted(latencies)
     q = lambda p: lat[min(len(lat) - 1, int(p * len(lat)))] * 1000
     first = samples[:5] or samples
@@ -177,8 +181,9 @@ def main():
     print(f"  requests      {len(lat)} ({len(lat) / SECS:.0f}/s), errors {errors[0]}")
     print(f"  latency       p50 {q(0.5):.1f} ms, p99 {q(0.99):.1f} ms, max {q(1.0):.1f} ms")
     print(f"  preview       {', '.join(str(f) for f in frames)} frames per viewer ({statistics.mean(frames) / SECS:.1f} fps each)")
-    print(f"  daemon RSS    {avg(first, 0):.1f} MiB at the start, {avg(last, 0):.1f} MiB at the end (peak {max(s[0] for s in samples):.1f})")
-    print(f"  capture RSS   {avg(first, 1):.1f} MiB at the start, {avg(last, 1):.1f} MiB at the end (peak {max(s[1] for s in samples):.1f})")
+    print(f"  daemon RSS    {avg(first, 0):.1f} MiB at the start, {avg(warm, 0):.1f} after 10 s, {avg(last, 0):.1f} at the end (peak {max(s[0] for s in samples):.1f})")
+    print(f"  capture RSS   {avg(first, 1):.1f} MiB at the start, {avg(warm, 1):.1f} after 10 s, {avg(last, 1):.1f} at the end (peak {max(s[1] for s in samples):.1f})")
+    print(f"  RSS every 10 s (daemon/capture MiB): {timeline}")
     print(f"  GET /v1/status alone: median {statistics.median(ours) * 1000:.2f} ms in Python vs curl {statistics.median(curl) * 1000:.2f} ms "
           f"(curl includes its process start; ratio {statistics.median(ours) / statistics.median(curl):.2f})")
 

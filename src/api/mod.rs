@@ -178,7 +178,7 @@ pub fn router(state: ApiState) -> Router {
         .route_layer(axum::middleware::from_fn_with_state(state.clone(), require_token));
     Router::new()
         .route("/", get(page))
-        .route("/healthz", get(|| async { Json(json!({"status": "ok"})) }))
+        .route("/healthz", get(healthz))
         .route("/v1/session", post(session))
         .merge(authed)
         .fallback(|| async {
@@ -200,6 +200,35 @@ where
     L::Addr: std::fmt::Debug,
 {
     axum::serve(listener, router(state)).with_graceful_shutdown(shutdown).await
+}
+
+/// `GET /healthz` (no token): 200 while the daemon works; 503 with the reasons (no personal
+/// data) when the server is reachable and work is pending but nothing moved for
+/// `health.stall_secs`, or the disk is at `storage.min_free_bytes`.
+async fn healthz(State(s): State<ApiState>) -> Response {
+    let Ok(list) = blocking(&s.queue, |q| q.list()).await else {
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(json!({"status": "unhealthy", "reasons": ["the queue cannot be read"]})),
+        )
+            .into_response();
+    };
+    let mut reasons = Vec::new();
+    let pending = list.iter().filter(|e| e.state.is_pending()).count();
+    // Progress: a step that moved an enrollment on (failed attempts are not progress).
+    let still = Duration::from_millis((crate::queue::now_ms() - s.worker.last_progress_ms()).max(0) as u64);
+    if s.worker.is_online() && pending > 0 && still > s.config.health_stall {
+        reasons.push(format!("online with {pending} pending enrollment(s) and no progress for {} s", still.as_secs()));
+    }
+    let free = crate::fsutil::available_bytes(s.queue.dir()).unwrap_or(u64::MAX);
+    if free <= s.config.storage.min_free_bytes {
+        reasons.push(format!("{free} bytes free, at the storage.min_free_bytes floor"));
+    }
+    if reasons.is_empty() {
+        Json(json!({"status": "ok"})).into_response()
+    } else {
+        (StatusCode::SERVICE_UNAVAILABLE, Json(json!({"status": "unhealthy", "reasons": reasons}))).into_response()
+    }
 }
 
 /// The operator page: one file, served from the binary (no CDN; works offline).

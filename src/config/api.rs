@@ -125,3 +125,22 @@ pub fn validate_api(
     };
     ApiConfig { listen, unix_socket, capture_service, token, max_body_bytes }
 }
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawHealth {
+    pub stall_secs: Option<f64>,
+}
+
+/// `[health] stall_secs` (default one hour): `GET /healthz` turns unhealthy when the server is
+/// reachable, work is pending, and nothing has moved for this long.
+pub fn validate_health(raw: Option<RawHealth>, problem: &mut dyn FnMut(&str, String)) -> std::time::Duration {
+    match raw.and_then(|h| h.stall_secs) {
+        None => std::time::Duration::from_secs(3600),
+        Some(s) if s.is_finite() && s > 0.0 => std::time::Duration::from_secs_f64(s),
+        Some(s) => {
+            problem("health.stall_secs", format!("must be a number of seconds above 0, not {s}"));
+            std::time::Duration::from_secs(3600)
+        }
+    }
+}

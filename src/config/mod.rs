@@ -213,6 +213,8 @@ pub struct Config {
     pub signature: SignatureConfig,
     /// The local control API of `kiosk-agent run`.
     pub api: ApiConfig,
+    /// `GET /healthz` is unhealthy after this long online with pending work and no progress.
+    pub health_stall: Duration,
     /// The file this configuration was read from (`None` when built in, as by the demo): the
     /// capture service the daemon starts reads its camera settings from the same file.
     pub path: Option<PathBuf>,
@@ -468,6 +470,7 @@ pub fn validate(raw: RawConfig, base_dir: &Path) -> Result<Config, ConfigError> 
     let rao = flow::validate_rao(raw.rao, base_dir, &mut problem);
     let signature = flow::validate_signature(raw.signature, &mut problem);
     let api = api::validate_api(raw.api, base_dir, &evidence, &mut problem);
+    let health_stall = api::validate_health(raw.health, &mut problem);
     let capture = match validate_capture(raw.cameras, raw.capture) {
         Ok(c) => c,
         Err(more) => {
@@ -529,6 +532,7 @@ pub fn validate(raw: RawConfig, base_dir: &Path) -> Result<Config, ConfigError> 
         rao,
         signature,
         api,
+        health_stall,
         path: None,
     })
 }

@@ -17,6 +17,7 @@ pub struct RawConfig {
     pub rao: Option<super::flow::RawRao>,
     pub signature: Option<super::flow::RawSignature>,
     pub api: Option<super::api::RawApi>,
+    pub health: Option<super::api::RawHealth>,
 }
 
 #[derive(Debug, Default, Deserialize)]

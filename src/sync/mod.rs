@@ -92,6 +92,8 @@ pub struct Worker {
     online: std::sync::atomic::AtomicBool,
     /// When the server last answered anything (ms; 0: not yet).
     last_contact_ms: std::sync::atomic::AtomicI64,
+    /// When a step last moved an enrollment on (ms; the worker's start at first).
+    last_progress_ms: std::sync::atomic::AtomicI64,
     /// Videos being uploaded: enrollment id → (bytes handed to the connection, total bytes).
     uploads: std::sync::Mutex<HashMap<String, (Arc<std::sync::atomic::AtomicU64>, u64)>>,
 }
@@ -120,6 +122,7 @@ impl Worker {
             online: std::sync::atomic::AtomicBool::new(true),
             last_contact_ms: Default::default(),
             uploads: Default::default(),
+            last_progress_ms: std::sync::atomic::AtomicI64::new(crate::queue::now_ms()),
             config,
         })
     }
@@ -138,6 +141,11 @@ impl Worker {
     pub fn upload_progress(&self) -> Vec<(String, u64, u64)> {
         let uploads = self.uploads.lock().unwrap_or_else(|p| p.into_inner());
         uploads.iter().map(|(id, (sent, total))| (id.clone(), sent.load(Ordering::Relaxed), *total)).collect()
+    }
+
+    /// When a step last moved an enrollment on (ms since the epoch; the worker's start at first).
+    pub fn last_progress_ms(&self) -> i64 {
+        self.last_progress_ms.load(Ordering::Relaxed)
     }
 
     fn contacted(&self) {
@@ -295,6 +303,9 @@ impl Worker {
                     claimed.lock().unwrap_or_else(|p| p.into_inner()).remove(&id);
                     if !matches!(result, Some(step::Result::RetryAfter { offline: true, .. }) | None) {
                         self.contacted();
+                    }
+                    if !matches!(result, Some(step::Result::RetryAfter { .. }) | None) {
+                        self.last_progress_ms.store(crate::queue::now_ms(), Ordering::Relaxed);
                     }
                     match result {
                         Some(step::Result::RetryAfter { delay, offline: no_network }) => {

@@ -64,7 +64,8 @@ pub(crate) fn start_custom(
     let child = env.cmd().arg("run").stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap();
     let base = format!("http://127.0.0.1:{port}");
     let d = Daemon { child, base, env };
-    wait_for(Duration::from_secs(20), || (call(&d, "GET", "/healthz", None, None).0 == 200).then_some(()));
+    // Up once it answers (healthy or not).
+    wait_for(Duration::from_secs(20), || (call(&d, "GET", "/healthz", None, None).0 != 0).then_some(()));
     d
 }
 
@@ -675,4 +676,28 @@ fn metrics_are_read_from_the_queue_at_scrape_time() {
     let secs: i64 = contact.rsplit(' ').next().unwrap().parse().unwrap();
     assert!((0..60).contains(&secs), "{contact}");
     assert!(text.contains("kiosk_agent_build_info{version=") && text.trim_end().ends_with("# EOF"), "{text}");
+}
+
+#[test]
+fn healthz_turns_unhealthy_when_nothing_moves_while_online() {
+    // Every create stalls: the server answers probes but the enrollment never moves.
+    let sandbox = Sandbox::start_with(0, &["--faults", "create:stall=1;stall_secs=60"]);
+    let d = start_custom(sandbox.addr.port(), "", "[health]\nstall_secs = 1\n", &[], |c| c);
+    let (code, body) = call(&d, "GET", "/healthz", None, None);
+    assert_eq!((code, body["status"].as_str()), (200, Some("ok")), "{body}");
+    d.env.enroll(&d.env.manifest("m", "", |_| {}));
+    let body = wait_for(Duration::from_secs(20), || {
+        let (code, body) = call(&d, "GET", "/healthz", None, None);
+        (code == 503).then_some(body)
+    });
+    assert_eq!(body["status"], "unhealthy");
+    assert!(body["reasons"][0].as_str().unwrap().contains("no progress"), "{body}");
+
+    // The disk floor: a minimum no disk has.
+    let d = start_custom(free_port(), "", "", &[], |c| {
+        c.replace("min_free_bytes = 0", "min_free_bytes = 9223372036854775807")
+    });
+    let (code, body) = call(&d, "GET", "/healthz", None, None);
+    assert_eq!(code, 503, "{body}");
+    assert!(body["reasons"][0].as_str().unwrap().contains("min_free_bytes"), "{body}");
 }
