@@ -20,6 +20,7 @@ pub enum CaptureCommand {
         /// Which thresholds (and default camera) apply.
         #[arg(long, value_enum)]
         role: Role,
+        /// Where to write the JPEG (0600).
         #[arg(long)]
         out: PathBuf,
         /// Print the metrics and verdict as JSON.
@@ -31,10 +32,13 @@ pub enum CaptureCommand {
         /// Source, as for `still` (default: the face camera).
         #[arg(long)]
         camera: Option<String>,
+        /// Length of the clip, at most capture.video.max_seconds.
         #[arg(long)]
         seconds: f64,
+        /// Where to write the MP4 (0600).
         #[arg(long)]
         out: PathBuf,
+        /// Print the report as JSON.
         #[arg(long)]
         json: bool,
     },

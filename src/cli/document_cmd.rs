@@ -22,24 +22,30 @@ use crate::queue::{DocumentState, State};
 pub enum DocumentCommand {
     /// Queue PDFs to be signed; they go out once the request is approved.
     Upload {
+        /// PDF files to sign.
         #[arg(required = true)]
         files: Vec<PathBuf>,
     },
     /// The enrollment's documents: file, uid (none while queued) and state.
     List {
+        /// Print JSON: `[{uid, file, state}]`.
         #[arg(long)]
         json: bool,
     },
     /// Download the service contract.
     Contract {
+        /// Where to write the contract (PDF).
         #[arg(long)]
         out: PathBuf,
     },
     /// Download a signed document (or, with --original, the document as uploaded).
     Signed {
+        /// The document's uid (`document ID list`).
         uid: String,
+        /// Where to write it (PDF).
         #[arg(long)]
         out: PathBuf,
+        /// The document as uploaded instead of the signed one.
         #[arg(long)]
         original: bool,
     },

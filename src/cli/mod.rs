@@ -105,18 +105,22 @@ pub enum Command {
     },
     /// Documents to sign (ID: a local enrollment id or a request pk).
     Document {
+        /// A local enrollment id, or a request pk.
         id: String,
         #[command(subcommand)]
         command: document_cmd::DocumentCommand,
     },
     /// Ask the server to send the customer the OTP (SMS, or WhatsApp).
     Otp {
+        /// A local enrollment id, or a request pk.
         id: String,
+        /// Send it by WhatsApp instead of SMS.
         #[arg(long)]
         whatsapp: bool,
     },
     /// Sign the request's documents with the OTP the customer received (or an external unlock).
     Sign {
+        /// A local enrollment id, or a request pk.
         id: String,
         /// The OTP (or customer code).
         #[arg(long, required_unless_present = "ext_unlock_type")]
@@ -124,6 +128,7 @@ pub enum Command {
         /// An external authentication method instead of the OTP.
         #[arg(long, requires = "ext_unlock_value")]
         ext_unlock_type: Option<String>,
+        /// The value of the external authentication (with --ext-unlock-type).
         #[arg(long, requires = "ext_unlock_type")]
         ext_unlock_value: Option<String>,
     },
@@ -149,10 +154,13 @@ pub enum Command {
     /// Capture the demo's evidence into a directory (run by `demo` through the helper).
     #[command(hide = true)]
     DemoEvidence {
+        /// Where to write the evidence.
         #[arg(long)]
         dir: PathBuf,
+        /// The camera instead of the synthetic one.
         #[arg(long)]
         camera: Option<String>,
+        /// Length of the clip.
         #[arg(long, default_value_t = 5.0)]
         seconds: f64,
     },
@@ -164,8 +172,10 @@ pub enum Command {
     /// helper): HTTP on a Unix socket, stills and clips written into `--dir`.
     #[command(hide = true)]
     CaptureService {
+        /// The Unix socket to serve on.
         #[arg(long)]
         socket: PathBuf,
+        /// Where stills and clips are written.
         #[arg(long)]
         dir: PathBuf,
     },
@@ -513,7 +523,15 @@ async fn shutdown_signal() {
 
 async fn work(config: Config, mode: Mode) -> Result<ExitCode, Failure> {
     let listeners = crate::daemon::Listeners::bind(&config).await.map_err(Failure::bad_input)?;
-    let outcome = crate::daemon::run(config, mode, listeners, shutdown_signal()).await?;
+    let outcome = match crate::daemon::run(config, mode, listeners, shutdown_signal()).await {
+        Ok(outcome) => outcome,
+        // A batch run beside a running daemon: the work is in hands already; "work remains".
+        Err(e) if mode == Mode::Once && matches!(e.downcast_ref::<QueueError>(), Some(QueueError::WorkerBusy(_))) => {
+            eprintln!("sync: another worker is running (the daemon?); it sends the queue");
+            return Ok(ExitCode::from(3));
+        }
+        Err(e) => return Err(e.into()),
+    };
     if mode == Mode::Once {
         // The one-line summary; 3 when work remains or something needs an operator.
         println!(

@@ -18,14 +18,20 @@ pub enum QueueCommand {
     },
     /// Show one enrollment with its artifacts and history.
     Show {
+        /// The enrollment id (as `queue list` shows it).
         id: String,
+        /// Print JSON instead of text.
         #[arg(long)]
         json: bool,
     },
     /// Re-queue a failed enrollment from the step it failed at.
-    Retry { id: String },
+    Retry {
+        /// The enrollment id.
+        id: String,
+    },
     /// Delete an enrollment and its local files (pending ones only with --force).
     Purge {
+        /// The enrollment id.
         id: String,
         /// Also discard evidence that has not reached the server.
         #[arg(long)]

@@ -37,6 +37,7 @@ pub enum RequestCommand {
     Cancel,
     /// Download the request's video.
     Video {
+        /// Where to write the video (written durably; an existing file is replaced).
         #[arg(long)]
         out: PathBuf,
     },

@@ -122,3 +122,40 @@ fn capture_commands_name_a_missing_helper() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("kiosk-agent-capture not found"), "{stderr}");
 }
+
+#[test]
+fn a_second_sync_beside_a_running_daemon_exits_3_saying_why() {
+    let env = Env::new(free_port());
+    let mut daemon =
+        env.cmd().arg("run").stdout(std::process::Stdio::null()).stderr(std::process::Stdio::null()).spawn().unwrap();
+    wait_for(std::time::Duration::from_secs(10), || env.data_dir().join("wake.sock").exists().then_some(()));
+    let out = env.run(&["sync", "--once"]);
+    let _ = daemon.kill();
+    let _ = daemon.wait();
+    assert_eq!(out.status.code(), Some(3), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("another worker is running"));
+}
+
+/// Every command and every argument explains itself in `--help`.
+#[test]
+fn every_subcommand_and_argument_has_help() {
+    use clap::CommandFactory as _;
+    fn walk(cmd: &clap::Command, path: &str, missing: &mut Vec<String>) {
+        for arg in cmd.get_arguments() {
+            let id = arg.get_id().as_str();
+            if id != "help" && id != "version" && arg.get_help().is_none() && arg.get_long_help().is_none() {
+                missing.push(format!("{path} {id}"));
+            }
+        }
+        for sub in cmd.get_subcommands() {
+            let name = format!("{path} {}", sub.get_name());
+            if sub.get_about().is_none() && sub.get_long_about().is_none() && sub.get_name() != "help" {
+                missing.push(name.clone());
+            }
+            walk(sub, &name, missing);
+        }
+    }
+    let mut missing = Vec::new();
+    walk(&kiosk_agent::cli::Cli::command(), "kiosk-agent", &mut missing);
+    assert!(missing.is_empty(), "without help text: {missing:#?}");
+}
