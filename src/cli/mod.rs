@@ -302,15 +302,19 @@ pub fn init_logging(command: &Command) {
     };
     let filter = tracing_subscriber::EnvFilter::try_from_env("KIOSK_AGENT_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
-    // Colours only for a person at a terminal; journald and log files get plain text.
+    // Colours only for a person at a terminal; journald and log files get plain text, or one
+    // JSON object per line (KIOSK_AGENT_LOG_FORMAT=json) for journald/Vector pipelines, with
+    // the enrollment id and state as fields of their own.
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_target(false)
-        .with_ansi(ansi)
-        .try_init();
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_target(false);
+    let _ = match std::env::var(LOG_FORMAT_ENV).as_deref() {
+        Ok("json") => builder.json().flatten_event(true).with_current_span(false).try_init(),
+        _ => builder.with_ansi(ansi).try_init(),
+    };
 }
+
+/// `json` for JSON-lines logs; anything else (or unset) for plain text.
+pub const LOG_FORMAT_ENV: &str = "KIOSK_AGENT_LOG_FORMAT";
 
 /// The command as the audit trail names it, such as `queue retry`: the subcommands only, never
 /// arguments (they can name customers' files).

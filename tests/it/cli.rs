@@ -159,3 +159,27 @@ fn every_subcommand_and_argument_has_help() {
     walk(&kiosk_agent::cli::Cli::command(), "kiosk-agent", &mut missing);
     assert!(missing.is_empty(), "without help text: {missing:#?}");
 }
+
+/// `KIOSK_AGENT_LOG_FORMAT=json`: one JSON object per line, fields of their own, no colour codes.
+#[test]
+fn logs_can_be_json_lines_without_colours() {
+    let sandbox = Sandbox::start(0);
+    let env = Env::new(sandbox.addr.port());
+    env.enroll(&env.manifest("m", "", |_| {}));
+    let out = env
+        .cmd()
+        .args(["sync", "--once"])
+        .env("KIOSK_AGENT_LOG_FORMAT", "json")
+        .env("KIOSK_AGENT_LOG", "info")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let lines: Vec<&str> = stderr.lines().filter(|l| !l.is_empty()).collect();
+    assert!(out.status.success(), "{stderr}");
+    assert!(!lines.is_empty(), "something is logged");
+    for line in lines {
+        let v: serde_json::Value = serde_json::from_str(line).unwrap_or_else(|e| panic!("not JSON ({e}): {line}"));
+        assert!(v["level"].is_string() && v["timestamp"].is_string(), "{line}");
+    }
+    assert!(!stderr.contains('\u{1b}'), "no ANSI escape codes when stderr is not a terminal");
+}
