@@ -40,6 +40,22 @@ pub enum QueueCommand {
 }
 
 pub fn run(config: &Config, command: QueueCommand) -> Result<ExitCode, Failure> {
+    // Reading never creates anything: without a database there is nothing queued yet.
+    let exists = config.storage.data_dir.join("queue.db").exists();
+    match (&command, exists) {
+        (QueueCommand::List { json: true }, false) => {
+            println!("[]");
+            return Ok(ExitCode::SUCCESS);
+        }
+        (QueueCommand::List { json: false }, false) => {
+            println!("nothing queued yet ({} has no queue)", config.storage.data_dir.display());
+            return Ok(ExitCode::SUCCESS);
+        }
+        (QueueCommand::Show { id, .. } | QueueCommand::Retry { id } | QueueCommand::Purge { id, .. }, false) => {
+            return Err(Failure::bad_input(anyhow::anyhow!("no enrollment {id}: nothing is queued yet")));
+        }
+        _ => {}
+    }
     let queue = Queue::open(&config.storage)?;
     match command {
         QueueCommand::List { json: true } => {

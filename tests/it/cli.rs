@@ -183,3 +183,18 @@ fn logs_can_be_json_lines_without_colours() {
     }
     assert!(!stderr.contains('\u{1b}'), "no ANSI escape codes when stderr is not a terminal");
 }
+
+/// Looking never creates: `queue list`, `queue show` and `check-config` on a fresh install leave
+/// no data directory, key or database behind.
+#[test]
+fn read_only_commands_create_nothing() {
+    let env = Env::new(free_port());
+    std::fs::remove_dir_all(env.data_dir()).unwrap();
+    let out = env.run(&["queue", "list", "--json"]);
+    assert!(out.status.success());
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "[]");
+    assert!(env.run(&["queue", "list"]).status.success());
+    assert_eq!(env.run(&["queue", "show", "x"]).status.code(), Some(2));
+    let _ = env.run(&["check-config"]);
+    assert!(!env.data_dir().exists(), "nothing was created");
+}
