@@ -6,15 +6,21 @@ use clap::Subcommand;
 
 use super::Failure;
 use crate::config::Config;
-use crate::queue::{now_ms, Queue, Summary};
+use crate::queue::{now_ms, Queue, State, Summary};
 
 #[derive(Debug, Subcommand)]
 pub enum QueueCommand {
-    /// List every enrollment, oldest first.
+    /// List enrollments, oldest first: pending and failed ones (completed ones with --all).
     List {
-        /// Print a JSON array instead of a table.
+        /// Print a JSON array instead of a table (every enrollment, unless --state).
         #[arg(long)]
         json: bool,
+        /// Only enrollments in this state (queued, creating, …, in_review, failed, …).
+        #[arg(long)]
+        state: Option<String>,
+        /// Also show completed enrollments (in review and beyond, cancelled, refused).
+        #[arg(long)]
+        all: bool,
     },
     /// Show one enrollment with its artifacts and history.
     Show {
@@ -43,11 +49,11 @@ pub fn run(config: &Config, command: QueueCommand) -> Result<ExitCode, Failure> 
     // Reading never creates anything: without a database there is nothing queued yet.
     let exists = config.storage.data_dir.join("queue.db").exists();
     match (&command, exists) {
-        (QueueCommand::List { json: true }, false) => {
+        (QueueCommand::List { json: true, .. }, false) => {
             println!("[]");
             return Ok(ExitCode::SUCCESS);
         }
-        (QueueCommand::List { json: false }, false) => {
+        (QueueCommand::List { json: false, .. }, false) => {
             println!("nothing queued yet ({} has no queue)", config.storage.data_dir.display());
             return Ok(ExitCode::SUCCESS);
         }
@@ -58,10 +64,22 @@ pub fn run(config: &Config, command: QueueCommand) -> Result<ExitCode, Failure> 
     }
     let queue = Queue::open(&config.storage)?;
     match command {
-        QueueCommand::List { json: true } => {
-            println!("{}", serde_json::to_string_pretty(&queue.list()?)?)
+        QueueCommand::List { json, state, all } => {
+            let wanted: Option<State> = match state.as_deref() {
+                None => None,
+                Some(s) => Some(s.parse().map_err(|_| {
+                    let names: Vec<&str> = State::ALL.iter().map(|s| s.as_str()).collect();
+                    Failure::bad_input(anyhow::anyhow!("--state: must be one of {}, not {s:?}", names.join(", ")))
+                })?),
+            };
+            let rows: Vec<Summary> =
+                queue.list()?.into_iter().filter(|r| wanted.is_none_or(|w| r.state == w)).collect();
+            if json {
+                println!("{}", serde_json::to_string_pretty(&rows)?);
+            } else {
+                print_table(&rows, all || wanted.is_some());
+            }
         }
-        QueueCommand::List { json: false } => print_table(&queue.list()?),
         QueueCommand::Show { id, json: true } => {
             println!("{}", serde_json::to_string_pretty(&queue.show(&id)?)?)
         }
@@ -79,23 +97,65 @@ pub fn run(config: &Config, command: QueueCommand) -> Result<ExitCode, Failure> 
     Ok(ExitCode::SUCCESS)
 }
 
-fn print_table(rows: &[Summary]) {
+/// Completed: nothing more for the worker to send (review and beyond, or ended by the server).
+fn completed(state: State) -> bool {
+    !state.is_pending() && state != State::Failed
+}
+
+/// The terminal's width for cutting the last column (`COLUMNS`, the terminal, or 160).
+fn width() -> usize {
+    std::env::var("COLUMNS")
+        .ok()
+        .and_then(|c| c.parse().ok())
+        .or_else(|| rustix::termios::tcgetwinsize(std::io::stdout()).ok().map(|w| w.ws_col as usize).filter(|&w| w > 0))
+        .unwrap_or(160)
+}
+
+/// When the next attempt is due, relative to now.
+fn next_attempt(r: &Summary) -> String {
+    let Some(at) = r.next_attempt_at.as_deref().filter(|_| r.state.is_pending()) else { return "-".into() };
+    let Ok(t) = humantime::parse_rfc3339(at) else { return "-".into() };
+    match t.duration_since(std::time::SystemTime::now()) {
+        Ok(d) if d.as_secs() > 0 => {
+            format!("in {}", humantime::format_duration(std::time::Duration::from_secs(d.as_secs())))
+        }
+        _ => "due".into(),
+    }
+}
+
+fn print_table(all_rows: &[Summary], show_completed: bool) {
+    let rows: Vec<&Summary> = all_rows.iter().filter(|r| show_completed || !completed(r.state)).collect();
+    let hidden = all_rows.len() - rows.len();
     if rows.is_empty() {
-        println!("queue is empty");
+        println!(
+            "nothing pending or failed{}",
+            if hidden > 0 { format!(" ({hidden} completed; --all shows them)") } else { String::new() }
+        );
         return;
     }
-    println!("{:<36}  {:<14}  {:>8}  {:>10}  {:>12}  LAST ERROR", "ID", "STATE", "ATTEMPTS", "REQUEST", "BYTES");
-    for r in rows {
+    let head = format!(
+        "{:<36}  {:<14}  {:>8}  {:>10}  {:>10}  {:<14}  {:>10}  ",
+        "ID", "STATE", "ATTEMPTS", "REQUEST", "VIDEOID", "NEXT ATTEMPT", "BYTES"
+    );
+    let room = width().saturating_sub(head.chars().count()).max(20);
+    println!("{head}LAST ERROR");
+    for r in &rows {
+        let error: String = r.last_error.as_deref().unwrap_or("").chars().take(room).collect();
         println!(
-            "{:<36}  {:<14}  {:>8}  {:>10}  {:>12}  {}",
+            "{:<36}  {:<14}  {:>8}  {:>10}  {:>10}  {:<14}  {:>10}  {error}",
             r.id,
             r.state.as_str(),
             r.attempts,
             r.request_pk.as_deref().unwrap_or("-"),
+            r.videoid_pk.as_deref().unwrap_or("-"),
+            next_attempt(r),
             r.bytes,
-            r.last_error.as_deref().unwrap_or("")
         );
     }
+    if hidden > 0 {
+        println!("({hidden} completed not shown; --all shows them)");
+    }
+    let rows = all_rows;
     let pending: Vec<_> = rows.iter().filter(|r| r.state.is_pending()).collect();
     let failed = rows.iter().filter(|r| r.state == crate::queue::State::Failed).count();
     let bytes: u64 = pending.iter().map(|r| r.bytes).sum();

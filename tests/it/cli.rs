@@ -198,3 +198,25 @@ fn read_only_commands_create_nothing() {
     let _ = env.run(&["check-config"]);
     assert!(!env.data_dir().exists(), "nothing was created");
 }
+
+#[test]
+fn queue_list_filters_and_hides_what_is_done() {
+    let sandbox = Sandbox::start(0);
+    let env = Env::new(sandbox.addr.port());
+    let done = env.enroll(&env.manifest("a", "1", |_| {}));
+    assert_eq!(env.run(&["sync", "--once"]).status.code(), Some(0));
+    let pending = env.enroll(&env.manifest("b", "2", |_| {}));
+    let text = |args: &[&str]| String::from_utf8_lossy(&env.run(args).stdout).into_owned();
+    let list = text(&["queue", "list"]);
+    assert!(list.contains(&pending) && !list.contains(&done), "completed rows are hidden: {list}");
+    assert!(list.contains("VIDEOID") && list.contains("NEXT ATTEMPT") && list.contains("1 completed"), "{list}");
+    assert!(text(&["queue", "list", "--all"]).contains(&done));
+    let in_review = text(&["queue", "list", "--state", "in_review"]);
+    assert!(in_review.contains(&done) && !in_review.contains(&pending), "{in_review}");
+    let json: serde_json::Value =
+        serde_json::from_str(&text(&["queue", "list", "--json", "--state", "queued"])).unwrap();
+    assert_eq!(json.as_array().unwrap().len(), 1);
+    let out = env.run(&["queue", "list", "--state", "flying"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--state: must be one of"));
+}
