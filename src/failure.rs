@@ -49,6 +49,25 @@ impl<E: Into<anyhow::Error>> From<E> for Failure {
         // excludes from automatic restarts, so the service does not crash-loop on it.
         let damaged =
             error.chain().any(|c| matches!(c.downcast_ref::<QueueError>(), Some(QueueError::DamagedDatabase { .. })));
+        // A full disk is the installation's problem, not the input's, but nothing was changed
+        // and retrying will not help: exit 2, saying so plainly.
+        let full = error.chain().any(|c| {
+            let io = c.downcast_ref::<std::io::Error>().or(match c.downcast_ref::<QueueError>() {
+                Some(QueueError::Io { error, .. }) => Some(error),
+                _ => None,
+            });
+            let sqlite_full = matches!(
+                c.downcast_ref::<QueueError>(),
+                Some(QueueError::Sqlite(e)) if e.sqlite_error_code() == Some(rusqlite::ErrorCode::DiskFull)
+            );
+            sqlite_full || io.is_some_and(|e| e.kind() == std::io::ErrorKind::StorageFull || e.raw_os_error() == Some(28))
+        });
+        if full && !damaged {
+            let error = error.context(
+                "no space left on the data directory's file system; nothing was queued (free some room and try again)",
+            );
+            return Failure { code: 2, error };
+        }
         let code = if damaged {
             4
         } else if bad_input {
