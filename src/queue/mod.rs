@@ -416,16 +416,19 @@ impl Queue {
                 }
             }
             if let Some(reason) = problem {
-                tracing::error!(enrollment = %id, reason = %reason, "damaged evidence; enrollment failed");
                 let conn = self.conn();
                 // Whatever step the worker reached meanwhile, the evidence cannot be sent.
                 let n = conn.execute(
                     "UPDATE enrollments SET failed_from = state, state = 'failed', last_error = ?2, next_attempt_at = NULL,
                         updated_at = ?3
-                     WHERE id = ?1 AND state IN ('queued', 'creating', 'created', 'evidences_sent', 'video_sent')",
+                     WHERE id = ?1 AND erased_at IS NULL
+                       AND state IN ('queued', 'creating', 'created', 'evidences_sent', 'video_sent')",
                     params![id, reason, now_ms()],
                 )?;
+                // Only an enrollment still waiting with that evidence: one the worker sent and
+                // erased meanwhile (its files gone on purpose) is not damaged, and says nothing.
                 if n == 1 {
+                    tracing::error!(enrollment = %id, reason = %reason, "damaged evidence; enrollment failed");
                     add_event(&conn, &id, "failed", &reason)?;
                     failed.push(id);
                 }
