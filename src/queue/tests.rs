@@ -483,3 +483,21 @@ fn enqueue_without_a_device_key_is_refused_before_writing() {
     assert!(err.to_string().contains("key init"), "{err}");
     assert_eq!(std::fs::read_dir(dir.path().join("data/spool")).unwrap().count(), 0);
 }
+
+#[test]
+fn evidence_erased_while_the_scrub_runs_is_not_called_damaged() {
+    let dir = tempfile::tempdir().unwrap();
+    let q = Queue::open(&storage(dir.path())).unwrap();
+    let id = q.enqueue(&enrollment(dir.path(), 1000)).unwrap();
+    // The worker sends and erases it just as the scrub reaches it.
+    let failed = q
+        .scrub(&|candidate| {
+            q.erase_evidence(candidate).unwrap();
+            false
+        })
+        .unwrap();
+    assert!(failed.is_empty(), "{failed:?}");
+    let s = q.show(&id).unwrap();
+    assert_ne!(s.state, State::Failed);
+    assert!(s.erased);
+}
