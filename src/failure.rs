@@ -60,7 +60,8 @@ impl<E: Into<anyhow::Error>> From<E> for Failure {
                 c.downcast_ref::<QueueError>(),
                 Some(QueueError::Sqlite(e)) if e.sqlite_error_code() == Some(rusqlite::ErrorCode::DiskFull)
             );
-            sqlite_full || io.is_some_and(|e| e.kind() == std::io::ErrorKind::StorageFull || e.raw_os_error() == Some(28))
+            sqlite_full
+                || io.is_some_and(|e| e.kind() == std::io::ErrorKind::StorageFull || e.raw_os_error() == Some(28))
         });
         if full && !damaged {
             let error = error.context(

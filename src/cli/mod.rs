@@ -3,6 +3,7 @@
 
 pub mod capture_args;
 mod check_cmd;
+mod doctor_cmd;
 mod document_cmd;
 
 mod queue_cmd;
@@ -144,6 +145,9 @@ pub enum Command {
     },
     /// Validate the configuration and print every problem with its key.
     CheckConfig,
+    /// Check everything the installation depends on, one line each with what to do (exit 0
+    /// all well, 1 warnings, 2 a failure); creates nothing.
+    Doctor,
     /// List the cameras present and the configured camera roles.
     Cameras,
     /// Take a still or record a clip.
@@ -233,6 +237,10 @@ pub fn main() -> Result<ExitCode, Failure> {
         | Command::ProbeVideo
         | Command::CaptureService { .. } => Ok(crate::helper::exec()?),
         Command::CheckConfig => check_config(cli.config.as_deref()),
+        Command::Doctor => {
+            let config = load_config(cli.config.as_deref())?;
+            Ok(runtime()?.block_on(doctor_cmd::run(&config)))
+        }
         Command::Audit { command } => audit(&load_config(cli.config.as_deref())?, command),
         Command::Key { command: KeyCommand::Init { path } } => {
             let config = load_config(cli.config.as_deref())?;

@@ -175,6 +175,25 @@ impl Client {
         }
     }
 
+    /// The probe, returning the server's clock (its `Date` header) when it sends one: for
+    /// `doctor`'s clock check.
+    pub async fn server_date(&self) -> Result<Option<std::time::SystemTime>, OneShotError> {
+        let req = match self.generation() {
+            Generation::Old => self.http.get(self.url(&self.cfg.paths.hello, None)?),
+            Generation::New => self.http.head(&self.cfg.base_url),
+        };
+        let resp = req
+            .timeout(self.cfg.connect_timeout + Duration::from_secs(5))
+            .send()
+            .await
+            .map_err(OneShotError::from_reqwest)?;
+        Ok(resp
+            .headers()
+            .get(reqwest::header::DATE)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| httpdate::parse_http_date(v).ok()))
+    }
+
     /// Creates a VideoID request; the body comes from [`crate::evidence::create_body`].
     pub async fn create(&self, body: &Value) -> Result<Created, OneShotError> {
         let url = self.url(&self.cfg.paths.create, None)?;

@@ -220,3 +220,45 @@ fn queue_list_filters_and_hides_what_is_done() {
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("--state: must be one of"));
 }
+
+#[test]
+fn doctor_says_what_is_wrong_and_what_to_do() {
+    let sandbox = Sandbox::start(0);
+    let env = Env::with_config(sandbox.addr.port(), "current", "");
+    let cams = "[cameras.document]\nsource = \"synthetic\"\n[cameras.face]\nsource = \"synthetic\"\n";
+    let text = std::fs::read_to_string(&env.config).unwrap() + cams;
+    std::fs::write(&env.config, text).unwrap();
+    env.enroll(&env.manifest("m", "", |_| {}));
+    let out = env.run(&["doctor"]);
+    let report = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "all is well:\n{report}");
+    for what in
+        ["master key", "device key", "data directory", "queue", "audit trail", "camera document", "server", "clock"]
+    {
+        assert!(report.lines().any(|l| l.starts_with("ok") && l.contains(what)), "no ok line for {what}:\n{report}");
+    }
+
+    // Without the server: a failure naming what to check; exit 2.
+    drop(sandbox);
+    let out = env.run(&["doctor"]);
+    let report = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(2), "{report}");
+    assert!(
+        report.lines().any(|l| l.starts_with("FAIL") && l.contains("server") && l.contains("base_url")),
+        "{report}"
+    );
+
+    // A missing camera device is a warning with the fix; nothing is created by looking.
+    let text = std::fs::read_to_string(&env.config)
+        .unwrap()
+        .replace("source = \"synthetic\"\n[cameras.face]", "source = \"v4l2:/dev/video9\"\n[cameras.face]");
+    std::fs::write(&env.config, text).unwrap();
+    let before: Vec<_> = std::fs::read_dir(env.data_dir()).unwrap().flatten().map(|e| e.file_name()).collect();
+    let report = String::from_utf8_lossy(&env.run(&["doctor"]).stdout).into_owned();
+    assert!(
+        report.lines().any(|l| l.starts_with("WARN") && l.contains("/dev/video9") && l.contains("video group")),
+        "{report}"
+    );
+    let after: Vec<_> = std::fs::read_dir(env.data_dir()).unwrap().flatten().map(|e| e.file_name()).collect();
+    assert_eq!(before.len(), after.len(), "doctor creates nothing");
+}

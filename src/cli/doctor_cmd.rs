@@ -1,0 +1,163 @@
+//! `kiosk-agent doctor`: everything an installation depends on, one line each, with what to do
+//! about a problem. It reads and probes; it creates nothing (no request on the server, no key,
+//! no queue). Exit 0 when all is well, 1 with warnings only, 2 with a failure.
+
+use std::process::ExitCode;
+use std::time::{Duration, SystemTime};
+
+use super::check_cmd;
+use crate::config::{Config, Role};
+
+/// How far the kiosk's clock may be from the server's before it is worth a warning.
+const CLOCK_SKEW: Duration = Duration::from_secs(60);
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum Level {
+    Ok,
+    Warn,
+    Fail,
+}
+
+#[derive(Debug, Default)]
+struct Report {
+    worst: Option<Level>,
+}
+
+impl Report {
+    fn line(&mut self, level: Level, what: &str, detail: impl std::fmt::Display) {
+        let tag = match level {
+            Level::Ok => "ok  ",
+            Level::Warn => "WARN",
+            Level::Fail => "FAIL",
+        };
+        println!("{tag}  {what:<14} {detail}");
+        self.worst = self.worst.max(Some(level));
+    }
+}
+
+pub async fn run(config: &Config) -> ExitCode {
+    let mut r = Report::default();
+    r.line(Level::Ok, "configuration", config.path.as_deref().map_or("built in".into(), |p| p.display().to_string()));
+
+    match crate::crypto::load_master_key(&config.storage.master_key_file) {
+        Ok(key) => r.line(Level::Ok, "master key", format!("fingerprint {}", key.fingerprint())),
+        Err(e) => r.line(Level::Fail, "master key", e),
+    }
+    match crate::device_key::load(&config.storage.device_key_file) {
+        Ok(key) => r.line(Level::Ok, "device key", format!("device {}", key.device_id())),
+        Err(e) => r.line(Level::Warn, "device key", format!("{e} (enroll needs it)")),
+    }
+    for problem in check_cmd::environment_problems(config).into_iter().filter(|p| p.starts_with("storage.data_dir")) {
+        r.line(Level::Fail, "data directory", problem);
+    }
+    if r.worst < Some(Level::Fail) {
+        let free = crate::fsutil::available_bytes(&config.storage.data_dir)
+            .or_else(|_| {
+                crate::fsutil::available_bytes(config.storage.data_dir.parent().unwrap_or(&config.storage.data_dir))
+            })
+            .unwrap_or(0);
+        r.line(Level::Ok, "data directory", format!("{} ({} MiB free)", config.storage.data_dir.display(), free >> 20));
+    }
+    queue(&mut r, config);
+    cameras(&mut r, config);
+    server(&mut r, config).await;
+
+    match r.worst {
+        Some(Level::Fail) => ExitCode::from(2),
+        Some(Level::Warn) => ExitCode::from(1),
+        _ => ExitCode::SUCCESS,
+    }
+}
+
+/// The queue, if there is one: opened (which checks the key's fingerprint) and checked.
+fn queue(r: &mut Report, config: &Config) {
+    if !config.storage.data_dir.join("queue.db").exists() {
+        r.line(Level::Ok, "queue", "none yet (the first enroll creates it)");
+        return;
+    }
+    let queue = match crate::queue::Queue::open(&config.storage) {
+        Ok(q) => q,
+        Err(e) => return r.line(Level::Fail, "queue", e),
+    };
+    if let Err(e) = queue.check_integrity() {
+        return r.line(Level::Fail, "queue", e);
+    }
+    match queue.list() {
+        Ok(list) => {
+            let pending = list.iter().filter(|e| e.state.is_pending()).count();
+            let failed = list.iter().filter(|e| e.state == crate::queue::State::Failed).count();
+            if failed > 0 {
+                r.line(
+                    Level::Warn,
+                    "queue",
+                    format!("{failed} failed, {pending} pending: see `kiosk-agent queue list --state failed`, then `queue retry ID`"),
+                );
+            } else {
+                r.line(Level::Ok, "queue", format!("intact; {pending} pending, {} in all", list.len()));
+            }
+        }
+        Err(e) => r.line(Level::Fail, "queue", e),
+    }
+    match queue.verify_audit() {
+        Ok(Ok(n)) => r.line(Level::Ok, "audit trail", format!("{n} records, chain intact")),
+        Ok(Err(b)) => r.line(Level::Fail, "audit trail", format!("broken at record {}: {}", b.seq, b.reason)),
+        Err(e) => r.line(Level::Fail, "audit trail", e),
+    }
+}
+
+/// Each role's camera: a V4L2 device must exist and be readable by this user.
+fn cameras(r: &mut Report, config: &Config) {
+    for role in [Role::Document, Role::Face] {
+        let source = &config.capture.role(role).source;
+        let device = source
+            .strip_prefix("v4l2:")
+            .map(str::to_owned)
+            .or_else(|| source.strip_prefix("camera:").map(|n| format!("/dev/video{n}")));
+        let what = format!("camera {}", role.as_str());
+        match device {
+            None => r.line(Level::Ok, &what, format!("{source} (not a device)")),
+            Some(path) => match std::fs::File::open(&path) {
+                Ok(_) => r.line(Level::Ok, &what, format!("{source}: {path} opens")),
+                Err(e) => r.line(
+                    Level::Warn,
+                    &what,
+                    format!("{source}: {path}: {e} (connect it, add this user to the video group, or set cameras.{}.source)", role.as_str()),
+                ),
+            },
+        }
+    }
+}
+
+/// The server: reachable with this configuration (nothing is created), and its clock.
+async fn server(r: &mut Report, config: &Config) {
+    let client = match crate::oneshot::Client::new(&config.oneshot) {
+        Ok(c) => c,
+        Err(e) => return r.line(Level::Fail, "server", e),
+    };
+    match client.server_date().await {
+        Ok(date) => {
+            r.line(
+                Level::Ok,
+                "server",
+                format!("{} answers ({:?} layout)", config.oneshot.base_url, config.oneshot.layout),
+            );
+            match date.map(|d| d.duration_since(SystemTime::now()).or_else(|e| Ok::<_, ()>(e.duration()))) {
+                Some(Ok(skew)) if skew > CLOCK_SKEW => r.line(
+                    Level::Warn,
+                    "clock",
+                    format!("{} s away from the server's; enable NTP (timedatectl set-ntp true)", skew.as_secs()),
+                ),
+                Some(_) => r.line(Level::Ok, "clock", "within a minute of the server's"),
+                None => r.line(Level::Ok, "clock", "the server sends no Date to compare with"),
+            }
+        }
+        Err(e) => r.line(
+            Level::Fail,
+            "server",
+            format!(
+                "{}: {e} (check the network, oneshot.base_url, oneshot.proxy, and the unit's IPAddressAllow)",
+                config.oneshot.base_url
+            ),
+        ),
+    }
+}
