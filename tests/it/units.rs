@@ -106,3 +106,66 @@ fn the_daemon_speaks_systemds_notification_protocol() {
     assert!(stopping, "STOPPING=1 on SIGTERM; seen {seen:?}");
     assert!(daemon.wait().unwrap().success());
 }
+
+/// The shipped Grafana dashboard and Prometheus alerts load, the alerts pass their own rule
+/// tests, and every metric they use is one a running daemon exports.
+#[test]
+fn the_dashboard_and_alerts_load_and_use_real_metrics() {
+    use crate::util::*;
+    let config = Path::new(env!("CARGO_MANIFEST_DIR")).join("config");
+    let prom = config.join("prometheus");
+    for args in [vec!["check", "rules", "alerts.yml"], vec!["test", "rules", "alerts.test.yml"]] {
+        let out = Command::new("promtool")
+            .args(&args)
+            .current_dir(&prom)
+            .output()
+            .expect("promtool runs (scripts/setup-debian test installs prometheus)");
+        assert!(
+            out.status.success(),
+            "promtool {args:?}: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let dashboard: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(config.join("grafana/kiosk-agent-fleet.json")).unwrap()).unwrap();
+    let exprs: Vec<String> = dashboard["panels"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|p| p["targets"].as_array().unwrap().iter().map(|t| t["expr"].as_str().unwrap().to_owned()))
+        .collect();
+    assert!(exprs.len() >= 8, "{exprs:?}");
+    let alerts = std::fs::read_to_string(prom.join("alerts.yml")).unwrap();
+
+    // The metrics a daemon really exports.
+    let env = Env::new(free_port());
+    let port = free_port();
+    let text = std::fs::read_to_string(&env.config)
+        .unwrap()
+        .replace("listen = \"127.0.0.1:0\"", &format!("listen = \"127.0.0.1:{port}\""));
+    std::fs::write(&env.config, text).unwrap();
+    let mut daemon =
+        env.cmd().arg("run").stdout(std::process::Stdio::null()).stderr(std::process::Stdio::null()).spawn().unwrap();
+    let (_, _) = wait_for(std::time::Duration::from_secs(20), || {
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        rt.block_on(async {
+            reqwest::get(format!("http://127.0.0.1:{port}/healthz")).await.ok().map(|r| (r.status(), ()))
+        })
+    });
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let metrics = rt.block_on(async {
+        reqwest::get(format!("http://127.0.0.1:{port}/metrics")).await.unwrap().text().await.unwrap()
+    });
+    let _ = daemon.kill();
+    let _ = daemon.wait();
+    let used = exprs.iter().map(String::as_str).chain([alerts.as_str()]).flat_map(|text| {
+        text.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+            .filter(|w| w.starts_with("kiosk_agent_"))
+            .map(str::to_owned)
+            .collect::<Vec<_>>()
+    });
+    for name in used {
+        assert!(metrics.lines().any(|l| l.starts_with(&name)), "{name} is used but not exported:\n{metrics}");
+    }
+}
