@@ -184,6 +184,8 @@ pub struct SyncConfig {
     pub max_unknown_status: Duration,
     /// How many consecutive HTTP 500s with the same message on the same step fail an enrollment.
     pub max_server_errors: u32,
+    /// `sync.max_upload_rate` in bytes per second, if uploads are limited.
+    pub max_upload_rate: Option<u64>,
     /// How many request details orphan reconciliation may read per hour, all enrollments together.
     pub orphan_lookups_per_hour: u32,
     /// The longest wait between two connectivity probes while the server is unreachable.
@@ -447,6 +449,16 @@ pub fn validate(raw: RawConfig, base_dir: &Path) -> Result<Config, ConfigError> 
             }
         },
     };
+    let max_upload_rate = match y.max_upload_rate.as_deref() {
+        None => None,
+        Some(text) => match crate::sync::parse_rate(text) {
+            Ok(rate) => Some(rate),
+            Err(e) => {
+                problem("sync.max_upload_rate", e);
+                None
+            }
+        },
+    };
     let max_server_errors = match y.max_server_errors {
         Some(0) => {
             problem("sync.max_server_errors", "must be at least 1".into());
@@ -520,6 +532,7 @@ pub fn validate(raw: RawConfig, base_dir: &Path) -> Result<Config, ConfigError> 
             max_resends: y.max_resends.unwrap_or(3),
             max_unknown_status,
             max_server_errors,
+            max_upload_rate,
             orphan_lookups_per_hour,
             probe_cap,
             review_poll,

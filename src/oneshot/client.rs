@@ -210,9 +210,20 @@ impl Client {
     /// Uploads the evidences JSON (already serialized, as it can be tens of megabytes), with a
     /// timeout scaled by its size.
     pub async fn upload_evidences(&self, ids: &RequestIds, body: Vec<u8>) -> Result<(), OneShotError> {
+        let len = body.len() as u64;
+        self.upload_evidences_body(ids, reqwest::Body::from(body), len).await
+    }
+
+    /// [`Client::upload_evidences`] with a streamed body of `len` bytes (paced uploads).
+    pub async fn upload_evidences_body(&self, ids: &RequestIds, body: reqwest::Body, len: u64) -> Result<(), OneShotError> {
         let url = self.url(&self.cfg.paths.evidences, Some(ids))?;
-        let timeout = self.cfg.upload_timeout_for(body.len() as u64);
-        let req = self.http.post(url).header(reqwest::header::CONTENT_TYPE, "application/json").body(body);
+        let timeout = self.cfg.upload_timeout_for(len);
+        let req = self
+            .http
+            .post(url)
+            .header(reqwest::header::CONTENT_TYPE, "application/json")
+            .header(reqwest::header::CONTENT_LENGTH, len)
+            .body(body);
         self.send("evidences", req, timeout).await.map(drop)
     }
 

@@ -27,10 +27,12 @@ mod action;
 mod backoff;
 mod orphans;
 mod redact;
+mod pacer;
 mod review;
 mod step;
 
 pub use backoff::Backoff;
+pub use pacer::parse_rate;
 pub use review::Reviewed;
 
 use std::collections::HashMap;
@@ -94,6 +96,8 @@ pub struct Worker {
     last_contact_ms: std::sync::atomic::AtomicI64,
     /// When a step last moved an enrollment on (ms; the worker's start at first).
     last_progress_ms: std::sync::atomic::AtomicI64,
+    /// `sync.max_upload_rate`, shared by every upload.
+    pacer: Option<Arc<pacer::Pacer>>,
     /// Videos being uploaded: enrollment id → (bytes handed to the connection, total bytes).
     uploads: std::sync::Mutex<HashMap<String, (Arc<std::sync::atomic::AtomicU64>, u64)>>,
 }
@@ -122,6 +126,7 @@ impl Worker {
             online: std::sync::atomic::AtomicBool::new(true),
             last_contact_ms: Default::default(),
             uploads: Default::default(),
+            pacer: config.sync.max_upload_rate.map(|rate| Arc::new(pacer::Pacer::new(rate))),
             last_progress_ms: std::sync::atomic::AtomicI64::new(crate::queue::now_ms()),
             config,
         })

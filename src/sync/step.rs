@@ -349,7 +349,26 @@ impl Worker {
             Ok(serde_json::to_vec(&evidences_body(&pii, &images)).expect("JSON values serialize"))
         })
         .await?;
-        self.client.upload_evidences(&ids, body).await?;
+        match self.pacer.clone() {
+            None => self.client.upload_evidences(&ids, body).await?,
+            Some(pacer) => {
+                // Paced: the body is handed over in 64 KiB pieces as the budget allows.
+                let len = body.len() as u64;
+                let (tx, rx) = tokio::sync::mpsc::channel::<std::io::Result<Vec<u8>>>(4);
+                let feeder = tokio::task::spawn_blocking(move || {
+                    for piece in body.chunks(crate::crypto::CHUNK) {
+                        pacer.take(piece.len() as u64);
+                        if tx.blocking_send(Ok(piece.to_vec())).is_err() {
+                            return;
+                        }
+                    }
+                });
+                let stream = stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|item| (item, rx)) });
+                let result = self.client.upload_evidences_body(&ids, reqwest::Body::wrap_stream(stream), len).await;
+                feeder.abort();
+                result?
+            }
+        }
         crash_point("evidences.after_response");
         self.set_state(job, State::EvidencesSent, "evidences uploaded".into()).await?;
         Ok(())
@@ -375,6 +394,7 @@ impl Worker {
         // fails to decrypt means damaged evidence, which no retry can fix.
         let progress = Arc::new(std::sync::atomic::AtomicU64::new(0));
         self.uploads.lock().unwrap_or_else(|p| p.into_inner()).insert(job.id.clone(), (Arc::clone(&progress), len));
+        let pacer = self.pacer.clone();
         let decrypt = tokio::task::spawn_blocking(move || -> std::result::Result<(), String> {
             let mut reader = reader;
             let mut sent = 0u64;
@@ -386,6 +406,10 @@ impl Worker {
                         progress.store(sent, std::sync::atomic::Ordering::Relaxed);
                         if sent > len / 2 && sent - (chunk.len() as u64) <= len / 2 {
                             crash_point("video.mid_upload");
+                        }
+                        // sync.max_upload_rate: the bytes wait for the shared budget.
+                        if let Some(pacer) = &pacer {
+                            pacer.take(chunk.len() as u64);
                         }
                         if tx.blocking_send(Ok(chunk)).is_err() {
                             return Ok(()); // the upload ended first; its error tells why
