@@ -6,7 +6,7 @@ use clap::Subcommand;
 
 use super::Failure;
 use crate::config::Config;
-use crate::queue::{now_ms, Queue, State, Summary};
+use crate::queue::{now_ms, Queue, QueueError, State, Summary};
 
 #[derive(Debug, Subcommand)]
 pub enum QueueCommand {
@@ -46,8 +46,12 @@ pub enum QueueCommand {
 }
 
 pub fn run(config: &Config, command: QueueCommand) -> Result<ExitCode, Failure> {
-    // Reading never creates anything: without a database there is nothing queued yet.
+    // Reading never creates anything: without a database there is nothing queued yet. The key
+    // is still checked (present, private), as for every command.
     let exists = config.storage.data_dir.join("queue.db").exists();
+    if !exists {
+        crate::crypto::load_master_key(&config.storage.master_key_file).map_err(QueueError::from)?;
+    }
     match (&command, exists) {
         (QueueCommand::List { json: true, .. }, false) => {
             println!("[]");

@@ -188,14 +188,23 @@ fn logs_can_be_json_lines_without_colours() {
 /// no data directory, key or database behind.
 #[test]
 fn read_only_commands_create_nothing() {
+    // After `key init`, before the first enrollment: only the keys exist.
     let env = Env::new(free_port());
-    std::fs::remove_dir_all(env.data_dir()).unwrap();
+    let db = env.data_dir().join("queue.db");
+    assert!(!db.exists());
     let out = env.run(&["queue", "list", "--json"]);
     assert!(out.status.success());
     assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "[]");
     assert!(env.run(&["queue", "list"]).status.success());
     assert_eq!(env.run(&["queue", "show", "x"]).status.code(), Some(2));
     let _ = env.run(&["check-config"]);
+    let _ = env.run(&["doctor"]);
+    assert!(!db.exists(), "no database was created");
+    // Before `key init`: no key is created either, and the commands say where they looked.
+    std::fs::remove_dir_all(env.data_dir()).unwrap();
+    let out = env.run(&["queue", "list"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("key init"));
     assert!(!env.data_dir().exists(), "nothing was created");
 }
 

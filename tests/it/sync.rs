@@ -128,8 +128,9 @@ fn run_picks_up_enrollments_queued_by_another_process() {
     wait_for(Duration::from_secs(20), || env.data_dir().join("worker.lock").exists().then_some(()));
     std::thread::sleep(Duration::from_millis(300));
     let second = env.run(&["sync", "--once"]);
-    assert_eq!(second.status.code(), Some(1), "{}", String::from_utf8_lossy(&second.stderr));
-    assert!(String::from_utf8_lossy(&second.stderr).contains("another sync worker"));
+    // Exit 3, "work remains": the daemon has it in hand.
+    assert_eq!(second.status.code(), Some(3), "{}", String::from_utf8_lossy(&second.stderr));
+    assert!(String::from_utf8_lossy(&second.stderr).contains("another worker is running"));
 
     let m = env.manifest("m", "daemon", |_| {});
     let queued_at = Instant::now();
