@@ -215,7 +215,12 @@ impl Client {
     }
 
     /// [`Client::upload_evidences`] with a streamed body of `len` bytes (paced uploads).
-    pub async fn upload_evidences_body(&self, ids: &RequestIds, body: reqwest::Body, len: u64) -> Result<(), OneShotError> {
+    pub async fn upload_evidences_body(
+        &self,
+        ids: &RequestIds,
+        body: reqwest::Body,
+        len: u64,
+    ) -> Result<(), OneShotError> {
         let url = self.url(&self.cfg.paths.evidences, Some(ids))?;
         let timeout = self.cfg.upload_timeout_for(len);
         let req = self

@@ -26,8 +26,8 @@
 mod action;
 mod backoff;
 mod orphans;
-mod redact;
 mod pacer;
+mod redact;
 mod review;
 mod step;
 

@@ -56,7 +56,11 @@ pub fn parse_rate(text: &str) -> Result<u64, String> {
         "MB/s" => 1_000_000.0,
         "KiB/s" => 1024.0,
         "MiB/s" => 1024.0 * 1024.0,
-        other => return Err(format!("unknown unit {other:?} (use bit/s, kbit/s, Mbit/s, Gbit/s, B/s, kB/s, MB/s, KiB/s or MiB/s)")),
+        other => {
+            return Err(format!(
+                "unknown unit {other:?} (use bit/s, kbit/s, Mbit/s, Gbit/s, B/s, kB/s, MB/s, KiB/s or MiB/s)"
+            ))
+        }
     };
     let bytes = value * per_sec;
     if !(bytes >= 1024.0 && bytes.is_finite()) {

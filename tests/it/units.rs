@@ -114,7 +114,11 @@ fn the_dashboard_and_alerts_load_and_use_real_metrics() {
     use crate::util::*;
     let config = Path::new(env!("CARGO_MANIFEST_DIR")).join("config");
     let prom = config.join("prometheus");
-    for args in [vec!["check", "rules", "alerts.yml"], vec!["test", "rules", "alerts.test.yml"]] {
+    for args in [
+        vec!["check", "rules", "alerts.yml"],
+        vec!["test", "rules", "alerts.test.yml"],
+        vec!["check", "config", "--syntax-only", "prometheus.yml"],
+    ] {
         let out = Command::new("promtool")
             .args(&args)
             .current_dir(&prom)
