@@ -91,14 +91,31 @@ status_poll_secs = 0.05
     return cfg
 
 
+_BIG_JPEGS = {}
+
+
+def big_jpeg(image_bytes):
+    """A real JPEG of about image_bytes: camera-like noise at a size that compresses to it (the
+    agent decodes every image and drops anything after its end, so padding would not count)."""
+    if image_bytes not in _BIG_JPEGS:
+        # Noise at q3 takes about 0.62 bytes a pixel.
+        side = max(320, int((image_bytes / 0.62 / 0.75) ** 0.5))
+        out = Path(tempfile.mkdtemp()) / "big.jpg"
+        subprocess.run(["ffmpeg", "-hide_banner", "-loglevel", "error", "-y", "-f", "lavfi",
+                        "-i", f"nullsrc=s={side}x{side * 3 // 4},geq=random(1)*255:128:128",
+                        "-frames:v", "1", "-q:v", "3", str(out)], check=True)
+        _BIG_JPEGS[image_bytes] = out.read_bytes()
+    return _BIG_JPEGS[image_bytes]
+
+
 def make_files(dirpath, image_bytes, video_bytes, salt=b""):
-    """Sample images padded to image_bytes (still real JPEGs: data after EOI is ignored) and an
-    ISO-BMFF file of video_bytes (the sample MP4 followed by incompressible filler)."""
+    """Images of about image_bytes (real JPEGs; the samples when 0) and an ISO-BMFF file of
+    video_bytes (the sample MP4 followed by incompressible filler)."""
     d = Path(dirpath)
     d.mkdir(parents=True, exist_ok=True)
     for name in ["front.jpg", "rear.jpg", "photo.jpg", "selfie.jpg"]:
-        data = (SAMPLES / name).read_bytes() + salt
-        (d / name).write_bytes(data + os.urandom(max(0, image_bytes - len(data))))
+        data = big_jpeg(image_bytes) if image_bytes > 64 * 1024 else (SAMPLES / name).read_bytes()
+        (d / name).write_bytes(data + salt)
     video = (SAMPLES / "video.mp4").read_bytes() + salt
     with open(d / "video.mp4", "wb") as f:
         f.write(video)
