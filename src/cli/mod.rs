@@ -534,7 +534,11 @@ async fn shutdown_signal() {
 }
 
 async fn work(config: Config, mode: Mode) -> Result<ExitCode, Failure> {
-    let listeners = crate::daemon::Listeners::bind(&config).await.map_err(Failure::bad_input)?;
+    // A batch run serves nothing: it must not take the daemon's addresses.
+    let listeners = match mode {
+        Mode::Forever => crate::daemon::Listeners::bind(&config).await.map_err(Failure::bad_input)?,
+        Mode::Once => crate::daemon::Listeners::default(),
+    };
     let outcome = match crate::daemon::run(config, mode, listeners, shutdown_signal()).await {
         Ok(outcome) => outcome,
         // A batch run beside a running daemon: the work is in hands already; "work remains".

@@ -126,6 +126,12 @@ fn capture_commands_name_a_missing_helper() {
 #[test]
 fn a_second_sync_beside_a_running_daemon_exits_3_saying_why() {
     let env = Env::new(free_port());
+    // On a fixed API address, as installed: the batch run must not try to take it.
+    let api = free_port();
+    let text = std::fs::read_to_string(&env.config)
+        .unwrap()
+        .replace("listen = \"127.0.0.1:0\"", &format!("listen = \"127.0.0.1:{api}\""));
+    std::fs::write(&env.config, text).unwrap();
     let mut daemon =
         env.cmd().arg("run").stdout(std::process::Stdio::null()).stderr(std::process::Stdio::null()).spawn().unwrap();
     wait_for(std::time::Duration::from_secs(10), || env.data_dir().join("wake.sock").exists().then_some(()));
