@@ -24,8 +24,9 @@ pub struct VideoFacts {
     pub duration_secs: f64,
 }
 
-/// Something that can tell whether an open file is a playable video.
-pub trait VideoProber {
+/// Something that can tell whether an open file is a playable video (from any thread: the
+/// video is probed while the images are decoded).
+pub trait VideoProber: Sync {
     /// The facts, or the rule the file breaks.
     fn probe(&self, file: &File) -> Result<VideoFacts, String>;
 }
