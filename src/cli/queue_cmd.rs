@@ -115,6 +115,19 @@ fn width() -> usize {
         .unwrap_or(160)
 }
 
+/// The state, or the upload in progress: `uploading 43% (86 of 200 MB)`.
+fn state_text(r: &Summary) -> String {
+    match r.upload {
+        Some(u) if u.total > 0 => format!(
+            "uploading {}% ({} of {} MB)",
+            u.sent * 100 / u.total,
+            u.sent / 1_000_000,
+            u.total.div_ceil(1_000_000)
+        ),
+        _ => r.state.as_str().to_owned(),
+    }
+}
+
 /// When the next attempt is due, relative to now.
 fn next_attempt(r: &Summary) -> String {
     let Some(at) = r.next_attempt_at.as_deref().filter(|_| r.state.is_pending()) else { return "-".into() };
@@ -138,7 +151,7 @@ fn print_table(all_rows: &[Summary], show_completed: bool) {
         return;
     }
     let head = format!(
-        "{:<36}  {:<14}  {:>8}  {:>10}  {:>10}  {:<14}  {:>10}  ",
+        "{:<36}  {:<30}  {:>8}  {:>10}  {:>10}  {:<14}  {:>10}  ",
         "ID", "STATE", "ATTEMPTS", "REQUEST", "VIDEOID", "NEXT ATTEMPT", "BYTES"
     );
     let room = width().saturating_sub(head.chars().count()).max(20);
@@ -146,9 +159,9 @@ fn print_table(all_rows: &[Summary], show_completed: bool) {
     for r in &rows {
         let error: String = r.last_error.as_deref().unwrap_or("").chars().take(room).collect();
         println!(
-            "{:<36}  {:<14}  {:>8}  {:>10}  {:>10}  {:<14}  {:>10}  {error}",
+            "{:<36}  {:<30}  {:>8}  {:>10}  {:>10}  {:<14}  {:>10}  {error}",
             r.id,
-            r.state.as_str(),
+            state_text(r),
             r.attempts,
             r.request_pk.as_deref().unwrap_or("-"),
             r.videoid_pk.as_deref().unwrap_or("-"),

@@ -62,6 +62,9 @@ pub struct Summary {
     pub orphans: Vec<String>,
     /// A create's answer was lost and the orphan it may have left is still to be looked for.
     pub orphan_check_pending: bool,
+    /// The video upload in progress, if one is (written by the daemon about once a second).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub upload: Option<UploadProgress>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub artifacts: Option<Vec<ArtifactRecord>>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -69,6 +72,13 @@ pub struct Summary {
     /// The signed capture manifest (`queue show` only), with whether its signature holds.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub capture_manifest: Option<serde_json::Value>,
+}
+
+/// How much of a video has been handed to the connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct UploadProgress {
+    pub sent: u64,
+    pub total: u64,
 }
 
 /// RFC 3339 with milliseconds, UTC.
@@ -84,7 +94,8 @@ fn state_of(row: &Row<'_>, idx: usize) -> rusqlite::Result<State> {
 const SUMMARY_SQL: &str = "SELECT e.id, e.state, e.request_pk, e.videoid_pk, e.server_status, e.attempts, e.last_error,
         e.next_attempt_at, e.created_at, e.updated_at,
         (SELECT COALESCE(SUM(size), 0) FROM artifacts a WHERE a.enrollment_id = e.id), e.erased_at IS NOT NULL,
-        (SELECT group_concat(request_pk, ',') FROM orphans o WHERE o.enrollment_id = e.id), e.orphan_scan
+        (SELECT group_concat(request_pk, ',') FROM orphans o WHERE o.enrollment_id = e.id), e.orphan_scan,
+        e.upload_sent, e.upload_total
     FROM enrollments e";
 
 fn artifact_rows(conn: &rusqlite::Connection, id: &str) -> Result<Vec<ArtifactRecord>, QueueError> {
@@ -116,6 +127,10 @@ fn summary_row(row: &Row<'_>) -> rusqlite::Result<Summary> {
             .map(|s| s.split(',').map(str::to_owned).collect())
             .unwrap_or_default(),
         orphan_check_pending: row.get(13)?,
+        upload: match (row.get::<_, Option<i64>>(14)?, row.get::<_, Option<i64>>(15)?) {
+            (Some(sent), Some(total)) if total > 0 => Some(UploadProgress { sent: sent as u64, total: total as u64 }),
+            _ => None,
+        },
         artifacts: None,
         history: None,
         capture_manifest: None,
@@ -527,5 +542,17 @@ impl Queue {
             self.destroy_freed_data();
         }
         Ok(erased)
+    }
+}
+
+impl Queue {
+    /// Records (or, with `None`, clears) the progress of an enrollment's video upload.
+    pub fn record_upload_progress(&self, id: &str, progress: Option<(u64, u64)>) -> Result<(), QueueError> {
+        let (sent, total) = progress.map_or((None, None), |(s, t)| (Some(s as i64), Some(t as i64)));
+        self.conn().execute(
+            "UPDATE enrollments SET upload_sent = ?2, upload_total = ?3 WHERE id = ?1",
+            params![id, sent, total],
+        )?;
+        Ok(())
     }
 }

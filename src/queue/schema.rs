@@ -99,6 +99,10 @@ const MIGRATIONS: &[&str] = &[
     "ALTER TABLE enrollments ADD COLUMN capture_manifest TEXT;
     ALTER TABLE enrollments ADD COLUMN capture_signature TEXT;
     ALTER TABLE enrollments ADD COLUMN device_public_key TEXT;",
+    // 9: how much of the video the daemon has handed to the connection, so `queue list` in
+    // another process can show an upload in progress (cleared when it ends).
+    "ALTER TABLE enrollments ADD COLUMN upload_sent INTEGER;
+    ALTER TABLE enrollments ADD COLUMN upload_total INTEGER;",
 ];
 
 /// Brings the schema to the latest version inside one transaction.

@@ -395,15 +395,24 @@ impl Worker {
         let progress = Arc::new(std::sync::atomic::AtomicU64::new(0));
         self.uploads.lock().unwrap_or_else(|p| p.into_inner()).insert(job.id.clone(), (Arc::clone(&progress), len));
         let pacer = self.pacer.clone();
+        // Other processes (`queue list`) see the progress through the database, about once a
+        // second; best effort: a failed write never stops the upload.
+        let (queue, upload_id) = (Arc::clone(&self.queue), job.id.clone());
         let decrypt = tokio::task::spawn_blocking(move || -> std::result::Result<(), String> {
             let mut reader = reader;
             let mut sent = 0u64;
+            let mut noted = std::time::Instant::now();
+            let _ = queue.record_upload_progress(&upload_id, Some((0, len)));
             loop {
                 match reader.next_chunk() {
                     Ok(Some(chunk)) => {
                         sent += chunk.len() as u64;
                         // Bytes handed to the connection (at most a few chunks ahead of the wire).
                         progress.store(sent, std::sync::atomic::Ordering::Relaxed);
+                        if noted.elapsed() >= Duration::from_secs(1) {
+                            noted = std::time::Instant::now();
+                            let _ = queue.record_upload_progress(&upload_id, Some((sent, len)));
+                        }
                         if sent > len / 2 && sent - (chunk.len() as u64) <= len / 2 {
                             crash_point("video.mid_upload");
                         }
@@ -431,6 +440,8 @@ impl Worker {
             ));
         let result = self.client.upload_video(&ids, body, len).await;
         self.uploads.lock().unwrap_or_else(|p| p.into_inner()).remove(&job.id);
+        let id = job.id.clone();
+        let _ = blocking(&self.queue, move |q| q.record_upload_progress(&id, None)).await;
         match decrypt.await {
             Ok(Ok(())) => {}
             Ok(Err(reason)) => {

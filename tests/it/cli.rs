@@ -277,3 +277,26 @@ fn doctor_says_what_is_wrong_and_what_to_do() {
     let after: Vec<_> = std::fs::read_dir(env.data_dir()).unwrap().flatten().map(|e| e.file_name()).collect();
     assert_eq!(before.len(), after.len(), "doctor creates nothing");
 }
+
+/// While the daemon sends a video, `queue list` in another process shows how far it is.
+#[test]
+fn queue_list_shows_an_upload_in_progress() {
+    let sandbox = Sandbox::start(0);
+    // A 2 MB video at 500 KiB/s: about four seconds of upload to look at.
+    let env = Env::with_config(sandbox.addr.port(), "current", "max_upload_rate = \"500 KiB/s\"\n");
+    let id = env.enroll(&env.manifest("m", &"v".repeat(2_000_000), |_| {}));
+    let mut daemon =
+        env.cmd().arg("run").stdout(std::process::Stdio::null()).stderr(std::process::Stdio::null()).spawn().unwrap();
+    let progress = wait_for(std::time::Duration::from_secs(30), || {
+        let e = env.list().into_iter().find(|e| e["id"] == id.as_str())?;
+        let (sent, total) = (e["upload"]["sent"].as_u64()?, e["upload"]["total"].as_u64()?);
+        (sent > 0 && sent < total).then_some((sent, total))
+    });
+    assert!(progress.1 > 2_000_000, "{progress:?}");
+    let text = String::from_utf8_lossy(&env.run(&["queue", "list"]).stdout).into_owned();
+    assert!(text.contains("uploading") && text.contains("% ("), "{text}");
+    wait_for(std::time::Duration::from_secs(60), || (env.show(&id)["state"] == "in_review").then_some(()));
+    let _ = daemon.kill();
+    let _ = daemon.wait();
+    assert!(env.show(&id)["upload"].is_null(), "the progress is cleared when the upload ends");
+}
