@@ -32,20 +32,13 @@ pub async fn metrics(State(s): State<ApiState>) -> Result<impl IntoResponse, Api
     }
     registry.register("enrollments", "Enrollments by local state", by_state);
 
-    let pending: Vec<_> = list.iter().filter(|e| e.state.is_pending()).collect();
+    let backlog = crate::queue::Backlog::of(&list);
     let pending_bytes = Gauge::<i64>::default();
-    pending_bytes.set(pending.iter().map(|e| e.bytes as i64).sum());
+    pending_bytes.set(backlog.pending_bytes as i64);
     registry.register("pending_bytes", "Bytes of evidence waiting to be sent", pending_bytes);
 
     let oldest = Gauge::<i64>::default();
-    let now = std::time::SystemTime::now();
-    let age = pending
-        .iter()
-        .filter_map(|e| humantime::parse_rfc3339(&e.created_at).ok())
-        .filter_map(|t| now.duration_since(t).ok())
-        .max()
-        .map_or(0, |d| d.as_secs() as i64);
-    oldest.set(age);
+    oldest.set(backlog.oldest_pending.map_or(0, |d| d.as_secs() as i64));
     registry.register("oldest_pending_seconds", "Age of the oldest enrollment waiting to be sent", oldest);
 
     let contact = Gauge::<i64>::default();

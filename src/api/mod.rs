@@ -214,7 +214,7 @@ async fn healthz(State(s): State<ApiState>) -> Response {
             .into_response();
     };
     let mut reasons = Vec::new();
-    let pending = list.iter().filter(|e| e.state.is_pending()).count();
+    let pending = crate::queue::Backlog::of(&list).pending;
     // Progress: a step that moved an enrollment on (failed attempts are not progress).
     let still = Duration::from_millis((crate::queue::now_ms() - s.worker.last_progress_ms()).max(0) as u64);
     if s.worker.is_online() && pending > 0 && still > s.config.health_stall {
@@ -310,21 +310,14 @@ async fn require_token(State(state): State<ApiState>, headers: HeaderMap, reques
 }
 
 async fn status(State(s): State<ApiState>) -> Result<Json<wire::Status>, ApiError> {
-    let list = blocking(&s.queue, |q| q.list()).await?;
-    let pending: Vec<_> = list.iter().filter(|e| e.state.is_pending()).collect();
-    let oldest = pending
-        .iter()
-        .filter_map(|e| humantime::parse_rfc3339(&e.created_at).ok())
-        .min()
-        .and_then(|t| std::time::SystemTime::now().duration_since(t).ok())
-        .map(|d| d.as_secs());
+    let backlog = blocking(&s.queue, |q| q.list()).await.map(|list| crate::queue::Backlog::of(&list))?;
     let free = crate::fsutil::available_bytes(s.queue.dir()).unwrap_or(0);
     Ok(Json(wire::Status {
         online: s.worker.is_online(),
-        pending: pending.len(),
-        pending_bytes: pending.iter().map(|e| e.bytes).sum(),
-        oldest_pending_secs: oldest,
-        failed: list.iter().filter(|e| e.state == crate::queue::State::Failed).count(),
+        pending: backlog.pending,
+        pending_bytes: backlog.pending_bytes,
+        oldest_pending_secs: backlog.oldest_pending.map(|d| d.as_secs()),
+        failed: backlog.failed,
         free_disk_bytes: free,
         last_contact: s.worker.last_contact_ms().map(crate::queue::format_ms),
     }))

@@ -84,8 +84,7 @@ fn queue(r: &mut Report, config: &Config) {
     }
     match queue.list() {
         Ok(list) => {
-            let pending = list.iter().filter(|e| e.state.is_pending()).count();
-            let failed = list.iter().filter(|e| e.state == crate::queue::State::Failed).count();
+            let crate::queue::Backlog { pending, failed, .. } = crate::queue::Backlog::of(&list);
             if failed > 0 {
                 r.line(
                     Level::Warn,

@@ -172,23 +172,17 @@ fn print_table(all_rows: &[Summary], show_completed: bool) {
     if hidden > 0 {
         println!("({hidden} completed not shown; --all shows them)");
     }
-    let rows = all_rows;
-    let pending: Vec<_> = rows.iter().filter(|r| r.state.is_pending()).collect();
-    let failed = rows.iter().filter(|r| r.state == crate::queue::State::Failed).count();
-    let bytes: u64 = pending.iter().map(|r| r.bytes).sum();
-    let oldest = pending
-        .iter()
-        .filter_map(|r| humantime::parse_rfc3339(&r.created_at).ok())
-        .min()
-        .and_then(|t| t.elapsed().ok())
+    let b = crate::queue::Backlog::of(all_rows);
+    let oldest = b
+        .oldest_pending
         .map(|d| humantime::format_duration(std::time::Duration::from_secs(d.as_secs())).to_string());
     println!(
         "\n{} pending ({} bytes, oldest {}), {} failed, {} in all",
-        pending.len(),
-        bytes,
+        b.pending,
+        b.pending_bytes,
         oldest.as_deref().unwrap_or("-"),
-        failed,
-        rows.len()
+        b.failed,
+        all_rows.len()
     );
 }
 

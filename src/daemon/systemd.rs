@@ -33,10 +33,9 @@ pub fn start(worker: &Arc<Worker>, queue: &Arc<Queue>, mut stop: tokio::sync::wa
             if last_status.elapsed() >= STATUS_EVERY {
                 last_status = Instant::now();
                 if let Ok(list) = blocking(&queue, |q| q.list()).await {
-                    let pending: Vec<_> = list.iter().filter(|e| e.state.is_pending()).collect();
-                    let bytes: u64 = pending.iter().map(|e| e.bytes).sum();
+                    let b = crate::queue::Backlog::of(&list);
                     let link = if worker.is_online() { "online" } else { "offline" };
-                    let status = format!("{} pending ({bytes} bytes), {link}", pending.len());
+                    let status = format!("{} pending ({} bytes), {link}", b.pending, b.pending_bytes);
                     let _ = sd_notify::notify(&[NotifyState::Status(&status)]);
                 }
             }

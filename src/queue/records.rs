@@ -74,6 +74,34 @@ pub struct Summary {
     pub capture_manifest: Option<serde_json::Value>,
 }
 
+/// The queue at a glance: what `queue list`, `GET /v1/status`, the metrics and systemd's
+/// `STATUS=` all report.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Backlog {
+    pub pending: usize,
+    pub pending_bytes: u64,
+    pub failed: usize,
+    /// Age of the oldest pending enrollment.
+    pub oldest_pending: Option<Duration>,
+}
+
+impl Backlog {
+    pub fn of(list: &[Summary]) -> Backlog {
+        let pending: Vec<&Summary> = list.iter().filter(|e| e.state.is_pending()).collect();
+        let oldest_pending = pending
+            .iter()
+            .filter_map(|e| humantime::parse_rfc3339(&e.created_at).ok())
+            .min()
+            .and_then(|t| std::time::SystemTime::now().duration_since(t).ok());
+        Backlog {
+            pending: pending.len(),
+            pending_bytes: pending.iter().map(|e| e.bytes).sum(),
+            failed: list.iter().filter(|e| e.state == State::Failed).count(),
+            oldest_pending,
+        }
+    }
+}
+
 /// How much of a video has been handed to the connection.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 pub struct UploadProgress {
