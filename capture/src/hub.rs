@@ -8,7 +8,6 @@
 //! latest frame is encoded once however many viewers ask for it. A source that is not live (a
 //! file) is played at its own pace, as a camera would deliver it.
 
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::Duration;
 
@@ -33,7 +32,6 @@ struct Shared {
     fps: u32,
     latest: Mutex<Latest>,
     arrived: Condvar,
-    stop: AtomicBool,
 }
 
 /// A camera shared between consumers; the source stops when the hub is dropped.
@@ -41,11 +39,6 @@ struct Shared {
 pub struct Hub(Arc<Shared>);
 
 impl Hub {
-    /// Stops the source (also done when the last handle is dropped and a frame arrives).
-    pub fn stop(&self) {
-        self.0.stop.store(true, Ordering::Relaxed);
-    }
-
     /// Opens `spec` (as [`crate::open`]) on a thread of its own; returns once it is open.
     pub fn start(spec: &str, request: Request) -> Result<Hub, CaptureError> {
         let (tx, rx) = std::sync::mpsc::channel();
@@ -66,7 +59,6 @@ impl Hub {
                     fps: source.fps(),
                     latest: Mutex::default(),
                     arrived: Condvar::new(),
-                    stop: AtomicBool::new(false),
                 });
                 if tx.send(Ok(Hub(Arc::clone(&shared)))).is_err() {
                     return;
@@ -76,7 +68,7 @@ impl Hub {
                 let started = std::time::Instant::now();
                 let end = loop {
                     // Nobody holds the hub any more: release the camera.
-                    if shared.stop.load(Ordering::Relaxed) || Arc::strong_count(&shared) == 1 {
+                    if Arc::strong_count(&shared) == 1 {
                         break "stopped".to_owned();
                     }
                     match source.next_frame() {

@@ -27,7 +27,6 @@ use serde::Serialize;
 use serde_json::{json, Value};
 use tokio::sync::broadcast;
 
-use crate::config::flow::Secret;
 use crate::queue::{Queue, QueueError};
 use crate::sync::{blocking, Worker};
 
@@ -83,7 +82,6 @@ pub struct ApiState {
     pub queue: Arc<Queue>,
     pub worker: Arc<Worker>,
     pub config: Arc<crate::config::Config>,
-    pub token: Option<Arc<Secret>>,
     pub events: broadcast::Sender<wire::Event>,
     pub cameras: Arc<cameras::CaptureService>,
 }
@@ -257,7 +255,7 @@ async fn session(State(s): State<ApiState>, body: Result<Json<Value>, JsonReject
         Ok(b) => b,
         Err(r) => return ApiError::from(r).into_response(),
     };
-    let Some(token) = &s.token else {
+    let Some(token) = &s.config.api.token else {
         return Json(json!({"session": "not needed"})).into_response();
     };
     let given = body["token"].as_str().unwrap_or_default();
@@ -292,7 +290,7 @@ fn presented(headers: &HeaderMap) -> Option<&str> {
 }
 
 async fn require_token(State(state): State<ApiState>, headers: HeaderMap, request: Request, next: Next) -> Response {
-    if let Some(token) = &state.token {
+    if let Some(token) = &state.config.api.token {
         let given = presented(&headers);
         if !given.is_some_and(|g| same(g.as_bytes(), token.as_bytes())) {
             let mut response = ApiError::field(

@@ -173,9 +173,8 @@ fn print_table(all_rows: &[Summary], show_completed: bool) {
         println!("({hidden} completed not shown; --all shows them)");
     }
     let b = crate::queue::Backlog::of(all_rows);
-    let oldest = b
-        .oldest_pending
-        .map(|d| humantime::format_duration(std::time::Duration::from_secs(d.as_secs())).to_string());
+    let oldest =
+        b.oldest_pending.map(|d| humantime::format_duration(std::time::Duration::from_secs(d.as_secs())).to_string());
     println!(
         "\n{} pending ({} bytes, oldest {}), {} failed, {} in all",
         b.pending,

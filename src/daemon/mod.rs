@@ -148,7 +148,6 @@ fn serve_api(
     let state = crate::api::ApiState {
         queue: Arc::clone(queue),
         worker: Arc::clone(worker),
-        token: config.api.token.clone().map(Arc::new),
         config: Arc::clone(&config),
         events: tokio::sync::broadcast::channel(256).0,
         cameras: Arc::new(crate::api::cameras::CaptureService::new(

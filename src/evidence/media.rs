@@ -46,8 +46,9 @@ pub fn clean_image(bytes: &[u8], kind: MediaKind, slot: &str) -> Result<CleanIma
         MediaKind::Png => (strip_png(bytes)?, ImageFormat::Png),
         MediaKind::Mp4 => return Err("is a video, not an image".into()),
     };
-    let reader = |data: &[u8]| {
-        let mut r = ImageReader::with_format(Cursor::new(data.to_vec()), format);
+    // Reads the cleaned bytes in place (twice: the header for the size, then the full decode).
+    let reader = || {
+        let mut r = ImageReader::with_format(Cursor::new(stripped.as_slice()), format);
         let mut limits = Limits::default();
         limits.max_image_width = Some(MAX_SIDE);
         limits.max_image_height = Some(MAX_SIDE);
@@ -56,13 +57,13 @@ pub fn clean_image(bytes: &[u8], kind: MediaKind, slot: &str) -> Result<CleanIma
         r
     };
     let (width, height) =
-        reader(&stripped).into_dimensions().map_err(|e| format!("is not a readable {} image ({e})", kind.as_str()))?;
+        reader().into_dimensions().map_err(|e| format!("is not a readable {} image ({e})", kind.as_str()))?;
     let (min_w, min_h) = min_size(slot);
     let fits = (width >= min_w && height >= min_h) || (width >= min_h && height >= min_w);
     if !fits {
         return Err(format!("is {width}x{height}, under the minimum of {min_w}x{min_h} for {slot}"));
     }
-    reader(&stripped).decode().map_err(|e| format!("does not decode as a {} image ({e})", kind.as_str()))?;
+    reader().decode().map_err(|e| format!("does not decode as a {} image ({e})", kind.as_str()))?;
     Ok(CleanImage { kind, bytes: stripped, width, height })
 }
 

@@ -72,6 +72,20 @@ pub fn sign(id: &str, enrollment: &Enrollment, rows: &[Row<'_>], queued_at_ms: i
 /// The key under `acceptance` that carries the manifest when `evidence.send_manifest` is on.
 pub const ACCEPTANCE_KEY: &str = "kiosk_capture_manifest";
 
+/// The signed manifest stored for enrollment `id`, if it has one.
+pub(super) fn stored(conn: &rusqlite::Connection, id: &str) -> rusqlite::Result<Option<SignedManifest>> {
+    conn.query_row(
+        "SELECT capture_manifest, capture_signature, device_public_key FROM enrollments WHERE id = ?1",
+        [id],
+        |r| {
+            Ok(match (r.get(0)?, r.get(1)?, r.get(2)?) {
+                (Some(json), Some(signature), Some(public_key)) => Some(SignedManifest { json, signature, public_key }),
+                _ => None,
+            })
+        },
+    )
+}
+
 impl super::Queue {
     /// The personal data as sent in the evidences body: with `with_manifest`, `acceptance` (the
     /// API's customizable object) also carries the signed capture manifest under
@@ -79,11 +93,9 @@ impl super::Queue {
     pub fn pii_to_send(&self, id: &str, with_manifest: bool) -> Result<crate::evidence::Pii, super::QueueError> {
         let mut pii = self.load_pii(id)?;
         if with_manifest {
-            if let Some(mut m) = self.show(id)?.capture_manifest {
-                if let Some(o) = m.as_object_mut() {
-                    o.remove("signature_valid");
-                }
-                pii.acceptance.insert(ACCEPTANCE_KEY.into(), m);
+            // Only the manifest: not the artifacts and history `show` would read too.
+            if let Some(m) = stored(&self.conn(), id)? {
+                pii.acceptance.insert(ACCEPTANCE_KEY.into(), m.to_value());
             }
         }
         Ok(pii)

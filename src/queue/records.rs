@@ -417,19 +417,7 @@ impl Queue {
             .optional()?
             .ok_or_else(|| QueueError::NotFound(id.into()))?;
         summary.artifacts = Some(artifact_rows(&conn, id)?);
-        let signed: Option<super::capture_manifest::SignedManifest> = conn.query_row(
-            "SELECT capture_manifest, capture_signature, device_public_key FROM enrollments WHERE id = ?1",
-            [id],
-            |r| {
-                Ok(match (r.get(0)?, r.get(1)?, r.get(2)?) {
-                    (Some(json), Some(signature), Some(public_key)) => {
-                        Some(super::capture_manifest::SignedManifest { json, signature, public_key })
-                    }
-                    _ => None,
-                })
-            },
-        )?;
-        summary.capture_manifest = signed.map(|m| {
+        summary.capture_manifest = super::capture_manifest::stored(&conn, id)?.map(|m| {
             let mut v = m.to_value();
             v["signature_valid"] = m.is_valid().into();
             v
