@@ -25,6 +25,7 @@ pub struct Status {
 pub struct Enrollment {
     pub id: String,
     pub state: String,
+    #[serde(serialize_with = "crate::queue::pk_json::one")]
     pub request_pk: Option<String>,
     pub server_status: Option<String>,
     pub attempts: u32,

@@ -9,6 +9,7 @@ mod document_cmd;
 mod queue_cmd;
 mod request_cmd;
 
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
@@ -324,6 +325,21 @@ pub fn init_logging(command: &Command) {
 /// `json` for JSON-lines logs; anything else (or unset) for plain text.
 pub const LOG_FORMAT_ENV: &str = "KIOSK_AGENT_LOG_FORMAT";
 
+/// Writes a command's report to stdout, buffered. A reader that went away before the end
+/// (`queue list | head`) is not an error: the command ends quietly, as `cat` does, instead of
+/// panicking in `println!`.
+pub(crate) fn print_out(write: impl FnOnce(&mut dyn Write) -> std::io::Result<()>) -> Result<(), Failure> {
+    let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+    match write(&mut out).and_then(|()| out.flush()) {
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => {
+            // Dropping the writer would try to flush again into the closed pipe.
+            let _ = out.into_parts();
+            Ok(())
+        }
+        other => other.context("cannot write to stdout").map_err(Failure::from),
+    }
+}
+
 /// The command as the audit trail names it, such as `queue retry`: the subcommands only, never
 /// arguments (they can name customers' files).
 fn command_name(command: &Command) -> String {
@@ -431,13 +447,14 @@ fn audit(config: &Config, command: AuditCommand) -> Result<ExitCode, Failure> {
             }),
         },
         AuditCommand::Export => {
-            use std::io::Write as _;
-            let mut out = std::io::BufWriter::new(std::io::stdout().lock());
-            for record in queue.audit_records()? {
-                serde_json::to_writer(&mut out, &record).map_err(anyhow::Error::from)?;
-                writeln!(out).map_err(anyhow::Error::from)?;
-            }
-            out.flush().map_err(anyhow::Error::from)?;
+            let records = queue.audit_records()?;
+            print_out(|out| {
+                for record in &records {
+                    serde_json::to_writer(&mut *out, record)?;
+                    writeln!(out)?;
+                }
+                Ok(())
+            })?;
             Ok(ExitCode::SUCCESS)
         }
     }

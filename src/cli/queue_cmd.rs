@@ -1,5 +1,6 @@
 //! `kiosk-agent queue list|show|retry|purge`.
 
+use std::io::{self, Write};
 use std::process::ExitCode;
 
 use clap::Subcommand;
@@ -79,15 +80,19 @@ pub fn run(config: &Config, command: QueueCommand) -> Result<ExitCode, Failure> 
             let rows: Vec<Summary> =
                 queue.list()?.into_iter().filter(|r| wanted.is_none_or(|w| r.state == w)).collect();
             if json {
-                println!("{}", serde_json::to_string_pretty(&rows)?);
+                super::print_out(|out| writeln!(out, "{}", serde_json::to_string_pretty(&rows)?))?;
             } else {
-                print_table(&rows, all || wanted.is_some());
+                super::print_out(|out| print_table(out, &rows, all || wanted.is_some()))?;
             }
         }
         QueueCommand::Show { id, json: true } => {
-            println!("{}", serde_json::to_string_pretty(&queue.show(&id)?)?)
+            let shown = serde_json::to_string_pretty(&queue.show(&id)?)?;
+            super::print_out(|out| writeln!(out, "{shown}"))?;
         }
-        QueueCommand::Show { id, json: false } => print_detail(&queue.show(&id)?),
+        QueueCommand::Show { id, json: false } => {
+            let shown = queue.show(&id)?;
+            super::print_out(|out| print_detail(out, &shown))?;
+        }
         QueueCommand::Retry { id } => {
             let state = queue.retry(&id)?;
             queue.poke_worker();
@@ -140,25 +145,27 @@ fn next_attempt(r: &Summary) -> String {
     }
 }
 
-fn print_table(all_rows: &[Summary], show_completed: bool) {
+fn print_table(out: &mut dyn Write, all_rows: &[Summary], show_completed: bool) -> io::Result<()> {
     let rows: Vec<&Summary> = all_rows.iter().filter(|r| show_completed || !completed(r.state)).collect();
     let hidden = all_rows.len() - rows.len();
     if rows.is_empty() {
-        println!(
+        writeln!(
+            out,
             "nothing pending or failed{}",
             if hidden > 0 { format!(" ({hidden} completed; --all shows them)") } else { String::new() }
-        );
-        return;
+        )?;
+        return Ok(());
     }
     let head = format!(
         "{:<36}  {:<30}  {:>8}  {:>10}  {:>10}  {:<14}  {:>10}  ",
         "ID", "STATE", "ATTEMPTS", "REQUEST", "VIDEOID", "NEXT ATTEMPT", "BYTES"
     );
     let room = width().saturating_sub(head.chars().count()).max(20);
-    println!("{head}LAST ERROR");
+    writeln!(out, "{head}LAST ERROR")?;
     for r in &rows {
         let error: String = r.last_error.as_deref().unwrap_or("").chars().take(room).collect();
-        println!(
+        writeln!(
+            out,
             "{:<36}  {:<30}  {:>8}  {:>10}  {:>10}  {:<14}  {:>10}  {error}",
             r.id,
             state_text(r),
@@ -167,56 +174,61 @@ fn print_table(all_rows: &[Summary], show_completed: bool) {
             r.videoid_pk.as_deref().unwrap_or("-"),
             next_attempt(r),
             r.bytes,
-        );
+        )?;
     }
     if hidden > 0 {
-        println!("({hidden} completed not shown; --all shows them)");
+        writeln!(out, "({hidden} completed not shown; --all shows them)")?;
     }
     let b = crate::queue::Backlog::of(all_rows);
     let oldest =
         b.oldest_pending.map(|d| humantime::format_duration(std::time::Duration::from_secs(d.as_secs())).to_string());
-    println!(
+    writeln!(
+        out,
         "\n{} pending ({} bytes, oldest {}), {} failed, {} in all",
         b.pending,
         b.pending_bytes,
         oldest.as_deref().unwrap_or("-"),
         b.failed,
         all_rows.len()
-    );
+    )?;
+    Ok(())
 }
 
-fn print_detail(s: &Summary) {
-    println!("id             {}", s.id);
-    println!("state          {}", s.state);
-    println!("request_pk     {}", s.request_pk.as_deref().unwrap_or("-"));
-    println!("videoid_pk     {}", s.videoid_pk.as_deref().unwrap_or("-"));
-    println!("server status  {}", s.server_status.as_ref().map_or("-", |st| st.as_str()));
-    println!("attempts       {}", s.attempts);
-    println!("last error     {}", s.last_error.as_deref().unwrap_or("-"));
+fn print_detail(out: &mut dyn Write, s: &Summary) -> io::Result<()> {
+    writeln!(out, "id             {}", s.id)?;
+    writeln!(out, "state          {}", s.state)?;
+    writeln!(out, "request_pk     {}", s.request_pk.as_deref().unwrap_or("-"))?;
+    writeln!(out, "videoid_pk     {}", s.videoid_pk.as_deref().unwrap_or("-"))?;
+    writeln!(out, "server status  {}", s.server_status.as_ref().map_or("-", |st| st.as_str()))?;
+    writeln!(out, "attempts       {}", s.attempts)?;
+    writeln!(out, "last error     {}", s.last_error.as_deref().unwrap_or("-"))?;
     if let Some(next) = &s.next_attempt_at {
         let due = humantime::parse_rfc3339(next)
             .ok()
             .map(|t| (t.duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_millis() as i64) <= now_ms());
-        println!("next attempt   {next}{}", if due == Some(true) { " (due)" } else { "" });
+        writeln!(out, "next attempt   {next}{}", if due == Some(true) { " (due)" } else { "" })?;
     }
-    println!("created        {}", s.created_at);
-    println!(
+    writeln!(out, "created        {}", s.created_at)?;
+    writeln!(
+        out,
         "evidence       {}",
         if s.erased { "erased locally (audit record kept)" } else { "held locally, encrypted" }
-    );
+    )?;
     for a in s.artifacts.iter().flatten() {
-        println!("  {:<16} {:<5} {:>10} bytes  sha256 {}", a.name, a.kind, a.size, a.sha256);
+        writeln!(out, "  {:<16} {:<5} {:>10} bytes  sha256 {}", a.name, a.kind, a.size, a.sha256)?;
     }
     if let Some(m) = &s.capture_manifest {
         let valid = m["signature_valid"].as_bool() == Some(true);
-        println!(
+        writeln!(
+            out,
             "capture        manifest signed by device {} ({})",
             m["manifest"]["device_id"].as_str().unwrap_or("?"),
             if valid { "signature valid" } else { "SIGNATURE INVALID: the manifest was changed" }
-        );
+        )?;
     }
-    println!("history");
+    writeln!(out, "history")?;
     for e in s.history.iter().flatten() {
-        println!("  {}  {:<16} {}", e.at, e.kind, e.detail);
+        writeln!(out, "  {}  {:<16} {}", e.at, e.kind, e.detail)?;
     }
+    Ok(())
 }

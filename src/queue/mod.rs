@@ -32,7 +32,7 @@ mod state;
 
 pub use documents::{DocumentRecord, DocumentState, MAX_DOCUMENT_BYTES};
 pub use enqueue::SpaceError;
-pub use records::{format_ms, ArtifactRecord, Backlog, Event, Job, Summary, UploadProgress};
+pub use records::{format_ms, pk_json, ArtifactRecord, Backlog, Event, Job, Summary, UploadProgress};
 pub use state::State;
 
 use std::os::unix::fs::PermissionsExt as _;

@@ -47,7 +47,9 @@ pub struct Event {
 pub struct Summary {
     pub id: String,
     pub state: State,
+    #[serde(serialize_with = "pk_json::one")]
     pub request_pk: Option<String>,
+    #[serde(serialize_with = "pk_json::one")]
     pub videoid_pk: Option<String>,
     pub server_status: Option<RequestStatus>,
     pub attempts: u32,
@@ -59,6 +61,7 @@ pub struct Summary {
     pub erased: bool,
     /// Requests the server holds for this enrollment beyond the one in use (creates whose
     /// answer was lost), by request_pk.
+    #[serde(serialize_with = "pk_json::many")]
     pub orphans: Vec<String>,
     /// A create's answer was lost and the orphan it may have left is still to be looked for.
     pub orphan_check_pending: bool,
@@ -107,6 +110,35 @@ impl Backlog {
 pub struct UploadProgress {
     pub sent: u64,
     pub total: u64,
+}
+
+/// Primary keys as JSON shows them: numbers, as the server sent them. The queue keeps them as
+/// text (so a server that ever sends a non-numeric key loses nothing), and such a key stays a
+/// string here too.
+pub mod pk_json {
+    use serde::Serializer;
+
+    pub fn one<S: Serializer>(pk: &Option<String>, s: S) -> Result<S::Ok, S::Error> {
+        match pk.as_deref() {
+            None => s.serialize_none(),
+            Some(text) => match text.parse::<u64>() {
+                Ok(n) => s.serialize_u64(n),
+                Err(_) => s.serialize_str(text),
+            },
+        }
+    }
+
+    pub fn many<S: Serializer>(pks: &[String], s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeSeq;
+        let mut seq = s.serialize_seq(Some(pks.len()))?;
+        for pk in pks {
+            match pk.parse::<u64>() {
+                Ok(n) => seq.serialize_element(&n)?,
+                Err(_) => seq.serialize_element(pk)?,
+            }
+        }
+        seq.end()
+    }
 }
 
 /// RFC 3339 with milliseconds, UTC.

@@ -142,7 +142,7 @@ fn an_enrollment_submitted_through_the_api_reaches_review() {
         let (_, e) = authed(&d, "GET", &format!("/v1/enrollments/{id}"), None);
         (e["state"] == "in_review").then_some(e)
     });
-    assert_arrived_once(&sandbox.records(), shown["request_pk"].as_str().unwrap(), &dir);
+    assert_arrived_once(&sandbox.records(), &shown["request_pk"].as_u64().expect("pk is a number").to_string(), &dir);
     assert_eq!(shown["capture_manifest_valid"], true);
     assert!(shown["history"].as_array().unwrap().len() >= 4);
 
@@ -509,7 +509,10 @@ fn the_signing_flow_runs_through_the_api() {
     });
     let (code, body) = authed(&d, "POST", &path("otp"), Some(Body::Json(json!({}))));
     assert_eq!(code, 200, "{body}");
-    let pk = authed(&d, "GET", &format!("/v1/enrollments/{id}"), None).1["request_pk"].as_str().unwrap().to_owned();
+    let pk = authed(&d, "GET", &format!("/v1/enrollments/{id}"), None).1["request_pk"]
+        .as_u64()
+        .expect("pk is a number")
+        .to_string();
     let (_, otp) = http("GET", &sandbox.url(&format!("/_sandbox/requests/{pk}/otp")), None);
     let code_ = otp["otp"].as_str().unwrap().to_owned();
     let wrong = if code_ == "000000" { "111111" } else { "000000" };

@@ -122,15 +122,19 @@ fn chaos(layout: &str) {
     let mut unknown_total = 0;
     for (id, i) in &acknowledged {
         let shown = env.show(id);
-        let used = shown["request_pk"].as_str().unwrap().to_owned();
+        let used = shown["request_pk"].as_u64().expect("pk is a number").to_string();
         let dir = env.dir.path().join(format!("e{i}"));
         assert_arrived(&records, &used, &dir);
         // Every other request of this customer is a recorded orphan of this enrollment.
         let email_hash = hex::encode(<sha2::Sha256 as sha2::Digest>::digest(format!("chaos{i}@example.com")));
         let mut on_server = by_email.remove(&email_hash).unwrap_or_default();
         assert!(on_server.remove(&used), "{id}: its request is on the server");
-        let recorded: BTreeSet<String> =
-            shown["orphans"].as_array().unwrap().iter().map(|o| o.as_str().unwrap().to_owned()).collect();
+        let recorded: BTreeSet<String> = shown["orphans"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|o| o.as_u64().expect("pk is a number").to_string())
+            .collect();
         // A lost create answer before this queue knew any request_pk has no floor to search
         // from: it is recorded as a possible orphan whose pk is unknown, and nothing is read.
         let pk_unknown = shown["history"]

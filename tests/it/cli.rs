@@ -231,9 +231,41 @@ fn queue_list_filters_and_hides_what_is_done() {
     let json: serde_json::Value =
         serde_json::from_str(&text(&["queue", "list", "--json", "--state", "queued"])).unwrap();
     assert_eq!(json.as_array().unwrap().len(), 1);
+    assert!(json[0]["request_pk"].is_null(), "not created yet: {json}");
+    let json: serde_json::Value =
+        serde_json::from_str(&text(&["queue", "list", "--json", "--state", "in_review"])).unwrap();
+    assert!(
+        json[0]["request_pk"].is_u64() && json[0]["videoid_pk"].is_u64(),
+        "keys are numbers, as the server sends them: {json}"
+    );
     let out = env.run(&["queue", "list", "--state", "flying"]);
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("--state: must be one of"));
+}
+
+/// `queue list | head`: a reader that goes away early ends the command quietly (exit 0, nothing
+/// on stderr), for every command that prints a report.
+#[test]
+fn a_closed_pipe_ends_a_report_quietly() {
+    let env = Env::new(free_port());
+    let id = env.enroll(&env.manifest("a", "1", |_| {}));
+    for args in
+        [&["queue", "list", "--all"][..], &["queue", "list", "--json"], &["queue", "show", &id], &["audit", "export"]]
+    {
+        let mut child = env
+            .cmd()
+            .args(args)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        // Close the reading end before the command has written anything.
+        drop(child.stdout.take());
+        let out = child.wait_with_output().unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(0), "{args:?}: {stderr}");
+        assert!(stderr.is_empty(), "{args:?} is quiet: {stderr}");
+    }
 }
 
 #[test]

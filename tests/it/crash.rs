@@ -89,7 +89,7 @@ fn a_crash_before_the_create_is_sent_makes_no_orphan() {
     let shown = env.show(&id);
     let records = sandbox.records();
     assert_eq!(records["creates"], 2, "the warm-up's and this one's");
-    assert_arrived_once(&records, shown["request_pk"].as_str().unwrap(), &dir);
+    assert_arrived_once(&records, &shown["request_pk"].as_u64().expect("pk is a number").to_string(), &dir);
     assert_eq!(shown["orphans"], serde_json::json!([]));
     assert!(history_has(&shown, "no orphan request found"), "{shown}");
 }
@@ -100,15 +100,18 @@ fn a_crash_after_the_create_answer_records_the_orphan_with_its_request_pk() {
     let shown = env.show(&id);
     let records = sandbox.records();
     assert_eq!(records["creates"], 3, "the warm-up's, the lost answer's request, and the new one");
-    let used = shown["request_pk"].as_str().unwrap();
-    assert_arrived_once(&records, used, &dir);
-    let warm =
-        env.list().into_iter().find(|e| e["id"] != id.as_str()).unwrap()["request_pk"].as_str().unwrap().to_owned();
+    let used = shown["request_pk"].as_u64().expect("pk is a number").to_string();
+    assert_arrived_once(&records, &used, &dir);
+    let warm = env.list().into_iter().find(|e| e["id"] != id.as_str()).unwrap()["request_pk"]
+        .as_u64()
+        .expect("pk is a number")
+        .to_string();
     let all: Vec<String> =
         records["requests"].as_array().unwrap().iter().map(|r| r["request_pk"].to_string()).collect();
     let orphan: Vec<&String> = all.iter().filter(|pk| pk.as_str() != used && **pk != warm).collect();
     assert_eq!(orphan.len(), 1);
-    assert_eq!(shown["orphans"], serde_json::json!(orphan), "{shown}");
+    let orphan_pks: Vec<u64> = orphan.iter().map(|pk| pk.parse().unwrap()).collect();
+    assert_eq!(shown["orphans"], serde_json::json!(orphan_pks), "{shown}");
     assert!(history_has(&shown, "orphan request(s) left on the server"), "{shown}");
     // Nothing is cancelled on the server without an operator.
     assert_eq!(request(&records, orphan[0])["status"], "VIDEOPENDING");
@@ -121,7 +124,7 @@ fn a_lost_create_answer_on_a_fresh_queue_is_a_possible_orphan_with_unknown_pk_an
     let shown = env.show(&id);
     let records = sandbox.records();
     assert_eq!(records["creates"], 2);
-    assert_arrived_once(&records, shown["request_pk"].as_str().unwrap(), &dir);
+    assert_arrived_once(&records, &shown["request_pk"].as_u64().expect("pk is a number").to_string(), &dir);
     assert_eq!(shown["orphans"], serde_json::json!([]));
     assert!(history_has(&shown, "possible orphan request, pk unknown"), "{shown}");
     let lost = records["requests"]
@@ -137,7 +140,7 @@ fn a_lost_create_answer_on_a_fresh_queue_is_a_possible_orphan_with_unknown_pk_an
 fn a_crash_after_the_evidences_upload_does_not_send_them_twice() {
     let (sandbox, env, id, dir, _) = crash_then_recover("evidences.after_response");
     let shown = env.show(&id);
-    assert_arrived_once(&sandbox.records(), shown["request_pk"].as_str().unwrap(), &dir);
+    assert_arrived_once(&sandbox.records(), &shown["request_pk"].as_u64().expect("pk is a number").to_string(), &dir);
     assert!(history_has(&shown, "server already has the evidences"), "{shown}");
 }
 
@@ -147,14 +150,14 @@ fn a_crash_mid_video_upload_resends_the_whole_video_once() {
     // The crash left the video step uncommitted; the next run sent the whole video once.
     assert_eq!(crashed_in, "evidences_sent");
     let shown = env.show(&id);
-    assert_arrived_once(&sandbox.records(), shown["request_pk"].as_str().unwrap(), &dir);
+    assert_arrived_once(&sandbox.records(), &shown["request_pk"].as_u64().expect("pk is a number").to_string(), &dir);
 }
 
 #[test]
 fn a_crash_after_the_video_upload_does_not_send_it_twice() {
     let (sandbox, env, id, dir, _) = crash_then_recover("video.after_response");
     let shown = env.show(&id);
-    assert_arrived_once(&sandbox.records(), shown["request_pk"].as_str().unwrap(), &dir);
+    assert_arrived_once(&sandbox.records(), &shown["request_pk"].as_u64().expect("pk is a number").to_string(), &dir);
     assert!(history_has(&shown, "server already has the video"), "{shown}");
 }
 
@@ -184,7 +187,7 @@ fn a_crash_around_a_document_upload_resends_it_and_says_so() {
         let doc = env.dir.path().join("d.pdf");
         std::fs::write(&doc, format!("%PDF-1.4\n% {point}\n%%EOF\n")).unwrap();
         assert!(env.cmd().args(["document", &id, "upload"]).arg(&doc).output().unwrap().status.success());
-        let pk = env.show(&id)["request_pk"].as_str().unwrap().to_owned();
+        let pk = env.show(&id)["request_pk"].as_u64().expect("pk is a number").to_string();
         set_status(&sandbox, &pk, "ENROLLREADY");
         let out = env.cmd().args(["sync", "--once"]).env("KIOSK_AGENT_CRASH_AT", point).output().unwrap();
         assert!(aborted(&out), "{point}: {:?} {}", out.status, String::from_utf8_lossy(&out.stderr));

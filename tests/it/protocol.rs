@@ -84,7 +84,7 @@ fn terminal_statuses_end_enrollments_with_the_servers_status_in_both_generations
         assert_eq!(env.run(&["sync", "--once"]).status.code(), Some(0));
         let after = sandbox.records();
         for (id, _, _) in &ids {
-            let pk = env.show(id)["request_pk"].as_str().unwrap().to_owned();
+            let pk = env.show(id)["request_pk"].as_u64().expect("pk is a number").to_string();
             assert_eq!(request(&before, &pk), request(&after, &pk), "{layout}: untouched after the end");
         }
     }
@@ -115,7 +115,7 @@ fn a_status_that_does_not_move_on_is_polled_within_its_bound_then_fails_and_retr
             assert_eq!(shown["state"], "failed", "{layout} {stuck}: {shown}");
             let reason = shown["last_error"].as_str().unwrap();
             assert!(reason.contains(stuck) && reason.contains("queue retry"), "{reason}");
-            let pk = shown["request_pk"].as_str().unwrap().to_owned();
+            let pk = shown["request_pk"].as_u64().expect("pk is a number").to_string();
             let r = request(&sandbox.records(), &pk).clone();
             assert_eq!(
                 (r["evidences_uploads"].as_u64(), r["video_uploads"].as_u64()),

@@ -50,7 +50,11 @@ fn a_damaged_artifact_fails_its_enrollment_while_the_others_flow() {
     let records = sandbox.records();
     let good_shown = env.show(&good);
     assert_eq!(good_shown["state"], "in_review");
-    assert_arrived_once(&records, good_shown["request_pk"].as_str().unwrap(), good_manifest.parent().unwrap());
+    assert_arrived_once(
+        &records,
+        &good_shown["request_pk"].as_u64().expect("pk is a number").to_string(),
+        good_manifest.parent().unwrap(),
+    );
     // The damaged video never reached the server.
     assert!(records["requests"].as_array().unwrap().iter().all(|r| r["video_uploads"].as_u64().unwrap() <= 1));
     assert_eq!(records["requests"].as_array().unwrap().iter().filter(|r| r["video"].is_object()).count(), 1);
@@ -94,7 +98,11 @@ fn sigterm_during_a_stalled_upload_exits_promptly_and_consistently() {
     assert_eq!(env.run(&["sync", "--once"]).status.code(), Some(0));
     let shown = env.show(&id);
     assert_eq!(shown["state"], "in_review");
-    assert_arrived_once(&sandbox.records(), shown["request_pk"].as_str().unwrap(), m.parent().unwrap());
+    assert_arrived_once(
+        &sandbox.records(),
+        &shown["request_pk"].as_u64().expect("pk is a number").to_string(),
+        m.parent().unwrap(),
+    );
 }
 
 #[test]
@@ -124,7 +132,11 @@ fn retry_after_is_honoured_and_offline_means_exit_3_then_delivery() {
     assert_eq!(env.run(&["sync", "--once"]).status.code(), Some(0));
     let shown = env.show(&id);
     assert_eq!(shown["state"], "in_review");
-    assert_arrived_once(&sandbox.records(), shown["request_pk"].as_str().unwrap(), m.parent().unwrap());
+    assert_arrived_once(
+        &sandbox.records(),
+        &shown["request_pk"].as_u64().expect("pk is a number").to_string(),
+        m.parent().unwrap(),
+    );
 }
 
 #[test]

@@ -26,11 +26,11 @@ fn videoerror_resends_both_parts_and_videoincomplete_resends_the_video() {
     let records = sandbox.records();
     let shown_a = env.show(&id_a);
     assert_eq!(shown_a["state"], "in_review", "{shown_a}");
-    let ra = request(&records, shown_a["request_pk"].as_str().unwrap());
+    let ra = request(&records, &shown_a["request_pk"].as_u64().expect("pk is a number").to_string());
     assert_eq!((ra["evidences_uploads"].as_u64(), ra["video_uploads"].as_u64()), (Some(2), Some(1)), "{ra}");
     assert_eq!(ra["video"]["sha256"], sha256_file(&a.parent().unwrap().join("video.mp4")));
     let shown_b = env.show(&id_b);
-    let rb = request(&records, shown_b["request_pk"].as_str().unwrap());
+    let rb = request(&records, &shown_b["request_pk"].as_u64().expect("pk is a number").to_string());
     assert_eq!((rb["evidences_uploads"].as_u64(), rb["video_uploads"].as_u64()), (Some(1), Some(1)), "{rb}");
     for (shown, status) in [(&shown_a, "VIDEOERROR"), (&shown_b, "VIDEOINCOMPLETE")] {
         let history = shown["history"].as_array().unwrap();
@@ -55,7 +55,7 @@ fn endless_videoerror_fails_after_the_resend_bound() {
     let shown = env.show(&id);
     assert_eq!(shown["state"], "failed", "{shown}");
     assert!(shown["last_error"].as_str().unwrap().contains("VIDEOERROR after 2 re-sends"), "{shown}");
-    let r = request(&sandbox.records(), shown["request_pk"].as_str().unwrap()).clone();
+    let r = request(&sandbox.records(), &shown["request_pk"].as_u64().expect("pk is a number").to_string()).clone();
     assert_eq!(r["evidences_uploads"], 3, "first send and two re-sends: {r}");
 }
 
@@ -76,7 +76,11 @@ fn gateway_headers_from_the_configuration_are_sent() {
     assert_eq!(with.run(&["sync", "--once"]).status.code(), Some(0));
     let shown = with.show(&id);
     assert_eq!(shown["state"], "in_review", "{shown}");
-    assert_arrived_once(&sandbox.records(), shown["request_pk"].as_str().unwrap(), m.parent().unwrap());
+    assert_arrived_once(
+        &sandbox.records(),
+        &shown["request_pk"].as_u64().expect("pk is a number").to_string(),
+        m.parent().unwrap(),
+    );
 }
 
 #[test]
@@ -86,7 +90,10 @@ fn enrollments_are_sent_oldest_first() {
     let ids: Vec<String> =
         (0..4).map(|i| env.enroll(&env.manifest(&format!("e{i}"), &i.to_string(), |_| {}))).collect();
     assert_eq!(env.run(&["sync", "--once"]).status.code(), Some(0));
-    let pks: Vec<u64> = ids.iter().map(|id| env.show(id)["request_pk"].as_str().unwrap().parse().unwrap()).collect();
+    let pks: Vec<u64> = ids
+        .iter()
+        .map(|id| env.show(id)["request_pk"].as_u64().expect("pk is a number").to_string().parse().unwrap())
+        .collect();
     assert!(pks.windows(2).all(|w| w[0] < w[1]), "created in enroll order: {pks:?}");
 }
 
@@ -132,7 +139,11 @@ fn the_master_key_comes_from_credentials_and_no_command_creates_or_swaps_one() {
     let shown: serde_json::Value =
         serde_json::from_slice(&with_creds(&["queue", "show", &id, "--json"]).stdout).unwrap();
     assert_eq!(shown["state"], "in_review", "{shown}");
-    assert_arrived_once(&sandbox.records(), shown["request_pk"].as_str().unwrap(), m.parent().unwrap());
+    assert_arrived_once(
+        &sandbox.records(),
+        &shown["request_pk"].as_u64().expect("pk is a number").to_string(),
+        m.parent().unwrap(),
+    );
 }
 
 #[test]

@@ -68,7 +68,7 @@ fn from_review_to_a_signed_document_in_both_generations() {
     for layout in LAYOUTS {
         let sandbox = Sandbox::start_with(0, &["--otp-interval", "1"]);
         let (env, id) = reviewed(&sandbox, layout, "");
-        let pk = env.show(&id)["request_pk"].as_str().unwrap().to_owned();
+        let pk = env.show(&id)["request_pk"].as_u64().expect("pk is a number").to_string();
         let dir = env.dir.path().to_owned();
 
         // Queued before approval: durable, no uid yet.
@@ -211,7 +211,7 @@ fn the_daemon_follows_reviews_and_sends_documents_when_approved() {
             .arg(pdf(env.dir.path(), "d.pdf", "follow"))
             .output()
             .unwrap());
-        let pk = env.show(&approved)["request_pk"].as_str().unwrap().to_owned();
+        let pk = env.show(&approved)["request_pk"].as_u64().expect("pk is a number").to_string();
         set_status(&sandbox, &pk, "ENROLLREADY");
         wait_for(Duration::from_secs(30), || (documents(&env, &approved)[0]["state"] == "uploaded").then_some(()));
         let shown = env.show(&approved);
@@ -244,7 +244,7 @@ fn a_network_loss_says_whether_the_step_can_be_repeated() {
     let (env, id) = reviewed(&sandbox, "current", "");
     ok(&env.run(&["request", &id, "approve"]));
     ok(&env.cmd().args(["document", &id, "upload"]).arg(pdf(env.dir.path(), "n.pdf", "network")).output().unwrap());
-    let pk = env.show(&id)["request_pk"].as_str().unwrap().to_owned();
+    let pk = env.show(&id)["request_pk"].as_u64().expect("pk is a number").to_string();
     let faults = |spec: &str| assert_eq!(http_raw("POST", &sandbox.url("/_sandbox/faults"), spec.as_bytes()).0, 200);
     let fails = |args: &[&str], advice: &str| {
         let out = env.run(args);
@@ -284,7 +284,7 @@ fn a_webhook_moves_an_enrollment_at_once_in_both_generations() {
         let log = std::fs::File::create(env.dir.path().join("daemon.log")).unwrap();
         let mut daemon = env.cmd().arg("run").stdout(Stdio::null()).stderr(log).spawn().unwrap();
         wait_for(Duration::from_secs(30), || (env.show(&id)["state"] == "in_review").then_some(()));
-        let pk = env.show(&id)["request_pk"].as_str().unwrap().to_owned();
+        let pk = env.show(&id)["request_pk"].as_u64().expect("pk is a number").to_string();
         // Unknown request: accepted and ignored.
         let (code, _) = http(
             "POST",

@@ -39,7 +39,7 @@ fn offline_then_back_delivers_everything_exactly_once() {
         let shown = env.show(id);
         assert_eq!(shown["state"], "in_review", "{shown}");
         assert_eq!(shown["server_status"], "VIDEOREVIEW");
-        assert_arrived_once(&records, shown["request_pk"].as_str().unwrap(), dir);
+        assert_arrived_once(&records, &shown["request_pk"].as_u64().expect("pk is a number").to_string(), dir);
         // Local hashes (kept for audit after the local copy is erased) match the sources.
         let video = shown["artifacts"].as_array().unwrap().iter().find(|a| a["name"] == "video").unwrap().clone();
         assert_eq!(video["sha256"], sha256_file(&dir.join("video.mp4")));
@@ -80,7 +80,11 @@ fn a_permanent_error_fails_one_enrollment_while_others_flow_and_retry_requeues_i
     assert_eq!(shown["state"], "in_review", "{shown}");
     let records = sandbox.records();
     assert_eq!(records["creates"], 2);
-    assert_arrived_once(&records, shown["request_pk"].as_str().unwrap(), bad.parent().unwrap());
+    assert_arrived_once(
+        &records,
+        &shown["request_pk"].as_u64().expect("pk is a number").to_string(),
+        bad.parent().unwrap(),
+    );
 }
 
 #[test]
@@ -109,7 +113,11 @@ fn legacy_layout_uploads_by_request_pk() {
     assert_eq!(env.run(&["sync", "--once"]).status.code(), Some(0));
     let shown = env.show(&id);
     assert_eq!(shown["state"], "in_review", "{shown}");
-    assert_arrived_once(&sandbox.records(), shown["request_pk"].as_str().unwrap(), m.parent().unwrap());
+    assert_arrived_once(
+        &sandbox.records(),
+        &shown["request_pk"].as_u64().expect("pk is a number").to_string(),
+        m.parent().unwrap(),
+    );
 }
 
 #[test]
@@ -140,7 +148,11 @@ fn run_picks_up_enrollments_queued_by_another_process() {
         (s["state"] == "in_review").then_some(s)
     });
     eprintln!("enrolled → in_review through the running daemon in {:?}", queued_at.elapsed());
-    assert_arrived_once(&sandbox.records(), shown["request_pk"].as_str().unwrap(), m.parent().unwrap());
+    assert_arrived_once(
+        &sandbox.records(),
+        &shown["request_pk"].as_u64().expect("pk is a number").to_string(),
+        m.parent().unwrap(),
+    );
 
     // SIGTERM: the daemon stops cleanly.
     let pid = daemon.id().to_string();
