@@ -65,10 +65,10 @@ async fn receive(State(rx): State<Receiver>, body: axum::body::Bytes) -> StatusC
     // The webhook says what changed; the server says what is true.
     match rx.worker.refresh(&enrollment.id, &pk).await {
         Ok(r) => {
-            tracing::info!(enrollment = %enrollment.id, claimed = claimed.as_deref().unwrap_or("-"), status = %r.status, state = %r.state, "webhook")
+            tracing::info!(enrollment_id = %enrollment.id, claimed = claimed.as_deref().unwrap_or("-"), status = %r.status, state = %r.state, "webhook")
         }
         Err(e) => {
-            tracing::info!(enrollment = %enrollment.id, error = %e, "webhook: status read failed; the review rounds will catch up")
+            tracing::info!(enrollment_id = %enrollment.id, error = %e, "webhook: status read failed; the review rounds will catch up")
         }
     }
     rx.worker.waker().notify_one();

@@ -212,7 +212,7 @@ pub fn main() -> Result<ExitCode, Failure> {
     crate::harden::apply();
     let cli = Cli::parse();
     crate::queue::audit::set_actor(&command_name(&cli.command));
-    init_logging(&cli.command);
+    init_logging(&cli.command, cli.config.as_deref());
     match cli.command {
         Command::Demo { camera, layout, full } => {
             let generation =
@@ -302,8 +302,11 @@ pub fn main() -> Result<ExitCode, Failure> {
     }
 }
 
-/// Sets up `tracing` on stderr (`KIOSK_AGENT_LOG` overrides the level).
-pub fn init_logging(command: &Command) {
+/// Sets up `tracing` (`KIOSK_AGENT_LOG` overrides the level): the format comes from
+/// `KIOSK_AGENT_LOG_FORMAT`, else the configuration's `log.format`, else plain text.
+pub fn init_logging(command: &Command, config: Option<&Path>) {
+    use tracing_subscriber::layer::SubscriberExt as _;
+    use tracing_subscriber::util::SubscriberInitExt as _;
     // Long-running commands log progress; one-shot commands only what went wrong.
     let default = match command {
         Command::Run | Command::Sandbox { .. } => "info",
@@ -311,18 +314,41 @@ pub fn init_logging(command: &Command) {
     };
     let filter = tracing_subscriber::EnvFilter::try_from_env("KIOSK_AGENT_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
-    // Colours only for a person at a terminal; journald and log files get plain text, or one
-    // JSON object per line (KIOSK_AGENT_LOG_FORMAT=json) for journald/Vector pipelines, with
-    // the enrollment id and state as fields of their own.
+    let format = match std::env::var(LOG_FORMAT_ENV) {
+        Ok(v) => config::LogFormat::parse(&v).unwrap_or_default(),
+        Err(_) => config.map(config::peek_log_format).unwrap_or_default(),
+    };
+    let registry = tracing_subscriber::registry().with(filter);
+    // Colours only for a person at a terminal; journald and log files get plain text.
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_target(false);
-    let _ = match std::env::var(LOG_FORMAT_ENV).as_deref() {
-        Ok("json") => builder.json().flatten_event(true).with_current_span(false).try_init(),
-        _ => builder.with_ansi(ansi).try_init(),
+    let text = || tracing_subscriber::fmt::layer().with_writer(std::io::stderr).with_target(false).with_ansi(ansi);
+    let _ = match format {
+        config::LogFormat::Json => registry
+            .with(
+                tracing_subscriber::fmt::layer()
+                    .json()
+                    .flatten_event(true)
+                    .with_current_span(false)
+                    .with_writer(std::io::stderr)
+                    .with_target(false),
+            )
+            .try_init(),
+        // Fields keep their names, upper-cased and unprefixed: `journalctl ENROLLMENT_ID=…`.
+        config::LogFormat::Journald => match tracing_journald::layer() {
+            Ok(journal) => registry
+                .with(journal.with_field_prefix(None).with_syslog_identifier("kiosk-agent".into()))
+                .try_init(),
+            Err(e) => {
+                let done = registry.with(text()).try_init();
+                tracing::warn!(error = %e, "log.format is journald but no journal is listening; logging to stderr");
+                done
+            }
+        },
+        config::LogFormat::Text => registry.with(text()).try_init(),
     };
 }
 
-/// `json` for JSON-lines logs; anything else (or unset) for plain text.
+/// `text`, `json` or `journald`, as `log.format`; it takes precedence over the file.
 pub const LOG_FORMAT_ENV: &str = "KIOSK_AGENT_LOG_FORMAT";
 
 /// Writes a command's report to stdout, buffered. A reader that went away before the end

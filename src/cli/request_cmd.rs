@@ -156,7 +156,7 @@ pub async fn sign(config: &Config, id: &str, unlock: Unlock) -> Result<ExitCode,
     if let Some(e) = &target.enrollment {
         let state = flow.queue.show(&e.id)?.state;
         if state != State::Signed {
-            tracing::info!(enrollment = %e.id, %status, "signed; the server reports the status asynchronously");
+            tracing::info!(enrollment_id = %e.id, %status, "signed; the server reports the status asynchronously");
         }
     }
     println!("request_pk {}: signed ({status})", target.ids.request_pk);

@@ -7,6 +7,7 @@
 
 mod api;
 mod capture;
+mod log;
 pub mod flow;
 mod paths;
 mod raw;
@@ -17,6 +18,7 @@ use std::num::NonZeroUsize;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+pub use log::{peek_log_format, LogFormat};
 pub use api::{ApiConfig, CaptureServiceMode};
 pub use capture::{
     validate_capture, CameraMode, CameraRole, CaptureConfig, Quality, Role, StillConfig, VideoConfig, PRESETS,
@@ -217,6 +219,7 @@ pub struct Config {
     pub api: ApiConfig,
     /// `GET /healthz` is unhealthy after this long online with pending work and no progress.
     pub health_stall: Duration,
+    pub log_format: LogFormat,
     /// The file this configuration was read from (`None` when built in, as by the demo): the
     /// capture service the daemon starts reads its camera settings from the same file.
     pub path: Option<PathBuf>,
@@ -483,6 +486,7 @@ pub fn validate(raw: RawConfig, base_dir: &Path) -> Result<Config, ConfigError> 
     let signature = flow::validate_signature(raw.signature, &mut problem);
     let api = api::validate_api(raw.api, base_dir, &evidence, &mut problem);
     let health_stall = api::validate_health(raw.health, &mut problem);
+    let log_format = log::validate_log(raw.log, &mut problem);
     let capture = match validate_capture(raw.cameras, raw.capture) {
         Ok(c) => c,
         Err(more) => {
@@ -546,6 +550,7 @@ pub fn validate(raw: RawConfig, base_dir: &Path) -> Result<Config, ConfigError> 
         signature,
         api,
         health_stall,
+        log_format,
         path: None,
     })
 }

@@ -18,6 +18,7 @@ pub struct RawConfig {
     pub signature: Option<super::flow::RawSignature>,
     pub api: Option<super::api::RawApi>,
     pub health: Option<super::api::RawHealth>,
+    pub log: Option<super::log::RawLog>,
 }
 
 #[derive(Debug, Default, Deserialize)]

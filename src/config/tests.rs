@@ -262,3 +262,21 @@ fn a_ca_bundle_must_hold_pem_certificates() {
         other => panic!("{other:?}"),
     }
 }
+
+#[test]
+fn log_format_is_text_json_or_journald() {
+    assert_eq!(check_ok(MINIMAL).log_format, super::LogFormat::Text);
+    assert_eq!(check_ok(&format!("{MINIMAL}\n[log]\nformat = \"journald\"\n")).log_format, super::LogFormat::Journald);
+    check_problem(&format!("{MINIMAL}\n[log]\nformat = \"xml\"\n"), "log.format", "must be \"text\", \"json\" or \"journald\"");
+}
+
+#[test]
+fn the_log_format_is_read_before_validation() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("c.toml");
+    std::fs::write(&file, "[log]\nformat = \"json\"\n[oneshot]\nbase_url = 3\n").unwrap();
+    assert_eq!(super::peek_log_format(&file), super::LogFormat::Json, "an invalid file elsewhere still logs as asked");
+    std::fs::write(&file, "not toml [").unwrap();
+    assert_eq!(super::peek_log_format(&file), super::LogFormat::Text);
+    assert_eq!(super::peek_log_format(&dir.path().join("missing.toml")), super::LogFormat::Text);
+}

@@ -428,7 +428,7 @@ impl Queue {
                 // Only an enrollment still waiting with that evidence: one the worker sent and
                 // erased meanwhile (its files gone on purpose) is not damaged, and says nothing.
                 if n == 1 {
-                    tracing::error!(enrollment = %id, reason = %reason, "damaged evidence; enrollment failed");
+                    tracing::error!(enrollment_id = %id, reason = %reason, "damaged evidence; enrollment failed");
                     add_event(&conn, &id, "failed", &reason)?;
                     failed.push(id);
                 }

@@ -583,7 +583,7 @@ impl Queue {
                 tx.commit()?;
             }
             self.remove_spool(&id)?;
-            tracing::warn!(enrollment = %id, %state, "{reason}");
+            tracing::warn!(enrollment_id = %id, %state, "{reason}");
             erased.push(id);
         }
         if !erased.is_empty() {

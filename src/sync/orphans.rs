@@ -144,14 +144,14 @@ impl Worker {
                         if same_customer(&details, &pii.customer.email, &pii.customer.mobile_phone_number) {
                             let status = details.get("status").and_then(Value::as_str).map(RequestStatus::parse);
                             let (id, key) = (id.clone(), key.clone());
-                            tracing::warn!(enrollment = %id, request_pk = %key, "orphan request on the server");
+                            tracing::warn!(enrollment_id = %id, request_pk = %key, "orphan request on the server");
                             blocking(&self.queue, move |q| q.record_orphan(&id, &key, status.as_ref())).await?;
                         }
                         None
                     }
                     Ok(None) => None,
                     Err(e) => {
-                        tracing::debug!(enrollment = %id, error = %e, "orphan lookup failed; later");
+                        tracing::debug!(enrollment_id = %id, error = %e, "orphan lookup failed; later");
                         Some(self.backoff().cap)
                     }
                 }

@@ -35,7 +35,7 @@ impl Worker {
         let reviews = self.follow_reviews(all_reviews).await?;
         for id in blocking(&self.queue, |q| q.enrollments_with_documents_to_send()).await? {
             if let Err(e) = self.send_documents(&id).await {
-                tracing::info!(enrollment = %id, error = %e, "documents not sent yet");
+                tracing::info!(enrollment_id = %id, error = %e, "documents not sent yet");
             }
         }
         let orphans = self.reconcile_orphans().await?;
@@ -55,11 +55,11 @@ impl Worker {
                 Ok(r) => r.state == State::InReview,
                 Err(e) if e.is_connectivity() => {
                     // The network is gone: the rest can wait for the next round.
-                    tracing::debug!(enrollment = %job.id, error = %e, "review read failed");
+                    tracing::debug!(enrollment_id = %job.id, error = %e, "review read failed");
                     return Ok(Some(self.config.sync.review_poll));
                 }
                 Err(e) => {
-                    tracing::info!(enrollment = %job.id, error = %e, "review read failed; next round");
+                    tracing::info!(enrollment_id = %job.id, error = %e, "review read failed; next round");
                     true
                 }
             };

@@ -100,7 +100,7 @@ impl Worker {
                     let (id, message) = (job.id.clone(), redactor.apply(&e.to_string()));
                     let repeat_key = e.repeated_500().map(|m| format!("{}: {}", operation(from), redactor.apply(m)));
                     let next = now_ms() + delay.as_millis() as i64;
-                    tracing::info!(enrollment = %id, state = %from, error = %message, delay_ms = delay.as_millis() as u64, "retryable failure");
+                    tracing::info!(enrollment_id = %id, state = %from, error = %message, delay_ms = delay.as_millis() as u64, "retryable failure");
                     let recorded = {
                         let message = message.clone();
                         blocking(&self.queue, move |q| q.record_retry(&id, &message, next, repeat_key.as_deref())).await
@@ -116,7 +116,7 @@ impl Worker {
                             return self.fail(&job, from, reason).await;
                         }
                         Ok(_) => {}
-                        Err(qe) => tracing::error!(enrollment = %job.id, error = %qe, "cannot record a retry"),
+                        Err(qe) => tracing::error!(enrollment_id = %job.id, error = %qe, "cannot record a retry"),
                     }
                     return Result::RetryAfter { delay, offline: e.is_connectivity() };
                 }
@@ -130,7 +130,7 @@ impl Worker {
                 }
                 Err(StepError::Queue(e)) => {
                     // A local database or file error: keep the enrollment and try later.
-                    tracing::warn!(enrollment = %job.id, error = %e, "queue error; will retry");
+                    tracing::warn!(enrollment_id = %job.id, error = %e, "queue error; will retry");
                     let delay = self.backoff().delay(job.attempts + 1, None, &mut rand::thread_rng());
                     return Result::RetryAfter { delay, offline: false };
                 }
@@ -153,21 +153,21 @@ impl Worker {
         if to == State::Failed {
             return self.fail(job, from, reason).await;
         }
-        tracing::warn!(enrollment = %job.id, state = %from, to = %to, reason = %reason, "enrollment ended by the server");
+        tracing::warn!(enrollment_id = %job.id, state = %to, from = %from, reason = %reason, "enrollment ended by the server");
         self.count(2);
         let id = job.id.clone();
         if let Err(e) = blocking(&self.queue, move |q| q.record_ended(&id, from, to, &reason)).await {
-            tracing::error!(enrollment = %job.id, error = %e, "cannot record the end");
+            tracing::error!(enrollment_id = %job.id, error = %e, "cannot record the end");
         }
         Result::Settled
     }
 
     async fn fail(&self, job: &Job, from: State, reason: String) -> Result {
         self.count(1);
-        tracing::error!(enrollment = %job.id, state = %from, reason = %reason, "enrollment failed; operator action needed");
+        tracing::error!(enrollment_id = %job.id, state = %from, reason = %reason, "enrollment failed; operator action needed");
         let id = job.id.clone();
         if let Err(e) = blocking(&self.queue, move |q| q.record_failed(&id, from, &reason)).await {
-            tracing::error!(enrollment = %job.id, error = %e, "cannot record the failure");
+            tracing::error!(enrollment_id = %job.id, error = %e, "cannot record the failure");
         }
         Result::Settled
     }
@@ -175,7 +175,7 @@ impl Worker {
     async fn set_state(&self, job: &mut Job, to: State, detail: String) -> std::result::Result<(), QueueError> {
         let (id, from) = (job.id.clone(), job.state);
         blocking(&self.queue, move |q| q.advance(&id, from, to, &detail)).await?;
-        tracing::info!(enrollment = %job.id, from = %from, to = %to, "state");
+        tracing::info!(enrollment_id = %job.id, state = %to, from = %from, "state changed");
         job.state = to;
         Ok(())
     }
@@ -199,7 +199,7 @@ impl Worker {
                 Ok(true)
             }
             State::Creating => {
-                tracing::warn!(enrollment = %job.id, "a previous create may have reached the server unanswered");
+                tracing::warn!(enrollment_id = %job.id, "a previous create may have reached the server unanswered");
                 let id = job.id.clone();
                 blocking(&self.queue, move |q| q.record_possible_orphan(&id)).await?;
                 job.orphan_scan = true;
@@ -326,7 +326,7 @@ impl Worker {
         crash_point("create.after_response");
         let (id, ids) = (job.id.clone(), created.ids.clone());
         blocking(&self.queue, move |q| q.record_created(&id, &ids.request_pk, ids.videoid_pk.as_deref())).await?;
-        tracing::info!(enrollment = %job.id, request_pk = %created.ids.request_pk, "request created");
+        tracing::info!(enrollment_id = %job.id, request_pk = %created.ids.request_pk, "request created");
         job.request_pk = Some(created.ids.request_pk);
         job.videoid_pk = created.ids.videoid_pk;
         job.state = State::Created;

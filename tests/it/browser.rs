@@ -190,6 +190,3 @@ fn an_operator_enrolls_a_customer_from_the_page() {
     assert!(requests >= 1, "{records}");
 }
 
-fn which(name: &str) -> Option<PathBuf> {
-    std::env::var_os("PATH")?.to_str()?.split(':').map(|d| PathBuf::from(d).join(name)).find(|p| p.is_file())
-}

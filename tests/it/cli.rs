@@ -166,28 +166,99 @@ fn every_subcommand_and_argument_has_help() {
     assert!(missing.is_empty(), "without help text: {missing:#?}");
 }
 
-/// `KIOSK_AGENT_LOG_FORMAT=json`: one JSON object per line, fields of their own, no colour codes.
+/// `log.format = "json"` (or `KIOSK_AGENT_LOG_FORMAT=json`): one JSON object per line, the
+/// enrollment id and state as fields of their own, no colour codes.
 #[test]
 fn logs_can_be_json_lines_without_colours() {
     let sandbox = Sandbox::start(0);
-    let env = Env::new(sandbox.addr.port());
-    env.enroll(&env.manifest("m", "", |_| {}));
-    let out = env
-        .cmd()
+    for (extra, env_format) in [("[log]\nformat = \"json\"\n", None), ("", Some("json"))] {
+        let env = Env::with_config(sandbox.addr.port(), "current", extra);
+        let id = env.enroll(&env.manifest("m", extra, |_| {}));
+        let mut cmd = env.cmd();
+        cmd.args(["sync", "--once"]).env("KIOSK_AGENT_LOG", "info").env_remove("KIOSK_AGENT_LOG_FORMAT");
+        if let Some(f) = env_format {
+            cmd.env("KIOSK_AGENT_LOG_FORMAT", f);
+        }
+        let out = cmd.output().unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        let lines: Vec<&str> = stderr.lines().filter(|l| !l.is_empty()).collect();
+        assert!(out.status.success(), "{stderr}");
+        let events: Vec<serde_json::Value> = lines
+            .iter()
+            .map(|line| serde_json::from_str(line).unwrap_or_else(|e| panic!("not JSON ({e}): {line}")))
+            .collect();
+        assert!(events.iter().all(|v| v["level"].is_string() && v["timestamp"].is_string()), "{stderr}");
+        assert!(
+            events.iter().any(|v| v["enrollment_id"] == id.as_str() && v["state"] == "in_review"),
+            "the state change names the enrollment and its state: {stderr}"
+        );
+        assert!(!stderr.contains('\u{1b}'), "no ANSI escape codes when stderr is not a terminal");
+    }
+}
+
+/// `log.format = "journald"`: events reach the journal's socket in its native protocol, with
+/// `ENROLLMENT_ID` and `STATE` as journal fields. The journal here is a socket the test binds,
+/// put at `/run/systemd/journal/socket` in a mount namespace of the agent's own (root only).
+#[test]
+fn journald_gets_the_enrollment_and_state_as_fields() {
+    if !crate::util::is_root() || !crate::util::have("unshare") {
+        eprintln!("skipped: needs root and unshare(1) to give the agent a journal socket of the test's own");
+        return;
+    }
+    let sandbox = Sandbox::start(0);
+    let env = Env::with_config(sandbox.addr.port(), "current", "[log]\nformat = \"journald\"\n");
+    let id = env.enroll(&env.manifest("m", "", |_| {}));
+    let run = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(run.path().join("systemd/journal")).unwrap();
+    let journal = std::os::unix::net::UnixDatagram::bind(run.path().join("systemd/journal/socket")).unwrap();
+    journal.set_read_timeout(Some(std::time::Duration::from_secs(30))).unwrap();
+    let script = format!("mount --bind {} /run && exec \"$@\"", run.path().display());
+    let out = std::process::Command::new("unshare")
+        .args(["--mount", "sh", "-c", &script, "sh", crate::util::BIN, "--config"])
+        .arg(&env.config)
         .args(["sync", "--once"])
-        .env("KIOSK_AGENT_LOG_FORMAT", "json")
         .env("KIOSK_AGENT_LOG", "info")
+        .env_remove("KIOSK_AGENT_LOG_FORMAT")
         .output()
         .unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    let lines: Vec<&str> = stderr.lines().filter(|l| !l.is_empty()).collect();
-    assert!(out.status.success(), "{stderr}");
-    assert!(!lines.is_empty(), "something is logged");
-    for line in lines {
-        let v: serde_json::Value = serde_json::from_str(line).unwrap_or_else(|e| panic!("not JSON ({e}): {line}"));
-        assert!(v["level"].is_string() && v["timestamp"].is_string(), "{line}");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let mut entries = Vec::new();
+    journal.set_nonblocking(true).unwrap();
+    let mut buf = vec![0u8; 65536];
+    while let Ok(n) = journal.recv(&mut buf) {
+        if n > 0 {
+            entries.push(journal_fields(&buf[..n]));
+        }
     }
-    assert!(!stderr.contains('\u{1b}'), "no ANSI escape codes when stderr is not a terminal");
+    assert!(!entries.is_empty(), "events went to the journal, not stderr: {}", String::from_utf8_lossy(&out.stderr));
+    let change = entries
+        .iter()
+        .find(|e| e.get("STATE").map(String::as_str) == Some("in_review"))
+        .unwrap_or_else(|| panic!("a state change with STATE=in_review: {entries:#?}"));
+    assert_eq!(change.get("ENROLLMENT_ID"), Some(&id), "{change:?}");
+    assert_eq!(change.get("SYSLOG_IDENTIFIER").map(String::as_str), Some("kiosk-agent"), "{change:?}");
+    assert_eq!(change.get("PRIORITY").map(String::as_str), Some("5"), "info is notice: {change:?}");
+}
+
+/// One datagram of journald's native protocol: `NAME=value\n`, or `NAME\n`, a little-endian
+/// 64-bit length, the value and `\n`.
+fn journal_fields(mut data: &[u8]) -> std::collections::BTreeMap<String, String> {
+    let mut fields = std::collections::BTreeMap::new();
+    while !data.is_empty() {
+        let end = data.iter().position(|&b| b == b'\n').expect("a field ends with a newline");
+        let line = &data[..end];
+        if let Some(eq) = line.iter().position(|&b| b == b'=') {
+            fields.insert(String::from_utf8_lossy(&line[..eq]).into_owned(), String::from_utf8_lossy(&line[eq + 1..]).into_owned());
+            data = &data[end + 1..];
+        } else {
+            let len = u64::from_le_bytes(data[end + 1..end + 9].try_into().unwrap()) as usize;
+            let value = &data[end + 9..end + 9 + len];
+            assert_eq!(data[end + 9 + len], b'\n', "a binary field ends with a newline");
+            fields.insert(String::from_utf8_lossy(line).into_owned(), String::from_utf8_lossy(value).into_owned());
+            data = &data[end + 10 + len..];
+        }
+    }
+    fields
 }
 
 /// Looking never creates: `queue list`, `queue show` and `check-config` on a fresh install leave

@@ -274,3 +274,17 @@ pub fn assert_arrived(records: &Value, request_pk: &str, dir: &Path) {
     }
     assert_eq!(r["video"]["sha256"], sha256_file(&dir.join("video.mp4")));
 }
+
+/// Whether the tests run as root (mounts, namespaces, other users' files).
+pub fn is_root() -> bool {
+    rustix::process::geteuid().is_root()
+}
+
+/// The program `name` on `PATH`.
+pub fn which(name: &str) -> Option<PathBuf> {
+    std::env::var_os("PATH")?.to_str()?.split(':').map(|d| PathBuf::from(d).join(name)).find(|p| p.is_file())
+}
+
+pub fn have(name: &str) -> bool {
+    which(name).is_some()
+}

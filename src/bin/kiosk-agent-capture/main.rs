@@ -49,7 +49,7 @@ fn main() -> ExitCode {
     // go on holding a camera and writing evidence nobody will collect.
     let _ = rustix::process::set_parent_process_death_signal(Some(rustix::process::Signal::TERM));
     let cli = Cli::parse();
-    init_logging(&cli.command);
+    init_logging(&cli.command, cli.config.as_deref());
     match run(cli) {
         Ok(code) => code,
         Err(mut failure) => {
