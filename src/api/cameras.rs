@@ -128,7 +128,28 @@ pub async fn preview(State(s): State<ApiState>, UrlPath(role): UrlPath<String>) 
 pub async fn still(State(s): State<ApiState>, body: axum::body::Bytes) -> Result<Response, ApiError> {
     let value: serde_json::Value = serde_json::from_slice(&body)
         .map_err(|e| ApiError::field(StatusCode::BAD_REQUEST, "bad_json", "body", e.to_string()))?;
-    s.cameras.call(Method::POST, "/stills", serde_json::to_vec(&value).expect("JSON values serialize")).await
+    let response =
+        s.cameras.call(Method::POST, "/stills", serde_json::to_vec(&value).expect("JSON values serialize")).await?;
+    if !response.status().is_success() {
+        return Ok(response);
+    }
+    // The answer is a small JSON object: read it to count its verdict, then pass it on as is.
+    let (parts, body) = response.into_parts();
+    let bytes = axum::body::to_bytes(body, 1 << 20).await.map_err(unavailable)?;
+    if let Ok(still) = serde_json::from_slice::<serde_json::Value>(&bytes) {
+        let role = still["role"].as_str().filter(|r| matches!(*r, "document" | "face"));
+        let verdict = still["verdict"].as_str().filter(|v| matches!(*v, "pass" | "retake"));
+        if let (Some(role), Some(verdict)) = (role, verdict) {
+            let (role, verdict) = (role.to_owned(), verdict.to_owned());
+            let labels = move |q: &crate::queue::Queue| {
+                q.count(crate::queue::counters::names::CAPTURES, &[("role", &role), ("verdict", &verdict)])
+            };
+            if let Err(e) = crate::sync::blocking(&s.queue, labels).await {
+                tracing::warn!(error = %e, "cannot count a capture verdict");
+            }
+        }
+    }
+    Ok(Response::from_parts(parts, Body::from(bytes)))
 }
 
 pub async fn thumbnail(State(s): State<ApiState>, UrlPath(id): UrlPath<String>) -> Result<Response, ApiError> {

@@ -62,6 +62,8 @@ pub async fn metrics(State(s): State<ApiState>) -> Result<impl IntoResponse, Api
     orphans.set(list.iter().map(|e| e.orphans.len() as i64).sum());
     registry.register("orphans", "Orphan requests recorded on the server", orphans);
 
+    register_counters(&mut registry, blocking(&s.queue, |q| q.counters()).await?);
+
     let probes = Counter::<u64>::default();
     probes.inc_by(s.worker.probes());
     registry.register("probes", "Connectivity probes sent since the daemon started", probes);
@@ -72,4 +74,52 @@ pub async fn metrics(State(s): State<ApiState>) -> Result<impl IntoResponse, Api
     let mut text = String::new();
     encode(&mut text, &registry).expect("writing to a String cannot fail");
     Ok(([(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")], text))
+}
+
+/// The queue's counters as Prometheus counter families (`kiosk_agent_uploads_total{kind=…}`, …).
+/// Every series a dashboard or alert may ask for is present from the start, at 0.
+fn register_counters(registry: &mut Registry, counters: Vec<crate::queue::counters::Counter>) {
+    use crate::queue::counters::names;
+    const CLASSES: [&str; 8] =
+        ["network", "throttled", "server_error", "rejected", "protocol", "setup", "local", "ended_by_server"];
+    let families: [(&str, &str, Vec<Vec<(&str, &str)>>); 5] = [
+        (
+            names::UPLOADS,
+            "Uploads delivered to the server, by kind",
+            vec![vec![("kind", "evidences")], vec![("kind", "video")]],
+        ),
+        (
+            names::UPLOAD_BYTES,
+            "Bytes of evidence files delivered (before base64), by kind",
+            vec![vec![("kind", "evidences")], vec![("kind", "video")]],
+        ),
+        (
+            names::RETRIES,
+            "Failed attempts to be retried, by reason class",
+            CLASSES.iter().map(|c| vec![("class", *c)]).collect(),
+        ),
+        (
+            names::FAILURES,
+            "Enrollments that ended failed, by reason class",
+            CLASSES.iter().map(|c| vec![("class", *c)]).collect(),
+        ),
+        (
+            names::CAPTURES,
+            "Stills taken through the API, by camera role and verdict",
+            ["document", "face"]
+                .iter()
+                .flat_map(|r| ["pass", "retake"].map(|v| vec![("role", *r), ("verdict", v)]))
+                .collect(),
+        ),
+    ];
+    for (name, help, zeros) in families {
+        let family = Family::<Vec<(String, String)>, Counter>::default();
+        for labels in zeros {
+            family.get_or_create(&labels.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect()).inc_by(0);
+        }
+        for c in counters.iter().filter(|c| c.name == name) {
+            family.get_or_create(&c.labels).inc_by(c.value);
+        }
+        registry.register(name, help, family);
+    }
 }

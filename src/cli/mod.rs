@@ -335,9 +335,9 @@ pub fn init_logging(command: &Command, config: Option<&Path>) {
             .try_init(),
         // Fields keep their names, upper-cased and unprefixed: `journalctl ENROLLMENT_ID=…`.
         config::LogFormat::Journald => match tracing_journald::layer() {
-            Ok(journal) => registry
-                .with(journal.with_field_prefix(None).with_syslog_identifier("kiosk-agent".into()))
-                .try_init(),
+            Ok(journal) => {
+                registry.with(journal.with_field_prefix(None).with_syslog_identifier("kiosk-agent".into())).try_init()
+            }
             Err(e) => {
                 let done = registry.with(text()).try_init();
                 tracing::warn!(error = %e, "log.format is journald but no journal is listening; logging to stderr");

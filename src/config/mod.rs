@@ -7,8 +7,8 @@
 
 mod api;
 mod capture;
-mod log;
 pub mod flow;
+mod log;
 mod paths;
 mod raw;
 
@@ -18,12 +18,12 @@ use std::num::NonZeroUsize;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-pub use log::{peek_log_format, LogFormat};
 pub use api::{ApiConfig, CaptureServiceMode};
 pub use capture::{
     validate_capture, CameraMode, CameraRole, CaptureConfig, Quality, Role, StillConfig, VideoConfig, PRESETS,
 };
 pub use flow::{read_secret, RaoConfig, RaoCredentials, SignatureConfig};
+pub use log::{peek_log_format, LogFormat};
 pub use paths::Paths;
 pub use raw::RawConfig;
 

@@ -267,7 +267,11 @@ fn a_ca_bundle_must_hold_pem_certificates() {
 fn log_format_is_text_json_or_journald() {
     assert_eq!(check_ok(MINIMAL).log_format, super::LogFormat::Text);
     assert_eq!(check_ok(&format!("{MINIMAL}\n[log]\nformat = \"journald\"\n")).log_format, super::LogFormat::Journald);
-    check_problem(&format!("{MINIMAL}\n[log]\nformat = \"xml\"\n"), "log.format", "must be \"text\", \"json\" or \"journald\"");
+    check_problem(
+        &format!("{MINIMAL}\n[log]\nformat = \"xml\"\n"),
+        "log.format",
+        "must be \"text\", \"json\" or \"journald\"",
+    );
 }
 
 #[test]

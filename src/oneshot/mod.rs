@@ -54,6 +54,20 @@ impl OneShotError {
         )
     }
 
+    /// The reason class the metrics count retries and failures under: a small fixed set, so a
+    /// fleet's dashboards can tell a network outage from a server fault from bad data.
+    pub fn class(&self) -> &'static str {
+        match self {
+            OneShotError::Connect(_) | OneShotError::Timeout(_) | OneShotError::Transfer(_) => "network",
+            OneShotError::Server { status: 429, .. } => "throttled",
+            OneShotError::Server { .. } => "server_error",
+            OneShotError::Rejected { .. } => "rejected",
+            OneShotError::Redirect { .. } | OneShotError::Protocol(_) => "protocol",
+            OneShotError::Setup(_) | OneShotError::Unsupported(_) => "setup",
+            OneShotError::Local(_) => "local",
+        }
+    }
+
     /// Whether the server could not be reached at all (the network, not the server, failed):
     /// the worker then waits for connectivity instead of retrying each enrollment on its own.
     pub fn is_connectivity(&self) -> bool {

@@ -23,6 +23,7 @@
 
 pub mod audit;
 pub mod capture_manifest;
+pub mod counters;
 mod documents;
 mod enqueue;
 mod follow;

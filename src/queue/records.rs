@@ -5,7 +5,7 @@ use std::time::{Duration, UNIX_EPOCH};
 use rusqlite::{params, OptionalExtension, Row};
 use serde::Serialize;
 
-use super::{add_event, now_ms, Queue, QueueError, State};
+use super::{add_event, counters, now_ms, Queue, QueueError, State};
 use crate::oneshot::RequestStatus;
 
 /// What the sync worker needs to take the next step of an enrollment.
@@ -275,6 +275,21 @@ impl Queue {
             });
         }
         add_event(&tx, id, to.as_str(), detail)?;
+        // A delivery: count it, with the size of the files it carried.
+        let delivered = match to {
+            State::EvidencesSent => Some(("evidences", false)),
+            State::VideoSent => Some(("video", true)),
+            _ => None,
+        };
+        if let Some((kind, video)) = delivered {
+            let bytes: i64 = tx.query_row(
+                "SELECT COALESCE(SUM(size), 0) FROM artifacts WHERE enrollment_id = ?1 AND (kind = 'mp4') = ?2",
+                params![id, video],
+                |r| r.get(0),
+            )?;
+            counters::bump(&tx, counters::names::UPLOADS, &[("kind", kind)], 1)?;
+            counters::bump(&tx, counters::names::UPLOAD_BYTES, &[("kind", kind)], bytes.max(0) as u64)?;
+        }
         tx.commit()?;
         Ok(())
     }
@@ -389,6 +404,7 @@ impl Queue {
     pub fn record_retry(
         &self,
         id: &str,
+        class: &str,
         error: &str,
         next_attempt_at_ms: i64,
         server_error: Option<&str>,
@@ -408,18 +424,24 @@ impl Queue {
         if attempts == 1 {
             add_event(&tx, id, "retrying", error)?;
         }
+        counters::bump(&tx, counters::names::RETRIES, &[("class", class)], 1)?;
         tx.commit()?;
         Ok((attempts, server_errors))
     }
 
-    /// Moves an enrollment to `failed` with the reason (a permanent error: an operator must act).
-    pub fn record_failed(&self, id: &str, from: State, reason: &str) -> Result<(), QueueError> {
-        self.record_ended(id, from, State::Failed, reason)
+    /// Moves an enrollment to `failed` with the reason (a permanent error: an operator must act),
+    /// counted under `class` (see [`crate::oneshot::OneShotError::class`]).
+    pub fn record_failed(&self, id: &str, from: State, class: &str, reason: &str) -> Result<(), QueueError> {
+        self.end(id, from, State::Failed, reason, class)
     }
 
     /// Ends an enrollment in `to` (`failed`, `cancelled` or `refused`) with the reason, e.g. the
     /// server's terminal status.
     pub fn record_ended(&self, id: &str, from: State, to: State, reason: &str) -> Result<(), QueueError> {
+        self.end(id, from, to, reason, "ended_by_server")
+    }
+
+    fn end(&self, id: &str, from: State, to: State, reason: &str, class: &str) -> Result<(), QueueError> {
         debug_assert!(matches!(to, State::Failed | State::Cancelled | State::Refused));
         let mut conn = self.conn();
         let tx = conn.transaction()?;
@@ -429,6 +451,9 @@ impl Queue {
             params![id, from.as_str(), reason, now_ms(), to.as_str()],
         )?;
         add_event(&tx, id, to.as_str(), reason)?;
+        if to == State::Failed {
+            counters::bump(&tx, counters::names::FAILURES, &[("class", class)], 1)?;
+        }
         tx.commit()?;
         Ok(())
     }

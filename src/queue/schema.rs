@@ -103,6 +103,14 @@ const MIGRATIONS: &[&str] = &[
     // another process can show an upload in progress (cleared when it ends).
     "ALTER TABLE enrollments ADD COLUMN upload_sent INTEGER;
     ALTER TABLE enrollments ADD COLUMN upload_total INTEGER;",
+    // 10: monotonic counters for the metrics (uploads, retries and failures by class, capture
+    // verdicts), kept here because `sync --once` and the daemon both do the work they count.
+    "CREATE TABLE counters (
+        name   TEXT NOT NULL,
+        labels TEXT NOT NULL,
+        value  INTEGER NOT NULL,
+        PRIMARY KEY (name, labels)
+    ) WITHOUT ROWID;",
 ];
 
 /// Brings the schema to the latest version inside one transaction.

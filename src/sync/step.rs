@@ -101,9 +101,13 @@ impl Worker {
                     let repeat_key = e.repeated_500().map(|m| format!("{}: {}", operation(from), redactor.apply(m)));
                     let next = now_ms() + delay.as_millis() as i64;
                     tracing::info!(enrollment_id = %id, state = %from, error = %message, delay_ms = delay.as_millis() as u64, "retryable failure");
+                    let class = e.class();
                     let recorded = {
                         let message = message.clone();
-                        blocking(&self.queue, move |q| q.record_retry(&id, &message, next, repeat_key.as_deref())).await
+                        blocking(&self.queue, move |q| {
+                            q.record_retry(&id, class, &message, next, repeat_key.as_deref())
+                        })
+                        .await
                     };
                     match recorded {
                         Ok((_, run)) if run >= self.config.sync.max_server_errors => {
@@ -113,7 +117,7 @@ impl Worker {
                                  missing certificates): {message}",
                                 operation(from)
                             );
-                            return self.fail(&job, from, reason).await;
+                            return self.fail(&job, from, "server_error", reason).await;
                         }
                         Ok(_) => {}
                         Err(qe) => tracing::error!(enrollment_id = %job.id, error = %qe, "cannot record a retry"),
@@ -122,11 +126,11 @@ impl Worker {
                 }
                 Err(StepError::Api(e)) => {
                     let reason = self.redactor(&job.id).await.apply(&e.to_string());
-                    return self.fail(&job, from, reason).await;
+                    return self.fail(&job, from, e.class(), reason).await;
                 }
                 Err(StepError::Ended { to, reason }) => return self.finish(&job, job.state, to, reason).await,
                 Err(StepError::Queue(e @ (QueueError::Crypto(_) | QueueError::Damaged { .. }))) => {
-                    return self.fail(&job, from, format!("local evidence is unreadable: {e}")).await;
+                    return self.fail(&job, from, "local", format!("local evidence is unreadable: {e}")).await;
                 }
                 Err(StepError::Queue(e)) => {
                     // A local database or file error: keep the enrollment and try later.
@@ -151,7 +155,7 @@ impl Worker {
 
     async fn finish(&self, job: &Job, from: State, to: State, reason: String) -> Result {
         if to == State::Failed {
-            return self.fail(job, from, reason).await;
+            return self.fail(job, from, "ended_by_server", reason).await;
         }
         tracing::warn!(enrollment_id = %job.id, state = %to, from = %from, reason = %reason, "enrollment ended by the server");
         self.count(2);
@@ -162,11 +166,11 @@ impl Worker {
         Result::Settled
     }
 
-    async fn fail(&self, job: &Job, from: State, reason: String) -> Result {
+    async fn fail(&self, job: &Job, from: State, class: &'static str, reason: String) -> Result {
         self.count(1);
-        tracing::error!(enrollment_id = %job.id, state = %from, reason = %reason, "enrollment failed; operator action needed");
+        tracing::error!(enrollment_id = %job.id, state = %from, class, reason = %reason, "enrollment failed; operator action needed");
         let id = job.id.clone();
-        if let Err(e) = blocking(&self.queue, move |q| q.record_failed(&id, from, &reason)).await {
+        if let Err(e) = blocking(&self.queue, move |q| q.record_failed(&id, from, class, &reason)).await {
             tracing::error!(enrollment_id = %job.id, error = %e, "cannot record the failure");
         }
         Result::Settled

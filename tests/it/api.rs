@@ -647,12 +647,31 @@ fn a_full_spool_is_507_and_nothing_is_queued() {
 #[test]
 fn metrics_are_read_from_the_queue_at_scrape_time() {
     let sandbox = Sandbox::start(0);
-    let d = start(sandbox.addr.port(), "");
-    // An enrollment queued by another process (the CLI) is counted: gauges come from SQLite.
-    let id = d.env.enroll(&d.env.manifest("m", "", |_| {}));
+    // Face stills are too dark for this kiosk's rule: every one is a retake.
+    let d = start_with(
+        sandbox.addr.port(),
+        "",
+        "[cameras.face.quality]\nmin_brightness = 254.0\nmax_brightness = 255.0\n",
+        &[],
+    );
+    // A known sequence: one enrollment delivered, one refused for good at its evidences, one
+    // whose create the server keeps answering 503, and three stills (two pass, one retake).
+    refuse(&sandbox, "evidences", "refused@example.com", 422, "Document type not accepted");
+    refuse(&sandbox, "create", "busy@example.com", 503, "try later");
+    // Enrolled by another process (the CLI): gauges and counters come from SQLite.
+    let manifest = d.env.manifest("m", "", |_| {});
+    let id = d.env.enroll(&manifest);
+    let bad = d.env.enroll(&d.env.manifest("bad", "b", |m| m["customer"]["email"] = json!("refused@example.com")));
+    let busy = d.env.enroll(&d.env.manifest("busy", "c", |m| m["customer"]["email"] = json!("busy@example.com")));
     wait_for(Duration::from_secs(30), || {
-        (authed(&d, "GET", &format!("/v1/enrollments/{id}"), None).1["state"] == "in_review").then_some(())
+        let state = |id: &str| authed(&d, "GET", &format!("/v1/enrollments/{id}"), None).1["state"].clone();
+        let busy = authed(&d, "GET", &format!("/v1/enrollments/{busy}"), None).1;
+        (state(&id) == "in_review" && state(&bad) == "failed" && busy["attempts"].as_u64() >= Some(1)).then_some(())
     });
+    for (role, verdict) in [("document", "pass"), ("document", "pass"), ("face", "retake")] {
+        let (code, still) = authed(&d, "POST", "/v1/captures/still", Some(Body::Json(json!({"role": role}))));
+        assert_eq!((code, still["verdict"].as_str()), (200, Some(verdict)), "{still}");
+    }
     assert_eq!(call(&d, "GET", "/metrics", None, None).0, 401, "metrics need the token like the API");
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
     let text = rt.block_on(async {
@@ -669,12 +688,31 @@ fn metrics_are_read_from_the_queue_at_scrape_time() {
     for line in [
         "kiosk_agent_enrollments{state=\"in_review\"} 1",
         "kiosk_agent_enrollments{state=\"queued\"} 0",
-        "kiosk_agent_pending_bytes 0",
-        "kiosk_agent_oldest_pending_seconds 0",
+        "kiosk_agent_enrollments{state=\"failed\"} 1",
         "kiosk_agent_online 1",
+        "kiosk_agent_uploads_total{kind=\"evidences\"} 1",
+        "kiosk_agent_uploads_total{kind=\"video\"} 1",
+        "kiosk_agent_failures_total{class=\"rejected\"} 1",
+        "kiosk_agent_failures_total{class=\"network\"} 0",
+        "kiosk_agent_captures_total{role=\"document\",verdict=\"pass\"} 2",
+        "kiosk_agent_captures_total{role=\"face\",verdict=\"pass\"} 0",
+        "kiosk_agent_captures_total{role=\"face\",verdict=\"retake\"} 1",
     ] {
         assert!(text.lines().any(|l| l == line), "no {line:?} in:\n{text}");
     }
+    let value = |prefix: &str| -> u64 {
+        let line = text.lines().find(|l| l.starts_with(prefix)).unwrap_or_else(|| panic!("no {prefix} in:\n{text}"));
+        line.rsplit(' ').next().unwrap().parse().unwrap()
+    };
+    let video_size = std::fs::metadata(manifest.parent().unwrap().join("video.mp4")).unwrap().len();
+    assert_eq!(value("kiosk_agent_upload_bytes_total{kind=\"video\"}"), video_size, "the video's file size");
+    assert!(value("kiosk_agent_upload_bytes_total{kind=\"evidences\"}") > 10_000, "three images");
+    assert!(value("kiosk_agent_retries_total{class=\"server_error\"}") >= 1, "the 503s are retried");
+    let busy_bytes = authed(&d, "GET", &format!("/v1/enrollments/{busy}"), None).1["bytes"].as_u64().unwrap();
+    assert_eq!(value("kiosk_agent_pending_bytes "), busy_bytes, "only the one still waiting");
+    assert!(
+        value("kiosk_agent_enrollments{state=\"queued\"}") + value("kiosk_agent_enrollments{state=\"creating\"}") == 1
+    );
     let contact = text.lines().find(|l| l.starts_with("kiosk_agent_seconds_since_server_contact ")).unwrap();
     let secs: i64 = contact.rsplit(' ').next().unwrap().parse().unwrap();
     assert!((0..60).contains(&secs), "{contact}");

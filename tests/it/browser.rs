@@ -189,4 +189,3 @@ fn an_operator_enrolls_a_customer_from_the_page() {
     let requests = records["requests"].as_array().map(Vec::len).unwrap_or(0);
     assert!(requests >= 1, "{records}");
 }
-

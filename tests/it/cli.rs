@@ -248,7 +248,10 @@ fn journal_fields(mut data: &[u8]) -> std::collections::BTreeMap<String, String>
         let end = data.iter().position(|&b| b == b'\n').expect("a field ends with a newline");
         let line = &data[..end];
         if let Some(eq) = line.iter().position(|&b| b == b'=') {
-            fields.insert(String::from_utf8_lossy(&line[..eq]).into_owned(), String::from_utf8_lossy(&line[eq + 1..]).into_owned());
+            fields.insert(
+                String::from_utf8_lossy(&line[..eq]).into_owned(),
+                String::from_utf8_lossy(&line[eq + 1..]).into_owned(),
+            );
             data = &data[end + 1..];
         } else {
             let len = u64::from_le_bytes(data[end + 1..end + 9].try_into().unwrap()) as usize;

@@ -1,0 +1,88 @@
+//! Monotonic counters behind `/metrics`: what was uploaded, retried, failed and captured.
+//!
+//! They live in the queue's database, bumped in the same transaction as the change they count,
+//! because the work is done by the daemon and by `sync --once` in other processes, and a
+//! restart must not lose them (Prometheus's `rate()` copes with resets, but a fleet view of
+//! "failures this week" should not).
+
+use rusqlite::{params, Connection};
+
+use super::{Queue, QueueError};
+
+/// One counter series: a name, its labels in a fixed order, and its value.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Counter {
+    pub name: String,
+    pub labels: Vec<(String, String)>,
+    pub value: u64,
+}
+
+/// The names counted, so readers and writers cannot drift apart.
+pub mod names {
+    /// Uploads delivered, by `kind` (`evidences`, `video`).
+    pub const UPLOADS: &str = "uploads";
+    /// Bytes of evidence files delivered (before base64), by `kind`.
+    pub const UPLOAD_BYTES: &str = "upload_bytes";
+    /// Failed attempts that will be retried, by reason `class`.
+    pub const RETRIES: &str = "retries";
+    /// Enrollments that ended `failed`, by reason `class`.
+    pub const FAILURES: &str = "failures";
+    /// Stills taken through the API, by camera `role` and `verdict`.
+    pub const CAPTURES: &str = "captures";
+}
+
+/// Labels are stored as `k=v,k=v`; keys and values are the agent's own words (no `=` or `,`).
+fn encode_labels(labels: &[(&str, &str)]) -> String {
+    debug_assert!(labels.iter().all(|(k, v)| !(k.contains([',', '=']) || v.contains([',', '=']))));
+    labels.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join(",")
+}
+
+fn decode_labels(text: &str) -> Vec<(String, String)> {
+    text.split(',')
+        .filter(|p| !p.is_empty())
+        .filter_map(|p| p.split_once('=').map(|(k, v)| (k.to_owned(), v.to_owned())))
+        .collect()
+}
+
+/// Adds `by` to a counter, inside the caller's transaction.
+pub(super) fn bump(conn: &Connection, name: &str, labels: &[(&str, &str)], by: u64) -> rusqlite::Result<()> {
+    conn.execute(
+        "INSERT INTO counters (name, labels, value) VALUES (?1, ?2, ?3)
+         ON CONFLICT (name, labels) DO UPDATE SET value = value + excluded.value",
+        params![name, encode_labels(labels), by as i64],
+    )?;
+    Ok(())
+}
+
+impl Queue {
+    /// Adds one to a counter on its own (for events that change nothing else in the queue).
+    pub fn count(&self, name: &str, labels: &[(&str, &str)]) -> Result<(), QueueError> {
+        bump(&self.conn(), name, labels, 1)?;
+        Ok(())
+    }
+
+    /// Every counter series, by name and labels.
+    pub fn counters(&self) -> Result<Vec<Counter>, QueueError> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare("SELECT name, labels, value FROM counters ORDER BY name, labels")?;
+        let rows = stmt.query_map([], |r| {
+            let labels: String = r.get(1)?;
+            Ok(Counter { name: r.get(0)?, labels: decode_labels(&labels), value: r.get::<_, i64>(2)?.max(0) as u64 })
+        })?;
+        Ok(rows.collect::<rusqlite::Result<_>>()?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn labels_round_trip() {
+        let labels = [("role", "face"), ("verdict", "retake")];
+        let text = encode_labels(&labels);
+        assert_eq!(text, "role=face,verdict=retake");
+        assert_eq!(decode_labels(&text), vec![("role".into(), "face".into()), ("verdict".into(), "retake".into())]);
+        assert!(decode_labels("").is_empty());
+    }
+}
