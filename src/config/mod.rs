@@ -11,6 +11,7 @@ pub mod flow;
 mod log;
 mod paths;
 mod raw;
+mod windows;
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -26,6 +27,7 @@ pub use flow::{read_secret, RaoConfig, RaoCredentials, SignatureConfig};
 pub use log::{peek_log_format, LogFormat};
 pub use paths::Paths;
 pub use raw::RawConfig;
+pub use windows::{VideoWindows, Window};
 
 /// Environment variable naming the configuration file when `--config` is not given.
 pub const CONFIG_ENV: &str = "KIOSK_AGENT_CONFIG";
@@ -188,6 +190,8 @@ pub struct SyncConfig {
     pub max_server_errors: u32,
     /// `sync.max_upload_rate` in bytes per second, if uploads are limited.
     pub max_upload_rate: Option<u64>,
+    /// `sync.video_windows`: when videos may upload (evidences go at any time).
+    pub video_windows: VideoWindows,
     /// How many request details orphan reconciliation may read per hour, all enrollments together.
     pub orphan_lookups_per_hour: u32,
     /// The longest wait between two connectivity probes while the server is unreachable.
@@ -452,6 +456,13 @@ pub fn validate(raw: RawConfig, base_dir: &Path) -> Result<Config, ConfigError> 
             }
         },
     };
+    let mut video_windows = VideoWindows::default();
+    for (i, text) in y.video_windows.iter().flatten().enumerate() {
+        match Window::parse(text) {
+            Ok(w) => video_windows.0.push(w),
+            Err(e) => problem(&format!("sync.video_windows[{i}]"), e),
+        }
+    }
     let max_upload_rate = match y.max_upload_rate.as_deref() {
         None => None,
         Some(text) => match crate::sync::parse_rate(text) {
@@ -537,6 +548,7 @@ pub fn validate(raw: RawConfig, base_dir: &Path) -> Result<Config, ConfigError> 
             max_unknown_status,
             max_server_errors,
             max_upload_rate,
+            video_windows,
             orphan_lookups_per_hour,
             probe_cap,
             review_poll,

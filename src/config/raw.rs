@@ -97,6 +97,7 @@ pub struct RawSync {
     pub max_unknown_status_secs: Option<f64>,
     pub max_server_errors: Option<u32>,
     pub max_upload_rate: Option<String>,
+    pub video_windows: Option<Vec<String>>,
     pub orphan_lookups_per_hour: Option<u32>,
     pub probe_cap_secs: Option<f64>,
     pub review_poll_secs: Option<f64>,

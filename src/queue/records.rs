@@ -429,6 +429,26 @@ impl Queue {
         Ok((attempts, server_errors))
     }
 
+    /// Records that the next step waits on purpose until `next_attempt_at_ms` (a video outside
+    /// its upload window): not a failure, so no attempt is counted and no error kept. The history
+    /// notes the first wait of a run, not every look.
+    pub fn record_deferred(&self, id: &str, detail: &str, next_attempt_at_ms: i64) -> Result<(), QueueError> {
+        let mut conn = self.conn();
+        let tx = conn.transaction()?;
+        tx.execute(
+            "UPDATE enrollments SET next_attempt_at = ?2, updated_at = ?3 WHERE id = ?1",
+            params![id, next_attempt_at_ms, now_ms()],
+        )?;
+        let last: Option<String> = tx
+            .query_row("SELECT kind FROM events WHERE enrollment_id = ?1 ORDER BY seq DESC LIMIT 1", [id], |r| r.get(0))
+            .optional()?;
+        if last.as_deref() != Some("waiting") {
+            add_event(&tx, id, "waiting", detail)?;
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
     /// Moves an enrollment to `failed` with the reason (a permanent error: an operator must act),
     /// counted under `class` (see [`crate::oneshot::OneShotError::class`]).
     pub fn record_failed(&self, id: &str, from: State, class: &str, reason: &str) -> Result<(), QueueError> {

@@ -309,10 +309,17 @@ impl Worker {
                     if !matches!(result, Some(step::Result::RetryAfter { offline: true, .. }) | None) {
                         self.contacted();
                     }
+                    // A deliberate wait (a video outside its window) is not a stall either.
                     if !matches!(result, Some(step::Result::RetryAfter { .. }) | None) {
                         self.last_progress_ms.store(crate::queue::now_ms(), Ordering::Relaxed);
                     }
                     match result {
+                        Some(step::Result::Deferred { delay }) => {
+                            // A batch run does not wait for a window; the next run (or the
+                            // daemon) sends the video when one is open.
+                            let delay = if mode == Mode::Once { Duration::from_secs(u32::MAX as u64) } else { delay };
+                            not_before.insert(id, (Instant::now() + delay, false));
+                        }
                         Some(step::Result::RetryAfter { delay, offline: no_network }) => {
                             // A batch run tries each enrollment once: what failed waits for the
                             // next run, however soon its retry would be due.

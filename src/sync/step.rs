@@ -36,6 +36,9 @@ pub enum Result {
     /// `offline`: the server could not be reached at all, so the worker checks connectivity
     /// and retries at once when it is back.
     RetryAfter { delay: Duration, offline: bool },
+    /// Waiting on purpose (the video outside `sync.video_windows`): nothing failed, nothing is
+    /// stuck; look again after this delay.
+    Deferred { delay: Duration },
 }
 
 /// How many times the status is read after the video before the step is retried later.
@@ -50,6 +53,8 @@ pub(super) enum StepError {
         to: State,
         reason: String,
     },
+    /// The next step waits for a video window that opens after this delay.
+    Deferred(Duration),
 }
 
 impl From<OneShotError> for StepError {
@@ -129,6 +134,18 @@ impl Worker {
                     return self.fail(&job, from, e.class(), reason).await;
                 }
                 Err(StepError::Ended { to, reason }) => return self.finish(&job, job.state, to, reason).await,
+                Err(StepError::Deferred(delay)) => {
+                    let (id, next) = (job.id.clone(), now_ms() + delay.as_millis() as i64);
+                    tracing::info!(enrollment_id = %job.id, state = %from, wait_secs = delay.as_secs(), "video waits for its window");
+                    let detail = format!(
+                        "the video waits for sync.video_windows (opens in {})",
+                        humantime::format_duration(Duration::from_secs(delay.as_secs()))
+                    );
+                    if let Err(e) = blocking(&self.queue, move |q| q.record_deferred(&id, &detail, next)).await {
+                        tracing::error!(enrollment_id = %job.id, error = %e, "cannot record the wait");
+                    }
+                    return Result::Deferred { delay };
+                }
                 Err(StepError::Queue(e @ (QueueError::Crypto(_) | QueueError::Damaged { .. }))) => {
                     return self.fail(&job, from, "local", format!("local evidence is unreadable: {e}")).await;
                 }
@@ -255,6 +272,10 @@ impl Worker {
                         }
                         Action::ResendVideo | Action::Unknown => {}
                     }
+                }
+                // Evidences went at any time; the video only inside a window.
+                if let Some(wait) = self.config.sync.video_windows.wait_now() {
+                    return Err(StepError::Deferred(wait));
                 }
                 self.send_video(job).await?;
                 Ok(true)

@@ -233,3 +233,59 @@ fn back_online(layout: &str) {
     assert!(requests - probes <= 2, "while offline only probes go out (besides the attempts that found it): {offline}");
     assert_eq!(sandbox.records()["creates"], ids.len());
 }
+
+/// `sync.video_windows`, in local time (`TZ`, here a zone 5 h 30 ahead of UTC): outside every
+/// window the evidences go and the video waits, with the wait in the history; inside one the
+/// video goes.
+#[test]
+fn videos_wait_for_their_window_and_evidences_do_not() {
+    let sandbox = Sandbox::start(0);
+    let utc_secs = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs();
+    let local_minutes = ((utc_secs / 60) + 5 * 60 + 30) % (24 * 60);
+    let clock = |offset_minutes: i64| {
+        let m = (local_minutes as i64 + offset_minutes).rem_euclid(24 * 60);
+        format!("{:02}:{:02}", m / 60, m % 60)
+    };
+    let closed = format!("[sync]\nvideo_windows = [\"{}-{}\"]\n", clock(120), clock(180));
+    let env = Env::with_config(sandbox.addr.port(), "current", "");
+    // The window list goes into the existing [sync] table.
+    let text = std::fs::read_to_string(&env.config).unwrap();
+    let with_windows = |w: &str| text.replace("[sync]\n", w);
+    std::fs::write(&env.config, with_windows(&closed)).unwrap();
+    let manifest = env.manifest("m", "", |_| {});
+    let id = env.enroll(&manifest);
+    let out = env.cmd().args(["sync", "--once"]).env("TZ", "XST-5:30").output().unwrap();
+    // Work remains (design.md: exit 3), but nothing failed.
+    assert_eq!(out.status.code(), Some(3), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("0 failed, 0 ended by the server, 1 pending"), "{out:?}");
+    let shown = env.show(&id);
+    assert_eq!(shown["state"], "evidences_sent", "{shown}");
+    assert!(shown["last_error"].is_null() && shown["attempts"] == 0, "no failure is counted: {shown}");
+    let pk = shown["request_pk"].as_u64().unwrap().to_string();
+    let records = sandbox.records();
+    let r = request(&records, &pk);
+    assert_eq!((r["evidences_uploads"].as_u64(), r["video_uploads"].as_u64()), (Some(1), Some(0)), "{r}");
+    let waiting = shown["history"].as_array().unwrap().iter().find(|e| e["kind"] == "waiting").cloned();
+    let detail =
+        waiting.unwrap_or_else(|| panic!("the wait is in the history: {shown}"))["detail"].as_str().unwrap().to_owned();
+    assert!(detail.contains("sync.video_windows (opens in 1h 5") || detail.contains("opens in 2h"), "{detail}");
+    // The next attempt is when the window opens, about two hours from now.
+    let next = humantime::parse_rfc3339(shown["next_attempt_at"].as_str().unwrap()).unwrap();
+    let wait = next.duration_since(std::time::SystemTime::now()).unwrap().as_secs();
+    assert!((7000..=7300).contains(&wait), "{wait}");
+
+    // Inside a window (the same rule with UTC would be closed: the local zone is what counts).
+    let open =
+        format!("[sync]\nvideo_windows = [\"{}-{}\", \"{}-{}\"]\n", clock(300), clock(301), clock(-30), clock(30));
+    std::fs::write(&env.config, with_windows(&open)).unwrap();
+    let out = env.cmd().args(["sync", "--once"]).env("TZ", "XST-5:30").output().unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(env.show(&id)["state"], "in_review");
+    assert_arrived_once(&sandbox.records(), &pk, manifest.parent().unwrap());
+
+    // A window that is not a time range is refused, naming it.
+    std::fs::write(&env.config, with_windows("[sync]\nvideo_windows = [\"22:00-06:00\", \"after lunch\"]\n")).unwrap();
+    let out = env.run(&["check-config"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("sync.video_windows[1]: must be \"HH:MM-HH:MM\""), "{out:?}");
+}
