@@ -11,6 +11,10 @@ use crate::config::{Config, Role};
 /// How far the kiosk's clock may be from the server's before it is worth a warning.
 const CLOCK_SKEW: Duration = Duration::from_secs(60);
 
+/// How soon a server certificate's expiry is worth a warning (renewals usually run 30 days
+/// ahead; three weeks left means they did not).
+const CERT_WARN: Duration = Duration::from_secs(21 * 86_400);
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 enum Level {
     Ok,
@@ -133,8 +137,9 @@ async fn server(r: &mut Report, config: &Config) {
         Ok(c) => c,
         Err(e) => return r.line(Level::Fail, "server", e),
     };
-    match client.server_date().await {
-        Ok(date) => {
+    match client.server_probe().await {
+        Ok(probe) => {
+            let date = probe.date;
             r.line(
                 Level::Ok,
                 "server",
@@ -149,7 +154,18 @@ async fn server(r: &mut Report, config: &Config) {
                 Some(_) => r.line(Level::Ok, "clock", "within a minute of the server's"),
                 None => r.line(Level::Ok, "clock", "the server sends no Date to compare with"),
             }
+            tls(r, config, probe.certificate_expires);
         }
+        // rustls says "expired"; say what it means for the kiosk.
+        Err(e) if e.to_string().to_lowercase().contains("expired") => r.line(
+            Level::Fail,
+            "tls",
+            format!(
+                "{}: the server's certificate has expired; nothing can be uploaded until its operator renews it \
+                 (or check this kiosk's clock) ({e})",
+                config.oneshot.base_url
+            ),
+        ),
         Err(e) => r.line(
             Level::Fail,
             "server",
@@ -158,5 +174,30 @@ async fn server(r: &mut Report, config: &Config) {
                 config.oneshot.base_url
             ),
         ),
+    }
+}
+
+/// The server's certificate: a warning when it expires within [`CERT_WARN`].
+fn tls(r: &mut Report, config: &Config, expires: Option<SystemTime>) {
+    if !config.oneshot.base_url.starts_with("https:") {
+        return r.line(Level::Ok, "tls", "plain http to a loopback address: no certificate");
+    }
+    let Some(expires) = expires else {
+        return r.line(Level::Warn, "tls", "the server's certificate could not be read");
+    };
+    let date = humantime::format_rfc3339_seconds(expires);
+    match expires.duration_since(SystemTime::now()) {
+        Ok(left) if left < CERT_WARN => r.line(
+            Level::Warn,
+            "tls",
+            format!(
+                "the server's certificate expires in {} days ({date}); tell the server's operator before uploads stop",
+                left.as_secs() / 86_400
+            ),
+        ),
+        Ok(left) => {
+            r.line(Level::Ok, "tls", format!("certificate valid until {date} ({} days)", left.as_secs() / 86_400))
+        }
+        Err(_) => r.line(Level::Fail, "tls", format!("the server's certificate expired on {date}")),
     }
 }

@@ -81,7 +81,9 @@ impl Client {
             .default_headers(headers)
             .user_agent(concat!("kiosk-agent/", env!("CARGO_PKG_VERSION")))
             .connect_timeout(cfg.connect_timeout)
-            .pool_idle_timeout(Duration::from_secs(30));
+            .pool_idle_timeout(Duration::from_secs(30))
+            // The peer certificate, for doctor's expiry check.
+            .tls_info(true);
         if let Some(proxy) = &cfg.proxy {
             builder = builder
                 .proxy(reqwest::Proxy::all(proxy).map_err(|e| OneShotError::Setup(format!("oneshot.proxy: {e}")))?);
@@ -175,9 +177,9 @@ impl Client {
         }
     }
 
-    /// The probe, returning the server's clock (its `Date` header) when it sends one: for
-    /// `doctor`'s clock check.
-    pub async fn server_date(&self) -> Result<Option<std::time::SystemTime>, OneShotError> {
+    /// The probe, returning what `doctor` checks: the server's clock (its `Date` header) and,
+    /// over https, when its certificate expires.
+    pub async fn server_probe(&self) -> Result<ServerProbe, OneShotError> {
         let req = match self.generation() {
             Generation::Old => self.http.get(self.url(&self.cfg.paths.hello, None)?),
             Generation::New => self.http.head(&self.cfg.base_url),
@@ -187,11 +189,17 @@ impl Client {
             .send()
             .await
             .map_err(OneShotError::from_reqwest)?;
-        Ok(resp
+        let date = resp
             .headers()
             .get(reqwest::header::DATE)
             .and_then(|v| v.to_str().ok())
-            .and_then(|v| httpdate::parse_http_date(v).ok()))
+            .and_then(|v| httpdate::parse_http_date(v).ok());
+        let certificate_expires = resp
+            .extensions()
+            .get::<reqwest::tls::TlsInfo>()
+            .and_then(|tls| tls.peer_certificate())
+            .and_then(certificate_not_after);
+        Ok(ServerProbe { date, certificate_expires })
     }
 
     /// Creates a VideoID request; the body comes from [`crate::evidence::create_body`].
@@ -317,4 +325,20 @@ mod tests {
         }
         assert!(valid_pk("1") && !valid_pk("") && !valid_pk(" 1") && !valid_pk("１"));
     }
+}
+
+/// What [`Client::server_probe`] learnt about the server.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ServerProbe {
+    /// The server's clock, when it sends a `Date` header.
+    pub date: Option<std::time::SystemTime>,
+    /// When the server's certificate stops being valid (https only).
+    pub certificate_expires: Option<std::time::SystemTime>,
+}
+
+/// The `notAfter` of a DER certificate.
+fn certificate_not_after(der: &[u8]) -> Option<std::time::SystemTime> {
+    use x509_cert::der::Decode as _;
+    let cert = x509_cert::Certificate::from_der(der).ok()?;
+    Some(cert.tbs_certificate.validity.not_after.to_system_time())
 }

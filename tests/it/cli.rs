@@ -1,6 +1,7 @@
 //! `demo`, `check-config` and the CLI's exit codes.
 
 use std::process::Command;
+use std::time::Duration;
 
 use crate::util::*;
 
@@ -382,6 +383,77 @@ fn doctor_says_what_is_wrong_and_what_to_do() {
     );
     let after: Vec<_> = std::fs::read_dir(env.data_dir()).unwrap().flatten().map(|e| e.file_name()).collect();
     assert_eq!(before.len(), after.len(), "doctor creates nothing");
+}
+
+/// A loopback https server whose certificate (from a CA of the test's own) ends `not_after`; it
+/// answers every request `200` with a `Date`. Returns its port and the CA's PEM.
+fn tls_server(not_after: std::time::SystemTime) -> (u16, String) {
+    use std::io::{Read, Write};
+    let ca_key = rcgen::KeyPair::generate().unwrap();
+    let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    ca_params.distinguished_name.push(rcgen::DnType::CommonName, "kiosk-agent test CA");
+    let ca = ca_params.self_signed(&ca_key).unwrap();
+    let key = rcgen::KeyPair::generate().unwrap();
+    let mut params = rcgen::CertificateParams::new(vec!["localhost".to_owned()]).unwrap();
+    params.not_before = (std::time::SystemTime::now() - Duration::from_secs(30 * 86_400)).into();
+    params.not_after = not_after.into();
+    let leaf = params.signed_by(&key, &ca, &ca_key).unwrap();
+    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(vec![leaf.der().clone()], rustls::pki_types::PrivateKeyDer::Pkcs8(key.serialize_der().into()))
+        .unwrap();
+    let config = std::sync::Arc::new(config);
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for stream in listener.incoming().flatten() {
+            let mut tls = rustls::StreamOwned::new(rustls::ServerConnection::new(config.clone()).unwrap(), stream);
+            let mut request = Vec::new();
+            let mut buf = [0u8; 1024];
+            // A client that refuses the certificate ends the handshake here: next connection.
+            while !request.windows(4).any(|w| w == b"\r\n\r\n") {
+                match tls.read(&mut buf) {
+                    Ok(n) if n > 0 => request.extend_from_slice(&buf[..n]),
+                    _ => break,
+                }
+            }
+            let date = httpdate::fmt_http_date(std::time::SystemTime::now());
+            let _ = write!(tls, "HTTP/1.1 200 OK\r\nDate: {date}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
+            let _ = tls.flush();
+            tls.conn.send_close_notify();
+            let _ = tls.flush();
+        }
+    });
+    (port, ca.pem())
+}
+
+/// `doctor` reads the server's certificate: a warning three weeks before it expires, a failure
+/// once it has.
+#[test]
+fn doctor_checks_the_servers_certificate() {
+    let in_days = |days: u64| std::time::SystemTime::now() + Duration::from_secs(days * 86_400);
+    for (expires, code, needle) in [
+        (in_days(400), 0, "ok    tls            certificate valid until"),
+        (in_days(10), 1, "WARN  tls            the server's certificate expires in 9 days"),
+        (std::time::SystemTime::now() - Duration::from_secs(86_400), 2, "the server's certificate has expired"),
+    ] {
+        let (port, ca) = tls_server(expires);
+        let env = Env::with_config(port, "current", "");
+        std::fs::write(env.dir.path().join("ca.pem"), ca).unwrap();
+        let text = std::fs::read_to_string(&env.config)
+            .unwrap()
+            .replace("base_url = \"http://127.0.0.1:", "ca_bundle = \"ca.pem\"\nbase_url = \"https://localhost:")
+            + "[cameras.document]\nsource = \"synthetic\"\n[cameras.face]\nsource = \"synthetic\"\n";
+        std::fs::write(&env.config, text).unwrap();
+        let out = env.run(&["doctor"]);
+        let report = String::from_utf8_lossy(&out.stdout);
+        assert_eq!(out.status.code(), Some(code), "{report}");
+        assert!(report.contains(needle), "{needle:?} in:\n{report}");
+    }
 }
 
 /// While the daemon sends a video, `queue list` in another process shows how far it is.
