@@ -21,6 +21,7 @@
 //! - [`failure`]  — a command's failure: exit code and error (the API maps it to HTTP).
 //! - [`faults`]   — named crash points for durability tests.
 //! - [`fsutil`]   — what "durable" means on disk: fsync of files and directories, free space.
+//! - [`progress`] — progress of enroll, upload and capture: a bar at a terminal, lines otherwise.
 //!
 //! The built-in One-Shot server (`kiosk-agent sandbox`, the demo) is the `kiosk-sandbox` workspace
 //! crate (`sandbox/`): linked for those two commands, never used by the worker.
@@ -44,6 +45,7 @@ pub mod fsutil;
 pub mod harden;
 pub mod helper;
 pub mod oneshot;
+pub mod progress;
 pub mod queue;
 pub mod sync;
 pub mod webhook;

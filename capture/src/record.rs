@@ -155,6 +155,11 @@ impl Recorder {
         self.wait()
     }
 
+    /// Whether the recording has ended (its clip is final; [`Recorder::wait`] returns at once).
+    pub fn is_finished(&self) -> bool {
+        self.encoder.is_finished()
+    }
+
     /// Waits until the recording ends by itself (duration reached, source ended).
     pub fn wait(self) -> Result<RecordReport, CaptureError> {
         self.encoder.join().map_err(|_| CaptureError::media("encoder thread", "panicked"))?

@@ -491,7 +491,11 @@ fn enroll(config: &Config, manifest: &Path, allow_outside: bool) -> Result<ExitC
     let options = ManifestOptions { allow_outside, video: &HelperProber };
     let enrollment = validate_manifest(manifest, &config.evidence, options)?;
     let queue = Queue::open(&config.storage)?;
-    let id = queue.enqueue(&enrollment)?;
+    let total = enrollment.images.iter().chain([&enrollment.video]).map(|a| a.size).sum();
+    let progress = crate::progress::Progress::new("enroll: encrypting", total, crate::progress::Unit::Bytes);
+    let id = queue.enqueue_with_progress(&enrollment, &|done| progress.set(done));
+    progress.finish();
+    let id = id?;
     queue.poke_worker();
     println!("{id}");
     Ok(ExitCode::SUCCESS)

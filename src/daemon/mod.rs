@@ -99,12 +99,21 @@ pub async fn run(
         }
         tracing::info!(data_dir = %queue.dir().display(), "sync worker running");
     }
+    // A person running `sync --once` sees the video uploads go (bars, or lines in a log).
+    let (uploads_done, uploads_stop) = tokio::sync::oneshot::channel();
+    let uploads =
+        (mode == Mode::Once).then(|| tokio::spawn(crate::progress::follow_uploads(Arc::clone(&worker), uploads_stop)));
     tokio::spawn(async move {
         shutdown.await;
         tracing::info!("shutdown requested; finishing in-flight steps");
         let _ = stop_tx.send(true);
     });
-    Ok(worker.run(mode, stop_rx).await?)
+    let outcome = worker.run(mode, stop_rx).await;
+    let _ = uploads_done.send(());
+    if let Some(task) = uploads {
+        let _ = task.await;
+    }
+    Ok(outcome?)
 }
 
 fn serve_webhooks(

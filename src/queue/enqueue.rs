@@ -22,6 +22,12 @@ impl Queue {
     /// Encrypts and stores `enrollment`; returns its id once it is durable. On any error nothing
     /// of it remains on disk.
     pub fn enqueue(&self, enrollment: &Enrollment) -> Result<String, QueueError> {
+        self.enqueue_with_progress(enrollment, &|_| {})
+    }
+
+    /// [`Queue::enqueue`], telling `progress` how many bytes of the artifacts are encrypted so
+    /// far (out of the sum of their sizes).
+    pub fn enqueue_with_progress(&self, enrollment: &Enrollment, progress: &dyn Fn(u64)) -> Result<String, QueueError> {
         let artifacts: Vec<&ArtifactSource> = enrollment.images.iter().chain([&enrollment.video]).collect();
         let needed: u64 = artifacts.iter().map(|a| a.size).sum();
         self.check_space(needed)?;
@@ -38,7 +44,7 @@ impl Queue {
         let writing = std::fs::File::create(&marker).and_then(|f| f.lock().map(|()| f)).map_err(io_err(&marker))?;
         let result = std::fs::create_dir(&dir)
             .map_err(io_err(&dir))
-            .and_then(|()| self.write_and_commit(&id, &key, enrollment, &artifacts, &device));
+            .and_then(|()| self.write_and_commit(&id, &key, enrollment, &artifacts, &device, progress));
         let _ = std::fs::remove_file(&marker);
         drop(writing);
         match result {
@@ -58,14 +64,17 @@ impl Queue {
         e: &Enrollment,
         artifacts: &[&ArtifactSource],
         device: &crate::device_key::DeviceKey,
+        progress: &dyn Fn(u64),
     ) -> Result<(), QueueError> {
         let dir = self.spool_dir(id);
         let mut rows = Vec::with_capacity(artifacts.len());
+        let mut done = 0u64;
         for a in artifacts {
             let target = dir.join(format!("{}.enc", a.name));
             let source = std::path::Path::new(&a.name);
             // The handle validation opened, from its start: never the path again.
-            let mut input = BufReader::with_capacity(crate::crypto::CHUNK, a.reader().map_err(io_err(source))?);
+            let counted = Counted { inner: a.reader().map_err(io_err(source))?, done, progress };
+            let mut input = BufReader::with_capacity(crate::crypto::CHUNK, counted);
             let file = File::create(&target).map_err(io_err(&target))?;
             let mut out = BufWriter::with_capacity(4 * crate::crypto::CHUNK, file);
             // The limit is the size validated a moment ago: a file that grows in between is refused.
@@ -74,6 +83,7 @@ impl Queue {
             out.flush().map_err(io_err(&target))?;
             out.get_ref().sync_all().map_err(io_err(&target))?;
             rows.push((a.name.clone(), a.kind.as_str(), summary.plaintext_len, summary.sha256));
+            done += summary.plaintext_len;
             crate::faults::crash_point("enqueue.after_artifact");
         }
         crate::fsutil::sync_dir(&dir).map_err(io_err(&dir))?;
@@ -135,5 +145,21 @@ impl Queue {
             return Err(SpaceError::DiskLow { needed: on_disk, left, min, missing: min - left }.into());
         }
         Ok(())
+    }
+}
+
+/// A reader that reports the bytes read so far (plus those of earlier artifacts).
+struct Counted<'a, R> {
+    inner: R,
+    done: u64,
+    progress: &'a dyn Fn(u64),
+}
+
+impl<R: std::io::Read> std::io::Read for Counted<'_, R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.done += n as u64;
+        (self.progress)(self.done);
+        Ok(n)
     }
 }

@@ -478,3 +478,68 @@ fn queue_list_shows_an_upload_in_progress() {
     let _ = daemon.wait();
     assert!(env.show(&id)["upload"].is_null(), "the progress is cleared when the upload ends");
 }
+
+/// Runs `args` of `env` under a pseudo-terminal (`script` from util-linux), returning what the
+/// terminal showed, or `None` when `script` is missing.
+fn at_a_terminal(env: &Env, args: &[&str]) -> Option<String> {
+    if !have("script") {
+        return None;
+    }
+    let mut line = format!("{} --config {}", BIN, env.config.display());
+    for a in args {
+        line.push_str(&format!(" '{a}'"));
+    }
+    let out = Command::new("script").args(["-qefc", &line, "/dev/null"]).current_dir(env.dir.path()).output().unwrap();
+    assert!(out.status.success(), "{line}: {}", String::from_utf8_lossy(&out.stdout));
+    Some(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+/// Enroll, upload and capture show how far they are: a bar at a terminal, plain lines every two
+/// seconds in a log or pipe (none for what ends sooner), and a last line when done.
+#[test]
+fn long_operations_show_progress() {
+    let sandbox = Sandbox::start(0);
+    // A 2 MB video at 500 KiB/s: about four seconds of upload.
+    let env = Env::with_config(sandbox.addr.port(), "current", "max_upload_rate = \"500 KiB/s\"\n");
+    let manifest = env.manifest("m", &"v".repeat(2_000_000), |_| {});
+    let out = env.run(&["enroll", manifest.to_str().unwrap()]);
+    assert!(out.status.success());
+    assert!(out.stderr.is_empty(), "a quick enroll in a log says nothing: {}", String::from_utf8_lossy(&out.stderr));
+    let out = env.run(&["sync", "--once"]);
+    let log = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{log}");
+    let lines: Vec<&str> = log.lines().filter(|l| l.starts_with("upload ") && l.contains(": video: ")).collect();
+    assert!(lines.iter().any(|l| l.contains("% (") && l.ends_with(" MB)")), "{log}");
+    assert!(lines.last().is_some_and(|l| l.contains("done in")), "{log}");
+
+    // Capture: lines in a log; a bar (redrawn in place) at a terminal.
+    let clip = env.dir.path().join("clip.mp4");
+    let out = env.run(&[
+        "capture",
+        "video",
+        "--camera",
+        "synthetic:320x240@30",
+        "--seconds",
+        "3",
+        "--out",
+        clip.to_str().unwrap(),
+    ]);
+    let log = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{log}");
+    assert!(
+        log.lines().any(|l| l.starts_with("capture video: recording: ") && l.contains("% (2.0 of 3.0 s)")),
+        "{log}"
+    );
+    let Some(screen) = at_a_terminal(
+        &env,
+        &["capture", "video", "--camera", "synthetic:320x240@30", "--seconds", "2", "--out", "clip2.mp4"],
+    ) else {
+        eprintln!("skipped: the terminal half (no script(1))");
+        return;
+    };
+    assert!(screen.contains("capture video: recording [") && screen.contains("\u{1b}[2K"), "{screen:?}");
+    assert!(!screen.contains("recording: "), "no plain lines at a terminal: {screen:?}");
+    let manifest = env.manifest("n", "other", |_| {});
+    let screen = at_a_terminal(&env, &["enroll", manifest.to_str().unwrap()]).unwrap();
+    assert!(screen.contains("enroll: encrypting ["), "{screen:?}");
+}

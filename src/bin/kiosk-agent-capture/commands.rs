@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use kiosk_agent::cli::capture_args::{write_durably, CaptureCommand};
 use kiosk_agent::config::{CaptureConfig, Role};
-use kiosk_capture::record::{record, RecordReport};
+use kiosk_capture::record::{RecordReport, Recorder};
 use kiosk_capture::still::{capture_still, Still};
 use serde_json::json;
 
@@ -71,12 +71,22 @@ pub fn take_video(
     }
     let spec = camera.unwrap_or(&cfg.face.source).to_owned();
     let wanted = kiosk_capture::Request { width: cfg.video.width, height: cfg.video.height, fps: cfg.video.fps };
-    Ok(record(
-        move || kiosk_capture::open(&spec, wanted),
-        out,
-        &video_settings(&cfg.video),
-        Duration::from_secs_f64(seconds),
-    )?)
+    let length = Duration::from_secs_f64(seconds);
+    let recorder =
+        Recorder::start(move || kiosk_capture::open(&spec, wanted), out, &video_settings(&cfg.video), length)?;
+    // From the moment the camera is open: a bar at a terminal, lines in a log.
+    let started = std::time::Instant::now();
+    let progress = kiosk_agent::progress::Progress::new(
+        "capture video: recording",
+        length.as_millis() as u64,
+        kiosk_agent::progress::Unit::Millis,
+    );
+    while !recorder.is_finished() {
+        progress.set((started.elapsed().min(length)).as_millis() as u64);
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    progress.finish();
+    Ok(recorder.wait()?)
 }
 
 pub fn run(cfg: &CaptureConfig, command: CaptureCommand) -> Result<ExitCode, Failure> {
