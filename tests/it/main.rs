@@ -10,6 +10,7 @@ mod corpus;
 mod crash;
 mod enroll;
 mod hostile;
+mod package;
 mod protocol;
 mod recovery;
 mod security;

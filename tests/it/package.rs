@@ -1,0 +1,176 @@
+//! The Debian package (`scripts/package`, cargo-deb): what it holds, read back with `dpkg-deb`,
+//! and what installing it does, in a throwaway root: an overlay of this very system in a mount
+//! namespace of the test's own, so `dpkg -i`, the postinst (user, state directory, key) and
+//! `kiosk-agent doctor` run for real and nothing of it reaches the host.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::OnceLock;
+
+use crate::util::*;
+
+const ROOT: &str = env!("CARGO_MANIFEST_DIR");
+
+/// Packages the release binaries that `scripts/package` (run by the README's test command)
+/// built, into a directory of this test run: `None` (the test says skipped) without them.
+fn package() -> Option<&'static Path> {
+    static DEB: OnceLock<Option<PathBuf>> = OnceLock::new();
+    DEB.get_or_init(|| {
+        let release = Path::new(ROOT).join("target/release");
+        let tool = Path::new(ROOT).join("target/tools/bin/cargo-deb");
+        if !release.join("kiosk-agent").exists() || !release.join("kiosk-agent-capture").exists() || !tool.exists() {
+            return None;
+        }
+        let out_dir = Path::new(ROOT).join("target/package-test");
+        let _ = std::fs::remove_dir_all(&out_dir);
+        std::fs::create_dir_all(&out_dir).unwrap();
+        let out = Command::new(Path::new(ROOT).join("scripts/package"))
+            .args(["--no-build", "--fast", "-o"])
+            .arg(&out_dir)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "scripts/package: {}", String::from_utf8_lossy(&out.stderr));
+        let deb = std::fs::read_dir(&out_dir)
+            .unwrap()
+            .flatten()
+            .map(|e| e.path())
+            .find(|p| p.extension().is_some_and(|x| x == "deb"));
+        Some(deb.expect("scripts/package wrote a .deb"))
+    })
+    .as_deref()
+}
+
+fn dpkg_deb(args: &[&str], deb: &Path) -> String {
+    let out = Command::new("dpkg-deb").args(args).arg(deb).output().expect("dpkg-deb runs");
+    assert!(out.status.success(), "dpkg-deb {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8(out.stdout).unwrap()
+}
+
+#[test]
+fn the_package_holds_what_a_kiosk_needs() {
+    let Some(deb) = package() else {
+        eprintln!(
+            "skipped: no release build to package (scripts/package builds one; the README's test command runs it)"
+        );
+        return;
+    };
+    let info = dpkg_deb(&["--info"], deb);
+    for field in ["Package: kiosk-agent", "Architecture: amd64", "adduser", "libavcodec", "libc6"] {
+        assert!(info.contains(field), "{field} in:\n{info}");
+    }
+    let files: Vec<String> = dpkg_deb(&["--contents"], deb)
+        .lines()
+        .filter_map(|l| l.split_whitespace().last().map(|p| p.trim_start_matches('.').to_owned()))
+        .collect();
+    for wanted in [
+        "/usr/bin/kiosk-agent",
+        "/usr/bin/kiosk-agent-capture",
+        "/lib/systemd/system/kiosk-agent.service",
+        "/lib/systemd/system/kiosk-agent-capture-service.service",
+        "/etc/systemd/system/kiosk-agent.service.d/10-oneshot-server.conf",
+        "/etc/kiosk-agent/kiosk-agent.toml",
+        "/usr/share/doc/kiosk-agent/README.md",
+        "/usr/share/doc/kiosk-agent/copyright",
+        "/usr/share/doc/kiosk-agent/monitoring/prometheus/alerts.yml",
+        "/usr/share/doc/kiosk-agent/monitoring/grafana/kiosk-agent-fleet.json",
+    ] {
+        assert!(files.iter().any(|f| f == wanted), "{wanted} in {files:#?}");
+    }
+    // What the units name is in the package: the binaries they run and their documentation.
+    let dir = tempfile::tempdir().unwrap();
+    let out = Command::new("dpkg-deb").arg("-R").arg(deb).arg(dir.path()).status().unwrap();
+    assert!(out.success());
+    for unit in ["kiosk-agent.service", "kiosk-agent-capture-service.service"] {
+        let text = std::fs::read_to_string(dir.path().join("lib/systemd/system").join(unit)).unwrap();
+        for line in text.lines().filter(|l| l.starts_with("ExecStart") || l.starts_with("Documentation=")) {
+            let target =
+                line.split_once('=').unwrap().1.split_whitespace().next().unwrap().trim_start_matches("file://");
+            assert!(dir.path().join(target.trim_start_matches('/')).exists(), "{unit}: {line} is not in the package");
+        }
+    }
+    let conffiles = std::fs::read_to_string(dir.path().join("DEBIAN/conffiles")).unwrap();
+    assert!(
+        conffiles.contains("/etc/kiosk-agent/kiosk-agent.toml"),
+        "an edited configuration survives upgrades: {conffiles}"
+    );
+    let postinst = std::fs::read_to_string(dir.path().join("DEBIAN/postinst")).unwrap();
+    assert!(postinst.contains("key init") && postinst.contains("[ ! -e \"$key\" ]"), "the key only when none exists");
+    // Stripped: a kiosk downloads megabytes, not the debug information.
+    let size = std::fs::metadata(dir.path().join("usr/bin/kiosk-agent")).unwrap().len();
+    assert!(size < 40 << 20, "kiosk-agent is {size} bytes");
+}
+
+/// Installs the package into an overlay of this system (root, in a mount namespace) and runs
+/// `kiosk-agent doctor` from it as the daemon's user, against the sandbox on loopback; then
+/// installs it again to show that the key is kept.
+#[test]
+fn the_package_installs_and_its_doctor_passes() {
+    let Some(deb) = package() else {
+        eprintln!(
+            "skipped: no release build to package (scripts/package builds one; the README's test command runs it)"
+        );
+        return;
+    };
+    if !is_root() || !have("unshare") || !have("dpkg") {
+        eprintln!("skipped: installing into a throwaway root needs root, unshare(1) and dpkg");
+        return;
+    }
+    let sandbox = Sandbox::start(0);
+    let work = tempfile::tempdir().unwrap();
+    let status_before = std::fs::read("/var/lib/dpkg/status").unwrap();
+    let base_url = format!("http://127.0.0.1:{}/oneshot/api/v1", sandbox.addr.port());
+    let inside = format!(
+        r##"set -e
+dpkg -i /root/kiosk-agent.deb
+key=$(sha256sum /etc/kiosk-agent/master.key)
+sed -i -e 's#^base_url = .*#base_url = "{base_url}"#' -e 's#^source = "camera:0"#source = "synthetic"#' /etc/kiosk-agent/kiosk-agent.toml
+echo "== stat"; stat -c '%n %U %G %a' /etc/kiosk-agent /etc/kiosk-agent/kiosk-agent.toml /etc/kiosk-agent/master.key /var/lib/kiosk-agent /var/lib/kiosk-agent/device.key
+echo "== doctor"
+KIOSK_AGENT_LOG_FORMAT=text runuser -u kiosk-agent -- kiosk-agent --config /etc/kiosk-agent/kiosk-agent.toml doctor && echo "doctor exit 0" || echo "doctor exit $?"
+dpkg -i /root/kiosk-agent.deb >/dev/null
+[ "$(sha256sum /etc/kiosk-agent/master.key)" = "$key" ] && echo "== key kept"
+"##
+    );
+    // Inside the namespace: a tmpfs for the overlay's upper layer (so it is not part of the
+    // lower one), the host's / as the lower layer, /proc and /dev bound in; then chroot.
+    let outside = r#"set -e
+w=$1 deb=$2
+mount -t tmpfs tmpfs "$w" && mkdir "$w/upper" "$w/work" "$w/root"
+mount -t overlay overlay -o "lowerdir=/,upperdir=$w/upper,workdir=$w/work" "$w/root"
+mount --bind /proc "$w/root/proc" && mount --bind /dev "$w/root/dev"
+cp "$deb" "$w/root/root/kiosk-agent.deb"
+exec chroot "$w/root" sh -c "$3"
+"#;
+    let out = Command::new("unshare")
+        .args(["--mount", "sh", "-c", outside, "sh"])
+        .arg(work.path())
+        .arg(deb)
+        .arg(&inside)
+        .output()
+        .unwrap();
+    let (stdout, stderr) = (String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    if stderr.contains("overlay") && !out.status.success() {
+        eprintln!("skipped: this kernel cannot mount an overlay here: {stderr}");
+        return;
+    }
+    assert!(out.status.success(), "{stdout}\n{stderr}");
+    let stat: Vec<&str> =
+        stdout.lines().skip_while(|l| *l != "== stat").skip(1).take_while(|l| !l.starts_with("==")).collect();
+    assert_eq!(
+        stat,
+        [
+            "/etc/kiosk-agent root kiosk-agent 750",
+            "/etc/kiosk-agent/kiosk-agent.toml root kiosk-agent 640",
+            "/etc/kiosk-agent/master.key kiosk-agent kiosk-agent 600",
+            "/var/lib/kiosk-agent kiosk-agent kiosk-agent 700",
+            "/var/lib/kiosk-agent/device.key kiosk-agent kiosk-agent 600",
+        ],
+        "{stdout}"
+    );
+    assert!(stdout.contains("doctor exit 0"), "{stdout}\n{stderr}");
+    for what in ["master key", "device key", "data directory", "server", "clock", "camera document"] {
+        assert!(stdout.lines().any(|l| l.starts_with("ok") && l.contains(what)), "ok {what}:\n{stdout}");
+    }
+    assert!(stdout.contains("== key kept"), "reinstalling keeps the key:\n{stdout}\n{stderr}");
+    assert_eq!(std::fs::read("/var/lib/dpkg/status").unwrap(), status_before, "nothing was installed on the host");
+}
