@@ -27,8 +27,9 @@
 //! crate (`sandbox/`): linked for those two commands, never used by the worker.
 //!
 //! Camera work lives in the separate `kiosk-capture` crate, linked only by the
-//! `kiosk-agent-capture` helper binary (`src/bin/kiosk-agent-capture/`), so that FFmpeg and V4L2
-//! stay out of this library, the daemon and the queue commands ([`helper`] says why).
+//! `kiosk-agent-capture` helper, a workspace package of its own (`capture-helper/`), so that
+//! FFmpeg and V4L2 stay out of this library, the daemon and the queue commands, and out of
+//! their build ([`helper`] says why).
 
 pub mod api;
 pub mod cli;

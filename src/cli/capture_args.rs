@@ -9,6 +9,47 @@ use clap::Subcommand;
 
 use crate::config::Role;
 
+/// The commands the capture helper runs: `kiosk-agent` hands them over with its own arguments,
+/// and the helper parses only these (see `crate::helper`).
+#[derive(Debug, Subcommand)]
+pub enum HelperCommand {
+    /// List the cameras present and the configured camera roles.
+    Cameras,
+    /// Take a still or record a clip.
+    Capture {
+        #[command(subcommand)]
+        command: CaptureCommand,
+    },
+    /// Capture the demo's evidence into a directory (run by `demo` through the helper).
+    #[command(hide = true)]
+    DemoEvidence {
+        /// Where to write the evidence.
+        #[arg(long)]
+        dir: PathBuf,
+        /// The camera instead of the synthetic one.
+        #[arg(long)]
+        camera: Option<String>,
+        /// Length of the clip.
+        #[arg(long, default_value_t = 5.0)]
+        seconds: f64,
+    },
+    /// Probe the video on standard input and print what it holds as JSON (run by `enroll`
+    /// through the helper, which links FFmpeg).
+    #[command(hide = true)]
+    ProbeVideo,
+    /// The long-lived capture service behind the API's camera routes (run by `run` through the
+    /// helper): HTTP on a Unix socket, stills and clips written into `--dir`.
+    #[command(hide = true)]
+    CaptureService {
+        /// The Unix socket to serve on.
+        #[arg(long)]
+        socket: PathBuf,
+        /// Where stills and clips are written.
+        #[arg(long)]
+        dir: PathBuf,
+    },
+}
+
 #[derive(Debug, Subcommand)]
 pub enum CaptureCommand {
     /// Take a still: warm up, keep the sharpest frame, judge its quality, write a JPEG.

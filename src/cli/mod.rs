@@ -149,41 +149,9 @@ pub enum Command {
     /// Check everything the installation depends on, one line each with what to do (exit 0
     /// all well, 1 warnings, 2 a failure); creates nothing.
     Doctor,
-    /// List the cameras present and the configured camera roles.
-    Cameras,
-    /// Take a still or record a clip.
-    Capture {
-        #[command(subcommand)]
-        command: capture_args::CaptureCommand,
-    },
-    /// Capture the demo's evidence into a directory (run by `demo` through the helper).
-    #[command(hide = true)]
-    DemoEvidence {
-        /// Where to write the evidence.
-        #[arg(long)]
-        dir: PathBuf,
-        /// The camera instead of the synthetic one.
-        #[arg(long)]
-        camera: Option<String>,
-        /// Length of the clip.
-        #[arg(long, default_value_t = 5.0)]
-        seconds: f64,
-    },
-    /// Probe the video on standard input and print what it holds as JSON (run by `enroll`
-    /// through the helper, which links FFmpeg).
-    #[command(hide = true)]
-    ProbeVideo,
-    /// The long-lived capture service behind the API's camera routes (run by `run` through the
-    /// helper): HTTP on a Unix socket, stills and clips written into `--dir`.
-    #[command(hide = true)]
-    CaptureService {
-        /// The Unix socket to serve on.
-        #[arg(long)]
-        socket: PathBuf,
-        /// Where stills and clips are written.
-        #[arg(long)]
-        dir: PathBuf,
-    },
+    /// The camera commands, run by the `kiosk-agent-capture` helper.
+    #[command(flatten)]
+    Helper(capture_args::HelperCommand),
 }
 
 /// `kiosk-agent key …`.
@@ -212,7 +180,7 @@ pub fn main() -> Result<ExitCode, Failure> {
     crate::harden::apply();
     let cli = Cli::parse();
     crate::queue::audit::set_actor(&command_name(&cli.command));
-    init_logging(&cli.command, cli.config.as_deref());
+    init_logging(matches!(cli.command, Command::Run | Command::Sandbox { .. }), cli.config.as_deref());
     match cli.command {
         Command::Demo { camera, layout, full } => {
             let generation =
@@ -232,11 +200,7 @@ pub fn main() -> Result<ExitCode, Failure> {
                 }
             })
         }
-        Command::Cameras
-        | Command::Capture { .. }
-        | Command::DemoEvidence { .. }
-        | Command::ProbeVideo
-        | Command::CaptureService { .. } => Ok(crate::helper::exec()?),
+        Command::Helper(_) => Ok(crate::helper::exec()?),
         Command::CheckConfig => check_config(cli.config.as_deref()),
         Command::Doctor => {
             let config = load_config(cli.config.as_deref())?;
@@ -304,14 +268,12 @@ pub fn main() -> Result<ExitCode, Failure> {
 
 /// Sets up `tracing` (`KIOSK_AGENT_LOG` overrides the level): the format comes from
 /// `KIOSK_AGENT_LOG_FORMAT`, else the configuration's `log.format`, else plain text.
-pub fn init_logging(command: &Command, config: Option<&Path>) {
+/// Long-running commands (`long_running`) log progress at info; one-shot commands only what
+/// went wrong.
+pub fn init_logging(long_running: bool, config: Option<&Path>) {
     use tracing_subscriber::layer::SubscriberExt as _;
     use tracing_subscriber::util::SubscriberInitExt as _;
-    // Long-running commands log progress; one-shot commands only what went wrong.
-    let default = match command {
-        Command::Run | Command::Sandbox { .. } => "info",
-        _ => "warn",
-    };
+    let default = if long_running { "info" } else { "warn" };
     let filter = tracing_subscriber::EnvFilter::try_from_env("KIOSK_AGENT_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
     let format = match std::env::var(LOG_FORMAT_ENV) {
@@ -374,6 +336,7 @@ fn command_name(command: &Command) -> String {
         Command::Queue { command } => format!("queue {}", word(format!("{command:?}"))),
         Command::Request { command, .. } => format!("request {}", word(format!("{command:?}"))),
         Command::Document { command, .. } => format!("document {}", word(format!("{command:?}"))),
+        Command::Helper(command) => word(format!("{command:?}")),
         other => word(format!("{other:?}")),
     }
 }

@@ -4,11 +4,11 @@ use std::path::Path;
 use std::process::ExitCode;
 use std::time::Duration;
 
+use crate::report::{ClipReport, StillReport, VideoFacts};
 use kiosk_agent::cli::capture_args::{write_durably, CaptureCommand};
 use kiosk_agent::config::{CaptureConfig, Role};
 use kiosk_capture::record::{RecordReport, Recorder};
 use kiosk_capture::still::{capture_still, Still};
-use serde_json::json;
 
 use crate::convert::{request, still_settings, thresholds, video_settings};
 use kiosk_agent::cli::Failure;
@@ -21,21 +21,8 @@ pub fn take_still(cfg: &CaptureConfig, role: Role, camera: Option<&str>) -> Resu
 }
 
 /// The JSON `capture still --json` prints.
-pub fn still_json(still: &Still, role: Role, path: &Path) -> serde_json::Value {
-    let m = &still.metrics;
-    json!({
-        "path": path,
-        "role": role.as_str(),
-        "width": m.width,
-        "height": m.height,
-        "sharpness": (m.sharpness * 10.0).round() / 10.0,
-        "brightness": (m.brightness * 10.0).round() / 10.0,
-        "glare": m.glare,
-        "verdict": if still.verdict.is_pass() { "pass" } else { "retake" },
-        "reasons": still.verdict.reasons(),
-        "passthrough": still.passthrough,
-        "bytes": still.jpeg.len(),
-    })
+pub fn still_json(still: &Still, role: Role, path: &Path) -> StillReport {
+    StillReport { path: Some(path.to_owned()), ..StillReport::new(still, role) }
 }
 
 /// One line per still for people: the verdict and the figures behind it.
@@ -103,18 +90,7 @@ pub fn run(cfg: &CaptureConfig, command: CaptureCommand) -> Result<ExitCode, Fai
         CaptureCommand::Video { camera, seconds, out, json } => {
             let report = take_video(cfg, camera.as_deref(), seconds, &out)?;
             if json {
-                let value = json!({
-                    "path": report.path,
-                    "source": report.source,
-                    "frames": report.frames,
-                    "dropped": report.dropped,
-                    "duration_secs": report.duration.as_secs_f64(),
-                    "requested_secs": report.requested.as_secs_f64(),
-                    "end": format!("{:?}", report.end),
-                    "short": report.short,
-                    "bytes": report.bytes,
-                });
-                println!("{}", serde_json::to_string_pretty(&value)?);
+                println!("{}", serde_json::to_string_pretty(&ClipReport::of_file(&report))?);
             } else {
                 println!(
                     "{}: {} frames, {:.2} s, {} dropped, {} bytes{}",
@@ -183,15 +159,13 @@ const PROBE_MAX_PACKETS: usize = 600;
 pub fn probe_video() -> Result<ExitCode, Failure> {
     let facts = kiosk_capture::file::probe(Path::new("/dev/stdin"), PROBE_MAX_PACKETS)
         .map_err(|e| Failure::bad_input(anyhow::anyhow!(e)))?;
-    println!(
-        "{}",
-        json!({
-            "container": facts.container,
-            "codec": facts.codec,
-            "width": facts.width,
-            "height": facts.height,
-            "duration_secs": facts.duration.as_secs_f64(),
-        })
-    );
+    let facts = VideoFacts {
+        container: facts.container,
+        codec: facts.codec,
+        width: facts.width,
+        height: facts.height,
+        duration_secs: facts.duration.as_secs_f64(),
+    };
+    println!("{}", serde_json::to_string(&facts).expect("plain values serialize"));
     Ok(ExitCode::SUCCESS)
 }

@@ -20,10 +20,10 @@ use axum::{Json, Router};
 use kiosk_agent::config::{CaptureConfig, Role};
 use kiosk_capture::hub::Hub;
 use kiosk_capture::record::Recorder;
-use serde_json::{json, Value};
+use serde_json::Value;
 
-use crate::commands::still_json;
 use crate::convert::{request, still_settings, thresholds, video_settings};
+use crate::report::{CameraRole, CameraRoles, ClipReport, ErrorBody, RecordingStarted, StillReport};
 
 /// Preview frames per second, at most, per viewer.
 const PREVIEW_FPS: u64 = 10;
@@ -46,12 +46,13 @@ fn role_of(name: &str) -> Option<Role> {
     }
 }
 
-fn error(status: StatusCode, code: &str, field: Option<&str>, message: impl std::fmt::Display) -> Response {
-    let mut body = json!({"code": code, "message": message.to_string()});
-    if let Some(f) = field {
-        body["field"] = f.into();
-    }
-    (status, Json(body)).into_response()
+fn error(
+    status: StatusCode,
+    code: &'static str,
+    field: Option<&'static str>,
+    message: impl std::fmt::Display,
+) -> Response {
+    (status, Json(ErrorBody { code, message: message.to_string(), field })).into_response()
 }
 
 impl Service {
@@ -84,7 +85,7 @@ pub fn run(cfg: CaptureConfig, socket: &Path, dir: &Path) -> anyhow::Result<()> 
         let service =
             Service { cfg: Arc::new(cfg), dir: dir.to_owned(), hubs: Arc::default(), recordings: Arc::default() };
         let app = Router::new()
-            .route("/health", get(|| async { Json(json!({"status": "ok"})) }))
+            .route("/health", get(|| async { Json(serde_json::json!({"status": "ok"})) }))
             .route("/cameras", get(cameras))
             .route("/preview/{role}", get(preview))
             .route("/stills", post(still))
@@ -97,22 +98,22 @@ pub fn run(cfg: CaptureConfig, socket: &Path, dir: &Path) -> anyhow::Result<()> 
     })
 }
 
-async fn cameras(State(s): State<Service>) -> Json<Value> {
+async fn cameras(State(s): State<Service>) -> Json<CameraRoles> {
     let hubs = s.hubs.lock().unwrap_or_else(|p| p.into_inner()).clone();
-    let roles: Vec<Value> = [Role::Document, Role::Face]
+    let roles: Vec<CameraRole> = [Role::Document, Role::Face]
         .into_iter()
         .map(|role| {
             let r = s.cfg.role(role);
             let hub = hubs.get(role.as_str());
-            json!({
-                "role": role.as_str(),
-                "source": r.source,
-                "running": hub.is_some_and(|h| h.ended().is_none()),
-                "preview": format!("/v1/cameras/{}/preview.mjpg", role.as_str()),
-            })
+            CameraRole {
+                role: role.as_str(),
+                source: r.source.clone(),
+                running: hub.is_some_and(|h| h.ended().is_none()),
+                preview: format!("/v1/cameras/{}/preview.mjpg", role.as_str()),
+            }
         })
         .collect();
-    Json(json!({ "cameras": roles }))
+    Json(CameraRoles { cameras: roles })
 }
 
 /// `multipart/x-mixed-replace` JPEGs of the role's camera, at most [`PREVIEW_FPS`] a second;
@@ -173,18 +174,12 @@ async fn still(State(s): State<Service>, body: axum::body::Bytes) -> Response {
         kiosk_agent::cli::capture_args::write_durably(&path, &still.jpeg).map_err(|e| {
             kiosk_capture::CaptureError::Media { context: "writing the still".into(), reason: format!("{e:#}") }
         })?;
-        Ok::<_, kiosk_capture::CaptureError>((id, still_json(&still, role, &path)))
+        let thumbnail = Some(format!("/v1/captures/{id}/thumbnail.jpg"));
+        Ok::<_, kiosk_capture::CaptureError>(StillReport { id: Some(id), thumbnail, ..StillReport::new(&still, role) })
     })
     .await;
     match taken {
-        Ok(Ok((id, mut report))) => {
-            report["id"] = id.clone().into();
-            report["thumbnail"] = format!("/v1/captures/{id}/thumbnail.jpg").into();
-            if let Some(o) = report.as_object_mut() {
-                o.remove("path");
-            }
-            Json(report).into_response()
-        }
+        Ok(Ok(report)) => Json(report).into_response(),
         Ok(Err(e)) => error(StatusCode::SERVICE_UNAVAILABLE, "camera_unavailable", Some("role"), e),
         Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, "internal", None, e),
     }
@@ -234,7 +229,7 @@ async fn start_recording(State(s): State<Service>, body: axum::body::Bytes) -> R
     match started {
         Ok(Ok(recorder)) => {
             s.recordings.lock().unwrap_or_else(|p| p.into_inner()).insert(id.clone(), recorder);
-            (StatusCode::CREATED, Json(json!({"id": id, "max_seconds": seconds}))).into_response()
+            (StatusCode::CREATED, Json(RecordingStarted { id, max_seconds: seconds })).into_response()
         }
         Ok(Err(e)) => error(StatusCode::SERVICE_UNAVAILABLE, "camera_unavailable", None, e),
         Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, "internal", None, e),
@@ -247,15 +242,7 @@ async fn stop_recording(State(s): State<Service>, UrlPath(id): UrlPath<String>) 
         return error(StatusCode::NOT_FOUND, "not_found", Some("id"), "no such recording");
     };
     match tokio::task::spawn_blocking(move || recorder.stop()).await {
-        Ok(Ok(report)) => Json(json!({
-            "id": id,
-            "frames": report.frames,
-            "dropped": report.dropped,
-            "duration_secs": report.duration.as_secs_f64(),
-            "bytes": report.bytes,
-            "short": report.short,
-        }))
-        .into_response(),
+        Ok(Ok(report)) => Json(ClipReport::of_recording(id, &report)).into_response(),
         Ok(Err(e)) => error(StatusCode::SERVICE_UNAVAILABLE, "recording_failed", None, e),
         Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, "internal", None, e),
     }

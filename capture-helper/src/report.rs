@@ -1,0 +1,156 @@
+//! What the helper prints and serves, as serde types: the JSON of `capture still --json`,
+//! `capture video --json`, `probe-video` and the capture service's answers. `kiosk-agent` and
+//! the operator page read these fields; one type per shape keeps them from drifting.
+
+use std::path::PathBuf;
+
+use kiosk_agent::config::Role;
+use kiosk_capture::record::RecordReport;
+use kiosk_capture::still::Still;
+use serde::Serialize;
+
+/// One still: its quality figures and verdict.
+#[derive(Debug, Clone, Serialize)]
+pub struct StillReport {
+    /// Where the JPEG was written (the CLI; the service gives an id instead).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub path: Option<PathBuf>,
+    /// The service's id for the still, and where its thumbnail is.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub id: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub thumbnail: Option<String>,
+    pub role: &'static str,
+    pub width: u32,
+    pub height: u32,
+    pub sharpness: f64,
+    pub brightness: f64,
+    pub glare: f64,
+    /// `pass` or `retake`.
+    pub verdict: &'static str,
+    pub reasons: Vec<String>,
+    /// The camera's own JPEG bytes were kept (MJPEG at the wanted size).
+    pub passthrough: bool,
+    pub bytes: usize,
+}
+
+impl StillReport {
+    pub fn new(still: &Still, role: Role) -> StillReport {
+        let m = &still.metrics;
+        StillReport {
+            path: None,
+            id: None,
+            thumbnail: None,
+            role: role.as_str(),
+            width: m.width,
+            height: m.height,
+            sharpness: tenths(m.sharpness),
+            brightness: tenths(m.brightness),
+            glare: m.glare,
+            verdict: if still.verdict.is_pass() { "pass" } else { "retake" },
+            reasons: still.verdict.reasons().to_vec(),
+            passthrough: still.passthrough,
+            bytes: still.jpeg.len(),
+        }
+    }
+}
+
+/// One clip, as recorded.
+#[derive(Debug, Clone, Serialize)]
+pub struct ClipReport {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub path: Option<PathBuf>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub id: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub source: Option<String>,
+    pub frames: u64,
+    pub dropped: u64,
+    pub duration_secs: f64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub requested_secs: Option<f64>,
+    /// Why the recording ended (`Duration`, `Stopped`, `SourceEnded`, …).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub end: Option<String>,
+    /// The source gave out before the clip was as long as asked.
+    pub short: bool,
+    pub bytes: u64,
+}
+
+impl ClipReport {
+    /// The CLI's full report of a clip written to a path.
+    pub fn of_file(r: &RecordReport) -> ClipReport {
+        ClipReport {
+            path: Some(r.path.clone()),
+            id: None,
+            source: Some(r.source.clone()),
+            frames: r.frames,
+            dropped: r.dropped,
+            duration_secs: r.duration.as_secs_f64(),
+            requested_secs: Some(r.requested.as_secs_f64()),
+            end: Some(format!("{:?}", r.end)),
+            short: r.short,
+            bytes: r.bytes,
+        }
+    }
+
+    /// The service's report of a recording it held under `id`.
+    pub fn of_recording(id: String, r: &RecordReport) -> ClipReport {
+        ClipReport {
+            path: None,
+            id: Some(id),
+            source: None,
+            frames: r.frames,
+            dropped: r.dropped,
+            duration_secs: r.duration.as_secs_f64(),
+            requested_secs: None,
+            end: None,
+            short: r.short,
+            bytes: r.bytes,
+        }
+    }
+}
+
+/// `probe-video`: what the video holds.
+#[derive(Debug, Clone, Serialize)]
+pub struct VideoFacts {
+    pub container: String,
+    pub codec: String,
+    pub width: u32,
+    pub height: u32,
+    pub duration_secs: f64,
+}
+
+/// One configured camera role, as the service lists it.
+#[derive(Debug, Clone, Serialize)]
+pub struct CameraRole {
+    pub role: &'static str,
+    pub source: String,
+    pub running: bool,
+    pub preview: String,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct CameraRoles {
+    pub cameras: Vec<CameraRole>,
+}
+
+/// A recording the service started.
+#[derive(Debug, Clone, Serialize)]
+pub struct RecordingStarted {
+    pub id: String,
+    pub max_seconds: f64,
+}
+
+/// The service's error body, as the daemon's API writes its own: `{code, message, field}`.
+#[derive(Debug, Clone, Serialize)]
+pub struct ErrorBody {
+    pub code: &'static str,
+    pub message: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub field: Option<&'static str>,
+}
+
+fn tenths(x: f64) -> f64 {
+    (x * 10.0).round() / 10.0
+}
