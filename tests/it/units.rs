@@ -81,7 +81,7 @@ fn the_daemon_speaks_systemds_notification_protocol() {
         .env("NOTIFY_SOCKET", &socket_path)
         .env("WATCHDOG_USEC", "1500000")
         .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
+        .stderr(std::fs::File::create(env.dir.path().join("daemon.log")).unwrap())
         .spawn()
         .unwrap();
     let mut seen: Vec<String> = Vec::new();
@@ -104,7 +104,9 @@ fn the_daemon_speaks_systemds_notification_protocol() {
         }
     }
     assert!(stopping, "STOPPING=1 on SIGTERM; seen {seen:?}");
-    assert!(daemon.wait().unwrap().success());
+    let status = daemon.wait().unwrap();
+    let log = std::fs::read_to_string(env.dir.path().join("daemon.log")).unwrap_or_default();
+    assert!(status.success(), "{status}: {log}");
 }
 
 /// The shipped Grafana dashboard and Prometheus alerts load, the alerts pass their own rule
