@@ -34,9 +34,10 @@ pub fn still_line(still: &Still) -> String {
         format!("RETAKE ({})", still.verdict.reasons().join("; "))
     };
     format!(
-        "{}x{}  sharpness {:.0}  brightness {:.0}  glare {:.2}%  → {verdict}",
+        "{}x{} (camera mode {})  sharpness {:.0}  brightness {:.0}  glare {:.2}%  → {verdict}",
         m.width,
         m.height,
+        still.mode,
         m.sharpness,
         m.brightness,
         m.glare * 100.0
@@ -123,8 +124,18 @@ pub fn cameras(cfg: &CaptureConfig, from: &str) -> Result<ExitCode, Failure> {
             if let Some(e) = &d.error {
                 println!("    cannot query formats: {e}");
             }
-            for (fmt, w, h, fps) in &d.modes {
-                println!("    {fmt:<6} {w}x{h} @ {fps} fps");
+            // One line per format and size, with its rates: `YUYV 1280x720 @ 1, 2, 5, 10, 12.5 fps`.
+            let mut i = 0;
+            while i < d.modes.len() {
+                let m = &d.modes[i];
+                let same: Vec<&kiosk_capture::camera::DriverMode> = d.modes[i..]
+                    .iter()
+                    .take_while(|n| (n.fourcc.as_str(), n.width, n.height) == (m.fourcc.as_str(), m.width, m.height))
+                    .collect();
+                let rates: Vec<String> = same.iter().map(|n| format!("{}", n.fps())).collect();
+                let usable = if same.iter().any(|n| n.usable().is_some()) { "" } else { "  (not used here)" };
+                println!("    {:<6} {}x{} @ {} fps{usable}", m.fourcc, m.width, m.height, rates.join(", "));
+                i += same.len();
             }
         }
     }

@@ -21,6 +21,8 @@ pub struct StillReport {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub thumbnail: Option<String>,
     pub role: &'static str,
+    /// The mode the camera delivered, as negotiated: `YUYV 1280x720@12`.
+    pub mode: String,
     pub width: u32,
     pub height: u32,
     pub sharpness: f64,
@@ -42,6 +44,7 @@ impl StillReport {
             id: None,
             thumbnail: None,
             role: role.as_str(),
+            mode: still.mode.to_string(),
             width: m.width,
             height: m.height,
             sharpness: tenths(m.sharpness),
@@ -64,6 +67,8 @@ pub struct ClipReport {
     pub id: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub source: Option<String>,
+    /// The mode the camera delivered, as negotiated.
+    pub mode: String,
     pub frames: u64,
     pub dropped: u64,
     pub duration_secs: f64,
@@ -84,6 +89,7 @@ impl ClipReport {
             path: Some(r.path.clone()),
             id: None,
             source: Some(r.source.clone()),
+            mode: r.mode.to_string(),
             frames: r.frames,
             dropped: r.dropped,
             duration_secs: r.duration.as_secs_f64(),
@@ -100,6 +106,7 @@ impl ClipReport {
             path: None,
             id: Some(id),
             source: None,
+            mode: r.mode.to_string(),
             frames: r.frames,
             dropped: r.dropped,
             duration_secs: r.duration.as_secs_f64(),

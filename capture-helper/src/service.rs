@@ -66,9 +66,15 @@ impl Service {
         }
         let r = self.cfg.role(role);
         let hub = Hub::start(&r.source, request(r.request)).map_err(|e| {
-            let busy = e.to_string().to_lowercase().contains("busy");
-            let status = if busy { StatusCode::CONFLICT } else { StatusCode::SERVICE_UNAVAILABLE };
-            Box::new(error(status, if busy { "camera_busy" } else { "camera_unavailable" }, Some("role"), e))
+            let text = e.to_string();
+            let (status, code) = if text.contains("camera disconnected") {
+                (StatusCode::SERVICE_UNAVAILABLE, "camera_disconnected")
+            } else if text.to_lowercase().contains("busy") {
+                (StatusCode::CONFLICT, "camera_busy")
+            } else {
+                (StatusCode::SERVICE_UNAVAILABLE, "camera_unavailable")
+            };
+            Box::new(error(status, code, Some("role"), e))
         })?;
         hubs.insert(role.as_str(), hub.clone());
         Ok(hub)

@@ -24,6 +24,7 @@ pub mod hub;
 pub mod jpeg;
 pub mod memory;
 pub mod metrics;
+pub mod negotiate;
 pub mod record;
 pub mod still;
 pub mod synthetic;
@@ -33,7 +34,7 @@ use std::sync::Once;
 use std::time::Duration;
 
 /// Pixel layouts a frame can carry.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum PixelFormat {
     /// Packed 8-bit RGB, `width * 3` bytes a row.
     Rgb24,
@@ -134,6 +135,11 @@ pub trait FrameSource {
     fn is_live(&self) -> bool;
     /// The next frame; `Ok(None)` when the source has ended.
     fn next_frame(&mut self) -> Result<Option<Frame>, CaptureError>;
+    /// The mode frames come in (as negotiated, for a camera), for reports.
+    fn mode(&self) -> negotiate::Mode {
+        let (width, height, format) = self.format();
+        negotiate::Mode { width, height, format, fps: self.fps() }
+    }
 }
 
 /// What a caller wants from a source; the source comes as close as it can.
@@ -166,23 +172,36 @@ pub fn open(spec: &str, request: Request) -> Result<Box<dyn FrameSource>, Captur
     if let Some(path) = spec.strip_prefix("file:") {
         return Ok(Box::new(file::FileSource::open(std::path::Path::new(path))?));
     }
-    if let Some(rest) = spec.strip_prefix("camera:") {
+    // `?format=NV12` (or a list, `?format=YUYV,NV12`) limits and orders the pixel formats.
+    let (device, formats) = match spec.split_once('?') {
+        None => (spec, negotiate::FORMAT_ORDER.to_vec()),
+        Some((device, query)) => {
+            let list = query.strip_prefix("format=").ok_or_else(|| CaptureError::Spec {
+                spec: spec.into(),
+                rule: "the only option is ?format=NAME[,NAME…]".into(),
+            })?;
+            let formats =
+                negotiate::parse_formats(list).map_err(|rule| CaptureError::Spec { spec: spec.into(), rule })?;
+            (device, formats)
+        }
+    };
+    if let Some(rest) = device.strip_prefix("camera:") {
         let index = rest.parse().map_err(|_| CaptureError::Spec {
             spec: spec.into(),
             rule: "camera:N takes a device number, as in /dev/videoN".into(),
         })?;
-        return Ok(Box::new(camera::CameraSource::open(index, spec, request)?));
+        return Ok(Box::new(camera::CameraSource::open(index, spec, request, &formats)?));
     }
-    if let Some(path) = spec.strip_prefix("v4l2:") {
+    if let Some(path) = device.strip_prefix("v4l2:") {
         let index = path.strip_prefix("/dev/video").and_then(|n| n.parse().ok()).ok_or_else(|| CaptureError::Spec {
             spec: spec.into(),
             rule: "v4l2: takes a device path /dev/videoN".into(),
         })?;
-        return Ok(Box::new(camera::CameraSource::open(index, spec, request)?));
+        return Ok(Box::new(camera::CameraSource::open(index, spec, request, &formats)?));
     }
     Err(CaptureError::Spec {
         spec: spec.into(),
-        rule: "expected v4l2:/dev/videoN, camera:N, synthetic[:WxH@FPS] or file:PATH".into(),
+        rule: "expected v4l2:/dev/videoN[?format=…], camera:N[?format=…], synthetic[:WxH@FPS] or file:PATH".into(),
     })
 }
 

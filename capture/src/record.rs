@@ -22,6 +22,7 @@ use ffmpeg_next::format::Pixel;
 use ffmpeg_next::{codec, encoder, format, Dictionary, Packet, Rational};
 
 use crate::convert::{to_av, Scaler};
+use crate::negotiate::Mode;
 use crate::{CaptureError, Frame, FrameSource};
 
 /// Encoder time base: the 90 kHz clock of video transport, fine enough for capture times.
@@ -83,6 +84,8 @@ pub enum EndReason {
 pub struct RecordReport {
     pub path: PathBuf,
     pub source: String,
+    /// The mode the source delivered (the negotiated one, for a camera).
+    pub mode: Mode,
     pub frames: u64,
     pub dropped: u64,
     /// Duration of the clip (first to last capture time, plus one frame).
@@ -121,7 +124,7 @@ impl Recorder {
         let dropped = Arc::new(AtomicU64::new(0));
         // Half a second of frames: enough to ride out a hiccup, little memory.
         let (tx, rx) = mpsc::sync_channel::<Msg>((settings.fps as usize / 2).max(4));
-        let (opened_tx, opened_rx) = mpsc::sync_channel::<Result<(String, u32), CaptureError>>(1);
+        let (opened_tx, opened_rx) = mpsc::sync_channel::<Result<(String, Mode), CaptureError>>(1);
         {
             let (stop, dropped) = (Arc::clone(&stop), Arc::clone(&dropped));
             std::thread::Builder::new()
@@ -129,11 +132,12 @@ impl Recorder {
                 .spawn(move || capture_loop(open, opened_tx, tx, stop, dropped, limit))
                 .map_err(|e| CaptureError::media("capture thread", e))?;
         }
-        let (source, source_fps) = opened_rx
+        let (source, mode) = opened_rx
             .recv()
             .map_err(|_| CaptureError::media("capture thread", "ended before opening the source"))??;
-        let stall = Duration::from_secs(2) + Duration::from_secs(2) / source_fps.max(1);
+        let stall = Duration::from_secs(2) + Duration::from_secs(2) / mode.fps.max(1);
         let job = EncodeJob {
+            mode,
             out: out.to_owned(),
             settings: settings.clone(),
             source,
@@ -196,7 +200,7 @@ fn validate(s: &VideoSettings, out: &Path) -> Result<(), CaptureError> {
 
 fn capture_loop<F>(
     open: F,
-    opened: SyncSender<Result<(String, u32), CaptureError>>,
+    opened: SyncSender<Result<(String, Mode), CaptureError>>,
     tx: SyncSender<Msg>,
     stop: Arc<AtomicBool>,
     dropped: Arc<AtomicU64>,
@@ -211,7 +215,7 @@ fn capture_loop<F>(
             return;
         }
     };
-    let _ = opened.send(Ok((source.name(), source.fps())));
+    let _ = opened.send(Ok((source.name(), source.mode())));
     let live = source.is_live();
     let mut first: Option<Duration> = None;
     let end = loop {
@@ -243,6 +247,7 @@ fn capture_loop<F>(
 }
 
 struct EncodeJob {
+    mode: Mode,
     out: PathBuf,
     settings: VideoSettings,
     source: String,
@@ -334,6 +339,7 @@ impl EncodeJob {
         Ok(RecordReport {
             path: self.out.clone(),
             source: self.source.clone(),
+            mode: self.mode,
             frames,
             dropped: self.dropped.load(Ordering::Relaxed),
             duration,

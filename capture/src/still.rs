@@ -34,6 +34,8 @@ pub struct Still {
     pub frame_index: u64,
     /// The kept frame itself (for crops such as the document photo).
     pub frame: Frame,
+    /// The mode the source delivered (the negotiated one, for a camera).
+    pub mode: crate::negotiate::Mode,
 }
 
 /// Takes a still from `source`. A source that ends early (a single image file) yields what it
@@ -79,7 +81,7 @@ pub fn capture_still(
         jpeg::encode(&frame, settings.jpeg_quality)?
     };
     let verdict = judge(&metrics, thresholds);
-    Ok(Still { jpeg, metrics, verdict, passthrough, frame_index: frame.index, frame })
+    Ok(Still { jpeg, metrics, verdict, passthrough, frame_index: frame.index, frame, mode: source.mode() })
 }
 
 #[cfg(test)]

@@ -1,0 +1,120 @@
+//! Choosing a camera's mode when the configured one is not offered: the nearest size first,
+//! then the first pixel format in the order of preference, then the nearest frame rate. Pure,
+//! so the rule is tested without a camera; `camera.rs` applies it to what the driver lists.
+
+use std::fmt;
+
+use crate::{PixelFormat, Request};
+
+/// One mode a camera offers (or was set to).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Mode {
+    pub width: u32,
+    pub height: u32,
+    pub format: PixelFormat,
+    pub fps: u32,
+}
+
+impl fmt::Display for Mode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} {}x{}@{}", self.format.name(), self.width, self.height, self.fps)
+    }
+}
+
+/// The formats a camera is asked for, most wanted first: MJPEG (the camera compresses, so high
+/// resolutions fit USB 2 bandwidth), then the uncompressed layouts this crate converts.
+pub const FORMAT_ORDER: [PixelFormat; 5] =
+    [PixelFormat::Mjpeg, PixelFormat::Yuyv, PixelFormat::Nv12, PixelFormat::Rgb24, PixelFormat::Gray8];
+
+/// The mode to use: among `offered` modes in one of `formats` (preference order), the size
+/// nearest the request (sum of the width and height differences; the larger on a tie), then the
+/// first format of `formats`, then the nearest rate (the higher on a tie). `None` when no offered
+/// mode has an allowed format.
+pub fn choose(offered: &[Mode], want: Request, formats: &[PixelFormat]) -> Option<Mode> {
+    let usable: Vec<&Mode> = offered.iter().filter(|m| formats.contains(&m.format)).collect();
+    let size_distance = |m: &Mode| {
+        (m.width.abs_diff(want.width) + m.height.abs_diff(want.height), u64::MAX - m.width as u64 * m.height as u64)
+    };
+    let best_size = usable.iter().map(|m| size_distance(m)).min()?;
+    let at_size: Vec<&&Mode> = usable.iter().filter(|m| size_distance(m) == best_size).collect();
+    let format = formats.iter().find(|f| at_size.iter().any(|m| m.format == **f))?;
+    at_size
+        .into_iter()
+        .filter(|m| m.format == *format)
+        .min_by_key(|m| (m.fps.abs_diff(want.fps), u32::MAX - m.fps))
+        .map(|m| **m)
+}
+
+/// Parses a format list such as `NV12` or `YUYV,NV12` (names as [`PixelFormat::name`]).
+pub fn parse_formats(text: &str) -> Result<Vec<PixelFormat>, String> {
+    text.split(',')
+        .map(|name| {
+            FORMAT_ORDER.iter().copied().find(|f| f.name().eq_ignore_ascii_case(name.trim())).ok_or_else(|| {
+                let names: Vec<&str> = FORMAT_ORDER.iter().map(|f| f.name()).collect();
+                format!("unknown pixel format {name:?} (one of {})", names.join(", "))
+            })
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use PixelFormat::*;
+
+    fn m(format: PixelFormat, width: u32, height: u32, fps: u32) -> Mode {
+        Mode { width, height, format, fps }
+    }
+
+    /// A vivid-like webcam: no MJPEG; YUYV and NV12 at every size, RGB24 at two; lower rates at
+    /// larger sizes.
+    fn webcam() -> Vec<Mode> {
+        let mut modes = Vec::new();
+        for (w, h, top) in [(320, 180, 60), (640, 360, 40), (640, 480, 25), (1280, 720, 12), (1920, 1080, 5)] {
+            for fps in [5, 10, top] {
+                modes.push(m(Yuyv, w, h, fps));
+                modes.push(m(Nv12, w, h, fps));
+                if w <= 640 {
+                    modes.push(m(Rgb24, w, h, fps));
+                }
+            }
+        }
+        modes
+    }
+
+    #[test]
+    fn the_exact_mode_when_offered() {
+        let want = Request { width: 640, height: 480, fps: 25 };
+        assert_eq!(choose(&webcam(), want, &FORMAT_ORDER), Some(m(Yuyv, 640, 480, 25)));
+        assert_eq!(choose(&webcam(), want, &[Nv12]), Some(m(Nv12, 640, 480, 25)));
+    }
+
+    #[test]
+    fn nearest_size_then_format_order_then_nearest_rate() {
+        // 1000x700: 1280x720 is 300 away, 640x480 580: the size wins over the rate.
+        let want = Request { width: 1000, height: 700, fps: 30 };
+        assert_eq!(choose(&webcam(), want, &FORMAT_ORDER), Some(m(Yuyv, 1280, 720, 12)));
+        // Format order decides at that size (RGB24 is not offered there, so NV12 wins).
+        assert_eq!(choose(&webcam(), want, &[Rgb24, Nv12]), Some(m(Nv12, 1280, 720, 12)));
+        // Only RGB24 allowed: the nearest size that has it.
+        assert_eq!(choose(&webcam(), want, &[Rgb24]), Some(m(Rgb24, 640, 480, 25)));
+        // A tie in size goes to the larger; a tie in rate to the higher.
+        let tie = vec![m(Yuyv, 600, 400, 10), m(Yuyv, 700, 500, 10), m(Yuyv, 700, 500, 20)];
+        assert_eq!(
+            choose(&tie, Request { width: 650, height: 450, fps: 15 }, &FORMAT_ORDER),
+            Some(m(Yuyv, 700, 500, 20))
+        );
+    }
+
+    #[test]
+    fn nothing_usable_is_none() {
+        assert_eq!(choose(&webcam(), Request::default(), &[Mjpeg]), None);
+        assert_eq!(choose(&[], Request::default(), &FORMAT_ORDER), None);
+    }
+
+    #[test]
+    fn format_lists_parse_by_name() {
+        assert_eq!(parse_formats("nv12, YUYV"), Ok(vec![Nv12, Yuyv]));
+        assert!(parse_formats("H264").unwrap_err().contains("one of MJPEG, YUYV, NV12, RGB24, GRAY8"));
+    }
+}
