@@ -79,9 +79,21 @@ pub fn take_video(
 
 pub fn run(cfg: &CaptureConfig, command: CaptureCommand) -> Result<ExitCode, Failure> {
     match command {
-        CaptureCommand::Still { camera, role, out, json } => {
+        CaptureCommand::Still { camera, role, out, photo_out, json } => {
             let still = take_still(cfg, role, camera.as_deref())?;
+            // The photo first: a front without a face fails before anything is written.
+            let photo = match &photo_out {
+                Some(_) => Some(
+                    kiosk_capture::faces::document_photo(&still.frame)
+                        .and_then(|p| kiosk_capture::jpeg::encode(&p, cfg.still.jpeg_quality))
+                        .map_err(|e| Failure::bad_input(anyhow::anyhow!(e)))?,
+                ),
+                None => None,
+            };
             write_durably(&out, &still.jpeg)?;
+            if let (Some(path), Some(jpeg)) = (&photo_out, &photo) {
+                write_durably(path, jpeg)?;
+            }
             if json {
                 println!("{}", serde_json::to_string_pretty(&still_json(&still, role, &out))?);
             } else {

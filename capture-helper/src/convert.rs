@@ -1,7 +1,7 @@
 //! The agent's capture configuration mapped onto the capture crate's settings.
 
 use kiosk_agent::config::{CameraMode, Quality, StillConfig, VideoConfig};
-use kiosk_capture::metrics::Thresholds;
+use kiosk_capture::metrics::{FaceRule, Thresholds};
 use kiosk_capture::record::VideoSettings;
 use kiosk_capture::still::StillSettings;
 use kiosk_capture::Request;
@@ -18,6 +18,7 @@ pub fn thresholds(q: &Quality) -> Thresholds {
         max_glare: q.max_glare,
         min_width: q.min_width,
         min_height: q.min_height,
+        faces: q.min_face_width.map(|min_face_width| FaceRule { min_face_width }),
     }
 }
 

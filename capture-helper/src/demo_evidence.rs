@@ -29,11 +29,10 @@ pub fn run(dir: &Path, camera: Option<&str>, clip: Duration, out: &mut impl Writ
     let rear = take_still(&cfg, Role::Document, None)?;
     write_durably(&dir.join("rear.jpg"), &rear.jpeg)?;
     line("document rear", still_line(&rear))?;
-    // The holder's photo sits at the left of the card, inside the frame guide.
-    let (w, h) = (front.frame.width, front.frame.height);
-    let photo = kiosk_capture::convert::crop(&front.frame, w / 4 + w / 40, h / 3 + h / 20, (w / 6) & !1, (h / 3) & !1)?;
+    // The holder's photo: cut around the face found on the front, wherever the card lies.
+    let photo = kiosk_capture::faces::document_photo(&front.frame)?;
     write_durably(&dir.join("photo.jpg"), &kiosk_capture::jpeg::encode(&photo, cfg.still.jpeg_quality)?)?;
-    line("document photo", format!("{}x{} cropped from the front", photo.width, photo.height))?;
+    line("document photo", format!("{}x{} cut around the face on the front", photo.width, photo.height))?;
     let selfie = take_still(&cfg, Role::Face, None)?;
     write_durably(&dir.join("selfie.jpg"), &selfie.jpeg)?;
     line("selfie", still_line(&selfie))?;
@@ -71,7 +70,7 @@ pub fn run(dir: &Path, camera: Option<&str>, clip: Duration, out: &mut impl Writ
     let capture = serde_json::json!({
         "document_front": still_meta(&front),
         "document_rear": still_meta(&rear),
-        "document_photo": { "camera": source, "mode": "cropped from document_front" },
+        "document_photo": { "camera": source, "mode": "cut around the face found on document_front" },
         "document_owner": still_meta(&selfie),
         "video": {
             "camera": cfg.face.source, "mode": format!("{}x{} H.264", cfg.video.width, cfg.video.height),

@@ -28,6 +28,12 @@ pub struct StillReport {
     pub sharpness: f64,
     pub brightness: f64,
     pub glare: f64,
+    /// Faces found (selfies only) and the largest one's box with its own sharpness and
+    /// brightness.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub faces: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub face: Option<FaceReport>,
     /// `pass` or `retake`.
     pub verdict: &'static str,
     pub reasons: Vec<String>,
@@ -50,12 +56,32 @@ impl StillReport {
             sharpness: tenths(m.sharpness),
             brightness: tenths(m.brightness),
             glare: m.glare,
+            faces: m.faces,
+            face: m.face.map(|f| FaceReport {
+                x: f.x,
+                y: f.y,
+                width: f.width,
+                height: f.height,
+                sharpness: tenths(f.sharpness),
+                brightness: tenths(f.brightness),
+            }),
             verdict: if still.verdict.is_pass() { "pass" } else { "retake" },
             reasons: still.verdict.reasons().to_vec(),
             passthrough: still.passthrough,
             bytes: still.jpeg.len(),
         }
     }
+}
+
+/// A face's box in the still, and its own quality.
+#[derive(Debug, Clone, Copy, Serialize)]
+pub struct FaceReport {
+    pub x: u32,
+    pub y: u32,
+    pub width: u32,
+    pub height: u32,
+    pub sharpness: f64,
+    pub brightness: f64,
 }
 
 /// One clip, as recorded.

@@ -19,6 +19,7 @@
 
 pub mod camera;
 pub mod convert;
+pub mod faces;
 pub mod file;
 pub mod hub;
 pub mod jpeg;

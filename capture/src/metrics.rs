@@ -17,6 +17,29 @@ pub struct Metrics {
     pub glare: f64,
     pub width: u32,
     pub height: u32,
+    /// Faces found, when the role looks for them (`None` for documents).
+    pub faces: Option<u32>,
+    /// The largest face: its box, and its own sharpness and brightness.
+    pub face: Option<FaceMetrics>,
+}
+
+/// A face's box in the image and its own quality.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct FaceMetrics {
+    pub x: u32,
+    pub y: u32,
+    pub width: u32,
+    pub height: u32,
+    pub sharpness: f64,
+    pub brightness: f64,
+}
+
+/// What a selfie must show: exactly one face, at least this wide. Following ISO/IEC 19794-5's
+/// guidance on the head's width (the line between the ears) for a usable portrait, the rule is
+/// on the detected face's width, 150 px by default (`cameras.face.quality.min_face_width`).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct FaceRule {
+    pub min_face_width: u32,
 }
 
 /// What a role requires of its images.
@@ -28,6 +51,8 @@ pub struct Thresholds {
     pub max_glare: f64,
     pub min_width: u32,
     pub min_height: u32,
+    /// For selfies: the face rule (documents have none).
+    pub faces: Option<FaceRule>,
 }
 
 impl Thresholds {
@@ -39,6 +64,7 @@ impl Thresholds {
         max_glare: 0.01,
         min_width: 1280,
         min_height: 720,
+        faces: None,
     };
     /// Defaults for faces: softer edges, a little shine tolerated, at least 640×480.
     pub const FACE: Thresholds = Thresholds {
@@ -48,6 +74,7 @@ impl Thresholds {
         max_glare: 0.03,
         min_width: 640,
         min_height: 480,
+        faces: Some(FaceRule { min_face_width: 150 }),
     };
 }
 
@@ -97,7 +124,15 @@ pub fn measure(luma: &[u8], width: u32, height: u32) -> Metrics {
     } else {
         0.0
     };
-    Metrics { sharpness, brightness: sum as f64 / n, glare: saturated as f64 / n, width, height }
+    Metrics {
+        sharpness,
+        brightness: sum as f64 / n,
+        glare: saturated as f64 / n,
+        width,
+        height,
+        faces: None,
+        face: None,
+    }
 }
 
 /// Judges metrics against thresholds; every failed rule becomes a reason.
@@ -117,6 +152,18 @@ pub fn judge(m: &Metrics, t: &Thresholds) -> Verdict {
     }
     if m.width < t.min_width || m.height < t.min_height {
         reasons.push(format!("resolution {}x{} below {}x{}", m.width, m.height, t.min_width, t.min_height));
+    }
+    if let Some(rule) = t.faces {
+        match (m.faces, m.face) {
+            (Some(0), _) => reasons.push("no face found: the customer must look at the camera".into()),
+            (Some(n), _) if n > 1 => reasons.push(format!("{n} faces found: only the customer may be in the picture")),
+            (Some(_), Some(f)) if f.width < rule.min_face_width => reasons.push(format!(
+                "face too small: {} px wide, at least {} (come closer to the camera)",
+                f.width, rule.min_face_width
+            )),
+            (Some(_), _) => {}
+            (None, _) => reasons.push("faces were not looked for".into()),
+        }
     }
     if reasons.is_empty() {
         Verdict::Pass
@@ -142,13 +189,43 @@ mod tests {
 
     #[test]
     fn every_failed_rule_is_a_reason() {
-        let m = Metrics { sharpness: 5.0, brightness: 230.0, glare: 0.2, width: 640, height: 480 };
+        let m =
+            Metrics { sharpness: 5.0, brightness: 230.0, glare: 0.2, width: 640, height: 480, faces: None, face: None };
         let v = judge(&m, &Thresholds::DOCUMENT);
         let reasons = v.reasons().join("; ");
         for needle in ["blurred", "over-exposed", "glare", "resolution 640x480"] {
             assert!(reasons.contains(needle), "{reasons}");
         }
-        let good = Metrics { sharpness: 500.0, brightness: 120.0, glare: 0.0, width: 1920, height: 1080 };
+        let good = Metrics {
+            sharpness: 500.0,
+            brightness: 120.0,
+            glare: 0.0,
+            width: 1920,
+            height: 1080,
+            faces: None,
+            face: None,
+        };
         assert!(judge(&good, &Thresholds::DOCUMENT).is_pass());
+    }
+
+    #[test]
+    fn a_selfie_needs_exactly_one_large_enough_face() {
+        let face = |width| FaceMetrics { x: 0, y: 0, width, height: width, sharpness: 50.0, brightness: 120.0 };
+        let selfie = |faces, f| Metrics {
+            sharpness: 500.0,
+            brightness: 120.0,
+            glare: 0.0,
+            width: 1280,
+            height: 720,
+            faces: Some(faces),
+            face: f,
+        };
+        assert!(judge(&selfie(1, Some(face(200))), &Thresholds::FACE).is_pass());
+        let reasons = |m| judge(&m, &Thresholds::FACE).reasons().join("; ");
+        assert!(reasons(selfie(0, None)).contains("no face found"));
+        assert!(reasons(selfie(2, Some(face(200)))).contains("2 faces found"));
+        assert!(reasons(selfie(1, Some(face(120)))).contains("face too small: 120 px wide, at least 150"));
+        let strict = Thresholds { faces: Some(FaceRule { min_face_width: 250 }), ..Thresholds::FACE };
+        assert!(!judge(&selfie(1, Some(face(200))), &strict).is_pass(), "the rule is configurable");
     }
 }

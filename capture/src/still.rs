@@ -70,7 +70,13 @@ pub fn capture_still(
             best = Some((frame, y, m));
         }
     }
-    let (frame, _, metrics) = best.expect("at least one frame");
+    let (frame, y, mut metrics) = best.expect("at least one frame");
+    if thresholds.faces.is_some() {
+        // Only the kept frame is searched: detection costs more than the other metrics.
+        let found = crate::faces::detect(&y, frame.width, frame.height);
+        metrics.faces = Some(found.len() as u32);
+        metrics.face = found.first().map(|f| crate::faces::face_metrics(&y, frame.width, f));
+    }
     let passthrough = frame.format == PixelFormat::Mjpeg && frame.width == want_w && frame.height == want_h;
     let jpeg = if passthrough {
         jpeg::strip_metadata(&frame.data)?

@@ -3,8 +3,10 @@
 //! Each frame carries, as two bands of 64 blocks at the top (one bit a block, most significant
 //! first, light = 1), its frame number and its capture time in microseconds, so a test can read
 //! both back from a decoded video. Below them, a diagonal gradient moves one pixel a frame (so an
-//! encoder sees motion) and a static "card" with a fine checkerboard stands in for a document.
-//! Levels stay within 30–220, so the pattern shows neither glare nor crushed blacks.
+//! encoder sees motion), a static "card" with a fine checkerboard stands in for a document, and
+//! a portrait (a public-domain NASA photograph, `synthetic_face.jpg`; see tests/faces/make.sh)
+//! gives the face checks and the document-photo crop a real face to find. Levels stay within
+//! 30–220 outside the portrait, so the pattern shows neither glare nor crushed blacks.
 
 use std::time::{Duration, Instant};
 
@@ -26,7 +28,13 @@ pub struct Synthetic {
     paced: bool,
     start: Option<Instant>,
     ramp: Vec<u8>,
+    /// The portrait, scaled once: RGB rows of `portrait_size` pixels, and where it goes.
+    portrait: std::sync::Arc<Vec<u8>>,
+    portrait_size: u32,
+    portrait_at: (u32, u32),
 }
+
+static FACE_JPEG: &[u8] = include_bytes!("synthetic_face.jpg");
 
 impl Synthetic {
     /// A paced source at `width`×`height`, `fps` frames a second.
@@ -51,7 +59,34 @@ impl Synthetic {
                 [v, 250 - v, 128]
             })
             .collect();
-        Ok(Synthetic { width, height, fps, next: 0, paced: true, start: None, ramp })
+        // A head a little over half the frame's height (a selfie's), left of the middle (an ID
+        // card's photo), below the bit bands; in small frames large enough that the face is
+        // about 150 px wide or more (the selfie rule's default).
+        let below_bands = 2 * BAND + 2;
+        let portrait_size = ((height as f64 * 0.55) as u32).max(420).min(height - below_bands).min(width * 7 / 10) & !1;
+        let top = (height / 4).min(height - portrait_size).max(below_bands);
+        let portrait_at = (width / 16, top);
+        let face = Frame {
+            width: 256,
+            height: 256,
+            format: PixelFormat::Mjpeg,
+            index: 0,
+            timestamp: Duration::ZERO,
+            data: FACE_JPEG.to_vec(),
+        };
+        let portrait = crate::convert::convert(&face, PixelFormat::Rgb24, portrait_size, portrait_size)?.data;
+        Ok(Synthetic {
+            width,
+            height,
+            fps,
+            next: 0,
+            paced: true,
+            start: None,
+            ramp,
+            portrait: std::sync::Arc::new(portrait),
+            portrait_size,
+            portrait_at,
+        })
     }
 
     /// `synthetic:WxH@FPS`.
@@ -85,6 +120,11 @@ impl Synthetic {
                 let v = if ((x / 8) + (y / 8)) % 2 == 0 { 50 } else { 210 };
                 row[x * 3..x * 3 + 3].fill(v);
             }
+        }
+        let (px, py, ps) = (self.portrait_at.0 as usize, self.portrait_at.1 as usize, self.portrait_size as usize);
+        for row in 0..ps.min(h.saturating_sub(py)) {
+            let to = ((py + row) * w + px) * 3;
+            data[to..to + ps * 3].copy_from_slice(&self.portrait[row * ps * 3..(row + 1) * ps * 3]);
         }
         for (band, value) in [(0usize, index), (1usize, micros)] {
             let block = w / BITS as usize;

@@ -64,6 +64,10 @@ pub enum CaptureCommand {
         /// Where to write the JPEG (0600).
         #[arg(long)]
         out: PathBuf,
+        /// Also write the document's photo, cut around the face found on this still (a document
+        /// front); exit 2 when there is no face on it.
+        #[arg(long, value_name = "PATH")]
+        photo_out: Option<PathBuf>,
         /// Print the metrics and verdict as JSON.
         #[arg(long)]
         json: bool,

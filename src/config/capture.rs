@@ -28,6 +28,8 @@ pub struct Quality {
     pub max_glare: f64,
     pub min_width: u32,
     pub min_height: u32,
+    /// Selfies only: the face must be found, alone, and at least this wide in pixels.
+    pub min_face_width: Option<u32>,
 }
 
 impl Quality {
@@ -39,6 +41,7 @@ impl Quality {
         max_glare: 0.01,
         min_width: 1280,
         min_height: 720,
+        min_face_width: None,
     };
     /// Defaults for faces: softer edges, a little shine tolerated, at least 640×480.
     pub const FACE: Quality = Quality {
@@ -48,6 +51,7 @@ impl Quality {
         max_glare: 0.03,
         min_width: 640,
         min_height: 480,
+        min_face_width: Some(150),
     };
 }
 
@@ -271,7 +275,17 @@ fn role(
         max_glare: q.max_glare.unwrap_or(defaults.max_glare),
         min_width: q.min_width.unwrap_or(defaults.min_width),
         min_height: q.min_height.unwrap_or(defaults.min_height),
+        min_face_width: defaults.min_face_width.map(|d| q.min_face_width.unwrap_or(d)),
     };
+    match (q.min_face_width, defaults.min_face_width) {
+        (Some(_), None) => {
+            problem("quality.min_face_width", "only the face camera's stills are checked for faces".into())
+        }
+        (Some(w), Some(_)) if !(40..=4000).contains(&w) => {
+            problem("quality.min_face_width", format!("must be 40-4000 pixels, not {w}"))
+        }
+        _ => {}
+    }
     if t.min_sharpness.is_nan() || t.min_sharpness < 0.0 {
         problem("quality.min_sharpness", "must be a number ≥ 0".into());
     }

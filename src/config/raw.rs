@@ -133,6 +133,7 @@ pub struct RawQuality {
     pub max_glare: Option<f64>,
     pub min_width: Option<u32>,
     pub min_height: Option<u32>,
+    pub min_face_width: Option<u32>,
 }
 
 #[derive(Debug, Default, Deserialize)]

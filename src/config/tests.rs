@@ -284,3 +284,21 @@ fn the_log_format_is_read_before_validation() {
     assert_eq!(super::peek_log_format(&file), super::LogFormat::Text);
     assert_eq!(super::peek_log_format(&dir.path().join("missing.toml")), super::LogFormat::Text);
 }
+
+#[test]
+fn only_the_face_camera_has_a_face_rule() {
+    let c = check_ok(&format!("{MINIMAL}\n[cameras.face.quality]\nmin_face_width = 200\n"));
+    assert_eq!(c.capture.face.thresholds.min_face_width, Some(200));
+    assert_eq!(c.capture.document.thresholds.min_face_width, None);
+    assert_eq!(check_ok(MINIMAL).capture.face.thresholds.min_face_width, Some(150));
+    check_problem(
+        &format!("{MINIMAL}\n[cameras.document.quality]\nmin_face_width = 200\n"),
+        "cameras.document.quality.min_face_width",
+        "only the face camera",
+    );
+    check_problem(
+        &format!("{MINIMAL}\n[cameras.face.quality]\nmin_face_width = 5\n"),
+        "cameras.face.quality.min_face_width",
+        "40-4000",
+    );
+}

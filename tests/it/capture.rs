@@ -192,3 +192,40 @@ fn an_interrupted_demo_leaves_no_evidence_and_no_helper() {
         (stat.is_empty() || stat.split_whitespace().nth(2) == Some("Z")).then_some(())
     });
 }
+
+/// Selfies are checked for faces through the CLI too: the JSON has the count and the box, a
+/// crowd or an empty frame is a retake saying why, and `--photo-out` cuts the document photo
+/// around the face on a document front (exit 2, nothing written, when it has none).
+#[test]
+fn selfies_need_one_face_and_the_document_photo_is_cut_around_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let faces = samples_dir().parent().unwrap().parent().unwrap().join("tests/faces");
+    let still = |file: &str, role: &str, extra: &[&str]| {
+        let camera = format!("file:{}", faces.join(file).display());
+        let mut args = vec!["capture", "still", "--camera", &camera, "--role", role, "--out", "s.jpg", "--json"];
+        args.extend_from_slice(extra);
+        run(dir.path(), &args)
+    };
+    let v = json_of(&still("one.jpg", "face", &[]));
+    assert_eq!((v["faces"].as_u64(), v["verdict"].as_str()), (Some(1), Some("pass")), "{v}");
+    assert!(v["face"]["width"].as_u64().unwrap() >= 150 && v["face"]["sharpness"].as_f64().is_some(), "{v}");
+    let v = json_of(&still("two.jpg", "face", &[]));
+    assert_eq!(v["verdict"], "retake");
+    assert!(v["reasons"].to_string().contains("2 faces found"), "{v}");
+    let v = json_of(&still("none.jpg", "face", &[]));
+    assert!(v["reasons"].to_string().contains("no face found"), "{v}");
+    // Stricter than the default: the same face is now too small, as configured.
+    std::fs::write(dir.path().join("capture.toml"), "[cameras.face.quality]\nmin_face_width = 400\n").unwrap();
+    let v = json_of(&still("one.jpg", "face", &[]));
+    assert!(v["reasons"].to_string().contains("at least 400"), "{v}");
+
+    let v = json_of(&still("document.jpg", "document", &["--photo-out", "photo.jpg"]));
+    assert!(v.get("faces").is_none(), "documents are not judged on faces: {v}");
+    let photo = std::fs::read(dir.path().join("photo.jpg")).unwrap();
+    assert_eq!(&photo[..2], &[0xFF, 0xD8]);
+    let _ = std::fs::remove_file(dir.path().join("s.jpg"));
+    let out = still("none.jpg", "document", &["--photo-out", "nophoto.jpg"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no face found on the document front"));
+    assert!(!dir.path().join("nophoto.jpg").exists() && !dir.path().join("s.jpg").exists(), "nothing written");
+}
