@@ -271,6 +271,23 @@ fn a_busy_camera_is_exit_2_naming_it() -> Result<(), Failed> {
     })
 }
 
+/// A driver that refuses `STREAMON` (vivid's injected error): the still fails with exit 2,
+/// naming the device and saying the stream could not start; the next still, with the driver
+/// well again, works.
+fn a_refused_stream_start_is_exit_2_naming_the_device() -> Result<(), Failed> {
+    let camera = camera_spec();
+    let device = device_of(&camera);
+    v4l2_ctl(&device, &["-c", "inject_vidioc_streamon_error=1"])?;
+    let out = helper(&["capture", "still", "--camera", &camera, "--role", "document", "--out", "/tmp/s.jpg"], None);
+    let stderr = text(&out.stderr);
+    check(
+        out.status.code() == Some(2) && stderr.contains(&device) && stderr.contains("cannot start streaming"),
+        || format!("a still with STREAMON refused: {:?} {stderr}", out.status),
+    )?;
+    let dir = tempfile::tempdir()?;
+    still_json(dir.path(), &camera, "document", None).map(|_| ())
+}
+
 /// An unplugged camera (vivid's `disconnect` control) and its return, with the capture
 /// service running all along (it owns the face camera):
 /// - a recording through the disconnect ends with a valid MP4 of the frames up to the cut,
@@ -412,6 +429,10 @@ fn main() {
             stills_in_yuyv_nv12_and_rgb24_show_the_colour_bars,
         ),
         Trial::test("hw_vivid_two_cameras_at_once", two_cameras_at_once),
+        Trial::test(
+            "hw_vivid_a_refused_stream_start_is_exit_2_naming_the_device",
+            a_refused_stream_start_is_exit_2_naming_the_device,
+        ),
         Trial::test("hw_vivid_zz_a_disconnected_camera_and_its_return", a_disconnected_camera_and_its_return),
     ]
     .into_iter()

@@ -146,7 +146,14 @@ impl FrameSource for CameraSource {
     fn next_frame(&mut self) -> Result<Option<Frame>, CaptureError> {
         let buffer = self.camera.frame().map_err(|e| {
             let e = e.to_string();
-            let what = if unplugged(&e) { "camera disconnected while streaming" } else { "frame capture failed" };
+            // nokhwa starts the stream with the first frame: a refused STREAMON shows here.
+            let what = if unplugged(&e) {
+                "camera disconnected while streaming"
+            } else if self.next_index == 0 {
+                "cannot start streaming (the driver refused the first frame)"
+            } else {
+                "frame capture failed"
+            };
             CaptureError::source(&self.name, format!("{what} ({e})"))
         })?;
         let start = *self.start.get_or_insert_with(Instant::now);
