@@ -4,7 +4,9 @@ use std::path::Path;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use crate::report::{ClipReport, StillReport, VideoFacts};
+use kiosk_agent::evidence::probe::VideoFacts;
+
+use crate::report::{ClipReport, StillReport};
 use kiosk_agent::cli::capture_args::{write_durably, CaptureCommand};
 use kiosk_agent::config::{CaptureConfig, Role};
 use kiosk_capture::record::{RecordReport, Recorder};

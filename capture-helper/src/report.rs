@@ -144,16 +144,6 @@ impl ClipReport {
     }
 }
 
-/// `probe-video`: what the video holds.
-#[derive(Debug, Clone, Serialize)]
-pub struct VideoFacts {
-    pub container: String,
-    pub codec: String,
-    pub width: u32,
-    pub height: u32,
-    pub duration_secs: f64,
-}
-
 /// One configured camera role, as the service lists it.
 #[derive(Debug, Clone, Serialize)]
 pub struct CameraRole {

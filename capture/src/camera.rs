@@ -53,15 +53,7 @@ impl CameraSource {
             return Err(CaptureError::source(name, format!("{device} does not exist (no such camera)")));
         }
         let unusable = |e: &dyn std::fmt::Display| {
-            let e = e.to_string();
-            CaptureError::source(
-                name,
-                if unplugged(&e) {
-                    format!("camera disconnected: {device} is gone ({e})")
-                } else {
-                    format!("cannot open {device}: busy, no permission, or no usable format ({e})")
-                },
-            )
+            device_error(name, &device, e, "cannot open it: busy, no permission, or no usable format")
         };
         let v4l_device = v4l::Device::new(index as usize).map_err(|e| unusable(&e))?;
         // nokhwa streams only whole frame rates: modes at 12.5 fps are listed, not chosen.
@@ -92,17 +84,7 @@ impl CameraSource {
         let actual = camera.camera_format();
         let format = our_format(actual.format())
             .ok_or_else(|| CaptureError::source(name, format!("the camera switched to {}", actual.format())))?;
-        camera.open_stream().map_err(|e| {
-            let e = e.to_string();
-            CaptureError::source(
-                name,
-                if unplugged(&e) {
-                    format!("camera disconnected: {device} is gone ({e})")
-                } else {
-                    format!("cannot start streaming on {device}: busy? ({e})")
-                },
-            )
-        })?;
+        camera.open_stream().map_err(|e| device_error(name, &device, &e, "cannot start streaming: busy?"))?;
         Ok(CameraSource {
             camera,
             name: name.to_owned(),
@@ -112,6 +94,13 @@ impl CameraSource {
             next_index: 0,
         })
     }
+}
+
+/// A V4L2 error on `device`: "camera disconnected" when it went away, else `what`.
+fn device_error(name: &str, device: &str, e: &dyn std::fmt::Display, what: &str) -> CaptureError {
+    let e = e.to_string();
+    let what = if unplugged(&e) { "camera disconnected: the device is gone" } else { what };
+    CaptureError::source(name, format!("{device}: {what} ({e})"))
 }
 
 /// Whether a V4L2 error means the device went away (`ENODEV`, or `EIO` on a stream the driver

@@ -14,8 +14,8 @@ pub const ACCEPTED_CODECS: [&str; 2] = ["h264", "hevc"];
 /// A probe that takes longer than this is a hostile or broken file.
 const PROBE_TIMEOUT: Duration = Duration::from_secs(30);
 
-/// What a probe found.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+/// What a probe found: the capture helper's `probe-video` prints it, `enroll` reads it.
+#[derive(Debug, Clone, PartialEq, Deserialize, serde::Serialize)]
 pub struct VideoFacts {
     pub container: String,
     pub codec: String,
