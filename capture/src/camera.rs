@@ -1,46 +1,61 @@
-//! V4L2 cameras through nokhwa (native input).
+//! V4L2 cameras, streamed through the `v4l` crate's memory-mapped buffers.
 //!
 //! The mode is chosen from what the driver lists ([`crate::negotiate::choose`]: the nearest
 //! size, then MJPEG, YUYV, NV12, RGB24, GRAY8 in that order, then the nearest rate), set exactly,
-//! and reported. Frames keep the camera's layout; timestamps are the capture time on the
-//! monotonic clock. A device that goes away mid-stream (unplugged) is reported as disconnected.
+//! and reported. Frames keep the camera's layout, the driver's sequence number as their index
+//! and the driver's capture time as their timestamp ([`crate::driver_frames`]). A buffer the
+//! driver flags as damaged is skipped (its number is then missing, as a skipped frame's is). A
+//! device that goes away mid-stream (unplugged) is reported as disconnected, a driver that ends
+//! the stream with an error as such, and one that stops delivering as stalled.
+//!
+//! Why not nokhwa (the design card's first choice, used until this module needed the driver's
+//! sequence numbers): nokhwa 0.10 hands out frames without the driver's sequence number or
+//! flags, so a skipped or damaged frame could not be told from a delivered one, and it refuses
+//! to open a device left at a rate that is not a whole number. It streams through this same
+//! `v4l` binding, so nothing changes in how the device is driven.
 
 use std::path::Path;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
-use nokhwa::pixel_format::RgbFormat;
-use nokhwa::utils::{
-    ApiBackend, CameraFormat, CameraIndex, FrameFormat, RequestedFormat, RequestedFormatType, Resolution,
-};
-use nokhwa::Camera;
+use v4l::buffer::Flags;
+use v4l::io::mmap::Stream;
+use v4l::io::traits::CaptureStream;
+use v4l::video::Capture;
 
+use crate::driver_frames::{packed, FrameClock};
 use crate::negotiate::{self, Mode};
 use crate::{CaptureError, Frame, FrameSource, PixelFormat, Request};
 
+/// Buffers shared with the driver: enough that a frame is not lost while one is being copied
+/// out and another waits, few enough to keep the latency (and memory) of a live view low.
+const BUFFERS: u32 = 4;
+
+/// A camera that delivers nothing for this long has stalled (the first frame after the stream
+/// starts can take a while on slow machines).
+const STALL: Duration = Duration::from_secs(10);
+
+/// Damaged frames in a row after which the camera is given up on.
+const DAMAGED_LIMIT: u32 = 30;
+
 /// A live V4L2 camera.
 pub struct CameraSource {
-    camera: Camera,
+    /// Always `Some` until dropped by hand: the `v4l` stream panics when it cannot stop a
+    /// stream (see `Drop`).
+    stream: Option<Stream<'static>>,
     name: String,
-    format: (u32, u32, PixelFormat),
-    fps: u32,
-    start: Option<Instant>,
-    next_index: u64,
+    device: String,
+    mode: Mode,
+    /// Bytes between the starts of two lines, as the driver lays them out.
+    stride: u32,
+    clock: FrameClock,
+    delivered: u64,
+    /// Frames the driver flagged as damaged, skipped.
+    pub damaged: u64,
 }
 
 impl std::fmt::Debug for CameraSource {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("CameraSource").field("name", &self.name).field("format", &self.format).finish()
-    }
-}
-
-fn our_format(f: FrameFormat) -> Option<PixelFormat> {
-    match f {
-        FrameFormat::MJPEG => Some(PixelFormat::Mjpeg),
-        FrameFormat::YUYV => Some(PixelFormat::Yuyv),
-        FrameFormat::NV12 => Some(PixelFormat::Nv12),
-        FrameFormat::GRAY => Some(PixelFormat::Gray8),
-        FrameFormat::RAWRGB => Some(PixelFormat::Rgb24),
-        FrameFormat::RAWBGR => None,
+        f.debug_struct("CameraSource").field("name", &self.name).field("mode", &self.mode).finish()
     }
 }
 
@@ -56,7 +71,8 @@ impl CameraSource {
             device_error(name, &device, e, "cannot open it: busy, no permission, or no usable format")
         };
         let v4l_device = v4l::Device::new(index as usize).map_err(|e| unusable(&e))?;
-        // nokhwa streams only whole frame rates: modes at 12.5 fps are listed, not chosen.
+        // Only whole frame rates: the recorder's clock and every report count frames a second
+        // in whole numbers. Modes at 12.5 fps are listed, not chosen.
         let offered: Vec<Mode> =
             driver_modes(&v4l_device).map_err(|e| unusable(&e))?.into_iter().filter_map(|m| m.usable()).collect();
         let chosen = negotiate::choose(&offered, want, formats).ok_or_else(|| {
@@ -66,33 +82,62 @@ impl CameraSource {
                 format!("{device} offers no mode in {} at a whole frame rate", allowed.join(", ")),
             )
         })?;
-        // Set the mode with the driver first: nokhwa reads the current one when it opens and
-        // refuses a device left at a fractional rate by another program.
-        v4l::video::Capture::set_format(
-            &v4l_device,
-            &v4l::Format::new(chosen.width, chosen.height, fourcc_of(chosen.format)),
-        )
-        .map_err(|e| unusable(&e))?;
-        v4l::video::Capture::set_params(&v4l_device, &v4l::video::capture::Parameters::with_fps(chosen.fps))
+        let set = v4l_device
+            .set_format(&v4l::Format::new(chosen.width, chosen.height, fourcc_of(chosen.format)))
             .map_err(|e| unusable(&e))?;
-        drop(v4l_device);
-        let exact =
-            CameraFormat::new(Resolution::new(chosen.width, chosen.height), their_format(chosen.format), chosen.fps);
-        let wanted = RequestedFormat::new::<RgbFormat>(RequestedFormatType::Exact(exact));
-        let mut camera = Camera::with_backend(CameraIndex::Index(index), wanted, ApiBackend::Video4Linux)
+        let format = format_of(&fourcc_name(set.fourcc))
+            .ok_or_else(|| CaptureError::source(name, format!("{device} switched to {}", fourcc_name(set.fourcc))))?;
+        let params = v4l_device
+            .set_params(&v4l::video::capture::Parameters::with_fps(chosen.fps))
             .map_err(|e| unusable(&e))?;
-        let actual = camera.camera_format();
-        let format = our_format(actual.format())
-            .ok_or_else(|| CaptureError::source(name, format!("the camera switched to {}", actual.format())))?;
-        camera.open_stream().map_err(|e| device_error(name, &device, &e, "cannot start streaming: busy?"))?;
+        let interval = params.interval;
+        let fps = if interval.numerator > 0 && interval.denominator % interval.numerator == 0 {
+            interval.denominator / interval.numerator
+        } else {
+            chosen.fps
+        };
+        let mut stream = Stream::with_buffers(&v4l_device, v4l::buffer::Type::VideoCapture, BUFFERS)
+            .map_err(|e| device_error(name, &device, &e, "cannot start streaming: busy?"))?;
+        stream.set_timeout(STALL);
         Ok(CameraSource {
-            camera,
+            stream: Some(stream),
             name: name.to_owned(),
-            format: (actual.width(), actual.height(), format),
-            fps: actual.frame_rate().max(1),
-            start: None,
-            next_index: 0,
+            device,
+            mode: Mode { width: set.width, height: set.height, format, fps },
+            stride: set.stride,
+            clock: FrameClock::default(),
+            delivered: 0,
+            damaged: 0,
         })
+    }
+
+    /// What a failed buffer exchange means to an operator.
+    fn stream_error(&self, e: &std::io::Error) -> CaptureError {
+        let text = e.to_string();
+        let what = if unplugged(&text) {
+            "camera disconnected while streaming".to_owned()
+        } else if self.delivered == 0 && self.damaged == 0 {
+            "cannot start streaming (the driver refused)".to_owned()
+        } else if e.kind() == std::io::ErrorKind::TimedOut {
+            format!("no frame for {} s: the camera stalled", STALL.as_secs())
+        } else if e.raw_os_error() == Some(5) {
+            "the driver ended the stream with an error".to_owned()
+        } else {
+            "frame capture failed".to_owned()
+        };
+        CaptureError::source(&self.name, format!("{}: {what} ({text})", self.device))
+    }
+}
+
+impl Drop for CameraSource {
+    fn drop(&mut self) {
+        // Stop the stream ourselves: the `v4l` stream's own drop panics when STREAMOFF fails
+        // with anything but ENODEV, and a camera thread must never die of releasing a camera.
+        // Once stopped, its second STREAMOFF succeeds.
+        if let Some(mut stream) = self.stream.take() {
+            let _ = v4l::io::traits::Stream::stop(&mut stream);
+            let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || drop(stream)));
+        }
     }
 }
 
@@ -103,20 +148,10 @@ fn device_error(name: &str, device: &str, e: &dyn std::fmt::Display, what: &str)
     CaptureError::source(name, format!("{device}: {what} ({e})"))
 }
 
-/// Whether a V4L2 error means the device went away (`ENODEV`, or `EIO` on a stream the driver
-/// ended): a kiosk operator knows that as an unplugged camera.
+/// Whether a V4L2 error means the device went away (`ENODEV`): a kiosk operator knows that as
+/// an unplugged camera.
 fn unplugged(message: &str) -> bool {
     message.contains("No such device") || message.contains("os error 19")
-}
-
-fn their_format(f: PixelFormat) -> FrameFormat {
-    match f {
-        PixelFormat::Mjpeg => FrameFormat::MJPEG,
-        PixelFormat::Yuyv => FrameFormat::YUYV,
-        PixelFormat::Nv12 => FrameFormat::NV12,
-        PixelFormat::Gray8 => FrameFormat::GRAY,
-        PixelFormat::Rgb24 | PixelFormat::Yuv420p => FrameFormat::RAWRGB,
-    }
 }
 
 impl FrameSource for CameraSource {
@@ -124,41 +159,49 @@ impl FrameSource for CameraSource {
         self.name.clone()
     }
     fn format(&self) -> (u32, u32, PixelFormat) {
-        self.format
+        (self.mode.width, self.mode.height, self.mode.format)
     }
     fn fps(&self) -> u32 {
-        self.fps
+        self.mode.fps
     }
     fn is_live(&self) -> bool {
         true
     }
     fn next_frame(&mut self) -> Result<Option<Frame>, CaptureError> {
-        let buffer = self.camera.frame().map_err(|e| {
-            let e = e.to_string();
-            // nokhwa starts the stream with the first frame: a refused STREAMON shows here.
-            let what = if unplugged(&e) {
-                "camera disconnected while streaming"
-            } else if self.next_index == 0 {
-                "cannot start streaming (the driver refused the first frame)"
-            } else {
-                "frame capture failed"
+        let mut damaged_in_a_row = 0;
+        loop {
+            let Some(stream) = self.stream.as_mut() else {
+                return Ok(None); // released: nothing more comes
             };
-            CaptureError::source(&self.name, format!("{what} ({e})"))
-        })?;
-        let start = *self.start.get_or_insert_with(Instant::now);
-        let res = buffer.resolution();
-        let format = our_format(buffer.source_frame_format())
-            .ok_or_else(|| CaptureError::source(&self.name, "camera switched to an unsupported pixel format"))?;
-        let frame = Frame {
-            width: res.width(),
-            height: res.height(),
-            format,
-            index: self.next_index,
-            timestamp: start.elapsed(),
-            data: buffer.buffer().to_vec(),
-        };
-        self.next_index += 1;
-        Ok(Some(frame))
+            let (buffer, meta) = match stream.next() {
+                Ok((buffer, meta)) => (buffer, *meta),
+                Err(e) => return Err(self.stream_error(&e)),
+            };
+            let dequeued = Instant::now();
+            let Mode { width, height, format, .. } = self.mode;
+            let data = packed(buffer, meta.bytesused as usize, format, width, height, self.stride);
+            let (false, Some(data)) = (meta.flags.contains(Flags::ERROR), data) else {
+                // Damaged in transfer (or short): its sequence number goes missing, as a
+                // skipped frame's does.
+                self.damaged += 1;
+                damaged_in_a_row += 1;
+                if damaged_in_a_row >= DAMAGED_LIMIT {
+                    return Err(CaptureError::source(
+                        &self.name,
+                        format!("{}: the last {DAMAGED_LIMIT} frames all came damaged", self.device),
+                    ));
+                }
+                continue;
+            };
+            let stamped = meta.flags.contains(Flags::TIMESTAMP_MONOTONIC);
+            let timestamp = self.clock.time(stamped.then(|| Duration::from(meta.timestamp)), dequeued);
+            let index = self.clock.index(meta.sequence);
+            self.delivered += 1;
+            return Ok(Some(Frame { width, height, format, index, timestamp, data }));
+        }
+    }
+    fn mode(&self) -> Mode {
+        self.mode
     }
 }
 

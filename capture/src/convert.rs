@@ -34,7 +34,7 @@ pub fn from_av_pixel(pixel: Pixel) -> Option<PixelFormat> {
 }
 
 /// (bytes per row, rows) of each plane of a raw layout.
-fn planes(format: PixelFormat, w: usize, h: usize) -> Vec<(usize, usize)> {
+pub(crate) fn planes(format: PixelFormat, w: usize, h: usize) -> Vec<(usize, usize)> {
     let (cw, ch) = (w.div_ceil(2), h.div_ceil(2));
     match format {
         PixelFormat::Rgb24 => vec![(w * 3, h)],

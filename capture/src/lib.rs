@@ -6,7 +6,9 @@
 //! Code map:
 //! - [`FrameSource`] and [`open`] — the boundary every source implements, and the parser of
 //!   source specifications (`v4l2:/dev/videoN`, `camera:N`, `synthetic[:WxH@FPS]`, `file:PATH`).
-//! - [`camera`]    — V4L2 cameras through nokhwa: negotiation, listing.
+//! - [`camera`]    — V4L2 cameras (the `v4l` crate's mmap streaming): negotiation, listing.
+//! - [`driver_frames`] — the driver's sequence numbers, timestamps and line padding, as frame
+//!   indexes, times and packed rows.
 //! - [`synthetic`] — a deterministic moving test pattern with frame number and capture time in
 //!   its pixels, paced in real time.
 //! - [`file`]      — any video or image FFmpeg decodes, unpaced; JPEG frames pass through.
@@ -19,6 +21,7 @@
 
 pub mod camera;
 pub mod convert;
+pub mod driver_frames;
 pub mod faces;
 pub mod file;
 pub mod hub;
@@ -70,9 +73,11 @@ pub struct Frame {
     pub width: u32,
     pub height: u32,
     pub format: PixelFormat,
-    /// Position in the source's stream, from 0.
+    /// Position in the source's stream, strictly increasing. For a camera it is the driver's
+    /// sequence number, so a gap is a frame the source skipped.
     pub index: u64,
-    /// Capture time relative to the start of the stream (monotonic clock).
+    /// Capture time relative to the stream's first frame (for a camera, the driver's own
+    /// monotonic time stamp).
     pub timestamp: Duration,
     pub data: Vec<u8>,
 }
