@@ -96,7 +96,15 @@ pub struct ClipReport {
     /// The mode the camera delivered, as negotiated.
     pub mode: String,
     pub frames: u64,
+    /// Frames the encoder could not take in time.
     pub dropped: u64,
+    /// Frames the camera skipped within the clip, by its sequence numbers.
+    pub skipped: u64,
+    /// The first and last frame numbers the clip spans (the driver's sequence numbers).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sequence: Option<[u64; 2]>,
+    /// Time between the first and the last of those frames, on the camera's clock.
+    pub span_secs: f64,
     pub duration_secs: f64,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub requested_secs: Option<f64>,
@@ -118,6 +126,9 @@ impl ClipReport {
             mode: r.mode.to_string(),
             frames: r.frames,
             dropped: r.dropped,
+            skipped: r.skipped,
+            sequence: r.sequence.map(|(a, b)| [a, b]),
+            span_secs: r.span.as_secs_f64(),
             duration_secs: r.duration.as_secs_f64(),
             requested_secs: Some(r.requested.as_secs_f64()),
             end: Some(format!("{:?}", r.end)),
@@ -135,6 +146,9 @@ impl ClipReport {
             mode: r.mode.to_string(),
             frames: r.frames,
             dropped: r.dropped,
+            skipped: r.skipped,
+            sequence: r.sequence.map(|(a, b)| [a, b]),
+            span_secs: r.span.as_secs_f64(),
             duration_secs: r.duration.as_secs_f64(),
             requested_secs: None,
             end: None,

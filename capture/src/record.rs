@@ -87,7 +87,17 @@ pub struct RecordReport {
     /// The mode the source delivered (the negotiated one, for a camera).
     pub mode: Mode,
     pub frames: u64,
+    /// Frames the source delivered that the encoder could not take in time.
     pub dropped: u64,
+    /// Frames the source skipped within the clip, as its frame numbers show: for a camera, the
+    /// driver's sequence numbers (frames it had no free buffer for, or delivered damaged).
+    pub skipped: u64,
+    /// The first and last frame numbers the clip spans (for a camera, the driver's sequence
+    /// numbers): `frames + dropped + skipped` is `last - first + 1`.
+    pub sequence: Option<(u64, u64)>,
+    /// Time from the first to the last of those frames, on the source's clock (a camera's
+    /// driver's); longer than the clip when the last frames were dropped.
+    pub span: Duration,
     /// Duration of the clip (first to last capture time, plus one frame).
     pub duration: Duration,
     pub requested: Duration,
@@ -99,7 +109,32 @@ pub struct RecordReport {
 
 enum Msg {
     Frame(Frame),
-    End(EndReason),
+    End(EndReason, Span),
+}
+
+/// The frame numbers the capture thread took from the source for the clip.
+#[derive(Debug, Default, Clone, Copy)]
+struct Span {
+    first: Option<u64>,
+    last: u64,
+    /// The last frame's time since the first's.
+    time: Duration,
+    /// Frames taken: sent to the encoder or dropped.
+    taken: u64,
+}
+
+impl Span {
+    fn take(&mut self, index: u64, time: Duration) {
+        self.first.get_or_insert(index);
+        self.last = index;
+        self.time = time;
+        self.taken += 1;
+    }
+
+    /// Numbers missing between the first and the last frame.
+    fn skipped(&self) -> u64 {
+        self.first.map_or(0, |first| (self.last.saturating_sub(first) + 1).saturating_sub(self.taken))
+    }
 }
 
 /// A recording in progress.
@@ -218,6 +253,7 @@ fn capture_loop<F>(
     let _ = opened.send(Ok((source.name(), source.mode())));
     let live = source.is_live();
     let mut first: Option<Duration> = None;
+    let mut span = Span::default();
     let end = loop {
         if stop.load(Ordering::SeqCst) {
             break EndReason::Stopped;
@@ -231,6 +267,7 @@ fn capture_loop<F>(
         if frame.timestamp.saturating_sub(start) >= limit {
             break EndReason::Completed;
         }
+        span.take(frame.index, frame.timestamp.saturating_sub(start));
         if live {
             match tx.try_send(Msg::Frame(frame)) {
                 Ok(()) => {}
@@ -243,7 +280,7 @@ fn capture_loop<F>(
             return;
         }
     };
-    let _ = tx.send(Msg::End(end));
+    let _ = tx.send(Msg::End(end, span));
 }
 
 struct EncodeJob {
@@ -300,6 +337,7 @@ impl EncodeJob {
     fn encode_all(&self, tmp: &Path, rx: Receiver<Msg>) -> Result<RecordReport, CaptureError> {
         let mut out = self.open_output(tmp)?;
         let (mut frames, mut first, mut last) = (0u64, None::<Duration>, Duration::ZERO);
+        let mut span = Span::default();
         let end = loop {
             match rx.recv_timeout(self.stall) {
                 Ok(Msg::Frame(frame)) => {
@@ -308,7 +346,10 @@ impl EncodeJob {
                     self.encode_frame(&mut out, &frame, last)?;
                     frames += 1;
                 }
-                Ok(Msg::End(reason)) => break reason,
+                Ok(Msg::End(reason, taken)) => {
+                    span = taken;
+                    break reason;
+                }
                 Err(RecvTimeoutError::Timeout) => {
                     // The camera hangs: finish with what we have rather than hang with it.
                     self.stop.store(true, Ordering::SeqCst);
@@ -342,6 +383,9 @@ impl EncodeJob {
             mode: self.mode,
             frames,
             dropped: self.dropped.load(Ordering::Relaxed),
+            skipped: span.skipped(),
+            sequence: span.first.map(|first| (first, span.last)),
+            span: span.time,
             duration,
             requested: self.requested,
             end,

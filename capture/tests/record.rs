@@ -295,3 +295,30 @@ fn recording_from_a_file_is_unpaced_and_drops_nothing() {
     assert_eq!((report.frames, report.dropped), (45, 0), "{report:?}");
     assert_eq!(probe(&second).stamps.iter().map(|s| s.0).collect::<Vec<_>>(), (0..45).collect::<Vec<_>>());
 }
+
+/// A camera that skips frames (its driver had no free buffer, or delivered one damaged) leaves
+/// gaps in its frame numbers: the report counts them, and frames, drops and skips add up to
+/// the span of numbers the clip covers.
+#[test]
+fn frames_the_source_skipped_are_counted_from_its_frame_numbers() {
+    let _heavy = serial();
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("gaps.mp4");
+    // Numbered from 100 (a driver's count does not restart with the clip), 4 numbers missing.
+    let frames: Vec<Frame> = stamped_frames(30, 320, 240)
+        .into_iter()
+        .filter(|f| ![3, 4, 17, 25].contains(&f.index))
+        .map(|f| Frame { index: f.index + 100, ..f })
+        .collect();
+    let report = record(
+        move || Ok(Box::new(Frames::new(frames, 30)) as Box<dyn FrameSource>),
+        &out,
+        &small_settings(),
+        Duration::from_secs(5),
+    )
+    .unwrap();
+    assert_eq!((report.frames, report.dropped, report.skipped), (26, 0, 4), "{report:?}");
+    assert_eq!(report.sequence, Some((100, 129)));
+    assert_eq!(report.span, Duration::from_secs(29) / 30, "the last frame's time on the source's clock");
+    assert_eq!(probe(&out).stamps.len(), 26);
+}
