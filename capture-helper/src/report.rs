@@ -40,6 +40,19 @@ pub struct StillReport {
     /// The camera's own JPEG bytes were kept (MJPEG at the wanted size).
     pub passthrough: bool,
     pub bytes: usize,
+    /// The document's photo, cut around the face found on this document front (the service,
+    /// for a `document_front` still that has one).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub photo: Option<PhotoReport>,
+}
+
+/// The document photo the service cut from a document front.
+#[derive(Debug, Clone, Serialize)]
+pub struct PhotoReport {
+    pub id: String,
+    pub thumbnail: String,
+    pub width: u32,
+    pub height: u32,
 }
 
 impl StillReport {
@@ -69,6 +82,7 @@ impl StillReport {
             reasons: still.verdict.reasons().to_vec(),
             passthrough: still.passthrough,
             bytes: still.jpeg.len(),
+            photo: None,
         }
     }
 }

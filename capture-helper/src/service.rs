@@ -23,7 +23,7 @@ use kiosk_capture::record::Recorder;
 use serde_json::Value;
 
 use crate::convert::{request, still_settings, thresholds, video_settings};
-use crate::report::{CameraRole, CameraRoles, ClipReport, ErrorBody, RecordingStarted, StillReport};
+use crate::report::{CameraRole, CameraRoles, ClipReport, ErrorBody, PhotoReport, RecordingStarted, StillReport};
 
 /// Preview frames per second, at most, per viewer.
 const PREVIEW_FPS: u64 = 10;
@@ -168,6 +168,20 @@ async fn still(State(s): State<Service>, body: axum::body::Bytes) -> Response {
         Ok(h) => h,
         Err(r) => return *r,
     };
+    // The document photo is cut from the front, around the face found there, not taken apart.
+    let front = match body.get("kind").map(|k| k.as_str()) {
+        None => false,
+        Some(Some("document_front")) if role == Role::Document => true,
+        Some(Some("document_front" | "document_rear" | "document_photo" | "document_owner")) => false,
+        Some(_) => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                "invalid",
+                Some("kind"),
+                "must be document_front, document_rear, document_photo or document_owner (document_front with role document)",
+            )
+        }
+    };
     let cfg = Arc::clone(&s.cfg);
     let dir = s.dir.clone();
     let taken = tokio::task::spawn_blocking(move || {
@@ -175,19 +189,57 @@ async fn still(State(s): State<Service>, body: axum::body::Bytes) -> Response {
         let mut tap = hub.tap();
         let still =
             kiosk_capture::still::capture_still(&mut tap, &still_settings(&cfg.still), &thresholds(&r.thresholds))?;
-        let id = uuid::Uuid::new_v4().to_string();
-        let path = dir.join(format!("{id}.jpg"));
-        kiosk_agent::cli::capture_args::write_durably(&path, &still.jpeg).map_err(|e| {
-            kiosk_capture::CaptureError::Media { context: "writing the still".into(), reason: format!("{e:#}") }
-        })?;
+        let mut report = StillReport::new(&still, role);
+        let photo = if front { front_photo(&still, cfg.still.jpeg_quality, &mut report) } else { None };
+        let id = save(&dir, &still.jpeg)?;
+        if let Some(photo) = photo {
+            let photo_id = save(&dir, &photo.1)?;
+            report.photo = Some(PhotoReport {
+                thumbnail: format!("/v1/captures/{photo_id}/thumbnail.jpg"),
+                id: photo_id,
+                width: photo.0.width,
+                height: photo.0.height,
+            });
+        }
         let thumbnail = Some(format!("/v1/captures/{id}/thumbnail.jpg"));
-        Ok::<_, kiosk_capture::CaptureError>(StillReport { id: Some(id), thumbnail, ..StillReport::new(&still, role) })
+        Ok::<_, kiosk_capture::CaptureError>(StillReport { id: Some(id), thumbnail, ..report })
     })
     .await;
     match taken {
         Ok(Ok(report)) => Json(report).into_response(),
         Ok(Err(e)) => error(StatusCode::SERVICE_UNAVAILABLE, "camera_unavailable", Some("role"), e),
         Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, "internal", None, e),
+    }
+}
+
+/// Writes a capture under a new id in `dir`; returns the id.
+fn save(dir: &std::path::Path, jpeg: &[u8]) -> Result<String, kiosk_capture::CaptureError> {
+    let id = uuid::Uuid::new_v4().to_string();
+    kiosk_agent::cli::capture_args::write_durably(&dir.join(format!("{id}.jpg")), jpeg).map_err(|e| {
+        kiosk_capture::CaptureError::Media { context: "writing the still".into(), reason: format!("{e:#}") }
+    })?;
+    Ok(id)
+}
+
+/// The document photo cut around the face on a document front, as a frame and its JPEG. A
+/// front without a face to cut is a retake: its reason is added to `report`.
+fn front_photo(
+    still: &kiosk_capture::still::Still,
+    quality: u8,
+    report: &mut StillReport,
+) -> Option<(kiosk_capture::Frame, Vec<u8>)> {
+    let cut = kiosk_capture::faces::document_photo(&still.frame)
+        .and_then(|photo| kiosk_capture::jpeg::encode(&photo, quality).map(|jpeg| (photo, jpeg)));
+    match cut {
+        Ok(photo) => Some(photo),
+        Err(e) => {
+            report.verdict = "retake";
+            report.reasons.push(match e {
+                kiosk_capture::CaptureError::Media { reason, .. } => reason,
+                other => other.to_string(),
+            });
+            None
+        }
     }
 }
 

@@ -467,10 +467,9 @@ fn damaged_frames_are_skipped_and_a_streaming_error_ends_the_clip_short() -> Res
     check(done.status.success(), || format!("capture video through the faults: {:?} {stderr}", done.status))?;
     let report: Value = serde_json::from_slice(&done.stdout).map_err(|e| format!("{e}: {}", text(&done.stdout)))?;
     let end = report["end"].as_str().unwrap_or_default();
-    check(
-        report["short"] == true && end.contains(&device) && end.contains("ended the stream with an error"),
-        || format!("the recording did not end on the streaming error: {report}"),
-    )?;
+    check(report["short"] == true && end.contains(&device) && end.contains("ended the stream with an error"), || {
+        format!("the recording did not end on the streaming error: {report}")
+    })?;
     check(report["skipped"].as_u64() >= Some(3), || format!("3 damaged frames, not counted as skipped: {report}"))?;
     let facts = kiosk_capture::file::probe(&out, 600).map_err(|e| e.to_string())?;
     let mut file = open(&format!("file:{}", out.display()), Request::default()).map_err(|e| e.to_string())?;
@@ -531,7 +530,10 @@ fn main() {
             stills_in_yuyv_nv12_and_rgb24_show_the_colour_bars,
         ),
         Trial::test("hw_vivid_two_cameras_at_once", two_cameras_at_once),
-        Trial::test("hw_vivid_a_clip_counts_the_frames_the_driver_skipped", a_clip_counts_the_frames_the_driver_skipped),
+        Trial::test(
+            "hw_vivid_a_clip_counts_the_frames_the_driver_skipped",
+            a_clip_counts_the_frames_the_driver_skipped,
+        ),
         Trial::test(
             "hw_vivid_damaged_frames_skipped_a_streaming_error_ends_the_clip_short",
             damaged_frames_are_skipped_and_a_streaming_error_ends_the_clip_short,

@@ -87,9 +87,8 @@ impl CameraSource {
             .map_err(|e| unusable(&e))?;
         let format = format_of(&fourcc_name(set.fourcc))
             .ok_or_else(|| CaptureError::source(name, format!("{device} switched to {}", fourcc_name(set.fourcc))))?;
-        let params = v4l_device
-            .set_params(&v4l::video::capture::Parameters::with_fps(chosen.fps))
-            .map_err(|e| unusable(&e))?;
+        let params =
+            v4l_device.set_params(&v4l::video::capture::Parameters::with_fps(chosen.fps)).map_err(|e| unusable(&e))?;
         let interval = params.interval;
         let fps = if interval.numerator > 0 && interval.denominator % interval.numerator == 0 {
             interval.denominator / interval.numerator

@@ -72,7 +72,14 @@ impl FrameClock {
 /// The bytes of a raw frame with rows packed to the picture's width, from a driver buffer
 /// whose lines are `stride` bytes apart (`None` when the buffer is too short to hold it).
 /// MJPEG frames are the first `used` bytes.
-pub fn packed(buffer: &[u8], used: usize, format: PixelFormat, width: u32, height: u32, stride: u32) -> Option<Vec<u8>> {
+pub fn packed(
+    buffer: &[u8],
+    used: usize,
+    format: PixelFormat,
+    width: u32,
+    height: u32,
+    stride: u32,
+) -> Option<Vec<u8>> {
     let used = if used == 0 || used > buffer.len() { buffer.len() } else { used };
     if format == PixelFormat::Mjpeg {
         return (used > 0).then(|| buffer[..used].to_vec());

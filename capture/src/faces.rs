@@ -66,7 +66,7 @@ pub fn detect(luma: &[u8], width: u32, height: u32) -> Vec<FaceBox> {
             }
         })
         .collect();
-    faces.sort_by(|a, b| (b.width * b.height).cmp(&(a.width * a.height)));
+    faces.sort_by_key(|f| std::cmp::Reverse(f.width * f.height));
     faces
 }
 

@@ -77,12 +77,15 @@ pub async fn metrics(State(s): State<ApiState>) -> Result<impl IntoResponse, Api
 }
 
 /// The queue's counters as Prometheus counter families (`kiosk_agent_uploads_total{kind=…}`, …).
+/// One series' labels, as (name, value) pairs.
+type Labels<'a> = Vec<(&'a str, &'a str)>;
+
 /// Every series a dashboard or alert may ask for is present from the start, at 0.
 fn register_counters(registry: &mut Registry, counters: Vec<crate::queue::counters::Counter>) {
     use crate::queue::counters::names;
     const CLASSES: [&str; 8] =
         ["network", "throttled", "server_error", "rejected", "protocol", "setup", "local", "ended_by_server"];
-    let families: [(&str, &str, Vec<Vec<(&str, &str)>>); 5] = [
+    let families: [(&str, &str, Vec<Labels>); 5] = [
         (
             names::UPLOADS,
             "Uploads delivered to the server, by kind",

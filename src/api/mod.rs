@@ -63,10 +63,10 @@ pub const ROUTES: &[(&str, &str, bool, &str)] = &[
         true,
         "Live MJPEG preview of a role's camera (several viewers, at most 10 frames a second)",
     ),
-    ("post", "/v1/captures/still", true, "Take a still {role}: id, metrics, verdict, reasons, thumbnail URL"),
+    ("post", "/v1/captures/still", true, "Take a still {role, kind?}: id, metrics, verdict, reasons, thumbnail URL; a document_front also gives the document photo cut around its face"),
     ("get", "/v1/captures/{id}/thumbnail.jpg", true, "The still"),
     ("post", "/v1/recordings", true, "Start recording the face camera {max_seconds}: id"),
-    ("post", "/v1/recordings/{id}/stop", true, "Stop a recording: frames, dropped, duration, bytes"),
+    ("post", "/v1/recordings/{id}/stop", true, "Stop a recording: frames, dropped, skipped, duration, bytes"),
     ("get", "/v1/openapi.json", true, "This API's OpenAPI description"),
     (
         "get",

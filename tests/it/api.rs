@@ -395,13 +395,24 @@ fn cameras_preview_stills_and_a_recording_become_an_enrollment() {
     let (code, rec) = authed(&d, "POST", "/v1/recordings", Some(Body::Json(json!({"max_seconds": 3}))));
     assert_eq!(code, 201, "{rec}");
     let mut ids = Vec::new();
-    for role in ["document", "document", "face"] {
+    let mut photo = None;
+    for (role, kind) in [("document", "document_front"), ("document", "document_rear"), ("face", "document_owner")] {
         let (code, still) =
-            authed(&d, "POST", "/v1/captures/still", Some(Body::Json(json!({"role": role, "kind": "x"}))));
+            authed(&d, "POST", "/v1/captures/still", Some(Body::Json(json!({"role": role, "kind": kind}))));
         assert_eq!(code, 200, "{still}");
         assert_eq!(still["verdict"], "pass", "{still}");
         ids.push(still["id"].as_str().unwrap().to_owned());
+        // The front comes with the document photo cut around its face (a portrait); no other.
+        assert_eq!(still.get("photo").is_some(), kind == "document_front", "{still}");
+        if let Some(p) = still.get("photo") {
+            assert!(p["height"].as_u64() > p["width"].as_u64() && p["width"].as_u64() >= Some(150), "{p}");
+            photo = Some(p["id"].as_str().unwrap().to_owned());
+        }
     }
+    let (code, bad) =
+        authed(&d, "POST", "/v1/captures/still", Some(Body::Json(json!({"role": "document", "kind": "passport"}))));
+    assert_eq!((code, bad["field"].as_str()), (400, Some("kind")), "{bad}");
+    ids.push(photo.expect("the front's photo"));
     assert_eq!(preview_frames(&d, "document", 3).len(), 3, "previews run beside the recording");
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
     let thumb = rt.block_on(async {
@@ -437,6 +448,7 @@ fn cameras_preview_stills_and_a_recording_become_an_enrollment() {
     m["images"]["document_front"] = json!({"capture": ids[0]});
     m["images"]["document_rear"] = json!({"capture": ids[1]});
     m["images"]["document_owner"] = json!({"capture": ids[2]});
+    m["images"]["document_photo"] = json!({"capture": ids[3]});
     m["video"] = json!({"recording": rec_id});
     let (code, body) = authed(&d, "POST", "/v1/enrollments", Some(Body::Json(m)));
     assert_eq!(code, 202, "{body}");

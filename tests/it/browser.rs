@@ -114,14 +114,32 @@ fn an_operator_enrolls_a_customer_from_the_page() {
         assert_ne!(first, second, "the live preview changes between frames");
         std::fs::write(shots.join("1-preview.png"), client.screenshot().await.unwrap()).unwrap();
 
-        // Three stills, each judged.
-        for slot in ["document_front", "document_photo", "document_owner"] {
+        // Two stills, each judged; the document photo is cut from the front, not taken: it has
+        // no button of its own and shows once the front passes.
+        assert!(
+            client.find(Locator::Css(".shot[data-slot=document_photo] button")).await.is_err(),
+            "the document photo has no button"
+        );
+        for slot in ["document_front", "document_owner"] {
             client.find(Locator::Css(&format!(".shot[data-slot={slot}] button"))).await.unwrap().click().await.unwrap();
             until(Duration::from_secs(30), slot, || async {
                 client.find(Locator::Css(&format!(".shot[data-slot={slot}][data-taken=pass]"))).await.ok()
             })
             .await;
         }
+        let (w, h) = until(Duration::from_secs(10), "the document photo's thumbnail", || async {
+            let size = client
+                .execute(
+                    "const i = document.querySelector('.shot[data-slot=document_photo][data-taken=pass] img'); \
+                     return i && i.complete ? [i.naturalWidth, i.naturalHeight] : null",
+                    vec![],
+                )
+                .await
+                .ok()?;
+            serde_json::from_value::<(u64, u64)>(size).ok().filter(|(w, _)| *w > 0)
+        })
+        .await;
+        assert!(h > w && w > 0, "the photo is a portrait cut from the front, {w}x{h}");
 
         // The customer's data.
         for (id, value) in [
@@ -188,4 +206,8 @@ fn an_operator_enrolls_a_customer_from_the_page() {
     let records = sandbox.records();
     let requests = records["requests"].as_array().map(Vec::len).unwrap_or(0);
     assert!(requests >= 1, "{records}");
+    // The photo the server got is the portrait cut from the front: a part of it, so smaller.
+    let images = &records["requests"][0]["images"];
+    let size = |slot: &str| images[slot]["size"].as_u64().unwrap_or_else(|| panic!("no {slot}: {records}"));
+    assert!(size("document_photo") < size("document_front"), "{images}");
 }
