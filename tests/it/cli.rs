@@ -197,72 +197,86 @@ fn logs_can_be_json_lines_without_colours() {
     }
 }
 
-/// `log.format = "journald"`: events reach the journal's socket in its native protocol, with
-/// `ENROLLMENT_ID` and `STATE` as journal fields. The journal here is a socket the test binds,
-/// put at `/run/systemd/journal/socket` in a mount namespace of the agent's own (root only).
+/// `log.format = "journald"`: events reach a real journald (systemd's own, started for the test
+/// in a mount namespace with a fresh `/run`, keeping its journal in memory there) with
+/// `ENROLLMENT_ID` and `STATE` as journal fields, as `journalctl -o json` reads them back.
 #[test]
 fn journald_gets_the_enrollment_and_state_as_fields() {
-    if !crate::util::is_root() || !crate::util::have("unshare") {
-        eprintln!("skipped: needs root and unshare(1) to give the agent a journal socket of the test's own");
+    let journald = ["/lib/systemd/systemd-journald", "/usr/lib/systemd/systemd-journald"]
+        .into_iter()
+        .find(|p| std::path::Path::new(p).exists());
+    let machine_id = std::path::Path::new("/etc/machine-id");
+    let (true, true, true, Some(journald), true) = (
+        crate::util::is_root(),
+        crate::util::have("unshare"),
+        crate::util::have("journalctl"),
+        journald,
+        machine_id.exists(),
+    ) else {
+        eprintln!("skipped: needs root, unshare(1), systemd-journald, journalctl and /etc/machine-id");
         return;
-    }
+    };
     let sandbox = Sandbox::start(0);
     let env = Env::with_config(sandbox.addr.port(), "current", "[log]\nformat = \"journald\"\n");
     let id = env.enroll(&env.manifest("m", "", |_| {}));
-    let run = tempfile::tempdir().unwrap();
-    std::fs::create_dir_all(run.path().join("systemd/journal")).unwrap();
-    let journal = std::os::unix::net::UnixDatagram::bind(run.path().join("systemd/journal/socket")).unwrap();
-    journal.set_read_timeout(Some(std::time::Duration::from_secs(30))).unwrap();
-    let script = format!("mount --bind {} /run && exec \"$@\"", run.path().display());
+    let work = tempfile::tempdir().unwrap();
+    // In memory, nothing read from or sent to the host's kernel log, console or syslog.
+    let conf = work.path().join("journald.conf");
+    std::fs::write(
+        &conf,
+        "[Journal]\nStorage=volatile\nReadKMsg=no\nForwardToSyslog=no\nForwardToKMsg=no\n\
+         ForwardToConsole=no\nForwardToWall=no\nAudit=no\n",
+    )
+    .unwrap();
+    let fresh_id = work.path().join("machine-id");
+    std::fs::write(&fresh_id, format!("{}\n", uuid::Uuid::new_v4().simple())).unwrap();
+    let exported = work.path().join("journal.json");
+    let script = r#"
+        set -e
+        conf=$1 fresh_id=$2 exported=$3 journald=$4; shift 4
+        mount -t tmpfs tmpfs /run
+        mount --bind "$conf" /etc/systemd/journald.conf 2>/dev/null || {
+            mkdir -p /run/etc-systemd && cp "$conf" /run/etc-systemd/journald.conf
+            mount --bind /run/etc-systemd /etc/systemd
+        }
+        [ -s /etc/machine-id ] || mount --bind "$fresh_id" /etc/machine-id
+        "$journald" &
+        jd=$!
+        trap 'kill $jd' EXIT
+        for _ in $(seq 100); do [ -S /run/systemd/journal/socket ] && break; sleep 0.1; done
+        "$@"
+        journalctl --sync 2>/dev/null || sleep 1
+        journalctl -D /run/log/journal -o json --no-pager -t kiosk-agent >"$exported"
+    "#;
     let out = std::process::Command::new("unshare")
-        .args(["--mount", "sh", "-c", &script, "sh", crate::util::BIN, "--config"])
+        .args(["--mount", "sh", "-c", script, "sh"])
+        .args([&conf, &fresh_id, &exported])
+        .arg(journald)
+        .arg(crate::util::BIN)
+        .arg("--config")
         .arg(&env.config)
         .args(["sync", "--once"])
         .env("KIOSK_AGENT_LOG", "info")
         .env_remove("KIOSK_AGENT_LOG_FORMAT")
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    let mut entries = Vec::new();
-    journal.set_nonblocking(true).unwrap();
-    let mut buf = vec![0u8; 65536];
-    while let Ok(n) = journal.recv(&mut buf) {
-        if n > 0 {
-            entries.push(journal_fields(&buf[..n]));
-        }
-    }
-    assert!(!entries.is_empty(), "events went to the journal, not stderr: {}", String::from_utf8_lossy(&out.stderr));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    let entries: Vec<serde_json::Value> = std::fs::read_to_string(&exported)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+        .collect();
+    assert!(!entries.is_empty(), "events went to the journal, not stderr: {stderr}");
     let change = entries
         .iter()
-        .find(|e| e.get("STATE").map(String::as_str) == Some("in_review"))
+        .find(|e| e["STATE"] == "in_review")
         .unwrap_or_else(|| panic!("a state change with STATE=in_review: {entries:#?}"));
-    assert_eq!(change.get("ENROLLMENT_ID"), Some(&id), "{change:?}");
-    assert_eq!(change.get("SYSLOG_IDENTIFIER").map(String::as_str), Some("kiosk-agent"), "{change:?}");
-    assert_eq!(change.get("PRIORITY").map(String::as_str), Some("5"), "info is notice: {change:?}");
-}
-
-/// One datagram of journald's native protocol: `NAME=value\n`, or `NAME\n`, a little-endian
-/// 64-bit length, the value and `\n`.
-fn journal_fields(mut data: &[u8]) -> std::collections::BTreeMap<String, String> {
-    let mut fields = std::collections::BTreeMap::new();
-    while !data.is_empty() {
-        let end = data.iter().position(|&b| b == b'\n').expect("a field ends with a newline");
-        let line = &data[..end];
-        if let Some(eq) = line.iter().position(|&b| b == b'=') {
-            fields.insert(
-                String::from_utf8_lossy(&line[..eq]).into_owned(),
-                String::from_utf8_lossy(&line[eq + 1..]).into_owned(),
-            );
-            data = &data[end + 1..];
-        } else {
-            let len = u64::from_le_bytes(data[end + 1..end + 9].try_into().unwrap()) as usize;
-            let value = &data[end + 9..end + 9 + len];
-            assert_eq!(data[end + 9 + len], b'\n', "a binary field ends with a newline");
-            fields.insert(String::from_utf8_lossy(line).into_owned(), String::from_utf8_lossy(value).into_owned());
-            data = &data[end + 10 + len..];
-        }
-    }
-    fields
+    assert_eq!(change["ENROLLMENT_ID"].as_str(), Some(id.as_str()), "{change}");
+    assert_eq!(change["PRIORITY"], "5", "info is notice: {change}");
+    assert!(change["MESSAGE"].as_str().is_some_and(|m| !m.is_empty()), "{change}");
+    // The journal itself says who wrote it: this agent's process, not a relay.
+    assert_eq!(change["_TRANSPORT"], "journal", "{change}");
 }
 
 /// Looking never creates: `queue list`, `queue show` and `check-config` on a fresh install leave
