@@ -136,7 +136,7 @@ fn clip_on_the_driver_clock(camera: &str, tail: u64) -> Result<kiosk_capture::re
     check(report.frames + report.dropped + report.skipped == numbered, || {
         format!("frames, dropped and skipped do not add up to the {numbered} numbers spanned: {report:?}")
     })?;
-    let fps = f64::from(report.mode.fps);
+    let fps = report.mode.fps.as_f64();
     let in_file = *stamps.last().unwrap() - stamps[0];
     check(stamps.windows(2).all(|w| w[0] < w[1]) && in_file <= report.span, || {
         format!("the file's timeline (to {in_file:?}) is not within the frames taken; {report:?}")
@@ -193,7 +193,7 @@ fn enumeration_matches_the_driver() -> Result<(), Failed> {
 }
 
 /// A size the camera does not have: the nearest size, then the format order, then the nearest
-/// whole rate; the still's report says which mode was used.
+/// rate (fractional ones included); the still's report says which mode was used.
 fn negotiation_takes_the_nearest_size_then_the_format_order() -> Result<(), Failed> {
     let dir = tempfile::tempdir()?;
     let config = dir.path().join("c.toml");
@@ -203,12 +203,14 @@ fn negotiation_takes_the_nearest_size_then_the_format_order() -> Result<(), Fail
         format!("[cameras.document]\nsource = \"{camera}\"\nwidth = 1000\nheight = 700\nfps = 30\n"),
     )?;
     // 1280x720 is 300 px away, 640x480 580: the size wins; no MJPEG, so YUYV; vivid's rates
-    // there are 1, 2, 4, 5, 10 and 12.5: 12.5 is not whole, so 10.
+    // there are 1, 2, 4, 5, 10 and 12.5: the nearest to 30 is 12.5, set as the driver's 2/25 s.
     let (json, _) = still_json(dir.path(), &camera, "document", Some(&config))?;
-    check(json["mode"] == "YUYV 1280x720@10", || format!("{json}"))?;
+    check(json["mode"] == "YUYV 1280x720@12.5", || format!("{json}"))?;
+    let params = v4l2_ctl(&device_of(&camera), &["--get-parm"])?;
+    check(params.contains("12.500 (25/2)"), || format!("the driver is not at 12.5 fps: {params}"))?;
     // Only RGB24 allowed: vivid has it at every size; the same size, then.
     let (json, _) = still_json(dir.path(), &format!("{camera}?format=RGB24"), "document", Some(&config))?;
-    check(json["mode"] == "RGB24 1280x720@10", || format!("{json}"))?;
+    check(json["mode"] == "RGB24 1280x720@12.5", || format!("{json}"))?;
     // A format the camera lacks: exit 2 naming the device.
     let out = helper(
         &[

@@ -23,7 +23,7 @@ use v4l::io::traits::CaptureStream;
 use v4l::video::Capture;
 
 use crate::driver_frames::{packed, FrameClock};
-use crate::negotiate::{self, Mode};
+use crate::negotiate::{self, FrameRate, Mode};
 use crate::{CaptureError, Frame, FrameSource, PixelFormat, Request};
 
 /// Buffers shared with the driver: enough that a frame is not lost while one is being copied
@@ -71,30 +71,23 @@ impl CameraSource {
             device_error(name, &device, e, "cannot open it: busy, no permission, or no usable format")
         };
         let v4l_device = v4l::Device::new(index as usize).map_err(|e| unusable(&e))?;
-        // Only whole frame rates: the recorder's clock and every report count frames a second
-        // in whole numbers. Modes at 12.5 fps are listed, not chosen.
         let offered: Vec<Mode> =
             driver_modes(&v4l_device).map_err(|e| unusable(&e))?.into_iter().filter_map(|m| m.usable()).collect();
         let chosen = negotiate::choose(&offered, want, formats).ok_or_else(|| {
             let allowed: Vec<&str> = formats.iter().map(|f| f.name()).collect();
-            CaptureError::source(
-                name,
-                format!("{device} offers no mode in {} at a whole frame rate", allowed.join(", ")),
-            )
+            CaptureError::source(name, format!("{device} offers no mode in {}", allowed.join(", ")))
         })?;
         let set = v4l_device
             .set_format(&v4l::Format::new(chosen.width, chosen.height, fourcc_of(chosen.format)))
             .map_err(|e| unusable(&e))?;
         let format = format_of(&fourcc_name(set.fourcc))
             .ok_or_else(|| CaptureError::source(name, format!("{device} switched to {}", fourcc_name(set.fourcc))))?;
-        let params =
-            v4l_device.set_params(&v4l::video::capture::Parameters::with_fps(chosen.fps)).map_err(|e| unusable(&e))?;
-        let interval = params.interval;
-        let fps = if interval.numerator > 0 && interval.denominator % interval.numerator == 0 {
-            interval.denominator / interval.numerator
-        } else {
-            chosen.fps
-        };
+        let (num, den) = chosen.fps.interval();
+        let params = v4l_device
+            .set_params(&v4l::video::capture::Parameters::new(v4l::Fraction::new(num, den)))
+            .map_err(|e| unusable(&e))?;
+        let fps =
+            FrameRate::from_interval(params.interval.numerator, params.interval.denominator).unwrap_or(chosen.fps);
         let mut stream = Stream::with_buffers(&v4l_device, v4l::buffer::Type::VideoCapture, BUFFERS)
             .map_err(|e| device_error(name, &device, &e, "cannot start streaming: busy?"))?;
         stream.set_timeout(STALL);
@@ -161,7 +154,7 @@ impl FrameSource for CameraSource {
         (self.mode.width, self.mode.height, self.mode.format)
     }
     fn fps(&self) -> u32 {
-        self.mode.fps
+        self.mode.fps.rounded()
     }
     fn is_live(&self) -> bool {
         true
@@ -221,11 +214,11 @@ impl DriverMode {
     }
 
     /// The mode in this crate's terms, when frames can be taken in it: a layout this crate
-    /// converts, at a whole frame rate.
+    /// converts (at any rate the driver states, 12.5 fps included).
     pub fn usable(&self) -> Option<Mode> {
         let format = format_of(&self.fourcc)?;
-        let (num, den) = self.interval;
-        (num > 0 && den % num == 0).then_some(Mode { width: self.width, height: self.height, format, fps: den / num })
+        let fps = FrameRate::from_interval(self.interval.0, self.interval.1)?;
+        Some(Mode { width: self.width, height: self.height, format, fps })
     }
 }
 

@@ -29,7 +29,7 @@ struct Latest {
 struct Shared {
     name: String,
     format: (u32, u32, PixelFormat),
-    fps: u32,
+    mode: crate::negotiate::Mode,
     latest: Mutex<Latest>,
     arrived: Condvar,
 }
@@ -56,7 +56,7 @@ impl Hub {
                 let shared = Arc::new(Shared {
                     name: source.name(),
                     format: source.format(),
-                    fps: source.fps(),
+                    mode: source.mode(),
                     latest: Mutex::default(),
                     arrived: Condvar::new(),
                 });
@@ -173,7 +173,11 @@ impl FrameSource for Tap {
     }
 
     fn fps(&self) -> u32 {
-        self.hub.0.fps
+        self.hub.0.mode.fps.rounded()
+    }
+
+    fn mode(&self) -> crate::negotiate::Mode {
+        self.hub.0.mode
     }
 
     fn is_live(&self) -> bool {

@@ -144,7 +144,7 @@ pub trait FrameSource {
     /// The mode frames come in (as negotiated, for a camera), for reports.
     fn mode(&self) -> negotiate::Mode {
         let (width, height, format) = self.format();
-        negotiate::Mode { width, height, format, fps: self.fps() }
+        negotiate::Mode { width, height, format, fps: negotiate::FrameRate::whole(self.fps()) }
     }
 }
 

@@ -6,13 +6,88 @@ use std::fmt;
 
 use crate::{PixelFormat, Request};
 
+/// Frames per second exactly as a driver states it, a fraction in lowest terms: 25/2 is
+/// 12.5 fps, 30000/1001 the 29.97 of video capture cards.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct FrameRate {
+    frames: u32,
+    seconds: u32,
+}
+
+impl FrameRate {
+    /// `fps` frames a second.
+    pub const fn whole(fps: u32) -> FrameRate {
+        FrameRate { frames: fps, seconds: 1 }
+    }
+
+    /// The rate of a frame interval of `num`/`den` seconds (V4L2's `timeperframe`); `None`
+    /// for an interval of zero.
+    pub fn from_interval(num: u32, den: u32) -> Option<FrameRate> {
+        if num == 0 || den == 0 {
+            return None;
+        }
+        let g = gcd(num, den);
+        Some(FrameRate { frames: den / g, seconds: num / g })
+    }
+
+    /// The frame interval, `(num, den)` seconds, as V4L2 takes it.
+    pub fn interval(self) -> (u32, u32) {
+        (self.seconds, self.frames)
+    }
+
+    pub fn as_f64(self) -> f64 {
+        f64::from(self.frames) / f64::from(self.seconds.max(1))
+    }
+
+    /// The nearest whole rate, at least 1 (what an encoder's nominal rate takes).
+    pub fn rounded(self) -> u32 {
+        (self.as_f64().round() as u32).max(1)
+    }
+
+    /// Thousandths of a frame a second, for comparing distances between rates.
+    fn millis(self) -> u64 {
+        (u64::from(self.frames) * 1000 + u64::from(self.seconds) / 2) / u64::from(self.seconds.max(1))
+    }
+}
+
+fn gcd(a: u32, b: u32) -> u32 {
+    if b == 0 {
+        a
+    } else {
+        gcd(b, a % b)
+    }
+}
+
+impl Ord for FrameRate {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        (u64::from(self.frames) * u64::from(other.seconds)).cmp(&(u64::from(other.frames) * u64::from(self.seconds)))
+    }
+}
+
+impl PartialOrd for FrameRate {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+/// `30`, `12.5`, `29.97`: whole rates as integers, others to two decimals at most.
+impl fmt::Display for FrameRate {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.seconds == 1 {
+            return write!(f, "{}", self.frames);
+        }
+        let text = format!("{:.2}", self.as_f64());
+        f.write_str(text.trim_end_matches('0').trim_end_matches('.'))
+    }
+}
+
 /// One mode a camera offers (or was set to).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub struct Mode {
     pub width: u32,
     pub height: u32,
     pub format: PixelFormat,
-    pub fps: u32,
+    pub fps: FrameRate,
 }
 
 impl fmt::Display for Mode {
@@ -41,7 +116,7 @@ pub fn choose(offered: &[Mode], want: Request, formats: &[PixelFormat]) -> Optio
     at_size
         .into_iter()
         .filter(|m| m.format == *format)
-        .min_by_key(|m| (m.fps.abs_diff(want.fps), u32::MAX - m.fps))
+        .min_by_key(|m| (m.fps.millis().abs_diff(u64::from(want.fps) * 1000), std::cmp::Reverse(m.fps)))
         .map(|m| **m)
 }
 
@@ -63,7 +138,7 @@ mod tests {
     use PixelFormat::*;
 
     fn m(format: PixelFormat, width: u32, height: u32, fps: u32) -> Mode {
-        Mode { width, height, format, fps }
+        Mode { width, height, format, fps: FrameRate::whole(fps) }
     }
 
     /// A vivid-like webcam: no MJPEG; YUYV and NV12 at every size, RGB24 at two; lower rates at
@@ -104,6 +179,26 @@ mod tests {
             choose(&tie, Request { width: 650, height: 450, fps: 15 }, &FORMAT_ORDER),
             Some(m(Yuyv, 700, 500, 20))
         );
+    }
+
+    #[test]
+    fn fractional_rates_are_exact_and_the_nearest_wins() {
+        let rate = |num, den| FrameRate::from_interval(num, den).unwrap();
+        assert_eq!(rate(2, 25).to_string(), "12.5");
+        assert_eq!(rate(1001, 30000).to_string(), "29.97");
+        assert_eq!(rate(333_333, 10_000_000).rounded(), 30);
+        assert_eq!(rate(2, 60), FrameRate::whole(30), "kept in lowest terms");
+        assert_eq!(rate(2, 25).interval(), (2, 25));
+        assert!(rate(1001, 30000) < FrameRate::whole(30) && rate(2, 25) > FrameRate::whole(12));
+        assert_eq!(FrameRate::from_interval(0, 30), None);
+        let mut offered = vec![m(Yuyv, 1280, 720, 10)];
+        offered.push(Mode { fps: rate(2, 25), ..offered[0] });
+        offered.push(Mode { fps: rate(1001, 30000), ..m(Yuyv, 640, 480, 1) });
+        let want = |fps| Request { width: 1280, height: 720, fps };
+        assert_eq!(choose(&offered, want(30), &FORMAT_ORDER).unwrap().fps, rate(2, 25));
+        assert_eq!(choose(&offered, want(10), &FORMAT_ORDER).unwrap().fps, FrameRate::whole(10));
+        let capture_card = Request { width: 640, height: 480, fps: 30 };
+        assert_eq!(choose(&offered, capture_card, &FORMAT_ORDER).unwrap().to_string(), "YUYV 640x480@29.97");
     }
 
     #[test]

@@ -170,7 +170,7 @@ impl Recorder {
         let (source, mode) = opened_rx
             .recv()
             .map_err(|_| CaptureError::media("capture thread", "ended before opening the source"))??;
-        let stall = Duration::from_secs(2) + Duration::from_secs(2) / mode.fps.max(1);
+        let stall = Duration::from_secs(2) + Duration::from_secs_f64(2.0 / mode.fps.as_f64().max(1.0));
         let job = EncodeJob {
             mode,
             out: out.to_owned(),
