@@ -108,11 +108,12 @@ pub fn run(cfg: &CaptureConfig, command: CaptureCommand) -> Result<ExitCode, Fai
                 println!("{}", serde_json::to_string_pretty(&ClipReport::of_file(&report))?);
             } else {
                 println!(
-                    "{}: {} frames, {:.2} s, {} dropped, {} skipped by the camera, {} bytes{}",
+                    "{}: {} frames, {:.2} s, {} dropped, {} damaged, {} skipped by the camera, {} bytes{}",
                     report.path.display(),
                     report.frames,
                     report.duration.as_secs_f64(),
                     report.dropped,
+                    report.damaged,
                     report.skipped,
                     report.bytes,
                     if report.short {

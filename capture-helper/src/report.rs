@@ -112,6 +112,8 @@ pub struct ClipReport {
     pub frames: u64,
     /// Frames the encoder could not take in time.
     pub dropped: u64,
+    /// Frames that came but could not be decoded (a corrupt MJPEG frame), left out.
+    pub damaged: u64,
     /// Frames the camera skipped within the clip, by its sequence numbers.
     pub skipped: u64,
     /// The first and last frame numbers the clip spans (the driver's sequence numbers).
@@ -140,6 +142,7 @@ impl ClipReport {
             mode: r.mode.to_string(),
             frames: r.frames,
             dropped: r.dropped,
+            damaged: r.damaged,
             skipped: r.skipped,
             sequence: r.sequence.map(|(a, b)| [a, b]),
             span_secs: r.span.as_secs_f64(),
@@ -160,6 +163,7 @@ impl ClipReport {
             mode: r.mode.to_string(),
             frames: r.frames,
             dropped: r.dropped,
+            damaged: r.damaged,
             skipped: r.skipped,
             sequence: r.sequence.map(|(a, b)| [a, b]),
             span_secs: r.span.as_secs_f64(),

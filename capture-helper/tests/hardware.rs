@@ -100,7 +100,8 @@ fn still_from_the_camera() -> Result<(), Failed> {
 
 /// A clip holds exactly the frames the camera delivered, on the driver's clock:
 /// - the file's frame count is the recorder's, and its timeline is within the frames taken;
-/// - frames kept, dropped and skipped add up to the driver's sequence numbers the clip spans;
+/// - frames kept, dropped, damaged and skipped add up to the driver's sequence numbers the clip
+///   spans;
 /// - the driver's timestamps of the frames taken span as many frame times as its sequence
 ///   numbers count, within two frames (a stamp is taken when its frame is done, so one can come
 ///   late by less than a frame time; a later one is numbered as skipped);
@@ -133,8 +134,8 @@ fn clip_on_the_driver_clock(camera: &str, tail: u64) -> Result<kiosk_capture::re
     check(stamps.len() as u64 == report.frames, || format!("{} frames in the file, {report:?}", stamps.len()))?;
     let (first, last) = report.sequence.ok_or("the report has no sequence numbers")?;
     let numbered = last - first + 1;
-    check(report.frames + report.dropped + report.skipped == numbered, || {
-        format!("frames, dropped and skipped do not add up to the {numbered} numbers spanned: {report:?}")
+    check(report.frames + report.dropped + report.damaged + report.skipped == numbered, || {
+        format!("frames, dropped, damaged and skipped do not add up to the {numbered} numbers spanned: {report:?}")
     })?;
     let fps = report.mode.fps.as_f64();
     let in_file = *stamps.last().unwrap() - stamps[0];

@@ -89,11 +89,13 @@ pub struct RecordReport {
     pub frames: u64,
     /// Frames the source delivered that the encoder could not take in time.
     pub dropped: u64,
+    /// Frames that came but could not be decoded (a corrupt MJPEG frame), left out.
+    pub damaged: u64,
     /// Frames the source skipped within the clip, as its frame numbers show: for a camera, the
     /// driver's sequence numbers (frames it had no free buffer for, or delivered damaged).
     pub skipped: u64,
     /// The first and last frame numbers the clip spans (for a camera, the driver's sequence
-    /// numbers): `frames + dropped + skipped` is `last - first + 1`.
+    /// numbers): `frames + dropped + damaged + skipped` is `last - first + 1`.
     pub sequence: Option<(u64, u64)>,
     /// Time from the first to the last of those frames, on the source's clock (a camera's
     /// driver's); longer than the clip when the last frames were dropped.
@@ -337,13 +339,19 @@ impl EncodeJob {
     fn encode_all(&self, tmp: &Path, rx: Receiver<Msg>) -> Result<RecordReport, CaptureError> {
         let mut out = self.open_output(tmp)?;
         let (mut frames, mut first, mut last) = (0u64, None::<Duration>, Duration::ZERO);
-        let mut span = Span::default();
+        let (mut span, mut damaged) = (Span::default(), 0u64);
         let end = loop {
             match rx.recv_timeout(self.stall) {
                 Ok(Msg::Frame(frame)) => {
+                    // A frame that does not decode (a corrupt MJPEG frame from a USB camera) is
+                    // left out and counted; it must not cost the whole clip.
+                    let Ok(picture) = self.picture(&mut out, &frame) else {
+                        damaged += 1;
+                        continue;
+                    };
                     let start = *first.get_or_insert(frame.timestamp);
                     last = frame.timestamp.saturating_sub(start);
-                    self.encode_frame(&mut out, &frame, last)?;
+                    self.encode_picture(&mut out, picture, last)?;
                     frames += 1;
                 }
                 Ok(Msg::End(reason, taken)) => {
@@ -383,6 +391,7 @@ impl EncodeJob {
             mode: self.mode,
             frames,
             dropped: self.dropped.load(Ordering::Relaxed),
+            damaged,
             skipped: span.skipped(),
             sequence: span.first.map(|first| (first, span.last)),
             span: span.time,
@@ -433,14 +442,23 @@ impl EncodeJob {
         Ok(Output { octx, encoder, stream_tb, scaler: None, last_pts: None })
     }
 
-    fn encode_frame(&self, out: &mut Output, frame: &Frame, since_start: Duration) -> Result<(), CaptureError> {
+    /// The frame as the encoder takes it: YUV420P at the clip's size.
+    fn picture(&self, out: &mut Output, frame: &Frame) -> Result<ffmpeg_next::frame::Video, CaptureError> {
         let s = &self.settings;
         let src = to_av(frame)?;
-        let mut yuv = if src.format() == Pixel::YUV420P && src.width() == s.width && src.height() == s.height {
-            src
+        if src.format() == Pixel::YUV420P && src.width() == s.width && src.height() == s.height {
+            Ok(src)
         } else {
-            Scaler::convert(&mut out.scaler, &src, Pixel::YUV420P, s.width, s.height)?
-        };
+            Scaler::convert(&mut out.scaler, &src, Pixel::YUV420P, s.width, s.height)
+        }
+    }
+
+    fn encode_picture(
+        &self,
+        out: &mut Output,
+        mut yuv: ffmpeg_next::frame::Video,
+        since_start: Duration,
+    ) -> Result<(), CaptureError> {
         let mut pts = (since_start.as_secs_f64() * TIME_BASE.1 as f64).round() as i64;
         if let Some(last) = out.last_pts {
             // Capture clocks can repeat a value; presentation times must strictly increase.

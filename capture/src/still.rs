@@ -63,14 +63,24 @@ pub fn capture_still(
         return Err(CaptureError::NoFrames(source.name()));
     }
     let mut best: Option<(Frame, Vec<u8>, Metrics)> = None;
+    let mut undecodable = None;
     for frame in recent {
-        let y = luma(&frame)?;
+        // A frame that does not decode (a corrupt MJPEG frame) is passed over for the others.
+        let y = match luma(&frame) {
+            Ok(y) => y,
+            Err(e) => {
+                undecodable = Some(e);
+                continue;
+            }
+        };
         let m = measure(&y, frame.width, frame.height);
         if best.as_ref().is_none_or(|(_, _, b)| m.sharpness > b.sharpness) {
             best = Some((frame, y, m));
         }
     }
-    let (frame, y, mut metrics) = best.expect("at least one frame");
+    let Some((frame, y, mut metrics)) = best else {
+        return Err(undecodable.expect("a frame was either measured or failed"));
+    };
     if thresholds.faces.is_some() {
         // Only the kept frame is searched: detection costs more than the other metrics.
         let found = crate::faces::detect(&y, frame.width, frame.height);
@@ -192,6 +202,20 @@ mod tests {
         assert_eq!(jpeg::scan_data(&s.jpeg).unwrap(), jpeg::scan_data(&camera_jpeg).unwrap());
         assert!(!jpeg::metadata_markers(&s.jpeg).unwrap().contains(&0xE1), "no EXIF survives");
         assert!(s.metrics.sharpness > 0.0);
+    }
+
+    #[test]
+    fn a_corrupt_mjpeg_frame_is_passed_over_and_only_corrupt_ones_fail() {
+        let sharp = sharp_frame(320, 240);
+        let good = Frame { format: PixelFormat::Mjpeg, data: jpeg::encode(&sharp, 80).unwrap(), ..sharp.clone() };
+        let corrupt = Frame { index: 1, data: vec![0xFF, 0xD8, 0x00, 0x13, 0x37], ..good.clone() };
+        let settings = StillSettings { warmup_frames: 0, candidates: 2, jpeg_quality: 90 };
+        let mut source = Frames::new(vec![good.clone(), corrupt.clone()], 30);
+        let s = capture_still(&mut source, &settings, &Thresholds::FACE).unwrap();
+        assert_eq!(s.frame_index, 0, "the frame that decodes");
+        let mut source = Frames::new(vec![corrupt.clone(), Frame { index: 2, ..corrupt }], 30);
+        let err = capture_still(&mut source, &settings, &Thresholds::FACE).unwrap_err();
+        assert!(err.to_string().contains("JPEG"), "{err}");
     }
 
     #[test]

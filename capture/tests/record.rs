@@ -322,3 +322,27 @@ fn frames_the_source_skipped_are_counted_from_its_frame_numbers() {
     assert_eq!(report.span, Duration::from_secs(29) / 30, "the last frame's time on the source's clock");
     assert_eq!(probe(&out).stamps.len(), 26);
 }
+
+/// A frame that does not decode (a USB camera's corrupt MJPEG frame) is left out and counted;
+/// the clip holds the others.
+#[test]
+fn a_corrupt_mjpeg_frame_is_left_out_not_the_clip() {
+    let _heavy = serial();
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("mjpeg.mp4");
+    let mut frames: Vec<Frame> = stamped_frames(20, 320, 240)
+        .into_iter()
+        .map(|f| Frame { format: PixelFormat::Mjpeg, data: kiosk_capture::jpeg::encode(&f, 85).unwrap(), ..f })
+        .collect();
+    frames[7].data = vec![0xFF, 0xD8, 0xFF, 0xDB, 0x00, 0x02, 0x13, 0x37];
+    let report = record(
+        move || Ok(Box::new(Frames::new(frames, 30)) as Box<dyn FrameSource>),
+        &out,
+        &small_settings(),
+        Duration::from_secs(5),
+    )
+    .unwrap();
+    assert_eq!((report.frames, report.damaged, report.skipped), (19, 1, 0), "{report:?}");
+    let stamps: Vec<u64> = probe(&out).stamps.iter().map(|s| s.0).collect();
+    assert_eq!(stamps, (0..20).filter(|i| *i != 7).collect::<Vec<_>>());
+}
