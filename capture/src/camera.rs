@@ -50,7 +50,7 @@ pub struct CameraSource {
     clock: FrameClock,
     delivered: u64,
     /// Frames the driver flagged as damaged, skipped.
-    pub damaged: u64,
+    damaged: u64,
 }
 
 impl std::fmt::Debug for CameraSource {
@@ -108,10 +108,10 @@ impl CameraSource {
         let text = e.to_string();
         let what = if unplugged(&text) {
             "camera disconnected while streaming".to_owned()
-        } else if self.delivered == 0 && self.damaged == 0 {
-            "cannot start streaming (the driver refused)".to_owned()
         } else if e.kind() == std::io::ErrorKind::TimedOut {
             format!("no frame for {} s: the camera stalled", STALL.as_secs())
+        } else if self.delivered == 0 && self.damaged == 0 {
+            "cannot start streaming (the driver refused)".to_owned()
         } else if e.raw_os_error() == Some(5) {
             "the driver ended the stream with an error".to_owned()
         } else {
