@@ -154,25 +154,10 @@ impl ClipReport {
         }
     }
 
-    /// The service's report of a recording it held under `id`.
+    /// The service's report of a recording it held under `id`: the same figures, without the
+    /// file's path, the source or why it ended.
     pub fn of_recording(id: String, r: &RecordReport) -> ClipReport {
-        ClipReport {
-            path: None,
-            id: Some(id),
-            source: None,
-            mode: r.mode.to_string(),
-            frames: r.frames,
-            dropped: r.dropped,
-            damaged: r.damaged,
-            skipped: r.skipped,
-            sequence: r.sequence.map(|(a, b)| [a, b]),
-            span_secs: r.span.as_secs_f64(),
-            duration_secs: r.duration.as_secs_f64(),
-            requested_secs: None,
-            end: None,
-            short: r.short,
-            bytes: r.bytes,
-        }
+        ClipReport { path: None, id: Some(id), source: None, requested_secs: None, end: None, ..ClipReport::of_file(r) }
     }
 }
 

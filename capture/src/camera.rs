@@ -48,7 +48,6 @@ pub struct CameraSource {
     /// Bytes between the starts of two lines, as the driver lays them out.
     stride: u32,
     clock: FrameClock,
-    delivered: u64,
     /// Frames the driver flagged as damaged, skipped.
     damaged: u64,
 }
@@ -98,7 +97,6 @@ impl CameraSource {
             mode: Mode { width: set.width, height: set.height, format, fps },
             stride: set.stride,
             clock: FrameClock::default(),
-            delivered: 0,
             damaged: 0,
         })
     }
@@ -110,7 +108,7 @@ impl CameraSource {
             "camera disconnected while streaming".to_owned()
         } else if e.kind() == std::io::ErrorKind::TimedOut {
             format!("no frame for {} s: the camera stalled", STALL.as_secs())
-        } else if self.delivered == 0 && self.damaged == 0 {
+        } else if !self.clock.started() && self.damaged == 0 {
             "cannot start streaming (the driver refused)".to_owned()
         } else if e.raw_os_error() == Some(5) {
             "the driver ended the stream with an error".to_owned()
@@ -188,7 +186,6 @@ impl FrameSource for CameraSource {
             let stamped = meta.flags.contains(Flags::TIMESTAMP_MONOTONIC);
             let timestamp = self.clock.time(stamped.then(|| Duration::from(meta.timestamp)), dequeued);
             let index = self.clock.index(meta.sequence);
-            self.delivered += 1;
             return Ok(Some(Frame { width, height, format, index, timestamp, data }));
         }
     }

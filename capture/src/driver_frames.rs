@@ -30,6 +30,11 @@ pub struct FrameClock {
 }
 
 impl FrameClock {
+    /// Whether a frame has been handed out.
+    pub fn started(&self) -> bool {
+        self.last.is_some()
+    }
+
     /// The index of a frame the driver numbered `sequence`: the sequence number itself (plus
     /// its wrap-arounds) while it advances, else one past the last index.
     pub fn index(&mut self, sequence: u32) -> u64 {

@@ -28,7 +28,6 @@ struct Latest {
 #[derive(Debug)]
 struct Shared {
     name: String,
-    format: (u32, u32, PixelFormat),
     mode: crate::negotiate::Mode,
     latest: Mutex<Latest>,
     arrived: Condvar,
@@ -55,7 +54,6 @@ impl Hub {
                 };
                 let shared = Arc::new(Shared {
                     name: source.name(),
-                    format: source.format(),
                     mode: source.mode(),
                     latest: Mutex::default(),
                     arrived: Condvar::new(),
@@ -169,7 +167,8 @@ impl FrameSource for Tap {
     }
 
     fn format(&self) -> (u32, u32, PixelFormat) {
-        self.hub.0.format
+        let mode = self.hub.0.mode;
+        (mode.width, mode.height, mode.format)
     }
 
     fn fps(&self) -> u32 {

@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use ffmpeg_next::{codec, format, frame, media};
 use kiosk_capture::memory::Frames;
-use kiosk_capture::record::{record, EndReason, Recorder, VideoSettings};
+use kiosk_capture::record::{record, EndReason, RecordReport, Recorder, VideoSettings};
 use kiosk_capture::synthetic::Synthetic;
 use kiosk_capture::{convert, CaptureError, Frame, FrameSource, PixelFormat};
 
@@ -134,19 +134,24 @@ fn small_settings() -> VideoSettings {
     VideoSettings { width: 320, height: 240, ..VideoSettings::default() }
 }
 
+/// Records `frames` (held in memory, at 30 fps) into `out`, asking for 5 s.
+fn record_frames(frames: Vec<Frame>, out: &Path) -> RecordReport {
+    record(
+        move || Ok(Box::new(Frames::new(frames, 30)) as Box<dyn FrameSource>),
+        out,
+        &small_settings(),
+        Duration::from_secs(5),
+    )
+    .unwrap()
+}
+
 #[test]
 fn a_source_that_ends_early_gives_a_valid_short_clip() {
     let _heavy = serial();
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("short.mp4");
     let frames = stamped_frames(20, 320, 240);
-    let report = record(
-        move || Ok(Box::new(Frames::new(frames, 30)) as Box<dyn FrameSource>),
-        &out,
-        &small_settings(),
-        Duration::from_secs(5),
-    )
-    .unwrap();
+    let report = record_frames(frames, &out);
     assert_eq!(report.end, EndReason::SourceEnded);
     assert!(report.short && report.frames == 20, "{report:?}");
     let p = probe(&out);
@@ -310,13 +315,7 @@ fn frames_the_source_skipped_are_counted_from_its_frame_numbers() {
         .filter(|f| ![3, 4, 17, 25].contains(&f.index))
         .map(|f| Frame { index: f.index + 100, ..f })
         .collect();
-    let report = record(
-        move || Ok(Box::new(Frames::new(frames, 30)) as Box<dyn FrameSource>),
-        &out,
-        &small_settings(),
-        Duration::from_secs(5),
-    )
-    .unwrap();
+    let report = record_frames(frames, &out);
     assert_eq!((report.frames, report.dropped, report.skipped), (26, 0, 4), "{report:?}");
     assert_eq!(report.sequence, Some((100, 129)));
     assert_eq!(report.span, Duration::from_secs(29) / 30, "the last frame's time on the source's clock");
@@ -335,13 +334,7 @@ fn a_corrupt_mjpeg_frame_is_left_out_not_the_clip() {
         .map(|f| Frame { format: PixelFormat::Mjpeg, data: kiosk_capture::jpeg::encode(&f, 85).unwrap(), ..f })
         .collect();
     frames[7].data = vec![0xFF, 0xD8, 0xFF, 0xDB, 0x00, 0x02, 0x13, 0x37];
-    let report = record(
-        move || Ok(Box::new(Frames::new(frames, 30)) as Box<dyn FrameSource>),
-        &out,
-        &small_settings(),
-        Duration::from_secs(5),
-    )
-    .unwrap();
+    let report = record_frames(frames, &out);
     assert_eq!((report.frames, report.damaged, report.skipped), (19, 1, 0), "{report:?}");
     let stamps: Vec<u64> = probe(&out).stamps.iter().map(|s| s.0).collect();
     assert_eq!(stamps, (0..20).filter(|i| *i != 7).collect::<Vec<_>>());
