@@ -106,6 +106,9 @@ pub async fn run(
     tokio::spawn(async move {
         shutdown.await;
         tracing::info!("shutdown requested; finishing in-flight steps");
+        if mode == Mode::Forever {
+            systemd::stopping();
+        }
         let _ = stop_tx.send(true);
     });
     let outcome = worker.run(mode, stop_rx).await;

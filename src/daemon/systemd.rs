@@ -16,6 +16,14 @@ use crate::sync::{blocking, Worker, SAFETY_POLL};
 /// How often `STATUS=` is refreshed.
 const STATUS_EVERY: Duration = Duration::from_secs(15);
 
+/// Says `STOPPING=1`. Called on the shutdown path itself, before the worker is told to stop:
+/// sent from a task of its own, it raced the runtime's shutdown and was sometimes never sent.
+pub fn stopping() {
+    if std::env::var_os("NOTIFY_SOCKET").is_some() {
+        let _ = sd_notify::notify(&[NotifyState::Stopping]);
+    }
+}
+
 /// Sends `READY=1` and starts the status, watchdog and stopping notifications.
 pub fn start(worker: &Arc<Worker>, queue: &Arc<Queue>, mut stop: tokio::sync::watch::Receiver<bool>) {
     if std::env::var_os("NOTIFY_SOCKET").is_none() {
@@ -52,10 +60,7 @@ pub fn start(worker: &Arc<Worker>, queue: &Arc<Queue>, mut stop: tokio::sync::wa
             }
             tokio::select! {
                 _ = tokio::time::sleep(tick) => {}
-                _ = stop.wait_for(|s| *s) => {
-                    let _ = sd_notify::notify(&[NotifyState::Stopping]);
-                    return;
-                }
+                _ = stop.wait_for(|s| *s) => return,
             }
         }
     });
