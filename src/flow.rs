@@ -24,9 +24,32 @@ impl std::fmt::Debug for Target {
     }
 }
 
-/// Resolves an ID: a request pk (a local enrollment with that request, if any) or an enrollment.
-pub fn resolve(queue: &Queue, id: &str) -> Result<Target, Failure> {
-    let enrollment = if valid_pk(id) { queue.find_by_request_pk(id)? } else { Some(queue.show(id)?) };
+/// What a flow command's ID is meant to be.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum IdKind {
+    /// One of this kiosk's enrollments (the API always; the CLI by default): a raw request pk
+    /// is refused, so nothing acts on a request of another data directory or kiosk by mistake.
+    Enrollment,
+    /// A request pk named on purpose (the CLI's `--pk`), e.g. an orphan request; the local
+    /// enrollment with that request, if there is one, is found too.
+    RequestPk,
+}
+
+/// Resolves an ID of `kind` to its request (and local enrollment).
+pub fn resolve(queue: &Queue, id: &str, kind: IdKind) -> Result<Target, Failure> {
+    let enrollment = match kind {
+        IdKind::RequestPk if valid_pk(id) => queue.find_by_request_pk(id)?,
+        IdKind::RequestPk => {
+            return Err(Failure::bad_input(anyhow!("ID: {id:?} is not a request pk (digits; given with --pk)")))
+        }
+        IdKind::Enrollment if valid_pk(id) => {
+            return Err(Failure::bad_input(anyhow!(
+                "ID: {id} looks like a request pk; this acts on this kiosk's enrollments by their id \
+                 (pass --pk to name a request pk on purpose)"
+            )))
+        }
+        IdKind::Enrollment => Some(queue.show(id)?),
+    };
     let ids = match &enrollment {
         Some(e) => RequestIds {
             request_pk: e.request_pk.clone().ok_or_else(|| {

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use axum::body::Body;
 use axum::extract::{Path as UrlPath, State};
-use axum::http::{Method, StatusCode};
+use axum::http::{header, HeaderValue, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 use http_body_util::BodyExt as _;
 use hyper_util::rt::TokioIo;
@@ -83,8 +83,10 @@ impl CaptureService {
         Err(unavailable("it did not open its socket within a second"))
     }
 
-    /// Sends one request to the service and returns its answer, body streamed.
-    async fn call(&self, method: Method, path: &str, body: Vec<u8>) -> Result<Response, ApiError> {
+    /// Sends one request to the service and returns its answer, body streamed, under the
+    /// content type `kind` says it must have: the service's own header is never relayed, so
+    /// whatever it answered cannot become a page on the API's origin.
+    async fn call(&self, method: Method, path: &str, body: Vec<u8>, kind: Answer) -> Result<Response, ApiError> {
         self.ensure_running().await?;
         let stream = tokio::net::UnixStream::connect(&self.socket).await.map_err(unavailable)?;
         let (mut sender, conn) =
@@ -100,9 +102,50 @@ impl CaptureService {
             .body(http_body_util::Full::new(axum::body::Bytes::from(body)))
             .map_err(unavailable)?;
         let response = sender.send_request(request).await.map_err(unavailable)?;
-        let (parts, body) = response.into_parts();
+        let (mut parts, body) = response.into_parts();
+        let content_type = kind.content_type(parts.status, parts.headers.get(header::CONTENT_TYPE))?;
+        parts.headers.clear();
+        parts.headers.insert(header::CONTENT_TYPE, content_type);
         let stream = body.into_data_stream();
         Ok(Response::from_parts(parts, Body::from_stream(stream)))
+    }
+}
+
+/// What a capture-service route answers, and so the only content type relayed for it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Answer {
+    Json,
+    Jpeg,
+    /// `multipart/x-mixed-replace` with the service's boundary (checked to be a plain token).
+    MjpegStream,
+}
+
+impl Answer {
+    fn content_type(self, status: StatusCode, given: Option<&HeaderValue>) -> Result<HeaderValue, ApiError> {
+        // Errors are JSON whatever the route.
+        if !status.is_success() || self == Answer::Json {
+            return Ok(HeaderValue::from_static("application/json"));
+        }
+        match self {
+            Answer::Json => unreachable!("handled above"),
+            Answer::Jpeg => Ok(HeaderValue::from_static("image/jpeg")),
+            Answer::MjpegStream => {
+                let boundary = given
+                    .and_then(|v| v.to_str().ok())
+                    .and_then(|v| v.strip_prefix("multipart/x-mixed-replace; boundary="))
+                    .filter(|b| {
+                        !b.is_empty()
+                            && b.len() <= 70
+                            && b.bytes().all(|c| c.is_ascii_alphanumeric() || c == b'-' || c == b'_')
+                    });
+                match boundary {
+                    Some(b) => {
+                        HeaderValue::from_str(&format!("multipart/x-mixed-replace; boundary={b}")).map_err(unavailable)
+                    }
+                    None => Err(unavailable("its preview answer is not an MJPEG stream")),
+                }
+            }
+        }
     }
 }
 
@@ -115,21 +158,23 @@ fn unavailable(e: impl std::fmt::Display) -> ApiError {
 }
 
 pub async fn cameras(State(s): State<ApiState>) -> Result<Response, ApiError> {
-    s.cameras.call(Method::GET, "/cameras", Vec::new()).await
+    s.cameras.call(Method::GET, "/cameras", Vec::new(), Answer::Json).await
 }
 
 pub async fn preview(State(s): State<ApiState>, UrlPath(role): UrlPath<String>) -> Result<Response, ApiError> {
     if !matches!(role.as_str(), "document" | "face") {
         return Err(ApiError::field(StatusCode::NOT_FOUND, "not_found", "role", format!("no camera role {role:?}")));
     }
-    s.cameras.call(Method::GET, &format!("/preview/{role}"), Vec::new()).await
+    s.cameras.call(Method::GET, &format!("/preview/{role}"), Vec::new(), Answer::MjpegStream).await
 }
 
 pub async fn still(State(s): State<ApiState>, body: axum::body::Bytes) -> Result<Response, ApiError> {
     let value: serde_json::Value = serde_json::from_slice(&body)
         .map_err(|e| ApiError::field(StatusCode::BAD_REQUEST, "bad_json", "body", e.to_string()))?;
-    let response =
-        s.cameras.call(Method::POST, "/stills", serde_json::to_vec(&value).expect("JSON values serialize")).await?;
+    let response = s
+        .cameras
+        .call(Method::POST, "/stills", serde_json::to_vec(&value).expect("JSON values serialize"), Answer::Json)
+        .await?;
     if !response.status().is_success() {
         return Ok(response);
     }
@@ -154,18 +199,23 @@ pub async fn still(State(s): State<ApiState>, body: axum::body::Bytes) -> Result
 
 pub async fn thumbnail(State(s): State<ApiState>, UrlPath(id): UrlPath<String>) -> Result<Response, ApiError> {
     let id = capture_id(&id)?;
-    s.cameras.call(Method::GET, &format!("/stills/{id}/thumbnail.jpg"), Vec::new()).await
+    s.cameras.call(Method::GET, &format!("/stills/{id}/thumbnail.jpg"), Vec::new(), Answer::Jpeg).await
 }
 
 pub async fn start_recording(State(s): State<ApiState>, body: axum::body::Bytes) -> Result<Response, ApiError> {
     let value: serde_json::Value = serde_json::from_slice(&body)
         .map_err(|e| ApiError::field(StatusCode::BAD_REQUEST, "bad_json", "body", e.to_string()))?;
-    s.cameras.call(Method::POST, "/recordings", serde_json::to_vec(&value).expect("JSON values serialize")).await
+    s.cameras
+        .call(Method::POST, "/recordings", serde_json::to_vec(&value).expect("JSON values serialize"), Answer::Json)
+        .await
 }
 
 pub async fn stop_recording(State(s): State<ApiState>, UrlPath(id): UrlPath<String>) -> Result<Response, ApiError> {
     let id = capture_id(&id)?;
-    s.cameras.call(Method::POST, &format!("/recordings/{id}/stop"), Vec::new()).await.map(IntoResponse::into_response)
+    s.cameras
+        .call(Method::POST, &format!("/recordings/{id}/stop"), Vec::new(), Answer::Json)
+        .await
+        .map(IntoResponse::into_response)
 }
 
 /// A capture or recording id: a UUID, so it can name a file and nothing else.

@@ -1,15 +1,20 @@
 //! The kiosk's local control API, served by `kiosk-agent run` beside the worker (see
 //! [`crate::daemon`]).
 //!
-//! Every route but `GET /healthz` needs `Authorization: Bearer <token>` when a token is
-//! configured (`api.token_file` or the unit's `api.token` credential); without one the API only
-//! listens on loopback. Errors are JSON `{code, message, field?}`. [`ROUTES`] is the one list of
-//! routes: the router is checked against it and `GET /v1/openapi.json` is generated from it.
+//! Every route but `GET /healthz`, the page and its session needs `Authorization: Bearer
+//! <token>` (`api.token_file`, created by `key init`; the API is never served without one) or
+//! the page's session cookie ([`session`]). Before any of that, [`guard`] refuses requests from
+//! other hosts, sites and origins. Errors are JSON `{code, message, field?}`. [`ROUTES`] is the
+//! one list of routes: the router is checked against it and `GET /v1/openapi.json` is generated
+//! from it.
 
 pub mod cameras;
+pub mod guard;
 mod intake;
 mod metrics;
+pub mod session;
 mod signing;
+pub mod token;
 pub mod wire;
 
 use std::sync::Arc;
@@ -33,8 +38,11 @@ use crate::sync::{blocking, Worker};
 /// Every route: method, path, whether it needs the token, what it does.
 pub const ROUTES: &[(&str, &str, bool, &str)] = &[
     ("get", "/", false, "The operator page"),
+    ("get", "/page.js", false, "The operator page's script"),
+    ("get", "/page.css", false, "The operator page's style"),
     ("get", "/healthz", false, "Liveness: 200 while the daemon runs"),
-    ("post", "/v1/session", false, "Exchange the token {token} for the operator page's session cookie"),
+    ("post", "/v1/session", false, "Exchange the token {token} for a session cookie (a random id, not the token)"),
+    ("delete", "/v1/session", false, "Log out: end the session of the cookie"),
     ("get", "/v1/status", true, "Online/offline, pending count and bytes, oldest pending age, free disk, last contact"),
     ("get", "/v1/enrollments", true, "Every enrollment, oldest first; ?state= filters"),
     (
@@ -84,6 +92,7 @@ pub struct ApiState {
     pub config: Arc<crate::config::Config>,
     pub events: broadcast::Sender<wire::Event>,
     pub cameras: Arc<cameras::CaptureService>,
+    pub sessions: Arc<session::Sessions>,
 }
 
 /// An API error: status, a stable code, a message and the field at fault.
@@ -151,17 +160,25 @@ pub(crate) fn json_object(body: &[u8]) -> Result<Value, ApiError> {
     }
 }
 
-/// Builds the router over `state`.
-pub fn router(state: ApiState) -> Router {
-    let limit = state.config.api.max_body_bytes as usize;
+/// The largest body of a small JSON request (a still, a refusal, a session).
+const SMALL_BODY: usize = 64 * 1024;
+
+/// Builds the router over `state` for a listener answering to `hosts`. Bodies are bounded
+/// per route before they are read: small JSON everywhere, the enrollment intake and documents
+/// with their own limits (see [`intake`]).
+pub fn router(state: ApiState, hosts: guard::Hosts) -> Router {
+    let intake_limit = state.config.api.max_body_bytes as usize;
     let authed = Router::new()
         .route("/v1/status", get(status))
-        .route("/v1/enrollments", get(list_enrollments).post(intake::submit))
+        .route("/v1/enrollments", get(list_enrollments).post(intake::submit).layer(DefaultBodyLimit::max(intake_limit)))
         .route("/v1/enrollments/{id}", get(show_enrollment))
         .route("/v1/enrollments/{id}/retry", post(retry_enrollment))
         .route("/v1/enrollments/{id}/approve", post(signing::approve))
         .route("/v1/enrollments/{id}/refuse", post(signing::refuse))
-        .route("/v1/enrollments/{id}/documents", post(signing::upload_document))
+        .route(
+            "/v1/enrollments/{id}/documents",
+            post(signing::upload_document).layer(DefaultBodyLimit::max(crate::queue::MAX_DOCUMENT_BYTES as usize)),
+        )
         .route("/v1/enrollments/{id}/otp", post(signing::otp))
         .route("/v1/enrollments/{id}/sign", post(signing::sign))
         .route("/v1/events", get(events))
@@ -176,28 +193,32 @@ pub fn router(state: ApiState) -> Router {
         .route_layer(axum::middleware::from_fn_with_state(state.clone(), require_token));
     Router::new()
         .route("/", get(page))
+        .route("/page.js", get(page_script))
+        .route("/page.css", get(page_style))
         .route("/healthz", get(healthz))
-        .route("/v1/session", post(session))
+        .route("/v1/session", post(open_session).delete(close_session))
         .merge(authed)
         .fallback(|| async {
             ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such route (see /v1/openapi.json)")
         })
-        .layer(DefaultBodyLimit::max(limit))
+        .layer(DefaultBodyLimit::max(SMALL_BODY))
+        .layer(axum::middleware::from_fn_with_state(hosts, guard::guard))
         .with_state(state)
 }
 
-/// Serves the API on `listener` (TCP or a Unix socket) until `shutdown` completes. Start
-/// [`watch_changes`] once beside it to feed `GET /v1/events`.
+/// Serves the API on `listener` (TCP or a Unix socket) until `shutdown` completes, answering
+/// to `hosts`. Start [`watch_changes`] once beside it to feed `GET /v1/events`.
 pub async fn serve<L>(
     listener: L,
     state: ApiState,
+    hosts: guard::Hosts,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()>
 where
     L: axum::serve::Listener,
     L::Addr: std::fmt::Debug,
 {
-    axum::serve(listener, router(state)).with_graceful_shutdown(shutdown).await
+    axum::serve(listener, router(state, hosts)).with_graceful_shutdown(shutdown).await
 }
 
 /// `GET /healthz` (no token): 200 while the daemon works; 503 with the reasons (no personal
@@ -229,80 +250,128 @@ async fn healthz(State(s): State<ApiState>) -> Response {
     }
 }
 
-/// The operator page: one file, served from the binary (no CDN; works offline).
+/// The operator page, its script and its style: served from the binary (no CDN; works
+/// offline), in three files so the CSP needs no `'unsafe-inline'`.
 const PAGE: &str = include_str!("page.html");
+const PAGE_JS: &str = include_str!("page.js");
+const PAGE_CSS: &str = include_str!("page.css");
 
-async fn page() -> impl IntoResponse {
-    (
-        [
-            (header::CONTENT_TYPE, "text/html; charset=utf-8"),
-            (header::CACHE_CONTROL, "no-store"),
-            // Only this origin's scripts, styles, images and connections; never framed.
-            (
-                header::CONTENT_SECURITY_POLICY,
-                "default-src 'self'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; img-src 'self' blob:; frame-ancestors 'none'",
-            ),
-        ],
-        PAGE,
-    )
+/// The page's policy: its own script, style, images and connections only; no inline code, no
+/// plugins, no forms sent elsewhere, never framed.
+const PAGE_CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' blob:; \
+                        connect-src 'self'; form-action 'none'; base-uri 'none'; frame-ancestors 'none'";
+
+fn static_file(content_type: &'static str, body: &'static str) -> Response {
+    ([(header::CONTENT_TYPE, content_type), (header::CONTENT_SECURITY_POLICY, PAGE_CSP)], body).into_response()
 }
 
-/// `POST /v1/session {token}`: the token for a session cookie, so the page's previews and
-/// event stream are authorized. Without a configured token the API is open on loopback and
-/// the cookie is not needed.
-async fn session(State(s): State<ApiState>, body: Result<Json<Value>, JsonRejection>) -> Response {
-    let Json(body) = match body {
+async fn page() -> Response {
+    static_file("text/html; charset=utf-8", PAGE)
+}
+
+async fn page_script() -> Response {
+    static_file("text/javascript; charset=utf-8", PAGE_JS)
+}
+
+async fn page_style() -> Response {
+    static_file("text/css; charset=utf-8", PAGE_CSS)
+}
+
+/// `POST /v1/session {token}`: the token for a session: a random id in an HttpOnly,
+/// SameSite=Strict cookie, bound to this `Host`, ending after [`session::IDLE`] unused or
+/// [`session::LIFETIME`]. Wrong tokens are throttled (429 with `Retry-After`).
+async fn open_session(State(s): State<ApiState>, headers: HeaderMap, body: axum::body::Bytes) -> Response {
+    let body = match json_object(&body) {
         Ok(b) => b,
-        Err(r) => return ApiError::from(r).into_response(),
+        Err(e) => return e.into_response(),
     };
     let Some(token) = &s.config.api.token else {
-        return Json(json!({"session": "not needed"})).into_response();
+        // Unreachable: `run` does not serve the API without a token. Refuse all the same.
+        return unauthorized().into_response();
     };
     let given = body["token"].as_str().unwrap_or_default();
-    if !same(given.as_bytes(), token.as_bytes()) {
-        return ApiError::field(StatusCode::UNAUTHORIZED, "unauthorized", "token", "wrong token").into_response();
+    let now = std::time::Instant::now();
+    match s.sessions.check_token(given, token, now) {
+        Err(wait) => throttled(wait),
+        Ok(false) => {
+            tracing::warn!("a wrong API token was given for a session");
+            ApiError::field(StatusCode::UNAUTHORIZED, "unauthorized", "token", "wrong token").into_response()
+        }
+        Ok(true) => {
+            let host = guard::host(&headers).unwrap_or_default().to_ascii_lowercase();
+            let id = s.sessions.open(&host, now);
+            let cookie = format!(
+                "{}={id}; HttpOnly; SameSite=Strict; Path=/; Max-Age={}",
+                session::COOKIE,
+                session::LIFETIME.as_secs()
+            );
+            ([(header::SET_COOKIE, cookie)], Json(json!({"session": "open", "idle_secs": session::IDLE.as_secs()})))
+                .into_response()
+        }
     }
-    let cookie = format!("{SESSION_COOKIE}={given}; HttpOnly; SameSite=Strict; Path=/");
-    ([(header::SET_COOKIE, cookie)], Json(json!({"session": "open"}))).into_response()
 }
 
-/// Compares constant-time: a wrong token takes as long to refuse whatever its prefix.
-fn same(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+/// `DELETE /v1/session`: ends the cookie's session and clears the cookie.
+async fn close_session(State(s): State<ApiState>, headers: HeaderMap) -> Response {
+    let ended = session_cookie(&headers).is_some_and(|id| s.sessions.close(id));
+    let cookie = format!("{}=; HttpOnly; SameSite=Strict; Path=/; Max-Age=0", session::COOKIE);
+    ([(header::SET_COOKIE, cookie)], Json(json!({"session": if ended { "closed" } else { "none" }}))).into_response()
 }
 
-/// The cookie the operator page's session carries (HttpOnly, SameSite=Strict): the page's
-/// `<img>` previews and its event stream cannot send an Authorization header.
-const SESSION_COOKIE: &str = "kiosk_session";
+fn throttled(wait: session::Throttled) -> Response {
+    let secs = wait.0.as_secs_f64().ceil().max(1.0) as u64;
+    let mut response = ApiError::new(
+        StatusCode::TOO_MANY_REQUESTS,
+        "throttled",
+        format!("too many wrong tokens; try again in {secs} s"),
+    )
+    .into_response();
+    response.headers_mut().insert(header::RETRY_AFTER, header::HeaderValue::from(secs));
+    response
+}
 
-/// The token a request presents: the bearer header, or the page's session cookie.
-fn presented(headers: &HeaderMap) -> Option<&str> {
+fn unauthorized() -> Response {
+    let mut response = ApiError::field(
+        StatusCode::UNAUTHORIZED,
+        "unauthorized",
+        "authorization",
+        "a valid bearer token or session is required",
+    )
+    .into_response();
+    response.headers_mut().insert(header::WWW_AUTHENTICATE, header::HeaderValue::from_static("Bearer"));
+    response
+}
+
+/// The session id a request's cookie carries.
+fn session_cookie(headers: &HeaderMap) -> Option<&str> {
+    headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .find_map(|c| c.trim().strip_prefix(session::COOKIE).and_then(|r| r.strip_prefix('=')))
+}
+
+/// A bearer token (scripts, the CLI's callers) or the page's session cookie.
+async fn require_token(State(state): State<ApiState>, headers: HeaderMap, request: Request, next: Next) -> Response {
+    let Some(token) = &state.config.api.token else {
+        return unauthorized();
+    };
+    let now = std::time::Instant::now();
     let bearer =
         headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()).and_then(|v| v.strip_prefix("Bearer "));
-    bearer.or_else(|| {
-        headers
-            .get_all(header::COOKIE)
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .flat_map(|v| v.split(';'))
-            .find_map(|c| c.trim().strip_prefix(SESSION_COOKIE).and_then(|r| r.strip_prefix('=')))
-    })
-}
-
-async fn require_token(State(state): State<ApiState>, headers: HeaderMap, request: Request, next: Next) -> Response {
-    if let Some(token) = &state.config.api.token {
-        let given = presented(&headers);
-        if !given.is_some_and(|g| same(g.as_bytes(), token.as_bytes())) {
-            let mut response = ApiError::field(
-                StatusCode::UNAUTHORIZED,
-                "unauthorized",
-                "authorization",
-                "a valid bearer token is required",
-            )
-            .into_response();
-            response.headers_mut().insert(header::WWW_AUTHENTICATE, header::HeaderValue::from_static("Bearer"));
-            return response;
-        }
+    let allowed = match bearer {
+        Some(given) => match state.sessions.check_token(given, token, now) {
+            Ok(right) => right,
+            Err(wait) => return throttled(wait),
+        },
+        None => session_cookie(&headers).is_some_and(|id| {
+            let host = guard::host(&headers).unwrap_or_default().to_ascii_lowercase();
+            state.sessions.valid(id, &host, now)
+        }),
+    };
+    if !allowed {
+        return unauthorized();
     }
     next.run(request).await
 }

@@ -12,7 +12,7 @@ use serde_json::{json, Value};
 
 use super::{ApiError, ApiState};
 use crate::failure::Failure;
-use crate::flow::{net, resolve, Flow};
+use crate::flow::{net, resolve, Flow, IdKind};
 use crate::oneshot::{RequestStatus, Unlock};
 
 fn flow(s: &ApiState) -> Result<Flow, ApiError> {
@@ -35,7 +35,7 @@ const IN_REVIEW: [RequestStatus; 3] =
 
 pub async fn approve(State(s): State<ApiState>, Path(id): Path<String>) -> Result<Json<Value>, ApiError> {
     let flow = flow(&s)?;
-    let target = resolve(&flow.queue, &id).map_err(failure)?;
+    let target = resolve(&flow.queue, &id, IdKind::Enrollment).map_err(failure)?;
     let rao = flow.rao().map_err(failure)?.clone();
     flow.require(&target, &IN_REVIEW, "approval").await.map_err(failure)?;
     flow.client.approve(&target.ids, &rao).await.map_err(|e| failure(net(e, "approving", true)))?;
@@ -62,7 +62,7 @@ pub async fn refuse(
         ));
     }
     let flow = flow(&s)?;
-    let target = resolve(&flow.queue, &id).map_err(failure)?;
+    let target = resolve(&flow.queue, &id, IdKind::Enrollment).map_err(failure)?;
     let rao = flow.rao().map_err(failure)?.clone();
     flow.require(&target, &IN_REVIEW, "refusal").await.map_err(failure)?;
     flow.client.refuse(&target.ids, &rao, &reason).await.map_err(|e| failure(net(e, "refusing", true)))?;
@@ -131,7 +131,7 @@ pub async fn otp(
     let body = super::json_object(&body)?;
     let whatsapp = body["whatsapp"].as_bool().unwrap_or(false);
     let flow = flow(&s)?;
-    let target = resolve(&flow.queue, &id).map_err(failure)?;
+    let target = resolve(&flow.queue, &id, IdKind::Enrollment).map_err(failure)?;
     flow.require(&target, &[RequestStatus::EnrollReady], "an OTP").await.map_err(failure)?;
     flow.client
         .generate_otp(&target.ids, whatsapp, s.config.sync.otp_wait)
@@ -151,7 +151,7 @@ pub async fn sign(
         return Err(ApiError::field(StatusCode::BAD_REQUEST, "invalid", "otp", "is required"));
     };
     let flow = flow(&s)?;
-    let target = resolve(&flow.queue, &id).map_err(failure)?;
+    let target = resolve(&flow.queue, &id, IdKind::Enrollment).map_err(failure)?;
     flow.require(&target, &[RequestStatus::EnrollReady], "signing").await.map_err(failure)?;
     let uids: Vec<String> = match &target.enrollment {
         Some(e) => flow.queue.documents(&e.id)?.iter().filter_map(|d| d.uid.clone()).collect(),

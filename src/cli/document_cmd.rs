@@ -14,7 +14,7 @@ use clap::Subcommand;
 
 use super::Failure;
 use crate::config::Config;
-use crate::flow::{net, resolve, Flow, Target};
+use crate::flow::{net, resolve, Flow, IdKind, Target};
 use crate::oneshot::RequestStatus;
 use crate::queue::{DocumentState, State};
 
@@ -71,9 +71,9 @@ fn local<'a>(target: &'a Target, what: &str) -> Result<&'a crate::queue::Summary
     })
 }
 
-pub async fn run(config: &Config, id: &str, command: DocumentCommand) -> Result<ExitCode, Failure> {
+pub async fn run(config: &Config, id: &str, kind: IdKind, command: DocumentCommand) -> Result<ExitCode, Failure> {
     let flow = Flow::open(config)?;
-    let target = resolve(&flow.queue, id)?;
+    let target = resolve(&flow.queue, id, kind)?;
     match command {
         DocumentCommand::Upload { files } => {
             let e = local(&target, "queuing documents")?;

@@ -100,38 +100,55 @@ pub enum Command {
     },
     /// The request on the server (ID: a local enrollment id or a request pk).
     Request {
-        /// A local enrollment id, or a request pk.
+        /// A local enrollment id (a request pk with --pk).
         id: String,
+        /// ID is a request pk, named on purpose (e.g. an orphan request); without it, ID is
+        /// one of this kiosk's enrollments.
+        #[arg(long)]
+        pk: bool,
         #[command(subcommand)]
         command: request_cmd::RequestCommand,
     },
     /// Documents to sign (ID: a local enrollment id or a request pk).
     Document {
-        /// A local enrollment id, or a request pk.
+        /// A local enrollment id (a request pk with --pk).
         id: String,
+        /// ID is a request pk, named on purpose (e.g. an orphan request); without it, ID is
+        /// one of this kiosk's enrollments.
+        #[arg(long)]
+        pk: bool,
         #[command(subcommand)]
         command: document_cmd::DocumentCommand,
     },
     /// Ask the server to send the customer the OTP (SMS, or WhatsApp).
     Otp {
-        /// A local enrollment id, or a request pk.
+        /// A local enrollment id (a request pk with --pk).
         id: String,
+        /// ID is a request pk, named on purpose (e.g. an orphan request); without it, ID is
+        /// one of this kiosk's enrollments.
+        #[arg(long)]
+        pk: bool,
         /// Send it by WhatsApp instead of SMS.
         #[arg(long)]
         whatsapp: bool,
     },
     /// Sign the request's documents with the OTP the customer received (or an external unlock).
     Sign {
-        /// A local enrollment id, or a request pk.
+        /// A local enrollment id (a request pk with --pk).
         id: String,
-        /// The OTP (or customer code).
-        #[arg(long, required_unless_present = "ext_unlock_type")]
+        /// ID is a request pk, named on purpose (e.g. an orphan request); without it, ID is
+        /// one of this kiosk's enrollments.
+        #[arg(long)]
+        pk: bool,
+        /// Refused: an OTP on the command line is visible to every local user. The OTP (or
+        /// customer code) is read from stdin: a prompt at a terminal, a line from a pipe.
+        #[arg(long, hide = true)]
         otp: Option<String>,
-        /// An external authentication method instead of the OTP.
-        #[arg(long, requires = "ext_unlock_value")]
+        /// An external authentication method instead of the OTP; its value is read from stdin.
+        #[arg(long)]
         ext_unlock_type: Option<String>,
-        /// The value of the external authentication (with --ext-unlock-type).
-        #[arg(long, requires = "ext_unlock_type")]
+        /// Refused, like --otp: the value is read from stdin.
+        #[arg(long, hide = true)]
         ext_unlock_value: Option<String>,
     },
     /// Keys: `key init` creates the master key on purpose; nothing else ever creates one.
@@ -209,7 +226,12 @@ pub fn main() -> Result<ExitCode, Failure> {
         Command::Audit { command } => audit(&load_config(cli.config.as_deref())?, command),
         Command::Key { command: KeyCommand::Init { path } } => {
             let config = load_config(cli.config.as_deref())?;
-            key_init(path.as_deref().unwrap_or(&config.storage.master_key_file), &config.storage.device_key_file)
+            let keys = KeyFiles {
+                master: path.as_deref().unwrap_or(&config.storage.master_key_file),
+                device: &config.storage.device_key_file,
+                api_token: &config.api.token_file,
+            };
+            key_init(&keys)
         }
         Command::Sandbox { listen, require_header, faults, billing, control_token, otp_interval, webhook } => {
             if !(otp_interval.is_finite() && otp_interval >= 0.0) {
@@ -242,26 +264,35 @@ pub fn main() -> Result<ExitCode, Failure> {
             runtime()?.block_on(work(config, Mode::Forever))
         }
         Command::Queue { command } => queue_cmd::run(&load_config(cli.config.as_deref())?, command),
-        Command::Document { id, command } => {
+        Command::Document { id, pk, command } => {
             let config = load_config(cli.config.as_deref())?;
-            runtime()?.block_on(document_cmd::run(&config, &id, command))
+            runtime()?.block_on(document_cmd::run(&config, &id, id_kind(pk), command))
         }
-        Command::Otp { id, whatsapp } => {
+        Command::Otp { id, pk, whatsapp } => {
             let config = load_config(cli.config.as_deref())?;
-            runtime()?.block_on(request_cmd::otp(&config, &id, whatsapp))
+            runtime()?.block_on(request_cmd::otp(&config, &id, id_kind(pk), whatsapp))
         }
-        Command::Sign { id, otp, ext_unlock_type, ext_unlock_value } => {
-            let unlock = match (otp, ext_unlock_type, ext_unlock_value) {
-                (_, Some(kind), Some(value)) => crate::oneshot::Unlock::External { kind, value },
-                (Some(code), _, _) if !code.trim().is_empty() => crate::oneshot::Unlock::Otp(code.trim().to_owned()),
-                _ => return Err(Failure::bad_input(anyhow::anyhow!("sign: --otp must not be empty"))),
+        Command::Sign { id, pk, otp, ext_unlock_type, ext_unlock_value } => {
+            for (flag, given) in [("--otp", otp.is_some()), ("--ext-unlock-value", ext_unlock_value.is_some())] {
+                if given {
+                    return Err(Failure::bad_input(anyhow::anyhow!(
+                        "{flag}: a secret on the command line is visible to every local user (ps, /proc); \
+                         give it on stdin instead (at the prompt, or `kiosk-agent sign ID < file`)"
+                    )));
+                }
+            }
+            let what = if ext_unlock_type.is_some() { "external unlock value" } else { "OTP" };
+            let secret = read_secret_line(what)?;
+            let unlock = match ext_unlock_type {
+                Some(kind) => crate::oneshot::Unlock::External { kind, value: secret },
+                None => crate::oneshot::Unlock::Otp(secret),
             };
             let config = load_config(cli.config.as_deref())?;
-            runtime()?.block_on(request_cmd::sign(&config, &id, unlock))
+            runtime()?.block_on(request_cmd::sign(&config, &id, id_kind(pk), unlock))
         }
-        Command::Request { id, command } => {
+        Command::Request { id, pk, command } => {
             let config = load_config(cli.config.as_deref())?;
-            runtime()?.block_on(request_cmd::run(&config, &id, command))
+            runtime()?.block_on(request_cmd::run(&config, &id, id_kind(pk), command))
         }
     }
 }
@@ -341,6 +372,43 @@ fn command_name(command: &Command) -> String {
     }
 }
 
+fn id_kind(pk: bool) -> crate::flow::IdKind {
+    if pk {
+        crate::flow::IdKind::RequestPk
+    } else {
+        crate::flow::IdKind::Enrollment
+    }
+}
+
+/// One line of stdin holding a secret (`what`, e.g. the OTP): a prompt on stderr when stdin is
+/// a terminal (echo off), else the first line of the pipe or file. Empty is refused.
+fn read_secret_line(what: &str) -> Result<String, Failure> {
+    use std::io::{BufRead as _, IsTerminal as _};
+    let stdin = std::io::stdin();
+    let terminal = stdin.is_terminal();
+    if terminal {
+        eprint!("{what}: ");
+    }
+    let echo = terminal.then(|| rustix::termios::tcgetattr(&stdin).ok()).flatten();
+    if let Some(attrs) = &echo {
+        let mut quiet = attrs.clone();
+        quiet.local_modes.remove(rustix::termios::LocalModes::ECHO);
+        let _ = rustix::termios::tcsetattr(&stdin, rustix::termios::OptionalActions::Now, &quiet);
+    }
+    let mut line = zeroize::Zeroizing::new(String::new());
+    let read = stdin.lock().read_line(&mut line);
+    if let Some(attrs) = &echo {
+        let _ = rustix::termios::tcsetattr(&stdin, rustix::termios::OptionalActions::Now, attrs);
+        eprintln!();
+    }
+    read.with_context(|| format!("cannot read the {what} from stdin"))?;
+    let value = line.trim();
+    if value.is_empty() {
+        return Err(Failure::bad_input(anyhow::anyhow!("stdin: the {what} must not be empty (one line)")));
+    }
+    Ok(value.to_owned())
+}
+
 fn runtime() -> Result<tokio::runtime::Runtime, Failure> {
     Ok(tokio::runtime::Builder::new_multi_thread().enable_all().build().context("cannot start the async runtime")?)
 }
@@ -387,36 +455,53 @@ fn check_config(path: Option<&Path>) -> Result<ExitCode, Failure> {
     }
 }
 
-/// `key init`: creates whichever of the master key and the device signing key is missing;
-/// an existing key is never replaced, so it fails only when both exist.
-fn key_init(master: &Path, device: &Path) -> Result<ExitCode, Failure> {
+/// The files `key init` creates.
+struct KeyFiles<'a> {
+    master: &'a Path,
+    device: &'a Path,
+    api_token: &'a Path,
+}
+
+/// `key init`: creates whichever of the master key, the device signing key and the local API's
+/// token is missing; an existing one is never replaced, so it fails only when all exist.
+fn key_init(keys: &KeyFiles<'_>) -> Result<ExitCode, Failure> {
     let mut created = 0;
-    if master.exists() {
-        println!("master key exists: {} (kept)", master.display());
+    if keys.master.exists() {
+        println!("master key exists: {} (kept)", keys.master.display());
     } else {
-        let key = crate::crypto::create_master_key(master).map_err(|e| Failure::from(QueueError::from(e)))?;
+        let key = crate::crypto::create_master_key(keys.master).map_err(|e| Failure::from(QueueError::from(e)))?;
         println!(
             "master key created: {} (fingerprint {}); back it up: without it the queue cannot be read",
-            master.display(),
+            keys.master.display(),
             key.fingerprint()
         );
         created += 1;
     }
-    if device.exists() {
-        println!("device key exists: {} (kept)", device.display());
+    if keys.device.exists() {
+        println!("device key exists: {} (kept)", keys.device.display());
     } else {
-        let key = crate::device_key::create(device).map_err(Failure::bad_input)?;
+        let key = crate::device_key::create(keys.device).map_err(Failure::bad_input)?;
         println!(
             "device key created: {} (device {}, public key {})",
-            device.display(),
+            keys.device.display(),
             key.device_id(),
             key.public_key_hex()
         );
         created += 1;
     }
+    if std::fs::symlink_metadata(keys.api_token).is_ok() {
+        println!("API token exists: {} (kept)", keys.api_token.display());
+    } else {
+        crate::api::token::create(keys.api_token).map_err(Failure::bad_input)?;
+        println!(
+            "API token created: {} (0600; the operator page asks for it once per session)",
+            keys.api_token.display()
+        );
+        created += 1;
+    }
     if created == 0 {
         return Err(Failure::bad_input(anyhow::anyhow!(
-            "both keys already exist; `key init` never replaces a key (the queued evidence is encrypted under it)"
+            "the keys and the API token already exist; `key init` never replaces one (the queued evidence is encrypted under the key)"
         )));
     }
     Ok(ExitCode::SUCCESS)
@@ -552,7 +637,10 @@ fn shutdown_signal() -> impl std::future::Future<Output = ()> + Send + 'static {
 async fn work(config: Config, mode: Mode) -> Result<ExitCode, Failure> {
     // A batch run serves nothing: it must not take the daemon's addresses.
     let listeners = match mode {
-        Mode::Forever => crate::daemon::Listeners::bind(&config).await.map_err(Failure::bad_input)?,
+        Mode::Forever => {
+            crate::api::token::require(&config.api).map_err(Failure::bad_input)?;
+            crate::daemon::Listeners::bind(&config).await.map_err(Failure::bad_input)?
+        }
         Mode::Once => crate::daemon::Listeners::default(),
     };
     let outcome = match crate::daemon::run(config, mode, listeners, shutdown_signal()).await {

@@ -14,7 +14,7 @@ use clap::Subcommand;
 
 use super::Failure;
 use crate::config::Config;
-use crate::flow::{net, resolve, Flow};
+use crate::flow::{net, resolve, Flow, IdKind};
 use crate::oneshot::{RequestStatus, Unlock};
 use crate::queue::State;
 
@@ -43,9 +43,9 @@ pub enum RequestCommand {
     },
 }
 
-pub async fn run(config: &Config, id: &str, command: RequestCommand) -> Result<ExitCode, Failure> {
+pub async fn run(config: &Config, id: &str, kind: IdKind, command: RequestCommand) -> Result<ExitCode, Failure> {
     let flow = Flow::open(config)?;
-    let target = resolve(&flow.queue, id)?;
+    let target = resolve(&flow.queue, id, kind)?;
     let pk = target.ids.request_pk.clone();
     let in_review = [RequestStatus::VideoReview, RequestStatus::Validated, RequestStatus::VideoIdValidated];
     let action = match &command {
@@ -120,9 +120,9 @@ pub async fn run(config: &Config, id: &str, command: RequestCommand) -> Result<E
 }
 
 /// `kiosk-agent otp ID [--whatsapp]`.
-pub async fn otp(config: &Config, id: &str, whatsapp: bool) -> Result<ExitCode, Failure> {
+pub async fn otp(config: &Config, id: &str, kind: IdKind, whatsapp: bool) -> Result<ExitCode, Failure> {
     let flow = Flow::open(config)?;
-    let target = resolve(&flow.queue, id)?;
+    let target = resolve(&flow.queue, id, kind)?;
     flow.require(&target, &[RequestStatus::EnrollReady], "an OTP").await?;
     let wait = config.sync.otp_wait;
     flow.client.generate_otp(&target.ids, whatsapp, wait).await.map_err(|e| net(e, "generating the OTP", true))?;
@@ -132,9 +132,9 @@ pub async fn otp(config: &Config, id: &str, whatsapp: bool) -> Result<ExitCode, 
 }
 
 /// `kiosk-agent sign ID --otp CODE` (or an external unlock).
-pub async fn sign(config: &Config, id: &str, unlock: Unlock) -> Result<ExitCode, Failure> {
+pub async fn sign(config: &Config, id: &str, kind: IdKind, unlock: Unlock) -> Result<ExitCode, Failure> {
     let flow = Flow::open(config)?;
-    let target = resolve(&flow.queue, id)?;
+    let target = resolve(&flow.queue, id, kind)?;
     flow.require(&target, &[RequestStatus::EnrollReady], "signing").await?;
     let uids: Vec<String> = match &target.enrollment {
         Some(e) => {

@@ -42,7 +42,11 @@ pub struct ApiConfig {
     /// Whether `run` starts the capture service itself (`spawn`) or another unit runs it
     /// (`external`: the systemd install, where the daemon has no device access).
     pub capture_service: CaptureServiceMode,
-    /// The bearer token every route but `/healthz` requires, when set.
+    /// Where the token is read from: `api.token_file`, else `<data_dir>/api.token` (what
+    /// `key init` creates).
+    pub token_file: PathBuf,
+    /// The bearer token every route but `/healthz` requires. `None` only when the default
+    /// file does not exist yet: `run` then refuses to serve the API (never an open API).
     pub token: Option<Secret>,
     /// The largest request body (an enrollment with its video).
     pub max_body_bytes: u64,
@@ -55,16 +59,18 @@ impl std::fmt::Debug for ApiConfig {
             .field("listen", &self.listen)
             .field("unix_socket", &self.unix_socket)
             .field("capture_service", &self.capture_service)
+            .field("token_file", &self.token_file)
             .field("token", &self.token.as_ref().map(|_| "<redacted>"))
             .field("max_body_bytes", &self.max_body_bytes)
             .finish()
     }
 }
 
-/// Validates `[api]`.
+/// Validates `[api]`; `data_dir` holds the default token file.
 pub fn validate_api(
     raw: Option<RawApi>,
     base_dir: &Path,
+    data_dir: &Path,
     evidence: &EvidenceLimits,
     problem: &mut dyn FnMut(&str, String),
 ) -> ApiConfig {
@@ -81,13 +87,22 @@ pub fn validate_api(
     };
     let from_credentials =
         std::env::var_os("CREDENTIALS_DIRECTORY").map(|d| Path::new(&d).join(TOKEN_CREDENTIAL)).filter(|p| p.is_file());
+    let default_file = data_dir.join(TOKEN_CREDENTIAL);
+    let token_file = match &a.token_file {
+        Some(p) if p.is_absolute() => p.clone(),
+        Some(p) => base_dir.join(p),
+        None => default_file.clone(),
+    };
     let token = match (from_credentials, &a.token_file) {
         (Some(path), _) => read_secret(&path, base_dir).map_err(|e| problem("api.token_file", e)).ok(),
         (None, Some(path)) => read_secret(path, base_dir).map_err(|e| problem("api.token_file", e)).ok(),
-        (None, None) => None,
+        // The default file is created by `key init`; until then there is no token, and `run`
+        // says so instead of serving an open API. Anything else wrong with it is a problem.
+        (None, None) if std::fs::symlink_metadata(&default_file).is_err() => None,
+        (None, None) => read_secret(&default_file, base_dir).map_err(|e| problem("api.token_file", e)).ok(),
     };
     if let Some(t) = &token {
-        // It travels in an Authorization header and the page's session cookie.
+        // It travels in an Authorization header (never in a cookie: the page gets a session).
         let allowed = |c: char| c.is_ascii_alphanumeric() || "-._~+/=".contains(c);
         if t.chars().count() < 16 || !t.chars().all(allowed) {
             problem(
@@ -96,12 +111,6 @@ pub fn validate_api(
                     .into(),
             );
         }
-    }
-    if listen.is_some_and(|addr| !addr.ip().is_loopback()) && token.is_none() && a.token_file.is_none() {
-        problem(
-            "api.token_file",
-            "is required when api.listen is not a loopback address (anyone on the network could queue evidence)".into(),
-        );
     }
     // An enrollment with its largest video and four largest images (Base64 adds a third), and
     // room for the manifest.
@@ -123,7 +132,7 @@ pub fn validate_api(
             CaptureServiceMode::Spawn
         }
     };
-    ApiConfig { listen, unix_socket, capture_service, token, max_body_bytes }
+    ApiConfig { listen, unix_socket, capture_service, token_file, token, max_body_bytes }
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -95,6 +95,8 @@ pub async fn run(
             serve_webhooks(listener, &worker, &queue, stop_rx.clone());
         }
         if listeners.api.is_some() || listeners.api_unix.is_some() {
+            // Never an open API, whoever bound the listeners.
+            crate::api::token::require(&shared_config.api)?;
             serve_api(listeners.api, listeners.api_unix, &worker, &queue, shared_config, stop_rx.clone());
         }
         tracing::info!(data_dir = %queue.dir().display(), "sync worker running");
@@ -149,13 +151,10 @@ fn serve_api(
 ) {
     if let Some(addr) = tcp.as_ref().and_then(|l| l.local_addr().ok()) {
         // Tests (and people) learn a port-0 address from this line.
-        tracing::info!(%addr, authenticated = config.api.token.is_some(), "API listening");
+        tracing::info!(%addr, "API listening");
     }
     if let Some(path) = &config.api.unix_socket {
         tracing::info!(path = %path.display(), "API listening on a Unix socket");
-    }
-    if config.api.token.is_none() {
-        tracing::warn!("the API has no token (api.token_file): any local process can use it");
     }
     let state = crate::api::ApiState {
         queue: Arc::clone(queue),
@@ -167,6 +166,7 @@ fn serve_api(
             config.path.clone(),
             config.api.capture_service,
         )),
+        sessions: Default::default(),
     };
     tokio::spawn(crate::api::watch_changes(state.clone()));
     let until_stopped = |mut stop: tokio::sync::watch::Receiver<bool>| async move {
@@ -175,7 +175,15 @@ fn serve_api(
     if let Some(listener) = tcp {
         let (state, shutdown) = (state.clone(), until_stopped(stop.clone()));
         tokio::spawn(async move {
-            if let Err(e) = crate::api::serve(listener, state, shutdown).await {
+            // The Host check needs the bound port (the configured one may be 0).
+            let hosts = match listener.local_addr() {
+                Ok(addr) => crate::api::guard::Hosts::Tcp(addr),
+                Err(e) => {
+                    tracing::error!(error = %e, "API not served: its address is unknown");
+                    return;
+                }
+            };
+            if let Err(e) = crate::api::serve(listener, state, hosts, shutdown).await {
                 tracing::error!(error = %e, "API stopped");
             }
         });
@@ -183,7 +191,7 @@ fn serve_api(
     if let Some(listener) = unix {
         let shutdown = until_stopped(stop);
         tokio::spawn(async move {
-            if let Err(e) = crate::api::serve(listener, state, shutdown).await {
+            if let Err(e) = crate::api::serve(listener, state, crate::api::guard::Hosts::Any, shutdown).await {
                 tracing::error!(error = %e, "API (Unix socket) stopped");
             }
         });

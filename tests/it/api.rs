@@ -81,7 +81,11 @@ fn call(d: &Daemon, method: &str, path: &str, token: Option<&str>, body: Option<
         req = match body {
             Some(Body::Json(v)) => req.json(&v),
             Some(Body::Raw(bytes)) => req.header("content-type", "application/json").body(bytes),
-            Some(Body::Multipart(form)) => req.multipart(form),
+            // The page's way: multipart is marked as the page's own (the API refuses a
+            // state change that is neither JSON nor marked).
+            Some(Body::Multipart(form)) => req.header("x-kiosk-csrf", "1").multipart(form),
+            // A state change without a body is still JSON (an empty object).
+            None if method != "GET" => req.header("content-type", "application/json"),
             None => req,
         };
         match req.send().await {
@@ -185,12 +189,41 @@ fn tokens_are_required_everywhere_but_healthz() {
             continue;
         }
         let path = path.replace("{id}", "x");
-        for token in [None, Some("wrong-token-0123456789")] {
-            let (code, body) = call(&d, &method.to_uppercase(), &path, token, None);
-            assert_eq!(code, 401, "{method} {path} with {token:?}: {body}");
-            assert_eq!(body["code"], "unauthorized");
-        }
+        // No credentials, or a session cookie that no session has: 401, nothing throttled.
+        let (code, body) = call(&d, &method.to_uppercase(), &path, None, None);
+        assert_eq!(code, 401, "{method} {path} without a token: {body}");
+        assert_eq!(body["code"], "unauthorized");
+        let (code, body) = with_cookie(&d, &method.to_uppercase(), &path, &format!("kiosk_session={TOKEN}"));
+        assert_eq!(
+            (code, body["code"].as_str()),
+            (401, Some("unauthorized")),
+            "{method} {path}: the token is no cookie"
+        );
     }
+    // A wrong bearer token is 401; a few in a row lock guesses out (429, Retry-After), the
+    // right token included, until the wait is over.
+    for _ in 0..3 {
+        let (code, body) = call(&d, "GET", "/v1/status", Some("wrong-token-0123456789"), None);
+        assert_eq!((code, body["code"].as_str()), (401, Some("unauthorized")), "{body}");
+    }
+    let (code, body) = call(&d, "GET", "/v1/status", Some(TOKEN), None);
+    assert_eq!((code, body["code"].as_str()), (429, Some("throttled")), "{body}");
+    wait_for(Duration::from_secs(10), || (authed(&d, "GET", "/v1/status", None).0 == 200).then_some(()));
+}
+
+/// One request carrying only `cookie`: status and JSON body.
+fn with_cookie(d: &Daemon, method: &str, path: &str, cookie: &str) -> (u16, Value) {
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    rt.block_on(async {
+        let mut req = reqwest::Client::new()
+            .request(method.parse().unwrap(), format!("{}{path}", d.base))
+            .header("cookie", cookie);
+        if method != "GET" {
+            req = req.header("content-type", "application/json");
+        }
+        let resp = req.send().await.unwrap_or_else(|e| panic!("{method} {path}: {e}"));
+        (resp.status().as_u16(), resp.json().await.unwrap_or(Value::Null))
+    })
 }
 
 #[test]
@@ -328,15 +361,31 @@ fn events_stream_state_changes_and_retry_works() {
 }
 
 #[test]
-fn a_network_address_without_a_token_is_refused_at_start() {
+fn the_api_is_never_served_without_a_token() {
     let env = Env::new(free_port());
-    let text =
-        std::fs::read_to_string(&env.config).unwrap().replace("listen = \"127.0.0.1:0\"", "listen = \"0.0.0.0:0\"");
-    std::fs::write(&env.config, text).unwrap();
-    let out = env.run(&["run"]);
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(2), "{err}");
-    assert!(err.contains("api.token_file") && err.contains("loopback"), "{err}");
+    // `key init` (run by Env) created the token, private to this user.
+    let token = env.data_dir().join("api.token");
+    let meta = std::fs::metadata(&token).unwrap();
+    assert_eq!(std::os::unix::fs::PermissionsExt::mode(&meta.permissions()) & 0o777, 0o600);
+    let text = std::fs::read_to_string(&token).unwrap();
+    assert_eq!(text.trim().len(), 64, "32 random bytes in hex");
+    // Without it, `run` refuses to start, naming the key and the command that creates it,
+    // whatever the address.
+    std::fs::remove_file(&token).unwrap();
+    for listen in ["127.0.0.1:0", "0.0.0.0:0"] {
+        let config = std::fs::read_to_string(&env.config).unwrap();
+        let config = config.replace("listen = \"127.0.0.1:0\"", &format!("listen = \"{listen}\""));
+        std::fs::write(&env.config, &config).unwrap();
+        let out = env.run(&["run"]);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{listen}: {err}");
+        assert!(err.contains("api.token_file") && err.contains("key init"), "{err}");
+    }
+    // `key init` creates the missing token (the keys it keeps).
+    let out = env.run(&["key", "init"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("API token created"));
+    assert!(std::fs::read_to_string(&token).unwrap().trim() != text.trim(), "a new random token");
 }
 
 /// Reads `n` JPEG parts from a preview stream.
@@ -514,6 +563,13 @@ fn the_signing_flow_runs_through_the_api() {
     let (code, body) = authed(&d, "POST", &path("sign"), Some(Body::Json(json!({"otp": "123456"}))));
     assert_eq!(code, 409, "signing needs ENROLLREADY: {body}");
     assert!(body["message"].as_str().unwrap().contains("ENROLLREADY"), "{body}");
+
+    // Only this kiosk's enrollments, by their id: the request's raw pk is refused.
+    let pk = authed(&d, "GET", &format!("/v1/enrollments/{id}"), None).1["request_pk"].as_u64().unwrap();
+    let (code, body) = authed(&d, "POST", &format!("/v1/enrollments/{pk}/approve"), None);
+    assert_eq!((code, body["code"].as_str()), (409, Some("refused")), "{body}");
+    assert!(body["message"].as_str().unwrap().contains("request pk"), "{body}");
+    assert_eq!(authed(&d, "GET", &format!("/v1/enrollments/{id}"), None).1["state"], "in_review");
 
     let (code, body) = authed(&d, "POST", &path("approve"), None);
     assert_eq!((code, body["status"].as_str()), (200, Some("ENROLLREADY")), "{body}");

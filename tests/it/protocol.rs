@@ -210,14 +210,14 @@ fn an_orphan_is_cancelled_only_by_an_operator() {
                         "registration_authority": "139", "profile": "P"})),
         );
         assert_eq!(code, 200);
-        let out = env.run(&["request", "45836", "status"]);
+        let out = env.run(&["request", "--pk", "45836", "status"]);
         assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
         assert!(String::from_utf8_lossy(&out.stdout).contains("VIDEOPENDING"));
-        let out = env.run(&["request", "45836", "cancel"]);
+        let out = env.run(&["request", "--pk", "45836", "cancel"]);
         assert!(out.status.success(), "{layout}: {}", String::from_utf8_lossy(&out.stderr));
         assert_eq!(request(&sandbox.records(), "45836")["status"], "CANCELLED");
         // A path built from anything but digits is refused before it is sent.
-        let out = env.run(&["request", "../../hello", "status"]);
+        let out = env.run(&["request", "--pk", "../../hello", "status"]);
         assert_eq!(out.status.code(), Some(2), "{}", String::from_utf8_lossy(&out.stderr));
     }
 }

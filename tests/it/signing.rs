@@ -104,10 +104,10 @@ fn from_review_to_a_signed_document_in_both_generations() {
 
         // A wrong code is refused by the server: exit 2, nothing changed.
         let wrong = if code == "000000" { "111111" } else { "000000" };
-        refused(&env.run(&["sign", &id, "--otp", wrong]), "Confirmation Code invalid");
+        refused(&env.sign(&id, wrong), "Confirmation Code invalid");
         assert_eq!(env.show(&id)["state"], "approved");
 
-        let out = ok(&env.run(&["sign", &id, "--otp", &code]));
+        let out = ok(&env.sign(&id, &code));
         assert!(out.contains("SIGNED"), "{out}");
         assert_eq!(env.show(&id)["state"], "signed", "{layout}");
         let signed = dir.join("signed.pdf");
@@ -134,7 +134,7 @@ fn bad_steps_are_refused_with_the_cause_and_change_nothing() {
         let dir = env.dir.path().to_owned();
         // Before approval: no OTP, no signature.
         refused(&env.run(&["otp", &id]), "needs ENROLLREADY");
-        refused(&env.run(&["sign", &id, "--otp", "123456"]), "needs ENROLLREADY");
+        refused(&env.sign(&id, "123456"), "needs ENROLLREADY");
         // A document that is not a PDF: named, nothing queued.
         let txt = dir.join("notes.txt");
         std::fs::write(&txt, "hello").unwrap();
@@ -235,6 +235,30 @@ fn the_daemon_follows_reviews_and_sends_documents_when_approved() {
     }
 }
 
+/// Flow commands act on this kiosk's enrollments by their id (a request pk only with `--pk`,
+/// on purpose), and secrets (the OTP, an external unlock value) come from stdin, never from the
+/// command line where every local user can read them.
+#[test]
+fn flow_commands_take_enrollment_ids_and_secrets_from_stdin() {
+    let sandbox = Sandbox::start(0);
+    let (env, id) = reviewed(&sandbox, "current", "");
+    let pk = env.show(&id)["request_pk"].as_u64().expect("pk is a number").to_string();
+    refused(&env.run(&["request", &pk, "status"]), "--pk");
+    refused(&env.run(&["otp", &pk]), "--pk");
+    assert!(ok(&env.run(&["request", "--pk", &pk, "status"])).contains("VIDEOREVIEW"));
+    assert!(ok(&env.run(&["request", &id, "status"])).contains("VIDEOREVIEW"));
+    refused(&env.run(&["request", "--pk", &id, "status"]), "not a request pk");
+    refused(&env.run_with_stdin(&["sign", &id, "--otp", "123456"], ""), "--otp: a secret on the command line");
+    refused(
+        &env.run_with_stdin(&["sign", &id, "--ext-unlock-type", "pin", "--ext-unlock-value", "1"], ""),
+        "--ext-unlock-value: a secret on the command line",
+    );
+    refused(&env.run_with_stdin(&["sign", &id], "\n"), "must not be empty");
+    // Read from stdin, the code reaches the server (which refuses it: the request is in review).
+    refused(&env.sign(&id, "123456"), "needs ENROLLREADY");
+    assert_eq!(env.show(&id)["state"], "in_review", "nothing changed");
+}
+
 /// A network loss in the middle of a step: exit 1, nothing changed locally, and the CLI says
 /// whether the step can simply be repeated: an OTP request that failed can; a signature whose
 /// answer was lost may have gone through, so the CLI says to check the status first.
@@ -246,21 +270,22 @@ fn a_network_loss_says_whether_the_step_can_be_repeated() {
     ok(&env.cmd().args(["document", &id, "upload"]).arg(pdf(env.dir.path(), "n.pdf", "network")).output().unwrap());
     let pk = env.show(&id)["request_pk"].as_u64().expect("pk is a number").to_string();
     let faults = |spec: &str| assert_eq!(http_raw("POST", &sandbox.url("/_sandbox/faults"), spec.as_bytes()).0, 200);
-    let fails = |args: &[&str], advice: &str| {
-        let out = env.run(args);
+    // `stdin`: what the command reads there (`sign` its OTP).
+    let fails = |args: &[&str], stdin: &str, advice: &str| {
+        let out = env.run_with_stdin(args, stdin);
         let err = String::from_utf8_lossy(&out.stderr);
         assert_eq!(out.status.code(), Some(1), "{args:?}: {err}");
         assert!(err.contains(advice), "{args:?}: {err}");
         assert_eq!(env.show(&id)["state"], "approved", "nothing changed locally");
     };
     faults("otp:503=1;retry_after=0");
-    fails(&["otp", &id], "can be repeated safely");
+    fails(&["otp", &id], "", "can be repeated safely");
     faults("");
     ok(&env.run(&["otp", &id]));
     let code = otp_of(&sandbox, &pk);
     // The signature goes through but its answer is lost.
     faults("sign:drop=1");
-    fails(&["sign", &id, "--otp", &code], "check `kiosk-agent request ID status` before repeating");
+    fails(&["sign", &id], &format!("{code}\n"), "check `kiosk-agent request ID status` before repeating");
     faults("");
     assert!(ok(&env.run(&["request", &id, "status"])).contains("SIGNED"));
     assert_eq!(env.show(&id)["state"], "signed", "the status read tells the kiosk it went through");

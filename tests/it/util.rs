@@ -70,6 +70,20 @@ impl Env {
         self.cmd().args(args).output().unwrap()
     }
 
+    /// Runs `args` with `stdin` as its standard input (secrets never go on a command line).
+    pub fn run_with_stdin(&self, args: &[&str], stdin: &str) -> Output {
+        use std::io::Write as _;
+        let mut child =
+            self.cmd().args(args).stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
+        child.stdin.take().unwrap().write_all(stdin.as_bytes()).unwrap();
+        child.wait_with_output().unwrap()
+    }
+
+    /// `sign ID` with the OTP on stdin.
+    pub fn sign(&self, id: &str, otp: &str) -> Output {
+        self.run_with_stdin(&["sign", id], &format!("{otp}\n"))
+    }
+
     /// A copy of the samples in its own folder, the manifest edited by `edit`, and `salt` bytes
     /// appended to every artifact so each enrollment's files differ.
     pub fn manifest(&self, name: &str, salt: &str, edit: impl FnOnce(&mut Value)) -> PathBuf {
