@@ -45,6 +45,18 @@ pub(crate) fn start_custom(
     files: &[(&str, &str)],
     edit: fn(String) -> String,
 ) -> Daemon {
+    start_on(free_port(), sandbox_port, api_extra, sections, files, edit)
+}
+
+/// [`start_custom`] with the API on `port`.
+pub(crate) fn start_on(
+    port: u16,
+    sandbox_port: u16,
+    api_extra: &str,
+    sections: &str,
+    files: &[(&str, &str)],
+    edit: fn(String) -> String,
+) -> Daemon {
     let env = Env::new(sandbox_port);
     for (name, content) in files {
         let path = env.dir.path().join(name);
@@ -54,7 +66,6 @@ pub(crate) fn start_custom(
     let token_file = env.dir.path().join("api.token");
     std::fs::write(&token_file, format!("{TOKEN}\n")).unwrap();
     std::fs::set_permissions(&token_file, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
-    let port = free_port();
     let text = std::fs::read_to_string(&env.config).unwrap().replace(
         "[api]\nlisten = \"127.0.0.1:0\"\n",
         &format!("[api]\nlisten = \"127.0.0.1:{port}\"\ntoken_file = \"api.token\"\n{api_extra}"),
@@ -70,7 +81,7 @@ pub(crate) fn start_custom(
 }
 
 /// One request: status and JSON body (`null` if none). `token` None sends none.
-fn call(d: &Daemon, method: &str, path: &str, token: Option<&str>, body: Option<Body>) -> (u16, Value) {
+pub(crate) fn call(d: &Daemon, method: &str, path: &str, token: Option<&str>, body: Option<Body>) -> (u16, Value) {
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
     rt.block_on(async {
         let client = reqwest::Client::new();
@@ -99,13 +110,13 @@ fn call(d: &Daemon, method: &str, path: &str, token: Option<&str>, body: Option<
     })
 }
 
-enum Body {
+pub(crate) enum Body {
     Json(Value),
     Raw(Vec<u8>),
     Multipart(reqwest::multipart::Form),
 }
 
-fn authed(d: &Daemon, method: &str, path: &str, body: Option<Body>) -> (u16, Value) {
+pub(crate) fn authed(d: &Daemon, method: &str, path: &str, body: Option<Body>) -> (u16, Value) {
     call(d, method, path, Some(TOKEN), body)
 }
 
@@ -114,7 +125,7 @@ fn b64(path: &std::path::Path) -> Value {
 }
 
 /// The sample manifest with every file inline as Base64.
-fn inline_manifest(dir: &std::path::Path) -> Value {
+pub(crate) fn inline_manifest(dir: &std::path::Path) -> Value {
     let mut m: Value = serde_json::from_slice(&std::fs::read(dir.join("manifest.json")).unwrap()).unwrap();
     for (slot, file) in [
         ("document_front", "front.jpg"),

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use fantoccini::{ClientBuilder, Locator};
 use serde_json::json;
 
-use crate::api::{start, TOKEN};
+use crate::api::{authed, inline_manifest, start, Body, TOKEN};
 use crate::util::*;
 
 struct Driver(Child);
@@ -46,14 +46,13 @@ where
     }
 }
 
-#[test]
-fn an_operator_enrolls_a_customer_from_the_page() {
+/// Headless chromium under chromedriver (both installed by `scripts/setup-debian test`), with a
+/// fresh profile in `profile` and `extra` flags; the driver process ends with the guard.
+async fn chromium(profile: &std::path::Path, extra: &[String]) -> (fantoccini::Client, Driver) {
     let chromedriver = which("chromedriver").expect("chromedriver is installed by scripts/setup-debian test");
     let chromium = which("chromium").expect("chromium is installed by scripts/setup-debian test");
-    let sandbox = Sandbox::start(0);
-    let d = start(sandbox.addr.port(), "");
     let port = free_port();
-    let _driver = Driver(
+    let driver = Driver(
         Command::new(chromedriver)
             .arg(format!("--port={port}"))
             .stdout(Stdio::null())
@@ -61,31 +60,42 @@ fn an_operator_enrolls_a_customer_from_the_page() {
             .spawn()
             .unwrap(),
     );
+    let mut args = vec![
+        "--headless=new".to_owned(),
+        "--no-sandbox".into(),
+        "--disable-gpu".into(),
+        "--disable-dev-shm-usage".into(),
+        "--disable-background-networking".into(),
+        "--window-size=1920,1080".into(),
+        format!("--user-data-dir={}", profile.display()),
+    ];
+    args.extend(extra.iter().cloned());
+    let mut caps = serde_json::Map::new();
+    caps.insert("goog:chromeOptions".into(), json!({"binary": chromium, "args": args}));
+    let webdriver = format!("http://127.0.0.1:{port}");
+    let client = until(Duration::from_secs(20), "chromedriver", || {
+        let caps = caps.clone();
+        let webdriver = webdriver.clone();
+        async move {
+            ClientBuilder::new(hyper_util::client::legacy::connect::HttpConnector::new())
+                .capabilities(caps)
+                .connect(&webdriver)
+                .await
+                .ok()
+        }
+    })
+    .await;
+    (client, driver)
+}
+
+#[test]
+fn an_operator_enrolls_a_customer_from_the_page() {
+    let sandbox = Sandbox::start(0);
+    let d = start(sandbox.addr.port(), "");
     let shots = screenshots();
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
     rt.block_on(async {
-        let mut caps = serde_json::Map::new();
-        caps.insert(
-            "goog:chromeOptions".into(),
-            json!({
-                "binary": chromium,
-                "args": ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
-                         "--window-size=1920,1080", "--user-data-dir=".to_owned() + d.env.dir.path().join("chrome").to_str().unwrap()],
-            }),
-        );
-        let webdriver = format!("http://127.0.0.1:{port}");
-        let client = until(Duration::from_secs(20), "chromedriver", || {
-            let caps = caps.clone();
-            let webdriver = webdriver.clone();
-            async move {
-                ClientBuilder::new(hyper_util::client::legacy::connect::HttpConnector::new())
-                    .capabilities(caps)
-                    .connect(&webdriver)
-                    .await
-                    .ok()
-            }
-        })
-        .await;
+        let (client, _driver) = chromium(&d.env.dir.path().join("chrome"), &[]).await;
         client.goto(&format!("{}/", d.base)).await.unwrap();
 
         // Without a session the page asks for the token.
@@ -210,4 +220,209 @@ fn an_operator_enrolls_a_customer_from_the_page() {
     let images = &records["requests"][0]["images"];
     let size = |slot: &str| images[slot]["size"].as_u64().unwrap_or_else(|| panic!("no {slot}: {records}"));
     assert!(size("document_photo") < size("document_front"), "{images}");
+}
+
+/// The attacker's page: every way a page of another origin can reach the API, each recorded in
+/// `window.done` as a list of `[what, outcome]` (a status it could read, or what blocked it).
+const ATTACKER_PAGE: &str = r#"<!doctype html><html><body><iframe name="sink"></iframe><script>
+const api = location.hash.slice(1).split(",")[0], id = location.hash.slice(1).split(",")[1];
+const results = [];
+async function attempt(what, f) {
+  try { results.push([what, String(await f())]); } catch (e) { results.push([what, "blocked: " + e.name]); }
+}
+const noCors = (path, body) => fetch(api + path, { method: "POST", mode: "no-cors", credentials: "include", body })
+  .then((r) => "opaque " + r.type);
+(async () => {
+  await attempt("no-cors approve", () => noCors("/v1/enrollments/" + id + "/approve", "{}"));
+  await attempt("no-cors refuse", () => noCors("/v1/enrollments/" + id + "/refuse", '{"reason":"x"}'));
+  await attempt("no-cors enroll", () => noCors("/v1/enrollments", '{"customer":{}}'));
+  await attempt("no-cors still", () => noCors("/v1/captures/still", '{"role":"face"}'));
+  await attempt("cors json approve", () => fetch(api + "/v1/enrollments/" + id + "/approve", { method: "POST",
+    credentials: "include", headers: { "content-type": "application/json" }, body: "{}" }).then((r) => r.status));
+  await attempt("cors read queue", () => fetch(api + "/v1/enrollments", { credentials: "include" }).then((r) => r.status));
+  // A form posted into an iframe: the browser sends it with the operator's cookie.
+  for (const [path, enctype] of [["/v1/enrollments/" + id + "/approve", "text/plain"], ["/v1/enrollments", "multipart/form-data"]]) {
+    const form = document.createElement("form");
+    form.method = "POST"; form.action = api + path; form.enctype = enctype; form.target = "sink";
+    const input = document.createElement("input"); input.name = '{"a":"'; input.value = '"}'; form.append(input);
+    document.body.append(form); form.submit();
+    await new Promise((r) => setTimeout(r, 500));
+  }
+  results.push(["form posts", "sent"]);
+  // Camera frames and stills as images: loaded only if the API lets another origin embed them.
+  for (const path of ["/v1/cameras/face/preview.mjpg", "/v1/captures/00000000-0000-0000-0000-000000000000/thumbnail.jpg"]) {
+    await attempt("img " + path, () => new Promise((resolve) => {
+      const img = new Image(); img.onload = () => resolve("loaded " + img.naturalWidth);
+      img.onerror = () => resolve("blocked: error"); img.src = api + path;
+      setTimeout(() => resolve(img.naturalWidth > 0 ? "loaded " + img.naturalWidth : "blocked: nothing"), 3000);
+    }));
+  }
+  window.done = results;
+})();
+</script></body></html>"#;
+
+/// A page of the attacker's that reaches the API through DNS rebinding: it is loaded under the
+/// attacker's name while that name points at the attacker's server, then the name points at the
+/// kiosk (here: the attacker's server gives the port up to the daemon), and the script, now
+/// "same-origin" with the API, polls it until the daemon answers.
+const REBINDING_PAGE: &str = r#"<!doctype html><html><body><script>
+const results = [];
+const statusOf = (path, init) => fetch(path, init).then((r) => r.headers.get("x-attacker") ? null : r.status, () => null);
+(async () => {
+  while ((await statusOf("/healthz")) === null) await new Promise((r) => setTimeout(r, 200));
+  for (const [path, init] of [["/v1/status"], ["/v1/enrollments"], ["/v1/cameras/face/preview.mjpg"],
+       ["/v1/enrollments", { method: "POST", headers: { "content-type": "application/json" }, body: "{}" }],
+       ["/v1/captures/still", { method: "POST", headers: { "content-type": "application/json" }, body: '{"role":"face"}' }]]) {
+    results.push([(init ? "POST " : "GET ") + path, await statusOf(path, init)]);
+  }
+  window.done = results;
+})();
+</script></body></html>"#;
+
+/// Serves `page` on `listener` (the attacker's own server) for at most `requests` requests,
+/// then closes it.
+fn attacker_site(listener: std::net::TcpListener, page: &'static str, requests: usize) {
+    use std::io::{Read as _, Write as _};
+    std::thread::spawn(move || {
+        for stream in listener.incoming().flatten().take(requests) {
+            let mut stream = stream;
+            let mut buf = [0u8; 4096];
+            let _ = stream.read(&mut buf);
+            let body = page.as_bytes();
+            let head = format!(
+                "HTTP/1.1 200 OK\r\nContent-Type: text/html\r\nX-Attacker: 1\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+                body.len()
+            );
+            let _ = stream.write_all(head.as_bytes()).and_then(|()| stream.write_all(body));
+        }
+    });
+}
+
+/// A page from another origin, in the same chromium where the operator is logged in, tries to
+/// approve, refuse, enroll and capture through the API (no-cors fetches, a CORS fetch, form
+/// posts, images) and, through a rebinding `Host`, to read the queue: every attempt is refused,
+/// nothing changes on the server or in the queue, while the operator's own origin still works.
+#[test]
+fn a_page_of_another_origin_cannot_act_through_the_api() {
+    let sandbox = Sandbox::start(0);
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    // The rebinding page is loaded first, from the attacker's server on the port the API will
+    // take: the browser holds a page of origin http://rebind.test:PORT when the daemon starts.
+    let rebinding = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let api_port = rebinding.local_addr().unwrap().port();
+    attacker_site(rebinding, REBINDING_PAGE, 1);
+    let profile = tempfile::tempdir().unwrap();
+    let rules = "--host-resolver-rules=MAP rebind.test 127.0.0.1".to_owned();
+    let (client, _driver) = rt.block_on(chromium(profile.path(), &[rules]));
+    rt.block_on(client.goto(&format!("http://rebind.test:{api_port}/"))).unwrap();
+    let rebinding_tab = rt.block_on(client.window()).unwrap();
+    // The attacker's server gives the port up after that one page; the kiosk's daemon takes it.
+    let d = wait_for(Duration::from_secs(10), || {
+        std::net::TcpListener::bind(("127.0.0.1", api_port)).ok().map(drop)?;
+        Some(crate::api::start_on(
+            api_port,
+            sandbox.addr.port(),
+            "",
+            "[rao]\nid = \"1400\"\ntoken_file = \"rao.token\"\n",
+            &[("rao.token", "f734066d1ce36f9cae4d55be4cdac50e\n")],
+            |c| c,
+        ))
+    });
+    // One enrollment in review: what the attacker would approve or refuse.
+    let dir = d.env.manifest("m", "", |_| {}).parent().unwrap().to_owned();
+    let (code, body) = authed(&d, "POST", "/v1/enrollments", Some(Body::Json(inline_manifest(&dir))));
+    assert_eq!(code, 202, "{body}");
+    let id = body["id"].as_str().unwrap().to_owned();
+    wait_for(Duration::from_secs(30), || {
+        (authed(&d, "GET", &format!("/v1/enrollments/{id}"), None).1["state"] == "in_review").then_some(())
+    });
+    let pk = authed(&d, "GET", &format!("/v1/enrollments/{id}"), None).1["request_pk"].as_u64().unwrap().to_string();
+    let attacker_listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let attacker = attacker_listener.local_addr().unwrap().port();
+    attacker_site(attacker_listener, ATTACKER_PAGE, usize::MAX);
+    let outcomes = rt.block_on(async {
+        // The operator logs in, in a tab of its own: the browser now holds a live session
+        // cookie for the API.
+        client.new_window(true).await.unwrap();
+        let operator_tab = client.windows().await.unwrap().into_iter().find(|w| *w != rebinding_tab).unwrap();
+        client.switch_to_window(operator_tab.clone()).await.unwrap();
+        client.goto(&format!("{}/", d.base)).await.unwrap();
+        let token = client.wait().for_element(Locator::Id("token")).await.unwrap();
+        until(Duration::from_secs(10), "the login dialog", || async {
+            token.is_displayed().await.ok().filter(|shown| *shown)
+        })
+        .await;
+        token.send_keys(TOKEN).await.unwrap();
+        client.find(Locator::Css("#login-form button")).await.unwrap().click().await.unwrap();
+        until(Duration::from_secs(10), "the session", || async {
+            let open = client.execute("return document.getElementById('login').classList.contains('open')", vec![]);
+            open.await.ok().filter(|v| v == &json!(false))
+        })
+        .await;
+
+        // The attacker's page, in the same browser.
+        client.goto(&format!("http://127.0.0.1:{attacker}/#{},{id}", d.base)).await.unwrap();
+        let outcomes = until(Duration::from_secs(60), "the attacker's attempts", || async {
+            let v = client.execute("return window.done || null", vec![]).await.ok()?;
+            (!v.is_null()).then_some(v)
+        })
+        .await;
+
+        // DNS rebinding: the page loaded under the attacker's name now reaches the daemon. The
+        // API answers to no such Host: its status, queue, camera, intake and stills are all 421.
+        client.switch_to_window(rebinding_tab.clone()).await.unwrap();
+        let rebound = until(Duration::from_secs(30), "the rebinding page's attempts", || async {
+            let v = client.execute("return window.done || null", vec![]).await.ok()?;
+            (!v.is_null()).then_some(v)
+        })
+        .await;
+        println!("rebinding outcomes: {rebound}");
+        for pair in rebound.as_array().unwrap() {
+            assert_eq!(pair[1], json!(421), "{} through a rebinding Host", pair[0]);
+        }
+        client.goto(&format!("http://rebind.test:{api_port}/")).await.unwrap();
+        let page = client.source().await.unwrap();
+        assert!(!page.contains("Operator token"), "the operator page is not served to a rebinding name");
+
+        // The operator's own origin still works, with the same session.
+        client.switch_to_window(operator_tab.clone()).await.unwrap();
+        client.goto(&format!("{}/", d.base)).await.unwrap();
+        let own = client
+            .execute_async(
+                "const done = arguments[arguments.length - 1]; \
+                 fetch('/v1/enrollments').then((r) => r.status).then(done)",
+                vec![],
+            )
+            .await
+            .unwrap();
+        assert_eq!(own, json!(200), "the page's origin reads the queue with its session");
+        client.close().await.unwrap();
+        outcomes
+    });
+    println!("attacker outcomes: {outcomes}");
+    for pair in outcomes.as_array().unwrap() {
+        let (what, outcome) = (pair[0].as_str().unwrap(), pair[1].as_str().unwrap());
+        // No-cors answers are opaque to the page: whether they were refused is read below, on
+        // the server. Everything the page could read was blocked.
+        let readable_and_allowed = outcome.parse::<u16>().is_ok_and(|s| s < 400) || outcome.starts_with("loaded");
+        assert!(!readable_and_allowed, "{what}: {outcome}");
+    }
+    // Nothing happened: the request is still in review, not approved or refused; the queue
+    // holds only the one enrollment; no still was taken.
+    let record = request(&sandbox.records(), &pk).clone();
+    assert_eq!(record["status"], "VIDEOREVIEW", "{record}");
+    let (_, list) = authed(&d, "GET", "/v1/enrollments", None);
+    assert_eq!(list.as_array().map(Vec::len), Some(1), "{list}");
+    let text = metrics_text(&d);
+    let taken = text.lines().filter(|l| l.starts_with("kiosk_agent_captures_total{") && !l.ends_with(" 0"));
+    assert_eq!(taken.count(), 0, "no still was taken:\n{text}");
+}
+
+/// The daemon's metrics as text.
+fn metrics_text(d: &crate::api::Daemon) -> String {
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    rt.block_on(async {
+        let resp = reqwest::Client::new().get(format!("{}/metrics", d.base)).bearer_auth(TOKEN).send().await.unwrap();
+        resp.text().await.unwrap()
+    })
 }
