@@ -3,6 +3,12 @@
 //! `multipart/form-data` with a `manifest` part (images and video left out) and one part per
 //! file named by its manifest key (`document_front` … `video`), the way to send a large video.
 //!
+//! Memory stays bounded whatever a client sends: a JSON body is read only up to
+//! `api.max_json_bytes` (at most 64 MiB; it is parsed in memory, with the strict parser that
+//! refuses duplicate keys, as `enroll` does), and a multipart body is streamed part by part,
+//! each part capped by what it may hold (the manifest 1 MiB, an image `evidence.max_image_bytes`,
+//! the video `evidence.max_video_bytes`).
+//!
 //! The files land in a private intake directory under the data directory (0700, files 0600),
 //! and from there take exactly the path `enroll` takes: the same validation (opened once,
 //! decoded, probed), the same enqueue. The intake directory is overwritten and removed whatever
@@ -74,9 +80,9 @@ pub async fn submit(State(s): State<ApiState>, request: Request) -> Result<(Stat
         .is_some_and(|v| v.starts_with("multipart/form-data"));
     let manifest = if is_multipart {
         let multipart = Multipart::from_request(request, &()).await.map_err(|e| bad("body", e.body_text()))?;
-        from_multipart(multipart, &intake).await?
+        from_multipart(multipart, &intake, &s.config.evidence).await?
     } else {
-        let Json(body) = Json::<Value>::from_request(request, &()).await?;
+        let body = json_body(request, s.config.api.max_json_bytes.min(s.config.api.max_body_bytes)).await?;
         from_json(body, &intake, s.cameras.dir(), &mut used).await?
     };
     let manifest_path = intake.dir.join("manifest.json");
@@ -100,6 +106,44 @@ pub async fn submit(State(s): State<ApiState>, request: Request) -> Result<(Stat
     }
     s.worker.waker().notify_one();
     Ok((StatusCode::ACCEPTED, Json(Accepted { id })))
+}
+
+/// A JSON enrollment: at most `limit` bytes read (413 beyond, naming the way for large media),
+/// parsed strictly (a key given twice is refused, as `enroll` refuses it).
+async fn json_body(request: Request, limit: u64) -> Result<Value, ApiError> {
+    let json = request
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .is_some_and(|v| v.trim().eq_ignore_ascii_case("application/json"));
+    if !json {
+        return Err(ApiError::field(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "bad_content_type",
+            "content-type",
+            "an enrollment is application/json or multipart/form-data",
+        ));
+    }
+    let too_large = || {
+        ApiError::field(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "too_large",
+            "body",
+            format!("a JSON enrollment is at most {limit} bytes (api.max_json_bytes, api.max_body_bytes); send large media as multipart/form-data"),
+        )
+    };
+    let declared = request.headers().get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > limit) {
+        return Err(too_large());
+    }
+    let bytes = axum::body::to_bytes(request.into_body(), limit as usize).await.map_err(|_| too_large())?;
+    // Parsing holds the text and the values at once; it is bounded by `limit` and runs off the
+    // executor threads.
+    tokio::task::spawn_blocking(move || crate::evidence::strict_json::parse(&bytes))
+        .await
+        .map_err(internal)?
+        .map_err(|e| bad("body", format!("is not valid JSON: {e}")))
 }
 
 fn evidence_error(e: EvidenceError) -> ApiError {
@@ -177,14 +221,36 @@ fn decode_slot(field: &str, value: &Value) -> Result<Vec<u8>, ApiError> {
         .map_err(|e| bad(format!("{field}.base64"), format!("is not valid Base64: {e}")))
 }
 
-/// Multipart: a `manifest` part and one part per file slot, streamed to the intake.
-async fn from_multipart(mut multipart: Multipart, intake: &Intake) -> Result<Value, ApiError> {
+/// The largest manifest part (the manifest without its files).
+const MAX_MANIFEST_PART: u64 = 1 << 20;
+
+/// Multipart: a `manifest` part and one part per file slot, streamed to the intake, each part
+/// refused (413 naming it) as soon as it outgrows what it may hold.
+async fn from_multipart(
+    mut multipart: Multipart,
+    intake: &Intake,
+    limits: &crate::config::EvidenceLimits,
+) -> Result<Value, ApiError> {
     let mut manifest: Option<Value> = None;
     let mut given: Vec<String> = Vec::new();
     while let Some(mut field) = multipart.next_field().await.map_err(|e| multipart_error(&e))? {
         let name = field.name().unwrap_or_default().to_owned();
+        let cap = match name.as_str() {
+            "manifest" => MAX_MANIFEST_PART,
+            "video" => limits.max_video_bytes,
+            _ => limits.max_image_bytes,
+        };
+        let too_large = |name: &str| {
+            ApiError::field(StatusCode::PAYLOAD_TOO_LARGE, "too_large", name, format!("the part is over {cap} bytes"))
+        };
         if name == "manifest" {
-            let bytes = field.bytes().await.map_err(|e| multipart_error(&e))?;
+            let mut bytes = Vec::new();
+            while let Some(chunk) = field.chunk().await.map_err(|e| multipart_error(&e))? {
+                if (bytes.len() + chunk.len()) as u64 > cap {
+                    return Err(too_large(&name));
+                }
+                bytes.extend_from_slice(&chunk);
+            }
             let value = crate::evidence::strict_json::parse(&bytes).map_err(|e| bad("manifest", e))?;
             manifest = Some(value);
         } else if is_file_slot(&name) {
@@ -192,7 +258,12 @@ async fn from_multipart(mut multipart: Multipart, intake: &Intake) -> Result<Val
                 return Err(bad(&name, "the part is given twice"));
             }
             let mut file = tokio::fs::File::create(intake.file(&name)).await.map_err(internal)?;
+            let mut written = 0u64;
             while let Some(chunk) = field.chunk().await.map_err(|e| multipart_error(&e))? {
+                written += chunk.len() as u64;
+                if written > cap {
+                    return Err(too_large(&name));
+                }
                 file.write_all(&chunk).await.map_err(internal)?;
             }
             file.flush().await.map_err(internal)?;

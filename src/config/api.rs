@@ -10,6 +10,8 @@ use super::EvidenceLimits;
 
 /// The default address: loopback only.
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:8470";
+/// The most a JSON enrollment may be (it is parsed in memory).
+pub const MAX_JSON_BYTES: u64 = 64 << 20;
 /// The unit's credential holding the token, under `$CREDENTIALS_DIRECTORY`.
 pub const TOKEN_CREDENTIAL: &str = "api.token";
 
@@ -21,6 +23,7 @@ pub struct RawApi {
     pub capture_service: Option<String>,
     pub token_file: Option<PathBuf>,
     pub max_body_bytes: Option<u64>,
+    pub max_json_bytes: Option<u64>,
 }
 
 /// Who runs the capture service.
@@ -48,8 +51,11 @@ pub struct ApiConfig {
     /// The bearer token every route but `/healthz` requires. `None` only when the default
     /// file does not exist yet: `run` then refuses to serve the API (never an open API).
     pub token: Option<Secret>,
-    /// The largest request body (an enrollment with its video).
+    /// The largest request body (a multipart enrollment with its video).
     pub max_body_bytes: u64,
+    /// The largest JSON enrollment (files in Base64): it is parsed in memory, so larger media
+    /// go as multipart, which is streamed to disk part by part.
+    pub max_json_bytes: u64,
 }
 
 impl std::fmt::Debug for ApiConfig {
@@ -62,6 +68,7 @@ impl std::fmt::Debug for ApiConfig {
             .field("token_file", &self.token_file)
             .field("token", &self.token.as_ref().map(|_| "<redacted>"))
             .field("max_body_bytes", &self.max_body_bytes)
+            .field("max_json_bytes", &self.max_json_bytes)
             .finish()
     }
 }
@@ -123,6 +130,20 @@ pub fn validate_api(
         Some(n) => n,
         None => default_body,
     };
+    // Four images in Base64 and the manifest, but never more than MAX_JSON_BYTES: the body and
+    // its parsed form are both in memory, and the daemon stays well inside its 512 MB.
+    let default_json = (evidence.max_image_bytes * 4 * 4 / 3 + (1 << 20)).min(MAX_JSON_BYTES);
+    let max_json_bytes = match a.max_json_bytes {
+        Some(n) if n == 0 || n > MAX_JSON_BYTES => {
+            problem(
+                "api.max_json_bytes",
+                format!("must be between 1 and {MAX_JSON_BYTES} (64 MiB); send larger media as multipart"),
+            );
+            default_json
+        }
+        Some(n) => n,
+        None => default_json,
+    };
     let unix_socket = a.unix_socket.map(|p| if p.is_absolute() { p } else { base_dir.join(p) });
     let capture_service = match a.capture_service.as_deref() {
         None | Some("spawn") => CaptureServiceMode::Spawn,
@@ -132,7 +153,7 @@ pub fn validate_api(
             CaptureServiceMode::Spawn
         }
     };
-    ApiConfig { listen, unix_socket, capture_service, token_file, token, max_body_bytes }
+    ApiConfig { listen, unix_socket, capture_service, token_file, token, max_body_bytes, max_json_bytes }
 }
 
 #[derive(Debug, Default, Deserialize)]
