@@ -157,7 +157,11 @@ impl Flow {
 /// Turns a One-Shot error into an exit: refusals are bad input (2) with the server's words;
 /// network and server trouble are 1 and say whether the step may simply be repeated.
 pub fn net(e: OneShotError, doing: &str, repeatable: bool) -> Failure {
-    if e.is_retryable() {
+    let retryable = e.is_retryable();
+    // The server's words reach the operator (terminal, API answer), never with an email
+    // address or a phone number in them: the evidence, and so the values, may be erased by now.
+    let e = crate::sync::redact::Redactor::generic().apply(&e.to_string());
+    if retryable {
         let advice = if repeatable {
             "the step can be repeated safely: run the same command again"
         } else {

@@ -56,8 +56,8 @@ pub async fn records(State(state): State<Shared>) -> Response {
 }
 
 pub async fn add_rule(State(state): State<Shared>, Json(rule): Json<Rule>) -> Response {
-    if !["create", "evidences", "video"].contains(&rule.op.as_str()) {
-        return reply(StatusCode::BAD_REQUEST, "op must be create, evidences or video");
+    if !["create", "evidences", "video", "approve"].contains(&rule.op.as_str()) {
+        return reply(StatusCode::BAD_REQUEST, "op must be create, evidences, video or approve");
     }
     if rule.lose_as.is_some() && (rule.status != 200 || rule.op == "create") {
         return reply(StatusCode::BAD_REQUEST, "lose_as needs status 200 and op evidences or video");

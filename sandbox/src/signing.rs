@@ -92,6 +92,11 @@ impl SandboxState {
     pub fn approve(&mut self, pk: u64, body: &RaoBody) -> Result<(), SandboxError> {
         self.require(pk, &[RequestStatus::VideoReview, RequestStatus::Validated])?;
         self.check_rao(body)?;
+        // A test rule: the RA refuses the approval, in words of its own (which may quote the
+        // customer's contact data, as real error texts do).
+        if let Some(rule) = self.take_rule_for_request("approve", pk) {
+            return Err(SandboxError::Refused { status: rule.status, details: rule.details });
+        }
         self.set_status(pk, RequestStatus::EnrollReady)
     }
 

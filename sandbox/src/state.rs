@@ -276,7 +276,7 @@ impl SandboxState {
     }
 
     /// The rule for `op` on the customer of `request_pk`, if any, counting one use.
-    fn take_rule_for_request(&mut self, op: &str, request_pk: u64) -> Option<Rule> {
+    pub(crate) fn take_rule_for_request(&mut self, op: &str, request_pk: u64) -> Option<Rule> {
         let email = self.emails.get(&request_pk)?.clone();
         self.take_rule(op, &email)
     }

@@ -27,7 +27,7 @@ mod action;
 mod backoff;
 mod orphans;
 mod pacer;
-mod redact;
+pub mod redact;
 mod review;
 mod step;
 

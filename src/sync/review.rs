@@ -12,7 +12,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::action::{action, Action};
-use super::{blocking, Worker};
+use super::{blocking, redact, Worker};
 use crate::faults::crash_point;
 use crate::oneshot::{OneShotError, RequestIds, RequestStatus};
 use crate::queue::{now_ms, QueueError, State};
@@ -35,7 +35,7 @@ impl Worker {
         let reviews = self.follow_reviews(all_reviews).await?;
         for id in blocking(&self.queue, |q| q.enrollments_with_documents_to_send()).await? {
             if let Err(e) = self.send_documents(&id).await {
-                tracing::info!(enrollment_id = %id, error = %e, "documents not sent yet");
+                tracing::info!(enrollment_id = %id, error = %redact::Redactor::generic().apply(&e.to_string()), "documents not sent yet");
             }
         }
         let orphans = self.reconcile_orphans().await?;
@@ -55,11 +55,11 @@ impl Worker {
                 Ok(r) => r.state == State::InReview,
                 Err(e) if e.is_connectivity() => {
                     // The network is gone: the rest can wait for the next round.
-                    tracing::debug!(enrollment_id = %job.id, error = %e, "review read failed");
+                    tracing::debug!(enrollment_id = %job.id, error = %redact::Redactor::generic().apply(&e.to_string()), "review read failed");
                     return Ok(Some(self.config.sync.review_poll));
                 }
                 Err(e) => {
-                    tracing::info!(enrollment_id = %job.id, error = %e, "review read failed; next round");
+                    tracing::info!(enrollment_id = %job.id, error = %redact::Redactor::generic().apply(&e.to_string()), "review read failed; next round");
                     true
                 }
             };

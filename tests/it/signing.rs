@@ -235,6 +235,26 @@ fn the_daemon_follows_reviews_and_sends_documents_when_approved() {
     }
 }
 
+/// Server text in the review and signing phase (the evidence, and with it the customer's
+/// values, may already be erased) reaches the terminal and the log without an email address or
+/// a phone number, however the server wrote them.
+#[test]
+fn server_words_after_review_are_redacted_too() {
+    let sandbox = Sandbox::start(0);
+    let (env, id) = reviewed(&sandbox, "current", "");
+    let manifest: Value = serde_json::from_slice(&std::fs::read(samples_dir().join("manifest.json")).unwrap()).unwrap();
+    let customer = manifest["customer"]["email"].as_str().unwrap().to_owned();
+    let echoed = "RA refused: customer ANA.GARCIA%40EXAMPLE.COM, phone +34 699 12 34 56, contact \\u0061na@example.com";
+    refuse(&sandbox, "approve", &customer, 409, echoed);
+    let out = env.cmd().args(["request", &id, "approve"]).env("KIOSK_AGENT_LOG", "debug").output().unwrap();
+    let said = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert_ne!(out.status.code(), Some(0), "{said}");
+    assert!(said.contains("RA refused") && said.contains("[redacted]"), "{said}");
+    for leaked in ["ANA.GARCIA", "EXAMPLE.COM", "699 12 34 56", "na@example.com"] {
+        assert!(!said.contains(leaked), "{leaked} in: {said}");
+    }
+}
+
 /// Flow commands act on this kiosk's enrollments by their id (a request pk only with `--pk`,
 /// on purpose), and secrets (the OTP, an external unlock value) come from stdin, never from the
 /// command line where every local user can read them.
