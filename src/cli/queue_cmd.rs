@@ -219,11 +219,16 @@ fn print_detail(out: &mut dyn Write, s: &Summary) -> io::Result<()> {
     }
     if let Some(m) = &s.capture_manifest {
         let valid = m["signature_valid"].as_bool() == Some(true);
+        let verdict = match (valid, m["signed_by_this_device"].as_bool()) {
+            (_, Some(false)) => "SIGNED BY ANOTHER KEY: not this device's key; the manifest was replaced",
+            (true, Some(true)) => "signature valid, by this device's key",
+            (true, None) => "signature valid (this device's key is unreadable: not compared)",
+            (false, _) => "SIGNATURE INVALID: the manifest was changed",
+        };
         writeln!(
             out,
-            "capture        manifest signed by device {} ({})",
+            "capture        manifest signed by device {} ({verdict})",
             m["manifest"]["device_id"].as_str().unwrap_or("?"),
-            if valid { "signature valid" } else { "SIGNATURE INVALID: the manifest was changed" }
         )?;
     }
     writeln!(out, "history")?;

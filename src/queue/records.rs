@@ -494,9 +494,15 @@ impl Queue {
             .optional()?
             .ok_or_else(|| QueueError::NotFound(id.into()))?;
         summary.artifacts = Some(artifact_rows(&conn, id)?);
+        // A manifest proves something only if this device's own key signed it: one re-signed
+        // with another key (and stored with that key) verifies against itself, so the stored
+        // public key is compared with the device key's. Unknown when the key cannot be read.
+        let device = crate::device_key::load(&self.storage.device_key_file).ok().map(|k| k.public_key_hex());
         summary.capture_manifest = super::capture_manifest::stored(&conn, id)?.map(|m| {
             let mut v = m.to_value();
-            v["signature_valid"] = m.is_valid().into();
+            let by_device = device.as_deref().map(|d| d == m.public_key);
+            v["signed_by_this_device"] = by_device.into();
+            v["signature_valid"] = (m.is_valid() && by_device != Some(false)).into();
             v
         });
         let mut stmt = conn.prepare("SELECT at, kind, detail FROM events WHERE enrollment_id = ?1 ORDER BY seq")?;

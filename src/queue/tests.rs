@@ -474,6 +474,38 @@ fn each_enrollment_has_a_signed_capture_manifest_that_detects_changes() {
 }
 
 #[test]
+fn a_manifest_re_signed_with_another_key_is_flagged() {
+    let dir = tempfile::tempdir().unwrap();
+    let q = Queue::open(&storage(dir.path())).unwrap();
+    let id = q.enqueue(&enrollment(dir.path(), 5000)).unwrap();
+    assert_eq!(q.show(&id).unwrap().capture_manifest.unwrap()["signed_by_this_device"], true);
+    // Someone with write access edits the manifest, signs it with a key of their own and
+    // stores that key beside it: the signature checks out against the stored key...
+    let forger = crate::device_key::create(&dir.path().join("forger.key")).unwrap();
+    let stored = capture_manifest::stored(&q.conn(), &id).unwrap().unwrap();
+    let json = stored.json.replace("\"verdict\"", "\"verdict_\"");
+    let forged = capture_manifest::SignedManifest {
+        signature: forger.sign_hex(json.as_bytes()),
+        public_key: forger.public_key_hex(),
+        json,
+    };
+    assert!(forged.is_valid(), "self-consistent");
+    q.conn()
+        .execute(
+            "UPDATE enrollments SET capture_manifest = ?2, capture_signature = ?3, device_public_key = ?4 WHERE id = ?1",
+            rusqlite::params![&id, forged.json, forged.signature, forged.public_key],
+        )
+        .unwrap();
+    // ... but not against this device's key.
+    let m = q.show(&id).unwrap().capture_manifest.unwrap();
+    assert_eq!(
+        (m["signature_valid"].as_bool(), m["signed_by_this_device"].as_bool()),
+        (Some(false), Some(false)),
+        "{m}"
+    );
+}
+
+#[test]
 fn enqueue_without_a_device_key_is_refused_before_writing() {
     let dir = tempfile::tempdir().unwrap();
     let s = storage(dir.path());
