@@ -14,6 +14,7 @@ mod intake;
 mod metrics;
 pub mod session;
 mod signing;
+pub mod sweep;
 pub mod token;
 pub mod wire;
 

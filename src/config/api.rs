@@ -24,6 +24,7 @@ pub struct RawApi {
     pub token_file: Option<PathBuf>,
     pub max_body_bytes: Option<u64>,
     pub max_json_bytes: Option<u64>,
+    pub capture_ttl_secs: Option<u64>,
 }
 
 /// Who runs the capture service.
@@ -56,6 +57,8 @@ pub struct ApiConfig {
     /// The largest JSON enrollment (files in Base64): it is parsed in memory, so larger media
     /// go as multipart, which is streamed to disk part by part.
     pub max_json_bytes: u64,
+    /// A still or clip no enrollment took is erased after this long (and all at start).
+    pub capture_ttl: std::time::Duration,
 }
 
 impl std::fmt::Debug for ApiConfig {
@@ -69,6 +72,7 @@ impl std::fmt::Debug for ApiConfig {
             .field("token", &self.token.as_ref().map(|_| "<redacted>"))
             .field("max_body_bytes", &self.max_body_bytes)
             .field("max_json_bytes", &self.max_json_bytes)
+            .field("capture_ttl", &self.capture_ttl)
             .finish()
     }
 }
@@ -144,6 +148,14 @@ pub fn validate_api(
         Some(n) => n,
         None => default_json,
     };
+    let capture_ttl = match a.capture_ttl_secs {
+        Some(0) => {
+            problem("api.capture_ttl_secs", "must be at least 1 (seconds)".into());
+            std::time::Duration::from_secs(900)
+        }
+        Some(n) => std::time::Duration::from_secs(n),
+        None => std::time::Duration::from_secs(900),
+    };
     let unix_socket = a.unix_socket.map(|p| if p.is_absolute() { p } else { base_dir.join(p) });
     let capture_service = match a.capture_service.as_deref() {
         None | Some("spawn") => CaptureServiceMode::Spawn,
@@ -153,7 +165,7 @@ pub fn validate_api(
             CaptureServiceMode::Spawn
         }
     };
-    ApiConfig { listen, unix_socket, capture_service, token_file, token, max_body_bytes, max_json_bytes }
+    ApiConfig { listen, unix_socket, capture_service, token_file, token, max_body_bytes, max_json_bytes, capture_ttl }
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -169,6 +169,14 @@ fn serve_api(
         sessions: Default::default(),
     };
     tokio::spawn(crate::api::watch_changes(state.clone()));
+    // Captures no enrollment took and intakes cut off midway: erased at start, then after
+    // api.capture_ttl_secs unused.
+    let (data_dir, captures, ttl) = (queue.dir().to_owned(), state.cameras.dir().to_owned(), config.api.capture_ttl);
+    tokio::spawn(async move {
+        let (d, c) = (data_dir.clone(), captures.clone());
+        let _ = tokio::task::spawn_blocking(move || crate::api::sweep::at_start(&d, &c)).await;
+        crate::api::sweep::run(captures, ttl).await;
+    });
     let until_stopped = |mut stop: tokio::sync::watch::Receiver<bool>| async move {
         let _ = stop.wait_for(|s| *s).await;
     };

@@ -886,3 +886,82 @@ fn huge_bodies_are_refused_within_bounded_memory() {
     let (code, list) = authed(&d, "GET", "/v1/enrollments", None);
     assert_eq!((code, list.as_array().map(Vec::len)), (200, Some(0)), "{list}");
 }
+
+/// After stills (a retake among them), a recording and a multipart upload cut off midway, a
+/// `kill -9` and a restart, no file under the data directory holds a JPEG, an MP4, a PDF or the
+/// customer's data in clear: what no enrollment took is erased at start.
+#[test]
+fn nothing_personal_is_left_in_clear_after_a_kill_and_restart() {
+    use std::io::Write as _;
+    let mut d = start(free_port(), "");
+    for role in ["document", "face", "face"] {
+        let (code, still) = authed(&d, "POST", "/v1/captures/still", Some(Body::Json(json!({"role": role}))));
+        assert_eq!(code, 200, "{still}");
+    }
+    let (code, rec) = authed(&d, "POST", "/v1/recordings", Some(Body::Json(json!({"max_seconds": 1}))));
+    assert_eq!(code, 201, "{rec}");
+    std::thread::sleep(Duration::from_millis(1500));
+    let (code, report) = authed(&d, "POST", &format!("/v1/recordings/{}/stop", rec["id"].as_str().unwrap()), None);
+    assert_eq!(code, 200, "{report}");
+    // A multipart enrollment whose connection stops halfway through its first image.
+    let dir = d.env.manifest("m", "", |_| {}).parent().unwrap().to_owned();
+    let front = std::fs::read(dir.join("front.jpg")).unwrap();
+    let manifest = std::fs::read_to_string(dir.join("manifest.json")).unwrap();
+    let body = format!(
+        "--b\r\nContent-Disposition: form-data; name=\"manifest\"\r\n\r\n{}\r\n--b\r\nContent-Disposition: form-data; name=\"document_front\"\r\n\r\n",
+        serde_json::to_string(&serde_json::from_str::<Value>(&manifest).map(|mut m| {
+            m["images"] = json!({});
+            m.as_object_mut().unwrap().remove("video");
+            m
+        }).unwrap()).unwrap()
+    );
+    let mut stream = std::net::TcpStream::connect(d.base.trim_start_matches("http://")).unwrap();
+    write!(
+        stream,
+        "POST /v1/enrollments HTTP/1.1\r\nHost: {}\r\nAuthorization: Bearer {TOKEN}\r\nX-Kiosk-CSRF: 1\r\n\
+         Content-Type: multipart/form-data; boundary=b\r\nContent-Length: 100000000\r\n\r\n{body}",
+        d.base.trim_start_matches("http://")
+    )
+    .unwrap();
+    stream.write_all(&front[..front.len() / 2]).unwrap();
+    stream.flush().unwrap();
+    let data = d.env.data_dir();
+    let holds_jpeg = |p: &std::path::Path| std::fs::read(p).is_ok_and(|b| find(&b, b"\xff\xd8\xff").is_some());
+    wait_for(Duration::from_secs(10), || files_under(&data.join("intake")).iter().any(|p| holds_jpeg(p)).then_some(()));
+    assert!(files_under(&data.join("captures")).iter().any(|p| holds_jpeg(p)), "the stills are there before");
+    // kill -9 while the upload hangs; then the daemon starts again.
+    d.child.kill().unwrap();
+    d.child.wait().unwrap();
+    drop(stream);
+    d.child = d.env.cmd().arg("run").stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap();
+    wait_for(Duration::from_secs(20), || (call(&d, "GET", "/healthz", None, None).0 == 200).then_some(()));
+    let email = "ana.garcia@example.com";
+    let left = wait_for(Duration::from_secs(10), || {
+        let in_clear: Vec<String> = files_under(&data)
+            .into_iter()
+            .filter(|p| {
+                let bytes = std::fs::read(p).unwrap_or_default();
+                [b"\xff\xd8\xff".as_slice(), b"ftypisom", b"ftypmp4", b"%PDF-", email.as_bytes()]
+                    .iter()
+                    .any(|magic| find(&bytes, magic).is_some())
+            })
+            .map(|p| p.display().to_string())
+            .collect();
+        in_clear.is_empty().then_some(in_clear)
+    });
+    assert!(left.is_empty());
+}
+
+/// Every regular file under `dir`, recursively.
+fn files_under(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        let path = entry.path();
+        match entry.file_type() {
+            Ok(t) if t.is_dir() => out.extend(files_under(&path)),
+            Ok(t) if t.is_file() => out.push(path),
+            _ => {}
+        }
+    }
+    out
+}
