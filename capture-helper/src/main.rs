@@ -8,6 +8,7 @@ mod convert;
 mod demo_evidence;
 mod report;
 mod service;
+mod store;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -46,10 +47,10 @@ fn run(cli: HelperCli) -> Result<ExitCode, Failure> {
             Ok(ExitCode::SUCCESS)
         }
         HelperCommand::ProbeVideo => commands::probe_video(),
-        HelperCommand::CaptureService { socket, dir } => {
+        HelperCommand::CaptureService { socket, keep_secs } => {
             let (cfg, _) =
                 capture_config(cli.config.as_deref()).map_err(|f| Failure { code: f.code, error: f.error })?;
-            service::run(cfg, &socket, &dir)?;
+            service::run(cfg, &socket, Duration::from_secs(keep_secs.max(1)))?;
             Ok(ExitCode::SUCCESS)
         }
     }

@@ -1,21 +1,22 @@
 //! `capture-service`: the long-lived capture process behind the daemon's camera routes.
 //!
 //! It owns the cameras (one [`Hub`] per role, opened on first use and reopened after it
-//! ends), keeps the previews running, and writes stills and clips into the capture directory
-//! (0600 files, random names). It speaks HTTP on a Unix socket that only the daemon's user can
-//! reach; the daemon relays its camera routes here, so a crashing driver or decoder takes this
-//! process down, never the queue.
+//! ends), keeps the previews running, and keeps stills and clips in memory ([`Store`]: never
+//! on a disk; retakes not at all). It speaks HTTP on a Unix socket (0660: the daemon reaches it
+//! through a shared group); the daemon relays its camera routes here and fetches a capture when
+//! an enrollment takes it, then deletes it. A crashing driver or decoder takes this process
+//! down, never the queue, and this process holds no key and cannot read the queue.
 
 use std::collections::HashMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use axum::body::Body;
 use axum::extract::{Path as UrlPath, State};
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::{delete, get, post};
 use axum::{Json, Router};
 use kiosk_agent::config::{CaptureConfig, Role};
 use kiosk_capture::hub::Hub;
@@ -24,6 +25,7 @@ use serde_json::Value;
 
 use crate::convert::{request, still_settings, thresholds, video_settings};
 use crate::report::{CameraRole, CameraRoles, ClipReport, ErrorBody, PhotoReport, RecordingStarted, StillReport};
+use crate::store::Store;
 
 /// Preview frames per second, at most, per viewer.
 const PREVIEW_FPS: u64 = 10;
@@ -33,9 +35,10 @@ const PREVIEW_QUALITY: u8 = 70;
 #[derive(Clone)]
 struct Service {
     cfg: Arc<CaptureConfig>,
-    dir: PathBuf,
+    store: Arc<Store>,
     hubs: Arc<Mutex<HashMap<&'static str, Hub>>>,
-    recordings: Arc<Mutex<HashMap<String, Recorder>>>,
+    /// Recordings in progress, each with the memory file its encoder writes.
+    recordings: Arc<Mutex<HashMap<String, (Recorder, std::fs::File)>>>,
 }
 
 fn role_of(name: &str) -> Option<Role> {
@@ -81,23 +84,31 @@ impl Service {
     }
 }
 
-/// Serves on `socket` until the process is stopped.
-pub fn run(cfg: CaptureConfig, socket: &Path, dir: &Path) -> anyhow::Result<()> {
-    std::fs::create_dir_all(dir)?;
+/// Serves on `socket` until the process is stopped; captures unused for `keep` are forgotten.
+pub fn run(cfg: CaptureConfig, socket: &Path, keep: Duration) -> anyhow::Result<()> {
     let _ = std::fs::remove_file(socket);
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
     rt.block_on(async {
         let listener = tokio::net::UnixListener::bind(socket)?;
-        let service =
-            Service { cfg: Arc::new(cfg), dir: dir.to_owned(), hubs: Arc::default(), recordings: Arc::default() };
+        // The owner and its group (the daemon's, in the systemd install) only.
+        std::fs::set_permissions(socket, std::os::unix::fs::PermissionsExt::from_mode(0o660))?;
+        let service = Service {
+            cfg: Arc::new(cfg),
+            store: Arc::new(Store::new(keep)),
+            hubs: Arc::default(),
+            recordings: Arc::default(),
+        };
         let app = Router::new()
             .route("/health", get(|| async { Json(serde_json::json!({"status": "ok"})) }))
             .route("/cameras", get(cameras))
             .route("/preview/{role}", get(preview))
             .route("/stills", post(still))
-            .route("/stills/{id}/thumbnail.jpg", get(thumbnail))
+            .route("/stills/{id}", get(still_bytes).delete(forget))
+            .route("/stills/{id}/thumbnail.jpg", get(still_bytes))
             .route("/recordings", post(start_recording))
             .route("/recordings/{id}/stop", post(stop_recording))
+            .route("/recordings/{id}/clip.mp4", get(clip_bytes))
+            .route("/recordings/{id}", delete(forget))
             .with_state(service);
         axum::serve(listener, app).await?;
         Ok(())
@@ -183,7 +194,7 @@ async fn still(State(s): State<Service>, body: axum::body::Bytes) -> Response {
         }
     };
     let cfg = Arc::clone(&s.cfg);
-    let dir = s.dir.clone();
+    let store = Arc::clone(&s.store);
     let taken = tokio::task::spawn_blocking(move || {
         let r = cfg.role(role);
         let mut tap = hub.tap();
@@ -191,9 +202,13 @@ async fn still(State(s): State<Service>, body: axum::body::Bytes) -> Response {
             kiosk_capture::still::capture_still(&mut tap, &still_settings(&cfg.still), &thresholds(&r.thresholds))?;
         let mut report = StillReport::new(&still, role);
         let photo = if front { front_photo(&still, cfg.still.jpeg_quality, &mut report) } else { None };
-        let id = save(&dir, &still.jpeg)?;
+        // A retake is judged and answered, never kept: nothing can take it for an enrollment.
+        if report.verdict != "pass" {
+            return Ok(report);
+        }
+        let now = Instant::now();
         if let Some(photo) = photo {
-            let photo_id = save(&dir, &photo.1)?;
+            let photo_id = store.put_still(photo.1, now);
             report.photo = Some(PhotoReport {
                 thumbnail: format!("/v1/captures/{photo_id}/thumbnail.jpg"),
                 id: photo_id,
@@ -201,6 +216,7 @@ async fn still(State(s): State<Service>, body: axum::body::Bytes) -> Response {
                 height: photo.0.height,
             });
         }
+        let id = store.put_still(still.jpeg, now);
         let thumbnail = Some(format!("/v1/captures/{id}/thumbnail.jpg"));
         Ok::<_, kiosk_capture::CaptureError>(StillReport { id: Some(id), thumbnail, ..report })
     })
@@ -210,15 +226,6 @@ async fn still(State(s): State<Service>, body: axum::body::Bytes) -> Response {
         Ok(Err(e)) => error(StatusCode::SERVICE_UNAVAILABLE, "camera_unavailable", Some("role"), e),
         Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, "internal", None, e),
     }
-}
-
-/// Writes a capture under a new id in `dir`; returns the id.
-fn save(dir: &std::path::Path, jpeg: &[u8]) -> Result<String, kiosk_capture::CaptureError> {
-    let id = uuid::Uuid::new_v4().to_string();
-    kiosk_agent::cli::capture_args::write_durably(&dir.join(format!("{id}.jpg")), jpeg).map_err(|e| {
-        kiosk_capture::CaptureError::Media { context: "writing the still".into(), reason: format!("{e:#}") }
-    })?;
-    Ok(id)
 }
 
 /// The document photo cut around the face on a document front, as a frame and its JPEG. A
@@ -247,15 +254,34 @@ fn valid_id(id: &str) -> bool {
     uuid::Uuid::parse_str(id).is_ok()
 }
 
-async fn thumbnail(State(s): State<Service>, UrlPath(id): UrlPath<String>) -> Response {
-    if !valid_id(&id) {
-        return error(StatusCode::NOT_FOUND, "not_found", Some("id"), "no such capture");
-    }
-    match tokio::fs::read(s.dir.join(format!("{id}.jpg"))).await {
-        Ok(bytes) => {
+/// A kept still's JPEG (its thumbnail is the still itself).
+async fn still_bytes(State(s): State<Service>, UrlPath(id): UrlPath<String>) -> Response {
+    match s.store.still(&id, Instant::now()) {
+        Some(bytes) if valid_id(&id) => {
             ([(header::CONTENT_TYPE, "image/jpeg"), (header::CACHE_CONTROL, "no-store")], bytes).into_response()
         }
-        Err(_) => error(StatusCode::NOT_FOUND, "not_found", Some("id"), "no such capture"),
+        _ => error(StatusCode::NOT_FOUND, "not_found", Some("id"), "no such capture"),
+    }
+}
+
+/// A finished recording's MP4.
+async fn clip_bytes(State(s): State<Service>, UrlPath(id): UrlPath<String>) -> Response {
+    let store = Arc::clone(&s.store);
+    match tokio::task::spawn_blocking(move || store.clip(&id, Instant::now())).await {
+        Ok(Some(Ok(bytes))) => {
+            ([(header::CONTENT_TYPE, "video/mp4"), (header::CACHE_CONTROL, "no-store")], bytes).into_response()
+        }
+        Ok(Some(Err(e))) => error(StatusCode::INTERNAL_SERVER_ERROR, "internal", None, e),
+        _ => error(StatusCode::NOT_FOUND, "not_found", Some("id"), "no such recording"),
+    }
+}
+
+/// Forgets a still or a clip (an enrollment took it).
+async fn forget(State(s): State<Service>, UrlPath(id): UrlPath<String>) -> Response {
+    if s.store.remove(&id, Instant::now()) {
+        StatusCode::NO_CONTENT.into_response()
+    } else {
+        error(StatusCode::NOT_FOUND, "not_found", Some("id"), "no such capture or recording")
     }
 }
 
@@ -278,15 +304,18 @@ async fn start_recording(State(s): State<Service>, body: axum::body::Bytes) -> R
         Err(r) => return *r,
     };
     let id = uuid::Uuid::new_v4().to_string();
-    let out = s.dir.join(format!("{id}.mp4"));
+    let (file, out) = match crate::store::memory_file("kiosk-clip") {
+        Ok(f) => f,
+        Err(e) => return error(StatusCode::INTERNAL_SERVER_ERROR, "internal", None, e),
+    };
     let settings = video_settings(&s.cfg.video);
     let started = tokio::task::spawn_blocking(move || {
-        Recorder::start(move || Ok(Box::new(hub.tap()) as _), &out, &settings, Duration::from_secs_f64(seconds))
+        Recorder::start_direct(move || Ok(Box::new(hub.tap()) as _), &out, &settings, Duration::from_secs_f64(seconds))
     })
     .await;
     match started {
         Ok(Ok(recorder)) => {
-            s.recordings.lock().unwrap_or_else(|p| p.into_inner()).insert(id.clone(), recorder);
+            s.recordings.lock().unwrap_or_else(|p| p.into_inner()).insert(id.clone(), (recorder, file));
             (StatusCode::CREATED, Json(RecordingStarted { id, max_seconds: seconds })).into_response()
         }
         Ok(Err(e)) => error(StatusCode::SERVICE_UNAVAILABLE, "camera_unavailable", None, e),
@@ -296,11 +325,14 @@ async fn start_recording(State(s): State<Service>, body: axum::body::Bytes) -> R
 
 async fn stop_recording(State(s): State<Service>, UrlPath(id): UrlPath<String>) -> Response {
     let recorder = s.recordings.lock().unwrap_or_else(|p| p.into_inner()).remove(&id);
-    let Some(recorder) = recorder else {
+    let Some((recorder, file)) = recorder else {
         return error(StatusCode::NOT_FOUND, "not_found", Some("id"), "no such recording");
     };
     match tokio::task::spawn_blocking(move || recorder.stop()).await {
-        Ok(Ok(report)) => Json(ClipReport::of_recording(id, &report)).into_response(),
+        Ok(Ok(report)) => {
+            s.store.put_clip(id.clone(), file, Instant::now());
+            Json(ClipReport::of_recording(id, &report)).into_response()
+        }
         Ok(Err(e)) => error(StatusCode::SERVICE_UNAVAILABLE, "recording_failed", None, e),
         Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, "internal", None, e),
     }

@@ -344,15 +344,11 @@ fn a_disconnected_camera_and_its_return() -> Result<(), Failed> {
         ),
     )?;
     let socket = dir.path().join("capture.sock");
-    let captures = dir.path().join("captures");
-    std::fs::create_dir(&captures)?;
     let mut service = Command::new(HELPER)
         .arg("--config")
         .arg(&config)
         .args(["capture-service", "--socket"])
         .arg(&socket)
-        .arg("--dir")
-        .arg(&captures)
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()?;
@@ -377,7 +373,11 @@ fn a_disconnected_camera_and_its_return() -> Result<(), Failed> {
         check(status == 200, || format!("stopping the recording through the cut: {status} {body}"))?;
         let report: Value = serde_json::from_str(&body)?;
         check(report["short"] == true && report["frames"].as_u64() > Some(0), || format!("{report}"))?;
-        let clip = captures.join(format!("{id}.mp4"));
+        // The clip lives in the service's memory: fetched as the daemon fetches it.
+        let (status, bytes) = get_bytes(&socket, &format!("/recordings/{id}/clip.mp4"))?;
+        check(status == 200, || format!("fetching the clip: {status}"))?;
+        let clip = dir.path().join("clip.mp4");
+        std::fs::write(&clip, bytes)?;
         let facts = kiosk_capture::file::probe(&clip, 600).map_err(|e| e.to_string())?;
         let secs = facts.duration.as_secs_f64();
         check(facts.codec == "h264" && secs > 0.5 && secs < 7.0, || format!("the clip: {facts:?}; {report}"))?;
@@ -502,6 +502,21 @@ fn post(socket: &Path, path: &str, body: &str) -> Result<(u16, String), Failed> 
     let status = answer.split_whitespace().nth(1).and_then(|s| s.parse().ok()).ok_or("no status line")?;
     let body = answer.split_once("\r\n\r\n").map(|(_, b)| b.to_owned()).unwrap_or_default();
     Ok((status, body))
+}
+
+/// `GET path` on the service's socket: the status and the body's bytes (no chunked encoding:
+/// the service answers a fixed length).
+fn get_bytes(socket: &Path, path: &str) -> Result<(u16, Vec<u8>), Failed> {
+    use std::io::{Read, Write};
+    let mut stream = std::os::unix::net::UnixStream::connect(socket)?;
+    stream.set_read_timeout(Some(Duration::from_secs(120)))?;
+    write!(stream, "GET {path} HTTP/1.1\r\nHost: capture-service\r\nConnection: close\r\n\r\n")?;
+    let mut answer = Vec::new();
+    stream.read_to_end(&mut answer)?;
+    let head_end = answer.windows(4).position(|w| w == b"\r\n\r\n").ok_or("no header end")?;
+    let head = String::from_utf8_lossy(&answer[..head_end]).into_owned();
+    let status = head.split_whitespace().nth(1).and_then(|s| s.parse().ok()).ok_or("no status line")?;
+    Ok((status, answer[head_end + 4..].to_vec()))
 }
 
 fn main() {

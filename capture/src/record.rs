@@ -154,6 +154,34 @@ impl Recorder {
     where
         F: FnOnce() -> Result<Box<dyn FrameSource>, CaptureError> + Send + 'static,
     {
+        Recorder::start_with(open, out, false, settings, seconds)
+    }
+
+    /// [`Recorder::start`], the encoder writing straight into `out` (no temporary file, no
+    /// rename): for a file that is not a directory entry, e.g. `/proc/self/fd/N` of a memory
+    /// file, so the clip never touches a disk.
+    pub fn start_direct<F>(
+        open: F,
+        out: &Path,
+        settings: &VideoSettings,
+        seconds: Duration,
+    ) -> Result<Recorder, CaptureError>
+    where
+        F: FnOnce() -> Result<Box<dyn FrameSource>, CaptureError> + Send + 'static,
+    {
+        Recorder::start_with(open, out, true, settings, seconds)
+    }
+
+    fn start_with<F>(
+        open: F,
+        out: &Path,
+        direct: bool,
+        settings: &VideoSettings,
+        seconds: Duration,
+    ) -> Result<Recorder, CaptureError>
+    where
+        F: FnOnce() -> Result<Box<dyn FrameSource>, CaptureError> + Send + 'static,
+    {
         crate::init_ffmpeg();
         validate(settings, out)?;
         let limit = seconds.min(settings.max_duration);
@@ -176,6 +204,7 @@ impl Recorder {
         let job = EncodeJob {
             mode,
             out: out.to_owned(),
+            direct,
             settings: settings.clone(),
             source,
             requested: limit,
@@ -288,6 +317,8 @@ fn capture_loop<F>(
 struct EncodeJob {
     mode: Mode,
     out: PathBuf,
+    /// Written straight into `out`, not through a temporary file renamed into place.
+    direct: bool,
     settings: VideoSettings,
     source: String,
     requested: Duration,
@@ -325,12 +356,14 @@ impl EncodeJob {
     }
 
     fn run(self, rx: Receiver<Msg>) -> Result<RecordReport, CaptureError> {
-        let tmp = self.temp_path()?;
+        let tmp = if self.direct { self.out.clone() } else { self.temp_path()? };
         let result = self.encode_all(&tmp, rx);
         match result {
             Ok(report) => Ok(report),
             Err(e) => {
-                let _ = std::fs::remove_file(&tmp);
+                if !self.direct {
+                    let _ = std::fs::remove_file(&tmp);
+                }
                 Err(e)
             }
         }
@@ -368,18 +401,22 @@ impl EncodeJob {
         };
         if frames == 0 {
             drop(out);
-            let _ = std::fs::remove_file(tmp);
+            if !self.direct {
+                let _ = std::fs::remove_file(tmp);
+            }
             return Err(CaptureError::NoFrames(self.source.clone()));
         }
         out.encoder.send_eof().map_err(|e| self.err(e))?;
         self.drain(&mut out)?;
         out.octx.write_trailer().map_err(|e| self.err(e))?;
         drop(out);
-        // Durable, then atomically in place.
-        std::fs::File::open(tmp).and_then(|f| f.sync_all()).map_err(|e| self.err(e))?;
-        std::fs::rename(tmp, &self.out).map_err(|e| self.err(e))?;
-        if let Some(dir) = self.out.parent().filter(|p| !p.as_os_str().is_empty()) {
-            let _ = std::fs::File::open(dir).and_then(|d| d.sync_all());
+        // Durable, then atomically in place (a direct output is neither on disk nor named).
+        if !self.direct {
+            std::fs::File::open(tmp).and_then(|f| f.sync_all()).map_err(|e| self.err(e))?;
+            std::fs::rename(tmp, &self.out).map_err(|e| self.err(e))?;
+            if let Some(dir) = self.out.parent().filter(|p| !p.as_os_str().is_empty()) {
+                let _ = std::fs::File::open(dir).and_then(|d| d.sync_all());
+            }
         }
         let frame_time = Duration::from_secs(1) / self.settings.fps;
         let duration = last + frame_time;

@@ -1,10 +1,12 @@
 //! The camera routes: relayed to the capture service, a `kiosk-agent-capture capture-service`
-//! child that owns the cameras (the daemon itself never opens one). The service speaks HTTP on
-//! `DATA_DIR/capture.sock` (the data directory is 0700: only this user reaches it) and writes
-//! stills and clips into `DATA_DIR/captures` (0600). If it is not running, or died, the route
-//! answers 503 and the service is started again; enrollments are unaffected.
+//! child (or its own unit) that owns the cameras (the daemon itself never opens one). The
+//! service speaks HTTP on `api.capture_socket` (in the data directory, 0700, when this daemon
+//! starts it; in a directory shared through a group in the systemd install) and keeps stills
+//! and clips in its memory only; an enrollment that takes one fetches it from there and then
+//! deletes it. If the service is not running, or died, the route answers 503 and the service
+//! is started again; enrollments are unaffected.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::Duration;
 
 use axum::body::Body;
@@ -20,7 +22,8 @@ use super::{ApiError, ApiState};
 #[derive(Debug)]
 pub struct CaptureService {
     socket: PathBuf,
-    dir: PathBuf,
+    /// How long the service keeps a capture nobody took.
+    keep: Duration,
     config: Option<PathBuf>,
     /// Whether this daemon starts the service or another unit runs it.
     spawn: bool,
@@ -28,19 +31,44 @@ pub struct CaptureService {
 }
 
 impl CaptureService {
-    pub fn new(data_dir: &Path, config: Option<PathBuf>, mode: crate::config::CaptureServiceMode) -> CaptureService {
+    pub fn new(api: &crate::config::ApiConfig, config: Option<PathBuf>) -> CaptureService {
         CaptureService {
-            socket: data_dir.join("capture.sock"),
-            dir: data_dir.join("captures"),
+            socket: api.capture_socket.clone(),
+            keep: api.capture_ttl,
             config,
-            spawn: mode == crate::config::CaptureServiceMode::Spawn,
+            spawn: api.capture_service == crate::config::CaptureServiceMode::Spawn,
             child: Default::default(),
         }
     }
 
-    /// Where stills and clips are written.
-    pub fn dir(&self) -> &Path {
-        &self.dir
+    /// The bytes of a capture (`Kept::Still`) or a recording (`Kept::Clip`), at most `limit`.
+    pub async fn fetch(&self, kept: Kept, id: &str, limit: u64) -> Result<axum::body::Bytes, ApiError> {
+        let path = match kept {
+            Kept::Still => format!("/stills/{id}"),
+            Kept::Clip => format!("/recordings/{id}/clip.mp4"),
+        };
+        let kind = if kept == Kept::Still { Answer::Jpeg } else { Answer::Mp4 };
+        let response = self.call(Method::GET, &path, Vec::new(), kind).await?;
+        if !response.status().is_success() {
+            return Err(ApiError::field(
+                StatusCode::NOT_FOUND,
+                "not_found",
+                "id",
+                format!("no capture or recording {id:?}"),
+            ));
+        }
+        axum::body::to_bytes(response.into_body(), limit as usize).await.map_err(unavailable)
+    }
+
+    /// Tells the service to forget a capture or recording an enrollment took.
+    pub async fn forget(&self, kept: Kept, id: &str) {
+        let path = match kept {
+            Kept::Still => format!("/stills/{id}"),
+            Kept::Clip => format!("/recordings/{id}"),
+        };
+        if let Err(e) = self.call(Method::DELETE, &path, Vec::new(), Answer::Json).await {
+            tracing::warn!(error = %e.message, "the capture service did not forget a capture; it expires unused");
+        }
     }
 
     /// Starts the service unless it runs; waits a moment for its socket. An external service
@@ -72,7 +100,12 @@ impl CaptureService {
         if let Some(config) = &self.config {
             cmd.arg("--config").arg(config);
         }
-        cmd.arg("capture-service").arg("--socket").arg(&self.socket).arg("--dir").arg(&self.dir).kill_on_drop(true);
+        cmd.arg("capture-service")
+            .arg("--socket")
+            .arg(&self.socket)
+            .arg("--keep-secs")
+            .arg(self.keep.as_secs().to_string())
+            .kill_on_drop(true);
         *child = Some(cmd.spawn().map_err(unavailable)?);
         for _ in 0..50 {
             if self.socket.exists() {
@@ -111,11 +144,19 @@ impl CaptureService {
     }
 }
 
+/// What the capture service keeps for an enrollment to take.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kept {
+    Still,
+    Clip,
+}
+
 /// What a capture-service route answers, and so the only content type relayed for it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Answer {
     Json,
     Jpeg,
+    Mp4,
     /// `multipart/x-mixed-replace` with the service's boundary (checked to be a plain token).
     MjpegStream,
 }
@@ -129,6 +170,7 @@ impl Answer {
         match self {
             Answer::Json => unreachable!("handled above"),
             Answer::Jpeg => Ok(HeaderValue::from_static("image/jpeg")),
+            Answer::Mp4 => Ok(HeaderValue::from_static("video/mp4")),
             Answer::MjpegStream => {
                 let boundary = given
                     .and_then(|v| v.to_str().ok())

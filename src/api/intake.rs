@@ -23,6 +23,7 @@ use base64::Engine as _;
 use serde_json::{Map, Value};
 use tokio::io::AsyncWriteExt as _;
 
+use super::cameras::Kept;
 use super::{Accepted, ApiError, ApiState};
 use crate::evidence::{validate_manifest, EvidenceError, HelperProber, ManifestOptions, IMAGE_NAMES};
 
@@ -71,8 +72,8 @@ fn bad(field: impl Into<String>, message: impl Into<String>) -> ApiError {
 
 pub async fn submit(State(s): State<ApiState>, request: Request) -> Result<(StatusCode, Json<Accepted>), ApiError> {
     let intake = Intake::new(s.queue.dir())?;
-    // Stills and clips of the capture service this enrollment takes: erased once it is queued.
-    let mut used: Vec<PathBuf> = Vec::new();
+    // Stills and clips of the capture service this enrollment takes: forgotten once it is queued.
+    let mut used: Vec<(Kept, String)> = Vec::new();
     let is_multipart = request
         .headers()
         .get(header::CONTENT_TYPE)
@@ -83,7 +84,7 @@ pub async fn submit(State(s): State<ApiState>, request: Request) -> Result<(Stat
         from_multipart(multipart, &intake, &s.config.evidence).await?
     } else {
         let body = json_body(request, s.config.api.max_json_bytes.min(s.config.api.max_body_bytes)).await?;
-        from_json(body, &intake, s.cameras.dir(), &mut used).await?
+        from_json(body, &intake, &s, &mut used).await?
     };
     let manifest_path = intake.dir.join("manifest.json");
     tokio::fs::write(&manifest_path, serde_json::to_vec(&manifest).expect("JSON values serialize"))
@@ -99,10 +100,8 @@ pub async fn submit(State(s): State<ApiState>, request: Request) -> Result<(Stat
     .await
     .map_err(internal)??;
     drop(intake);
-    for path in used {
-        if let Err(e) = crate::fsutil::shred_file(&path) {
-            tracing::warn!(path = %path.display(), error = %e, "could not erase a capture");
-        }
+    for (kept, id) in used {
+        s.cameras.forget(kept, &id).await;
     }
     s.worker.waker().notify_one();
     Ok((StatusCode::ACCEPTED, Json(Accepted { id })))
@@ -152,13 +151,13 @@ fn evidence_error(e: EvidenceError) -> ApiError {
 }
 
 /// JSON: each file slot holds `{"base64": "…"}`; the files are decoded into the intake and the
-/// slot becomes their path. `{"capture": ID}` and `{"recording": ID}` name captures this API
-/// made; none are known here yet, so they are refused by name.
+/// slot becomes their path. `{"capture": ID}` and `{"recording": ID}` name captures the capture
+/// service keeps; they are fetched from it (an unknown id is refused by name).
 async fn from_json(
     mut body: Value,
     intake: &Intake,
-    captures: &Path,
-    used: &mut Vec<PathBuf>,
+    s: &ApiState,
+    used: &mut Vec<(Kept, String)>,
 ) -> Result<Value, ApiError> {
     if !body.is_object() {
         return Err(bad("manifest", "must be a JSON object"));
@@ -168,11 +167,19 @@ async fn from_json(
         let value =
             if slot == "video" { body.get_mut("video") } else { body.get_mut("images").and_then(|i| i.get_mut(slot)) };
         let Some(value) = value else { continue };
-        let bytes = match capture_file(&field, slot, value, captures)? {
-            Some(path) => {
-                let bytes = tokio::fs::read(&path).await.map_err(|_| bad(&field, "unknown capture or recording id"))?;
-                used.push(path);
-                bytes
+        let bytes = match capture_file(&field, slot, value)? {
+            Some((kept, id)) => {
+                let limit = if kept == Kept::Clip {
+                    s.config.evidence.max_video_bytes
+                } else {
+                    s.config.evidence.max_image_bytes
+                };
+                let bytes = s.cameras.fetch(kept, &id, limit).await.map_err(|e| match e.status {
+                    StatusCode::NOT_FOUND => bad(&field, format!("unknown capture or recording id {id:?}")),
+                    _ => e,
+                })?;
+                used.push((kept, id));
+                bytes.to_vec()
             }
             None => decode_slot(&field, value)?,
         };
@@ -183,9 +190,9 @@ async fn from_json(
     Ok(body)
 }
 
-/// The file behind `{"capture": ID}` (a still) or `{"recording": ID}` (a clip), if the slot
+/// The capture behind `{"capture": ID}` (a still) or `{"recording": ID}` (a clip), if the slot
 /// names one; an id that is not a UUID, or of the wrong kind for the slot, is refused.
-fn capture_file(field: &str, slot: &str, value: &Value, captures: &Path) -> Result<Option<PathBuf>, ApiError> {
+fn capture_file(field: &str, slot: &str, value: &Value) -> Result<Option<(Kept, String)>, ApiError> {
     let (id, ext) = match value {
         Value::Object(o) if o.len() == 1 && o.get("capture").is_some_and(Value::is_string) => (&o["capture"], "jpg"),
         Value::Object(o) if o.len() == 1 && o.get("recording").is_some_and(Value::is_string) => {
@@ -202,7 +209,7 @@ fn capture_file(field: &str, slot: &str, value: &Value, captures: &Path) -> Resu
     let id = id.as_str().expect("checked");
     let id =
         super::cameras::capture_id(id).map_err(|_| bad(field, format!("unknown capture or recording id {id:?}")))?;
-    Ok(Some(captures.join(format!("{id}.{ext}"))))
+    Ok(Some((if ext == "mp4" { Kept::Clip } else { Kept::Still }, id)))
 }
 
 /// The bytes of a file slot given as `{"base64": "…"}`.

@@ -122,7 +122,8 @@ for (const shot of document.querySelectorAll(".shot:not(.cut)")) {
     button.disabled = false;
     if (r.status !== 200) { verdict.textContent = (r.data && r.data.message) || "capture failed"; verdict.className = "verdict retake"; return; }
     const img = shot.querySelector("img");
-    img.src = r.data.thumbnail;
+    // A retake is not kept by the capture service: only a still that passed has a thumbnail.
+    if (r.data.thumbnail) img.src = r.data.thumbnail; else img.removeAttribute("src");
     img.alt = button.textContent + ", taken: " + r.data.verdict;
     if (r.data.verdict === "pass") {
       captures[shot.dataset.slot] = r.data.id;

@@ -38,15 +38,15 @@ pub enum HelperCommand {
     #[command(hide = true)]
     ProbeVideo,
     /// The long-lived capture service behind the API's camera routes (run by `run` through the
-    /// helper): HTTP on a Unix socket, stills and clips written into `--dir`.
+    /// helper, or its own unit): HTTP on a Unix socket (0660), stills and clips kept in memory.
     #[command(hide = true)]
     CaptureService {
         /// The Unix socket to serve on.
         #[arg(long)]
         socket: PathBuf,
-        /// Where stills and clips are written.
-        #[arg(long)]
-        dir: PathBuf,
+        /// A still or clip no enrollment took is forgotten after this many seconds unused.
+        #[arg(long, default_value_t = 900)]
+        keep_secs: u64,
     },
 }
 

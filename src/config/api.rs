@@ -25,6 +25,7 @@ pub struct RawApi {
     pub max_body_bytes: Option<u64>,
     pub max_json_bytes: Option<u64>,
     pub capture_ttl_secs: Option<u64>,
+    pub capture_socket: Option<PathBuf>,
 }
 
 /// Who runs the capture service.
@@ -57,8 +58,10 @@ pub struct ApiConfig {
     /// The largest JSON enrollment (files in Base64): it is parsed in memory, so larger media
     /// go as multipart, which is streamed to disk part by part.
     pub max_json_bytes: u64,
-    /// A still or clip no enrollment took is erased after this long (and all at start).
+    /// A still or clip no enrollment took is forgotten after this long.
     pub capture_ttl: std::time::Duration,
+    /// The capture service's socket: `api.capture_socket`, else `<data_dir>/capture.sock`.
+    pub capture_socket: PathBuf,
 }
 
 impl std::fmt::Debug for ApiConfig {
@@ -73,6 +76,7 @@ impl std::fmt::Debug for ApiConfig {
             .field("max_body_bytes", &self.max_body_bytes)
             .field("max_json_bytes", &self.max_json_bytes)
             .field("capture_ttl", &self.capture_ttl)
+            .field("capture_socket", &self.capture_socket)
             .finish()
     }
 }
@@ -156,6 +160,11 @@ pub fn validate_api(
         Some(n) => std::time::Duration::from_secs(n),
         None => std::time::Duration::from_secs(900),
     };
+    let capture_socket = match a.capture_socket {
+        Some(p) if p.is_absolute() => p,
+        Some(p) => base_dir.join(p),
+        None => data_dir.join("capture.sock"),
+    };
     let unix_socket = a.unix_socket.map(|p| if p.is_absolute() { p } else { base_dir.join(p) });
     let capture_service = match a.capture_service.as_deref() {
         None | Some("spawn") => CaptureServiceMode::Spawn,
@@ -165,7 +174,17 @@ pub fn validate_api(
             CaptureServiceMode::Spawn
         }
     };
-    ApiConfig { listen, unix_socket, capture_service, token_file, token, max_body_bytes, max_json_bytes, capture_ttl }
+    ApiConfig {
+        listen,
+        unix_socket,
+        capture_service,
+        token_file,
+        token,
+        max_body_bytes,
+        max_json_bytes,
+        capture_ttl,
+        capture_socket,
+    }
 }
 
 #[derive(Debug, Default, Deserialize)]

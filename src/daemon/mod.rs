@@ -161,21 +161,15 @@ fn serve_api(
         worker: Arc::clone(worker),
         config: Arc::clone(&config),
         events: tokio::sync::broadcast::channel(256).0,
-        cameras: Arc::new(crate::api::cameras::CaptureService::new(
-            queue.dir(),
-            config.path.clone(),
-            config.api.capture_service,
-        )),
+        cameras: Arc::new(crate::api::cameras::CaptureService::new(&config.api, config.path.clone())),
         sessions: Default::default(),
     };
     tokio::spawn(crate::api::watch_changes(state.clone()));
-    // Captures no enrollment took and intakes cut off midway: erased at start, then after
-    // api.capture_ttl_secs unused.
-    let (data_dir, captures, ttl) = (queue.dir().to_owned(), state.cameras.dir().to_owned(), config.api.capture_ttl);
+    // Intakes cut off midway (a kill, a power cut) and captures of earlier versions: erased
+    // at start. The capture service keeps its captures in memory and forgets them itself.
+    let data_dir = queue.dir().to_owned();
     tokio::spawn(async move {
-        let (d, c) = (data_dir.clone(), captures.clone());
-        let _ = tokio::task::spawn_blocking(move || crate::api::sweep::at_start(&d, &c)).await;
-        crate::api::sweep::run(captures, ttl).await;
+        let _ = tokio::task::spawn_blocking(move || crate::api::sweep::at_start(&data_dir)).await;
     });
     let until_stopped = |mut stop: tokio::sync::watch::Receiver<bool>| async move {
         let _ = stop.wait_for(|s| *s).await;
