@@ -124,9 +124,34 @@ fn the_package_installs_and_its_doctor_passes() {
 dpkg -i /root/kiosk-agent.deb
 key=$(sha256sum /etc/kiosk-agent/master.key)
 sed -i -e 's#^base_url = .*#base_url = "{base_url}"#' -e 's#^source = "camera:0"#source = "synthetic"#' /etc/kiosk-agent/kiosk-agent.toml
-echo "== stat"; stat -c '%n %U %G %a' /etc/kiosk-agent /etc/kiosk-agent/kiosk-agent.toml /etc/kiosk-agent/master.key /var/lib/kiosk-agent /var/lib/kiosk-agent/device.key
+echo "== stat"; stat -c '%n %U %G %a' /etc/kiosk-agent /etc/kiosk-agent/kiosk-agent.toml /etc/kiosk-agent/master.key /var/lib/kiosk-agent /var/lib/kiosk-agent/device.key /var/lib/kiosk-agent/api.token
+# The daemon's view, as systemd gives it: the key as a credential (LoadCredential= makes a copy
+# owned by the service's user), the capture socket in the capture service's runtime directory.
+creds=$(mktemp -d); install -o kiosk-agent -g kiosk-agent -m 0600 /etc/kiosk-agent/master.key "$creds/kiosk-agent.key"
+chown kiosk-agent "$creds"; chmod 0700 "$creds"
 echo "== doctor"
-KIOSK_AGENT_LOG_FORMAT=text runuser -u kiosk-agent -- kiosk-agent --config /etc/kiosk-agent/kiosk-agent.toml doctor && echo "doctor exit 0" || echo "doctor exit $?"
+CREDENTIALS_DIRECTORY=$creds KIOSK_AGENT_LOG_FORMAT=text runuser -u kiosk-agent -- kiosk-agent --config /etc/kiosk-agent/kiosk-agent.toml doctor && echo "doctor exit 0" || echo "doctor exit $?"
+# The capture service as its unit runs it: its User=, Group= and SupplementaryGroups=, read from
+# the installed unit. It must not open the master key, the queue's directory, the device key or
+# the API token; it reads the configuration and serves its socket, which the daemon's user
+# reaches and another user does not.
+unit=/lib/systemd/system/kiosk-agent-capture-service.service
+u=$(sed -n 's/^User=//p' $unit); g=$(sed -n 's/^Group=//p' $unit); sg=$(sed -n 's/^SupplementaryGroups=//p' $unit)
+as_capture() {{ setpriv --reuid="$u" --regid="$g" --groups="$(getent group $sg | cut -d: -f3)" "$@"; }}
+echo "== capture user $u $g"
+for f in /etc/kiosk-agent/master.key /var/lib/kiosk-agent/device.key /var/lib/kiosk-agent/api.token /var/lib/kiosk-agent/; do
+  if as_capture cat "$f" >/dev/null 2>&1 || as_capture ls "$f" >/dev/null 2>&1; then echo "opened $f"; else echo "refused $f"; fi
+done
+as_capture cat /etc/kiosk-agent/kiosk-agent.toml >/dev/null && echo "read the configuration"
+install -d -o "$u" -g "$g" -m 0750 /run/kiosk-agent-capture
+(umask 0007; as_capture $(sed -n 's/^ExecStart=//p' $unit) & echo $! > /run/capture.pid)
+for i in $(seq 100); do [ -S /run/kiosk-agent-capture/capture.sock ] && break; sleep 0.1; done
+stat -c 'socket %U %G %a' /run/kiosk-agent-capture/capture.sock
+ask='import socket,sys; s=socket.socket(socket.AF_UNIX); s.connect("/run/kiosk-agent-capture/capture.sock"); s.sendall(b"GET /health HTTP/1.1\r\nHost: c\r\nConnection: close\r\n\r\n"); print(s.recv(100).split(b"\r\n")[0].decode())'
+for who in kiosk-agent nobody; do
+  if out=$(runuser -u $who -- python3 -c "$ask" 2>/dev/null); then echo "$who: $out"; else echo "$who: refused"; fi
+done
+kill $(cat /run/capture.pid)
 dpkg -i /root/kiosk-agent.deb >/dev/null
 [ "$(sha256sum /etc/kiosk-agent/master.key)" = "$key" ] && echo "== key kept"
 "##
@@ -161,12 +186,33 @@ exec chroot "$w/root" sh -c "$3"
         [
             "/etc/kiosk-agent root kiosk-agent 750",
             "/etc/kiosk-agent/kiosk-agent.toml root kiosk-agent 640",
-            "/etc/kiosk-agent/master.key kiosk-agent kiosk-agent 600",
+            "/etc/kiosk-agent/master.key root root 600",
             "/var/lib/kiosk-agent kiosk-agent kiosk-agent 700",
             "/var/lib/kiosk-agent/device.key kiosk-agent kiosk-agent 600",
+            "/var/lib/kiosk-agent/api.token kiosk-agent kiosk-agent 600",
         ],
         "{stdout}"
     );
+    // The capture service's user, with its unit's settings, holds nothing worth stealing.
+    assert!(stdout.contains("== capture user kiosk-agent-capture kiosk-agent"), "{stdout}\n{stderr}");
+    for f in [
+        "/etc/kiosk-agent/master.key",
+        "/var/lib/kiosk-agent/device.key",
+        "/var/lib/kiosk-agent/api.token",
+        "/var/lib/kiosk-agent/",
+    ] {
+        assert!(
+            stdout.lines().any(|l| l == format!("refused {f}")),
+            "the capture user opened {f}:\n{stdout}\n{stderr}"
+        );
+    }
+    assert!(stdout.contains("read the configuration"), "{stdout}\n{stderr}");
+    assert!(stdout.contains("socket kiosk-agent-capture kiosk-agent 660"), "{stdout}\n{stderr}");
+    assert!(
+        stdout.contains("kiosk-agent: HTTP/1.1 200"),
+        "the daemon reaches the capture service:\n{stdout}\n{stderr}"
+    );
+    assert!(stdout.contains("nobody: refused") && !stdout.contains("nobody: HTTP"), "{stdout}\n{stderr}");
     assert!(stdout.contains("doctor exit 0"), "{stdout}\n{stderr}");
     for what in ["master key", "device key", "data directory", "server", "clock", "camera document"] {
         assert!(stdout.lines().any(|l| l.starts_with("ok") && l.contains(what)), "ok {what}:\n{stdout}");

@@ -66,6 +66,31 @@ fn the_daemon_has_no_devices_and_the_camera_unit_no_network() {
     assert!(!camera.iter().any(|l| l.starts_with("LoadCredential")), "the camera unit holds no key");
 }
 
+/// The capture service decodes what USB devices send: it runs as a user of its own and sees
+/// neither the daemon's state (queue, device key, API token) nor the master key or any secret
+/// beside the configuration; the daemon alone gets the key, as a credential.
+#[test]
+fn the_capture_service_runs_apart_from_the_keys() {
+    let camera = settings(&unit("kiosk-agent-capture-service.service"));
+    let daemon = settings(&unit("kiosk-agent.service"));
+    let value = |lines: &[String], key: &str| {
+        lines.iter().find_map(|l| l.strip_prefix(&format!("{key}="))).map(str::to_owned).unwrap_or_default()
+    };
+    assert_eq!(value(&daemon, "User"), "kiosk-agent");
+    assert_eq!(value(&camera, "User"), "kiosk-agent-capture", "its own user");
+    assert!(!camera.iter().any(|l| l.starts_with("StateDirectory")), "not the daemon's state directory");
+    assert!(value(&camera, "InaccessiblePaths").split_whitespace().any(|p| p == "-/var/lib/kiosk-agent"));
+    assert_eq!(value(&camera, "TemporaryFileSystem"), "/etc/kiosk-agent:ro", "/etc/kiosk-agent hidden");
+    assert_eq!(value(&camera, "BindReadOnlyPaths"), "/etc/kiosk-agent/kiosk-agent.toml", "but the configuration");
+    assert!(value(&camera, "ExecStart").contains("--socket /run/kiosk-agent-capture/capture.sock"));
+    assert_eq!(value(&camera, "RuntimeDirectory"), "kiosk-agent-capture");
+    assert_eq!(value(&daemon, "LoadCredential"), "kiosk-agent.key:/etc/kiosk-agent/master.key");
+    // The shipped configuration points the daemon at that socket.
+    let example =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("config/kiosk-agent.example.toml")).unwrap();
+    assert!(example.contains("capture_socket = \"/run/kiosk-agent-capture/capture.sock\""));
+}
+
 /// `Type=notify`: READY=1, STATUS=, WATCHDOG=1 while the worker runs, STOPPING=1 on SIGTERM,
 /// read from a notification socket of the test's own.
 #[test]
@@ -160,8 +185,11 @@ fn the_dashboard_and_alerts_load_and_use_real_metrics() {
         })
     });
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    // The API token `key init` made (a scraper reads it from a file the same way).
+    let token = std::fs::read_to_string(env.data_dir().join("api.token")).unwrap();
     let metrics = rt.block_on(async {
-        reqwest::get(format!("http://127.0.0.1:{port}/metrics")).await.unwrap().text().await.unwrap()
+        let request = reqwest::Client::new().get(format!("http://127.0.0.1:{port}/metrics")).bearer_auth(token.trim());
+        request.send().await.unwrap().text().await.unwrap()
     });
     let _ = daemon.kill();
     let _ = daemon.wait();
