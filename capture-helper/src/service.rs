@@ -89,9 +89,15 @@ pub fn run(cfg: CaptureConfig, socket: &Path, keep: Duration) -> anyhow::Result<
     let _ = std::fs::remove_file(socket);
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
     rt.block_on(async {
-        let listener = tokio::net::UnixListener::bind(socket)?;
-        // The owner and its group (the daemon's, in the systemd install) only.
-        std::fs::set_permissions(socket, std::os::unix::fs::PermissionsExt::from_mode(0o660))?;
+        // Bound under a temporary name and renamed into place once it listens: the daemon
+        // waits for the socket's name to appear, and a name that appeared before listen()
+        // would refuse its first connection. The owner and its group (the daemon's, in the
+        // systemd install) only.
+        let pending = socket.with_extension("sock.new");
+        let _ = std::fs::remove_file(&pending);
+        let listener = tokio::net::UnixListener::bind(&pending)?;
+        std::fs::set_permissions(&pending, std::os::unix::fs::PermissionsExt::from_mode(0o660))?;
+        std::fs::rename(&pending, socket)?;
         let service = Service {
             cfg: Arc::new(cfg),
             store: Arc::new(Store::new(keep)),

@@ -101,7 +101,7 @@ fn queue(r: &mut Report, config: &Config) {
         }
         Err(e) => r.line(Level::Fail, "queue", e),
     }
-    match queue.verify_audit() {
+    match queue.verify_audit(None) {
         Ok(Ok(n)) => r.line(Level::Ok, "audit trail", format!("{n} records, chain intact")),
         Ok(Err(b)) => r.line(Level::Fail, "audit trail", format!("broken at record {}: {}", b.seq, b.reason)),
         Err(e) => r.line(Level::Fail, "audit trail", e),

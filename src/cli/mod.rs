@@ -187,7 +187,12 @@ pub enum KeyCommand {
 #[derive(Debug, Subcommand)]
 pub enum AuditCommand {
     /// Check the hash chain; exit 4 naming the first broken record.
-    Verify,
+    Verify {
+        /// `SEQ:HASH`, an audit head kept outside the kiosk (sent with an upload as
+        /// `acceptance.kiosk_audit_head`): record SEQ must still carry HASH.
+        #[arg(long)]
+        anchor: Option<String>,
+    },
     /// Write every record as JSON lines (to standard output).
     Export,
 }
@@ -372,6 +377,20 @@ fn command_name(command: &Command) -> String {
     }
 }
 
+/// `--anchor SEQ:HASH` of `audit verify`.
+fn parse_anchor(anchor: Option<&str>) -> Result<Option<(i64, &str)>, Failure> {
+    let Some(text) = anchor else { return Ok(None) };
+    let parsed = text.split_once(':').and_then(|(seq, hash)| {
+        let hex = hash.len() == 64 && hash.bytes().all(|b| b.is_ascii_hexdigit());
+        seq.parse::<i64>().ok().filter(|n| *n > 0 && hex).map(|n| (n, hash))
+    });
+    parsed.map(Some).ok_or_else(|| {
+        Failure::bad_input(anyhow::anyhow!(
+            "--anchor: expected SEQ:HASH (a record number and 64 hex digits), not {text:?}"
+        ))
+    })
+}
+
 fn id_kind(pk: bool) -> crate::flow::IdKind {
     if pk {
         crate::flow::IdKind::RequestPk
@@ -510,7 +529,7 @@ fn key_init(keys: &KeyFiles<'_>) -> Result<ExitCode, Failure> {
 fn audit(config: &Config, command: AuditCommand) -> Result<ExitCode, Failure> {
     let queue = Queue::open(&config.storage)?;
     match command {
-        AuditCommand::Verify => match queue.verify_audit()? {
+        AuditCommand::Verify { anchor } => match queue.verify_audit(parse_anchor(anchor.as_deref())?)? {
             Ok(n) => {
                 println!("audit trail: {n} records, chain intact");
                 Ok(ExitCode::SUCCESS)

@@ -61,7 +61,7 @@ pub struct BrokenLink {
 }
 
 /// The chain hash of a record.
-fn link_hash(prev: &str, at: i64, uid: i64, command: &str, enrollment: Option<&str>, kind: &str) -> String {
+pub(crate) fn link_hash(prev: &str, at: i64, uid: i64, command: &str, enrollment: Option<&str>, kind: &str) -> String {
     let mut h = Sha256::new();
     for part in [prev, &at.to_string(), &uid.to_string(), command, enrollment.unwrap_or("-"), kind] {
         h.update((part.len() as u64).to_be_bytes());
@@ -127,10 +127,25 @@ impl Queue {
         Ok(rows.collect::<Result<_, _>>()?)
     }
 
-    /// Checks the chain: the number of records, or the first broken link.
-    pub fn verify_audit(&self) -> Result<Result<usize, BrokenLink>, QueueError> {
+    /// Checks the chain: the number of records, or the first broken link. With `anchor`, a
+    /// `(seq, hash)` kept outside the kiosk (sent with an upload), record `seq` must also still
+    /// carry that hash: a chain recomputed after an edit is consistent with itself, not with
+    /// the anchor.
+    pub fn verify_audit(&self, anchor: Option<(i64, &str)>) -> Result<Result<usize, BrokenLink>, QueueError> {
         let records = self.audit_records()?;
-        Ok(verify(&records).map(|()| records.len()))
+        if let Err(broken) = verify(&records) {
+            return Ok(Err(broken));
+        }
+        if let Some((seq, hash)) = anchor {
+            match records.iter().find(|r| r.seq == seq) {
+                None => return Ok(Err(BrokenLink { seq, reason: "the anchored record is missing" })),
+                Some(r) if r.hash != hash => {
+                    return Ok(Err(BrokenLink { seq, reason: "it differs from the anchor: the chain was rewritten" }))
+                }
+                Some(_) => {}
+            }
+        }
+        Ok(Ok(records.len()))
     }
 }
 

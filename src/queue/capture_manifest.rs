@@ -4,6 +4,7 @@
 //! Ed25519 key. It holds no personal data and is kept after the evidence is erased, so the
 //! record of what this device captured outlives the images themselves.
 
+use rusqlite::OptionalExtension as _;
 use serde_json::{json, Map, Value};
 
 use crate::device_key::{self, DeviceKey};
@@ -71,6 +72,10 @@ pub fn sign(id: &str, enrollment: &Enrollment, rows: &[Row<'_>], queued_at_ms: i
 
 /// The key under `acceptance` that carries the manifest when `evidence.send_manifest` is on.
 pub const ACCEPTANCE_KEY: &str = "kiosk_capture_manifest";
+/// The key under `acceptance` that carries the audit chain's head (`{seq, hash}`) beside the
+/// manifest: kept by the RA, out of a local writer's reach, it anchors the chain up to there
+/// (`audit verify --anchor SEQ:HASH`).
+pub const AUDIT_HEAD_KEY: &str = "kiosk_audit_head";
 
 /// The signed manifest stored for enrollment `id`, if it has one.
 pub(super) fn stored(conn: &rusqlite::Connection, id: &str) -> rusqlite::Result<Option<SignedManifest>> {
@@ -94,8 +99,15 @@ impl super::Queue {
         let mut pii = self.load_pii(id)?;
         if with_manifest {
             // Only the manifest: not the artifacts and history `show` would read too.
-            if let Some(m) = stored(&self.conn(), id)? {
+            let conn = self.conn();
+            if let Some(m) = stored(&conn, id)? {
                 pii.acceptance.insert(ACCEPTANCE_KEY.into(), m.to_value());
+            }
+            let head: Option<(i64, String)> = conn
+                .query_row("SELECT seq, hash FROM audit ORDER BY seq DESC LIMIT 1", [], |r| Ok((r.get(0)?, r.get(1)?)))
+                .optional()?;
+            if let Some((seq, hash)) = head {
+                pii.acceptance.insert(AUDIT_HEAD_KEY.into(), json!({"seq": seq, "hash": hash}));
             }
         }
         Ok(pii)

@@ -409,7 +409,7 @@ fn the_audit_chain_detects_edits_and_removals() {
     q.advance(&id, State::Queued, State::Creating, "t").unwrap();
     q.record_created(&id, "45836", Some("137")).unwrap();
     q.erase_evidence(&id).unwrap();
-    let n = q.verify_audit().unwrap().unwrap();
+    let n = q.verify_audit(None).unwrap().unwrap();
     assert!(n >= 4, "{n} records");
     // The trail holds kinds and ids, never personal data.
     let text = serde_json::to_string(&q.audit_records().unwrap()).unwrap();
@@ -421,11 +421,46 @@ fn the_audit_chain_detects_edits_and_removals() {
     assert!(q.conn().execute("DELETE FROM audit WHERE seq = 2", []).is_err());
     q.conn().execute_batch("DROP TRIGGER audit_no_update; DROP TRIGGER audit_no_delete;").unwrap();
     q.conn().execute("UPDATE audit SET kind = 'nothing happened' WHERE seq = 3", []).unwrap();
-    let broken = q.verify_audit().unwrap().unwrap_err();
+    let broken = q.verify_audit(None).unwrap().unwrap_err();
     assert_eq!((broken.seq, broken.reason), (3, "its content was changed"));
     q.conn().execute("DELETE FROM audit WHERE seq = 3", []).unwrap();
-    let broken = q.verify_audit().unwrap().unwrap_err();
+    let broken = q.verify_audit(None).unwrap().unwrap_err();
     assert_eq!((broken.seq, broken.reason), (4, "records before it are missing"));
+}
+
+#[test]
+fn a_chain_recomputed_after_an_edit_is_caught_by_the_anchor_sent_with_the_upload() {
+    let dir = tempfile::tempdir().unwrap();
+    let q = Queue::open(&storage(dir.path())).unwrap();
+    let id = q.enqueue(&enrollment(dir.path(), 1000)).unwrap();
+    q.advance(&id, State::Queued, State::Creating, "t").unwrap();
+    // What the evidences upload carries (with the manifest): the chain's head right then.
+    let sent = q.pii_to_send(&id, true).unwrap().acceptance[capture_manifest::AUDIT_HEAD_KEY].clone();
+    let (seq, hash) = (sent["seq"].as_i64().unwrap(), sent["hash"].as_str().unwrap().to_owned());
+    assert_eq!(q.audit_records().unwrap().last().map(|r| (r.seq, r.hash.clone())), Some((seq, hash.clone())));
+    q.record_created(&id, "45836", Some("137")).unwrap();
+    assert_eq!(q.verify_audit(Some((seq, &hash))).unwrap(), Ok(q.audit_records().unwrap().len()));
+    // A writer with the daemon's rights edits record 1 and recomputes every hash after it: the
+    // chain is consistent with itself again...
+    q.conn().execute_batch("DROP TRIGGER audit_no_update; DROP TRIGGER audit_no_delete;").unwrap();
+    let mut records = q.audit_records().unwrap();
+    records[0].kind = "nothing happened".into();
+    let mut prev = String::new();
+    for r in &mut records {
+        r.prev_hash = prev.clone();
+        r.hash = audit::link_hash(&r.prev_hash, r.at_ms, r.uid as i64, &r.command, r.enrollment.as_deref(), &r.kind);
+        q.conn()
+            .execute(
+                "UPDATE audit SET kind = ?2, prev_hash = ?3, hash = ?4 WHERE seq = ?1",
+                rusqlite::params![r.seq, r.kind, r.prev_hash, r.hash],
+            )
+            .unwrap();
+        prev = r.hash.clone();
+    }
+    assert!(q.verify_audit(None).unwrap().is_ok(), "self-consistent");
+    // ... but the anchor the RA holds no longer matches.
+    let broken = q.verify_audit(Some((seq, &hash))).unwrap().unwrap_err();
+    assert_eq!((broken.seq, broken.reason), (seq, "it differs from the anchor: the chain was rewritten"));
 }
 
 #[test]

@@ -88,6 +88,18 @@ async fn chromium(profile: &std::path::Path, extra: &[String]) -> (fantoccini::C
     (client, driver)
 }
 
+/// Opens the operator page at `base` and gives the login dialog the token.
+async fn log_in(client: &fantoccini::Client, base: &str) {
+    client.goto(&format!("{base}/")).await.unwrap();
+    let token = client.wait().for_element(Locator::Id("token")).await.unwrap();
+    until(Duration::from_secs(10), "the login dialog", || async {
+        token.is_displayed().await.ok().filter(|shown| *shown)
+    })
+    .await;
+    token.send_keys(TOKEN).await.unwrap();
+    client.find(Locator::Css("#login-form button")).await.unwrap().click().await.unwrap();
+}
+
 #[test]
 fn an_operator_enrolls_a_customer_from_the_page() {
     let sandbox = Sandbox::start(0);
@@ -96,16 +108,8 @@ fn an_operator_enrolls_a_customer_from_the_page() {
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
     rt.block_on(async {
         let (client, _driver) = chromium(&d.env.dir.path().join("chrome"), &[]).await;
-        client.goto(&format!("{}/", d.base)).await.unwrap();
-
         // Without a session the page asks for the token.
-        let token = client.wait().for_element(Locator::Id("token")).await.unwrap();
-        until(Duration::from_secs(10), "the login dialog", || async {
-            token.is_displayed().await.ok().filter(|shown| *shown)
-        })
-        .await;
-        token.send_keys(TOKEN).await.unwrap();
-        client.find(Locator::Css("#login-form button")).await.unwrap().click().await.unwrap();
+        log_in(&client, &d.base).await;
 
         // The preview moves: two screenshots of it a moment apart differ.
         let preview = client.find(Locator::Id("preview-face")).await.unwrap();
@@ -346,14 +350,7 @@ fn a_page_of_another_origin_cannot_act_through_the_api() {
         client.new_window(true).await.unwrap();
         let operator_tab = client.windows().await.unwrap().into_iter().find(|w| *w != rebinding_tab).unwrap();
         client.switch_to_window(operator_tab.clone()).await.unwrap();
-        client.goto(&format!("{}/", d.base)).await.unwrap();
-        let token = client.wait().for_element(Locator::Id("token")).await.unwrap();
-        until(Duration::from_secs(10), "the login dialog", || async {
-            token.is_displayed().await.ok().filter(|shown| *shown)
-        })
-        .await;
-        token.send_keys(TOKEN).await.unwrap();
-        client.find(Locator::Css("#login-form button")).await.unwrap().click().await.unwrap();
+        log_in(&client, &d.base).await;
         until(Duration::from_secs(10), "the session", || async {
             let open = client.execute("return document.getElementById('login').classList.contains('open')", vec![]);
             open.await.ok().filter(|v| v == &json!(false))

@@ -5,7 +5,8 @@ use serde_json::json;
 use crate::util::*;
 
 /// Runs `enroll` on a manifest edited by `edit`; asserts exit 2, the message, and that nothing
-/// was written: on a fresh installation the data directory holds only the key `key init` made.
+/// was written: on a fresh installation the data directory holds only what `key init` made (the
+/// keys and the API token).
 fn check(extra_config: &str, edit: impl FnOnce(&mut serde_json::Value), expected: &[&str]) {
     let env = Env::with_config(free_port(), "current", extra_config);
     let manifest = env.manifest("m", "", edit);
@@ -20,7 +21,7 @@ fn check(extra_config: &str, edit: impl FnOnce(&mut serde_json::Value), expected
         .unwrap()
         .flatten()
         .map(|e| e.file_name().to_string_lossy().into_owned())
-        .filter(|n| n != "master.key" && n != "device.key")
+        .filter(|n| n != "master.key" && n != "device.key" && n != "api.token")
         .collect();
     assert!(left.is_empty(), "a refused enrollment must leave nothing on disk: {left:?}");
 }

@@ -169,6 +169,17 @@ fn the_audit_trail_names_who_did_what_and_verify_finds_tampering() {
     assert_eq!(find("purged (forced)")["enrollment"], id.as_str());
     let out = env.run(&["audit", "verify"]);
     assert!(out.status.success() && String::from_utf8_lossy(&out.stdout).contains("chain intact"));
+    // An anchor kept elsewhere (an upload carries one): it holds now; a malformed one is refused.
+    let anchor = format!("1:{}", records[0]["hash"].as_str().unwrap());
+    let out = env.run(&["audit", "verify", "--anchor", &anchor]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let out = env.run(&["audit", "verify", "--anchor", "1:abc"]);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(stderr(&out).contains("--anchor"), "{}", stderr(&out));
+    let other = format!("1:{}", "0".repeat(64));
+    let out = env.run(&["audit", "verify", "--anchor", &other]);
+    assert_eq!(out.status.code(), Some(4), "{}", stderr(&out));
+    assert!(stderr(&out).contains("differs from the anchor"), "{}", stderr(&out));
 
     let conn = rusqlite::Connection::open(env.data_dir().join("queue.db")).unwrap();
     conn.execute_batch("DROP TRIGGER audit_no_update; UPDATE audit SET uid = 4242 WHERE seq = 1;").unwrap();
