@@ -60,6 +60,17 @@ pub enum DocumentCommand {
         #[arg(long)]
         no_backup: bool,
     },
+    /// Read back a document `delete` backed up (sealed under the master key, never in clear).
+    Backup {
+        /// The document's uid.
+        uid: String,
+        /// Where to write it (PDF).
+        #[arg(long)]
+        out: PathBuf,
+        /// The document as uploaded instead of the signed one.
+        #[arg(long)]
+        original: bool,
+    },
 }
 
 fn local<'a>(target: &'a Target, what: &str) -> Result<&'a crate::queue::Summary, Failure> {
@@ -131,6 +142,22 @@ pub async fn run(config: &Config, id: &str, kind: IdKind, command: DocumentComma
                 .map_err(|e| net(e, "downloading the document", true))?;
             println!("{}: {n} bytes", out.display());
         }
+        DocumentCommand::Backup { uid, out, original } => {
+            if !crate::oneshot::valid_uid(&uid) {
+                return Err(Failure::bad_input(anyhow!("{uid:?} is not a document uid")));
+            }
+            let dir = config.storage.document_backup_dir.join(&target.ids.request_pk);
+            let name = format!("{uid}-{}.pdf", if original { "original" } else { "signed" });
+            let queue = std::sync::Arc::clone(&flow.queue);
+            let read = tokio::task::spawn_blocking(move || queue.open_backup(&dir, &name))
+                .await
+                .map_err(|e| anyhow!("backup task: {e}"))?;
+            let bytes = read.map_err(|e| {
+                Failure::bad_input(anyhow!("no readable backup of {uid} for request {}: {e}", target.ids.request_pk))
+            })?;
+            crate::cli::capture_args::write_durably(&out, &bytes)?;
+            println!("{}: {} bytes", out.display(), bytes.len());
+        }
         DocumentCommand::Delete { uids, all, no_backup } => {
             if uids.is_empty() && !all {
                 return Err(Failure::bad_input(anyhow!("document delete: name the uids, or --all")));
@@ -201,21 +228,32 @@ fn known_uids(flow: &Flow, target: &Target, uids: &[String]) -> Result<(), Failu
     Ok(())
 }
 
-/// Downloads each document (the signed one too, when there is one) into `dir` (mode 0700).
+/// Downloads each document (the signed one too, when there is one) and seals it into `dir`
+/// (mode 0700) under the master key: the download lives in clear only until it is sealed.
 async fn backup(flow: &Flow, target: &Target, uids: &[String], dir: &Path) -> Result<(), Failure> {
     std::fs::create_dir_all(dir).map_err(|e| anyhow!("{}: {e}", dir.display()))?;
     // Signed documents are personal data: only the agent's user reads the backup.
     std::fs::set_permissions(dir, std::os::unix::fs::PermissionsExt::from_mode(0o700))?;
     for uid in uids {
-        let original = dir.join(format!("{uid}-original.pdf"));
-        flow.client
-            .download_document(&target.ids, uid, false, &original)
-            .await
-            .map_err(|e| net(e, "backing up (nothing was deleted)", true))?;
-        match flow.client.download_document(&target.ids, uid, true, &dir.join(format!("{uid}-signed.pdf"))).await {
-            Ok(_) => {}
-            Err(e) if e.is_not_found() => {}
-            Err(e) => return Err(net(e, "backing up the signed document (nothing was deleted)", true)),
+        for signed in [false, true] {
+            let name = format!("{uid}-{}.pdf", if signed { "signed" } else { "original" });
+            let download = dir.join(format!(".{name}.download"));
+            let downloaded = flow.client.download_document(&target.ids, uid, signed, &download).await;
+            if downloaded.is_err() {
+                // Whatever part of it arrived is not kept.
+                let _ = crate::fsutil::shred_file(&download);
+            }
+            match downloaded {
+                Ok(_) => {}
+                // Not signed yet: only the original is kept.
+                Err(e) if signed && e.is_not_found() => continue,
+                Err(e) if signed => return Err(net(e, "backing up the signed document (nothing was deleted)", true)),
+                Err(e) => return Err(net(e, "backing up (nothing was deleted)", true)),
+            }
+            let (queue, dir) = (std::sync::Arc::clone(&flow.queue), dir.to_owned());
+            tokio::task::spawn_blocking(move || queue.seal_backup(&download, &dir, &name))
+                .await
+                .map_err(|e| anyhow!("backup task: {e}"))??;
         }
     }
     Ok(())

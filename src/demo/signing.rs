@@ -86,8 +86,13 @@ pub async fn run(
     let t = Instant::now();
     let backup = cfg.storage.document_backup_dir.join(&ids.request_pk);
     std::fs::create_dir_all(&backup)?;
-    client.download_document(&ids, &uid, false, &backup.join(format!("{uid}-original.pdf"))).await?;
-    client.download_document(&ids, &uid, true, &backup.join(format!("{uid}-signed.pdf"))).await?;
+    // Sealed under the master key as `document delete` does: the downloads are shredded.
+    for (signed, name) in [(false, format!("{uid}-original.pdf")), (true, format!("{uid}-signed.pdf"))] {
+        let download = backup.join(format!(".{name}.download"));
+        client.download_document(&ids, &uid, signed, &download).await?;
+        let (q, dir) = (Arc::clone(queue), backup.clone());
+        tokio::task::spawn_blocking(move || q.seal_backup(&download, &dir, &name)).await??;
+    }
     client.delete_documents(&ids, None).await?;
     queue.record_documents_deleted(id, None)?;
     step(out, "back up, then delete", t, "deleted on the server")?;

@@ -22,6 +22,7 @@
 //!   and applied in one transaction; applying them again is a no-op.
 
 pub mod audit;
+mod backup;
 pub mod capture_manifest;
 pub mod counters;
 mod documents;

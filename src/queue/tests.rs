@@ -6,7 +6,7 @@ use super::*;
 use crate::config::{EraseAfter, StorageConfig};
 use crate::evidence::{ArtifactSource, Content, Customer, Enrollment, MediaKind, Pii};
 
-fn storage(dir: &Path) -> StorageConfig {
+pub(super) fn storage(dir: &Path) -> StorageConfig {
     let key = dir.join("data/master.key");
     if !key.exists() {
         crate::crypto::create_master_key(&key).unwrap();

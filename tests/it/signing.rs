@@ -118,8 +118,21 @@ fn from_review_to_a_signed_document_in_both_generations() {
         // Deleting backs both copies up first.
         ok(&env.run(&["document", &id, "delete", "--all"]));
         let backup = env.data_dir().join("document-backup").join(&pk);
-        assert_eq!(std::fs::read(backup.join(format!("{uid}-original.pdf"))).unwrap(), std::fs::read(&doc).unwrap());
-        assert_eq!(std::fs::read(backup.join(format!("{uid}-signed.pdf"))).unwrap(), signed_bytes);
+        // Sealed under the master key: no file there holds a PDF in clear; read back, both are
+        // the documents.
+        for entry in std::fs::read_dir(&backup).unwrap().flatten() {
+            let bytes = std::fs::read(entry.path()).unwrap();
+            assert!(!bytes.windows(5).any(|w| w == b"%PDF-"), "{} holds a PDF in clear", entry.path().display());
+        }
+        let read_back = |extra: &[&str]| {
+            let out = dir.join("back.pdf");
+            let mut args = vec!["document", &id, "backup", &uid, "--out", out.to_str().unwrap()];
+            args.extend_from_slice(extra);
+            ok(&env.run(&args));
+            std::fs::read(&out).unwrap()
+        };
+        assert_eq!(read_back(&["--original"]), std::fs::read(&doc).unwrap());
+        assert_eq!(read_back(&[]), signed_bytes);
         assert_eq!(std::fs::metadata(&backup).unwrap().permissions().mode() & 0o777, 0o700);
         assert_eq!(request(&sandbox.records(), &pk)["documents"], json!({}));
         assert_eq!(documents(&env, &id)[0]["state"], "deleted");
