@@ -137,10 +137,11 @@ CREDENTIALS_DIRECTORY=$creds KIOSK_AGENT_LOG_FORMAT=text runuser -u kiosk-agent 
 # reaches and another user does not.
 unit=/lib/systemd/system/kiosk-agent-capture-service.service
 u=$(sed -n 's/^User=//p' $unit); g=$(sed -n 's/^Group=//p' $unit); sg=$(sed -n 's/^SupplementaryGroups=//p' $unit)
-as_capture() {{ setpriv --reuid="$u" --regid="$g" --groups="$(getent group $sg | cut -d: -f3)" "$@"; }}
+as_capture() {{ setpriv --reuid="$u" --regid="$g" --groups="$(getent group $sg | cut -d: -f3)" --inh-caps=-all "$@"; }}
 echo "== capture user $u $g"
 for f in /etc/kiosk-agent/master.key /var/lib/kiosk-agent/device.key /var/lib/kiosk-agent/api.token /var/lib/kiosk-agent/; do
-  if as_capture cat "$f" >/dev/null 2>&1 || as_capture ls "$f" >/dev/null 2>&1; then echo "opened $f"; else echo "refused $f"; fi
+  if [ -d "$f" ]; then open=ls; else open=cat; fi
+  if as_capture $open "$f" >/dev/null 2>&1; then echo "opened $f"; else echo "refused $f"; fi
 done
 as_capture cat /etc/kiosk-agent/kiosk-agent.toml >/dev/null && echo "read the configuration"
 install -d -o "$u" -g "$g" -m 0750 /run/kiosk-agent-capture
