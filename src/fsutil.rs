@@ -110,3 +110,13 @@ pub fn check_private(path: &Path) -> Result<(), String> {
     }
     Ok(())
 }
+
+/// A new anonymous memory file (`memfd`: in RAM, never on a disk, gone with its last handle)
+/// and the path that opens it (`/proc/self/fd/N`, valid while the handle is open), for code
+/// that takes paths: FFmpeg's muxer, the manifest validation.
+pub fn memory_file(name: &str) -> io::Result<(std::fs::File, std::path::PathBuf)> {
+    use std::os::fd::AsRawFd as _;
+    let file = std::fs::File::from(rustix::fs::memfd_create(name, rustix::fs::MemfdFlags::CLOEXEC)?);
+    let path = std::path::PathBuf::from(format!("/proc/self/fd/{}", file.as_raw_fd()));
+    Ok((file, path))
+}

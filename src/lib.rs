@@ -10,7 +10,8 @@
 //! - [`oneshot`]  — the typed One-Shot HTTP client and its retryable/permanent error split.
 //! - [`sync`]     — the worker that moves enrollments through the API, with backoff, follows
 //!   reviews and sends documents once approved.
-//! - [`api`]      — the local control API (axum) that `run` serves: status, enrollments, events.
+//! - [`api`]      — the local control API (axum) that `run` serves: status, enrollments, events;
+//!   it trusts no browser (`api::guard`), trades its token for sessions (`api::session`).
 //! - [`daemon`]   — `daemon::run(config, listeners, shutdown)`: the worker and the services beside it.
 //! - [`webhook`]  — the optional receiver of the Optimizer's status callbacks.
 //! - [`demo`]     — `kiosk-agent demo`: the whole job on embedded defaults.
@@ -20,7 +21,8 @@
 //! - [`flow`]     — the signing flow's shared steps (what an ID names, status checks, RAO).
 //! - [`failure`]  — a command's failure: exit code and error (the API maps it to HTTP).
 //! - [`faults`]   — named crash points for durability tests.
-//! - [`fsutil`]   — what "durable" means on disk: fsync of files and directories, free space.
+//! - [`fsutil`]   — what "durable" means on disk: fsync of files and directories, free space,
+//!   shredding, and memory files for what must never reach a disk.
 //! - [`progress`] — progress of enroll, upload and capture: a bar at a terminal, lines otherwise.
 //!
 //! The built-in One-Shot server (`kiosk-agent sandbox`, the demo) is the `kiosk-sandbox` workspace

@@ -43,11 +43,7 @@ impl std::fmt::Debug for Store {
 
 /// A new anonymous memory file for a clip, and the path the encoder opens it by.
 pub fn memory_file(name: &str) -> std::io::Result<(File, std::path::PathBuf)> {
-    use std::os::fd::AsRawFd as _;
-    let fd = rustix::fs::memfd_create(name, rustix::fs::MemfdFlags::CLOEXEC)?;
-    let file = File::from(fd);
-    let path = std::path::PathBuf::from(format!("/proc/self/fd/{}", file.as_raw_fd()));
-    Ok((file, path))
+    kiosk_agent::fsutil::memory_file(name)
 }
 
 fn evict<T>(map: &mut HashMap<String, Kept<T>>, max: usize) {

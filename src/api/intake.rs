@@ -9,10 +9,12 @@
 //! each part capped by what it may hold (the manifest 1 MiB, an image `evidence.max_image_bytes`,
 //! the video `evidence.max_video_bytes`).
 //!
-//! The files land in a private intake directory under the data directory (0700, files 0600),
-//! and from there take exactly the path `enroll` takes: the same validation (opened once,
-//! decoded, probed), the same enqueue. The intake directory is overwritten and removed whatever
-//! happens; `202 {id}` means the enrollment is durable.
+//! The files are kept in memory files (`memfd`: never on a disk, gone with the process) and from
+//! there take exactly the path `enroll` takes: the same validation (opened once, decoded,
+//! probed), the same enqueue. Only a multipart part larger than [`IN_MEMORY`] (a long video)
+//! spills to a private intake directory under the data directory (0700, files 0600), shredded
+//! whatever happens (and at the daemon's next start after a kill or a power cut). `202 {id}`
+//! means the enrollment is durable.
 
 use std::path::{Path, PathBuf};
 
@@ -32,20 +34,37 @@ fn is_file_slot(name: &str) -> bool {
     name == "video" || IMAGE_NAMES.contains(&name)
 }
 
-/// A private directory for one submission, shredded when dropped.
+/// A part is kept in memory up to this size; a larger one (a long video sent as multipart)
+/// spills to the disk so that the daemon's memory stays bounded.
+const IN_MEMORY: u64 = 64 << 20;
+
+/// One submission's files: memory files, and a private directory for what spills, shredded
+/// when dropped.
 struct Intake {
     dir: PathBuf,
+    /// The memory files, open until the submission ends (their paths name them through
+    /// `/proc/self/fd`).
+    memory: Vec<std::fs::File>,
 }
 
 impl Intake {
-    fn new(data_dir: &Path) -> Result<Intake, ApiError> {
-        let dir = data_dir.join("intake").join(uuid::Uuid::new_v4().to_string());
-        std::fs::create_dir_all(&dir).map_err(internal)?;
-        Ok(Intake { dir })
+    fn new(data_dir: &Path) -> Intake {
+        Intake { dir: data_dir.join("intake").join(uuid::Uuid::new_v4().to_string()), memory: Vec::new() }
     }
 
-    fn file(&self, slot: &str) -> PathBuf {
-        self.dir.join(format!("{slot}.bin"))
+    /// Keeps `bytes` in a new memory file; returns its path.
+    fn keep(&mut self, name: &str, bytes: &[u8]) -> Result<PathBuf, ApiError> {
+        use std::io::Write as _;
+        let (mut file, path) = crate::fsutil::memory_file(name).map_err(internal)?;
+        file.write_all(bytes).map_err(internal)?;
+        self.memory.push(file);
+        Ok(path)
+    }
+
+    /// A file on the disk for a part too large for memory (the directory made on first use).
+    fn spill(&self, slot: &str) -> Result<PathBuf, ApiError> {
+        std::fs::create_dir_all(&self.dir).map_err(internal)?;
+        Ok(self.dir.join(format!("{slot}.bin")))
     }
 }
 
@@ -53,6 +72,47 @@ impl Drop for Intake {
     fn drop(&mut self) {
         if let Err(e) = crate::fsutil::shred_dir(&self.dir) {
             tracing::warn!(dir = %self.dir.display(), error = %e, "could not remove an intake directory");
+        }
+    }
+}
+
+/// Where a multipart part is being written: memory, until it outgrows [`IN_MEMORY`].
+enum Sink {
+    Memory(std::fs::File, PathBuf),
+    Disk(tokio::fs::File, PathBuf),
+}
+
+impl Sink {
+    async fn write(self, chunk: &[u8], written: u64, intake: &Intake, slot: &str) -> Result<Sink, ApiError> {
+        use std::io::{Seek as _, Write as _};
+        match self {
+            Sink::Memory(mut file, path) if written <= IN_MEMORY => {
+                file.write_all(chunk).map_err(internal)?;
+                Ok(Sink::Memory(file, path))
+            }
+            Sink::Memory(mut file, _) => {
+                // Too large for memory: what came so far moves to the disk, the rest follows.
+                let path = intake.spill(slot)?;
+                let target = path.clone();
+                let disk = tokio::task::spawn_blocking(move || -> std::io::Result<std::fs::File> {
+                    use std::os::unix::fs::OpenOptionsExt as _;
+                    let mut disk =
+                        std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(&target)?;
+                    file.rewind()?;
+                    std::io::copy(&mut file, &mut disk)?;
+                    Ok(disk)
+                })
+                .await
+                .map_err(internal)?
+                .map_err(internal)?;
+                let mut disk = tokio::fs::File::from_std(disk);
+                disk.write_all(chunk).await.map_err(internal)?;
+                Ok(Sink::Disk(disk, path))
+            }
+            Sink::Disk(mut file, path) => {
+                file.write_all(chunk).await.map_err(internal)?;
+                Ok(Sink::Disk(file, path))
+            }
         }
     }
 }
@@ -71,7 +131,7 @@ fn bad(field: impl Into<String>, message: impl Into<String>) -> ApiError {
 }
 
 pub async fn submit(State(s): State<ApiState>, request: Request) -> Result<(StatusCode, Json<Accepted>), ApiError> {
-    let intake = Intake::new(s.queue.dir())?;
+    let mut intake = Intake::new(s.queue.dir());
     // Stills and clips of the capture service this enrollment takes: forgotten once it is queued.
     let mut used: Vec<(Kept, String)> = Vec::new();
     let is_multipart = request
@@ -81,19 +141,18 @@ pub async fn submit(State(s): State<ApiState>, request: Request) -> Result<(Stat
         .is_some_and(|v| v.starts_with("multipart/form-data"));
     let manifest = if is_multipart {
         let multipart = Multipart::from_request(request, &()).await.map_err(|e| bad("body", e.body_text()))?;
-        from_multipart(multipart, &intake, &s.config.evidence).await?
+        from_multipart(multipart, &mut intake, &s.config.evidence).await?
     } else {
         let body = json_body(request, s.config.api.max_json_bytes.min(s.config.api.max_body_bytes)).await?;
-        from_json(body, &intake, &s, &mut used).await?
+        from_json(body, &mut intake, &s, &mut used).await?
     };
-    let manifest_path = intake.dir.join("manifest.json");
-    tokio::fs::write(&manifest_path, serde_json::to_vec(&manifest).expect("JSON values serialize"))
-        .await
-        .map_err(internal)?;
+    let manifest_path = intake.keep("manifest", &serde_json::to_vec(&manifest).expect("JSON values serialize"))?;
     let queue = std::sync::Arc::clone(&s.queue);
     let limits = s.config.evidence;
     let id = tokio::task::spawn_blocking(move || -> Result<String, ApiError> {
-        let options = ManifestOptions { allow_outside: false, video: &HelperProber };
+        // Every file path in this manifest was written here by the intake (memory files under
+        // /proc/self/fd, or the intake directory): none came from the client.
+        let options = ManifestOptions { allow_outside: true, video: &HelperProber };
         let enrollment = validate_manifest(&manifest_path, &limits, options).map_err(evidence_error)?;
         Ok(queue.enqueue(&enrollment)?)
     })
@@ -155,7 +214,7 @@ fn evidence_error(e: EvidenceError) -> ApiError {
 /// service keeps; they are fetched from it (an unknown id is refused by name).
 async fn from_json(
     mut body: Value,
-    intake: &Intake,
+    intake: &mut Intake,
     s: &ApiState,
     used: &mut Vec<(Kept, String)>,
 ) -> Result<Value, ApiError> {
@@ -183,9 +242,8 @@ async fn from_json(
             }
             None => decode_slot(&field, value)?,
         };
-        let path = intake.file(slot);
-        tokio::fs::write(&path, bytes).await.map_err(internal)?;
-        *value = Value::String(format!("{slot}.bin"));
+        let path = intake.keep(slot, &bytes)?;
+        *value = Value::String(path.display().to_string());
     }
     Ok(body)
 }
@@ -235,11 +293,11 @@ const MAX_MANIFEST_PART: u64 = 1 << 20;
 /// refused (413 naming it) as soon as it outgrows what it may hold.
 async fn from_multipart(
     mut multipart: Multipart,
-    intake: &Intake,
+    intake: &mut Intake,
     limits: &crate::config::EvidenceLimits,
 ) -> Result<Value, ApiError> {
     let mut manifest: Option<Value> = None;
-    let mut given: Vec<String> = Vec::new();
+    let mut given: Vec<(String, PathBuf)> = Vec::new();
     while let Some(mut field) = multipart.next_field().await.map_err(|e| multipart_error(&e))? {
         let name = field.name().unwrap_or_default().to_owned();
         let cap = match name.as_str() {
@@ -261,20 +319,30 @@ async fn from_multipart(
             let value = crate::evidence::strict_json::parse(&bytes).map_err(|e| bad("manifest", e))?;
             manifest = Some(value);
         } else if is_file_slot(&name) {
-            if given.contains(&name) {
+            if given.iter().any(|(n, _)| *n == name) {
                 return Err(bad(&name, "the part is given twice"));
             }
-            let mut file = tokio::fs::File::create(intake.file(&name)).await.map_err(internal)?;
+            let (file, path) = crate::fsutil::memory_file(&name).map_err(internal)?;
+            let mut sink = Sink::Memory(file, path);
             let mut written = 0u64;
             while let Some(chunk) = field.chunk().await.map_err(|e| multipart_error(&e))? {
                 written += chunk.len() as u64;
                 if written > cap {
                     return Err(too_large(&name));
                 }
-                file.write_all(&chunk).await.map_err(internal)?;
+                sink = sink.write(&chunk, written, intake, &name).await?;
             }
-            file.flush().await.map_err(internal)?;
-            given.push(name);
+            let path = match sink {
+                Sink::Memory(file, path) => {
+                    intake.memory.push(file);
+                    path
+                }
+                Sink::Disk(mut file, path) => {
+                    file.flush().await.map_err(internal)?;
+                    path
+                }
+            };
+            given.push((name, path));
         } else {
             return Err(bad(name, "unknown part (expected manifest, document_front, document_rear, document_photo, document_owner, video)"));
         }
@@ -299,8 +367,8 @@ async fn from_multipart(
         }
         Some(_) => return Err(bad("images", "must be a JSON object")),
     }
-    for name in &given {
-        let path = Value::String(format!("{name}.bin"));
+    for (name, path) in &given {
+        let path = Value::String(path.display().to_string());
         if name == "video" {
             manifest["video"] = path;
         } else {

@@ -97,21 +97,19 @@ pub async fn upload_document(
             "a file name of letters, digits, - _ . and spaces",
         ));
     }
-    let dir = s.queue.dir().join("intake").join(uuid::Uuid::new_v4().to_string());
-    std::fs::create_dir_all(&dir)
-        .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string()))?;
-    let path = dir.join(&name);
-    let written = std::fs::write(&path, &body);
-    let queued = match written {
-        Ok(()) => {
-            let (queue, id2, path2) = (Arc::clone(&s.queue), id.clone(), path.clone());
-            tokio::task::spawn_blocking(move || queue.enqueue_documents(&id2, &[path2]))
+    // Kept in a memory file (never on a disk) until the queue has sealed it.
+    let kept = memory_file(&body);
+    let queued = match kept {
+        Ok((file, path)) => {
+            let (queue, id2) = (Arc::clone(&s.queue), id.clone());
+            let queued = tokio::task::spawn_blocking(move || queue.enqueue_named_documents(&id2, &[(path, name)]))
                 .await
-                .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string()))
+                .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string()));
+            drop(file);
+            queued
         }
         Err(e) => Err(ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string())),
     };
-    let _ = crate::fsutil::shred_dir(&dir);
     let ids = queued?.map_err(|e| match e {
         crate::queue::QueueError::BadDocument { rule, .. } => {
             ApiError::field(StatusCode::BAD_REQUEST, "invalid", "body", rule)
@@ -121,6 +119,14 @@ pub async fn upload_document(
     s.queue.audit(Some(&id), "document queued through the API").ok();
     s.worker.waker().notify_one();
     Ok((StatusCode::ACCEPTED, Json(json!({"id": id, "documents": ids}))))
+}
+
+/// `bytes` in a new memory file, and the path that opens it.
+fn memory_file(bytes: &[u8]) -> std::io::Result<(std::fs::File, std::path::PathBuf)> {
+    use std::io::Write as _;
+    let (mut file, path) = crate::fsutil::memory_file("document")?;
+    file.write_all(bytes)?;
+    Ok((file, path))
 }
 
 pub async fn otp(

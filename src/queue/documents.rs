@@ -79,16 +79,34 @@ impl Queue {
     /// [`MAX_DOCUMENT_BYTES`]); returns their local ids once they are durable. Nothing is
     /// queued unless every file is good.
     pub fn enqueue_documents(&self, enrollment: &str, files: &[PathBuf]) -> Result<Vec<String>, QueueError> {
+        let named: Vec<(PathBuf, String)> = files
+            .iter()
+            .map(|p| {
+                let name =
+                    p.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| "document.pdf".into());
+                (p.clone(), name)
+            })
+            .collect();
+        self.enqueue_named_documents(enrollment, &named)
+    }
+
+    /// [`Queue::enqueue_documents`] with each file's document name given (the API's PDFs come
+    /// from memory files, whose paths name nothing).
+    pub fn enqueue_named_documents(
+        &self,
+        enrollment: &str,
+        files: &[(PathBuf, String)],
+    ) -> Result<Vec<String>, QueueError> {
         if !self.exists(enrollment)? {
             return Err(QueueError::NotFound(enrollment.into()));
         }
-        for path in files {
+        for (path, _) in files {
             check_pdf(path)?;
         }
         let dir = self.documents_dir();
         crate::fsutil::create_dir_all_durable(&dir).map_err(io_err(&dir))?;
         let mut rows = Vec::new();
-        let written: Result<(), QueueError> = files.iter().try_for_each(|path| {
+        let written: Result<(), QueueError> = files.iter().try_for_each(|(path, name)| {
             let id = uuid::Uuid::new_v4().to_string();
             let key = SecretKey::random();
             let size = std::fs::metadata(path).map_err(io_err(path))?.len();
@@ -99,9 +117,13 @@ impl Queue {
                 encrypt_stream(&key, aad(&id).as_bytes(), &mut input, &mut out, size).map_err(io_err(path))?;
             out.flush().map_err(io_err(&target))?;
             out.get_ref().sync_all().map_err(io_err(&target))?;
-            let name =
-                path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| "document.pdf".into());
-            rows.push((id.clone(), name, summary.plaintext_len, summary.sha256, self.master.wrap(&key, id.as_bytes())));
+            rows.push((
+                id.clone(),
+                name.clone(),
+                summary.plaintext_len,
+                summary.sha256,
+                self.master.wrap(&key, id.as_bytes()),
+            ));
             Ok(())
         });
         let committed = written.and_then(|()| {

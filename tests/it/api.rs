@@ -890,7 +890,7 @@ fn huge_bodies_are_refused_within_bounded_memory() {
 
 /// After stills (a retake among them), a recording and a multipart upload cut off midway, a
 /// `kill -9` and a restart, no file under the data directory holds a JPEG, an MP4, a PDF or the
-/// customer's data in clear: what no enrollment took is erased at start.
+/// customer's data in clear, nor did one while the upload hung.
 #[test]
 fn nothing_personal_is_left_in_clear_after_a_kill_and_restart() {
     use std::io::Write as _;
@@ -928,7 +928,11 @@ fn nothing_personal_is_left_in_clear_after_a_kill_and_restart() {
     stream.flush().unwrap();
     let data = d.env.data_dir();
     let holds_jpeg = |p: &std::path::Path| std::fs::read(p).is_ok_and(|b| find(&b, b"\xff\xd8\xff").is_some());
-    wait_for(Duration::from_secs(10), || files_under(&data.join("intake")).iter().any(|p| holds_jpeg(p)).then_some(()));
+    // Mid-upload, the part that arrived is in a memory file, not on the disk; stills and clips
+    // are in the capture service's memory.
+    std::thread::sleep(Duration::from_millis(500));
+    let in_clear: Vec<_> = files_under(&data).into_iter().filter(|p| holds_jpeg(p)).collect();
+    assert!(in_clear.is_empty(), "JPEGs on disk mid-upload: {in_clear:?}");
     assert!(!data.join("captures").exists(), "stills and clips are kept in the capture service's memory");
     // kill -9 while the upload hangs; then the daemon starts again.
     d.child.kill().unwrap();
@@ -965,4 +969,28 @@ fn files_under(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
         }
     }
     out
+}
+
+/// A multipart part too large for memory (a long video) spills to the intake directory and is
+/// shredded with the submission, whatever its outcome.
+#[test]
+fn a_video_too_large_for_memory_spills_to_the_disk_and_is_shredded() {
+    let d = start(free_port(), "");
+    let dir = d.env.manifest("m", "", |_| {}).parent().unwrap().to_owned();
+    let mut manifest: Value = serde_json::from_slice(&std::fs::read(dir.join("manifest.json")).unwrap()).unwrap();
+    manifest["images"] = json!({});
+    manifest.as_object_mut().unwrap().remove("video");
+    // 70 MB that is no MP4: it spills past 64 MiB, then fails validation.
+    let junk = vec![b'k'; 70 << 20];
+    let form = reqwest::multipart::Form::new()
+        .text("manifest", manifest.to_string())
+        .part("document_front", reqwest::multipart::Part::bytes(std::fs::read(dir.join("front.jpg")).unwrap()))
+        .part("document_photo", reqwest::multipart::Part::bytes(std::fs::read(dir.join("photo.jpg")).unwrap()))
+        .part("document_owner", reqwest::multipart::Part::bytes(std::fs::read(dir.join("selfie.jpg")).unwrap()))
+        .part("video", reqwest::multipart::Part::bytes(junk));
+    let (code, body) = authed(&d, "POST", "/v1/enrollments", Some(Body::Multipart(form)));
+    assert_eq!((code, body["field"].as_str()), (400, Some("video")), "{body}");
+    assert!(intake_is_empty(&d), "the spilled part is shredded");
+    let (_, list) = authed(&d, "GET", "/v1/enrollments", None);
+    assert_eq!(list.as_array().map(Vec::len), Some(0), "{list}");
 }
