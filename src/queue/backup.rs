@@ -49,6 +49,37 @@ impl Queue {
         Ok(enc)
     }
 
+    /// Erases the document backups older than the retention period (`storage.max_retention_days`,
+    /// by the age of their key file): the wrapped key is deleted (cryptographic erase) and the
+    /// sealed document shredded, with an audit record for each. Returns how many.
+    pub fn expire_backups(&self) -> Result<usize, QueueError> {
+        let root = &self.storage.document_backup_dir;
+        let Ok(requests) = std::fs::read_dir(root) else { return Ok(0) };
+        let cutoff = std::time::SystemTime::now() - self.storage.max_retention;
+        let mut erased = 0;
+        for dir in requests.flatten().map(|e| e.path()).filter(|p| p.is_dir()) {
+            let Ok(entries) = std::fs::read_dir(&dir) else { continue };
+            for key_file in entries.flatten().map(|e| e.path()) {
+                let Some(name) = key_file.file_name().and_then(|n| n.to_str()).and_then(|n| n.strip_suffix(".key"))
+                else {
+                    continue;
+                };
+                let old = std::fs::metadata(&key_file).and_then(|m| m.modified()).is_ok_and(|t| t < cutoff);
+                if !old {
+                    continue;
+                }
+                let (enc, _) = paths(&dir, name);
+                std::fs::remove_file(&key_file).map_err(super::io_err(&key_file))?;
+                crate::fsutil::sync_dir(&dir).map_err(super::io_err(&dir))?;
+                crate::fsutil::shred_file(&enc).map_err(super::io_err(&enc))?;
+                let request = dir.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+                self.audit(None, &format!("document backup {name} of request {request} erased (retention)"))?;
+                erased += 1;
+            }
+        }
+        Ok(erased)
+    }
+
     /// The backup `name` in `dir`, decrypted.
     pub fn open_backup(&self, dir: &Path, name: &str) -> Result<Vec<u8>, QueueError> {
         let (enc, key_file) = paths(dir, name);
@@ -85,5 +116,28 @@ mod tests {
         std::fs::rename(backups.join("u2-original.pdf.enc"), backups.join("u1-original.pdf.enc")).unwrap();
         std::fs::remove_file(backups.join("u1-original.pdf.key")).unwrap();
         assert!(q.open_backup(&backups, "u1-original.pdf").is_err());
+    }
+
+    #[test]
+    fn backups_past_the_retention_period_are_erased() {
+        let dir = tempfile::tempdir().unwrap();
+        let storage = super::super::tests::storage(dir.path());
+        let q = Queue::open(&storage).unwrap();
+        let backups = storage.document_backup_dir.join("45001");
+        std::fs::create_dir_all(&backups).unwrap();
+        for name in ["old.pdf", "new.pdf"] {
+            let plain = backups.join(".download");
+            std::fs::write(&plain, b"%PDF-1.4\n").unwrap();
+            q.seal_backup(&plain, &backups, name).unwrap();
+        }
+        // The old one was made a day past the retention period.
+        let then = std::time::SystemTime::now() - storage.max_retention - std::time::Duration::from_secs(86_400);
+        std::fs::File::options().write(true).open(backups.join("old.pdf.key")).unwrap().set_modified(then).unwrap();
+        assert_eq!(q.expire_backups().unwrap(), 1);
+        assert!(!backups.join("old.pdf.key").exists() && !backups.join("old.pdf.enc").exists());
+        assert!(q.open_backup(&backups, "new.pdf").is_ok());
+        let audit = q.audit_records().unwrap();
+        assert!(audit.iter().any(|r| r.kind.contains("old.pdf") && r.kind.contains("retention")), "{audit:?}");
+        assert_eq!(q.expire_backups().unwrap(), 0);
     }
 }

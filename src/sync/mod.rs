@@ -241,6 +241,10 @@ impl Worker {
                 retention_due = now + RETENTION_CHECK_EVERY;
                 let skip: Vec<String> = inflight_ids.values().cloned().collect();
                 blocking(&self.queue, move |q| q.expire_retained(&skip)).await?;
+                // Document backups, sealed, fall under the same policy.
+                if let Err(e) = blocking(&self.queue, |q| q.expire_backups()).await {
+                    tracing::warn!(error = %e, "cannot erase the document backups past the retention period");
+                }
             }
             if !stopping && !offline && probe.is_none() && inflight_ids.len() < concurrency {
                 not_before.retain(|_, (t, _)| *t > now);
