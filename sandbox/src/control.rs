@@ -16,9 +16,8 @@ use serde::Deserialize;
 use serde_json::json;
 
 use crate::faults::FaultPlan;
-use crate::handlers::lock;
 use crate::reply::control as reply;
-use crate::state::{Rule, SandboxError};
+use crate::state::{lock, set_online, Rule, SandboxError};
 use crate::Shared;
 
 /// The peer address of a connection, set by the accept loop.
@@ -98,9 +97,9 @@ pub async fn go_offline(State(state): State<Shared>, Query(q): Query<HashMap<Str
     tokio::spawn(async move {
         // Let this answer leave before the socket closes.
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-        crate::server::set_online(&st, false);
+        set_online(&st, false);
         tokio::time::sleep(std::time::Duration::from_secs_f64(secs)).await;
-        crate::server::set_online(&st, true);
+        set_online(&st, true);
     });
     reply(StatusCode::OK, format!("going offline for {secs} s"))
 }

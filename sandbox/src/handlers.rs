@@ -17,19 +17,11 @@ use crate::faults::Fault;
 use crate::reply;
 use crate::server::Kill;
 use crate::sniff::{is_image, is_mp4, IMAGE_NAMES};
-use crate::state::{ImageRecord, SandboxError, SandboxState};
+use crate::state::{lock, sha256_hex, ImageRecord, SandboxError, SandboxState};
 use crate::Shared;
 
 /// A handler's answer: the success response, or the refusal already in its envelope.
 type Answer = Result<Response, Response>;
-
-pub fn sha256_hex(bytes: &[u8]) -> String {
-    hex::encode(Sha256::digest(bytes))
-}
-
-pub fn lock(state: &Shared) -> std::sync::MutexGuard<'_, SandboxState> {
-    state.lock().unwrap_or_else(|p| p.into_inner())
-}
 
 /// What a drawn fault leaves for the handler to do.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -37,8 +37,9 @@ pub mod webhooks;
 pub use control::CONTROL_HEADER;
 pub use faults::FaultPlan;
 pub use oneshot_protocol::{Generation, RequestStatus};
-pub use server::set_online;
-pub use signing::{SandboxDocument, RAO_ID, RAO_LOGIN, RAO_TOKEN};
+pub use signing::{RAO_ID, RAO_LOGIN, RAO_TOKEN};
+pub use state::set_online;
+pub use state::SandboxDocument;
 pub use state::{ImageRecord, Rule, SandboxError, SandboxRequest, SandboxState};
 
 use std::sync::{Arc, Mutex};

@@ -14,6 +14,7 @@ use tokio::task::JoinSet;
 use tower::ServiceExt as _;
 
 use super::Shared;
+use crate::state::set_online;
 
 /// Cuts the connection a request arrived on, without an answer. Handlers get it as an
 /// extension; firing it makes the connection task drop the socket (the kernel resets it when
@@ -89,12 +90,6 @@ pub async fn serve(
         f.abort();
     }
     result
-}
-
-/// Turns the sandbox's network presence on or off.
-pub fn set_online(state: &Shared, up: bool) {
-    let st = state.lock().unwrap_or_else(|p| p.into_inner());
-    st.online.send_replace(up);
 }
 
 async fn rebind(

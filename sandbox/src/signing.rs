@@ -3,16 +3,14 @@
 //! [`SandboxError`] — `VIDEOREVIEW` → (validate →) approve → `ENROLLREADY` → documents, contract,
 //! OTP → sign → `SIGNED`; refuse → `VIDEOID_REFUSED`.
 
-use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use oneshot_protocol::RequestStatus;
 use rand::Rng as _;
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 
-use crate::handlers::sha256_hex;
 use crate::pdf;
-use crate::state::{SandboxError, SandboxState};
+use crate::state::{sha256_hex, SandboxDocument, SandboxError, SandboxState};
 
 /// The sandbox's RAO, by default the one in the vendor's guide.
 pub const RAO_ID: &str = "1400";
@@ -22,16 +20,6 @@ pub const RAO_LOGIN: (&str, &str, &str) = ("1000279", "3DPTm:N4", "23bYQq9a");
 pub const OTP_INTERVAL: Duration = Duration::from_secs(60);
 /// The most documents one request holds.
 pub const MAX_DOCUMENTS: usize = 10;
-
-/// One uploaded document, as the control API shows it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct SandboxDocument {
-    pub uid: String,
-    pub filename: String,
-    pub sha256: String,
-    pub size: u64,
-    pub signed_sha256: Option<String>,
-}
 
 /// RAO credentials as an approve, validate or refuse body carries them.
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -43,17 +31,6 @@ pub struct RaoBody {
     pub rao: Option<String>,
     pub rao_id: Option<String>,
     pub reason: Option<String>,
-}
-
-/// What the sandbox keeps of the signing flow beyond [`crate::SandboxRequest`].
-#[derive(Debug, Default)]
-pub struct SigningState {
-    /// Document bytes by uid: the original and, once signed, the signed one.
-    pub bytes: BTreeMap<String, (Vec<u8>, Option<Vec<u8>>)>,
-    /// The last OTP of each request and when it was generated.
-    pub otps: BTreeMap<u64, (String, Instant)>,
-    /// How long an OTP blocks the next one ([`OTP_INTERVAL`] unless set).
-    pub otp_interval: Option<Duration>,
 }
 
 impl SandboxState {

@@ -11,10 +11,11 @@ use axum::Json;
 use oneshot_protocol::Generation;
 use serde_json::{json, Value};
 
-use crate::handlers::{cut, inject, lock, Plan};
+use crate::handlers::{cut, inject, Plan};
 use crate::reply;
 use crate::server::Kill;
 use crate::signing::RaoBody;
+use crate::state::lock;
 use crate::state::SandboxError;
 use crate::Shared;
 

@@ -3,7 +3,11 @@
 use std::collections::BTreeMap;
 
 use oneshot_protocol::RequestStatus;
+use std::sync::{Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
 use serde::{Deserialize, Serialize};
+use sha2::{Digest as _, Sha256};
 
 /// Hash and size of one received image (decoded from Base64).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -32,7 +36,7 @@ pub struct SandboxRequest {
     #[serde(default)]
     pub otps_sent: u32,
     #[serde(default)]
-    pub documents: BTreeMap<String, crate::signing::SandboxDocument>,
+    pub documents: BTreeMap<String, SandboxDocument>,
 }
 
 /// A refusal the sandbox applies to requests of one customer.
@@ -74,7 +78,7 @@ pub struct SandboxState {
     /// A token that opens the control endpoints (`/_sandbox/…`) to non-loopback clients.
     pub control_token: Option<String>,
     /// The signing flow's bytes, OTPs and RAO.
-    pub signing: crate::signing::SigningState,
+    pub signing: SigningState,
     /// Which generation created each request (webhooks come in its shape).
     pub generations: BTreeMap<u64, oneshot_protocol::Generation>,
     /// Received videos up to [`VIDEO_KEEP_LIMIT`], for "download video".
@@ -149,7 +153,7 @@ impl SandboxState {
                 request_pk,
                 videoid_pk,
                 status: RequestStatus::VideoPending,
-                email_sha256: crate::handlers::sha256_hex(email.as_bytes()),
+                email_sha256: sha256_hex(email.as_bytes()),
                 evidences_uploads: 0,
                 video_uploads: 0,
                 status_reads: 0,
@@ -337,4 +341,40 @@ mod tests {
         assert_eq!(st.requests[&pk].video_uploads, 0);
         assert_eq!(st.admit_video(pk), Ok(None), "the rule is spent");
     }
+}
+
+/// One uploaded document, as the control API shows it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SandboxDocument {
+    pub uid: String,
+    pub filename: String,
+    pub sha256: String,
+    pub size: u64,
+    pub signed_sha256: Option<String>,
+}
+
+/// What the sandbox keeps of the signing flow beyond [`crate::SandboxRequest`].
+#[derive(Debug, Default)]
+pub struct SigningState {
+    /// Document bytes by uid: the original and, once signed, the signed one.
+    pub bytes: BTreeMap<String, (Vec<u8>, Option<Vec<u8>>)>,
+    /// The last OTP of each request and when it was generated.
+    pub otps: BTreeMap<u64, (String, Instant)>,
+    /// How long an OTP blocks the next one (the signing module's `OTP_INTERVAL` unless set).
+    pub otp_interval: Option<Duration>,
+}
+
+/// The SHA-256 of `bytes`, in hex (what the sandbox records of every file it receives).
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    hex::encode(Sha256::digest(bytes))
+}
+
+/// The state, whatever panicked while it was held (the sandbox keeps serving).
+pub fn lock(state: &Mutex<SandboxState>) -> MutexGuard<'_, SandboxState> {
+    state.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Takes the sandbox's network up or down (the control API's `online`, a fault's flap).
+pub fn set_online(state: &Mutex<SandboxState>, up: bool) {
+    lock(state).online.send_replace(up);
 }

@@ -11,7 +11,7 @@ use std::time::Duration;
 use oneshot_protocol::{Generation, RequestStatus};
 use serde_json::{json, Value};
 
-use crate::handlers::lock;
+use crate::state::lock;
 use crate::Shared;
 
 /// How often statuses are compared.

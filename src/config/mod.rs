@@ -10,6 +10,7 @@ mod capture;
 pub mod flow;
 mod log;
 mod paths;
+mod rate;
 mod raw;
 mod windows;
 
@@ -465,7 +466,7 @@ pub fn validate(raw: RawConfig, base_dir: &Path) -> Result<Config, ConfigError> 
     }
     let max_upload_rate = match y.max_upload_rate.as_deref() {
         None => None,
-        Some(text) => match crate::sync::parse_rate(text) {
+        Some(text) => match rate::parse_rate(text) {
             Ok(rate) => Some(rate),
             Err(e) => {
                 problem("sync.max_upload_rate", e);

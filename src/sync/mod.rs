@@ -32,7 +32,6 @@ mod review;
 mod step;
 
 pub use backoff::Backoff;
-pub use pacer::parse_rate;
 pub use review::Reviewed;
 
 use std::collections::HashMap;
