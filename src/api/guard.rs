@@ -26,39 +26,47 @@ use super::ApiError;
 pub const CSRF_HEADER: &str = "x-kiosk-csrf";
 
 /// The `Host` values one listener answers to.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub enum Hosts {
-    /// A TCP listener bound to this address: `localhost` or an IP literal (loopback, the bound
-    /// address, any address when bound to all) with its port. A name that is not an IP literal
-    /// could be rebound to 127.0.0.1 by a hostile page's DNS, so no other name is accepted.
-    Tcp(std::net::SocketAddr),
+    /// A TCP listener bound to `listen`: `localhost` or an IP literal (loopback, the bound
+    /// address, any address when bound to all) with its port, or one of `names` (the
+    /// configuration's `api.allowed_hosts`, e.g. the kiosk's name on the fleet's VPN). Any
+    /// other name could be rebound to 127.0.0.1 by a hostile page's DNS, so none is accepted.
+    Tcp { listen: std::net::SocketAddr, names: std::sync::Arc<[String]> },
     /// The Unix socket: any.
     Any,
 }
 
 impl Hosts {
+    /// A TCP listener on `listen` with no names of its own.
+    pub fn tcp(listen: std::net::SocketAddr) -> Hosts {
+        Hosts::Tcp { listen, names: std::sync::Arc::from(Vec::new()) }
+    }
+
     fn allows(&self, host: Option<&str>) -> bool {
         match (self, host) {
             (Hosts::Any, _) => true,
-            (Hosts::Tcp(listen), Some(h)) => host_matches(listen, h),
-            (Hosts::Tcp(_), None) => false,
+            (Hosts::Tcp { listen, names }, Some(h)) => host_matches(listen, names, h),
+            (Hosts::Tcp { .. }, None) => false,
         }
     }
 
     fn allows_origin(&self, origin: &str) -> bool {
         match self {
             Hosts::Any => true,
-            Hosts::Tcp(listen) => origin.strip_prefix("http://").is_some_and(|h| host_matches(listen, h)),
+            Hosts::Tcp { listen, names } => {
+                origin.strip_prefix("http://").is_some_and(|h| host_matches(listen, names, h))
+            }
         }
     }
 }
 
-fn host_matches(listen: &std::net::SocketAddr, host: &str) -> bool {
+fn host_matches(listen: &std::net::SocketAddr, names: &[String], host: &str) -> bool {
     let Some((name, port)) = host.rsplit_once(':') else { return false };
     if port.parse::<u16>() != Ok(listen.port()) {
         return false;
     }
-    if name.eq_ignore_ascii_case("localhost") {
+    if name.eq_ignore_ascii_case("localhost") || names.iter().any(|n| n.eq_ignore_ascii_case(name)) {
         return true;
     }
     let literal = name.strip_prefix('[').and_then(|n| n.strip_suffix(']')).unwrap_or(name);
@@ -163,7 +171,7 @@ mod tests {
     /// `check` of one request against a listener on 127.0.0.1:8470: Ok or the refusal's status
     /// and field.
     fn verdict(method: Method, path: &str, pairs: &[(&'static str, &'static str)]) -> Result<(), (u16, String)> {
-        let hosts = Hosts::Tcp("127.0.0.1:8470".parse().unwrap());
+        let hosts = Hosts::tcp("127.0.0.1:8470".parse().unwrap());
         check(&hosts, &method, path, &headers(pairs)).map_err(|e| (e.status.as_u16(), e.field.unwrap_or_default()))
     }
 
@@ -183,6 +191,12 @@ mod tests {
         assert_eq!(verdict(Method::GET, "/v1/status", &[]), Err((421, "host".into())));
         let any = Hosts::Any;
         assert!(check(&any, &Method::GET, "/v1/status", &headers(&[("host", "kiosk")])).is_ok());
+        // A name of the configuration's, with the port: a fleet's scraper on the VPN.
+        let named =
+            Hosts::Tcp { listen: "0.0.0.0:8470".parse().unwrap(), names: vec!["kiosk-17.vpn".to_owned()].into() };
+        let get = |host: &'static str| check(&named, &Method::GET, "/metrics", &headers(&[("host", host)])).is_ok();
+        assert!(get("kiosk-17.vpn:8470") && get("KIOSK-17.VPN:8470") && get("10.8.0.17:8470"));
+        assert!(!get("kiosk-17.vpn:9999") && !get("kiosk-18.vpn:8470") && !get("kiosk-17.vpn"));
     }
 
     #[test]

@@ -26,6 +26,7 @@ pub struct RawApi {
     pub max_json_bytes: Option<u64>,
     pub capture_ttl_secs: Option<u64>,
     pub capture_socket: Option<PathBuf>,
+    pub allowed_hosts: Option<Vec<String>>,
 }
 
 /// Who runs the capture service.
@@ -62,6 +63,8 @@ pub struct ApiConfig {
     pub capture_ttl: std::time::Duration,
     /// The capture service's socket: `api.capture_socket`, else `<data_dir>/capture.sock`.
     pub capture_socket: PathBuf,
+    /// Host names the API answers to besides `localhost` and IP literals (lower case).
+    pub allowed_hosts: Vec<String>,
 }
 
 impl std::fmt::Debug for ApiConfig {
@@ -77,6 +80,7 @@ impl std::fmt::Debug for ApiConfig {
             .field("max_json_bytes", &self.max_json_bytes)
             .field("capture_ttl", &self.capture_ttl)
             .field("capture_socket", &self.capture_socket)
+            .field("allowed_hosts", &self.allowed_hosts)
             .finish()
     }
 }
@@ -165,6 +169,24 @@ pub fn validate_api(
         Some(p) => base_dir.join(p),
         None => data_dir.join("capture.sock"),
     };
+    // A name the kiosk is reached by (a fleet's VPN): letters, digits, dots and dashes, as DNS
+    // writes them; never a wildcard, which would let any rebound name in.
+    let mut allowed_hosts = Vec::new();
+    for name in a.allowed_hosts.unwrap_or_default() {
+        let valid = !name.is_empty()
+            && name.len() <= 253
+            && name
+                .split('.')
+                .all(|l| !l.is_empty() && l.len() <= 63 && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-'));
+        if valid {
+            allowed_hosts.push(name.to_ascii_lowercase());
+        } else {
+            problem(
+                "api.allowed_hosts",
+                format!("{name:?} is not a host name (letters, digits, dots and dashes; no port, no wildcard)"),
+            );
+        }
+    }
     let unix_socket = a.unix_socket.map(|p| if p.is_absolute() { p } else { base_dir.join(p) });
     let capture_service = match a.capture_service.as_deref() {
         None | Some("spawn") => CaptureServiceMode::Spawn,
@@ -184,6 +206,7 @@ pub fn validate_api(
         max_json_bytes,
         capture_ttl,
         capture_socket,
+        allowed_hosts,
     }
 }
 

@@ -302,3 +302,18 @@ fn only_the_face_camera_has_a_face_rule() {
         "40-4000",
     );
 }
+
+#[test]
+fn the_api_answers_only_to_names_given_plainly() {
+    let c = check_ok(&format!("{MINIMAL}[api]\nallowed_hosts = [\"Kiosk-17.VPN\"]\n"));
+    assert_eq!(c.api.allowed_hosts, ["kiosk-17.vpn"]);
+    assert_eq!(c.api.token_file, PathBuf::from("/var/lib/kiosk-agent/api.token"), "the default token file");
+    for bad in ["*.vpn", "kiosk:8470", "", "a..b", "kiosk_17"] {
+        check_problem(
+            &format!("{MINIMAL}[api]\nallowed_hosts = [\"{bad}\"]\n"),
+            "api.allowed_hosts",
+            "not a host name",
+        );
+    }
+    check_problem(&format!("{MINIMAL}[api]\nmax_json_bytes = 0\n"), "api.max_json_bytes", "between 1 and");
+}

@@ -179,7 +179,10 @@ fn serve_api(
         tokio::spawn(async move {
             // The Host check needs the bound port (the configured one may be 0).
             let hosts = match listener.local_addr() {
-                Ok(addr) => crate::api::guard::Hosts::Tcp(addr),
+                Ok(addr) => crate::api::guard::Hosts::Tcp {
+                    listen: addr,
+                    names: std::sync::Arc::from(state.config.api.allowed_hosts.clone()),
+                },
                 Err(e) => {
                     tracing::error!(error = %e, "API not served: its address is unknown");
                     return;
