@@ -26,6 +26,27 @@ pub struct Reviewed {
 
 /// Documents go out at most this many per request (the API's limit per call).
 const DOCUMENTS_PER_CALL: usize = 10;
+/// ... and at most this many bytes together (one document of the largest size goes alone):
+/// each call holds its documents decrypted in memory, so this bounds the worker's memory.
+const DOCUMENT_BYTES_PER_CALL: u64 = crate::queue::MAX_DOCUMENT_BYTES;
+
+/// `docs` (`(id, size)`, in order) cut into calls of at most `count` documents and `bytes`
+/// bytes, a document larger than `bytes` alone in its call.
+fn batches(docs: &[(String, u64)], count: usize, bytes: u64) -> Vec<Vec<String>> {
+    let mut out: Vec<Vec<String>> = Vec::new();
+    let mut total = 0u64;
+    for (id, size) in docs {
+        let fits = out.last().is_some_and(|b| b.len() < count && total + size <= bytes);
+        if fits {
+            total += size;
+            out.last_mut().expect("checked").push(id.clone());
+        } else {
+            total = *size;
+            out.push(vec![id.clone()]);
+        }
+    }
+    out
+}
 
 impl Worker {
     /// Everything that follows delivery, beside the uploads: review reads that are due, queued
@@ -132,13 +153,13 @@ impl Worker {
             let id = id.to_owned();
             blocking(&self.queue, move |q| {
                 let shown = q.show(&id)?;
-                let docs: Vec<String> = q
+                let docs: Vec<(String, u64)> = q
                     .documents(&id)?
                     .into_iter()
                     .filter(|d| {
                         matches!(d.state, crate::queue::DocumentState::Queued | crate::queue::DocumentState::Uploading)
                     })
-                    .map(|d| d.id)
+                    .map(|d| (d.id, d.size))
                     .collect();
                 Ok((shown, docs))
             })
@@ -156,8 +177,7 @@ impl Worker {
             videoid_pk: job.videoid_pk.clone(),
         };
         let mut sent = 0;
-        for batch in pending.chunks(DOCUMENTS_PER_CALL) {
-            let batch = batch.to_vec();
+        for batch in batches(&pending, DOCUMENTS_PER_CALL, DOCUMENT_BYTES_PER_CALL) {
             let files = {
                 let batch = batch.clone();
                 blocking(&self.queue, move |q| q.begin_document_upload(&batch)).await.map_err(local)?
@@ -176,5 +196,20 @@ impl Worker {
             }
         }
         Ok(sent)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::batches;
+
+    #[test]
+    fn document_calls_are_bounded_in_count_and_bytes() {
+        let docs = |sizes: &[u64]| sizes.iter().enumerate().map(|(i, s)| (i.to_string(), *s)).collect::<Vec<_>>();
+        let ids = |b: Vec<Vec<String>>| b.into_iter().map(|c| c.join(",")).collect::<Vec<_>>();
+        assert_eq!(ids(batches(&docs(&[1, 1, 1, 1, 1]), 2, 100)), ["0,1", "2,3", "4"]);
+        assert_eq!(ids(batches(&docs(&[60, 30, 20, 100, 5]), 10, 100)), ["0,1", "2", "3", "4"]);
+        assert_eq!(ids(batches(&docs(&[150, 1]), 10, 100)), ["0", "1"], "a large one goes alone");
+        assert!(batches(&[], 10, 100).is_empty());
     }
 }
