@@ -120,3 +120,11 @@ pub fn memory_file(name: &str) -> io::Result<(std::fs::File, std::path::PathBuf)
     let path = std::path::PathBuf::from(format!("/proc/self/fd/{}", file.as_raw_fd()));
     Ok((file, path))
 }
+
+/// [`memory_file`] holding `bytes`.
+pub fn memory_file_holding(name: &str, bytes: &[u8]) -> io::Result<(std::fs::File, std::path::PathBuf)> {
+    use std::io::Write as _;
+    let (mut file, path) = memory_file(name)?;
+    file.write_all(bytes)?;
+    Ok((file, path))
+}

@@ -310,7 +310,7 @@ async fn start_recording(State(s): State<Service>, body: axum::body::Bytes) -> R
         Err(r) => return *r,
     };
     let id = uuid::Uuid::new_v4().to_string();
-    let (file, out) = match crate::store::memory_file("kiosk-clip") {
+    let (file, out) = match kiosk_agent::fsutil::memory_file("kiosk-clip") {
         Ok(f) => f,
         Err(e) => return error(StatusCode::INTERNAL_SERVER_ERROR, "internal", None, e),
     };

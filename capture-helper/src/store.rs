@@ -41,11 +41,6 @@ impl std::fmt::Debug for Store {
     }
 }
 
-/// A new anonymous memory file for a clip, and the path the encoder opens it by.
-pub fn memory_file(name: &str) -> std::io::Result<(File, std::path::PathBuf)> {
-    kiosk_agent::fsutil::memory_file(name)
-}
-
 fn evict<T>(map: &mut HashMap<String, Kept<T>>, max: usize) {
     while map.len() >= max {
         let oldest = map.iter().min_by_key(|(_, k)| k.at).map(|(id, _)| id.clone()).expect("not empty");
@@ -125,7 +120,7 @@ mod tests {
     #[test]
     fn a_clip_lives_in_a_memory_file_with_no_name_on_disk() {
         let store = Store::new(Duration::from_secs(60));
-        let (mut file, path) = memory_file("clip").unwrap();
+        let (mut file, path) = kiosk_agent::fsutil::memory_file("clip").unwrap();
         assert!(path.starts_with("/proc/self/fd"));
         // What the encoder does: open the path and write.
         std::fs::OpenOptions::new().write(true).open(&path).unwrap().write_all(b"....ftypisom").unwrap();

@@ -54,9 +54,7 @@ impl Intake {
 
     /// Keeps `bytes` in a new memory file; returns its path.
     fn keep(&mut self, name: &str, bytes: &[u8]) -> Result<PathBuf, ApiError> {
-        use std::io::Write as _;
-        let (mut file, path) = crate::fsutil::memory_file(name).map_err(internal)?;
-        file.write_all(bytes).map_err(internal)?;
+        let (file, path) = crate::fsutil::memory_file_holding(name, bytes).map_err(internal)?;
         self.memory.push(file);
         Ok(path)
     }

@@ -98,7 +98,7 @@ pub async fn upload_document(
         ));
     }
     // Kept in a memory file (never on a disk) until the queue has sealed it.
-    let kept = memory_file(&body);
+    let kept = crate::fsutil::memory_file_holding("document", &body);
     let queued = match kept {
         Ok((file, path)) => {
             let (queue, id2) = (Arc::clone(&s.queue), id.clone());
@@ -119,14 +119,6 @@ pub async fn upload_document(
     s.queue.audit(Some(&id), "document queued through the API").ok();
     s.worker.waker().notify_one();
     Ok((StatusCode::ACCEPTED, Json(json!({"id": id, "documents": ids}))))
-}
-
-/// `bytes` in a new memory file, and the path that opens it.
-fn memory_file(bytes: &[u8]) -> std::io::Result<(std::fs::File, std::path::PathBuf)> {
-    use std::io::Write as _;
-    let (mut file, path) = crate::fsutil::memory_file("document")?;
-    file.write_all(bytes)?;
-    Ok((file, path))
 }
 
 pub async fn otp(
