@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use anyhow::anyhow;
 
-use crate::config::{Config, RaoConfig};
+use crate::config::{Config, Operation, RaoConfig};
 use crate::failure::Failure;
 use crate::oneshot::{valid_pk, Client, OneShotError, RequestIds, RequestStatus};
 use crate::queue::{Queue, Summary};
@@ -127,7 +127,7 @@ impl Flow {
 
     /// The videoid_pk the new generation keys approve and refuse by.
     pub fn videoid_known(&self, target: &Target) -> Result<(), Failure> {
-        if self.config.oneshot.paths.approve.contains("{videoid_pk}") && target.ids.videoid_pk.is_none() {
+        if self.config.oneshot.paths[Operation::Approve].contains("{videoid_pk}") && target.ids.videoid_pk.is_none() {
             return Err(Failure::bad_input(anyhow!(
                 "request {} was not created by this kiosk, so its videoid_pk (which the new Optimizer keys approve \
                  and refuse by) is unknown; use the enrollment id",

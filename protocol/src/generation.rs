@@ -23,6 +23,11 @@ impl Generation {
         }
     }
 
+    /// The generation a configuration word (`oneshot.layout`) selects.
+    pub fn from_layout_name(name: &str) -> Option<Generation> {
+        [Generation::New, Generation::Old].into_iter().find(|g| g.layout_name() == name)
+    }
+
     /// The configuration word (`oneshot.layout`) that selects this generation.
     pub fn layout_name(self) -> &'static str {
         match self {

@@ -1,10 +1,12 @@
 //! The vocabulary of the One-Shot API that both sides of the wire need: the request statuses a
-//! server reports and the two Optimizer generations. Only data lives here; what the agent does
-//! about a status is its own policy (`kiosk_agent::sync`), and how a server moves between
+//! server reports, the two Optimizer generations and the operations each routes. Only data lives
+//! here; what the agent does about a status is its own policy (`kiosk_agent::sync`), and how a server moves between
 //! statuses is the sandbox's.
 
 mod generation;
+mod operation;
 mod status;
 
 pub use generation::Generation;
+pub use operation::{Operation, UnknownOperation};
 pub use status::RequestStatus;

@@ -143,7 +143,7 @@ async fn server(r: &mut Report, config: &Config) {
             r.line(
                 Level::Ok,
                 "server",
-                format!("{} answers ({:?} layout)", config.oneshot.base_url, config.oneshot.layout),
+                format!("{} answers (layout {})", config.oneshot.base_url, config.oneshot.generation.layout_name()),
             );
             match date.map(|d| d.duration_since(SystemTime::now()).or_else(|e| Ok::<_, ()>(e.duration()))) {
                 Some(Ok(skew)) if skew > CLOCK_SKEW => r.line(

@@ -460,7 +460,7 @@ fn check_config(path: Option<&Path>) -> Result<ExitCode, Failure> {
                 return Err(Failure::bad_input(anyhow::anyhow!("{}: {} problem(s)", path.display(), problems.len())));
             }
             println!("{}: OK", path.display());
-            println!("  One-Shot server  {} ({:?} layout)", c.oneshot.base_url, c.oneshot.layout);
+            println!("  One-Shot server  {} (layout {})", c.oneshot.base_url, c.oneshot.generation.layout_name());
             println!("  data directory   {}", c.storage.data_dir.display());
             Ok(ExitCode::SUCCESS)
         }

@@ -26,6 +26,7 @@ pub use capture::{
 };
 pub use flow::{read_secret, RaoConfig, RaoCredentials, SignatureConfig};
 pub use log::{peek_log_format, LogFormat};
+pub use oneshot_protocol::{Generation, Operation};
 pub use paths::Paths;
 pub use raw::RawConfig;
 pub use windows::{VideoWindows, Window};
@@ -57,21 +58,13 @@ pub enum ConfigError {
     Invalid(Vec<Problem>),
 }
 
-/// Which path layout the One-Shot server speaks (see the README's configuration reference).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Layout {
-    /// The product brief: base `/oneshot/api/v1`, evidences and video keyed by `videoid_pk`.
-    Current,
-    /// The published OpenAPI file: base `/api/v1`, keyed by `request_pk`.
-    Legacy,
-}
-
 /// The `[oneshot]` section, validated.
 #[derive(Clone)]
 pub struct OneShotConfig {
     /// Base URL without a trailing slash; https unless the host is a loopback address.
     pub base_url: String,
-    pub layout: Layout,
+    /// The server generation, selected by `layout` ("current" or "legacy").
+    pub generation: Generation,
     pub paths: Paths,
     pub registration_authority: String,
     pub profile: String,
@@ -97,14 +90,6 @@ pub struct OneShotConfig {
 }
 
 impl OneShotConfig {
-    /// The server generation this configuration talks to (`layout` selects it).
-    pub fn generation(&self) -> crate::oneshot::Generation {
-        match self.layout {
-            Layout::Current => crate::oneshot::Generation::New,
-            Layout::Legacy => crate::oneshot::Generation::Old,
-        }
-    }
-
     /// The timeout of an upload of `bytes`: the request timeout plus the time the body takes at
     /// `min_upload_bytes_per_sec`, at most `upload_timeout` (and never below the request
     /// timeout). A 55 MB evidences body must not be cut off like a status read.
@@ -119,7 +104,7 @@ impl fmt::Debug for OneShotConfig {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("OneShotConfig")
             .field("base_url", &self.base_url)
-            .field("layout", &self.layout)
+            .field("generation", &self.generation)
             .field("paths", &self.paths)
             .field("registration_authority", &self.registration_authority)
             .field("profile", &self.profile)
@@ -273,15 +258,14 @@ pub fn validate(raw: RawConfig, base_dir: &Path) -> Result<Config, ConfigError> 
             }
         },
     };
-    let layout = match o.layout.as_deref() {
-        None | Some("current") => Layout::Current,
-        Some("legacy") => Layout::Legacy,
-        Some(other) => {
-            problem("oneshot.layout", format!("must be \"current\" or \"legacy\", not {other:?}"));
-            Layout::Current
-        }
+    let generation = match o.layout.as_deref() {
+        None => Generation::New,
+        Some(name) => Generation::from_layout_name(name).unwrap_or_else(|| {
+            problem("oneshot.layout", format!("must be \"current\" or \"legacy\", not {name:?}"));
+            Generation::New
+        }),
     };
-    let paths = paths::validate(layout, o.paths, &mut problem);
+    let paths = paths::validate(generation, o.paths, &mut problem);
     let required = |key: &str, v: Option<String>, problem: &mut dyn FnMut(&str, String)| match v {
         Some(s) if !s.trim().is_empty() => s.trim().to_owned(),
         _ => {
@@ -512,7 +496,7 @@ pub fn validate(raw: RawConfig, base_dir: &Path) -> Result<Config, ConfigError> 
     Ok(Config {
         oneshot: OneShotConfig {
             base_url,
-            layout,
+            generation,
             paths,
             registration_authority,
             profile,

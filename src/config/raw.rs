@@ -40,29 +40,8 @@ pub struct RawOneShot {
     pub connect_timeout_secs: Option<u64>,
     pub request_timeout_secs: Option<u64>,
     pub upload_timeout_secs: Option<u64>,
-    pub paths: Option<RawPaths>,
-}
-
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct RawPaths {
-    pub create: Option<String>,
-    pub evidences: Option<String>,
-    pub video: Option<String>,
-    pub status: Option<String>,
-    pub hello: Option<String>,
-    pub approve: Option<String>,
-    pub validate: Option<String>,
-    pub refuse: Option<String>,
-    pub video_download: Option<String>,
-    pub document_upload: Option<String>,
-    pub contract: Option<String>,
-    pub otp: Option<String>,
-    pub sign: Option<String>,
-    pub document_signed: Option<String>,
-    pub document_original: Option<String>,
-    pub document_delete: Option<String>,
-    pub documents_delete: Option<String>,
+    /// Overrides keyed by operation (`Operation::key`); unknown keys are problems, not parse errors.
+    pub paths: Option<std::collections::BTreeMap<String, String>>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -34,14 +34,14 @@ fn check_problem(text: &str, key: &str, needle: &str) {
 #[test]
 fn minimal_config_gets_defaults() {
     let c = check_ok(MINIMAL);
-    assert_eq!(c.oneshot.layout, Layout::Current);
-    assert_eq!(c.oneshot.paths.video, "/videoid/{videoid_pk}/video");
+    assert_eq!(c.oneshot.generation, Generation::New);
+    assert_eq!(c.oneshot.paths.get(Operation::Video), "/videoid/{videoid_pk}/video");
     assert_eq!(c.sync.concurrency.get(), 2);
     assert_eq!(c.sync.backoff_base, Duration::from_secs(2));
     assert_eq!(c.sync.backoff_cap, Duration::from_secs(300));
     assert_eq!(c.storage.master_key_file, PathBuf::from("/var/lib/kiosk-agent/master.key"));
     assert_eq!(c.evidence.max_image_bytes, 10 * 1024 * 1024);
-    assert_eq!(c.oneshot.generation(), crate::oneshot::Generation::New);
+    assert_eq!(c.oneshot.generation, crate::oneshot::Generation::New);
     assert_eq!((c.oneshot.videoid_mode, c.oneshot.proxy.as_deref()), (None, None));
     assert_eq!(c.sync.max_unknown_status, Duration::from_secs(3600));
     assert_eq!(c.sync.max_server_errors, 5);
@@ -55,7 +55,7 @@ fn protocol_settings_are_checked() {
         "[oneshot]",
         "[oneshot]\nlayout = \"legacy\"\nvideoid_mode = 1\nproxy = \"http://proxy.example:3128\"",
     ));
-    assert_eq!(c.oneshot.generation(), crate::oneshot::Generation::Old);
+    assert_eq!(c.oneshot.generation, crate::oneshot::Generation::Old);
     assert_eq!(c.oneshot.videoid_mode, Some(1));
     let oneshot = |line: &str| MINIMAL.replace("[oneshot]", &format!("[oneshot]\n{line}"));
     let sync = |line: &str| format!("{MINIMAL}[sync]\n{line}\n");
@@ -86,11 +86,11 @@ fn protocol_settings_are_checked() {
 #[test]
 fn legacy_layout_and_path_override() {
     let c = check_ok(&format!("{MINIMAL}\n[oneshot.paths]\nstatus = \"/requests/{{request_pk}}\"\n"));
-    assert_eq!(c.oneshot.paths.status, "/requests/{request_pk}");
+    assert_eq!(c.oneshot.paths.get(Operation::Status), "/requests/{request_pk}");
     let legacy = MINIMAL.replace("[oneshot]", "[oneshot]\nlayout = \"legacy\"");
     let c = check_ok(&legacy);
-    assert_eq!(c.oneshot.paths.video, "/videoid/{request_pk}/evidences/video");
-    assert_eq!(c.oneshot.paths.evidences, "/videoid/{request_pk}/evidences");
+    assert_eq!(c.oneshot.paths.get(Operation::Video), "/videoid/{request_pk}/evidences/video");
+    assert_eq!(c.oneshot.paths.get(Operation::Evidences), "/videoid/{request_pk}/evidences");
 }
 
 #[test]

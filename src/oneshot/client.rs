@@ -14,7 +14,7 @@ use serde_json::Value;
 use super::envelope::{clean, interpret, parse_retry_after};
 use super::OneShotError;
 use crate::config::OneShotConfig;
-use oneshot_protocol::{Generation, RequestStatus};
+use oneshot_protocol::{Generation, Operation, RequestStatus};
 
 /// The largest JSON answer read; a bigger one is a protocol error (no API answer comes close).
 pub const MAX_ANSWER: usize = 1024 * 1024;
@@ -100,7 +100,7 @@ impl Client {
 
     /// The generation this client speaks to.
     pub fn generation(&self) -> Generation {
-        self.cfg.generation()
+        self.cfg.generation
     }
 
     pub(super) fn url(&self, template: &str, ids: Option<&RequestIds>) -> Result<String, OneShotError> {
@@ -167,7 +167,7 @@ impl Client {
     /// not document it, so there the probe is a `HEAD` of the base URL.
     pub async fn probe(&self) -> Result<(), OneShotError> {
         let req = match self.generation() {
-            Generation::Old => self.http.get(self.url(&self.cfg.paths.hello, None)?),
+            Generation::Old => self.http.get(self.url(&self.cfg.paths[Operation::Hello], None)?),
             Generation::New => self.http.head(&self.cfg.base_url),
         };
         tracing::debug!(op = "probe", "http request");
@@ -181,7 +181,7 @@ impl Client {
     /// over https, when its certificate expires.
     pub async fn server_probe(&self) -> Result<ServerProbe, OneShotError> {
         let req = match self.generation() {
-            Generation::Old => self.http.get(self.url(&self.cfg.paths.hello, None)?),
+            Generation::Old => self.http.get(self.url(&self.cfg.paths[Operation::Hello], None)?),
             Generation::New => self.http.head(&self.cfg.base_url),
         };
         let resp = req
@@ -204,7 +204,7 @@ impl Client {
 
     /// Creates a VideoID request; the body comes from [`crate::evidence::create_body`].
     pub async fn create(&self, body: &Value) -> Result<Created, OneShotError> {
-        let url = self.url(&self.cfg.paths.create, None)?;
+        let url = self.url(&self.cfg.paths[Operation::Create], None)?;
         let details = self.send("create", self.http.post(url).json(body), self.cfg.request_timeout).await?;
         let request_pk = pk_field(&details, "request_pk")?.ok_or_else(|| {
             OneShotError::Protocol(format!("create answer has no request_pk: {}", clean(&details.to_string())))
@@ -229,7 +229,7 @@ impl Client {
         body: reqwest::Body,
         len: u64,
     ) -> Result<(), OneShotError> {
-        let url = self.url(&self.cfg.paths.evidences, Some(ids))?;
+        let url = self.url(&self.cfg.paths[Operation::Evidences], Some(ids))?;
         let timeout = self.cfg.upload_timeout_for(len);
         let req = self
             .http
@@ -242,7 +242,7 @@ impl Client {
 
     /// Uploads the video as multipart field `video` (`video/mp4`), streaming `body` of `len` bytes.
     pub async fn upload_video(&self, ids: &RequestIds, body: reqwest::Body, len: u64) -> Result<(), OneShotError> {
-        let url = self.url(&self.cfg.paths.video, Some(ids))?;
+        let url = self.url(&self.cfg.paths[Operation::Video], Some(ids))?;
         let part = reqwest::multipart::Part::stream_with_length(body, len)
             .file_name("video.mp4")
             .mime_str("video/mp4")
@@ -255,7 +255,7 @@ impl Client {
     /// old Optimizer's 400 with a `404 Not Found` envelope).
     pub async fn request_details(&self, request_pk: &str) -> Result<Option<Value>, OneShotError> {
         let ids = RequestIds { request_pk: request_pk.into(), videoid_pk: None };
-        let url = self.url(&self.cfg.paths.status, Some(&ids))?;
+        let url = self.url(&self.cfg.paths[Operation::Status], Some(&ids))?;
         match self.send("status", self.http.get(url), self.cfg.request_timeout).await {
             Ok(details) => Ok(Some(details)),
             Err(e) if e.is_not_found() => Ok(None),
@@ -267,14 +267,14 @@ impl Client {
     /// "Request directory removed successfully"; the new one's answer is not published).
     pub async fn cancel_request(&self, request_pk: &str) -> Result<(), OneShotError> {
         let ids = RequestIds { request_pk: request_pk.into(), videoid_pk: None };
-        let url = self.url(&self.cfg.paths.status, Some(&ids))?;
+        let url = self.url(&self.cfg.paths[Operation::Status], Some(&ids))?;
         self.send("cancel", self.http.delete(url), self.cfg.request_timeout).await.map(drop)
     }
 
     /// `details.status` of a request (`VIDEOPENDING`, `VIDEOREVIEW`, …).
     pub async fn request_status(&self, request_pk: &str) -> Result<RequestStatus, OneShotError> {
         let ids = RequestIds { request_pk: request_pk.into(), videoid_pk: None };
-        let url = self.url(&self.cfg.paths.status, Some(&ids))?;
+        let url = self.url(&self.cfg.paths[Operation::Status], Some(&ids))?;
         let details = self.send("status", self.http.get(url), self.cfg.request_timeout).await?;
         status_of(&details)
     }

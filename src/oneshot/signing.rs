@@ -18,7 +18,7 @@ use super::client::read_capped;
 use super::envelope::{clean, interpret, parse_retry_after};
 use super::{Client, OneShotError, RequestIds};
 use crate::config::{RaoConfig, RaoCredentials, SignatureConfig};
-use oneshot_protocol::Generation;
+use oneshot_protocol::{Generation, Operation};
 
 /// How the customer unlocks the signature.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -168,30 +168,24 @@ impl Client {
         self.cfg.request_timeout
     }
 
-    async fn post_json(
-        &self,
-        op: &'static str,
-        template: &str,
-        ids: &RequestIds,
-        body: &Value,
-    ) -> Result<Value, OneShotError> {
-        let url = self.url(template, Some(ids))?;
-        self.send(op, self.http.post(url).json(body), self.flow_timeout()).await
+    async fn post_json(&self, op: Operation, ids: &RequestIds, body: &Value) -> Result<Value, OneShotError> {
+        let url = self.url(&self.cfg.paths[op], Some(ids))?;
+        self.send(op.key(), self.http.post(url).json(body), self.flow_timeout()).await
     }
 
     /// Approves a VideoID in review (`ENROLLREADY` follows).
     pub async fn approve(&self, ids: &RequestIds, rao: &RaoConfig) -> Result<(), OneShotError> {
-        self.post_json("approve", &self.cfg.paths.approve.clone(), ids, &rao_body(rao, None)).await.map(drop)
+        self.post_json(Operation::Approve, ids, &rao_body(rao, None)).await.map(drop)
     }
 
     /// The first step of two-step approval (old generation only).
     pub async fn validate(&self, ids: &RequestIds, rao: &RaoConfig) -> Result<(), OneShotError> {
-        self.post_json("validate", &self.cfg.paths.validate.clone(), ids, &rao_body(rao, None)).await.map(drop)
+        self.post_json(Operation::Validate, ids, &rao_body(rao, None)).await.map(drop)
     }
 
     /// Refuses a VideoID in review; the reason is required.
     pub async fn refuse(&self, ids: &RequestIds, rao: &RaoConfig, reason: &str) -> Result<(), OneShotError> {
-        self.post_json("refuse", &self.cfg.paths.refuse.clone(), ids, &rao_body(rao, Some(reason))).await.map(drop)
+        self.post_json(Operation::Refuse, ids, &rao_body(rao, Some(reason))).await.map(drop)
     }
 
     /// Uploads PDFs as multipart fields `file`, `file2`, … (`(file name, bytes)` each).
@@ -200,7 +194,7 @@ impl Client {
         ids: &RequestIds,
         files: Vec<(String, Vec<u8>)>,
     ) -> Result<Vec<UploadedDocument>, OneShotError> {
-        let url = self.url(&self.cfg.paths.document_upload, Some(ids))?;
+        let url = self.url(&self.cfg.paths[Operation::DocumentUpload], Some(ids))?;
         let mut form = reqwest::multipart::Form::new();
         let mut fields = Vec::new();
         let mut total = 0u64;
@@ -224,15 +218,14 @@ impl Client {
     /// time the server asks for (`Retry-After`, else `wait`) and tries once more.
     pub async fn generate_otp(&self, ids: &RequestIds, whatsapp: bool, wait: Duration) -> Result<(), OneShotError> {
         let body = json!({"delivery_method": if whatsapp { "whatsapp" } else { "sms" }});
-        let path = self.cfg.paths.otp.clone();
-        let pause = match self.post_json("otp", &path, ids, &body).await {
+        let pause = match self.post_json(Operation::Otp, ids, &body).await {
             Err(OneShotError::Rejected { status: 412, details }) if details.contains("minute") => wait,
             Err(OneShotError::Server { status: 412, retry_after, .. }) => retry_after.unwrap_or(wait),
             other => return other.map(drop),
         };
         tracing::info!(wait_secs = pause.as_secs(), "the server sent an OTP less than a minute ago; waiting");
         tokio::time::sleep(pause).await;
-        self.post_json("otp", &path, ids, &body).await.map(drop)
+        self.post_json(Operation::Otp, ids, &body).await.map(drop)
     }
 
     /// Signs every document of the request.
@@ -244,14 +237,14 @@ impl Client {
         uids: &[String],
     ) -> Result<(), OneShotError> {
         let body = sign_body(self.generation(), unlock, appearance, uids);
-        self.post_json("sign", &self.cfg.paths.sign.clone(), ids, &body).await.map(drop)
+        self.post_json(Operation::Sign, ids, &body).await.map(drop)
     }
 
     /// Deletes one document (`Some(uid)`) or all of them.
     pub async fn delete_documents(&self, ids: &RequestIds, uid: Option<&str>) -> Result<(), OneShotError> {
         let url = match uid {
-            Some(uid) => self.doc_url(&self.cfg.paths.document_delete, ids, uid)?,
-            None => self.url(&self.cfg.paths.documents_delete, Some(ids))?,
+            Some(uid) => self.doc_url(&self.cfg.paths[Operation::DocumentDelete], ids, uid)?,
+            None => self.url(&self.cfg.paths[Operation::DocumentsDelete], Some(ids))?,
         };
         self.send("document_delete", self.http.delete(url), self.flow_timeout()).await.map(drop)
     }
@@ -265,7 +258,7 @@ impl Client {
 
     /// Downloads the service contract to `out`.
     pub async fn download_contract(&self, ids: &RequestIds, out: &Path) -> Result<u64, OneShotError> {
-        let url = self.url(&self.cfg.paths.contract, Some(ids))?;
+        let url = self.url(&self.cfg.paths[Operation::Contract], Some(ids))?;
         self.download("contract", url, out, FileKind::Pdf, 64 * 1024 * 1024).await
     }
 
@@ -277,14 +270,14 @@ impl Client {
         signed: bool,
         out: &Path,
     ) -> Result<u64, OneShotError> {
-        let template = if signed { &self.cfg.paths.document_signed } else { &self.cfg.paths.document_original };
-        let url = self.doc_url(template, ids, uid)?;
+        let op = if signed { Operation::DocumentSigned } else { Operation::DocumentOriginal };
+        let url = self.doc_url(&self.cfg.paths[op], ids, uid)?;
         self.download("document", url, out, FileKind::Pdf, 64 * 1024 * 1024).await
     }
 
     /// Downloads the request's video to `out`.
     pub async fn download_video(&self, ids: &RequestIds, out: &Path, max: u64) -> Result<u64, OneShotError> {
-        let url = self.url(&self.cfg.paths.video_download, Some(ids))?;
+        let url = self.url(&self.cfg.paths[Operation::VideoDownload], Some(ids))?;
         self.download("video_download", url, out, FileKind::Mp4, max).await
     }
 
