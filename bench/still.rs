@@ -4,8 +4,9 @@
 use std::time::Instant;
 
 use kiosk_capture::memory::Frames;
-use kiosk_capture::metrics::Thresholds;
-use kiosk_capture::still::{capture_still, StillSettings};
+use kiosk_capture::Quality;
+use kiosk_capture::still::capture_still;
+use kiosk_capture::StillConfig;
 use kiosk_capture::synthetic::Synthetic;
 use kiosk_capture::{FrameSource, PixelFormat};
 
@@ -13,7 +14,7 @@ fn main() {
     kiosk_capture::init_ffmpeg();
     let rgb = Synthetic::new(1920, 1080, 30).unwrap().unpaced().next_frame().unwrap().unwrap();
     let yuyv = kiosk_capture::convert::convert(&rgb, PixelFormat::Yuyv, 1920, 1080).unwrap();
-    let settings = StillSettings { warmup_frames: 0, candidates: 1, jpeg_quality: 90 };
+    let settings = StillConfig { warmup_frames: 0, candidates: 1, jpeg_quality: 90 };
     let runs = 40;
     println!("== 1920x1080 still: luma, sharpness/brightness/glare, verdict, JPEG q90 ==");
     for (label, frame) in [("RGB24 frame", &rgb), ("YUYV frame (camera layout)", &yuyv)] {
@@ -22,7 +23,7 @@ fn main() {
         for _ in 0..runs {
             let mut source = Frames::new(vec![frame.clone()], 30);
             let t = Instant::now();
-            let still = capture_still(&mut source, &settings, &Thresholds::DOCUMENT).unwrap();
+            let still = capture_still(&mut source, &settings, &Quality::DOCUMENT).unwrap();
             times.push(t.elapsed().as_secs_f64() * 1000.0);
             bytes = still.jpeg.len();
         }
@@ -36,8 +37,8 @@ fn main() {
     // The sharpest-of-five selection a camera still does: five frames measured, one encoded.
     let mut source = Frames::new(vec![yuyv.clone(); 5], 30);
     let t = Instant::now();
-    let five = StillSettings { warmup_frames: 0, candidates: 5, jpeg_quality: 90 };
-    capture_still(&mut source, &five, &Thresholds::DOCUMENT).unwrap();
+    let five = StillConfig { warmup_frames: 0, candidates: 5, jpeg_quality: 90 };
+    capture_still(&mut source, &five, &Quality::DOCUMENT).unwrap();
     println!("  sharpest of 5 YUYV frames:   {:.1} ms", t.elapsed().as_secs_f64() * 1000.0);
     let _ = source.next_frame();
 }

@@ -25,6 +25,7 @@ impl<E: Into<anyhow::Error>> From<E> for Failure {
         // Classify by the root error type so `.context()` does not hide bad input.
         let bad_input = error.chain().any(|c| {
             c.is::<ConfigError>()
+                || c.is::<kiosk_common::BadInput>()
                 || c.is::<EvidenceError>()
                 || matches!(
                     c.downcast_ref::<QueueError>(),

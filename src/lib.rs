@@ -16,14 +16,20 @@
 //! - [`webhook`]  — the optional receiver of the Optimizer's status callbacks.
 //! - [`demo`]     — `kiosk-agent demo`: the whole job on embedded defaults.
 //! - [`cli`]      — the command-line interface (`main.rs` only maps its result to an exit code).
-//! - [`harden`]   — umask 077, no core dumps, not dumpable: applied first by every binary.
+//! - [`harden`]   — umask 077, no core dumps, not dumpable: applied first by every binary
+//!   (from `kiosk-common`).
 //! - [`helper`]   — finding and running `kiosk-agent-capture`, the process that links FFmpeg.
 //! - [`flow`]     — the signing flow's shared steps (what an ID names, status checks, RAO).
 //! - [`failure`]  — a command's failure: exit code and error (the API maps it to HTTP).
 //! - [`faults`]   — named crash points for durability tests.
 //! - [`fsutil`]   — what "durable" means on disk: fsync of files and directories, free space,
-//!   shredding, and memory files for what must never reach a disk.
+//!   shredding, and memory files for what must never reach a disk (from `kiosk-common`).
 //! - [`progress`] — progress of enroll, upload and capture: a bar at a terminal, lines otherwise.
+//!
+//! Below this crate: `kiosk-common` (`common/`), what it shares with the capture helper (the
+//! capture configuration and `Role`, the helper's command line, logging, progress, `fsutil`,
+//! `harden`), and `oneshot-protocol` (`protocol/`), the vocabulary it shares with the sandbox.
+//! The README's Architecture section lists the layers and the invariants that keep them apart.
 //!
 //! The built-in One-Shot server (`kiosk-agent sandbox`, the demo) is the `kiosk-sandbox` workspace
 //! crate (`sandbox/`): linked for those two commands, never used by the worker.
@@ -44,11 +50,12 @@ pub mod evidence;
 pub mod failure;
 pub mod faults;
 pub mod flow;
-pub mod fsutil;
-pub mod harden;
 pub mod helper;
 pub mod oneshot;
 pub mod progress;
 pub mod queue;
 pub mod sync;
 pub mod webhook;
+
+// Shared with the capture helper (`kiosk-common`), re-exported under their old names.
+pub use kiosk_common::{fsutil, harden};

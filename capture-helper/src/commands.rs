@@ -4,22 +4,21 @@ use std::path::Path;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use kiosk_agent::evidence::probe::VideoFacts;
+use kiosk_common::video::VideoFacts;
 
 use crate::report::{ClipReport, StillReport};
-use kiosk_agent::cli::capture_args::{write_durably, CaptureCommand};
-use kiosk_agent::config::{CaptureConfig, Role};
+use kiosk_common::capture::{CaptureConfig, Role};
+use kiosk_common::helper_args::{write_durably, CaptureCommand};
+use kiosk_common::BadInput;
 use kiosk_capture::record::{RecordReport, Recorder};
 use kiosk_capture::still::{capture_still, Still};
 
-use crate::convert::{request, still_settings, thresholds, video_settings};
-use kiosk_agent::cli::Failure;
 
 /// Takes a still for `role` from `camera` (or the role's configured source).
 pub fn take_still(cfg: &CaptureConfig, role: Role, camera: Option<&str>) -> Result<Still, kiosk_capture::CaptureError> {
     let r = cfg.role(role);
-    let mut source = kiosk_capture::open(camera.unwrap_or(&r.source), request(r.request))?;
-    capture_still(source.as_mut(), &still_settings(&cfg.still), &thresholds(&r.thresholds))
+    let mut source = kiosk_capture::open(camera.unwrap_or(&r.source), r.request)?;
+    capture_still(source.as_mut(), &cfg.still, &r.thresholds)
 }
 
 /// The JSON `capture still --json` prints.
@@ -52,24 +51,25 @@ pub fn take_video(
     camera: Option<&str>,
     seconds: f64,
     out: &Path,
-) -> Result<RecordReport, Failure> {
+) -> anyhow::Result<RecordReport> {
     let max = cfg.video.max_duration.as_secs_f64();
     if !(seconds > 0.0 && seconds <= max) {
-        return Err(Failure::bad_input(anyhow::anyhow!(
+        return Err(BadInput(format!(
             "--seconds: must be more than 0 and at most {max} (capture.video.max_seconds), not {seconds}"
-        )));
+        ))
+        .into());
     }
     let spec = camera.unwrap_or(&cfg.face.source).to_owned();
-    let wanted = kiosk_capture::Request { width: cfg.video.width, height: cfg.video.height, fps: cfg.video.fps };
+    let wanted = kiosk_capture::CameraMode { width: cfg.video.width, height: cfg.video.height, fps: cfg.video.fps };
     let length = Duration::from_secs_f64(seconds);
     let recorder =
-        Recorder::start(move || kiosk_capture::open(&spec, wanted), out, &video_settings(&cfg.video), length)?;
+        Recorder::start(move || kiosk_capture::open(&spec, wanted), out, &cfg.video.clone(), length)?;
     // From the moment the camera is open: a bar at a terminal, lines in a log.
     let started = std::time::Instant::now();
-    let progress = kiosk_agent::progress::Progress::new(
+    let progress = kiosk_common::progress::Progress::new(
         "capture video: recording",
         length.as_millis() as u64,
-        kiosk_agent::progress::Unit::Millis,
+        kiosk_common::progress::Unit::Millis,
     );
     while !recorder.is_finished() {
         progress.set((started.elapsed().min(length)).as_millis() as u64);
@@ -79,7 +79,7 @@ pub fn take_video(
     Ok(recorder.wait()?)
 }
 
-pub fn run(cfg: &CaptureConfig, command: CaptureCommand) -> Result<ExitCode, Failure> {
+pub fn run(cfg: &CaptureConfig, command: CaptureCommand) -> anyhow::Result<ExitCode> {
     match command {
         CaptureCommand::Still { camera, role, out, photo_out, json } => {
             let still = take_still(cfg, role, camera.as_deref())?;
@@ -88,7 +88,7 @@ pub fn run(cfg: &CaptureConfig, command: CaptureCommand) -> Result<ExitCode, Fai
                 Some(_) => Some(
                     kiosk_capture::faces::document_photo(&still.frame)
                         .and_then(|p| kiosk_capture::jpeg::encode(&p, cfg.still.jpeg_quality))
-                        .map_err(|e| Failure::bad_input(anyhow::anyhow!(e)))?,
+                        .map_err(|e| BadInput(e.to_string()))?,
                 ),
                 None => None,
             };
@@ -129,7 +129,7 @@ pub fn run(cfg: &CaptureConfig, command: CaptureCommand) -> Result<ExitCode, Fai
 }
 
 /// `kiosk-agent cameras`: the devices present and the configured roles.
-pub fn cameras(cfg: &CaptureConfig, from: &str) -> Result<ExitCode, Failure> {
+pub fn cameras(cfg: &CaptureConfig, from: &str) -> anyhow::Result<ExitCode> {
     let devices = kiosk_capture::camera::list().map_err(|e| anyhow::anyhow!(e))?;
     if devices.is_empty() {
         println!("No cameras found: there are no V4L2 video devices (/dev/video*) on this machine.");
@@ -183,9 +183,9 @@ const PROBE_MAX_PACKETS: usize = 600;
 /// `probe-video`: the video is this process's standard input, a file `enroll` opened once and
 /// checked; reopening it through `/dev/stdin` reaches that same file, never a path that could
 /// have been swapped.
-pub fn probe_video() -> Result<ExitCode, Failure> {
+pub fn probe_video() -> anyhow::Result<ExitCode> {
     let facts = kiosk_capture::file::probe(Path::new("/dev/stdin"), PROBE_MAX_PACKETS)
-        .map_err(|e| Failure::bad_input(anyhow::anyhow!(e)))?;
+        .map_err(|e| BadInput(e.to_string()))?;
     let facts = VideoFacts {
         container: facts.container,
         codec: facts.codec,

@@ -7,8 +7,8 @@ use std::io::Write;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use kiosk_agent::cli::capture_args::write_durably;
-use kiosk_agent::config::{CaptureConfig, Role};
+use kiosk_common::helper_args::write_durably;
+use kiosk_common::capture::{CaptureConfig, Role};
 
 use crate::commands::{still_line, take_still, take_video};
 
@@ -39,7 +39,7 @@ pub fn run(dir: &Path, camera: Option<&str>, clip: Duration, out: &mut impl Writ
     let stills_time = t.elapsed();
 
     let t = Instant::now();
-    let clip = take_video(&cfg, None, clip.as_secs_f64(), &dir.join("video.mp4")).map_err(|f| f.error)?;
+    let clip = take_video(&cfg, None, clip.as_secs_f64(), &dir.join("video.mp4"))?;
     line(
         "video",
         format!(

@@ -4,7 +4,6 @@
 //! only its own commands ([`HelperCommand`]), with the same words as `kiosk-agent`.
 
 mod commands;
-mod convert;
 mod demo_evidence;
 mod report;
 mod service;
@@ -15,9 +14,10 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::Parser;
-use kiosk_agent::cli::capture_args::HelperCommand;
-use kiosk_agent::cli::{capture_config, init_logging, Failure};
-use kiosk_agent::config::CONFIG_ENV;
+use kiosk_common::capture::CaptureConfig;
+use kiosk_common::config::{load_capture, ConfigError, CONFIG_ENV};
+use kiosk_common::helper_args::HelperCommand;
+use kiosk_common::BadInput;
 
 /// The helper's command line: `kiosk-agent`'s global `--config` and the camera commands.
 #[derive(Debug, Parser)]
@@ -30,16 +30,25 @@ struct HelperCli {
     command: HelperCommand,
 }
 
-fn run(cli: HelperCli) -> Result<ExitCode, Failure> {
+/// The capture sections of the configuration file, or the defaults without one; and where
+/// they came from, for `cameras` to say.
+fn capture_config(path: Option<&std::path::Path>) -> anyhow::Result<(CaptureConfig, String)> {
+    match path {
+        Some(p) => Ok((load_capture(p)?, p.display().to_string())),
+        None => Ok((CaptureConfig::default(), "defaults; no configuration file".into())),
+    }
+}
+
+fn run(cli: HelperCli) -> anyhow::Result<ExitCode> {
     match cli.command {
         HelperCommand::Cameras => {
             let (cfg, from) =
-                capture_config(cli.config.as_deref()).map_err(|f| Failure { code: f.code, error: f.error })?;
+                capture_config(cli.config.as_deref())?;
             commands::cameras(&cfg, &from)
         }
         HelperCommand::Capture { command } => {
             let (cfg, _) =
-                capture_config(cli.config.as_deref()).map_err(|f| Failure { code: f.code, error: f.error })?;
+                capture_config(cli.config.as_deref())?;
             commands::run(&cfg, command)
         }
         HelperCommand::DemoEvidence { dir, camera, seconds } => {
@@ -49,7 +58,7 @@ fn run(cli: HelperCli) -> Result<ExitCode, Failure> {
         HelperCommand::ProbeVideo => commands::probe_video(),
         HelperCommand::CaptureService { socket, keep_secs } => {
             let (cfg, _) =
-                capture_config(cli.config.as_deref()).map_err(|f| Failure { code: f.code, error: f.error })?;
+                capture_config(cli.config.as_deref())?;
             service::run(cfg, &socket, Duration::from_secs(keep_secs.max(1)))?;
             Ok(ExitCode::SUCCESS)
         }
@@ -57,25 +66,25 @@ fn run(cli: HelperCli) -> Result<ExitCode, Failure> {
 }
 
 fn main() -> ExitCode {
-    kiosk_agent::harden::apply();
+    kiosk_common::harden::apply();
     // The helper runs for kiosk-agent (or systemd): if its parent dies, so does it, rather than
     // go on holding a camera and writing evidence nobody will collect.
     let _ = rustix::process::set_parent_process_death_signal(Some(rustix::process::Signal::TERM));
     let cli = HelperCli::parse();
-    init_logging(false, cli.config.as_deref());
+    kiosk_common::log::init(false, cli.config.as_deref());
     match run(cli) {
         Ok(code) => code,
-        Err(mut failure) => {
-            // A missing device, an unknown source or a file that is not a video is bad input.
-            let source_problem = failure
-                .error
-                .chain()
-                .any(|c| c.downcast_ref::<kiosk_capture::CaptureError>().is_some_and(|e| e.is_bad_input()));
-            if source_problem {
-                failure.code = 2;
-            }
-            eprintln!("error: {:#}", failure.error);
-            ExitCode::from(failure.code)
+        Err(error) => {
+            // Exit 2 says "nothing was changed, fix the input": a bad configuration or argument,
+            // a missing device, an unknown source, a file that is not a video. Anything else
+            // is 1, as for `kiosk-agent`.
+            let bad_input = error.chain().any(|c| {
+                c.is::<ConfigError>()
+                    || c.is::<BadInput>()
+                    || c.downcast_ref::<kiosk_capture::CaptureError>().is_some_and(|e| e.is_bad_input())
+            });
+            eprintln!("error: {error:#}");
+            ExitCode::from(if bad_input { 2 } else { 1 })
         }
     }
 }

@@ -4,7 +4,8 @@
 
 use std::path::PathBuf;
 
-use kiosk_agent::config::Role;
+use kiosk_capture::metrics::{tenths, FaceMetrics};
+use kiosk_common::capture::Role;
 use kiosk_capture::record::RecordReport;
 use kiosk_capture::still::Still;
 use serde::Serialize;
@@ -33,7 +34,7 @@ pub struct StillReport {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub faces: Option<u32>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub face: Option<FaceReport>,
+    pub face: Option<FaceMetrics>,
     /// `pass` or `retake`.
     pub verdict: &'static str,
     pub reasons: Vec<String>,
@@ -70,14 +71,7 @@ impl StillReport {
             brightness: tenths(m.brightness),
             glare: m.glare,
             faces: m.faces,
-            face: m.face.map(|f| FaceReport {
-                x: f.x,
-                y: f.y,
-                width: f.width,
-                height: f.height,
-                sharpness: tenths(f.sharpness),
-                brightness: tenths(f.brightness),
-            }),
+            face: m.face,
             verdict: if still.verdict.is_pass() { "pass" } else { "retake" },
             reasons: still.verdict.reasons().to_vec(),
             passthrough: still.passthrough,
@@ -85,17 +79,6 @@ impl StillReport {
             photo: None,
         }
     }
-}
-
-/// A face's box in the still, and its own quality.
-#[derive(Debug, Clone, Copy, Serialize)]
-pub struct FaceReport {
-    pub x: u32,
-    pub y: u32,
-    pub width: u32,
-    pub height: u32,
-    pub sharpness: f64,
-    pub brightness: f64,
 }
 
 /// One clip, as recorded.
@@ -189,8 +172,4 @@ pub struct ErrorBody {
     pub message: String,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub field: Option<&'static str>,
-}
-
-fn tenths(x: f64) -> f64 {
-    (x * 10.0).round() / 10.0
 }

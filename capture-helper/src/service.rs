@@ -18,12 +18,11 @@ use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post};
 use axum::{Json, Router};
-use kiosk_agent::config::{CaptureConfig, Role};
+use kiosk_common::capture::{CaptureConfig, Role};
 use kiosk_capture::hub::Hub;
 use kiosk_capture::record::Recorder;
 use serde_json::Value;
 
-use crate::convert::{request, still_settings, thresholds, video_settings};
 use crate::report::{CameraRole, CameraRoles, ClipReport, ErrorBody, PhotoReport, RecordingStarted, StillReport};
 use crate::store::Store;
 
@@ -68,7 +67,7 @@ impl Service {
             }
         }
         let r = self.cfg.role(role);
-        let hub = Hub::start(&r.source, request(r.request)).map_err(|e| {
+        let hub = Hub::start(&r.source, r.request).map_err(|e| {
             let text = e.to_string();
             let (status, code) = if text.contains("camera disconnected") {
                 (StatusCode::SERVICE_UNAVAILABLE, "camera_disconnected")
@@ -205,7 +204,7 @@ async fn still(State(s): State<Service>, body: axum::body::Bytes) -> Response {
         let r = cfg.role(role);
         let mut tap = hub.tap();
         let still =
-            kiosk_capture::still::capture_still(&mut tap, &still_settings(&cfg.still), &thresholds(&r.thresholds))?;
+            kiosk_capture::still::capture_still(&mut tap, &cfg.still, &r.thresholds)?;
         let mut report = StillReport::new(&still, role);
         let photo = if front { front_photo(&still, cfg.still.jpeg_quality, &mut report) } else { None };
         // A retake is judged and answered, never kept: nothing can take it for an enrollment.
@@ -310,11 +309,11 @@ async fn start_recording(State(s): State<Service>, body: axum::body::Bytes) -> R
         Err(r) => return *r,
     };
     let id = uuid::Uuid::new_v4().to_string();
-    let (file, out) = match kiosk_agent::fsutil::memory_file("kiosk-clip") {
+    let (file, out) = match kiosk_common::fsutil::memory_file("kiosk-clip") {
         Ok(f) => f,
         Err(e) => return error(StatusCode::INTERNAL_SERVER_ERROR, "internal", None, e),
     };
-    let settings = video_settings(&s.cfg.video);
+    let settings = s.cfg.video.clone();
     let started = tokio::task::spawn_blocking(move || {
         Recorder::start_direct(move || Ok(Box::new(hub.tap()) as _), &out, &settings, Duration::from_secs_f64(seconds))
     })

@@ -120,7 +120,7 @@ mod tests {
     #[test]
     fn a_clip_lives_in_a_memory_file_with_no_name_on_disk() {
         let store = Store::new(Duration::from_secs(60));
-        let (mut file, path) = kiosk_agent::fsutil::memory_file("clip").unwrap();
+        let (mut file, path) = kiosk_common::fsutil::memory_file("clip").unwrap();
         assert!(path.starts_with("/proc/self/fd"));
         // What the encoder does: open the path and write.
         std::fs::OpenOptions::new().write(true).open(&path).unwrap().write_all(b"....ftypisom").unwrap();

@@ -13,10 +13,12 @@ use std::path::Path;
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use kiosk_capture::metrics::Thresholds;
-use kiosk_capture::record::{record, VideoSettings};
-use kiosk_capture::still::{capture_still, StillSettings};
-use kiosk_capture::{camera, open, Request};
+use kiosk_capture::Quality;
+use kiosk_capture::record::record;
+use kiosk_capture::VideoConfig;
+use kiosk_capture::still::capture_still;
+use kiosk_capture::StillConfig;
+use kiosk_capture::{camera, open, CameraMode};
 use libtest_mimic::{Arguments, Failed, Trial};
 use serde_json::Value;
 
@@ -90,9 +92,9 @@ fn cameras_are_listed_with_modes() -> Result<(), Failed> {
 }
 
 fn still_from_the_camera() -> Result<(), Failed> {
-    let mut source = open(&camera_spec(), Request { width: 1280, height: 720, fps: 30 }).map_err(|e| e.to_string())?;
+    let mut source = open(&camera_spec(), CameraMode { width: 1280, height: 720, fps: 30 }).map_err(|e| e.to_string())?;
     let still =
-        capture_still(source.as_mut(), &StillSettings::default(), &Thresholds::FACE).map_err(|e| e.to_string())?;
+        capture_still(source.as_mut(), &StillConfig::default(), &Quality::FACE).map_err(|e| e.to_string())?;
     check(still.metrics.width >= 320 && still.jpeg.len() > 1000, || format!("{:?}", still.metrics))?;
     let markers = kiosk_capture::jpeg::metadata_markers(&still.jpeg).map_err(|e| e.to_string())?;
     check(!markers.contains(&0xE1), || "the still carries EXIF".into())
@@ -119,14 +121,14 @@ fn clip_on_the_driver_clock(camera: &str, tail: u64) -> Result<kiosk_capture::re
     let out = dir.path().join("hw.mp4");
     let spec = camera.to_owned();
     let report = record(
-        move || open(&spec, Request { width: 320, height: 180, fps: 30 }),
+        move || open(&spec, CameraMode { width: 320, height: 180, fps: 30 }),
         &out,
-        &VideoSettings::default(),
+        &VideoConfig::default(),
         Duration::from_secs(3),
     )
     .map_err(|e| e.to_string())?;
     check(report.frames > 5 && !report.short, || format!("{report:?}"))?;
-    let mut file = open(&format!("file:{}", out.display()), Request::default()).map_err(|e| e.to_string())?;
+    let mut file = open(&format!("file:{}", out.display()), CameraMode::default()).map_err(|e| e.to_string())?;
     let mut stamps = Vec::new();
     while let Some(frame) = file.next_frame().map_err(|e| e.to_string())? {
         stamps.push(frame.timestamp);
@@ -294,7 +296,7 @@ fn two_cameras_at_once() -> Result<(), Failed> {
 fn a_busy_camera_is_exit_2_naming_it() -> Result<(), Failed> {
     let camera = camera_spec();
     let device = device_of(&camera);
-    let mut holder = open(&camera, Request { width: 640, height: 360, fps: 30 }).map_err(|e| e.to_string())?;
+    let mut holder = open(&camera, CameraMode { width: 640, height: 360, fps: 30 }).map_err(|e| e.to_string())?;
     holder.next_frame().map_err(|e| e.to_string())?;
     let out = helper(&["capture", "still", "--camera", &camera, "--role", "document", "--out", "/tmp/busy.jpg"], None);
     drop(holder);
@@ -478,7 +480,7 @@ fn damaged_frames_are_skipped_and_a_streaming_error_ends_the_clip_short() -> Res
     })?;
     check(report["skipped"].as_u64() >= Some(3), || format!("3 damaged frames, not counted as skipped: {report}"))?;
     let facts = kiosk_capture::file::probe(&out, 600).map_err(|e| e.to_string())?;
-    let mut file = open(&format!("file:{}", out.display()), Request::default()).map_err(|e| e.to_string())?;
+    let mut file = open(&format!("file:{}", out.display()), CameraMode::default()).map_err(|e| e.to_string())?;
     let mut frames = 0;
     while file.next_frame().map_err(|e| e.to_string())?.is_some() {
         frames += 1;

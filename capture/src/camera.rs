@@ -24,7 +24,7 @@ use v4l::video::Capture;
 
 use crate::driver_frames::{packed, FrameClock};
 use crate::negotiate::{self, FrameRate, Mode};
-use crate::{CaptureError, Frame, FrameSource, PixelFormat, Request};
+use crate::{CaptureError, Frame, FrameSource, PixelFormat, CameraMode};
 
 /// Buffers shared with the driver: enough that a frame is not lost while one is being copied
 /// out and another waits, few enough to keep the latency (and memory) of a live view low.
@@ -61,7 +61,7 @@ impl std::fmt::Debug for CameraSource {
 impl CameraSource {
     /// Opens `/dev/video{index}` in the mode nearest `want` among `formats` (preference order);
     /// `name` is the specification used in messages.
-    pub fn open(index: u32, name: &str, want: Request, formats: &[PixelFormat]) -> Result<Self, CaptureError> {
+    pub fn open(index: u32, name: &str, want: CameraMode, formats: &[PixelFormat]) -> Result<Self, CaptureError> {
         let device = format!("/dev/video{index}");
         if !Path::new(&device).exists() {
             return Err(CaptureError::source(name, format!("{device} does not exist (no such camera)")));

@@ -137,19 +137,20 @@ pub fn portrait_around(face: &FaceBox, width: u32, height: u32) -> (u32, u32, u3
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::metrics::Thresholds;
-    use crate::still::{capture_still, StillSettings};
+    use crate::Quality;
+    use crate::still::capture_still;
+    use crate::StillConfig;
 
     /// The face test images (`tests/faces/`, made by its `make.sh` from a public-domain photo).
-    fn still(name: &str, thresholds: &Thresholds) -> crate::still::Still {
+    fn still(name: &str, thresholds: &Quality) -> crate::still::Still {
         let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../tests/faces/");
-        let mut source = crate::open(&format!("file:{path}{name}"), crate::Request::default()).unwrap();
-        capture_still(source.as_mut(), &StillSettings::default(), thresholds).unwrap()
+        let mut source = crate::open(&format!("file:{path}{name}"), crate::CameraMode::default()).unwrap();
+        capture_still(source.as_mut(), &StillConfig::default(), thresholds).unwrap()
     }
 
     #[test]
     fn one_large_face_passes_with_its_box_and_its_own_metrics() {
-        let s = still("one.jpg", &Thresholds::FACE);
+        let s = still("one.jpg", &Quality::FACE);
         assert_eq!(s.metrics.faces, Some(1), "{:?}", s.metrics);
         let f = s.metrics.face.unwrap();
         // The head was drawn 600 px square at (340, 60); the face is inside it.
@@ -160,18 +161,18 @@ mod tests {
 
     #[test]
     fn no_face_two_faces_and_a_small_face_are_retakes_saying_why() {
-        let reasons = |name| still(name, &Thresholds::FACE).verdict.reasons().join("; ");
+        let reasons = |name| still(name, &Quality::FACE).verdict.reasons().join("; ");
         assert!(reasons("none.jpg").contains("no face found"), "{}", reasons("none.jpg"));
         assert!(reasons("two.jpg").contains("2 faces found"), "{}", reasons("two.jpg"));
         let small = reasons("small.jpg");
         assert!(small.contains("face too small") && small.contains("at least 150"), "{small}");
         // Documents are not searched for faces.
-        assert_eq!(still("none.jpg", &Thresholds::DOCUMENT).metrics.faces, None);
+        assert_eq!(still("none.jpg", &Quality::DOCUMENT).metrics.faces, None);
     }
 
     #[test]
     fn the_document_photo_is_cut_around_the_face() {
-        let s = still("document.jpg", &Thresholds::DOCUMENT);
+        let s = still("document.jpg", &Quality::DOCUMENT);
         let y = crate::convert::luma(&s.frame).unwrap();
         let faces = detect(&y, s.frame.width, s.frame.height);
         assert_eq!(faces.len(), 1, "{faces:?}");

@@ -11,7 +11,7 @@
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::Duration;
 
-use crate::{CaptureError, Frame, FrameSource, PixelFormat, Request};
+use crate::{CaptureError, Frame, FrameSource, PixelFormat, CameraMode};
 
 /// A consumer that waits this long for a frame concludes the camera stopped.
 const FRAME_WAIT: Duration = Duration::from_secs(5);
@@ -39,7 +39,7 @@ pub struct Hub(Arc<Shared>);
 
 impl Hub {
     /// Opens `spec` (as [`crate::open`]) on a thread of its own; returns once it is open.
-    pub fn start(spec: &str, request: Request) -> Result<Hub, CaptureError> {
+    pub fn start(spec: &str, request: CameraMode) -> Result<Hub, CaptureError> {
         let (tx, rx) = std::sync::mpsc::channel();
         let spec = spec.to_owned();
         std::thread::Builder::new()
@@ -200,7 +200,7 @@ mod tests {
 
     #[test]
     fn taps_share_one_camera_and_each_sees_new_frames() {
-        let hub = Hub::start("synthetic:320x240@30", Request::default()).unwrap();
+        let hub = Hub::start("synthetic:320x240@30", CameraMode::default()).unwrap();
         let (mut a, mut b) = (hub.tap(), hub.tap());
         let first = a.next_frame().unwrap().unwrap();
         let second = a.next_frame().unwrap().unwrap();
@@ -215,7 +215,7 @@ mod tests {
 
     #[test]
     fn a_source_that_cannot_open_is_an_error_at_start() {
-        let hub = Hub::start("file:/nonexistent.mp4", Request::default());
+        let hub = Hub::start("file:/nonexistent.mp4", CameraMode::default());
         assert!(hub.is_err());
     }
 
@@ -225,7 +225,7 @@ mod tests {
         let clip = dir.path().join("still.jpg");
         let frame = crate::synthetic::Synthetic::new(320, 240, 30).unwrap().next_frame().unwrap().unwrap();
         std::fs::write(&clip, crate::jpeg::encode(&frame, 80).unwrap()).unwrap();
-        let hub = Hub::start(&format!("file:{}", clip.display()), Request::default()).unwrap();
+        let hub = Hub::start(&format!("file:{}", clip.display()), CameraMode::default()).unwrap();
         let mut tap = hub.tap();
         // A single image is one frame, then the end.
         let mut frames = 0;

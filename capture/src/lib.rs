@@ -37,6 +37,10 @@ use std::path::PathBuf;
 use std::sync::Once;
 use std::time::Duration;
 
+/// The settings this crate takes are the configuration's own types (`kiosk-common`), so the
+/// helper hands them over as they are.
+pub use kiosk_common::capture::{CameraMode, Quality, StillConfig, VideoConfig, PRESETS};
+
 /// Pixel layouts a frame can carry.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum PixelFormat {
@@ -148,26 +152,13 @@ pub trait FrameSource {
     }
 }
 
-/// What a caller wants from a source; the source comes as close as it can.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Request {
-    pub width: u32,
-    pub height: u32,
-    pub fps: u32,
-}
-
-impl Default for Request {
-    fn default() -> Self {
-        Request { width: 1280, height: 720, fps: 30 }
-    }
-}
 
 /// Opens a source from its specification:
 ///
 /// - `v4l2:/dev/videoN` or `camera:N` — a V4L2 camera, negotiated towards `request`;
 /// - `synthetic` or `synthetic:WxH@FPS` — the test pattern (size from `request` when not given);
 /// - `file:PATH` — a video or image file.
-pub fn open(spec: &str, request: Request) -> Result<Box<dyn FrameSource>, CaptureError> {
+pub fn open(spec: &str, request: CameraMode) -> Result<Box<dyn FrameSource>, CaptureError> {
     init_ffmpeg();
     if spec == "synthetic" {
         return Ok(Box::new(synthetic::Synthetic::new(request.width, request.height, request.fps)?));
@@ -226,13 +217,13 @@ mod tests {
 
     #[test]
     fn specs_are_parsed_and_bad_ones_named() {
-        let s = open("synthetic:320x240@15", Request::default()).unwrap();
+        let s = open("synthetic:320x240@15", CameraMode::default()).unwrap();
         assert_eq!(s.format(), (320, 240, PixelFormat::Rgb24));
         assert_eq!(s.fps(), 15);
-        let s = open("synthetic", Request { width: 640, height: 360, fps: 25 }).unwrap();
+        let s = open("synthetic", CameraMode { width: 640, height: 360, fps: 25 }).unwrap();
         assert_eq!((s.format().0, s.fps()), (640, 25));
         for spec in ["webcam", "camera:x", "v4l2:/dev/cam", "synthetic:1x1"] {
-            let Err(e) = open(spec, Request::default()) else { panic!("{spec} must be refused") };
+            let Err(e) = open(spec, CameraMode::default()) else { panic!("{spec} must be refused") };
             assert!(e.to_string().contains(spec), "{e}");
             assert!(e.is_bad_input());
         }
@@ -240,7 +231,7 @@ mod tests {
 
     #[test]
     fn a_missing_device_is_named() {
-        let Err(e) = open("v4l2:/dev/video97", Request::default()) else { panic!("no such device") };
+        let Err(e) = open("v4l2:/dev/video97", CameraMode::default()) else { panic!("no such device") };
         assert!(e.to_string().contains("v4l2:/dev/video97") && e.is_bad_input(), "{e}");
     }
 }

@@ -6,6 +6,8 @@
 //!   card hide its data);
 //! - resolution: width and height.
 
+use crate::Quality;
+
 /// Luma at or above this counts as saturated (glare).
 pub const GLARE_LEVEL: u8 = 250;
 
@@ -23,59 +25,27 @@ pub struct Metrics {
     pub face: Option<FaceMetrics>,
 }
 
-/// A face's box in the image and its own quality.
-#[derive(Debug, Clone, Copy, PartialEq)]
+/// A face's box in the image and its own quality. It is also what the helper reports (the
+/// still's JSON), with the figures to a tenth.
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize)]
 pub struct FaceMetrics {
     pub x: u32,
     pub y: u32,
     pub width: u32,
     pub height: u32,
+    #[serde(serialize_with = "to_tenths")]
     pub sharpness: f64,
+    #[serde(serialize_with = "to_tenths")]
     pub brightness: f64,
 }
 
-/// What a selfie must show: exactly one face, at least this wide. Following ISO/IEC 19794-5's
-/// guidance on the head's width (the line between the ears) for a usable portrait, the rule is
-/// on the detected face's width, 150 px by default (`cameras.face.quality.min_face_width`).
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct FaceRule {
-    pub min_face_width: u32,
+/// A figure rounded to a tenth, which is all a report (or a person) can use of it.
+pub fn tenths(x: f64) -> f64 {
+    (x * 10.0).round() / 10.0
 }
 
-/// What a role requires of its images.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct Thresholds {
-    pub min_sharpness: f64,
-    pub min_brightness: f64,
-    pub max_brightness: f64,
-    pub max_glare: f64,
-    pub min_width: u32,
-    pub min_height: u32,
-    /// For selfies: the face rule (documents have none).
-    pub faces: Option<FaceRule>,
-}
-
-impl Thresholds {
-    /// Defaults for ID documents: sharp text, no glare, at least 1280×720.
-    pub const DOCUMENT: Thresholds = Thresholds {
-        min_sharpness: 100.0,
-        min_brightness: 60.0,
-        max_brightness: 200.0,
-        max_glare: 0.01,
-        min_width: 1280,
-        min_height: 720,
-        faces: None,
-    };
-    /// Defaults for faces: softer edges, a little shine tolerated, at least 640×480.
-    pub const FACE: Thresholds = Thresholds {
-        min_sharpness: 30.0,
-        min_brightness: 60.0,
-        max_brightness: 200.0,
-        max_glare: 0.03,
-        min_width: 640,
-        min_height: 480,
-        faces: Some(FaceRule { min_face_width: 150 }),
-    };
+fn to_tenths<S: serde::Serializer>(x: &f64, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_f64(tenths(*x))
 }
 
 /// Pass, or retake with every reason.
@@ -136,7 +106,7 @@ pub fn measure(luma: &[u8], width: u32, height: u32) -> Metrics {
 }
 
 /// Judges metrics against thresholds; every failed rule becomes a reason.
-pub fn judge(m: &Metrics, t: &Thresholds) -> Verdict {
+pub fn judge(m: &Metrics, t: &Quality) -> Verdict {
     let mut reasons = Vec::new();
     if m.sharpness < t.min_sharpness {
         reasons.push(format!("blurred: sharpness {:.0} below {:.0}", m.sharpness, t.min_sharpness));
@@ -153,13 +123,15 @@ pub fn judge(m: &Metrics, t: &Thresholds) -> Verdict {
     if m.width < t.min_width || m.height < t.min_height {
         reasons.push(format!("resolution {}x{} below {}x{}", m.width, m.height, t.min_width, t.min_height));
     }
-    if let Some(rule) = t.faces {
+    // The face rule follows ISO/IEC 19794-5's guidance on the head's width for a usable
+    // portrait: exactly one face, at least `min_face_width` wide (150 px by default).
+    if let Some(min_face_width) = t.min_face_width {
         match (m.faces, m.face) {
             (Some(0), _) => reasons.push("no face found: the customer must look at the camera".into()),
             (Some(n), _) if n > 1 => reasons.push(format!("{n} faces found: only the customer may be in the picture")),
-            (Some(_), Some(f)) if f.width < rule.min_face_width => reasons.push(format!(
+            (Some(_), Some(f)) if f.width < min_face_width => reasons.push(format!(
                 "face too small: {} px wide, at least {} (come closer to the camera)",
-                f.width, rule.min_face_width
+                f.width, min_face_width
             )),
             (Some(_), _) => {}
             (None, _) => reasons.push("faces were not looked for".into()),
@@ -191,7 +163,7 @@ mod tests {
     fn every_failed_rule_is_a_reason() {
         let m =
             Metrics { sharpness: 5.0, brightness: 230.0, glare: 0.2, width: 640, height: 480, faces: None, face: None };
-        let v = judge(&m, &Thresholds::DOCUMENT);
+        let v = judge(&m, &Quality::DOCUMENT);
         let reasons = v.reasons().join("; ");
         for needle in ["blurred", "over-exposed", "glare", "resolution 640x480"] {
             assert!(reasons.contains(needle), "{reasons}");
@@ -205,7 +177,7 @@ mod tests {
             faces: None,
             face: None,
         };
-        assert!(judge(&good, &Thresholds::DOCUMENT).is_pass());
+        assert!(judge(&good, &Quality::DOCUMENT).is_pass());
     }
 
     #[test]
@@ -220,12 +192,12 @@ mod tests {
             faces: Some(faces),
             face: f,
         };
-        assert!(judge(&selfie(1, Some(face(200))), &Thresholds::FACE).is_pass());
-        let reasons = |m| judge(&m, &Thresholds::FACE).reasons().join("; ");
+        assert!(judge(&selfie(1, Some(face(200))), &Quality::FACE).is_pass());
+        let reasons = |m| judge(&m, &Quality::FACE).reasons().join("; ");
         assert!(reasons(selfie(0, None)).contains("no face found"));
         assert!(reasons(selfie(2, Some(face(200)))).contains("2 faces found"));
         assert!(reasons(selfie(1, Some(face(120)))).contains("face too small: 120 px wide, at least 150"));
-        let strict = Thresholds { faces: Some(FaceRule { min_face_width: 250 }), ..Thresholds::FACE };
+        let strict = Quality { min_face_width: Some(250), ..Quality::FACE };
         assert!(!judge(&selfie(1, Some(face(200))), &strict).is_pass(), "the rule is configurable");
     }
 }

@@ -4,7 +4,7 @@
 
 use std::fmt;
 
-use crate::{PixelFormat, Request};
+use crate::{PixelFormat, CameraMode};
 
 /// Frames per second exactly as a driver states it, a fraction in lowest terms: 25/2 is
 /// 12.5 fps, 30000/1001 the 29.97 of video capture cards.
@@ -105,7 +105,7 @@ pub const FORMAT_ORDER: [PixelFormat; 5] =
 /// nearest the request (sum of the width and height differences; the larger on a tie), then the
 /// first format of `formats`, then the nearest rate (the higher on a tie). `None` when no offered
 /// mode has an allowed format.
-pub fn choose(offered: &[Mode], want: Request, formats: &[PixelFormat]) -> Option<Mode> {
+pub fn choose(offered: &[Mode], want: CameraMode, formats: &[PixelFormat]) -> Option<Mode> {
     let usable: Vec<&Mode> = offered.iter().filter(|m| formats.contains(&m.format)).collect();
     let size_distance = |m: &Mode| {
         (m.width.abs_diff(want.width) + m.height.abs_diff(want.height), u64::MAX - m.width as u64 * m.height as u64)
@@ -159,7 +159,7 @@ mod tests {
 
     #[test]
     fn the_exact_mode_when_offered() {
-        let want = Request { width: 640, height: 480, fps: 25 };
+        let want = CameraMode { width: 640, height: 480, fps: 25 };
         assert_eq!(choose(&webcam(), want, &FORMAT_ORDER), Some(m(Yuyv, 640, 480, 25)));
         assert_eq!(choose(&webcam(), want, &[Nv12]), Some(m(Nv12, 640, 480, 25)));
     }
@@ -167,7 +167,7 @@ mod tests {
     #[test]
     fn nearest_size_then_format_order_then_nearest_rate() {
         // 1000x700: 1280x720 is 300 away, 640x480 580: the size wins over the rate.
-        let want = Request { width: 1000, height: 700, fps: 30 };
+        let want = CameraMode { width: 1000, height: 700, fps: 30 };
         assert_eq!(choose(&webcam(), want, &FORMAT_ORDER), Some(m(Yuyv, 1280, 720, 12)));
         // Format order decides at that size (RGB24 is not offered there, so NV12 wins).
         assert_eq!(choose(&webcam(), want, &[Rgb24, Nv12]), Some(m(Nv12, 1280, 720, 12)));
@@ -176,7 +176,7 @@ mod tests {
         // A tie in size goes to the larger; a tie in rate to the higher.
         let tie = vec![m(Yuyv, 600, 400, 10), m(Yuyv, 700, 500, 10), m(Yuyv, 700, 500, 20)];
         assert_eq!(
-            choose(&tie, Request { width: 650, height: 450, fps: 15 }, &FORMAT_ORDER),
+            choose(&tie, CameraMode { width: 650, height: 450, fps: 15 }, &FORMAT_ORDER),
             Some(m(Yuyv, 700, 500, 20))
         );
     }
@@ -194,17 +194,17 @@ mod tests {
         let mut offered = vec![m(Yuyv, 1280, 720, 10)];
         offered.push(Mode { fps: rate(2, 25), ..offered[0] });
         offered.push(Mode { fps: rate(1001, 30000), ..m(Yuyv, 640, 480, 1) });
-        let want = |fps| Request { width: 1280, height: 720, fps };
+        let want = |fps| CameraMode { width: 1280, height: 720, fps };
         assert_eq!(choose(&offered, want(30), &FORMAT_ORDER).unwrap().fps, rate(2, 25));
         assert_eq!(choose(&offered, want(10), &FORMAT_ORDER).unwrap().fps, FrameRate::whole(10));
-        let capture_card = Request { width: 640, height: 480, fps: 30 };
+        let capture_card = CameraMode { width: 640, height: 480, fps: 30 };
         assert_eq!(choose(&offered, capture_card, &FORMAT_ORDER).unwrap().to_string(), "YUYV 640x480@29.97");
     }
 
     #[test]
     fn nothing_usable_is_none() {
-        assert_eq!(choose(&webcam(), Request::default(), &[Mjpeg]), None);
-        assert_eq!(choose(&[], Request::default(), &FORMAT_ORDER), None);
+        assert_eq!(choose(&webcam(), CameraMode::default(), &[Mjpeg]), None);
+        assert_eq!(choose(&[], CameraMode::default(), &FORMAT_ORDER), None);
     }
 
     #[test]

@@ -23,46 +23,12 @@ use ffmpeg_next::{codec, encoder, format, Dictionary, Packet, Rational};
 
 use crate::convert::{to_av, Scaler};
 use crate::negotiate::Mode;
-use crate::{CaptureError, Frame, FrameSource};
+use crate::{CaptureError, Frame, FrameSource, VideoConfig, PRESETS};
 
 /// Encoder time base: the 90 kHz clock of video transport, fine enough for capture times.
 const TIME_BASE: Rational = Rational(1, 90_000);
 
-/// How a clip is encoded.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct VideoSettings {
-    pub width: u32,
-    pub height: u32,
-    pub fps: u32,
-    /// x264 constant rate factor (0–51, lower is better).
-    pub crf: u8,
-    /// Bitrate cap in bits per second (VBV maxrate; the buffer holds two seconds).
-    pub max_bitrate: u64,
-    /// x264 preset (`ultrafast` … `veryslow`).
-    pub preset: String,
-    pub keyframe_secs: u32,
-    /// No clip is longer than this, whatever was asked.
-    pub max_duration: Duration,
-}
 
-impl Default for VideoSettings {
-    fn default() -> Self {
-        VideoSettings {
-            width: 1280,
-            height: 720,
-            fps: 30,
-            crf: 23,
-            max_bitrate: 4_000_000,
-            preset: "veryfast".into(),
-            keyframe_secs: 2,
-            max_duration: Duration::from_secs(120),
-        }
-    }
-}
-
-/// The x264 presets, fastest first.
-pub const PRESETS: [&str; 9] =
-    ["ultrafast", "superfast", "veryfast", "faster", "fast", "medium", "slow", "slower", "veryslow"];
 
 /// Why a recording ended.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -150,7 +116,7 @@ impl Recorder {
     /// Opens the source (with `open`, on the capture thread) and starts recording `seconds`
     /// (capped at `settings.max_duration`) into `out`. Returns once the source is open, or with
     /// the error that kept it from opening.
-    pub fn start<F>(open: F, out: &Path, settings: &VideoSettings, seconds: Duration) -> Result<Recorder, CaptureError>
+    pub fn start<F>(open: F, out: &Path, settings: &VideoConfig, seconds: Duration) -> Result<Recorder, CaptureError>
     where
         F: FnOnce() -> Result<Box<dyn FrameSource>, CaptureError> + Send + 'static,
     {
@@ -163,7 +129,7 @@ impl Recorder {
     pub fn start_direct<F>(
         open: F,
         out: &Path,
-        settings: &VideoSettings,
+        settings: &VideoConfig,
         seconds: Duration,
     ) -> Result<Recorder, CaptureError>
     where
@@ -176,7 +142,7 @@ impl Recorder {
         open: F,
         out: &Path,
         direct: bool,
-        settings: &VideoSettings,
+        settings: &VideoConfig,
         seconds: Duration,
     ) -> Result<Recorder, CaptureError>
     where
@@ -237,14 +203,14 @@ impl Recorder {
 }
 
 /// Records `seconds` from the source `open` yields into `out`.
-pub fn record<F>(open: F, out: &Path, settings: &VideoSettings, seconds: Duration) -> Result<RecordReport, CaptureError>
+pub fn record<F>(open: F, out: &Path, settings: &VideoConfig, seconds: Duration) -> Result<RecordReport, CaptureError>
 where
     F: FnOnce() -> Result<Box<dyn FrameSource>, CaptureError> + Send + 'static,
 {
     Recorder::start(open, out, settings, seconds)?.wait()
 }
 
-fn validate(s: &VideoSettings, out: &Path) -> Result<(), CaptureError> {
+fn validate(s: &VideoConfig, out: &Path) -> Result<(), CaptureError> {
     let bad = |reason: String| Err(CaptureError::Encode { path: out.to_owned(), reason });
     if s.width < 16 || s.height < 16 || !s.width.is_multiple_of(2) || !s.height.is_multiple_of(2) {
         return bad(format!("size {}x{} must be even and at least 16x16", s.width, s.height));
@@ -319,7 +285,7 @@ struct EncodeJob {
     out: PathBuf,
     /// Written straight into `out`, not through a temporary file renamed into place.
     direct: bool,
-    settings: VideoSettings,
+    settings: VideoConfig,
     source: String,
     requested: Duration,
     stall: Duration,

@@ -1,25 +1,10 @@
 //! Taking a still: let exposure settle, keep the sharpest of the last frames, measure, encode.
 
 use crate::convert::{convert, luma};
-use crate::metrics::{judge, measure, Metrics, Thresholds, Verdict};
+use crate::metrics::{judge, measure, Metrics, Verdict};
+use crate::{Quality, StillConfig};
 use crate::{jpeg, CaptureError, Frame, FrameSource, PixelFormat};
 
-/// How a still is taken.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct StillSettings {
-    /// Frames discarded first while auto-exposure and focus settle.
-    pub warmup_frames: usize,
-    /// Of the frames after warm-up, how many are compared for sharpness.
-    pub candidates: usize,
-    /// JPEG quality, 1–100.
-    pub jpeg_quality: u8,
-}
-
-impl Default for StillSettings {
-    fn default() -> Self {
-        StillSettings { warmup_frames: 10, candidates: 5, jpeg_quality: 90 }
-    }
-}
 
 /// A still image with its quality assessment.
 #[derive(Debug, Clone)]
@@ -42,8 +27,8 @@ pub struct Still {
 /// has: a one-frame file is judged as it is, without warm-up.
 pub fn capture_still(
     source: &mut dyn FrameSource,
-    settings: &StillSettings,
-    thresholds: &Thresholds,
+    settings: &StillConfig,
+    thresholds: &Quality,
 ) -> Result<Still, CaptureError> {
     let (want_w, want_h, _) = source.format();
     let candidates = settings.candidates.max(1);
@@ -81,7 +66,7 @@ pub fn capture_still(
     let Some((frame, y, mut metrics)) = best else {
         return Err(undecodable.expect("a frame was either measured or failed"));
     };
-    if thresholds.faces.is_some() {
+    if thresholds.min_face_width.is_some() {
         // Only the kept frame is searched: detection costs more than the other metrics.
         let found = crate::faces::detect(&y, frame.width, frame.height);
         metrics.faces = Some(found.len() as u32);
@@ -155,8 +140,8 @@ mod tests {
         let mut source = Frames::new(vec![frame], 30);
         capture_still(
             &mut source,
-            &StillSettings::default(),
-            &Thresholds { min_width: 320, min_height: 240, ..Thresholds::DOCUMENT },
+            &StillConfig::default(),
+            &Quality { min_width: 320, min_height: 240, ..Quality::DOCUMENT },
         )
         .unwrap()
     }
@@ -186,8 +171,8 @@ mod tests {
         frames[1] = Frame { index: 1, ..sharp.clone() };
         frames[6] = Frame { index: 6, ..sharp.clone() };
         let mut source = Frames::new(frames, 30);
-        let settings = StillSettings { warmup_frames: 3, candidates: 5, jpeg_quality: 90 };
-        let s = capture_still(&mut source, &settings, &Thresholds::FACE).unwrap();
+        let settings = StillConfig { warmup_frames: 3, candidates: 5, jpeg_quality: 90 };
+        let s = capture_still(&mut source, &settings, &Quality::FACE).unwrap();
         assert_eq!(s.frame_index, 6);
     }
 
@@ -197,7 +182,7 @@ mod tests {
         let camera_jpeg = jpeg::tests_support::with_exif(&jpeg::encode(&sharp, 80).unwrap());
         let frame = Frame { format: PixelFormat::Mjpeg, data: camera_jpeg.clone(), ..sharp };
         let mut source = Frames::new(vec![frame], 30);
-        let s = capture_still(&mut source, &StillSettings::default(), &Thresholds::FACE).unwrap();
+        let s = capture_still(&mut source, &StillConfig::default(), &Quality::FACE).unwrap();
         assert!(s.passthrough);
         assert_eq!(jpeg::scan_data(&s.jpeg).unwrap(), jpeg::scan_data(&camera_jpeg).unwrap());
         assert!(!jpeg::metadata_markers(&s.jpeg).unwrap().contains(&0xE1), "no EXIF survives");
@@ -209,19 +194,19 @@ mod tests {
         let sharp = sharp_frame(320, 240);
         let good = Frame { format: PixelFormat::Mjpeg, data: jpeg::encode(&sharp, 80).unwrap(), ..sharp.clone() };
         let corrupt = Frame { index: 1, data: vec![0xFF, 0xD8, 0x00, 0x13, 0x37], ..good.clone() };
-        let settings = StillSettings { warmup_frames: 0, candidates: 2, jpeg_quality: 90 };
+        let settings = StillConfig { warmup_frames: 0, candidates: 2, jpeg_quality: 90 };
         let mut source = Frames::new(vec![good.clone(), corrupt.clone()], 30);
-        let s = capture_still(&mut source, &settings, &Thresholds::FACE).unwrap();
+        let s = capture_still(&mut source, &settings, &Quality::FACE).unwrap();
         assert_eq!(s.frame_index, 0, "the frame that decodes");
         let mut source = Frames::new(vec![corrupt.clone(), Frame { index: 2, ..corrupt }], 30);
-        let err = capture_still(&mut source, &settings, &Thresholds::FACE).unwrap_err();
+        let err = capture_still(&mut source, &settings, &Quality::FACE).unwrap_err();
         assert!(err.to_string().contains("JPEG"), "{err}");
     }
 
     #[test]
     fn an_empty_source_is_an_error_naming_it() {
         let mut source = Frames::new(vec![], 30);
-        let err = capture_still(&mut source, &StillSettings::default(), &Thresholds::FACE).unwrap_err();
+        let err = capture_still(&mut source, &StillConfig::default(), &Quality::FACE).unwrap_err();
         assert!(err.to_string().contains("memory"), "{err}");
     }
 }

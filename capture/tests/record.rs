@@ -6,7 +6,8 @@ use std::time::{Duration, Instant};
 
 use ffmpeg_next::{codec, format, frame, media};
 use kiosk_capture::memory::Frames;
-use kiosk_capture::record::{record, EndReason, RecordReport, Recorder, VideoSettings};
+use kiosk_capture::record::{record, EndReason, RecordReport, Recorder};
+use kiosk_capture::VideoConfig;
 use kiosk_capture::synthetic::Synthetic;
 use kiosk_capture::{convert, CaptureError, Frame, FrameSource, PixelFormat};
 
@@ -96,7 +97,7 @@ fn a_paced_ten_second_recording_keeps_every_frame_in_order() {
     let _heavy = serial();
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("clip.mp4");
-    let settings = VideoSettings::default();
+    let settings = VideoConfig::default();
     let report = record(synthetic(1280, 720, 30), &out, &settings, Duration::from_secs(10)).unwrap();
     assert_eq!(report.end, EndReason::Completed);
     assert_eq!(report.dropped, 0, "{report:?}");
@@ -130,8 +131,8 @@ fn stamped_frames(n: u64, w: u32, h: u32) -> Vec<Frame> {
     (0..n).map(|_| s.next_frame().unwrap().unwrap()).collect()
 }
 
-fn small_settings() -> VideoSettings {
-    VideoSettings { width: 320, height: 240, ..VideoSettings::default() }
+fn small_settings() -> VideoConfig {
+    VideoConfig { width: 320, height: 240, ..VideoConfig::default() }
 }
 
 /// Records `frames` (held in memory, at 30 fps) into `out`, asking for 5 s.
@@ -239,7 +240,7 @@ fn stop_from_code_and_the_maximum_duration_end_a_recording() {
     assert_eq!(probe(&out).stamps.len() as u64, report.frames);
 
     let capped = dir.path().join("capped.mp4");
-    let settings = VideoSettings { max_duration: Duration::from_secs(1), ..small_settings() };
+    let settings = VideoConfig { max_duration: Duration::from_secs(1), ..small_settings() };
     let report = record(synthetic(320, 240, 30), &capped, &settings, Duration::from_secs(30)).unwrap();
     assert_eq!(report.end, EndReason::Completed);
     assert_eq!(report.frames, 30);
@@ -261,7 +262,7 @@ fn nothing_to_record_leaves_no_file_and_bad_settings_are_named() {
     assert!(matches!(err, CaptureError::NoFrames(_)), "{err}");
     assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0, "no file and no temporary left");
 
-    let bad = VideoSettings { preset: "warp".into(), ..small_settings() };
+    let bad = VideoConfig { preset: "warp".into(), ..small_settings() };
     let err = record(synthetic(320, 240, 30), &out, &bad, Duration::from_secs(1)).unwrap_err().to_string();
     assert!(err.contains("preset") && err.contains("warp"), "{err}");
     let err = record(

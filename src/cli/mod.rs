@@ -1,7 +1,7 @@
 //! The command-line interface. Errors become exit codes here: 2 for bad input or bad
 //! configuration, 3 when `sync --once` leaves work behind, 1 for anything else.
 
-pub mod capture_args;
+pub use kiosk_common::helper_args as capture_args;
 mod check_cmd;
 mod doctor_cmd;
 mod document_cmd;
@@ -302,52 +302,7 @@ pub fn main() -> Result<ExitCode, Failure> {
     }
 }
 
-/// Sets up `tracing` (`KIOSK_AGENT_LOG` overrides the level): the format comes from
-/// `KIOSK_AGENT_LOG_FORMAT`, else the configuration's `log.format`, else plain text.
-/// Long-running commands (`long_running`) log progress at info; one-shot commands only what
-/// went wrong.
-pub fn init_logging(long_running: bool, config: Option<&Path>) {
-    use tracing_subscriber::layer::SubscriberExt as _;
-    use tracing_subscriber::util::SubscriberInitExt as _;
-    let default = if long_running { "info" } else { "warn" };
-    let filter = tracing_subscriber::EnvFilter::try_from_env("KIOSK_AGENT_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
-    let format = match std::env::var(LOG_FORMAT_ENV) {
-        Ok(v) => config::LogFormat::parse(&v).unwrap_or_default(),
-        Err(_) => config.map(config::peek_log_format).unwrap_or_default(),
-    };
-    let registry = tracing_subscriber::registry().with(filter);
-    // Colours only for a person at a terminal; journald and log files get plain text.
-    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
-    let text = || tracing_subscriber::fmt::layer().with_writer(std::io::stderr).with_target(false).with_ansi(ansi);
-    let _ = match format {
-        config::LogFormat::Json => registry
-            .with(
-                tracing_subscriber::fmt::layer()
-                    .json()
-                    .flatten_event(true)
-                    .with_current_span(false)
-                    .with_writer(std::io::stderr)
-                    .with_target(false),
-            )
-            .try_init(),
-        // Fields keep their names, upper-cased and unprefixed: `journalctl ENROLLMENT_ID=…`.
-        config::LogFormat::Journald => match tracing_journald::layer() {
-            Ok(journal) => {
-                registry.with(journal.with_field_prefix(None).with_syslog_identifier("kiosk-agent".into())).try_init()
-            }
-            Err(e) => {
-                let done = registry.with(text()).try_init();
-                tracing::warn!(error = %e, "log.format is journald but no journal is listening; logging to stderr");
-                done
-            }
-        },
-        config::LogFormat::Text => registry.with(text()).try_init(),
-    };
-}
-
-/// `text`, `json` or `journald`, as `log.format`; it takes precedence over the file.
-pub const LOG_FORMAT_ENV: &str = "KIOSK_AGENT_LOG_FORMAT";
+pub use kiosk_common::log::{init as init_logging, LOG_FORMAT_ENV};
 
 /// Writes a command's report to stdout, buffered. A reader that went away before the end
 /// (`queue list | head`) is not an error: the command ends quietly, as `cat` does, instead of

@@ -6,9 +6,7 @@
 //! strings: everything downstream receives `Url`-checked bases, `Duration`s and byte counts.
 
 mod api;
-mod capture;
 pub mod flow;
-mod log;
 mod paths;
 mod rate;
 mod raw;
@@ -21,42 +19,18 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 pub use api::{ApiConfig, CaptureServiceMode};
-pub use capture::{
+pub use kiosk_common::capture::{
     validate_capture, CameraMode, CameraRole, CaptureConfig, Quality, Role, StillConfig, VideoConfig, PRESETS,
 };
+pub use kiosk_common::config::{load_capture, ConfigError, Problem, CONFIG_ENV};
 pub use flow::{read_secret, RaoConfig, RaoCredentials, SignatureConfig};
-pub use log::{peek_log_format, LogFormat};
+pub use kiosk_common::log::{peek_log_format, LogFormat};
 pub use oneshot_protocol::{Generation, Operation};
 pub use paths::Paths;
 pub use raw::RawConfig;
 pub use windows::{VideoWindows, Window};
 
-/// Environment variable naming the configuration file when `--config` is not given.
-pub const CONFIG_ENV: &str = "KIOSK_AGENT_CONFIG";
 
-/// One thing wrong with a configuration: the dotted key and what rule it breaks.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Problem {
-    pub key: String,
-    pub message: String,
-}
-
-impl fmt::Display for Problem {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}: {}", self.key, self.message)
-    }
-}
-
-/// Why a configuration could not be used.
-#[derive(Debug, thiserror::Error)]
-pub enum ConfigError {
-    #[error("cannot read configuration file {path}: {error}")]
-    Read { path: PathBuf, error: std::io::Error },
-    #[error("configuration is not valid TOML: {0}")]
-    Parse(String),
-    #[error("configuration has {} problem(s):\n{}", .0.len(), .0.iter().map(|p| format!("  - {p}")).collect::<Vec<_>>().join("\n"))]
-    Invalid(Vec<Problem>),
-}
 
 /// The `[oneshot]` section, validated.
 #[derive(Clone)]
@@ -223,14 +197,6 @@ pub fn load(path: &Path) -> Result<Config, ConfigError> {
     let mut config = validate(raw, path.parent().unwrap_or(Path::new(".")))?;
     config.path = Some(path.to_owned());
     Ok(config)
-}
-
-/// Reads a file and validates only its camera and capture sections (for `capture` commands,
-/// which need no server or storage settings).
-pub fn load_capture(path: &Path) -> Result<CaptureConfig, ConfigError> {
-    let text = std::fs::read_to_string(path).map_err(|error| ConfigError::Read { path: path.to_owned(), error })?;
-    let raw = from_toml(&text)?;
-    validate_capture(raw.cameras, raw.capture).map_err(ConfigError::Invalid)
 }
 
 /// Parses TOML text; unknown keys are an error naming the key.
@@ -482,7 +448,7 @@ pub fn validate(raw: RawConfig, base_dir: &Path) -> Result<Config, ConfigError> 
     let signature = flow::validate_signature(raw.signature, &mut problem);
     let api = api::validate_api(raw.api, base_dir, &data_dir, &evidence, &mut problem);
     let health_stall = api::validate_health(raw.health, &mut problem);
-    let log_format = log::validate_log(raw.log, &mut problem);
+    let log_format = kiosk_common::log::validate_log(raw.log, &mut problem);
     let capture = match validate_capture(raw.cameras, raw.capture) {
         Ok(c) => c,
         Err(more) => {

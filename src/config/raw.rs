@@ -3,6 +3,7 @@
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
+use kiosk_common::config::{RawCameras, RawCapture};
 use serde::Deserialize;
 
 #[derive(Debug, Default, Deserialize)]
@@ -18,7 +19,7 @@ pub struct RawConfig {
     pub signature: Option<super::flow::RawSignature>,
     pub api: Option<super::api::RawApi>,
     pub health: Option<super::api::RawHealth>,
-    pub log: Option<super::log::RawLog>,
+    pub log: Option<kiosk_common::log::RawLog>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -86,53 +87,3 @@ pub struct RawSync {
     pub otp_wait_secs: Option<f64>,
 }
 
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct RawCameras {
-    pub document: Option<RawCameraRole>,
-    pub face: Option<RawCameraRole>,
-}
-
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct RawCameraRole {
-    pub source: Option<String>,
-    pub width: Option<u32>,
-    pub height: Option<u32>,
-    pub fps: Option<u32>,
-    pub quality: Option<RawQuality>,
-}
-
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct RawQuality {
-    pub min_sharpness: Option<f64>,
-    pub min_brightness: Option<f64>,
-    pub max_brightness: Option<f64>,
-    pub max_glare: Option<f64>,
-    pub min_width: Option<u32>,
-    pub min_height: Option<u32>,
-    pub min_face_width: Option<u32>,
-}
-
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct RawCapture {
-    pub jpeg_quality: Option<u8>,
-    pub warmup_frames: Option<usize>,
-    pub candidates: Option<usize>,
-    pub video: Option<RawVideo>,
-}
-
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct RawVideo {
-    pub width: Option<u32>,
-    pub height: Option<u32>,
-    pub fps: Option<u32>,
-    pub crf: Option<u8>,
-    pub max_bitrate: Option<u64>,
-    pub preset: Option<String>,
-    pub keyframe_secs: Option<u32>,
-    pub max_seconds: Option<u64>,
-}

@@ -41,7 +41,7 @@ fn minimal_config_gets_defaults() {
     assert_eq!(c.sync.backoff_cap, Duration::from_secs(300));
     assert_eq!(c.storage.master_key_file, PathBuf::from("/var/lib/kiosk-agent/master.key"));
     assert_eq!(c.evidence.max_image_bytes, 10 * 1024 * 1024);
-    assert_eq!(c.oneshot.generation, crate::oneshot::Generation::New);
+    assert_eq!(c.oneshot.generation, Generation::New);
     assert_eq!((c.oneshot.videoid_mode, c.oneshot.proxy.as_deref()), (None, None));
     assert_eq!(c.sync.max_unknown_status, Duration::from_secs(3600));
     assert_eq!(c.sync.max_server_errors, 5);
@@ -55,7 +55,7 @@ fn protocol_settings_are_checked() {
         "[oneshot]",
         "[oneshot]\nlayout = \"legacy\"\nvideoid_mode = 1\nproxy = \"http://proxy.example:3128\"",
     ));
-    assert_eq!(c.oneshot.generation, crate::oneshot::Generation::Old);
+    assert_eq!(c.oneshot.generation, Generation::Old);
     assert_eq!(c.oneshot.videoid_mode, Some(1));
     let oneshot = |line: &str| MINIMAL.replace("[oneshot]", &format!("[oneshot]\n{line}"));
     let sync = |line: &str| format!("{MINIMAL}[sync]\n{line}\n");

@@ -7,22 +7,13 @@ use std::io::Read as _;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use serde::Deserialize;
 
 /// Video codecs accepted inside the MP4 (what the reviewers' players handle).
 pub const ACCEPTED_CODECS: [&str; 2] = ["h264", "hevc"];
 /// A probe that takes longer than this is a hostile or broken file.
 const PROBE_TIMEOUT: Duration = Duration::from_secs(30);
 
-/// What a probe found: the capture helper's `probe-video` prints it, `enroll` reads it.
-#[derive(Debug, Clone, PartialEq, Deserialize, serde::Serialize)]
-pub struct VideoFacts {
-    pub container: String,
-    pub codec: String,
-    pub width: u32,
-    pub height: u32,
-    pub duration_secs: f64,
-}
+pub use kiosk_common::video::VideoFacts;
 
 /// Something that can tell whether an open file is a playable video (from any thread: the
 /// video is probed while the images are decoded).

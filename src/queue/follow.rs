@@ -6,7 +6,7 @@ use rusqlite::{params, OptionalExtension};
 
 use super::records::{job_row, JOB_SQL};
 use super::{add_event, now_ms, Job, Queue, QueueError};
-use crate::oneshot::RequestStatus;
+use oneshot_protocol::RequestStatus;
 
 impl Queue {
     /// Records one orphan request of an enrollment (idempotent).

@@ -1,9 +1,8 @@
 //! The `[cameras.*]` and `[capture]` sections: camera roles, still and video settings.
 //!
 //! Validated separately from the rest, so `capture` commands work with no configuration file or
-//! with one that only describes the cameras. These are the agent's own types: the library does
-//! not link the capture crate (FFmpeg, V4L2), which only the `kiosk-agent-capture` helper does;
-//! the helper maps them onto the capture crate's settings.
+//! with one that only describes the cameras. The capture crate takes these very types, and the
+//! agent validates them without linking it (FFmpeg, V4L2), which only the helper does.
 
 use std::time::Duration;
 
@@ -11,12 +10,18 @@ use std::time::Duration;
 pub const PRESETS: [&str; 9] =
     ["ultrafast", "superfast", "veryfast", "faster", "fast", "medium", "slow", "slower", "veryslow"];
 
-/// What a camera is asked for.
+/// What a camera is asked for; the source comes as close as it can.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct CameraMode {
     pub width: u32,
     pub height: u32,
     pub fps: u32,
+}
+
+impl Default for CameraMode {
+    fn default() -> Self {
+        CameraMode { width: 1280, height: 720, fps: 30 }
+    }
 }
 
 /// What a role requires of its stills (see `kiosk_capture::metrics`).
@@ -58,9 +63,18 @@ impl Quality {
 /// How stills are taken.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct StillConfig {
+    /// Frames discarded first while auto-exposure and focus settle.
     pub warmup_frames: usize,
+    /// Of the frames after warm-up, how many are compared for sharpness.
     pub candidates: usize,
+    /// JPEG quality, 1–100.
     pub jpeg_quality: u8,
+}
+
+impl Default for StillConfig {
+    fn default() -> Self {
+        StillConfig { warmup_frames: 10, candidates: 5, jpeg_quality: 90 }
+    }
 }
 
 /// How clips are encoded.
@@ -91,8 +105,7 @@ impl Default for VideoConfig {
     }
 }
 
-use super::raw::{RawCameraRole, RawCameras, RawCapture};
-use super::Problem;
+use crate::config::{Problem, RawCameraRole, RawCameras, RawCapture};
 
 /// Which camera a still is for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -166,8 +179,9 @@ pub fn validate_capture(
 
     let c = capture.unwrap_or_default();
     let mut problem = |key: &str, message: String| problems.push(Problem { key: key.into(), message });
+    let still = StillConfig::default();
     let jpeg_quality = match c.jpeg_quality {
-        None => 90,
+        None => still.jpeg_quality,
         Some(q) if (1..=100).contains(&q) => q,
         Some(q) => {
             problem("capture.jpeg_quality", format!("must be 1-100, not {q}"));

@@ -1,5 +1,5 @@
 //! The arguments of `kiosk-agent cameras` and `capture still|video`. The commands themselves run
-//! in the `kiosk-agent-capture` helper, which links FFmpeg and V4L2 (see `crate::helper`).
+//! in the `kiosk-agent-capture` helper, which links FFmpeg and V4L2 (see `kiosk_agent::helper`).
 
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
@@ -7,10 +7,10 @@ use std::path::{Path, PathBuf};
 use anyhow::Context as _;
 use clap::Subcommand;
 
-use crate::config::Role;
+use crate::capture::Role;
 
 /// The commands the capture helper runs: `kiosk-agent` hands them over with its own arguments,
-/// and the helper parses only these (see `crate::helper`).
+/// and the helper parses only these (see `kiosk_agent::helper`).
 #[derive(Debug, Subcommand)]
 pub enum HelperCommand {
     /// List the cameras present and the configured camera roles.
