@@ -4,10 +4,10 @@
 use std::time::Instant;
 
 use kiosk_capture::memory::Frames;
-use kiosk_capture::Quality;
 use kiosk_capture::still::capture_still;
-use kiosk_capture::StillConfig;
 use kiosk_capture::synthetic::Synthetic;
+use kiosk_capture::Quality;
+use kiosk_capture::StillConfig;
 use kiosk_capture::{FrameSource, PixelFormat};
 
 fn main() {

@@ -38,4 +38,3 @@ pub async fn follow_uploads(worker: std::sync::Arc<crate::sync::Worker>, mut sto
         }
     }
 }
-

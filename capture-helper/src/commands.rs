@@ -7,12 +7,11 @@ use std::time::Duration;
 use kiosk_common::video::VideoFacts;
 
 use crate::report::{ClipReport, StillReport};
+use kiosk_capture::record::{RecordReport, Recorder};
+use kiosk_capture::still::{capture_still, Still};
 use kiosk_common::capture::{CaptureConfig, Role};
 use kiosk_common::helper_args::{write_durably, CaptureCommand};
 use kiosk_common::BadInput;
-use kiosk_capture::record::{RecordReport, Recorder};
-use kiosk_capture::still::{capture_still, Still};
-
 
 /// Takes a still for `role` from `camera` (or the role's configured source).
 pub fn take_still(cfg: &CaptureConfig, role: Role, camera: Option<&str>) -> Result<Still, kiosk_capture::CaptureError> {
@@ -46,12 +45,7 @@ pub fn still_line(still: &Still) -> String {
 }
 
 /// Records `seconds` of video from `camera` (or the face camera) into `out`.
-pub fn take_video(
-    cfg: &CaptureConfig,
-    camera: Option<&str>,
-    seconds: f64,
-    out: &Path,
-) -> anyhow::Result<RecordReport> {
+pub fn take_video(cfg: &CaptureConfig, camera: Option<&str>, seconds: f64, out: &Path) -> anyhow::Result<RecordReport> {
     let max = cfg.video.max_duration.as_secs_f64();
     if !(seconds > 0.0 && seconds <= max) {
         return Err(BadInput(format!(
@@ -62,8 +56,7 @@ pub fn take_video(
     let spec = camera.unwrap_or(&cfg.face.source).to_owned();
     let wanted = kiosk_capture::CameraMode { width: cfg.video.width, height: cfg.video.height, fps: cfg.video.fps };
     let length = Duration::from_secs_f64(seconds);
-    let recorder =
-        Recorder::start(move || kiosk_capture::open(&spec, wanted), out, &cfg.video.clone(), length)?;
+    let recorder = Recorder::start(move || kiosk_capture::open(&spec, wanted), out, &cfg.video.clone(), length)?;
     // From the moment the camera is open: a bar at a terminal, lines in a log.
     let started = std::time::Instant::now();
     let progress = kiosk_common::progress::Progress::new(
@@ -184,8 +177,8 @@ const PROBE_MAX_PACKETS: usize = 600;
 /// checked; reopening it through `/dev/stdin` reaches that same file, never a path that could
 /// have been swapped.
 pub fn probe_video() -> anyhow::Result<ExitCode> {
-    let facts = kiosk_capture::file::probe(Path::new("/dev/stdin"), PROBE_MAX_PACKETS)
-        .map_err(|e| BadInput(e.to_string()))?;
+    let facts =
+        kiosk_capture::file::probe(Path::new("/dev/stdin"), PROBE_MAX_PACKETS).map_err(|e| BadInput(e.to_string()))?;
     let facts = VideoFacts {
         container: facts.container,
         codec: facts.codec,

@@ -7,8 +7,8 @@ use std::io::Write;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use kiosk_common::helper_args::write_durably;
 use kiosk_common::capture::{CaptureConfig, Role};
+use kiosk_common::helper_args::write_durably;
 
 use crate::commands::{still_line, take_still, take_video};
 

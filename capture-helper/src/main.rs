@@ -42,13 +42,11 @@ fn capture_config(path: Option<&std::path::Path>) -> anyhow::Result<(CaptureConf
 fn run(cli: HelperCli) -> anyhow::Result<ExitCode> {
     match cli.command {
         HelperCommand::Cameras => {
-            let (cfg, from) =
-                capture_config(cli.config.as_deref())?;
+            let (cfg, from) = capture_config(cli.config.as_deref())?;
             commands::cameras(&cfg, &from)
         }
         HelperCommand::Capture { command } => {
-            let (cfg, _) =
-                capture_config(cli.config.as_deref())?;
+            let (cfg, _) = capture_config(cli.config.as_deref())?;
             commands::run(&cfg, command)
         }
         HelperCommand::DemoEvidence { dir, camera, seconds } => {
@@ -57,8 +55,7 @@ fn run(cli: HelperCli) -> anyhow::Result<ExitCode> {
         }
         HelperCommand::ProbeVideo => commands::probe_video(),
         HelperCommand::CaptureService { socket, keep_secs } => {
-            let (cfg, _) =
-                capture_config(cli.config.as_deref())?;
+            let (cfg, _) = capture_config(cli.config.as_deref())?;
             service::run(cfg, &socket, Duration::from_secs(keep_secs.max(1)))?;
             Ok(ExitCode::SUCCESS)
         }

@@ -5,9 +5,9 @@
 use std::path::PathBuf;
 
 use kiosk_capture::metrics::{tenths, FaceMetrics};
-use kiosk_common::capture::Role;
 use kiosk_capture::record::RecordReport;
 use kiosk_capture::still::Still;
+use kiosk_common::capture::Role;
 use serde::Serialize;
 
 /// One still: its quality figures and verdict.

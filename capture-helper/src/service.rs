@@ -18,9 +18,9 @@ use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post};
 use axum::{Json, Router};
-use kiosk_common::capture::{CaptureConfig, Role};
 use kiosk_capture::hub::Hub;
 use kiosk_capture::record::Recorder;
+use kiosk_common::capture::{CaptureConfig, Role};
 use serde_json::Value;
 
 use crate::report::{CameraRole, CameraRoles, ClipReport, ErrorBody, PhotoReport, RecordingStarted, StillReport};
@@ -203,8 +203,7 @@ async fn still(State(s): State<Service>, body: axum::body::Bytes) -> Response {
     let taken = tokio::task::spawn_blocking(move || {
         let r = cfg.role(role);
         let mut tap = hub.tap();
-        let still =
-            kiosk_capture::still::capture_still(&mut tap, &cfg.still, &r.thresholds)?;
+        let still = kiosk_capture::still::capture_still(&mut tap, &cfg.still, &r.thresholds)?;
         let mut report = StillReport::new(&still, role);
         let photo = if front { front_photo(&still, cfg.still.jpeg_quality, &mut report) } else { None };
         // A retake is judged and answered, never kept: nothing can take it for an enrollment.

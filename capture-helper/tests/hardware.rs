@@ -13,11 +13,11 @@ use std::path::Path;
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use kiosk_capture::Quality;
 use kiosk_capture::record::record;
-use kiosk_capture::VideoConfig;
 use kiosk_capture::still::capture_still;
+use kiosk_capture::Quality;
 use kiosk_capture::StillConfig;
+use kiosk_capture::VideoConfig;
 use kiosk_capture::{camera, open, CameraMode};
 use libtest_mimic::{Arguments, Failed, Trial};
 use serde_json::Value;
@@ -92,9 +92,9 @@ fn cameras_are_listed_with_modes() -> Result<(), Failed> {
 }
 
 fn still_from_the_camera() -> Result<(), Failed> {
-    let mut source = open(&camera_spec(), CameraMode { width: 1280, height: 720, fps: 30 }).map_err(|e| e.to_string())?;
-    let still =
-        capture_still(source.as_mut(), &StillConfig::default(), &Quality::FACE).map_err(|e| e.to_string())?;
+    let mut source =
+        open(&camera_spec(), CameraMode { width: 1280, height: 720, fps: 30 }).map_err(|e| e.to_string())?;
+    let still = capture_still(source.as_mut(), &StillConfig::default(), &Quality::FACE).map_err(|e| e.to_string())?;
     check(still.metrics.width >= 320 && still.jpeg.len() > 1000, || format!("{:?}", still.metrics))?;
     let markers = kiosk_capture::jpeg::metadata_markers(&still.jpeg).map_err(|e| e.to_string())?;
     check(!markers.contains(&0xE1), || "the still carries EXIF".into())

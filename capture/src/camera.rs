@@ -24,7 +24,7 @@ use v4l::video::Capture;
 
 use crate::driver_frames::{packed, FrameClock};
 use crate::negotiate::{self, FrameRate, Mode};
-use crate::{CaptureError, Frame, FrameSource, PixelFormat, CameraMode};
+use crate::{CameraMode, CaptureError, Frame, FrameSource, PixelFormat};
 
 /// Buffers shared with the driver: enough that a frame is not lost while one is being copied
 /// out and another waits, few enough to keep the latency (and memory) of a live view low.

@@ -137,8 +137,8 @@ pub fn portrait_around(face: &FaceBox, width: u32, height: u32) -> (u32, u32, u3
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::Quality;
     use crate::still::capture_still;
+    use crate::Quality;
     use crate::StillConfig;
 
     /// The face test images (`tests/faces/`, made by its `make.sh` from a public-domain photo).

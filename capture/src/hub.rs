@@ -11,7 +11,7 @@
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::Duration;
 
-use crate::{CaptureError, Frame, FrameSource, PixelFormat, CameraMode};
+use crate::{CameraMode, CaptureError, Frame, FrameSource, PixelFormat};
 
 /// A consumer that waits this long for a frame concludes the camera stopped.
 const FRAME_WAIT: Duration = Duration::from_secs(5);

@@ -152,7 +152,6 @@ pub trait FrameSource {
     }
 }
 
-
 /// Opens a source from its specification:
 ///
 /// - `v4l2:/dev/videoN` or `camera:N` — a V4L2 camera, negotiated towards `request`;

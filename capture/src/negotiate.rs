@@ -4,7 +4,7 @@
 
 use std::fmt;
 
-use crate::{PixelFormat, CameraMode};
+use crate::{CameraMode, PixelFormat};
 
 /// Frames per second exactly as a driver states it, a fraction in lowest terms: 25/2 is
 /// 12.5 fps, 30000/1001 the 29.97 of video capture cards.

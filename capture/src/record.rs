@@ -28,8 +28,6 @@ use crate::{CaptureError, Frame, FrameSource, VideoConfig, PRESETS};
 /// Encoder time base: the 90 kHz clock of video transport, fine enough for capture times.
 const TIME_BASE: Rational = Rational(1, 90_000);
 
-
-
 /// Why a recording ended.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum EndReason {

@@ -2,9 +2,8 @@
 
 use crate::convert::{convert, luma};
 use crate::metrics::{judge, measure, Metrics, Verdict};
-use crate::{Quality, StillConfig};
 use crate::{jpeg, CaptureError, Frame, FrameSource, PixelFormat};
-
+use crate::{Quality, StillConfig};
 
 /// A still image with its quality assessment.
 #[derive(Debug, Clone)]

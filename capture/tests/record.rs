@@ -7,8 +7,8 @@ use std::time::{Duration, Instant};
 use ffmpeg_next::{codec, format, frame, media};
 use kiosk_capture::memory::Frames;
 use kiosk_capture::record::{record, EndReason, RecordReport, Recorder};
-use kiosk_capture::VideoConfig;
 use kiosk_capture::synthetic::Synthetic;
+use kiosk_capture::VideoConfig;
 use kiosk_capture::{convert, CaptureError, Frame, FrameSource, PixelFormat};
 
 /// Recording tests share the machine's two cores; running them one at a time keeps a paced

@@ -83,8 +83,7 @@ type Labels<'a> = Vec<(&'a str, &'a str)>;
 /// Every series a dashboard or alert may ask for is present from the start, at 0.
 fn register_counters(registry: &mut Registry, counters: Vec<crate::queue::counters::Counter>) {
     use crate::queue::counters::names;
-    const CLASSES: [&str; 8] =
-        ["network", "throttled", "server_error", "rejected", "protocol", "setup", "local", "ended_by_server"];
+    let classes = crate::queue::counters::Class::ALL.map(|c| c.as_str());
     let families: [(&str, &str, Vec<Labels>); 5] = [
         (
             names::UPLOADS,
@@ -99,12 +98,12 @@ fn register_counters(registry: &mut Registry, counters: Vec<crate::queue::counte
         (
             names::RETRIES,
             "Failed attempts to be retried, by reason class",
-            CLASSES.iter().map(|c| vec![("class", *c)]).collect(),
+            classes.iter().map(|c| vec![("class", *c)]).collect(),
         ),
         (
             names::FAILURES,
             "Enrollments that ended failed, by reason class",
-            CLASSES.iter().map(|c| vec![("class", *c)]).collect(),
+            classes.iter().map(|c| vec![("class", *c)]).collect(),
         ),
         (
             names::CAPTURES,

@@ -19,18 +19,16 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 pub use api::{ApiConfig, CaptureServiceMode};
+pub use flow::{read_secret, RaoConfig, RaoCredentials, SignatureConfig};
 pub use kiosk_common::capture::{
     validate_capture, CameraMode, CameraRole, CaptureConfig, Quality, Role, StillConfig, VideoConfig, PRESETS,
 };
 pub use kiosk_common::config::{load_capture, ConfigError, Problem, CONFIG_ENV};
-pub use flow::{read_secret, RaoConfig, RaoCredentials, SignatureConfig};
 pub use kiosk_common::log::{peek_log_format, LogFormat};
 pub use oneshot_protocol::{Generation, Operation};
 pub use paths::Paths;
 pub use raw::RawConfig;
 pub use windows::{VideoWindows, Window};
-
-
 
 /// The `[oneshot]` section, validated.
 #[derive(Clone)]
@@ -274,7 +272,7 @@ pub fn validate(raw: RawConfig, base_dir: &Path) -> Result<Config, ConfigError> 
         }
     }
     if let Some(proxy) = &o.proxy {
-        match reqwest::Url::parse(proxy) {
+        match url::Url::parse(proxy) {
             Ok(u) if ["http", "https", "socks5", "socks5h"].contains(&u.scheme()) => {}
             Ok(u) => problem("oneshot.proxy", format!("must be an http, https or socks5 URL, not {}", u.scheme())),
             Err(e) => problem("oneshot.proxy", format!("is not a URL ({e})")),
@@ -291,9 +289,9 @@ pub fn validate(raw: RawConfig, base_dir: &Path) -> Result<Config, ConfigError> 
     let mut headers = BTreeMap::new();
     for (name, value) in o.headers.unwrap_or_default() {
         let key = format!("oneshot.headers.{name}");
-        if reqwest::header::HeaderName::from_bytes(name.as_bytes()).is_err() {
+        if http::header::HeaderName::from_bytes(name.as_bytes()).is_err() {
             problem(&key, "is not a valid HTTP header name".into());
-        } else if reqwest::header::HeaderValue::from_str(&value).is_err() {
+        } else if http::header::HeaderValue::from_str(&value).is_err() {
             problem(&key, "value is not a valid HTTP header value".into());
         } else {
             headers.insert(name, value);
@@ -305,10 +303,13 @@ pub fn validate(raw: RawConfig, base_dir: &Path) -> Result<Config, ConfigError> 
         // starts, fails to build its client and restarts in a loop.
         match std::fs::read(ca) {
             Err(e) => problem("oneshot.ca_bundle", format!("{} is not a readable file ({e})", ca.display())),
-            Ok(pem) => match reqwest::Certificate::from_pem_bundle(&pem) {
-                Ok(certs) if !certs.is_empty() => {}
-                _ => problem("oneshot.ca_bundle", format!("{} holds no PEM certificate", ca.display())),
-            },
+            Ok(pem) => {
+                use rustls_pki_types::pem::PemObject as _;
+                let certs: Result<Vec<_>, _> = rustls_pki_types::CertificateDer::pem_slice_iter(&pem).collect();
+                if !certs.is_ok_and(|c| !c.is_empty()) {
+                    problem("oneshot.ca_bundle", format!("{} holds no PEM certificate", ca.display()));
+                }
+            }
         }
     }
     let mut secs = |key: &str, v: Option<u64>, default: u64| match v {
@@ -520,7 +521,7 @@ pub fn validate(raw: RawConfig, base_dir: &Path) -> Result<Config, ConfigError> 
 
 /// Checks the scheme rule: https everywhere, plain http only towards a loopback address.
 fn check_base_url(url: &str) -> Result<String, String> {
-    let parsed = reqwest::Url::parse(url).map_err(|e| format!("is not a URL ({e})"))?;
+    let parsed = url::Url::parse(url).map_err(|e| format!("is not a URL ({e})"))?;
     if parsed.query().is_some() || parsed.fragment().is_some() {
         return Err("must not have a query or fragment".into());
     }
@@ -537,7 +538,7 @@ fn check_base_url(url: &str) -> Result<String, String> {
     Ok(url.trim_end_matches('/').to_owned())
 }
 
-fn is_loopback(url: &reqwest::Url) -> bool {
+fn is_loopback(url: &url::Url) -> bool {
     match url.host() {
         Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
         Some(url::Host::Ipv6(ip)) => ip.is_loopback(),

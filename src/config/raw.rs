@@ -86,4 +86,3 @@ pub struct RawSync {
     pub webhook_listen: Option<String>,
     pub otp_wait_secs: Option<f64>,
 }
-

@@ -7,7 +7,6 @@ use std::io::Read as _;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-
 /// Video codecs accepted inside the MP4 (what the reviewers' players handle).
 pub const ACCEPTED_CODECS: [&str; 2] = ["h264", "hevc"];
 /// A probe that takes longer than this is a hostile or broken file.

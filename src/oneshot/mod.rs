@@ -17,6 +17,8 @@ pub use signing::{parse_uploaded, rao_body, sign_body, valid_uid, FileKind, Unlo
 
 use std::time::Duration;
 
+use crate::queue::counters::Class;
+
 /// Errors of the One-Shot layer. Server text in them has been cleaned ([`envelope::clean`]).
 #[derive(Debug, thiserror::Error)]
 pub enum OneShotError {
@@ -56,15 +58,15 @@ impl OneShotError {
 
     /// The reason class the metrics count retries and failures under: a small fixed set, so a
     /// fleet's dashboards can tell a network outage from a server fault from bad data.
-    pub fn class(&self) -> &'static str {
+    pub fn class(&self) -> Class {
         match self {
-            OneShotError::Connect(_) | OneShotError::Timeout(_) | OneShotError::Transfer(_) => "network",
-            OneShotError::Server { status: 429, .. } => "throttled",
-            OneShotError::Server { .. } => "server_error",
-            OneShotError::Rejected { .. } => "rejected",
-            OneShotError::Redirect { .. } | OneShotError::Protocol(_) => "protocol",
-            OneShotError::Setup(_) | OneShotError::Unsupported(_) => "setup",
-            OneShotError::Local(_) => "local",
+            OneShotError::Connect(_) | OneShotError::Timeout(_) | OneShotError::Transfer(_) => Class::Network,
+            OneShotError::Server { status: 429, .. } => Class::Throttled,
+            OneShotError::Server { .. } => Class::ServerError,
+            OneShotError::Rejected { .. } => Class::Rejected,
+            OneShotError::Redirect { .. } | OneShotError::Protocol(_) => Class::Protocol,
+            OneShotError::Setup(_) | OneShotError::Unsupported(_) => Class::Setup,
+            OneShotError::Local(_) => Class::Local,
         }
     }
 

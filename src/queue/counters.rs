@@ -31,6 +31,70 @@ pub mod names {
     pub const CAPTURES: &str = "captures";
 }
 
+/// Why an attempt is retried or an enrollment failed: the `class` label of the retry and
+/// failure counters, a small fixed set so a fleet's dashboards can tell a network outage from
+/// a server fault from bad data from a request the server is still working on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Class {
+    /// The server could not be reached, or the transfer broke off.
+    Network,
+    /// HTTP 429.
+    Throttled,
+    /// HTTP 408, 5xx, or a status that came with a Retry-After.
+    ServerError,
+    /// Any other 4xx: the server refused what was sent.
+    Rejected,
+    /// A redirect, or an answer that breaks the API.
+    Protocol,
+    /// The client could not be set up, or the server lacks the operation.
+    Setup,
+    /// The local evidence could not be read.
+    Local,
+    /// The server ended the request (a terminal status).
+    EndedByServer,
+    /// Not a failure: the server has not moved the request on yet, and the worker looks again.
+    Polling,
+    /// The server lost acknowledged uploads more often than `sync.max_resends` allows.
+    ResendLimit,
+}
+
+impl Class {
+    pub const ALL: [Class; 10] = [
+        Class::Network,
+        Class::Throttled,
+        Class::ServerError,
+        Class::Rejected,
+        Class::Protocol,
+        Class::Setup,
+        Class::Local,
+        Class::EndedByServer,
+        Class::Polling,
+        Class::ResendLimit,
+    ];
+
+    /// The label value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Class::Network => "network",
+            Class::Throttled => "throttled",
+            Class::ServerError => "server_error",
+            Class::Rejected => "rejected",
+            Class::Protocol => "protocol",
+            Class::Setup => "setup",
+            Class::Local => "local",
+            Class::EndedByServer => "ended_by_server",
+            Class::Polling => "polling",
+            Class::ResendLimit => "resend_limit",
+        }
+    }
+}
+
+impl std::fmt::Display for Class {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 /// Labels are stored as `k=v,k=v`; keys and values are the agent's own words (no `=` or `,`).
 fn encode_labels(labels: &[(&str, &str)]) -> String {
     debug_assert!(labels.iter().all(|(k, v)| !(k.contains([',', '=']) || v.contains([',', '=']))));

@@ -5,8 +5,9 @@ use std::time::{Duration, UNIX_EPOCH};
 use rusqlite::{params, OptionalExtension, Row};
 use serde::Serialize;
 
-use super::{add_event, counters, now_ms, Queue, QueueError, State};
-use crate::oneshot::RequestStatus;
+use super::counters::{self, Class};
+use super::{add_event, now_ms, Queue, QueueError, State};
+use oneshot_protocol::RequestStatus;
 
 /// What the sync worker needs to take the next step of an enrollment.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -404,7 +405,7 @@ impl Queue {
     pub fn record_retry(
         &self,
         id: &str,
-        class: &str,
+        class: Class,
         error: &str,
         next_attempt_at_ms: i64,
         server_error: Option<&str>,
@@ -424,7 +425,7 @@ impl Queue {
         if attempts == 1 {
             add_event(&tx, id, "retrying", error)?;
         }
-        counters::bump(&tx, counters::names::RETRIES, &[("class", class)], 1)?;
+        counters::bump(&tx, counters::names::RETRIES, &[("class", class.as_str())], 1)?;
         tx.commit()?;
         Ok((attempts, server_errors))
     }
@@ -450,18 +451,18 @@ impl Queue {
     }
 
     /// Moves an enrollment to `failed` with the reason (a permanent error: an operator must act),
-    /// counted under `class` (see [`crate::oneshot::OneShotError::class`]).
-    pub fn record_failed(&self, id: &str, from: State, class: &str, reason: &str) -> Result<(), QueueError> {
+    /// counted under `class`.
+    pub fn record_failed(&self, id: &str, from: State, class: Class, reason: &str) -> Result<(), QueueError> {
         self.end(id, from, State::Failed, reason, class)
     }
 
     /// Ends an enrollment in `to` (`failed`, `cancelled` or `refused`) with the reason, e.g. the
     /// server's terminal status.
     pub fn record_ended(&self, id: &str, from: State, to: State, reason: &str) -> Result<(), QueueError> {
-        self.end(id, from, to, reason, "ended_by_server")
+        self.end(id, from, to, reason, Class::EndedByServer)
     }
 
-    fn end(&self, id: &str, from: State, to: State, reason: &str, class: &str) -> Result<(), QueueError> {
+    fn end(&self, id: &str, from: State, to: State, reason: &str, class: Class) -> Result<(), QueueError> {
         debug_assert!(matches!(to, State::Failed | State::Cancelled | State::Refused));
         let mut conn = self.conn();
         let tx = conn.transaction()?;
@@ -472,7 +473,7 @@ impl Queue {
         )?;
         add_event(&tx, id, to.as_str(), reason)?;
         if to == State::Failed {
-            counters::bump(&tx, counters::names::FAILURES, &[("class", class)], 1)?;
+            counters::bump(&tx, counters::names::FAILURES, &[("class", class.as_str())], 1)?;
         }
         tx.commit()?;
         Ok(())

@@ -159,7 +159,13 @@ fn retry_resumes_where_it_failed_and_purge_guards_pending_work() {
     assert!(matches!(q.retry(&id), Err(QueueError::WrongState { .. })));
     q.advance(&id, State::Queued, State::Creating, "t").unwrap();
     q.record_created(&id, "45836", Some("137")).unwrap();
-    q.record_failed(&id, State::Created, "rejected", "400 Bad Request — Request not found").unwrap();
+    q.record_failed(
+        &id,
+        State::Created,
+        crate::queue::counters::Class::Rejected,
+        "400 Bad Request — Request not found",
+    )
+    .unwrap();
     let s = q.show(&id).unwrap();
     assert_eq!((s.state, s.last_error.as_deref()), (State::Failed, Some("400 Bad Request — Request not found")));
     assert_eq!(q.retry(&id).unwrap(), State::Created);
@@ -239,7 +245,7 @@ proptest! {
                 }
                 Op::Fail => {
                     if model.is_pending() {
-                        q.record_failed(&id, model, "rejected", "x").unwrap();
+                        q.record_failed(&id, model, crate::queue::counters::Class::Rejected, "x").unwrap();
                         failed_from = model;
                         model = State::Failed;
                     }

@@ -25,6 +25,7 @@ use super::{blocking, Worker};
 use crate::evidence::{create_body, evidences_body};
 use crate::faults::crash_point;
 use crate::oneshot::{OneShotError, RequestIds, RequestStatus};
+use crate::queue::counters::Class;
 use crate::queue::{now_ms, Job, QueueError, State};
 
 /// How a worker task ended for one enrollment.
@@ -44,13 +45,26 @@ pub enum Result {
 /// How many times the status is read after the video before the step is retried later.
 const STATUS_READS: u32 = 5;
 
-/// Why a step stopped.
+/// Why a step stopped: what the server or the transport said (`Api`), what the queue said
+/// (`Queue`), or what the worker decided (the rest). The worker's own decisions are never
+/// dressed up as server errors, so metrics and messages say what really happened.
 pub(super) enum StepError {
     Api(OneShotError),
     Queue(QueueError),
+    /// The server has not moved the request on yet: look again after the backoff. Counted as
+    /// a retry of class `polling`, never as a server error.
+    Poll {
+        why: String,
+    },
     /// The enrollment ends here (a terminal server status, or an unknown one for too long).
     Ended {
         to: State,
+        reason: String,
+    },
+    /// The worker gives up on the enrollment for a reason of its own (`class`), e.g. the bound
+    /// on re-sends; an operator must act.
+    Failed {
+        class: Class,
         reason: String,
     },
     /// The next step waits for a video window that opens after this delay.
@@ -122,7 +136,7 @@ impl Worker {
                                  missing certificates): {message}",
                                 operation(from)
                             );
-                            return self.fail(&job, from, "server_error", reason).await;
+                            return self.fail(&job, from, Class::ServerError, reason).await;
                         }
                         Ok(_) => {}
                         Err(qe) => tracing::error!(enrollment_id = %job.id, error = %qe, "cannot record a retry"),
@@ -133,7 +147,19 @@ impl Worker {
                     let reason = self.redactor(&job.id).await.apply(&e.to_string());
                     return self.fail(&job, from, e.class(), reason).await;
                 }
+                Err(StepError::Poll { why }) => {
+                    let delay = self.backoff().delay(job.attempts + 1, None, &mut rand::thread_rng());
+                    let (id, next) = (job.id.clone(), now_ms() + delay.as_millis() as i64);
+                    tracing::info!(enrollment_id = %job.id, state = %from, why = %why, delay_ms = delay.as_millis() as u64, "polling");
+                    if let Err(qe) =
+                        blocking(&self.queue, move |q| q.record_retry(&id, Class::Polling, &why, next, None)).await
+                    {
+                        tracing::error!(enrollment_id = %job.id, error = %qe, "cannot record a poll");
+                    }
+                    return Result::RetryAfter { delay, offline: false };
+                }
                 Err(StepError::Ended { to, reason }) => return self.finish(&job, job.state, to, reason).await,
+                Err(StepError::Failed { class, reason }) => return self.fail(&job, from, class, reason).await,
                 Err(StepError::Deferred(delay)) => {
                     let (id, next) = (job.id.clone(), now_ms() + delay.as_millis() as i64);
                     tracing::info!(enrollment_id = %job.id, state = %from, wait_secs = delay.as_secs(), "video waits for its window");
@@ -147,7 +173,7 @@ impl Worker {
                     return Result::Deferred { delay };
                 }
                 Err(StepError::Queue(e @ (QueueError::Crypto(_) | QueueError::Damaged { .. }))) => {
-                    return self.fail(&job, from, "local", format!("local evidence is unreadable: {e}")).await;
+                    return self.fail(&job, from, Class::Local, format!("local evidence is unreadable: {e}")).await;
                 }
                 Err(StepError::Queue(e)) => {
                     // A local database or file error: keep the enrollment and try later.
@@ -172,7 +198,7 @@ impl Worker {
 
     async fn finish(&self, job: &Job, from: State, to: State, reason: String) -> Result {
         if to == State::Failed {
-            return self.fail(job, from, "ended_by_server", reason).await;
+            return self.fail(job, from, Class::EndedByServer, reason).await;
         }
         tracing::warn!(enrollment_id = %job.id, state = %to, from = %from, reason = %reason, "enrollment ended by the server");
         self.count(2);
@@ -183,9 +209,9 @@ impl Worker {
         Result::Settled
     }
 
-    async fn fail(&self, job: &Job, from: State, class: &'static str, reason: String) -> Result {
+    async fn fail(&self, job: &Job, from: State, class: Class, reason: String) -> Result {
         self.count(1);
-        tracing::error!(enrollment_id = %job.id, state = %from, class, reason = %reason, "enrollment failed; operator action needed");
+        tracing::error!(enrollment_id = %job.id, state = %from, class = %class, reason = %reason, "enrollment failed; operator action needed");
         let id = job.id.clone();
         if let Err(e) = blocking(&self.queue, move |q| q.record_failed(&id, from, class, &reason)).await {
             tracing::error!(enrollment_id = %job.id, error = %e, "cannot record the failure");
@@ -317,18 +343,16 @@ impl Worker {
             });
         }
         if act == Action::Unknown && job.state == State::VideoSent {
-            return Err(Self::still_waiting(&status, limit).into());
+            return Err(Self::still_waiting(&status, limit));
         }
         Ok((status, act))
     }
 
-    /// The retryable "not there yet" of a status read that did not move the enrollment on.
-    fn still_waiting(status: &RequestStatus, limit: Duration) -> OneShotError {
+    /// The "not there yet" of a status read that did not move the enrollment on.
+    fn still_waiting(status: &RequestStatus, limit: Duration) -> StepError {
         let what = if action(status) == Action::Unknown { "is unknown" } else { "does not confirm the uploads yet" };
-        OneShotError::Server {
-            status: 0,
-            details: format!("server status {status} {what}; polling for up to {}", humantime::format_duration(limit)),
-            retry_after: None,
+        StepError::Poll {
+            why: format!("server status {status} {what}; polling for up to {}", humantime::format_duration(limit)),
         }
     }
 
@@ -502,7 +526,7 @@ impl Worker {
                 // Unknown statuses were turned into a retry (or the end) by `observe`.
                 Action::AwaitUploads | Action::Unknown => {
                     if read + 1 == STATUS_READS {
-                        return Err(Self::still_waiting(&status, self.config.sync.max_unknown_status).into());
+                        return Err(Self::still_waiting(&status, self.config.sync.max_unknown_status));
                     }
                     continue;
                 }
@@ -520,19 +544,18 @@ impl Worker {
         // The server lost uploads it had acknowledged: re-send, a bounded number of times. After
         // VIDEOERROR both parts go again; after VIDEOINCOMPLETE the video, which is sent last.
         let Some((status, act)) = last else {
-            return Err(Self::still_waiting(&RequestStatus::VideoPending, self.config.sync.max_unknown_status).into());
+            return Err(Self::still_waiting(&RequestStatus::VideoPending, self.config.sync.max_unknown_status));
         };
         let id = job.id.clone();
         let resends = blocking(&self.queue, move |q| q.bump_resends(&id)).await?;
         if resends > self.config.sync.max_resends {
-            return Err(OneShotError::Rejected {
-                status: 0,
-                details: format!(
+            return Err(StepError::Failed {
+                class: Class::ResendLimit,
+                reason: format!(
                     "server status {status} after {} re-sends (sync.max_resends); check the request on the server",
                     self.config.sync.max_resends
                 ),
-            }
-            .into());
+            });
         }
         let back = if act == Action::ResendVideo { State::EvidencesSent } else { State::Created };
         self.set_state(job, back, format!("server status {status}: re-send {resends}")).await?;

@@ -2,6 +2,7 @@
 //! over loopback.
 
 mod api;
+mod architecture;
 mod browser;
 mod capture;
 mod chaos;

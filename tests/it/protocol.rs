@@ -108,6 +108,8 @@ fn a_status_that_does_not_move_on_is_polled_within_its_bound_then_fails_and_retr
             let shown = env.show(&id);
             assert_eq!((shown["state"].as_str(), shown["server_status"].as_str()), (Some("video_sent"), Some(stuck)));
             assert!(shown["last_error"].as_str().unwrap().contains("polling"), "{shown}");
+            // A wait is not dressed up as a server error (it once read "One-Shot server error 0").
+            assert!(!shown["last_error"].as_str().unwrap().contains("server error"), "{shown}");
             // Past `sync.max_unknown_status_secs`, the next read fails it with what to do.
             std::thread::sleep(Duration::from_millis(1100));
             assert_eq!(env.run(&["sync", "--once"]).status.code(), Some(3));
