@@ -149,7 +149,7 @@ pub fn cameras(cfg: &CaptureConfig, from: &str) -> anyhow::Result<ExitCode> {
         }
     }
     println!("\nRoles ({from}):");
-    for role in [Role::Document, Role::Face] {
+    for role in Role::ALL {
         let r = cfg.role(role);
         let t = &r.thresholds;
         println!(

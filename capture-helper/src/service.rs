@@ -21,6 +21,7 @@ use axum::{Json, Router};
 use kiosk_capture::hub::Hub;
 use kiosk_capture::record::Recorder;
 use kiosk_common::capture::{CaptureConfig, Role};
+use oneshot_protocol::Slot;
 use serde_json::Value;
 
 use crate::report::{CameraRole, CameraRoles, ClipReport, ErrorBody, PhotoReport, RecordingStarted, StillReport};
@@ -38,14 +39,6 @@ struct Service {
     hubs: Arc<Mutex<HashMap<&'static str, Hub>>>,
     /// Recordings in progress, each with the memory file its encoder writes.
     recordings: Arc<Mutex<HashMap<String, (Recorder, std::fs::File)>>>,
-}
-
-fn role_of(name: &str) -> Option<Role> {
-    match name {
-        "document" => Some(Role::Document),
-        "face" => Some(Role::Face),
-        _ => None,
-    }
 }
 
 fn error(
@@ -122,7 +115,7 @@ pub fn run(cfg: CaptureConfig, socket: &Path, keep: Duration) -> anyhow::Result<
 
 async fn cameras(State(s): State<Service>) -> Json<CameraRoles> {
     let hubs = s.hubs.lock().unwrap_or_else(|p| p.into_inner()).clone();
-    let roles: Vec<CameraRole> = [Role::Document, Role::Face]
+    let roles: Vec<CameraRole> = Role::ALL
         .into_iter()
         .map(|role| {
             let r = s.cfg.role(role);
@@ -141,7 +134,7 @@ async fn cameras(State(s): State<Service>) -> Json<CameraRoles> {
 /// `multipart/x-mixed-replace` JPEGs of the role's camera, at most [`PREVIEW_FPS`] a second;
 /// the stream ends when the camera does.
 async fn preview(State(s): State<Service>, UrlPath(role): UrlPath<String>) -> Response {
-    let Some(role) = role_of(&role) else {
+    let Ok(role) = role.parse::<Role>() else {
         return error(StatusCode::NOT_FOUND, "not_found", Some("role"), format!("no camera role {role:?}"));
     };
     let hub = match s.hub(role) {
@@ -177,7 +170,7 @@ async fn preview(State(s): State<Service>, UrlPath(role): UrlPath<String>) -> Re
 
 async fn still(State(s): State<Service>, body: axum::body::Bytes) -> Response {
     let body: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
-    let Some(role) = body["role"].as_str().and_then(role_of) else {
+    let Some(role) = body["role"].as_str().and_then(|r| r.parse::<Role>().ok()) else {
         return error(StatusCode::BAD_REQUEST, "invalid", Some("role"), "must be \"document\" or \"face\"");
     };
     let hub = match s.hub(role) {
@@ -185,17 +178,12 @@ async fn still(State(s): State<Service>, body: axum::body::Bytes) -> Response {
         Err(r) => return *r,
     };
     // The document photo is cut from the front, around the face found there, not taken apart.
-    let front = match body.get("kind").map(|k| k.as_str()) {
+    let front = match body.get("kind").map(|k| k.as_str().map(str::parse::<Slot>)) {
         None => false,
-        Some(Some("document_front")) if role == Role::Document => true,
-        Some(Some("document_front" | "document_rear" | "document_photo" | "document_owner")) => false,
+        Some(Some(Ok(slot))) => slot == Slot::DocumentFront && role == Role::Document,
         Some(_) => {
-            return error(
-                StatusCode::BAD_REQUEST,
-                "invalid",
-                Some("kind"),
-                "must be document_front, document_rear, document_photo or document_owner (document_front with role document)",
-            )
+            let rule = format!("must be one of {} (document_front with role document)", Slot::names());
+            return error(StatusCode::BAD_REQUEST, "invalid", Some("kind"), rule);
         }
     };
     let cfg = Arc::clone(&s.cfg);

@@ -223,7 +223,7 @@ fn check_evidences(body: &[u8]) -> Result<(BTreeMap<String, ImageRecord>, String
         }
         records.insert(name.clone(), ImageRecord { sha256: sha256_hex(&bytes), size: bytes.len() as u64 });
     }
-    for required in ["document_front", "document_photo", "document_owner"] {
+    for required in oneshot_protocol::Slot::ALL.into_iter().filter(|s| s.required()).map(|s| s.as_str()) {
         if !images.contains_key(required) {
             return Err(bad(format!("videoid_data.images.{required} is required")));
         }

@@ -16,7 +16,7 @@ pub fn is_mp4(head: &[u8]) -> bool {
 }
 
 /// The image slots of `UploadData_VID`.
-pub const IMAGE_NAMES: [&str; 4] = ["document_front", "document_rear", "document_photo", "document_owner"];
+pub const IMAGE_NAMES: [&str; 4] = oneshot_protocol::Slot::NAMES;
 
 #[cfg(test)]
 mod tests {

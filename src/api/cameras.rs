@@ -17,6 +17,7 @@ use http_body_util::BodyExt as _;
 use hyper_util::rt::TokioIo;
 
 use super::{ApiError, ApiState};
+use crate::config::Role;
 
 /// The capture service a daemon supervises.
 #[derive(Debug)]
@@ -204,7 +205,7 @@ pub async fn cameras(State(s): State<ApiState>) -> Result<Response, ApiError> {
 }
 
 pub async fn preview(State(s): State<ApiState>, UrlPath(role): UrlPath<String>) -> Result<Response, ApiError> {
-    if !matches!(role.as_str(), "document" | "face") {
+    if role.parse::<Role>().is_err() {
         return Err(ApiError::field(StatusCode::NOT_FOUND, "not_found", "role", format!("no camera role {role:?}")));
     }
     s.cameras.call(Method::GET, &format!("/preview/{role}"), Vec::new(), Answer::MjpegStream).await
@@ -224,7 +225,7 @@ pub async fn still(State(s): State<ApiState>, body: axum::body::Bytes) -> Result
     let (parts, body) = response.into_parts();
     let bytes = axum::body::to_bytes(body, 1 << 20).await.map_err(unavailable)?;
     if let Ok(still) = serde_json::from_slice::<serde_json::Value>(&bytes) {
-        let role = still["role"].as_str().filter(|r| matches!(*r, "document" | "face"));
+        let role = still["role"].as_str().filter(|r| r.parse::<Role>().is_ok());
         let verdict = still["verdict"].as_str().filter(|v| matches!(*v, "pass" | "retake"));
         if let (Some(role), Some(verdict)) = (role, verdict) {
             let (role, verdict) = (role.to_owned(), verdict.to_owned());

@@ -108,9 +108,9 @@ fn register_counters(registry: &mut Registry, counters: Vec<crate::queue::counte
         (
             names::CAPTURES,
             "Stills taken through the API, by camera role and verdict",
-            ["document", "face"]
+            crate::config::Role::ALL
                 .iter()
-                .flat_map(|r| ["pass", "retake"].map(|v| vec![("role", *r), ("verdict", v)]))
+                .flat_map(|r| ["pass", "retake"].map(|v| vec![("role", r.as_str()), ("verdict", v)]))
                 .collect(),
         ),
     ];

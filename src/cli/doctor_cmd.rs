@@ -110,7 +110,7 @@ fn queue(r: &mut Report, config: &Config) {
 
 /// Each role's camera: a V4L2 device must exist and be readable by this user.
 fn cameras(r: &mut Report, config: &Config) {
-    for role in [Role::Document, Role::Face] {
+    for role in Role::ALL {
         let source = &config.capture.role(role).source;
         let device = source
             .strip_prefix("v4l2:")

@@ -133,17 +133,18 @@ pub async fn run(out: &mut impl Write, camera: Option<&str>, generation: Generat
         .filter_map(|e| humantime::parse_rfc3339(&e.at).ok().map(|t| (e.kind.as_str(), t)))
         .map(|(k, t)| (k, t.duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_millis() as i64))
         .collect();
-    let span = |a: &str, b: &str| match (at.get(a), at.get(b)) {
+    // A state's entry is the history event named after it (`EventKind::Entered`).
+    let span = |a: State, b: State| match (at.get(a.as_str()), at.get(b.as_str())) {
         (Some(x), Some(y)) => format!("{:>6} ms", y - x),
         _ => "     -   ".into(),
     };
     writeln!(out, "  steps")?;
     writeln!(out, "    validate manifest         {:>6} ms", validate_time.as_millis())?;
     writeln!(out, "    queue (encrypt + fsync)   {:>6} ms", enqueue_time.as_millis())?;
-    writeln!(out, "    create request            {}", span("creating", "created"))?;
-    writeln!(out, "    upload evidences          {}", span("created", "evidences_sent"))?;
-    writeln!(out, "    upload video              {}", span("evidences_sent", "video_sent"))?;
-    writeln!(out, "    confirm VIDEOREVIEW       {}", span("video_sent", "in_review"))?;
+    writeln!(out, "    create request            {}", span(State::Creating, State::Created))?;
+    writeln!(out, "    upload evidences          {}", span(State::Created, State::EvidencesSent))?;
+    writeln!(out, "    upload video              {}", span(State::EvidencesSent, State::VideoSent))?;
+    writeln!(out, "    confirm VIDEOREVIEW       {}", span(State::VideoSent, State::InReview))?;
     writeln!(out)?;
 
     let records: serde_json::Value = reqwest::get(format!("http://{addr}/_sandbox/requests")).await?.json().await?;

@@ -12,15 +12,14 @@ use super::probe::{VideoFacts, VideoProber};
 use super::sniff::{sniff_image, sniff_video, MediaKind};
 use super::{countries, media, strict_json, EvidenceError, Violation};
 use crate::config::EvidenceLimits;
+use oneshot_protocol::Slot;
 
 /// The image slots of `videoid_data.images`, in the order they are sent.
-pub const IMAGE_NAMES: [&str; 4] = ["document_front", "document_rear", "document_photo", "document_owner"];
-/// Image slots that must be present. A passport has no rear side, so `document_rear` is optional.
-const REQUIRED_IMAGES: [&str; 3] = ["document_front", "document_photo", "document_owner"];
+pub const IMAGE_NAMES: [&str; 4] = Slot::NAMES;
 const TOP_LEVEL_KEYS: [&str; 8] =
     ["customer", "acceptance", "ocr_data", "security_checks", "similarity_level", "images", "video", "capture"];
 /// What `capture` may describe: each image slot and the video.
-const CAPTURED: [&str; 5] = ["document_front", "document_rear", "document_photo", "document_owner", "video"];
+const CAPTURED: [&str; 5] = [Slot::NAMES[0], Slot::NAMES[1], Slot::NAMES[2], Slot::NAMES[3], "video"];
 const DOCUMENT_TYPES: [&str; 4] = ["IDC", "PAS", "PNO", "TIN"];
 /// The security checks the API documents; each must be a boolean. Others pass through as given.
 const KNOWN_CHECKS: [&str; 7] = [
@@ -366,9 +365,11 @@ fn validate_value(value: &Value, mut c: Checker<'_>, limits: &EvidenceLimits) ->
     let mut images = Vec::new();
     if let Some(map) = c.object(root.get("images"), "images") {
         c.reject_unknown(map, &IMAGE_NAMES, "images");
-        for name in IMAGE_NAMES {
+        for slot in Slot::ALL {
+            let name = slot.as_str();
             let field = format!("images.{name}");
-            if map.get(name).is_none() && !REQUIRED_IMAGES.contains(&name) {
+            // A passport has no rear side: only the rear may be missing.
+            if map.get(name).is_none() && !slot.required() {
                 continue;
             }
             if let Some(a) = c.open_artifact(&field, map.get(name), limits.max_image_bytes) {

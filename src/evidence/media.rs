@@ -12,6 +12,7 @@ use std::io::Cursor;
 use image::{ImageFormat, ImageReader, Limits};
 
 use super::MediaKind;
+use oneshot_protocol::Slot;
 
 /// Images larger than this on either side are refused before decoding (memory bound).
 const MAX_SIDE: u32 = 12_000;
@@ -22,9 +23,9 @@ const MAX_DECODE_BYTES: u64 = 512 << 20;
 /// in either orientation: a document side must leave its printed text legible, a face must
 /// be large enough to compare.
 pub fn min_size(slot: &str) -> (u32, u32) {
-    match slot {
-        "document_front" | "document_rear" => (320, 200),
-        "document_photo" => (60, 75),
+    match slot.parse::<Slot>() {
+        Ok(s) if s.is_document_side() => (320, 200),
+        Ok(Slot::DocumentPhoto) => (60, 75),
         _ => (200, 200),
     }
 }

@@ -17,7 +17,7 @@ use std::path::{Path, PathBuf};
 use rusqlite::{params, OptionalExtension};
 use serde::Serialize;
 
-use super::{add_event, io_err, now_ms, Queue, QueueError};
+use super::{add_event, io_err, now_ms, EventKind, Queue, QueueError};
 use crate::crypto::{encrypt_stream, DecryptingReader, SecretKey};
 
 /// The largest document accepted.
@@ -137,7 +137,7 @@ impl Queue {
                      VALUES (?1, ?2, ?3, ?4, ?5, ?6, 'queued', ?7, ?7)",
                     params![id, enrollment, name, *size as i64, sha, wrapped, now],
                 )?;
-                add_event(&tx, enrollment, "document_queued", &format!("{name} ({size} bytes, sha256 {sha})"))?;
+                add_event(&tx, enrollment, EventKind::DocumentQueued, &format!("{name} ({size} bytes, sha256 {sha})"))?;
             }
             tx.commit()?;
             Ok(())
@@ -201,7 +201,7 @@ impl Queue {
                 add_event(
                     &conn,
                     &enrollment,
-                    "document_resend",
+                    EventKind::DocumentResend,
                     &format!("{name}: an earlier upload was interrupted; the server may hold a duplicate"),
                 )?;
             }
@@ -226,7 +226,7 @@ impl Queue {
                  WHERE id = ?1",
                 params![doc_id, uid, digest, now_ms()],
             )?;
-            add_event(&tx, &enrollment, "document_uploaded", &format!("uid {uid}"))?;
+            add_event(&tx, &enrollment, EventKind::DocumentUploaded, &format!("uid {uid}"))?;
             tx.commit()?;
         }
         let path = self.document_path(doc_id);
@@ -244,7 +244,12 @@ impl Queue {
              WHERE enrollment_id = ?1 AND state = 'uploaded' AND (?2 IS NULL OR uid = ?2)",
             params![enrollment, uid, now_ms()],
         )?;
-        add_event(&tx, enrollment, "document_deleted", &format!("{} on the server", uid.unwrap_or("all documents")))?;
+        add_event(
+            &tx,
+            enrollment,
+            EventKind::DocumentDeleted,
+            &format!("{} on the server", uid.unwrap_or("all documents")),
+        )?;
         tx.commit()?;
         Ok(n)
     }

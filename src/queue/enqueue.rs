@@ -5,7 +5,7 @@ use std::io::{BufReader, BufWriter, Write};
 
 use rusqlite::params;
 
-use super::{add_event, artifact_aad, io_err, now_ms, pii_aad, Queue, QueueError};
+use super::{add_event, artifact_aad, io_err, now_ms, pii_aad, EventKind, Queue, QueueError, State};
 use crate::crypto::{encrypt_stream, SecretKey};
 use crate::evidence::{ArtifactSource, Enrollment};
 
@@ -115,7 +115,7 @@ impl Queue {
         add_event(
             &tx,
             id,
-            "queued",
+            EventKind::Entered(State::Queued),
             &format!("{} artifacts, {} bytes", rows.len(), rows.iter().map(|r| r.2).sum::<u64>()),
         )?;
         tx.commit()?;

@@ -5,7 +5,7 @@
 use rusqlite::{params, OptionalExtension};
 
 use super::records::{job_row, JOB_SQL};
-use super::{add_event, now_ms, Job, Queue, QueueError};
+use super::{add_event, now_ms, EventKind, Job, Queue, QueueError};
 use oneshot_protocol::RequestStatus;
 
 impl Queue {
@@ -26,7 +26,7 @@ impl Queue {
             add_event(
                 &tx,
                 id,
-                "orphan",
+                EventKind::Orphan,
                 &format!("orphan request left on the server by a lost create answer: request_pk {request_pk}"),
             )?;
         }
@@ -51,7 +51,7 @@ impl Queue {
             add_event(
                 &tx,
                 id,
-                "request_cancelled",
+                EventKind::RequestCancelled,
                 &format!("request_pk {request_pk} cancelled on the server by an operator"),
             )?;
         }
@@ -70,7 +70,7 @@ impl Queue {
         let mut conn = self.conn();
         let tx = conn.transaction()?;
         tx.execute("UPDATE enrollments SET orphan_scan = 0, orphan_scan_next = NULL WHERE id = ?1", [id])?;
-        add_event(&tx, id, "orphan_scan", detail)?;
+        add_event(&tx, id, EventKind::OrphanScan, detail)?;
         tx.commit()?;
         Ok(())
     }
@@ -93,7 +93,7 @@ impl Queue {
         add_event(
             &conn,
             id,
-            "possible_orphan",
+            EventKind::PossibleOrphan,
             "a create was sent earlier but its answer was never stored; \
             the server may hold an orphan request for this enrollment",
         )?;
@@ -147,7 +147,7 @@ impl Queue {
             add_event(
                 &conn,
                 id,
-                "review_unfollowed",
+                EventKind::ReviewUnfollowed,
                 "no longer read on a schedule (sync.review_follow_days passed); a webhook or \
                  `kiosk-agent request ID status` still updates it",
             )?;

@@ -27,6 +27,7 @@ pub mod capture_manifest;
 pub mod counters;
 mod documents;
 mod enqueue;
+mod event_kind;
 mod follow;
 mod records;
 mod schema;
@@ -34,6 +35,7 @@ mod state;
 
 pub use documents::{DocumentRecord, DocumentState, MAX_DOCUMENT_BYTES};
 pub use enqueue::SpaceError;
+pub use event_kind::EventKind;
 pub use records::{format_ms, pk_json, ArtifactRecord, Backlog, Event, Job, Summary, UploadProgress};
 pub use state::State;
 
@@ -324,7 +326,7 @@ impl Queue {
                 "UPDATE enrollments SET pii = NULL, wrapped_key = NULL, erased_at = ?2 WHERE id = ?1",
                 params![id, now_ms()],
             )?;
-            add_event(&conn, id, "erased", "local evidence erased; audit record kept")?;
+            add_event(&conn, id, EventKind::Erased, "local evidence erased; audit record kept")?;
         }
         self.remove_spool(id)?;
         self.destroy_freed_data();
@@ -376,10 +378,11 @@ impl Queue {
         use sha2::Digest as _;
         let pending: Vec<(String, State)> = {
             let conn = self.conn();
-            let mut stmt = conn.prepare(
+            let mut stmt = conn.prepare(&format!(
                 "SELECT id, state FROM enrollments WHERE erased_at IS NULL
-                 AND state IN ('queued', 'creating', 'created', 'evidences_sent', 'video_sent') ORDER BY created_at",
-            )?;
+                 AND state IN {} ORDER BY created_at",
+                State::pending_sql()
+            ))?;
             let rows = stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))?;
             rows.filter_map(|r| r.ok()).filter_map(|(id, st)| st.parse().ok().map(|st| (id, st))).collect()
         };
@@ -421,17 +424,19 @@ impl Queue {
                 let conn = self.conn();
                 // Whatever step the worker reached meanwhile, the evidence cannot be sent.
                 let n = conn.execute(
-                    "UPDATE enrollments SET failed_from = state, state = 'failed', last_error = ?2, next_attempt_at = NULL,
-                        updated_at = ?3
-                     WHERE id = ?1 AND erased_at IS NULL
-                       AND state IN ('queued', 'creating', 'created', 'evidences_sent', 'video_sent')",
+                    &format!(
+                        "UPDATE enrollments SET failed_from = state, state = 'failed', last_error = ?2,
+                            next_attempt_at = NULL, updated_at = ?3
+                         WHERE id = ?1 AND erased_at IS NULL AND state IN {}",
+                        State::pending_sql()
+                    ),
                     params![id, reason, now_ms()],
                 )?;
                 // Only an enrollment still waiting with that evidence: one the worker sent and
                 // erased meanwhile (its files gone on purpose) is not damaged, and says nothing.
                 if n == 1 {
                     tracing::error!(enrollment_id = %id, reason = %reason, "damaged evidence; enrollment failed");
-                    add_event(&conn, &id, "failed", &reason)?;
+                    add_event(&conn, &id, EventKind::Entered(State::Failed), &reason)?;
                     failed.push(id);
                 }
             }
@@ -469,12 +474,12 @@ pub(crate) fn artifact_aad(id: &str, name: &str) -> String {
 
 /// Adds to an enrollment's history and, with the kind only (the detail may quote a server's
 /// answer), to the audit trail; callers pass their transaction, so both land with the change.
-pub(crate) fn add_event(conn: &Connection, id: &str, kind: &str, detail: &str) -> rusqlite::Result<()> {
+pub(crate) fn add_event(conn: &Connection, id: &str, kind: EventKind, detail: &str) -> rusqlite::Result<()> {
     conn.execute(
         "INSERT INTO events (enrollment_id, at, kind, detail) VALUES (?1, ?2, ?3, ?4)",
-        params![id, now_ms(), kind, detail],
+        params![id, now_ms(), kind.as_str(), detail],
     )?;
-    audit::append(conn, Some(id), kind)
+    audit::append(conn, Some(id), kind.as_str())
 }
 
 #[cfg(test)]

@@ -6,7 +6,7 @@ use rusqlite::{params, OptionalExtension, Row};
 use serde::Serialize;
 
 use super::counters::{self, Class};
-use super::{add_event, now_ms, Queue, QueueError, State};
+use super::{add_event, now_ms, EventKind, Queue, QueueError, State};
 use oneshot_protocol::RequestStatus;
 
 /// What the sync worker needs to take the next step of an enrollment.
@@ -221,8 +221,9 @@ impl Queue {
     pub fn pending_jobs(&self, busy: &[String], limit: usize) -> Result<Vec<Job>, QueueError> {
         let conn = self.conn();
         let mut stmt = conn.prepare_cached(&format!(
-            "{JOB_SQL} WHERE state IN ('queued', 'creating', 'created', 'evidences_sent', 'video_sent')
-             ORDER BY created_at, rowid"
+            "{JOB_SQL} WHERE state IN {}
+             ORDER BY created_at, rowid",
+            State::pending_sql()
         ))?;
         let rows = stmt.query_map([], job_row)?;
         let mut jobs = Vec::new();
@@ -241,7 +242,7 @@ impl Queue {
     /// Number of enrollments the worker still has to move forward.
     pub fn pending_count(&self) -> Result<usize, QueueError> {
         let n: i64 = self.conn().query_row(
-            "SELECT COUNT(*) FROM enrollments WHERE state IN ('queued', 'creating', 'created', 'evidences_sent', 'video_sent')",
+            &format!("SELECT COUNT(*) FROM enrollments WHERE state IN {}", State::pending_sql()),
             [],
             |r| r.get(0),
         )?;
@@ -275,7 +276,7 @@ impl Queue {
                 rule: "state changed underneath (retry or purge?)",
             });
         }
-        add_event(&tx, id, to.as_str(), detail)?;
+        add_event(&tx, id, EventKind::Entered(to), detail)?;
         // A delivery: count it, with the size of the files it carried.
         let delivered = match to {
             State::EvidencesSent => Some(("evidences", false)),
@@ -312,7 +313,12 @@ impl Queue {
                 rule: "state changed underneath",
             });
         }
-        add_event(&tx, id, "created", &format!("request_pk={request_pk} videoid_pk={}", videoid_pk.unwrap_or("-")))?;
+        add_event(
+            &tx,
+            id,
+            EventKind::Entered(State::Created),
+            &format!("request_pk={request_pk} videoid_pk={}", videoid_pk.unwrap_or("-")),
+        )?;
         tx.commit()?;
         Ok(())
     }
@@ -343,7 +349,7 @@ impl Queue {
                 state: State::Queued,
                 rule: "state changed underneath",
             })?;
-        add_event(&tx, id, "creating", "create request being sent")?;
+        add_event(&tx, id, EventKind::Entered(State::Creating), "create request being sent")?;
         tx.commit()?;
         // The floor in force: the one the first create fixed, not today's highest pk.
         Ok(stored.map(|f| f as u64))
@@ -382,7 +388,7 @@ impl Queue {
             add_event(
                 &tx,
                 id,
-                "unknown_status",
+                EventKind::UnknownStatus,
                 &format!("server reports status {status}, which no public source names"),
             )?;
         }
@@ -423,7 +429,7 @@ impl Queue {
         )?;
         // The history keeps the first failure of a streak, not every retry of a long outage.
         if attempts == 1 {
-            add_event(&tx, id, "retrying", error)?;
+            add_event(&tx, id, EventKind::Retrying, error)?;
         }
         counters::bump(&tx, counters::names::RETRIES, &[("class", class.as_str())], 1)?;
         tx.commit()?;
@@ -443,8 +449,8 @@ impl Queue {
         let last: Option<String> = tx
             .query_row("SELECT kind FROM events WHERE enrollment_id = ?1 ORDER BY seq DESC LIMIT 1", [id], |r| r.get(0))
             .optional()?;
-        if last.as_deref() != Some("waiting") {
-            add_event(&tx, id, "waiting", detail)?;
+        if last.as_deref() != Some(EventKind::Waiting.as_str()) {
+            add_event(&tx, id, EventKind::Waiting, detail)?;
         }
         tx.commit()?;
         Ok(())
@@ -471,7 +477,7 @@ impl Queue {
                 next_attempt_at = NULL, updated_at = ?4 WHERE id = ?1",
             params![id, from.as_str(), reason, now_ms(), to.as_str()],
         )?;
-        add_event(&tx, id, to.as_str(), reason)?;
+        add_event(&tx, id, EventKind::Entered(to), reason)?;
         if to == State::Failed {
             counters::bump(&tx, counters::names::FAILURES, &[("class", class.as_str())], 1)?;
         }
@@ -567,7 +573,7 @@ impl Queue {
              WHERE id = ?1",
             params![id, back.as_str(), now_ms()],
         )?;
-        add_event(&tx, id, "retry", &format!("re-queued by operator into {back}"))?;
+        add_event(&tx, id, EventKind::Retry, &format!("re-queued by operator into {back}"))?;
         tx.commit()?;
         Ok(back)
     }
@@ -631,7 +637,7 @@ impl Queue {
                      WHERE id = ?1 AND erased_at IS NULL",
                     params![id, now_ms(), pending, reason],
                 )?;
-                super::add_event(&tx, &id, "retention_erased", &reason)?;
+                super::add_event(&tx, &id, EventKind::RetentionErased, &reason)?;
                 tx.commit()?;
             }
             self.remove_spool(&id)?;

@@ -58,6 +58,17 @@ impl State {
         matches!(self, State::Queued | State::Creating | State::Created | State::EvidencesSent | State::VideoSent)
     }
 
+    /// The pending states as an SQL list, `('queued', 'creating', …)`, generated from
+    /// [`State::is_pending`] so that no query can drift from it.
+    pub fn pending_sql() -> &'static str {
+        static LIST: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+        LIST.get_or_init(|| {
+            let names: Vec<String> =
+                State::ALL.into_iter().filter(|s| s.is_pending()).map(|s| format!("'{}'", s.as_str())).collect();
+            format!("({})", names.join(", "))
+        })
+    }
+
     /// Whether the worker may move an enrollment from `self` to `to`.
     pub fn can_advance_to(self, to: State) -> bool {
         use State::*;
@@ -87,5 +98,15 @@ impl FromStr for State {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, String> {
         State::ALL.into_iter().find(|st| st.as_str() == s).ok_or_else(|| format!("unknown state {s:?}"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_pending_sql_list_is_the_pending_states() {
+        assert_eq!(State::pending_sql(), "('queued', 'creating', 'created', 'evidences_sent', 'video_sent')");
     }
 }
