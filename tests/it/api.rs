@@ -1,7 +1,7 @@
 //! The local control API of `kiosk-agent run`, over loopback against the sandbox.
 
 use std::io::{BufRead, BufReader, Read};
-use std::process::{Child, Stdio};
+use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use base64::Engine as _;
@@ -16,7 +16,7 @@ const CAMERAS: &str = "[cameras.document]\nsource = \"synthetic:1280x720@30\"\n\
 
 /// A daemon with its API on a known port and a token.
 pub(crate) struct Daemon {
-    pub(crate) child: Child,
+    pub(crate) child: Guard,
     pub(crate) base: String,
     pub(crate) env: Env,
 }
@@ -72,11 +72,14 @@ pub(crate) fn start_on(
     ) + CAMERAS
         + sections;
     std::fs::write(&env.config, edit(text)).unwrap();
-    let child = env.cmd().arg("run").stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap();
+    let child = env.cmd().arg("run").stdout(Stdio::null()).stderr(Stdio::null()).spawn_guarded();
     let base = format!("http://127.0.0.1:{port}");
     let d = Daemon { child, base, env };
     // Up once it answers (healthy or not).
-    wait_for(Duration::from_secs(20), || (call(&d, "GET", "/healthz", None, None).0 != 0).then_some(()));
+    wait_for(Duration::from_secs(20), || {
+        let (code, body) = call(&d, "GET", "/healthz", None, None);
+        check(format!("HTTP {code} {body}"), code != 0, ())
+    });
     d
 }
 
@@ -155,7 +158,7 @@ fn an_enrollment_submitted_through_the_api_reaches_review() {
     assert!(intake_is_empty(&d), "the intake is cleared once the enrollment is queued");
     let shown = wait_for(Duration::from_secs(30), || {
         let (_, e) = authed(&d, "GET", &format!("/v1/enrollments/{id}"), None);
-        (e["state"] == "in_review").then_some(e)
+        check(e["state"].to_string(), e["state"] == "in_review", e)
     });
     assert_arrived_once(&sandbox.records(), &shown["request_pk"].as_u64().expect("pk is a number").to_string(), &dir);
     assert_eq!(shown["capture_manifest_valid"], true);
@@ -179,7 +182,7 @@ fn an_enrollment_submitted_through_the_api_reaches_review() {
     let id2 = body["id"].as_str().unwrap().to_owned();
     wait_for(Duration::from_secs(30), || {
         let (_, e) = authed(&d, "GET", &format!("/v1/enrollments/{id2}"), None);
-        (e["state"] == "in_review").then_some(())
+        check(e["state"].to_string(), e["state"] == "in_review", ())
     });
 
     let (code, list) = authed(&d, "GET", "/v1/enrollments?state=in_review", None);
@@ -219,7 +222,10 @@ fn tokens_are_required_everywhere_but_healthz() {
     }
     let (code, body) = call(&d, "GET", "/v1/status", Some(TOKEN), None);
     assert_eq!((code, body["code"].as_str()), (429, Some("throttled")), "{body}");
-    wait_for(Duration::from_secs(10), || (authed(&d, "GET", "/v1/status", None).0 == 200).then_some(()));
+    wait_for(Duration::from_secs(10), || {
+        let (code, body) = authed(&d, "GET", "/v1/status", None);
+        check(format!("HTTP {code} {body}"), code == 200, ())
+    });
 }
 
 /// One request carrying only `cookie`: status and JSON body.
@@ -344,8 +350,8 @@ fn events_stream_state_changes_and_retry_works() {
     let mut first = String::new();
     reader.read_line(&mut first).unwrap();
     assert!(first.contains("200"), "{first}");
-    // Let the watcher take its first look before the enrollment exists.
-    std::thread::sleep(Duration::from_millis(700));
+    // The daemon's watcher took its first look when it started, before the API answered: every
+    // change of the enrollment made from here on is an event.
     let (code, body) = authed(&d, "POST", "/v1/enrollments", Some(Body::Json(inline_manifest(&dir))));
     assert_eq!(code, 202, "{body}");
     let id = body["id"].as_str().unwrap().to_owned();
@@ -389,12 +395,12 @@ fn the_api_is_never_served_without_a_token() {
         std::fs::write(&env.config, &config).unwrap();
         let out = env.run(&["run"]);
         let err = String::from_utf8_lossy(&out.stderr);
-        assert_eq!(out.status.code(), Some(2), "{listen}: {err}");
+        assert_exit(&out, 2, &format!("{listen}: {err}"));
         assert!(err.contains("api.token_file") && err.contains("key init"), "{err}");
     }
     // `key init` creates the missing token (the keys it keeps).
     let out = env.run(&["key", "init"]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_exit(&out, 0, &format!("{}", String::from_utf8_lossy(&out.stderr)));
     assert!(String::from_utf8_lossy(&out.stdout).contains("API token created"));
     assert!(std::fs::read_to_string(&token).unwrap().trim() != text.trim(), "a new random token");
 }
@@ -487,6 +493,7 @@ fn cameras_preview_stills_and_a_recording_become_an_enrollment() {
             .unwrap()
     });
     assert!(thumb.starts_with(&[0xFF, 0xD8]));
+    // The clip's length: time is what is being recorded here, not a synchronisation.
     std::thread::sleep(Duration::from_millis(3200));
     let rec_id = rec["id"].as_str().unwrap();
     let (code, report) = authed(&d, "POST", &format!("/v1/recordings/{rec_id}/stop"), None);
@@ -517,7 +524,7 @@ fn cameras_preview_stills_and_a_recording_become_an_enrollment() {
     let id = body["id"].as_str().unwrap().to_owned();
     wait_for(Duration::from_secs(30), || {
         let (_, e) = authed(&d, "GET", &format!("/v1/enrollments/{id}"), None);
-        (e["state"] == "in_review").then_some(())
+        check(e["state"].to_string(), e["state"] == "in_review", ())
     });
     // The captures an enrollment took are forgotten by the capture service; none was on disk.
     for taken in &ids {
@@ -542,9 +549,16 @@ fn a_dead_capture_service_is_started_again_and_the_api_stays_up() {
         })
         .expect("the capture service runs as a child of the daemon");
     std::process::Command::new("kill").args(["-KILL", &service.to_string()]).status().unwrap();
-    std::thread::sleep(Duration::from_millis(200));
+    // Gone (or a zombie the daemon has yet to reap) before the API is asked again.
+    wait_for(Duration::from_secs(10), || {
+        let stat = std::fs::read_to_string(format!("/proc/{service}/stat")).unwrap_or_default();
+        check(&stat, stat.is_empty() || stat.split_whitespace().nth(2) == Some("Z"), ())
+    });
     // The daemon notices and starts it again; the API stayed up throughout.
-    wait_for(Duration::from_secs(10), || (authed(&d, "GET", "/v1/cameras", None).0 == 200).then_some(()));
+    wait_for(Duration::from_secs(10), || {
+        let (code, body) = authed(&d, "GET", "/v1/cameras", None);
+        check(format!("HTTP {code} {body}"), code == 200, ())
+    });
     assert_eq!(call(&d, "GET", "/healthz", None, None).0, 200);
 }
 
@@ -563,7 +577,8 @@ fn the_signing_flow_runs_through_the_api() {
     let id = body["id"].as_str().unwrap().to_owned();
     let path = |op: &str| format!("/v1/enrollments/{id}/{op}");
     wait_for(Duration::from_secs(30), || {
-        (authed(&d, "GET", &format!("/v1/enrollments/{id}"), None).1["state"] == "in_review").then_some(())
+        let e = authed(&d, "GET", &format!("/v1/enrollments/{id}"), None).1;
+        check(&e["state"], e["state"] == "in_review", ())
     });
 
     // A document queued before approval; bad steps refused with the reason.
@@ -589,7 +604,7 @@ fn the_signing_flow_runs_through_the_api() {
     assert_eq!((code, body["status"].as_str()), (200, Some("ENROLLREADY")), "{body}");
     wait_for(Duration::from_secs(30), || {
         let (_, e) = authed(&d, "GET", &format!("/v1/enrollments/{id}"), None);
-        e["history"].as_array().unwrap().iter().any(|h| h["kind"] == "document_uploaded").then_some(())
+        check(&e["history"], e["history"].as_array().unwrap().iter().any(|h| h["kind"] == "document_uploaded"), ())
     });
     let (code, body) = authed(&d, "POST", &path("otp"), Some(Body::Json(json!({}))));
     assert_eq!(code, 200, "{body}");
@@ -673,9 +688,11 @@ fn an_external_capture_service_is_used_when_it_runs() {
         .arg(data.join("capture.sock"))
         .stdout(Stdio::null())
         .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    wait_for(Duration::from_secs(10), || (authed(&d, "GET", "/v1/cameras", None).0 == 200).then_some(()));
+        .spawn_guarded();
+    wait_for(Duration::from_secs(10), || {
+        let (code, body) = authed(&d, "GET", "/v1/cameras", None);
+        check(format!("HTTP {code} {body}"), code == 200, ())
+    });
     let (code, still) = authed(&d, "POST", "/v1/captures/still", Some(Body::Json(json!({"role": "face"}))));
     assert_eq!((code, still["verdict"].as_str()), (200, Some("pass")), "{still}");
     let _ = service.kill();
@@ -748,7 +765,9 @@ fn metrics_are_read_from_the_queue_at_scrape_time() {
     wait_for(Duration::from_secs(30), || {
         let state = |id: &str| authed(&d, "GET", &format!("/v1/enrollments/{id}"), None).1["state"].clone();
         let busy = authed(&d, "GET", &format!("/v1/enrollments/{busy}"), None).1;
-        (state(&id) == "in_review" && state(&bad) == "failed" && busy["attempts"].as_u64() >= Some(1)).then_some(())
+        let (good, failed) = (state(&id), state(&bad));
+        let seen = format!("{good}, {failed}, busy attempts {}", busy["attempts"]);
+        check(seen, good == "in_review" && failed == "failed" && busy["attempts"].as_u64() >= Some(1), ())
     });
     for (role, verdict) in [("document", "pass"), ("document", "pass"), ("face", "retake")] {
         let (code, still) = authed(&d, "POST", "/v1/captures/still", Some(Body::Json(json!({"role": role}))));
@@ -811,7 +830,7 @@ fn healthz_turns_unhealthy_when_nothing_moves_while_online() {
     d.env.enroll(&d.env.manifest("m", "", |_| {}));
     let body = wait_for(Duration::from_secs(20), || {
         let (code, body) = call(&d, "GET", "/healthz", None, None);
-        (code == 503).then_some(body)
+        check(format!("HTTP {code} {body}"), code == 503, body.clone())
     });
     assert_eq!(body["status"], "unhealthy");
     assert!(body["reasons"][0].as_str().unwrap().contains("no progress"), "{body}");
@@ -901,6 +920,7 @@ fn nothing_personal_is_left_in_clear_after_a_kill_and_restart() {
     }
     let (code, rec) = authed(&d, "POST", "/v1/recordings", Some(Body::Json(json!({"max_seconds": 1}))));
     assert_eq!(code, 201, "{rec}");
+    // Past the clip's 1 s maximum (the subject: it ends by itself), not a synchronisation.
     std::thread::sleep(Duration::from_millis(1500));
     let (code, report) = authed(&d, "POST", &format!("/v1/recordings/{}/stop", rec["id"].as_str().unwrap()), None);
     assert_eq!(code, 200, "{report}");
@@ -929,8 +949,20 @@ fn nothing_personal_is_left_in_clear_after_a_kill_and_restart() {
     let data = d.env.data_dir();
     let holds_jpeg = |p: &std::path::Path| std::fs::read(p).is_ok_and(|b| find(&b, b"\xff\xd8\xff").is_some());
     // Mid-upload, the part that arrived is in a memory file, not on the disk; stills and clips
-    // are in the capture service's memory.
-    std::thread::sleep(Duration::from_millis(500));
+    // are in the capture service's memory. The daemon holding the part's memory file is the sign
+    // that it has the bytes.
+    let daemon_fds = format!("/proc/{}/fd", d.child.id());
+    wait_for(Duration::from_secs(10), || {
+        let links: Vec<String> = std::fs::read_dir(&daemon_fds)
+            .map(|dir| {
+                dir.flatten()
+                    .filter_map(|f| std::fs::read_link(f.path()).ok())
+                    .map(|l| l.display().to_string())
+                    .collect()
+            })
+            .unwrap_or_default();
+        check(format!("{links:?}"), links.iter().any(|l| l.contains("memfd:document_front")), ())
+    });
     let in_clear: Vec<_> = files_under(&data).into_iter().filter(|p| holds_jpeg(p)).collect();
     assert!(in_clear.is_empty(), "JPEGs on disk mid-upload: {in_clear:?}");
     assert!(!data.join("captures").exists(), "stills and clips are kept in the capture service's memory");
@@ -938,8 +970,11 @@ fn nothing_personal_is_left_in_clear_after_a_kill_and_restart() {
     d.child.kill().unwrap();
     d.child.wait().unwrap();
     drop(stream);
-    d.child = d.env.cmd().arg("run").stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap();
-    wait_for(Duration::from_secs(20), || (call(&d, "GET", "/healthz", None, None).0 == 200).then_some(()));
+    d.child = d.env.cmd().arg("run").stdout(Stdio::null()).stderr(Stdio::null()).spawn_guarded();
+    wait_for(Duration::from_secs(20), || {
+        let (code, body) = call(&d, "GET", "/healthz", None, None);
+        check(format!("HTTP {code} {body}"), code == 200, ())
+    });
     let email = "ana.garcia@example.com";
     let left = wait_for(Duration::from_secs(10), || {
         let in_clear: Vec<String> = files_under(&data)
@@ -952,7 +987,7 @@ fn nothing_personal_is_left_in_clear_after_a_kill_and_restart() {
             })
             .map(|p| p.display().to_string())
             .collect();
-        in_clear.is_empty().then_some(in_clear)
+        check(format!("{in_clear:?}"), in_clear.is_empty(), in_clear.clone())
     });
     assert!(left.is_empty());
 }

@@ -5,6 +5,8 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+use crate::util::assert_exit;
+
 const ROOT: &str = env!("CARGO_MANIFEST_DIR");
 
 /// The agent's modules from the bottom up: a module may import only from lower layers (and the
@@ -158,7 +160,7 @@ fn dependency_tree(package: &str) -> String {
         .current_dir(ROOT)
         .output()
         .unwrap();
-    assert!(out.status.success(), "cargo tree -p {package}: {}", String::from_utf8_lossy(&out.stderr));
+    assert_exit(&out, 0, &format!("cargo tree -p {package}: {}", String::from_utf8_lossy(&out.stderr)));
     String::from_utf8(out.stdout).unwrap()
 }
 

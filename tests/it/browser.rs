@@ -123,8 +123,10 @@ fn an_operator_enrolls_a_customer_from_the_page() {
         })
         .await;
         let first = preview.screenshot().await.unwrap();
-        tokio::time::sleep(Duration::from_millis(600)).await;
-        let second = preview.screenshot().await.unwrap();
+        let second = until(Duration::from_secs(10), "another preview frame", || async {
+            preview.screenshot().await.ok().filter(|s| *s != first)
+        })
+        .await;
         assert_ne!(first, second, "the live preview changes between frames");
         std::fs::write(shots.join("1-preview.png"), client.screenshot().await.unwrap()).unwrap();
 
@@ -174,6 +176,7 @@ fn an_operator_enrolls_a_customer_from_the_page() {
             text.contains("left").then_some(())
         })
         .await;
+        // The clip's length: time is what is being recorded here, not a synchronisation.
         tokio::time::sleep(Duration::from_secs(3)).await;
         client.find(Locator::Id("stop")).await.unwrap().click().await.unwrap();
         until(Duration::from_secs(20), "the recording", || async {
@@ -338,7 +341,8 @@ fn a_page_of_another_origin_cannot_act_through_the_api() {
     assert_eq!(code, 202, "{body}");
     let id = body["id"].as_str().unwrap().to_owned();
     wait_for(Duration::from_secs(30), || {
-        (authed(&d, "GET", &format!("/v1/enrollments/{id}"), None).1["state"] == "in_review").then_some(())
+        let e = authed(&d, "GET", &format!("/v1/enrollments/{id}"), None).1;
+        check(&e["state"], e["state"] == "in_review", ())
     });
     let pk = authed(&d, "GET", &format!("/v1/enrollments/{id}"), None).1["request_pk"].as_u64().unwrap().to_string();
     let attacker_listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();

@@ -16,14 +16,14 @@ fn run(dir: &std::path::Path, args: &[&str]) -> std::process::Output {
 }
 
 fn json_of(out: &std::process::Output) -> Value {
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_exit(&out, 0, &format!("{}", String::from_utf8_lossy(&out.stderr)));
     serde_json::from_slice(&out.stdout).unwrap()
 }
 
 #[test]
 fn cameras_says_plainly_when_there_are_none_and_lists_roles() {
     let out = Command::new(BIN).arg("cameras").env_remove("KIOSK_AGENT_CONFIG").output().unwrap();
-    assert!(out.status.success());
+    assert_exit(&out, 0, "");
     let text = String::from_utf8_lossy(&out.stdout);
     if !std::path::Path::new("/dev/video0").exists() {
         assert!(text.contains("No cameras found"), "{text}");
@@ -68,7 +68,7 @@ fn a_still_from_a_jpeg_file_keeps_its_bytes_and_loses_its_exif() {
         dir.path(),
         &["capture", "still", "--camera", "synthetic:640x480@30", "--role", "face", "--out", "plain.jpg"],
     );
-    assert!(first.status.success(), "{}", String::from_utf8_lossy(&first.stderr));
+    assert_exit(&first, 0, &format!("{}", String::from_utf8_lossy(&first.stderr)));
     let plain = std::fs::read(dir.path().join("plain.jpg")).unwrap();
     let exif = b"Exif\0\0MM\0*\0\0\0\x08serial-XYZ-987";
     let mut tagged = vec![0xFF, 0xD8, 0xFF, 0xE1];
@@ -123,7 +123,7 @@ fn bad_sources_and_durations_exit_2_naming_them() {
     ] {
         let out = run(dir.path(), &args);
         let stderr = String::from_utf8_lossy(&out.stderr);
-        assert_eq!(out.status.code(), Some(2), "{args:?}: {stderr}");
+        assert_exit(&out, 2, &format!("{args:?}: {stderr}"));
         assert!(stderr.contains(needle), "{args:?}: {stderr}");
     }
     let left: Vec<_> = std::fs::read_dir(dir.path()).unwrap().flatten().map(|e| e.file_name()).collect();
@@ -143,7 +143,7 @@ fn capture_outputs_are_private_whatever_the_umask() {
             .current_dir(dir.path())
             .output()
             .unwrap();
-        assert!(out.status.success(), "{args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        assert_exit(&out, 0, &format!("{args:?}: {}", String::from_utf8_lossy(&out.stderr)));
     };
     run_umask0(&["capture", "video", "--camera", "synthetic:320x240@30", "--seconds", "0.5", "--out", "clip.mp4"]);
     run_umask0(&["capture", "still", "--camera", "synthetic:640x480@30", "--role", "face", "--out", "face.jpg"]);
@@ -169,8 +169,7 @@ fn an_interrupted_demo_leaves_no_evidence_and_no_helper() {
         .env("TMPDIR", tmp.path())
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
+        .spawn_guarded();
     // The helper is a child of the demo, running the capture into the demo's directory.
     let (demo_dir, helper) = wait_for(Duration::from_secs(30), || {
         let dir = std::fs::read_dir(tmp.path()).ok()?.flatten().next()?.path();
@@ -226,7 +225,7 @@ fn selfies_need_one_face_and_the_document_photo_is_cut_around_it() {
     assert_eq!(&photo[..2], &[0xFF, 0xD8]);
     let _ = std::fs::remove_file(dir.path().join("s.jpg"));
     let out = still("none.jpg", "document", &["--photo-out", "nophoto.jpg"]);
-    assert_eq!(out.status.code(), Some(2));
+    assert_exit(&out, 2, "");
     assert!(String::from_utf8_lossy(&out.stderr).contains("no face found on the document front"));
     assert!(!dir.path().join("nophoto.jpg").exists() && !dir.path().join("s.jpg").exists(), "nothing written");
 }

@@ -5,7 +5,7 @@
 //! locally as that enrollment's orphan, with its request_pk. Nothing is stuck.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::process::{Child, Stdio};
+use std::process::Stdio;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -20,9 +20,9 @@ const FAULTS: &str = "*:500=0.03,503=0.03,429=0.03,stall=0.01,reset=0.03,drop=0.
                       stall_secs=2;retry_after=1;offline=4/0.5";
 
 /// Starts the daemon, appending its log to `daemon.log` (printed if the test fails).
-fn start_daemon(env: &Env) -> Child {
+fn start_daemon(env: &Env) -> Guard {
     let log = std::fs::OpenOptions::new().create(true).append(true).open(env.dir.path().join("daemon.log")).unwrap();
-    env.cmd().arg("run").env("KIOSK_AGENT_LOG", "info").stdout(Stdio::null()).stderr(log).spawn().unwrap()
+    env.cmd().arg("run").env("KIOSK_AGENT_LOG", "info").stdout(Stdio::null()).stderr(log).spawn_guarded()
 }
 
 #[test]
@@ -62,7 +62,7 @@ fn chaos(layout: &str) {
         std::thread::spawn(move || {
             for (i, m) in manifests.iter().enumerate() {
                 let out = env.cmd().arg("enroll").arg(m).output().unwrap();
-                assert!(out.status.success(), "enroll {i}: {}", String::from_utf8_lossy(&out.stderr));
+                assert_exit(&out, 0, &format!("enroll {i}: {}", String::from_utf8_lossy(&out.stderr)));
                 let id = String::from_utf8(out.stdout).unwrap().trim().to_owned();
                 acknowledged.lock().unwrap().push((id, i));
                 std::thread::sleep(Duration::from_millis(60));

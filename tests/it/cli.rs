@@ -46,7 +46,7 @@ fn demo_passes(args: &[&str], generation: &str) -> String {
         .output()
         .unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
+    assert_exit(&out, 0, &format!("{stdout}\n{}", String::from_utf8_lossy(&out.stderr)));
     for needle in [
         "document front   1920x1080",
         "→ pass",
@@ -76,7 +76,7 @@ fn check_config_lists_every_problem_with_its_key() {
     )
     .unwrap();
     let out = Command::new(BIN).args(["check-config", "--config"]).arg(&path).output().unwrap();
-    assert_eq!(out.status.code(), Some(2));
+    assert_exit(&out, 2, "");
     let stdout = String::from_utf8_lossy(&out.stdout);
     for key in [
         "oneshot.base_url: must use https",
@@ -95,9 +95,9 @@ fn check_config_lists_every_problem_with_its_key() {
     let stdout = String::from_utf8_lossy(&out.stdout);
     let problems: Vec<&str> = stdout.lines().collect();
     if std::path::Path::new("/var/lib/kiosk-agent/master.key").exists() {
-        assert!(out.status.success(), "{stdout}");
+        assert_exit(&out, 0, &stdout);
     } else {
-        assert_eq!(out.status.code(), Some(2), "{stdout}");
+        assert_exit(&out, 2, &stdout);
         assert_eq!(problems.len(), 1, "{stdout}");
         assert!(problems[0].starts_with("storage.master_key_file:") && problems[0].contains("key init"), "{stdout}");
     }
@@ -106,10 +106,10 @@ fn check_config_lists_every_problem_with_its_key() {
 #[test]
 fn usage_errors_exit_2() {
     let env = Env::new(free_port());
-    assert_eq!(env.run(&["sync"]).status.code(), Some(2));
-    assert_eq!(env.run(&["queue", "show", "no-such-id"]).status.code(), Some(2));
+    assert_exit(&env.run(&["sync"]), 2, "");
+    assert_exit(&env.run(&["queue", "show", "no-such-id"]), 2, "");
     let out = Command::new(BIN).args(["enroll", "x.json"]).env_remove("KIOSK_AGENT_CONFIG").output().unwrap();
-    assert_eq!(out.status.code(), Some(2));
+    assert_exit(&out, 2, "");
     assert!(String::from_utf8_lossy(&out.stderr).contains("--config"));
 }
 
@@ -119,7 +119,7 @@ fn capture_commands_name_a_missing_helper() {
     let lone = dir.path().join("kiosk-agent");
     std::fs::copy(BIN, &lone).unwrap();
     let out = Command::new(&lone).arg("cameras").output().unwrap();
-    assert_eq!(out.status.code(), Some(1));
+    assert_exit(&out, 1, "");
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("kiosk-agent-capture not found"), "{stderr}");
 }
@@ -134,12 +134,12 @@ fn a_second_sync_beside_a_running_daemon_exits_3_saying_why() {
         .replace("listen = \"127.0.0.1:0\"", &format!("listen = \"127.0.0.1:{api}\""));
     std::fs::write(&env.config, text).unwrap();
     let mut daemon =
-        env.cmd().arg("run").stdout(std::process::Stdio::null()).stderr(std::process::Stdio::null()).spawn().unwrap();
+        env.cmd().arg("run").stdout(std::process::Stdio::null()).stderr(std::process::Stdio::null()).spawn_guarded();
     wait_for(std::time::Duration::from_secs(10), || env.data_dir().join("wake.sock").exists().then_some(()));
     let out = env.run(&["sync", "--once"]);
     let _ = daemon.kill();
     let _ = daemon.wait();
-    assert_eq!(out.status.code(), Some(3), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_exit(&out, 3, &format!("{}", String::from_utf8_lossy(&out.stderr)));
     assert!(String::from_utf8_lossy(&out.stderr).contains("another worker is running"));
 }
 
@@ -183,7 +183,7 @@ fn logs_can_be_json_lines_without_colours() {
         let out = cmd.output().unwrap();
         let stderr = String::from_utf8_lossy(&out.stderr);
         let lines: Vec<&str> = stderr.lines().filter(|l| !l.is_empty()).collect();
-        assert!(out.status.success(), "{stderr}");
+        assert_exit(&out, 0, &stderr);
         let events: Vec<serde_json::Value> = lines
             .iter()
             .map(|line| serde_json::from_str(line).unwrap_or_else(|e| panic!("not JSON ({e}): {line}")))
@@ -261,7 +261,7 @@ fn journald_gets_the_enrollment_and_state_as_fields() {
         .output()
         .unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "{stderr}");
+    assert_exit(&out, 0, &stderr);
     let entries: Vec<serde_json::Value> = std::fs::read_to_string(&exported)
         .unwrap()
         .lines()
@@ -288,17 +288,17 @@ fn read_only_commands_create_nothing() {
     let db = env.data_dir().join("queue.db");
     assert!(!db.exists());
     let out = env.run(&["queue", "list", "--json"]);
-    assert!(out.status.success());
+    assert_exit(&out, 0, "");
     assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "[]");
-    assert!(env.run(&["queue", "list"]).status.success());
-    assert_eq!(env.run(&["queue", "show", "x"]).status.code(), Some(2));
+    assert_exit(&env.run(&["queue", "list"]), 0, "");
+    assert_exit(&env.run(&["queue", "show", "x"]), 2, "");
     let _ = env.run(&["check-config"]);
     let _ = env.run(&["doctor"]);
     assert!(!db.exists(), "no database was created");
     // Before `key init`: no key is created either, and the commands say where they looked.
     std::fs::remove_dir_all(env.data_dir()).unwrap();
     let out = env.run(&["queue", "list"]);
-    assert_eq!(out.status.code(), Some(2));
+    assert_exit(&out, 2, "");
     assert!(String::from_utf8_lossy(&out.stderr).contains("key init"));
     assert!(!env.data_dir().exists(), "nothing was created");
 }
@@ -308,7 +308,7 @@ fn queue_list_filters_and_hides_what_is_done() {
     let sandbox = Sandbox::start(0);
     let env = Env::new(sandbox.addr.port());
     let done = env.enroll(&env.manifest("a", "1", |_| {}));
-    assert_eq!(env.run(&["sync", "--once"]).status.code(), Some(0));
+    assert_exit(&env.run(&["sync", "--once"]), 0, "");
     let pending = env.enroll(&env.manifest("b", "2", |_| {}));
     let text = |args: &[&str]| String::from_utf8_lossy(&env.run(args).stdout).into_owned();
     let list = text(&["queue", "list"]);
@@ -328,7 +328,7 @@ fn queue_list_filters_and_hides_what_is_done() {
         "keys are numbers, as the server sends them: {json}"
     );
     let out = env.run(&["queue", "list", "--state", "flying"]);
-    assert_eq!(out.status.code(), Some(2));
+    assert_exit(&out, 2, "");
     assert!(String::from_utf8_lossy(&out.stderr).contains("--state: must be one of"));
 }
 
@@ -346,13 +346,12 @@ fn a_closed_pipe_ends_a_report_quietly() {
             .args(args)
             .stdout(std::process::Stdio::piped())
             .stderr(std::process::Stdio::piped())
-            .spawn()
-            .unwrap();
+            .spawn_guarded();
         // Close the reading end before the command has written anything.
         drop(child.stdout.take());
         let out = child.wait_with_output().unwrap();
         let stderr = String::from_utf8_lossy(&out.stderr);
-        assert_eq!(out.status.code(), Some(0), "{args:?}: {stderr}");
+        assert_exit(&out, 0, &format!("{args:?}: {stderr}"));
         assert!(stderr.is_empty(), "{args:?} is quiet: {stderr}");
     }
 }
@@ -367,7 +366,7 @@ fn doctor_says_what_is_wrong_and_what_to_do() {
     env.enroll(&env.manifest("m", "", |_| {}));
     let out = env.run(&["doctor"]);
     let report = String::from_utf8_lossy(&out.stdout);
-    assert_eq!(out.status.code(), Some(0), "all is well:\n{report}");
+    assert_exit(&out, 0, &format!("all is well:\n{report}"));
     for what in
         ["master key", "device key", "data directory", "queue", "audit trail", "camera document", "server", "clock"]
     {
@@ -378,7 +377,7 @@ fn doctor_says_what_is_wrong_and_what_to_do() {
     drop(sandbox);
     let out = env.run(&["doctor"]);
     let report = String::from_utf8_lossy(&out.stdout);
-    assert_eq!(out.status.code(), Some(2), "{report}");
+    assert_exit(&out, 2, &report);
     assert!(
         report.lines().any(|l| l.starts_with("FAIL") && l.contains("server") && l.contains("base_url")),
         "{report}"
@@ -465,7 +464,7 @@ fn doctor_checks_the_servers_certificate() {
         std::fs::write(&env.config, text).unwrap();
         let out = env.run(&["doctor"]);
         let report = String::from_utf8_lossy(&out.stdout);
-        assert_eq!(out.status.code(), Some(code), "{report}");
+        assert_exit(&out, code, &report);
         assert!(report.contains(needle), "{needle:?} in:\n{report}");
     }
 }
@@ -478,16 +477,19 @@ fn queue_list_shows_an_upload_in_progress() {
     let env = Env::with_config(sandbox.addr.port(), "current", "max_upload_rate = \"500 KiB/s\"\n");
     let id = env.enroll(&env.manifest("m", &"v".repeat(2_000_000), |_| {}));
     let mut daemon =
-        env.cmd().arg("run").stdout(std::process::Stdio::null()).stderr(std::process::Stdio::null()).spawn().unwrap();
+        env.cmd().arg("run").stdout(std::process::Stdio::null()).stderr(std::process::Stdio::null()).spawn_guarded();
     let progress = wait_for(std::time::Duration::from_secs(30), || {
         let e = env.list().into_iter().find(|e| e["id"] == id.as_str())?;
         let (sent, total) = (e["upload"]["sent"].as_u64()?, e["upload"]["total"].as_u64()?);
-        (sent > 0 && sent < total).then_some((sent, total))
+        check(format!("{sent} of {total} sent"), sent > 0 && sent < total, (sent, total)).ok()
     });
     assert!(progress.1 > 2_000_000, "{progress:?}");
     let text = String::from_utf8_lossy(&env.run(&["queue", "list"]).stdout).into_owned();
     assert!(text.contains("uploading") && text.contains("% ("), "{text}");
-    wait_for(std::time::Duration::from_secs(60), || (env.show(&id)["state"] == "in_review").then_some(()));
+    wait_for(std::time::Duration::from_secs(60), || {
+        let e = env.show(&id);
+        check(&e["state"], e["state"] == "in_review", ())
+    });
     let _ = daemon.kill();
     let _ = daemon.wait();
     assert!(env.show(&id)["upload"].is_null(), "the progress is cleared when the upload ends");
@@ -504,7 +506,7 @@ fn at_a_terminal(env: &Env, args: &[&str]) -> Option<String> {
         line.push_str(&format!(" '{a}'"));
     }
     let out = Command::new("script").args(["-qefc", &line, "/dev/null"]).current_dir(env.dir.path()).output().unwrap();
-    assert!(out.status.success(), "{line}: {}", String::from_utf8_lossy(&out.stdout));
+    assert_exit(&out, 0, &format!("{line}: {}", String::from_utf8_lossy(&out.stdout)));
     Some(String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
@@ -517,11 +519,11 @@ fn long_operations_show_progress() {
     let env = Env::with_config(sandbox.addr.port(), "current", "max_upload_rate = \"500 KiB/s\"\n");
     let manifest = env.manifest("m", &"v".repeat(2_000_000), |_| {});
     let out = env.run(&["enroll", manifest.to_str().unwrap()]);
-    assert!(out.status.success());
+    assert_exit(&out, 0, "");
     assert!(out.stderr.is_empty(), "a quick enroll in a log says nothing: {}", String::from_utf8_lossy(&out.stderr));
     let out = env.run(&["sync", "--once"]);
     let log = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(0), "{log}");
+    assert_exit(&out, 0, &log);
     let lines: Vec<&str> = log.lines().filter(|l| l.starts_with("upload ") && l.contains(": video: ")).collect();
     assert!(lines.iter().any(|l| l.contains("% (") && l.ends_with(" MB)")), "{log}");
     assert!(lines.last().is_some_and(|l| l.contains("done in")), "{log}");
@@ -539,7 +541,7 @@ fn long_operations_show_progress() {
         clip.to_str().unwrap(),
     ]);
     let log = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "{log}");
+    assert_exit(&out, 0, &log);
     assert!(
         log.lines().any(|l| l.starts_with("capture video: recording: ") && l.contains("% (2.0 of 3.0 s)")),
         "{log}"

@@ -376,7 +376,7 @@ fn listing(dir: &Path) -> Vec<(PathBuf, u64)> {
 
 /// Runs `cmd`, killing it (and failing) after `limit`.
 fn run_bounded(mut cmd: Command, limit: Duration) -> (Option<i32>, String, String) {
-    let mut child = cmd.stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
+    let mut child = cmd.stdout(Stdio::piped()).stderr(Stdio::piped()).spawn_guarded();
     let started = Instant::now();
     while child.try_wait().unwrap().is_none() {
         if started.elapsed() > limit {

@@ -53,7 +53,7 @@ fn crash_then_recover_with(point: &str, warm: bool) -> (Sandbox, Env, String, st
     if warm {
         let w = env.manifest("w", "warm-up", |m| m["customer"]["email"] = serde_json::json!("warm@example.com"));
         env.enroll(&w);
-        assert_eq!(env.run(&["sync", "--once"]).status.code(), Some(0));
+        assert_exit(&env.run(&["sync", "--once"]), 0, "");
     }
     let m = env.manifest("m", &big_salt(point), |_| {});
     let id = env.enroll(&m);
@@ -68,7 +68,7 @@ fn crash_then_recover_with(point: &str, warm: bool) -> (Sandbox, Env, String, st
     let state = crashed_in.clone();
     assert!(["creating", "created", "evidences_sent"].contains(&state.as_str()), "{point}: after the crash: {state}");
     let out = env.run(&["sync", "--once"]);
-    assert_eq!(out.status.code(), Some(0), "{point}: {}", String::from_utf8_lossy(&out.stderr));
+    assert_exit(&out, 0, &format!("{point}: {}", String::from_utf8_lossy(&out.stderr)));
     let shown = env.show(&id);
     assert_eq!(shown["state"], "in_review", "{point}: {shown}");
     assert_eq!(shown["orphan_check_pending"], false, "{point}: a batch run reconciles after delivery: {shown}");
@@ -183,15 +183,15 @@ fn a_crash_around_a_document_upload_resends_it_and_says_so() {
         let sandbox = Sandbox::start(0);
         let env = Env::with_config(sandbox.addr.port(), "current", "");
         let id = env.enroll(&env.manifest("m", point, |_| {}));
-        assert_eq!(env.run(&["sync", "--once"]).status.code(), Some(0));
+        assert_exit(&env.run(&["sync", "--once"]), 0, "");
         let doc = env.dir.path().join("d.pdf");
         std::fs::write(&doc, format!("%PDF-1.4\n% {point}\n%%EOF\n")).unwrap();
-        assert!(env.cmd().args(["document", &id, "upload"]).arg(&doc).output().unwrap().status.success());
+        assert_exit(&env.cmd().args(["document", &id, "upload"]).arg(&doc).output().unwrap(), 0, "");
         let pk = env.show(&id)["request_pk"].as_u64().expect("pk is a number").to_string();
         set_status(&sandbox, &pk, "ENROLLREADY");
         let out = env.cmd().args(["sync", "--once"]).env("KIOSK_AGENT_CRASH_AT", point).output().unwrap();
         assert!(aborted(&out), "{point}: {:?} {}", out.status, String::from_utf8_lossy(&out.stderr));
-        assert_eq!(env.run(&["sync", "--once"]).status.code(), Some(0), "{point}");
+        assert_exit(&env.run(&["sync", "--once"]), 0, &point);
         let docs: serde_json::Value =
             serde_json::from_slice(&env.run(&["document", &id, "list", "--json"]).stdout).unwrap();
         assert_eq!(docs[0]["state"], "uploaded", "{point}: {docs}");

@@ -12,7 +12,7 @@ fn check(extra_config: &str, edit: impl FnOnce(&mut serde_json::Value), expected
     let manifest = env.manifest("m", "", edit);
     let out = env.cmd().arg("enroll").arg(&manifest).output().unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(2), "stderr: {stderr}");
+    assert_exit(&out, 2, &format!("stderr: {stderr}"));
     for needle in expected {
         assert!(stderr.contains(needle), "expected {needle:?} in: {stderr}");
     }
@@ -53,10 +53,10 @@ fn a_manifest_that_is_not_json_is_refused() {
     let path = env.dir.path().join("bad.json");
     std::fs::write(&path, "{ not json").unwrap();
     let out = env.cmd().arg("enroll").arg(&path).output().unwrap();
-    assert_eq!(out.status.code(), Some(2));
+    assert_exit(&out, 2, "");
     assert!(String::from_utf8_lossy(&out.stderr).contains("not valid JSON"));
     let out = env.cmd().args(["enroll", "/nonexistent/manifest.json"]).output().unwrap();
-    assert_eq!(out.status.code(), Some(2));
+    assert_exit(&out, 2, "");
     assert!(String::from_utf8_lossy(&out.stderr).contains("/nonexistent/manifest.json"));
 }
 
@@ -67,7 +67,7 @@ fn refusals_leave_an_existing_queue_unchanged() {
     let id = env.enroll(&good);
     let bad = env.manifest("bad", "b", |m| m["video"] = json!("front.jpg"));
     let out = env.cmd().arg("enroll").arg(&bad).output().unwrap();
-    assert_eq!(out.status.code(), Some(2));
+    assert_exit(&out, 2, "");
     let list = env.list();
     assert_eq!(list.len(), 1);
     assert_eq!(list[0]["id"], id.as_str());
@@ -88,7 +88,7 @@ fn spool_limit_refuses_new_work_and_keeps_the_queue() {
     let second = env.manifest("two", "2", |_| {});
     let out = env.cmd().arg("enroll").arg(&second).output().unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert_exit(&out, 2, &stderr);
     assert!(stderr.contains("storage.max_spool_bytes") && stderr.contains("bytes missing"), "{stderr}");
     assert_eq!(env.list().len(), 1, "queued evidence is never evicted");
 }
@@ -107,13 +107,12 @@ fn concurrent_first_enrolls_on_a_fresh_data_dir_all_succeed() {
                 .arg(&manifest)
                 .stdout(std::process::Stdio::piped())
                 .stderr(std::process::Stdio::piped())
-                .spawn()
-                .unwrap()
+                .spawn_guarded()
         })
         .collect();
     for child in children {
         let out = child.wait_with_output().unwrap();
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        assert_exit(&out, 0, &format!("{}", String::from_utf8_lossy(&out.stderr)));
     }
     let list = env.list();
     assert_eq!(list.len(), 8);
@@ -138,7 +137,7 @@ fn too_little_free_disk_refuses_new_work_saying_how_much_is_missing() {
     std::fs::write(&env.config, text).unwrap();
     let out = env.cmd().arg("enroll").arg(env.manifest("m", "", |_| {})).output().unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert_exit(&out, 2, &stderr);
     assert!(stderr.contains("storage.min_free_bytes") && stderr.contains("bytes missing"), "{stderr}");
     assert!(env.list().is_empty());
 }
@@ -167,9 +166,9 @@ fn a_full_disk_during_enroll_is_exit_2_and_leaves_nothing() {
     let enroll = env.cmd().arg("enroll").arg(env.manifest("m", "", |_| {})).output().unwrap();
     let spool: Vec<_> = std::fs::read_dir(data.join("spool")).map(|r| r.flatten().collect()).unwrap_or_default();
     unmount();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_exit(&out, 0, &format!("{}", String::from_utf8_lossy(&out.stderr)));
     let err = String::from_utf8_lossy(&enroll.stderr);
-    assert_eq!(enroll.status.code(), Some(2), "{err}");
+    assert_exit(&enroll, 2, &err);
     assert!(err.contains("no space left"), "{err}");
     assert!(enroll.stdout.is_empty());
     assert!(spool.is_empty(), "nothing half-written is left: {spool:?}");

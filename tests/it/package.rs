@@ -29,7 +29,7 @@ fn package() -> Option<&'static Path> {
             .arg(&out_dir)
             .output()
             .unwrap();
-        assert!(out.status.success(), "scripts/package: {}", String::from_utf8_lossy(&out.stderr));
+        assert_exit(&out, 0, &format!("scripts/package: {}", String::from_utf8_lossy(&out.stderr)));
         let deb = std::fs::read_dir(&out_dir)
             .unwrap()
             .flatten()
@@ -42,7 +42,7 @@ fn package() -> Option<&'static Path> {
 
 fn dpkg_deb(args: &[&str], deb: &Path) -> String {
     let out = Command::new("dpkg-deb").args(args).arg(deb).output().expect("dpkg-deb runs");
-    assert!(out.status.success(), "dpkg-deb {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    assert_exit(&out, 0, &format!("dpkg-deb {args:?}: {}", String::from_utf8_lossy(&out.stderr)));
     String::from_utf8(out.stdout).unwrap()
 }
 
@@ -179,7 +179,7 @@ exec chroot "$w/root" sh -c "$3"
         eprintln!("skipped: this kernel cannot mount an overlay here: {stderr}");
         return;
     }
-    assert!(out.status.success(), "{stdout}\n{stderr}");
+    assert_exit(&out, 0, &format!("{stdout}\n{stderr}"));
     let stat: Vec<&str> =
         stdout.lines().skip_while(|l| *l != "== stat").skip(1).take_while(|l| !l.starts_with("==")).collect();
     assert_eq!(

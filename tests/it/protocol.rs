@@ -72,7 +72,7 @@ fn terminal_statuses_end_enrollments_with_the_servers_status_in_both_generations
             ids.push((env.enroll(&m), status, state));
         }
         let out = env.run(&["sync", "--once"]);
-        assert_eq!(out.status.code(), Some(3), "an enrollment failed: {}", String::from_utf8_lossy(&out.stderr));
+        assert_exit(&out, 3, &format!("an enrollment failed: {}", String::from_utf8_lossy(&out.stderr)));
         for (id, status, state) in &ids {
             let shown = env.show(id);
             assert_eq!(shown["state"], *state, "{layout} {status}: {shown}");
@@ -81,7 +81,7 @@ fn terminal_statuses_end_enrollments_with_the_servers_status_in_both_generations
         }
         // Nothing is polled or re-sent again: another run sends nothing.
         let before = sandbox.records();
-        assert_eq!(env.run(&["sync", "--once"]).status.code(), Some(0));
+        assert_exit(&env.run(&["sync", "--once"]), 0, "");
         let after = sandbox.records();
         for (id, _, _) in &ids {
             let pk = env.show(id)["request_pk"].as_u64().expect("pk is a number").to_string();
@@ -104,7 +104,7 @@ fn a_status_that_does_not_move_on_is_polled_within_its_bound_then_fails_and_retr
             rule(&sandbox, json!({"op": "video", "email": "stuck@example.com", "status": 200, "lose_as": stuck}));
             let id = env.enroll(&m);
             // First reads: recorded and polled (work remains).
-            assert_eq!(env.run(&["sync", "--once"]).status.code(), Some(3));
+            assert_exit(&env.run(&["sync", "--once"]), 3, "");
             let shown = env.show(&id);
             assert_eq!((shown["state"].as_str(), shown["server_status"].as_str()), (Some("video_sent"), Some(stuck)));
             assert!(shown["last_error"].as_str().unwrap().contains("polling"), "{shown}");
@@ -112,7 +112,7 @@ fn a_status_that_does_not_move_on_is_polled_within_its_bound_then_fails_and_retr
             assert!(!shown["last_error"].as_str().unwrap().contains("server error"), "{shown}");
             // Past `sync.max_unknown_status_secs`, the next read fails it with what to do.
             std::thread::sleep(Duration::from_millis(1100));
-            assert_eq!(env.run(&["sync", "--once"]).status.code(), Some(3));
+            assert_exit(&env.run(&["sync", "--once"]), 3, "");
             let shown = env.show(&id);
             assert_eq!(shown["state"], "failed", "{layout} {stuck}: {shown}");
             let reason = shown["last_error"].as_str().unwrap();
@@ -126,8 +126,8 @@ fn a_status_that_does_not_move_on_is_polled_within_its_bound_then_fails_and_retr
             );
             // The server moves on; the operator re-queues and the agent follows it to review.
             set_status(&sandbox, &pk, "VIDEOREVIEW");
-            assert!(env.run(&["queue", "retry", &id]).status.success());
-            assert_eq!(env.run(&["sync", "--once"]).status.code(), Some(0));
+            assert_exit(&env.run(&["queue", "retry", &id]), 0, "");
+            assert_exit(&env.run(&["sync", "--once"]), 0, "");
             assert_eq!(env.show(&id)["state"], "in_review", "{layout} {stuck}");
         }
     }
@@ -145,7 +145,7 @@ fn bad_billing_credentials_fail_after_the_same_500_repeats_not_for_ever() {
         let id = env.enroll(&env.manifest("b", "billing", |_| {}));
         let runs = if generation == "old" { 3 } else { 1 };
         for run in 1..=runs {
-            assert_eq!(env.run(&["sync", "--once"]).status.code(), Some(3), "{layout} run {run}");
+            assert_exit(&env.run(&["sync", "--once"]), 3, &format!("{layout} run {run}"));
             let state = env.show(&id)["state"].clone();
             assert_eq!(state == "failed", run == runs, "{layout} run {run}: {state}");
         }
@@ -213,13 +213,13 @@ fn an_orphan_is_cancelled_only_by_an_operator() {
         );
         assert_eq!(code, 200);
         let out = env.run(&["request", "--pk", "45836", "status"]);
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        assert_exit(&out, 0, &format!("{}", String::from_utf8_lossy(&out.stderr)));
         assert!(String::from_utf8_lossy(&out.stdout).contains("VIDEOPENDING"));
         let out = env.run(&["request", "--pk", "45836", "cancel"]);
-        assert!(out.status.success(), "{layout}: {}", String::from_utf8_lossy(&out.stderr));
+        assert_exit(&out, 0, &format!("{layout}: {}", String::from_utf8_lossy(&out.stderr)));
         assert_eq!(request(&sandbox.records(), "45836")["status"], "CANCELLED");
         // A path built from anything but digits is refused before it is sent.
         let out = env.run(&["request", "--pk", "../../hello", "status"]);
-        assert_eq!(out.status.code(), Some(2), "{}", String::from_utf8_lossy(&out.stderr));
+        assert_exit(&out, 2, &format!("{}", String::from_utf8_lossy(&out.stderr)));
     }
 }

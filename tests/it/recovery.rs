@@ -20,7 +20,7 @@ fn a_damaged_database_is_reported_and_left_for_inspection() {
     for args in [&["sync", "--once"][..], &["queue", "list"][..]] {
         let out = env.run(args);
         let stderr = String::from_utf8_lossy(&out.stderr);
-        assert_eq!(out.status.code(), Some(4), "{args:?}: {stderr}");
+        assert_exit(&out, 4, &format!("{args:?}: {stderr}"));
         assert!(
             stderr.contains("queue.db") && stderr.contains("damaged") && stderr.contains("left in place"),
             "{stderr}"
@@ -43,7 +43,7 @@ fn a_damaged_artifact_fails_its_enrollment_while_the_others_flow() {
     bytes[middle] ^= 0x40;
     std::fs::write(&enc, &bytes).unwrap();
 
-    assert_eq!(env.run(&["sync", "--once"]).status.code(), Some(3), "one enrollment failed");
+    assert_exit(&env.run(&["sync", "--once"]), 3, "one enrollment failed");
     let shown = env.show(&bad);
     assert_eq!(shown["state"], "failed", "{shown}");
     assert!(shown["last_error"].as_str().unwrap().contains("video"), "{shown}");
@@ -70,17 +70,17 @@ fn sigterm_during_a_stalled_upload_exits_promptly_and_consistently() {
     std::fs::write(&env.config, text).unwrap();
     let m = env.manifest("m", "", |_| {});
     let id = env.enroll(&m);
-    let mut daemon = env
-        .cmd()
-        .arg("run")
-        .env("KIOSK_AGENT_LOG", "warn")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut daemon =
+        env.cmd().arg("run").env("KIOSK_AGENT_LOG", "warn").stdout(Stdio::null()).stderr(Stdio::null()).spawn_guarded();
     // Wait until the evidences are in: the video upload is now hanging on the server.
-    wait_for(Duration::from_secs(30), || (sandbox.records()["requests"][0]["evidences_uploads"] == 1).then_some(()));
-    std::thread::sleep(Duration::from_millis(300));
+    wait_for(Duration::from_secs(30), || {
+        let r = sandbox.records();
+        check(&r["requests"], r["requests"][0]["evidences_uploads"] == 1, ())
+    });
+    wait_for(Duration::from_secs(30), || {
+        let upload = env.show(&id)["upload"].clone();
+        check(format!("upload {upload}"), !upload.is_null(), ())
+    });
     let asked = Instant::now();
     assert!(std::process::Command::new("kill").args(["-TERM", &daemon.id().to_string()]).status().unwrap().success());
     let status = loop {
@@ -95,7 +95,7 @@ fn sigterm_during_a_stalled_upload_exits_promptly_and_consistently() {
     // Consistent: the video step was never committed, and the next run finishes it once.
     assert_eq!(env.show(&id)["state"], "evidences_sent");
     http("DELETE", &sandbox.url("/_sandbox/faults"), None);
-    assert_eq!(env.run(&["sync", "--once"]).status.code(), Some(0));
+    assert_exit(&env.run(&["sync", "--once"]), 0, "");
     let shown = env.show(&id);
     assert_eq!(shown["state"], "in_review");
     assert_arrived_once(
@@ -112,7 +112,7 @@ fn retry_after_is_honoured_and_offline_means_exit_3_then_delivery() {
     let m = env.manifest("m", "", |_| {});
     let id = env.enroll(&m);
     let out = env.run(&["sync", "--once"]);
-    assert_eq!(out.status.code(), Some(3));
+    assert_exit(&out, 3, "");
     let shown = env.show(&id);
     assert!(shown["last_error"].as_str().unwrap().contains("503"), "{shown}");
     // The next attempt is scheduled no earlier than the server asked (2 s), not after the
@@ -124,12 +124,14 @@ fn retry_after_is_honoured_and_offline_means_exit_3_then_delivery() {
     // Offline: connections refused, work stays queued; back online, it is delivered.
     http("DELETE", &sandbox.url("/_sandbox/faults"), None);
     http("POST", &sandbox.url("/_sandbox/offline?secs=3"), None);
-    std::thread::sleep(Duration::from_millis(300));
+    wait_for(Duration::from_secs(3), || {
+        check("still accepting connections", std::net::TcpStream::connect(sandbox.addr).is_err(), ())
+    });
     let out = env.run(&["sync", "--once"]);
-    assert_eq!(out.status.code(), Some(3), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_exit(&out, 3, &format!("{}", String::from_utf8_lossy(&out.stderr)));
     assert!(env.show(&id)["last_error"].as_str().unwrap().contains("connect"));
     wait_for(Duration::from_secs(20), || (std::net::TcpStream::connect(sandbox.addr).is_ok()).then_some(()));
-    assert_eq!(env.run(&["sync", "--once"]).status.code(), Some(0));
+    assert_exit(&env.run(&["sync", "--once"]), 0, "");
     let shown = env.show(&id);
     assert_eq!(shown["state"], "in_review");
     assert_arrived_once(
@@ -149,7 +151,7 @@ fn a_wall_clock_jump_does_not_hold_work_back() {
     let db = rusqlite::Connection::open(env.data_dir().join("queue.db")).unwrap();
     db.execute("UPDATE enrollments SET next_attempt_at = 4102444800000, attempts = 3", []).unwrap();
     drop(db);
-    assert_eq!(env.run(&["sync", "--once"]).status.code(), Some(0));
+    assert_exit(&env.run(&["sync", "--once"]), 0, "");
     assert_eq!(env.show(&id)["state"], "in_review");
 }
 
@@ -158,7 +160,7 @@ fn queue_list_tells_offline_from_stuck() {
     let env = Env::new(free_port());
     env.enroll(&env.manifest("a", "1", |_| {}));
     env.enroll(&env.manifest("b", "2", |_| {}));
-    assert_eq!(env.run(&["sync", "--once"]).status.code(), Some(3));
+    assert_exit(&env.run(&["sync", "--once"]), 3, "");
     let out = env.run(&["queue", "list"]);
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(text.contains("2 pending") && text.contains("oldest") && text.contains("bytes"), "{text}");
@@ -189,7 +191,7 @@ fn start_up_verification_fails_damaged_evidence_that_is_not_being_sent() {
     bytes[last] ^= 1;
     std::fs::write(&image, &bytes).unwrap();
 
-    assert_eq!(env.run(&["sync", "--once"]).status.code(), Some(3));
+    assert_exit(&env.run(&["sync", "--once"]), 3, "");
     let damaged = env.show(&ids[1]);
     assert_eq!(damaged["state"], "failed", "{damaged}");
     assert!(damaged["last_error"].as_str().unwrap().contains("document_front"), "{damaged}");

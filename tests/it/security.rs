@@ -25,13 +25,13 @@ fn stderr(out: &std::process::Output) -> String {
 fn check_config_checks_the_key_and_the_data_directory() {
     let env = Env::new(free_port());
     let out = env.run(&["check-config"]);
-    assert!(out.status.success(), "{}", stderr(&out));
+    assert_exit(&out, 0, &format!("{}", stderr(&out)));
 
     let key = env.data_dir().join("master.key");
     std::fs::write(&key, "0123456789abcdef").unwrap();
     let out = env.run(&["check-config"]);
     let text = String::from_utf8_lossy(&out.stdout);
-    assert_eq!(out.status.code(), Some(2), "a 16-byte key is refused");
+    assert_exit(&out, 2, "a 16-byte key is refused");
     assert!(text.contains("storage.master_key_file") && text.contains("32 bytes"), "{text}");
 
     // A data directory that is a file.
@@ -48,7 +48,7 @@ fn check_config_checks_the_key_and_the_data_directory() {
     .unwrap();
     let out = env.run(&["check-config"]);
     let text = String::from_utf8_lossy(&out.stdout);
-    assert_eq!(out.status.code(), Some(2));
+    assert_exit(&out, 2, "");
     assert!(text.contains("storage.data_dir") && text.contains("not a directory"), "{text}");
 }
 
@@ -60,11 +60,11 @@ fn secrets_readable_by_others_or_owned_by_another_user_are_refused() {
     for args in [&["queue", "list"][..], &["check-config"]] {
         let out = env.run(args);
         let all = format!("{}{}", stderr(&out), String::from_utf8_lossy(&out.stdout));
-        assert_eq!(out.status.code(), Some(2), "{args:?}: {all}");
+        assert_exit(&out, 2, &format!("{args:?}: {all}"));
         assert!(all.contains("master.key") && all.contains("chmod 600"), "{args:?}: {all}");
     }
     chmod(&key, 0o600);
-    assert!(env.run(&["queue", "list"]).status.success());
+    assert_exit(&env.run(&["queue", "list"]), 0, "");
 
     // The billing password file, named by the configuration.
     let pw = env.dir.path().join("billing.pw");
@@ -77,17 +77,17 @@ fn secrets_readable_by_others_or_owned_by_another_user_are_refused() {
     std::fs::write(&env.config, text).unwrap();
     let out = env.run(&["check-config"]);
     let all = format!("{}{}", stderr(&out), String::from_utf8_lossy(&out.stdout));
-    assert_eq!(out.status.code(), Some(2), "{all}");
+    assert_exit(&out, 2, &all);
     assert!(all.contains("oneshot.billing_password_file") && all.contains("chmod 600"), "{all}");
     chmod(&pw, 0o600);
-    assert!(env.run(&["check-config"]).status.success());
+    assert_exit(&env.run(&["check-config"]), 0, "");
 
     if give_away(&key).is_none() {
         println!("skipped: the key owned by another user (needs root to chown)");
         return;
     }
     let out = env.run(&["queue", "list"]);
-    assert_eq!(out.status.code(), Some(2));
+    assert_exit(&out, 2, "");
     assert!(stderr(&out).contains("belongs to uid 12345"), "{}", stderr(&out));
 }
 
@@ -102,7 +102,7 @@ fn enroll_as_another_user_than_the_data_directorys_owner_fails_clearly() {
     }
     let before = std::fs::read_dir(env.data_dir().join("spool")).unwrap().count();
     let out = env.cmd().arg("enroll").arg(&manifest).output().unwrap();
-    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert_exit(&out, 2, &format!("{}", stderr(&out)));
     assert!(stderr(&out).contains("belongs to uid 12345") && stderr(&out).contains("daemon"), "{}", stderr(&out));
     assert_eq!(std::fs::read_dir(env.data_dir().join("spool")).unwrap().count(), before, "nothing was written");
 }
@@ -117,9 +117,9 @@ fn the_data_directory_is_private_whatever_the_umask() {
         cmd.args(["-c", "umask 000; exec \"$@\"", "sh", BIN, "--config"]).arg(&env.config).args(args);
         cmd.env_remove("CREDENTIALS_DIRECTORY").output().unwrap()
     };
-    assert!(with_umask(&["key", "init"]).status.success());
+    assert_exit(&with_umask(&["key", "init"]), 0, "");
     let out = with_umask(&["enroll", env.manifest("m", "", |_| {}).to_str().unwrap()]);
-    assert!(out.status.success(), "{}", stderr(&out));
+    assert_exit(&out, 0, &format!("{}", stderr(&out)));
     let mut seen = 0;
     let mut stack = vec![env.data_dir()];
     while let Some(dir) = stack.pop() {
@@ -140,7 +140,7 @@ fn the_data_directory_is_private_whatever_the_umask() {
 #[test]
 fn the_daemon_never_dumps_core() {
     let env = Env::new(free_port());
-    let mut child = env.cmd().arg("run").stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap();
+    let mut child = env.cmd().arg("run").stdout(Stdio::null()).stderr(Stdio::null()).spawn_guarded();
     // Once the wake socket exists the daemon is past start-up.
     wait_for(Duration::from_secs(10), || env.data_dir().join("wake.sock").exists().then_some(()));
     let limits = std::fs::read_to_string(format!("/proc/{}/limits", child.id())).unwrap();
@@ -156,11 +156,11 @@ fn the_audit_trail_names_who_did_what_and_verify_finds_tampering() {
     let env = Env::new(free_port());
     let id = env.enroll(&env.manifest("m", "", |_| {}));
     let out = env.run(&["queue", "purge", &id, "--force"]);
-    assert!(out.status.success(), "{}", stderr(&out));
+    assert_exit(&out, 0, &format!("{}", stderr(&out)));
     let out = env.run(&["audit", "export"]);
-    assert!(out.status.success());
+    assert_exit(&out, 0, "");
     let records: Vec<serde_json::Value> =
-        String::from_utf8(out.stdout).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+        String::from_utf8(out.stdout.clone()).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect();
     let uid = std::fs::metadata(env.data_dir()).unwrap().uid();
     let find =
         |kind: &str| records.iter().find(|r| r["kind"] == kind).unwrap_or_else(|| panic!("no {kind} in {records:?}"));
@@ -168,24 +168,25 @@ fn the_audit_trail_names_who_did_what_and_verify_finds_tampering() {
     assert_eq!(find("purged (forced)")["command"], "queue purge");
     assert_eq!(find("purged (forced)")["enrollment"], id.as_str());
     let out = env.run(&["audit", "verify"]);
-    assert!(out.status.success() && String::from_utf8_lossy(&out.stdout).contains("chain intact"));
+    assert_exit(&out, 0, "audit verify");
+    assert!(String::from_utf8_lossy(&out.stdout).contains("chain intact"), "{}", String::from_utf8_lossy(&out.stdout));
     // An anchor kept elsewhere (an upload carries one): it holds now; a malformed one is refused.
     let anchor = format!("1:{}", records[0]["hash"].as_str().unwrap());
     let out = env.run(&["audit", "verify", "--anchor", &anchor]);
-    assert!(out.status.success(), "{}", stderr(&out));
+    assert_exit(&out, 0, &format!("{}", stderr(&out)));
     let out = env.run(&["audit", "verify", "--anchor", "1:abc"]);
-    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert_exit(&out, 2, &format!("{}", stderr(&out)));
     assert!(stderr(&out).contains("--anchor"), "{}", stderr(&out));
     let other = format!("1:{}", "0".repeat(64));
     let out = env.run(&["audit", "verify", "--anchor", &other]);
-    assert_eq!(out.status.code(), Some(4), "{}", stderr(&out));
+    assert_exit(&out, 4, &format!("{}", stderr(&out)));
     assert!(stderr(&out).contains("differs from the anchor"), "{}", stderr(&out));
 
     let conn = rusqlite::Connection::open(env.data_dir().join("queue.db")).unwrap();
     conn.execute_batch("DROP TRIGGER audit_no_update; UPDATE audit SET uid = 4242 WHERE seq = 1;").unwrap();
     drop(conn);
     let out = env.run(&["audit", "verify"]);
-    assert_eq!(out.status.code(), Some(4));
+    assert_exit(&out, 4, "");
     assert!(stderr(&out).contains("broken at record 1"), "{}", stderr(&out));
 }
 

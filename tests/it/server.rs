@@ -22,7 +22,7 @@ fn videoerror_resends_both_parts_and_videoincomplete_resends_the_video() {
         json!({"op": "video", "email": "b@example.com", "status": 200, "lose_as": "VIDEOINCOMPLETE", "times": 1}),
     );
 
-    assert_eq!(env.run(&["sync", "--once"]).status.code(), Some(0));
+    assert_exit(&env.run(&["sync", "--once"]), 0, "");
     let records = sandbox.records();
     let shown_a = env.show(&id_a);
     assert_eq!(shown_a["state"], "in_review", "{shown_a}");
@@ -51,7 +51,7 @@ fn endless_videoerror_fails_after_the_resend_bound() {
     let m = env.manifest("m", "", |_| {});
     let id = env.enroll(&m);
     rule(&sandbox, json!({"op": "video", "email": EMAIL, "status": 200, "lose_as": "VIDEOERROR"}));
-    assert_eq!(env.run(&["sync", "--once"]).status.code(), Some(3), "it failed");
+    assert_exit(&env.run(&["sync", "--once"]), 3, "it failed");
     let shown = env.show(&id);
     assert_eq!(shown["state"], "failed", "{shown}");
     assert!(shown["last_error"].as_str().unwrap().contains("VIDEOERROR after 2 re-sends"), "{shown}");
@@ -64,7 +64,7 @@ fn gateway_headers_from_the_configuration_are_sent() {
     let sandbox = Sandbox::start_with(0, &["--require-header", "X-Api-Key: k3y-for-gateway"]);
     let without = Env::new(sandbox.addr.port());
     let id = without.enroll(&without.manifest("m", "", |_| {}));
-    assert_eq!(without.run(&["sync", "--once"]).status.code(), Some(3), "it failed");
+    assert_exit(&without.run(&["sync", "--once"]), 3, "it failed");
     let shown = without.show(&id);
     assert_eq!(shown["state"], "failed");
     assert!(shown["last_error"].as_str().unwrap().contains("401"), "{shown}");
@@ -73,7 +73,7 @@ fn gateway_headers_from_the_configuration_are_sent() {
         Env::with_config(sandbox.addr.port(), "current", "[oneshot.headers]\n\"X-Api-Key\" = \"k3y-for-gateway\"\n");
     let m = with.manifest("m", "h", |_| {});
     let id = with.enroll(&m);
-    assert_eq!(with.run(&["sync", "--once"]).status.code(), Some(0));
+    assert_exit(&with.run(&["sync", "--once"]), 0, "");
     let shown = with.show(&id);
     assert_eq!(shown["state"], "in_review", "{shown}");
     assert_arrived_once(
@@ -89,7 +89,7 @@ fn enrollments_are_sent_oldest_first() {
     let env = Env::with_config(sandbox.addr.port(), "current", "concurrency = 1\n");
     let ids: Vec<String> =
         (0..4).map(|i| env.enroll(&env.manifest(&format!("e{i}"), &i.to_string(), |_| {}))).collect();
-    assert_eq!(env.run(&["sync", "--once"]).status.code(), Some(0));
+    assert_exit(&env.run(&["sync", "--once"]), 0, "");
     let pks: Vec<u64> = ids
         .iter()
         .map(|id| env.show(id)["request_pk"].as_u64().expect("pk is a number").to_string().parse().unwrap())
@@ -111,31 +111,31 @@ fn the_master_key_comes_from_credentials_and_no_command_creates_or_swaps_one() {
     let with_creds = |args: &[&str]| env.cmd().args(args).env("CREDENTIALS_DIRECTORY", &creds).output().unwrap();
     let m = env.manifest("m", "", |_| {});
     let out = env.cmd().arg("enroll").arg(&m).env("CREDENTIALS_DIRECTORY", &creds).output().unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_exit(&out, 0, &format!("{}", String::from_utf8_lossy(&out.stderr)));
     let id = String::from_utf8(out.stdout).unwrap().trim().to_owned();
 
     // Without the credential: no key, exit 2 naming where it looked, and no key file appears.
     let out = env.run(&["sync", "--once"]);
     let err = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert_exit(&out, 2, &err);
     assert!(err.contains("no master key") && err.contains("master.key") && err.contains("key init"), "{err}");
     assert!(!env.data_dir().join("master.key").exists(), "no command creates a key by accident");
 
     // A different key: refused at start by its fingerprint; nothing is marked failed.
-    assert!(env.run(&["key", "init"]).status.success());
+    assert_exit(&env.run(&["key", "init"]), 0, "");
     let out = env.run(&["sync", "--once"]);
     let err = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert_exit(&out, 2, &err);
     assert!(err.contains("is not the one the queue"), "{err}");
     let again = env.run(&["key", "init"]);
-    assert_eq!(again.status.code(), Some(2), "key init never replaces a key");
+    assert_exit(&again, 2, "key init never replaces a key");
     let shown: serde_json::Value =
         serde_json::from_slice(&with_creds(&["queue", "show", &id, "--json"]).stdout).unwrap();
     assert_eq!(shown["state"], "queued", "{shown}");
 
     // With the unit's credential it goes through.
     let out = with_creds(&["sync", "--once"]);
-    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_exit(&out, 0, &format!("{}", String::from_utf8_lossy(&out.stderr)));
     let shown: serde_json::Value =
         serde_json::from_slice(&with_creds(&["queue", "show", &id, "--json"]).stdout).unwrap();
     assert_eq!(shown["state"], "in_review", "{shown}");

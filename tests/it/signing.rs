@@ -33,19 +33,23 @@ fn reviewed(sandbox: &Sandbox, layout: &str, extra: &str) -> (Env, String) {
     text.push_str("[rao]\nid = \"1400\"\ntoken_file = \"rao.token\"\n");
     std::fs::write(&env.config, text).unwrap();
     let id = env.enroll(&env.manifest("m", layout, |_| {}));
-    assert_eq!(env.run(&["sync", "--once"]).status.code(), Some(0));
+    assert_exit(&env.run(&["sync", "--once"]), 0, "");
     assert_eq!(env.show(&id)["state"], "in_review");
     (env, id)
 }
 
 fn ok(out: &Output) -> String {
-    assert!(out.status.success(), "{}\n{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert_exit(
+        &out,
+        0,
+        &format!("{}\n{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr)),
+    );
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
 fn refused(out: &Output, needle: &str) {
     let err = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(2), "expected exit 2 with {needle:?}: {err}");
+    assert_exit(&out, 2, &format!("expected exit 2 with {needle:?}: {err}"));
     assert!(err.contains(needle), "expected {needle:?} in: {err}");
 }
 
@@ -176,7 +180,7 @@ fn approving_needs_a_request_in_review_and_a_rao() {
     let id = env.enroll(&env.manifest("m", "early", |_| {}));
     // Not created yet.
     refused(&env.run(&["request", &id, "approve"]), "no request on the server yet");
-    assert_eq!(env.run(&["sync", "--once"]).status.code(), Some(0));
+    assert_exit(&env.run(&["sync", "--once"]), 0, "");
     refused(&env.run(&["request", &id, "approve"]), "no [rao]");
     // A token file others can read is refused by the configuration check.
     let token = env.dir.path().join("rao.token");
@@ -215,8 +219,12 @@ fn the_daemon_follows_reviews_and_sends_documents_when_approved() {
         let approved = env.enroll(&env.manifest("a", "approved", |m| m["customer"]["email"] = json!("a@example.com")));
         let ignored = env.enroll(&env.manifest("b", "ignored", |m| m["customer"]["email"] = json!("b@example.com")));
         let log = std::fs::File::create(env.dir.path().join("daemon.log")).unwrap();
-        let mut daemon = env.cmd().arg("run").stdout(Stdio::null()).stderr(log).spawn().unwrap();
-        wait_for(Duration::from_secs(30), || env.list().iter().all(|e| e["state"] == "in_review").then_some(()));
+        let mut daemon = env.cmd().arg("run").stdout(Stdio::null()).stderr(log).spawn_guarded();
+        wait_for(Duration::from_secs(30), || {
+            let list = env.list();
+            let states: Vec<_> = list.iter().map(|e| e["state"].to_string()).collect();
+            check(states.join(" "), list.iter().all(|e| e["state"] == "in_review"), ())
+        });
         assert_eq!(env.show(&approved)["erased"], false, "{layout}: kept until approval");
         ok(&env
             .cmd()
@@ -226,7 +234,10 @@ fn the_daemon_follows_reviews_and_sends_documents_when_approved() {
             .unwrap());
         let pk = env.show(&approved)["request_pk"].as_u64().expect("pk is a number").to_string();
         set_status(&sandbox, &pk, "ENROLLREADY");
-        wait_for(Duration::from_secs(30), || (documents(&env, &approved)[0]["state"] == "uploaded").then_some(()));
+        wait_for(Duration::from_secs(30), || {
+            let d = documents(&env, &approved);
+            check(&d[0]["state"], d[0]["state"] == "uploaded", ())
+        });
         let shown = env.show(&approved);
         assert_eq!(
             (shown["state"].as_str(), shown["erased"].as_bool()),
@@ -307,7 +318,7 @@ fn a_network_loss_says_whether_the_step_can_be_repeated() {
     let fails = |args: &[&str], stdin: &str, advice: &str| {
         let out = env.run_with_stdin(args, stdin);
         let err = String::from_utf8_lossy(&out.stderr);
-        assert_eq!(out.status.code(), Some(1), "{args:?}: {err}");
+        assert_exit(&out, 1, &format!("{args:?}: {err}"));
         assert!(err.contains(advice), "{args:?}: {err}");
         assert_eq!(env.show(&id)["state"], "approved", "nothing changed locally");
     };
@@ -340,8 +351,11 @@ fn a_webhook_moves_an_enrollment_at_once_in_both_generations() {
         );
         let id = env.enroll(&env.manifest("w", layout, |_| {}));
         let log = std::fs::File::create(env.dir.path().join("daemon.log")).unwrap();
-        let mut daemon = env.cmd().arg("run").stdout(Stdio::null()).stderr(log).spawn().unwrap();
-        wait_for(Duration::from_secs(30), || (env.show(&id)["state"] == "in_review").then_some(()));
+        let mut daemon = env.cmd().arg("run").stdout(Stdio::null()).stderr(log).spawn_guarded();
+        wait_for(Duration::from_secs(30), || {
+            let e = env.show(&id);
+            check(&e["state"], e["state"] == "in_review", ())
+        });
         let pk = env.show(&id)["request_pk"].as_u64().expect("pk is a number").to_string();
         // Unknown request: accepted and ignored.
         let (code, _) = http(
@@ -381,7 +395,7 @@ fn the_video_can_be_downloaded_back_in_both_generations() {
         // Nothing is written under the name when the server has no video to give.
         let missing = env.dir.path().join("none.mp4");
         let failed = env.cmd().args(["request", "99999", "video", "--out"]).arg(&missing).output().unwrap();
-        assert_eq!(failed.status.code(), Some(2), "{layout}: {}", String::from_utf8_lossy(&failed.stderr));
+        assert_exit(&failed, 2, &format!("{layout}: {}", String::from_utf8_lossy(&failed.stderr)));
         assert!(!missing.exists());
     }
 }

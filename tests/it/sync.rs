@@ -20,7 +20,7 @@ fn offline_then_back_delivers_everything_exactly_once() {
 
     // Nobody listens on the port: sync exits 3 and everything stays queued, with the reason.
     let out = env.run(&["sync", "--once"]);
-    assert_eq!(out.status.code(), Some(3), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_exit(&out, 3, &format!("{}", String::from_utf8_lossy(&out.stderr)));
     let list = env.list();
     assert_eq!(list.len(), 3);
     for e in &list {
@@ -32,7 +32,7 @@ fn offline_then_back_delivers_everything_exactly_once() {
 
     let sandbox = Sandbox::start(port);
     let out = env.run(&["sync", "--once"]);
-    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_exit(&out, 0, &format!("{}", String::from_utf8_lossy(&out.stderr)));
     let records = sandbox.records();
     assert_eq!(records["creates"], 3, "one create per enrollment: {records}");
     for (id, dir) in &ids {
@@ -48,7 +48,7 @@ fn offline_then_back_delivers_everything_exactly_once() {
     }
 
     // Nothing left: a second sync sends nothing more.
-    assert_eq!(env.run(&["sync", "--once"]).status.code(), Some(0));
+    assert_exit(&env.run(&["sync", "--once"]), 0, "");
     assert_eq!(sandbox.records()["creates"], 3);
 }
 
@@ -63,19 +63,19 @@ fn a_permanent_error_fails_one_enrollment_while_others_flow_and_retry_requeues_i
     refuse(&sandbox, "evidences", "refused@example.com", 422, "Document type not accepted for this profile");
 
     let out = env.run(&["sync", "--once"]);
-    assert_eq!(out.status.code(), Some(3), "an enrollment became failed during the run (design.md)");
+    assert_exit(&out, 3, "an enrollment became failed during the run (design.md)");
     let shown = env.show(&bad_id);
     assert_eq!(shown["state"], "failed", "{shown}");
     assert!(shown["last_error"].as_str().unwrap().contains("Document type not accepted for this profile"), "{shown}");
     assert_eq!(env.show(&good_id)["state"], "in_review");
-    let human = String::from_utf8(env.run(&["queue", "show", &bad_id]).stdout).unwrap();
+    let human = String::from_utf8(env.run(&["queue", "show", &bad_id]).output.stdout).unwrap();
     assert!(human.contains("Document type not accepted"), "{human}");
 
     // The operator fixes the cause and re-queues: it resumes at the evidences, no second create.
     http("DELETE", &sandbox.url("/_sandbox/rules"), None);
     let out = env.run(&["queue", "retry", &bad_id]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    assert_eq!(env.run(&["sync", "--once"]).status.code(), Some(0));
+    assert_exit(&out, 0, &format!("{}", String::from_utf8_lossy(&out.stderr)));
+    assert_exit(&env.run(&["sync", "--once"]), 0, "");
     let shown = env.show(&bad_id);
     assert_eq!(shown["state"], "in_review", "{shown}");
     let records = sandbox.records();
@@ -94,13 +94,13 @@ fn a_refused_create_fails_with_the_server_reason() {
     let m = env.manifest("m", "", |m| m["customer"]["email"] = json!("nope@example.com"));
     let id = env.enroll(&m);
     refuse(&sandbox, "create", "nope@example.com", 403, "You do not have permission to perform this action.");
-    assert_eq!(env.run(&["sync", "--once"]).status.code(), Some(3), "it failed");
+    assert_exit(&env.run(&["sync", "--once"]), 3, "it failed");
     let shown = env.show(&id);
     assert_eq!(shown["state"], "failed");
     assert!(shown["last_error"].as_str().unwrap().contains("403"), "{shown}");
     assert!(shown["request_pk"].is_null());
     // `queue purge` removes a failed enrollment and its files.
-    assert!(env.run(&["queue", "purge", &id]).status.success());
+    assert_exit(&env.run(&["queue", "purge", &id]), 0, "");
     assert!(env.list().is_empty());
 }
 
@@ -110,7 +110,7 @@ fn legacy_layout_uploads_by_request_pk() {
     let env = Env::with_config(sandbox.addr.port(), "legacy", "");
     let m = env.manifest("m", "legacy", |_| {});
     let id = env.enroll(&m);
-    assert_eq!(env.run(&["sync", "--once"]).status.code(), Some(0));
+    assert_exit(&env.run(&["sync", "--once"]), 0, "");
     let shown = env.show(&id);
     assert_eq!(shown["state"], "in_review", "{shown}");
     assert_arrived_once(
@@ -130,14 +130,21 @@ fn run_picks_up_enrollments_queued_by_another_process() {
         .env("KIOSK_AGENT_LOG", "warn")
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+        .spawn_guarded();
     // The daemon holds the worker lock: a second worker is refused instead of racing it.
-    wait_for(Duration::from_secs(20), || env.data_dir().join("worker.lock").exists().then_some(()));
-    std::thread::sleep(Duration::from_millis(300));
+    // Held: the kernel lists a flock on `worker.lock`'s inode (read without taking it, which
+    // could make the daemon's own attempt fail).
+    let lock = env.data_dir().join("worker.lock");
+    wait_for(Duration::from_secs(20), || {
+        use std::os::unix::fs::MetadataExt as _;
+        let inode = std::fs::metadata(&lock).map(|m| m.ino()).unwrap_or(0);
+        let locks = std::fs::read_to_string("/proc/locks").unwrap_or_default();
+        let held = inode != 0 && locks.lines().any(|l| l.contains("FLOCK") && l.ends_with(&format!(":{inode} 0 EOF")));
+        check(format!("inode {inode}; /proc/locks:\n{locks}"), held, ())
+    });
     let second = env.run(&["sync", "--once"]);
     // Exit 3, "work remains": the daemon has it in hand.
-    assert_eq!(second.status.code(), Some(3), "{}", String::from_utf8_lossy(&second.stderr));
+    assert_exit(&second, 3, &format!("{}", String::from_utf8_lossy(&second.stderr)));
     assert!(String::from_utf8_lossy(&second.stderr).contains("another worker is running"));
 
     let m = env.manifest("m", "daemon", |_| {});
@@ -145,7 +152,7 @@ fn run_picks_up_enrollments_queued_by_another_process() {
     let id = env.enroll(&m);
     let shown = wait_for(Duration::from_secs(30), || {
         let s = env.show(&id);
-        (s["state"] == "in_review").then_some(s)
+        check(s["state"].to_string(), s["state"] == "in_review", s.clone())
     });
     eprintln!("enrolled → in_review through the running daemon in {:?}", queued_at.elapsed());
     assert_arrived_once(
@@ -190,8 +197,7 @@ fn back_online(layout: &str) {
         .env("KIOSK_AGENT_LOG", "kiosk_agent=debug")
         .stdout(Stdio::null())
         .stderr(log)
-        .spawn()
-        .unwrap();
+        .spawn_guarded();
     let ids: Vec<String> =
         (0..5).map(|i| env.enroll(&env.manifest(&format!("e{i}"), &format!("b{i}"), |_| {}))).collect();
     // The first attempt finds no server; the probe confirms it; a few more probes go out.
@@ -213,7 +219,11 @@ fn back_online(layout: &str) {
     let sandbox = Sandbox::start(port);
     let back = Instant::now();
     // A bound against a hang: the backoff alone would have waited up to an hour.
-    wait_for(Duration::from_secs(60), || env.list().iter().all(|e| e["state"] == "in_review").then_some(()));
+    wait_for(Duration::from_secs(60), || {
+        let list = env.list();
+        let states: Vec<_> = list.iter().map(|e| e["state"].to_string()).collect();
+        check(states.join(" "), list.iter().all(|e| e["state"] == "in_review"), ())
+    });
     let took = back.elapsed();
     let now_ms = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as i64;
     for due in &due_ms {
@@ -256,7 +266,7 @@ fn videos_wait_for_their_window_and_evidences_do_not() {
     let id = env.enroll(&manifest);
     let out = env.cmd().args(["sync", "--once"]).env("TZ", "XST-5:30").output().unwrap();
     // Work remains (design.md: exit 3), but nothing failed.
-    assert_eq!(out.status.code(), Some(3), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_exit(&out, 3, &format!("{}", String::from_utf8_lossy(&out.stderr)));
     assert!(String::from_utf8_lossy(&out.stdout).contains("0 failed, 0 ended by the server, 1 pending"), "{out:?}");
     let shown = env.show(&id);
     assert_eq!(shown["state"], "evidences_sent", "{shown}");
@@ -279,13 +289,13 @@ fn videos_wait_for_their_window_and_evidences_do_not() {
         format!("[sync]\nvideo_windows = [\"{}-{}\", \"{}-{}\"]\n", clock(300), clock(301), clock(-30), clock(30));
     std::fs::write(&env.config, with_windows(&open)).unwrap();
     let out = env.cmd().args(["sync", "--once"]).env("TZ", "XST-5:30").output().unwrap();
-    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_exit(&out, 0, &format!("{}", String::from_utf8_lossy(&out.stderr)));
     assert_eq!(env.show(&id)["state"], "in_review");
     assert_arrived_once(&sandbox.records(), &pk, manifest.parent().unwrap());
 
     // A window that is not a time range is refused, naming it.
     std::fs::write(&env.config, with_windows("[sync]\nvideo_windows = [\"22:00-06:00\", \"after lunch\"]\n")).unwrap();
     let out = env.run(&["check-config"]);
-    assert_eq!(out.status.code(), Some(2));
+    assert_exit(&out, 2, "");
     assert!(String::from_utf8_lossy(&out.stdout).contains("sync.video_windows[1]: must be \"HH:MM-HH:MM\""), "{out:?}");
 }

@@ -107,8 +107,7 @@ fn the_daemon_speaks_systemds_notification_protocol() {
         .env("WATCHDOG_USEC", "1500000")
         .stdout(std::process::Stdio::null())
         .stderr(std::fs::File::create(env.dir.path().join("daemon.log")).unwrap())
-        .spawn()
-        .unwrap();
+        .spawn_guarded();
     let mut seen: Vec<String> = Vec::new();
     let mut buf = [0u8; 4096];
     while !(seen.iter().any(|m| m.contains("READY=1"))
@@ -151,11 +150,14 @@ fn the_dashboard_and_alerts_load_and_use_real_metrics() {
             .current_dir(&prom)
             .output()
             .expect("promtool runs (scripts/setup-debian test installs prometheus)");
-        assert!(
-            out.status.success(),
-            "promtool {args:?}: {}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
+        assert_exit(
+            &out,
+            0,
+            &format!(
+                "promtool {args:?}: {}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            ),
         );
     }
     let dashboard: serde_json::Value =
@@ -177,7 +179,7 @@ fn the_dashboard_and_alerts_load_and_use_real_metrics() {
         .replace("listen = \"127.0.0.1:0\"", &format!("listen = \"127.0.0.1:{port}\""));
     std::fs::write(&env.config, text).unwrap();
     let mut daemon =
-        env.cmd().arg("run").stdout(std::process::Stdio::null()).stderr(std::process::Stdio::null()).spawn().unwrap();
+        env.cmd().arg("run").stdout(std::process::Stdio::null()).stderr(std::process::Stdio::null()).spawn_guarded();
     let (_, _) = wait_for(std::time::Duration::from_secs(20), || {
         let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
         rt.block_on(async {

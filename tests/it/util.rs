@@ -66,21 +66,25 @@ impl Env {
         c
     }
 
-    pub fn run(&self, args: &[&str]) -> Output {
-        self.cmd().args(args).output().unwrap()
+    pub fn run(&self, args: &[&str]) -> Ran {
+        let mut cmd = self.cmd();
+        cmd.args(args);
+        let output = cmd.output().unwrap();
+        Ran::of(&cmd, output)
     }
 
     /// Runs `args` with `stdin` as its standard input (secrets never go on a command line).
-    pub fn run_with_stdin(&self, args: &[&str], stdin: &str) -> Output {
+    pub fn run_with_stdin(&self, args: &[&str], stdin: &str) -> Ran {
         use std::io::Write as _;
-        let mut child =
-            self.cmd().args(args).stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
+        let mut cmd = self.cmd();
+        cmd.args(args).stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped());
+        let mut child = cmd.spawn().unwrap();
         child.stdin.take().unwrap().write_all(stdin.as_bytes()).unwrap();
-        child.wait_with_output().unwrap()
+        Ran::of(&cmd, child.wait_with_output().unwrap())
     }
 
     /// `sign ID` with the OTP on stdin.
-    pub fn sign(&self, id: &str, otp: &str) -> Output {
+    pub fn sign(&self, id: &str, otp: &str) -> Ran {
         self.run_with_stdin(&["sign", id], &format!("{otp}\n"))
     }
 
@@ -242,14 +246,181 @@ pub fn refuse(sandbox: &Sandbox, op: &str, email: &str, status: u16, details: &s
 }
 
 /// Polls `f` until it returns `Some` or `limit` passes (a bound against hangs, not a timing claim).
-pub fn wait_for<T>(limit: Duration, mut f: impl FnMut() -> Option<T>) -> T {
+/// A spawned process that is killed and reaped when the test lets go of it, however the test
+/// ends (a failed assertion included): no daemon outlives its test.
+#[derive(Debug)]
+pub struct Guard(Option<Child>);
+
+impl Guard {
+    /// Waits for the process to end by itself and collects its output.
+    pub fn wait_with_output(mut self) -> std::io::Result<Output> {
+        self.0.take().expect("the child is there until waited for").wait_with_output()
+    }
+}
+
+impl std::ops::Deref for Guard {
+    type Target = Child;
+
+    fn deref(&self) -> &Child {
+        self.0.as_ref().expect("the child is there until waited for")
+    }
+}
+
+impl std::ops::DerefMut for Guard {
+    fn deref_mut(&mut self) -> &mut Child {
+        self.0.as_mut().expect("the child is there until waited for")
+    }
+}
+
+impl Drop for Guard {
+    fn drop(&mut self) {
+        if let Some(child) = &mut self.0 {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// `Command::spawn` that hands back a [`Guard`].
+pub trait SpawnGuarded {
+    fn spawn_guarded(&mut self) -> Guard;
+}
+
+impl SpawnGuarded for Command {
+    #[track_caller]
+    fn spawn_guarded(&mut self) -> Guard {
+        Guard(Some(self.spawn().unwrap_or_else(|e| panic!("cannot start {:?}: {e}", self.get_program()))))
+    }
+}
+
+/// A finished command and how it was run, so that a failed expectation can say everything
+/// (after ripgrep's `tests/util.rs`). It reads as the `Output` it holds.
+#[derive(Debug)]
+pub struct Ran {
+    pub output: Output,
+    /// The program and its arguments, as a shell would show them.
+    pub command: String,
+    /// The environment the command was given on top of the test's own.
+    pub env: Vec<String>,
+}
+
+impl Ran {
+    pub fn of(cmd: &Command, output: Output) -> Ran {
+        let command = std::iter::once(cmd.get_program())
+            .chain(cmd.get_args())
+            .map(|a| a.to_string_lossy().into_owned())
+            .collect::<Vec<_>>()
+            .join(" ");
+        let env = cmd
+            .get_envs()
+            .map(|(k, v)| match v {
+                Some(v) => format!("{}={}", k.to_string_lossy(), v.to_string_lossy()),
+                None => format!("{} (removed)", k.to_string_lossy()),
+            })
+            .collect();
+        Ran { output, command, env }
+    }
+}
+
+impl std::ops::Deref for Ran {
+    type Target = Output;
+
+    fn deref(&self) -> &Output {
+        &self.output
+    }
+}
+
+/// What a command's run can tell about itself: its output, and how it was run when known.
+pub trait Outcome {
+    fn output(&self) -> &Output;
+    fn how(&self) -> String {
+        "(a command run directly)".into()
+    }
+}
+
+impl<T: Outcome + ?Sized> Outcome for &T {
+    fn output(&self) -> &Output {
+        (**self).output()
+    }
+    fn how(&self) -> String {
+        (**self).how()
+    }
+}
+
+impl Outcome for Output {
+    fn output(&self) -> &Output {
+        self
+    }
+}
+
+impl Outcome for Ran {
+    fn output(&self) -> &Output {
+        &self.output
+    }
+    fn how(&self) -> String {
+        format!(
+            "command: {}\nenvironment: {}",
+            self.command,
+            if self.env.is_empty() { "-".into() } else { self.env.join(" ") }
+        )
+    }
+}
+
+/// Asserts that a command exited with `code`; on failure prints why it was expected, the
+/// command, its environment, the exit status, stdout and stderr.
+#[track_caller]
+pub fn assert_exit(ran: &impl Outcome, code: i32, why: &str) {
+    let out = ran.output();
+    if out.status.code() != Some(code) {
+        panic!(
+            "expected exit {code}{}, got {:?}\n{}\n--- stdout\n{}\n--- stderr\n{}",
+            if why.is_empty() { String::new() } else { format!(" ({why})") },
+            out.status,
+            ran.how(),
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}
+
+/// What a check of [`wait_for`] gives back: the value once the condition holds, else what it saw.
+pub trait Poll<T> {
+    fn into_result(self) -> Result<T, String>;
+}
+
+impl<T> Poll<T> for Option<T> {
+    fn into_result(self) -> Result<T, String> {
+        self.ok_or_else(|| "nothing yet (the check found nothing to report)".into())
+    }
+}
+
+impl<T, E: std::fmt::Debug> Poll<T> for Result<T, E> {
+    fn into_result(self) -> Result<T, String> {
+        self.map_err(|e| format!("{e:?}"))
+    }
+}
+
+/// A check's answer: `value` when `ok`, else what was `seen` (printed if the wait runs out).
+pub fn check<T>(seen: impl std::fmt::Display, ok: bool, value: T) -> Result<T, String> {
+    if ok {
+        Ok(value)
+    } else {
+        Err(seen.to_string())
+    }
+}
+
+/// Polls `f` every 50 ms until it gives a value; after `limit`, fails with the last thing it saw.
+#[track_caller]
+pub fn wait_for<T, P: Poll<T>>(limit: Duration, mut f: impl FnMut() -> P) -> T {
     let start = Instant::now();
     loop {
-        if let Some(v) = f() {
-            return v;
+        match f().into_result() {
+            Ok(v) => return v,
+            Err(seen) if start.elapsed() >= limit => {
+                panic!("condition not reached within {limit:?}; last seen: {seen}")
+            }
+            Err(_) => std::thread::sleep(Duration::from_millis(50)),
         }
-        assert!(start.elapsed() < limit, "condition not reached within {limit:?}");
-        std::thread::sleep(Duration::from_millis(50));
     }
 }
 
