@@ -191,7 +191,7 @@ fn a_crash_around_a_document_upload_resends_it_and_says_so() {
         set_status(&sandbox, &pk, "ENROLLREADY");
         let out = env.cmd().args(["sync", "--once"]).env("KIOSK_AGENT_CRASH_AT", point).output().unwrap();
         assert!(aborted(&out), "{point}: {:?} {}", out.status, String::from_utf8_lossy(&out.stderr));
-        assert_exit(&env.run(&["sync", "--once"]), 0, &point);
+        assert_exit(&env.run(&["sync", "--once"]), 0, point);
         let docs: serde_json::Value =
             serde_json::from_slice(&env.run(&["document", &id, "list", "--json"]).stdout).unwrap();
         assert_eq!(docs[0]["state"], "uploaded", "{point}: {docs}");
