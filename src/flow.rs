@@ -157,6 +157,17 @@ impl Flow {
 /// Turns a One-Shot error into an exit: refusals are bad input (2) with the server's words;
 /// network and server trouble are 1 and say whether the step may simply be repeated.
 pub fn net(e: OneShotError, doing: &str, repeatable: bool) -> Failure {
+    // The server keeps the signing steps in order and answers a step out of turn with 412
+    // "Invalid request status": said in plain words, with what to look at.
+    if let OneShotError::Rejected { status: 412, details } = &e {
+        if details.to_ascii_lowercase().contains("status") {
+            return Failure::bad_input(anyhow!(
+                "{doing}: the server says the request is not ready for this step ({}); \
+                 see `kiosk-agent request ID status` (approval comes first, then documents, then the OTP)",
+                crate::sync::redact::Redactor::generic().apply(details)
+            ));
+        }
+    }
     let retryable = e.is_retryable();
     // The server's words reach the operator (terminal, API answer), never with an email
     // address or a phone number in them: the evidence, and so the values, may be erased by now.

@@ -92,9 +92,10 @@ impl Operation {
                 // "Download Videoid Video" exists but its path is not published: assumed.
                 VideoDownload => "/videoid/{videoid_pk}/download/video",
                 DocumentUpload => "/document/{request_pk}",
-                Contract => "/contract/{request_pk}/",
+                // A FastAPI application: no trailing slashes (its operation ids show the routes).
+                Contract => "/contract/{request_pk}",
                 Otp => "/otp/{request_pk}",
-                Sign => "/sign/{request_pk}/",
+                Sign => "/sign/{request_pk}",
                 DocumentSigned => "/document/{request_pk}/{uid}?document_type=signed",
                 DocumentOriginal => "/document/{request_pk}/{uid}?document_type=original",
                 DocumentDelete => "/document/{request_pk}/{uid}",
@@ -163,6 +164,48 @@ mod tests {
         }
         let err = "nope".parse::<Operation>().unwrap_err().to_string();
         assert!(err.contains("\"nope\" is no One-Shot operation") && err.contains("documents_delete"), "{err}");
+    }
+
+    /// Golden: every default path, byte for byte, as `protocol-notes.md` gives it; the new
+    /// generation (a FastAPI application) has no trailing slash anywhere.
+    #[test]
+    fn default_paths_are_the_notes_byte_for_byte() {
+        use Operation::*;
+        let golden: [(Operation, Option<&str>, &str); 17] = [
+            (Create, Some("/videoid"), "/videoid"),
+            (Evidences, Some("/videoid/{videoid_pk}/evidences"), "/videoid/{request_pk}/evidences"),
+            (Video, Some("/videoid/{videoid_pk}/video"), "/videoid/{request_pk}/evidences/video"),
+            (Status, Some("/request/{request_pk}"), "/request/{request_pk}"),
+            (Hello, Some("/hello"), "/hello"),
+            (Approve, Some("/videoid/{videoid_pk}/approve"), "/request/{request_pk}/approve"),
+            (Validate, None, "/videoid/{request_pk}/validate"),
+            (Refuse, Some("/videoid/{videoid_pk}/refuse"), "/videoid/{request_pk}/refuse"),
+            (VideoDownload, Some("/videoid/{videoid_pk}/download/video"), "/videoid/{request_pk}/download/video"),
+            (DocumentUpload, Some("/document/{request_pk}"), "/document/{request_pk}"),
+            (Contract, Some("/contract/{request_pk}"), "/document/{request_pk}/contract"),
+            (Otp, Some("/otp/{request_pk}"), "/otp/{request_pk}"),
+            (Sign, Some("/sign/{request_pk}"), "/sign/{request_pk}"),
+            (
+                DocumentSigned,
+                Some("/document/{request_pk}/{uid}?document_type=signed"),
+                "/document/{request_pk}/signed/{uid}",
+            ),
+            (
+                DocumentOriginal,
+                Some("/document/{request_pk}/{uid}?document_type=original"),
+                "/document/{request_pk}/original/{uid}",
+            ),
+            (DocumentDelete, Some("/document/{request_pk}/{uid}"), "/document/{request_pk}/original/{uid}"),
+            (DocumentsDelete, Some("/document/{request_pk}"), "/documents/{request_pk}"),
+        ];
+        for (op, new, old) in golden {
+            assert_eq!(op.default_path(Generation::New), new, "{op} (new)");
+            assert_eq!(op.default_path(Generation::Old), Some(old), "{op} (old)");
+        }
+        for op in Operation::ALL {
+            let path = op.default_path(Generation::New).unwrap_or("");
+            assert!(!path.split('?').next().unwrap().ends_with('/'), "{op}: {path} has a trailing slash");
+        }
     }
 
     #[test]

@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use axum::body::{Body, Bytes};
 use axum::extract::{Extension, Multipart, Path, State};
 use axum::http::StatusCode;
-use axum::response::Response;
+use axum::response::{IntoResponse as _, Response};
 use base64::Engine as _;
 use futures_util::StreamExt as _;
 use oneshot_protocol::Generation;
@@ -118,16 +118,58 @@ pub async fn not_found(generation: Option<Extension<Generation>>) -> Response {
     }
 }
 
+/// The new generation's routes, as Starlette matches them, for `redirect_slashes`.
+const NEW_ROUTES: [&str; 12] = [
+    "/videoid",
+    "/videoid/*/evidences",
+    "/videoid/*/video",
+    "/request/*",
+    "/videoid/*/refuse",
+    "/videoid/*/download/video",
+    "/otp/*",
+    "/videoid/*/approve",
+    "/document/*",
+    "/document/*/*",
+    "/contract/*",
+    "/sign/*",
+];
+
+fn matches_route(path: &str, route: &str) -> bool {
+    let (p, r): (Vec<&str>, Vec<&str>) = (path.split('/').collect(), route.split('/').collect());
+    p.len() == r.len() && p.iter().zip(&r).all(|(a, b)| *b == "*" && !a.is_empty() || a == b)
+}
+
+/// The new generation's fallback, as a FastAPI application answers: a path that matches a
+/// route once its trailing slash is added or taken away gets a 307 to that spelling. The
+/// `Location` is built from the path inside the application, so it lacks the `/oneshot` mount
+/// prefix (as behind a proxy that mounts the app without telling it); anything else is 404.
+pub async fn not_found_or_slash_redirect(uri: axum::http::Uri) -> Response {
+    let path = uri.path();
+    let other = match path.strip_suffix('/') {
+        Some(bare) if !bare.is_empty() => bare.to_owned(),
+        Some(_) => String::new(),
+        None => format!("{path}/"),
+    };
+    if !other.is_empty() && NEW_ROUTES.iter().any(|r| matches_route(other.trim_end_matches('/'), r)) && other != path {
+        let location = format!("{}{other}", Generation::New.base_path().trim_start_matches("/oneshot"));
+        return (StatusCode::TEMPORARY_REDIRECT, [(axum::http::header::LOCATION, location)]).into_response();
+    }
+    SandboxError::NotFound.into_response(Generation::New)
+}
+
 /// Checks the create body (`CreateReqObject_VID`) and the billing credentials.
 fn check_create(st: &SandboxState, g: Generation, body: &[u8]) -> Result<(String, String), SandboxError> {
     let Ok(Value::Object(body)) = serde_json::from_slice::<Value>(body) else {
         return Err(SandboxError::InvalidJson("Could not parse JSON body".into()));
     };
     let field = |k: &str| body.get(k).and_then(Value::as_str).filter(|s| !s.is_empty());
-    let (Some(phone), Some(email), Some(_), Some(_)) =
-        (field("mobile_phone_number"), field("email"), field("registration_authority"), field("profile"))
-    else {
-        return Err(SandboxError::BadRequest("Missing required parameters".into()));
+    let required = ["mobile_phone_number", "email", "registration_authority", "profile"];
+    let missing: Vec<&'static str> = required.into_iter().filter(|k| field(k).is_none()).collect();
+    if !missing.is_empty() {
+        return Err(SandboxError::Missing(missing));
+    }
+    let (Some(phone), Some(email)) = (field("mobile_phone_number"), field("email")) else {
+        unreachable!("checked just above")
     };
     if let Some(env) = body.get("env") {
         if env != "sandbox" && env != "prod" {
@@ -193,7 +235,7 @@ pub async fn create(
 }
 
 /// Checks the evidences body the way the API documents it (`UploadData_VID`).
-fn check_evidences(body: &[u8]) -> Result<(BTreeMap<String, ImageRecord>, String), SandboxError> {
+fn check_evidences(g: Generation, body: &[u8]) -> Result<(BTreeMap<String, ImageRecord>, String), SandboxError> {
     let body: Value = serde_json::from_slice(body)
         .map_err(|e| SandboxError::InvalidJson(format!("Could not parse JSON body - {e}")))?;
     let bad = |m: String| SandboxError::BadRequest(m);
@@ -240,10 +282,19 @@ fn check_evidences(body: &[u8]) -> Result<(BTreeMap<String, ImageRecord>, String
     if data.get("security_checks").is_some_and(|c| !c.is_object()) {
         return Err(bad("videoid_data.security_checks must be an object".into()));
     }
+    // The schema declares an integer 0-100; the old server's own example sends "high", which
+    // it takes, while the typed new one refuses anything but an integer.
     match data.get("similarity_level") {
         Some(Value::Number(n)) if n.as_u64().is_some_and(|n| n <= 100) => {}
-        Some(Value::String(s)) if ["low", "medium", "high"].contains(&s.as_str()) => {}
+        Some(Value::String(s)) if g == Generation::Old && ["low", "medium", "high"].contains(&s.as_str()) => {}
         None => {}
+        Some(_) if g == Generation::New => {
+            return Err(SandboxError::WrongType {
+                loc: vec!["body", "videoid_data", "similarity_level"],
+                msg: "Input should be a valid integer between 0 and 100",
+                kind: "int_parsing",
+            })
+        }
         Some(_) => return Err(bad("videoid_data.similarity_level must be 0-100 or low/medium/high".into())),
     }
     let given = ocr.get("given_name").and_then(Value::as_str).unwrap_or_default();
@@ -264,7 +315,7 @@ pub async fn evidences(
 ) -> Answer {
     let plan = inject(&state, g, "evidences").await?;
     let body = read_body(body, plan, &kill, g).await?;
-    let (images, given_name_sha) = check_evidences(&body).map_err(|e| e.into_response(g))?;
+    let (images, given_name_sha) = check_evidences(g, &body).map_err(|e| e.into_response(g))?;
     {
         let mut st = lock(&state);
         let request_pk = st.lookup(uploads_by_videoid(g), &pk).map_err(|e| e.into_response(g))?;
@@ -370,8 +421,11 @@ pub async fn status(
         }
         (_, p) => json!(p),
     };
-    let details = json!({"pk": req.request_pk, "status": req.status, "videoid_mode": true,
-                         "email": email, "mobile_phone_number": phone});
+    let mut details = json!({"pk": req.request_pk, "status": req.status, "videoid_mode": true,
+                             "email": email, "mobile_phone_number": phone});
+    if let Some(videoid_status) = &req.videoid_status {
+        details["videoid_data"] = json!({"status": videoid_status});
+    }
     Ok(reply::ok(g, "Request details", details))
 }
 

@@ -34,13 +34,16 @@ mod sniff;
 mod state;
 pub mod webhooks;
 
+#[cfg(test)]
+mod fastapi_tests;
+
 pub use control::CONTROL_HEADER;
 pub use faults::FaultPlan;
 pub use oneshot_protocol::{Generation, RequestStatus};
 pub use signing::{RAO_ID, RAO_LOGIN, RAO_TOKEN};
 pub use state::set_online;
 pub use state::SandboxDocument;
-pub use state::{ImageRecord, Rule, SandboxError, SandboxRequest, SandboxState};
+pub use state::{ImageRecord, Outcomes, Rule, SandboxError, SandboxRequest, SandboxState};
 
 use std::sync::{Arc, Mutex};
 
@@ -74,9 +77,9 @@ fn api(generation: Generation) -> Router<Shared> {
             .route("/document/{pk}", post(signing_api::upload_documents).delete(signing_api::delete_all))
             .route("/document/{pk}/{uid}", get(signing_api::document_new).delete(signing_api::delete_new))
             .route("/contract/{pk}", get(signing_api::contract))
-            .route("/contract/{pk}/", get(signing_api::contract))
             .route("/sign/{pk}", post(signing_api::sign))
-            .route("/sign/{pk}/", post(signing_api::sign)),
+            // Starlette's redirect_slashes: the other spelling of a route is a 307 to it.
+            .fallback(handlers::not_found_or_slash_redirect),
         Generation::Old => api
             // The curl sample, the guide and integrator code say `/request/`; the yaml `/requests/`.
             .route("/request/{pk}/approve", post(signing_api::approve))

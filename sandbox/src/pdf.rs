@@ -52,6 +52,17 @@ pub fn is_pdf(bytes: &[u8]) -> bool {
     bytes.starts_with(b"%PDF-")
 }
 
+/// How many pages a PDF has: its page objects (`/Type /Page`, not `/Pages`), at least one.
+/// Enough for the documents a kiosk uploads; a reader of every PDF it is not.
+pub fn page_count(pdf: &[u8]) -> usize {
+    let text = String::from_utf8_lossy(pdf);
+    let pages = text.match_indices("/Type").filter(|(i, _)| {
+        let rest = text[i + 5..].trim_start();
+        rest.starts_with("/Page") && !rest.starts_with("/Pages")
+    });
+    pages.count().max(1)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -1,9 +1,9 @@
 //! Answers in the envelope of each Optimizer generation, as public sources show them
 //! (`protocol-notes.md`): the old one answers `{"status": "200 OK", "details": …}` and
 //! `{"status": "<code> <reason>", "details": "<text>"}`, and documents "not found" as HTTP 400
-//! with a `404 Not Found` envelope; the new one answers `{"status": "success", "message": …,
-//! "detail": …}`, and its errors are assumed to be `{"status": "error", "message": …}`, with a
-//! framework's bare `{"detail": "Not found."}` for unknown ids.
+//! with a `404 Not Found` envelope; the new one, a FastAPI application, answers
+//! `{"status": "success", "message": …, "detail": …}` and its errors are FastAPI's
+//! `{"detail": …}` (a text; a list of `{loc, msg, type}` for a body that fails validation, 422).
 
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
@@ -31,9 +31,16 @@ pub fn error(generation: Generation, status: StatusCode, text: &str) -> Response
         Generation::Old => {
             json!({"status": format!("{} {}", status.as_u16(), status.canonical_reason().unwrap_or("")), "details": text})
         }
-        Generation::New => json!({"status": "error", "message": text}),
+        Generation::New => json!({"detail": text}),
     };
     (status, Json(body)).into_response()
+}
+
+/// FastAPI's answer to a body that fails its schema: 422 with one `{loc, msg, type}` per field.
+pub fn unprocessable(problems: &[(&[&str], &str, &str)]) -> Response {
+    let detail: Vec<Value> =
+        problems.iter().map(|(loc, msg, kind)| json!({"loc": loc, "msg": msg, "type": kind})).collect();
+    (StatusCode::UNPROCESSABLE_ENTITY, Json(json!({ "detail": detail }))).into_response()
 }
 
 /// A file (a PDF or the video).
@@ -55,14 +62,16 @@ impl SandboxError {
                     .into_response()
             }
             (SandboxError::NotFound, Generation::New) => {
-                (StatusCode::NOT_FOUND, Json(json!({"detail": "Not found."}))).into_response()
+                (StatusCode::NOT_FOUND, Json(json!({"detail": "Not Found"}))).into_response()
             }
             (SandboxError::InvalidJson(text), Generation::Old) => {
                 (StatusCode::BAD_REQUEST, Json(json!({"status": "Invalid JSON", "details": text}))).into_response()
             }
-            (SandboxError::InvalidJson(text) | SandboxError::BadRequest(text), g) => {
-                error(g, StatusCode::BAD_REQUEST, &text)
+            // FastAPI: a body that is not JSON is a 422 `json_invalid` at the body's first byte.
+            (SandboxError::InvalidJson(_), Generation::New) => {
+                unprocessable(&[(&["body", "0"], "JSON decode error", "json_invalid")])
             }
+            (SandboxError::BadRequest(text), g) => error(g, StatusCode::BAD_REQUEST, &text),
             (SandboxError::InvalidStatus(status), g) => {
                 error(g, StatusCode::BAD_REQUEST, &format!("Invalid request status ({status})"))
             }
@@ -79,6 +88,19 @@ impl SandboxError {
             (SandboxError::OtpInvalid, g) => error(g, StatusCode::FORBIDDEN, "Confirmation Code invalid"),
             (SandboxError::Precondition(text), g) => error(g, StatusCode::PRECONDITION_FAILED, &text),
             (SandboxError::Unsupported(text), g) => error(g, StatusCode::UNSUPPORTED_MEDIA_TYPE, &text),
+            (SandboxError::WrongType { loc, msg, kind }, Generation::New) => unprocessable(&[(&loc, msg, kind)]),
+            (SandboxError::Missing(fields), Generation::New) => {
+                let locs: Vec<[&str; 2]> = fields.iter().map(|f| ["body", f]).collect();
+                let problems: Vec<(&[&str], &str, &str)> =
+                    locs.iter().map(|l| (&l[..], "Field required", "missing")).collect();
+                unprocessable(&problems)
+            }
+            (SandboxError::Missing(_), Generation::Old) => {
+                error(Generation::Old, StatusCode::BAD_REQUEST, "Missing required parameters")
+            }
+            (SandboxError::WrongType { loc, msg, .. }, Generation::Old) => {
+                error(Generation::Old, StatusCode::BAD_REQUEST, &format!("{}: {msg}", loc.join(".")))
+            }
             (SandboxError::DocumentNotFound(uid), g) => {
                 error(g, StatusCode::NOT_FOUND, &format!("Document {uid} not found"))
             }

@@ -10,7 +10,7 @@ use rand::Rng as _;
 use serde::Deserialize;
 
 use crate::pdf;
-use crate::state::{sha256_hex, SandboxDocument, SandboxError, SandboxState};
+use crate::state::{sha256_hex, Outcomes, SandboxDocument, SandboxError, SandboxState};
 
 /// The sandbox's RAO, by default the one in the vendor's guide.
 pub const RAO_ID: &str = "1400";
@@ -32,6 +32,11 @@ pub struct RaoBody {
     pub rao_id: Option<String>,
     pub reason: Option<String>,
 }
+
+/// The statuses of an approved request on its way to a signature: documents may be added, an
+/// OTP generated and the request signed in any of them.
+const APPROVED: [RequestStatus; 3] =
+    [RequestStatus::EnrollReady, RequestStatus::DocUploaded, RequestStatus::OtpGenerated];
 
 impl SandboxState {
     fn check_rao(&self, body: &RaoBody) -> Result<(), SandboxError> {
@@ -60,14 +65,35 @@ impl SandboxState {
 
     /// Two-step mode's first step (old generation): `VIDEOREVIEW` → `VALIDATED`.
     pub fn validate_videoid(&mut self, pk: u64, body: &RaoBody) -> Result<(), SandboxError> {
-        self.require(pk, &[RequestStatus::VideoReview])?;
+        self.require_undecided(pk, &[RequestStatus::VideoReview])?;
         self.check_rao(body)?;
-        self.set_status(pk, RequestStatus::Validated)
+        self.decide(pk, "VALIDATED", RequestStatus::Validated)
+    }
+
+    /// `require`, and the VideoID not refused yet (in the RA's model a refused request may
+    /// still read `VIDEOREVIEW`).
+    fn require_undecided(&self, pk: u64, allowed: &[RequestStatus]) -> Result<(), SandboxError> {
+        self.require(pk, allowed)?;
+        match self.requests[&pk].videoid_status.as_deref() {
+            Some("REFUSED") => Err(SandboxError::InvalidStatus(RequestStatus::VideoIdRefused)),
+            _ => Ok(()),
+        }
+    }
+
+    /// Records a review's outcome where [`Outcomes`] says it shows.
+    fn decide(&mut self, pk: u64, videoid_status: &str, as_request_status: RequestStatus) -> Result<(), SandboxError> {
+        match self.outcomes {
+            Outcomes::Ra => {
+                self.request_mut(pk)?.videoid_status = Some(videoid_status.to_owned());
+                Ok(())
+            }
+            Outcomes::RequestStatus => self.set_status(pk, as_request_status),
+        }
     }
 
     /// `VIDEOREVIEW` (or `VALIDATED`) → `ENROLLREADY`.
     pub fn approve(&mut self, pk: u64, body: &RaoBody) -> Result<(), SandboxError> {
-        self.require(pk, &[RequestStatus::VideoReview, RequestStatus::Validated])?;
+        self.require_undecided(pk, &[RequestStatus::VideoReview, RequestStatus::Validated])?;
         self.check_rao(body)?;
         // A test rule: the RA refuses the approval, in words of its own (which may quote the
         // customer's contact data, as real error texts do).
@@ -82,9 +108,9 @@ impl SandboxState {
         if body.reason.as_deref().is_none_or(|r| r.trim().is_empty()) {
             return Err(SandboxError::BadRequest("Missing required parameters: reason".into()));
         }
-        self.require(pk, &[RequestStatus::VideoReview, RequestStatus::Validated])?;
+        self.require_undecided(pk, &[RequestStatus::VideoReview, RequestStatus::Validated])?;
         self.check_rao(body)?;
-        self.set_status(pk, RequestStatus::VideoIdRefused)
+        self.decide(pk, "REFUSED", RequestStatus::VideoIdRefused)
     }
 
     /// Stores PDF documents of an approved request; returns `(field, uid, digest, filename)`.
@@ -93,7 +119,7 @@ impl SandboxState {
         pk: u64,
         files: Vec<(String, String, Vec<u8>)>,
     ) -> Result<Vec<(String, String, String, String)>, SandboxError> {
-        self.require(pk, &[RequestStatus::EnrollReady])?;
+        self.require(pk, &APPROVED)?;
         if files.is_empty() {
             return Err(SandboxError::BadRequest("Missing required parameters: file".into()));
         }
@@ -131,7 +157,7 @@ impl SandboxState {
     /// A new OTP for an approved request: 412 when the last one is younger than a minute, or
     /// when the request is not ready.
     pub fn generate_otp(&mut self, pk: u64) -> Result<(), SandboxError> {
-        if self.status_of(pk)? != RequestStatus::EnrollReady {
+        if !APPROVED.contains(&self.status_of(pk)?) {
             return Err(SandboxError::Precondition("Invalid request status".into()));
         }
         let interval = self.signing.otp_interval.unwrap_or(OTP_INTERVAL);
@@ -142,6 +168,8 @@ impl SandboxState {
         self.signing.otps.insert(pk, (code, Instant::now()));
         if let Some(r) = self.requests.get_mut(&pk) {
             r.otps_sent += 1;
+            // As a real server reports it: the request now waits for the signature.
+            r.status = RequestStatus::OtpGenerated;
         }
         Ok(())
     }
@@ -153,7 +181,11 @@ impl SandboxState {
 
     /// Signs every document of an approved request with the right OTP (or an external unlock).
     pub fn sign(&mut self, pk: u64, secret: Option<&str>, external: bool) -> Result<(), SandboxError> {
-        self.require(pk, &[RequestStatus::EnrollReady])?;
+        // After approval the request may have moved on to documents or an OTP; anything else
+        // is out of turn, which the server answers with 412.
+        if !APPROVED.contains(&self.status_of(pk)?) {
+            return Err(SandboxError::Precondition("Invalid request status".into()));
+        }
         let expected = self.otp(pk);
         if !external && (expected.is_none() || secret != expected) {
             return Err(SandboxError::OtpInvalid);
@@ -173,7 +205,20 @@ impl SandboxState {
             }
         }
         self.signing.otps.remove(&pk);
-        self.set_status(pk, RequestStatus::Signed)
+        // The RA's documents: the certificate is issued (`ISSUED`); `SIGNED` in one other source.
+        let after = if self.outcomes == Outcomes::Ra { RequestStatus::Issued } else { RequestStatus::Signed };
+        self.set_status(pk, after)
+    }
+
+    /// The page counts of a request's documents.
+    pub fn page_counts(&self, pk: u64) -> Result<Vec<usize>, SandboxError> {
+        let req = self.requests.get(&pk).ok_or(SandboxError::NotFound)?;
+        Ok(req
+            .documents
+            .keys()
+            .filter_map(|uid| self.signing.bytes.get(uid))
+            .map(|(b, _)| pdf::page_count(b))
+            .collect())
     }
 
     /// A document's original or signed bytes.
@@ -252,7 +297,8 @@ mod tests {
         let wrong_code = if code == "111111" { "222222" } else { "111111" };
         assert_eq!(st.sign(pk, Some(wrong_code), false), Err(SandboxError::OtpInvalid));
         st.sign(pk, Some(&code), false).unwrap();
-        assert_eq!(st.requests[&pk].status, RequestStatus::Signed);
+        // The RA's model: the certificate is issued.
+        assert_eq!(st.requests[&pk].status, RequestStatus::Issued);
         let signed = st.document(pk, &uid, true).unwrap();
         assert!(pdf::is_pdf(&signed) && signed != pdf);
         assert_eq!(st.document(pk, &uid, false).unwrap(), pdf);
@@ -267,7 +313,9 @@ mod tests {
         let pk = in_review(&mut st);
         assert!(matches!(st.refuse(pk, &token()), Err(SandboxError::BadRequest(_))));
         st.validate_videoid(pk, &token()).unwrap();
-        assert_eq!(st.requests[&pk].status, RequestStatus::Validated);
+        // The RA's model: the outcome is the VideoID's, the request stays in review.
+        assert_eq!(st.requests[&pk].status, RequestStatus::VideoReview);
+        assert_eq!(st.requests[&pk].videoid_status.as_deref(), Some("VALIDATED"));
         let login = RaoBody {
             username: Some(RAO_LOGIN.0.into()),
             password: Some(RAO_LOGIN.1.into()),
@@ -277,7 +325,23 @@ mod tests {
             ..Default::default()
         };
         st.refuse(pk, &login).unwrap();
-        assert_eq!(st.requests[&pk].status, RequestStatus::VideoIdRefused);
+        assert_eq!(st.requests[&pk].status, RequestStatus::VideoReview);
+        assert_eq!(st.requests[&pk].videoid_status.as_deref(), Some("REFUSED"));
         assert_eq!(st.approve(pk, &token()), Err(SandboxError::InvalidStatus(RequestStatus::VideoIdRefused)));
+    }
+
+    #[test]
+    fn outcomes_as_request_statuses_when_so_configured() {
+        let mut st = SandboxState::default();
+        st.outcomes = Outcomes::RequestStatus;
+        let pk = in_review(&mut st);
+        st.validate_videoid(pk, &token()).unwrap();
+        assert_eq!(
+            (st.requests[&pk].status.clone(), st.requests[&pk].videoid_status.clone()),
+            (RequestStatus::Validated, None)
+        );
+        let refusal = RaoBody { reason: Some("blurred".into()), ..token() };
+        st.refuse(pk, &refusal).unwrap();
+        assert_eq!(st.requests[&pk].status, RequestStatus::VideoIdRefused);
     }
 }

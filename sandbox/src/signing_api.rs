@@ -191,9 +191,36 @@ pub async fn sign(
             SandboxError::BadRequest("signature appearance in the other generation's shape".into()).into_response(g)
         );
     }
+    // The visible signature's page counts from 0 ([yaml] SignObject) and must exist in each
+    // document it is put on (-1: the last page).
+    let pages: Vec<Value> = match g {
+        Generation::Old => body
+            .get("options")
+            .and_then(Value::as_object)
+            .map(|o| o.values().filter_map(|v| v.get("page").cloned()).collect())
+            .unwrap_or_default(),
+        Generation::New => body.pointer("/signature/appearance/page").cloned().into_iter().collect(),
+    };
+    for page in &pages {
+        if !page.is_i64() {
+            let loc = vec!["body", "signature", "appearance", "page"];
+            let e = SandboxError::WrongType { loc, msg: "Input should be a valid integer", kind: "int_parsing" };
+            return Err(e.into_response(g));
+        }
+    }
     let done = {
         let mut s = lock(&st);
-        s.lookup(false, &pk).and_then(|pk| s.sign(pk, secret, external))
+        s.lookup(false, &pk).and_then(|pk| {
+            let counts = s.page_counts(pk)?;
+            for page in pages.iter().filter_map(Value::as_i64) {
+                if let Some(n) = counts.iter().find(|n| page < -1 || page >= **n as i64) {
+                    return Err(SandboxError::BadRequest(format!(
+                        "Invalid page {page}: the document has {n} page(s), numbered from 0"
+                    )));
+                }
+            }
+            s.sign(pk, secret, external)
+        })
     };
     done.map_err(|e| e.into_response(g))?;
     if plan == Plan::Drop {

@@ -37,6 +37,10 @@ pub struct SandboxRequest {
     pub otps_sent: u32,
     #[serde(default)]
     pub documents: BTreeMap<String, SandboxDocument>,
+    /// The VideoID's own outcome (`VALIDATED`, `REFUSED`), kept apart from the request status
+    /// in the RA's model and shown as `videoid_data.status`.
+    #[serde(default)]
+    pub videoid_status: Option<String>,
 }
 
 /// A refusal the sandbox applies to requests of one customer.
@@ -83,6 +87,8 @@ pub struct SandboxState {
     pub generations: BTreeMap<u64, oneshot_protocol::Generation>,
     /// Received videos up to [`VIDEO_KEEP_LIMIT`], for "download video".
     pub videos: BTreeMap<u64, Vec<u8>>,
+    /// Where a review's outcome and a signature show (sources disagree; `--outcomes`).
+    pub outcomes: Outcomes,
     emails: BTreeMap<u64, String>,
     phones: BTreeMap<u64, String>,
 }
@@ -102,8 +108,31 @@ impl Default for SandboxState {
             signing: Default::default(),
             videos: BTreeMap::new(),
             generations: BTreeMap::new(),
+            outcomes: Outcomes::default(),
             emails: BTreeMap::new(),
             phones: BTreeMap::new(),
+        }
+    }
+}
+
+/// Where the server shows a review's outcome and a signature. The RA's documents keep the
+/// request in `VIDEOREVIEW` and put validation and refusal in `videoid_data.status`, and a
+/// signed request reads `ISSUED`; one non-vendor source shows the outcomes as request statuses
+/// (`VALIDATED`, `VIDEOID_REFUSED`, `SIGNED`). The RA's model is the default.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Outcomes {
+    #[default]
+    Ra,
+    RequestStatus,
+}
+
+impl std::str::FromStr for Outcomes {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "ra" => Ok(Outcomes::Ra),
+            "request-status" => Ok(Outcomes::RequestStatus),
+            _ => Err(format!("--outcomes: \"ra\" or \"request-status\", not {s:?}")),
         }
     }
 }
@@ -134,6 +163,11 @@ pub enum SandboxError {
     Unsupported(String),
     /// No such document.
     DocumentNotFound(String),
+    /// A field of the wrong type (the new Optimizer's Pydantic answers 422 naming it).
+    WrongType { loc: Vec<&'static str>, msg: &'static str, kind: &'static str },
+    /// Required body fields missing (the new Optimizer: 422, one `missing` entry a field; the
+    /// old one: 400 "Missing required parameters").
+    Missing(Vec<&'static str>),
 }
 
 /// The largest video the sandbox keeps for "download video" (larger ones are hashed only).
@@ -162,6 +196,7 @@ impl SandboxState {
                 video: None,
                 otps_sent: 0,
                 documents: BTreeMap::new(),
+                videoid_status: None,
             },
         );
         &self.requests[&request_pk]
@@ -179,7 +214,7 @@ impl SandboxState {
         found.ok_or(SandboxError::NotFound)
     }
 
-    fn request_mut(&mut self, request_pk: u64) -> Result<&mut SandboxRequest, SandboxError> {
+    pub(crate) fn request_mut(&mut self, request_pk: u64) -> Result<&mut SandboxRequest, SandboxError> {
         self.requests.get_mut(&request_pk).ok_or(SandboxError::NotFound)
     }
 

@@ -147,10 +147,11 @@ pub async fn submit(State(s): State<ApiState>, request: Request) -> Result<(Stat
     let manifest_path = intake.keep("manifest", &serde_json::to_vec(&manifest).expect("JSON values serialize"))?;
     let queue = std::sync::Arc::clone(&s.queue);
     let limits = s.config.evidence;
+    let generation = s.config.oneshot.generation;
     let id = tokio::task::spawn_blocking(move || -> Result<String, ApiError> {
         // Every file path in this manifest was written here by the intake (memory files under
         // /proc/self/fd, or the intake directory): none came from the client.
-        let options = ManifestOptions { allow_outside: true, video: &HelperProber };
+        let options = ManifestOptions { allow_outside: true, video: &HelperProber, generation };
         let enrollment = validate_manifest(&manifest_path, &limits, options).map_err(evidence_error)?;
         Ok(queue.enqueue(&enrollment)?)
     })

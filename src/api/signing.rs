@@ -130,7 +130,7 @@ pub async fn otp(
     let whatsapp = body["whatsapp"].as_bool().unwrap_or(false);
     let flow = flow(&s)?;
     let target = resolve(&flow.queue, &id, IdKind::Enrollment).map_err(failure)?;
-    flow.require(&target, &[RequestStatus::EnrollReady], "an OTP").await.map_err(failure)?;
+    // The server enforces the order of the signing steps itself (412, translated by `net`).
     flow.client
         .generate_otp(&target.ids, whatsapp, s.config.sync.otp_wait)
         .await
@@ -150,13 +150,12 @@ pub async fn sign(
     };
     let flow = flow(&s)?;
     let target = resolve(&flow.queue, &id, IdKind::Enrollment).map_err(failure)?;
-    flow.require(&target, &[RequestStatus::EnrollReady], "signing").await.map_err(failure)?;
     let uids: Vec<String> = match &target.enrollment {
         Some(e) => flow.queue.documents(&e.id)?.iter().filter_map(|d| d.uid.clone()).collect(),
         None => Vec::new(),
     };
-    if uids.is_empty() {
-        return Err(ApiError::new(StatusCode::CONFLICT, "refused", "no uploaded document to sign"));
+    if let Some(e) = &target.enrollment {
+        flow.queue.record_sign_sent(&e.id)?;
     }
     flow.client
         .sign(&target.ids, &Unlock::Otp(code.trim().to_owned()), &s.config.signature, &uids)

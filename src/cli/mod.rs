@@ -78,6 +78,11 @@ pub enum Command {
         /// POST a webhook to this URL on every status change (in the creating generation's shape).
         #[arg(long, value_name = "URL")]
         webhook: Option<String>,
+        /// Where a review's outcome and a signature show, where sources disagree: "ra" (the RA's
+        /// documents: `videoid_data.status`, `ISSUED` after signing) or "request-status"
+        /// (`VALIDATED`, `VIDEOID_REFUSED`, `SIGNED` as request statuses).
+        #[arg(long, value_name = "MODEL", default_value = "ra")]
+        outcomes: String,
     },
     /// Validate an enrollment manifest and queue it; prints the enrollment id.
     Enroll {
@@ -238,7 +243,18 @@ pub fn main() -> Result<ExitCode, Failure> {
             };
             key_init(&keys)
         }
-        Command::Sandbox { listen, require_header, faults, billing, control_token, otp_interval, webhook } => {
+        Command::Sandbox {
+            listen,
+            require_header,
+            faults,
+            billing,
+            control_token,
+            otp_interval,
+            webhook,
+            outcomes,
+        } => {
+            let outcomes: kiosk_sandbox::Outcomes =
+                outcomes.parse().map_err(|e: String| Failure::bad_input(anyhow::anyhow!(e)))?;
             if !(otp_interval.is_finite() && otp_interval >= 0.0) {
                 return Err(Failure::bad_input(anyhow::anyhow!("--otp-interval: seconds expected")));
             }
@@ -251,7 +267,8 @@ pub fn main() -> Result<ExitCode, Failure> {
             if let Some(url) = &webhook {
                 url::Url::parse(url).map_err(|e| Failure::bad_input(anyhow::anyhow!("--webhook: {e}")))?;
             }
-            let setup = SandboxSetup { require_header, faults, billing, control_token, otp_interval, webhook };
+            let setup =
+                SandboxSetup { require_header, faults, billing, control_token, otp_interval, webhook, outcomes };
             runtime()?.block_on(sandbox(&listen, setup))
         }
         Command::Enroll { manifest, allow_outside } => {
@@ -510,7 +527,7 @@ fn audit(config: &Config, command: AuditCommand) -> Result<ExitCode, Failure> {
 
 fn enroll(config: &Config, manifest: &Path, allow_outside: bool) -> Result<ExitCode, Failure> {
     // Validate before touching the data directory, so bad input leaves nothing on disk.
-    let options = ManifestOptions { allow_outside, video: &HelperProber };
+    let options = ManifestOptions { allow_outside, video: &HelperProber, generation: config.oneshot.generation };
     let enrollment = validate_manifest(manifest, &config.evidence, options)?;
     let queue = Queue::open(&config.storage)?;
     let total = enrollment.images.iter().chain([&enrollment.video]).map(|a| a.size).sum();
@@ -532,6 +549,7 @@ struct SandboxSetup {
     control_token: Option<String>,
     otp_interval: std::time::Duration,
     webhook: Option<String>,
+    outcomes: kiosk_sandbox::Outcomes,
 }
 
 async fn sandbox(listen: &str, setup: SandboxSetup) -> Result<ExitCode, Failure> {
@@ -571,6 +589,7 @@ async fn sandbox(listen: &str, setup: SandboxSetup) -> Result<ExitCode, Failure>
         st.billing = setup.billing;
         st.control_token = setup.control_token;
         st.signing.otp_interval = Some(setup.otp_interval);
+        st.outcomes = setup.outcomes;
     }
     if let Some(url) = setup.webhook {
         tokio::spawn(kiosk_sandbox::webhooks::run(state.clone(), url));

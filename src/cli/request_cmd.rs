@@ -123,7 +123,8 @@ pub async fn run(config: &Config, id: &str, kind: IdKind, command: RequestComman
 pub async fn otp(config: &Config, id: &str, kind: IdKind, whatsapp: bool) -> Result<ExitCode, Failure> {
     let flow = Flow::open(config)?;
     let target = resolve(&flow.queue, id, kind)?;
-    flow.require(&target, &[RequestStatus::EnrollReady], "an OTP").await?;
+    // No status gate of our own: after approval the request may read ENROLLREADY, DOCUPLOADED
+    // or OTPGENERATED, and the server enforces the order itself (412, translated by `net`).
     let wait = config.sync.otp_wait;
     flow.client.generate_otp(&target.ids, whatsapp, wait).await.map_err(|e| net(e, "generating the OTP", true))?;
     println!("request_pk {}: OTP sent by {}", target.ids.request_pk, if whatsapp { "WhatsApp" } else { "SMS" });
@@ -135,22 +136,16 @@ pub async fn otp(config: &Config, id: &str, kind: IdKind, whatsapp: bool) -> Res
 pub async fn sign(config: &Config, id: &str, kind: IdKind, unlock: Unlock) -> Result<ExitCode, Failure> {
     let flow = Flow::open(config)?;
     let target = resolve(&flow.queue, id, kind)?;
-    flow.require(&target, &[RequestStatus::EnrollReady], "signing").await?;
+    // The documents this kiosk uploaded (the old generation's appearance is per document);
+    // with none, the server decides: it signs what the request holds, or says why not (412
+    // before approval, "no documents" after).
     let uids: Vec<String> = match &target.enrollment {
-        Some(e) => {
-            let docs = flow.queue.documents(&e.id)?;
-            let uploaded: Vec<String> = docs.iter().filter_map(|d| d.uid.clone()).collect();
-            if uploaded.is_empty() {
-                return Err(Failure::bad_input(anyhow!(
-                    "enrollment {} has no uploaded document to sign (`kiosk-agent document {} list`)",
-                    e.id,
-                    e.id
-                )));
-            }
-            uploaded
-        }
+        Some(e) => flow.queue.documents(&e.id)?.iter().filter_map(|d| d.uid.clone()).collect(),
         None => Vec::new(),
     };
+    if let Some(e) = &target.enrollment {
+        flow.queue.record_sign_sent(&e.id)?;
+    }
     flow.client.sign(&target.ids, &unlock, &config.signature, &uids).await.map_err(|e| net(e, "signing", false))?;
     let status = flow.status(&target).await?;
     if let Some(e) = &target.enrollment {

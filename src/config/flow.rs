@@ -157,8 +157,9 @@ pub fn validate_signature(raw: Option<RawSignature>, problem: &mut dyn FnMut(&st
         }
     }
     if let Some(page) = s.page {
-        if page == 0 {
-            problem("signature.page", "must be a page number (1 the first, -1 the last), not 0".into());
+        // The API counts pages from 0 ([yaml] SignObject: "The first page starts at 0").
+        if page < -1 {
+            problem("signature.page", format!("must be a page index (0 the first, -1 the last), not {page}"));
         }
     }
     SignatureConfig {

@@ -234,7 +234,7 @@ fn rao_and_signature_sections_are_checked() {
         ),
         ("[rao]\nid = \"1\"\ntoken_file = \"missing\"\n", "rao.token_file", "cannot read"),
         ("[signature]\nposition = \"1,2,3\"\n", "signature.position", "four numbers"),
-        ("[signature]\npage = 0\n", "signature.page", "not 0"),
+        ("[signature]\npage = -2\n", "signature.page", "0 the first"),
     ] {
         match with(extra) {
             Err(ConfigError::Invalid(problems)) => assert!(

@@ -91,7 +91,7 @@ pub async fn run(out: &mut impl Write, camera: Option<&str>, generation: Generat
     let enrollment = validate_manifest(
         &samples.join("manifest.json"),
         &cfg.evidence,
-        ManifestOptions { allow_outside: false, video: &HelperProber },
+        ManifestOptions { allow_outside: false, video: &HelperProber, generation: cfg.oneshot.generation },
     )?;
     let validate_time = t.elapsed();
 

@@ -71,6 +71,7 @@ pub async fn run(
     step(out, "OTP (read from the sandbox)", t, "sent by SMS")?;
 
     let t = Instant::now();
+    queue.record_sign_sent(id)?;
     client.sign(&ids, &Unlock::Otp(code), &cfg.signature, std::slice::from_ref(&uid)).await?;
     let reviewed = worker.refresh(id, &ids.request_pk).await?;
     step(out, "sign", t, reviewed.status.as_str())?;

@@ -12,7 +12,7 @@ use super::probe::{VideoFacts, VideoProber};
 use super::sniff::{sniff_image, sniff_video, MediaKind};
 use super::{countries, media, strict_json, EvidenceError, Violation};
 use crate::config::EvidenceLimits;
-use oneshot_protocol::Slot;
+use oneshot_protocol::{Generation, Slot};
 
 /// The image slots of `videoid_data.images`, in the order they are sent.
 pub const IMAGE_NAMES: [&str; 4] = Slot::NAMES;
@@ -91,6 +91,9 @@ pub struct ManifestOptions<'a> {
     /// `--allow-outside`: artifact paths may lead out of the manifest's folder.
     pub allow_outside: bool,
     pub video: &'a dyn VideoProber,
+    /// The server generation it is for: the new Optimizer takes `similarity_level` only as the
+    /// integer its schema declares; the old one also takes `low|medium|high`.
+    pub generation: Generation,
 }
 
 impl std::fmt::Debug for dyn VideoProber + '_ {
@@ -122,7 +125,7 @@ pub fn validate_manifest(
         .map_err(|error| EvidenceError::ReadManifest { path: path.to_owned(), error })?;
     let mut c = Checker { violations: Vec::new(), scope, prober: options.video };
     strict_json::check_strings(&value, "", &mut c.violations);
-    validate_value(&value, c, limits)
+    validate_value(&value, c, limits, options.generation)
 }
 
 /// Collects violations; `take_*` helpers record one and return `None` on a bad value.
@@ -296,7 +299,12 @@ fn image(file: &mut File, limit: u64, slot: &str) -> Checked {
     Ok((kind, Content::Bytes(clean.bytes), size, media))
 }
 
-fn validate_value(value: &Value, mut c: Checker<'_>, limits: &EvidenceLimits) -> Result<Enrollment, EvidenceError> {
+fn validate_value(
+    value: &Value,
+    mut c: Checker<'_>,
+    limits: &EvidenceLimits,
+    generation: Generation,
+) -> Result<Enrollment, EvidenceError> {
     let Some(root) = c.object(Some(value), "manifest") else {
         return Err(EvidenceError::Invalid(c.violations));
     };
@@ -356,7 +364,18 @@ fn validate_value(value: &Value, mut c: Checker<'_>, limits: &EvidenceLimits) ->
     match &similarity_level {
         None => c.fail("similarity_level", "is required"),
         Some(Value::Number(n)) if n.as_u64().is_some_and(|n| n <= 100) => {}
-        Some(Value::String(s)) if ["low", "medium", "high"].contains(&s.as_str()) => {}
+        // Never turned into an invented number: the word goes to a server that takes words.
+        Some(Value::String(s)) if ["low", "medium", "high"].contains(&s.as_str()) => {
+            if generation == Generation::New {
+                c.fail(
+                    "similarity_level",
+                    format!(
+                        "must be an integer from 0 to 100 for the new Optimizer (oneshot.layout = \"current\"), \
+                         whose schema refuses words such as {s:?}"
+                    ),
+                );
+            }
+        }
         Some(_) => {
             c.fail("similarity_level", "must be an integer from 0 to 100 or one of \"low\", \"medium\", \"high\"")
         }

@@ -4,6 +4,7 @@ use serde_json::{json, Value};
 
 use super::*;
 use crate::config::EvidenceLimits;
+use oneshot_protocol::Generation;
 
 /// A small real image of `w`×`h` in `format`, with a gradient so it is not trivially compressible.
 fn picture(w: u32, h: u32, format: image::ImageFormat) -> Vec<u8> {
@@ -24,7 +25,11 @@ fn mp4() -> Vec<u8> {
 
 /// Validates with the real prober (the capture helper built beside the tests).
 fn validate(path: &Path, limits: &EvidenceLimits) -> Result<Enrollment, EvidenceError> {
-    validate_manifest(path, limits, ManifestOptions { allow_outside: false, video: &HelperProber })
+    validate_for(path, limits, Generation::Old)
+}
+
+fn validate_for(path: &Path, limits: &EvidenceLimits, generation: Generation) -> Result<Enrollment, EvidenceError> {
+    validate_manifest(path, limits, ManifestOptions { allow_outside: false, video: &HelperProber, generation })
 }
 
 /// A temp dir holding a valid manifest and its artifacts; `edit` changes the manifest first.
@@ -178,6 +183,19 @@ fn rear_image_is_optional_and_words_are_accepted_for_similarity() {
     let e = validate(&path, &limits()).unwrap();
     assert_eq!(e.images.len(), 3);
     assert_eq!(e.pii.similarity_level, json!("high"));
+}
+
+/// The new Optimizer's schema declares an integer: a word is refused for it, saying why, and is
+/// never turned into an invented number; an integer passes for both generations.
+#[test]
+fn similarity_words_are_refused_for_the_new_optimizer() {
+    let (_dir, path) = fixture(|m| m["similarity_level"] = json!("high"));
+    let err = validate_for(&path, &limits(), Generation::New).unwrap_err();
+    assert_eq!(err.violations().len(), 1, "{err}");
+    assert_eq!(err.violations()[0].field, "similarity_level");
+    assert!(err.violations()[0].rule.contains("integer from 0 to 100 for the new Optimizer"), "{err}");
+    let (_dir, path) = fixture(|m| m["similarity_level"] = json!(87));
+    assert_eq!(validate_for(&path, &limits(), Generation::New).unwrap().pii.similarity_level, json!(87));
 }
 
 #[test]

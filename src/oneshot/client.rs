@@ -296,9 +296,20 @@ pub(super) async fn read_capped(resp: &mut reqwest::Response, status: u16) -> Re
 }
 
 /// The status in a request's details.
+///
+/// The VideoID's own outcome counts where the server keeps it apart from the request status
+/// (the RA's model): a request still in `VIDEOREVIEW` whose `videoid_data.status` is `REFUSED`
+/// was refused, one whose VideoID is `VALIDATED` was validated. Without that field, or once the
+/// request moved on, the request status is the answer.
 pub fn status_of(details: &Value) -> Result<RequestStatus, OneShotError> {
-    details.get("status").and_then(Value::as_str).map(RequestStatus::parse).ok_or_else(|| {
+    let status = details.get("status").and_then(Value::as_str).map(RequestStatus::parse).ok_or_else(|| {
         OneShotError::Protocol(format!("request answer has no details.status: {}", clean(&details.to_string())))
+    })?;
+    let videoid = details.pointer("/videoid_data/status").and_then(Value::as_str).map(str::to_ascii_uppercase);
+    Ok(match (&status, videoid.as_deref()) {
+        (RequestStatus::VideoReview, Some("REFUSED")) => RequestStatus::VideoIdRefused,
+        (RequestStatus::VideoReview, Some("VALIDATED")) => RequestStatus::Validated,
+        _ => status,
     })
 }
 
@@ -306,6 +317,22 @@ pub fn status_of(details: &Value) -> Result<RequestStatus, OneShotError> {
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn the_videoids_own_outcome_counts_while_the_request_is_in_review() {
+        let read = |d: Value| status_of(&d).unwrap();
+        assert_eq!(read(json!({"status": "VIDEOREVIEW"})), RequestStatus::VideoReview);
+        let refused = json!({"status": "VIDEOREVIEW", "videoid_data": {"status": "REFUSED"}});
+        assert_eq!(read(refused), RequestStatus::VideoIdRefused);
+        let validated = json!({"status": "VIDEOREVIEW", "videoid_data": {"status": "VALIDATED"}});
+        assert_eq!(read(validated), RequestStatus::Validated);
+        // Once the request moved on, its own status is the answer.
+        assert_eq!(
+            read(json!({"status": "ENROLLREADY", "videoid_data": {"status": "VALIDATED"}})),
+            RequestStatus::EnrollReady
+        );
+        assert!(status_of(&json!({"videoid_data": {"status": "REFUSED"}})).is_err());
+    }
 
     #[test]
     fn ids_are_digits_only() {

@@ -86,8 +86,8 @@ pub fn sign_body(generation: Generation, unlock: &Unlock, appearance: &Signature
         Unlock::Otp(code) => {
             body.insert("secret".into(), code.clone().into());
         }
+        // An external unlock is not an OTP: it goes in its own two fields, never as `secret`.
         Unlock::External { kind, value } => {
-            body.insert("secret".into(), value.clone().into());
             body.insert("ext_unlock_type".into(), kind.clone().into());
             body.insert("ext_unlock_value".into(), value.clone().into());
         }
@@ -370,7 +370,7 @@ mod tests {
             &SignatureConfig::default(),
             &uids,
         );
-        assert_eq!(ext, json!({"secret": "v-1", "ext_unlock_type": "bank", "ext_unlock_value": "v-1"}));
+        assert_eq!(ext, json!({"ext_unlock_type": "bank", "ext_unlock_value": "v-1"}));
     }
 
     #[test]

@@ -36,6 +36,8 @@ pub enum EventKind {
     DocumentResend,
     DocumentUploaded,
     DocumentDeleted,
+    /// A sign call went to the server (before its answer): `ISSUED` read afterwards means signed.
+    SignSent,
 }
 
 impl EventKind {
@@ -58,6 +60,7 @@ impl EventKind {
             EventKind::DocumentResend => "document_resend",
             EventKind::DocumentUploaded => "document_uploaded",
             EventKind::DocumentDeleted => "document_deleted",
+            EventKind::SignSent => "sign_sent",
         }
     }
 }

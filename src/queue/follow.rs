@@ -9,6 +9,24 @@ use super::{add_event, now_ms, EventKind, Job, Queue, QueueError};
 use oneshot_protocol::RequestStatus;
 
 impl Queue {
+    /// Notes that a sign call is about to go to the server for this enrollment. The RA answers a
+    /// signature with `ISSUED` (the certificate was issued), which by itself says no more than
+    /// "approved": after a sign call it means signed, even when the call's answer was lost.
+    pub fn record_sign_sent(&self, id: &str) -> Result<(), QueueError> {
+        add_event(&self.conn(), id, EventKind::SignSent, "sign request sent")?;
+        Ok(())
+    }
+
+    /// Whether a sign call was ever sent for this enrollment.
+    pub fn sign_sent(&self, id: &str) -> Result<bool, QueueError> {
+        let n: i64 = self.conn().query_row(
+            "SELECT COUNT(*) FROM events WHERE enrollment_id = ?1 AND kind = ?2",
+            rusqlite::params![id, EventKind::SignSent.as_str()],
+            |r| r.get(0),
+        )?;
+        Ok(n > 0)
+    }
+
     /// Records one orphan request of an enrollment (idempotent).
     pub fn record_orphan(
         &self,

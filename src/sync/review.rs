@@ -119,7 +119,10 @@ impl Worker {
             let shown = q.show(&id)?;
             let from = shown.state;
             q.record_server_status(&id, &status_c, false)?;
-            let to = match action(&status_c) {
+            // `ISSUED` after this kiosk's sign call: the certificate was issued for the signature.
+            let signed_here = status_c == RequestStatus::Issued && q.sign_sent(&id)?;
+            let act = if signed_here { Action::Signed } else { action(&status_c) };
+            let to = match act {
                 Action::Approved if matches!(from, State::InReview | State::VideoSent) => Some(State::Approved),
                 Action::Signed if matches!(from, State::InReview | State::Approved | State::VideoSent) => {
                     Some(State::Signed)

@@ -590,8 +590,8 @@ fn the_signing_flow_runs_through_the_api() {
     let (code, body) = authed(&d, "POST", &path("refuse"), Some(Body::Json(json!({}))));
     assert_eq!((code, body["field"].as_str()), (400, Some("reason")), "{body}");
     let (code, body) = authed(&d, "POST", &path("sign"), Some(Body::Json(json!({"otp": "123456"}))));
-    assert_eq!(code, 409, "signing needs ENROLLREADY: {body}");
-    assert!(body["message"].as_str().unwrap().contains("ENROLLREADY"), "{body}");
+    assert_eq!(code, 409, "the server refuses signing before approval (412): {body}");
+    assert!(body["message"].as_str().unwrap().contains("not ready for this step"), "{body}");
 
     // Only this kiosk's enrollments, by their id: the request's raw pk is refused.
     let pk = authed(&d, "GET", &format!("/v1/enrollments/{id}"), None).1["request_pk"].as_u64().unwrap();

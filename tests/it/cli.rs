@@ -25,7 +25,7 @@ fn demo_full_signs_a_document_in_both_generations() {
             "ENROLLREADY",
             "service contract",
             "OTP",
-            "SIGNED",
+            "ISSUED",
             "differs from the original",
             "deleted on the server",
             "final state signed",

@@ -112,7 +112,8 @@ fn from_review_to_a_signed_document_in_both_generations() {
         assert_eq!(env.show(&id)["state"], "approved");
 
         let out = ok(&env.sign(&id, &code));
-        assert!(out.contains("SIGNED"), "{out}");
+        // The RA's word after a signature: the certificate is ISSUED; locally, signed.
+        assert!(out.contains("signed (ISSUED)"), "{out}");
         assert_eq!(env.show(&id)["state"], "signed", "{layout}");
         let signed = dir.join("signed.pdf");
         ok(&env.cmd().args(["document", &id, "signed", &uid, "--out"]).arg(&signed).output().unwrap());
@@ -150,8 +151,8 @@ fn bad_steps_are_refused_with_the_cause_and_change_nothing() {
         let (env, id) = reviewed(&sandbox, layout, "");
         let dir = env.dir.path().to_owned();
         // Before approval: no OTP, no signature.
-        refused(&env.run(&["otp", &id]), "needs ENROLLREADY");
-        refused(&env.sign(&id, "123456"), "needs ENROLLREADY");
+        refused(&env.run(&["otp", &id]), "not ready for this step");
+        refused(&env.sign(&id, "123456"), "not ready for this step");
         // A document that is not a PDF: named, nothing queued.
         let txt = dir.join("notes.txt");
         std::fs::write(&txt, "hello").unwrap();
@@ -299,7 +300,7 @@ fn flow_commands_take_enrollment_ids_and_secrets_from_stdin() {
     );
     refused(&env.run_with_stdin(&["sign", &id], "\n"), "must not be empty");
     // Read from stdin, the code reaches the server (which refuses it: the request is in review).
-    refused(&env.sign(&id, "123456"), "needs ENROLLREADY");
+    refused(&env.sign(&id, "123456"), "not ready for this step");
     assert_eq!(env.show(&id)["state"], "in_review", "nothing changed");
 }
 
@@ -331,7 +332,7 @@ fn a_network_loss_says_whether_the_step_can_be_repeated() {
     faults("sign:drop=1");
     fails(&["sign", &id], &format!("{code}\n"), "check `kiosk-agent request ID status` before repeating");
     faults("");
-    assert!(ok(&env.run(&["request", &id, "status"])).contains("SIGNED"));
+    assert!(ok(&env.run(&["request", &id, "status"])).contains("ISSUED"));
     assert_eq!(env.show(&id)["state"], "signed", "the status read tells the kiosk it went through");
 }
 
