@@ -28,10 +28,14 @@ pub enum Operation {
     DocumentOriginal,
     DocumentDelete,
     DocumentsDelete,
+    /// The image of a visible signature, uploaded before the sign call that names its uid.
+    ImageUpload,
+    /// The old generation deletes per copy: after the original, the signed copy.
+    DocumentDeleteSigned,
 }
 
 impl Operation {
-    pub const ALL: [Operation; 17] = [
+    pub const ALL: [Operation; 19] = [
         Operation::Create,
         Operation::Evidences,
         Operation::Video,
@@ -49,6 +53,8 @@ impl Operation {
         Operation::DocumentOriginal,
         Operation::DocumentDelete,
         Operation::DocumentsDelete,
+        Operation::ImageUpload,
+        Operation::DocumentDeleteSigned,
     ];
 
     /// The operation's key under `oneshot.paths` in the configuration.
@@ -71,6 +77,8 @@ impl Operation {
             Operation::DocumentOriginal => "document_original",
             Operation::DocumentDelete => "document_delete",
             Operation::DocumentsDelete => "documents_delete",
+            Operation::ImageUpload => "image_upload",
+            Operation::DocumentDeleteSigned => "document_delete_signed",
         }
     }
 
@@ -100,6 +108,9 @@ impl Operation {
                 DocumentOriginal => "/document/{request_pk}/{uid}?document_type=original",
                 DocumentDelete => "/document/{request_pk}/{uid}",
                 DocumentsDelete => "/document/{request_pk}",
+                ImageUpload => "/image",
+                // One delete removes the document and its signed copy.
+                DocumentDeleteSigned => return None,
             },
             Generation::Old => match self {
                 Create => "/videoid",
@@ -121,6 +132,8 @@ impl Operation {
                 DocumentOriginal => "/document/{request_pk}/original/{uid}",
                 DocumentDelete => "/document/{request_pk}/original/{uid}",
                 DocumentsDelete => "/documents/{request_pk}",
+                ImageUpload => "/image",
+                DocumentDeleteSigned => "/document/{request_pk}/signed/{uid}",
             },
         })
     }
@@ -171,7 +184,7 @@ mod tests {
     #[test]
     fn default_paths_are_the_notes_byte_for_byte() {
         use Operation::*;
-        let golden: [(Operation, Option<&str>, &str); 17] = [
+        let golden: [(Operation, Option<&str>, &str); 19] = [
             (Create, Some("/videoid"), "/videoid"),
             (Evidences, Some("/videoid/{videoid_pk}/evidences"), "/videoid/{request_pk}/evidences"),
             (Video, Some("/videoid/{videoid_pk}/video"), "/videoid/{request_pk}/evidences/video"),
@@ -197,6 +210,8 @@ mod tests {
             ),
             (DocumentDelete, Some("/document/{request_pk}/{uid}"), "/document/{request_pk}/original/{uid}"),
             (DocumentsDelete, Some("/document/{request_pk}"), "/documents/{request_pk}"),
+            (ImageUpload, Some("/image"), "/image"),
+            (DocumentDeleteSigned, None, "/document/{request_pk}/signed/{uid}"),
         ];
         for (op, new, old) in golden {
             assert_eq!(op.default_path(Generation::New), new, "{op} (new)");
@@ -209,10 +224,11 @@ mod tests {
     }
 
     #[test]
-    fn only_validate_is_missing_and_only_on_the_new_generation() {
+    fn only_validate_and_the_per_copy_delete_are_missing_and_only_on_the_new_generation() {
         for op in Operation::ALL {
             assert!(op.default_path(Generation::Old).is_some(), "{op:?}");
-            assert_eq!(op.default_path(Generation::New).is_none(), op == Operation::Validate, "{op:?}");
+            let old_only = matches!(op, Operation::Validate | Operation::DocumentDeleteSigned);
+            assert_eq!(op.default_path(Generation::New).is_none(), old_only, "{op:?}");
         }
     }
 }

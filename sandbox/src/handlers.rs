@@ -119,7 +119,8 @@ pub async fn not_found(generation: Option<Extension<Generation>>) -> Response {
 }
 
 /// The new generation's routes, as Starlette matches them, for `redirect_slashes`.
-const NEW_ROUTES: [&str; 12] = [
+const NEW_ROUTES: [&str; 13] = [
+    "/image",
     "/videoid",
     "/videoid/*/evidences",
     "/videoid/*/video",

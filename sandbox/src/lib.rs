@@ -70,6 +70,7 @@ fn api(generation: Generation) -> Router<Shared> {
         .route("/videoid/{pk}/refuse", post(signing_api::refuse))
         .route("/videoid/{pk}/download/video", get(signing_api::download_video))
         .route("/otp/{pk}", post(signing_api::otp))
+        .route("/image", post(signing_api::upload_image))
         .fallback(handlers::not_found);
     match generation {
         Generation::New => api

@@ -140,6 +140,7 @@ impl SandboxState {
                 sha256: digest.clone(),
                 size: bytes.len() as u64,
                 signed_sha256: None,
+                deleted: Vec::new(),
             };
             self.requests.get_mut(&pk).expect("required above").documents.insert(uid.clone(), doc);
             self.signing.bytes.insert(uid.clone(), (bytes, None));
@@ -210,6 +211,18 @@ impl SandboxState {
         self.set_status(pk, after)
     }
 
+    /// Keeps an uploaded signature image; returns its uid.
+    pub fn add_image(&mut self, png: &[u8]) -> String {
+        let uid = uuid_like();
+        self.signing.images.insert(uid.clone(), sha256_hex(png));
+        uid
+    }
+
+    /// Whether `uid` names an uploaded signature image.
+    pub fn has_image(&self, uid: &str) -> bool {
+        self.signing.images.contains_key(uid)
+    }
+
     /// The page counts of a request's documents.
     pub fn page_counts(&self, pk: u64) -> Result<Vec<usize>, SandboxError> {
         let req = self.requests.get(&pk).ok_or(SandboxError::NotFound)?;
@@ -223,8 +236,10 @@ impl SandboxState {
 
     /// A document's original or signed bytes.
     pub fn document(&self, pk: u64, uid: &str, signed: bool) -> Result<Vec<u8>, SandboxError> {
-        if !self.requests.get(&pk).ok_or(SandboxError::NotFound)?.documents.contains_key(uid) {
-            return Err(SandboxError::DocumentNotFound(uid.to_owned()));
+        let copy = if signed { "signed" } else { "original" };
+        match self.requests.get(&pk).ok_or(SandboxError::NotFound)?.documents.get(uid) {
+            Some(doc) if !doc.deleted.iter().any(|d| d == copy) => {}
+            _ => return Err(SandboxError::DocumentNotFound(uid.to_owned())),
         }
         let (original, signed_bytes) =
             self.signing.bytes.get(uid).ok_or_else(|| SandboxError::DocumentNotFound(uid.into()))?;
@@ -233,6 +248,28 @@ impl SandboxState {
             (true, Some(b)) => Ok(b.clone()),
             (true, None) => Err(SandboxError::DocumentNotFound(format!("{uid} is not signed yet"))),
         }
+    }
+
+    /// The old generation's per-type delete: one copy (`signed` or the original) of a document.
+    /// The service deletes nothing on its own: the other copy stays until it is deleted too.
+    pub fn delete_copy(&mut self, pk: u64, uid: &str, signed: bool) -> Result<usize, SandboxError> {
+        let copy = if signed { "signed" } else { "original" };
+        let req = self.requests.get_mut(&pk).ok_or(SandboxError::NotFound)?;
+        let doc = match req.documents.get_mut(uid) {
+            Some(doc) if !doc.deleted.iter().any(|d| d == copy) => doc,
+            _ => return Err(SandboxError::DocumentNotFound(uid.to_owned())),
+        };
+        if signed && doc.signed_sha256.is_none() {
+            return Err(SandboxError::DocumentNotFound(format!("{uid} is not signed")));
+        }
+        doc.deleted.push(copy.to_owned());
+        let gone = doc.deleted.iter().any(|d| d == "original")
+            && (doc.signed_sha256.is_none() || doc.deleted.iter().any(|d| d == "signed"));
+        if gone {
+            req.documents.remove(uid);
+            self.signing.bytes.remove(uid);
+        }
+        Ok(1)
     }
 
     /// Deletes one document, or all of a request's (`uid` `None`).

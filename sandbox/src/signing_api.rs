@@ -131,6 +131,32 @@ pub async fn upload_documents(
     Ok(reply::ok(g, "Document uploaded", payload))
 }
 
+/// `POST /image`: a PNG for visible signatures (multipart field `image`); answers its uid, the
+/// old generation as a bare `details`, the new one as `{"image_uid"}`.
+pub async fn upload_image(
+    State(st): State<Shared>,
+    Extension(g): Extension<Generation>,
+    mut form: Multipart,
+) -> Answer {
+    let bad = |m: String| SandboxError::BadRequest(m).into_response(g);
+    let mut image = None;
+    while let Some(field) = form.next_field().await.map_err(|e| bad(format!("Malformed multipart body: {e}")))? {
+        if field.name() == Some("image") {
+            image = Some(field.bytes().await.map_err(|e| bad(format!("Image upload broke off: {e}")))?);
+        }
+    }
+    let Some(image) = image else { return Err(bad("Missing required parameter: 'image'".into())) };
+    if !image.starts_with(b"\x89PNG\r\n\x1a\n") {
+        return Err(SandboxError::Unsupported("Image file type not supported".into()).into_response(g));
+    }
+    let uid = lock(&st).add_image(&image);
+    let payload = match g {
+        Generation::Old => json!(uid),
+        Generation::New => json!({ "image_uid": uid }),
+    };
+    Ok(reply::ok(g, "Image uploaded", payload))
+}
+
 pub async fn contract(State(st): State<Shared>, Extension(g): Extension<Generation>, Path(pk): Path<String>) -> Answer {
     let s = lock(&st);
     let pk = s.lookup(false, &pk).map_err(|e| e.into_response(g))?;
@@ -208,9 +234,27 @@ pub async fn sign(
             return Err(e.into_response(g));
         }
     }
+    // A signature image is named by the uid `POST /image` gave it, never sent as bytes.
+    let images: Vec<Value> = match g {
+        Generation::Old => body
+            .get("options")
+            .and_then(Value::as_object)
+            .map(|o| o.values().filter_map(|v| v.get("image").cloned()).collect())
+            .unwrap_or_default(),
+        Generation::New => body.pointer("/signature/appearance/image").cloned().into_iter().collect(),
+    };
     let done = {
         let mut s = lock(&st);
         s.lookup(false, &pk).and_then(|pk| {
+            if let Some(image) = images.iter().find(|i| !i.as_str().is_some_and(|u| s.has_image(u))) {
+                return Err(SandboxError::BadRequest(format!(
+                    "Image {} not found: upload it first with POST /image",
+                    image
+                        .as_str()
+                        .map(|u| u.chars().take(40).collect::<String>())
+                        .unwrap_or_else(|| "(not a uid)".into())
+                )));
+            }
             let counts = s.page_counts(pk)?;
             for page in pages.iter().filter_map(Value::as_i64) {
                 if let Some(n) = counts.iter().find(|n| page < -1 || page >= **n as i64) {
@@ -283,13 +327,22 @@ pub async fn delete_new(
     Ok(delete(&st, g, &pk, Some(&uid)))
 }
 
-/// Old: `DELETE /document/{pk}/{type}/{uid}`.
+/// Old: `DELETE /document/{pk}/{original|signed}/{uid}`: that copy only.
 pub async fn delete_old(
     State(st): State<Shared>,
     Extension(g): Extension<Generation>,
-    Path((pk, _kind, uid)): Path<(String, String, String)>,
+    Path((pk, kind, uid)): Path<(String, String, String)>,
 ) -> Answer {
-    Ok(delete(&st, g, &pk, Some(&uid)))
+    let signed = match kind.as_str() {
+        "signed" => true,
+        "original" => false,
+        _ => return Err(SandboxError::BadRequest(format!("Invalid document type: {kind}")).into_response(g)),
+    };
+    let deleted = {
+        let mut s = lock(&st);
+        s.lookup(false, &pk).and_then(|pk| s.delete_copy(pk, &uid, signed))
+    };
+    deleted.map(|n| reply::ok(g, &format!("{n} document(s) deleted"), Value::Null)).map_err(|e| e.into_response(g))
 }
 
 /// All of a request's documents: new `DELETE /document/{pk}`, old `DELETE /documents/{pk}`.

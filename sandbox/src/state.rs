@@ -386,6 +386,10 @@ pub struct SandboxDocument {
     pub sha256: String,
     pub size: u64,
     pub signed_sha256: Option<String>,
+    /// Copies deleted one at a time (the old generation's per-type delete): `original`,
+    /// `signed`. The document is gone once every copy it has is.
+    #[serde(default)]
+    pub deleted: Vec<String>,
 }
 
 /// What the sandbox keeps of the signing flow beyond [`crate::SandboxRequest`].
@@ -397,6 +401,8 @@ pub struct SigningState {
     pub otps: BTreeMap<u64, (String, Instant)>,
     /// How long an OTP blocks the next one (the signing module's `OTP_INTERVAL` unless set).
     pub otp_interval: Option<Duration>,
+    /// Signature images uploaded with `POST /image`, by uid (their SHA-256).
+    pub images: BTreeMap<String, String>,
 }
 
 /// The SHA-256 of `bytes`, in hex (what the sandbox records of every file it receives).

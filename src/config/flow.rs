@@ -28,7 +28,8 @@ pub struct RawSignature {
     pub timezone: Option<String>,
     pub position: Option<String>,
     pub page: Option<i64>,
-    pub image: Option<String>,
+    /// A PNG file (relative to the configuration's folder).
+    pub image: Option<PathBuf>,
 }
 
 /// A secret read from a file: wiped from memory when dropped.
@@ -78,8 +79,9 @@ pub struct SignatureConfig {
     /// `"x1,y1,x2,y2"` in PDF points.
     pub position: Option<String>,
     pub page: Option<i64>,
-    /// Base64 of a PNG or JPEG shown in the signature box.
-    pub image: Option<String>,
+    /// A PNG shown in the signature box: uploaded (`POST /image`) before each sign call, which
+    /// names it by the uid the server gave it.
+    pub image: Option<PathBuf>,
 }
 
 /// Reads a secret file: `$CREDENTIALS_DIRECTORY/<file name>` when the unit provides it, else
@@ -147,7 +149,11 @@ pub fn validate_rao(raw: Option<RawRao>, base_dir: &Path, problem: &mut dyn FnMu
 }
 
 /// Validates `[signature]`.
-pub fn validate_signature(raw: Option<RawSignature>, problem: &mut dyn FnMut(&str, String)) -> SignatureConfig {
+pub fn validate_signature(
+    raw: Option<RawSignature>,
+    base_dir: &Path,
+    problem: &mut dyn FnMut(&str, String),
+) -> SignatureConfig {
     let s = raw.unwrap_or_default();
     if let Some(position) = &s.position {
         let ok = position.split(',').map(str::trim).map(str::parse::<f64>).filter(Result::is_ok).count() == 4
@@ -168,6 +174,7 @@ pub fn validate_signature(raw: Option<RawSignature>, problem: &mut dyn FnMut(&st
         timezone: s.timezone,
         position: s.position,
         page: s.page,
-        image: s.image,
+        // Read (and checked to be a PNG) when it is uploaded, before a sign call.
+        image: s.image.map(|p| if p.is_absolute() { p } else { base_dir.join(p) }),
     }
 }

@@ -446,7 +446,7 @@ pub fn validate(raw: RawConfig, base_dir: &Path) -> Result<Config, ConfigError> 
     }
 
     let rao = flow::validate_rao(raw.rao, base_dir, &mut problem);
-    let signature = flow::validate_signature(raw.signature, &mut problem);
+    let signature = flow::validate_signature(raw.signature, base_dir, &mut problem);
     let api = api::validate_api(raw.api, base_dir, &data_dir, &evidence, &mut problem);
     let health_stall = api::validate_health(raw.health, &mut problem);
     let log_format = kiosk_common::log::validate_log(raw.log, &mut problem);

@@ -65,11 +65,19 @@ pub async fn run(out: &mut impl Write, camera: Option<&str>, generation: Generat
     std::fs::write(samples.join("manifest.json"), MANIFEST)?;
     let base_url = format!("http://{addr}{}", generation.base_path());
     let layout = generation.layout_name();
-    let toml = format!(
+    let mut toml = format!(
         "[oneshot]\nbase_url = \"{base_url}\"\nlayout = \"{layout}\"\nregistration_authority = \"139\"\n\
          profile = \"PFnubeQAFCiudadano\"\nenv = \"sandbox\"\nvideoid_mode = 1\n\
          [storage]\ndata_dir = \"data\"\nmin_free_bytes = 0\n[sync]\nstatus_poll_secs = 0.2\n"
     );
+    if full {
+        // A visible signature on the first page (pages count from 0), with an image the sign
+        // step uploads first and names by its uid.
+        signing::write_signature_image(&tmp.path().join("signature.png"))?;
+        toml.push_str(
+            "[signature]\ntext = [\"Signed at the kiosk\"]\nposition = \"40,40,240,110\"\npage = 0\nimage = \"signature.png\"\n",
+        );
+    }
     let cfg = config::validate(config::from_toml(&toml)?, tmp.path())?;
 
     writeln!(out, "kiosk-agent demo: One-Shot External-mode VideoID against the built-in sandbox")?;

@@ -74,7 +74,8 @@ pub async fn run(
     queue.record_sign_sent(id)?;
     client.sign(&ids, &Unlock::Otp(code), &cfg.signature, std::slice::from_ref(&uid)).await?;
     let reviewed = worker.refresh(id, &ids.request_pk).await?;
-    step(out, "sign", t, reviewed.status.as_str())?;
+    // The sign call uploads the signature's image first and names it by its uid.
+    step(out, "sign (image, page 0)", t, reviewed.status.as_str())?;
 
     let t = Instant::now();
     let signed = dir.join("signed.pdf");
@@ -99,5 +100,15 @@ pub async fn run(
     step(out, "back up, then delete", t, "deleted on the server")?;
 
     writeln!(out, "  final state {}", queue.show(id)?.state)?;
+    Ok(())
+}
+
+/// A small PNG for the demo's visible signature: a dark scribble on white, 160×60.
+pub fn write_signature_image(path: &Path) -> anyhow::Result<()> {
+    let image = image::GrayImage::from_fn(160, 60, |x, y| {
+        let wave = 30.0 + 18.0 * ((x as f64) / 12.0).sin();
+        image::Luma([if (y as f64 - wave).abs() < 2.0 { 20 } else { 255 }])
+    });
+    image.save_with_format(path, image::ImageFormat::Png)?;
     Ok(())
 }

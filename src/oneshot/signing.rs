@@ -78,9 +78,16 @@ pub fn rao_body(rao: &RaoConfig, reason: Option<&str>) -> Value {
     Value::Object(body)
 }
 
-/// The sign body of `generation`: the old one puts the appearance per document under `options`,
-/// the new one under `signature.appearance`.
-pub fn sign_body(generation: Generation, unlock: &Unlock, appearance: &SignatureConfig, uids: &[String]) -> Value {
+/// The sign body of `generation`: the old one puts the appearance per document under `options`
+/// (and the text under `signature_format`, switched by `use_signature_text`), the new one under
+/// `signature.appearance`. `image_uid` is the uid `POST /image` gave the signature's image.
+pub fn sign_body(
+    generation: Generation,
+    unlock: &Unlock,
+    appearance: &SignatureConfig,
+    image_uid: Option<&str>,
+    uids: &[String],
+) -> Value {
     let mut body = Map::new();
     match unlock {
         Unlock::Otp(code) => {
@@ -99,13 +106,26 @@ pub fn sign_body(generation: Generation, unlock: &Unlock, appearance: &Signature
     if let Some(p) = appearance.page {
         look.insert("page".into(), p.into());
     }
-    if let Some(i) = &appearance.image {
-        look.insert("image".into(), i.clone().into());
+    if let Some(uid) = image_uid {
+        look.insert("image".into(), uid.into());
     }
     match generation {
         Generation::Old if !look.is_empty() => {
             let options: Map<String, Value> = uids.iter().map(|u| (u.clone(), Value::Object(look.clone()))).collect();
             body.insert("options".into(), Value::Object(options));
+            // The text of the visible signature, and whether it shows at all (its default: yes).
+            body.insert("use_signature_text".into(), (!appearance.text.is_empty()).into());
+            if !appearance.text.is_empty() {
+                let mut format = Map::new();
+                format.insert("text_format".into(), json!(appearance.text));
+                if let Some(d) = &appearance.date_format {
+                    format.insert("date_format".into(), d.clone().into());
+                }
+                if let Some(t) = &appearance.timezone {
+                    format.insert("timezone".into(), t.clone().into());
+                }
+                body.insert("signature_format".into(), Value::Object(format));
+            }
         }
         Generation::Old => {}
         Generation::New => {
@@ -124,6 +144,37 @@ pub fn sign_body(generation: Generation, unlock: &Unlock, appearance: &Signature
         }
     }
     Value::Object(body)
+}
+
+/// The uid in an image upload's answer: a bare uid (the old generation's `details`) or an
+/// object with `image_uid` (or `uid`).
+pub fn image_uid(payload: &Value) -> Result<String, OneShotError> {
+    let uid = match payload {
+        Value::String(uid) => Some(uid.as_str()),
+        Value::Object(o) => o.get("image_uid").or_else(|| o.get("uid")).and_then(Value::as_str),
+        _ => None,
+    };
+    uid.filter(|u| valid_uid(u)).map(str::to_owned).ok_or_else(|| {
+        OneShotError::Protocol(format!("image upload answer has no image uid: {}", clean(&payload.to_string())))
+    })
+}
+
+/// Reads a file of at most `max` bytes (a signature image: never a device or a FIFO).
+fn read_small_file(path: &Path, max: u64) -> std::io::Result<Vec<u8>> {
+    use std::io::Read as _;
+    use std::os::unix::fs::OpenOptionsExt as _;
+    // Non-blocking, so that a FIFO put in its place cannot hang the sign call.
+    let file =
+        std::fs::OpenOptions::new().read(true).custom_flags(rustix::fs::OFlags::NONBLOCK.bits() as i32).open(path)?;
+    if !file.metadata()?.is_file() {
+        return Err(std::io::Error::other("is not a regular file"));
+    }
+    let mut bytes = Vec::new();
+    file.take(max + 1).read_to_end(&mut bytes)?;
+    if bytes.len() as u64 > max {
+        return Err(std::io::Error::other(format!("is larger than {max} bytes")));
+    }
+    Ok(bytes)
 }
 
 /// Reads the uids out of a document upload's answer, whatever its shape: a bare uid (old, one
@@ -236,17 +287,52 @@ impl Client {
         appearance: &SignatureConfig,
         uids: &[String],
     ) -> Result<(), OneShotError> {
-        let body = sign_body(self.generation(), unlock, appearance, uids);
+        // The image first: the sign call names it by the uid the server gives it.
+        let image_uid = match &appearance.image {
+            Some(path) => Some(self.upload_image(path).await?),
+            None => None,
+        };
+        let body = sign_body(self.generation(), unlock, appearance, image_uid.as_deref(), uids);
         self.post_json(Operation::Sign, ids, &body).await.map(drop)
     }
 
-    /// Deletes one document (`Some(uid)`) or all of them.
+    /// Uploads the visible signature's image (a PNG, at most 1 MiB) and returns its uid.
+    pub async fn upload_image(&self, path: &Path) -> Result<String, OneShotError> {
+        const MAX: u64 = 1024 * 1024;
+        let bytes = read_small_file(path, MAX)
+            .map_err(|e| OneShotError::Local(format!("signature.image {}: {e}", path.display())))?;
+        if !bytes.starts_with(b"\x89PNG\r\n\x1a\n") {
+            return Err(OneShotError::Local(format!("signature.image {}: is not a PNG", path.display())));
+        }
+        let url = self.url(&self.cfg.paths[Operation::ImageUpload], None)?;
+        let part = reqwest::multipart::Part::bytes(bytes)
+            .file_name("signature.png")
+            .mime_str("image/png")
+            .expect("image/png is a valid MIME type");
+        let form = reqwest::multipart::Form::new().part("image", part);
+        let payload = self.send("image_upload", self.http.post(url).multipart(form), self.flow_timeout()).await?;
+        image_uid(&payload)
+    }
+
+    /// Deletes one document (`Some(uid)`) or all of them. Where the server deletes one copy at
+    /// a time (the old generation: original, then signed), both go: a signed copy left behind
+    /// would stay on the server unseen. A signed copy that does not exist is not an error.
     pub async fn delete_documents(&self, ids: &RequestIds, uid: Option<&str>) -> Result<(), OneShotError> {
         let url = match uid {
             Some(uid) => self.doc_url(&self.cfg.paths[Operation::DocumentDelete], ids, uid)?,
             None => self.url(&self.cfg.paths[Operation::DocumentsDelete], Some(ids))?,
         };
-        self.send("document_delete", self.http.delete(url), self.flow_timeout()).await.map(drop)
+        self.send("document_delete", self.http.delete(url), self.flow_timeout()).await?;
+        let signed_copy = &self.cfg.paths[Operation::DocumentDeleteSigned];
+        if let (Some(uid), false) = (uid, signed_copy.is_empty()) {
+            let url = self.doc_url(signed_copy, ids, uid)?;
+            match self.send("document_delete", self.http.delete(url), self.flow_timeout()).await {
+                Ok(_) => {}
+                Err(e) if e.is_not_found() => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(())
     }
 
     fn doc_url(&self, template: &str, ids: &RequestIds, uid: &str) -> Result<String, OneShotError> {
@@ -352,25 +438,43 @@ mod tests {
     fn sign_bodies_in_the_shape_of_each_generation() {
         let look = SignatureConfig {
             text: vec!["Signed".into()],
+            date_format: Some("%d/%m/%Y".into()),
             position: Some("10,10,200,60".into()),
-            page: Some(1),
+            page: Some(0),
             ..Default::default()
         };
         let uids = vec!["u1".to_owned()];
-        let old = sign_body(Generation::Old, &Unlock::Otp("123456".into()), &look, &uids);
-        assert_eq!(old, json!({"secret": "123456", "options": {"u1": {"position": "10,10,200,60", "page": 1}}}));
-        let new = sign_body(Generation::New, &Unlock::Otp("123456".into()), &look, &uids);
+        let image = Some("0f0f0f0f-0000-4000-8000-000000000000");
+        let old = sign_body(Generation::Old, &Unlock::Otp("123456".into()), &look, image, &uids);
+        assert_eq!(
+            old,
+            json!({"secret": "123456",
+                   "options": {"u1": {"position": "10,10,200,60", "page": 0, "image": image}},
+                   "use_signature_text": true,
+                   "signature_format": {"text_format": ["Signed"], "date_format": "%d/%m/%Y"}})
+        );
+        let new = sign_body(Generation::New, &Unlock::Otp("123456".into()), &look, None, &uids);
         assert_eq!(
             new,
-            json!({"secret": "123456", "signature": {"appearance": {"position": "10,10,200,60", "page": 1, "text": ["Signed"]}}})
+            json!({"secret": "123456", "signature": {"appearance": {"position": "10,10,200,60", "page": 0, "text": ["Signed"], "date": "%d/%m/%Y"}}})
         );
         let ext = sign_body(
             Generation::New,
             &Unlock::External { kind: "bank".into(), value: "v-1".into() },
             &SignatureConfig::default(),
+            None,
             &uids,
         );
         assert_eq!(ext, json!({"ext_unlock_type": "bank", "ext_unlock_value": "v-1"}));
+    }
+
+    #[test]
+    fn image_uids_are_read_from_either_generations_answer() {
+        let uid = "bfd74f73-7b22-40a6-ad37-6fc867263309";
+        assert_eq!(image_uid(&json!(uid)).unwrap(), uid);
+        assert_eq!(image_uid(&json!({"image_uid": uid})).unwrap(), uid);
+        assert!(image_uid(&json!({"image_uid": "../x"})).is_err());
+        assert!(image_uid(&json!(null)).is_err());
     }
 
     #[test]

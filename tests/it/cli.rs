@@ -26,6 +26,7 @@ fn demo_full_signs_a_document_in_both_generations() {
             "service contract",
             "OTP",
             "ISSUED",
+            "sign (image, page 0)",
             "differs from the original",
             "deleted on the server",
             "final state signed",

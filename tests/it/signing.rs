@@ -120,8 +120,11 @@ fn from_review_to_a_signed_document_in_both_generations() {
         let signed_bytes = std::fs::read(&signed).unwrap();
         assert!(signed_bytes.starts_with(b"%PDF-") && signed_bytes != std::fs::read(&doc).unwrap());
 
-        // Deleting backs both copies up first.
-        ok(&env.run(&["document", &id, "delete", "--all"]));
+        // Deleting backs both copies up first, then deletes the document and its signed copy
+        // on the server (the old generation deletes one copy a call: both calls are made).
+        ok(&env.run(&["document", &id, "delete", &uid]));
+        let left = request(&sandbox.records(), &pk)["documents"].clone();
+        assert!(left.as_object().is_some_and(|d| d.is_empty()), "{layout}: nothing left on the server: {left}");
         let backup = env.data_dir().join("document-backup").join(&pk);
         // Sealed under the master key: no file there holds a PDF in clear; read back, both are
         // the documents.
