@@ -32,10 +32,12 @@ pub enum Operation {
     ImageUpload,
     /// The old generation deletes per copy: after the original, the signed copy.
     DocumentDeleteSigned,
+    /// A customer's requests, by email and phone (the orphan search).
+    RequestSearch,
 }
 
 impl Operation {
-    pub const ALL: [Operation; 19] = [
+    pub const ALL: [Operation; 20] = [
         Operation::Create,
         Operation::Evidences,
         Operation::Video,
@@ -55,6 +57,7 @@ impl Operation {
         Operation::DocumentsDelete,
         Operation::ImageUpload,
         Operation::DocumentDeleteSigned,
+        Operation::RequestSearch,
     ];
 
     /// The operation's key under `oneshot.paths` in the configuration.
@@ -79,6 +82,7 @@ impl Operation {
             Operation::DocumentsDelete => "documents_delete",
             Operation::ImageUpload => "image_upload",
             Operation::DocumentDeleteSigned => "document_delete_signed",
+            Operation::RequestSearch => "request_search",
         }
     }
 
@@ -111,6 +115,8 @@ impl Operation {
                 ImageUpload => "/image",
                 // One delete removes the document and its signed copy.
                 DocumentDeleteSigned => return None,
+                // The RA's search; whether the new Optimizer passes it on is not published.
+                RequestSearch => "/requests",
             },
             Generation::Old => match self {
                 Create => "/videoid",
@@ -134,6 +140,7 @@ impl Operation {
                 DocumentsDelete => "/documents/{request_pk}",
                 ImageUpload => "/image",
                 DocumentDeleteSigned => "/document/{request_pk}/signed/{uid}",
+                RequestSearch => "/requests",
             },
         })
     }
@@ -184,7 +191,7 @@ mod tests {
     #[test]
     fn default_paths_are_the_notes_byte_for_byte() {
         use Operation::*;
-        let golden: [(Operation, Option<&str>, &str); 19] = [
+        let golden: [(Operation, Option<&str>, &str); 20] = [
             (Create, Some("/videoid"), "/videoid"),
             (Evidences, Some("/videoid/{videoid_pk}/evidences"), "/videoid/{request_pk}/evidences"),
             (Video, Some("/videoid/{videoid_pk}/video"), "/videoid/{request_pk}/evidences/video"),
@@ -212,6 +219,7 @@ mod tests {
             (DocumentsDelete, Some("/document/{request_pk}"), "/documents/{request_pk}"),
             (ImageUpload, Some("/image"), "/image"),
             (DocumentDeleteSigned, None, "/document/{request_pk}/signed/{uid}"),
+            (RequestSearch, Some("/requests"), "/requests"),
         ];
         for (op, new, old) in golden {
             assert_eq!(op.default_path(Generation::New), new, "{op} (new)");

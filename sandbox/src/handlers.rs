@@ -119,8 +119,9 @@ pub async fn not_found(generation: Option<Extension<Generation>>) -> Response {
 }
 
 /// The new generation's routes, as Starlette matches them, for `redirect_slashes`.
-const NEW_ROUTES: [&str; 13] = [
+const NEW_ROUTES: [&str; 14] = [
     "/image",
+    "/requests",
     "/videoid",
     "/videoid/*/evidences",
     "/videoid/*/video",
@@ -400,6 +401,31 @@ pub async fn video(
 /// The request's details. The old generation shows the phone as a number without `+` (the
 /// vendor's example: `34600123123`); the new one's shape is not published, so it answers the
 /// phone as it was given.
+/// `GET /requests?email=&mobile_phone_number=`: the requests of one customer (both must match;
+/// the phone by its digits), as request details. Without both, nothing: the sandbox never lists
+/// other customers' requests.
+pub async fn search(
+    State(state): State<Shared>,
+    Extension(g): Extension<Generation>,
+    axum::extract::Query(q): axum::extract::Query<std::collections::HashMap<String, String>>,
+) -> Answer {
+    let (Some(email), Some(phone)) = (q.get("email"), q.get("mobile_phone_number")) else {
+        return Err(SandboxError::Missing(vec!["email", "mobile_phone_number"]).into_response(g));
+    };
+    let digits = |p: &str| p.chars().filter(char::is_ascii_digit).collect::<String>();
+    let st = lock(&state);
+    let found: Vec<Value> = st
+        .requests
+        .values()
+        .filter(|r| {
+            let (e, p) = st.contact(r.request_pk);
+            e.is_some_and(|e| e.eq_ignore_ascii_case(email.trim())) && p.is_some_and(|p| digits(p) == digits(phone))
+        })
+        .map(|r| json!({"pk": r.request_pk, "status": r.status, "email": email, "mobile_phone_number": phone}))
+        .collect();
+    Ok(reply::ok(g, "Requests", json!(found)))
+}
+
 pub async fn status(
     State(state): State<Shared>,
     Extension(g): Extension<Generation>,

@@ -71,6 +71,7 @@ fn api(generation: Generation) -> Router<Shared> {
         .route("/videoid/{pk}/download/video", get(signing_api::download_video))
         .route("/otp/{pk}", post(signing_api::otp))
         .route("/image", post(signing_api::upload_image))
+        .route("/requests", get(handlers::search))
         .fallback(handlers::not_found);
     match generation {
         Generation::New => api

@@ -133,6 +133,30 @@ impl Default for EvidenceLimits {
 }
 
 /// The `[sync]` section, validated.
+/// How the orphan a lost create answer may have left is looked for (`sync.orphan_search`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OrphanSearch {
+    /// Ask the server for this customer's requests (`GET /requests?email=&mobile_phone_number=`);
+    /// where the server has no such search, record the possible orphan and read nothing.
+    Search,
+    /// Read the details of the request pks between the last one this queue knew and the one
+    /// finally returned. Request pks are platform-wide: this reads other customers' requests.
+    Scan,
+    /// Record the possible orphan, with the window its pk is in, for an operator; read nothing.
+    Off,
+}
+
+impl OrphanSearch {
+    pub fn parse(word: &str) -> Option<OrphanSearch> {
+        match word {
+            "search" => Some(OrphanSearch::Search),
+            "scan" => Some(OrphanSearch::Scan),
+            "off" => Some(OrphanSearch::Off),
+            _ => None,
+        }
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct SyncConfig {
     pub concurrency: NonZeroUsize,
@@ -152,6 +176,8 @@ pub struct SyncConfig {
     pub video_windows: VideoWindows,
     /// How many request details orphan reconciliation may read per hour, all enrollments together.
     pub orphan_lookups_per_hour: u32,
+    /// How a lost create answer's orphan is looked for.
+    pub orphan_search: OrphanSearch,
     /// The longest wait between two connectivity probes while the server is unreachable.
     pub probe_cap: Duration,
     /// How often a request in review is read during its first hour in review …
@@ -441,6 +467,13 @@ pub fn validate(raw: RawConfig, base_dir: &Path) -> Result<Config, ConfigError> 
         Some(n) => n,
         None => 60,
     };
+    let orphan_search = match y.orphan_search.as_deref() {
+        None => OrphanSearch::Search,
+        Some(word) => OrphanSearch::parse(word).unwrap_or_else(|| {
+            problem("sync.orphan_search", format!("must be \"search\", \"scan\" or \"off\", not {word:?}"));
+            OrphanSearch::Search
+        }),
+    };
     if backoff_cap < backoff_base {
         problem("sync.backoff_cap_secs", "must not be smaller than sync.backoff_base_secs".into());
     }
@@ -502,6 +535,7 @@ pub fn validate(raw: RawConfig, base_dir: &Path) -> Result<Config, ConfigError> 
             max_upload_rate,
             video_windows,
             orphan_lookups_per_hour,
+            orphan_search,
             probe_cap,
             review_poll,
             review_poll_late,

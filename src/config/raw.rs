@@ -79,6 +79,7 @@ pub struct RawSync {
     pub max_upload_rate: Option<String>,
     pub video_windows: Option<Vec<String>>,
     pub orphan_lookups_per_hour: Option<u32>,
+    pub orphan_search: Option<String>,
     pub probe_cap_secs: Option<f64>,
     pub review_poll_secs: Option<f64>,
     pub review_poll_late_secs: Option<f64>,

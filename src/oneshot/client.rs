@@ -263,6 +263,24 @@ impl Client {
         }
     }
 
+    /// A customer's requests, found by email and phone (`GET /requests?email=&mobile_phone_number=`):
+    /// each request's details. `None` when the server has no such search (404, 405).
+    pub async fn search_requests(&self, email: &str, phone: &str) -> Result<Option<Vec<Value>>, OneShotError> {
+        let mut url = url::Url::parse(&self.url(&self.cfg.paths[Operation::RequestSearch], None)?)
+            .map_err(|e| OneShotError::Setup(format!("request search URL: {e}")))?;
+        url.query_pairs_mut().append_pair("email", email).append_pair("mobile_phone_number", phone);
+        match self.send("request_search", self.http.get(url.as_str()), self.cfg.request_timeout).await {
+            Ok(Value::Array(list)) => Ok(Some(list)),
+            Ok(Value::Object(o)) => match o.get("requests").or_else(|| o.get("results")) {
+                Some(Value::Array(list)) => Ok(Some(list.clone())),
+                _ => Err(OneShotError::Protocol("request search answer holds no list".into())),
+            },
+            Ok(_) => Err(OneShotError::Protocol("request search answer holds no list".into())),
+            Err(e) if e.is_not_found() || matches!(e, OneShotError::Rejected { status: 405, .. }) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
     /// Cancels a request on the server (`DELETE /request/{pk}`: the old Optimizer answers
     /// "Request directory removed successfully"; the new one's answer is not published).
     pub async fn cancel_request(&self, request_pk: &str) -> Result<(), OneShotError> {

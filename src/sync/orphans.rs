@@ -1,8 +1,13 @@
 //! Finding the orphan request a lost create answer left on the server — after delivery.
 //!
-//! The API has no idempotency key and no search, so when a create's answer was lost (a crash,
-//! a dropped connection, a timeout) the server may hold a request the queue never heard of.
-//! Request pks are allocated in order, so the orphan sits between the highest pk this queue knew
+//! The API has no idempotency key, so when a create's answer was lost (a crash, a dropped
+//! connection, a timeout) the server may hold a request the queue never heard of. How it is
+//! looked for is `sync.orphan_search`: by default the server is asked for this customer's
+//! requests by email and phone (one read; where there is no such search, the possible orphan is
+//! recorded with its window for an operator and nothing is read); `off` only records; `scan`
+//! reads the neighbouring request pks, which belong mostly to other customers (pks are
+//! platform-wide), and is for a server with no search at all. For the scan: request pks are
+//! allocated in order, so the orphan sits between the highest pk this queue knew
 //! when the first create went out (`create_floor`) and the pk the repeated create finally
 //! returned. Delivery comes first: an enrollment is reconciled only once it reached review, the
 //! window is read from its floor upwards (the orphan was created right after the floor was
@@ -22,6 +27,7 @@ use serde_json::Value;
 use tokio::time::Instant;
 
 use super::{blocking, Worker};
+use crate::config::OrphanSearch;
 use crate::oneshot::RequestStatus;
 use crate::queue::{Job, QueueError};
 
@@ -109,6 +115,88 @@ impl Worker {
     }
 
     async fn scan(self: &Arc<Self>, job: &Job) -> Result<Scan, QueueError> {
+        match self.config.sync.orphan_search {
+            OrphanSearch::Off => {
+                self.record_window(job, "sync.orphan_search is off").await?;
+                Ok(Scan::Finished)
+            }
+            OrphanSearch::Search => self.search(job).await,
+            OrphanSearch::Scan => self.scan_window(job).await,
+        }
+    }
+
+    /// Records the possible orphan for an operator, with the pks it could have, reading nothing.
+    async fn record_window(&self, job: &Job, why: &str) -> Result<(), QueueError> {
+        let current = job.request_pk.clone().unwrap_or_default();
+        let window = match job.create_floor {
+            Some(floor) => format!("between request_pk {} and {current}", floor + 1),
+            None => format!("below request_pk {current}"),
+        };
+        let detail = format!(
+            "possible orphan request: a create's answer was lost, so the server may hold another request of this \
+             customer, {window}; nothing was read ({why}): look for it on the server by the customer's email or \
+             phone, and cancel it there with `kiosk-agent request --pk PK cancel`"
+        );
+        self.finish_check(job, detail).await
+    }
+
+    /// Asks the server for this customer's requests: one read, whatever the window; any that is
+    /// not this enrollment's (nor another known to this queue) and carries the same email and
+    /// phone is recorded as its orphan.
+    async fn search(self: &Arc<Self>, job: &Job) -> Result<Scan, QueueError> {
+        let id = job.id.clone();
+        let current = job.request_pk.clone().unwrap_or_default();
+        let (known, pii) = {
+            let id = id.clone();
+            blocking(&self.queue, move |q| Ok((q.known_request_pks()?, q.load_pii(&id).ok()))).await?
+        };
+        let Some(pii) = pii else {
+            self.finish_check(job, "the evidence was erased before the orphan check; nothing to compare with".into())
+                .await?;
+            return Ok(Scan::Finished);
+        };
+        if !self.orphan_budget.lock().unwrap_or_else(|p| p.into_inner()).take() {
+            return Ok(Scan::Paused(self.orphan_budget.lock().unwrap_or_else(|p| p.into_inner()).until_next()));
+        }
+        let (email, phone) = (&pii.customer.email, &pii.customer.mobile_phone_number);
+        let found = match self.client.search_requests(email, phone).await {
+            Ok(Some(found)) => found,
+            Ok(None) => {
+                self.record_window(job, "the server offers no search by email and phone").await?;
+                return Ok(Scan::Finished);
+            }
+            Err(e) => {
+                tracing::debug!(enrollment_id = %id, error = %e, "orphan search failed; later");
+                return Ok(Scan::Paused(self.backoff().cap));
+            }
+        };
+        for details in found.iter().filter(|d| same_customer(d, email, phone)) {
+            let pk = ["request_pk", "pk"].iter().find_map(|k| match details.get(*k) {
+                Some(Value::Number(n)) => n.as_u64().map(|n| n.to_string()),
+                Some(Value::String(s)) if crate::oneshot::valid_pk(s) => Some(s.clone()),
+                _ => None,
+            });
+            let Some(pk) = pk.filter(|pk| *pk != current && !known.contains(pk)) else { continue };
+            let status = details.get("status").and_then(Value::as_str).map(RequestStatus::parse);
+            let id = id.clone();
+            tracing::warn!(enrollment_id = %id, request_pk = %pk, "orphan request on the server");
+            blocking(&self.queue, move |q| q.record_orphan(&id, &pk, status.as_ref())).await?;
+        }
+        let orphans = {
+            let id = id.clone();
+            blocking(&self.queue, move |q| Ok(q.show(&id)?.orphans)).await?
+        };
+        let detail = if orphans.is_empty() {
+            "no orphan request: the server lists no other request of this customer".to_owned()
+        } else {
+            format!("orphan request(s) left on the server by a lost create answer: request_pk {}", orphans.join(", "))
+        };
+        self.finish_check(job, detail).await?;
+        Ok(Scan::Finished)
+    }
+
+    /// Reads the request pks between the last one this queue knew and the one finally returned.
+    async fn scan_window(self: &Arc<Self>, job: &Job) -> Result<Scan, QueueError> {
         let id = job.id.clone();
         let current = job.request_pk.clone().unwrap_or_default();
         let (Some(floor), Ok(current_pk)) = (job.create_floor, current.parse::<u64>()) else {

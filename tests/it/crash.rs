@@ -47,9 +47,10 @@ fn every_enqueue_crash_point_leaves_nothing_behind() {
 /// Enrolls, runs `sync --once` that aborts at `point`, then a clean `sync --once`; returns what
 /// the test needs to check the outcome. With `warm`, one enrollment is delivered first, so the
 /// queue knows a request_pk (the floor an orphan search starts from) when the crash comes.
-fn crash_then_recover_with(point: &str, warm: bool) -> (Sandbox, Env, String, std::path::PathBuf, String) {
+/// `sync` holds extra `[sync]` settings (e.g. the orphan search mode).
+fn crash_then_recover_with(point: &str, warm: bool, sync: &str) -> (Sandbox, Env, String, std::path::PathBuf, String) {
     let sandbox = Sandbox::start(0);
-    let env = Env::new(sandbox.addr.port());
+    let env = Env::with_config(sandbox.addr.port(), "current", sync);
     if warm {
         let w = env.manifest("w", "warm-up", |m| m["customer"]["email"] = serde_json::json!("warm@example.com"));
         env.enroll(&w);
@@ -76,7 +77,7 @@ fn crash_then_recover_with(point: &str, warm: bool) -> (Sandbox, Env, String, st
 }
 
 fn crash_then_recover(point: &str) -> (Sandbox, Env, String, std::path::PathBuf, String) {
-    crash_then_recover_with(point, true)
+    crash_then_recover_with(point, true, "")
 }
 
 fn history_has(shown: &serde_json::Value, needle: &str) -> bool {
@@ -91,7 +92,7 @@ fn a_crash_before_the_create_is_sent_makes_no_orphan() {
     assert_eq!(records["creates"], 2, "the warm-up's and this one's");
     assert_arrived_once(&records, &shown["request_pk"].as_u64().expect("pk is a number").to_string(), &dir);
     assert_eq!(shown["orphans"], serde_json::json!([]));
-    assert!(history_has(&shown, "no orphan request found"), "{shown}");
+    assert!(history_has(&shown, "no orphan request"), "{shown}");
 }
 
 #[test]
@@ -115,12 +116,43 @@ fn a_crash_after_the_create_answer_records_the_orphan_with_its_request_pk() {
     assert!(history_has(&shown, "orphan request(s) left on the server"), "{shown}");
     // Nothing is cancelled on the server without an operator.
     assert_eq!(request(&records, orphan[0])["status"], "VIDEOPENDING");
-    assert_eq!(request(&records, orphan[0])["status_reads"], 1, "read once, by the reconciliation");
+    // Found by asking the server for this customer's requests: its details were never read.
+    assert_eq!(request(&records, orphan[0])["status_reads"], 0, "found by the search, not by reading it");
+}
+
+/// `sync.orphan_search = "scan"`: the window between the last pk the queue knew and the one
+/// returned is read, request by request (what a server without a search needs).
+#[test]
+fn a_scan_finds_the_orphan_by_reading_the_window() {
+    let (sandbox, env, id, _, _) = crash_then_recover_with("create.after_response", true, "orphan_search = \"scan\"\n");
+    let shown = env.show(&id);
+    let records = sandbox.records();
+    let orphans = shown["orphans"].as_array().unwrap().clone();
+    assert_eq!(orphans.len(), 1, "{shown}");
+    let orphan = orphans[0].as_u64().unwrap().to_string();
+    assert_eq!(request(&records, &orphan)["status_reads"], 1, "read once, by the reconciliation");
+}
+
+/// `sync.orphan_search = "off"`: the possible orphan is recorded with its window for an
+/// operator, and nothing is read or searched.
+#[test]
+fn with_the_search_off_the_possible_orphan_is_recorded_and_nothing_is_read() {
+    let (sandbox, env, id, _, _) = crash_then_recover_with("create.after_response", true, "orphan_search = \"off\"\n");
+    let shown = env.show(&id);
+    assert_eq!(shown["orphans"], serde_json::json!([]));
+    assert!(history_has(&shown, "possible orphan request") && history_has(&shown, "between request_pk"), "{shown}");
+    // The orphan (the one request that never got an upload) was never read.
+    let records = sandbox.records();
+    let lost: Vec<&serde_json::Value> =
+        records["requests"].as_array().unwrap().iter().filter(|r| r["evidences_uploads"] == 0).collect();
+    assert_eq!(lost.len(), 1, "{records}");
+    assert_eq!(lost[0]["status_reads"], 0, "{}", lost[0]);
 }
 
 #[test]
 fn a_lost_create_answer_on_a_fresh_queue_is_a_possible_orphan_with_unknown_pk_and_nothing_is_read() {
-    let (sandbox, env, id, dir, _) = crash_then_recover_with("create.after_response", false);
+    let (sandbox, env, id, dir, _) =
+        crash_then_recover_with("create.after_response", false, "orphan_search = \"scan\"\n");
     let shown = env.show(&id);
     let records = sandbox.records();
     assert_eq!(records["creates"], 2);
