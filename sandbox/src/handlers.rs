@@ -99,6 +99,15 @@ pub async fn require_header(
 }
 
 /// `GET /hello`: documented for the old generation only; the new one answers it as an unknown path.
+/// `GET /version`: the server's version, in the generation's envelope (what identifies it).
+pub async fn version(Extension(g): Extension<Generation>) -> Response {
+    let version = match g {
+        Generation::Old => "kiosk-sandbox old Optimizer",
+        Generation::New => "kiosk-sandbox new Optimizer",
+    };
+    reply::ok(g, "Version", json!({ "version": version }))
+}
+
 pub async fn hello(
     State(state): State<Shared>,
     Extension(g): Extension<Generation>,
@@ -119,7 +128,8 @@ pub async fn not_found(generation: Option<Extension<Generation>>) -> Response {
 }
 
 /// The new generation's routes, as Starlette matches them, for `redirect_slashes`.
-const NEW_ROUTES: [&str; 14] = [
+const NEW_ROUTES: [&str; 15] = [
+    "/version",
     "/image",
     "/requests",
     "/videoid",

@@ -63,6 +63,7 @@ fn api(generation: Generation) -> Router<Shared> {
     };
     let api = Router::new()
         .route("/hello", get(handlers::hello))
+        .route("/version", get(handlers::version))
         .route("/videoid", post(handlers::create))
         .route("/videoid/{pk}/evidences", post(handlers::evidences))
         .route(video_path, post(handlers::video))

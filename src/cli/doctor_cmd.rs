@@ -155,6 +155,20 @@ async fn server(r: &mut Report, config: &Config) {
                 None => r.line(Level::Ok, "clock", "the server sends no Date to compare with"),
             }
             tls(r, config, probe.certificate_expires);
+            match client.detect_generation().await {
+                Some((found, how)) if found != config.oneshot.generation => r.line(
+                    Level::Warn,
+                    "layout",
+                    format!(
+                        "{} looks like the {found} ({how}), but oneshot.layout is {:?}: set layout = {:?}",
+                        config.oneshot.base_url,
+                        config.oneshot.generation.layout_name(),
+                        found.layout_name()
+                    ),
+                ),
+                Some((found, how)) => r.line(Level::Ok, "layout", format!("the {found}, as configured ({how})")),
+                None => r.line(Level::Ok, "layout", "the server does not say which generation it is (no /version)"),
+            }
         }
         // rustls says "expired"; say what it means for the kiosk.
         Err(e) if e.to_string().to_lowercase().contains("expired") => r.line(

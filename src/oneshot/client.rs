@@ -177,6 +177,34 @@ impl Client {
         }
     }
 
+    /// Which generation answers at `oneshot.base_url`, told by the envelope of `GET /version`
+    /// (both generations; `/hello` on the old one where `/version` is missing): the old one's
+    /// `{"status": "200 OK", "details": …}`, the new one's `{"status": "success", …}` or
+    /// FastAPI's `{"detail": …}`. `None` when neither answers in a known shape.
+    pub async fn detect_generation(&self) -> Option<(Generation, String)> {
+        for path in ["/version", "/hello"] {
+            let url = format!("{}{path}", self.cfg.base_url);
+            let Ok(mut resp) =
+                self.http.get(&url).timeout(self.cfg.connect_timeout + Duration::from_secs(5)).send().await
+            else {
+                return None;
+            };
+            let status = resp.status();
+            let Ok(body) = read_capped(&mut resp, status.as_u16()).await else { continue };
+            let Ok(value) = serde_json::from_slice::<Value>(&body) else { continue };
+            let word = value.get("status").and_then(Value::as_str).unwrap_or_default();
+            let generation = if value.get("details").is_some() || word.ends_with(" OK") {
+                Generation::Old
+            } else if word == "success" || (value.get("detail").is_some() && status.is_success()) {
+                Generation::New
+            } else {
+                continue;
+            };
+            return Some((generation, format!("GET {path} answered HTTP {} in its envelope", status.as_u16())));
+        }
+        None
+    }
+
     /// The probe, returning what `doctor` checks: the server's clock (its `Date` header) and,
     /// over https, when its certificate expires.
     pub async fn server_probe(&self) -> Result<ServerProbe, OneShotError> {

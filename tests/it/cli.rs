@@ -373,6 +373,25 @@ fn doctor_says_what_is_wrong_and_what_to_do() {
     {
         assert!(report.lines().any(|l| l.starts_with("ok") && l.contains(what)), "no ok line for {what}:\n{report}");
     }
+    assert!(
+        report.lines().any(|l| l.starts_with("ok") && l.contains("layout") && l.contains("as configured")),
+        "{report}"
+    );
+
+    // A layout that disagrees with the server at base_url: a warning saying which to set.
+    let legacy = std::fs::read_to_string(&env.config).unwrap().replace("layout = \"current\"", "layout = \"legacy\"");
+    let wrong = env.dir.path().join("wrong-layout.toml");
+    std::fs::write(&wrong, legacy).unwrap();
+    let report =
+        String::from_utf8_lossy(&Command::new(BIN).arg("--config").arg(&wrong).arg("doctor").output().unwrap().stdout)
+            .into_owned();
+    assert!(
+        report.lines().any(|l| l.starts_with("WARN")
+            && l.contains("layout")
+            && l.contains("new Optimizer")
+            && l.contains("\"current\"")),
+        "{report}"
+    );
 
     // Without the server: a failure naming what to check; exit 2.
     drop(sandbox);
