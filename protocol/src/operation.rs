@@ -34,10 +34,12 @@ pub enum Operation {
     DocumentDeleteSigned,
     /// A customer's requests, by email and phone (the orphan search).
     RequestSearch,
+    /// Corrects a request's OCR data before approval (`PUT`).
+    RequestUpdate,
 }
 
 impl Operation {
-    pub const ALL: [Operation; 20] = [
+    pub const ALL: [Operation; 21] = [
         Operation::Create,
         Operation::Evidences,
         Operation::Video,
@@ -58,6 +60,7 @@ impl Operation {
         Operation::ImageUpload,
         Operation::DocumentDeleteSigned,
         Operation::RequestSearch,
+        Operation::RequestUpdate,
     ];
 
     /// The operation's key under `oneshot.paths` in the configuration.
@@ -83,6 +86,7 @@ impl Operation {
             Operation::ImageUpload => "image_upload",
             Operation::DocumentDeleteSigned => "document_delete_signed",
             Operation::RequestSearch => "request_search",
+            Operation::RequestUpdate => "request_update",
         }
     }
 
@@ -117,6 +121,7 @@ impl Operation {
                 DocumentDeleteSigned => return None,
                 // The RA's search; whether the new Optimizer passes it on is not published.
                 RequestSearch => "/requests",
+                RequestUpdate => "/request/{request_pk}",
             },
             Generation::Old => match self {
                 Create => "/videoid",
@@ -141,6 +146,7 @@ impl Operation {
                 ImageUpload => "/image",
                 DocumentDeleteSigned => "/document/{request_pk}/signed/{uid}",
                 RequestSearch => "/requests",
+                RequestUpdate => "/request/{request_pk}",
             },
         })
     }
@@ -191,7 +197,7 @@ mod tests {
     #[test]
     fn default_paths_are_the_notes_byte_for_byte() {
         use Operation::*;
-        let golden: [(Operation, Option<&str>, &str); 20] = [
+        let golden: [(Operation, Option<&str>, &str); 21] = [
             (Create, Some("/videoid"), "/videoid"),
             (Evidences, Some("/videoid/{videoid_pk}/evidences"), "/videoid/{request_pk}/evidences"),
             (Video, Some("/videoid/{videoid_pk}/video"), "/videoid/{request_pk}/evidences/video"),
@@ -220,6 +226,7 @@ mod tests {
             (ImageUpload, Some("/image"), "/image"),
             (DocumentDeleteSigned, None, "/document/{request_pk}/signed/{uid}"),
             (RequestSearch, Some("/requests"), "/requests"),
+            (RequestUpdate, Some("/request/{request_pk}"), "/request/{request_pk}"),
         ];
         for (op, new, old) in golden {
             assert_eq!(op.default_path(Generation::New), new, "{op} (new)");

@@ -332,6 +332,13 @@ pub async fn evidences(
         let mut st = lock(&state);
         let request_pk = st.lookup(uploads_by_videoid(g), &pk).map_err(|e| e.into_response(g))?;
         st.receive_evidences(request_pk, images, given_name_sha).map_err(|e| e.into_response(g))?;
+        // The document's country, which request details show (and an update must repeat).
+        let country = serde_json::from_slice::<Value>(&body).ok().and_then(|b| {
+            b.pointer("/videoid_data/ocr_data/id_document_country").and_then(Value::as_str).map(str::to_owned)
+        });
+        if let (Some(country), Some(req)) = (country, st.requests.get_mut(&request_pk)) {
+            req.country_name = Some(country);
+        }
     }
     if plan == Plan::Drop {
         return Err(cut(&kill).await);
@@ -436,6 +443,50 @@ pub async fn search(
     Ok(reply::ok(g, "Requests", json!(found)))
 }
 
+/// `PUT /request/{pk}` (`UpdateReqObject_VID`): corrects a request's data while it is in
+/// review. The body must carry the request's `scratchcard` and `country_name`, `email`,
+/// `profile`, `registration_authority`.
+pub async fn update(
+    State(state): State<Shared>,
+    Extension(g): Extension<Generation>,
+    Path(pk): Path<String>,
+    body: Bytes,
+) -> Answer {
+    let Ok(Value::Object(body)) = serde_json::from_slice::<Value>(&body) else {
+        return Err(SandboxError::InvalidJson("Could not parse JSON body".into()).into_response(g));
+    };
+    let required = ["scratchcard", "country_name", "email", "profile", "registration_authority"];
+    let missing: Vec<&'static str> =
+        required.into_iter().filter(|k| body.get(*k).and_then(Value::as_str).is_none_or(str::is_empty)).collect();
+    if !missing.is_empty() {
+        return Err(SandboxError::Missing(missing).into_response(g));
+    }
+    let mut st = lock(&state);
+    let request_pk = st.lookup(false, &pk).map_err(|e| e.into_response(g))?;
+    let req = st.requests.get_mut(&request_pk).expect("looked up");
+    if req.status != oneshot_protocol::RequestStatus::VideoReview || req.videoid_status.is_some() {
+        return Err(SandboxError::InvalidStatus(req.status.clone()).into_response(g));
+    }
+    if body.get("scratchcard").and_then(Value::as_str) != Some(req.scratchcard.as_str()) {
+        return Err(SandboxError::BadRequest("Invalid scratchcard".into()).into_response(g));
+    }
+    for field in ["given_name", "surname_1", "surname_2", "birth_date", "serial_number"] {
+        if body.get(field).is_some() {
+            req.corrected.push(field.to_owned());
+        }
+    }
+    // The country is required in every update: a change only when it differs.
+    let country = body.get("country_name").and_then(Value::as_str).map(str::to_owned);
+    if country.is_some() && country != req.country_name {
+        req.corrected.push("country_name".to_owned());
+        req.country_name = country;
+    }
+    if let Some(given) = body.get("given_name").and_then(Value::as_str) {
+        req.given_name_sha256 = Some(sha256_hex(given.as_bytes()));
+    }
+    Ok(reply::ok(g, "Request updated", Value::Null))
+}
+
 pub async fn status(
     State(state): State<Shared>,
     Extension(g): Extension<Generation>,
@@ -462,6 +513,10 @@ pub async fn status(
                              "email": email, "mobile_phone_number": phone});
     if let Some(videoid_status) = &req.videoid_status {
         details["videoid_data"] = json!({"status": videoid_status});
+    }
+    details["scratchcard"] = json!(req.scratchcard);
+    if let Some(country) = &req.country_name {
+        details["country_name"] = json!(country);
     }
     Ok(reply::ok(g, "Request details", details))
 }

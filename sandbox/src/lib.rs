@@ -67,7 +67,7 @@ fn api(generation: Generation) -> Router<Shared> {
         .route("/videoid", post(handlers::create))
         .route("/videoid/{pk}/evidences", post(handlers::evidences))
         .route(video_path, post(handlers::video))
-        .route("/request/{pk}", get(handlers::status).delete(handlers::cancel))
+        .route("/request/{pk}", get(handlers::status).delete(handlers::cancel).put(handlers::update))
         .route("/videoid/{pk}/refuse", post(signing_api::refuse))
         .route("/videoid/{pk}/download/video", get(signing_api::download_video))
         .route("/otp/{pk}", post(signing_api::otp))

@@ -41,6 +41,15 @@ pub struct SandboxRequest {
     /// in the RA's model and shown as `videoid_data.status`.
     #[serde(default)]
     pub videoid_status: Option<String>,
+    /// The request's scratchcard id, shown in its details and required by an update.
+    #[serde(default)]
+    pub scratchcard: String,
+    /// The OCR fields corrected by `PUT /request/{pk}`, in order (names only).
+    #[serde(default)]
+    pub corrected: Vec<String>,
+    /// The ID document's country, once the evidences told it.
+    #[serde(default)]
+    pub country_name: Option<String>,
 }
 
 /// A refusal the sandbox applies to requests of one customer.
@@ -197,6 +206,9 @@ impl SandboxState {
                 otps_sent: 0,
                 documents: BTreeMap::new(),
                 videoid_status: None,
+                scratchcard: format!("{:07}", 1_000_000 + request_pk % 9_000_000),
+                corrected: Vec::new(),
+                country_name: None,
             },
         );
         &self.requests[&request_pk]

@@ -61,6 +61,12 @@ pub const ROUTES: &[(&str, &str, bool, &str)] = &[
         "Approve the request in review as the RAO of [rao]; queued documents follow",
     ),
     ("post", "/v1/enrollments/{id}/refuse", true, "Refuse the request in review {reason}"),
+    (
+        "post",
+        "/v1/enrollments/{id}/correct",
+        true,
+        "Correct the request's OCR data before approval {given_name?, surname_1?, surname_2?, birth_date?, serial_number?, country_name?}",
+    ),
     ("post", "/v1/enrollments/{id}/documents", true, "Queue a PDF to sign (the body; ?name=); sent once approved"),
     ("post", "/v1/enrollments/{id}/otp", true, "Send the customer the OTP {whatsapp?}"),
     ("post", "/v1/enrollments/{id}/sign", true, "Sign the uploaded documents {otp}"),
@@ -175,6 +181,7 @@ pub fn router(state: ApiState, hosts: guard::Hosts) -> Router {
         .route("/v1/enrollments/{id}", get(show_enrollment))
         .route("/v1/enrollments/{id}/retry", post(retry_enrollment))
         .route("/v1/enrollments/{id}/approve", post(signing::approve))
+        .route("/v1/enrollments/{id}/correct", post(signing::correct))
         .route("/v1/enrollments/{id}/refuse", post(signing::refuse))
         .route(
             "/v1/enrollments/{id}/documents",

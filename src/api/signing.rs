@@ -46,6 +46,25 @@ pub async fn approve(State(s): State<ApiState>, Path(id): Path<String>) -> Resul
     Ok(Json(json!({"id": id, "request_pk": target.ids.request_pk, "status": status.as_str()})))
 }
 
+/// `POST /v1/enrollments/{id}/correct {given_name?, surname_1?, …}`: corrects the request's OCR
+/// data before approval (`PUT /request/{pk}`); only the fields given change.
+pub async fn correct(
+    State(s): State<ApiState>,
+    Path(id): Path<String>,
+    body: axum::body::Bytes,
+) -> Result<Json<Value>, ApiError> {
+    let correction: crate::oneshot::OcrCorrection = serde_json::from_slice(&body)
+        .map_err(|e| ApiError::field(StatusCode::BAD_REQUEST, "invalid", "body", e.to_string()))?;
+    correction.check().map_err(|e| ApiError::field(StatusCode::BAD_REQUEST, "invalid", e.field, e.rule))?;
+    let flow = flow(&s)?;
+    let target = resolve(&flow.queue, &id, IdKind::Enrollment).map_err(failure)?;
+    flow.require(&target, &IN_REVIEW, "a correction").await.map_err(failure)?;
+    flow.client.update_request(&target.ids, &correction).await.map_err(|e| failure(net(e, "correcting", true)))?;
+    let fields = correction.field_names();
+    flow.audit(&target, &format!("corrected {}", fields.join(", "))).map_err(failure)?;
+    Ok(Json(json!({"id": id, "request_pk": target.ids.request_pk, "corrected": fields})))
+}
+
 pub async fn refuse(
     State(s): State<ApiState>,
     Path(id): Path<String>,

@@ -15,7 +15,7 @@ use clap::Subcommand;
 use super::Failure;
 use crate::config::Config;
 use crate::flow::{net, resolve, Flow, IdKind};
-use crate::oneshot::{RequestStatus, Unlock};
+use crate::oneshot::{OcrCorrection, RequestStatus, Unlock};
 use crate::queue::State;
 
 #[derive(Debug, Subcommand)]
@@ -31,6 +31,24 @@ pub enum RequestCommand {
         /// Why (required by the API; the customer may see it).
         #[arg(long)]
         reason: String,
+    },
+    /// Correct the request's OCR data before approval (`PUT /request/{pk}`): only the fields
+    /// given change.
+    Correct {
+        #[arg(long)]
+        given_name: Option<String>,
+        #[arg(long)]
+        surname_1: Option<String>,
+        #[arg(long)]
+        surname_2: Option<String>,
+        /// DD/MM/YYYY.
+        #[arg(long)]
+        birth_date: Option<String>,
+        #[arg(long)]
+        serial_number: Option<String>,
+        /// ISO 3166-1 alpha-2.
+        #[arg(long)]
+        country_name: Option<String>,
     },
     /// Cancel the request on the server (`DELETE /request/{pk}`), e.g. an orphan left by a lost
     /// create answer. Nothing is ever cancelled without this command.
@@ -53,6 +71,7 @@ pub async fn run(config: &Config, id: &str, kind: IdKind, command: RequestComman
         RequestCommand::Approve => Some("approved"),
         RequestCommand::Validate => Some("validated"),
         RequestCommand::Refuse { .. } => Some("refused"),
+        RequestCommand::Correct { .. } => None,
         RequestCommand::Cancel => Some("cancelled"),
         RequestCommand::Video { .. } => Some("video downloaded"),
     };
@@ -94,6 +113,19 @@ pub async fn run(config: &Config, id: &str, kind: IdKind, command: RequestComman
             flow.require(&target, &in_review, "refusal").await?;
             flow.client.refuse(&target.ids, &rao, &reason).await.map_err(|e| net(e, "refusing", true))?;
             println!("request_pk {pk}: refused ({})", flow.status(&target).await?);
+        }
+        RequestCommand::Correct { given_name, surname_1, surname_2, birth_date, serial_number, country_name } => {
+            let correction =
+                OcrCorrection { given_name, surname_1, surname_2, birth_date, serial_number, country_name };
+            correction
+                .check()
+                .map_err(|e| Failure::bad_input(anyhow!("--{}: {}", e.field.replace('_', "-"), e.rule)))?;
+            flow.require(&target, &in_review, "a correction").await?;
+            flow.client.update_request(&target.ids, &correction).await.map_err(|e| net(e, "correcting", true))?;
+            let fields = correction.field_names().join(", ");
+            println!("request_pk {pk}: corrected {fields}");
+            // The audit trail names the fields, never their values (personal data).
+            flow.audit(&target, &format!("corrected {fields}"))?;
         }
         RequestCommand::Cancel => {
             flow.client.cancel_request(&pk).await.map_err(|e| net(e, "cancelling", true))?;

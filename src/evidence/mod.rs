@@ -5,7 +5,7 @@
 //! them of metadata ([`media`]), probes the video ([`probe`]), and writes nothing, so a rejected
 //! manifest leaves no trace.
 
-mod countries;
+pub mod countries;
 mod manifest;
 pub mod media;
 pub mod open;

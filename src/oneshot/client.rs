@@ -309,6 +309,24 @@ impl Client {
         }
     }
 
+    /// Corrects the request's OCR data (`PUT /request/{pk}`): its details are read first for the
+    /// `scratchcard` and the fields the update requires.
+    pub async fn update_request(
+        &self,
+        ids: &RequestIds,
+        correction: &super::OcrCorrection,
+    ) -> Result<(), OneShotError> {
+        let details = self
+            .request_details(&ids.request_pk)
+            .await?
+            .ok_or_else(|| OneShotError::Rejected { status: 404, details: "no such request".into() })?;
+        let body = correction
+            .body(&details, &self.cfg.registration_authority, &self.cfg.profile)
+            .map_err(OneShotError::Protocol)?;
+        let url = self.url(&self.cfg.paths[Operation::RequestUpdate], Some(ids))?;
+        self.send("request_update", self.http.put(url).json(&body), self.cfg.request_timeout).await.map(drop)
+    }
+
     /// Cancels a request on the server (`DELETE /request/{pk}`: the old Optimizer answers
     /// "Request directory removed successfully"; the new one's answer is not published).
     pub async fn cancel_request(&self, request_pk: &str) -> Result<(), OneShotError> {

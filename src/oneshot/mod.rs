@@ -7,10 +7,12 @@
 //! generations' envelopes are read by [`envelope`], tolerantly.
 
 mod client;
+mod correction;
 pub mod envelope;
 mod signing;
 
 pub use client::{status_of, valid_pk, Client, Created, RequestIds, ServerProbe, MAX_ANSWER};
+pub use correction::{BadCorrection, OcrCorrection};
 pub use envelope::Envelope;
 pub use oneshot_protocol::{Generation, RequestStatus};
 pub use signing::{parse_uploaded, rao_body, sign_body, valid_uid, FileKind, Unlock, UploadedDocument};

@@ -185,3 +185,22 @@ fn the_capture_helper_links_no_queue_client_or_sandbox_and_only_it_links_capture
         assert!(!depends_on(&common, ours), "kiosk-common depends on {ours}: it must stay the bottom layer");
     }
 }
+
+/// The README's route table is checked against the API's own list (the one `GET
+/// /v1/openapi.json` is generated from): every route is there, with its method.
+#[test]
+fn the_readme_lists_every_api_route() {
+    let readme = std::fs::read_to_string(Path::new(ROOT).join("README.md")).unwrap();
+    let table: Vec<&str> = readme.lines().filter(|l| l.starts_with("| `")).collect();
+    let mut missing = Vec::new();
+    for (method, path, _, _) in kiosk_agent::api::ROUTES {
+        if ["/", "/page.js", "/page.css"].contains(path) {
+            continue; // the page's own files, described with the page
+        }
+        let wanted = format!("{} {path}", method.to_uppercase());
+        if !table.iter().any(|l| l.contains(&wanted)) {
+            missing.push(wanted);
+        }
+    }
+    assert!(missing.is_empty(), "routes the README's table does not list: {missing:?}");
+}

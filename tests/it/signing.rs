@@ -403,3 +403,29 @@ fn the_video_can_be_downloaded_back_in_both_generations() {
         assert!(!missing.exists());
     }
 }
+
+/// OCR data corrected before approval (`PUT /request/{pk}`, with the request's scratchcard read
+/// first): only the fields given change; a bad value is refused naming the field and nothing is
+/// sent; after approval the correction is refused; the audit trail names fields, not values.
+#[test]
+fn ocr_data_is_corrected_before_approval_in_both_generations() {
+    for layout in LAYOUTS {
+        let sandbox = Sandbox::start(0);
+        let (env, id) = reviewed(&sandbox, layout, "");
+        let pk = env.show(&id)["request_pk"].as_u64().unwrap().to_string();
+        refused(
+            &env.run(&["request", &id, "correct", "--birth-date", "2000-01-01"]),
+            "--birth-date: must be DD/MM/YYYY",
+        );
+        refused(&env.run(&["request", &id, "correct"]), "give at least one");
+        assert_eq!(request(&sandbox.records(), &pk)["corrected"], json!([]), "{layout}: nothing sent");
+        let out = ok(&env.run(&["request", &id, "correct", "--given-name", "ANA MARIA", "--birth-date", "01/02/1990"]));
+        assert!(out.contains("corrected given_name, birth_date"), "{out}");
+        let r = request(&sandbox.records(), &pk).clone();
+        assert_eq!(r["corrected"], json!(["given_name", "birth_date"]), "{layout}: {r}");
+        let audit = ok(&env.run(&["audit", "export"]));
+        assert!(audit.contains("corrected given_name, birth_date") && !audit.contains("ANA MARIA"), "{audit}");
+        ok(&env.run(&["request", &id, "approve"]));
+        refused(&env.run(&["request", &id, "correct", "--surname-1", "GARCIA"]), "needs VIDEOREVIEW");
+    }
+}
