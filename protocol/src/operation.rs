@@ -36,10 +36,16 @@ pub enum Operation {
     RequestSearch,
     /// Corrects a request's OCR data before approval (`PUT`).
     RequestUpdate,
+    /// Trades the RAO's username, password and PIN for a token (`POST`), once, off the kiosk's disk.
+    TokenCreate,
+    /// The RAO tokens (`GET`).
+    TokenList,
+    /// Revokes one RAO token (`DELETE`).
+    TokenDelete,
 }
 
 impl Operation {
-    pub const ALL: [Operation; 21] = [
+    pub const ALL: [Operation; 24] = [
         Operation::Create,
         Operation::Evidences,
         Operation::Video,
@@ -61,6 +67,9 @@ impl Operation {
         Operation::DocumentDeleteSigned,
         Operation::RequestSearch,
         Operation::RequestUpdate,
+        Operation::TokenCreate,
+        Operation::TokenList,
+        Operation::TokenDelete,
     ];
 
     /// The operation's key under `oneshot.paths` in the configuration.
@@ -87,6 +96,9 @@ impl Operation {
             Operation::DocumentDeleteSigned => "document_delete_signed",
             Operation::RequestSearch => "request_search",
             Operation::RequestUpdate => "request_update",
+            Operation::TokenCreate => "token_create",
+            Operation::TokenList => "token_list",
+            Operation::TokenDelete => "token_delete",
         }
     }
 
@@ -122,6 +134,9 @@ impl Operation {
                 // The RA's search; whether the new Optimizer passes it on is not published.
                 RequestSearch => "/requests",
                 RequestUpdate => "/request/{request_pk}",
+                TokenCreate => "/token",
+                TokenList => "/tokens",
+                TokenDelete => "/token/{uid}",
             },
             Generation::Old => match self {
                 Create => "/videoid",
@@ -147,6 +162,9 @@ impl Operation {
                 DocumentDeleteSigned => "/document/{request_pk}/signed/{uid}",
                 RequestSearch => "/requests",
                 RequestUpdate => "/request/{request_pk}",
+                TokenCreate => "/token",
+                TokenList => "/tokens",
+                TokenDelete => "/token/{uid}",
             },
         })
     }
@@ -197,7 +215,7 @@ mod tests {
     #[test]
     fn default_paths_are_the_notes_byte_for_byte() {
         use Operation::*;
-        let golden: [(Operation, Option<&str>, &str); 21] = [
+        let golden: [(Operation, Option<&str>, &str); 24] = [
             (Create, Some("/videoid"), "/videoid"),
             (Evidences, Some("/videoid/{videoid_pk}/evidences"), "/videoid/{request_pk}/evidences"),
             (Video, Some("/videoid/{videoid_pk}/video"), "/videoid/{request_pk}/evidences/video"),
@@ -227,6 +245,9 @@ mod tests {
             (DocumentDeleteSigned, None, "/document/{request_pk}/signed/{uid}"),
             (RequestSearch, Some("/requests"), "/requests"),
             (RequestUpdate, Some("/request/{request_pk}"), "/request/{request_pk}"),
+            (TokenCreate, Some("/token"), "/token"),
+            (TokenList, Some("/tokens"), "/tokens"),
+            (TokenDelete, Some("/token/{uid}"), "/token/{uid}"),
         ];
         for (op, new, old) in golden {
             assert_eq!(op.default_path(Generation::New), new, "{op} (new)");

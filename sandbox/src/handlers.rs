@@ -128,8 +128,11 @@ pub async fn not_found(generation: Option<Extension<Generation>>) -> Response {
 }
 
 /// The new generation's routes, as Starlette matches them, for `redirect_slashes`.
-const NEW_ROUTES: [&str; 15] = [
+const NEW_ROUTES: [&str; 18] = [
     "/version",
+    "/token",
+    "/tokens",
+    "/token/*",
     "/image",
     "/requests",
     "/videoid",

@@ -73,6 +73,9 @@ fn api(generation: Generation) -> Router<Shared> {
         .route("/otp/{pk}", post(signing_api::otp))
         .route("/image", post(signing_api::upload_image))
         .route("/requests", get(handlers::search))
+        .route("/token", post(signing_api::create_token))
+        .route("/tokens", get(signing_api::list_tokens))
+        .route("/token/{uid}", axum::routing::delete(signing_api::delete_token))
         .fallback(handlers::not_found);
     match generation {
         Generation::New => api

@@ -41,7 +41,8 @@ const APPROVED: [RequestStatus; 3] =
 impl SandboxState {
     fn check_rao(&self, body: &RaoBody) -> Result<(), SandboxError> {
         let rao = body.rao.as_deref().or(body.rao_id.as_deref());
-        let by_token = body.token.as_deref() == Some(RAO_TOKEN);
+        let by_token =
+            body.token.as_deref().is_some_and(|t| t == RAO_TOKEN || self.signing.tokens.values().any(|v| v == t));
         let by_login = (body.username.as_deref(), body.password.as_deref(), body.pin.as_deref())
             == (Some(RAO_LOGIN.0), Some(RAO_LOGIN.1), Some(RAO_LOGIN.2));
         if rao != Some(RAO_ID) || !(by_token || by_login) {
@@ -209,6 +210,22 @@ impl SandboxState {
         // The RA's documents: the certificate is issued (`ISSUED`); `SIGNED` in one other source.
         let after = if self.outcomes == Outcomes::Ra { RequestStatus::Issued } else { RequestStatus::Signed };
         self.set_status(pk, after)
+    }
+
+    /// `POST /token`: the RAO's credentials traded for a token (one per set of credentials).
+    pub fn create_token(&mut self, username: &str, password: &str, pin: &str) -> Result<String, SandboxError> {
+        if (username, password, pin) != RAO_LOGIN {
+            return Err(SandboxError::Refused {
+                status: 404,
+                details: "Error getting RAO's id. Make sure the credentials are correct.".into(),
+            });
+        }
+        if !self.signing.tokens.is_empty() {
+            return Err(SandboxError::BadRequest("A token with these credentials already exist!".into()));
+        }
+        let token: String = (0..16).map(|_| format!("{:02x}", rand::thread_rng().gen::<u8>())).collect();
+        self.signing.tokens.insert(uuid_like(), token.clone());
+        Ok(token)
     }
 
     /// Keeps an uploaded signature image; returns its uid.

@@ -157,6 +157,36 @@ pub async fn upload_image(
     Ok(reply::ok(g, "Image uploaded", payload))
 }
 
+/// `POST /token {username, password, pin}`: a token for the RAO's credentials.
+pub async fn create_token(State(st): State<Shared>, Extension(g): Extension<Generation>, body: Bytes) -> Answer {
+    let body: Value = serde_json::from_slice(&body)
+        .map_err(|e| SandboxError::InvalidJson(format!("Could not parse JSON body - {e}")).into_response(g))?;
+    let field = |k: &str| body.get(k).and_then(Value::as_str).filter(|s| !s.is_empty());
+    let (Some(user), Some(password), Some(pin)) = (field("username"), field("password"), field("pin")) else {
+        return Err(SandboxError::Missing(vec!["username", "password", "pin"]).into_response(g));
+    };
+    let token = lock(&st).create_token(user, password, pin).map_err(|e| e.into_response(g))?;
+    Ok(reply::ok(g, "Token created", json!(token)))
+}
+
+/// `GET /tokens`: the tokens' uids.
+pub async fn list_tokens(State(st): State<Shared>, Extension(g): Extension<Generation>) -> Answer {
+    let uids: Vec<Value> = lock(&st).signing.tokens.keys().map(|u| json!({ "uid": u })).collect();
+    Ok(reply::ok(g, "Tokens", json!(uids)))
+}
+
+/// `DELETE /token/{uid}`.
+pub async fn delete_token(
+    State(st): State<Shared>,
+    Extension(g): Extension<Generation>,
+    Path(uid): Path<String>,
+) -> Answer {
+    match lock(&st).signing.tokens.remove(&uid) {
+        Some(_) => Ok(reply::ok(g, "Token deleted", Value::Null)),
+        None => Err(SandboxError::NotFound.into_response(g)),
+    }
+}
+
 pub async fn contract(State(st): State<Shared>, Extension(g): Extension<Generation>, Path(pk): Path<String>) -> Answer {
     let s = lock(&st);
     let pk = s.lookup(false, &pk).map_err(|e| e.into_response(g))?;

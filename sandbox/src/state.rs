@@ -415,6 +415,8 @@ pub struct SigningState {
     pub otp_interval: Option<Duration>,
     /// Signature images uploaded with `POST /image`, by uid (their SHA-256).
     pub images: BTreeMap<String, String>,
+    /// RAO tokens made with `POST /token`, by uid.
+    pub tokens: BTreeMap<String, String>,
 }
 
 /// The SHA-256 of `bytes`, in hex (what the sandbox records of every file it receives).

@@ -7,6 +7,7 @@ mod doctor_cmd;
 mod document_cmd;
 
 mod queue_cmd;
+mod rao_cmd;
 mod request_cmd;
 
 use std::io::Write;
@@ -113,6 +114,11 @@ pub enum Command {
         pk: bool,
         #[command(subcommand)]
         command: request_cmd::RequestCommand,
+    },
+    /// The RAO's tokens: `rao token create` trades the password and PIN for a token once.
+    Rao {
+        #[command(subcommand)]
+        command: rao_cmd::RaoCommand,
     },
     /// Documents to sign (ID: a local enrollment id or a request pk).
     Document {
@@ -316,6 +322,10 @@ pub fn main() -> Result<ExitCode, Failure> {
             let config = load_config(cli.config.as_deref())?;
             runtime()?.block_on(request_cmd::run(&config, &id, id_kind(pk), command))
         }
+        Command::Rao { command } => {
+            let config = load_config(cli.config.as_deref())?;
+            runtime()?.block_on(rao_cmd::run(&config, command))
+        }
     }
 }
 
@@ -344,6 +354,9 @@ fn command_name(command: &Command) -> String {
         Command::Queue { command } => format!("queue {}", word(format!("{command:?}"))),
         Command::Request { command, .. } => format!("request {}", word(format!("{command:?}"))),
         Command::Document { command, .. } => format!("document {}", word(format!("{command:?}"))),
+        Command::Rao { command: rao_cmd::RaoCommand::Token { command } } => {
+            format!("rao token {}", word(format!("{command:?}")))
+        }
         Command::Helper(command) => word(format!("{command:?}")),
         other => word(format!("{other:?}")),
     }

@@ -327,6 +327,54 @@ impl Client {
         self.send("request_update", self.http.put(url).json(&body), self.cfg.request_timeout).await.map(drop)
     }
 
+    /// Trades the RAO's credentials for a token (`POST /token`): the token is what the kiosk keeps;
+    /// the password and PIN are used for this one call and never stored.
+    pub async fn create_rao_token(&self, username: &str, password: &str, pin: &str) -> Result<String, OneShotError> {
+        let url = self.url(&self.cfg.paths[Operation::TokenCreate], None)?;
+        let mut body = serde_json::json!({"username": username, "password": password, "pin": pin});
+        if let Some(env) = &self.cfg.env {
+            body["env"] = env.clone().into();
+        }
+        let payload = self.send("token_create", self.http.post(url).json(&body), self.cfg.request_timeout).await?;
+        let token = match &payload {
+            Value::String(t) => Some(t.clone()),
+            Value::Object(o) => o.get("token").and_then(Value::as_str).map(str::to_owned),
+            _ => None,
+        };
+        token
+            .filter(|t| (16..=256).contains(&t.len()) && t.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-'))
+            .ok_or_else(|| OneShotError::Protocol("token answer holds no token".into()))
+    }
+
+    /// The RAO tokens the server holds: their uids (the tokens themselves are not shown).
+    pub async fn list_rao_tokens(&self) -> Result<Vec<String>, OneShotError> {
+        let url = self.url(&self.cfg.paths[Operation::TokenList], None)?;
+        let payload = self.send("token_list", self.http.get(url), self.cfg.request_timeout).await?;
+        let list = match &payload {
+            Value::Array(list) => list.clone(),
+            Value::Object(o) => o.get("tokens").and_then(Value::as_array).cloned().unwrap_or_default(),
+            _ => Vec::new(),
+        };
+        Ok(list
+            .iter()
+            .filter_map(|t| match t {
+                Value::String(s) => Some(s.clone()),
+                Value::Object(o) => o.get("uid").or_else(|| o.get("id")).and_then(Value::as_str).map(str::to_owned),
+                _ => None,
+            })
+            .map(|s| clean(&s))
+            .collect())
+    }
+
+    /// Revokes one RAO token by its uid (`DELETE /token/{uid}`).
+    pub async fn delete_rao_token(&self, uid: &str) -> Result<(), OneShotError> {
+        if !super::valid_uid(uid) {
+            return Err(OneShotError::Local(format!("token uid {:?} is not a uid", clean(uid))));
+        }
+        let url = self.url(&self.cfg.paths[Operation::TokenDelete], None)?.replace("{uid}", uid);
+        self.send("token_delete", self.http.delete(url), self.cfg.request_timeout).await.map(drop)
+    }
+
     /// Cancels a request on the server (`DELETE /request/{pk}`: the old Optimizer answers
     /// "Request directory removed successfully"; the new one's answer is not published).
     pub async fn cancel_request(&self, request_pk: &str) -> Result<(), OneShotError> {

@@ -429,3 +429,38 @@ fn ocr_data_is_corrected_before_approval_in_both_generations() {
         refused(&env.run(&["request", &id, "correct", "--surname-1", "GARCIA"]), "needs VIDEOREVIEW");
     }
 }
+
+/// `rao token create` trades the RAO's password and PIN (read from stdin, never stored) for a
+/// token file (0600) that approves; `list` shows its uid, `delete` revokes it; wrong
+/// credentials are refused with the server's words and write nothing.
+#[test]
+fn the_raos_password_and_pin_are_traded_once_for_a_token() {
+    let sandbox = Sandbox::start(0);
+    let env = Env::new(sandbox.addr.port());
+    let out_file = env.dir.path().join("rao.token");
+    let create = |stdin: &str| {
+        env.run_with_stdin(
+            &["rao", "token", "create", "--username", "1000279", "--out", out_file.to_str().unwrap()],
+            stdin,
+        )
+    };
+    refused(&create("wrong\nwrong\n"), "Make sure the credentials are correct");
+    assert!(!out_file.exists(), "nothing written");
+    ok(&create("3DPTm:N4\n23bYQq9a\n"));
+    let mode = std::fs::metadata(&out_file).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600);
+    let token = std::fs::read_to_string(&out_file).unwrap();
+    assert!(!token.contains("3DPTm") && token.trim().len() == 32, "{token:?}");
+    // The token approves, with no password or PIN anywhere on the kiosk.
+    let mut text = std::fs::read_to_string(&env.config).unwrap();
+    text.push_str("[rao]\nid = \"1400\"\ntoken_file = \"rao.token\"\n");
+    std::fs::write(&env.config, text).unwrap();
+    let id = env.enroll(&env.manifest("m", "", |_| {}));
+    assert_exit(&env.run(&["sync", "--once"]), 0, "");
+    ok(&env.run(&["request", &id, "approve"]));
+    assert_eq!(env.show(&id)["state"], "approved");
+    let listed = ok(&env.run(&["rao", "token", "list"]));
+    let uid = listed.lines().next().unwrap().trim().to_owned();
+    ok(&env.run(&["rao", "token", "delete", &uid]));
+    assert!(ok(&env.run(&["rao", "token", "list"])).contains("no RAO token"));
+}
