@@ -18,8 +18,6 @@ pub const RAO_TOKEN: &str = "f734066d1ce36f9cae4d55be4cdac50e";
 pub const RAO_LOGIN: (&str, &str, &str) = ("1000279", "3DPTm:N4", "23bYQq9a");
 /// How long an OTP blocks a new one (the Optimizer's 412 "less than a minute ago").
 pub const OTP_INTERVAL: Duration = Duration::from_secs(60);
-/// The most documents one request holds.
-pub const MAX_DOCUMENTS: usize = 10;
 
 /// RAO credentials as an approve, validate or refuse body carries them.
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -126,10 +124,6 @@ impl SandboxState {
         }
         if let Some((_, name, _)) = files.iter().find(|(_, _, bytes)| !pdf::is_pdf(bytes)) {
             return Err(SandboxError::Unsupported(format!("Unsupported file type: {name}")));
-        }
-        let held = self.requests[&pk].documents.len();
-        if held + files.len() > MAX_DOCUMENTS {
-            return Err(SandboxError::BadRequest(format!("Maximum number of document reached for Request {pk}")));
         }
         let mut out = Vec::new();
         for (field, filename, bytes) in files {

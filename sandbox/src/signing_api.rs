@@ -92,6 +92,9 @@ pub async fn download_video(
 }
 
 /// `POST /document/{request_pk}`: PDFs in multipart fields `file`, `file2`, … (at most 10).
+/// Documents one upload call may carry.
+const MAX_FILES_PER_CALL: usize = 10;
+
 pub async fn upload_documents(
     State(st): State<Shared>,
     Extension(g): Extension<Generation>,
@@ -111,6 +114,10 @@ pub async fn upload_documents(
             return Err(bad(format!("{filename} is larger than {MAX_DOCUMENT} bytes")));
         }
         files.push((name, filename, bytes.to_vec()));
+    }
+    // [yaml] upload documents: at most 10 files in one call.
+    if files.len() > MAX_FILES_PER_CALL {
+        return Err(bad(format!("Too many files: at most {MAX_FILES_PER_CALL} per call")));
     }
     let mut s = lock(&st);
     let pk = s.lookup(false, &pk).map_err(|e| e.into_response(g))?;

@@ -464,3 +464,24 @@ fn the_raos_password_and_pin_are_traded_once_for_a_token() {
     ok(&env.run(&["rao", "token", "delete", &uid]));
     assert!(ok(&env.run(&["rao", "token", "list"])).contains("no RAO token"));
 }
+
+/// Eleven documents go out in calls of at most ten (the server's limit per call, which the
+/// sandbox enforces), all of them uploaded.
+#[test]
+fn more_than_ten_documents_go_out_in_calls_of_at_most_ten() {
+    let sandbox = Sandbox::start(0);
+    let (env, id) = reviewed(&sandbox, "legacy", "");
+    ok(&env.run(&["request", &id, "approve"]));
+    let dir = env.dir.path().to_owned();
+    let files: Vec<PathBuf> = (0..11).map(|i| pdf(&dir, &format!("d{i}.pdf"), &format!("document {i}"))).collect();
+    let mut cmd = env.cmd();
+    cmd.args(["document", &id, "upload"]).args(&files);
+    let out = cmd.output().unwrap();
+    let said = ok(&out);
+    assert!(said.contains("11 document(s) uploaded"), "{said}{}", String::from_utf8_lossy(&out.stderr));
+    let docs = documents(&env, &id);
+    assert_eq!(docs.len(), 11);
+    assert!(docs.iter().all(|d| d["state"] == "uploaded"), "{docs:?}");
+    let pk = env.show(&id)["request_pk"].as_u64().unwrap().to_string();
+    assert_eq!(request(&sandbox.records(), &pk)["documents"].as_object().unwrap().len(), 11);
+}
