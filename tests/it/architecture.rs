@@ -204,3 +204,32 @@ fn the_readme_lists_every_api_route() {
     }
     assert!(missing.is_empty(), "routes the README's table does not list: {missing:?}");
 }
+
+/// The README's operation table is checked against `oneshot_protocol::Operation`: every
+/// operation's key and each generation's default path (without its query string) are there.
+#[test]
+fn the_readme_lists_every_operations_paths() {
+    use oneshot_protocol::{Generation, Operation};
+    let readme = std::fs::read_to_string(Path::new(ROOT).join("README.md")).unwrap();
+    let mut missing = Vec::new();
+    for op in Operation::ALL {
+        let first_cell = |l: &str| l.trim_start_matches("| ").split(" | ").next().unwrap_or_default().to_owned();
+        let key = format!("`{}`", op.key());
+        let Some(row) = readme.lines().find(|l| l.starts_with("| ") && first_cell(l).contains(&key)) else {
+            missing.push(format!("{}: no row", op.key()));
+            continue;
+        };
+        for generation in [Generation::New, Generation::Old] {
+            match op.default_path(generation) {
+                Some(path) if op != Operation::Hello || generation == Generation::Old => {
+                    let bare = path.split('?').next().unwrap();
+                    if !row.contains(bare) {
+                        missing.push(format!("{} ({}): {bare}", op.key(), generation.layout_name()));
+                    }
+                }
+                _ => {}
+            }
+        }
+    }
+    assert!(missing.is_empty(), "the README's operation table lacks: {missing:?}");
+}
