@@ -169,6 +169,12 @@ async fn server(r: &mut Report, config: &Config) {
                 Some((found, how)) => r.line(Level::Ok, "layout", format!("the {found}, as configured ({how})")),
                 None => r.line(Level::Ok, "layout", "the server does not say which generation it is (no /version)"),
             }
+            // The other generation on the same server, for an installation that could move.
+            if let Some((other, url)) = client.other_base_url() {
+                if let Some((found, _)) = client.detect_generation_at(&url).await.filter(|(g, _)| *g == other) {
+                    r.line(Level::Ok, "layout", format!("the {found} also answers at {url}"));
+                }
+            }
         }
         // rustls says "expired"; say what it means for the kiosk.
         Err(e) if e.to_string().to_lowercase().contains("expired") => r.line(

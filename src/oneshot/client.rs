@@ -182,8 +182,24 @@ impl Client {
     /// `{"status": "200 OK", "details": …}`, the new one's `{"status": "success", …}` or
     /// FastAPI's `{"detail": …}`. `None` when neither answers in a known shape.
     pub async fn detect_generation(&self) -> Option<(Generation, String)> {
+        self.detect_generation_at(&self.cfg.base_url).await
+    }
+
+    /// The other generation's base URL on the same server: `base_url` with its generation's
+    /// base path swapped for the other one's (`None` when base_url does not end in one).
+    pub fn other_base_url(&self) -> Option<(Generation, String)> {
+        let other = match self.generation() {
+            Generation::New => Generation::Old,
+            Generation::Old => Generation::New,
+        };
+        let root = self.cfg.base_url.strip_suffix(self.generation().base_path())?;
+        Some((other, format!("{root}{}", other.base_path())))
+    }
+
+    /// [`Self::detect_generation`] at any base URL of this server.
+    pub async fn detect_generation_at(&self, base_url: &str) -> Option<(Generation, String)> {
         for path in ["/version", "/hello"] {
-            let url = format!("{}{path}", self.cfg.base_url);
+            let url = format!("{base_url}{path}");
             let Ok(mut resp) =
                 self.http.get(&url).timeout(self.cfg.connect_timeout + Duration::from_secs(5)).send().await
             else {
