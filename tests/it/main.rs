@@ -9,6 +9,7 @@ mod chaos;
 mod cli;
 mod corpus;
 mod crash;
+mod daemon;
 mod enroll;
 mod hostile;
 mod package;
