@@ -198,88 +198,6 @@ fn logs_can_be_json_lines_without_colours() {
     }
 }
 
-/// `log.format = "journald"`: events reach a real journald (systemd's own, started for the test
-/// in a mount namespace with a fresh `/run`, keeping its journal in memory there) with
-/// `ENROLLMENT_ID` and `STATE` as journal fields, as `journalctl -o json` reads them back.
-#[test]
-fn journald_gets_the_enrollment_and_state_as_fields() {
-    let journald = ["/lib/systemd/systemd-journald", "/usr/lib/systemd/systemd-journald"]
-        .into_iter()
-        .find(|p| std::path::Path::new(p).exists());
-    let machine_id = std::path::Path::new("/etc/machine-id");
-    let (true, true, true, Some(journald), true) = (
-        crate::util::is_root(),
-        crate::util::have("unshare"),
-        crate::util::have("journalctl"),
-        journald,
-        machine_id.exists(),
-    ) else {
-        eprintln!("skipped: needs root, unshare(1), systemd-journald, journalctl and /etc/machine-id");
-        return;
-    };
-    let sandbox = Sandbox::start(0);
-    let env = Env::with_config(sandbox.addr.port(), "current", "[log]\nformat = \"journald\"\n");
-    let id = env.enroll(&env.manifest("m", "", |_| {}));
-    let work = tempfile::tempdir().unwrap();
-    // In memory, nothing read from or sent to the host's kernel log, console or syslog.
-    let conf = work.path().join("journald.conf");
-    std::fs::write(
-        &conf,
-        "[Journal]\nStorage=volatile\nReadKMsg=no\nForwardToSyslog=no\nForwardToKMsg=no\n\
-         ForwardToConsole=no\nForwardToWall=no\nAudit=no\n",
-    )
-    .unwrap();
-    let fresh_id = work.path().join("machine-id");
-    std::fs::write(&fresh_id, format!("{}\n", uuid::Uuid::new_v4().simple())).unwrap();
-    let exported = work.path().join("journal.json");
-    let script = r#"
-        set -e
-        conf=$1 fresh_id=$2 exported=$3 journald=$4; shift 4
-        mount -t tmpfs tmpfs /run
-        mount --bind "$conf" /etc/systemd/journald.conf 2>/dev/null || {
-            mkdir -p /run/etc-systemd && cp "$conf" /run/etc-systemd/journald.conf
-            mount --bind /run/etc-systemd /etc/systemd
-        }
-        [ -s /etc/machine-id ] || mount --bind "$fresh_id" /etc/machine-id
-        "$journald" &
-        jd=$!
-        trap 'kill $jd' EXIT
-        for _ in $(seq 100); do [ -S /run/systemd/journal/socket ] && break; sleep 0.1; done
-        "$@"
-        journalctl --sync 2>/dev/null || sleep 1
-        journalctl -D /run/log/journal -o json --no-pager -t kiosk-agent >"$exported"
-    "#;
-    let out = std::process::Command::new("unshare")
-        .args(["--mount", "sh", "-c", script, "sh"])
-        .args([&conf, &fresh_id, &exported])
-        .arg(journald)
-        .arg(crate::util::BIN)
-        .arg("--config")
-        .arg(&env.config)
-        .args(["sync", "--once"])
-        .env("KIOSK_AGENT_LOG", "info")
-        .env_remove("KIOSK_AGENT_LOG_FORMAT")
-        .output()
-        .unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_exit(&out, 0, &stderr);
-    let entries: Vec<serde_json::Value> = std::fs::read_to_string(&exported)
-        .unwrap()
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
-        .collect();
-    assert!(!entries.is_empty(), "events went to the journal, not stderr: {stderr}");
-    let change = entries
-        .iter()
-        .find(|e| e["STATE"] == "in_review")
-        .unwrap_or_else(|| panic!("a state change with STATE=in_review: {entries:#?}"));
-    assert_eq!(change["ENROLLMENT_ID"].as_str(), Some(id.as_str()), "{change}");
-    assert_eq!(change["PRIORITY"], "5", "info is notice: {change}");
-    assert!(change["MESSAGE"].as_str().is_some_and(|m| !m.is_empty()), "{change}");
-    // The journal itself says who wrote it: this agent's process, not a relay.
-    assert_eq!(change["_TRANSPORT"], "journal", "{change}");
-}
-
 /// Looking never creates: `queue list`, `queue show` and `check-config` on a fresh install leave
 /// no data directory, key or database behind.
 #[test]
@@ -515,21 +433,6 @@ fn queue_list_shows_an_upload_in_progress() {
     assert!(env.show(&id)["upload"].is_null(), "the progress is cleared when the upload ends");
 }
 
-/// Runs `args` of `env` under a pseudo-terminal (`script` from util-linux), returning what the
-/// terminal showed, or `None` when `script` is missing.
-fn at_a_terminal(env: &Env, args: &[&str]) -> Option<String> {
-    if !have("script") {
-        return None;
-    }
-    let mut line = format!("{} --config {}", BIN, env.config.display());
-    for a in args {
-        line.push_str(&format!(" '{a}'"));
-    }
-    let out = Command::new("script").args(["-qefc", &line, "/dev/null"]).current_dir(env.dir.path()).output().unwrap();
-    assert_exit(&out, 0, &format!("{line}: {}", String::from_utf8_lossy(&out.stdout)));
-    Some(String::from_utf8_lossy(&out.stdout).into_owned())
-}
-
 /// Enroll, upload and capture show how far they are: a bar at a terminal, plain lines every two
 /// seconds in a log or pipe (none for what ends sooner), and a last line when done.
 #[test]
@@ -566,16 +469,5 @@ fn long_operations_show_progress() {
         log.lines().any(|l| l.starts_with("capture video: recording: ") && l.contains("% (2.0 of 3.0 s)")),
         "{log}"
     );
-    let Some(screen) = at_a_terminal(
-        &env,
-        &["capture", "video", "--camera", "synthetic:320x240@30", "--seconds", "2", "--out", "clip2.mp4"],
-    ) else {
-        eprintln!("skipped: the terminal half (no script(1))");
-        return;
-    };
-    assert!(screen.contains("capture video: recording [") && screen.contains("\u{1b}[2K"), "{screen:?}");
-    assert!(!screen.contains("recording: "), "no plain lines at a terminal: {screen:?}");
-    let manifest = env.manifest("n", "other", |_| {});
-    let screen = at_a_terminal(&env, &["enroll", manifest.to_str().unwrap()]).unwrap();
-    assert!(screen.contains("enroll: encrypting ["), "{screen:?}");
+    // At a terminal: tests/privileged/terminal.rs (needs script(1)).
 }

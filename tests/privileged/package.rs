@@ -11,16 +11,48 @@ use crate::util::*;
 
 const ROOT: &str = env!("CARGO_MANIFEST_DIR");
 
-/// Packages the release binaries that `scripts/package` (run by the README's test command)
-/// built, into a directory of this test run: `None` (the test says skipped) without them.
+/// What packaging needs: the release binaries `scripts/package` (run by the README's test
+/// command) built, and its cargo-deb.
+pub fn can_package() -> Result<(), String> {
+    let release = Path::new(ROOT).join("target/release");
+    let tool = Path::new(ROOT).join("target/tools/bin/cargo-deb");
+    if release.join("kiosk-agent").exists() && release.join("kiosk-agent-capture").exists() && tool.exists() {
+        Ok(())
+    } else {
+        Err("no release build to package (scripts/package builds one; the README's test command runs it)".into())
+    }
+}
+
+/// What installing into a throwaway root needs besides the package: root, unshare(1), dpkg,
+/// and a kernel that mounts an overlay of `/` in a mount namespace.
+pub fn can_install() -> Result<(), String> {
+    can_package()?;
+    if !is_root() || !have("unshare") || !have("dpkg") {
+        return Err("installing into a throwaway root needs root, unshare(1) and dpkg".into());
+    }
+    // The mounts live and die with the namespace; the directory is removed outside it.
+    let probe = r#"set -e
+w=$1
+mount -t tmpfs tmpfs "$w" && mkdir "$w/u" "$w/w" "$w/r"
+mount -t overlay overlay -o "lowerdir=/,upperdir=$w/u,workdir=$w/w" "$w/r""#;
+    let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
+    let out = Command::new("unshare")
+        .args(["--mount", "sh", "-c", probe, "sh"])
+        .arg(dir.path())
+        .output()
+        .map_err(|e| e.to_string())?;
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err(format!("this kernel cannot mount an overlay here: {}", String::from_utf8_lossy(&out.stderr).trim()))
+    }
+}
+
+/// Packages the release binaries into a directory of this test run (once).
 fn package() -> Option<&'static Path> {
     static DEB: OnceLock<Option<PathBuf>> = OnceLock::new();
     DEB.get_or_init(|| {
-        let release = Path::new(ROOT).join("target/release");
-        let tool = Path::new(ROOT).join("target/tools/bin/cargo-deb");
-        if !release.join("kiosk-agent").exists() || !release.join("kiosk-agent-capture").exists() || !tool.exists() {
-            return None;
-        }
+        can_package().ok()?;
         let out_dir = Path::new(ROOT).join("target/package-test");
         let _ = std::fs::remove_dir_all(&out_dir);
         std::fs::create_dir_all(&out_dir).unwrap();
@@ -46,14 +78,8 @@ fn dpkg_deb(args: &[&str], deb: &Path) -> String {
     String::from_utf8(out.stdout).unwrap()
 }
 
-#[test]
-fn the_package_holds_what_a_kiosk_needs() {
-    let Some(deb) = package() else {
-        eprintln!(
-            "skipped: no release build to package (scripts/package builds one; the README's test command runs it)"
-        );
-        return;
-    };
+pub fn the_package_holds_what_a_kiosk_needs() {
+    let deb = package().expect("checked by can_package");
     let info = dpkg_deb(&["--info"], deb);
     for field in ["Package: kiosk-agent", "Architecture: amd64", "adduser", "libavcodec", "libc6"] {
         assert!(info.contains(field), "{field} in:\n{info}");
@@ -103,18 +129,8 @@ fn the_package_holds_what_a_kiosk_needs() {
 /// Installs the package into an overlay of this system (root, in a mount namespace) and runs
 /// `kiosk-agent doctor` from it as the daemon's user, against the sandbox on loopback; then
 /// installs it again to show that the key is kept.
-#[test]
-fn the_package_installs_and_its_doctor_passes() {
-    let Some(deb) = package() else {
-        eprintln!(
-            "skipped: no release build to package (scripts/package builds one; the README's test command runs it)"
-        );
-        return;
-    };
-    if !is_root() || !have("unshare") || !have("dpkg") {
-        eprintln!("skipped: installing into a throwaway root needs root, unshare(1) and dpkg");
-        return;
-    }
+pub fn the_package_installs_and_its_doctor_passes() {
+    let deb = package().expect("checked by can_install");
     let sandbox = Sandbox::start(0);
     let work = tempfile::tempdir().unwrap();
     let status_before = std::fs::read("/var/lib/dpkg/status").unwrap();
@@ -175,10 +191,6 @@ exec chroot "$w/root" sh -c "$3"
         .output()
         .unwrap();
     let (stdout, stderr) = (String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
-    if stderr.contains("overlay") && !out.status.success() {
-        eprintln!("skipped: this kernel cannot mount an overlay here: {stderr}");
-        return;
-    }
     assert_exit(&out, 0, &format!("{stdout}\n{stderr}"));
     let stat: Vec<&str> =
         stdout.lines().skip_while(|l| *l != "== stat").skip(1).take_while(|l| !l.starts_with("==")).collect();
