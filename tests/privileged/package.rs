@@ -16,6 +16,10 @@ const ROOT: &str = env!("CARGO_MANIFEST_DIR");
 pub fn can_package() -> Result<(), String> {
     let release = Path::new(ROOT).join("target/release");
     let tool = Path::new(ROOT).join("target/tools/bin/cargo-deb");
+    let cargo = Command::new(env!("CARGO")).arg("--version").output().is_ok_and(|o| o.status.success());
+    if !cargo {
+        return Err("cargo cannot be run by this user (scripts/package runs cargo deb)".into());
+    }
     if release.join("kiosk-agent").exists() && release.join("kiosk-agent-capture").exists() && tool.exists() {
         Ok(())
     } else {
