@@ -3,7 +3,7 @@
 use std::fmt;
 
 /// Which Optimizer a kiosk talks to. They differ in base path, envelope, keying of the uploads
-/// and several later paths (`protocol-notes.md` in the project's reference material).
+/// and several later paths (`docs/protocol.md`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Generation {
     /// The old Optimizer: base `/api/v1`, `{"status": "200 OK", "details": …}`, uploads keyed by

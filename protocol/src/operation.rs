@@ -210,7 +210,7 @@ mod tests {
         assert!(err.contains("\"nope\" is no One-Shot operation") && err.contains("documents_delete"), "{err}");
     }
 
-    /// Golden: every default path, byte for byte, as `protocol-notes.md` gives it; the new
+    /// Golden: every default path, byte for byte, as `docs/protocol.md` and the README give it; the new
     /// generation (a FastAPI application) has no trailing slash anywhere.
     #[test]
     fn default_paths_are_the_notes_byte_for_byte() {

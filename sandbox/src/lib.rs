@@ -1,7 +1,7 @@
 //! The built-in One-Shot sandbox: a real HTTP server for the demo, the tests and the benchmarks.
 //!
 //! It serves both Optimizer generations at once, each as public sources describe it
-//! (`protocol-notes.md`): the new one under `/oneshot/api/v1` (envelope `{"status": "success",
+//! (`docs/protocol.md`): the new one under `/oneshot/api/v1` (envelope `{"status": "success",
 //! "message", "detail"}`, uploads keyed by `videoid_pk`, video at `/videoid/{pk}/video`, a bare
 //! `{"detail": "Not found."}` 404, no `/hello`) and the old one under `/api/v1` (envelope
 //! `{"status": "200 OK", "details"}`, uploads keyed by `request_pk`, video at

@@ -1,5 +1,5 @@
 //! Answers in the envelope of each Optimizer generation, as public sources show them
-//! (`protocol-notes.md`): the old one answers `{"status": "200 OK", "details": …}` and
+//! (`docs/protocol.md`): the old one answers `{"status": "200 OK", "details": …}` and
 //! `{"status": "<code> <reason>", "details": "<text>"}`, and documents "not found" as HTTP 400
 //! with a `404 Not Found` envelope; the new one, a FastAPI application, answers
 //! `{"status": "success", "message": …, "detail": …}` and its errors are FastAPI's

@@ -34,7 +34,7 @@ pub struct Cli {
     pub command: Command,
 }
 
-/// The commands (binding: see design.md).
+/// The commands (an interface: see `docs/design.md`).
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run the whole job on embedded defaults against the built-in sandbox (no config needed).

@@ -15,7 +15,7 @@ use oneshot_protocol::{Generation, Operation};
 pub struct Paths(BTreeMap<Operation, String>);
 
 impl Paths {
-    /// The default templates of a generation (`protocol-notes.md`, operation by operation).
+    /// The default templates of a generation (`docs/protocol.md`, operation by operation).
     pub fn for_generation(generation: Generation) -> Self {
         Paths(Operation::ALL.into_iter().map(|op| (op, op.default_path(generation).unwrap_or("").to_owned())).collect())
     }

@@ -1,6 +1,6 @@
 //! Reading a One-Shot answer, whichever Optimizer generation sent it.
 //!
-//! The two generations do not share an envelope (`protocol-notes.md`): the old one answers
+//! The two generations do not share an envelope (`docs/protocol.md`): the old one answers
 //! `{"status": "200 OK", "details": …}` and `{"status": "<code> <reason>", "details": "<text>"}`,
 //! the new one `{"status": "success", "message": …, "detail": {…}}` (one page spells it
 //! `messsage`), and a framework in front of either may answer a bare `{"detail": …}`. So nothing

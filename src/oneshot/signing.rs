@@ -1,7 +1,7 @@
 //! The signing flow after review (the brief's steps 3–9): approve or refuse, documents, the
 //! service contract, the OTP, the signature, and retrieving and deleting documents. Bodies follow
 //! the schemas `PlApproveReqObject`, `RefuseReqObject_VID` and `SignObject`; the signature's
-//! appearance goes in the shape of each generation (`protocol-notes.md`).
+//! appearance goes in the shape of each generation (`docs/protocol.md`).
 //!
 //! Files the server sends (PDFs, the video) are streamed to a temporary file beside the target,
 //! checked by their first bytes, fsync'd and renamed into place, so a broken transfer never

@@ -1,4 +1,4 @@
-//! The local state of one enrollment (see `design.md`, "One enrollment, locally").
+//! The local state of one enrollment (see `docs/design.md`, "One enrollment, locally").
 
 use std::fmt;
 use std::str::FromStr;

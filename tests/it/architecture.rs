@@ -233,3 +233,19 @@ fn the_readme_lists_every_operations_paths() {
     }
     assert!(missing.is_empty(), "the README's operation table lacks: {missing:?}");
 }
+
+/// The README's contents list every section, in order.
+#[test]
+fn the_readmes_contents_list_every_section() {
+    let readme = std::fs::read_to_string(Path::new(ROOT).join("README.md")).unwrap();
+    let sections: Vec<&str> =
+        readme.lines().filter_map(|l| l.strip_prefix("## ")).filter(|h| *h != "Contents").collect();
+    let contents: Vec<&str> = readme
+        .lines()
+        .skip_while(|l| *l != "## Contents")
+        .skip(1)
+        .take_while(|l| !l.starts_with("## "))
+        .filter_map(|l| l.strip_prefix("- [").and_then(|l| l.split("](").next()))
+        .collect();
+    assert_eq!(contents, sections, "the contents and the sections differ");
+}

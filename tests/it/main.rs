@@ -22,3 +22,4 @@ mod units;
 // Shared with tests/privileged: each binary uses part of it.
 #[allow(dead_code)]
 mod util;
+mod walkthrough;

@@ -63,7 +63,7 @@ fn a_permanent_error_fails_one_enrollment_while_others_flow_and_retry_requeues_i
     refuse(&sandbox, "evidences", "refused@example.com", 422, "Document type not accepted for this profile");
 
     let out = env.run(&["sync", "--once"]);
-    assert_exit(&out, 3, "an enrollment became failed during the run (design.md)");
+    assert_exit(&out, 3, "an enrollment became failed during the run (docs/design.md)");
     let shown = env.show(&bad_id);
     assert_eq!(shown["state"], "failed", "{shown}");
     assert!(shown["last_error"].as_str().unwrap().contains("Document type not accepted for this profile"), "{shown}");
@@ -265,7 +265,7 @@ fn videos_wait_for_their_window_and_evidences_do_not() {
     let manifest = env.manifest("m", "", |_| {});
     let id = env.enroll(&manifest);
     let out = env.cmd().args(["sync", "--once"]).env("TZ", "XST-5:30").output().unwrap();
-    // Work remains (design.md: exit 3), but nothing failed.
+    // Work remains (docs/design.md: exit 3), but nothing failed.
     assert_exit(&out, 3, "");
     assert!(String::from_utf8_lossy(&out.stdout).contains("0 failed, 0 ended by the server, 1 pending"), "{out:?}");
     let shown = env.show(&id);
