@@ -12,6 +12,7 @@ pub mod cameras;
 pub mod guard;
 mod intake;
 mod metrics;
+mod openapi;
 pub mod session;
 mod signing;
 pub mod sweep;
@@ -512,34 +513,9 @@ pub async fn watch_changes(s: ApiState) {
 }
 
 /// The OpenAPI description, generated from [`ROUTES`].
+/// The OpenAPI description of every route ([`openapi`]).
 pub fn openapi_document() -> Value {
-    let mut paths = serde_json::Map::new();
-    for (method, path, authed, summary) in ROUTES {
-        let entry = paths.entry(path.to_string()).or_insert_with(|| json!({}));
-        let mut op = json!({"summary": summary, "responses": {"200": {"description": "OK"}}});
-        if *authed {
-            op["security"] = json!([{"bearer": []}]);
-            op["responses"]["401"] = json!({"description": "missing or wrong token", "content": error_schema()});
-        }
-        for param in ["id", "role"] {
-            if path.contains(&format!("{{{param}}}")) {
-                op["parameters"] =
-                    json!([{"name": param, "in": "path", "required": true, "schema": {"type": "string"}}]);
-            }
-        }
-        entry[*method] = op;
-    }
-    json!({
-        "openapi": "3.0.3",
-        "info": {"title": "kiosk-agent local API", "version": env!("CARGO_PKG_VERSION")},
-        "components": {"securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}}},
-        "paths": paths,
-    })
-}
-
-fn error_schema() -> Value {
-    json!({"application/json": {"schema": {"type": "object", "required": ["code", "message"], "properties": {
-        "code": {"type": "string"}, "message": {"type": "string"}, "field": {"type": "string"}}}}})
+    openapi::document()
 }
 
 async fn openapi() -> Json<Value> {

@@ -1,5 +1,5 @@
 //! Tests that need root or a system tool (a mount namespace, chown, a tmpfs, journald, a
-//! pseudo-terminal, a release build to package). The harness is libtest-mimic (`harness =
+//! pseudo-terminal, a release build to package, an OpenAPI validator). The harness is libtest-mimic (`harness =
 //! false`): each test's requirements are checked before it runs, and a test that cannot run is
 //! reported as ignored, with the reason listed as skipped, never as passed. The README's test
 //! command runs as root with the tools installed (`scripts/setup-debian test`), so there every
@@ -11,6 +11,7 @@ mod util;
 
 mod full_disk;
 mod journald;
+mod openapi;
 mod ownership;
 mod package;
 mod terminal;
@@ -54,6 +55,11 @@ const TESTS: &[Needs] = &[
         name: "ownership::enroll_as_another_user_than_the_data_directorys_owner_fails_clearly",
         can_run: ownership::can_run,
         run: ownership::enroll_as_another_user_than_the_data_directorys_owner_fails_clearly,
+    },
+    Needs {
+        name: "openapi::the_apis_description_passes_a_validator_and_documents_bodies_and_errors",
+        can_run: openapi::can_run,
+        run: openapi::the_apis_description_passes_a_validator_and_documents_bodies_and_errors,
     },
     Needs {
         name: "terminal::progress_is_a_bar_at_a_terminal",
