@@ -182,7 +182,10 @@ fn spec(method: &str, path: &str) -> Spec {
         ("post", "/v1/recordings") => Spec {
             body: Some((
                 JSON,
-                object(&[("max_seconds", json!({"type": "number", "minimum": 0, "exclusiveMinimum": true}))], &["max_seconds"]),
+                object(
+                    &[("max_seconds", json!({"type": "number", "minimum": 0, "exclusiveMinimum": true}))],
+                    &["max_seconds"],
+                ),
             )),
             ok: (201, "recording", JSON, object(&[("id", string())], &["id"])),
             errors: &[(400, "a bad max_seconds"), (503, "the capture service or the camera is not there")],

@@ -146,15 +146,7 @@ impl Worker {
     async fn search(self: &Arc<Self>, job: &Job) -> Result<Scan, QueueError> {
         let id = job.id.clone();
         let current = job.request_pk.clone().unwrap_or_default();
-        let (known, pii) = {
-            let id = id.clone();
-            blocking(&self.queue, move |q| Ok((q.known_request_pks()?, q.load_pii(&id).ok()))).await?
-        };
-        let Some(pii) = pii else {
-            self.finish_check(job, "the evidence was erased before the orphan check; nothing to compare with".into())
-                .await?;
-            return Ok(Scan::Finished);
-        };
+        let Some((known, pii)) = self.comparison(job).await? else { return Ok(Scan::Finished) };
         if !self.orphan_budget.lock().unwrap_or_else(|p| p.into_inner()).take() {
             return Ok(Scan::Paused(self.orphan_budget.lock().unwrap_or_else(|p| p.into_inner()).until_next()));
         }
@@ -211,15 +203,7 @@ impl Worker {
         let low = floor + 1;
         let high = current_pk.min(low.saturating_add(MAX_SCAN));
         let start = job.scan_next.unwrap_or(low).max(low);
-        let (known, pii) = {
-            let id = id.clone();
-            blocking(&self.queue, move |q| Ok((q.known_request_pks()?, q.load_pii(&id).ok()))).await?
-        };
-        let Some(pii) = pii else {
-            self.finish_check(job, "the evidence was erased before the orphan check; nothing to compare with".into())
-                .await?;
-            return Ok(Scan::Finished);
-        };
+        let Some((known, pii)) = self.comparison(job).await? else { return Ok(Scan::Finished) };
         for pk in start..high {
             let key = pk.to_string();
             if known.contains(&key) {
@@ -263,6 +247,24 @@ impl Worker {
         };
         self.finish_check(job, detail).await?;
         Ok(Scan::Finished)
+    }
+
+    /// What a check compares with: the request pks this queue knows and the customer's data;
+    /// `None` (the check ended, saying why) when the evidence was erased first.
+    async fn comparison(
+        &self,
+        job: &Job,
+    ) -> Result<Option<(std::collections::HashSet<String>, crate::evidence::Pii)>, QueueError> {
+        let id = job.id.clone();
+        let (known, pii) = blocking(&self.queue, move |q| Ok((q.known_request_pks()?, q.load_pii(&id).ok()))).await?;
+        match pii {
+            Some(pii) => Ok(Some((known, pii))),
+            None => {
+                let why = "the evidence was erased before the orphan check; nothing to compare with";
+                self.finish_check(job, why.into()).await?;
+                Ok(None)
+            }
+        }
     }
 
     /// Ends the check and erases the evidence if its state is past the configured point (the
