@@ -10,7 +10,7 @@ use crate::config::{Config, Operation, RaoConfig};
 use crate::failure::Failure;
 use crate::oneshot::{valid_pk, Client, OneShotError, RequestIds, RequestStatus};
 use crate::queue::{Queue, Summary};
-use crate::sync::Worker;
+use crate::sync::{ReviewError, Worker};
 
 /// What an ID names: the request on the server, and the local enrollment when there is one.
 pub struct Target {
@@ -88,9 +88,9 @@ impl Flow {
     pub async fn status(&self, target: &Target) -> Result<RequestStatus, Failure> {
         let status = match &target.enrollment {
             Some(e) => self.worker.refresh(&e.id, &target.ids.request_pk).await.map(|r| r.status),
-            None => self.client.request_status(&target.ids.request_pk).await,
+            None => self.client.request_status(&target.ids.request_pk).await.map_err(ReviewError::from),
         }
-        .map_err(|e| net(e, "reading the request's status", true))?;
+        .map_err(|e| review_failure(e, "reading the request's status", true))?;
         Ok(status)
     }
 
@@ -142,8 +142,11 @@ impl Flow {
         let Some(e) = &target.enrollment else { return Ok(None) };
         match self.queue.lock_worker() {
             Ok(_lock) => {
-                let sent =
-                    self.worker.send_documents(&e.id).await.map_err(|e| net(e, "sending the documents", true))?;
+                let sent = self
+                    .worker
+                    .send_documents(&e.id)
+                    .await
+                    .map_err(|e| review_failure(e, "sending the documents", true))?;
                 Ok(Some(sent))
             }
             Err(_) => {
@@ -151,6 +154,17 @@ impl Flow {
                 Ok(None)
             }
         }
+    }
+}
+
+/// A review read's or a document upload's failure as an exit: the server's through [`net`], the
+/// queue's as the queue error it is (a busy database is 1, a damaged one 4), a step that is not
+/// due yet as bad input.
+pub fn review_failure(e: ReviewError, doing: &str, repeatable: bool) -> Failure {
+    match e {
+        ReviewError::Api(e) => net(e, doing, repeatable),
+        ReviewError::Queue(e) => Failure::from(anyhow::Error::from(e).context(doing.to_owned())),
+        ReviewError::NotReady(why) => Failure::bad_input(anyhow!("{doing}: {why}")),
     }
 }
 

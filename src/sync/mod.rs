@@ -32,7 +32,7 @@ mod review;
 mod step;
 
 pub use backoff::Backoff;
-pub use review::Reviewed;
+pub use review::{ReviewError, Reviewed};
 
 use std::collections::HashMap;
 use std::sync::Arc;

@@ -48,6 +48,27 @@ fn batches(docs: &[(String, u64)], count: usize, bytes: u64) -> Vec<Vec<String>>
     out
 }
 
+/// Why a review read or a document upload stopped: what the server or the transport said, or
+/// what the queue said. A busy or damaged database stays a queue error (its own exit code and
+/// HTTP status), never a "One-Shot" error.
+#[derive(Debug, thiserror::Error)]
+pub enum ReviewError {
+    #[error(transparent)]
+    Api(#[from] OneShotError),
+    #[error(transparent)]
+    Queue(#[from] QueueError),
+    /// The enrollment is not where the step needs it (documents before approval).
+    #[error("{0}")]
+    NotReady(String),
+}
+
+impl ReviewError {
+    /// Whether the network, not the server or this kiosk, failed.
+    pub fn is_connectivity(&self) -> bool {
+        matches!(self, ReviewError::Api(e) if e.is_connectivity())
+    }
+}
+
 impl Worker {
     /// Everything that follows delivery, beside the uploads: review reads that are due, queued
     /// documents of approved requests, orphan reconciliation. Returns when to come back. A
@@ -107,9 +128,9 @@ impl Worker {
 
     /// Reads a request's status and moves the enrollment accordingly: the worker's review
     /// rounds, `kiosk-agent request ID status` and the webhook receiver all come through here.
-    pub async fn refresh(&self, id: &str, request_pk: &str) -> Result<Reviewed, OneShotError> {
+    pub async fn refresh(&self, id: &str, request_pk: &str) -> Result<Reviewed, ReviewError> {
         let status = self.client.request_status(request_pk).await?;
-        self.apply_status(id, status).await.map_err(|e| OneShotError::Local(e.to_string()))
+        Ok(self.apply_status(id, status).await?)
     }
 
     /// Moves an enrollment after a status it did not read itself (a webhook, or a read).
@@ -150,8 +171,7 @@ impl Worker {
 
     /// Sends the queued documents of an approved enrollment (at least once each; see
     /// [`crate::queue::DocumentState`]). Returns how many went out.
-    pub async fn send_documents(&self, id: &str) -> Result<usize, OneShotError> {
-        let local = |e: QueueError| OneShotError::Local(e.to_string());
+    pub async fn send_documents(&self, id: &str) -> Result<usize, ReviewError> {
         let (job, pending) = {
             let id = id.to_owned();
             blocking(&self.queue, move |q| {
@@ -166,24 +186,23 @@ impl Worker {
                     .collect();
                 Ok((shown, docs))
             })
-            .await
-            .map_err(local)?
+            .await?
         };
         if job.state != State::Approved {
-            return Err(OneShotError::Local(format!(
+            return Err(ReviewError::NotReady(format!(
                 "the request is {}; documents go out once it is approved",
                 job.state
             )));
         }
         let ids = RequestIds {
-            request_pk: job.request_pk.clone().ok_or_else(|| OneShotError::Local("no request_pk".into()))?,
+            request_pk: job.request_pk.clone().ok_or_else(|| ReviewError::NotReady("no request_pk".into()))?,
             videoid_pk: job.videoid_pk.clone(),
         };
         let mut sent = 0;
         for batch in batches(&pending, DOCUMENTS_PER_CALL, DOCUMENT_BYTES_PER_CALL) {
             let files = {
                 let batch = batch.clone();
-                blocking(&self.queue, move |q| q.begin_document_upload(&batch)).await.map_err(local)?
+                blocking(&self.queue, move |q| q.begin_document_upload(&batch)).await?
             };
             crash_point("document.before_upload");
             let uploaded = self.client.upload_documents(&ids, files).await?;
@@ -193,8 +212,7 @@ impl Worker {
                 let index = doc.field.strip_prefix("file").and_then(|n| n.parse::<usize>().ok()).map_or(0, |n| n - 1);
                 let Some(doc_id) = batch.get(index).cloned() else { continue };
                 blocking(&self.queue, move |q| q.record_document_uploaded(&doc_id, &doc.uid, doc.digest.as_deref()))
-                    .await
-                    .map_err(local)?;
+                    .await?;
                 sent += 1;
             }
         }
