@@ -10,7 +10,7 @@ use crate::config::{Config, Operation, RaoConfig};
 use crate::failure::Failure;
 use crate::oneshot::{valid_pk, Client, OneShotError, RequestIds, RequestStatus};
 use crate::queue::{Queue, Summary};
-use crate::sync::{ReviewError, Worker};
+use crate::sync::{blocking, ReviewError, Worker};
 
 /// What an ID names: the request on the server, and the local enrollment when there is one.
 pub struct Target {
@@ -106,6 +106,23 @@ impl Flow {
             target.ids.request_pk,
             expected.join(" or ")
         )))
+    }
+
+    /// [`resolve`] on a blocking thread: the API's handlers never touch SQLite on the executor
+    /// (a locked database would hold an executor thread for the whole busy timeout).
+    pub async fn target(&self, id: &str, kind: IdKind) -> Result<Target, Failure> {
+        let (queue, id) = (Arc::clone(&self.queue), id.to_owned());
+        tokio::task::spawn_blocking(move || resolve(&queue, &id, kind))
+            .await
+            .map_err(|e| Failure::from(anyhow!("queue task: {e}")))?
+    }
+
+    /// [`Self::audit`] on a blocking thread.
+    pub async fn audit_off_executor(&self, target: &Target, action: &str) -> Result<(), Failure> {
+        let enrollment = target.enrollment.as_ref().map(|e| e.id.clone());
+        let kind = format!("{action}: request {}", target.ids.request_pk);
+        blocking(&self.queue, move |q| q.audit(enrollment.as_deref(), &kind)).await?;
+        Ok(())
     }
 
     /// Records an operator's action on a request in the audit trail (the request pk is the

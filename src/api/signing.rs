@@ -12,8 +12,9 @@ use serde_json::{json, Value};
 
 use super::{ApiError, ApiState};
 use crate::failure::Failure;
-use crate::flow::{net, resolve, Flow, IdKind};
+use crate::flow::{net, Flow, IdKind};
 use crate::oneshot::{RequestStatus, Unlock};
+use crate::sync::blocking;
 
 fn flow(s: &ApiState) -> Result<Flow, ApiError> {
     let client = crate::oneshot::Client::new(&s.config.oneshot).map_err(|e| failure(Failure::from(e)))?;
@@ -35,11 +36,11 @@ const IN_REVIEW: [RequestStatus; 3] =
 
 pub async fn approve(State(s): State<ApiState>, Path(id): Path<String>) -> Result<Json<Value>, ApiError> {
     let flow = flow(&s)?;
-    let target = resolve(&flow.queue, &id, IdKind::Enrollment).map_err(failure)?;
+    let target = flow.target(&id, IdKind::Enrollment).await.map_err(failure)?;
     let rao = flow.rao().map_err(failure)?.clone();
     flow.require(&target, &IN_REVIEW, "approval").await.map_err(failure)?;
     flow.client.approve(&target.ids, &rao).await.map_err(|e| failure(net(e, "approving", true)))?;
-    flow.audit(&target, "approved").map_err(failure)?;
+    flow.audit_off_executor(&target, "approved").await.map_err(failure)?;
     let status = flow.status(&target).await.map_err(failure)?;
     let _ = flow.send_documents(&target).await;
     s.worker.waker().notify_one();
@@ -57,11 +58,11 @@ pub async fn correct(
         .map_err(|e| ApiError::field(StatusCode::BAD_REQUEST, "invalid", "body", e.to_string()))?;
     correction.check().map_err(|e| ApiError::field(StatusCode::BAD_REQUEST, "invalid", e.field, e.rule))?;
     let flow = flow(&s)?;
-    let target = resolve(&flow.queue, &id, IdKind::Enrollment).map_err(failure)?;
+    let target = flow.target(&id, IdKind::Enrollment).await.map_err(failure)?;
     flow.require(&target, &IN_REVIEW, "a correction").await.map_err(failure)?;
     flow.client.update_request(&target.ids, &correction).await.map_err(|e| failure(net(e, "correcting", true)))?;
     let fields = correction.field_names();
-    flow.audit(&target, &format!("corrected {}", fields.join(", "))).map_err(failure)?;
+    flow.audit_off_executor(&target, &format!("corrected {}", fields.join(", "))).await.map_err(failure)?;
     Ok(Json(json!({"id": id, "request_pk": target.ids.request_pk, "corrected": fields})))
 }
 
@@ -81,11 +82,11 @@ pub async fn refuse(
         ));
     }
     let flow = flow(&s)?;
-    let target = resolve(&flow.queue, &id, IdKind::Enrollment).map_err(failure)?;
+    let target = flow.target(&id, IdKind::Enrollment).await.map_err(failure)?;
     let rao = flow.rao().map_err(failure)?.clone();
     flow.require(&target, &IN_REVIEW, "refusal").await.map_err(failure)?;
     flow.client.refuse(&target.ids, &rao, &reason).await.map_err(|e| failure(net(e, "refusing", true)))?;
-    flow.audit(&target, "refused").map_err(failure)?;
+    flow.audit_off_executor(&target, "refused").await.map_err(failure)?;
     let status = flow.status(&target).await.map_err(failure)?;
     Ok(Json(json!({"id": id, "request_pk": target.ids.request_pk, "status": status.as_str()})))
 }
@@ -135,7 +136,8 @@ pub async fn upload_document(
         }
         e => ApiError::from(e),
     })?;
-    s.queue.audit(Some(&id), "document queued through the API").ok();
+    let id2 = id.clone();
+    blocking(&s.queue, move |q| q.audit(Some(&id2), "document queued through the API")).await.ok();
     s.worker.waker().notify_one();
     Ok((StatusCode::ACCEPTED, Json(json!({"id": id, "documents": ids}))))
 }
@@ -148,13 +150,13 @@ pub async fn otp(
     let body = super::json_object(&body)?;
     let whatsapp = body["whatsapp"].as_bool().unwrap_or(false);
     let flow = flow(&s)?;
-    let target = resolve(&flow.queue, &id, IdKind::Enrollment).map_err(failure)?;
+    let target = flow.target(&id, IdKind::Enrollment).await.map_err(failure)?;
     // The server enforces the order of the signing steps itself (412, translated by `net`).
     flow.client
         .generate_otp(&target.ids, whatsapp, s.config.sync.otp_wait)
         .await
         .map_err(|e| failure(net(e, "generating the OTP", true)))?;
-    flow.audit(&target, "OTP sent").map_err(failure)?;
+    flow.audit_off_executor(&target, "OTP sent").await.map_err(failure)?;
     Ok(Json(json!({"id": id, "sent_by": if whatsapp { "whatsapp" } else { "sms" }})))
 }
 
@@ -168,19 +170,23 @@ pub async fn sign(
         return Err(ApiError::field(StatusCode::BAD_REQUEST, "invalid", "otp", "is required"));
     };
     let flow = flow(&s)?;
-    let target = resolve(&flow.queue, &id, IdKind::Enrollment).map_err(failure)?;
+    let target = flow.target(&id, IdKind::Enrollment).await.map_err(failure)?;
     let uids: Vec<String> = match &target.enrollment {
-        Some(e) => flow.queue.documents(&e.id)?.iter().filter_map(|d| d.uid.clone()).collect(),
+        Some(e) => {
+            let id = e.id.clone();
+            blocking(&flow.queue, move |q| q.documents(&id)).await?.iter().filter_map(|d| d.uid.clone()).collect()
+        }
         None => Vec::new(),
     };
     if let Some(e) = &target.enrollment {
-        flow.queue.record_sign_sent(&e.id)?;
+        let id = e.id.clone();
+        blocking(&flow.queue, move |q| q.record_sign_sent(&id)).await?;
     }
     flow.client
         .sign(&target.ids, &Unlock::Otp(code.trim().to_owned()), &s.config.signature, &uids)
         .await
         .map_err(|e| failure(net(e, "signing", false)))?;
-    flow.audit(&target, "signed").map_err(failure)?;
+    flow.audit_off_executor(&target, "signed").await.map_err(failure)?;
     let status = flow.status(&target).await.map_err(failure)?;
     Ok(Json(json!({"id": id, "status": status.as_str()})))
 }
