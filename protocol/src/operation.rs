@@ -42,10 +42,12 @@ pub enum Operation {
     TokenList,
     /// Revokes one RAO token (`DELETE`).
     TokenDelete,
+    /// Cancels a request on the server (`DELETE`), e.g. an orphan; only on an operator's word.
+    Cancel,
 }
 
 impl Operation {
-    pub const ALL: [Operation; 24] = [
+    pub const ALL: [Operation; 25] = [
         Operation::Create,
         Operation::Evidences,
         Operation::Video,
@@ -70,6 +72,7 @@ impl Operation {
         Operation::TokenCreate,
         Operation::TokenList,
         Operation::TokenDelete,
+        Operation::Cancel,
     ];
 
     /// The operation's key under `oneshot.paths` in the configuration.
@@ -99,6 +102,20 @@ impl Operation {
             Operation::TokenCreate => "token_create",
             Operation::TokenList => "token_list",
             Operation::TokenDelete => "token_delete",
+            Operation::Cancel => "cancel",
+        }
+    }
+
+    /// The HTTP method, the same on both generations.
+    pub fn method(self) -> &'static str {
+        use Operation::*;
+        match self {
+            Status | Hello | VideoDownload | Contract | DocumentSigned | DocumentOriginal | RequestSearch
+            | TokenList => "GET",
+            DocumentDelete | DocumentsDelete | DocumentDeleteSigned | TokenDelete | Cancel => "DELETE",
+            RequestUpdate => "PUT",
+            Create | Evidences | Video | Approve | Validate | Refuse | DocumentUpload | Otp | Sign | ImageUpload
+            | TokenCreate => "POST",
         }
     }
 
@@ -137,6 +154,8 @@ impl Operation {
                 TokenCreate => "/token",
                 TokenList => "/tokens",
                 TokenDelete => "/token/{uid}",
+                // Not published for this generation: assumed the old one's.
+                Cancel => "/request/{request_pk}",
             },
             Generation::Old => match self {
                 Create => "/videoid",
@@ -165,6 +184,7 @@ impl Operation {
                 TokenCreate => "/token",
                 TokenList => "/tokens",
                 TokenDelete => "/token/{uid}",
+                Cancel => "/request/{request_pk}",
             },
         })
     }
@@ -215,7 +235,7 @@ mod tests {
     #[test]
     fn default_paths_are_the_notes_byte_for_byte() {
         use Operation::*;
-        let golden: [(Operation, Option<&str>, &str); 24] = [
+        let golden: [(Operation, Option<&str>, &str); 25] = [
             (Create, Some("/videoid"), "/videoid"),
             (Evidences, Some("/videoid/{videoid_pk}/evidences"), "/videoid/{request_pk}/evidences"),
             (Video, Some("/videoid/{videoid_pk}/video"), "/videoid/{request_pk}/evidences/video"),
@@ -248,8 +268,17 @@ mod tests {
             (TokenCreate, Some("/token"), "/token"),
             (TokenList, Some("/tokens"), "/tokens"),
             (TokenDelete, Some("/token/{uid}"), "/token/{uid}"),
+            (Cancel, Some("/request/{request_pk}"), "/request/{request_pk}"),
         ];
         for (op, new, old) in golden {
+            let method = match op {
+                Status | Hello | VideoDownload | Contract | DocumentSigned | DocumentOriginal | RequestSearch
+                | TokenList => "GET",
+                DocumentDelete | DocumentsDelete | DocumentDeleteSigned | TokenDelete | Cancel => "DELETE",
+                RequestUpdate => "PUT",
+                _ => "POST",
+            };
+            assert_eq!(op.method(), method, "{op}");
             assert_eq!(op.default_path(Generation::New), new, "{op} (new)");
             assert_eq!(op.default_path(Generation::Old), Some(old), "{op} (old)");
         }

@@ -221,6 +221,12 @@ impl Client {
         None
     }
 
+    /// A request for `op` at `url`, with the operation's own method ([`Operation::method`]).
+    pub(super) fn call(&self, op: Operation, url: impl reqwest::IntoUrl) -> reqwest::RequestBuilder {
+        let method = reqwest::Method::from_bytes(op.method().as_bytes()).expect("the table's methods are valid");
+        self.http.request(method, url)
+    }
+
     /// The probe, returning what `doctor` checks: the server's clock (its `Date` header) and,
     /// over https, when its certificate expires.
     pub async fn server_probe(&self) -> Result<ServerProbe, OneShotError> {
@@ -249,7 +255,8 @@ impl Client {
     /// Creates a VideoID request; the body comes from [`crate::evidence::create_body`].
     pub async fn create(&self, body: &Value) -> Result<Created, OneShotError> {
         let url = self.url(&self.cfg.paths[Operation::Create], None)?;
-        let details = self.send("create", self.http.post(url).json(body), self.cfg.request_timeout).await?;
+        let details =
+            self.send("create", self.call(Operation::Create, url).json(body), self.cfg.request_timeout).await?;
         let request_pk = pk_field(&details, "request_pk")?.ok_or_else(|| {
             OneShotError::Protocol(format!("create answer has no request_pk: {}", clean(&details.to_string())))
         })?;
@@ -292,7 +299,9 @@ impl Client {
             .mime_str("video/mp4")
             .expect("video/mp4 is a valid MIME type");
         let form = reqwest::multipart::Form::new().part("video", part);
-        self.send("video", self.http.post(url).multipart(form), self.cfg.upload_timeout_for(len)).await.map(drop)
+        self.send("video", self.call(Operation::Video, url).multipart(form), self.cfg.upload_timeout_for(len))
+            .await
+            .map(drop)
     }
 
     /// The details of a request, or `None` when the server has no such request (a 404, or the
@@ -300,7 +309,7 @@ impl Client {
     pub async fn request_details(&self, request_pk: &str) -> Result<Option<Value>, OneShotError> {
         let ids = RequestIds { request_pk: request_pk.into(), videoid_pk: None };
         let url = self.url(&self.cfg.paths[Operation::Status], Some(&ids))?;
-        match self.send("status", self.http.get(url), self.cfg.request_timeout).await {
+        match self.send("status", self.call(Operation::Status, url), self.cfg.request_timeout).await {
             Ok(details) => Ok(Some(details)),
             Err(e) if e.is_not_found() => Ok(None),
             Err(e) => Err(e),
@@ -313,7 +322,10 @@ impl Client {
         let mut url = url::Url::parse(&self.url(&self.cfg.paths[Operation::RequestSearch], None)?)
             .map_err(|e| OneShotError::Setup(format!("request search URL: {e}")))?;
         url.query_pairs_mut().append_pair("email", email).append_pair("mobile_phone_number", phone);
-        match self.send("request_search", self.http.get(url.as_str()), self.cfg.request_timeout).await {
+        match self
+            .send("request_search", self.call(Operation::RequestSearch, url.as_str()), self.cfg.request_timeout)
+            .await
+        {
             Ok(Value::Array(list)) => Ok(Some(list)),
             Ok(Value::Object(o)) => match o.get("requests").or_else(|| o.get("results")) {
                 Some(Value::Array(list)) => Ok(Some(list.clone())),
@@ -340,7 +352,9 @@ impl Client {
             .body(&details, &self.cfg.registration_authority, &self.cfg.profile)
             .map_err(OneShotError::Protocol)?;
         let url = self.url(&self.cfg.paths[Operation::RequestUpdate], Some(ids))?;
-        self.send("request_update", self.http.put(url).json(&body), self.cfg.request_timeout).await.map(drop)
+        self.send("request_update", self.call(Operation::RequestUpdate, url).json(&body), self.cfg.request_timeout)
+            .await
+            .map(drop)
     }
 
     /// Trades the RAO's credentials for a token (`POST /token`): the token is what the kiosk keeps;
@@ -351,7 +365,9 @@ impl Client {
         if let Some(env) = &self.cfg.env {
             body["env"] = env.clone().into();
         }
-        let payload = self.send("token_create", self.http.post(url).json(&body), self.cfg.request_timeout).await?;
+        let payload = self
+            .send("token_create", self.call(Operation::TokenCreate, url).json(&body), self.cfg.request_timeout)
+            .await?;
         let token = match &payload {
             Value::String(t) => Some(t.clone()),
             Value::Object(o) => o.get("token").and_then(Value::as_str).map(str::to_owned),
@@ -365,7 +381,7 @@ impl Client {
     /// The RAO tokens the server holds: their uids (the tokens themselves are not shown).
     pub async fn list_rao_tokens(&self) -> Result<Vec<String>, OneShotError> {
         let url = self.url(&self.cfg.paths[Operation::TokenList], None)?;
-        let payload = self.send("token_list", self.http.get(url), self.cfg.request_timeout).await?;
+        let payload = self.send("token_list", self.call(Operation::TokenList, url), self.cfg.request_timeout).await?;
         let list = match &payload {
             Value::Array(list) => list.clone(),
             Value::Object(o) => o.get("tokens").and_then(Value::as_array).cloned().unwrap_or_default(),
@@ -388,22 +404,22 @@ impl Client {
             return Err(OneShotError::Local(format!("token uid {:?} is not a uid", clean(uid))));
         }
         let url = self.url(&self.cfg.paths[Operation::TokenDelete], None)?.replace("{uid}", uid);
-        self.send("token_delete", self.http.delete(url), self.cfg.request_timeout).await.map(drop)
+        self.send("token_delete", self.call(Operation::TokenDelete, url), self.cfg.request_timeout).await.map(drop)
     }
 
     /// Cancels a request on the server (`DELETE /request/{pk}`: the old Optimizer answers
     /// "Request directory removed successfully"; the new one's answer is not published).
     pub async fn cancel_request(&self, request_pk: &str) -> Result<(), OneShotError> {
         let ids = RequestIds { request_pk: request_pk.into(), videoid_pk: None };
-        let url = self.url(&self.cfg.paths[Operation::Status], Some(&ids))?;
-        self.send("cancel", self.http.delete(url), self.cfg.request_timeout).await.map(drop)
+        let url = self.url(&self.cfg.paths[Operation::Cancel], Some(&ids))?;
+        self.send("cancel", self.call(Operation::Cancel, url), self.cfg.request_timeout).await.map(drop)
     }
 
     /// `details.status` of a request (`VIDEOPENDING`, `VIDEOREVIEW`, …).
     pub async fn request_status(&self, request_pk: &str) -> Result<RequestStatus, OneShotError> {
         let ids = RequestIds { request_pk: request_pk.into(), videoid_pk: None };
         let url = self.url(&self.cfg.paths[Operation::Status], Some(&ids))?;
-        let details = self.send("status", self.http.get(url), self.cfg.request_timeout).await?;
+        let details = self.send("status", self.call(Operation::Status, url), self.cfg.request_timeout).await?;
         status_of(&details)
     }
 }

@@ -221,7 +221,7 @@ impl Client {
 
     async fn post_json(&self, op: Operation, ids: &RequestIds, body: &Value) -> Result<Value, OneShotError> {
         let url = self.url(&self.cfg.paths[op], Some(ids))?;
-        self.send(op.key(), self.http.post(url).json(body), self.flow_timeout()).await
+        self.send(op.key(), self.call(op, url).json(body), self.flow_timeout()).await
     }
 
     /// Approves a VideoID in review (`ENROLLREADY` follows).
@@ -260,7 +260,11 @@ impl Client {
             fields.push(field);
         }
         let payload = self
-            .send("document_upload", self.http.post(url).multipart(form), self.cfg.upload_timeout_for(total))
+            .send(
+                "document_upload",
+                self.call(Operation::DocumentUpload, url).multipart(form),
+                self.cfg.upload_timeout_for(total),
+            )
             .await?;
         parse_uploaded(&payload, &fields)
     }
@@ -310,7 +314,9 @@ impl Client {
             .mime_str("image/png")
             .expect("image/png is a valid MIME type");
         let form = reqwest::multipart::Form::new().part("image", part);
-        let payload = self.send("image_upload", self.http.post(url).multipart(form), self.flow_timeout()).await?;
+        let payload = self
+            .send("image_upload", self.call(Operation::ImageUpload, url).multipart(form), self.flow_timeout())
+            .await?;
         image_uid(&payload)
     }
 
@@ -322,11 +328,15 @@ impl Client {
             Some(uid) => self.doc_url(&self.cfg.paths[Operation::DocumentDelete], ids, uid)?,
             None => self.url(&self.cfg.paths[Operation::DocumentsDelete], Some(ids))?,
         };
-        self.send("document_delete", self.http.delete(url), self.flow_timeout()).await?;
+        let op = if uid.is_some() { Operation::DocumentDelete } else { Operation::DocumentsDelete };
+        self.send("document_delete", self.call(op, url), self.flow_timeout()).await?;
         let signed_copy = &self.cfg.paths[Operation::DocumentDeleteSigned];
         if let (Some(uid), false) = (uid, signed_copy.is_empty()) {
             let url = self.doc_url(signed_copy, ids, uid)?;
-            match self.send("document_delete", self.http.delete(url), self.flow_timeout()).await {
+            match self
+                .send("document_delete", self.call(Operation::DocumentDeleteSigned, url), self.flow_timeout())
+                .await
+            {
                 Ok(_) => {}
                 Err(e) if e.is_not_found() => {}
                 Err(e) => return Err(e),
