@@ -14,8 +14,8 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::Parser;
-use kiosk_common::capture::CaptureConfig;
-use kiosk_common::config::{load_capture, ConfigError, CONFIG_ENV};
+use kiosk_common::capture::{load_capture, CaptureConfig};
+use kiosk_common::config::{ConfigError, CONFIG_ENV};
 use kiosk_common::helper_args::HelperCommand;
 use kiosk_common::BadInput;
 

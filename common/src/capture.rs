@@ -105,7 +105,7 @@ impl Default for VideoConfig {
     }
 }
 
-use crate::config::{Problem, RawCameraRole, RawCameras, RawCapture};
+use crate::config::{ConfigError, Problem, RawCameraRole, RawCameras, RawCapture};
 
 /// Which camera a still is for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -334,4 +334,19 @@ fn role(
         problem("quality.max_glare", format!("must be a share 0-1, not {}", t.max_glare));
     }
     CameraRole { source, request, thresholds: t }
+}
+
+/// Reads a file and validates only its camera and capture sections (for the capture helper,
+/// which needs no server or storage settings; the agent validates the rest, unknown keys
+/// included, when it loads the same file).
+pub fn load_capture(path: &std::path::Path) -> Result<CaptureConfig, ConfigError> {
+    /// The two sections; every other table is the agent's and is left alone here.
+    #[derive(serde::Deserialize)]
+    struct CaptureSections {
+        cameras: Option<RawCameras>,
+        capture: Option<RawCapture>,
+    }
+    let text = std::fs::read_to_string(path).map_err(|error| ConfigError::Read { path: path.to_owned(), error })?;
+    let raw: CaptureSections = toml::from_str(&text).map_err(|e| ConfigError::Parse(e.to_string()))?;
+    validate_capture(raw.cameras, raw.capture).map_err(ConfigError::Invalid)
 }

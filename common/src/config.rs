@@ -1,13 +1,12 @@
 //! The configuration file's shared part: how a problem is reported, why a file could not be
-//! used, and reading only the sections the capture helper needs. The agent validates the whole
-//! file (`kiosk_agent::config`) with these same types.
+//! used, and the raw `[cameras.*]`/`[capture]` sections. The agent validates the whole file
+//! (`kiosk_agent::config`) with these same types; [`crate::capture::load_capture`] reads only
+//! the sections the capture helper needs.
 
 use std::fmt;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use serde::Deserialize;
-
-use crate::capture::{validate_capture, CaptureConfig};
 
 /// Environment variable naming the configuration file when `--config` is not given.
 pub const CONFIG_ENV: &str = "KIOSK_AGENT_CONFIG";
@@ -34,21 +33,6 @@ pub enum ConfigError {
     Parse(String),
     #[error("configuration has {} problem(s):\n{}", .0.len(), .0.iter().map(|p| format!("  - {p}")).collect::<Vec<_>>().join("\n"))]
     Invalid(Vec<Problem>),
-}
-
-/// Reads a file and validates only its camera and capture sections (for the capture helper,
-/// which needs no server or storage settings; the agent validates the rest, unknown keys
-/// included, when it loads the same file).
-pub fn load_capture(path: &Path) -> Result<CaptureConfig, ConfigError> {
-    /// The two sections; every other table is the agent's and is left alone here.
-    #[derive(Deserialize)]
-    struct CaptureSections {
-        cameras: Option<RawCameras>,
-        capture: Option<RawCapture>,
-    }
-    let text = std::fs::read_to_string(path).map_err(|error| ConfigError::Read { path: path.to_owned(), error })?;
-    let raw: CaptureSections = toml::from_str(&text).map_err(|e| ConfigError::Parse(e.to_string()))?;
-    validate_capture(raw.cameras, raw.capture).map_err(ConfigError::Invalid)
 }
 
 #[derive(Debug, Default, Deserialize)]

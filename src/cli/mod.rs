@@ -421,14 +421,6 @@ fn config_path(path: Option<&Path>) -> Result<&Path, Failure> {
     path.ok_or_else(|| Failure::bad_input(anyhow::anyhow!("no configuration: pass --config PATH or set {CONFIG_ENV}")))
 }
 
-/// The capture settings: from the configuration file when one is given, else the defaults.
-pub fn capture_config(path: Option<&Path>) -> Result<(config::CaptureConfig, String), Failure> {
-    match path {
-        Some(p) => Ok((config::load_capture(p)?, p.display().to_string())),
-        None => Ok((config::CaptureConfig::default(), "defaults; no configuration file".into())),
-    }
-}
-
 fn load_config(path: Option<&Path>) -> Result<Config, Failure> {
     Ok(config::load(config_path(path)?)?)
 }

@@ -23,7 +23,7 @@ pub use flow::{read_secret, RaoConfig, RaoCredentials, SignatureConfig};
 pub use kiosk_common::capture::{
     validate_capture, CameraMode, CameraRole, CaptureConfig, Quality, Role, StillConfig, VideoConfig, PRESETS,
 };
-pub use kiosk_common::config::{load_capture, ConfigError, Problem, CONFIG_ENV};
+pub use kiosk_common::config::{ConfigError, Problem, CONFIG_ENV};
 pub use kiosk_common::log::{peek_log_format, LogFormat};
 pub use oneshot_protocol::{Generation, Operation};
 pub use paths::Paths;
