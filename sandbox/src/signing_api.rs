@@ -228,6 +228,19 @@ pub async fn otp(
     Ok(reply::ok(g, "OTP sent", Value::Null))
 }
 
+/// A field of the visible signature's appearance in a sign body, as each generation places it:
+/// the old one per document under `options`, the new one under `signature.appearance`.
+fn appearance_values(g: Generation, body: &Value, field: &str) -> Vec<Value> {
+    match g {
+        Generation::Old => body
+            .get("options")
+            .and_then(Value::as_object)
+            .map(|o| o.values().filter_map(|v| v.get(field).cloned()).collect())
+            .unwrap_or_default(),
+        Generation::New => body.pointer(&format!("/signature/appearance/{field}")).cloned().into_iter().collect(),
+    }
+}
+
 pub async fn sign(
     State(st): State<Shared>,
     Extension(g): Extension<Generation>,
@@ -256,14 +269,7 @@ pub async fn sign(
     }
     // The visible signature's page counts from 0 ([yaml] SignObject) and must exist in each
     // document it is put on (-1: the last page).
-    let pages: Vec<Value> = match g {
-        Generation::Old => body
-            .get("options")
-            .and_then(Value::as_object)
-            .map(|o| o.values().filter_map(|v| v.get("page").cloned()).collect())
-            .unwrap_or_default(),
-        Generation::New => body.pointer("/signature/appearance/page").cloned().into_iter().collect(),
-    };
+    let pages = appearance_values(g, &body, "page");
     for page in &pages {
         if !page.is_i64() {
             let loc = vec!["body", "signature", "appearance", "page"];
@@ -272,14 +278,7 @@ pub async fn sign(
         }
     }
     // A signature image is named by the uid `POST /image` gave it, never sent as bytes.
-    let images: Vec<Value> = match g {
-        Generation::Old => body
-            .get("options")
-            .and_then(Value::as_object)
-            .map(|o| o.values().filter_map(|v| v.get("image").cloned()).collect())
-            .unwrap_or_default(),
-        Generation::New => body.pointer("/signature/appearance/image").cloned().into_iter().collect(),
-    };
+    let images = appearance_values(g, &body, "image");
     let done = {
         let mut s = lock(&st);
         s.lookup(false, &pk).and_then(|pk| {

@@ -26,6 +26,7 @@ pub enum TokenCommand {
     /// Trade the RAO's username, password and PIN (password and PIN read from stdin, one line
     /// each) for a token, written to --out (0600); set `[rao] token_file` to it.
     Create {
+        /// The RAO's username (the password and PIN come from stdin).
         #[arg(long)]
         username: String,
         /// Where to write the token (a new file, or one replaced atomically).
@@ -35,7 +36,10 @@ pub enum TokenCommand {
     /// The uids of the RAO's tokens (not the tokens).
     List,
     /// Revoke one token by its uid.
-    Delete { uid: String },
+    Delete {
+        /// The token's uid, as `rao token list` shows it.
+        uid: String,
+    },
 }
 
 pub async fn run(config: &Config, command: RaoCommand) -> Result<ExitCode, Failure> {

@@ -35,15 +35,19 @@ pub enum RequestCommand {
     /// Correct the request's OCR data before approval (`PUT /request/{pk}`): only the fields
     /// given change.
     Correct {
+        /// The given name, as it should read.
         #[arg(long)]
         given_name: Option<String>,
+        /// The first surname.
         #[arg(long)]
         surname_1: Option<String>,
+        /// The second surname.
         #[arg(long)]
         surname_2: Option<String>,
         /// DD/MM/YYYY.
         #[arg(long)]
         birth_date: Option<String>,
+        /// The ID document's number.
         #[arg(long)]
         serial_number: Option<String>,
         /// ISO 3166-1 alpha-2.
