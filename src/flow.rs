@@ -62,6 +62,12 @@ pub fn resolve(queue: &Queue, id: &str, kind: IdKind) -> Result<Target, Failure>
     Ok(Target { ids, enrollment })
 }
 
+/// The audit record of an operator's action on a request: the enrollment, if local, and the
+/// action with the request pk (the server's number, not personal data).
+fn audit_record(target: &Target, action: &str) -> (Option<String>, String) {
+    (target.enrollment.as_ref().map(|e| e.id.clone()), format!("{action}: request {}", target.ids.request_pk))
+}
+
 /// The context of a flow command: configuration, queue, client, and a worker to apply statuses.
 pub struct Flow {
     pub config: Config,
@@ -119,17 +125,15 @@ impl Flow {
 
     /// [`Self::audit`] on a blocking thread.
     pub async fn audit_off_executor(&self, target: &Target, action: &str) -> Result<(), Failure> {
-        let enrollment = target.enrollment.as_ref().map(|e| e.id.clone());
-        let kind = format!("{action}: request {}", target.ids.request_pk);
+        let (enrollment, kind) = audit_record(target, action);
         blocking(&self.queue, move |q| q.audit(enrollment.as_deref(), &kind)).await?;
         Ok(())
     }
 
-    /// Records an operator's action on a request in the audit trail (the request pk is the
-    /// server's number, not personal data).
+    /// Records an operator's action on a request in the audit trail.
     pub fn audit(&self, target: &Target, action: &str) -> Result<(), Failure> {
-        let enrollment = target.enrollment.as_ref().map(|e| e.id.as_str());
-        self.queue.audit(enrollment, &format!("{action}: request {}", target.ids.request_pk))?;
+        let (enrollment, kind) = audit_record(target, action);
+        self.queue.audit(enrollment.as_deref(), &kind)?;
         Ok(())
     }
 
