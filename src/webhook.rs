@@ -71,7 +71,7 @@ async fn receive(State(rx): State<Receiver>, body: axum::body::Bytes) -> StatusC
             tracing::info!(enrollment_id = %enrollment.id, error = %e, "webhook: status read failed; the review rounds will catch up")
         }
     }
-    rx.worker.waker().notify_one();
+    rx.worker.wake(crate::sync::events::Why::ServerCalledBack);
     StatusCode::OK
 }
 

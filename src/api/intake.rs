@@ -161,7 +161,7 @@ pub async fn submit(State(s): State<ApiState>, request: Request) -> Result<(Stat
     for (kept, id) in used {
         s.cameras.forget(kept, &id).await;
     }
-    s.worker.waker().notify_one();
+    s.worker.wake(crate::sync::events::Why::Enrolled);
     Ok((StatusCode::ACCEPTED, Json(Accepted { id })))
 }
 

@@ -9,6 +9,7 @@
 //! from it.
 
 pub mod cameras;
+pub mod feed;
 pub mod guard;
 mod intake;
 mod metrics;
@@ -440,7 +441,7 @@ async fn retry_enrollment(State(s): State<ApiState>, Path(id): Path<String>) -> 
     let id2 = id.clone();
     let state = blocking(&s.queue, move |q| q.retry(&id2)).await?;
     s.queue.audit(Some(&id), "retry requested through the API").ok();
-    s.worker.waker().notify_one();
+    s.worker.wake(crate::sync::events::Why::RetryRequested);
     Ok(Json(json!({"id": id, "state": state.to_string()})))
 }
 
@@ -474,42 +475,6 @@ where
     let (tx, mut rx) = tokio::sync::mpsc::channel(16);
     tokio::spawn(f(tx));
     futures_util::stream::poll_fn(move |cx| rx.poll_recv(cx))
-}
-
-/// Watches the queue and the link and publishes what changed. Polling the queue (twice a
-/// second) also sees changes made by other processes (`enroll`, `queue retry`).
-pub async fn watch_changes(s: ApiState) {
-    let mut last: std::collections::HashMap<String, wire::Enrollment> = Default::default();
-    let mut online = s.worker.is_online();
-    let mut first = true;
-    let mut uploads: std::collections::HashMap<String, u64> = Default::default();
-    loop {
-        if let Ok(list) = blocking(&s.queue, |q| q.list()).await {
-            for e in &list {
-                let view = wire::Enrollment::from(e);
-                if last.get(&view.id) != Some(&view) {
-                    if !first {
-                        let _ = s.events.send(wire::Event::Enrollment(view.clone()));
-                    }
-                    last.insert(view.id.clone(), view);
-                }
-            }
-        }
-        first = false;
-        let progress = s.worker.upload_progress();
-        uploads.retain(|id, _| progress.iter().any(|(p, _, _)| p == id));
-        for (id, sent, total) in progress {
-            if uploads.insert(id.clone(), sent) != Some(sent) {
-                let _ = s.events.send(wire::Event::Upload { id, sent_bytes: sent, total_bytes: total });
-            }
-        }
-        let now_online = s.worker.is_online();
-        if now_online != online {
-            online = now_online;
-            let _ = s.events.send(wire::Event::Link { online });
-        }
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    }
 }
 
 /// The OpenAPI description, generated from [`ROUTES`].

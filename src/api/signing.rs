@@ -43,7 +43,7 @@ pub async fn approve(State(s): State<ApiState>, Path(id): Path<String>) -> Resul
     flow.audit_off_executor(&target, "approved").await.map_err(failure)?;
     let status = flow.status(&target).await.map_err(failure)?;
     let _ = flow.send_documents(&target).await;
-    s.worker.waker().notify_one();
+    s.worker.wake(crate::sync::events::Why::FlowAction);
     Ok(Json(json!({"id": id, "request_pk": target.ids.request_pk, "status": status.as_str()})))
 }
 
@@ -138,7 +138,7 @@ pub async fn upload_document(
     })?;
     let id2 = id.clone();
     blocking(&s.queue, move |q| q.audit(Some(&id2), "document queued through the API")).await.ok();
-    s.worker.waker().notify_one();
+    s.worker.wake(crate::sync::events::Why::FlowAction);
     Ok((StatusCode::ACCEPTED, Json(json!({"id": id, "documents": ids}))))
 }
 

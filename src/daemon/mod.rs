@@ -2,14 +2,15 @@
 //! `server::run(listener, shutdown)`.
 //!
 //! It owns everything that lives as long as the process: the queue and its worker lock, the
-//! integrity check at start, the sync worker, the wake socket that `enroll` and `queue retry`
-//! poke, and the network services mounted beside the worker (today the webhook receiver). The
+//! integrity check at start, the sync worker, and the [`Component`]s beside it (the wake socket
+//! that `enroll` and `queue retry` poke, the webhook receiver, the API and its event stream,
+//! systemd's notifications), which talk through one typed event bus
+//! ([`crate::sync::events::Bus`]) instead of polling the queue. The
 //! CLI only parses, binds the listeners (so a bad address is the caller's error, exit 2) and
 //! maps the result to an exit code; tests can start the daemon in-process with listeners on
 //! port 0 and a shutdown future of their own.
 
 use std::future::Future;
-use std::path::Path;
 use std::sync::Arc;
 
 use anyhow::Context as _;
@@ -18,6 +19,7 @@ use tokio::net::TcpListener;
 use crate::config::Config;
 use crate::oneshot::Client;
 use crate::queue::Queue;
+use crate::sync::events::{Bus, DaemonEvent, Why};
 use crate::sync::{Mode, Outcome, Worker};
 
 mod systemd;
@@ -70,9 +72,9 @@ impl Listeners {
     }
 }
 
-/// Runs the worker (and, in [`Mode::Forever`], the services on `listeners`) until `shutdown`
-/// completes or, in [`Mode::Once`], nothing more is ready. In-flight steps get the worker's
-/// grace period to commit.
+/// Runs the worker (and, in [`Mode::Forever`], the components beside it on `listeners`)
+/// until `shutdown` completes or, in [`Mode::Once`], nothing more is ready. In-flight steps get
+/// the worker's grace period to commit.
 pub async fn run(
     config: Config,
     mode: Mode,
@@ -88,23 +90,32 @@ pub async fn run(
     let shared_config = Arc::new(config.clone());
     let worker = Worker::new(Arc::clone(&queue), client, config);
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let context = Context {
+        bus: worker.bus().clone(),
+        queue: Arc::clone(&queue),
+        worker: Arc::clone(&worker),
+        stop: stop_rx.clone(),
+    };
     if mode == Mode::Forever {
-        systemd::start(&worker, &queue, stop_rx.clone());
-        listen_for_wakes(&queue.wake_socket(), worker.waker());
+        // Every committed change to an enrollment goes out on the bus.
+        let bus = worker.bus().clone();
+        queue.on_commit(move |rows| bus.publish(DaemonEvent::EnrollmentChanged { rows }));
+        spawn(systemd::Notify, &context);
+        spawn(WakeSocket, &context);
         if let Some(listener) = listeners.webhook {
-            serve_webhooks(listener, &worker, &queue, stop_rx.clone());
+            spawn(Webhooks { listener }, &context);
         }
         if listeners.api.is_some() || listeners.api_unix.is_some() {
             // Never an open API, whoever bound the listeners.
             crate::api::token::require(&shared_config.api)?;
-            serve_api(listeners.api, listeners.api_unix, &worker, &queue, shared_config, stop_rx.clone());
+            spawn(Api { tcp: listeners.api, unix: listeners.api_unix, config: shared_config }, &context);
         }
         tracing::info!(data_dir = %queue.dir().display(), "sync worker running");
     }
     // A person running `sync --once` sees the video uploads go (bars, or lines in a log).
     let (uploads_done, uploads_stop) = tokio::sync::oneshot::channel();
-    let uploads =
-        (mode == Mode::Once).then(|| tokio::spawn(crate::progress::follow_uploads(Arc::clone(&worker), uploads_stop)));
+    let uploads = (mode == Mode::Once)
+        .then(|| tokio::spawn(crate::progress::follow_uploads(worker.bus().subscribe(), uploads_stop)));
     tokio::spawn(async move {
         shutdown.await;
         tracing::info!("shutdown requested; finishing in-flight steps");
@@ -121,101 +132,155 @@ pub async fn run(
     Ok(outcome?)
 }
 
-fn serve_webhooks(
-    listener: TcpListener,
-    worker: &Arc<Worker>,
-    queue: &Arc<Queue>,
-    mut stop: tokio::sync::watch::Receiver<bool>,
-) {
-    if let Ok(addr) = listener.local_addr() {
-        tracing::info!(%addr, "webhook receiver listening");
-    }
-    let (worker, queue) = (Arc::clone(worker), Arc::clone(queue));
-    tokio::spawn(async move {
-        let shutdown = async move {
+/// What every component is given: the bus, the queue, the worker, and the stop signal.
+#[derive(Debug, Clone)]
+pub struct Context {
+    pub bus: Bus,
+    pub queue: Arc<Queue>,
+    pub worker: Arc<Worker>,
+    stop: tokio::sync::watch::Receiver<bool>,
+}
+
+impl Context {
+    /// Resolves once the daemon is stopping.
+    pub fn stopped(&self) -> impl Future<Output = ()> + Send + 'static {
+        let mut stop = self.stop.clone();
+        async move {
             let _ = stop.wait_for(|s| *s).await;
-        };
-        if let Err(e) = crate::webhook::serve(listener, worker, queue, shutdown).await {
-            tracing::error!(error = %e, "webhook receiver stopped");
+        }
+    }
+}
+
+/// A part of the daemon that runs beside the worker (after atuin's daemon components): it
+/// subscribes to the bus for what it needs and publishes what it does, and ends when the
+/// daemon stops ([`Context::stopped`]).
+pub trait Component: Send + 'static {
+    /// Its name in the log.
+    const NAME: &'static str;
+    fn run(self, context: Context) -> impl Future<Output = anyhow::Result<()>> + Send;
+}
+
+/// Starts `component` on its own task; an error that ends it is logged with its name.
+fn spawn<C: Component>(component: C, context: &Context) {
+    let context = context.clone();
+    tokio::spawn(async move {
+        if let Err(e) = component.run(context).await {
+            tracing::error!(component = C::NAME, error = format!("{e:#}"), "component stopped");
         }
     });
 }
 
-fn serve_api(
+/// The Optimizer's status callbacks (`sync.webhook_listen`).
+struct Webhooks {
+    listener: TcpListener,
+}
+
+impl Component for Webhooks {
+    const NAME: &'static str = "webhook receiver";
+
+    async fn run(self, context: Context) -> anyhow::Result<()> {
+        if let Ok(addr) = self.listener.local_addr() {
+            tracing::info!(%addr, "webhook receiver listening");
+        }
+        let shutdown = context.stopped();
+        crate::webhook::serve(self.listener, context.worker, context.queue, shutdown).await?;
+        Ok(())
+    }
+}
+
+/// The local control API, on TCP and/or a Unix socket, and its event stream.
+struct Api {
     tcp: Option<TcpListener>,
     unix: Option<tokio::net::UnixListener>,
-    worker: &Arc<Worker>,
-    queue: &Arc<Queue>,
     config: Arc<Config>,
-    stop: tokio::sync::watch::Receiver<bool>,
-) {
-    if let Some(addr) = tcp.as_ref().and_then(|l| l.local_addr().ok()) {
-        // Tests (and people) learn a port-0 address from this line.
-        tracing::info!(%addr, "API listening");
-    }
-    if let Some(path) = &config.api.unix_socket {
-        tracing::info!(path = %path.display(), "API listening on a Unix socket");
-    }
-    let state = crate::api::ApiState {
-        queue: Arc::clone(queue),
-        worker: Arc::clone(worker),
-        config: Arc::clone(&config),
-        events: tokio::sync::broadcast::channel(256).0,
-        cameras: Arc::new(crate::api::cameras::CaptureService::new(&config.api, config.path.clone())),
-        sessions: Default::default(),
-    };
-    tokio::spawn(crate::api::watch_changes(state.clone()));
-    // Intakes cut off midway (a kill, a power cut) and captures of earlier versions: erased
-    // at start. The capture service keeps its captures in memory and forgets them itself.
-    let data_dir = queue.dir().to_owned();
-    tokio::spawn(async move {
-        let _ = tokio::task::spawn_blocking(move || crate::api::sweep::at_start(&data_dir)).await;
-    });
-    let until_stopped = |mut stop: tokio::sync::watch::Receiver<bool>| async move {
-        let _ = stop.wait_for(|s| *s).await;
-    };
-    if let Some(listener) = tcp {
-        let (state, shutdown) = (state.clone(), until_stopped(stop.clone()));
-        tokio::spawn(async move {
+}
+
+impl Component for Api {
+    const NAME: &'static str = "API";
+
+    async fn run(self, context: Context) -> anyhow::Result<()> {
+        let Api { tcp, unix, config } = self;
+        if let Some(addr) = tcp.as_ref().and_then(|l| l.local_addr().ok()) {
+            // Tests (and people) learn a port-0 address from this line.
+            tracing::info!(%addr, "API listening");
+        }
+        if let Some(path) = &config.api.unix_socket {
+            tracing::info!(path = %path.display(), "API listening on a Unix socket");
+        }
+        let state = crate::api::ApiState {
+            queue: Arc::clone(&context.queue),
+            worker: Arc::clone(&context.worker),
+            config: Arc::clone(&config),
+            events: tokio::sync::broadcast::channel(256).0,
+            cameras: Arc::new(crate::api::cameras::CaptureService::new(&config.api, config.path.clone())),
+            sessions: Default::default(),
+        };
+        tokio::spawn(crate::api::feed::run(state.clone(), context.bus.subscribe()));
+        // Intakes cut off midway (a kill, a power cut) and captures of earlier versions: erased
+        // at start. The capture service keeps its captures in memory and forgets them itself.
+        let data_dir = context.queue.dir().to_owned();
+        tokio::task::spawn_blocking(move || crate::api::sweep::at_start(&data_dir));
+        let mut served = tokio::task::JoinSet::new();
+        if let Some(listener) = tcp {
             // The Host check needs the bound port (the configured one may be 0).
-            let hosts = match listener.local_addr() {
-                Ok(addr) => crate::api::guard::Hosts::Tcp {
-                    listen: addr,
-                    names: std::sync::Arc::from(state.config.api.allowed_hosts.clone()),
-                },
-                Err(e) => {
-                    tracing::error!(error = %e, "API not served: its address is unknown");
-                    return;
-                }
+            let addr = listener.local_addr().context("API not served: its address is unknown")?;
+            let hosts = crate::api::guard::Hosts::Tcp {
+                listen: addr,
+                names: Arc::from(state.config.api.allowed_hosts.clone()),
             };
-            if let Err(e) = crate::api::serve(listener, state, hosts, shutdown).await {
-                tracing::error!(error = %e, "API stopped");
+            let (state, shutdown) = (state.clone(), context.stopped());
+            served
+                .spawn(async move { crate::api::serve(listener, state, hosts, shutdown).await.context("API stopped") });
+        }
+        if let Some(listener) = unix {
+            let (state, shutdown) = (state.clone(), context.stopped());
+            served.spawn(async move {
+                crate::api::serve(listener, state, crate::api::guard::Hosts::Any, shutdown)
+                    .await
+                    .context("API (Unix socket) stopped")
+            });
+        }
+        // One listener failing does not take the other down.
+        while let Some(done) = served.join_next().await {
+            match done {
+                Ok(Err(e)) => tracing::error!(error = format!("{e:#}"), "API listener stopped"),
+                Ok(Ok(())) => {}
+                Err(e) => return Err(e.into()),
             }
-        });
-    }
-    if let Some(listener) = unix {
-        let shutdown = until_stopped(stop);
-        tokio::spawn(async move {
-            if let Err(e) = crate::api::serve(listener, state, crate::api::guard::Hosts::Any, shutdown).await {
-                tracing::error!(error = %e, "API (Unix socket) stopped");
-            }
-        });
+        }
+        Ok(())
     }
 }
 
-/// Feeds pokes from `enroll` and `queue retry` (datagrams on the wake socket) to the worker.
-fn listen_for_wakes(path: &Path, waker: Arc<tokio::sync::Notify>) {
-    // We hold the worker lock, so a socket file left here belongs to a dead worker.
-    let _ = std::fs::remove_file(path);
-    match tokio::net::UnixDatagram::bind(path) {
-        Ok(sock) => {
-            tokio::spawn(async move {
-                let mut buf = [0u8; 16];
-                while sock.recv(&mut buf).await.is_ok() {
-                    waker.notify_one();
+/// Pokes from other processes (`enroll`, `queue retry`, CLI flow commands): datagrams on the
+/// wake socket, published as work arriving from elsewhere.
+struct WakeSocket;
+
+impl Component for WakeSocket {
+    const NAME: &'static str = "wake socket";
+
+    async fn run(self, context: Context) -> anyhow::Result<()> {
+        let path = context.queue.wake_socket();
+        // We hold the worker lock, so a socket file left here belongs to a dead worker.
+        let _ = std::fs::remove_file(&path);
+        let sock = match tokio::net::UnixDatagram::bind(&path) {
+            Ok(sock) => sock,
+            Err(e) => {
+                tracing::warn!(path = %path.display(), error = %e, "no wake socket; new work is noticed by polling");
+                return Ok(());
+            }
+        };
+        let mut buf = [0u8; 16];
+        let stopped = context.stopped();
+        tokio::pin!(stopped);
+        loop {
+            tokio::select! {
+                received = sock.recv(&mut buf) => {
+                    received.with_context(|| format!("reading {}", path.display()))?;
+                    context.bus.publish(DaemonEvent::WorkArrived(Why::OtherProcess));
                 }
-            });
+                () = &mut stopped => return Ok(()),
+            }
         }
-        Err(e) => tracing::warn!(path = %path.display(), error = %e, "no wake socket; new work is noticed by polling"),
     }
 }

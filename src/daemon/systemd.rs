@@ -10,11 +10,13 @@ use std::time::{Duration, Instant};
 
 use sd_notify::NotifyState;
 
-use crate::queue::Queue;
-use crate::sync::{blocking, Worker, SAFETY_POLL};
+use crate::sync::events::{DaemonEvent, Received};
+use crate::sync::{blocking, SAFETY_POLL};
 
-/// How often `STATUS=` is refreshed.
+/// The longest between watchdog pings when the unit sets no `WatchdogSec`.
 const STATUS_EVERY: Duration = Duration::from_secs(15);
+/// `STATUS=` follows the queue, but not more often than this (an upload writes its progress).
+const STATUS_AT_MOST: Duration = Duration::from_secs(2);
 
 /// Says `STOPPING=1`. Called on the shutdown path itself, before the worker is told to stop:
 /// sent from a task of its own, it raced the runtime's shutdown and was sometimes never sent.
@@ -24,23 +26,33 @@ pub fn stopping() {
     }
 }
 
-/// Sends `READY=1` and starts the status, watchdog and stopping notifications.
-pub fn start(worker: &Arc<Worker>, queue: &Arc<Queue>, mut stop: tokio::sync::watch::Receiver<bool>) {
-    if std::env::var_os("NOTIFY_SOCKET").is_none() {
-        return;
-    }
-    let _ = sd_notify::notify(&[NotifyState::Ready]);
-    let (worker, queue) = (Arc::clone(worker), Arc::clone(queue));
-    tokio::spawn(async move {
+/// `READY=1`, then the status (on what the bus tells, at most every [`STATUS_AT_MOST`]) and
+/// the watchdog pings, when the unit asks for notifications.
+pub struct Notify;
+
+impl super::Component for Notify {
+    const NAME: &'static str = "systemd notifications";
+
+    async fn run(self, context: super::Context) -> anyhow::Result<()> {
+        if std::env::var_os("NOTIFY_SOCKET").is_none() {
+            return Ok(());
+        }
+        let _ = sd_notify::notify(&[NotifyState::Ready]);
+        let mut bus = context.bus.subscribe();
+        let worker = Arc::clone(&context.worker);
         let watchdog = sd_notify::watchdog_enabled();
         // Ping at a third of the interval; without a watchdog only the status is sent.
         let tick = watchdog.map_or(STATUS_EVERY, |w| (w / 3).min(STATUS_EVERY));
         let (mut seen, mut advanced) = (worker.wakeups(), Instant::now());
+        // The status is due at once, then whenever the queue or the link changed.
+        let mut status_due = true;
         let mut last_status = Instant::now() - STATUS_EVERY;
+        let stopped = context.stopped();
+        tokio::pin!(stopped);
         loop {
-            if last_status.elapsed() >= STATUS_EVERY {
-                last_status = Instant::now();
-                if let Ok(list) = blocking(&queue, |q| q.list()).await {
+            if status_due && last_status.elapsed() >= STATUS_AT_MOST {
+                (status_due, last_status) = (false, Instant::now());
+                if let Ok(list) = blocking(&context.queue, |q| q.list()).await {
                     let b = crate::queue::Backlog::of(&list);
                     let link = if worker.is_online() { "online" } else { "offline" };
                     let status = format!("{} pending ({} bytes), {link}", b.pending, b.pending_bytes);
@@ -58,10 +70,17 @@ pub fn start(worker: &Arc<Worker>, queue: &Arc<Queue>, mut stop: tokio::sync::wa
                     tracing::error!("the sync worker has not advanced for {:?}; no watchdog ping", advanced.elapsed());
                 }
             }
+            let wait = if status_due { STATUS_AT_MOST.saturating_sub(last_status.elapsed()).min(tick) } else { tick };
             tokio::select! {
-                _ = tokio::time::sleep(tick) => {}
-                _ = stop.wait_for(|s| *s) => return,
+                _ = tokio::time::sleep(wait) => {}
+                received = bus.recv() => match received {
+                    Received::Event(DaemonEvent::EnrollmentChanged { .. } | DaemonEvent::Link { .. } | DaemonEvent::WorkArrived(_))
+                    | Received::Lagged => status_due = true,
+                    Received::Event(_) => {}
+                    Received::Closed => return Ok(()),
+                },
+                () = &mut stopped => return Ok(()),
             }
         }
-    });
+    }
 }

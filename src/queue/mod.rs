@@ -24,6 +24,7 @@
 pub mod audit;
 mod backup;
 pub mod capture_manifest;
+mod changes;
 pub mod counters;
 mod documents;
 mod enqueue;
@@ -110,6 +111,17 @@ pub struct Queue {
     master: SecretKey,
     dir: PathBuf,
     storage: StorageConfig,
+    changes: changes::Changes,
+}
+
+impl Drop for Queue {
+    /// A process that changed enrollments with nobody watching (a CLI command) tells a running
+    /// worker once it is done, so the daemon (and the page's event stream) hear of it.
+    fn drop(&mut self) {
+        if self.changes.committed_any() && !self.changes.observed() {
+            self.poke_worker();
+        }
+    }
 }
 
 /// Held by the one sync worker of a data directory; released on drop.
@@ -183,7 +195,9 @@ impl Queue {
             }
         }
         drop(init);
-        let queue = Queue { conn: Mutex::new(conn), master, dir, storage: storage.clone() };
+        let changes = changes::Changes::default();
+        changes.install(&conn);
+        let queue = Queue { conn: Mutex::new(conn), master, dir, storage: storage.clone(), changes };
         queue.remove_orphan_spool_dirs()?;
         queue.remove_orphan_documents()?;
         Ok(queue)
@@ -218,6 +232,14 @@ impl Queue {
         if let Ok(sock) = std::os::unix::net::UnixDatagram::unbound() {
             let _ = sock.send_to(b"wake", self.wake_socket());
         }
+    }
+
+    /// Calls `observer` with the row ids of the enrollments each committed transaction of this
+    /// queue wrote (see [`Self::summaries_of_rows`]). It runs inside SQLite's commit hook, with
+    /// the queue locked until the commit ends: it must only hand the ids on (publish an event),
+    /// never use the queue.
+    pub fn on_commit(&self, observer: impl FnMut(Vec<i64>) + Send + 'static) {
+        self.changes.observe(Box::new(observer));
     }
 
     fn conn(&self) -> MutexGuard<'_, Connection> {

@@ -493,6 +493,20 @@ impl Queue {
         Ok(rows)
     }
 
+    /// The enrollments stored in these rows (see [`Queue::on_commit`]), oldest first; rows
+    /// deleted since are left out.
+    pub fn summaries_of_rows(&self, rows: &[i64]) -> Result<Vec<Summary>, QueueError> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare(&format!("{SUMMARY_SQL} WHERE e.rowid = ?1"))?;
+        let mut out = Vec::with_capacity(rows.len());
+        for row in rows {
+            if let Some(summary) = stmt.query_row([row], summary_row).optional()? {
+                out.push(summary);
+            }
+        }
+        Ok(out)
+    }
+
     /// One enrollment with its artifacts and full history.
     pub fn show(&self, id: &str) -> Result<Summary, QueueError> {
         let conn = self.conn();

@@ -25,6 +25,7 @@
 
 mod action;
 mod backoff;
+pub mod events;
 mod orphans;
 mod pacer;
 pub mod redact;
@@ -35,7 +36,6 @@ mod step;
 pub use backoff::Backoff;
 pub use review::{ReviewError, Reviewed};
 
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -81,7 +81,8 @@ pub struct Worker {
     queue: Arc<Queue>,
     client: Client,
     config: Config,
-    wake: Arc<tokio::sync::Notify>,
+    /// The daemon's event bus: the worker wakes on work that arrives and tells of links and uploads.
+    bus: events::Bus,
     wakeups: std::sync::atomic::AtomicU64,
     probes: std::sync::atomic::AtomicU64,
     /// What this worker saw happen: delivered, failed, ended by the server.
@@ -97,8 +98,6 @@ pub struct Worker {
     last_progress_ms: std::sync::atomic::AtomicI64,
     /// `sync.max_upload_rate`, shared by every upload.
     pacer: Option<Arc<pacer::Pacer>>,
-    /// Videos being uploaded: enrollment id → (bytes handed to the connection, total bytes).
-    uploads: std::sync::Mutex<HashMap<String, (Arc<std::sync::atomic::AtomicU64>, u64)>>,
 }
 
 /// Runs `f` on the blocking pool: SQLite and file work never runs on executor threads.
@@ -116,7 +115,7 @@ impl Worker {
         Arc::new(Worker {
             queue,
             client,
-            wake: Arc::new(tokio::sync::Notify::new()),
+            bus: events::Bus::default(),
             wakeups: Default::default(),
             probes: Default::default(),
             counts: Default::default(),
@@ -124,7 +123,6 @@ impl Worker {
             started_ms: crate::queue::now_ms(),
             online: std::sync::atomic::AtomicBool::new(true),
             last_contact_ms: Default::default(),
-            uploads: Default::default(),
             pacer: config.sync.max_upload_rate.map(|rate| Arc::new(pacer::Pacer::new(rate))),
             last_progress_ms: std::sync::atomic::AtomicI64::new(crate::queue::now_ms()),
             config,
@@ -141,15 +139,16 @@ impl Worker {
         Some(self.last_contact_ms.load(Ordering::Relaxed)).filter(|&ms| ms > 0)
     }
 
-    /// The videos being uploaded now: (enrollment id, bytes sent, total bytes).
-    pub fn upload_progress(&self) -> Vec<(String, u64, u64)> {
-        let uploads = self.uploads.lock().unwrap_or_else(|p| p.into_inner());
-        uploads.iter().map(|(id, (sent, total))| (id.clone(), sent.load(Ordering::Relaxed), *total)).collect()
-    }
-
     /// When a step last moved an enrollment on (ms since the epoch; the worker's start at first).
     pub fn last_progress_ms(&self) -> i64 {
         self.last_progress_ms.load(Ordering::Relaxed)
+    }
+
+    /// Records whether the server is reachable, and says so on the bus when that changed.
+    fn set_online(&self, online: bool) {
+        if self.online.swap(online, Ordering::Relaxed) != online {
+            self.bus.publish(events::DaemonEvent::Link { online });
+        }
     }
 
     fn contacted(&self) {
@@ -160,9 +159,15 @@ impl Worker {
         Backoff { base: self.config.sync.backoff_base, cap: self.config.sync.backoff_cap }
     }
 
-    /// Notifying this makes the worker look at the queue now.
-    pub fn waker(&self) -> Arc<tokio::sync::Notify> {
-        Arc::clone(&self.wake)
+    /// The event bus this worker subscribes to and publishes on: publishing
+    /// [`events::DaemonEvent::WorkArrived`] makes it look at the queue now.
+    pub fn bus(&self) -> &events::Bus {
+        &self.bus
+    }
+
+    /// Asks the worker to look at the queue now, saying why.
+    pub fn wake(&self, why: events::Why) {
+        self.bus.publish(events::DaemonEvent::WorkArrived(why));
     }
 
     /// How many times the worker loop woke up (to show that idle means asleep).

@@ -14,6 +14,7 @@ use tokio::sync::watch;
 use tokio::task::{JoinHandle, JoinSet};
 use tokio::time::Instant;
 
+use super::events::{DaemonEvent, Received, Subscription};
 use super::{blocking, step, Mode, Outcome, Worker, RETENTION_CHECK_EVERY, SAFETY_POLL, SHUTDOWN_GRACE};
 use crate::queue::QueueError;
 
@@ -38,11 +39,25 @@ pub(super) enum Event {
     GraceOver,
 }
 
+/// Resolves when work arrives on the bus (or events were missed, which may have been work);
+/// the rest of the bus's traffic is not the worker's business and never wakes its loop.
+async fn work_arrives(events: &mut Subscription) {
+    loop {
+        match events.recv().await {
+            Received::Event(DaemonEvent::WorkArrived(_)) | Received::Lagged => return,
+            Received::Event(_) => {}
+            Received::Closed => std::future::pending().await,
+        }
+    }
+}
+
 /// The state the worker loop keeps between turns.
 pub(super) struct Scheduler {
     worker: Arc<Worker>,
     mode: Mode,
     shutdown: watch::Receiver<bool>,
+    /// The bus, for work that arrives from outside.
+    events: Subscription,
     /// Whether a stop was asked for, as read at the start of this turn (one reading a turn, so
     /// a stop asked for midway is seen by the whole of the next turn, grace period included).
     stopping: bool,
@@ -76,6 +91,7 @@ pub(super) struct Scheduler {
 impl Scheduler {
     pub(super) fn new(worker: Arc<Worker>, mode: Mode, shutdown: watch::Receiver<bool>) -> Scheduler {
         Scheduler {
+            events: worker.bus.subscribe(),
             worker,
             mode,
             shutdown,
@@ -213,7 +229,6 @@ impl Scheduler {
         let stopping = self.stopping();
         let next_due = self.next_due();
         let idle_limit = if self.mode == Mode::Forever { SAFETY_POLL } else { Duration::from_secs(3600) };
-        let wake = self.worker.waker();
         tokio::select! {
             Some(done) = self.inflight.join_next_with_id(), if !self.inflight_ids.is_empty() => {
                 let (task, result) = match done {
@@ -236,7 +251,7 @@ impl Scheduler {
             }
             _ = tokio::time::sleep_until(next_due.unwrap_or_else(|| Instant::now() + idle_limit)),
                 if !stopping && (next_due.is_some() || self.mode == Mode::Forever) => Event::Due,
-            _ = wake.notified(), if !stopping => Event::Woken,
+            () = work_arrives(&mut self.events), if !stopping => Event::Woken,
             changed = self.shutdown.changed(), if !stopping && self.shutdown_open => {
                 Event::ShutdownChanged { open: changed.is_ok() }
             }
@@ -313,7 +328,7 @@ impl Scheduler {
         self.probe = None;
         if reachable {
             worker.contacted();
-            worker.online.store(true, Ordering::Relaxed);
+            worker.set_online(true);
             if self.offline {
                 let waiting = self.not_before.values().filter(|(_, n)| *n).count();
                 tracing::info!(waiting, "server reachable again; retrying what waited for it now");
@@ -326,7 +341,7 @@ impl Scheduler {
                 tracing::warn!("server unreachable; waiting for it (probing)");
                 self.offline = true;
             }
-            worker.online.store(false, Ordering::Relaxed);
+            worker.set_online(false);
             self.probe_failures += 1;
             self.probe_due = Some(Instant::now() + worker.probe_delay(self.probe_failures));
         }
@@ -335,9 +350,8 @@ impl Scheduler {
     /// Ends the run: neither a probe nor reconciliation holds up a stop (both start over next
     /// time); a batch run waits for verification, a daemon does not.
     pub(super) async fn finish(self) -> Result<Outcome, QueueError> {
-        for task in [self.probe.map(|t| t.abort_handle()), self.after_delivery.map(|t| t.abort_handle())]
-            .into_iter()
-            .flatten()
+        for task in
+            [self.probe.map(|t| t.abort_handle()), self.after_delivery.map(|t| t.abort_handle())].into_iter().flatten()
         {
             task.abort();
         }

@@ -20,6 +20,7 @@ use std::time::Duration;
 use futures_util::stream;
 
 use super::action::{action, Action};
+use super::events::{Bus, DaemonEvent};
 use super::redact::Redactor;
 use super::{blocking, Worker};
 use crate::evidence::{create_body, evidences_body};
@@ -41,6 +42,21 @@ pub enum Result {
     /// stuck; look again after this delay.
     Deferred { delay: Duration },
 }
+
+/// Tells the bus an upload ended however it ends: sent, failed, or aborted at shutdown.
+struct UploadEnds<'a> {
+    bus: &'a Bus,
+    id: &'a str,
+}
+
+impl Drop for UploadEnds<'_> {
+    fn drop(&mut self) {
+        self.bus.publish(DaemonEvent::UploadEnded { id: self.id.to_owned() });
+    }
+}
+
+/// How often a video upload's progress is told on the bus.
+const UPLOAD_EVENTS_EVERY: Duration = Duration::from_millis(250);
 
 /// How many times the status is read after the video before the step is retried later.
 const STATUS_READS: u32 = 5;
@@ -441,8 +457,9 @@ impl Worker {
         let (tx, rx) = tokio::sync::mpsc::channel::<std::io::Result<Vec<u8>>>(4);
         // The decrypting thread returns the reason it stopped early, if it did: a chunk that
         // fails to decrypt means damaged evidence, which no retry can fix.
-        let progress = Arc::new(std::sync::atomic::AtomicU64::new(0));
-        self.uploads.lock().unwrap_or_else(|p| p.into_inner()).insert(job.id.clone(), (Arc::clone(&progress), len));
+        // Progress goes out on the bus (the API's event stream, the bars of `sync --once`) a few
+        // times a second: bytes handed to the connection, at most a few chunks ahead of the wire.
+        let bus = self.bus.clone();
         let pacer = self.pacer.clone();
         // Other processes (`queue list`) see the progress through the database, about once a
         // second; best effort: a failed write never stops the upload.
@@ -451,13 +468,17 @@ impl Worker {
             let mut reader = reader;
             let mut sent = 0u64;
             let mut noted = std::time::Instant::now();
+            let mut told = noted;
             let _ = queue.record_upload_progress(&upload_id, Some((0, len)));
+            bus.publish(DaemonEvent::Upload { id: upload_id.clone(), sent: 0, total: len });
             loop {
                 match reader.next_chunk() {
                     Ok(Some(chunk)) => {
                         sent += chunk.len() as u64;
-                        // Bytes handed to the connection (at most a few chunks ahead of the wire).
-                        progress.store(sent, std::sync::atomic::Ordering::Relaxed);
+                        if told.elapsed() >= UPLOAD_EVENTS_EVERY || sent == len {
+                            told = std::time::Instant::now();
+                            bus.publish(DaemonEvent::Upload { id: upload_id.clone(), sent, total: len });
+                        }
                         if noted.elapsed() >= Duration::from_secs(1) {
                             noted = std::time::Instant::now();
                             let _ = queue.record_upload_progress(&upload_id, Some((sent, len)));
@@ -487,8 +508,9 @@ impl Worker {
                 rx,
                 |mut rx| async move { rx.recv().await.map(|item| (item, rx)) },
             ));
+        let ends = UploadEnds { bus: &self.bus, id: &job.id };
         let result = self.client.upload_video(&ids, body, len).await;
-        self.uploads.lock().unwrap_or_else(|p| p.into_inner()).remove(&job.id);
+        drop(ends);
         let id = job.id.clone();
         let _ = blocking(&self.queue, move |q| q.record_upload_progress(&id, None)).await;
         match decrypt.await {

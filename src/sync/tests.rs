@@ -79,7 +79,7 @@ async fn a_wake_starts_new_work_at_once_and_idle_is_asleep() {
     let before = worker.wakeups();
     // About one probe every 11 s, and the worker's own safety polls.
     assert!(before < 2 * 3600 / 7 + 60, "{before} wake-ups in an hour");
-    worker.waker().notify_one();
+    worker.wake(crate::sync::events::Why::Enrolled);
     tokio::time::sleep(Duration::from_millis(1)).await;
     assert!(worker.wakeups() > before, "a wake makes the worker look at the queue at once");
     tx.send(true).unwrap();
