@@ -85,12 +85,37 @@ impl std::fmt::Debug for ApiConfig {
     }
 }
 
-/// Validates `[api]`; `data_dir` holds the default token file.
+/// The API token: the unit's credential when it provides one, else the configured file, else
+/// the default file once `key init` made it (until then there is none, and `run` says so
+/// instead of serving an open API; anything else wrong with it is a problem).
+fn read_token(configured: Option<&Path>, default_file: &Path, base_dir: &Path) -> Result<Option<Secret>, String> {
+    let from_credentials =
+        std::env::var_os("CREDENTIALS_DIRECTORY").map(|d| Path::new(&d).join(TOKEN_CREDENTIAL)).filter(|p| p.is_file());
+    let token = match (from_credentials, configured) {
+        (Some(path), _) => read_secret(&path, base_dir)?,
+        (None, Some(path)) => read_secret(path, base_dir)?,
+        (None, None) if std::fs::symlink_metadata(default_file).is_err() => return Ok(None),
+        (None, None) => read_secret(default_file, base_dir)?,
+    };
+    // It travels in an Authorization header (never in a cookie: the page gets a session).
+    let allowed = |c: char| c.is_ascii_alphanumeric() || "-._~+/=".contains(c);
+    if token.chars().count() < 16 || !token.chars().all(allowed) {
+        return Err(
+            "the token must be at least 16 characters of A-Z, a-z, 0-9 and - . _ ~ + / = (e.g. openssl rand -hex 32)"
+                .into(),
+        );
+    }
+    Ok(Some(token))
+}
+
+/// Validates `[api]`; `data_dir` holds the default token file (read later, with the
+/// configuration's other files).
 pub fn validate_api(
     raw: Option<RawApi>,
     base_dir: &Path,
     data_dir: &Path,
     evidence: &EvidenceLimits,
+    files: &mut super::Files,
     problem: &mut dyn FnMut(&str, String),
 ) -> ApiConfig {
     let a = raw.unwrap_or_default();
@@ -104,33 +129,17 @@ pub fn validate_api(
             }
         },
     };
-    let from_credentials =
-        std::env::var_os("CREDENTIALS_DIRECTORY").map(|d| Path::new(&d).join(TOKEN_CREDENTIAL)).filter(|p| p.is_file());
     let default_file = data_dir.join(TOKEN_CREDENTIAL);
     let token_file = match &a.token_file {
         Some(p) if p.is_absolute() => p.clone(),
         Some(p) => base_dir.join(p),
         None => default_file.clone(),
     };
-    let token = match (from_credentials, &a.token_file) {
-        (Some(path), _) => read_secret(&path, base_dir).map_err(|e| problem("api.token_file", e)).ok(),
-        (None, Some(path)) => read_secret(path, base_dir).map_err(|e| problem("api.token_file", e)).ok(),
-        // The default file is created by `key init`; until then there is no token, and `run`
-        // says so instead of serving an open API. Anything else wrong with it is a problem.
-        (None, None) if std::fs::symlink_metadata(&default_file).is_err() => None,
-        (None, None) => read_secret(&default_file, base_dir).map_err(|e| problem("api.token_file", e)).ok(),
-    };
-    if let Some(t) = &token {
-        // It travels in an Authorization header (never in a cookie: the page gets a session).
-        let allowed = |c: char| c.is_ascii_alphanumeric() || "-._~+/=".contains(c);
-        if t.chars().count() < 16 || !t.chars().all(allowed) {
-            problem(
-                "api.token_file",
-                "the token must be at least 16 characters of A-Z, a-z, 0-9 and - . _ ~ + / = (e.g. openssl rand -hex 32)"
-                    .into(),
-            );
-        }
-    }
+    let (configured, base) = (a.token_file.clone(), base_dir.to_owned());
+    files.read("api.token_file", move |c| {
+        c.api.token = read_token(configured.as_deref(), &default_file, &base)?;
+        Ok(())
+    });
     // An enrollment with its largest video and four largest images (Base64 adds a third), and
     // room for the manifest.
     let default_body = evidence.max_video_bytes + evidence.max_image_bytes * 4 * 4 / 3 + (1 << 20);
@@ -201,7 +210,8 @@ pub fn validate_api(
         unix_socket,
         capture_service,
         token_file,
-        token,
+        // Read with the configuration's files (see `read_token`).
+        token: None,
         max_body_bytes,
         max_json_bytes,
         capture_ttl,

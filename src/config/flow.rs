@@ -108,8 +108,14 @@ fn read_nonempty(path: &Path) -> Result<Secret, String> {
     Ok(trimmed)
 }
 
-/// Validates `[rao]`: an id and either a token file or username + password and PIN files.
-pub fn validate_rao(raw: Option<RawRao>, base_dir: &Path, problem: &mut dyn FnMut(&str, String)) -> Option<RaoConfig> {
+/// Validates `[rao]`: an id and either a token file or username + password and PIN files (read
+/// later, with the configuration's other files).
+pub fn validate_rao(
+    raw: Option<RawRao>,
+    base_dir: &Path,
+    files: &mut super::Files,
+    problem: &mut dyn FnMut(&str, String),
+) -> Option<RaoConfig> {
     let r = raw?;
     let id = match r.id.as_deref().map(str::trim) {
         Some(id) if !id.is_empty() => id.to_owned(),
@@ -118,34 +124,45 @@ pub fn validate_rao(raw: Option<RawRao>, base_dir: &Path, problem: &mut dyn FnMu
             String::new()
         }
     };
-    let mut secret = |key: &str, path: &Path| match read_secret(path, base_dir) {
-        Ok(s) => Some(s),
-        Err(e) => {
-            problem(key, e);
-            None
-        }
+    // Each secret is read into its place in the credentials chosen here.
+    let mut secret = |key: &'static str, path: &Path, place: fn(&mut RaoCredentials) -> Option<&mut Secret>| {
+        let (path, base_dir) = (path.to_owned(), base_dir.to_owned());
+        files.read(key, move |c| {
+            let value = read_secret(&path, &base_dir)?;
+            if let Some(slot) = c.rao.as_mut().and_then(|r| place(&mut r.credentials)) {
+                *slot = value;
+            }
+            Ok(())
+        });
     };
     let credentials = match (&r.token_file, &r.username, &r.password_file, &r.pin_file) {
-        (Some(token), None, None, None) => secret("rao.token_file", token).map(RaoCredentials::Token),
+        (Some(token), None, None, None) => {
+            secret("rao.token_file", token, |c| match c {
+                RaoCredentials::Token(t) => Some(t),
+                RaoCredentials::Login { .. } => None,
+            });
+            RaoCredentials::Token(Secret::default())
+        }
         (None, Some(username), Some(password), Some(pin)) => {
-            let password = secret("rao.password_file", password);
-            let pin = secret("rao.pin_file", pin);
-            match (password, pin) {
-                (Some(password), Some(pin)) => {
-                    Some(RaoCredentials::Login { username: username.clone(), password, pin })
-                }
-                _ => None,
-            }
+            secret("rao.password_file", password, |c| match c {
+                RaoCredentials::Login { password, .. } => Some(password),
+                RaoCredentials::Token(_) => None,
+            });
+            secret("rao.pin_file", pin, |c| match c {
+                RaoCredentials::Login { pin, .. } => Some(pin),
+                RaoCredentials::Token(_) => None,
+            });
+            RaoCredentials::Login { username: username.clone(), password: Secret::default(), pin: Secret::default() }
         }
         _ => {
             problem(
                 "rao.token_file",
                 "set either token_file, or username with password_file and pin_file (not both)".into(),
             );
-            None
+            return None;
         }
     };
-    Some(RaoConfig { id, credentials: credentials? })
+    Some(RaoConfig { id, credentials })
 }
 
 /// Validates `[signature]`.

@@ -15,12 +15,12 @@ pub fn minimal_oneshot() -> OneShotConfig {
 }
 
 fn check_ok(text: &str) -> Config {
-    validate(from_toml(text).expect("parses"), Path::new("/etc/kiosk-agent")).expect("valid")
+    build(from_toml(text).expect("parses"), Path::new("/etc/kiosk-agent")).expect("valid")
 }
 
 /// Asserts that `text` is rejected with a problem on `key` whose message contains `needle`.
 fn check_problem(text: &str, key: &str, needle: &str) {
-    let err = from_toml(text).and_then(|raw| validate(raw, Path::new("/etc")));
+    let err = from_toml(text).and_then(|raw| build(raw, Path::new("/etc")));
     match err {
         Err(ConfigError::Invalid(problems)) => assert!(
             problems.iter().any(|p| p.key == key && p.message.contains(needle)),
@@ -168,7 +168,7 @@ fn secrets_stay_out_of_debug_output() {
         "[oneshot]",
         "[oneshot]\nbilling_username = \"b@example.com\"\nbilling_password_file = \"pw\"\nheaders = { X-Api-Key = \"s3cr3t\" }",
     );
-    let c = validate(from_toml(&text).unwrap(), dir.path()).unwrap();
+    let c = build(from_toml(&text).unwrap(), dir.path()).unwrap();
     assert_eq!(c.oneshot.billing_password.as_ref().map(|p| p.as_str()), Some("hunter2"));
     let debug = format!("{c:?}");
     assert!(!debug.contains("hunter2") && !debug.contains("s3cr3t"), "{debug}");
@@ -179,7 +179,7 @@ fn secrets_stay_out_of_debug_output() {
 fn shipped_example_parses() {
     let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("config/kiosk-agent.example.toml");
     let text = std::fs::read_to_string(&path).unwrap();
-    let c = validate(from_toml(&text).unwrap(), Path::new("/etc/kiosk-agent")).unwrap();
+    let c = build(from_toml(&text).unwrap(), Path::new("/etc/kiosk-agent")).unwrap();
     assert_eq!(c.oneshot.registration_authority, "139");
     assert_eq!(
         c.oneshot.videoid_mode,
@@ -220,7 +220,7 @@ fn rao_and_signature_sections_are_checked() {
     secret("token", 0o600);
     secret("pw", 0o600);
     secret("pin", 0o640);
-    let with = |extra: &str| validate(from_toml(&format!("{MINIMAL}{extra}")).unwrap(), dir.path());
+    let with = |extra: &str| build(from_toml(&format!("{MINIMAL}{extra}")).unwrap(), dir.path());
     let c = with("[rao]\nid = \"1400\"\ntoken_file = \"token\"\n").unwrap();
     assert_eq!(c.rao.unwrap().credentials, RaoCredentials::Token("token-value".to_owned().into()));
     for (extra, key, needle) in [
@@ -255,7 +255,7 @@ fn a_ca_bundle_must_hold_pem_certificates() {
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("bad.pem"), "not a pem").unwrap();
     let text = MINIMAL.replace("[oneshot]", "[oneshot]\nca_bundle = \"bad.pem\"");
-    match validate(from_toml(&text).unwrap(), dir.path()) {
+    match build(from_toml(&text).unwrap(), dir.path()) {
         Err(ConfigError::Invalid(p)) => {
             assert!(p.iter().any(|p| p.key == "oneshot.ca_bundle" && p.message.contains("no PEM certificate")), "{p:?}")
         }
@@ -316,4 +316,35 @@ fn the_api_answers_only_to_names_given_plainly() {
         );
     }
     check_problem(&format!("{MINIMAL}[api]\nmax_json_bytes = 0\n"), "api.max_json_bytes", "between 1 and");
+}
+
+#[test]
+fn validation_touches_no_file_and_the_files_step_reports_each_by_its_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let text = MINIMAL.replace(
+        "[oneshot]",
+        "[oneshot]\nbilling_username = \"b@example.com\"\nbilling_password_file = \"missing-pw\"\nca_bundle = \"missing.pem\"",
+    ) + "[rao]\nid = \"1400\"\ntoken_file = \"missing-token\"\n[api]\ntoken_file = \"missing-api-token\"\n";
+    // Nothing named exists, and validation does not notice: it only records what to read.
+    let unread = validate(from_toml(&text).unwrap(), dir.path()).expect("valid as written");
+    let keys: Vec<&str> = unread.keys().collect();
+    assert_eq!(keys, ["oneshot.billing_password_file", "oneshot.ca_bundle", "rao.token_file", "api.token_file"]);
+    // Reading them reports every one, with its key and the file.
+    match unread.read_files() {
+        Err(ConfigError::Invalid(problems)) => {
+            for (key, file) in [
+                ("oneshot.billing_password_file", "missing-pw"),
+                ("oneshot.ca_bundle", "missing.pem"),
+                ("rao.token_file", "missing-token"),
+                ("api.token_file", "missing-api-token"),
+            ] {
+                assert!(
+                    problems.iter().any(|p| p.key == key && p.message.contains(file)),
+                    "expected {key} naming {file} in {problems:?}"
+                );
+            }
+            assert_eq!(problems.len(), 4, "{problems:?}");
+        }
+        other => panic!("expected the four unreadable files, got {other:?}"),
+    }
 }

@@ -224,7 +224,7 @@ fn payloads_match_golden_files() {
         })
         .collect();
     let evidences = evidences_body(&e.pii, &images);
-    let cfg = crate::config::validate(
+    let cfg = crate::config::build(
         crate::config::from_toml(
             r#"[oneshot]
 base_url = "https://optimizer.example.com/oneshot/api/v1"

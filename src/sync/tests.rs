@@ -9,7 +9,7 @@ use crate::evidence::{validate_manifest, HelperProber, ManifestOptions};
 /// refuses every connection (nothing listens on port 1).
 fn offline_setup(dir: &std::path::Path) -> (Arc<Queue>, Config, String) {
     let samples = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("config/samples");
-    let cfg = config::validate(
+    let cfg = config::build(
         config::from_toml(
             "[oneshot]\nbase_url = \"http://127.0.0.1:1/oneshot/api/v1\"\nregistration_authority = \"139\"\n\
              profile = \"P\"\nconnect_timeout_secs = 1\n[storage]\ndata_dir = \"data\"\nmin_free_bytes = 0\n",
