@@ -123,17 +123,10 @@ impl Flow {
             .map_err(|e| Failure::from(anyhow!("queue task: {e}")))?
     }
 
-    /// [`Self::audit`] on a blocking thread.
-    pub async fn audit_off_executor(&self, target: &Target, action: &str) -> Result<(), Failure> {
+    /// Records an operator's action on a request in the audit trail (on a blocking thread).
+    pub async fn audit(&self, target: &Target, action: &str) -> Result<(), Failure> {
         let (enrollment, kind) = audit_record(target, action);
         blocking(&self.queue, move |q| q.audit(enrollment.as_deref(), &kind)).await?;
-        Ok(())
-    }
-
-    /// Records an operator's action on a request in the audit trail.
-    pub fn audit(&self, target: &Target, action: &str) -> Result<(), Failure> {
-        let (enrollment, kind) = audit_record(target, action);
-        self.queue.audit(enrollment.as_deref(), &kind)?;
         Ok(())
     }
 
@@ -161,7 +154,12 @@ impl Flow {
     /// Sends the enrollment's queued documents now if no daemon runs here; else wakes it.
     pub async fn send_documents(&self, target: &Target) -> Result<Option<usize>, Failure> {
         let Some(e) = &target.enrollment else { return Ok(None) };
-        match self.queue.lock_worker() {
+        // Taking the lock opens and flocks a file: off the executor like the queue's work.
+        let queue = Arc::clone(&self.queue);
+        let lock = tokio::task::spawn_blocking(move || queue.lock_worker())
+            .await
+            .map_err(|e| Failure::from(anyhow!("queue task: {e}")))?;
+        match lock {
             Ok(_lock) => {
                 let sent = self
                     .worker

@@ -59,10 +59,9 @@ impl Intake {
         Ok(path)
     }
 
-    /// A file on the disk for a part too large for memory (the directory made on first use).
-    fn spill(&self, slot: &str) -> Result<PathBuf, ApiError> {
-        std::fs::create_dir_all(&self.dir).map_err(internal)?;
-        Ok(self.dir.join(format!("{slot}.bin")))
+    /// Where a part too large for memory goes on the disk (its directory made on first use).
+    fn spill_path(&self, slot: &str) -> PathBuf {
+        self.dir.join(format!("{slot}.bin"))
     }
 }
 
@@ -90,10 +89,11 @@ impl Sink {
             }
             Sink::Memory(mut file, _) => {
                 // Too large for memory: what came so far moves to the disk, the rest follows.
-                let path = intake.spill(slot)?;
-                let target = path.clone();
+                let path = intake.spill_path(slot);
+                let (target, dir) = (path.clone(), intake.dir.clone());
                 let disk = tokio::task::spawn_blocking(move || -> std::io::Result<std::fs::File> {
                     use std::os::unix::fs::OpenOptionsExt as _;
+                    std::fs::create_dir_all(&dir)?;
                     let mut disk =
                         std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(&target)?;
                     file.rewind()?;

@@ -19,7 +19,10 @@ use crate::queue::State as QState;
 use crate::sync::blocking;
 
 pub async fn metrics(State(s): State<ApiState>) -> Result<impl IntoResponse, ApiError> {
-    let list = blocking(&s.queue, |q| q.list()).await?;
+    // The list and the free space, read off the executor.
+    let (list, free_bytes) =
+        blocking(&s.queue, |q| Ok((q.list()?, crate::fsutil::available_bytes(q.dir()).map_or(0, |b| b as i64))))
+            .await?;
     let mut registry = Registry::with_prefix("kiosk_agent");
 
     let by_state = Family::<Vec<(String, String)>, Gauge>::default();
@@ -51,7 +54,7 @@ pub async fn metrics(State(s): State<ApiState>) -> Result<impl IntoResponse, Api
     registry.register("online", "1 while the One-Shot server is reachable", online);
 
     let free = Gauge::<i64>::default();
-    free.set(crate::fsutil::available_bytes(s.queue.dir()).map_or(0, |b| b as i64));
+    free.set(free_bytes);
     registry.register("free_disk_bytes", "Free bytes on the data directory's file system", free);
 
     let erased = Gauge::<i64>::default();

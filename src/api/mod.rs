@@ -235,7 +235,10 @@ where
 /// data) when the server is reachable and work is pending but nothing moved for
 /// `health.stall_secs`, or the disk is at `storage.min_free_bytes`.
 async fn healthz(State(s): State<ApiState>) -> Response {
-    let Ok(list) = blocking(&s.queue, |q| q.list()).await else {
+    // The list and the file system's free space, read off the executor (a statvfs can stall on
+    // a failing card like any other file call).
+    let Ok((list, free)) = blocking(&s.queue, |q| Ok((q.list()?, crate::fsutil::available_bytes(q.dir()).ok()))).await
+    else {
         return (
             StatusCode::SERVICE_UNAVAILABLE,
             Json(json!({"status": "unhealthy", "reasons": ["the queue cannot be read"]})),
@@ -249,7 +252,7 @@ async fn healthz(State(s): State<ApiState>) -> Response {
     if s.worker.is_online() && pending > 0 && still > s.config.health_stall {
         reasons.push(format!("online with {pending} pending enrollment(s) and no progress for {} s", still.as_secs()));
     }
-    let free = crate::fsutil::available_bytes(s.queue.dir()).unwrap_or(u64::MAX);
+    let free = free.unwrap_or(u64::MAX);
     if free <= s.config.storage.min_free_bytes {
         reasons.push(format!("{free} bytes free, at the storage.min_free_bytes floor"));
     }
@@ -387,8 +390,10 @@ async fn require_token(State(state): State<ApiState>, headers: HeaderMap, reques
 }
 
 async fn status(State(s): State<ApiState>) -> Result<Json<wire::Status>, ApiError> {
-    let backlog = blocking(&s.queue, |q| q.list()).await.map(|list| crate::queue::Backlog::of(&list))?;
-    let free = crate::fsutil::available_bytes(s.queue.dir()).unwrap_or(0);
+    let (backlog, free) = blocking(&s.queue, |q| {
+        Ok((crate::queue::Backlog::of(&q.list()?), crate::fsutil::available_bytes(q.dir()).unwrap_or(0)))
+    })
+    .await?;
     Ok(Json(wire::Status {
         online: s.worker.is_online(),
         pending: backlog.pending,
@@ -439,8 +444,12 @@ async fn show_enrollment(
 
 async fn retry_enrollment(State(s): State<ApiState>, Path(id): Path<String>) -> Result<Json<Value>, ApiError> {
     let id2 = id.clone();
-    let state = blocking(&s.queue, move |q| q.retry(&id2)).await?;
-    s.queue.audit(Some(&id), "retry requested through the API").ok();
+    let state = blocking(&s.queue, move |q| {
+        let state = q.retry(&id2)?;
+        q.audit(Some(&id2), "retry requested through the API").ok();
+        Ok(state)
+    })
+    .await?;
     s.worker.wake(crate::sync::events::Why::RetryRequested);
     Ok(Json(json!({"id": id, "state": state.to_string()})))
 }

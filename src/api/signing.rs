@@ -40,7 +40,7 @@ pub async fn approve(State(s): State<ApiState>, Path(id): Path<String>) -> Resul
     let rao = flow.rao().map_err(failure)?.clone();
     flow.require(&target, &IN_REVIEW, "approval").await.map_err(failure)?;
     flow.client.approve(&target.ids, &rao).await.map_err(|e| failure(net(e, "approving", true)))?;
-    flow.audit_off_executor(&target, "approved").await.map_err(failure)?;
+    flow.audit(&target, "approved").await.map_err(failure)?;
     let status = flow.status(&target).await.map_err(failure)?;
     let _ = flow.send_documents(&target).await;
     s.worker.wake(crate::sync::events::Why::FlowAction);
@@ -62,7 +62,7 @@ pub async fn correct(
     flow.require(&target, &IN_REVIEW, "a correction").await.map_err(failure)?;
     flow.client.update_request(&target.ids, &correction).await.map_err(|e| failure(net(e, "correcting", true)))?;
     let fields = correction.field_names();
-    flow.audit_off_executor(&target, &format!("corrected {}", fields.join(", "))).await.map_err(failure)?;
+    flow.audit(&target, &format!("corrected {}", fields.join(", "))).await.map_err(failure)?;
     Ok(Json(json!({"id": id, "request_pk": target.ids.request_pk, "corrected": fields})))
 }
 
@@ -86,7 +86,7 @@ pub async fn refuse(
     let rao = flow.rao().map_err(failure)?.clone();
     flow.require(&target, &IN_REVIEW, "refusal").await.map_err(failure)?;
     flow.client.refuse(&target.ids, &rao, &reason).await.map_err(|e| failure(net(e, "refusing", true)))?;
-    flow.audit_off_executor(&target, "refused").await.map_err(failure)?;
+    flow.audit(&target, "refused").await.map_err(failure)?;
     let status = flow.status(&target).await.map_err(failure)?;
     Ok(Json(json!({"id": id, "request_pk": target.ids.request_pk, "status": status.as_str()})))
 }
@@ -156,7 +156,7 @@ pub async fn otp(
         .generate_otp(&target.ids, whatsapp, s.config.sync.otp_wait)
         .await
         .map_err(|e| failure(net(e, "generating the OTP", true)))?;
-    flow.audit_off_executor(&target, "OTP sent").await.map_err(failure)?;
+    flow.audit(&target, "OTP sent").await.map_err(failure)?;
     Ok(Json(json!({"id": id, "sent_by": if whatsapp { "whatsapp" } else { "sms" }})))
 }
 
@@ -186,7 +186,7 @@ pub async fn sign(
         .sign(&target.ids, &Unlock::Otp(code.trim().to_owned()), &s.config.signature, &uids)
         .await
         .map_err(|e| failure(net(e, "signing", false)))?;
-    flow.audit_off_executor(&target, "signed").await.map_err(failure)?;
+    flow.audit(&target, "signed").await.map_err(failure)?;
     let status = flow.status(&target).await.map_err(failure)?;
     Ok(Json(json!({"id": id, "status": status.as_str()})))
 }

@@ -129,7 +129,7 @@ pub async fn run(config: &Config, id: &str, kind: IdKind, command: RequestComman
             let fields = correction.field_names().join(", ");
             println!("request_pk {pk}: corrected {fields}");
             // The audit trail names the fields, never their values (personal data).
-            flow.audit(&target, &format!("corrected {fields}"))?;
+            flow.audit(&target, &format!("corrected {fields}")).await?;
         }
         RequestCommand::Cancel => {
             flow.client.cancel_request(&pk).await.map_err(|e| net(e, "cancelling", true))?;
@@ -150,7 +150,7 @@ pub async fn run(config: &Config, id: &str, kind: IdKind, command: RequestComman
         }
     }
     if let Some(action) = action {
-        flow.audit(&target, action)?;
+        flow.audit(&target, action).await?;
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -164,7 +164,7 @@ pub async fn otp(config: &Config, id: &str, kind: IdKind, whatsapp: bool) -> Res
     let wait = config.sync.otp_wait;
     flow.client.generate_otp(&target.ids, whatsapp, wait).await.map_err(|e| net(e, "generating the OTP", true))?;
     println!("request_pk {}: OTP sent by {}", target.ids.request_pk, if whatsapp { "WhatsApp" } else { "SMS" });
-    flow.audit(&target, "OTP sent")?;
+    flow.audit(&target, "OTP sent").await?;
     Ok(ExitCode::SUCCESS)
 }
 
@@ -191,6 +191,6 @@ pub async fn sign(config: &Config, id: &str, kind: IdKind, unlock: Unlock) -> Re
         }
     }
     println!("request_pk {}: signed ({status})", target.ids.request_pk);
-    flow.audit(&target, "signed")?;
+    flow.audit(&target, "signed").await?;
     Ok(ExitCode::SUCCESS)
 }

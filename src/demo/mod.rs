@@ -19,7 +19,7 @@ use crate::config;
 use crate::evidence::{validate_manifest, HelperProber, ManifestOptions};
 use crate::oneshot::{Client, Generation};
 use crate::queue::{Queue, State};
-use crate::sync::{Mode, Worker};
+use crate::sync::{blocking, Mode, Worker};
 use kiosk_sandbox::SandboxRequest;
 
 /// The customer, acceptance, OCR and check data of the demo enrollment.
@@ -46,6 +46,12 @@ async fn capture_evidence(dir: &std::path::Path, camera: Option<&str>) -> anyhow
 
 mod signing;
 
+/// Runs `f` (files, SQLite, the capture helper's probe) on the blocking pool: the sandbox the
+/// demo talks to shares this runtime, and an executor thread held by local work would stall it.
+async fn off<T: Send + 'static>(f: impl FnOnce() -> anyhow::Result<T> + Send + 'static) -> anyhow::Result<T> {
+    tokio::task::spawn_blocking(f).await.context("demo task")?
+}
+
 /// Runs the demo against a sandbox of `generation`, writing the report to `out`; with `full`,
 /// on past review to a signed document.
 pub async fn run(out: &mut impl Write, camera: Option<&str>, generation: Generation, full: bool) -> anyhow::Result<()> {
@@ -61,8 +67,9 @@ pub async fn run(out: &mut impl Write, camera: Option<&str>, generation: Generat
     }));
 
     let samples = tmp.path().join("samples");
-    std::fs::create_dir(&samples)?;
-    std::fs::write(samples.join("manifest.json"), MANIFEST)?;
+    let dir = samples.clone();
+    off(move || Ok(std::fs::create_dir(&dir).and_then(|()| std::fs::write(dir.join("manifest.json"), MANIFEST))?))
+        .await?;
     let base_url = format!("http://{addr}{}", generation.base_path());
     let layout = generation.layout_name();
     let mut toml = format!(
@@ -73,12 +80,14 @@ pub async fn run(out: &mut impl Write, camera: Option<&str>, generation: Generat
     if full {
         // A visible signature on the first page (pages count from 0), with an image the sign
         // step uploads first and names by its uid.
-        signing::write_signature_image(&tmp.path().join("signature.png"))?;
+        let image = tmp.path().join("signature.png");
+        off(move || signing::write_signature_image(&image)).await?;
         toml.push_str(
             "[signature]\ntext = [\"Signed at the kiosk\"]\nposition = \"40,40,240,110\"\npage = 0\nimage = \"signature.png\"\n",
         );
     }
-    let cfg = config::validate(config::from_toml(&toml)?, tmp.path())?;
+    let base = tmp.path().to_owned();
+    let cfg = off(move || Ok(config::build(config::from_toml(&toml)?, &base)?)).await?;
 
     writeln!(out, "kiosk-agent demo: One-Shot External-mode VideoID against the built-in sandbox")?;
     writeln!(out, "  sandbox     {base_url} ({generation}, layout {layout})")?;
@@ -90,22 +99,26 @@ pub async fn run(out: &mut impl Write, camera: Option<&str>, generation: Generat
     writeln!(out)?;
 
     // The helper's capture metadata joins the manifest, for the signed capture manifest.
-    if let Ok(capture) = std::fs::read(samples.join("capture.json")) {
-        let mut manifest: serde_json::Value = serde_json::from_slice(MANIFEST)?;
-        manifest["capture"] = serde_json::from_slice(&capture)?;
-        std::fs::write(samples.join("manifest.json"), serde_json::to_vec_pretty(&manifest)?)?;
-    }
+    let (dir, limits, generation_of_server) = (samples.clone(), cfg.evidence, cfg.oneshot.generation);
     let t = Instant::now();
-    let enrollment = validate_manifest(
-        &samples.join("manifest.json"),
-        &cfg.evidence,
-        ManifestOptions { allow_outside: false, video: &HelperProber, generation: cfg.oneshot.generation },
-    )?;
+    let enrollment = off(move || {
+        if let Ok(capture) = std::fs::read(dir.join("capture.json")) {
+            let mut manifest: serde_json::Value = serde_json::from_slice(MANIFEST)?;
+            manifest["capture"] = serde_json::from_slice(&capture)?;
+            std::fs::write(dir.join("manifest.json"), serde_json::to_vec_pretty(&manifest)?)?;
+        }
+        Ok(validate_manifest(
+            &dir.join("manifest.json"),
+            &limits,
+            ManifestOptions { allow_outside: false, video: &HelperProber, generation: generation_of_server },
+        )?)
+    })
+    .await?;
     let validate_time = t.elapsed();
 
     let storage = cfg.storage.clone();
     let t = Instant::now();
-    let (queue, id) = tokio::task::spawn_blocking(move || -> anyhow::Result<_> {
+    let (queue, id) = off(move || {
         // The demo's own temporary queue gets its own key, on purpose.
         crate::crypto::create_master_key(&storage.master_key_file)?;
         crate::device_key::create(&storage.device_key_file)?;
@@ -113,7 +126,7 @@ pub async fn run(out: &mut impl Write, camera: Option<&str>, generation: Generat
         let id = queue.enqueue(&enrollment)?;
         Ok((queue, id))
     })
-    .await??;
+    .await?;
     let enqueue_time = t.elapsed();
     let queue = Arc::new(queue);
 
@@ -124,7 +137,10 @@ pub async fn run(out: &mut impl Write, camera: Option<&str>, generation: Generat
     let outcome = tokio::time::timeout(Duration::from_secs(60), worker.run(Mode::Once, rx))
         .await
         .context("upload timed out")??;
-    let show = queue.show(&id)?;
+    let show = {
+        let id = id.clone();
+        blocking(&queue, move |q| q.show(&id)).await?
+    };
     if outcome.pending > 0 || show.state != State::InReview {
         bail!(
             "enrollment {id} ended in state {} (last error: {})",
@@ -184,7 +200,10 @@ pub async fn run(out: &mut impl Write, camera: Option<&str>, generation: Generat
         server.evidences_uploads,
         server.video_uploads
     )?;
-    let manifest = queue.show(&id)?.capture_manifest.context("no capture manifest")?;
+    let manifest = {
+        let id = id.clone();
+        blocking(&queue, move |q| q.show(&id)).await?.capture_manifest.context("no capture manifest")?
+    };
     if manifest["signature_valid"] != true {
         bail!("the capture manifest's signature does not verify");
     }

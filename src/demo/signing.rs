@@ -12,7 +12,7 @@ use anyhow::{bail, Context as _};
 use crate::config::{Config, RaoConfig, RaoCredentials};
 use crate::oneshot::{Client, RequestIds, Unlock};
 use crate::queue::{Queue, State};
-use crate::sync::Worker;
+use crate::sync::{blocking, Worker};
 
 /// The steps after review; `sandbox` is the sandbox's address (its control API has the OTP).
 pub async fn run(
@@ -25,7 +25,10 @@ pub async fn run(
 ) -> anyhow::Result<()> {
     let client = Client::new(&cfg.oneshot)?;
     let worker = Worker::new(Arc::clone(queue), client.clone(), cfg.clone());
-    let shown = queue.show(id)?;
+    let shown = {
+        let id = id.to_owned();
+        blocking(queue, move |q| q.show(&id)).await?
+    };
     let ids = RequestIds {
         request_pk: shown.request_pk.clone().context("no request_pk")?,
         videoid_pk: shown.videoid_pk.clone(),
@@ -51,10 +54,18 @@ pub async fn run(
 
     let t = Instant::now();
     let sample = dir.join("document-to-sign.pdf");
-    std::fs::write(&sample, kiosk_sandbox::pdf::text_pdf(&["kiosk-agent demo", "A document to sign."]))?;
-    queue.enqueue_documents(id, std::slice::from_ref(&sample))?;
+    let (file, owner) = (sample.clone(), id.to_owned());
+    super::off({
+        let queue = Arc::clone(queue);
+        move || {
+            std::fs::write(&file, kiosk_sandbox::pdf::text_pdf(&["kiosk-agent demo", "A document to sign."]))?;
+            Ok(queue.enqueue_documents(&owner, std::slice::from_ref(&file))?)
+        }
+    })
+    .await?;
     let sent = worker.send_documents(id).await?;
-    let docs = queue.documents(id)?;
+    let owner = id.to_owned();
+    let docs = blocking(queue, move |q| q.documents(&owner)).await?;
     let uid = docs.first().and_then(|d| d.uid.clone()).context("the document has no uid")?;
     step(out, &format!("queue + upload {sent} document"), t, &format!("uid {uid}"))?;
 
@@ -71,7 +82,8 @@ pub async fn run(
     step(out, "OTP (read from the sandbox)", t, "sent by SMS")?;
 
     let t = Instant::now();
-    queue.record_sign_sent(id)?;
+    let owner = id.to_owned();
+    blocking(queue, move |q| q.record_sign_sent(&owner)).await?;
     client.sign(&ids, &Unlock::Otp(code), &cfg.signature, std::slice::from_ref(&uid)).await?;
     let reviewed = worker.refresh(id, &ids.request_pk).await?;
     // The sign call uploads the signature's image first and names it by its uid.
@@ -80,14 +92,16 @@ pub async fn run(
     let t = Instant::now();
     let signed = dir.join("signed.pdf");
     let n = client.download_document(&ids, &uid, true, &signed).await?;
-    if std::fs::read(&signed)? == std::fs::read(&sample)? {
+    let (a, b) = (signed.clone(), sample.clone());
+    if super::off(move || Ok(std::fs::read(a)? == std::fs::read(b)?)).await? {
         bail!("the signed document is the original");
     }
     step(out, "download signed PDF", t, &format!("{n} bytes, differs from the original"))?;
 
     let t = Instant::now();
     let backup = cfg.storage.document_backup_dir.join(&ids.request_pk);
-    std::fs::create_dir_all(&backup)?;
+    let made = backup.clone();
+    super::off(move || Ok(std::fs::create_dir_all(made)?)).await?;
     // Sealed under the master key as `document delete` does: the downloads are shredded.
     for (signed, name) in [(false, format!("{uid}-original.pdf")), (true, format!("{uid}-signed.pdf"))] {
         let download = backup.join(format!(".{name}.download"));
@@ -96,10 +110,12 @@ pub async fn run(
         tokio::task::spawn_blocking(move || q.seal_backup(&download, &dir, &name)).await??;
     }
     client.delete_documents(&ids, None).await?;
-    queue.record_documents_deleted(id, None)?;
+    let owner = id.to_owned();
+    blocking(queue, move |q| q.record_documents_deleted(&owner, None)).await?;
     step(out, "back up, then delete", t, "deleted on the server")?;
 
-    writeln!(out, "  final state {}", queue.show(id)?.state)?;
+    let owner = id.to_owned();
+    writeln!(out, "  final state {}", blocking(queue, move |q| q.show(&owner)).await?.state)?;
     Ok(())
 }
 

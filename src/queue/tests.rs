@@ -605,3 +605,59 @@ fn evidence_erased_while_the_scrub_runs_is_not_called_damaged() {
     assert_ne!(s.state, State::Failed);
     assert!(s.erased);
 }
+
+#[test]
+fn committed_changes_are_announced_with_their_rows_and_rolled_back_ones_never() {
+    let dir = tempfile::tempdir().unwrap();
+    let q = Queue::open(&storage(dir.path())).unwrap();
+    let heard: std::sync::Arc<std::sync::Mutex<Vec<Vec<i64>>>> = Default::default();
+    let sink = std::sync::Arc::clone(&heard);
+    q.on_commit(move |rows| sink.lock().unwrap().push(rows));
+    let id = q.enqueue(&enrollment(dir.path(), 1000)).unwrap();
+    let rows = heard.lock().unwrap().concat();
+    assert_eq!(rows.len(), 1, "one enrollment written: {rows:?}");
+    let found = q.summaries_of_rows(&rows).unwrap();
+    assert_eq!(found.iter().map(|s| s.id.as_str()).collect::<Vec<_>>(), [id.as_str()]);
+
+    // A change that rolls back is never announced.
+    heard.lock().unwrap().clear();
+    {
+        let mut conn = q.conn();
+        let tx = conn.transaction().unwrap();
+        tx.execute("UPDATE enrollments SET attempts = 99 WHERE id = ?1", [&id]).unwrap();
+        tx.rollback().unwrap();
+    }
+    assert!(heard.lock().unwrap().is_empty(), "{:?}", heard.lock().unwrap());
+    // Reading announces nothing; a committed change is announced once.
+    q.list().unwrap();
+    assert!(heard.lock().unwrap().is_empty());
+    q.record_upload_progress(&id, Some((1, 2))).unwrap();
+    assert_eq!(heard.lock().unwrap().as_slice(), [rows.clone()]);
+}
+
+#[test]
+fn a_process_that_changed_an_enrollment_pokes_the_worker_once_it_is_done() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = storage(dir.path());
+    let q = Queue::open(&s).unwrap();
+    let worker = std::os::unix::net::UnixDatagram::bind(q.wake_socket()).unwrap();
+    worker.set_nonblocking(true).unwrap();
+    let mut buf = [0u8; 16];
+    // Only reading: no poke.
+    q.list().unwrap();
+    drop(q);
+    assert!(worker.recv(&mut buf).is_err(), "a reader pokes nobody");
+    // Writing, with nobody watching in this process: one poke when the queue is dropped.
+    let q = Queue::open(&s).unwrap();
+    q.enqueue(&enrollment(dir.path(), 1000)).unwrap();
+    assert!(worker.recv(&mut buf).is_err(), "not before the process is done with the queue");
+    drop(q);
+    assert_eq!(worker.recv(&mut buf).unwrap(), 4, "one poke after the change");
+    assert!(worker.recv(&mut buf).is_err(), "and only one");
+    // The daemon's own queue (watched) never pokes itself.
+    let q = Queue::open(&s).unwrap();
+    q.on_commit(|_| {});
+    q.enqueue(&enrollment(dir.path(), 1000)).unwrap();
+    drop(q);
+    assert!(worker.recv(&mut buf).is_err(), "a watched queue announces on its bus instead");
+}

@@ -377,6 +377,47 @@ fn events_stream_state_changes_and_retry_works() {
     assert_eq!((code, body["code"].as_str()), (409, Some("wrong_state")), "{body}");
 }
 
+/// The stream is fed by events, not by polling the queue: a change another process makes (an
+/// `enroll` on the command line) reaches it through the worker's wake socket, and the daemon's
+/// own changes through the queue's commit hook.
+#[test]
+fn a_change_made_by_another_process_reaches_the_event_stream() {
+    let sandbox = Sandbox::start(0);
+    let d = start(sandbox.addr.port(), "");
+    let manifest = d.env.manifest("m", "", |_| {});
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let mut resp = rt.block_on(async {
+        reqwest::Client::new().get(format!("{}/v1/events", d.base)).bearer_auth(TOKEN).send().await.unwrap()
+    });
+    let ran = d.env.run(&["enroll", manifest.to_str().unwrap()]);
+    assert_exit(&ran, 0, "enroll beside the daemon");
+    let id = String::from_utf8_lossy(&ran.output.stdout).trim().to_owned();
+    assert!(!id.is_empty(), "enroll prints the id: {ran:?}");
+    let states = rt.block_on(async {
+        let (mut buf, mut states) = (String::new(), Vec::<String>::new());
+        while states.last().map(String::as_str) != Some("in_review") {
+            let chunk = match tokio::time::timeout(Duration::from_secs(30), resp.chunk()).await {
+                Ok(Ok(Some(chunk))) => chunk,
+                other => panic!("the stream ended or went quiet ({other:?}); states seen: {states:?}"),
+            };
+            buf.push_str(&String::from_utf8_lossy(&chunk));
+            while let Some(end) = buf.find("\n\n") {
+                let event: String = buf.drain(..end + 2).collect();
+                if let Some(data) = event.lines().find_map(|l| l.strip_prefix("data:")) {
+                    let e: Value = serde_json::from_str(data.trim()).unwrap_or(Value::Null);
+                    if e["type"] == "enrollment" && e["id"] == id.as_str() {
+                        states.push(e["state"].as_str().unwrap_or_default().to_owned());
+                    }
+                }
+            }
+        }
+        states
+    });
+    // However fast the worker is, the stream saw the enrollment appear and reach review.
+    assert!(states.len() >= 2, "{states:?}");
+    assert_eq!(states.last().map(String::as_str), Some("in_review"), "{states:?}");
+}
+
 #[test]
 fn the_api_is_never_served_without_a_token() {
     let env = Env::new(free_port());
