@@ -200,10 +200,22 @@ fn unavailable(e: impl std::fmt::Display) -> ApiError {
     )
 }
 
+#[utoipa::path(get, path = "/v1/cameras", tag = "cameras", security(("bearer" = []), ("session" = [])),
+    responses(
+        (status = 200, description = "the camera roles, their sources and whether they run (the capture service's answer)", body = Object),
+        (status = 503, description = "the capture service or the camera is not there", body = super::wire::ErrorBody),
+    ))]
 pub async fn cameras(State(s): State<ApiState>) -> Result<Response, ApiError> {
     s.cameras.call(Method::GET, "/cameras", Vec::new(), Answer::Json).await
 }
 
+#[utoipa::path(get, path = "/v1/cameras/{role}/preview.mjpg", tag = "cameras", security(("bearer" = []), ("session" = [])),
+    params(("role" = String, Path, description = "`document` or `face`")),
+    responses(
+        (status = 200, description = "MJPEG, at most 10 frames a second", content_type = "multipart/x-mixed-replace", body = String),
+        (status = 404, description = "no such role", body = super::wire::ErrorBody),
+        (status = 503, description = "the capture service or the camera is not there", body = super::wire::ErrorBody),
+    ))]
 pub async fn preview(State(s): State<ApiState>, UrlPath(role): UrlPath<String>) -> Result<Response, ApiError> {
     if role.parse::<Role>().is_err() {
         return Err(ApiError::field(StatusCode::NOT_FOUND, "not_found", "role", format!("no camera role {role:?}")));
@@ -211,6 +223,12 @@ pub async fn preview(State(s): State<ApiState>, UrlPath(role): UrlPath<String>) 
     s.cameras.call(Method::GET, &format!("/preview/{role}"), Vec::new(), Answer::MjpegStream).await
 }
 
+#[utoipa::path(post, path = "/v1/captures/still", tag = "cameras", security(("bearer" = []), ("session" = [])), request_body = super::wire::StillRequest,
+    responses(
+        (status = 200, description = "id, metrics, verdict, reasons, thumbnail URL; a document front also gives the document photo cut around its face (the capture service's answer)", body = Object),
+        (status = 400, description = "a bad role or kind", body = super::wire::ErrorBody),
+        (status = 503, description = "the capture service or the camera is not there", body = super::wire::ErrorBody),
+    ))]
 pub async fn still(State(s): State<ApiState>, body: axum::body::Bytes) -> Result<Response, ApiError> {
     let value: serde_json::Value = serde_json::from_slice(&body)
         .map_err(|e| ApiError::field(StatusCode::BAD_REQUEST, "bad_json", "body", e.to_string()))?;
@@ -240,11 +258,23 @@ pub async fn still(State(s): State<ApiState>, body: axum::body::Bytes) -> Result
     Ok(Response::from_parts(parts, Body::from(bytes)))
 }
 
+#[utoipa::path(get, path = "/v1/captures/{id}/thumbnail.jpg", tag = "cameras", security(("bearer" = []), ("session" = [])),
+    params(("id" = String, Path, description = "the still's id")),
+    responses(
+        (status = 200, description = "the still", content_type = "image/jpeg", body = super::openapi::Binary),
+        (status = 404, description = "no such still (or no longer kept)", body = super::wire::ErrorBody),
+    ))]
 pub async fn thumbnail(State(s): State<ApiState>, UrlPath(id): UrlPath<String>) -> Result<Response, ApiError> {
     let id = capture_id(&id)?;
     s.cameras.call(Method::GET, &format!("/stills/{id}/thumbnail.jpg"), Vec::new(), Answer::Jpeg).await
 }
 
+#[utoipa::path(post, path = "/v1/recordings", tag = "cameras", security(("bearer" = []), ("session" = [])), request_body = super::wire::RecordingRequest,
+    responses(
+        (status = 201, description = "recording: its id (the capture service's answer)", body = Object),
+        (status = 400, description = "a bad max_seconds", body = super::wire::ErrorBody),
+        (status = 503, description = "the capture service or the camera is not there", body = super::wire::ErrorBody),
+    ))]
 pub async fn start_recording(State(s): State<ApiState>, body: axum::body::Bytes) -> Result<Response, ApiError> {
     let value: serde_json::Value = serde_json::from_slice(&body)
         .map_err(|e| ApiError::field(StatusCode::BAD_REQUEST, "bad_json", "body", e.to_string()))?;
@@ -253,6 +283,12 @@ pub async fn start_recording(State(s): State<ApiState>, body: axum::body::Bytes)
         .await
 }
 
+#[utoipa::path(post, path = "/v1/recordings/{id}/stop", tag = "cameras", security(("bearer" = []), ("session" = [])),
+    params(("id" = String, Path, description = "the recording's id")),
+    responses(
+        (status = 200, description = "frames, dropped, skipped, duration, bytes (the capture service's answer)", body = Object),
+        (status = 404, description = "no such recording", body = super::wire::ErrorBody),
+    ))]
 pub async fn stop_recording(State(s): State<ApiState>, UrlPath(id): UrlPath<String>) -> Result<Response, ApiError> {
     let id = capture_id(&id)?;
     s.cameras

@@ -128,6 +128,18 @@ fn bad(field: impl Into<String>, message: impl Into<String>) -> ApiError {
     ApiError::field(StatusCode::BAD_REQUEST, "invalid", field, message)
 }
 
+#[utoipa::path(post, path = "/v1/enrollments", tag = "queue", security(("bearer" = []), ("session" = [])),
+    request_body(content(
+        (super::wire::EnrollmentRequest = "application/json"),
+        (super::openapi::MultipartEnrollment = "multipart/form-data"),
+    ), description = "the manifest with its files inline, or the manifest and one part per file"),
+    responses(
+        (status = 202, description = "durable in the queue", body = Accepted),
+        (status = 400, description = "the manifest breaks rules (each named)", body = super::wire::ErrorBody),
+        (status = 404, description = "a capture or recording id that is not (or no longer) kept", body = super::wire::ErrorBody),
+        (status = 413, description = "a body or part over its limit", body = super::wire::ErrorBody),
+        (status = 507, description = "no space left on the data directory", body = super::wire::ErrorBody),
+    ))]
 pub async fn submit(State(s): State<ApiState>, request: Request) -> Result<(StatusCode, Json<Accepted>), ApiError> {
     let mut intake = Intake::new(s.queue.dir());
     // Stills and clips of the capture service this enrollment takes: forgotten once it is queued.

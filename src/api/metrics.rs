@@ -18,6 +18,8 @@ use super::{ApiError, ApiState};
 use crate::queue::State as QState;
 use crate::sync::blocking;
 
+#[utoipa::path(get, path = "/metrics", tag = "daemon", security(("bearer" = []), ("session" = [])),
+    responses((status = 200, description = "OpenMetrics text", content_type = "application/openmetrics-text", body = String)))]
 pub async fn metrics(State(s): State<ApiState>) -> Result<impl IntoResponse, ApiError> {
     // The list and the free space, read off the executor.
     let (list, free_bytes) =

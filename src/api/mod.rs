@@ -5,8 +5,8 @@
 //! <token>` (`api.token_file`, created by `key init`; the API is never served without one) or
 //! the page's session cookie ([`session`]). Before any of that, [`guard`] refuses requests from
 //! other hosts, sites and origins. Errors are JSON `{code, message, field?}`. [`ROUTES`] is the
-//! one list of routes: the router is checked against it and `GET /v1/openapi.json` is generated
-//! from it.
+//! router's table of routes; `GET /v1/openapi.json` is derived from the handlers' own
+//! annotations and wire types ([`openapi`]), and a test checks that both list the same routes.
 
 pub mod cameras;
 pub mod feed;
@@ -31,7 +31,7 @@ use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use serde::Serialize;
+
 use serde_json::{json, Value};
 use tokio::sync::broadcast;
 
@@ -162,11 +162,38 @@ pub(crate) fn json_object(body: &[u8]) -> Result<Value, ApiError> {
     if body.iter().all(u8::is_ascii_whitespace) {
         return Ok(json!({}));
     }
-    match serde_json::from_slice::<Value>(body) {
+    // The strict parser: a key given twice is refused, as everywhere else.
+    match crate::evidence::strict_json::parse(body) {
         Ok(v @ Value::Object(_)) => Ok(v),
         Ok(_) => Err(ApiError::field(StatusCode::BAD_REQUEST, "bad_json", "body", "must be a JSON object")),
         Err(e) => Err(ApiError::field(StatusCode::BAD_REQUEST, "bad_json", "body", format!("is not valid JSON: {e}"))),
     }
+}
+
+/// A small JSON request body read into its wire type (the type the OpenAPI document describes):
+/// empty means every field left out; an unknown key or a value of the wrong type is 400 naming
+/// the field.
+pub(crate) fn typed_body<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
+    let value = json_object(body)?;
+    serde_json::from_value::<T>(value.clone()).map_err(|e| {
+        let message = e.to_string();
+        let field = field_at_fault::<T>(&message, &value).unwrap_or_else(|| "body".into());
+        ApiError::field(StatusCode::BAD_REQUEST, "invalid", field, message)
+    })
+}
+
+/// The key an error of `T`'s deserializer is about: serde names unknown and missing fields;
+/// for a value of the wrong type, the key that fails on its own.
+fn field_at_fault<T: serde::de::DeserializeOwned>(message: &str, value: &Value) -> Option<String> {
+    for prefix in ["unknown field `", "missing field `"] {
+        if let Some(rest) = message.strip_prefix(prefix) {
+            return rest.split('`').next().map(str::to_owned);
+        }
+    }
+    value
+        .as_object()?
+        .iter()
+        .find_map(|(key, v)| serde_json::from_value::<T>(json!({ key: v })).is_err().then(|| key.clone()))
 }
 
 /// The largest body of a small JSON request (a still, a refusal, a session).
@@ -231,6 +258,11 @@ where
     axum::serve(listener, router(state, hosts)).with_graceful_shutdown(shutdown).await
 }
 
+#[utoipa::path(get, path = "/healthz", tag = "daemon",
+    responses(
+        (status = 200, description = "alive and moving", body = wire::Health),
+        (status = 503, description = "stalled, or the disk is at storage.min_free_bytes: the reasons", body = wire::Health),
+    ))]
 /// `GET /healthz` (no token): 200 while the daemon works; 503 with the reasons (no personal
 /// data) when the server is reachable and work is pending but nothing moved for
 /// `health.stall_secs`, or the disk is at `storage.min_free_bytes`.
@@ -241,7 +273,7 @@ async fn healthz(State(s): State<ApiState>) -> Response {
     else {
         return (
             StatusCode::SERVICE_UNAVAILABLE,
-            Json(json!({"status": "unhealthy", "reasons": ["the queue cannot be read"]})),
+            Json(wire::Health { status: "unhealthy".into(), reasons: vec!["the queue cannot be read".into()] }),
         )
             .into_response();
     };
@@ -257,9 +289,9 @@ async fn healthz(State(s): State<ApiState>) -> Response {
         reasons.push(format!("{free} bytes free, at the storage.min_free_bytes floor"));
     }
     if reasons.is_empty() {
-        Json(json!({"status": "ok"})).into_response()
+        Json(wire::Health { status: "ok".into(), reasons }).into_response()
     } else {
-        (StatusCode::SERVICE_UNAVAILABLE, Json(json!({"status": "unhealthy", "reasons": reasons}))).into_response()
+        (StatusCode::SERVICE_UNAVAILABLE, Json(wire::Health { status: "unhealthy".into(), reasons })).into_response()
     }
 }
 
@@ -278,14 +310,20 @@ fn static_file(content_type: &'static str, body: &'static str) -> Response {
     ([(header::CONTENT_TYPE, content_type), (header::CONTENT_SECURITY_POLICY, PAGE_CSP)], body).into_response()
 }
 
+#[utoipa::path(get, path = "/", tag = "page",
+    responses((status = 200, description = "the operator page", content_type = "text/html", body = String)))]
 async fn page() -> Response {
     static_file("text/html; charset=utf-8", PAGE)
 }
 
+#[utoipa::path(get, path = "/page.js", tag = "page",
+    responses((status = 200, description = "the page's script", content_type = "text/javascript", body = String)))]
 async fn page_script() -> Response {
     static_file("text/javascript; charset=utf-8", PAGE_JS)
 }
 
+#[utoipa::path(get, path = "/page.css", tag = "page",
+    responses((status = 200, description = "the page's style", content_type = "text/css", body = String)))]
 async fn page_style() -> Response {
     static_file("text/css; charset=utf-8", PAGE_CSS)
 }
@@ -293,8 +331,14 @@ async fn page_style() -> Response {
 /// `POST /v1/session {token}`: the token for a session: a random id in an HttpOnly,
 /// SameSite=Strict cookie, bound to this `Host`, ending after [`session::IDLE`] unused or
 /// [`session::LIFETIME`]. Wrong tokens are throttled (429 with `Retry-After`).
+#[utoipa::path(post, path = "/v1/session", tag = "session", request_body = wire::SessionRequest,
+    responses(
+        (status = 200, description = "the session cookie is set", body = wire::SessionState),
+        (status = 400, description = "not a JSON object, or an unknown field", body = wire::ErrorBody),
+        (status = 401, description = "wrong token", body = wire::ErrorBody),
+    ))]
 async fn open_session(State(s): State<ApiState>, headers: HeaderMap, body: axum::body::Bytes) -> Response {
-    let body = match json_object(&body) {
+    let body: wire::SessionRequest = match typed_body(&body) {
         Ok(b) => b,
         Err(e) => return e.into_response(),
     };
@@ -302,7 +346,7 @@ async fn open_session(State(s): State<ApiState>, headers: HeaderMap, body: axum:
         // Unreachable: `run` does not serve the API without a token. Refuse all the same.
         return unauthorized().into_response();
     };
-    let given = body["token"].as_str().unwrap_or_default();
+    let given = body.token.as_deref().unwrap_or_default();
     let now = std::time::Instant::now();
     match s.sessions.check_token(given, token, now) {
         Err(wait) => throttled(wait),
@@ -318,17 +362,20 @@ async fn open_session(State(s): State<ApiState>, headers: HeaderMap, body: axum:
                 session::COOKIE,
                 session::LIFETIME.as_secs()
             );
-            ([(header::SET_COOKIE, cookie)], Json(json!({"session": "open", "idle_secs": session::IDLE.as_secs()})))
-                .into_response()
+            let state = wire::SessionState { session: "open".into(), idle_secs: Some(session::IDLE.as_secs()) };
+            ([(header::SET_COOKIE, cookie)], Json(state)).into_response()
         }
     }
 }
 
 /// `DELETE /v1/session`: ends the cookie's session and clears the cookie.
+#[utoipa::path(delete, path = "/v1/session", tag = "session",
+    responses((status = 200, description = "logged out (the cookie cleared)", body = wire::SessionState)))]
 async fn close_session(State(s): State<ApiState>, headers: HeaderMap) -> Response {
     let ended = session_cookie(&headers).is_some_and(|id| s.sessions.close(id));
     let cookie = format!("{}=; HttpOnly; SameSite=Strict; Path=/; Max-Age=0", session::COOKIE);
-    ([(header::SET_COOKIE, cookie)], Json(json!({"session": if ended { "closed" } else { "none" }}))).into_response()
+    let state = wire::SessionState { session: if ended { "closed" } else { "none" }.into(), idle_secs: None };
+    ([(header::SET_COOKIE, cookie)], Json(state)).into_response()
 }
 
 fn throttled(wait: session::Throttled) -> Response {
@@ -389,6 +436,8 @@ async fn require_token(State(state): State<ApiState>, headers: HeaderMap, reques
     next.run(request).await
 }
 
+#[utoipa::path(get, path = "/v1/status", tag = "queue", security(("bearer" = []), ("session" = [])),
+    responses((status = 200, description = "the link, the backlog and the disk", body = wire::Status)))]
 async fn status(State(s): State<ApiState>) -> Result<Json<wire::Status>, ApiError> {
     let (backlog, free) = blocking(&s.queue, |q| {
         Ok((crate::queue::Backlog::of(&q.list()?), crate::fsutil::available_bytes(q.dir()).unwrap_or(0)))
@@ -405,14 +454,14 @@ async fn status(State(s): State<ApiState>) -> Result<Json<wire::Status>, ApiErro
     }))
 }
 
-#[derive(Debug, serde::Deserialize)]
-struct ListQuery {
-    state: Option<String>,
-}
-
+#[utoipa::path(get, path = "/v1/enrollments", tag = "queue", security(("bearer" = []), ("session" = [])), params(wire::ListQuery),
+    responses(
+        (status = 200, description = "every enrollment, oldest first", body = Vec<wire::Enrollment>),
+        (status = 400, description = "an unknown state", body = wire::ErrorBody),
+    ))]
 async fn list_enrollments(
     State(s): State<ApiState>,
-    query: Result<Query<ListQuery>, axum::extract::rejection::QueryRejection>,
+    query: Result<Query<wire::ListQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Json<Vec<wire::Enrollment>>, ApiError> {
     let Query(q) = query.map_err(|e| ApiError::field(StatusCode::BAD_REQUEST, "bad_query", "state", e.body_text()))?;
     if let Some(state) = &q.state {
@@ -434,6 +483,11 @@ async fn list_enrollments(
     ))
 }
 
+#[utoipa::path(get, path = "/v1/enrollments/{id}", tag = "queue", security(("bearer" = []), ("session" = [])), params(("id" = String, Path, description = "the enrollment's id")),
+    responses(
+        (status = 200, description = "the enrollment with its artifacts and history", body = wire::EnrollmentDetail),
+        (status = 404, description = "no such enrollment", body = wire::ErrorBody),
+    ))]
 async fn show_enrollment(
     State(s): State<ApiState>,
     Path(id): Path<String>,
@@ -442,7 +496,13 @@ async fn show_enrollment(
     Ok(Json((&shown).into()))
 }
 
-async fn retry_enrollment(State(s): State<ApiState>, Path(id): Path<String>) -> Result<Json<Value>, ApiError> {
+#[utoipa::path(post, path = "/v1/enrollments/{id}/retry", tag = "queue", security(("bearer" = []), ("session" = [])), params(("id" = String, Path, description = "the enrollment's id")),
+    responses(
+        (status = 200, description = "re-queued from the step it failed at", body = wire::Retried),
+        (status = 404, description = "no such enrollment", body = wire::ErrorBody),
+        (status = 409, description = "not failed", body = wire::ErrorBody),
+    ))]
+async fn retry_enrollment(State(s): State<ApiState>, Path(id): Path<String>) -> Result<Json<wire::Retried>, ApiError> {
     let id2 = id.clone();
     let state = blocking(&s.queue, move |q| {
         let state = q.retry(&id2)?;
@@ -451,9 +511,11 @@ async fn retry_enrollment(State(s): State<ApiState>, Path(id): Path<String>) -> 
     })
     .await?;
     s.worker.wake(crate::sync::events::Why::RetryRequested);
-    Ok(Json(json!({"id": id, "state": state.to_string()})))
+    Ok(Json(wire::Retried { id, state: state.to_string() }))
 }
 
+#[utoipa::path(get, path = "/v1/events", tag = "queue", security(("bearer" = []), ("session" = [])),
+    responses((status = 200, description = "server-sent events, each `data:` one of these", content_type = "text/event-stream", body = wire::Event)))]
 async fn events(State(s): State<ApiState>) -> impl IntoResponse {
     let mut rx = s.events.subscribe();
     let stream = async_stream(move |tx| async move {
@@ -486,18 +548,34 @@ where
     futures_util::stream::poll_fn(move |cx| rx.poll_recv(cx))
 }
 
-/// The OpenAPI description, generated from [`ROUTES`].
-/// The OpenAPI description of every route ([`openapi`]).
+/// The OpenAPI description of every route, derived from the handlers ([`openapi`]).
 pub fn openapi_document() -> Value {
     openapi::document()
 }
 
+#[utoipa::path(get, path = "/v1/openapi.json", tag = "daemon", security(("bearer" = []), ("session" = [])),
+    responses((status = 200, description = "this document", body = Object)))]
 async fn openapi() -> Json<Value> {
     Json(openapi_document())
 }
 
-/// `202 Accepted` of `POST /v1/enrollments`: the id, once the enrollment is durable.
-#[derive(Debug, Serialize)]
-pub struct Accepted {
-    pub id: String,
+pub use wire::Accepted;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A small body is read into its wire type, and what is wrong with it is named.
+    #[test]
+    fn small_bodies_are_read_strictly_into_their_wire_type_naming_the_field() {
+        let field = |body: &[u8]| typed_body::<wire::OtpRequest>(body).map(|_| ()).unwrap_err().field;
+        assert_eq!(typed_body::<wire::OtpRequest>(b"").unwrap().whatsapp, None, "empty is every field left out");
+        assert_eq!(typed_body::<wire::OtpRequest>(br#"{"whatsapp": true}"#).unwrap().whatsapp, Some(true));
+        assert_eq!(field(br#"{"whatsapp": "yes"}"#).as_deref(), Some("whatsapp"), "a wrong type");
+        assert_eq!(field(br#"{"whatsap": true}"#).as_deref(), Some("whatsap"), "an unknown key");
+        assert_eq!(field(br#"{"whatsapp": true, "whatsapp": false}"#).as_deref(), Some("body"), "a key twice");
+        assert_eq!(field(b"[1]").as_deref(), Some("body"), "not an object");
+        let e = typed_body::<wire::SignRequest>(br#"{"otp": 123456}"#).map(|_| ()).unwrap_err();
+        assert_eq!((e.status, e.field.as_deref()), (StatusCode::BAD_REQUEST, Some("otp")), "{}", e.message);
+    }
 }

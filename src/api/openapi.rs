@@ -1,289 +1,181 @@
-//! `GET /v1/openapi.json`: the API described for a client generator. The routes come from
-//! [`super::ROUTES`] (the router is checked against that list); this module adds what each one
-//! takes (body, query, path parameters) and every answer it can give, errors included, with the
-//! shared error shape `{code, message, field?}` ([`super::ApiError`]).
+//! `GET /v1/openapi.json`: the API described for a client generator, derived from the handlers
+//! themselves. Each handler carries its `#[utoipa::path]` (method, path, body, parameters and
+//! every answer it gives, errors included), and the bodies are the wire types it reads and
+//! writes ([`super::wire`]), so the description cannot drift from the code. What every route
+//! shares is added here once ([`Guarded`]): the guard's 421 and 403, the token's 401 and 429,
+//! and 500. A test checks that the document lists exactly [`super::ROUTES`], the router's table.
 
-use serde_json::{json, Map, Value};
+use serde_json::Value;
+use utoipa::openapi::path::Operation;
+use utoipa::openapi::response::ResponseBuilder;
+use utoipa::openapi::schema::{KnownFormat, ObjectBuilder, SchemaFormat, Type};
+use utoipa::openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa::openapi::{Content, OpenApi as Document, RefOr, Schema};
+use utoipa::{Modify, OpenApi, PartialSchema, ToSchema};
 
-/// What a route takes and answers, beyond its line in `ROUTES`.
-struct Spec {
-    /// The request body: its media type and schema.
-    body: Option<(&'static str, Value)>,
-    /// Query parameters: name, description.
-    query: &'static [(&'static str, &'static str)],
-    /// The success answer: status, description, media type and schema.
-    ok: (u16, &'static str, &'static str, Value),
-    /// The errors this route itself can answer (the guard's and the token's are added to all).
-    errors: &'static [(u16, &'static str)],
-}
+use super::{session, wire};
 
-fn object(props: &[(&str, Value)], required: &[&str]) -> Value {
-    let properties: Map<String, Value> = props.iter().map(|(k, v)| (k.to_string(), v.clone())).collect();
-    let mut schema = json!({"type": "object", "properties": properties});
-    // OpenAPI 3.0: `required`, when given, lists at least one name.
-    if !required.is_empty() {
-        schema["required"] = json!(required);
-    }
-    schema
-}
+#[derive(OpenApi)]
+#[openapi(
+    info(title = "kiosk-agent local API", description = "The kiosk's local control API and operator page (see the README)."),
+    paths(
+        super::page,
+        super::page_script,
+        super::page_style,
+        super::healthz,
+        super::open_session,
+        super::close_session,
+        super::status,
+        super::list_enrollments,
+        super::intake::submit,
+        super::show_enrollment,
+        super::retry_enrollment,
+        super::signing::approve,
+        super::signing::refuse,
+        super::signing::correct,
+        super::signing::upload_document,
+        super::signing::otp,
+        super::signing::sign,
+        super::events,
+        super::cameras::cameras,
+        super::cameras::preview,
+        super::cameras::still,
+        super::cameras::thumbnail,
+        super::cameras::start_recording,
+        super::cameras::stop_recording,
+        super::openapi,
+        super::metrics::metrics,
+    ),
+    components(schemas(wire::ErrorBody)),
+    modifiers(&Guarded),
+)]
+struct ApiDoc;
 
-fn string() -> Value {
-    json!({"type": "string"})
-}
+/// A binary body (a PDF, a JPEG).
+pub struct Binary;
 
-fn any_object() -> Value {
-    json!({"type": "object", "additionalProperties": true})
-}
-
-const JSON: &str = "application/json";
-
-fn spec(method: &str, path: &str) -> Spec {
-    let plain = |ok: Value| Spec { body: None, query: &[], ok: (200, "OK", JSON, ok), errors: &[] };
-    let flow_errors: &'static [(u16, &'static str)] = &[
-        (400, "a field breaks a rule (named in `field`)"),
-        (404, "no such enrollment"),
-        (409, "refused: wrong state, a raw request pk, or the server refused the step (its words)"),
-        (502, "the One-Shot server could not be reached or answered in error"),
-    ];
-    match (method, path) {
-        ("get", "/") | ("get", "/page.js") | ("get", "/page.css") => {
-            Spec { body: None, query: &[], ok: (200, "the page's file", "text/plain", string()), errors: &[] }
-        }
-        ("get", "/healthz") => Spec {
-            body: None,
-            query: &[],
-            ok: (200, "alive and moving", JSON, object(&[("status", string())], &["status"])),
-            errors: &[(503, "stalled, or the disk is at storage.min_free_bytes: the reasons")],
-        },
-        ("post", "/v1/session") => Spec {
-            body: Some((JSON, object(&[("token", string())], &["token"]))),
-            query: &[],
-            ok: (
-                200,
-                "the session cookie is set",
-                JSON,
-                object(&[("session", string()), ("idle_secs", json!({"type": "integer"}))], &["session"]),
-            ),
-            errors: &[(400, "no token in the body"), (401, "wrong token"), (429, "too many wrong tokens: Retry-After")],
-        },
-        ("delete", "/v1/session") => Spec {
-            body: None,
-            query: &[],
-            ok: (200, "logged out (the cookie cleared)", JSON, object(&[("session", string())], &["session"])),
-            errors: &[],
-        },
-        ("get", "/v1/enrollments") => Spec {
-            query: &[("state", "only enrollments in this state")],
-            ..plain(json!({"type": "array", "items": any_object()}))
-        },
-        ("post", "/v1/enrollments") => Spec {
-            body: Some((
-                JSON,
-                object(
-                    &[
-                        ("customer", any_object()),
-                        ("acceptance", any_object()),
-                        ("ocr_data", any_object()),
-                        ("security_checks", any_object()),
-                        (
-                            "similarity_level",
-                            json!({"oneOf": [{"type": "integer", "minimum": 0, "maximum": 100}, {"type": "string", "enum": ["low", "medium", "high"]}]}),
-                        ),
-                        ("images", any_object()),
-                        ("video", any_object()),
-                    ],
-                    &["customer", "images", "video"],
-                ),
-            )),
-            query: &[],
-            ok: (202, "durable in the queue", JSON, object(&[("id", string())], &["id"])),
-            errors: &[
-                (400, "the manifest breaks rules (each named)"),
-                (404, "a capture or recording id that is not (or no longer) kept"),
-                (413, "a body or part over its limit"),
-                (507, "no space left on the data directory"),
-            ],
-        },
-        ("post", "/v1/enrollments/{id}/retry") => {
-            Spec { errors: &[(404, "no such enrollment"), (409, "not failed")], ..plain(any_object()) }
-        }
-        ("post", "/v1/enrollments/{id}/refuse") => Spec {
-            body: Some((JSON, object(&[("reason", string())], &["reason"]))),
-            errors: flow_errors,
-            ..plain(any_object())
-        },
-        ("post", "/v1/enrollments/{id}/correct") => Spec {
-            body: Some((
-                JSON,
-                object(
-                    &[
-                        ("given_name", string()),
-                        ("surname_1", string()),
-                        ("surname_2", string()),
-                        ("birth_date", json!({"type": "string", "pattern": "^[0-9]{2}/[0-9]{2}/[0-9]{4}$"})),
-                        ("serial_number", string()),
-                        ("country_name", json!({"type": "string", "pattern": "^[A-Z]{2}$"})),
-                    ],
-                    &[],
-                ),
-            )),
-            errors: flow_errors,
-            ..plain(any_object())
-        },
-        ("post", "/v1/enrollments/{id}/documents") => Spec {
-            body: Some(("application/pdf", json!({"type": "string", "format": "binary"}))),
-            query: &[("name", "the document's file name")],
-            ok: (202, "queued; sent once approved", JSON, any_object()),
-            errors: &[
-                (400, "not a PDF, or a bad name"),
-                (404, "no such enrollment"),
-                (409, "refused in this state"),
-                (413, "over 64 MiB"),
-            ],
-        },
-        ("post", "/v1/enrollments/{id}/otp") => Spec {
-            body: Some((JSON, object(&[("whatsapp", json!({"type": "boolean"}))], &[]))),
-            errors: flow_errors,
-            ..plain(any_object())
-        },
-        ("post", "/v1/enrollments/{id}/sign") => Spec {
-            body: Some((JSON, object(&[("otp", string())], &["otp"]))),
-            errors: flow_errors,
-            ..plain(any_object())
-        },
-        ("post", p) if p.starts_with("/v1/enrollments/{id}/") => Spec { errors: flow_errors, ..plain(any_object()) },
-        ("get", "/v1/events") => {
-            Spec { body: None, query: &[], ok: (200, "server-sent events", "text/event-stream", string()), errors: &[] }
-        }
-        ("get", "/v1/cameras/{role}/preview.mjpg") => Spec {
-            body: None,
-            query: &[],
-            ok: (200, "MJPEG", "multipart/x-mixed-replace", string()),
-            errors: &[(404, "no such role"), (503, "the capture service or the camera is not there")],
-        },
-        ("get", "/v1/cameras") => Spec { errors: &[(503, "the capture service is not there")], ..plain(any_object()) },
-        ("post", "/v1/captures/still") => Spec {
-            body: Some((
-                JSON,
-                object(
-                    &[("role", json!({"type": "string", "enum": ["document", "face"]})), ("kind", string())],
-                    &["role"],
-                ),
-            )),
-            errors: &[(400, "a bad role or kind"), (503, "the capture service or the camera is not there")],
-            ..plain(any_object())
-        },
-        ("get", "/v1/captures/{id}/thumbnail.jpg") => Spec {
-            body: None,
-            query: &[],
-            ok: (200, "the still", "image/jpeg", json!({"type": "string", "format": "binary"})),
-            errors: &[(404, "no such still (or no longer kept)")],
-        },
-        ("post", "/v1/recordings") => Spec {
-            body: Some((
-                JSON,
-                object(
-                    &[("max_seconds", json!({"type": "number", "minimum": 0, "exclusiveMinimum": true}))],
-                    &["max_seconds"],
-                ),
-            )),
-            ok: (201, "recording", JSON, object(&[("id", string())], &["id"])),
-            errors: &[(400, "a bad max_seconds"), (503, "the capture service or the camera is not there")],
-            query: &[],
-        },
-        ("post", "/v1/recordings/{id}/stop") => Spec { errors: &[(404, "no such recording")], ..plain(any_object()) },
-        ("get", "/metrics") => Spec {
-            body: None,
-            query: &[],
-            ok: (200, "OpenMetrics text", "application/openmetrics-text", string()),
-            errors: &[],
-        },
-        _ => plain(any_object()),
+impl PartialSchema for Binary {
+    fn schema() -> RefOr<Schema> {
+        ObjectBuilder::new()
+            .schema_type(Type::String)
+            .format(Some(SchemaFormat::KnownFormat(KnownFormat::Binary)))
+            .into()
     }
 }
 
-fn error_content() -> Value {
-    json!({"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}})
+impl ToSchema for Binary {}
+
+/// `POST /v1/enrollments` as `multipart/form-data`: the manifest without its files, and one
+/// part per file, named by its slot.
+#[derive(ToSchema)]
+#[allow(dead_code)] // described, not built: the intake streams the parts itself
+pub struct MultipartEnrollment {
+    /// The manifest (JSON) with `images` and `video` left out.
+    manifest: String,
+    #[schema(value_type = Option<Binary>)]
+    document_front: Option<Vec<u8>>,
+    #[schema(value_type = Option<Binary>)]
+    document_rear: Option<Vec<u8>>,
+    #[schema(value_type = Option<Binary>)]
+    document_photo: Option<Vec<u8>>,
+    #[schema(value_type = Option<Binary>)]
+    selfie: Option<Vec<u8>>,
+    #[schema(value_type = Binary)]
+    video: Vec<u8>,
 }
 
-/// The OpenAPI 3.0 document of every route.
-pub fn document() -> Value {
-    let mut paths = Map::new();
-    for (method, path, authed, summary) in super::ROUTES {
-        let s = spec(method, path);
-        let (code, description, media, schema) = s.ok;
-        let mut responses = Map::new();
-        responses.insert(code.to_string(), json!({"description": description, "content": {media: {"schema": schema}}}));
-        // Every answer passes the guard: a foreign Host, a cross-site request, a state change
-        // without its content type or CSRF header.
-        responses.insert(
-            "421".into(),
-            json!({"description": "a Host this API does not answer to", "content": error_content()}),
+/// What every route shares: the security schemes, and the answers of the guard, the token
+/// check and an internal failure.
+struct Guarded;
+
+impl Modify for Guarded {
+    fn modify(&self, doc: &mut Document) {
+        let components = doc.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
         );
-        responses.insert(
-            "403".into(),
-            json!({"description": "a cross-site or cross-origin request", "content": error_content()}),
+        components.add_security_scheme(
+            "session",
+            SecurityScheme::ApiKey(ApiKey::Cookie(ApiKeyValue::with_description(
+                session::COOKIE,
+                "the page's session (POST /v1/session)",
+            ))),
         );
-        if *authed {
-            responses.insert(
-                "401".into(),
-                json!({"description": "missing or wrong token or session", "content": error_content()}),
-            );
-            responses.insert(
-                "429".into(),
-                json!({"description": "too many wrong tokens: Retry-After", "content": error_content()}),
-            );
-        }
-        for (code, description) in s.errors {
-            responses.insert(code.to_string(), json!({"description": description, "content": error_content()}));
-        }
-        responses.insert("500".into(), json!({"description": "an internal error", "content": error_content()}));
-        let mut op = json!({"summary": summary, "operationId": format!("{method}_{}", operation_id(path)), "responses": responses});
-        if *authed {
-            op["security"] = json!([{"bearer": []}, {"session": []}]);
-        }
-        let mut parameters = Vec::new();
-        for param in ["id", "role"] {
-            if path.contains(&format!("{{{param}}}")) {
-                parameters.push(json!({"name": param, "in": "path", "required": true, "schema": string()}));
+        for item in doc.paths.paths.values_mut() {
+            for op in [&mut item.get, &mut item.post, &mut item.delete].into_iter().flatten() {
+                add_shared_answers(op);
             }
         }
-        for (name, description) in s.query {
-            parameters.push(
-                json!({"name": name, "in": "query", "required": false, "description": description, "schema": string()}),
-            );
-        }
-        if !parameters.is_empty() {
-            op["parameters"] = json!(parameters);
-        }
-        if let Some((media, schema)) = s.body {
-            op["requestBody"] = json!({"required": true, "content": {media: {"schema": schema}}});
-        }
-        let entry = paths.entry(path.to_string()).or_insert_with(|| json!({}));
-        entry[*method] = op;
     }
-    json!({
-        "openapi": "3.0.3",
-        "info": {"title": "kiosk-agent local API", "version": env!("CARGO_PKG_VERSION")},
-        "components": {
-            "securitySchemes": {
-                "bearer": {"type": "http", "scheme": "bearer"},
-                "session": {"type": "apiKey", "in": "cookie", "name": "kiosk_session"},
-            },
-            "schemas": {"Error": {"type": "object", "required": ["code", "message"], "properties": {
-                "code": {"type": "string"}, "message": {"type": "string"}, "field": {"type": "string"}}}},
-        },
-        "paths": paths,
-    })
 }
 
-/// A path as the tail of an operation id: `/v1/enrollments/{id}/sign` → `v1_enrollments_id_sign`.
-fn operation_id(path: &str) -> String {
-    let id: String = path.chars().map(|c| if c.is_ascii_alphanumeric() { c } else { '_' }).collect();
-    let id = id.split('_').filter(|p| !p.is_empty()).collect::<Vec<_>>().join("_");
-    if id.is_empty() {
-        "root".into()
-    } else {
-        id
+fn add_shared_answers(op: &mut Operation) {
+    let error = |description: &str| {
+        let content = Content::new(Some(RefOr::Ref(utoipa::openapi::Ref::from_schema_name("ErrorBody"))));
+        RefOr::T(ResponseBuilder::new().description(description).content("application/json", content).build())
+    };
+    let mut shared = vec![
+        ("421", "a Host this API does not answer to"),
+        ("403", "a cross-site or cross-origin request, or a state change without its content type or CSRF header"),
+        ("500", "an internal error"),
+    ];
+    if op.security.as_ref().is_some_and(|s| !s.is_empty()) {
+        shared.push(("401", "missing or wrong token or session"));
+        shared.push(("429", "too many wrong tokens: Retry-After"));
+    }
+    for (code, description) in shared {
+        op.responses.responses.entry(code.to_owned()).or_insert_with(|| error(description));
+    }
+}
+
+/// The OpenAPI 3.1 document of every route.
+pub fn document() -> Value {
+    serde_json::to_value(ApiDoc::openapi()).expect("the document serializes")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The document and the router's table list the same routes, with the same token rule.
+    #[test]
+    fn the_document_lists_exactly_the_routers_routes() {
+        let doc = document();
+        let mut described = Vec::new();
+        for (path, item) in doc["paths"].as_object().unwrap() {
+            for (method, op) in item.as_object().unwrap() {
+                let authed = op["security"].as_array().is_some_and(|s| !s.is_empty());
+                described.push((method.clone(), path.clone(), authed));
+            }
+        }
+        described.sort();
+        let mut routed: Vec<_> =
+            super::super::ROUTES.iter().map(|(m, p, authed, _)| (m.to_string(), p.to_string(), *authed)).collect();
+        routed.sort();
+        assert_eq!(described, routed);
+    }
+
+    /// Bodies are the wire types: a change to one shows in the document.
+    #[test]
+    fn bodies_and_answers_come_from_the_wire_types() {
+        let doc = document();
+        let schemas = &doc["components"]["schemas"];
+        for name in
+            ["Status", "Enrollment", "EnrollmentDetail", "ErrorBody", "RefuseRequest", "SignRequest", "Accepted"]
+        {
+            assert!(schemas[name].is_object(), "{name} is not in the components");
+        }
+        assert_eq!(schemas["SignRequest"]["properties"]["otp"]["type"], serde_json::json!(["string", "null"]));
+        let sign = &doc["paths"]["/v1/enrollments/{id}/sign"]["post"];
+        assert_eq!(
+            sign["requestBody"]["content"]["application/json"]["schema"]["$ref"],
+            "#/components/schemas/SignRequest"
+        );
+        assert_eq!(
+            sign["responses"]["200"]["content"]["application/json"]["schema"]["$ref"],
+            "#/components/schemas/Signed"
+        );
+        assert!(sign["responses"]["502"].is_object() && sign["responses"]["429"].is_object());
     }
 }

@@ -5,16 +5,14 @@
 
 use std::sync::Arc;
 
-use axum::extract::{Path, Query, State};
-use axum::http::StatusCode;
-use axum::Json;
-use serde_json::{json, Value};
-
-use super::{ApiError, ApiState};
+use super::{wire, ApiError, ApiState};
 use crate::failure::Failure;
 use crate::flow::{net, Flow, IdKind};
 use crate::oneshot::{RequestStatus, Unlock};
 use crate::sync::blocking;
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use axum::Json;
 
 fn flow(s: &ApiState) -> Result<Flow, ApiError> {
     let client = crate::oneshot::Client::new(&s.config.oneshot).map_err(|e| failure(Failure::from(e)))?;
@@ -34,7 +32,14 @@ fn failure(f: Failure) -> ApiError {
 const IN_REVIEW: [RequestStatus; 3] =
     [RequestStatus::VideoReview, RequestStatus::Validated, RequestStatus::VideoIdValidated];
 
-pub async fn approve(State(s): State<ApiState>, Path(id): Path<String>) -> Result<Json<Value>, ApiError> {
+#[utoipa::path(post, path = "/v1/enrollments/{id}/approve", tag = "signing", security(("bearer" = []), ("session" = [])), params(("id" = String, Path, description = "the enrollment's id")),
+    responses(
+        (status = 200, description = "approved; queued documents follow", body = wire::Reviewed),
+        (status = 404, description = "no such enrollment", body = wire::ErrorBody),
+        (status = 409, description = "refused: wrong state, a raw request pk, or the server refused the step (its words)", body = wire::ErrorBody),
+        (status = 502, description = "the One-Shot server could not be reached or answered in error", body = wire::ErrorBody),
+    ))]
+pub async fn approve(State(s): State<ApiState>, Path(id): Path<String>) -> Result<Json<wire::Reviewed>, ApiError> {
     let flow = flow(&s)?;
     let target = flow.target(&id, IdKind::Enrollment).await.map_err(failure)?;
     let rao = flow.rao().map_err(failure)?.clone();
@@ -44,18 +49,26 @@ pub async fn approve(State(s): State<ApiState>, Path(id): Path<String>) -> Resul
     let status = flow.status(&target).await.map_err(failure)?;
     let _ = flow.send_documents(&target).await;
     s.worker.wake(crate::sync::events::Why::FlowAction);
-    Ok(Json(json!({"id": id, "request_pk": target.ids.request_pk, "status": status.as_str()})))
+    Ok(Json(wire::Reviewed { id, request_pk: target.ids.request_pk, status: status.as_str().to_owned() }))
 }
 
 /// `POST /v1/enrollments/{id}/correct {given_name?, surname_1?, …}`: corrects the request's OCR
 /// data before approval (`PUT /request/{pk}`); only the fields given change.
+#[utoipa::path(post, path = "/v1/enrollments/{id}/correct", tag = "signing", security(("bearer" = []), ("session" = [])), params(("id" = String, Path, description = "the enrollment's id")),
+    request_body = crate::oneshot::OcrCorrection,
+    responses(
+        (status = 200, description = "corrected on the server", body = wire::Corrected),
+        (status = 400, description = "a field breaks its rule (named in `field`)", body = wire::ErrorBody),
+        (status = 404, description = "no such enrollment", body = wire::ErrorBody),
+        (status = 409, description = "refused: wrong state, a raw request pk, or the server refused the step (its words)", body = wire::ErrorBody),
+        (status = 502, description = "the One-Shot server could not be reached or answered in error", body = wire::ErrorBody),
+    ))]
 pub async fn correct(
     State(s): State<ApiState>,
     Path(id): Path<String>,
     body: axum::body::Bytes,
-) -> Result<Json<Value>, ApiError> {
-    let correction: crate::oneshot::OcrCorrection = serde_json::from_slice(&body)
-        .map_err(|e| ApiError::field(StatusCode::BAD_REQUEST, "invalid", "body", e.to_string()))?;
+) -> Result<Json<wire::Corrected>, ApiError> {
+    let correction: crate::oneshot::OcrCorrection = super::typed_body(&body)?;
     correction.check().map_err(|e| ApiError::field(StatusCode::BAD_REQUEST, "invalid", e.field, e.rule))?;
     let flow = flow(&s)?;
     let target = flow.target(&id, IdKind::Enrollment).await.map_err(failure)?;
@@ -63,16 +76,29 @@ pub async fn correct(
     flow.client.update_request(&target.ids, &correction).await.map_err(|e| failure(net(e, "correcting", true)))?;
     let fields = correction.field_names();
     flow.audit(&target, &format!("corrected {}", fields.join(", "))).await.map_err(failure)?;
-    Ok(Json(json!({"id": id, "request_pk": target.ids.request_pk, "corrected": fields})))
+    Ok(Json(wire::Corrected {
+        id,
+        request_pk: target.ids.request_pk,
+        corrected: fields.iter().map(|f| f.to_string()).collect(),
+    }))
 }
 
+#[utoipa::path(post, path = "/v1/enrollments/{id}/refuse", tag = "signing", security(("bearer" = []), ("session" = [])), params(("id" = String, Path, description = "the enrollment's id")),
+    request_body = wire::RefuseRequest,
+    responses(
+        (status = 200, description = "refused on the server", body = wire::Reviewed),
+        (status = 400, description = "no reason, or an unknown field", body = wire::ErrorBody),
+        (status = 404, description = "no such enrollment", body = wire::ErrorBody),
+        (status = 409, description = "refused: wrong state, a raw request pk, or the server refused the step (its words)", body = wire::ErrorBody),
+        (status = 502, description = "the One-Shot server could not be reached or answered in error", body = wire::ErrorBody),
+    ))]
 pub async fn refuse(
     State(s): State<ApiState>,
     Path(id): Path<String>,
     body: axum::body::Bytes,
-) -> Result<Json<Value>, ApiError> {
-    let body = super::json_object(&body)?;
-    let reason = body["reason"].as_str().unwrap_or_default().trim().to_owned();
+) -> Result<Json<wire::Reviewed>, ApiError> {
+    let body: wire::RefuseRequest = super::typed_body(&body)?;
+    let reason = body.reason.unwrap_or_default().trim().to_owned();
     if reason.is_empty() {
         return Err(ApiError::field(
             StatusCode::BAD_REQUEST,
@@ -88,22 +114,27 @@ pub async fn refuse(
     flow.client.refuse(&target.ids, &rao, &reason).await.map_err(|e| failure(net(e, "refusing", true)))?;
     flow.audit(&target, "refused").await.map_err(failure)?;
     let status = flow.status(&target).await.map_err(failure)?;
-    Ok(Json(json!({"id": id, "request_pk": target.ids.request_pk, "status": status.as_str()})))
-}
-
-#[derive(Debug, serde::Deserialize)]
-pub struct DocumentQuery {
-    name: Option<String>,
+    Ok(Json(wire::Reviewed { id, request_pk: target.ids.request_pk, status: status.as_str().to_owned() }))
 }
 
 /// `POST /v1/enrollments/{id}/documents?name=contract.pdf` with the PDF as the body: queued
 /// encrypted, sent once the request is approved.
+#[utoipa::path(post, path = "/v1/enrollments/{id}/documents", tag = "signing", security(("bearer" = []), ("session" = [])),
+    params(("id" = String, Path, description = "the enrollment's id"), wire::DocumentQuery),
+    request_body(content = super::openapi::Binary, content_type = "application/pdf", description = "the PDF"),
+    responses(
+        (status = 202, description = "queued, encrypted; sent once approved", body = wire::DocumentsQueued),
+        (status = 400, description = "not a PDF, or a bad name", body = wire::ErrorBody),
+        (status = 404, description = "no such enrollment", body = wire::ErrorBody),
+        (status = 409, description = "refused in this state", body = wire::ErrorBody),
+        (status = 413, description = "over 64 MiB", body = wire::ErrorBody),
+    ))]
 pub async fn upload_document(
     State(s): State<ApiState>,
     Path(id): Path<String>,
-    Query(q): Query<DocumentQuery>,
+    Query(q): Query<wire::DocumentQuery>,
     body: axum::body::Bytes,
-) -> Result<(StatusCode, Json<Value>), ApiError> {
+) -> Result<(StatusCode, Json<wire::DocumentsQueued>), ApiError> {
     let name = q.name.unwrap_or_else(|| "document.pdf".into());
     let safe = !name.is_empty()
         && name.len() <= 128
@@ -139,16 +170,25 @@ pub async fn upload_document(
     let id2 = id.clone();
     blocking(&s.queue, move |q| q.audit(Some(&id2), "document queued through the API")).await.ok();
     s.worker.wake(crate::sync::events::Why::FlowAction);
-    Ok((StatusCode::ACCEPTED, Json(json!({"id": id, "documents": ids}))))
+    Ok((StatusCode::ACCEPTED, Json(wire::DocumentsQueued { id, documents: ids })))
 }
 
+#[utoipa::path(post, path = "/v1/enrollments/{id}/otp", tag = "signing", security(("bearer" = []), ("session" = [])), params(("id" = String, Path, description = "the enrollment's id")),
+    request_body = wire::OtpRequest,
+    responses(
+        (status = 200, description = "the OTP is on its way", body = wire::OtpSent),
+        (status = 400, description = "an unknown field or a wrong type", body = wire::ErrorBody),
+        (status = 404, description = "no such enrollment", body = wire::ErrorBody),
+        (status = 409, description = "refused: wrong state, a raw request pk, or the server refused the step (its words)", body = wire::ErrorBody),
+        (status = 502, description = "the One-Shot server could not be reached or answered in error", body = wire::ErrorBody),
+    ))]
 pub async fn otp(
     State(s): State<ApiState>,
     Path(id): Path<String>,
     body: axum::body::Bytes,
-) -> Result<Json<Value>, ApiError> {
-    let body = super::json_object(&body)?;
-    let whatsapp = body["whatsapp"].as_bool().unwrap_or(false);
+) -> Result<Json<wire::OtpSent>, ApiError> {
+    let body: wire::OtpRequest = super::typed_body(&body)?;
+    let whatsapp = body.whatsapp.unwrap_or(false);
     let flow = flow(&s)?;
     let target = flow.target(&id, IdKind::Enrollment).await.map_err(failure)?;
     // The server enforces the order of the signing steps itself (412, translated by `net`).
@@ -157,16 +197,25 @@ pub async fn otp(
         .await
         .map_err(|e| failure(net(e, "generating the OTP", true)))?;
     flow.audit(&target, "OTP sent").await.map_err(failure)?;
-    Ok(Json(json!({"id": id, "sent_by": if whatsapp { "whatsapp" } else { "sms" }})))
+    Ok(Json(wire::OtpSent { id, sent_by: if whatsapp { "whatsapp" } else { "sms" }.into() }))
 }
 
+#[utoipa::path(post, path = "/v1/enrollments/{id}/sign", tag = "signing", security(("bearer" = []), ("session" = [])), params(("id" = String, Path, description = "the enrollment's id")),
+    request_body = wire::SignRequest,
+    responses(
+        (status = 200, description = "signed", body = wire::Signed),
+        (status = 400, description = "no OTP, or an unknown field", body = wire::ErrorBody),
+        (status = 404, description = "no such enrollment", body = wire::ErrorBody),
+        (status = 409, description = "refused: wrong state, a raw request pk, or the server refused the step (its words)", body = wire::ErrorBody),
+        (status = 502, description = "the One-Shot server could not be reached or answered in error", body = wire::ErrorBody),
+    ))]
 pub async fn sign(
     State(s): State<ApiState>,
     Path(id): Path<String>,
     body: axum::body::Bytes,
-) -> Result<Json<Value>, ApiError> {
-    let body = super::json_object(&body)?;
-    let Some(code) = body["otp"].as_str().filter(|c| !c.trim().is_empty()) else {
+) -> Result<Json<wire::Signed>, ApiError> {
+    let body: wire::SignRequest = super::typed_body(&body)?;
+    let Some(code) = body.otp.as_deref().filter(|c| !c.trim().is_empty()) else {
         return Err(ApiError::field(StatusCode::BAD_REQUEST, "invalid", "otp", "is required"));
     };
     let flow = flow(&s)?;
@@ -188,5 +237,5 @@ pub async fn sign(
         .map_err(|e| failure(net(e, "signing", false)))?;
     flow.audit(&target, "signed").await.map_err(failure)?;
     let status = flow.status(&target).await.map_err(failure)?;
-    Ok(Json(json!({"id": id, "status": status.as_str()})))
+    Ok(Json(wire::Signed { id, status: status.as_str().to_owned() }))
 }

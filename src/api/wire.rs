@@ -1,12 +1,26 @@
 //! The API's own wire types: what clients see, decoupled from the queue's records so either can
 //! change without breaking the other.
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
 
 use crate::queue::Summary;
 
+/// A request pk: a number as the server sends it (a string if it is not numeric).
+fn request_pk_schema() -> utoipa::openapi::Schema {
+    use utoipa::openapi::schema::{ObjectBuilder, OneOfBuilder, Type};
+    utoipa::openapi::Schema::OneOf(
+        OneOfBuilder::new()
+            .item(ObjectBuilder::new().schema_type(Type::Integer))
+            .item(ObjectBuilder::new().schema_type(Type::String))
+            .item(ObjectBuilder::new().schema_type(Type::Null))
+            .description(Some("the request's pk on the server, once created"))
+            .build(),
+    )
+}
+
 /// `GET /v1/status`.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
 pub struct Status {
     /// Whether the One-Shot server is reachable, as far as the worker knows.
     pub online: bool,
@@ -21,11 +35,12 @@ pub struct Status {
 }
 
 /// One enrollment, as listed.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, ToSchema)]
 pub struct Enrollment {
     pub id: String,
     pub state: String,
     #[serde(serialize_with = "crate::queue::pk_json::one")]
+    #[schema(schema_with = request_pk_schema)]
     pub request_pk: Option<String>,
     pub server_status: Option<String>,
     pub attempts: u32,
@@ -54,7 +69,7 @@ impl From<&Summary> for Enrollment {
 }
 
 /// One enrollment in detail: artifacts (name, kind, size, SHA-256) and history.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
 pub struct EnrollmentDetail {
     #[serde(flatten)]
     pub summary: Enrollment,
@@ -63,7 +78,7 @@ pub struct EnrollmentDetail {
     pub capture_manifest_valid: Option<bool>,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, ToSchema)]
 pub struct Artifact {
     pub name: String,
     pub kind: String,
@@ -71,7 +86,7 @@ pub struct Artifact {
     pub sha256: String,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, ToSchema)]
 pub struct HistoryEvent {
     pub at: String,
     pub kind: String,
@@ -105,7 +120,7 @@ impl From<&Summary> for EnrollmentDetail {
 }
 
 /// An event on `GET /v1/events`.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum Event {
     /// An enrollment appeared or changed state or attempts.
@@ -114,4 +129,182 @@ pub enum Event {
     Link { online: bool },
     /// A video upload's progress: bytes handed to the connection so far.
     Upload { id: String, sent_bytes: u64, total_bytes: u64 },
+}
+
+/// Every error: a stable code, a message for people, and the field at fault when there is one.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, ToSchema)]
+pub struct ErrorBody {
+    pub code: String,
+    pub message: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub field: Option<String>,
+}
+
+/// `GET /healthz`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, ToSchema)]
+pub struct Health {
+    /// `ok`, or `unhealthy` with the reasons (no personal data).
+    pub status: String,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub reasons: Vec<String>,
+}
+
+/// `POST /v1/session`: the API token, exchanged for a session cookie.
+#[derive(Debug, Clone, Default, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SessionRequest {
+    pub token: Option<String>,
+}
+
+/// The answer of `POST` and `DELETE /v1/session` (the session itself is the cookie).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, ToSchema)]
+pub struct SessionState {
+    /// `open`, `closed`, or `none` (there was no session to close).
+    pub session: String,
+    /// How long an open session may stay unused, in seconds.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub idle_secs: Option<u64>,
+}
+
+/// `202` of `POST /v1/enrollments`: the id, once the enrollment is durable.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, ToSchema)]
+pub struct Accepted {
+    pub id: String,
+}
+
+/// A Base64 file, a still (`{"capture": ID}`) or a clip (`{"recording": ID}`) of the capture
+/// service, or (multipart) the name of a part.
+#[derive(Debug, Clone, ToSchema)]
+#[schema(as = EvidenceFile)]
+#[allow(dead_code)] // described, not built: the intake reads the manifest strictly itself
+pub enum EvidenceFile {
+    Base64(String),
+    Capture { capture: String },
+    Recording { recording: String },
+}
+
+/// `POST /v1/enrollments`: the enrollment manifest (see the README's "Enrollment manifest"),
+/// its files inline. The intake reads it with the strict parser and validates it as `enroll`
+/// does, naming each field that breaks a rule.
+#[derive(Debug, Clone, ToSchema)]
+#[allow(dead_code)] // described, not built (see above)
+pub struct EnrollmentRequest {
+    #[schema(value_type = Object)]
+    pub customer: serde_json::Value,
+    #[schema(value_type = Option<Object>)]
+    pub acceptance: Option<serde_json::Value>,
+    #[schema(value_type = Option<Object>)]
+    pub ocr_data: Option<serde_json::Value>,
+    #[schema(value_type = Option<Object>)]
+    pub security_checks: Option<serde_json::Value>,
+    /// 0-100 (the old generation also takes `low`, `medium`, `high`).
+    #[schema(value_type = Option<Object>)]
+    pub similarity_level: Option<serde_json::Value>,
+    /// `document_front`, `document_rear`, `document_photo`, `selfie`: each an [`EvidenceFile`].
+    pub images: std::collections::BTreeMap<String, EvidenceFile>,
+    pub video: EvidenceFile,
+}
+
+/// `POST /v1/enrollments/{id}/retry`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, ToSchema)]
+pub struct Retried {
+    pub id: String,
+    /// The state it was re-queued in.
+    pub state: String,
+}
+
+/// `POST /v1/enrollments/{id}/refuse`.
+#[derive(Debug, Clone, Default, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RefuseRequest {
+    /// Why (the server records it); required.
+    pub reason: Option<String>,
+}
+
+/// The answer of an approval or a refusal: the request and its status on the server now.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, ToSchema)]
+pub struct Reviewed {
+    pub id: String,
+    pub request_pk: String,
+    pub status: String,
+}
+
+/// `POST /v1/enrollments/{id}/correct`: only the fields given change.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, ToSchema)]
+pub struct Corrected {
+    pub id: String,
+    pub request_pk: String,
+    pub corrected: Vec<String>,
+}
+
+/// `POST /v1/enrollments/{id}/documents?name=`.
+#[derive(Debug, Clone, Default, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct DocumentQuery {
+    /// The document's file name (letters, digits, `- _ .` and spaces; `document.pdf` if none).
+    pub name: Option<String>,
+}
+
+/// `202` of `POST /v1/enrollments/{id}/documents`: the queued documents' ids.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, ToSchema)]
+pub struct DocumentsQueued {
+    pub id: String,
+    pub documents: Vec<String>,
+}
+
+/// `POST /v1/enrollments/{id}/otp`.
+#[derive(Debug, Clone, Default, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct OtpRequest {
+    /// Send it by WhatsApp instead of SMS.
+    pub whatsapp: Option<bool>,
+}
+
+/// The answer of `POST /v1/enrollments/{id}/otp`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, ToSchema)]
+pub struct OtpSent {
+    pub id: String,
+    /// `sms` or `whatsapp`.
+    pub sent_by: String,
+}
+
+/// `POST /v1/enrollments/{id}/sign`.
+#[derive(Debug, Clone, Default, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SignRequest {
+    /// The code the customer received; required.
+    pub otp: Option<String>,
+}
+
+/// The answer of `POST /v1/enrollments/{id}/sign`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, ToSchema)]
+pub struct Signed {
+    pub id: String,
+    pub status: String,
+}
+
+/// `GET /v1/enrollments?state=`.
+#[derive(Debug, Clone, Default, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct ListQuery {
+    /// Only enrollments in this state.
+    pub state: Option<String>,
+}
+
+/// `POST /v1/captures/still`.
+#[derive(Debug, Clone, Deserialize, ToSchema)]
+#[allow(dead_code)] // described; the capture service reads it
+pub struct StillRequest {
+    /// `document` or `face`.
+    pub role: String,
+    /// `document_front`, `document_rear` or `selfie`.
+    pub kind: Option<String>,
+}
+
+/// `POST /v1/recordings`.
+#[derive(Debug, Clone, Deserialize, ToSchema)]
+#[allow(dead_code)] // described; the capture service reads it
+pub struct RecordingRequest {
+    /// The clip's longest length, in seconds (> 0).
+    pub max_seconds: f64,
 }

@@ -5,16 +5,19 @@
 use serde_json::{Map, Value};
 
 /// The OCR fields of a request that can be corrected; `None` leaves one as the server has it.
-#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Deserialize)]
+/// Also the body of the local API's `POST /v1/enrollments/{id}/correct` (hence its schema).
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct OcrCorrection {
     pub given_name: Option<String>,
     pub surname_1: Option<String>,
     pub surname_2: Option<String>,
     /// `DD/MM/YYYY`, as the API writes it.
+    #[schema(pattern = "^[0-9]{2}/[0-9]{2}/[0-9]{4}$")]
     pub birth_date: Option<String>,
     pub serial_number: Option<String>,
     /// ISO 3166-1 alpha-2.
+    #[schema(pattern = "^[A-Z]{2}$")]
     pub country_name: Option<String>,
 }
 
