@@ -261,7 +261,7 @@ pub async fn still(State(s): State<ApiState>, body: axum::body::Bytes) -> Result
 #[utoipa::path(get, path = "/v1/captures/{id}/thumbnail.jpg", tag = "cameras", security(("bearer" = []), ("session" = [])),
     params(("id" = String, Path, description = "the still's id")),
     responses(
-        (status = 200, description = "the still", content_type = "image/jpeg", body = super::openapi::Binary),
+        (status = 200, description = "the still", content_type = "image/jpeg", body = super::wire::Binary),
         (status = 404, description = "no such still (or no longer kept)", body = super::wire::ErrorBody),
     ))]
 pub async fn thumbnail(State(s): State<ApiState>, UrlPath(id): UrlPath<String>) -> Result<Response, ApiError> {

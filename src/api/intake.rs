@@ -131,7 +131,7 @@ fn bad(field: impl Into<String>, message: impl Into<String>) -> ApiError {
 #[utoipa::path(post, path = "/v1/enrollments", tag = "queue", security(("bearer" = []), ("session" = [])),
     request_body(content(
         (super::wire::EnrollmentRequest = "application/json"),
-        (super::openapi::MultipartEnrollment = "multipart/form-data"),
+        (super::wire::MultipartEnrollment = "multipart/form-data"),
     ), description = "the manifest with its files inline, or the manifest and one part per file"),
     responses(
         (status = 202, description = "durable in the queue", body = Accepted),

@@ -8,10 +8,9 @@
 use serde_json::Value;
 use utoipa::openapi::path::Operation;
 use utoipa::openapi::response::ResponseBuilder;
-use utoipa::openapi::schema::{KnownFormat, ObjectBuilder, SchemaFormat, Type};
 use utoipa::openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder, SecurityScheme};
-use utoipa::openapi::{Content, OpenApi as Document, RefOr, Schema};
-use utoipa::{Modify, OpenApi, PartialSchema, ToSchema};
+use utoipa::openapi::{Content, OpenApi as Document, RefOr};
+use utoipa::{Modify, OpenApi};
 
 use super::{session, wire};
 
@@ -50,39 +49,6 @@ use super::{session, wire};
     modifiers(&Guarded),
 )]
 struct ApiDoc;
-
-/// A binary body (a PDF, a JPEG).
-pub struct Binary;
-
-impl PartialSchema for Binary {
-    fn schema() -> RefOr<Schema> {
-        ObjectBuilder::new()
-            .schema_type(Type::String)
-            .format(Some(SchemaFormat::KnownFormat(KnownFormat::Binary)))
-            .into()
-    }
-}
-
-impl ToSchema for Binary {}
-
-/// `POST /v1/enrollments` as `multipart/form-data`: the manifest without its files, and one
-/// part per file, named by its slot.
-#[derive(ToSchema)]
-#[allow(dead_code)] // described, not built: the intake streams the parts itself
-pub struct MultipartEnrollment {
-    /// The manifest (JSON) with `images` and `video` left out.
-    manifest: String,
-    #[schema(value_type = Option<Binary>)]
-    document_front: Option<Vec<u8>>,
-    #[schema(value_type = Option<Binary>)]
-    document_rear: Option<Vec<u8>>,
-    #[schema(value_type = Option<Binary>)]
-    document_photo: Option<Vec<u8>>,
-    #[schema(value_type = Option<Binary>)]
-    selfie: Option<Vec<u8>>,
-    #[schema(value_type = Binary)]
-    video: Vec<u8>,
-}
 
 /// What every route shares: the security schemes, and the answers of the guard, the token
 /// check and an internal failure.

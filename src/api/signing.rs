@@ -35,9 +35,7 @@ const IN_REVIEW: [RequestStatus; 3] =
 #[utoipa::path(post, path = "/v1/enrollments/{id}/approve", tag = "signing", security(("bearer" = []), ("session" = [])), params(("id" = String, Path, description = "the enrollment's id")),
     responses(
         (status = 200, description = "approved; queued documents follow", body = wire::Reviewed),
-        (status = 404, description = "no such enrollment", body = wire::ErrorBody),
-        (status = 409, description = "refused: wrong state, a raw request pk, or the server refused the step (its words)", body = wire::ErrorBody),
-        (status = 502, description = "the One-Shot server could not be reached or answered in error", body = wire::ErrorBody),
+        wire::FlowErrors,
     ))]
 pub async fn approve(State(s): State<ApiState>, Path(id): Path<String>) -> Result<Json<wire::Reviewed>, ApiError> {
     let flow = flow(&s)?;
@@ -59,9 +57,7 @@ pub async fn approve(State(s): State<ApiState>, Path(id): Path<String>) -> Resul
     responses(
         (status = 200, description = "corrected on the server", body = wire::Corrected),
         (status = 400, description = "a field breaks its rule (named in `field`)", body = wire::ErrorBody),
-        (status = 404, description = "no such enrollment", body = wire::ErrorBody),
-        (status = 409, description = "refused: wrong state, a raw request pk, or the server refused the step (its words)", body = wire::ErrorBody),
-        (status = 502, description = "the One-Shot server could not be reached or answered in error", body = wire::ErrorBody),
+        wire::FlowErrors,
     ))]
 pub async fn correct(
     State(s): State<ApiState>,
@@ -88,9 +84,7 @@ pub async fn correct(
     responses(
         (status = 200, description = "refused on the server", body = wire::Reviewed),
         (status = 400, description = "no reason, or an unknown field", body = wire::ErrorBody),
-        (status = 404, description = "no such enrollment", body = wire::ErrorBody),
-        (status = 409, description = "refused: wrong state, a raw request pk, or the server refused the step (its words)", body = wire::ErrorBody),
-        (status = 502, description = "the One-Shot server could not be reached or answered in error", body = wire::ErrorBody),
+        wire::FlowErrors,
     ))]
 pub async fn refuse(
     State(s): State<ApiState>,
@@ -121,7 +115,7 @@ pub async fn refuse(
 /// encrypted, sent once the request is approved.
 #[utoipa::path(post, path = "/v1/enrollments/{id}/documents", tag = "signing", security(("bearer" = []), ("session" = [])),
     params(("id" = String, Path, description = "the enrollment's id"), wire::DocumentQuery),
-    request_body(content = super::openapi::Binary, content_type = "application/pdf", description = "the PDF"),
+    request_body(content = super::wire::Binary, content_type = "application/pdf", description = "the PDF"),
     responses(
         (status = 202, description = "queued, encrypted; sent once approved", body = wire::DocumentsQueued),
         (status = 400, description = "not a PDF, or a bad name", body = wire::ErrorBody),
@@ -178,9 +172,7 @@ pub async fn upload_document(
     responses(
         (status = 200, description = "the OTP is on its way", body = wire::OtpSent),
         (status = 400, description = "an unknown field or a wrong type", body = wire::ErrorBody),
-        (status = 404, description = "no such enrollment", body = wire::ErrorBody),
-        (status = 409, description = "refused: wrong state, a raw request pk, or the server refused the step (its words)", body = wire::ErrorBody),
-        (status = 502, description = "the One-Shot server could not be reached or answered in error", body = wire::ErrorBody),
+        wire::FlowErrors,
     ))]
 pub async fn otp(
     State(s): State<ApiState>,
@@ -205,9 +197,7 @@ pub async fn otp(
     responses(
         (status = 200, description = "signed", body = wire::Signed),
         (status = 400, description = "no OTP, or an unknown field", body = wire::ErrorBody),
-        (status = 404, description = "no such enrollment", body = wire::ErrorBody),
-        (status = 409, description = "refused: wrong state, a raw request pk, or the server refused the step (its words)", body = wire::ErrorBody),
-        (status = 502, description = "the One-Shot server could not be reached or answered in error", body = wire::ErrorBody),
+        wire::FlowErrors,
     ))]
 pub async fn sign(
     State(s): State<ApiState>,

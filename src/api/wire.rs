@@ -308,3 +308,53 @@ pub struct RecordingRequest {
     /// The clip's longest length, in seconds (> 0).
     pub max_seconds: f64,
 }
+
+/// The errors every step of the signing flow can answer.
+#[derive(Debug, utoipa::IntoResponses)]
+#[allow(dead_code)] // described: the handlers answer these as `ApiError`s
+pub enum FlowErrors {
+    /// no such enrollment
+    #[response(status = 404)]
+    NotFound(ErrorBody),
+    /// refused: wrong state, a raw request pk, or the server refused the step (its words)
+    #[response(status = 409)]
+    Refused(ErrorBody),
+    /// the One-Shot server could not be reached or answered in error
+    #[response(status = 502)]
+    ServerError(ErrorBody),
+}
+
+/// A binary body (a PDF, a JPEG).
+#[derive(Debug)]
+pub struct Binary;
+
+impl utoipa::PartialSchema for Binary {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::Schema> {
+        use utoipa::openapi::schema::{KnownFormat, ObjectBuilder, SchemaFormat, Type};
+        ObjectBuilder::new()
+            .schema_type(Type::String)
+            .format(Some(SchemaFormat::KnownFormat(KnownFormat::Binary)))
+            .into()
+    }
+}
+
+impl ToSchema for Binary {}
+
+/// `POST /v1/enrollments` as `multipart/form-data`: the manifest without its files, and one
+/// part per file, named by its slot.
+#[derive(Debug, ToSchema)]
+#[allow(dead_code)] // described, not built: the intake streams the parts itself
+pub struct MultipartEnrollment {
+    /// The manifest (JSON) with `images` and `video` left out.
+    manifest: String,
+    #[schema(value_type = Option<Binary>)]
+    document_front: Option<Vec<u8>>,
+    #[schema(value_type = Option<Binary>)]
+    document_rear: Option<Vec<u8>>,
+    #[schema(value_type = Option<Binary>)]
+    document_photo: Option<Vec<u8>>,
+    #[schema(value_type = Option<Binary>)]
+    selfie: Option<Vec<u8>>,
+    #[schema(value_type = Binary)]
+    video: Vec<u8>,
+}
