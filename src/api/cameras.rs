@@ -96,7 +96,7 @@ impl CaptureService {
         if child.is_some() {
             tracing::warn!("the capture service ended; starting it again");
         }
-        let _ = std::fs::remove_file(&self.socket);
+        let _ = tokio::fs::remove_file(&self.socket).await;
         let mut cmd = tokio::process::Command::from(crate::helper::command().map_err(unavailable)?);
         if let Some(config) = &self.config {
             cmd.arg("--config").arg(config);
@@ -109,7 +109,7 @@ impl CaptureService {
             .kill_on_drop(true);
         *child = Some(cmd.spawn().map_err(unavailable)?);
         for _ in 0..50 {
-            if self.socket.exists() {
+            if tokio::fs::try_exists(&self.socket).await.unwrap_or(false) {
                 return Ok(());
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
