@@ -15,7 +15,7 @@ pub use client::{status_of, valid_pk, Client, Created, RequestIds, ServerProbe, 
 pub use correction::{BadCorrection, OcrCorrection};
 pub use envelope::Envelope;
 pub use oneshot_protocol::{Generation, RequestStatus};
-pub use signing::{parse_uploaded, rao_body, sign_body, valid_uid, FileKind, Unlock, UploadedDocument};
+pub use signing::{parse_uploaded, rao_body, sign_body, valid_uid, DocumentBody, FileKind, Unlock, UploadedDocument};
 
 use std::time::Duration;
 

@@ -214,6 +214,14 @@ pub fn parse_uploaded(payload: &Value, fields: &[String]) -> Result<Vec<Uploaded
     Ok(docs)
 }
 
+/// One document of an upload: its file name, its body (streamed) and the body's length.
+#[derive(Debug)]
+pub struct DocumentBody {
+    pub name: String,
+    pub body: reqwest::Body,
+    pub len: u64,
+}
+
 impl Client {
     fn flow_timeout(&self) -> Duration {
         self.cfg.request_timeout
@@ -243,16 +251,17 @@ impl Client {
     pub async fn upload_documents(
         &self,
         ids: &RequestIds,
-        files: Vec<(String, Vec<u8>)>,
+        files: Vec<DocumentBody>,
     ) -> Result<Vec<UploadedDocument>, OneShotError> {
         let url = self.url(&self.cfg.paths[Operation::DocumentUpload], Some(ids))?;
         let mut form = reqwest::multipart::Form::new();
         let mut fields = Vec::new();
         let mut total = 0u64;
-        for (i, (name, bytes)) in files.into_iter().enumerate() {
+        for (i, DocumentBody { name, body, len }) in files.into_iter().enumerate() {
             let field = if i == 0 { "file".to_owned() } else { format!("file{}", i + 1) };
-            total += bytes.len() as u64;
-            let part = reqwest::multipart::Part::bytes(bytes)
+            total += len;
+            // Streamed with its length, so the form is sized without holding the document.
+            let part = reqwest::multipart::Part::stream_with_length(body, len)
                 .file_name(name)
                 .mime_str("application/pdf")
                 .expect("application/pdf is a valid MIME type");

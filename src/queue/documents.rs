@@ -66,6 +66,15 @@ fn aad(doc_id: &str) -> String {
     format!("document/{doc_id}")
 }
 
+/// A queued document on its way to the server: its file name, its size in clear, and its
+/// ciphertext open for decryption as it is sent.
+#[derive(Debug)]
+pub struct OutgoingDocument {
+    pub name: String,
+    pub size: u64,
+    pub reader: DecryptingReader,
+}
+
 impl Queue {
     fn documents_dir(&self) -> PathBuf {
         self.dir.join("documents")
@@ -185,17 +194,19 @@ impl Queue {
         Ok(rows.collect::<rusqlite::Result<_>>()?)
     }
 
-    /// Marks documents as being sent (committed before the upload) and returns their plaintext.
-    pub fn begin_document_upload(&self, doc_ids: &[String]) -> Result<Vec<(String, Vec<u8>)>, QueueError> {
+    /// Marks documents as being sent (committed before the upload) and opens each for reading:
+    /// the plaintext is decrypted (and verified) chunk by chunk as it is sent, never held whole.
+    pub fn begin_document_upload(&self, doc_ids: &[String]) -> Result<Vec<OutgoingDocument>, QueueError> {
         let mut out = Vec::new();
         for id in doc_ids {
-            let (wrapped, name, state, enrollment): (Vec<u8>, String, String, String) = self.conn().query_row(
-                "SELECT wrapped_key, file_name, state, enrollment_id FROM documents WHERE id = ?1",
-                [id],
-                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
-            )?;
+            let (wrapped, name, state, enrollment, size): (Vec<u8>, String, String, String, i64) =
+                self.conn().query_row(
+                    "SELECT wrapped_key, file_name, state, enrollment_id, size FROM documents WHERE id = ?1",
+                    [id],
+                    |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?)),
+                )?;
             let key = self.master.unwrap_key(&wrapped, id.as_bytes())?;
-            let bytes = DecryptingReader::open(&key, aad(id).as_bytes(), &self.document_path(id))?.read_all()?;
+            let reader = DecryptingReader::open(&key, aad(id).as_bytes(), &self.document_path(id))?;
             let conn = self.conn();
             if state == "uploading" {
                 add_event(
@@ -209,7 +220,7 @@ impl Queue {
                 "UPDATE documents SET state = 'uploading', updated_at = ?2 WHERE id = ?1",
                 params![id, now_ms()],
             )?;
-            out.push((name, bytes));
+            out.push(OutgoingDocument { name, size: size as u64, reader });
         }
         Ok(out)
     }

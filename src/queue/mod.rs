@@ -34,7 +34,7 @@ mod records;
 mod schema;
 mod state;
 
-pub use documents::{DocumentRecord, DocumentState, MAX_DOCUMENT_BYTES};
+pub use documents::{DocumentRecord, DocumentState, OutgoingDocument, MAX_DOCUMENT_BYTES};
 pub use enqueue::SpaceError;
 pub use event_kind::EventKind;
 pub use records::{format_ms, pk_json, ArtifactRecord, Backlog, Event, Job, Summary, UploadProgress};

@@ -32,6 +32,7 @@ pub mod redact;
 mod review;
 mod scheduler;
 mod step;
+mod streamed;
 
 pub use backoff::Backoff;
 pub use review::{ReviewError, Reviewed};

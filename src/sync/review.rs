@@ -12,9 +12,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::action::{action, Action};
-use super::{blocking, redact, Worker};
+use super::{blocking, redact, streamed, Worker};
 use crate::faults::crash_point;
-use crate::oneshot::{OneShotError, RequestIds, RequestStatus};
+use crate::oneshot::{DocumentBody, OneShotError, RequestIds, RequestStatus};
 use crate::queue::{now_ms, QueueError, State};
 
 /// How far along the review an enrollment is after a status read.
@@ -200,12 +200,29 @@ impl Worker {
         };
         let mut sent = 0;
         for batch in batches(&pending, DOCUMENTS_PER_CALL, DOCUMENT_BYTES_PER_CALL) {
-            let files = {
+            let outgoing = {
                 let batch = batch.clone();
                 blocking(&self.queue, move |q| q.begin_document_upload(&batch)).await?
             };
+            // Each document is decrypted as the connection takes it, never held whole.
+            let (mut files, mut decrypting) = (Vec::new(), Vec::new());
+            for doc in outgoing {
+                let (body, task) = streamed::body(doc.reader, |_| {});
+                files.push(DocumentBody { name: doc.name.clone(), body, len: doc.size });
+                decrypting.push((doc.name, task));
+            }
             crash_point("document.before_upload");
-            let uploaded = self.client.upload_documents(&ids, files).await?;
+            let uploaded = self.client.upload_documents(&ids, files).await;
+            for (name, task) in decrypting {
+                if let Err(reason) = task.outcome().await {
+                    return Err(QueueError::Damaged {
+                        id: id.to_owned(),
+                        detail: format!("document {name}: {reason}"),
+                    }
+                    .into());
+                }
+            }
+            let uploaded = uploaded?;
             crash_point("document.after_response");
             // The answer names each file by the multipart field it came in: `file`, `file2`, …
             for doc in uploaded {

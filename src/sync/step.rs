@@ -22,7 +22,7 @@ use futures_util::stream;
 use super::action::{action, Action};
 use super::events::{Bus, DaemonEvent};
 use super::redact::Redactor;
-use super::{blocking, Worker};
+use super::{blocking, streamed, Worker};
 use crate::evidence::{create_body, evidences_body};
 use crate::faults::crash_point;
 use crate::oneshot::{OneShotError, RequestIds, RequestStatus};
@@ -452,75 +452,42 @@ impl Worker {
             Ok((q.open_artifact(&id, "video")?, len))
         })
         .await?;
-        // A dedicated blocking thread decrypts chunk by chunk into a small bounded channel, so
-        // memory stays at a few chunks whatever the video's size.
-        let (tx, rx) = tokio::sync::mpsc::channel::<std::io::Result<Vec<u8>>>(4);
-        // The decrypting thread returns the reason it stopped early, if it did: a chunk that
-        // fails to decrypt means damaged evidence, which no retry can fix.
         // Progress goes out on the bus (the API's event stream, the bars of `sync --once`) a few
         // times a second: bytes handed to the connection, at most a few chunks ahead of the wire.
-        let bus = self.bus.clone();
-        let pacer = self.pacer.clone();
-        // Other processes (`queue list`) see the progress through the database, about once a
-        // second; best effort: a failed write never stops the upload.
+        // Other processes (`queue list`) see it through the database, about once a second; best
+        // effort: a failed write never stops the upload.
+        let (bus, pacer) = (self.bus.clone(), self.pacer.clone());
         let (queue, upload_id) = (Arc::clone(&self.queue), job.id.clone());
-        let decrypt = tokio::task::spawn_blocking(move || -> std::result::Result<(), String> {
-            let mut reader = reader;
-            let mut sent = 0u64;
-            let mut noted = std::time::Instant::now();
-            let mut told = noted;
-            let _ = queue.record_upload_progress(&upload_id, Some((0, len)));
-            bus.publish(DaemonEvent::Upload { id: upload_id.clone(), sent: 0, total: len });
-            loop {
-                match reader.next_chunk() {
-                    Ok(Some(chunk)) => {
-                        sent += chunk.len() as u64;
-                        if told.elapsed() >= UPLOAD_EVENTS_EVERY || sent == len {
-                            told = std::time::Instant::now();
-                            bus.publish(DaemonEvent::Upload { id: upload_id.clone(), sent, total: len });
-                        }
-                        if noted.elapsed() >= Duration::from_secs(1) {
-                            noted = std::time::Instant::now();
-                            let _ = queue.record_upload_progress(&upload_id, Some((sent, len)));
-                        }
-                        if sent > len / 2 && sent - (chunk.len() as u64) <= len / 2 {
-                            crash_point("video.mid_upload");
-                        }
-                        // sync.max_upload_rate: the bytes wait for the shared budget.
-                        if let Some(pacer) = &pacer {
-                            pacer.take(chunk.len() as u64);
-                        }
-                        if tx.blocking_send(Ok(chunk)).is_err() {
-                            return Ok(()); // the upload ended first; its error tells why
-                        }
-                    }
-                    Ok(None) => return Ok(()),
-                    Err(e) => {
-                        let reason = e.to_string();
-                        let _ = tx.blocking_send(Err(std::io::Error::other(reason.clone())));
-                        return Err(reason);
-                    }
-                }
+        let start = upload_id.clone();
+        let _ = blocking(&queue, move |q| q.record_upload_progress(&start, Some((0, len)))).await;
+        bus.publish(DaemonEvent::Upload { id: upload_id.clone(), sent: 0, total: len });
+        let (mut sent, mut noted) = (0u64, std::time::Instant::now());
+        let mut told = noted;
+        let (body, decrypting) = streamed::body(reader, move |chunk| {
+            sent += chunk;
+            if told.elapsed() >= UPLOAD_EVENTS_EVERY || sent == len {
+                told = std::time::Instant::now();
+                bus.publish(DaemonEvent::Upload { id: upload_id.clone(), sent, total: len });
+            }
+            if noted.elapsed() >= Duration::from_secs(1) {
+                noted = std::time::Instant::now();
+                let _ = queue.record_upload_progress(&upload_id, Some((sent, len)));
+            }
+            if sent > len / 2 && sent - chunk <= len / 2 {
+                crash_point("video.mid_upload");
+            }
+            // sync.max_upload_rate: the bytes wait for the shared budget.
+            if let Some(pacer) = &pacer {
+                pacer.take(chunk);
             }
         });
-        let body =
-            reqwest::Body::wrap_stream(stream::unfold(
-                rx,
-                |mut rx| async move { rx.recv().await.map(|item| (item, rx)) },
-            ));
         let ends = UploadEnds { bus: &self.bus, id: &job.id };
         let result = self.client.upload_video(&ids, body, len).await;
         drop(ends);
         let id = job.id.clone();
         let _ = blocking(&self.queue, move |q| q.record_upload_progress(&id, None)).await;
-        match decrypt.await {
-            Ok(Ok(())) => {}
-            Ok(Err(reason)) => {
-                return Err(
-                    QueueError::Damaged { id: job.id.clone(), detail: format!("artifact video: {reason}") }.into()
-                );
-            }
-            Err(_) => return Err(OneShotError::Local("video decryption task failed".into()).into()),
+        if let Err(reason) = decrypting.outcome().await {
+            return Err(QueueError::Damaged { id: job.id.clone(), detail: format!("artifact video: {reason}") }.into());
         }
         result?;
         crash_point("video.after_response");

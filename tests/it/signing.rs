@@ -485,3 +485,69 @@ fn more_than_ten_documents_go_out_in_calls_of_at_most_ten() {
     let pk = env.show(&id)["request_pk"].as_u64().unwrap().to_string();
     assert_eq!(request(&sandbox.records(), &pk)["documents"].as_object().unwrap().len(), 11);
 }
+
+/// Documents are streamed from the encrypted spool as they are sent: the process that sends
+/// three documents of 19 MiB in one call (here `request approve`, which sends what was queued)
+/// never holds them; its peak memory, as the kernel accounted it, stays below their total.
+#[test]
+fn large_documents_are_sent_without_being_held_in_memory() {
+    // The server takes at most 20 MiB a document; a call carries at most 64 MiB.
+    const SIZE: usize = 19 << 20;
+    let sandbox = Sandbox::start(0);
+    let (env, id) = reviewed(&sandbox, "current", "");
+    let mut files = Vec::new();
+    for n in 0..3 {
+        let doc = env.dir.path().join(format!("large-{n}.pdf"));
+        let mut pdf = format!("%PDF-1.4\n% document {n}\n").into_bytes();
+        let filler = b"% a comment line that pads the document to the size this test needs\n";
+        while pdf.len() + filler.len() < SIZE - 64 {
+            pdf.extend_from_slice(filler);
+        }
+        pdf.extend_from_slice(b"1 0 obj << >> endobj\ntrailer << >>\n%%EOF\n");
+        std::fs::write(&doc, &pdf).unwrap();
+        files.push(doc);
+    }
+    let total: u64 = files.iter().map(|f| std::fs::metadata(f).unwrap().len()).sum();
+    ok(&env.cmd().args(["document", &id, "upload"]).args(&files).output().unwrap());
+    let (ran, peak) = run_measuring_peak(env.cmd().args(["request", &id, "approve"]));
+    let said = ok(&ran);
+    assert!(said.contains("3 queued document(s) uploaded"), "{said}");
+    let pk = env.show(&id)["request_pk"].as_u64().unwrap().to_string();
+    let server = request(&sandbox.records(), &pk)["documents"].clone();
+    for (doc, file) in documents(&env, &id).iter().zip(&files) {
+        let uid = doc["uid"].as_str().unwrap();
+        assert_eq!(server[uid]["sha256"], sha256_file(file), "{} arrived byte-identical", file.display());
+    }
+    println!("sending {} MiB of documents in one call: peak RSS {} MiB", total >> 20, peak >> 20);
+    assert!(peak < total, "peak RSS {} MiB while sending {} MiB", peak >> 20, total >> 20);
+}
+
+/// A document whose ciphertext was damaged on the disk is not sent as far as it decrypts and
+/// then retried as if the network had failed: the upload stops, the error names the document
+/// and the damage, and the document stays queued for an operator (nothing reached the server).
+#[test]
+fn a_damaged_document_is_named_not_sent_and_not_taken_for_a_network_failure() {
+    let sandbox = Sandbox::start(0);
+    let (env, id) = reviewed(&sandbox, "current", "");
+    let doc = pdf(env.dir.path(), "contract.pdf", "a contract");
+    ok(&env.cmd().args(["document", &id, "upload"]).arg(&doc).output().unwrap());
+    let spool = env.data_dir().join("documents");
+    let sealed = std::fs::read_dir(&spool)
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .find(|p| p.extension().is_some_and(|e| e == "enc"))
+        .expect("the sealed document");
+    let mut bytes = std::fs::read(&sealed).unwrap();
+    let last = bytes.len() - 1;
+    bytes[last] ^= 0x55;
+    std::fs::write(&sealed, &bytes).unwrap();
+    let out = env.run(&["request", &id, "approve"]);
+    let err = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(err.contains("contract.pdf") && err.contains("damaged"), "{err}");
+    assert_ne!(out.status.code(), Some(0), "{err}");
+    let pk = env.show(&id)["request_pk"].as_u64().unwrap().to_string();
+    let held = request(&sandbox.records(), &pk)["documents"].clone();
+    assert!(held.as_object().is_none_or(|d| d.is_empty()), "nothing reached the server: {held}");
+    assert_ne!(documents(&env, &id)[0]["state"], "uploaded");
+}

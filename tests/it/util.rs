@@ -473,3 +473,28 @@ pub fn which(name: &str) -> Option<PathBuf> {
 pub fn have(name: &str) -> bool {
     which(name).is_some()
 }
+
+/// Runs `cmd` to its end under GNU time and returns what it did with its own peak resident
+/// memory in bytes, as the kernel accounted it for that process (`ru_maxrss` of `wait4`): a
+/// bound on memory is checked against the process itself, not against a sample of it.
+pub fn run_measuring_peak(cmd: &Command) -> (Ran, u64) {
+    let dir = tempfile::tempdir().unwrap();
+    let report = dir.path().join("maxrss");
+    let mut timed = Command::new("/usr/bin/time");
+    timed.arg("-f").arg("%M").arg("-o").arg(&report).arg(cmd.get_program()).args(cmd.get_args());
+    for (key, value) in cmd.get_envs() {
+        match value {
+            Some(v) => timed.env(key, v),
+            None => timed.env_remove(key),
+        };
+    }
+    if let Some(dir) = cmd.get_current_dir() {
+        timed.current_dir(dir);
+    }
+    let output = timed.output().unwrap_or_else(|e| panic!("cannot run /usr/bin/time (scripts/setup-debian test): {e}"));
+    let kib: u64 = std::fs::read_to_string(&report)
+        .ok()
+        .and_then(|t| t.lines().last().and_then(|l| l.trim().parse().ok()))
+        .unwrap_or_else(|| panic!("GNU time wrote no peak for {:?}", cmd.get_program()));
+    (Ran::of(cmd, output), kib * 1024)
+}
