@@ -48,8 +48,15 @@ impl<E: Into<anyhow::Error>> From<E> for Failure {
         });
         // A damaged database needs a person, not a restart: exit 4, which the systemd unit
         // excludes from automatic restarts, so the service does not crash-loop on it.
-        let damaged =
-            error.chain().any(|c| matches!(c.downcast_ref::<QueueError>(), Some(QueueError::DamagedDatabase { .. })));
+        // Malformed pages met after the open count too.
+        let damaged = error.chain().any(|c| match c.downcast_ref::<QueueError>() {
+            Some(QueueError::DamagedDatabase { .. } | QueueError::LostDatabase { .. }) => true,
+            Some(QueueError::Sqlite(e)) => matches!(
+                e.sqlite_error_code(),
+                Some(rusqlite::ErrorCode::DatabaseCorrupt | rusqlite::ErrorCode::NotADatabase)
+            ),
+            _ => false,
+        });
         // A full disk is the installation's problem, not the input's, but nothing was changed
         // and retrying will not help: exit 2, saying so plainly.
         let full = error.chain().any(|c| {

@@ -75,6 +75,9 @@ pub async fn run(config: &Config) -> ExitCode {
 
 /// The queue, if there is one: opened (which checks the key's fingerprint) and checked.
 fn queue(r: &mut Report, config: &Config) {
+    if let Err(e) = crate::queue::identity::check_not_lost(&config.storage.data_dir) {
+        return r.line(Level::Fail, "queue", e);
+    }
     if !config.storage.data_dir.join("queue.db").exists() {
         r.line(Level::Ok, "queue", "none yet (the first enroll creates it)");
         return;

@@ -44,9 +44,22 @@ pub enum QueueCommand {
         #[arg(long)]
         force: bool,
     },
+    /// After a lost database: list what the encrypted spool holds (needs no database), and
+    /// say the ways out.
+    Salvage {
+        /// Move the spool and the documents aside (`lost-<time>/`, kept for a restored
+        /// database) so that a new, empty queue can start here.
+        #[arg(long)]
+        discard: bool,
+    },
 }
 
 pub fn run(config: &Config, command: QueueCommand) -> Result<ExitCode, Failure> {
+    if let QueueCommand::Salvage { discard } = command {
+        return salvage(config, discard);
+    }
+    // A database lost beside a spool is never read as an empty queue.
+    crate::queue::identity::check_not_lost(&config.storage.data_dir)?;
     // Reading never creates anything: without a database there is nothing queued yet. The key
     // is still checked (present, private), as for every command.
     let exists = config.storage.data_dir.join("queue.db").exists();
@@ -102,7 +115,58 @@ pub fn run(config: &Config, command: QueueCommand) -> Result<ExitCode, Failure> 
             queue.purge(&id, force)?;
             println!("{id}: purged");
         }
+        QueueCommand::Salvage { .. } => unreachable!("handled above"),
     }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `queue salvage [--discard]`: what the spool holds when the database is lost, and the ways
+/// out. Each enrollment's data key was wrapped in the database: without it (or a backup of it)
+/// the spool cannot be decrypted, by anyone.
+fn salvage(config: &Config, discard: bool) -> Result<ExitCode, Failure> {
+    use crate::queue::identity::{self, SpoolContents};
+    let dir = &config.storage.data_dir;
+    let lost = identity::check_not_lost(dir);
+    let contents = SpoolContents::of(dir)?;
+    let mut out = String::new();
+    for (id, files) in &contents.enrollments {
+        let listed: Vec<String> = files.iter().map(|(name, size)| format!("{name} ({size} bytes)")).collect();
+        out.push_str(&format!("enrollment {id}: {}\n", listed.join(", ")));
+    }
+    for (name, size) in &contents.documents {
+        out.push_str(&format!("document {name} ({size} bytes)\n"));
+    }
+    if contents.is_empty() {
+        out.push_str("the spool holds nothing\n");
+    }
+    match (&lost, discard) {
+        (Ok(()), _) => {
+            out.push_str("the queue database is in place: nothing to salvage (see `queue list`)\n");
+        }
+        (Err(_), false) => out.push_str(
+            "the queue database is lost: these are sealed with keys only it held. Ways out: \
+             restore queue.db (and queue.db-wal) from a backup and run `kiosk-agent doctor`; or, \
+             once the evidence is captured again, `queue salvage --discard` moves the spool aside \
+             so that a new queue can start\n",
+        ),
+        (Err(_), true) => {
+            let aside = dir.join(format!("lost-{}", now_ms()));
+            crate::fsutil::create_dir_all_durable(&aside).map_err(crate::queue::io_err(&aside))?;
+            for part in ["spool", "documents"] {
+                let from = dir.join(part);
+                if from.exists() {
+                    std::fs::rename(&from, aside.join(part)).map_err(crate::queue::io_err(&from))?;
+                }
+            }
+            crate::fsutil::sync_dir(dir).map_err(crate::queue::io_err(dir))?;
+            identity::forget(dir)?;
+            out.push_str(&format!(
+                "moved the spool aside to {} (kept for a restored database); a new queue can start here\n",
+                aside.display()
+            ));
+        }
+    }
+    super::print_out(|w| w.write_all(out.as_bytes()))?;
     Ok(ExitCode::SUCCESS)
 }
 

@@ -30,6 +30,7 @@ mod documents;
 mod enqueue;
 mod event_kind;
 mod follow;
+pub mod identity;
 mod records;
 mod schema;
 mod state;
@@ -91,8 +92,10 @@ pub enum QueueError {
     ForeignDataDir { dir: PathBuf, owner: u32, me: u32 },
     #[error("document {path}: {rule}")]
     BadDocument { path: PathBuf, rule: String },
-    #[error("the queue database {path} is damaged ({detail}); it was left in place for inspection. Restore it from a backup, or move it aside to start with an empty queue; the encrypted spool beside it is untouched")]
+    #[error("the queue database {path} is damaged ({detail}); it was left in place for inspection. Restore it from a backup (see `kiosk-agent queue salvage`); the encrypted spool beside it is untouched")]
     DamagedDatabase { path: PathBuf, detail: String },
+    #[error("the queue database {path} is {how}, but this data directory held a queue: the spool holds {enrollments} enrollment(s) and {documents} document(s) whose keys only that database had; nothing was created or changed. Restore queue.db (with queue.db-wal if there was one) from a backup; `kiosk-agent queue salvage` lists what the spool holds and the ways out")]
+    LostDatabase { path: PathBuf, how: &'static str, enrollments: usize, documents: usize },
 }
 
 pub(crate) fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> QueueError + '_ {
@@ -153,6 +156,9 @@ impl Queue {
             .open(&init_path)
             .map_err(io_err(&init_path))?;
         init.lock().map_err(io_err(&init_path))?;
+        // Before SQLite would create a database: a missing or empty one is a lost queue when
+        // this directory held one.
+        identity::check_not_lost(&dir)?;
         let damaged = |e: rusqlite::Error| match e.sqlite_error_code() {
             Some(rusqlite::ErrorCode::NotADatabase | rusqlite::ErrorCode::DatabaseCorrupt) => {
                 QueueError::DamagedDatabase { path: db_path.clone(), detail: e.to_string() }
@@ -194,6 +200,7 @@ impl Queue {
                     .map_err(damaged)?;
             }
         }
+        identity::record(&dir, &found)?;
         drop(init);
         let changes = changes::Changes::default();
         changes.install(&conn);

@@ -200,3 +200,117 @@ fn start_up_verification_fails_damaged_evidence_that_is_not_being_sent() {
         assert!(["queued", "creating"].contains(&state.as_str()), "intact evidence keeps waiting: {state}");
     }
 }
+
+/// Every file under `dir` with its bytes, to show that something was left exactly as it was.
+fn snapshot(dir: &std::path::Path) -> Vec<(std::path::PathBuf, Vec<u8>)> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        let path = entry.path();
+        if path.is_dir() {
+            out.extend(snapshot(&path));
+        } else {
+            out.push((path.clone(), std::fs::read(&path).unwrap()));
+        }
+    }
+    out.sort();
+    out
+}
+
+/// A `queue.db` deleted or truncated to nothing beside an encrypted spool is a lost queue, not
+/// a new one: every queue command exits 4 naming it, nothing is created, the spool is left
+/// exactly as it was, doctor fails, and `queue salvage` lists the spool and (with --discard)
+/// moves it aside so that a new queue can start.
+#[test]
+fn a_lost_database_is_never_read_as_an_empty_queue() {
+    for how in ["deleted", "truncated"] {
+        let env = Env::new(free_port());
+        let id = env.enroll(&env.manifest("m", "", |_| {}));
+        let data = env.data_dir();
+        let db = data.join("queue.db");
+        for extra in ["queue.db-wal", "queue.db-shm"] {
+            let _ = std::fs::remove_file(data.join(extra));
+        }
+        match how {
+            "deleted" => std::fs::remove_file(&db).unwrap(),
+            _ => std::fs::write(&db, b"").unwrap(),
+        }
+        let spool = snapshot(&data.join("spool"));
+        assert!(!spool.is_empty());
+        let other = env.manifest("n", "2", |_| {});
+        for args in [
+            &["queue", "list"][..],
+            &["queue", "list", "--json"][..],
+            &["queue", "show", &id][..],
+            &["sync", "--once"][..],
+            &["enroll", other.to_str().unwrap()][..],
+        ] {
+            let out = env.run(args);
+            let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+            assert_exit(&out, 4, &format!("{how}: {args:?}: {stderr}"));
+            assert!(stderr.contains("queue.db") && stderr.contains("1 enrollment(s)"), "{how}: {args:?}: {stderr}");
+            assert!(String::from_utf8_lossy(&out.stdout).trim().is_empty(), "{how}: {args:?} printed a queue");
+        }
+        let doctor = env.run(&["doctor"]);
+        assert_ne!(doctor.status.code(), Some(0), "{how}: doctor must not say the queue is intact");
+        assert!(String::from_utf8_lossy(&doctor.stdout).contains("queue.db"), "{how}: {doctor:?}");
+        assert_eq!(snapshot(&data.join("spool")), spool, "{how}: the spool is untouched");
+        assert_eq!(db.exists(), how == "truncated", "{how}: no database was created");
+
+        let salvage = env.run(&["queue", "salvage"]);
+        assert_exit(&salvage, 0, "");
+        let said = String::from_utf8_lossy(&salvage.stdout).into_owned();
+        assert!(said.contains(&id) && said.contains("video.enc") && said.contains("restore queue.db"), "{said}");
+        assert_eq!(snapshot(&data.join("spool")), spool, "{how}: listing changes nothing");
+        // Once the evidence is captured again, a new queue may start; the old spool is kept aside.
+        assert_exit(&env.run(&["queue", "salvage", "--discard"]), 0, "");
+        let new = env.enroll(&other);
+        let list = env.run(&["queue", "list", "--json"]);
+        assert_exit(&list, 0, "");
+        let ids: Vec<String> = serde_json::from_slice::<serde_json::Value>(&list.stdout)
+            .unwrap()
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| e["id"].as_str().unwrap().to_owned())
+            .collect();
+        assert_eq!(ids, [new], "{how}");
+        let aside = std::fs::read_dir(&data)
+            .unwrap()
+            .flatten()
+            .find(|e| e.file_name().to_string_lossy().starts_with("lost-"))
+            .expect("the old spool, moved aside");
+        assert_eq!(snapshot(&aside.path().join("spool")).len(), spool.len(), "{how}: the old spool is kept whole");
+    }
+}
+
+/// Malformed pages met after the database opened are damage too (exit 4), not a crash-loop.
+#[test]
+fn malformed_pages_are_damage_too() {
+    let env = Env::new(free_port());
+    for n in 0..3 {
+        env.enroll(&env.manifest(&format!("m{n}"), &n.to_string(), |_| {}));
+    }
+    let data = env.data_dir();
+    let db = data.join("queue.db");
+    // Fold the write-ahead log in, then scribble over the last pages (the tables the enrollments
+    // filled last), leaving the header and the schema readable: the database opens, then a read
+    // meets the damage.
+    let out = env.run(&["queue", "list"]);
+    assert_exit(&out, 0, "");
+    let folded = rusqlite::Connection::open(&db).unwrap();
+    folded.pragma_update(None, "wal_checkpoint", "TRUNCATE").unwrap();
+    folded.pragma_update(None, "journal_mode", "DELETE").unwrap();
+    drop(folded);
+    let mut bytes = std::fs::read(&db).unwrap();
+    let from = bytes.len() - 2 * 4096;
+    for (i, b) in bytes.iter_mut().enumerate().skip(from) {
+        *b = (i % 251) as u8;
+    }
+    std::fs::write(&db, &bytes).unwrap();
+    for args in [&["queue", "list"][..], &["sync", "--once"][..]] {
+        let out = env.run(args);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_exit(&out, 4, &format!("{args:?}: {stderr}"));
+        assert!(stderr.contains("malformed") || stderr.contains("damaged"), "{args:?}: {stderr}");
+    }
+}
