@@ -179,7 +179,10 @@ impl SecretKey {
 
 fn read_key(path: &Path) -> Result<SecretKey, CryptoError> {
     use zeroize::Zeroizing;
-    let bytes = Zeroizing::new(std::fs::read(path).map_err(|error| CryptoError::KeyIo { path: path.into(), error })?);
+    let bytes = Zeroizing::new(
+        crate::fsutil::read_bounded(path, crate::fsutil::MAX_SECRET_BYTES)
+            .map_err(|error| CryptoError::KeyIo { path: path.into(), error })?,
+    );
     let text = std::str::from_utf8(&bytes).map(str::trim).unwrap_or("");
     let mut key = Zeroizing::new([0u8; 32]);
     let ok = if text.len() == 64 {

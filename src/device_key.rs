@@ -82,7 +82,8 @@ pub fn load(path: &Path) -> Result<DeviceKey, DeviceKeyError> {
 
 fn read(path: &Path) -> Result<DeviceKey, DeviceKeyError> {
     let text = Zeroizing::new(
-        std::fs::read_to_string(path).map_err(|error| DeviceKeyError::Io { path: path.to_owned(), error })?,
+        crate::fsutil::read_bounded_text(path, crate::fsutil::MAX_SECRET_BYTES)
+            .map_err(|error| DeviceKeyError::Io { path: path.to_owned(), error })?,
     );
     let der = Zeroizing::new(hex::decode(text.trim()).map_err(|_| DeviceKeyError::Format(path.to_owned()))?);
     Ed25519KeyPair::from_pkcs8(&der).map(DeviceKey).map_err(|_| DeviceKeyError::Format(path.to_owned()))

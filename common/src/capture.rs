@@ -346,7 +346,8 @@ pub fn load_capture(path: &std::path::Path) -> Result<CaptureConfig, ConfigError
         cameras: Option<RawCameras>,
         capture: Option<RawCapture>,
     }
-    let text = std::fs::read_to_string(path).map_err(|error| ConfigError::Read { path: path.to_owned(), error })?;
+    let text = crate::fsutil::read_bounded_text(path, crate::fsutil::MAX_CONFIG_BYTES)
+        .map_err(|error| ConfigError::Read { path: path.to_owned(), error })?;
     let raw: CaptureSections = toml::from_str(&text).map_err(|e| ConfigError::Parse(e.to_string()))?;
     validate_capture(raw.cameras, raw.capture).map_err(ConfigError::Invalid)
 }

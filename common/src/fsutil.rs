@@ -128,3 +128,82 @@ pub fn memory_file_holding(name: &str, bytes: &[u8]) -> io::Result<(std::fs::Fil
     file.write_all(bytes)?;
     Ok((file, path))
 }
+
+/// The most a configuration file may hold.
+pub const MAX_CONFIG_BYTES: u64 = 1 << 20;
+/// The most a key, token or password file may hold.
+pub const MAX_SECRET_BYTES: u64 = 64 << 10;
+/// The most a CA bundle may hold.
+pub const MAX_CA_BUNDLE_BYTES: u64 = 4 << 20;
+
+/// Reads a small file the configuration names (the configuration itself, a key, a token, a
+/// password, a CA bundle) without trusting what is there: it is opened without blocking (a
+/// FIFO cannot hang the reader), must be a regular file (not a FIFO, a device such as
+/// `/dev/zero`, or a directory), and is read up to `cap` bytes (more is an error, never an
+/// unbounded read).
+pub fn read_bounded(path: &Path, cap: u64) -> io::Result<Vec<u8>> {
+    use std::io::Read as _;
+    use std::os::unix::fs::OpenOptionsExt as _;
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags((rustix::fs::OFlags::NONBLOCK | rustix::fs::OFlags::NOCTTY).bits() as i32)
+        .open(path)?;
+    let meta = file.metadata()?;
+    if !meta.file_type().is_file() {
+        let what = match meta.file_type() {
+            t if t.is_dir() => "a directory",
+            t if std::os::unix::fs::FileTypeExt::is_fifo(&t) => "a FIFO",
+            t if std::os::unix::fs::FileTypeExt::is_char_device(&t)
+                || std::os::unix::fs::FileTypeExt::is_block_device(&t) =>
+            {
+                "a device"
+            }
+            t if std::os::unix::fs::FileTypeExt::is_socket(&t) => "a socket",
+            _ => "not a regular file",
+        };
+        return Err(io::Error::new(io::ErrorKind::InvalidInput, format!("is {what}, not a regular file")));
+    }
+    if meta.len() > cap {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!("holds {} bytes, more than the {cap} such a file may hold", meta.len()),
+        ));
+    }
+    let mut bytes = Vec::with_capacity(meta.len() as usize);
+    file.take(cap + 1).read_to_end(&mut bytes)?;
+    if bytes.len() as u64 > cap {
+        return Err(io::Error::new(io::ErrorKind::InvalidData, format!("grew past the {cap} bytes such a file may hold")));
+    }
+    Ok(bytes)
+}
+
+/// [`read_bounded`] as UTF-8 text.
+pub fn read_bounded_text(path: &Path, cap: u64) -> io::Result<String> {
+    String::from_utf8(read_bounded(path, cap)?)
+        .map_err(|_| io::Error::new(io::ErrorKind::InvalidData, "is not UTF-8 text"))
+}
+
+#[cfg(test)]
+mod bounded_tests {
+    use super::*;
+
+    #[test]
+    fn fifos_devices_directories_and_large_files_are_refused_without_blocking() {
+        let dir = tempfile::tempdir().unwrap();
+        let fifo = dir.path().join("fifo");
+        rustix::fs::mkfifoat(rustix::fs::CWD, &fifo, rustix::fs::Mode::from_raw_mode(0o600)).unwrap();
+        // Nobody writes to the FIFO: a blocking open would hang here for ever.
+        let e = read_bounded(&fifo, 10).unwrap_err();
+        assert!(e.to_string().contains("a FIFO"), "{e}");
+        let e = read_bounded(Path::new("/dev/zero"), 10).unwrap_err();
+        assert!(e.to_string().contains("a device"), "{e}");
+        let e = read_bounded(dir.path(), 10).unwrap_err();
+        assert!(e.to_string().contains("a directory"), "{e}");
+        let big = dir.path().join("big");
+        std::fs::write(&big, vec![b'x'; 11]).unwrap();
+        let e = read_bounded(&big, 10).unwrap_err();
+        assert!(e.to_string().contains("more than the 10"), "{e}");
+        std::fs::write(&big, b"0123456789").unwrap();
+        assert_eq!(read_bounded(&big, 10).unwrap(), b"0123456789");
+    }
+}

@@ -51,7 +51,9 @@ pub fn validate_log(raw: Option<RawLog>, problem: &mut dyn FnMut(&str, String)) 
 /// first, so that validation itself can log). A file that cannot be read or parsed gives the
 /// default here; loading it properly reports why.
 pub fn peek_log_format(path: &std::path::Path) -> LogFormat {
-    let Ok(text) = std::fs::read_to_string(path) else { return LogFormat::default() };
+    let Ok(text) = crate::fsutil::read_bounded_text(path, crate::fsutil::MAX_CONFIG_BYTES) else {
+        return LogFormat::default();
+    };
     let Ok(value) = text.parse::<toml::Table>() else { return LogFormat::default() };
     value
         .get("log")

@@ -100,7 +100,10 @@ pub fn read_secret(path: &Path, base_dir: &Path) -> Result<Secret, String> {
 }
 
 fn read_nonempty(path: &Path) -> Result<Secret, String> {
-    let text = Secret::new(std::fs::read_to_string(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?);
+    let text = Secret::new(
+        crate::fsutil::read_bounded_text(path, crate::fsutil::MAX_SECRET_BYTES)
+            .map_err(|e| format!("cannot read {}: {e}", path.display()))?,
+    );
     let trimmed = Secret::new(text.trim_end_matches(['\r', '\n']).to_owned());
     if trimmed.trim().is_empty() {
         return Err(format!("{} is empty", path.display()));

@@ -62,7 +62,8 @@ pub struct Config {
 
 /// Reads, parses and validates the file at `path`.
 pub fn load(path: &Path) -> Result<Config, ConfigError> {
-    let text = std::fs::read_to_string(path).map_err(|error| ConfigError::Read { path: path.to_owned(), error })?;
+    let text = crate::fsutil::read_bounded_text(path, crate::fsutil::MAX_CONFIG_BYTES)
+        .map_err(|error| ConfigError::Read { path: path.to_owned(), error })?;
     let raw = from_toml(&text)?;
     // Relative paths in the file are relative to the file, not to the working directory.
     let mut config = build(raw, path.parent().unwrap_or(Path::new(".")))?;

@@ -211,7 +211,8 @@ pub(super) fn validate_oneshot(
 /// A CA bundle must be a readable file holding at least one PEM certificate.
 fn check_ca_bundle(ca: &Path) -> Result<(), String> {
     use rustls_pki_types::pem::PemObject as _;
-    let pem = std::fs::read(ca).map_err(|e| format!("{} is not a readable file ({e})", ca.display()))?;
+    let pem = crate::fsutil::read_bounded(ca, crate::fsutil::MAX_CA_BUNDLE_BYTES)
+        .map_err(|e| format!("{} is not a readable file ({e})", ca.display()))?;
     let certs: Result<Vec<_>, _> = rustls_pki_types::CertificateDer::pem_slice_iter(&pem).collect();
     if certs.is_ok_and(|c| !c.is_empty()) {
         Ok(())

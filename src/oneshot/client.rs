@@ -89,7 +89,8 @@ impl Client {
                 .proxy(reqwest::Proxy::all(proxy).map_err(|e| OneShotError::Setup(format!("oneshot.proxy: {e}")))?);
         }
         if let Some(path) = &cfg.ca_bundle {
-            let pem = std::fs::read(path).map_err(|e| OneShotError::Setup(format!("{}: {e}", path.display())))?;
+            let pem = crate::fsutil::read_bounded(path, crate::fsutil::MAX_CA_BUNDLE_BYTES)
+                .map_err(|e| OneShotError::Setup(format!("{}: {e}", path.display())))?;
             for cert in reqwest::Certificate::from_pem_bundle(&pem).map_err(|e| OneShotError::Setup(e.to_string()))? {
                 builder = builder.add_root_certificate(cert);
             }

@@ -142,3 +142,73 @@ fn proxies_from_the_environment_are_ignored() {
     assert_eq!(env.show(&id)["state"], "in_review");
     assert_eq!(proxy.hits(), Vec::<String>::new());
 }
+
+/// Runs `cmd` for at most `limit`; `None` if it was still running then (it is killed).
+fn run_within(cmd: &mut std::process::Command, limit: std::time::Duration) -> Option<std::process::Output> {
+    let mut child = cmd.stdout(std::process::Stdio::piped()).stderr(std::process::Stdio::piped()).spawn_guarded();
+    let deadline = std::time::Instant::now() + limit;
+    while std::time::Instant::now() < deadline {
+        if child.try_wait().unwrap().is_some() {
+            return Some(child.wait_with_output().unwrap());
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    None
+}
+
+/// Every file the configuration names (and the configuration itself) may be a FIFO nobody
+/// writes to, or `/dev/zero`: each is refused at once, naming the file, never read without end
+/// or waited on for ever.
+#[test]
+fn fifos_and_endless_devices_as_configured_files_are_refused_at_once() {
+    let env = Env::new(free_port());
+    let fifo = env.dir.path().join("fifo");
+    let made = std::process::Command::new("mkfifo").arg("-m").arg("600").arg(&fifo).status().unwrap();
+    assert!(made.success());
+    let data = env.data_dir();
+    for target in [fifo.to_str().unwrap(), "/dev/zero"] {
+        let cases: Vec<(&str, String, Vec<&str>)> = vec![
+            ("the configuration", String::new(), vec!["check-config"]),
+            ("oneshot.ca_bundle", format!("ca_bundle = \"{target}\"\n"), vec!["check-config"]),
+            (
+                "oneshot.billing_password_file",
+                format!("billing_username = \"b@example.com\"\nbilling_password_file = \"{target}\"\n"),
+                vec!["check-config"],
+            ),
+            ("rao.token_file", format!("[rao]\nid = \"1\"\ntoken_file = \"{target}\"\n"), vec!["check-config"]),
+            ("api.token_file", format!("[api]\ntoken_file = \"{target}\"\n"), vec!["check-config"]),
+            ("storage.master_key_file", format!("master_key_file = \"{target}\"\n"), vec!["queue", "list"]),
+            ("storage.device_key_file", format!("device_key_file = \"{target}\"\n"), vec!["doctor"]),
+        ];
+        for (key, setting, args) in cases {
+            let original = std::fs::read_to_string(&env.config).unwrap();
+            let mut cmd = std::process::Command::new(BIN);
+            cmd.env_remove("KIOSK_AGENT_CONFIG").env_remove("CREDENTIALS_DIRECTORY");
+            if key == "the configuration" {
+                cmd.arg("--config").arg(target);
+            } else {
+                // Each setting goes into its own section.
+                let text = if key.starts_with("oneshot.") {
+                    original.replacen("[oneshot]\n", &format!("[oneshot]\n{setting}"), 1)
+                } else if key.starts_with("storage.") {
+                    original.replacen("[storage]\n", &format!("[storage]\n{setting}"), 1)
+                } else if key.starts_with("api.") {
+                    original.replacen("[api]\n", &format!("[api]\n{}", setting.trim_start_matches("[api]\n")), 1)
+                } else {
+                    format!("{original}{setting}")
+                };
+                std::fs::write(&env.config, text).unwrap();
+                cmd.arg("--config").arg(&env.config);
+            }
+            cmd.args(&args);
+            let out = run_within(&mut cmd, std::time::Duration::from_secs(20));
+            std::fs::write(&env.config, &original).unwrap();
+            let out = out.unwrap_or_else(|| panic!("{key} = {target}: {args:?} hung"));
+            let said = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+            assert_ne!(out.status.code(), Some(0), "{key} = {target}: {args:?} succeeded: {said}");
+            assert!(out.status.code().is_some(), "{key} = {target}: killed by a signal: {said}");
+            assert!(said.contains(target), "{key} = {target}: the file is not named: {said}");
+        }
+    }
+    assert!(data.exists());
+}
