@@ -172,7 +172,10 @@ pub fn read_bounded(path: &Path, cap: u64) -> io::Result<Vec<u8>> {
     let mut bytes = Vec::with_capacity(meta.len() as usize);
     file.take(cap + 1).read_to_end(&mut bytes)?;
     if bytes.len() as u64 > cap {
-        return Err(io::Error::new(io::ErrorKind::InvalidData, format!("grew past the {cap} bytes such a file may hold")));
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!("grew past the {cap} bytes such a file may hold"),
+        ));
     }
     Ok(bytes)
 }

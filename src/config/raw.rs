@@ -62,6 +62,7 @@ pub struct RawStorage {
 #[serde(deny_unknown_fields)]
 pub struct RawEvidence {
     pub max_image_bytes: Option<u64>,
+    pub max_image_megapixels: Option<f64>,
     pub max_video_bytes: Option<u64>,
     pub send_manifest: Option<bool>,
 }

@@ -36,6 +36,9 @@ pub struct StorageConfig {
 #[derive(Debug, Clone, Copy)]
 pub struct EvidenceLimits {
     pub max_image_bytes: u64,
+    /// Images with more pixels than this (width × height from the header) are refused before
+    /// anything is decoded: a small file can declare a huge picture (a decompression bomb).
+    pub max_image_pixels: u64,
     pub max_video_bytes: u64,
     /// Send the signed capture manifest inside `acceptance` (which the API lets us extend).
     pub send_manifest: bool,
@@ -43,7 +46,12 @@ pub struct EvidenceLimits {
 
 impl Default for EvidenceLimits {
     fn default() -> Self {
-        EvidenceLimits { max_image_bytes: 10 * 1024 * 1024, max_video_bytes: 512 * 1024 * 1024, send_manifest: false }
+        EvidenceLimits {
+            max_image_bytes: 10 * 1024 * 1024,
+            max_image_pixels: 40_000_000,
+            max_video_bytes: 512 * 1024 * 1024,
+            send_manifest: false,
+        }
     }
 }
 
@@ -88,11 +96,33 @@ pub(super) fn validate_storage(
     let evidence = EvidenceLimits {
         max_image_bytes: positive("evidence.max_image_bytes", e.max_image_bytes, defaults.max_image_bytes),
         max_video_bytes: positive("evidence.max_video_bytes", e.max_video_bytes, defaults.max_video_bytes),
+        max_image_pixels: defaults.max_image_pixels,
         send_manifest: e.send_manifest.unwrap_or(false),
     };
     let max_spool_bytes = positive("storage.max_spool_bytes", s.max_spool_bytes, 20 * 1024 * 1024 * 1024);
     let min_free_bytes = s.min_free_bytes.unwrap_or(1024 * 1024 * 1024);
-    let max_retention = Duration::from_secs(86_400 * positive("storage.max_retention_days", s.max_retention_days, 30));
+    // Range-checked: a number of days past a century would overflow the millisecond clock the
+    // queue compares with, and erase everything at once.
+    let max_retention = Duration::from_secs(
+        86_400
+            * match s.max_retention_days {
+                None => 30,
+                Some(d @ 1..=36_500) => d,
+                Some(d) => {
+                    problem("storage.max_retention_days", format!("must be between 1 and 36500 days, not {d}"));
+                    30
+                }
+            },
+    );
+    let mut evidence = evidence;
+    match e.max_image_megapixels {
+        None => {}
+        // Up to 144 MP: the decoder's own side limit (12,000 px) allows no more.
+        Some(mp) if mp.is_finite() && (0.1..=144.0).contains(&mp) => evidence.max_image_pixels = (mp * 1e6) as u64,
+        Some(mp) => {
+            problem("evidence.max_image_megapixels", format!("must be a number of megapixels in [0.1, 144], not {mp}"))
+        }
+    }
 
     let storage = StorageConfig {
         document_backup_dir: s.document_backup_dir.map(resolve).unwrap_or_else(|| data_dir.join("document-backup")),

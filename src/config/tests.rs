@@ -348,3 +348,24 @@ fn validation_touches_no_file_and_the_files_step_reports_each_by_its_key() {
         other => panic!("expected the four unreadable files, got {other:?}"),
     }
 }
+
+#[test]
+fn numbers_that_would_overflow_or_disable_a_bound_are_refused() {
+    check_problem(&format!("{MINIMAL}max_retention_days = 200000000000\n"), "storage.max_retention_days", "36500");
+    check_problem(&format!("{MINIMAL}max_retention_days = 0\n"), "storage.max_retention_days", "between 1");
+    check_problem(
+        &format!("{MINIMAL}[evidence]\nmax_image_megapixels = 0\n"),
+        "evidence.max_image_megapixels",
+        "[0.1, 144]",
+    );
+    check_problem(
+        &format!("{MINIMAL}[evidence]\nmax_image_megapixels = 1e9\n"),
+        "evidence.max_image_megapixels",
+        "[0.1, 144]",
+    );
+    assert_eq!(check_ok(MINIMAL).evidence.max_image_pixels, 40_000_000);
+    assert_eq!(
+        check_ok(&format!("{MINIMAL}[evidence]\nmax_image_megapixels = 12.5\n")).evidence.max_image_pixels,
+        12_500_000
+    );
+}

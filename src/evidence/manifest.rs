@@ -123,7 +123,8 @@ pub fn validate_manifest(
     let value = strict_json::parse(&bytes).map_err(EvidenceError::Json)?;
     let scope = Scope::for_manifest(path, options.allow_outside)
         .map_err(|error| EvidenceError::ReadManifest { path: path.to_owned(), error })?;
-    let mut c = Checker { violations: Vec::new(), scope, prober: options.video };
+    let mut c =
+        Checker { violations: Vec::new(), max_image_pixels: limits.max_image_pixels, scope, prober: options.video };
     strict_json::check_strings(&value, "", &mut c.violations);
     validate_value(&value, c, limits, options.generation)
 }
@@ -131,6 +132,8 @@ pub fn validate_manifest(
 /// Collects violations; `take_*` helpers record one and return `None` on a bad value.
 struct Checker<'a> {
     violations: Vec<Violation>,
+    /// `evidence.max_image_megapixels`, in pixels.
+    max_image_pixels: u64,
     scope: Scope,
     prober: &'a dyn VideoProber,
 }
@@ -207,7 +210,7 @@ impl Checker<'_> {
         video: Option<Opened>,
     ) -> (Vec<ArtifactSource>, Option<ArtifactSource>) {
         let name_of = |field: &str| field.rsplit('.').next().unwrap_or(field).to_owned();
-        let prober = self.prober;
+        let (prober, max_pixels) = (self.prober, self.max_image_pixels);
         let (image_results, video_result) = std::thread::scope(|scope| {
             let video = video.map(|mut v| {
                 scope.spawn(move || {
@@ -220,7 +223,7 @@ impl Checker<'_> {
                 .map(|mut o| {
                     scope.spawn(move || {
                         let slot = name_of(&o.field);
-                        let result = image(&mut o.file, o.limit, &slot);
+                        let result = image(&mut o.file, o.limit, max_pixels, &slot);
                         (o.field, result)
                     })
                 })
@@ -282,7 +285,7 @@ fn video_content(
 }
 
 /// Reads an image (at most `limit` bytes, from its handle), cleans and decodes it.
-fn image(file: &mut File, limit: u64, slot: &str) -> Checked {
+fn image(file: &mut File, limit: u64, max_pixels: u64, slot: &str) -> Checked {
     let mut bytes = Vec::new();
     // The size was checked on the handle, but a growing file must not take more than the limit.
     file.take(limit + 1).read_to_end(&mut bytes).map_err(|e| format!("cannot be read: {e}"))?;
@@ -293,7 +296,7 @@ fn image(file: &mut File, limit: u64, slot: &str) -> Checked {
         .ok()
         .flatten()
         .ok_or("must be a JPEG or PNG image (checked by content, not extension)")?;
-    let clean = media::clean_image(&bytes, kind, slot)?;
+    let clean = media::clean_image(&bytes, kind, slot, max_pixels)?;
     let size = clean.bytes.len() as u64;
     let media = serde_json::json!({ "width": clean.width, "height": clean.height });
     Ok((kind, Content::Bytes(clean.bytes), size, media))

@@ -41,7 +41,7 @@ pub struct CleanImage {
 
 /// Strips `bytes` of metadata, decodes the result fully and checks it against `slot`'s minimum
 /// size. The error is the rule broken.
-pub fn clean_image(bytes: &[u8], kind: MediaKind, slot: &str) -> Result<CleanImage, String> {
+pub fn clean_image(bytes: &[u8], kind: MediaKind, slot: &str, max_pixels: u64) -> Result<CleanImage, String> {
     let (stripped, format) = match kind {
         MediaKind::Jpeg => (strip_jpeg(bytes)?, ImageFormat::Jpeg),
         MediaKind::Png => (strip_png(bytes)?, ImageFormat::Png),
@@ -59,6 +59,15 @@ pub fn clean_image(bytes: &[u8], kind: MediaKind, slot: &str) -> Result<CleanIma
     };
     let (width, height) =
         reader().into_dimensions().map_err(|e| format!("is not a readable {} image ({e})", kind.as_str()))?;
+    // The header's word on the size, checked before a single pixel is decoded.
+    let pixels = u64::from(width) * u64::from(height);
+    if pixels > max_pixels {
+        return Err(format!(
+            "is {width}x{height} ({:.1} MP), over the limit of {:.1} MP (evidence.max_image_megapixels); nothing was decoded",
+            pixels as f64 / 1e6,
+            max_pixels as f64 / 1e6
+        ));
+    }
     let (min_w, min_h) = min_size(slot);
     let fits = (width >= min_w && height >= min_h) || (width >= min_h && height >= min_w);
     if !fits {

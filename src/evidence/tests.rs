@@ -64,7 +64,7 @@ fn fixture(edit: impl FnOnce(&mut Value)) -> (tempfile::TempDir, std::path::Path
 }
 
 fn limits() -> EvidenceLimits {
-    EvidenceLimits { max_image_bytes: 64 * 1024, max_video_bytes: 1024 * 1024, send_manifest: false }
+    EvidenceLimits { max_image_bytes: 64 * 1024, max_video_bytes: 1024 * 1024, ..EvidenceLimits::default() }
 }
 
 /// Applies `edit` and asserts a violation on `field` whose rule mentions `needle`.
@@ -286,7 +286,7 @@ fn images_leave_without_metadata() {
     let icc = [b"ICC_PROFILE\0\x01\x01".as_slice(), secret].concat();
     let dirty = [&clean[..2], &segment(0xE1, &exif), &segment(0xE2, &icc), &segment(0xFE, secret), &clean[2..], secret]
         .concat();
-    let out = media::clean_image(&dirty, MediaKind::Jpeg, "document_front").unwrap();
+    let out = media::clean_image(&dirty, MediaKind::Jpeg, "document_front", 40_000_000).unwrap();
     assert!(!out.bytes.windows(secret.len()).any(|w| w == secret), "metadata survived");
     assert!(out.bytes.ends_with(&[0xFF, 0xD9]), "nothing after the end of the image");
     let decoded = |b: &[u8]| image::load_from_memory(b).unwrap().to_rgb8().into_raw();
@@ -303,7 +303,7 @@ fn images_leave_without_metadata() {
     };
     let ihdr_end = 8 + 25;
     let dirty = [&png[..ihdr_end], &chunk(b"tEXt", secret), &chunk(b"eXIf", secret), &png[ihdr_end..], secret].concat();
-    let out = media::clean_image(&dirty, MediaKind::Png, "document_photo").unwrap();
+    let out = media::clean_image(&dirty, MediaKind::Png, "document_photo", 40_000_000).unwrap();
     assert!(!out.bytes.windows(secret.len()).any(|w| w == secret), "metadata survived");
     assert_eq!(out.bytes, png, "a clean PNG is rewritten byte for byte");
 }
@@ -338,4 +338,19 @@ proptest::proptest! {
         proptest::prop_assert!(!err.violations().is_empty());
         proptest::prop_assert!(err.violations().iter().all(|v| !v.field.is_empty() && !v.rule.is_empty()));
     }
+}
+
+/// A small file may declare a huge picture: the header's size is checked against
+/// `evidence.max_image_megapixels` before a pixel is decoded.
+#[test]
+fn an_image_bomb_is_refused_by_its_header_before_decoding() {
+    let mut bomb = jpeg(320, 200);
+    // Rewrite the frame header (SOF0: FF C0, length, precision, height, width) to 11990x11990.
+    let sof = bomb.windows(2).position(|w| w == [0xFF, 0xC0]).expect("a baseline JPEG has SOF0");
+    bomb[sof + 5..sof + 7].copy_from_slice(&11_990u16.to_be_bytes());
+    bomb[sof + 7..sof + 9].copy_from_slice(&11_990u16.to_be_bytes());
+    let err = media::clean_image(&bomb, MediaKind::Jpeg, "document_front", 40_000_000).unwrap_err();
+    assert!(err.contains("11990x11990") && err.contains("143.8 MP") && err.contains("max_image_megapixels"), "{err}");
+    // The same picture declared at its true size is fine: only the declared size was refused.
+    assert!(media::clean_image(&jpeg(320, 200), MediaKind::Jpeg, "document_front", 40_000_000).is_ok());
 }
