@@ -14,6 +14,8 @@
 //!   it trusts no browser (`api::guard`), trades its token for sessions (`api::session`).
 //! - [`daemon`]   — `daemon::run(config, listeners, shutdown)`: the worker and the services beside it.
 //! - [`webhook`]  — the optional receiver of the Optimizer's status callbacks.
+//! - [`listener`] — serving HTTP so that no client can starve it (header timeout, connection
+//!   limit, the descriptor limit raised).
 //! - [`demo`]     — `kiosk-agent demo`: the whole job on embedded defaults.
 //! - [`cli`]      — the command-line interface (`main.rs` only maps its result to an exit code).
 //! - [`harden`]   — umask 077, no core dumps, not dumpable: applied first by every binary
@@ -51,6 +53,7 @@ pub mod failure;
 pub mod faults;
 pub mod flow;
 pub mod helper;
+pub mod listener;
 pub mod oneshot;
 pub mod progress;
 pub mod queue;

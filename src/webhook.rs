@@ -86,7 +86,7 @@ pub async fn serve(
         .fallback(post(receive))
         .layer(DefaultBodyLimit::max(MAX_BODY))
         .with_state(Receiver { worker, queue });
-    axum::serve(listener, app).with_graceful_shutdown(shutdown).await
+    crate::listener::serve(listener, app, shutdown).await
 }
 
 #[cfg(test)]

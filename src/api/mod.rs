@@ -255,7 +255,7 @@ where
     L: axum::serve::Listener,
     L::Addr: std::fmt::Debug,
 {
-    axum::serve(listener, router(state, hosts)).with_graceful_shutdown(shutdown).await
+    crate::listener::serve(listener, router(state, hosts), shutdown).await
 }
 
 #[utoipa::path(get, path = "/healthz", tag = "daemon",

@@ -653,10 +653,16 @@ async fn work(config: Config, mode: Mode) -> Result<ExitCode, Failure> {
     if mode == Mode::Once {
         // The one-line summary; 3 when work remains or something needs an operator.
         println!(
-            "sync: {} delivered, {} failed, {} ended by the server, {} pending",
-            outcome.delivered, outcome.failed, outcome.ended, outcome.pending
+            "sync: {} delivered, {} failed, {} ended by the server, {} pending, {} failed verification, {} erased by retention",
+            outcome.delivered,
+            outcome.failed,
+            outcome.ended,
+            outcome.pending,
+            outcome.failed_verification,
+            outcome.erased_by_retention
         );
-        if outcome.pending > 0 || outcome.failed > 0 {
+        let needs_a_person = outcome.failed + outcome.failed_verification + outcome.erased_by_retention;
+        if outcome.pending > 0 || needs_a_person > 0 {
             eprintln!("see `kiosk-agent queue list` for what is pending or failed");
             return Ok(ExitCode::from(3));
         }

@@ -81,6 +81,9 @@ pub async fn run(
     listeners: Listeners,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<Outcome> {
+    if mode == Mode::Forever {
+        crate::listener::raise_descriptor_limit();
+    }
     let storage = config.storage.clone();
     let queue = Arc::new(tokio::task::spawn_blocking(move || Queue::open(&storage)).await.context("queue task")??);
     let _lock = queue.lock_worker()?;

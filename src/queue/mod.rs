@@ -98,6 +98,23 @@ pub enum QueueError {
     LostDatabase { path: PathBuf, how: &'static str, enrollments: usize, documents: usize },
 }
 
+impl QueueError {
+    /// Whether this is a passing condition of the machine (too many open files, no memory, a
+    /// device's I/O error) rather than data that is wrong or gone: work it stops is retried,
+    /// never failed as damaged. Only what the data itself says (a failed authentication, a size
+    /// or hash that does not match, a file cut short or missing) is damage.
+    pub fn is_transient(&self) -> bool {
+        let error = match self {
+            QueueError::Io { error, .. } | QueueError::Crypto(crate::crypto::CryptoError::Io(error)) => error,
+            _ => return false,
+        };
+        !matches!(
+            error.kind(),
+            std::io::ErrorKind::NotFound | std::io::ErrorKind::UnexpectedEof | std::io::ErrorKind::InvalidData
+        )
+    }
+}
+
 pub(crate) fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> QueueError + '_ {
     move |error| QueueError::Io { path: path.to_owned(), error }
 }
@@ -435,6 +452,11 @@ impl Queue {
                 })();
                 match check {
                     Ok(None) => {}
+                    // Not the evidence's fault (too many open files, say): looked at next time.
+                    Err(e) if e.is_transient() => {
+                        tracing::warn!(enrollment_id = %id, error = %e, "cannot verify the evidence now; will next time");
+                        break;
+                    }
                     Ok(Some(mismatch)) => problem = Some(format!("artifact {} is damaged: {mismatch}", a.name)),
                     Err(QueueError::Io { error, .. })
                     | Err(QueueError::Crypto(crate::crypto::CryptoError::Io(error))) => {

@@ -661,3 +661,20 @@ fn a_process_that_changed_an_enrollment_pokes_the_worker_once_it_is_done() {
     drop(q);
     assert!(worker.recv(&mut buf).is_err(), "a watched queue announces on its bus instead");
 }
+
+#[test]
+fn running_out_of_descriptors_is_not_damaged_evidence() {
+    use crate::crypto::CryptoError;
+    use std::io::{Error, ErrorKind};
+    let io = |e: Error| QueueError::Crypto(CryptoError::Io(e));
+    assert!(io(Error::from_raw_os_error(24)).is_transient(), "EMFILE");
+    assert!(io(Error::from_raw_os_error(23)).is_transient(), "ENFILE");
+    assert!(io(Error::from_raw_os_error(12)).is_transient(), "ENOMEM");
+    assert!(QueueError::Io { path: "x".into(), error: Error::from_raw_os_error(5) }.is_transient(), "EIO");
+    // What the data says is damage: missing, cut short, not what was written.
+    assert!(!io(Error::from(ErrorKind::NotFound)).is_transient());
+    assert!(!io(Error::from(ErrorKind::UnexpectedEof)).is_transient());
+    assert!(!io(Error::from(ErrorKind::InvalidData)).is_transient());
+    assert!(!QueueError::Crypto(CryptoError::Decrypt { what: "video".into() }).is_transient());
+    assert!(!QueueError::Damaged { id: "x".into(), detail: "y".into() }.is_transient());
+}

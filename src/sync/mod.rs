@@ -74,6 +74,10 @@ pub struct Outcome {
     pub failed: u64,
     /// Enrollments the server ended (`cancelled`, `refused`) during the run.
     pub ended: u64,
+    /// Enrollments failed by the verification of their queued evidence (damaged, missing).
+    pub failed_verification: u64,
+    /// Enrollments whose evidence the retention policy erased during the run.
+    pub erased_by_retention: u64,
 }
 
 /// The shared context of a worker's tasks.

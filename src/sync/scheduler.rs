@@ -86,6 +86,8 @@ pub(super) struct Scheduler {
     /// The retention policy is checked at start and then hourly (at the next wake-up), online
     /// or not: a kiosk offline for weeks must still erase what it may no longer keep.
     retention_due: Instant,
+    /// Enrollments the retention policy erased during this run.
+    erased_by_retention: u64,
 }
 
 impl Scheduler {
@@ -110,6 +112,7 @@ impl Scheduler {
             after_delivery: None,
             after_delivery_due: Some(Instant::now()),
             retention_due: Instant::now(),
+            erased_by_retention: 0,
         }
     }
 
@@ -153,9 +156,10 @@ impl Scheduler {
         Ok(())
     }
 
-    async fn apply_retention(&self) -> Result<(), QueueError> {
+    async fn apply_retention(&mut self) -> Result<(), QueueError> {
         let skip = self.in_flight();
-        blocking(&self.worker.queue, move |q| q.expire_retained(&skip)).await?;
+        let erased = blocking(&self.worker.queue, move |q| q.expire_retained(&skip)).await?;
+        self.erased_by_retention += erased.len() as u64;
         // Document backups, sealed, fall under the same policy.
         if let Err(e) = blocking(&self.worker.queue, |q| q.expire_backups()).await {
             tracing::warn!(error = %e, "cannot erase the document backups past the retention period");
@@ -355,11 +359,14 @@ impl Scheduler {
         {
             task.abort();
         }
+        let mut failed_verification = 0;
         if let Some(scrub) = self.scrub {
             if self.mode == Mode::Once {
                 // A batch run reports what verification found before it says what is left.
-                if let Ok(Err(e)) = scrub.await {
-                    tracing::error!(error = %e, "artifact verification failed");
+                match scrub.await {
+                    Ok(Ok(failed)) => failed_verification = failed.len() as u64,
+                    Ok(Err(e)) => tracing::error!(error = %e, "artifact verification failed"),
+                    Err(_) => {}
                 }
             } else {
                 // A stopping daemon does not wait for verification; the next start repeats it.
@@ -369,6 +376,13 @@ impl Scheduler {
         let worker = self.worker;
         let pending = blocking(&worker.queue, |q| q.pending_count()).await?;
         let [delivered, failed, ended] = worker.counts.each_ref().map(|c| c.load(Ordering::Relaxed));
-        Ok(Outcome { pending, delivered, failed, ended })
+        Ok(Outcome {
+            pending,
+            delivered,
+            failed,
+            ended,
+            failed_verification,
+            erased_by_retention: self.erased_by_retention,
+        })
     }
 }

@@ -188,7 +188,9 @@ impl Worker {
                     }
                     return Result::Deferred { delay };
                 }
-                Err(StepError::Queue(e @ (QueueError::Crypto(_) | QueueError::Damaged { .. }))) => {
+                Err(StepError::Queue(e @ (QueueError::Crypto(_) | QueueError::Damaged { .. })))
+                    if !e.is_transient() =>
+                {
                     return self.fail(&job, from, Class::Local, format!("local evidence is unreadable: {e}")).await;
                 }
                 Err(StepError::Queue(e)) => {

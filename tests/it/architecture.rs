@@ -18,7 +18,7 @@ const LAYERS: &[&[&str]] = &[
     &["evidence"],
     &["queue"],
     &["oneshot"],
-    &["sync", "failure"],
+    &["sync", "failure", "listener"],
     &["flow", "progress", "webhook", "demo"],
     &["api"],
     &["daemon"],

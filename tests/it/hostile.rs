@@ -212,3 +212,55 @@ fn fifos_and_endless_devices_as_configured_files_are_refused_at_once() {
     }
     assert!(data.exists());
 }
+
+/// A flood of idle connections cannot starve the daemon of descriptors: with its descriptor
+/// limit at 400 (the hard limit too, set by `prlimit`), 600 idle connections to the webhook
+/// port are held off (at most 128 served at once, the rest wait in the kernel's backlog), an
+/// enrollment queued meanwhile is delivered, not failed as unreadable, and the idle
+/// connections are closed once they have sent no header for the header timeout.
+#[test]
+fn idle_connections_cannot_exhaust_the_daemons_descriptors() {
+    let sandbox = Sandbox::start(0);
+    let hook_port = free_port();
+    let env =
+        Env::with_config(sandbox.addr.port(), "current", &format!("webhook_listen = \"127.0.0.1:{hook_port}\"\n"));
+    let log = std::fs::File::create(env.dir.path().join("daemon.log")).unwrap();
+    let mut cmd = std::process::Command::new("prlimit");
+    cmd.arg("--nofile=400:400").arg(BIN).arg("--config").arg(&env.config).arg("run");
+    cmd.env_remove("KIOSK_AGENT_CONFIG").env_remove("CREDENTIALS_DIRECTORY");
+    let daemon = cmd.stdout(std::process::Stdio::null()).stderr(log).spawn_guarded();
+    let pid = daemon.id();
+    wait_for(std::time::Duration::from_secs(20), || {
+        let up = TcpStream::connect(("127.0.0.1", hook_port)).is_ok();
+        check(format!("webhook port open: {up}"), up, ())
+    });
+    let mut idle = Vec::new();
+    for _ in 0..600 {
+        let addr = std::net::SocketAddr::from(([127, 0, 0, 1], hook_port));
+        if let Ok(stream) = TcpStream::connect_timeout(&addr, std::time::Duration::from_millis(200)) {
+            idle.push(stream);
+        }
+    }
+    assert!(idle.len() > 400, "only {} connections were made", idle.len());
+    let fds = || std::fs::read_dir(format!("/proc/{pid}/fd")).map(|d| d.count()).unwrap_or(0);
+    let held = fds();
+    assert!(held < 400 - 100, "the daemon holds {held} descriptors with {} idle connections", idle.len());
+    let id = env.enroll(&env.manifest("m", "", |_| {}));
+    wait_for(std::time::Duration::from_secs(60), || {
+        let state = env.show(&id)["state"].clone();
+        check(state.clone(), state == "in_review", ())
+    });
+    // The header timeout: the connections the daemon accepted are closed from its side.
+    let accepted = &mut idle[0];
+    accepted.set_read_timeout(Some(std::time::Duration::from_secs(30))).unwrap();
+    let mut buf = [0u8; 1];
+    let started = std::time::Instant::now();
+    let read = accepted.read(&mut buf);
+    assert!(matches!(read, Ok(0)), "an idle connection is closed by the daemon: {read:?}");
+    println!(
+        "{} idle connections: the daemon held {held} descriptors; the first idle one was closed after {:?}",
+        idle.len(),
+        started.elapsed()
+    );
+    drop(daemon);
+}

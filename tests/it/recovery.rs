@@ -314,3 +314,25 @@ fn malformed_pages_are_damage_too() {
         assert!(stderr.contains("malformed") || stderr.contains("damaged"), "{args:?}: {stderr}");
     }
 }
+
+/// `sync --once` never ends quietly when the retention policy erased evidence: the summary
+/// counts it and the exit is 3 (an operator must know), even with nothing else to report.
+#[test]
+fn a_batch_run_that_erased_evidence_by_retention_says_so_and_exits_3() {
+    let env = Env::with_config(free_port(), "current", "");
+    let text =
+        std::fs::read_to_string(&env.config).unwrap().replace("[storage]\n", "[storage]\nmax_retention_days = 1\n");
+    std::fs::write(&env.config, text).unwrap();
+    let id = env.enroll(&env.manifest("m", "", |_| {}));
+    // Queued two days ago, as far as the record says.
+    let db = rusqlite::Connection::open(env.data_dir().join("queue.db")).unwrap();
+    let two_days_ago =
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as i64 - 2 * 86_400_000;
+    db.execute("UPDATE enrollments SET created_at = ?1 WHERE id = ?2", rusqlite::params![two_days_ago, id]).unwrap();
+    drop(db);
+    let out = env.run(&["sync", "--once"]);
+    let said = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert_exit(&out, 3, &said);
+    assert!(said.contains("1 erased by retention"), "{said}");
+    assert_eq!(env.show(&id)["erased"], true, "{}", env.show(&id));
+}
