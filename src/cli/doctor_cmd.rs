@@ -34,7 +34,7 @@ impl Report {
             Level::Warn => "WARN",
             Level::Fail => "FAIL",
         };
-        println!("{tag}  {what:<14} {detail}");
+        say!("{tag}  {what:<14} {detail}");
         self.worst = self.worst.max(Some(level));
     }
 }

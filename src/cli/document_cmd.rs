@@ -96,26 +96,26 @@ pub async fn run(config: &Config, id: &str, kind: IdKind, command: DocumentComma
                 )));
             }
             let ids = flow.queue.enqueue_documents(&e.id, &files)?;
-            println!("{} document(s) queued", ids.len());
+            say!("{} document(s) queued", ids.len());
             if e.state == State::Approved || flow.status(&target).await.ok() == Some(RequestStatus::EnrollReady) {
                 match flow.send_documents(&target).await {
-                    Ok(Some(n)) => println!("{n} document(s) uploaded"),
-                    Ok(None) => println!("the daemon uploads them now"),
+                    Ok(Some(n)) => say!("{n} document(s) uploaded"),
+                    Ok(None) => say!("the daemon uploads them now"),
                     Err(f) => eprintln!("not uploaded yet ({}); they stay queued", f.error),
                 }
             } else {
                 flow.queue.poke_worker();
-                println!("they go out once request {} is approved", target.ids.request_pk);
+                say!("they go out once request {} is approved", target.ids.request_pk);
             }
         }
         DocumentCommand::List { json } => {
             let e = local(&target, "listing documents")?;
             let docs = flow.queue.documents(&e.id)?;
             if json {
-                println!("{}", serde_json::to_string_pretty(&docs)?);
+                say!("{}", serde_json::to_string_pretty(&docs)?);
             } else {
                 for d in &docs {
-                    println!(
+                    say!(
                         "{:<38} {:<10} {}",
                         d.uid.as_deref().unwrap_or("-"),
                         format!("{:?}", d.state).to_lowercase(),
@@ -131,7 +131,7 @@ pub async fn run(config: &Config, id: &str, kind: IdKind, command: DocumentComma
                 .download_contract(&target.ids, &out)
                 .await
                 .map_err(|e| net(e, "downloading the contract", true))?;
-            println!("{}: {n} bytes", out.display());
+            say!("{}: {n} bytes", out.display());
         }
         DocumentCommand::Signed { uid, out, original } => {
             known_uids(&flow, &target, std::slice::from_ref(&uid))?;
@@ -140,7 +140,7 @@ pub async fn run(config: &Config, id: &str, kind: IdKind, command: DocumentComma
                 .download_document(&target.ids, &uid, !original, &out)
                 .await
                 .map_err(|e| net(e, "downloading the document", true))?;
-            println!("{}: {n} bytes", out.display());
+            say!("{}: {n} bytes", out.display());
         }
         DocumentCommand::Backup { uid, out, original } => {
             if !crate::oneshot::valid_uid(&uid) {
@@ -156,7 +156,7 @@ pub async fn run(config: &Config, id: &str, kind: IdKind, command: DocumentComma
                 Failure::bad_input(anyhow!("no readable backup of {uid} for request {}: {e}", target.ids.request_pk))
             })?;
             crate::cli::capture_args::write_durably(&out, &bytes)?;
-            println!("{}: {} bytes", out.display(), bytes.len());
+            say!("{}: {} bytes", out.display(), bytes.len());
         }
         DocumentCommand::Delete { uids, all, no_backup } => {
             if uids.is_empty() && !all {
@@ -167,7 +167,7 @@ pub async fn run(config: &Config, id: &str, kind: IdKind, command: DocumentComma
             if !no_backup {
                 let dir = config.storage.document_backup_dir.join(&target.ids.request_pk);
                 backup(&flow, &target, &uids, &dir).await?;
-                println!("backed up into {}", dir.display());
+                say!("backed up into {}", dir.display());
             }
             if all {
                 flow.client.delete_documents(&target.ids, None).await.map_err(|e| net(e, "deleting", true))?;
@@ -185,7 +185,7 @@ pub async fn run(config: &Config, id: &str, kind: IdKind, command: DocumentComma
                     }
                 }
             }
-            println!("{} document(s) deleted on the server", uids.len());
+            say!("{} document(s) deleted on the server", uids.len());
         }
     }
     Ok(ExitCode::SUCCESS)

@@ -2,6 +2,15 @@
 //! configuration, 3 when `sync --once` leaves work behind, 1 for anything else.
 
 pub use kiosk_common::helper_args as capture_args;
+
+/// `println!` for the CLI's output: a closed pipe (`kiosk-agent doctor | head -1`) ends the
+/// command quietly with exit 0, as a filter's reader expects, instead of a panic (exit 101).
+macro_rules! say {
+    ($($arg:tt)*) => {
+        $crate::cli::write_line(format_args!($($arg)*))
+    };
+}
+
 mod check_cmd;
 mod doctor_cmd;
 mod document_cmd;
@@ -334,6 +343,19 @@ pub use kiosk_common::log::{init as init_logging, LOG_FORMAT_ENV};
 /// Writes a command's report to stdout, buffered. A reader that went away before the end
 /// (`queue list | head`) is not an error: the command ends quietly, as `cat` does, instead of
 /// panicking in `println!`.
+/// Writes one line to stdout; a closed pipe ends the process quietly (exit 0): nobody reads
+/// what is left to say. Any other write failure is reported and exits 1.
+pub(crate) fn write_line(args: std::fmt::Arguments<'_>) {
+    let mut out = std::io::stdout().lock();
+    if let Err(e) = out.write_fmt(args).and_then(|()| out.write_all(b"\n")).and_then(|()| out.flush()) {
+        if e.kind() == std::io::ErrorKind::BrokenPipe {
+            std::process::exit(0);
+        }
+        eprintln!("error: cannot write to stdout: {e}");
+        std::process::exit(1);
+    }
+}
+
 pub(crate) fn print_out(write: impl FnOnce(&mut dyn Write) -> std::io::Result<()>) -> Result<(), Failure> {
     let mut out = std::io::BufWriter::new(std::io::stdout().lock());
     match write(&mut out).and_then(|()| out.flush()) {
@@ -432,18 +454,18 @@ fn check_config(path: Option<&Path>) -> Result<ExitCode, Failure> {
             let problems = check_cmd::environment_problems(&c);
             if !problems.is_empty() {
                 for p in &problems {
-                    println!("{p}");
+                    say!("{p}");
                 }
                 return Err(Failure::bad_input(anyhow::anyhow!("{}: {} problem(s)", path.display(), problems.len())));
             }
-            println!("{}: OK", path.display());
-            println!("  One-Shot server  {} (layout {})", c.oneshot.base_url, c.oneshot.generation.layout_name());
-            println!("  data directory   {}", c.storage.data_dir.display());
+            say!("{}: OK", path.display());
+            say!("  One-Shot server  {} (layout {})", c.oneshot.base_url, c.oneshot.generation.layout_name());
+            say!("  data directory   {}", c.storage.data_dir.display());
             Ok(ExitCode::SUCCESS)
         }
         Err(ConfigError::Invalid(problems)) => {
             for p in &problems {
-                println!("{p}");
+                say!("{p}");
             }
             Err(Failure::bad_input(anyhow::anyhow!("{}: {} problem(s)", path.display(), problems.len())))
         }
@@ -463,10 +485,10 @@ struct KeyFiles<'a> {
 fn key_init(keys: &KeyFiles<'_>) -> Result<ExitCode, Failure> {
     let mut created = 0;
     if keys.master.exists() {
-        println!("master key exists: {} (kept)", keys.master.display());
+        say!("master key exists: {} (kept)", keys.master.display());
     } else {
         let key = crate::crypto::create_master_key(keys.master).map_err(|e| Failure::from(QueueError::from(e)))?;
-        println!(
+        say!(
             "master key created: {} (fingerprint {}); back it up: without it the queue cannot be read",
             keys.master.display(),
             key.fingerprint()
@@ -474,10 +496,10 @@ fn key_init(keys: &KeyFiles<'_>) -> Result<ExitCode, Failure> {
         created += 1;
     }
     if keys.device.exists() {
-        println!("device key exists: {} (kept)", keys.device.display());
+        say!("device key exists: {} (kept)", keys.device.display());
     } else {
         let key = crate::device_key::create(keys.device).map_err(Failure::bad_input)?;
-        println!(
+        say!(
             "device key created: {} (device {}, public key {})",
             keys.device.display(),
             key.device_id(),
@@ -486,13 +508,10 @@ fn key_init(keys: &KeyFiles<'_>) -> Result<ExitCode, Failure> {
         created += 1;
     }
     if std::fs::symlink_metadata(keys.api_token).is_ok() {
-        println!("API token exists: {} (kept)", keys.api_token.display());
+        say!("API token exists: {} (kept)", keys.api_token.display());
     } else {
         crate::api::token::create(keys.api_token).map_err(Failure::bad_input)?;
-        println!(
-            "API token created: {} (0600; the operator page asks for it once per session)",
-            keys.api_token.display()
-        );
+        say!("API token created: {} (0600; the operator page asks for it once per session)", keys.api_token.display());
         created += 1;
     }
     if created == 0 {
@@ -508,7 +527,7 @@ fn audit(config: &Config, command: AuditCommand) -> Result<ExitCode, Failure> {
     match command {
         AuditCommand::Verify { anchor } => match queue.verify_audit(parse_anchor(anchor.as_deref())?)? {
             Ok(n) => {
-                println!("audit trail: {n} records, chain intact");
+                say!("audit trail: {n} records, chain intact");
                 Ok(ExitCode::SUCCESS)
             }
             Err(broken) => Err(Failure {
@@ -541,7 +560,7 @@ fn enroll(config: &Config, manifest: &Path, allow_outside: bool) -> Result<ExitC
     progress.finish();
     let id = id?;
     queue.poke_worker();
-    println!("{id}");
+    say!("{id}");
     Ok(ExitCode::SUCCESS)
 }
 
@@ -652,7 +671,7 @@ async fn work(config: Config, mode: Mode) -> Result<ExitCode, Failure> {
     };
     if mode == Mode::Once {
         // The one-line summary; 3 when work remains or something needs an operator.
-        println!(
+        say!(
             "sync: {} delivered, {} failed, {} ended by the server, {} pending, {} failed verification, {} erased by retention",
             outcome.delivered,
             outcome.failed,

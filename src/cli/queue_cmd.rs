@@ -68,11 +68,11 @@ pub fn run(config: &Config, command: QueueCommand) -> Result<ExitCode, Failure> 
     }
     match (&command, exists) {
         (QueueCommand::List { json: true, .. }, false) => {
-            println!("[]");
+            say!("[]");
             return Ok(ExitCode::SUCCESS);
         }
         (QueueCommand::List { json: false, .. }, false) => {
-            println!("nothing queued yet ({} has no queue)", config.storage.data_dir.display());
+            say!("nothing queued yet ({} has no queue)", config.storage.data_dir.display());
             return Ok(ExitCode::SUCCESS);
         }
         (QueueCommand::Show { id, .. } | QueueCommand::Retry { id } | QueueCommand::Purge { id, .. }, false) => {
@@ -109,11 +109,11 @@ pub fn run(config: &Config, command: QueueCommand) -> Result<ExitCode, Failure> 
         QueueCommand::Retry { id } => {
             let state = queue.retry(&id)?;
             queue.poke_worker();
-            println!("{id}: re-queued ({state})");
+            say!("{id}: re-queued ({state})");
         }
         QueueCommand::Purge { id, force } => {
             queue.purge(&id, force)?;
-            println!("{id}: purged");
+            say!("{id}: purged");
         }
         QueueCommand::Salvage { .. } => unreachable!("handled above"),
     }

@@ -59,24 +59,20 @@ pub async fn run(config: &Config, command: RaoCommand) -> Result<ExitCode, Failu
                     .map_err(|e| net(e, "creating the RAO token", true))?,
             );
             kiosk_common::helper_args::write_durably(&out, format!("{}\n", token.as_str()).as_bytes())?;
-            println!(
-                "{}: RAO token written (0600); set [rao] token_file = {:?}",
-                out.display(),
-                out.display().to_string()
-            );
+            say!("{}: RAO token written (0600); set [rao] token_file = {:?}", out.display(), out.display().to_string());
         }
         TokenCommand::List => {
             let uids = client.list_rao_tokens().await.map_err(|e| net(e, "listing the RAO tokens", true))?;
             for uid in &uids {
-                println!("{uid}");
+                say!("{uid}");
             }
             if uids.is_empty() {
-                println!("no RAO token");
+                say!("no RAO token");
             }
         }
         TokenCommand::Delete { uid } => {
             client.delete_rao_token(&uid).await.map_err(|e| net(e, "deleting the RAO token", true))?;
-            println!("RAO token {uid} deleted");
+            say!("RAO token {uid} deleted");
         }
     }
     Ok(ExitCode::SUCCESS)

@@ -86,7 +86,7 @@ pub async fn run(config: &Config, id: &str, kind: IdKind, command: RequestComman
                 Some(e) => format!(" (enrollment {}: {})", e.id, flow.queue.show(&e.id)?.state),
                 None => String::new(),
             };
-            println!("request_pk {pk}: {status}{local}");
+            say!("request_pk {pk}: {status}{local}");
         }
         RequestCommand::Approve => {
             let rao = flow.rao()?.clone();
@@ -94,11 +94,11 @@ pub async fn run(config: &Config, id: &str, kind: IdKind, command: RequestComman
             flow.require(&target, &in_review, "approval").await?;
             flow.client.approve(&target.ids, &rao).await.map_err(|e| net(e, "approving", true))?;
             let status = flow.status(&target).await?;
-            println!("request_pk {pk}: approved ({status})");
+            say!("request_pk {pk}: approved ({status})");
             match flow.send_documents(&target).await? {
-                Some(n) if n > 0 => println!("{n} queued document(s) uploaded"),
+                Some(n) if n > 0 => say!("{n} queued document(s) uploaded"),
                 Some(_) => {}
-                None if target.enrollment.is_some() => println!("queued documents go out with the daemon"),
+                None if target.enrollment.is_some() => say!("queued documents go out with the daemon"),
                 None => {}
             }
         }
@@ -106,7 +106,7 @@ pub async fn run(config: &Config, id: &str, kind: IdKind, command: RequestComman
             let rao = flow.rao()?.clone();
             flow.require(&target, &[RequestStatus::VideoReview], "validation").await?;
             flow.client.validate(&target.ids, &rao).await.map_err(|e| net(e, "validating", true))?;
-            println!("request_pk {pk}: validated ({})", flow.status(&target).await?);
+            say!("request_pk {pk}: validated ({})", flow.status(&target).await?);
         }
         RequestCommand::Refuse { reason } => {
             if reason.trim().is_empty() {
@@ -116,7 +116,7 @@ pub async fn run(config: &Config, id: &str, kind: IdKind, command: RequestComman
             flow.videoid_known(&target)?;
             flow.require(&target, &in_review, "refusal").await?;
             flow.client.refuse(&target.ids, &rao, &reason).await.map_err(|e| net(e, "refusing", true))?;
-            println!("request_pk {pk}: refused ({})", flow.status(&target).await?);
+            say!("request_pk {pk}: refused ({})", flow.status(&target).await?);
         }
         RequestCommand::Correct { given_name, surname_1, surname_2, birth_date, serial_number, country_name } => {
             let correction =
@@ -127,14 +127,14 @@ pub async fn run(config: &Config, id: &str, kind: IdKind, command: RequestComman
             flow.require(&target, &in_review, "a correction").await?;
             flow.client.update_request(&target.ids, &correction).await.map_err(|e| net(e, "correcting", true))?;
             let fields = correction.field_names().join(", ");
-            println!("request_pk {pk}: corrected {fields}");
+            say!("request_pk {pk}: corrected {fields}");
             // The audit trail names the fields, never their values (personal data).
             flow.audit(&target, &format!("corrected {fields}")).await?;
         }
         RequestCommand::Cancel => {
             flow.client.cancel_request(&pk).await.map_err(|e| net(e, "cancelling", true))?;
             let noted = flow.queue.note_request_cancelled(&pk)?;
-            println!(
+            say!(
                 "request_pk {pk}: cancelled on the server{}",
                 noted.map(|e| format!(" (noted in {e})")).unwrap_or_default()
             );
@@ -146,7 +146,7 @@ pub async fn run(config: &Config, id: &str, kind: IdKind, command: RequestComman
                 .download_video(&target.ids, &out, max)
                 .await
                 .map_err(|e| net(e, "downloading the video", true))?;
-            println!("{}: {n} bytes", out.display());
+            say!("{}: {n} bytes", out.display());
         }
     }
     if let Some(action) = action {
@@ -163,7 +163,7 @@ pub async fn otp(config: &Config, id: &str, kind: IdKind, whatsapp: bool) -> Res
     // or OTPGENERATED, and the server enforces the order itself (412, translated by `net`).
     let wait = config.sync.otp_wait;
     flow.client.generate_otp(&target.ids, whatsapp, wait).await.map_err(|e| net(e, "generating the OTP", true))?;
-    println!("request_pk {}: OTP sent by {}", target.ids.request_pk, if whatsapp { "WhatsApp" } else { "SMS" });
+    say!("request_pk {}: OTP sent by {}", target.ids.request_pk, if whatsapp { "WhatsApp" } else { "SMS" });
     flow.audit(&target, "OTP sent").await?;
     Ok(ExitCode::SUCCESS)
 }
@@ -190,7 +190,7 @@ pub async fn sign(config: &Config, id: &str, kind: IdKind, unlock: Unlock) -> Re
             tracing::info!(enrollment_id = %e.id, %status, "signed; the server reports the status asynchronously");
         }
     }
-    println!("request_pk {}: signed ({status})", target.ids.request_pk);
+    say!("request_pk {}: signed ({status})", target.ids.request_pk);
     flow.audit(&target, "signed").await?;
     Ok(ExitCode::SUCCESS)
 }

@@ -257,9 +257,16 @@ fn queue_list_filters_and_hides_what_is_done() {
 fn a_closed_pipe_ends_a_report_quietly() {
     let env = Env::new(free_port());
     let id = env.enroll(&env.manifest("a", "1", |_| {}));
-    for args in
-        [&["queue", "list", "--all"][..], &["queue", "list", "--json"], &["queue", "show", &id], &["audit", "export"]]
-    {
+    for args in [
+        &["queue", "list", "--all"][..],
+        &["queue", "list", "--json"],
+        &["queue", "show", &id],
+        &["queue", "salvage"],
+        &["audit", "export"],
+        &["audit", "verify"],
+        &["doctor"],
+        &["check-config"],
+    ] {
         let mut child = env
             .cmd()
             .args(args)

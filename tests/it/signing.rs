@@ -551,3 +551,20 @@ fn a_damaged_document_is_named_not_sent_and_not_taken_for_a_network_failure() {
     assert!(held.as_object().is_none_or(|d| d.is_empty()), "nothing reached the server: {held}");
     assert_ne!(documents(&env, &id)[0]["state"], "uploaded");
 }
+
+/// `document ID list | head -1`: a reader that goes away early ends the listing quietly.
+#[test]
+fn a_closed_pipe_ends_a_document_listing_quietly() {
+    let sandbox = Sandbox::start(0);
+    let (env, id) = reviewed(&sandbox, "current", "");
+    let doc = pdf(env.dir.path(), "contract.pdf", "a contract");
+    ok(&env.cmd().args(["document", &id, "upload"]).arg(&doc).output().unwrap());
+    for args in [&["document", &id, "list"][..], &["document", &id, "list", "--json"]] {
+        let mut child = env.cmd().args(args).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn_guarded();
+        drop(child.stdout.take());
+        let out = child.wait_with_output().unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_exit(&out, 0, &format!("{args:?}: {stderr}"));
+        assert!(stderr.is_empty(), "{args:?} is quiet: {stderr}");
+    }
+}
