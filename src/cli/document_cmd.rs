@@ -60,6 +60,12 @@ pub enum DocumentCommand {
         #[arg(long)]
         no_backup: bool,
     },
+    /// Remove a document that never reached the server (queued, or failed because the server
+    /// refused it): its key and sealed copy are erased; the record stays in the history.
+    DeleteQueued {
+        /// The document's file name, as `document ID list` shows it.
+        file: String,
+    },
     /// Read back a document `delete` backed up (sealed under the master key, never in clear).
     Backup {
         /// The document's uid.
@@ -116,13 +122,19 @@ pub async fn run(config: &Config, id: &str, kind: IdKind, command: DocumentComma
             } else {
                 for d in &docs {
                     say!(
-                        "{:<38} {:<10} {}",
+                        "{:<38} {:<10} {}{}",
                         d.uid.as_deref().unwrap_or("-"),
                         format!("{:?}", d.state).to_lowercase(),
-                        d.file
+                        d.file,
+                        d.error.as_deref().map(|e| format!(" ({e})")).unwrap_or_default()
                     );
                 }
             }
+        }
+        DocumentCommand::DeleteQueued { file } => {
+            let e = local(&target, "removing a queued document")?;
+            let removed = flow.queue.delete_queued_document(&e.id, &file)?;
+            say!("{removed}: removed (it never reached the server)");
         }
         DocumentCommand::Contract { out } => {
             flow.require(&target, &[RequestStatus::EnrollReady, RequestStatus::Signed], "the contract").await?;

@@ -31,6 +31,9 @@ pub enum DocumentState {
     Uploading,
     Uploaded,
     Deleted,
+    /// The server refused it for good (a 4xx that no resend changes): its reason is kept; an
+    /// operator removes it (`document ID delete-queued FILE`) or queues a corrected one.
+    Failed,
 }
 
 impl DocumentState {
@@ -39,6 +42,7 @@ impl DocumentState {
             "uploading" => DocumentState::Uploading,
             "uploaded" => DocumentState::Uploaded,
             "deleted" => DocumentState::Deleted,
+            "failed" => DocumentState::Failed,
             _ => DocumentState::Queued,
         }
     }
@@ -60,6 +64,9 @@ pub struct DocumentRecord {
     pub sha256: String,
     #[serde(skip)]
     pub digest: Option<String>,
+    /// Why the server refused it (a failed document), or why its last upload failed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
 }
 
 fn aad(doc_id: &str) -> String {
@@ -166,7 +173,7 @@ impl Queue {
     pub fn documents(&self, enrollment: &str) -> Result<Vec<DocumentRecord>, QueueError> {
         let conn = self.conn();
         let mut stmt = conn.prepare_cached(
-            "SELECT id, uid, file_name, state, size, sha256, digest FROM documents WHERE enrollment_id = ?1
+            "SELECT id, uid, file_name, state, size, sha256, digest, last_error FROM documents WHERE enrollment_id = ?1
              ORDER BY created_at, rowid",
         )?;
         let rows = stmt.query_map([enrollment], |r| {
@@ -178,20 +185,118 @@ impl Queue {
                 size: r.get::<_, i64>(4)? as u64,
                 sha256: r.get(5)?,
                 digest: r.get(6)?,
+                error: r.get(7)?,
             })
         })?;
         Ok(rows.collect::<rusqlite::Result<_>>()?)
     }
 
-    /// Enrollments that are approved and have documents to send.
+    /// Enrollments that are approved and have documents to send now (none waiting its backoff).
     pub fn enrollments_with_documents_to_send(&self) -> Result<Vec<String>, QueueError> {
         let conn = self.conn();
         let mut stmt = conn.prepare_cached(
             "SELECT DISTINCT e.id FROM enrollments e JOIN documents d ON d.enrollment_id = e.id
-             WHERE e.state = 'approved' AND d.state IN ('queued', 'uploading') ORDER BY e.created_at",
+             WHERE e.state = 'approved' AND d.state IN ('queued', 'uploading')
+               AND (d.next_attempt_at IS NULL OR d.next_attempt_at <= ?1)
+             ORDER BY e.created_at",
         )?;
-        let rows = stmt.query_map([], |r| r.get(0))?;
+        let rows = stmt.query_map([now_ms()], |r| r.get(0))?;
         Ok(rows.collect::<rusqlite::Result<_>>()?)
+    }
+
+    /// When the next document waiting its backoff is due (ms since the epoch), if one is.
+    pub fn next_document_attempt(&self) -> Result<Option<i64>, QueueError> {
+        Ok(self.conn().query_row(
+            "SELECT min(d.next_attempt_at) FROM documents d JOIN enrollments e ON e.id = d.enrollment_id
+             WHERE e.state = 'approved' AND d.state IN ('queued', 'uploading') AND d.next_attempt_at IS NOT NULL",
+            [],
+            |r| r.get(0),
+        )?)
+    }
+
+    /// Documents the server refused for good: failed with its words (redacted by the caller),
+    /// sent no more.
+    pub fn record_documents_refused(&self, doc_ids: &[String], reason: &str) -> Result<(), QueueError> {
+        let mut conn = self.conn();
+        let tx = conn.transaction()?;
+        for id in doc_ids {
+            let (enrollment, name): (String, String) =
+                tx.query_row("SELECT enrollment_id, file_name FROM documents WHERE id = ?1", [id], |r| {
+                    Ok((r.get(0)?, r.get(1)?))
+                })?;
+            tx.execute(
+                "UPDATE documents SET state = 'failed', last_error = ?2, next_attempt_at = NULL, updated_at = ?3
+                 WHERE id = ?1",
+                params![id, reason, now_ms()],
+            )?;
+            add_event(&tx, &enrollment, EventKind::DocumentRefused, &format!("{name}: {reason}"))?;
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// Documents whose upload failed for a passing reason: each waits `delay` (the caller's
+    /// backoff for its attempts) before it is sent again. Returns the attempts made so far.
+    pub fn record_document_attempt(
+        &self,
+        doc_ids: &[String],
+        reason: &str,
+        delay_for: impl Fn(u32) -> std::time::Duration,
+    ) -> Result<(), QueueError> {
+        let mut conn = self.conn();
+        let tx = conn.transaction()?;
+        for id in doc_ids {
+            let attempts: u32 = tx.query_row(
+                "UPDATE documents SET attempts = attempts + 1, last_error = ?2, updated_at = ?3 WHERE id = ?1
+                 RETURNING attempts",
+                params![id, reason, now_ms()],
+                |r| r.get(0),
+            )?;
+            let next = now_ms() + delay_for(attempts).as_millis() as i64;
+            tx.execute("UPDATE documents SET next_attempt_at = ?2 WHERE id = ?1", params![id, next])?;
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// Removes a document that never reached the server (queued, or failed): its key and its
+    /// sealed file go, the row stays as `deleted` for the record. Returns its file name.
+    pub fn delete_queued_document(&self, enrollment: &str, file: &str) -> Result<String, QueueError> {
+        let id: Option<(String, String)> = self
+            .conn()
+            .query_row(
+                "SELECT id, state FROM documents WHERE enrollment_id = ?1 AND (file_name = ?2 OR id = ?2)
+                 ORDER BY created_at DESC LIMIT 1",
+                params![enrollment, file],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .optional()?;
+        let Some((id, state)) = id else {
+            return Err(QueueError::BadDocument {
+                path: file.into(),
+                rule: format!("enrollment {enrollment} has no such document (see `document ID list`)"),
+            });
+        };
+        if !matches!(state.as_str(), "queued" | "failed") {
+            return Err(QueueError::BadDocument {
+                path: file.into(),
+                rule: format!("is {state}: only a document that never reached the server is removed here (`document ID delete UID` deletes one on the server)"),
+            });
+        }
+        {
+            let mut conn = self.conn();
+            let tx = conn.transaction()?;
+            tx.execute(
+                "UPDATE documents SET state = 'deleted', wrapped_key = NULL, next_attempt_at = NULL, updated_at = ?2
+                 WHERE id = ?1",
+                params![id, now_ms()],
+            )?;
+            add_event(&tx, enrollment, EventKind::DocumentDeleted, &format!("{file}: removed before it was sent"))?;
+            tx.commit()?;
+        }
+        let path = self.document_path(&id);
+        let _ = crate::fsutil::shred_file(&path);
+        Ok(file.to_owned())
     }
 
     /// Marks documents as being sent (committed before the upload) and opens each for reading:

@@ -36,6 +36,8 @@ pub enum EventKind {
     DocumentResend,
     DocumentUploaded,
     DocumentDeleted,
+    /// The server refused a document for good (it is failed with the reason).
+    DocumentRefused,
     /// A sign call went to the server (before its answer): `ISSUED` read afterwards means signed.
     SignSent,
 }
@@ -60,6 +62,7 @@ impl EventKind {
             EventKind::DocumentResend => "document_resend",
             EventKind::DocumentUploaded => "document_uploaded",
             EventKind::DocumentDeleted => "document_deleted",
+            EventKind::DocumentRefused => "document_refused",
             EventKind::SignSent => "sign_sent",
         }
     }

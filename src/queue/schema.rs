@@ -111,6 +111,11 @@ const MIGRATIONS: &[&str] = &[
         value  INTEGER NOT NULL,
         PRIMARY KEY (name, labels)
     ) WITHOUT ROWID;",
+    // 11: a document the server refused for good is failed with the reason; one whose upload
+    // failed for a passing reason waits its backoff (no resend on every worker pass).
+    "ALTER TABLE documents ADD COLUMN last_error TEXT;
+    ALTER TABLE documents ADD COLUMN attempts INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE documents ADD COLUMN next_attempt_at INTEGER;",
 ];
 
 /// Brings the schema to the latest version inside one transaction.

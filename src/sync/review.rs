@@ -81,7 +81,11 @@ impl Worker {
             }
         }
         let orphans = self.reconcile_orphans().await?;
-        Ok([reviews, orphans].into_iter().flatten().min())
+        // Documents waiting their backoff are due then.
+        let documents = blocking(&self.queue, |q| q.next_document_attempt())
+            .await?
+            .map(|at| Duration::from_millis((at - now_ms()).max(0) as u64));
+        Ok([reviews, orphans, documents].into_iter().flatten().min())
     }
 
     async fn follow_reviews(self: &Arc<Self>, all: bool) -> Result<Option<Duration>, QueueError> {
@@ -222,7 +226,30 @@ impl Worker {
                     .into());
                 }
             }
-            let uploaded = uploaded?;
+            let uploaded = match uploaded {
+                Ok(uploaded) => uploaded,
+                // Refused for good (a 4xx): these documents are failed with the server's words
+                // (redacted) and sent no more; the batch after them still goes.
+                Err(e @ OneShotError::Rejected { .. }) => {
+                    let reason = redact::Redactor::generic().apply(&e.to_string());
+                    tracing::warn!(enrollment_id = %id, reason = %reason, "the server refused documents; failed");
+                    let failed = batch.clone();
+                    blocking(&self.queue, move |q| q.record_documents_refused(&failed, &reason)).await?;
+                    continue;
+                }
+                // A passing failure: these documents wait their backoff, like an enrollment.
+                Err(e) => {
+                    let reason = redact::Redactor::generic().apply(&e.to_string());
+                    let (waiting, backoff) = (batch.clone(), self.backoff());
+                    blocking(&self.queue, move |q| {
+                        q.record_document_attempt(&waiting, &reason, |attempts| {
+                            backoff.delay(attempts, None, &mut rand::thread_rng())
+                        })
+                    })
+                    .await?;
+                    return Err(e.into());
+                }
+            };
             crash_point("document.after_response");
             // The answer names each file by the multipart field it came in: `file`, `file2`, …
             for doc in uploaded {

@@ -568,3 +568,61 @@ fn a_closed_pipe_ends_a_document_listing_quietly() {
         assert!(stderr.is_empty(), "{args:?} is quiet: {stderr}");
     }
 }
+
+/// A document the server refuses for good (here: over its 20 MiB limit) is failed with the
+/// server's words and never sent again, however many passes follow; an operator removes it
+/// with `document ID delete-queued FILE`, which erases its sealed copy.
+#[test]
+fn a_document_the_server_refuses_fails_once_and_is_removed_on_purpose() {
+    let sandbox = Sandbox::start(0);
+    let (env, id) = reviewed(&sandbox, "current", "");
+    let doc = env.dir.path().join("too-large.pdf");
+    let mut pdf = b"%PDF-1.4\n".to_vec();
+    pdf.resize(21 << 20, b' ');
+    pdf.extend_from_slice(b"\n%%EOF\n");
+    std::fs::write(&doc, &pdf).unwrap();
+    ok(&env.cmd().args(["document", &id, "upload"]).arg(&doc).output().unwrap());
+    ok(&env.run(&["request", &id, "approve"]));
+    let docs = documents(&env, &id);
+    assert_eq!(docs[0]["state"], "failed", "{docs:?}");
+    assert!(docs[0]["error"].as_str().unwrap().contains("larger than"), "the server's words are kept: {docs:?}");
+    let refused = |env: &Env| {
+        env.show(&id)["history"].as_array().unwrap().iter().filter(|e| e["kind"] == "document_refused").count()
+    };
+    assert_eq!(refused(&env), 1);
+    // More passes send nothing again.
+    for _ in 0..3 {
+        let _ = env.run(&["sync", "--once"]);
+    }
+    assert_eq!(refused(&env), 1, "the refused document was not sent again");
+    assert_eq!(documents(&env, &id)[0]["state"], "failed");
+    let sealed = || {
+        std::fs::read_dir(env.data_dir().join("documents"))
+            .unwrap()
+            .flatten()
+            .filter(|e| e.file_name().to_string_lossy().ends_with(".enc"))
+            .count()
+    };
+    assert_eq!(sealed(), 1);
+    let said = ok(&env.run(&["document", &id, "delete-queued", "too-large.pdf"]));
+    assert!(said.contains("removed"), "{said}");
+    assert_eq!(documents(&env, &id)[0]["state"], "deleted");
+    assert_eq!(sealed(), 0, "its sealed copy is erased");
+    // An uploaded document is not removed this way.
+    let small = pdf_file(&env, "small.pdf");
+    ok(&env.cmd().args(["document", &id, "upload"]).arg(&small).output().unwrap());
+    refused_with(
+        &env.run(&["document", &id, "delete-queued", "small.pdf"]),
+        "only a document that never reached the server",
+    );
+}
+
+fn pdf_file(env: &Env, name: &str) -> PathBuf {
+    pdf(env.dir.path(), name, "a small document")
+}
+
+fn refused_with(out: &Output, needle: &str) {
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_ne!(out.status.code(), Some(0), "expected a refusal with {needle:?}");
+    assert!(err.contains(needle), "expected {needle:?} in: {err}");
+}
