@@ -191,16 +191,18 @@ impl Queue {
         Ok(rows.collect::<rusqlite::Result<_>>()?)
     }
 
-    /// Enrollments that are approved and have documents to send now (none waiting its backoff).
-    pub fn enrollments_with_documents_to_send(&self) -> Result<Vec<String>, QueueError> {
+    /// Enrollments that are approved and have documents to send now (none waiting its backoff;
+    /// a wait planned more than `horizon_ms` ahead was planned by a clock that went back since,
+    /// and is over).
+    pub fn enrollments_with_documents_to_send(&self, horizon_ms: i64) -> Result<Vec<String>, QueueError> {
         let conn = self.conn();
         let mut stmt = conn.prepare_cached(
             "SELECT DISTINCT e.id FROM enrollments e JOIN documents d ON d.enrollment_id = e.id
              WHERE e.state = 'approved' AND d.state IN ('queued', 'uploading')
-               AND (d.next_attempt_at IS NULL OR d.next_attempt_at <= ?1)
+               AND (d.next_attempt_at IS NULL OR d.next_attempt_at <= ?1 OR d.next_attempt_at > ?1 + ?2)
              ORDER BY e.created_at",
         )?;
-        let rows = stmt.query_map([now_ms()], |r| r.get(0))?;
+        let rows = stmt.query_map([now_ms(), horizon_ms], |r| r.get(0))?;
         Ok(rows.collect::<rusqlite::Result<_>>()?)
     }
 

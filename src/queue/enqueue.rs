@@ -102,9 +102,18 @@ impl Queue {
         let tx = conn.transaction()?;
         tx.execute(
             "INSERT INTO enrollments (id, state, created_at, updated_at, wrapped_key, pii, next_attempt_at,
-                capture_manifest, capture_signature, device_public_key)
-             VALUES (?1, 'queued', ?2, ?2, ?3, ?4, ?2, ?5, ?6, ?7)",
-            params![id, now, wrapped, sealed, manifest.json, manifest.signature, manifest.public_key],
+                capture_manifest, capture_signature, device_public_key, waited_ms, waited_mark)
+             VALUES (?1, 'queued', ?2, ?2, ?3, ?4, ?2, ?5, ?6, ?7, 0, ?8)",
+            params![
+                id,
+                now,
+                wrapped,
+                sealed,
+                manifest.json,
+                manifest.signature,
+                manifest.public_key,
+                super::clock::Mark::now().encode()
+            ],
         )?;
         for (name, kind, size, sha) in &rows {
             tx.execute(

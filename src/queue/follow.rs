@@ -134,16 +134,19 @@ impl Queue {
     /// Enrollments in review whose next status read is due at `now_ms` (or was never planned),
     /// with when they reached review.
     /// Enrollments that reached review at or after `fresh_after` (ms) are left out.
-    pub fn reviews_due(&self, now_ms: i64, fresh_after: i64) -> Result<Vec<(Job, i64)>, QueueError> {
+    /// A read planned more than `horizon_ms` ahead was planned by a clock that has since been
+    /// corrected backwards: it is due now, not parked until the wall clock catches up.
+    pub fn reviews_due(&self, now_ms: i64, fresh_after: i64, horizon_ms: i64) -> Result<Vec<(Job, i64)>, QueueError> {
         let conn = self.conn();
         let mut stmt = conn.prepare_cached(
             "SELECT id, state, request_pk, videoid_pk, attempts, resends, orphan_scan, create_floor,
                 orphan_scan_next, COALESCE(review_since, updated_at) FROM enrollments
-             WHERE state = 'in_review' AND (next_review_at IS NULL OR (next_review_at >= 0 AND next_review_at <= ?1))
+             WHERE state = 'in_review'
+                AND (next_review_at IS NULL OR (next_review_at >= 0 AND (next_review_at <= ?1 OR next_review_at > ?1 + ?3)))
                 AND COALESCE(review_since, 0) < ?2
              ORDER BY created_at, rowid",
         )?;
-        let rows = stmt.query_map([now_ms, fresh_after], |r| Ok((job_row(r)?, r.get(9)?)))?;
+        let rows = stmt.query_map([now_ms, fresh_after, horizon_ms], |r| Ok((job_row(r)?, r.get(9)?)))?;
         Ok(rows.collect::<rusqlite::Result<_>>()?)
     }
 

@@ -25,6 +25,7 @@ pub mod audit;
 mod backup;
 pub mod capture_manifest;
 mod changes;
+pub mod clock;
 pub mod counters;
 mod documents;
 mod enqueue;
@@ -121,7 +122,22 @@ pub(crate) fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> QueueError +
 
 /// Milliseconds since the Unix epoch, the unit of every timestamp column.
 pub fn now_ms() -> i64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0) + wall_offset_ms()
+}
+
+/// Test builds only: `KIOSK_AGENT_TEST_WALL_OFFSET_SECS` shifts the wall clock this process
+/// reads, so tests can run the binary with a clock that is days or years off.
+#[cfg(feature = "crash-points")]
+fn wall_offset_ms() -> i64 {
+    static OFFSET: std::sync::OnceLock<i64> = std::sync::OnceLock::new();
+    *OFFSET.get_or_init(|| {
+        std::env::var("KIOSK_AGENT_TEST_WALL_OFFSET_SECS").ok().and_then(|s| s.parse::<i64>().ok()).unwrap_or(0) * 1000
+    })
+}
+
+#[cfg(not(feature = "crash-points"))]
+fn wall_offset_ms() -> i64 {
+    0
 }
 
 /// The queue of one data directory.

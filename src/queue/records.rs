@@ -619,21 +619,28 @@ impl Queue {
 }
 
 impl Queue {
-    /// Erases the evidence of every enrollment queued longer than `storage.max_retention` ago
-    /// that never reached review (still pending, failed or cancelled), except those in `skip`
-    /// (being sent right now). A pending one is marked failed, naming the policy. Returns the
-    /// ids erased; each gets a WARN and an audit record.
+    /// Erases the evidence of every enrollment that has waited longer than
+    /// `storage.max_retention` without reaching review (still pending, failed or cancelled),
+    /// except those in `skip` (being sent right now). The wait is what the clocks verifiably
+    /// measured ([`super::clock`]), never a difference of wall-clock dates: a corrected clock
+    /// neither erases evidence early nor keeps it for ever. A pending one is marked failed,
+    /// naming the policy. Returns the ids erased; each gets a WARN and an audit record.
     pub fn expire_retained(&self, skip: &[String]) -> Result<Vec<String>, QueueError> {
+        self.expire_retained_at(skip, &super::clock::Mark::now())
+    }
+
+    /// [`Self::expire_retained`] with the clocks at `now` (tests set them).
+    pub fn expire_retained_at(&self, skip: &[String], now: &super::clock::Mark) -> Result<Vec<String>, QueueError> {
         let max = self.storage.max_retention;
-        let cutoff = now_ms() - max.as_millis() as i64;
         let days = max.as_secs() / 86_400;
+        self.account_waiting(now)?;
         let candidates: Vec<(String, String)> = {
             let conn = self.conn();
             let mut stmt = conn.prepare(
                 "SELECT id, state FROM enrollments
-                 WHERE erased_at IS NULL AND review_since IS NULL AND created_at < ?1 ORDER BY created_at",
+                 WHERE erased_at IS NULL AND review_since IS NULL AND waited_ms >= ?1 ORDER BY created_at",
             )?;
-            let rows = stmt.query_map([cutoff], |r| Ok((r.get(0)?, r.get(1)?)))?;
+            let rows = stmt.query_map([max.as_millis() as i64], |r| Ok((r.get(0)?, r.get(1)?)))?;
             rows.collect::<Result<_, _>>()?
         };
         let mut erased = Vec::new();
@@ -666,6 +673,35 @@ impl Queue {
 }
 
 impl Queue {
+    /// Adds to each waiting enrollment the time that verifiably passed since its last mark, and
+    /// marks it `now`. A row from before the marks starts from its wall-clock age, once.
+    fn account_waiting(&self, now: &super::clock::Mark) -> Result<(), QueueError> {
+        let mut conn = self.conn();
+        let tx = conn.transaction()?;
+        let rows: Vec<(String, Option<i64>, Option<String>, i64)> = {
+            let mut stmt = tx.prepare(
+                "SELECT id, waited_ms, waited_mark, created_at FROM enrollments
+                 WHERE erased_at IS NULL AND review_since IS NULL",
+            )?;
+            let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))?;
+            rows.collect::<Result<_, _>>()?
+        };
+        let mark = now.encode();
+        for (id, waited, last, created_at) in rows {
+            let waited = match (waited, last.as_deref().and_then(super::clock::Mark::decode)) {
+                (Some(waited), Some(last)) => waited + now.elapsed_since(&last),
+                (Some(waited), None) => waited,
+                (None, _) => (now.wall_ms - created_at).max(0),
+            };
+            tx.execute(
+                "UPDATE enrollments SET waited_ms = ?2, waited_mark = ?3 WHERE id = ?1",
+                params![id, waited, mark],
+            )?;
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
     /// Records (or, with `None`, clears) the progress of an enrollment's video upload.
     pub fn record_upload_progress(&self, id: &str, progress: Option<(u64, u64)>) -> Result<(), QueueError> {
         let (sent, total) = progress.map_or((None, None), |(s, t)| (Some(s as i64), Some(t as i64)));

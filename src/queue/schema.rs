@@ -116,6 +116,10 @@ const MIGRATIONS: &[&str] = &[
     "ALTER TABLE documents ADD COLUMN last_error TEXT;
     ALTER TABLE documents ADD COLUMN attempts INTEGER NOT NULL DEFAULT 0;
     ALTER TABLE documents ADD COLUMN next_attempt_at INTEGER;",
+    // 12: how long the evidence has verifiably waited, accumulated from clock marks (see
+    // `clock.rs`), which the retention policy counts instead of wall-clock dates.
+    "ALTER TABLE enrollments ADD COLUMN waited_ms INTEGER;
+    ALTER TABLE enrollments ADD COLUMN waited_mark TEXT;",
 ];
 
 /// Brings the schema to the latest version inside one transaction.

@@ -408,9 +408,11 @@ fn retention_erases_what_never_reached_review_and_audits_it() {
     let old_reviewed = q.enqueue(&enrollment(dir.path(), 1000)).unwrap();
     let old_busy = q.enqueue(&enrollment(dir.path(), 1000)).unwrap();
     let fresh = q.enqueue(&enrollment(dir.path(), 1000)).unwrap();
-    let forty_days_ago = now_ms() - 40 * 86_400_000;
+    // They have waited forty days, as the clocks measured it (see `clock`).
     for id in [&old_pending, &old_reviewed, &old_busy] {
-        q.conn().execute("UPDATE enrollments SET created_at = ?2 WHERE id = ?1", params![id, forty_days_ago]).unwrap();
+        q.conn()
+            .execute("UPDATE enrollments SET waited_ms = ?2 WHERE id = ?1", params![id, 40 * 86_400_000i64])
+            .unwrap();
     }
     q.conn()
         .execute("UPDATE enrollments SET review_since = ?2 WHERE id = ?1", params![old_reviewed, now_ms()])
@@ -677,4 +679,37 @@ fn running_out_of_descriptors_is_not_damaged_evidence() {
     assert!(!io(Error::from(ErrorKind::InvalidData)).is_transient());
     assert!(!QueueError::Crypto(CryptoError::Decrypt { what: "video".into() }).is_transient());
     assert!(!QueueError::Damaged { id: "x".into(), detail: "y".into() }.is_transient());
+}
+
+/// A corrected clock neither erases evidence early nor keeps it for ever: retention counts what
+/// the boot clock measured within a boot, and only a plausible wall-clock gap across a reboot.
+#[test]
+fn retention_counts_waited_time_not_wall_clock_dates() {
+    use super::clock::Mark;
+    const DAY: i64 = 86_400_000;
+    let dir = tempfile::tempdir().unwrap();
+    let q = Queue::open(&storage(dir.path())).unwrap();
+    let id = q.enqueue(&enrollment(dir.path(), 1000)).unwrap();
+    let queued = Mark::decode(
+        &q.conn()
+            .query_row("SELECT waited_mark FROM enrollments WHERE id = ?1", [&id], |r| r.get::<_, String>(0))
+            .unwrap(),
+    )
+    .expect("a mark at enqueue");
+    let at = |boot: &str, after_boot: i64, wall_shift: i64| Mark {
+        boot: boot.to_owned(),
+        since_boot_ms: queued.since_boot_ms + after_boot,
+        wall_ms: queued.wall_ms + wall_shift,
+    };
+    let boot = queued.boot.clone();
+    // An hour later the clock is corrected 400 days ahead, then 400 days behind: nothing goes.
+    assert!(q.expire_retained_at(&[], &at(&boot, 3_600_000, 400 * DAY)).unwrap().is_empty());
+    assert!(q.expire_retained_at(&[], &at(&boot, 7_200_000, -400 * DAY)).unwrap().is_empty());
+    // A reboot with the clock 400 days on: unknown time, nothing counted.
+    let after_jump = Mark { boot: "another boot".into(), since_boot_ms: 1_000, wall_ms: queued.wall_ms + 400 * DAY };
+    assert!(q.expire_retained_at(&[], &after_jump).unwrap().is_empty());
+    assert!(!q.show(&id).unwrap().erased, "a corrected clock erased nothing");
+    // Truly waiting: 31 days of uptime in that boot, clock wherever it is.
+    let month = Mark { since_boot_ms: after_jump.since_boot_ms + 31 * DAY, ..after_jump.clone() };
+    assert_eq!(q.expire_retained_at(&[], &month).unwrap(), [id.clone()], "what truly waited too long goes");
 }

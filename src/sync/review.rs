@@ -75,16 +75,19 @@ impl Worker {
     /// batch run (`all_reviews`) reads every followed request in review, due or not.
     pub(super) async fn after_delivery(self: &Arc<Self>, all_reviews: bool) -> Result<Option<Duration>, QueueError> {
         let reviews = self.follow_reviews(all_reviews).await?;
-        for id in blocking(&self.queue, |q| q.enrollments_with_documents_to_send()).await? {
+        let horizon = 2 * self.config.sync.backoff_cap.as_millis() as i64;
+        for id in blocking(&self.queue, move |q| q.enrollments_with_documents_to_send(horizon)).await? {
             if let Err(e) = self.send_documents(&id).await {
                 tracing::info!(enrollment_id = %id, error = %redact::Redactor::generic().apply(&e.to_string()), "documents not sent yet");
             }
         }
         let orphans = self.reconcile_orphans().await?;
-        // Documents waiting their backoff are due then.
+        // Documents waiting their backoff are due then (never later than the backoff's cap:
+        // a clock that went back since planned anything further).
+        let cap = self.config.sync.backoff_cap;
         let documents = blocking(&self.queue, |q| q.next_document_attempt())
             .await?
-            .map(|at| Duration::from_millis((at - now_ms()).max(0) as u64));
+            .map(|at| Duration::from_millis((at - now_ms()).max(0) as u64).min(cap));
         Ok([reviews, orphans, documents].into_iter().flatten().min())
     }
 
@@ -93,7 +96,11 @@ impl Worker {
         // worker read itself a moment ago (they just reached review).
         let until = if all { i64::MAX } else { now_ms() };
         let started = self.started_ms;
-        let due = blocking(&self.queue, move |q| q.reviews_due(until, if all { started } else { i64::MAX })).await?;
+        // The longest a read is ever planned ahead, twice: anything further was planned by a
+        // clock that went back since.
+        let horizon = 2 * self.config.sync.review_poll_late.as_millis() as i64;
+        let due =
+            blocking(&self.queue, move |q| q.reviews_due(until, if all { started } else { i64::MAX }, horizon)).await?;
         for (job, since) in due {
             let Some(pk) = job.request_pk.clone() else { continue };
             // The read says where the enrollment now is; only one still in review is planned again.
@@ -115,7 +122,8 @@ impl Worker {
             }
         }
         let next = blocking(&self.queue, |q| q.next_review_at()).await?;
-        Ok(next.map(|at| Duration::from_millis((at - now_ms()).max(0) as u64)))
+        // Never further than the longest planned wait (a clock that went back planned the rest).
+        Ok(next.map(|at| Duration::from_millis((at - now_ms()).max(0) as u64).min(self.config.sync.review_poll_late)))
     }
 
     /// When the enrollment that reached review at `since` (ms) is read next, if at all.

@@ -324,15 +324,50 @@ fn a_batch_run_that_erased_evidence_by_retention_says_so_and_exits_3() {
         std::fs::read_to_string(&env.config).unwrap().replace("[storage]\n", "[storage]\nmax_retention_days = 1\n");
     std::fs::write(&env.config, text).unwrap();
     let id = env.enroll(&env.manifest("m", "", |_| {}));
-    // Queued two days ago, as far as the record says.
+    // It has waited two days, as the clocks measured it (see `queue::clock`).
     let db = rusqlite::Connection::open(env.data_dir().join("queue.db")).unwrap();
-    let two_days_ago =
-        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as i64 - 2 * 86_400_000;
-    db.execute("UPDATE enrollments SET created_at = ?1 WHERE id = ?2", rusqlite::params![two_days_ago, id]).unwrap();
+    db.execute("UPDATE enrollments SET waited_ms = ?1 WHERE id = ?2", rusqlite::params![2 * 86_400_000i64, id])
+        .unwrap();
     drop(db);
     let out = env.run(&["sync", "--once"]);
     let said = String::from_utf8_lossy(&out.stdout).into_owned();
     assert_exit(&out, 3, &said);
     assert!(said.contains("1 erased by retention"), "{said}");
     assert_eq!(env.show(&id)["erased"], true, "{}", env.show(&id));
+}
+
+/// End to end with a shifted clock: enrollments queued while the wall clock was 400 days behind
+/// and 400 days ahead are both delivered once it is corrected, none erased by the retention
+/// policy (30 days) and none held back.
+#[test]
+fn enrollments_queued_under_a_wrong_clock_are_delivered_once_it_is_corrected() {
+    const DAYS_400: i64 = 400 * 86_400;
+    let sandbox = Sandbox::start(0);
+    let env = Env::new(sandbox.addr.port());
+    let mut ids = Vec::new();
+    for (n, offset) in [-DAYS_400, DAYS_400].into_iter().enumerate() {
+        let manifest = env.manifest(&format!("m{n}"), &n.to_string(), |_| {});
+        let out = env
+            .cmd()
+            .env("KIOSK_AGENT_TEST_WALL_OFFSET_SECS", offset.to_string())
+            .arg("enroll")
+            .arg(&manifest)
+            .output()
+            .unwrap();
+        assert_exit(&out, 0, &String::from_utf8_lossy(&out.stderr));
+        ids.push(String::from_utf8_lossy(&out.stdout).trim().to_owned());
+    }
+    // The clock is corrected: a batch run, retention checked first.
+    let out = env.run(&["sync", "--once"]);
+    let said = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert_exit(&out, 0, &format!("{said}{}", String::from_utf8_lossy(&out.stderr)));
+    assert!(said.contains("2 delivered") && said.contains("0 erased by retention"), "{said}");
+    for id in &ids {
+        let shown = env.show(id);
+        assert_eq!(shown["state"], "in_review", "{shown}");
+        // Erased after reaching review, as configured; never by the retention policy.
+        let history = shown["history"].as_array().unwrap();
+        assert!(history.iter().all(|e| e["kind"] != "retention_erased"), "{shown}");
+        assert!(history.iter().any(|e| e["kind"] == "erased"), "{shown}");
+    }
 }

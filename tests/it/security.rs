@@ -166,7 +166,8 @@ fn evidence_past_the_retention_period_is_erased_even_offline() {
     let env = Env::with_config(free_port(), "current", "");
     let id = env.enroll(&env.manifest("m", "", |_| {}));
     let conn = rusqlite::Connection::open(env.data_dir().join("queue.db")).unwrap();
-    conn.execute("UPDATE enrollments SET created_at = created_at - 31 * 86400000", []).unwrap();
+    // It has waited 31 days (as the clocks measured it: see `queue::clock`).
+    conn.execute("UPDATE enrollments SET waited_ms = 31 * 86400000", []).unwrap();
     drop(conn);
     // Nothing listens on the configured port: the server is unreachable.
     let out = env.run(&["sync", "--once"]);
