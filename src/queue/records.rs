@@ -595,22 +595,42 @@ impl Queue {
     /// Deletes an enrollment, its files and its history. Pending evidence is only purged with
     /// `force`, because it has not reached the server.
     pub fn purge(&self, id: &str, force: bool) -> Result<(), QueueError> {
+        let (state, request_pk): (String, Option<String>) = self
+            .conn()
+            .query_row("SELECT state, request_pk FROM enrollments WHERE id = ?1", [id], |r| Ok((r.get(0)?, r.get(1)?)))
+            .optional()?
+            .ok_or_else(|| QueueError::NotFound(id.into()))?;
+        let state: State = state.parse().map_err(|e: String| QueueError::Damaged { id: id.into(), detail: e })?;
+        if state.is_pending() && !force {
+            return Err(QueueError::WrongState {
+                id: id.into(),
+                state,
+                rule: "it has not reached the server yet; use --force to discard it",
+            });
+        }
+        // A create may be on its way while a worker runs: its answer (the request's pk) would
+        // find no row to land in, and the request would be an orphan nobody recorded.
+        if state == State::Creating && self.lock_worker().is_err() {
+            return Err(QueueError::WrongState {
+                id: id.into(),
+                state,
+                rule: "its create may be on its way to the server; stop the daemon (or wait for the request to be recorded) first",
+            });
+        }
         {
             let conn = self.conn();
-            let state: String = conn
-                .query_row("SELECT state FROM enrollments WHERE id = ?1", [id], |r| r.get(0))
-                .optional()?
-                .ok_or_else(|| QueueError::NotFound(id.into()))?;
-            let state: State = state.parse().map_err(|e: String| QueueError::Damaged { id: id.into(), detail: e })?;
-            if state.is_pending() && !force {
-                return Err(QueueError::WrongState {
-                    id: id.into(),
-                    state,
-                    rule: "it has not reached the server yet; use --force to discard it",
-                });
-            }
             conn.execute("DELETE FROM enrollments WHERE id = ?1", [id])?;
-            super::audit::append(&conn, Some(id), if force { "purged (forced)" } else { "purged" })?;
+            // A request the server holds stays on record: the audit trail names its pk.
+            let kind = match (&request_pk, force) {
+                (Some(pk), true) => format!("purged (forced; request {pk} stays on the server)"),
+                (Some(pk), false) => format!("purged (request {pk} stays on the server)"),
+                (None, true) if state == State::Creating => {
+                    "purged (forced; a create had been sent: a request may exist on the server)".to_owned()
+                }
+                (None, true) => "purged (forced)".to_owned(),
+                (None, false) => "purged".to_owned(),
+            };
+            super::audit::append(&conn, Some(id), &kind)?;
         }
         self.remove_spool(id)?;
         self.destroy_freed_data();

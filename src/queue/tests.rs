@@ -713,3 +713,28 @@ fn retention_counts_waited_time_not_wall_clock_dates() {
     let month = Mark { since_boot_ms: after_jump.since_boot_ms + 31 * DAY, ..after_jump.clone() };
     assert_eq!(q.expire_retained_at(&[], &month).unwrap(), [id.clone()], "what truly waited too long goes");
 }
+
+/// A purge never leaves a request on the server that nothing records: while a worker runs, an
+/// enrollment whose create may be in flight is not purged; otherwise the audit trail names the
+/// request the server keeps (or says one may exist).
+#[test]
+fn a_purge_never_leaves_an_unrecorded_request() {
+    let dir = tempfile::tempdir().unwrap();
+    let q = Queue::open(&storage(dir.path())).unwrap();
+    let creating = q.enqueue(&enrollment(dir.path(), 1000)).unwrap();
+    let created = q.enqueue(&enrollment(dir.path(), 1000)).unwrap();
+    q.conn().execute("UPDATE enrollments SET state = 'creating' WHERE id = ?1", [&creating]).unwrap();
+    q.conn()
+        .execute("UPDATE enrollments SET state = 'created', request_pk = '45836' WHERE id = ?1", [&created])
+        .unwrap();
+    let worker = q.lock_worker().unwrap();
+    let refused = q.purge(&creating, true).unwrap_err();
+    assert!(refused.to_string().contains("create may be on its way"), "{refused}");
+    assert!(q.show(&creating).is_ok(), "nothing was purged");
+    drop(worker);
+    q.purge(&creating, true).unwrap();
+    q.purge(&created, true).unwrap();
+    let kinds: Vec<String> = q.audit_records().unwrap().into_iter().map(|r| r.kind).collect();
+    assert!(kinds.iter().any(|k| k.contains("a request may exist on the server")), "{kinds:?}");
+    assert!(kinds.iter().any(|k| k.contains("request 45836 stays on the server")), "{kinds:?}");
+}
