@@ -85,6 +85,55 @@ pub fn shred_dir(dir: &Path) -> io::Result<()> {
     sync_dir(dir.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new(".")))
 }
 
+/// Removes a file of ciphertext whose key is already destroyed: cryptographic erase (NIST SP
+/// 800-88 Rev. 1), so no overwrite pass, which on flash does not even reach the same cells and
+/// only doubles the wear. Its blocks are handed back first (`fallocate` punching a hole over
+/// the whole file, so the file system may discard them) where the file system supports it;
+/// then it is unlinked, durably.
+pub fn discard_file(path: &Path) -> io::Result<()> {
+    use std::os::unix::fs::OpenOptionsExt as _;
+    let file = std::fs::OpenOptions::new()
+        .write(true)
+        .custom_flags((rustix::fs::OFlags::NOFOLLOW | rustix::fs::OFlags::NONBLOCK).bits() as i32)
+        .open(path);
+    match file {
+        Ok(file) if file.metadata()?.is_file() => {
+            let len = file.metadata()?.len();
+            let hole = rustix::fs::FallocateFlags::PUNCH_HOLE | rustix::fs::FallocateFlags::KEEP_SIZE;
+            // Best effort: a file system without hole punching still unlinks below.
+            let _ = rustix::fs::fallocate(&file, hole, 0, len);
+        }
+        Ok(_) => {}
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+        Err(_) => {}
+    }
+    match std::fs::remove_file(path) {
+        Ok(()) => {}
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(e),
+    }
+    sync_dir(path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new(".")))
+}
+
+/// [`discard_file`] for every file in `dir` (one level, as the spool has), then removes it.
+pub fn discard_dir(dir: &Path) -> io::Result<()> {
+    let entries = match std::fs::read_dir(dir) {
+        Ok(entries) => entries,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(e),
+    };
+    for entry in entries {
+        let entry = entry?;
+        if entry.file_type()?.is_dir() {
+            discard_dir(&entry.path())?;
+        } else {
+            discard_file(&entry.path())?;
+        }
+    }
+    std::fs::remove_dir(dir)?;
+    sync_dir(dir.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new(".")))
+}
+
 /// A secret (key, password, token) must be readable by its owner only, and that owner must be
 /// the user running this process: anything else means another account could read or replace it.
 /// The error names the file and the fix.

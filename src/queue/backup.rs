@@ -71,7 +71,7 @@ impl Queue {
                 let (enc, _) = paths(&dir, name);
                 std::fs::remove_file(&key_file).map_err(super::io_err(&key_file))?;
                 crate::fsutil::sync_dir(&dir).map_err(super::io_err(&dir))?;
-                crate::fsutil::shred_file(&enc).map_err(super::io_err(&enc))?;
+                crate::fsutil::discard_file(&enc).map_err(super::io_err(&enc))?;
                 let request = dir.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
                 self.audit(None, &format!("document backup {name} of request {request} erased (retention)"))?;
                 erased += 1;

@@ -297,7 +297,7 @@ impl Queue {
             tx.commit()?;
         }
         let path = self.document_path(&id);
-        let _ = crate::fsutil::shred_file(&path);
+        let _ = crate::fsutil::discard_file(&path);
         Ok(file.to_owned())
     }
 
@@ -348,7 +348,7 @@ impl Queue {
             tx.commit()?;
         }
         let path = self.document_path(doc_id);
-        crate::fsutil::shred_file(&path).map_err(io_err(&path))?;
+        crate::fsutil::discard_file(&path).map_err(io_err(&path))?;
         self.destroy_freed_data();
         Ok(())
     }

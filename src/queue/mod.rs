@@ -395,10 +395,11 @@ impl Queue {
         Ok(())
     }
 
-    /// Overwrites and removes the enrollment's spool files.
+    /// Removes the enrollment's spool files: ciphertext whose key the caller has destroyed, so
+    /// the files are discarded, not overwritten (cryptographic erase, see `fsutil::discard_file`).
     fn remove_spool(&self, id: &str) -> Result<(), QueueError> {
         let dir = self.spool_dir(id);
-        crate::fsutil::shred_dir(&dir).map_err(io_err(&dir))
+        crate::fsutil::discard_dir(&dir).map_err(io_err(&dir))
     }
 
     /// After an erase: gives freed pages back to the file system and copies the WAL into the

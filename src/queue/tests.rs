@@ -357,6 +357,25 @@ fn erasure_leaves_neither_the_key_nor_the_sealed_data_in_any_file() {
     }
     let wal = data.join("queue.db-wal");
     assert_eq!(std::fs::metadata(&wal).map(|m| m.len()).unwrap_or(0), 0, "the WAL is truncated");
+    // Cryptographic erase: the files are discarded, not overwritten, so a copy of the ciphertext
+    // taken before (a disk image, blocks the card has not reused yet) may remain; it decrypts
+    // with no key that is left, and the queue no longer opens it.
+    assert!(q.open_artifact(&id, "video").is_err());
+    let copy = dir.path().join("video-copy.enc");
+    std::fs::write(&copy, &video).unwrap();
+    let left: Vec<(String, Vec<u8>)> = {
+        let conn = q.conn();
+        let mut stmt = conn.prepare("SELECT id, wrapped_key FROM enrollments WHERE wrapped_key IS NOT NULL").unwrap();
+        stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?))).unwrap().map(Result::unwrap).collect()
+    };
+    assert_eq!(left.len(), 1, "only the kept enrollment still has a key");
+    for (owner, wrapped) in &left {
+        assert!(q.master.unwrap_key(wrapped, id.as_bytes()).is_err(), "a key is bound to its own enrollment");
+        let key = q.master.unwrap_key(wrapped, owner.as_bytes()).unwrap();
+        let opened = crate::crypto::DecryptingReader::open(&key, artifact_aad(&id, "video").as_bytes(), &copy)
+            .and_then(|r| r.read_all());
+        assert!(opened.is_err(), "the erased video decrypts with another enrollment's key");
+    }
     // The other enrollment is untouched, and the search would have found its key.
     let (kept_key, _) = sealed(&kept);
     assert!(!files_holding(&data, &kept_key).is_empty());
