@@ -163,7 +163,7 @@ def bench_upload(sandbox):
     d = statistics.median(delivery_times)
     print(f"  agent sync --once (create + evidences + 200 MB video + status): {d:.3f} s median of {RUNS}  "
           f"({size / d / 1e6:.0f} MB/s)")
-    print(f"  the same, then the erasure (200 MB zeroed and synced):          {a:.3f} s median of {RUNS}")
+    print(f"  the same, then the erasure (key destroyed, file discarded):    {a:.3f} s median of {RUNS}")
     print(f"  curl -F video=@ (video only):                                  {c:.3f} s median of {RUNS}  "
           f"({size / c / 1e6:.0f} MB/s)")
     print(f"  ratio agent / curl: {d / c:.2f}  (target ≤ 1.5); with the erasure {a / c:.2f}")
