@@ -52,9 +52,14 @@ impl Intake {
         Intake { dir: data_dir.join("intake").join(uuid::Uuid::new_v4().to_string()), memory: Vec::new() }
     }
 
-    /// Keeps `bytes` in a new memory file; returns its path.
-    fn keep(&mut self, name: &str, bytes: &[u8]) -> Result<PathBuf, ApiError> {
-        let (file, path) = crate::fsutil::memory_file_holding(name, bytes).map_err(internal)?;
+    /// Keeps `bytes` in a new memory file (written on the blocking pool, as every file is);
+    /// returns its path.
+    async fn keep(&mut self, name: &str, bytes: Vec<u8>) -> Result<PathBuf, ApiError> {
+        let name = name.to_owned();
+        let (file, path) = tokio::task::spawn_blocking(move || crate::fsutil::memory_file_holding(&name, &bytes))
+            .await
+            .map_err(internal)?
+            .map_err(internal)?;
         self.memory.push(file);
         Ok(path)
     }
@@ -75,20 +80,22 @@ impl Drop for Intake {
 
 /// Where a multipart part is being written: memory, until it outgrows [`IN_MEMORY`].
 enum Sink {
-    Memory(std::fs::File, PathBuf),
+    Memory(tokio::fs::File, PathBuf),
     Disk(tokio::fs::File, PathBuf),
 }
 
 impl Sink {
     async fn write(self, chunk: &[u8], written: u64, intake: &Intake, slot: &str) -> Result<Sink, ApiError> {
-        use std::io::{Seek as _, Write as _};
+        use std::io::Seek as _;
         match self {
             Sink::Memory(mut file, path) if written <= IN_MEMORY => {
-                file.write_all(chunk).map_err(internal)?;
+                file.write_all(chunk).await.map_err(internal)?;
                 Ok(Sink::Memory(file, path))
             }
             Sink::Memory(mut file, _) => {
                 // Too large for memory: what came so far moves to the disk, the rest follows.
+                file.flush().await.map_err(internal)?;
+                let mut file = file.into_std().await;
                 let path = intake.spill_path(slot);
                 let (target, dir) = (path.clone(), intake.dir.clone());
                 let disk = tokio::task::spawn_blocking(move || -> std::io::Result<std::fs::File> {
@@ -156,7 +163,7 @@ pub async fn submit(State(s): State<ApiState>, request: Request) -> Result<(Stat
         let body = json_body(request, s.config.api.max_json_bytes.min(s.config.api.max_body_bytes)).await?;
         from_json(body, &mut intake, &s, &mut used).await?
     };
-    let manifest_path = intake.keep("manifest", &serde_json::to_vec(&manifest).expect("JSON values serialize"))?;
+    let manifest_path = intake.keep("manifest", serde_json::to_vec(&manifest).expect("JSON values serialize")).await?;
     let queue = std::sync::Arc::clone(&s.queue);
     let limits = s.config.evidence;
     let generation = s.config.oneshot.generation;
@@ -253,7 +260,7 @@ async fn from_json(
             }
             None => decode_slot(&field, value)?,
         };
-        let path = intake.keep(slot, &bytes)?;
+        let path = intake.keep(slot, bytes).await?;
         *value = Value::String(path.display().to_string());
     }
     Ok(body)
@@ -334,7 +341,7 @@ async fn from_multipart(
                 return Err(bad(&name, "the part is given twice"));
             }
             let (file, path) = crate::fsutil::memory_file(&name).map_err(internal)?;
-            let mut sink = Sink::Memory(file, path);
+            let mut sink = Sink::Memory(tokio::fs::File::from_std(file), path);
             let mut written = 0u64;
             while let Some(chunk) = field.chunk().await.map_err(|e| multipart_error(&e))? {
                 written += chunk.len() as u64;
@@ -344,8 +351,9 @@ async fn from_multipart(
                 sink = sink.write(&chunk, written, intake, &name).await?;
             }
             let path = match sink {
-                Sink::Memory(file, path) => {
-                    intake.memory.push(file);
+                Sink::Memory(mut file, path) => {
+                    file.flush().await.map_err(internal)?;
+                    intake.memory.push(file.into_std().await);
                     path
                 }
                 Sink::Disk(mut file, path) => {

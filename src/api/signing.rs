@@ -142,20 +142,19 @@ pub async fn upload_document(
             "a file name of letters, digits, - _ . and spaces",
         ));
     }
-    // Kept in a memory file (never on a disk) until the queue has sealed it.
-    let kept = crate::fsutil::memory_file_holding("document", &body);
-    let queued = match kept {
-        Ok((file, path)) => {
-            let (queue, id2) = (Arc::clone(&s.queue), id.clone());
-            let queued = tokio::task::spawn_blocking(move || queue.enqueue_named_documents(&id2, &[(path, name)]))
-                .await
-                .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string()));
-            drop(file);
-            queued
-        }
-        Err(e) => Err(ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string())),
-    };
-    let ids = queued?.map_err(|e| match e {
+    // Kept in a memory file (never on a disk) until the queue has sealed it; both on the
+    // blocking pool.
+    let (queue, id2) = (Arc::clone(&s.queue), id.clone());
+    let queued = tokio::task::spawn_blocking(move || {
+        let (file, path) = crate::fsutil::memory_file_holding("document", &body)
+            .map_err(|e| crate::queue::io_err(std::path::Path::new("document"))(e))?;
+        let queued = queue.enqueue_named_documents(&id2, &[(path, name)]);
+        drop(file);
+        queued
+    })
+    .await
+    .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string()))?;
+    let ids = queued.map_err(|e| match e {
         crate::queue::QueueError::BadDocument { rule, .. } => {
             ApiError::field(StatusCode::BAD_REQUEST, "invalid", "body", rule)
         }
