@@ -31,11 +31,50 @@ pub fn available_bytes(path: &Path) -> io::Result<u64> {
     Ok(st.f_bavail.saturating_mul(st.f_frsize))
 }
 
-/// Overwrites a regular file with zeros, syncs it, then unlinks it (and syncs its directory), so
-/// its bytes do not stay readable in the file's old blocks through this path. A symlink is
-/// removed, never followed. Missing files are not an error.
+/// Overwrites a file with zeros, syncs it, then unlinks it durably: for what was written in
+/// clear (an intake spill, a download), whose bytes must not stay where the file was.
 pub fn shred_file(path: &Path) -> io::Result<()> {
-    use std::io::Write as _;
+    act_then_unlink(path, |file, len| {
+        use std::io::Write as _;
+        let zeros = vec![0u8; 64 * 1024];
+        let mut left = len;
+        while left > 0 {
+            let n = left.min(zeros.len() as u64) as usize;
+            file.write_all(&zeros[..n])?;
+            left -= n as u64;
+        }
+        file.sync_data()
+    })
+}
+
+/// [`shred_file`] for every file in `dir` (one level, as the spool has), then removes it.
+pub fn shred_dir(dir: &Path) -> io::Result<()> {
+    each_file_then_dir(dir, shred_file)
+}
+
+/// Removes a file of ciphertext whose key is already destroyed: cryptographic erase (NIST SP
+/// 800-88 Rev. 1), so no overwrite pass, which on flash does not even reach the same cells and
+/// only doubles the wear. Its blocks are handed back first (`fallocate` punching a hole over
+/// the whole file, so the file system may discard them) where the file system supports it;
+/// then it is unlinked, durably.
+pub fn discard_file(path: &Path) -> io::Result<()> {
+    act_then_unlink(path, |file, len| {
+        let hole = rustix::fs::FallocateFlags::PUNCH_HOLE | rustix::fs::FallocateFlags::KEEP_SIZE;
+        // Best effort: a file system without hole punching still unlinks below.
+        let _ = rustix::fs::fallocate(&*file, hole, 0, len);
+        Ok(())
+    })
+}
+
+/// [`discard_file`] for every file in `dir` (one level, as the spool has), then removes it.
+pub fn discard_dir(dir: &Path) -> io::Result<()> {
+    each_file_then_dir(dir, discard_file)
+}
+
+/// Opens `path` for writing without following a link or blocking, runs `act` on it with its
+/// length when it is a regular file, then unlinks it and syncs its directory. A missing file is
+/// done; a link or something not writable is only unlinked.
+fn act_then_unlink(path: &Path, act: impl FnOnce(&mut File, u64) -> io::Result<()>) -> io::Result<()> {
     use std::os::unix::fs::OpenOptionsExt as _;
     let file = std::fs::OpenOptions::new()
         .write(true)
@@ -44,14 +83,7 @@ pub fn shred_file(path: &Path) -> io::Result<()> {
     match file {
         Ok(mut file) if file.metadata()?.is_file() => {
             let len = file.metadata()?.len();
-            let zeros = vec![0u8; 64 * 1024];
-            let mut left = len;
-            while left > 0 {
-                let n = left.min(zeros.len() as u64) as usize;
-                file.write_all(&zeros[..n])?;
-                left -= n as u64;
-            }
-            file.sync_data()?;
+            act(&mut file, len)?;
         }
         Ok(_) => {}
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
@@ -66,8 +98,8 @@ pub fn shred_file(path: &Path) -> io::Result<()> {
     sync_dir(path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new(".")))
 }
 
-/// [`shred_file`] for every file in `dir` (one level, as the spool has), then removes it.
-pub fn shred_dir(dir: &Path) -> io::Result<()> {
+/// Applies `per_file` to every file below `dir`, then removes `dir` and syncs its parent.
+fn each_file_then_dir(dir: &Path, per_file: fn(&Path) -> io::Result<()>) -> io::Result<()> {
     let entries = match std::fs::read_dir(dir) {
         Ok(entries) => entries,
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
@@ -76,58 +108,9 @@ pub fn shred_dir(dir: &Path) -> io::Result<()> {
     for entry in entries {
         let entry = entry?;
         if entry.file_type()?.is_dir() {
-            shred_dir(&entry.path())?;
+            each_file_then_dir(&entry.path(), per_file)?;
         } else {
-            shred_file(&entry.path())?;
-        }
-    }
-    std::fs::remove_dir(dir)?;
-    sync_dir(dir.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new(".")))
-}
-
-/// Removes a file of ciphertext whose key is already destroyed: cryptographic erase (NIST SP
-/// 800-88 Rev. 1), so no overwrite pass, which on flash does not even reach the same cells and
-/// only doubles the wear. Its blocks are handed back first (`fallocate` punching a hole over
-/// the whole file, so the file system may discard them) where the file system supports it;
-/// then it is unlinked, durably.
-pub fn discard_file(path: &Path) -> io::Result<()> {
-    use std::os::unix::fs::OpenOptionsExt as _;
-    let file = std::fs::OpenOptions::new()
-        .write(true)
-        .custom_flags((rustix::fs::OFlags::NOFOLLOW | rustix::fs::OFlags::NONBLOCK).bits() as i32)
-        .open(path);
-    match file {
-        Ok(file) if file.metadata()?.is_file() => {
-            let len = file.metadata()?.len();
-            let hole = rustix::fs::FallocateFlags::PUNCH_HOLE | rustix::fs::FallocateFlags::KEEP_SIZE;
-            // Best effort: a file system without hole punching still unlinks below.
-            let _ = rustix::fs::fallocate(&file, hole, 0, len);
-        }
-        Ok(_) => {}
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
-        Err(_) => {}
-    }
-    match std::fs::remove_file(path) {
-        Ok(()) => {}
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
-        Err(e) => return Err(e),
-    }
-    sync_dir(path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new(".")))
-}
-
-/// [`discard_file`] for every file in `dir` (one level, as the spool has), then removes it.
-pub fn discard_dir(dir: &Path) -> io::Result<()> {
-    let entries = match std::fs::read_dir(dir) {
-        Ok(entries) => entries,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
-        Err(e) => return Err(e),
-    };
-    for entry in entries {
-        let entry = entry?;
-        if entry.file_type()?.is_dir() {
-            discard_dir(&entry.path())?;
-        } else {
-            discard_file(&entry.path())?;
+            per_file(&entry.path())?;
         }
     }
     std::fs::remove_dir(dir)?;

@@ -560,12 +560,7 @@ fn a_closed_pipe_ends_a_document_listing_quietly() {
     let doc = pdf(env.dir.path(), "contract.pdf", "a contract");
     ok(&env.cmd().args(["document", &id, "upload"]).arg(&doc).output().unwrap());
     for args in [&["document", &id, "list"][..], &["document", &id, "list", "--json"]] {
-        let mut child = env.cmd().args(args).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn_guarded();
-        drop(child.stdout.take());
-        let out = child.wait_with_output().unwrap();
-        let stderr = String::from_utf8_lossy(&out.stderr);
-        assert_exit(&out, 0, &format!("{args:?}: {stderr}"));
-        assert!(stderr.is_empty(), "{args:?} is quiet: {stderr}");
+        assert_quiet_on_a_closed_pipe(env.cmd().args(args), &format!("{args:?}"));
     }
 }
 

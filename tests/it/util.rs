@@ -498,3 +498,15 @@ pub fn run_measuring_peak(cmd: &Command) -> (Ran, u64) {
         .unwrap_or_else(|| panic!("GNU time wrote no peak for {:?}", cmd.get_program()));
     (Ran::of(cmd, output), kib * 1024)
 }
+
+/// Runs `cmd` with the reading end of its stdout closed before it writes anything (`cmd | head`
+/// with a reader that left) and checks that it ends quietly: exit 0, nothing on stderr.
+#[track_caller]
+pub fn assert_quiet_on_a_closed_pipe(cmd: &mut Command, what: &str) {
+    let mut child = cmd.stdout(std::process::Stdio::piped()).stderr(std::process::Stdio::piped()).spawn_guarded();
+    drop(child.stdout.take());
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_exit(&out, 0, &format!("{what}: {stderr}"));
+    assert!(stderr.is_empty(), "{what} is quiet: {stderr}");
+}
