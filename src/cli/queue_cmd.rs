@@ -44,6 +44,9 @@ pub enum QueueCommand {
         #[arg(long)]
         force: bool,
     },
+    /// Decrypt and hash-check every queued artifact now (what the daemon does at start); an
+    /// enrollment whose evidence is damaged or missing becomes `failed` and the exit is 4.
+    Verify,
     /// After a lost database: list what the encrypted spool holds (needs no database), and
     /// say the ways out.
     Salvage {
@@ -72,6 +75,10 @@ pub fn run(config: &Config, command: QueueCommand) -> Result<ExitCode, Failure> 
             return Ok(ExitCode::SUCCESS);
         }
         (QueueCommand::List { json: false, .. }, false) => {
+            say!("nothing queued yet ({} has no queue)", config.storage.data_dir.display());
+            return Ok(ExitCode::SUCCESS);
+        }
+        (QueueCommand::Verify, false) => {
             say!("nothing queued yet ({} has no queue)", config.storage.data_dir.display());
             return Ok(ExitCode::SUCCESS);
         }
@@ -114,6 +121,17 @@ pub fn run(config: &Config, command: QueueCommand) -> Result<ExitCode, Failure> 
         QueueCommand::Purge { id, force } => {
             queue.purge(&id, force)?;
             say!("{id}: purged");
+        }
+        QueueCommand::Verify => {
+            let pending = queue.pending_count()?;
+            let damaged = queue.scrub(&|_| false)?;
+            say!("verified the evidence of {pending} pending enrollment(s): {} damaged", damaged.len());
+            for id in &damaged {
+                say!("damaged: {id} (now failed; see `queue show {id}`)");
+            }
+            if !damaged.is_empty() {
+                return Ok(ExitCode::from(4));
+            }
         }
         QueueCommand::Salvage { .. } => unreachable!("handled above"),
     }
