@@ -55,7 +55,7 @@ pub struct DocumentRecord {
     pub uid: Option<String>,
     pub file: String,
     pub state: DocumentState,
-    // What `list --json` prints is exactly {uid, file, state}; the rest is for `queue show`.
+    // What `list --json` prints is {uid, file, state} (and `error` when there is one); the rest is for `queue show`.
     #[serde(skip)]
     pub id: String,
     #[serde(skip)]
@@ -238,7 +238,7 @@ impl Queue {
     }
 
     /// Documents whose upload failed for a passing reason: each waits `delay` (the caller's
-    /// backoff for its attempts) before it is sent again. Returns the attempts made so far.
+    /// backoff for its attempts) before it is sent again.
     pub fn record_document_attempt(
         &self,
         doc_ids: &[String],
