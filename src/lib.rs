@@ -5,6 +5,8 @@
 //! - [`config`]   — TOML configuration: read → parse → validate into typed values.
 //! - [`evidence`] — the enrollment manifest, its validation, the exact One-Shot JSON bodies.
 //! - [`crypto`]   — master key, per-enrollment data keys, AEAD blobs and streamed artifact files.
+//! - [`spill`]    — files too large for memory (a long video sent to the API) sealed on the disk
+//!   under a key that never leaves memory, in the form FFmpeg's `crypto:` protocol reads.
 //! - [`device_key`] — the per-device Ed25519 key that signs each enrollment's capture manifest.
 //! - [`queue`]    — the durable, encrypted SQLite queue and the local state machine.
 //! - [`oneshot`]  — the typed One-Shot HTTP client and its retryable/permanent error split.
@@ -57,6 +59,7 @@ pub mod listener;
 pub mod oneshot;
 pub mod progress;
 pub mod queue;
+pub mod spill;
 pub mod sync;
 pub mod webhook;
 

@@ -4,7 +4,7 @@ use std::path::Path;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use kiosk_common::video::VideoFacts;
+use kiosk_common::video::{VideoFacts, SEALED_KEY_VAR};
 
 use crate::report::{ClipReport, StillReport};
 use kiosk_capture::record::{RecordReport, Recorder};
@@ -176,9 +176,18 @@ const PROBE_MAX_PACKETS: usize = 600;
 /// `probe-video`: the video is this process's standard input, a file `enroll` opened once and
 /// checked; reopening it through `/dev/stdin` reaches that same file, never a path that could
 /// have been swapped.
+///
+/// With a key in [`SEALED_KEY_VAR`] the file is a sealed spill: FFmpeg's `crypto:` protocol
+/// decrypts it as it reads (seeking included), so its clear text exists only in this process.
 pub fn probe_video() -> anyhow::Result<ExitCode> {
-    let facts =
-        kiosk_capture::file::probe(Path::new("/dev/stdin"), PROBE_MAX_PACKETS).map_err(|e| BadInput(e.to_string()))?;
+    let sealed = std::env::var(SEALED_KEY_VAR).ok();
+    // Nothing here needs it in the environment after this line.
+    std::env::remove_var(SEALED_KEY_VAR);
+    if sealed.as_ref().is_some_and(|k| k.len() != 64 || !k.bytes().all(|b| b.is_ascii_hexdigit())) {
+        return Err(BadInput(format!("{SEALED_KEY_VAR} must be 64 hex digits (AES-128 key and IV)")).into());
+    }
+    let facts = kiosk_capture::file::probe(Path::new("/dev/stdin"), sealed.as_deref(), PROBE_MAX_PACKETS)
+        .map_err(|e| BadInput(e.to_string()))?;
     let facts = VideoFacts {
         container: facts.container,
         codec: facts.codec,

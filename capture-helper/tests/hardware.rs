@@ -383,7 +383,7 @@ fn a_disconnected_camera_and_its_return() -> Result<(), Failed> {
         check(status == 200, || format!("fetching the clip: {status}"))?;
         let clip = dir.path().join("clip.mp4");
         std::fs::write(&clip, bytes)?;
-        let facts = kiosk_capture::file::probe(&clip, 600).map_err(|e| e.to_string())?;
+        let facts = kiosk_capture::file::probe(&clip, None, 600).map_err(|e| e.to_string())?;
         let secs = facts.duration.as_secs_f64();
         check(facts.codec == "h264" && secs > 0.5 && secs < 7.0, || format!("the clip: {facts:?}; {report}"))?;
 
@@ -479,7 +479,7 @@ fn damaged_frames_are_skipped_and_a_streaming_error_ends_the_clip_short() -> Res
         format!("the recording did not end on the streaming error: {report}")
     })?;
     check(report["skipped"].as_u64() >= Some(3), || format!("3 damaged frames, not counted as skipped: {report}"))?;
-    let facts = kiosk_capture::file::probe(&out, 600).map_err(|e| e.to_string())?;
+    let facts = kiosk_capture::file::probe(&out, None, 600).map_err(|e| e.to_string())?;
     let mut file = open(&format!("file:{}", out.display()), CameraMode::default()).map_err(|e| e.to_string())?;
     let mut frames = 0;
     while file.next_frame().map_err(|e| e.to_string())?.is_some() {

@@ -197,11 +197,22 @@ pub struct VideoFacts {
 
 /// Checks that `path` is a video that will play: a container FFmpeg reads, a video stream, a
 /// duration above zero and a first frame that decodes. It reads at most `max_packets` packets.
-pub fn probe(path: &Path, max_packets: usize) -> Result<VideoFacts, CaptureError> {
+///
+/// `sealed`: the file is AES-128-CBC encrypted under this key and IV (32 + 32 hex digits), and
+/// is read through FFmpeg's `crypto:` protocol, which decrypts as it reads and seeks.
+pub fn probe(path: &Path, sealed: Option<&str>, max_packets: usize) -> Result<VideoFacts, CaptureError> {
     crate::init_ffmpeg();
     let name = "video";
-    let mut input = format::input(&path)
-        .map_err(|e| CaptureError::source(name, format!("not a container FFmpeg can read ({e})")))?;
+    let opened = match sealed {
+        None => format::input(&path),
+        Some(hex) => {
+            let mut options = ffmpeg_next::Dictionary::new();
+            options.set("key", &hex[..hex.len() / 2]);
+            options.set("iv", &hex[hex.len() / 2..]);
+            format::input_with_dictionary(&format!("crypto:{}", path.display()), options)
+        }
+    };
+    let mut input = opened.map_err(|e| CaptureError::source(name, format!("not a container FFmpeg can read ({e})")))?;
     let container = input.format().name().to_owned();
     let stream =
         input.streams().best(media::Type::Video).ok_or_else(|| CaptureError::source(name, "has no video stream"))?;

@@ -9,3 +9,8 @@ pub struct VideoFacts {
     pub height: u32,
     pub duration_secs: f64,
 }
+
+/// The environment variable that gives `probe-video` the key of a sealed spill (AES-128 key and
+/// IV in hex, as FFmpeg's `crypto:` protocol takes them): its standard input is then that
+/// sealed file, read in clear only inside FFmpeg.
+pub const SEALED_KEY_VAR: &str = "KIOSK_AGENT_SEALED_KEY";

@@ -12,9 +12,10 @@
 //! The files are kept in memory files (`memfd`: never on a disk, gone with the process) and from
 //! there take exactly the path `enroll` takes: the same validation (opened once, decoded,
 //! probed), the same enqueue. Only a multipart part larger than [`IN_MEMORY`] (a long video)
-//! spills to a private intake directory under the data directory (0700, files 0600), shredded
-//! whatever happens (and at the daemon's next start after a kill or a power cut). `202 {id}`
-//! means the enrollment is durable.
+//! spills to a private intake directory under the data directory (0700, files 0600), sealed
+//! from its first byte under a key that never leaves memory ([`crate::spill`]), and erased
+//! whatever happens (and at the daemon's next start after a kill or a power cut, when its key
+//! is gone with the process). `202 {id}` means the enrollment is durable.
 
 use std::path::{Path, PathBuf};
 
@@ -28,6 +29,7 @@ use tokio::io::AsyncWriteExt as _;
 use super::cameras::Kept;
 use super::{Accepted, ApiError, ApiState};
 use crate::evidence::{validate_manifest, EvidenceError, HelperProber, ManifestOptions, IMAGE_NAMES};
+use crate::spill::{SealedFiles, Sealer, SpillKey};
 
 /// The slots that carry files.
 fn is_file_slot(name: &str) -> bool {
@@ -38,18 +40,24 @@ fn is_file_slot(name: &str) -> bool {
 /// spills to the disk so that the daemon's memory stays bounded.
 const IN_MEMORY: u64 = 64 << 20;
 
-/// One submission's files: memory files, and a private directory for what spills, shredded
-/// when dropped.
+/// One submission's files: memory files, and a private directory for what spills (sealed),
+/// erased when dropped.
 struct Intake {
     dir: PathBuf,
     /// The memory files, open until the submission ends (their paths name them through
     /// `/proc/self/fd`).
     memory: Vec<std::fs::File>,
+    /// The spilled files' keys.
+    sealed: SealedFiles,
 }
 
 impl Intake {
     fn new(data_dir: &Path) -> Intake {
-        Intake { dir: data_dir.join("intake").join(uuid::Uuid::new_v4().to_string()), memory: Vec::new() }
+        Intake {
+            dir: data_dir.join("intake").join(uuid::Uuid::new_v4().to_string()),
+            memory: Vec::new(),
+            sealed: SealedFiles::default(),
+        }
     }
 
     /// Keeps `bytes` in a new memory file (written on the blocking pool, as every file is);
@@ -72,16 +80,19 @@ impl Intake {
 
 impl Drop for Intake {
     fn drop(&mut self) {
-        if let Err(e) = crate::fsutil::shred_dir(&self.dir) {
+        // Sealed, and its key dies with this value: discarding is erasing (no zero pass; see
+        // the README's cryptographic erase).
+        if let Err(e) = crate::fsutil::discard_dir(&self.dir) {
             tracing::warn!(dir = %self.dir.display(), error = %e, "could not remove an intake directory");
         }
     }
 }
 
-/// Where a multipart part is being written: memory, until it outgrows [`IN_MEMORY`].
+/// Where a multipart part is being written: memory, until it outgrows [`IN_MEMORY`]; then the
+/// disk, sealed.
 enum Sink {
     Memory(tokio::fs::File, PathBuf),
-    Disk(tokio::fs::File, PathBuf),
+    Disk { file: tokio::fs::File, path: PathBuf, sealer: Box<Sealer>, key: std::sync::Arc<SpillKey> },
 }
 
 impl Sink {
@@ -93,30 +104,40 @@ impl Sink {
                 Ok(Sink::Memory(file, path))
             }
             Sink::Memory(mut file, _) => {
-                // Too large for memory: what came so far moves to the disk, the rest follows.
+                // Too large for memory: what came so far moves to the disk, sealed, and the rest
+                // follows it.
                 file.flush().await.map_err(internal)?;
                 let mut file = file.into_std().await;
                 let path = intake.spill_path(slot);
+                let key = std::sync::Arc::new(SpillKey::random());
+                let mut sealer = Box::new(key.sealer());
                 let (target, dir) = (path.clone(), intake.dir.clone());
-                let disk = tokio::task::spawn_blocking(move || -> std::io::Result<std::fs::File> {
+                let (disk, sealer) = tokio::task::spawn_blocking(move || -> std::io::Result<_> {
+                    use std::io::{Read as _, Write as _};
                     use std::os::unix::fs::OpenOptionsExt as _;
                     std::fs::create_dir_all(&dir)?;
                     let mut disk =
                         std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(&target)?;
                     file.rewind()?;
-                    std::io::copy(&mut file, &mut disk)?;
-                    Ok(disk)
+                    let mut piece = vec![0u8; 1 << 20];
+                    loop {
+                        let n = file.read(&mut piece)?;
+                        if n == 0 {
+                            break;
+                        }
+                        disk.write_all(&sealer.seal(&piece[..n]))?;
+                    }
+                    Ok((disk, sealer))
                 })
                 .await
                 .map_err(internal)?
                 .map_err(internal)?;
-                let mut disk = tokio::fs::File::from_std(disk);
-                disk.write_all(chunk).await.map_err(internal)?;
-                Ok(Sink::Disk(disk, path))
+                let sink = Sink::Disk { file: tokio::fs::File::from_std(disk), path, sealer, key };
+                Box::pin(sink.write(chunk, written, intake, slot)).await
             }
-            Sink::Disk(mut file, path) => {
-                file.write_all(chunk).await.map_err(internal)?;
-                Ok(Sink::Disk(file, path))
+            Sink::Disk { mut file, path, mut sealer, key } => {
+                file.write_all(&sealer.seal(chunk)).await.map_err(internal)?;
+                Ok(Sink::Disk { file, path, sealer, key })
             }
         }
     }
@@ -167,10 +188,11 @@ pub async fn submit(State(s): State<ApiState>, request: Request) -> Result<(Stat
     let queue = std::sync::Arc::clone(&s.queue);
     let limits = s.config.evidence;
     let generation = s.config.oneshot.generation;
+    let sealed = std::mem::take(&mut intake.sealed);
     let id = tokio::task::spawn_blocking(move || -> Result<String, ApiError> {
         // Every file path in this manifest was written here by the intake (memory files under
         // /proc/self/fd, or the intake directory): none came from the client.
-        let options = ManifestOptions { allow_outside: true, video: &HelperProber, generation };
+        let options = ManifestOptions { allow_outside: true, video: &HelperProber, generation, sealed: Some(&sealed) };
         let enrollment = validate_manifest(&manifest_path, &limits, options).map_err(evidence_error)?;
         Ok(queue.enqueue(&enrollment)?)
     })
@@ -356,8 +378,10 @@ async fn from_multipart(
                     intake.memory.push(file.into_std().await);
                     path
                 }
-                Sink::Disk(mut file, path) => {
+                Sink::Disk { mut file, path, sealer, key } => {
+                    file.write_all(&sealer.finish()).await.map_err(internal)?;
                     file.flush().await.map_err(internal)?;
+                    intake.sealed.insert(&path, key);
                     path
                 }
             };

@@ -17,7 +17,8 @@ pub fn at_start(data_dir: &Path) {
     }
 }
 
-/// Every entry of `dir` shredded (a missing `dir` is empty); how many there were.
+/// Every entry of `dir` shredded (a missing `dir` is empty); how many there were. Shredded, not
+/// just discarded: an intake written by a version before sealed spills holds clear text.
 fn erase_entries(dir: &Path) -> std::io::Result<usize> {
     let entries = match std::fs::read_dir(dir) {
         Ok(e) => e,

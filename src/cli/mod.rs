@@ -551,7 +551,8 @@ fn audit(config: &Config, command: AuditCommand) -> Result<ExitCode, Failure> {
 
 fn enroll(config: &Config, manifest: &Path, allow_outside: bool) -> Result<ExitCode, Failure> {
     // Validate before touching the data directory, so bad input leaves nothing on disk.
-    let options = ManifestOptions { allow_outside, video: &HelperProber, generation: config.oneshot.generation };
+    let options =
+        ManifestOptions { allow_outside, video: &HelperProber, generation: config.oneshot.generation, sealed: None };
     let enrollment = validate_manifest(manifest, &config.evidence, options)?;
     let queue = Queue::open(&config.storage)?;
     let total = enrollment.images.iter().chain([&enrollment.video]).map(|a| a.size).sum();

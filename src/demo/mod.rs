@@ -110,7 +110,12 @@ pub async fn run(out: &mut impl Write, camera: Option<&str>, generation: Generat
         Ok(validate_manifest(
             &dir.join("manifest.json"),
             &limits,
-            ManifestOptions { allow_outside: false, video: &HelperProber, generation: generation_of_server },
+            ManifestOptions {
+                allow_outside: false,
+                video: &HelperProber,
+                generation: generation_of_server,
+                sealed: None,
+            },
         )?)
     })
     .await?;

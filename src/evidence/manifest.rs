@@ -1,8 +1,9 @@
 //! The enrollment manifest (`enroll MANIFEST.json`) and its validation.
 
 use std::fs::File;
-use std::io::{Read as _, Seek as _};
+use std::io::{Read, Seek as _};
 use std::path::Path;
+use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
@@ -12,6 +13,7 @@ use super::probe::{VideoFacts, VideoProber};
 use super::sniff::{sniff_image, sniff_video, MediaKind};
 use super::{countries, media, strict_json, EvidenceError, Violation};
 use crate::config::EvidenceLimits;
+use crate::spill::{SealedFiles, SpillKey};
 use oneshot_protocol::{Generation, Slot};
 
 /// The image slots of `videoid_data.images`, in the order they are sent.
@@ -55,6 +57,8 @@ pub struct Pii {
 pub enum Content {
     Bytes(Vec<u8>),
     File(File),
+    /// A file the API's intake sealed on the disk ([`crate::spill`]), read in clear through its key.
+    Sealed(File, Arc<SpillKey>),
 }
 
 /// An artifact named by the manifest, checked but not yet copied.
@@ -81,6 +85,11 @@ impl ArtifactSource {
                 f.rewind()?;
                 Box::new(f)
             }
+            Content::Sealed(f, key) => {
+                let mut f = f;
+                f.rewind()?;
+                Box::new(key.unseal(f))
+            }
         })
     }
 }
@@ -94,6 +103,8 @@ pub struct ManifestOptions<'a> {
     /// The server generation it is for: the new Optimizer takes `similarity_level` only as the
     /// integer its schema declares; the old one also takes `low|medium|high`.
     pub generation: Generation,
+    /// Files the API's intake sealed on the disk, with their keys (`None`: nothing is sealed).
+    pub sealed: Option<&'a SealedFiles>,
 }
 
 impl std::fmt::Debug for dyn VideoProber + '_ {
@@ -123,8 +134,13 @@ pub fn validate_manifest(
     let value = strict_json::parse(&bytes).map_err(EvidenceError::Json)?;
     let scope = Scope::for_manifest(path, options.allow_outside)
         .map_err(|error| EvidenceError::ReadManifest { path: path.to_owned(), error })?;
-    let mut c =
-        Checker { violations: Vec::new(), max_image_pixels: limits.max_image_pixels, scope, prober: options.video };
+    let mut c = Checker {
+        violations: Vec::new(),
+        max_image_pixels: limits.max_image_pixels,
+        scope,
+        prober: options.video,
+        sealed: options.sealed,
+    };
     strict_json::check_strings(&value, "", &mut c.violations);
     validate_value(&value, c, limits, options.generation)
 }
@@ -136,6 +152,7 @@ struct Checker<'a> {
     max_image_pixels: u64,
     scope: Scope,
     prober: &'a dyn VideoProber,
+    sealed: Option<&'a SealedFiles>,
 }
 
 impl Checker<'_> {
@@ -171,8 +188,6 @@ impl Checker<'_> {
         }
     }
 
-    /// Opens `rel` once within the scope, checks its size, then its content: an image is
-    /// cleaned and decoded, a video probed.
     /// Opens `rel` once within the scope and checks its size; the content is checked later
     /// ([`Checker::contents`]), all artifacts at once.
     fn open_artifact(&mut self, field: &str, rel: Option<&Value>, limit: u64) -> Option<Opened> {
@@ -194,11 +209,22 @@ impl Checker<'_> {
                 return None;
             }
         };
+        let key = self.sealed.and_then(|s| s.key_for(rel));
+        let size = match &key {
+            None => size,
+            Some(key) => match key.clear_len(&file) {
+                Ok(size) => size,
+                Err(e) => {
+                    self.fail(field, format!("cannot be read: {e}"));
+                    return None;
+                }
+            },
+        };
         if size > limit {
             self.fail(field, format!("is {size} bytes, over the limit of {limit} bytes"));
             return None;
         }
-        Some(Opened { field: field.to_owned(), file, size, limit })
+        Some(Opened { field: field.to_owned(), file, key, size, limit })
     }
 
     /// Checks the content of every opened artifact: images are cleaned and decoded and the video
@@ -214,16 +240,16 @@ impl Checker<'_> {
         let (image_results, video_result) = std::thread::scope(|scope| {
             let video = video.map(|mut v| {
                 scope.spawn(move || {
-                    let result = video_content(prober, &mut v.file, v.size);
+                    let result = video_content(prober, &mut v.file, v.key, v.size);
                     (v.field, result)
                 })
             });
             let images: Vec<_> = images
                 .into_iter()
-                .map(|mut o| {
+                .map(|o| {
                     scope.spawn(move || {
                         let slot = name_of(&o.field);
-                        let result = image(&mut o.file, o.limit, max_pixels, &slot);
+                        let result = image(&o.file, o.key.as_deref(), o.limit, max_pixels, &slot);
                         (o.field, result)
                     })
                 })
@@ -260,6 +286,8 @@ type Checked = Result<(MediaKind, Content, u64, Value), String>;
 struct Opened {
     field: String,
     file: File,
+    /// Its key, if the intake sealed it.
+    key: Option<Arc<SpillKey>>,
     size: u64,
     limit: u64,
 }
@@ -268,27 +296,39 @@ struct Opened {
 fn video_content(
     prober: &dyn VideoProber,
     file: &mut File,
+    key: Option<Arc<SpillKey>>,
     size: u64,
 ) -> Result<(MediaKind, Content, u64, Value), String> {
-    let sniffed = sniff_video(file).map_err(|e| format!("cannot be read: {e}"))?;
-    let Some(kind) = sniffed else {
+    let sniffed = match &key {
+        Some(key) => sniff_video(&mut key.unseal(&*file)),
+        None => sniff_video(file),
+    };
+    let Some(kind) = sniffed.map_err(|e| format!("cannot be read: {e}"))? else {
         return Err("must be an MP4 file (ISO-BMFF starting with an ftyp box)".into());
     };
-    let facts: VideoFacts = prober.probe(file)?;
+    let facts: VideoFacts = prober.probe(file, key.as_deref())?;
     let mut file = file.try_clone().map_err(|e| format!("cannot be read: {e}"))?;
     file.rewind().map_err(|e| format!("cannot be read: {e}"))?;
     let media = serde_json::json!({
         "container": facts.container, "codec": facts.codec, "width": facts.width,
         "height": facts.height, "duration_secs": facts.duration_secs,
     });
-    Ok((kind, Content::File(file), size, media))
+    let content = match key {
+        Some(key) => Content::Sealed(file, key),
+        None => Content::File(file),
+    };
+    Ok((kind, content, size, media))
 }
 
 /// Reads an image (at most `limit` bytes, from its handle), cleans and decodes it.
-fn image(file: &mut File, limit: u64, max_pixels: u64, slot: &str) -> Checked {
+fn image(file: &File, key: Option<&SpillKey>, limit: u64, max_pixels: u64, slot: &str) -> Checked {
     let mut bytes = Vec::new();
+    let reader: Box<dyn Read + '_> = match key {
+        Some(key) => Box::new(key.unseal(file)),
+        None => Box::new(file),
+    };
     // The size was checked on the handle, but a growing file must not take more than the limit.
-    file.take(limit + 1).read_to_end(&mut bytes).map_err(|e| format!("cannot be read: {e}"))?;
+    reader.take(limit + 1).read_to_end(&mut bytes).map_err(|e| format!("cannot be read: {e}"))?;
     if bytes.len() as u64 > limit {
         return Err(format!("grew over the limit of {limit} bytes while being read"));
     }

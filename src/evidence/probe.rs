@@ -1,6 +1,9 @@
 //! Probing the video before it is queued: the capture helper (which links FFmpeg) reads the
 //! already-open file as its standard input and reports container, codec, size and duration
 //! once its first frame decodes. The agent itself never loads a decoder (see [`crate::helper`]).
+//! A sealed spill ([`crate::spill`]) is read by the helper through FFmpeg's `crypto:` protocol,
+//! its key given in the helper's environment (never on its command line, readable only by this
+//! same user, who can read this process's memory anyway).
 
 use std::fs::File;
 use std::io::Read as _;
@@ -12,13 +15,16 @@ pub const ACCEPTED_CODECS: [&str; 2] = ["h264", "hevc"];
 /// A probe that takes longer than this is a hostile or broken file.
 const PROBE_TIMEOUT: Duration = Duration::from_secs(30);
 
-pub use kiosk_common::video::VideoFacts;
+pub use kiosk_common::video::{VideoFacts, SEALED_KEY_VAR};
+
+use crate::spill::SpillKey;
 
 /// Something that can tell whether an open file is a playable video (from any thread: the
 /// video is probed while the images are decoded).
 pub trait VideoProber: Sync {
-    /// The facts, or the rule the file breaks.
-    fn probe(&self, file: &File) -> Result<VideoFacts, String>;
+    /// The facts, or the rule the file breaks; `sealed`: the file is a sealed spill under
+    /// this key.
+    fn probe(&self, file: &File, sealed: Option<&SpillKey>) -> Result<VideoFacts, String>;
 }
 
 /// The real prober: `kiosk-agent-capture probe-video` with the file as standard input.
@@ -26,10 +32,14 @@ pub trait VideoProber: Sync {
 pub struct HelperProber;
 
 impl VideoProber for HelperProber {
-    fn probe(&self, file: &File) -> Result<VideoFacts, String> {
+    fn probe(&self, file: &File, sealed: Option<&SpillKey>) -> Result<VideoFacts, String> {
         let stdin = file.try_clone().map_err(|e| format!("cannot hand the video to the probe: {e}"))?;
-        let mut child = crate::helper::command()
-            .map_err(|e| format!("cannot be probed: {e:#}"))?
+        let mut command = crate::helper::command().map_err(|e| format!("cannot be probed: {e:#}"))?;
+        command.env_remove(SEALED_KEY_VAR);
+        if let Some(key) = sealed {
+            command.env(SEALED_KEY_VAR, key.to_hex());
+        }
+        let mut child = command
             .arg("probe-video")
             .stdin(Stdio::from(stdin))
             .stdout(Stdio::piped())

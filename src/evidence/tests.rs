@@ -29,7 +29,11 @@ fn validate(path: &Path, limits: &EvidenceLimits) -> Result<Enrollment, Evidence
 }
 
 fn validate_for(path: &Path, limits: &EvidenceLimits, generation: Generation) -> Result<Enrollment, EvidenceError> {
-    validate_manifest(path, limits, ManifestOptions { allow_outside: false, video: &HelperProber, generation })
+    validate_manifest(
+        path,
+        limits,
+        ManifestOptions { allow_outside: false, video: &HelperProber, generation, sealed: None },
+    )
 }
 
 /// A temp dir holding a valid manifest and its artifacts; `edit` changes the manifest first.
@@ -220,7 +224,7 @@ fn payloads_match_golden_files() {
         .iter()
         .map(|a| match &a.content {
             Content::Bytes(b) => (a.name.clone(), b.clone()),
-            Content::File(_) => panic!("images are held as cleaned bytes"),
+            Content::File(_) | Content::Sealed(..) => panic!("images are held as cleaned bytes"),
         })
         .collect();
     let evidences = evidences_body(&e.pii, &images);

@@ -653,7 +653,7 @@ fn committed_changes_are_announced_with_their_rows_and_rolled_back_ones_never() 
     q.list().unwrap();
     assert!(heard.lock().unwrap().is_empty());
     q.record_upload_progress(&id, Some((1, 2))).unwrap();
-    assert_eq!(heard.lock().unwrap().as_slice(), [rows.clone()]);
+    assert_eq!(heard.lock().unwrap().as_slice(), std::slice::from_ref(&rows));
 }
 
 #[test]
@@ -730,7 +730,11 @@ fn retention_counts_waited_time_not_wall_clock_dates() {
     assert!(!q.show(&id).unwrap().erased, "a corrected clock erased nothing");
     // Truly waiting: 31 days of uptime in that boot, clock wherever it is.
     let month = Mark { since_boot_ms: after_jump.since_boot_ms + 31 * DAY, ..after_jump.clone() };
-    assert_eq!(q.expire_retained_at(&[], &month).unwrap(), [id.clone()], "what truly waited too long goes");
+    assert_eq!(
+        q.expire_retained_at(&[], &month).unwrap(),
+        std::slice::from_ref(&id),
+        "what truly waited too long goes"
+    );
 }
 
 /// A purge never leaves a request on the server that nothing records: while a worker runs, an

@@ -24,7 +24,12 @@ fn offline_setup(dir: &std::path::Path) -> (Arc<Queue>, Config, String) {
     let enrollment = validate_manifest(
         &samples.join("manifest.json"),
         &cfg.evidence,
-        ManifestOptions { allow_outside: false, video: &HelperProber, generation: cfg.oneshot.generation },
+        ManifestOptions {
+            allow_outside: false,
+            video: &HelperProber,
+            generation: cfg.oneshot.generation,
+            sealed: None,
+        },
     )
     .unwrap();
     let id = queue.enqueue(&enrollment).unwrap();

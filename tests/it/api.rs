@@ -1047,6 +1047,92 @@ fn files_under(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
     out
 }
 
+/// A video part too large for memory spills to the disk sealed from its first byte: while it
+/// arrives no file under the data directory holds its MP4 header or any of its content, yet it
+/// is probed (through the seal), queued and delivered byte for byte, and the spill is erased.
+#[test]
+fn a_video_too_large_for_memory_is_sealed_on_the_disk_and_still_delivered() {
+    use std::io::Write as _;
+    let sandbox = Sandbox::start(0);
+    let d = start(sandbox.addr.port(), "");
+    let dir = d.env.manifest("m", "", |_| {}).parent().unwrap().to_owned();
+    // The sample clip with a 70 MiB `free` box after it (players skip it): a valid MP4 past
+    // the 64 MiB kept in memory, its filler a text the scan below can find.
+    let marker = b"PLAIN-VIDEO-BYTES";
+    let mut video = std::fs::read(dir.join("video.mp4")).unwrap();
+    let filler: Vec<u8> = marker.iter().copied().cycle().take(70 << 20).collect();
+    video.extend_from_slice(&(filler.len() as u32 + 8).to_be_bytes());
+    video.extend_from_slice(b"free");
+    video.extend_from_slice(&filler);
+    std::fs::write(dir.join("video.mp4"), &video).unwrap();
+    let mut manifest: Value = serde_json::from_slice(&std::fs::read(dir.join("manifest.json")).unwrap()).unwrap();
+    manifest.as_object_mut().unwrap().remove("images");
+    manifest.as_object_mut().unwrap().remove("video");
+    let mut body = Vec::new();
+    let mut part = |name: &str, bytes: &[u8]| {
+        write!(body, "--b\r\nContent-Disposition: form-data; name=\"{name}\"\r\n\r\n").unwrap();
+        body.extend_from_slice(bytes);
+        body.extend_from_slice(b"\r\n");
+    };
+    part("manifest", manifest.to_string().as_bytes());
+    for (slot, file) in
+        [("document_front", "front.jpg"), ("document_photo", "photo.jpg"), ("document_owner", "selfie.jpg")]
+    {
+        part(slot, &std::fs::read(dir.join(file)).unwrap());
+    }
+    part("video", &video);
+    body.extend_from_slice(b"--b--\r\n");
+    let host = d.base.trim_start_matches("http://").to_owned();
+    let mut stream = std::net::TcpStream::connect(&host).unwrap();
+    write!(
+        stream,
+        "POST /v1/enrollments HTTP/1.1\r\nHost: {host}\r\nAuthorization: Bearer {TOKEN}\r\nX-Kiosk-CSRF: 1\r\n\
+         Content-Type: multipart/form-data; boundary=b\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        body.len()
+    )
+    .unwrap();
+    // All but the last 2 MiB: past the 64 MiB kept in memory, the rest of the part on the disk.
+    let held_back = body.len() - (2 << 20);
+    stream.write_all(&body[..held_back]).unwrap();
+    stream.flush().unwrap();
+    let data = d.env.data_dir();
+    let spill = wait_for(Duration::from_secs(30), || {
+        let spilled: Vec<_> = files_under(&data.join("intake"))
+            .into_iter()
+            .filter(|p| std::fs::metadata(p).is_ok_and(|m| m.len() > 66 << 20))
+            .collect();
+        check(format!("{spilled:?}"), !spilled.is_empty(), spilled.clone())
+    });
+    for file in files_under(&data) {
+        let bytes = std::fs::read(&file).unwrap_or_default();
+        for magic in [b"ftyp".as_slice(), b"moov", b"mdat", marker] {
+            assert!(
+                find(&bytes, magic).is_none(),
+                "{} holds {:?} in clear",
+                file.display(),
+                String::from_utf8_lossy(magic)
+            );
+        }
+    }
+    stream.write_all(&body[held_back..]).unwrap();
+    let mut answer = String::new();
+    stream.read_to_string(&mut answer).unwrap();
+    assert!(answer.starts_with("HTTP/1.1 202"), "{answer}");
+    let id = answer.split("\"id\":\"").nth(1).and_then(|r| r.split('"').next()).unwrap().to_owned();
+    assert!(!spill[0].exists() && intake_is_empty(&d), "the spill is erased once queued");
+    let shown = wait_for(Duration::from_secs(60), || {
+        let (_, e) = authed(&d, "GET", &format!("/v1/enrollments/{id}"), None);
+        check(e["state"].to_string(), e["state"] == "in_review", e)
+    });
+    let records = sandbox.records();
+    let pk = shown["request_pk"].as_u64().unwrap().to_string();
+    assert_eq!(
+        request(&records, &pk)["video"]["sha256"],
+        hex::encode(<sha2::Sha256 as sha2::Digest>::digest(&video)),
+        "the video arrives byte for byte"
+    );
+}
+
 /// A multipart part too large for memory (a long video) spills to the intake directory and is
 /// shredded with the submission, whatever its outcome.
 #[test]

@@ -14,7 +14,7 @@ const ROOT: &str = env!("CARGO_MANIFEST_DIR");
 /// other.
 const LAYERS: &[&[&str]] = &[
     &["fsutil", "harden", "faults", "helper"],
-    &["config", "crypto", "device_key"],
+    &["config", "crypto", "spill", "device_key"],
     &["evidence"],
     &["queue"],
     &["oneshot"],
