@@ -62,6 +62,7 @@ pub async fn run(config: &Config) -> ExitCode {
             .unwrap_or(0);
         r.line(Level::Ok, "data directory", format!("{} ({} MiB free)", config.storage.data_dir.display(), free >> 20));
     }
+    clock(&mut r);
     queue(&mut r, config);
     cameras(&mut r, config);
     server(&mut r, config).await;
@@ -70,6 +71,34 @@ pub async fn run(config: &Config) -> ExitCode {
         Some(Level::Fail) => ExitCode::from(2),
         Some(Level::Warn) => ExitCode::from(1),
         _ => ExitCode::SUCCESS,
+    }
+}
+
+/// This build's date (seconds since the epoch; `build.rs`).
+const BUILT_AT: &str = env!("KIOSK_AGENT_BUILT_AT");
+
+/// The wall clock as the agent reads it.
+fn wall_now() -> SystemTime {
+    SystemTime::UNIX_EPOCH + Duration::from_millis(crate::queue::now_ms().max(0) as u64)
+}
+
+/// The clock against this build's date: a kiosk that booted without a working real-time clock
+/// (and before NTP) reads a date before the software it runs was made. (Against the server's
+/// clock: [`server`].)
+fn clock(r: &mut Report) {
+    let now = crate::queue::now_ms() / 1000;
+    let built: i64 = BUILT_AT.parse().unwrap_or(0);
+    if now < built {
+        let date = |secs: i64| jiff::Timestamp::from_second(secs).map_or_else(|_| secs.to_string(), |t| t.to_string());
+        r.line(
+            Level::Warn,
+            "clock",
+            format!(
+                "reads {}, before this build was made ({}): it is wrong; enable NTP (timedatectl set-ntp true) or set it",
+                date(now),
+                date(built)
+            ),
+        );
     }
 }
 
@@ -148,7 +177,7 @@ async fn server(r: &mut Report, config: &Config) {
                 "server",
                 format!("{} answers (layout {})", config.oneshot.base_url, config.oneshot.generation.layout_name()),
             );
-            match date.map(|d| d.duration_since(SystemTime::now()).or_else(|e| Ok::<_, ()>(e.duration()))) {
+            match date.map(|d| d.duration_since(wall_now()).or_else(|e| Ok::<_, ()>(e.duration()))) {
                 Some(Ok(skew)) if skew > CLOCK_SKEW => r.line(
                     Level::Warn,
                     "clock",

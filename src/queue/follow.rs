@@ -132,15 +132,29 @@ impl Queue {
     }
 
     /// Enrollments in review whose next status read is due at `now_ms` (or was never planned),
-    /// with when they reached review.
+    /// with how long they have been in review (ms), as the clocks verifiably measured it
+    /// (`clock.rs`): a wall clock corrected forward does not end a review's following early.
     /// Enrollments that reached review at or after `fresh_after` (ms) are left out.
     /// A read planned more than `horizon_ms` ahead was planned by a clock that has since been
     /// corrected backwards: it is due now, not parked until the wall clock catches up.
     pub fn reviews_due(&self, now_ms: i64, fresh_after: i64, horizon_ms: i64) -> Result<Vec<(Job, i64)>, QueueError> {
+        self.reviews_due_at(now_ms, fresh_after, horizon_ms, &super::clock::Mark::now())
+    }
+
+    /// [`Self::reviews_due`] with the clocks at `now` (tests set them).
+    pub fn reviews_due_at(
+        &self,
+        now_ms: i64,
+        fresh_after: i64,
+        horizon_ms: i64,
+        now: &super::clock::Mark,
+    ) -> Result<Vec<(Job, i64)>, QueueError> {
+        self.account_waiting(now)?;
         let conn = self.conn();
         let mut stmt = conn.prepare_cached(
             "SELECT id, state, request_pk, videoid_pk, attempts, resends, orphan_scan, create_floor,
-                orphan_scan_next, COALESCE(review_since, updated_at) FROM enrollments
+                orphan_scan_next, MAX(0, COALESCE(waited_ms, 0) - COALESCE(waited_at_review, waited_ms, 0))
+             FROM enrollments
              WHERE state = 'in_review'
                 AND (next_review_at IS NULL OR (next_review_at >= 0 AND (next_review_at <= ?1 OR next_review_at > ?1 + ?3)))
                 AND COALESCE(review_since, 0) < ?2

@@ -276,6 +276,14 @@ impl Queue {
                 rule: "state changed underneath (retry or purge?)",
             });
         }
+        if to == State::InReview {
+            // The time in review is counted from here, in waited time (see `clock.rs`).
+            let waited = account_one(&tx, id, &super::clock::Mark::now())?;
+            tx.execute(
+                "UPDATE enrollments SET waited_at_review = COALESCE(waited_at_review, ?2) WHERE id = ?1",
+                params![id, waited],
+            )?;
+        }
         add_event(&tx, id, EventKind::Entered(to), detail)?;
         // A delivery: count it, with the size of the files it carried.
         let delivered = match to {
@@ -693,31 +701,27 @@ impl Queue {
 }
 
 impl Queue {
-    /// Adds to each waiting enrollment the time that verifiably passed since its last mark, and
-    /// marks it `now`. A row from before the marks starts from its wall-clock age, once.
-    fn account_waiting(&self, now: &super::clock::Mark) -> Result<(), QueueError> {
+    /// Adds to each enrollment still waiting (for review, or in review) the time that
+    /// verifiably passed since its last mark, and marks it `now`.
+    pub(super) fn account_waiting(&self, now: &super::clock::Mark) -> Result<(), QueueError> {
         let mut conn = self.conn();
         let tx = conn.transaction()?;
-        let rows: Vec<(String, Option<i64>, Option<String>, i64)> = {
+        let ids: Vec<String> = {
             let mut stmt = tx.prepare(
-                "SELECT id, waited_ms, waited_mark, created_at FROM enrollments
-                 WHERE erased_at IS NULL AND review_since IS NULL",
+                "SELECT id FROM enrollments
+                 WHERE (erased_at IS NULL AND review_since IS NULL) OR state = 'in_review'",
             )?;
-            let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))?;
+            let rows = stmt.query_map([], |r| r.get(0))?;
             rows.collect::<Result<_, _>>()?
         };
-        let mark = now.encode();
-        for (id, waited, last, created_at) in rows {
-            let waited = match (waited, last.as_deref().and_then(super::clock::Mark::decode)) {
-                (Some(waited), Some(last)) => waited + now.elapsed_since(&last),
-                (Some(waited), None) => waited,
-                (None, _) => (now.wall_ms - created_at).max(0),
-            };
-            tx.execute(
-                "UPDATE enrollments SET waited_ms = ?2, waited_mark = ?3 WHERE id = ?1",
-                params![id, waited, mark],
-            )?;
+        for id in ids {
+            account_one(&tx, &id, now)?;
         }
+        // In review since before this was recorded (an older version): counted from now on.
+        tx.execute(
+            "UPDATE enrollments SET waited_at_review = waited_ms WHERE state = 'in_review' AND waited_at_review IS NULL",
+            [],
+        )?;
         tx.commit()?;
         Ok(())
     }
@@ -731,4 +735,23 @@ impl Queue {
         )?;
         Ok(())
     }
+}
+
+/// Adds to one enrollment the time that verifiably passed since its last mark, marks it `now`
+/// and returns its whole wait. A row from before the marks starts from its wall-clock age, once.
+fn account_one(tx: &rusqlite::Transaction<'_>, id: &str, now: &super::clock::Mark) -> Result<i64, QueueError> {
+    let (waited, last, created_at): (Option<i64>, Option<String>, i64) =
+        tx.query_row("SELECT waited_ms, waited_mark, created_at FROM enrollments WHERE id = ?1", [id], |r| {
+            Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+        })?;
+    let waited = match (waited, last.as_deref().and_then(super::clock::Mark::decode)) {
+        (Some(waited), Some(last)) => waited + now.elapsed_since(&last),
+        (Some(waited), None) => waited,
+        (None, _) => (now.wall_ms - created_at).max(0),
+    };
+    tx.execute(
+        "UPDATE enrollments SET waited_ms = ?2, waited_mark = ?3 WHERE id = ?1",
+        params![id, waited, now.encode()],
+    )?;
+    Ok(waited)
 }

@@ -120,6 +120,10 @@ const MIGRATIONS: &[&str] = &[
     // `clock.rs`), which the retention policy counts instead of wall-clock dates.
     "ALTER TABLE enrollments ADD COLUMN waited_ms INTEGER;
     ALTER TABLE enrollments ADD COLUMN waited_mark TEXT;",
+    // 13: what had been waited when the enrollment reached review: the time in review (which
+    // decides how long a review is followed) is what was waited since, not a difference of
+    // wall-clock dates.
+    "ALTER TABLE enrollments ADD COLUMN waited_at_review INTEGER;",
 ];
 
 /// Brings the schema to the latest version inside one transaction.

@@ -737,6 +737,43 @@ fn retention_counts_waited_time_not_wall_clock_dates() {
     );
 }
 
+/// How long a review has been followed is waited time too: with the clock corrected 400 days
+/// ahead, or a reboot onto a clock 400 days on, the review still reads as an hour old (its
+/// following does not end early); 31 days of uptime do count.
+#[test]
+fn review_following_counts_waited_time_not_wall_clock_dates() {
+    use super::clock::Mark;
+    const DAY: i64 = 86_400_000;
+    let dir = tempfile::tempdir().unwrap();
+    let q = Queue::open(&storage(dir.path())).unwrap();
+    let id = q.enqueue(&enrollment(dir.path(), 1000)).unwrap();
+    q.conn().execute("UPDATE enrollments SET state = 'video_sent', request_pk = '45836' WHERE id = ?1", [&id]).unwrap();
+    q.advance(&id, State::VideoSent, State::InReview, "evidence complete").unwrap();
+    let reviewed = Mark::decode(
+        &q.conn()
+            .query_row("SELECT waited_mark FROM enrollments WHERE id = ?1", [&id], |r| r.get::<_, String>(0))
+            .unwrap(),
+    )
+    .expect("a mark on reaching review");
+    let in_review = |now: &Mark| -> i64 {
+        let due = q.reviews_due_at(i64::MAX, i64::MAX, i64::MAX, now).unwrap();
+        assert_eq!(due.len(), 1, "never planned: due");
+        due[0].1
+    };
+    let boot = reviewed.boot.clone();
+    let hour_later = Mark {
+        boot: boot.clone(),
+        since_boot_ms: reviewed.since_boot_ms + 3_600_000,
+        wall_ms: reviewed.wall_ms + 400 * DAY,
+    };
+    assert_eq!(in_review(&hour_later), 3_600_000, "the boot clock counts, not the corrected wall clock");
+    let after_jump =
+        Mark { boot: "another boot".into(), since_boot_ms: 1_000, wall_ms: hour_later.wall_ms + 400 * DAY };
+    assert_eq!(in_review(&after_jump), 3_600_000, "a reboot onto a clock 400 days on is unknown time");
+    let month = Mark { since_boot_ms: after_jump.since_boot_ms + 31 * DAY, ..after_jump.clone() };
+    assert_eq!(in_review(&month), 3_600_000 + 31 * DAY, "what was truly waited counts");
+}
+
 /// A purge never leaves a request on the server that nothing records: while a worker runs, an
 /// enrollment whose create may be in flight is not purged; otherwise the audit trail names the
 /// request the server keeps (or says one may exist).

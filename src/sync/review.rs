@@ -101,7 +101,7 @@ impl Worker {
         let horizon = 2 * self.config.sync.review_poll_late.as_millis() as i64;
         let due =
             blocking(&self.queue, move |q| q.reviews_due(until, if all { started } else { i64::MAX }, horizon)).await?;
-        for (job, since) in due {
+        for (job, in_review) in due {
             let Some(pk) = job.request_pk.clone() else { continue };
             // The read says where the enrollment now is; only one still in review is planned again.
             let still_in_review = match self.refresh(&job.id, &pk).await {
@@ -117,7 +117,7 @@ impl Worker {
                 }
             };
             if still_in_review {
-                let (id, next) = (job.id.clone(), self.next_review(since));
+                let (id, next) = (job.id.clone(), self.next_review(in_review));
                 blocking(&self.queue, move |q| q.schedule_review(&id, next)).await?;
             }
         }
@@ -126,10 +126,11 @@ impl Worker {
         Ok(next.map(|at| Duration::from_millis((at - now_ms()).max(0) as u64).min(self.config.sync.review_poll_late)))
     }
 
-    /// When the enrollment that reached review at `since` (ms) is read next, if at all.
-    fn next_review(&self, since: i64) -> Option<i64> {
+    /// When an enrollment that has been in review `in_review` ms (waited time, not a
+    /// difference of wall-clock dates) is read next, if at all.
+    fn next_review(&self, in_review: i64) -> Option<i64> {
         let now = now_ms();
-        let in_review = Duration::from_millis((now - since).max(0) as u64);
+        let in_review = Duration::from_millis(in_review.max(0) as u64);
         let sync = &self.config.sync;
         if in_review >= sync.review_follow {
             return None;

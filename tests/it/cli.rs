@@ -307,6 +307,19 @@ fn doctor_says_what_is_wrong_and_what_to_do() {
         "{report}"
     );
 
+    // A clock 400 days behind (a kiosk booted without its real-time clock): it reads before
+    // this build was made, and 400 days from the server's Date; warnings saying what to do.
+    let out =
+        env.cmd().env("KIOSK_AGENT_TEST_WALL_OFFSET_SECS", (-400 * 86_400).to_string()).arg("doctor").output().unwrap();
+    let report = String::from_utf8_lossy(&out.stdout);
+    assert_exit(&out, 1, &report);
+    let clock: Vec<&str> = report.lines().filter(|l| l.contains("clock")).collect();
+    assert!(
+        clock.iter().any(|l| l.starts_with("WARN") && l.contains("before this build") && l.contains("NTP")),
+        "{report}"
+    );
+    assert!(clock.iter().any(|l| l.starts_with("WARN") && l.contains("away from the server's")), "{report}");
+
     // Without the server: a failure naming what to check; exit 2.
     drop(sandbox);
     let out = env.run(&["doctor"]);
