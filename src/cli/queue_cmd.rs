@@ -44,8 +44,9 @@ pub enum QueueCommand {
         #[arg(long)]
         force: bool,
     },
-    /// Decrypt and hash-check every queued artifact now (what the daemon does at start); an
-    /// enrollment whose evidence is damaged or missing becomes `failed` and the exit is 4.
+    /// Decrypt and hash-check every queued artifact and every document waiting to be sent now
+    /// (the daemon checks the artifacts at start); an enrollment whose evidence is damaged or
+    /// missing becomes `failed`; a damaged document is named; either is exit 4.
     Verify,
     /// After a lost database: list what the encrypted spool holds (needs no database), and
     /// say the ways out.
@@ -129,7 +130,12 @@ pub fn run(config: &Config, command: QueueCommand) -> Result<ExitCode, Failure> 
             for id in &damaged {
                 say!("damaged: {id} (now failed; see `queue show {id}`)");
             }
-            if !damaged.is_empty() {
+            let documents = queue.verify_documents()?;
+            say!("verified the documents waiting to be sent: {} damaged", documents.len());
+            for (id, name, problem) in &documents {
+                say!("damaged: document {name} of {id}: {problem} (`document {id} delete-queued {name}` removes it)");
+            }
+            if !damaged.is_empty() || !documents.is_empty() {
                 return Ok(ExitCode::from(4));
             }
         }

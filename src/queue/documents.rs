@@ -301,6 +301,45 @@ impl Queue {
         Ok(file.to_owned())
     }
 
+    /// Verifies every document whose sealed copy is kept (not yet on the server): it must
+    /// decrypt (AEAD, chunk by chunk) and match its recorded size and SHA-256. Returns the ones
+    /// that do not, as (enrollment id, file name, what is wrong); changes nothing.
+    pub fn verify_documents(&self) -> Result<Vec<(String, String, String)>, QueueError> {
+        use sha2::Digest as _;
+        let kept: Vec<(String, String, String, i64, String, Vec<u8>)> = {
+            let conn = self.conn();
+            let mut stmt = conn.prepare(
+                "SELECT id, enrollment_id, file_name, size, sha256, wrapped_key FROM documents
+                 WHERE wrapped_key IS NOT NULL ORDER BY created_at",
+            )?;
+            let rows =
+                stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?)))?;
+            rows.collect::<rusqlite::Result<_>>()?
+        };
+        let mut damaged = Vec::new();
+        for (id, enrollment, name, size, sha256, wrapped) in kept {
+            let check = (|| -> Result<Option<String>, QueueError> {
+                let key = self.master.unwrap_key(&wrapped, id.as_bytes())?;
+                let mut reader = DecryptingReader::open(&key, aad(&id).as_bytes(), &self.document_path(&id))?;
+                let (mut hasher, mut read) = (sha2::Sha256::new(), 0u64);
+                while let Some(chunk) = reader.next_chunk()? {
+                    read += chunk.len() as u64;
+                    hasher.update(&chunk);
+                }
+                let found = hex::encode(hasher.finalize());
+                Ok((read != size as u64 || found != sha256)
+                    .then(|| format!("{read} bytes with SHA-256 {found}, expected {size} bytes {sha256}")))
+            })();
+            match check {
+                Ok(None) => {}
+                Ok(Some(mismatch)) => damaged.push((enrollment, name, mismatch)),
+                Err(e) if e.is_transient() => return Err(e),
+                Err(e) => damaged.push((enrollment, name, format!("cannot be read: {e}"))),
+            }
+        }
+        Ok(damaged)
+    }
+
     /// Marks documents as being sent (committed before the upload) and opens each for reading:
     /// the plaintext is decrypted (and verified) chunk by chunk as it is sent, never held whole.
     pub fn begin_document_upload(&self, doc_ids: &[String]) -> Result<Vec<OutgoingDocument>, QueueError> {

@@ -371,3 +371,58 @@ fn enrollments_queued_under_a_wrong_clock_are_delivered_once_it_is_corrected() {
         assert!(history.iter().any(|e| e["kind"] == "erased"), "{shown}");
     }
 }
+
+/// `queue verify` decrypts and hashes what waits to be sent, documents included: all intact is
+/// exit 0; a flipped byte in a queued document or in an artifact is exit 4 naming which.
+#[test]
+fn queue_verify_finds_a_damaged_document_and_a_damaged_artifact() {
+    let sandbox = Sandbox::start(0);
+    let env = Env::new(sandbox.addr.port());
+    // In review (documents wait there for the approval), then one more still to send.
+    let reviewed = env.enroll(&env.manifest("m0", "0", |_| {}));
+    assert_exit(&env.run(&["sync", "--once"]), 0, "the first is delivered");
+    let pdf = env.dir.path().join("contract.pdf");
+    std::fs::write(&pdf, b"%PDF-1.4\n% the service contract\n%%EOF\n").unwrap();
+    let out = env.run(&["document", &reviewed, "upload", pdf.to_str().unwrap()]);
+    assert_exit(&out, 0, &String::from_utf8_lossy(&out.stderr));
+    drop(sandbox);
+    let id = env.enroll(&env.manifest("m1", "1", |_| {}));
+    let out = env.run(&["queue", "verify"]);
+    let said = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert_exit(&out, 0, &said);
+    assert!(
+        said.contains("1 pending enrollment(s): 0 damaged") && said.contains("documents waiting to be sent: 0 damaged"),
+        "{said}"
+    );
+    let flip = |path: &std::path::Path| {
+        let mut bytes = std::fs::read(path).unwrap();
+        let middle = bytes.len() / 2;
+        bytes[middle] ^= 1;
+        std::fs::write(path, bytes).unwrap();
+    };
+    let documents: Vec<_> =
+        std::fs::read_dir(env.data_dir().join("documents")).unwrap().flatten().map(|e| e.path()).collect();
+    assert_eq!(documents.len(), 1, "{documents:?}");
+    flip(&documents[0]);
+    let out = env.run(&["queue", "verify"]);
+    let said = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert_exit(&out, 4, &said);
+    assert!(said.contains("damaged: document contract.pdf of") && said.contains(&reviewed), "{said}");
+    assert_eq!(env.show(&reviewed)["state"], "in_review", "a damaged document does not fail the enrollment: {said}");
+    flip(&documents[0]);
+    let video = std::fs::read_dir(env.data_dir().join("spool").join(&id))
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .max_by_key(|p| std::fs::metadata(p).unwrap().len())
+        .unwrap();
+    flip(&video);
+    let out = env.run(&["queue", "verify"]);
+    let said = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert_exit(&out, 4, &said);
+    assert!(
+        said.contains(&format!("damaged: {id}")) && said.contains("documents waiting to be sent: 0 damaged"),
+        "{said}"
+    );
+    assert_eq!(env.show(&id)["state"], "failed");
+}
