@@ -374,9 +374,11 @@ fn listing(dir: &Path) -> Vec<(PathBuf, u64)> {
     out
 }
 
-/// Runs `cmd`, killing it (and failing) after `limit`.
-fn run_bounded(mut cmd: Command, limit: Duration) -> (Option<i32>, String, String) {
-    let mut child = cmd.stdout(Stdio::piped()).stderr(Stdio::piped()).spawn_guarded();
+/// Runs `cmd`, killing it (and failing) after `limit`; its exit code, output and peak RSS.
+fn run_bounded(cmd: Command, limit: Duration) -> (Option<i32>, String, String, u64) {
+    let dir = tempfile::tempdir().unwrap();
+    let report = dir.path().join("maxrss");
+    let mut child = measured(&cmd, &report).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn_guarded();
     let started = Instant::now();
     while child.try_wait().unwrap().is_none() {
         if started.elapsed() > limit {
@@ -390,8 +392,12 @@ fn run_bounded(mut cmd: Command, limit: Duration) -> (Option<i32>, String, Strin
         out.status.code(),
         String::from_utf8_lossy(&out.stdout).into_owned(),
         String::from_utf8_lossy(&out.stderr).into_owned(),
+        peak_reported(&report, &cmd),
     )
 }
+
+/// The peak RSS any hostile input may take `enroll` to (the unit's `MemoryMax` is 512M).
+const MAX_PEAK: u64 = 256 << 20;
 
 #[test]
 fn every_hostile_input_is_refused_cleanly() {
@@ -403,6 +409,7 @@ fn every_hostile_input_is_refused_cleanly() {
     assert!(cases.len() >= 80, "the corpus has {} cases", cases.len());
     std::fs::write(env.dir.path().join("outside.jpg"), sample("front.jpg")).unwrap();
     let mut failures = Vec::new();
+    let mut peaks: Vec<(u64, &str)> = Vec::new();
     for (i, c) in cases.iter().enumerate() {
         let dir_name = format!("case{i}");
         let mut manifest = env.manifest(&dir_name, "", |m| {
@@ -419,9 +426,11 @@ fn every_hostile_input_is_refused_cleanly() {
         }
         let mut cmd = env.cmd();
         cmd.arg("enroll").arg(&manifest).args(c.args);
-        let (code, stdout, stderr) = run_bounded(cmd, Duration::from_secs(60));
+        let (code, stdout, stderr, peak) = run_bounded(cmd, Duration::from_secs(60));
+        peaks.push((peak, c.name));
         let problems: Vec<String> = [
             (code != Some(2)).then(|| format!("exit {code:?}")),
+            (peak > MAX_PEAK).then(|| format!("peak RSS {} MiB", peak >> 20)),
             (!stdout.is_empty()).then(|| format!("printed {stdout:?}")),
             stderr.contains("panicked").then(|| "panicked".to_owned()),
         ]
@@ -434,6 +443,15 @@ fn every_hostile_input_is_refused_cleanly() {
         }
         assert_eq!(listing(&env.data_dir()), before, "{}: the data directory changed", c.name);
     }
+    peaks.sort();
+    let (top, name) = peaks.last().copied().unwrap_or_default();
+    println!(
+        "hostile corpus: {} cases, peak RSS median {} MiB, highest {} MiB ({name}), limit {} MiB",
+        peaks.len(),
+        peaks[peaks.len() / 2].0 >> 20,
+        top >> 20,
+        MAX_PEAK >> 20
+    );
     assert!(failures.is_empty(), "{} of {} cases failed:\n{}", failures.len(), cases.len(), failures.join("\n"));
     assert_eq!(env.list().len(), 1, "only the good enrollment is queued");
 }

@@ -166,6 +166,7 @@ fn fifos_and_endless_devices_as_configured_files_are_refused_at_once() {
     let made = std::process::Command::new("mkfifo").arg("-m").arg("600").arg(&fifo).status().unwrap();
     assert!(made.success());
     let data = env.data_dir();
+    let mut highest = 0;
     for target in [fifo.to_str().unwrap(), "/dev/zero"] {
         let cases: Vec<(&str, String, Vec<&str>)> = vec![
             ("the configuration", String::new(), vec!["check-config"]),
@@ -201,15 +202,20 @@ fn fifos_and_endless_devices_as_configured_files_are_refused_at_once() {
                 cmd.arg("--config").arg(&env.config);
             }
             cmd.args(&args);
-            let out = run_within(&mut cmd, std::time::Duration::from_secs(20));
+            let report = env.dir.path().join("maxrss");
+            let out = run_within(&mut measured(&cmd, &report), std::time::Duration::from_secs(20));
             std::fs::write(&env.config, &original).unwrap();
             let out = out.unwrap_or_else(|| panic!("{key} = {target}: {args:?} hung"));
+            let peak = peak_reported(&report, &cmd);
+            assert!(peak <= 256 << 20, "{key} = {target}: peak RSS {} MiB", peak >> 20);
+            highest = highest.max(peak);
             let said = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
             assert_ne!(out.status.code(), Some(0), "{key} = {target}: {args:?} succeeded: {said}");
             assert!(out.status.code().is_some(), "{key} = {target}: killed by a signal: {said}");
             assert!(said.contains(target), "{key} = {target}: the file is not named: {said}");
         }
     }
+    println!("FIFOs and /dev/zero as configured files: 14 cases, highest peak RSS {} MiB", highest >> 20);
     assert!(data.exists());
 }
 

@@ -480,8 +480,16 @@ pub fn have(name: &str) -> bool {
 pub fn run_measuring_peak(cmd: &Command) -> (Ran, u64) {
     let dir = tempfile::tempdir().unwrap();
     let report = dir.path().join("maxrss");
+    let output = measured(cmd, &report)
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run /usr/bin/time (scripts/setup-debian test): {e}"));
+    (Ran::of(cmd, output), peak_reported(&report, cmd))
+}
+
+/// `cmd` run under GNU time, which writes the peak RSS it reaches (KiB) to `report`.
+pub fn measured(cmd: &Command, report: &Path) -> Command {
     let mut timed = Command::new("/usr/bin/time");
-    timed.arg("-f").arg("%M").arg("-o").arg(&report).arg(cmd.get_program()).args(cmd.get_args());
+    timed.arg("-f").arg("%M").arg("-o").arg(report).arg(cmd.get_program()).args(cmd.get_args());
     for (key, value) in cmd.get_envs() {
         match value {
             Some(v) => timed.env(key, v),
@@ -491,12 +499,16 @@ pub fn run_measuring_peak(cmd: &Command) -> (Ran, u64) {
     if let Some(dir) = cmd.get_current_dir() {
         timed.current_dir(dir);
     }
-    let output = timed.output().unwrap_or_else(|e| panic!("cannot run /usr/bin/time (scripts/setup-debian test): {e}"));
-    let kib: u64 = std::fs::read_to_string(&report)
+    timed
+}
+
+/// The peak RSS (bytes) GNU time wrote to `report` for `cmd`.
+pub fn peak_reported(report: &Path, cmd: &Command) -> u64 {
+    let kib: u64 = std::fs::read_to_string(report)
         .ok()
         .and_then(|t| t.lines().last().and_then(|l| l.trim().parse().ok()))
         .unwrap_or_else(|| panic!("GNU time wrote no peak for {:?}", cmd.get_program()));
-    (Ran::of(cmd, output), kib * 1024)
+    kib * 1024
 }
 
 /// Runs `cmd` with the reading end of its stdout closed before it writes anything (`cmd | head`
