@@ -82,6 +82,9 @@ pub struct SandboxState {
     pub broken_uploads: u64,
     pub requests: BTreeMap<u64, SandboxRequest>,
     pub creates: u64,
+    /// The request pk before the first one this server gives (a server started again must not
+    /// reuse the pks an earlier one gave to the same kiosk; `--first-request-pk`).
+    pub pk_base: u64,
     pub rules: Vec<Rule>,
     /// A header every API request must carry (name in lower case, value), like a gateway's key.
     pub required_header: Option<(String, String)>,
@@ -110,6 +113,7 @@ impl Default for SandboxState {
             broken_uploads: 0,
             requests: BTreeMap::new(),
             creates: 0,
+            pk_base: 45_835,
             rules: Vec::new(),
             required_header: None,
             billing: None,
@@ -186,7 +190,7 @@ impl SandboxState {
     /// A new request in `VIDEOPENDING`; pks start where the vendor's examples do.
     pub fn create(&mut self, email: &str, phone: &str) -> &SandboxRequest {
         self.creates += 1;
-        let request_pk = 45_835 + self.creates;
+        let request_pk = self.pk_base + self.creates;
         let videoid_pk = 136 + self.creates;
         self.emails.insert(request_pk, email.to_owned());
         self.phones.insert(request_pk, phone.to_owned());

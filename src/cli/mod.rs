@@ -93,6 +93,10 @@ pub enum Command {
         /// (`VALIDATED`, `VIDEOID_REFUSED`, `SIGNED` as request statuses).
         #[arg(long, value_name = "MODEL", default_value = "ra")]
         outcomes: String,
+        /// The first request pk to give (a sandbox started again for the same kiosk must not
+        /// give the pks an earlier one gave).
+        #[arg(long, value_name = "PK", default_value_t = 45_836, value_parser = clap::value_parser!(u64).range(1..))]
+        first_request_pk: u64,
     },
     /// Validate an enrollment manifest and queue it; prints the enrollment id.
     Enroll {
@@ -267,6 +271,7 @@ pub fn main() -> Result<ExitCode, Failure> {
             otp_interval,
             webhook,
             outcomes,
+            first_request_pk,
         } => {
             let outcomes: kiosk_sandbox::Outcomes =
                 outcomes.parse().map_err(|e: String| Failure::bad_input(anyhow::anyhow!(e)))?;
@@ -282,8 +287,16 @@ pub fn main() -> Result<ExitCode, Failure> {
             if let Some(url) = &webhook {
                 url::Url::parse(url).map_err(|e| Failure::bad_input(anyhow::anyhow!("--webhook: {e}")))?;
             }
-            let setup =
-                SandboxSetup { require_header, faults, billing, control_token, otp_interval, webhook, outcomes };
+            let setup = SandboxSetup {
+                require_header,
+                faults,
+                billing,
+                control_token,
+                otp_interval,
+                webhook,
+                outcomes,
+                first_request_pk,
+            };
             runtime()?.block_on(sandbox(&listen, setup))
         }
         Command::Enroll { manifest, allow_outside } => {
@@ -575,6 +588,7 @@ struct SandboxSetup {
     otp_interval: std::time::Duration,
     webhook: Option<String>,
     outcomes: kiosk_sandbox::Outcomes,
+    first_request_pk: u64,
 }
 
 async fn sandbox(listen: &str, setup: SandboxSetup) -> Result<ExitCode, Failure> {
@@ -615,6 +629,7 @@ async fn sandbox(listen: &str, setup: SandboxSetup) -> Result<ExitCode, Failure>
         st.control_token = setup.control_token;
         st.signing.otp_interval = Some(setup.otp_interval);
         st.outcomes = setup.outcomes;
+        st.pk_base = setup.first_request_pk - 1;
     }
     if let Some(url) = setup.webhook {
         tokio::spawn(kiosk_sandbox::webhooks::run(state.clone(), url));
