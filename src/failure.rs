@@ -64,16 +64,19 @@ impl<E: Into<anyhow::Error>> From<E> for Failure {
                 Some(QueueError::Io { error, .. }) => Some(error),
                 _ => None,
             });
+            // SQLite says "full" for its database and WAL; growing its shared-memory file on a
+            // full disk is an I/O error of its own (SQLITE_IOERR_SHMSIZE).
             let sqlite_full = matches!(
                 c.downcast_ref::<QueueError>(),
                 Some(QueueError::Sqlite(e)) if e.sqlite_error_code() == Some(rusqlite::ErrorCode::DiskFull)
+                    || e.sqlite_error().is_some_and(|e| e.extended_code == SQLITE_IOERR_SHMSIZE)
             );
             sqlite_full
                 || io.is_some_and(|e| e.kind() == std::io::ErrorKind::StorageFull || e.raw_os_error() == Some(28))
         });
         if full && !damaged {
             let error = error.context(
-                "no space left on the data directory's file system; nothing was queued (free some room and try again)",
+                "no space left on the data directory's file system; nothing was changed (free some room and try again)",
             );
             return Failure { code: 2, error };
         }
@@ -87,3 +90,6 @@ impl<E: Into<anyhow::Error>> From<E> for Failure {
         Failure { code, error }
     }
 }
+
+/// SQLite's extended code for a shared-memory file it could not grow (`SQLITE_IOERR_SHMSIZE`).
+const SQLITE_IOERR_SHMSIZE: std::os::raw::c_int = 4874;

@@ -29,6 +29,10 @@ use crate::oneshot::{OneShotError, RequestIds, RequestStatus};
 use crate::queue::counters::Class;
 use crate::queue::{now_ms, Job, QueueError, State};
 
+/// Free space a create needs on the data directory's file system: its answer, the events and
+/// the next steps' records, with the WAL's growth.
+const CREATE_RESERVE: u64 = 1 << 20;
+
 /// How a worker task ended for one enrollment.
 #[derive(Debug)]
 pub enum Result {
@@ -257,6 +261,7 @@ impl Worker {
     async fn step(self: &Arc<Self>, job: &mut Job, resumed: bool) -> std::result::Result<bool, StepError> {
         match job.state {
             State::Queued => {
+                self.room_for_a_create()?;
                 let id = job.id.clone();
                 job.create_floor = blocking(&self.queue, move |q| q.begin_create(&id)).await?;
                 job.state = State::Creating;
@@ -371,6 +376,26 @@ impl Worker {
         let what = if action(status) == Action::Unknown { "is unknown" } else { "does not confirm the uploads yet" };
         StepError::Poll {
             why: format!("server status {status} {what}; polling for up to {}", humantime::format_duration(limit)),
+        }
+    }
+
+    /// A create is sent only with room on the disk to record its answer: a request pk the
+    /// server gave that could not be stored would make the next attempt create another (the
+    /// first then only a possible orphan to look for).
+    fn room_for_a_create(&self) -> std::result::Result<(), QueueError> {
+        let dir = self.queue.dir();
+        match crate::fsutil::available_bytes(dir) {
+            Ok(free) if free < CREATE_RESERVE => Err(QueueError::Io {
+                path: dir.to_owned(),
+                error: std::io::Error::new(
+                    std::io::ErrorKind::StorageFull,
+                    format!(
+                        "{free} bytes free, under the {CREATE_RESERVE} a create needs to record its answer; \
+                         no request is created until there is room"
+                    ),
+                ),
+            }),
+            _ => Ok(()),
         }
     }
 

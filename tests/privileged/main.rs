@@ -47,6 +47,11 @@ const TESTS: &[Needs] = &[
         run: full_disk::a_full_disk_during_enroll_is_exit_2_and_leaves_nothing,
     },
     Needs {
+        name: "full_disk::a_full_disk_during_sync_never_leaves_an_unrecorded_request",
+        can_run: full_disk::can_run,
+        run: full_disk::a_full_disk_during_sync_never_leaves_an_unrecorded_request,
+    },
+    Needs {
         name: "ownership::a_key_owned_by_another_user_is_refused_naming_its_owner",
         can_run: ownership::can_run,
         run: ownership::a_key_owned_by_another_user_is_refused_naming_its_owner,
