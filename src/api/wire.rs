@@ -200,6 +200,11 @@ pub struct EnrollmentRequest {
     /// 0-100 (the old generation also takes `low`, `medium`, `high`).
     #[schema(value_type = Option<Object>)]
     pub similarity_level: Option<serde_json::Value>,
+    /// Who made each claim about the customer: for every security check given and
+    /// `similarity_level`, `"operator"` or `"software:NAME"` (the kiosk's verification
+    /// software). Recorded in the signed capture manifest and the audit trail, not sent.
+    #[schema(value_type = Option<std::collections::BTreeMap<String, String>>)]
+    pub claims_source: Option<serde_json::Value>,
     /// `document_front`, `document_rear`, `document_photo`, `selfie`: each an [`EvidenceFile`].
     pub images: std::collections::BTreeMap<String, EvidenceFile>,
     pub video: EvidenceFile,

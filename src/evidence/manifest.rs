@@ -18,8 +18,20 @@ use oneshot_protocol::{Generation, Slot};
 
 /// The image slots of `videoid_data.images`, in the order they are sent.
 pub const IMAGE_NAMES: [&str; 4] = Slot::NAMES;
-const TOP_LEVEL_KEYS: [&str; 8] =
-    ["customer", "acceptance", "ocr_data", "security_checks", "similarity_level", "images", "video", "capture"];
+const TOP_LEVEL_KEYS: [&str; 9] = [
+    "customer",
+    "acceptance",
+    "ocr_data",
+    "security_checks",
+    "similarity_level",
+    "claims_source",
+    "images",
+    "video",
+    "capture",
+];
+/// Who made a claim about the customer: the operator, or named verification software.
+const OPERATOR: &str = "operator";
+const SOFTWARE_PREFIX: &str = "software:";
 /// What `capture` may describe: each image slot and the video.
 const CAPTURED: [&str; 5] = [Slot::NAMES[0], Slot::NAMES[1], Slot::NAMES[2], Slot::NAMES[3], "video"];
 const DOCUMENT_TYPES: [&str; 4] = ["IDC", "PAS", "PNO", "TIN"];
@@ -122,6 +134,10 @@ pub struct Enrollment {
     /// The kiosk's capture metadata per artifact (camera, mode, timestamps, quality scores and
     /// verdicts), as given; it goes into the signed capture manifest, never to the API as such.
     pub capture: Map<String, Value>,
+    /// Who made each claim about the customer (each security check, the similarity level):
+    /// `operator` or `software:NAME`; empty when the manifest does not say. Recorded in the
+    /// signed capture manifest and the audit trail, never sent to the server.
+    pub claims_source: Map<String, Value>,
 }
 
 /// Reads and validates the manifest at `path`; artifact paths are relative to its directory.
@@ -455,6 +471,8 @@ fn validate_value(
         }
     }
 
+    let claims_source = claims_source(&mut c, root.get("claims_source"), security_checks.as_ref());
+
     match (customer, acceptance, ocr_data, security_checks, similarity_level, video, capture) {
         (
             Some(customer),
@@ -469,9 +487,34 @@ fn validate_value(
             images,
             video,
             capture,
+            claims_source,
         }),
         _ => Err(EvidenceError::Invalid(c.violations)),
     }
+}
+
+/// `claims_source`, optional: who made each claim. When given, it names the source of every
+/// security check given and of the similarity level, each `operator` or `software:NAME`, and
+/// nothing else: a claim with no stated source is not accepted beside ones that have one.
+fn claims_source(c: &mut Checker, value: Option<&Value>, checks: Option<&Map<String, Value>>) -> Map<String, Value> {
+    let Some(value) = value else { return Map::new() };
+    let Some(sources) = c.object(Some(value), "claims_source").cloned() else { return Map::new() };
+    let claims: Vec<String> =
+        checks.into_iter().flat_map(|m| m.keys().cloned()).chain(["similarity_level".to_owned()]).collect();
+    c.reject_unknown(&sources, &claims.iter().map(String::as_str).collect::<Vec<_>>(), "claims_source");
+    for claim in &claims {
+        let field = format!("claims_source.{claim}");
+        match sources.get(claim) {
+            None => c.fail(field, "is required: say who made this claim (\"operator\" or \"software:NAME\")"),
+            Some(Value::String(s)) if s == OPERATOR => {}
+            Some(Value::String(s))
+                if s.strip_prefix(SOFTWARE_PREFIX).is_some_and(|name| {
+                    !name.trim().is_empty() && name.chars().count() <= 100 && !name.chars().any(char::is_control)
+                }) => {}
+            Some(_) => c.fail(field, "must be \"operator\" or \"software:NAME\" (a name of 1 to 100 characters)"),
+        }
+    }
+    sources
 }
 
 /// E.164: a plus sign, a non-zero first digit, at most 15 digits in all (at least 8 here, as no

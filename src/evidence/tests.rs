@@ -358,3 +358,43 @@ fn an_image_bomb_is_refused_by_its_header_before_decoding() {
     // The same picture declared at its true size is fine: only the declared size was refused.
     assert!(media::clean_image(&jpeg(320, 200), MediaKind::Jpeg, "document_front", 40_000_000).is_ok());
 }
+
+/// Who made each claim about the customer is optional, but when given it covers every check
+/// and the similarity level, each `operator` or `software:NAME`; it is kept beside the evidence.
+#[test]
+fn claims_name_their_source_or_none_at_all() {
+    let sources = json!({"liveliness": "operator", "documents_match": "software:FaceCheck 2.1",
+                         "vendor_score": "software:FaceCheck 2.1", "similarity_level": "software:FaceCheck 2.1"});
+    let (_d, path) = fixture(|m| m["claims_source"] = sources.clone());
+    let e = validate(&path, &limits()).unwrap();
+    assert_eq!(Value::Object(e.claims_source), sources);
+    let (_d, path) = fixture(|_| {});
+    assert!(validate(&path, &limits()).unwrap().claims_source.is_empty(), "not stated");
+    check(
+        |m| {
+            m["claims_source"] =
+                json!({"liveliness": "operator", "documents_match": "operator", "vendor_score": "operator"})
+        },
+        "claims_source.similarity_level",
+        "say who made this claim",
+    );
+    check(
+        |m| m["claims_source"] = json!({"liveliness": "me", "documents_match": "operator", "vendor_score": "operator", "similarity_level": "operator"}),
+        "claims_source.liveliness",
+        "\"operator\" or \"software:NAME\"",
+    );
+    check(
+        |m| m["claims_source"] = json!({"liveliness": "software: ", "documents_match": "operator", "vendor_score": "operator", "similarity_level": "operator"}),
+        "claims_source.liveliness",
+        "a name of 1 to 100 characters",
+    );
+    check(
+        |m| {
+            m["claims_source"] = json!({"liveliness": "operator", "documents_match": "operator", "vendor_score": "operator",
+                                        "similarity_level": "operator", "otp_validation": "operator"})
+        },
+        "claims_source.otp_validation",
+        "unknown key",
+    );
+    check(|m| m["claims_source"] = json!("operator"), "claims_source", "must be a JSON object");
+}

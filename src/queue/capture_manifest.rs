@@ -65,6 +65,8 @@ pub fn sign(id: &str, enrollment: &Enrollment, rows: &[Row<'_>], queued_at_ms: i
         "agent_version": env!("CARGO_PKG_VERSION"),
         "queued_at_ms": queued_at_ms,
         "artifacts": artifacts,
+        // Who made each claim about the customer (`{}`: the manifest did not say).
+        "claims_source": enrollment.claims_source,
     });
     let json = serde_json::to_string(&manifest).expect("JSON values serialize");
     SignedManifest { signature: key.sign_hex(json.as_bytes()), public_key: key.public_key_hex(), json }

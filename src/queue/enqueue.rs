@@ -127,6 +127,7 @@ impl Queue {
             EventKind::Entered(State::Queued),
             &format!("{} artifacts, {} bytes", rows.len(), rows.iter().map(|r| r.2).sum::<u64>()),
         )?;
+        super::audit::append(&tx, Some(id), &claims_record(&e.claims_source))?;
         tx.commit()?;
         Ok(())
     }
@@ -171,4 +172,15 @@ impl<R: std::io::Read> std::io::Read for Counted<'_, R> {
         (self.progress)(self.done);
         Ok(n)
     }
+}
+
+/// The audit record of who made the claims about the customer, e.g. `claims: documents_match by
+/// operator, liveliness by software:FaceCheck 2, similarity_level by software:FaceCheck 2`.
+fn claims_record(sources: &serde_json::Map<String, serde_json::Value>) -> String {
+    if sources.is_empty() {
+        return "claims: sources not stated".to_owned();
+    }
+    let each: Vec<String> =
+        sources.iter().map(|(claim, by)| format!("{claim} by {}", by.as_str().unwrap_or("?"))).collect();
+    format!("claims: {}", each.join(", "))
 }

@@ -56,6 +56,7 @@ fn enrollment(dir: &Path, video_len: usize) -> Enrollment {
             media: serde_json::json!({"codec": "h264"}),
         },
         capture: serde_json::Map::new(),
+        claims_source: serde_json::Map::new(),
     }
 }
 
