@@ -8,14 +8,51 @@ let recordingId = null;    // a finished recording's id
 const STEPS = ["queued", "creating", "created", "evidences_sent", "video_sent", "in_review"];
 
 // Every request is same-origin and, when it changes something, JSON: the API refuses anything
-// else (a page of another origin cannot send either).
-async function api(method, path, body) {
+// else (a page of another origin cannot send either). Every request has a time limit; one that
+// gets no answer reads as status 0 with a message for people, and marks the agent as down.
+async function api(method, path, body, timeoutMs) {
   const init = { method, headers: {}, credentials: "same-origin" };
   if (method !== "GET") { init.headers["content-type"] = "application/json"; init.body = JSON.stringify(body === undefined ? {} : body); }
-  const r = await fetch(path, init);
-  const data = await r.json().catch(() => null);
-  if (r.status === 401) { openLogin(); }
-  return { status: r.status, data };
+  const abort = new AbortController();
+  const timer = setTimeout(() => abort.abort(), timeoutMs || 15000);
+  init.signal = abort.signal;
+  try {
+    const r = await fetch(path, init);
+    const data = await r.json().catch(() => null);
+    agentUp();
+    if (r.status === 401) { openLogin(); }
+    return { status: r.status, data };
+  } catch (err) {
+    agentDown();
+    return { status: 0, data: { message: "The agent did not answer. Check that kiosk-agent is running; this page reconnects by itself." } };
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
+// The agent's own state in the banner, apart from the server link: a status read every 2 s is
+// its heartbeat; missing one says "not responding" with the time, and its return brings the
+// previews, the queue and the event stream back.
+let agentDownSince = null;
+let events = null;
+function agentDown() {
+  if (agentDownSince) return;
+  agentDownSince = new Date();
+  $("agent").textContent = "agent not responding since " + agentDownSince.toLocaleTimeString();
+  $("agent").className = "down";
+}
+function agentUp() {
+  if (!agentDownSince) { $("agent").textContent = "agent: connected"; $("agent").className = ""; return; }
+  agentDownSince = null;
+  $("agent").textContent = "agent: connected";
+  $("agent").className = "";
+  startPreviews();
+  refreshQueue();
+  if (!events || events.readyState === EventSource.CLOSED) listen();
+}
+async function heartbeat() {
+  const r = await api("GET", "/v1/status", undefined, 2000);
+  if (r.status === 200) showStatus(r.data);
 }
 
 function openLogin() { $("login").classList.add("open"); $("token").focus(); }
@@ -35,14 +72,55 @@ $("logout").addEventListener("click", async () => {
   location.reload();
 });
 
+// Each preview has a watchdog: a stream that errors, or whose picture has not changed for 2 s,
+// gets an overlay "camera reconnecting…" and is opened again, waiting 1, 2, 4 then 8 s between
+// tries, until frames move again (a capture service that restarted, a camera replugged).
+const previews = {};
 function startPreviews() {
-  for (const role of ["document", "face"]) { $("preview-" + role).src = "/v1/cameras/" + role + "/preview.mjpg"; }
+  for (const role of ["document", "face"]) {
+    const p = previews[role] || (previews[role] = watch(role));
+    p.open();
+  }
+}
+function watch(role) {
+  const img = $("preview-" + role), overlay = $("overlay-" + role);
+  const canvas = document.createElement("canvas");
+  canvas.width = 16; canvas.height = 12;
+  const ctx = canvas.getContext("2d", { willReadFrequently: true });
+  const p = { last: null, still: 0, backoff: 1000, retryAt: 0 };
+  p.open = () => { img.src = "/v1/cameras/" + role + "/preview.mjpg?t=" + Date.now(); p.still = 0; p.last = null; };
+  const lost = () => {
+    overlay.hidden = false;
+    if (Date.now() < p.retryAt) return;
+    p.retryAt = Date.now() + p.backoff;
+    p.backoff = Math.min(p.backoff * 2, 8000);
+    p.open();
+  };
+  img.addEventListener("error", lost);
+  setInterval(() => {
+    if (agentDownSince || $("login").classList.contains("open")) return;
+    let sum = null;
+    try {
+      if (img.naturalWidth > 0) {
+        ctx.drawImage(img, 0, 0, 16, 12);
+        sum = ctx.getImageData(0, 0, 16, 12).data.join(",");
+      }
+    } catch (e) { sum = null; }
+    if (sum !== null && sum !== p.last) {
+      p.last = sum; p.still = 0; p.backoff = 1000; overlay.hidden = true;
+    } else if (++p.still >= 2) {
+      lost();
+    }
+  }, 1000);
+  return p;
 }
 
 async function refreshStatus() {
   const r = await api("GET", "/v1/status");
-  if (r.status !== 200) return;
-  const s = r.data;
+  if (r.status === 200) showStatus(r.data);
+}
+
+function showStatus(s) {
   $("banner").classList.toggle("offline", !s.online);
   $("link").textContent = s.online ? "online" : "OFFLINE — evidence is kept and sent later";
   $("pending").textContent = "pending: " + s.pending;
@@ -79,7 +157,8 @@ async function refreshQueue() {
 }
 
 function listen() {
-  const events = new EventSource("/v1/events");
+  events = new EventSource("/v1/events");
+  events.onerror = () => { if (events.readyState === EventSource.CLOSED) agentDown(); };
   events.onmessage = (m) => {
     const e = JSON.parse(m.data);
     if (e.type === "enrollment") { renderRow(e); refreshStatus(); }
@@ -118,9 +197,10 @@ for (const shot of document.querySelectorAll(".shot:not(.cut)")) {
     button.disabled = true;
     const verdict = shot.querySelector(".verdict");
     verdict.textContent = "capturing…";
-    const r = await api("POST", "/v1/captures/still", { role: shot.dataset.role, kind: shot.dataset.slot });
+    verdict.className = "verdict";
+    const r = await api("POST", "/v1/captures/still", { role: shot.dataset.role, kind: shot.dataset.slot }, 30000);
     button.disabled = false;
-    if (r.status !== 200) { verdict.textContent = (r.data && r.data.message) || "capture failed"; verdict.className = "verdict retake"; return; }
+    if (r.status !== 200) { verdict.textContent = (r.data && r.data.message) || "The capture failed; try again."; verdict.className = "verdict retake"; return; }
     const img = shot.querySelector("img");
     // A retake is not kept by the capture service: only a still that passed has a thumbnail.
     if (r.data.thumbnail) img.src = r.data.thumbnail; else img.removeAttribute("src");
@@ -173,6 +253,70 @@ async function stopRecording() {
 }
 $("stop").addEventListener("click", stopRecording);
 
+// Claims about the customer come from their source: the operator answers each check (nothing
+// is preset), or the kiosk's verification software's JSON, pasted, fills and locks them. The
+// source of each goes with the enrollment (`claims_source`) into its signed capture manifest
+// and the audit trail.
+const OCR_FIELDS = { given_name: "given_name", surname_1: "surname_1", surname_2: "surname_2",
+  serial_number: "serial_number", id_document_type: "doc_type", id_document_country: "doc_country" };
+const CHECKS = ["liveliness", "documents_match"];
+let pasted = { ocr: {}, checksBy: null };
+
+function radio(name) {
+  const chosen = document.querySelector('input[name="' + name + '"]:checked');
+  return chosen ? chosen.value === "true" : null;
+}
+
+function unlockAll() {
+  for (const el of document.querySelectorAll("#customer .locked")) { el.readOnly = false; el.disabled = false; el.classList.remove("locked"); }
+  for (const el of document.querySelectorAll('#claims input[type="radio"]')) el.disabled = false;
+  $("similarity").readOnly = false;
+  $("claims-source").textContent = "Stated by: the operator";
+}
+
+function readPasted() {
+  const text = $("ocr_json").value.trim();
+  unlockAll();
+  pasted = { ocr: {}, checksBy: null };
+  if (!text) { $("ocr-note").textContent = ""; return true; }
+  let json;
+  try { json = JSON.parse(text); } catch (e) { $("ocr-note").textContent = "Not valid JSON yet: nothing was filled."; return false; }
+  if (!json || typeof json !== "object" || Array.isArray(json)) { $("ocr-note").textContent = "The JSON must be an object."; return false; }
+  const ocr = json.ocr_data && typeof json.ocr_data === "object" ? json.ocr_data : json;
+  const filled = [];
+  for (const [key, value] of Object.entries(ocr)) {
+    if (["security_checks", "similarity_level", "software", "ocr_data"].includes(key)) continue;
+    pasted.ocr[key] = value;
+    const el = OCR_FIELDS[key] && $(OCR_FIELDS[key]);
+    if (el && (typeof value === "string" || typeof value === "number")) {
+      el.value = String(value); el.classList.add("locked");
+      if (el.tagName === "SELECT") el.disabled = true; else el.readOnly = true;
+      filled.push(key);
+    }
+  }
+  const checks = json.security_checks && typeof json.security_checks === "object" ? json.security_checks : null;
+  if (checks || json.similarity_level !== undefined) {
+    pasted.checksBy = "software:" + (typeof json.software === "string" && json.software.trim() ? json.software.trim() : "kiosk verification");
+    for (const name of CHECKS) {
+      if (typeof (checks || {})[name] !== "boolean") continue;
+      for (const el of document.querySelectorAll('input[name="' + name + '"]')) { el.checked = el.value === String(checks[name]); el.disabled = true; }
+      filled.push(name);
+    }
+    if (Number.isInteger(json.similarity_level)) { $("similarity").value = json.similarity_level; $("similarity").readOnly = true; filled.push("similarity_level"); }
+    $("claims-source").textContent = "Stated by: " + pasted.checksBy;
+  }
+  $("ocr-note").textContent = filled.length ? "Filled and locked from the JSON: " + filled.join(", ") + "." : "The JSON names no field of this form.";
+  return true;
+}
+$("ocr_json").addEventListener("input", readPasted);
+
+// A claim's source: the software for what its JSON gave, the operator for the rest.
+function sourceOf(name) {
+  const locked = name === "similarity_level" ? $("similarity").readOnly
+    : [...document.querySelectorAll('input[name="' + name + '"]')].some((el) => el.disabled);
+  return locked && pasted.checksBy ? pasted.checksBy : "operator";
+}
+
 function manifest() {
   let ocr = {
     given_name: $("given_name").value, surname_1: $("surname_1").value,
@@ -180,15 +324,18 @@ function manifest() {
     id_document_country: $("doc_country").value.toUpperCase(),
   };
   if ($("surname_2").value) ocr.surname_2 = $("surname_2").value;
-  if ($("ocr_json").value.trim()) ocr = Object.assign(ocr, JSON.parse($("ocr_json").value));
+  ocr = Object.assign(ocr, pasted.ocr);
   const images = {};
   for (const [slot, id] of Object.entries(captures)) images[slot] = { capture: id };
+  const security_checks = {}, claims_source = { similarity_level: sourceOf("similarity_level") };
+  for (const name of CHECKS) { security_checks[name] = radio(name); claims_source[name] = sourceOf(name); }
   return {
     customer: { mobile_phone_number: $("phone").value.trim(), email: $("email").value.trim() },
     acceptance: { description: "The customer accepts the terms and the privacy policy", date: Date.now(), "user-agent": "kiosk-agent operator page" },
     ocr_data: ocr,
-    security_checks: { liveliness: $("liveliness").checked, documents_match: $("documents_match").checked },
+    security_checks,
     similarity_level: Number($("similarity").value),
+    claims_source,
     images,
     video: recordingId ? { recording: recordingId } : undefined,
   };
@@ -196,11 +343,12 @@ function manifest() {
 
 $("customer").addEventListener("submit", async (e) => {
   e.preventDefault();
-  let body;
-  try { body = manifest(); } catch (err) { $("message").textContent = "The OCR JSON is not valid JSON."; return; }
+  if (!readPasted()) { $("message").textContent = "The OCR JSON is not valid JSON: correct it or clear it."; return; }
+  if (CHECKS.some((name) => radio(name) === null)) { $("message").textContent = "Answer each check: nothing is assumed about the customer."; return; }
+  const body = manifest();
   $("submit").disabled = true;
   $("message").textContent = "Submitting…";
-  const r = await api("POST", "/v1/enrollments", body);
+  const r = await api("POST", "/v1/enrollments", body, 120000);
   $("submit").disabled = false;
   if (r.status === 202) {
     $("message").textContent = "Queued: " + r.data.id.slice(0, 8) + ". The evidence is stored encrypted and sent when online.";
@@ -214,6 +362,9 @@ $("customer").addEventListener("submit", async (e) => {
 
 function clearAll() {
   $("customer").reset();
+  unlockAll();
+  pasted = { ocr: {}, checksBy: null };
+  $("ocr-note").textContent = "";
   for (const k of Object.keys(captures)) delete captures[k];
   recordingId = null;
   $("video-result").textContent = "";
@@ -226,13 +377,14 @@ function clearAll() {
   }
 }
 
+let started = false;
 async function start() {
   const r = await api("GET", "/v1/status");
   if (r.status === 401) return;
+  if (r.status === 200) showStatus(r.data);
   startPreviews();
-  refreshStatus();
   refreshQueue();
   listen();
-  setInterval(refreshStatus, 5000);
+  if (!started) { started = true; setInterval(heartbeat, 2000); }
 }
 start();

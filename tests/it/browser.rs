@@ -105,6 +105,7 @@ fn an_operator_enrolls_a_customer_from_the_page() {
     let sandbox = Sandbox::start(0);
     let d = start(sandbox.addr.port(), "");
     let shots = screenshots();
+    let mut queued_prefix = String::new();
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
     rt.block_on(async {
         let (client, _driver) = chromium(&d.env.dir.path().join("chrome"), &[]).await;
@@ -157,7 +158,55 @@ fn an_operator_enrolls_a_customer_from_the_page() {
         .await;
         assert!(h > w && w > 0, "the photo is a portrait cut from the front, {w}x{h}");
 
-        // The customer's data.
+        // No claim about the customer is preset: each check unanswered, no similarity.
+        let preset = client
+            .execute(
+                "return [document.querySelectorAll('#claims input[type=radio]:checked').length, \
+                 document.getElementById('similarity').value, document.getElementById('customer').checkValidity()]",
+                vec![],
+            )
+            .await
+            .unwrap();
+        assert_eq!(preset, json!([0, "", false]), "no check answered, no similarity, the form not submittable");
+        // The verification software's JSON, pasted, fills and locks what it gives and says so;
+        // cleared, the form is the operator's again.
+        let pasted = r#"{"ocr_data": {"given_name": "Ana", "serial_number": "12345678Z"}, "security_checks": {"liveliness": true}, "similarity_level": 91, "software": "FaceCheck 2"}"#;
+        client.find(Locator::Id("ocr_json")).await.unwrap().send_keys(pasted).await.unwrap();
+        let locked = client
+            .execute(
+                "const $ = (id) => document.getElementById(id); \
+                 return [$('given_name').value, $('given_name').readOnly, $('similarity').value, $('similarity').readOnly, \
+                 document.querySelector('input[name=liveliness][value=true]').checked, \
+                 document.querySelector('input[name=liveliness]').disabled, \
+                 document.querySelector('input[name=documents_match]').disabled, $('claims-source').textContent]",
+                vec![],
+            )
+            .await
+            .unwrap();
+        assert_eq!(
+            locked,
+            json!(["Ana", true, "91", true, true, true, false, "Stated by: software:FaceCheck 2"]),
+            "what the JSON gives is filled and locked, the rest left to the operator"
+        );
+        client.find(Locator::Id("ocr_json")).await.unwrap().clear().await.unwrap();
+        client.execute("document.getElementById('ocr_json').dispatchEvent(new Event('input'))", vec![]).await.unwrap();
+        client.find(Locator::Id("given_name")).await.unwrap().clear().await.unwrap();
+        client.find(Locator::Id("similarity")).await.unwrap().clear().await.unwrap();
+        let unlocked = client
+            .execute(
+                "return [document.getElementById('given_name').readOnly, \
+                 document.querySelectorAll('#claims input[type=radio]:disabled').length]",
+                vec![],
+            )
+            .await
+            .unwrap();
+        assert_eq!(unlocked, json!([false, 0]), "cleared, nothing stays locked");
+
+        // The customer's data, and the operator's answers to the checks.
+        for selector in ["input[name=liveliness][value=true]", "input[name=documents_match][value=true]"] {
+            client.find(Locator::Css(selector)).await.unwrap().click().await.unwrap();
+        }
+        client.find(Locator::Id("similarity")).await.unwrap().send_keys("88").await.unwrap();
         for (id, value) in [
             ("phone", "+34699999999"),
             ("email", "ana.garcia@example.com"),
@@ -194,6 +243,7 @@ fn an_operator_enrolls_a_customer_from_the_page() {
         })
         .await;
         let prefix = message.trim_start_matches("Queued: ").split('.').next().unwrap().to_owned();
+        queued_prefix = prefix.clone();
         until(Duration::from_secs(60), "the row in review", || async {
             let rows = client.find_all(Locator::Css("#queue tr")).await.ok()?;
             for row in rows {
@@ -219,6 +269,24 @@ fn an_operator_enrolls_a_customer_from_the_page() {
         assert_eq!(left, json!([0, 0, "", 0]), "storage, form and thumbnails are cleared");
         client.close().await.unwrap();
     });
+    // Who made each claim is recorded with the evidence: the signed capture manifest says the
+    // operator, and so does the audit trail.
+    let listed = d.env.list();
+    let id = listed
+        .iter()
+        .filter_map(|e| e["id"].as_str())
+        .find(|id| id.starts_with(&queued_prefix))
+        .unwrap_or_else(|| panic!("{queued_prefix} in {listed:?}"))
+        .to_owned();
+    let shown = d.env.show(&id);
+    assert_eq!(
+        shown["capture_manifest"]["manifest"]["claims_source"],
+        json!({"liveliness": "operator", "documents_match": "operator", "similarity_level": "operator"}),
+        "{shown}"
+    );
+    let audit = d.env.run(&["audit", "export"]);
+    let audit = String::from_utf8_lossy(&audit.stdout);
+    assert!(audit.contains("documents_match by operator") && audit.contains("liveliness by operator"), "{audit}");
     // What the sandbox received is what the cameras captured.
     let records = sandbox.records();
     let requests = records["requests"].as_array().map(Vec::len).unwrap_or(0);
@@ -227,6 +295,76 @@ fn an_operator_enrolls_a_customer_from_the_page() {
     let images = &records["requests"][0]["images"];
     let size = |slot: &str| images[slot]["size"].as_u64().unwrap_or_else(|| panic!("no {slot}: {records}"));
     assert!(size("document_photo") < size("document_front"), "{images}");
+}
+
+/// The text of element `id`, if it is there.
+async fn text_of(client: &fantoccini::Client, id: &str) -> Option<String> {
+    client.find(Locator::Id(id)).await.ok()?.text().await.ok()
+}
+
+/// Whether element `id` is shown (not `hidden`).
+async fn shown(client: &fantoccini::Client, id: &str) -> Option<bool> {
+    client.execute(&format!("return !document.getElementById('{id}').hidden"), vec![]).await.ok()?.as_bool()
+}
+
+/// The page tells the operator what stopped and comes back by itself: a preview whose capture
+/// service was killed shows "camera reconnecting…" and moves again once the daemon has started
+/// the service again; the banner says "agent not responding" (with the time) within 5 s of the
+/// daemon stopping, and "connected" again once it answers.
+#[test]
+fn the_page_recovers_when_a_camera_or_the_agent_stops() {
+    let d = start(free_port(), "");
+    let shots = screenshots();
+    let daemon = d.child.id();
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    rt.block_on(async {
+        let (client, _driver) = chromium(&d.env.dir.path().join("chrome"), &[]).await;
+        log_in(&client, &d.base).await;
+        let moving = || async {
+            let w = client.execute("return document.getElementById('preview-face').naturalWidth", vec![]).await.ok()?;
+            (w.as_u64()? > 0 && !shown(&client, "overlay-face").await?).then_some(())
+        };
+        until(Duration::from_secs(20), "the preview", moving).await;
+        assert_eq!(text_of(&client, "agent").await.as_deref(), Some("agent: connected"));
+
+        // The capture service dies (a crash, a camera driver gone): the daemon starts it again.
+        // Children of any of the daemon's threads.
+        let service: Vec<i32> = std::fs::read_dir(format!("/proc/{daemon}/task"))
+            .unwrap()
+            .flatten()
+            .filter_map(|t| std::fs::read_to_string(t.path().join("children")).ok())
+            .flat_map(|c| c.split_whitespace().map(|p| p.parse().unwrap()).collect::<Vec<i32>>())
+            .collect();
+        assert!(!service.is_empty(), "the daemon runs its capture service");
+        for pid in &service {
+            rustix::process::kill_process(rustix::process::Pid::from_raw(*pid).unwrap(), rustix::process::Signal::KILL)
+                .unwrap();
+        }
+        until(Duration::from_secs(10), "the overlay", || async { shown(&client, "overlay-face").await.filter(|s| *s) })
+            .await;
+        std::fs::write(shots.join("4-camera-reconnecting.png"), client.screenshot().await.unwrap()).unwrap();
+        until(Duration::from_secs(40), "the preview back", moving).await;
+
+        // The daemon stops answering (stopped, as a hung process would be), then resumes.
+        let pid = rustix::process::Pid::from_raw(daemon as i32).unwrap();
+        rustix::process::kill_process(pid, rustix::process::Signal::STOP).unwrap();
+        let stopped = Instant::now();
+        let said = until(Duration::from_secs(15), "the banner", || async {
+            text_of(&client, "agent").await.filter(|t| t.starts_with("agent not responding since"))
+        })
+        .await;
+        let noticed = stopped.elapsed();
+        std::fs::write(shots.join("5-agent-not-responding.png"), client.screenshot().await.unwrap()).unwrap();
+        rustix::process::kill_process(pid, rustix::process::Signal::CONT).unwrap();
+        println!("the banner said {said:?} {} ms after the daemon stopped", noticed.as_millis());
+        assert!(noticed <= Duration::from_secs(5), "noticed after {noticed:?}");
+        until(Duration::from_secs(15), "the banner back", || async {
+            text_of(&client, "agent").await.filter(|t| t == "agent: connected")
+        })
+        .await;
+        until(Duration::from_secs(20), "the preview after the agent came back", moving).await;
+        client.close().await.unwrap();
+    });
 }
 
 /// The attacker's page: every way a page of another origin can reach the API, each recorded in
