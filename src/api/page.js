@@ -267,11 +267,20 @@ function radio(name) {
   return chosen ? chosen.value === "true" : null;
 }
 
+// What a pasted JSON filled goes back to what it was when the JSON changes or is cleared.
 function unlockAll() {
-  for (const el of document.querySelectorAll("#customer .locked")) { el.readOnly = false; el.disabled = false; el.classList.remove("locked"); }
-  for (const el of document.querySelectorAll('#claims input[type="radio"]')) el.disabled = false;
-  $("similarity").readOnly = false;
+  for (const el of document.querySelectorAll("#customer .locked")) {
+    el.value = el.dataset.before || "";
+    el.readOnly = false; el.disabled = false; el.classList.remove("locked");
+  }
+  for (const el of document.querySelectorAll('#claims input[type="radio"]:disabled')) { el.checked = false; el.disabled = false; }
   $("claims-source").textContent = "Stated by: the operator";
+}
+
+function lock(el, value) {
+  if (!el.classList.contains("locked")) el.dataset.before = el.value;
+  el.value = String(value); el.classList.add("locked");
+  if (el.tagName === "SELECT") el.disabled = true; else el.readOnly = true;
 }
 
 function readPasted() {
@@ -288,11 +297,7 @@ function readPasted() {
     if (["security_checks", "similarity_level", "software", "ocr_data"].includes(key)) continue;
     pasted.ocr[key] = value;
     const el = OCR_FIELDS[key] && $(OCR_FIELDS[key]);
-    if (el && (typeof value === "string" || typeof value === "number")) {
-      el.value = String(value); el.classList.add("locked");
-      if (el.tagName === "SELECT") el.disabled = true; else el.readOnly = true;
-      filled.push(key);
-    }
+    if (el && (typeof value === "string" || typeof value === "number")) { lock(el, value); filled.push(key); }
   }
   const checks = json.security_checks && typeof json.security_checks === "object" ? json.security_checks : null;
   if (checks || json.similarity_level !== undefined) {
@@ -302,7 +307,7 @@ function readPasted() {
       for (const el of document.querySelectorAll('input[name="' + name + '"]')) { el.checked = el.value === String(checks[name]); el.disabled = true; }
       filled.push(name);
     }
-    if (Number.isInteger(json.similarity_level)) { $("similarity").value = json.similarity_level; $("similarity").readOnly = true; filled.push("similarity_level"); }
+    if (Number.isInteger(json.similarity_level)) { lock($("similarity"), json.similarity_level); filled.push("similarity_level"); }
     $("claims-source").textContent = "Stated by: " + pasted.checksBy;
   }
   $("ocr-note").textContent = filled.length ? "Filled and locked from the JSON: " + filled.join(", ") + "." : "The JSON names no field of this form.";
@@ -312,7 +317,7 @@ $("ocr_json").addEventListener("input", readPasted);
 
 // A claim's source: the software for what its JSON gave, the operator for the rest.
 function sourceOf(name) {
-  const locked = name === "similarity_level" ? $("similarity").readOnly
+  const locked = name === "similarity_level" ? $("similarity").classList.contains("locked")
     : [...document.querySelectorAll('input[name="' + name + '"]')].some((el) => el.disabled);
   return locked && pasted.checksBy ? pasted.checksBy : "operator";
 }

@@ -190,17 +190,16 @@ fn an_operator_enrolls_a_customer_from_the_page() {
         );
         client.find(Locator::Id("ocr_json")).await.unwrap().clear().await.unwrap();
         client.execute("document.getElementById('ocr_json').dispatchEvent(new Event('input'))", vec![]).await.unwrap();
-        client.find(Locator::Id("given_name")).await.unwrap().clear().await.unwrap();
-        client.find(Locator::Id("similarity")).await.unwrap().clear().await.unwrap();
         let unlocked = client
             .execute(
-                "return [document.getElementById('given_name').readOnly, \
-                 document.querySelectorAll('#claims input[type=radio]:disabled').length]",
+                "const $ = (id) => document.getElementById(id); \
+                 return [$('given_name').value, $('given_name').readOnly, $('serial_number').value, $('similarity').value, \
+                 document.querySelectorAll('#claims input[type=radio]:disabled, #claims input[type=radio]:checked').length]",
                 vec![],
             )
             .await
             .unwrap();
-        assert_eq!(unlocked, json!([false, 0]), "cleared, nothing stays locked");
+        assert_eq!(unlocked, json!(["", false, "", "", 0]), "cleared, what it filled is undone and nothing stays locked");
 
         // The customer's data, and the operator's answers to the checks.
         for selector in ["input[name=liveliness][value=true]", "input[name=documents_match][value=true]"] {
