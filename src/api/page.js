@@ -6,6 +6,14 @@ const captures = {};       // slot -> capture id
 let recording = null;      // {id, timer, ends}
 let recordingId = null;    // a finished recording's id
 const STEPS = ["queued", "creating", "created", "evidences_sent", "video_sent", "in_review"];
+// Each state in words, for the operator.
+const IN_WORDS = {
+  queued: "waiting to be sent", creating: "creating the request", created: "request created; sending the images",
+  evidences_sent: "images sent; sending the video", video_sent: "video sent; waiting for the server",
+  in_review: "delivered: in review", approved: "approved", signed: "signed", failed: "failed",
+  cancelled: "cancelled", refused: "refused by the reviewer",
+};
+const DONE = ["in_review", "approved", "signed"];
 
 // Every request is same-origin and, when it changes something, JSON: the API refuses anything
 // else (a page of another origin cannot send either). Every request has a time limit; one that
@@ -127,20 +135,31 @@ function showStatus(s) {
   $("oldest").textContent = "oldest: " + (s.oldest_pending_secs == null ? "–" : s.oldest_pending_secs + " s");
 }
 
+// One line per enrollment: where it is in words, a bar that is full once delivered and empty
+// when it failed (the figure written beside it, with bytes and time left while a video goes
+// out), what to do about a failure, and Retry.
 function renderRow(e) {
   let row = document.querySelector('#queue tr[data-id="' + e.id + '"]');
   if (!row) {
     row = document.createElement("tr");
     row.dataset.id = e.id;
-    row.innerHTML = "<td></td><td class='state'></td><td><progress max='" + (STEPS.length - 1) + "'></progress></td><td class='attempts'></td><td class='error'></td><td></td>";
+    row.innerHTML = "<td></td><td class='state'></td><td><progress max='" + (STEPS.length - 1) + "'></progress><span class='progress-text'></span></td><td class='attempts'></td><td class='error'></td><td></td>";
     row.cells[0].textContent = e.id.slice(0, 8);
     $("queue").prepend(row);
   }
-  row.querySelector(".state").textContent = e.state;
+  row.dataset.state = e.state;
+  row.classList.toggle("failed", e.state === "failed");
+  row.querySelector(".state").textContent = IN_WORDS[e.state] || e.state;
+  const bar = row.querySelector("progress"), text = row.querySelector(".progress-text");
   const step = STEPS.indexOf(e.state);
-  row.querySelector("progress").value = step < 0 ? STEPS.length - 1 : step;
+  bar.max = STEPS.length - 1;
+  bar.value = DONE.includes(e.state) ? STEPS.length - 1 : Math.max(step, 0);
+  text.textContent = DONE.includes(e.state) ? "100 %" : step >= 0 ? Math.round(100 * step / (STEPS.length - 1)) + " %" : "";
+  delete row.dataset.upload;
   row.querySelector(".attempts").textContent = e.attempts;
-  row.querySelector(".error").textContent = e.last_error || "";
+  row.querySelector(".error").textContent = e.state === "failed"
+    ? (e.last_error || "failed") + " — check the network and the server, then press Retry; if the evidence is damaged, enroll the customer again."
+    : e.last_error ? "retrying by itself: " + e.last_error : "";
   const action = row.cells[5];
   action.textContent = "";
   if (e.state === "failed") {
@@ -163,12 +182,49 @@ function listen() {
     const e = JSON.parse(m.data);
     if (e.type === "enrollment") { renderRow(e); refreshStatus(); }
     if (e.type === "link") refreshStatus();
-    if (e.type === "upload") {
-      const bar = document.querySelector('#queue tr[data-id="' + e.id + '"] progress');
-      if (bar) { bar.max = e.total_bytes; bar.value = e.sent_bytes; bar.title = "video " + Math.round(100 * e.sent_bytes / e.total_bytes) + "% sent"; }
-    }
+    if (e.type === "upload") showUpload(e);
   };
 }
+
+// A video on its way: bytes sent of the whole, and the time left at the rate seen so far.
+function showUpload(e) {
+  const row = document.querySelector('#queue tr[data-id="' + e.id + '"]');
+  if (!row || !e.total_bytes) return;
+  const bar = row.querySelector("progress"), text = row.querySelector(".progress-text");
+  const now = Date.now();
+  const first = row.dataset.upload ? JSON.parse(row.dataset.upload) : { at: now, sent: e.sent_bytes };
+  row.dataset.upload = JSON.stringify(first);
+  bar.max = e.total_bytes; bar.value = e.sent_bytes;
+  const mb = (n) => (n / 1e6).toFixed(1);
+  const rate = (e.sent_bytes - first.sent) / Math.max(1, now - first.at);
+  const left = rate > 0 ? Math.ceil((e.total_bytes - e.sent_bytes) / rate / 1000) : null;
+  text.textContent = "video: " + mb(e.sent_bytes) + " of " + mb(e.total_bytes) + " MB" + (left === null ? "" : ", about " + left + " s left");
+}
+
+// What the server needs before an enrollment can be submitted, in the operator's words; Submit
+// stays disabled until nothing is missing.
+function missing() {
+  const out = [];
+  if (!captures.document_front) out.push("Document front (a still that passes)");
+  if (!captures.document_photo) out.push("Document photo (cut from a front that passes)");
+  if (!captures.document_owner) out.push("Selfie (a still that passes)");
+  if (!recordingId) out.push("Video (record, then stop)");
+  const fields = [["phone", "Mobile phone"], ["email", "Email"], ["given_name", "Given name"],
+    ["surname_1", "First surname"], ["serial_number", "Document number"], ["similarity", "Similarity level"]];
+  for (const [id, label] of fields) if (!$(id).value.trim() || !$(id).checkValidity()) out.push(label);
+  for (const name of CHECKS) if (radio(name) === null) out.push("Answer: " + $(name + "-label").textContent);
+  if (!$("accept").checked) out.push("The customer's acceptance of the terms");
+  return out;
+}
+function updateReadiness() {
+  const list = missing();
+  $("missing").replaceChildren(...list.map((m) => { const li = document.createElement("li"); li.textContent = m; return li; }));
+  $("missing-title").textContent = list.length ? "Still needed before submitting:" : "Everything the server needs is here.";
+  $("readiness").classList.toggle("ready", list.length === 0);
+  $("submit").disabled = list.length > 0;
+}
+$("customer").addEventListener("input", updateReadiness);
+$("customer").addEventListener("change", updateReadiness);
 
 // The document photo is cut from the front around the face found there: it follows the front.
 function showPhoto(photo, reason) {
@@ -189,6 +245,7 @@ function showPhoto(photo, reason) {
     verdict.className = "verdict retake";
     delete shot.dataset.taken;
   }
+  updateReadiness();
 }
 
 for (const shot of document.querySelectorAll(".shot:not(.cut)")) {
@@ -215,6 +272,7 @@ for (const shot of document.querySelectorAll(".shot:not(.cut)")) {
       verdict.className = "verdict retake";
     }
     shot.dataset.taken = r.data.verdict;
+    updateReadiness();
     // A front that passes has a face to cut (one without is a retake, saying so).
     if (shot.dataset.slot === "document_front") {
       showPhoto(r.data.verdict === "pass" ? r.data.photo : null, r.data.verdict === "pass" ? "" : "cut from the front once it passes");
@@ -247,6 +305,7 @@ async function stopRecording() {
   if (r.status === 200 && r.data.frames > 0) {
     recordingId = rec.id;
     $("video-result").textContent = "✓ " + r.data.duration_secs.toFixed(1) + " s recorded (" + r.data.frames + " frames)";
+    updateReadiness();
   } else {
     $("video-result").textContent = "Record again: " + ((r.data && r.data.message) || "no frames");
   }
@@ -311,6 +370,7 @@ function readPasted() {
     $("claims-source").textContent = "Stated by: " + pasted.checksBy;
   }
   $("ocr-note").textContent = filled.length ? "Filled and locked from the JSON: " + filled.join(", ") + "." : "The JSON names no field of this form.";
+  updateReadiness();
   return true;
 }
 $("ocr_json").addEventListener("input", readPasted);
@@ -354,7 +414,7 @@ $("customer").addEventListener("submit", async (e) => {
   $("submit").disabled = true;
   $("message").textContent = "Submitting…";
   const r = await api("POST", "/v1/enrollments", body, 120000);
-  $("submit").disabled = false;
+  updateReadiness();
   if (r.status === 202) {
     $("message").textContent = "Queued: " + r.data.id.slice(0, 8) + ". The evidence is stored encrypted and sent when online.";
     clearAll();
@@ -380,9 +440,11 @@ function clearAll() {
     shot.querySelector(".verdict").textContent = "";
     delete shot.dataset.taken;
   }
+  updateReadiness();
 }
 
 let started = false;
+updateReadiness();
 async function start() {
   const r = await api("GET", "/v1/status");
   if (r.status === 401) return;

@@ -168,6 +168,20 @@ fn an_operator_enrolls_a_customer_from_the_page() {
             .await
             .unwrap();
         assert_eq!(preset, json!([0, "", false]), "no check answered, no similarity, the form not submittable");
+        // Submit stays disabled, saying what is missing, until everything the server needs is
+        // there (checked again just before submitting).
+        let readiness = client
+            .execute(
+                "return [document.getElementById('submit').disabled, \
+                 [...document.querySelectorAll('#missing li')].map((li) => li.textContent)]",
+                vec![],
+            )
+            .await
+            .unwrap();
+        assert_eq!(readiness[0], true, "{readiness}");
+        for needed in ["Video", "Mobile phone", "Answer: Liveness check", "Similarity level", "The customer's acceptance"] {
+            assert!(readiness[1].as_array().unwrap().iter().any(|m| m.as_str().unwrap().starts_with(needed)), "{readiness}");
+        }
         // The verification software's JSON, pasted, fills and locks what it gives and says so;
         // cleared, the form is the operator's again.
         let pasted = r#"{"ocr_data": {"given_name": "Ana", "serial_number": "12345678Z"}, "security_checks": {"liveliness": true}, "similarity_level": 91, "software": "FaceCheck 2"}"#;
@@ -232,6 +246,11 @@ fn an_operator_enrolls_a_customer_from_the_page() {
             text.contains("recorded").then_some(())
         })
         .await;
+        let ready = client
+            .execute("return [document.getElementById('submit').disabled, document.querySelectorAll('#missing li').length]", vec![])
+            .await
+            .unwrap();
+        assert_eq!(ready, json!([false, 0]), "everything is there: Submit is enabled");
         std::fs::write(shots.join("2-ready.png"), client.screenshot().await.unwrap()).unwrap();
 
         // Submit, and watch the row reach review.
@@ -247,7 +266,18 @@ fn an_operator_enrolls_a_customer_from_the_page() {
             let rows = client.find_all(Locator::Css("#queue tr")).await.ok()?;
             for row in rows {
                 let text = row.text().await.ok()?;
-                if text.starts_with(&prefix) && text.contains("in_review") {
+                if text.starts_with(&prefix) && text.contains("delivered: in review") {
+                    // Delivered: the bar is full and says so.
+                    let full = client
+                        .execute(
+                            "const p = document.querySelector('#queue tr[data-state=in_review] progress'); \
+                             return p && p.value === p.max",
+                            vec![],
+                        )
+                        .await
+                        .ok()?;
+                    assert_eq!(full, json!(true), "{text}");
+                    assert!(text.contains("100 %"), "{text}");
                     return Some(());
                 }
             }
