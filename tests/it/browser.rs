@@ -396,6 +396,92 @@ fn the_page_recovers_when_a_camera_or_the_agent_stops() {
     });
 }
 
+/// axe-core (pinned, fetched from the npm registry by `scripts/setup-debian test`).
+fn axe_source() -> String {
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/tools/axe-core-4.14.1/axe.min.js");
+    std::fs::read_to_string(&path)
+        .unwrap_or_else(|e| panic!("{}: {e} (scripts/setup-debian test fetches axe-core)", path.display()))
+}
+
+/// axe-core's serious and critical violations on the page as it is now, as `rule: targets`.
+async fn serious_violations(client: &fantoccini::Client, axe: &str) -> Vec<String> {
+    client.execute(&format!("{axe}\nreturn true;"), vec![]).await.unwrap();
+    let result = client
+        .execute_async(
+            "const done = arguments[arguments.length - 1]; \
+             axe.run(document).then((r) => done({ passes: r.passes.length, violations: r.violations.map((v) => \
+               ({ id: v.id, impact: v.impact, targets: v.nodes.map((n) => n.target.join(' ')) })) }), \
+               (e) => done({ passes: 0, violations: [{ id: 'axe failed: ' + e, impact: 'critical', targets: [] }] }));",
+            vec![],
+        )
+        .await
+        .unwrap();
+    // A check that ran no rule would pass anything.
+    assert!(result["passes"].as_u64() > Some(10), "axe-core ran too few rules: {result}");
+    let all = result["violations"].as_array().unwrap();
+    println!(
+        "axe-core: {} rules passed, violations: {:?}",
+        result["passes"],
+        all.iter().map(|v| format!("{} ({})", v["id"], v["impact"])).collect::<Vec<_>>()
+    );
+    all.iter()
+        .filter(|v| matches!(v["impact"].as_str(), Some("serious" | "critical")))
+        .map(|v| format!("{} ({}): {}", v["id"], v["impact"], v["targets"]))
+        .collect()
+}
+
+/// The operator page passes axe-core with no serious or critical violation at the kiosk's three
+/// screen sizes (1280×800, 1920×1080 and portrait 1080×1920), on the login dialog, the empty
+/// form, and the form with a still taken, its answers given and an enrollment in the queue.
+#[test]
+fn the_page_passes_an_accessibility_check_at_three_sizes() {
+    let sandbox = Sandbox::start(0);
+    let d = start(sandbox.addr.port(), "");
+    let (code, body) = authed(
+        &d,
+        "POST",
+        "/v1/enrollments",
+        Some(Body::Json(inline_manifest(&d.env.manifest("m", "", |_| {}).parent().unwrap().to_owned()))),
+    );
+    assert_eq!(code, 202, "{body}");
+    let shots = screenshots();
+    let axe = axe_source();
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    rt.block_on(async {
+        let (client, _driver) = chromium(&d.env.dir.path().join("chrome"), &[]).await;
+        let mut found = Vec::new();
+        for (w, h) in [(1280u32, 800u32), (1920, 1080), (1080, 1920)] {
+            client.set_window_size(w, h).await.unwrap();
+            client.delete_all_cookies().await.unwrap();
+            client.goto(&format!("{}/", d.base)).await.unwrap();
+            let token = client.wait().for_element(Locator::Id("token")).await.unwrap();
+            until(Duration::from_secs(10), "the login dialog", || async {
+                token.is_displayed().await.ok().filter(|s| *s)
+            })
+            .await;
+            found.extend(serious_violations(&client, &axe).await.into_iter().map(|v| format!("{w}x{h} login: {v}")));
+            log_in(&client, &d.base).await;
+            until(Duration::from_secs(20), "the queue's row", || async {
+                client.find(Locator::Css("#queue tr")).await.ok()
+            })
+            .await;
+            found.extend(serious_violations(&client, &axe).await.into_iter().map(|v| format!("{w}x{h} form: {v}")));
+            client.find(Locator::Css(".shot[data-slot=document_owner] button")).await.unwrap().click().await.unwrap();
+            until(Duration::from_secs(30), "the selfie", || async {
+                client.find(Locator::Css(".shot[data-slot=document_owner][data-taken]")).await.ok()
+            })
+            .await;
+            client.find(Locator::Css("input[name=liveliness][value=false]")).await.unwrap().click().await.unwrap();
+            client.find(Locator::Id("email")).await.unwrap().send_keys("ana.garcia@example.com").await.unwrap();
+            found.extend(serious_violations(&client, &axe).await.into_iter().map(|v| format!("{w}x{h} filled: {v}")));
+            std::fs::write(shots.join(format!("size-{w}x{h}.png")), client.screenshot().await.unwrap()).unwrap();
+        }
+        client.close().await.unwrap();
+        println!("axe-core: {} serious or critical violation(s) in 9 checks", found.len());
+        assert!(found.is_empty(), "{}", found.join("\n"));
+    });
+}
+
 /// The attacker's page: every way a page of another origin can reach the API, each recorded in
 /// `window.done` as a list of `[what, outcome]` (a status it could read, or what blocked it).
 const ATTACKER_PAGE: &str = r#"<!doctype html><html><body><iframe name="sink"></iframe><script>
