@@ -280,7 +280,7 @@ async fn healthz(State(s): State<ApiState>) -> Response {
     let mut reasons = Vec::new();
     let pending = crate::queue::Backlog::of(&list).pending;
     // Progress: a step that moved an enrollment on (failed attempts are not progress).
-    let still = Duration::from_millis((crate::queue::now_ms() - s.worker.last_progress_ms()).max(0) as u64);
+    let still = s.worker.without_progress();
     if s.worker.is_online() && pending > 0 && still > s.config.health_stall {
         reasons.push(format!("online with {pending} pending enrollment(s) and no progress for {} s", still.as_secs()));
     }

@@ -380,14 +380,29 @@ impl Queue {
         id: &str,
         status: &RequestStatus,
         stalled: bool,
-    ) -> Result<Option<i64>, QueueError> {
+    ) -> Result<Option<std::time::Duration>, QueueError> {
+        self.record_server_status_at(id, status, stalled, &super::clock::Mark::now())
+    }
+
+    /// [`Self::record_server_status`] with the clocks at `now` (tests set them).
+    pub fn record_server_status_at(
+        &self,
+        id: &str,
+        status: &RequestStatus,
+        stalled: bool,
+        now: &super::clock::Mark,
+    ) -> Result<Option<std::time::Duration>, QueueError> {
         let mut conn = self.conn();
         let tx = conn.transaction()?;
         let (previous, since): (Option<String>, Option<i64>) =
             tx.query_row("SELECT server_status, unknown_status_since FROM enrollments WHERE id = ?1", [id], |r| {
                 Ok((r.get(0)?, r.get(1)?))
             })?;
-        let since = if stalled { Some(since.unwrap_or_else(now_ms)) } else { None };
+        // How long the status has stalled is waited time (`clock.rs`): `unknown_status_since`
+        // holds what the enrollment had waited when the stall began, so a wall clock corrected
+        // forward does not end an enrollment early.
+        let waited = account_one(&tx, id, now)?;
+        let since = if stalled { Some(since.filter(|s| *s <= waited).unwrap_or(waited)) } else { None };
         tx.execute(
             "UPDATE enrollments SET server_status = ?2, unknown_status_since = ?3, updated_at = ?4 WHERE id = ?1",
             params![id, status.as_str(), since, now_ms()],
@@ -401,7 +416,7 @@ impl Queue {
             )?;
         }
         tx.commit()?;
-        Ok(since)
+        Ok(since.map(|since| std::time::Duration::from_millis((waited - since).max(0) as u64)))
     }
 
     /// Counts a re-send round (after `VIDEOERROR`/`VIDEOINCOMPLETE`); returns the new count.

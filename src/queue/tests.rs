@@ -775,6 +775,41 @@ fn review_following_counts_waited_time_not_wall_clock_dates() {
     assert_eq!(in_review(&month), 3_600_000 + 31 * DAY, "what was truly waited counts");
 }
 
+/// How long a server status has stalled (an unknown status, or uploads the server does not
+/// confirm) is waited time: a clock corrected 400 days ahead does not make it "too long".
+#[test]
+fn a_stalled_status_counts_waited_time_not_wall_clock_dates() {
+    use super::clock::Mark;
+    use crate::oneshot::RequestStatus;
+    const DAY: i64 = 86_400_000;
+    let dir = tempfile::tempdir().unwrap();
+    let q = Queue::open(&storage(dir.path())).unwrap();
+    let id = q.enqueue(&enrollment(dir.path(), 1000)).unwrap();
+    let start = Mark::now();
+    let odd = RequestStatus::parse("SOMETHINGNEW");
+    let at = |after_boot: i64, wall_shift: i64| Mark {
+        since_boot_ms: start.since_boot_ms + after_boot,
+        wall_ms: start.wall_ms + wall_shift,
+        ..start.clone()
+    };
+    let lasted = |now: &Mark| q.record_server_status_at(&id, &odd, true, now).unwrap().map(|d| d.as_millis() as i64);
+    assert_eq!(lasted(&at(0, 0)), Some(0));
+    assert_eq!(
+        lasted(&at(3_600_000, 400 * DAY)),
+        Some(3_600_000),
+        "the boot clock counts, not the corrected wall clock"
+    );
+    let reboot = Mark { boot: "another boot".into(), since_boot_ms: 1_000, wall_ms: start.wall_ms + 800 * DAY };
+    assert_eq!(lasted(&reboot), Some(3_600_000), "a reboot onto a clock 400 days on is unknown time");
+    let later = Mark { since_boot_ms: reboot.since_boot_ms + DAY, ..reboot.clone() };
+    assert_eq!(lasted(&later), Some(3_600_000 + DAY), "what was truly waited counts");
+    assert_eq!(
+        q.record_server_status_at(&id, &RequestStatus::VideoReview, false, &later).unwrap(),
+        None,
+        "not stalled"
+    );
+}
+
 /// A purge never leaves a request on the server that nothing records: while a worker runs, an
 /// enrollment whose create may be in flight is not purged; otherwise the audit trail names the
 /// request the server keeps (or says one may exist).

@@ -99,8 +99,11 @@ pub struct Worker {
     online: std::sync::atomic::AtomicBool,
     /// When the server last answered anything (ms; 0: not yet).
     last_contact_ms: std::sync::atomic::AtomicI64,
-    /// When a step last moved an enrollment on (ms; the worker's start at first).
-    last_progress_ms: std::sync::atomic::AtomicI64,
+    /// When a step last moved an enrollment on, in ms after `created` on the monotonic clock
+    /// (0: the worker's start): a wall clock corrected forward is not a stall.
+    last_progress_ms: std::sync::atomic::AtomicU64,
+    /// When this worker was made (the monotonic clock's origin for `last_progress_ms`).
+    created: std::time::Instant,
     /// `sync.max_upload_rate`, shared by every upload.
     pacer: Option<Arc<pacer::Pacer>>,
 }
@@ -129,7 +132,8 @@ impl Worker {
             online: std::sync::atomic::AtomicBool::new(true),
             last_contact_ms: Default::default(),
             pacer: config.sync.max_upload_rate.map(|rate| Arc::new(pacer::Pacer::new(rate))),
-            last_progress_ms: std::sync::atomic::AtomicI64::new(crate::queue::now_ms()),
+            last_progress_ms: std::sync::atomic::AtomicU64::new(0),
+            created: std::time::Instant::now(),
             config,
         })
     }
@@ -144,9 +148,16 @@ impl Worker {
         Some(self.last_contact_ms.load(Ordering::Relaxed)).filter(|&ms| ms > 0)
     }
 
-    /// When a step last moved an enrollment on (ms since the epoch; the worker's start at first).
-    pub fn last_progress_ms(&self) -> i64 {
-        self.last_progress_ms.load(Ordering::Relaxed)
+    /// How long since a step last moved an enrollment on (since the worker's start at first),
+    /// on the monotonic clock.
+    pub fn without_progress(&self) -> std::time::Duration {
+        let last = std::time::Duration::from_millis(self.last_progress_ms.load(Ordering::Relaxed));
+        self.created.elapsed().saturating_sub(last)
+    }
+
+    /// Notes that a step moved an enrollment on.
+    fn progressed(&self) {
+        self.last_progress_ms.store(self.created.elapsed().as_millis() as u64, Ordering::Relaxed);
     }
 
     /// Records whether the server is reachable, and says so on the bus when that changed.

@@ -301,7 +301,7 @@ impl Scheduler {
         }
         // A deliberate wait (a video outside its window) is not a stall either.
         if !matches!(result, Some(step::Result::RetryAfter { .. }) | None) {
-            worker.last_progress_ms.store(crate::queue::now_ms(), Ordering::Relaxed);
+            worker.progressed();
         }
         match result {
             Some(step::Result::Deferred { delay }) => {

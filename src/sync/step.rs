@@ -344,9 +344,8 @@ impl Worker {
         let act = action(&status);
         let stalled = act == Action::Unknown || (job.state == State::VideoSent && act == Action::AwaitUploads);
         let (id, s) = (job.id.clone(), status.clone());
-        let since = blocking(&self.queue, move |q| q.record_server_status(&id, &s, stalled)).await?;
-        let Some(since) = since else { return Ok((status, act)) };
-        let lasted = Duration::from_millis((now_ms() - since).max(0) as u64);
+        let lasted = blocking(&self.queue, move |q| q.record_server_status(&id, &s, stalled)).await?;
+        let Some(lasted) = lasted else { return Ok((status, act)) };
         let limit = self.config.sync.max_unknown_status;
         if lasted >= limit {
             let what = if act == Action::Unknown {
