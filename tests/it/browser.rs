@@ -441,7 +441,7 @@ fn the_page_passes_an_accessibility_check_at_three_sizes() {
         &d,
         "POST",
         "/v1/enrollments",
-        Some(Body::Json(inline_manifest(&d.env.manifest("m", "", |_| {}).parent().unwrap().to_owned()))),
+        Some(Body::Json(inline_manifest(d.env.manifest("m", "", |_| {}).parent().unwrap()))),
     );
     assert_eq!(code, 202, "{body}");
     let shots = screenshots();
