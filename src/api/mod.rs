@@ -312,8 +312,39 @@ fn static_file(content_type: &'static str, body: &'static str) -> Response {
 
 #[utoipa::path(get, path = "/", tag = "page",
     responses((status = 200, description = "the operator page", content_type = "text/html", body = String)))]
-async fn page() -> Response {
-    static_file("text/html; charset=utf-8", PAGE)
+async fn page(State(s): State<ApiState>, headers: axum::http::HeaderMap) -> Response {
+    let accept = headers.get(header::ACCEPT_LANGUAGE).and_then(|v| v.to_str().ok()).unwrap_or("");
+    let language = s.config.api.language.unwrap_or_else(|| page_language(accept));
+    // The page's script reads its language from the document (its texts are one table there).
+    let body = PAGE.replacen("<html lang=\"en\">", &format!("<html lang=\"{language}\">"), 1);
+    let mut response = static_file("text/html; charset=utf-8", PAGE).into_response();
+    *response.body_mut() = axum::body::Body::from(body);
+    response.headers_mut().insert(header::VARY, header::HeaderValue::from_static("Accept-Language"));
+    response
+}
+
+/// The page's language for an `Accept-Language` header: the first of its languages (in the
+/// order of their weights) that the page ships, else English.
+fn page_language(accept: &str) -> &'static str {
+    let mut wanted: Vec<(f32, &str)> = accept
+        .split(',')
+        .filter_map(|item| {
+            let mut parts = item.split(';');
+            let tag = parts.next()?.trim();
+            let q =
+                parts.find_map(|p| p.trim().strip_prefix("q=")).map_or(Some(1.0), |q| q.trim().parse::<f32>().ok())?;
+            Some((q, tag))
+        })
+        .collect();
+    wanted.sort_by(|a, b| b.0.total_cmp(&a.0));
+    wanted
+        .iter()
+        .filter(|(q, _)| *q > 0.0)
+        .find_map(|(_, tag)| {
+            let primary = tag.split('-').next()?.to_ascii_lowercase();
+            crate::config::PAGE_LANGUAGES.iter().copied().find(|l| *l == primary)
+        })
+        .unwrap_or("en")
 }
 
 #[utoipa::path(get, path = "/page.js", tag = "page",
@@ -563,6 +594,23 @@ pub use wire::Accepted;
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn the_page_speaks_the_first_language_it_ships_that_the_browser_accepts() {
+        for (accept, expected) in [
+            ("", "en"),
+            ("es-ES,es;q=0.9,en;q=0.8", "es"),
+            ("fr-FR,fr;q=0.9,es;q=0.5", "es"),
+            ("en-GB,es;q=0.9", "en"),
+            ("es;q=0.2, en;q=0.7", "en"),
+            ("ES", "es"),
+            ("es;q=0", "en"),
+            ("de, fr", "en"),
+            ("es;q=zz", "en"),
+        ] {
+            assert_eq!(super::page_language(accept), expected, "{accept:?}");
+        }
+    }
+
     use super::*;
 
     /// A small body is read into its wire type, and what is wrong with it is named.

@@ -2,6 +2,165 @@
 // Nothing personal is kept in the browser: the form and the captures are cleared after each
 // submission, and nothing is written to local storage. The session is an HttpOnly cookie.
 const $ = (id) => document.getElementById(id);
+
+// Every text of the page is in this one table, keyed by its English; the Spanish is beside it.
+// The daemon sets the document's language (`api.language`, or the browser's Accept-Language).
+const LANG = document.documentElement.lang === "es" ? "es" : "en";
+const ES = {
+  "kiosk-agent — enrollment": "kiosk-agent — alta",
+  "kiosk-agent enrollment": "Alta con kiosk-agent",
+  "agent: connecting…": "agente: conectando…",
+  "agent: connected": "agente: conectado",
+  "agent not responding since {0}": "el agente no responde desde las {0}",
+  "online": "en línea",
+  "OFFLINE — evidence is kept and sent later": "SIN CONEXIÓN — las evidencias se guardan y se envían después",
+  "pending: {0}": "pendientes: {0}",
+  "oldest: {0}": "la más antigua: {0}",
+  "pending: –": "pendientes: –",
+  "oldest: –": "la más antigua: –",
+  "Log out": "Cerrar sesión",
+  "Operator token": "Token del operador",
+  "Token": "Token",
+  "Open session": "Abrir sesión",
+  "Wrong token.": "Token incorrecto.",
+  "Too many wrong tokens; wait and try again.": "Demasiados tokens incorrectos; espere e inténtelo de nuevo.",
+  "The agent did not answer. Check that kiosk-agent is running; this page reconnects by itself.":
+    "El agente no responde. Compruebe que kiosk-agent está en marcha; esta página se reconecta sola.",
+  "Cameras": "Cámaras",
+  "Live preview of the document camera": "Vista en directo de la cámara de documentos",
+  "Live preview of the face camera": "Vista en directo de la cámara de rostro",
+  "camera reconnecting…": "reconectando la cámara…",
+  "Document": "Documento",
+  "Face": "Rostro",
+  "Document front": "Anverso del documento",
+  "Document rear (optional)": "Reverso del documento (opcional)",
+  "Document photo": "Foto del documento",
+  "Document photo (cut from the front)": "Foto del documento (recortada del anverso)",
+  "Selfie": "Selfi",
+  "{0}, not taken yet": "{0}, aún sin tomar",
+  "Document front, not taken yet": "Anverso del documento, aún sin tomar",
+  "Document rear, not taken yet": "Reverso del documento, aún sin tomar",
+  "Selfie, not taken yet": "Selfi, aún sin tomar",
+  "{0}, taken: {1}": "{0}, tomada: {1}",
+  "Document photo, cut from the front": "Foto del documento, recortada del anverso",
+  "Document photo, not cut yet": "Foto del documento, aún sin recortar",
+  "✓ cut from the front": "✓ recortada del anverso",
+  "cut from the front once it passes": "se recorta del anverso cuando este sea válido",
+  "capturing…": "capturando…",
+  "The capture failed; try again.": "La captura ha fallado; inténtelo de nuevo.",
+  "✓ pass": "✓ válida",
+  "Retake: {0}": "Repetir: {0}",
+  "Video": "Vídeo",
+  "Record": "Grabar",
+  "Stop": "Detener",
+  "recording failed": "la grabación ha fallado",
+  "recording… {0} s left": "grabando… quedan {0} s",
+  "✓ {0} s recorded ({1} frames)": "✓ {0} s grabados ({1} fotogramas)",
+  "Record again: {0}": "Grabe de nuevo: {0}",
+  "no frames": "sin fotogramas",
+  "Customer": "Cliente",
+  "Mobile phone (E.164)": "Teléfono móvil (E.164)",
+  "Email": "Correo electrónico",
+  "Given name": "Nombre",
+  "First surname": "Primer apellido",
+  "Second surname": "Segundo apellido",
+  "Document number": "Número de documento",
+  "Document type": "Tipo de documento",
+  "Issuing country (ISO code)": "País emisor (código ISO)",
+  "Checks made on the customer: say what was found (nothing is assumed)":
+    "Comprobaciones hechas al cliente: indique el resultado (no se presupone nada)",
+  "Liveness check": "Prueba de vida",
+  "passed": "superada",
+  "failed": "fallida",
+  "Face matches the document": "El rostro coincide con el documento",
+  "yes": "sí",
+  "no": "no",
+  "Similarity level (0–100)": "Nivel de similitud (0–100)",
+  "Similarity level": "Nivel de similitud",
+  "Stated by: the operator": "Indicado por: el operador",
+  "Stated by: {0}": "Indicado por: {0}",
+  "The customer accepts the terms and the privacy policy": "El cliente acepta las condiciones y la política de privacidad",
+  "Or paste the kiosk's OCR (and verification) JSON: the fields it gives are filled and locked":
+    "O pegue el JSON del OCR (y de la verificación) del quiosco: los campos que trae se rellenan y se bloquean",
+  "Not valid JSON yet: nothing was filled.": "Todavía no es un JSON válido: no se ha rellenado nada.",
+  "The JSON must be an object.": "El JSON debe ser un objeto.",
+  '{"given_name": "…", "surname_1": "…", "serial_number": "…"} or {"ocr_data": {…}, "security_checks": {…}, "similarity_level": 91, "software": "…"}':
+    '{"given_name": "…", "surname_1": "…", "serial_number": "…"} o {"ocr_data": {…}, "security_checks": {…}, "similarity_level": 91, "software": "…"}',
+  "Filled and locked from the JSON: {0}.": "Rellenado y bloqueado desde el JSON: {0}.",
+  "The JSON names no field of this form.": "El JSON no contiene ningún campo de este formulario.",
+  "Still needed before submitting:": "Falta antes de enviar:",
+  "Everything the server needs is here.": "Está todo lo que necesita el servidor.",
+  "Document front (a still that passes)": "Anverso del documento (una captura válida)",
+  "Document photo (cut from a front that passes)": "Foto del documento (recortada de un anverso válido)",
+  "Selfie (a still that passes)": "Selfi (una captura válida)",
+  "Video (record, then stop)": "Vídeo (grabe y detenga)",
+  "Mobile phone": "Teléfono móvil",
+  "Answer: {0}": "Responda: {0}",
+  "The customer's acceptance of the terms": "La aceptación de las condiciones por el cliente",
+  "Submit enrollment": "Enviar alta",
+  "The OCR JSON is not valid JSON: correct it or clear it.": "El JSON del OCR no es válido: corríjalo o bórrelo.",
+  "Answer each check: nothing is assumed about the customer.": "Responda a cada comprobación: no se presupone nada del cliente.",
+  "Submitting…": "Enviando…",
+  "Queued: {0}. The evidence is stored encrypted and sent when online.":
+    "En cola: {0}. Las evidencias se guardan cifradas y se envían cuando hay conexión.",
+  "Not queued — {0}": "No se ha puesto en cola — {0}",
+  "error {0}": "error {0}",
+  "Queue": "Cola",
+  "Enrollment": "Alta",
+  "Where it is": "Dónde está",
+  "Progress": "Progreso",
+  "Attempts": "Intentos",
+  "What to do": "Qué hacer",
+  "Action": "Acción",
+  "Retry": "Reintentar",
+  "waiting to be sent": "esperando a enviarse",
+  "creating the request": "creando la solicitud",
+  "request created; sending the images": "solicitud creada; enviando las imágenes",
+  "images sent; sending the video": "imágenes enviadas; enviando el vídeo",
+  "video sent; waiting for the server": "vídeo enviado; esperando al servidor",
+  "delivered: in review": "entregada: en revisión",
+  "approved": "aprobada",
+  "signed": "firmada",
+  "cancelled": "cancelada",
+  "refused by the reviewer": "rechazada por el revisor",
+  "{0} — check the network and the server, then press Retry; if the evidence is damaged, enroll the customer again.":
+    "{0} — compruebe la red y el servidor y pulse Reintentar; si las evidencias están dañadas, dé de alta al cliente de nuevo.",
+  "retrying by itself: {0}": "reintentando por sí solo: {0}",
+  "video: {0} of {1} MB": "vídeo: {0} de {1} MB",
+  ", about {0} s left": ", quedan unos {0} s",
+};
+// Texts that had no translation (the browser test asks for none).
+const untranslated = new Set();
+window.untranslatedTexts = () => [...untranslated];
+
+// A text in the page's language, `{0}`, `{1}` … replaced by `args`.
+function t(text, ...args) {
+  let out = text;
+  if (LANG === "es") {
+    if (ES[text] === undefined) untranslated.add(text); else out = ES[text];
+  }
+  args.forEach((a, i) => { out = out.replace("{" + i + "}", a); });
+  return out;
+}
+
+// The served HTML is written in English: its texts, labels, placeholders and alternatives are
+// put in the page's language once, at load.
+function translatePage() {
+  document.title = t(document.title);
+  if (LANG === "en") return;
+  const walker = document.createTreeWalker(document.body, NodeFilter.SHOW_TEXT);
+  const nodes = [];
+  while (walker.nextNode()) nodes.push(walker.currentNode);
+  for (const node of nodes) {
+    const text = node.nodeValue.trim();
+    // Document type codes and texts without words (…, –) stay as they are.
+    if (!/[a-z]/.test(text) || /^[A-Z]{3}$/.test(text)) continue;
+    node.nodeValue = node.nodeValue.replace(text, t(text));
+  }
+  for (const el of document.querySelectorAll("[alt]")) el.alt = t(el.alt);
+  for (const el of document.querySelectorAll("textarea[placeholder]")) el.placeholder = t(el.placeholder);
+}
+translatePage();
 const captures = {};       // slot -> capture id
 let recording = null;      // {id, timer, ends}
 let recordingId = null;    // a finished recording's id
@@ -32,7 +191,7 @@ async function api(method, path, body, timeoutMs) {
     return { status: r.status, data };
   } catch (err) {
     agentDown();
-    return { status: 0, data: { message: "The agent did not answer. Check that kiosk-agent is running; this page reconnects by itself." } };
+    return { status: 0, data: { message: t("The agent did not answer. Check that kiosk-agent is running; this page reconnects by itself.") } };
   } finally {
     clearTimeout(timer);
   }
@@ -46,13 +205,13 @@ let events = null;
 function agentDown() {
   if (agentDownSince) return;
   agentDownSince = new Date();
-  $("agent").textContent = "agent not responding since " + agentDownSince.toLocaleTimeString();
+  $("agent").textContent = t("agent not responding since {0}", agentDownSince.toLocaleTimeString(LANG));
   $("agent").className = "down";
 }
 function agentUp() {
-  if (!agentDownSince) { $("agent").textContent = "agent: connected"; $("agent").className = ""; return; }
+  if (!agentDownSince) { $("agent").textContent = t("agent: connected"); $("agent").className = ""; return; }
   agentDownSince = null;
-  $("agent").textContent = "agent: connected";
+  $("agent").textContent = t("agent: connected");
   $("agent").className = "";
   startPreviews();
   refreshQueue();
@@ -70,8 +229,8 @@ $("login-form").addEventListener("submit", async (e) => {
   const r = await api("POST", "/v1/session", { token: $("token").value });
   $("token").value = "";
   if (r.status === 200) { $("login").classList.remove("open"); start(); }
-  else if (r.status === 429) { $("login-error").textContent = (r.data && r.data.message) || "Too many wrong tokens; wait and try again."; }
-  else { $("login-error").textContent = "Wrong token."; }
+  else if (r.status === 429) { $("login-error").textContent = (r.data && r.data.message) || t("Too many wrong tokens; wait and try again."); }
+  else { $("login-error").textContent = t("Wrong token."); }
 });
 
 // Logging out ends the session on the daemon (the cookie alone no longer opens anything).
@@ -130,9 +289,9 @@ async function refreshStatus() {
 
 function showStatus(s) {
   $("banner").classList.toggle("offline", !s.online);
-  $("link").textContent = s.online ? "online" : "OFFLINE — evidence is kept and sent later";
-  $("pending").textContent = "pending: " + s.pending;
-  $("oldest").textContent = "oldest: " + (s.oldest_pending_secs == null ? "–" : s.oldest_pending_secs + " s");
+  $("link").textContent = s.online ? t("online") : t("OFFLINE — evidence is kept and sent later");
+  $("pending").textContent = t("pending: {0}", s.pending);
+  $("oldest").textContent = t("oldest: {0}", s.oldest_pending_secs == null ? "–" : s.oldest_pending_secs + " s");
 }
 
 // One line per enrollment: where it is in words, a bar that is full once delivered and empty
@@ -149,7 +308,7 @@ function renderRow(e) {
   }
   row.dataset.state = e.state;
   row.classList.toggle("failed", e.state === "failed");
-  row.querySelector(".state").textContent = IN_WORDS[e.state] || e.state;
+  row.querySelector(".state").textContent = IN_WORDS[e.state] ? t(IN_WORDS[e.state]) : e.state;
   const bar = row.querySelector("progress"), text = row.querySelector(".progress-text");
   const step = STEPS.indexOf(e.state);
   bar.max = STEPS.length - 1;
@@ -158,13 +317,13 @@ function renderRow(e) {
   delete row.dataset.upload;
   row.querySelector(".attempts").textContent = e.attempts;
   row.querySelector(".error").textContent = e.state === "failed"
-    ? (e.last_error || "failed") + " — check the network and the server, then press Retry; if the evidence is damaged, enroll the customer again."
-    : e.last_error ? "retrying by itself: " + e.last_error : "";
+    ? t("{0} — check the network and the server, then press Retry; if the evidence is damaged, enroll the customer again.", e.last_error || t("failed"))
+    : e.last_error ? t("retrying by itself: {0}", e.last_error) : "";
   const action = row.cells[5];
   action.textContent = "";
   if (e.state === "failed") {
     const b = document.createElement("button");
-    b.textContent = "Retry";
+    b.textContent = t("Retry");
     b.addEventListener("click", async () => { await api("POST", "/v1/enrollments/" + e.id + "/retry"); });
     action.append(b);
   }
@@ -198,28 +357,28 @@ function showUpload(e) {
   const mb = (n) => (n / 1e6).toFixed(1);
   const rate = (e.sent_bytes - first.sent) / Math.max(1, now - first.at);
   const left = rate > 0 ? Math.ceil((e.total_bytes - e.sent_bytes) / rate / 1000) : null;
-  text.textContent = "video: " + mb(e.sent_bytes) + " of " + mb(e.total_bytes) + " MB" + (left === null ? "" : ", about " + left + " s left");
+  text.textContent = t("video: {0} of {1} MB", mb(e.sent_bytes), mb(e.total_bytes)) + (left === null ? "" : t(", about {0} s left", left));
 }
 
 // What the server needs before an enrollment can be submitted, in the operator's words; Submit
 // stays disabled until nothing is missing.
 function missing() {
   const out = [];
-  if (!captures.document_front) out.push("Document front (a still that passes)");
-  if (!captures.document_photo) out.push("Document photo (cut from a front that passes)");
-  if (!captures.document_owner) out.push("Selfie (a still that passes)");
-  if (!recordingId) out.push("Video (record, then stop)");
+  if (!captures.document_front) out.push(t("Document front (a still that passes)"));
+  if (!captures.document_photo) out.push(t("Document photo (cut from a front that passes)"));
+  if (!captures.document_owner) out.push(t("Selfie (a still that passes)"));
+  if (!recordingId) out.push(t("Video (record, then stop)"));
   const fields = [["phone", "Mobile phone"], ["email", "Email"], ["given_name", "Given name"],
     ["surname_1", "First surname"], ["serial_number", "Document number"], ["similarity", "Similarity level"]];
-  for (const [id, label] of fields) if (!$(id).value.trim() || !$(id).checkValidity()) out.push(label);
-  for (const name of CHECKS) if (radio(name) === null) out.push("Answer: " + $(name + "-label").textContent);
-  if (!$("accept").checked) out.push("The customer's acceptance of the terms");
+  for (const [id, label] of fields) if (!$(id).value.trim() || !$(id).checkValidity()) out.push(t(label));
+  for (const name of CHECKS) if (radio(name) === null) out.push(t("Answer: {0}", $(name + "-label").textContent));
+  if (!$("accept").checked) out.push(t("The customer's acceptance of the terms"));
   return out;
 }
 function updateReadiness() {
   const list = missing();
   $("missing").replaceChildren(...list.map((m) => { const li = document.createElement("li"); li.textContent = m; return li; }));
-  $("missing-title").textContent = list.length ? "Still needed before submitting:" : "Everything the server needs is here.";
+  $("missing-title").textContent = list.length ? t("Still needed before submitting:") : t("Everything the server needs is here.");
   $("readiness").classList.toggle("ready", list.length === 0);
   $("submit").disabled = list.length > 0;
 }
@@ -233,14 +392,14 @@ function showPhoto(photo, reason) {
   if (photo) {
     captures.document_photo = photo.id;
     img.src = photo.thumbnail;
-    img.alt = "Document photo, cut from the front";
-    verdict.textContent = "✓ cut from the front";
+    img.alt = t("Document photo, cut from the front");
+    verdict.textContent = t("✓ cut from the front");
     verdict.className = "verdict pass";
     shot.dataset.taken = "pass";
   } else {
     delete captures.document_photo;
     img.removeAttribute("src");
-    img.alt = "Document photo, not cut yet";
+    img.alt = t("Document photo, not cut yet");
     verdict.textContent = reason || "";
     verdict.className = "verdict retake";
     delete shot.dataset.taken;
@@ -253,29 +412,29 @@ for (const shot of document.querySelectorAll(".shot:not(.cut)")) {
   button.addEventListener("click", async () => {
     button.disabled = true;
     const verdict = shot.querySelector(".verdict");
-    verdict.textContent = "capturing…";
+    verdict.textContent = t("capturing…");
     verdict.className = "verdict";
     const r = await api("POST", "/v1/captures/still", { role: shot.dataset.role, kind: shot.dataset.slot }, 30000);
     button.disabled = false;
-    if (r.status !== 200) { verdict.textContent = (r.data && r.data.message) || "The capture failed; try again."; verdict.className = "verdict retake"; return; }
+    if (r.status !== 200) { verdict.textContent = (r.data && r.data.message) || t("The capture failed; try again."); verdict.className = "verdict retake"; return; }
     const img = shot.querySelector("img");
     // A retake is not kept by the capture service: only a still that passed has a thumbnail.
     if (r.data.thumbnail) img.src = r.data.thumbnail; else img.removeAttribute("src");
-    img.alt = button.textContent + ", taken: " + r.data.verdict;
+    img.alt = t("{0}, taken: {1}", button.textContent, r.data.verdict);
     if (r.data.verdict === "pass") {
       captures[shot.dataset.slot] = r.data.id;
-      verdict.textContent = "✓ pass";
+      verdict.textContent = t("✓ pass");
       verdict.className = "verdict pass";
     } else {
       delete captures[shot.dataset.slot];
-      verdict.textContent = "Retake: " + r.data.reasons.join("; ");
+      verdict.textContent = t("Retake: {0}", r.data.reasons.join("; "));
       verdict.className = "verdict retake";
     }
     shot.dataset.taken = r.data.verdict;
     updateReadiness();
     // A front that passes has a face to cut (one without is a retake, saying so).
     if (shot.dataset.slot === "document_front") {
-      showPhoto(r.data.verdict === "pass" ? r.data.photo : null, r.data.verdict === "pass" ? "" : "cut from the front once it passes");
+      showPhoto(r.data.verdict === "pass" ? r.data.photo : null, r.data.verdict === "pass" ? "" : t("cut from the front once it passes"));
     }
   });
 }
@@ -283,11 +442,11 @@ for (const shot of document.querySelectorAll(".shot:not(.cut)")) {
 $("record").addEventListener("click", async () => {
   const seconds = 10;
   const r = await api("POST", "/v1/recordings", { max_seconds: seconds });
-  if (r.status !== 201) { $("video-result").textContent = (r.data && r.data.message) || "recording failed"; return; }
+  if (r.status !== 201) { $("video-result").textContent = (r.data && r.data.message) || t("recording failed"); return; }
   const ends = Date.now() + seconds * 1000;
   recording = { id: r.data.id, ends, timer: setInterval(() => {
     const left = Math.max(0, Math.ceil((ends - Date.now()) / 1000));
-    $("countdown").textContent = "recording… " + left + " s left";
+    $("countdown").textContent = t("recording… {0} s left", left);
     if (left === 0) stopRecording();
   }, 250) };
   $("record").disabled = true; $("stop").disabled = false;
@@ -304,10 +463,10 @@ async function stopRecording() {
   $("countdown").textContent = "";
   if (r.status === 200 && r.data.frames > 0) {
     recordingId = rec.id;
-    $("video-result").textContent = "✓ " + r.data.duration_secs.toFixed(1) + " s recorded (" + r.data.frames + " frames)";
+    $("video-result").textContent = t("✓ {0} s recorded ({1} frames)", r.data.duration_secs.toFixed(1), r.data.frames);
     updateReadiness();
   } else {
-    $("video-result").textContent = "Record again: " + ((r.data && r.data.message) || "no frames");
+    $("video-result").textContent = t("Record again: {0}", (r.data && r.data.message) || t("no frames"));
   }
 }
 $("stop").addEventListener("click", stopRecording);
@@ -333,7 +492,7 @@ function unlockAll() {
     el.readOnly = false; el.disabled = false; el.classList.remove("locked");
   }
   for (const el of document.querySelectorAll('#claims input[type="radio"]:disabled')) { el.checked = false; el.disabled = false; }
-  $("claims-source").textContent = "Stated by: the operator";
+  $("claims-source").textContent = t("Stated by: the operator");
 }
 
 function lock(el, value) {
@@ -348,8 +507,8 @@ function readPasted() {
   pasted = { ocr: {}, checksBy: null };
   if (!text) { $("ocr-note").textContent = ""; return true; }
   let json;
-  try { json = JSON.parse(text); } catch (e) { $("ocr-note").textContent = "Not valid JSON yet: nothing was filled."; return false; }
-  if (!json || typeof json !== "object" || Array.isArray(json)) { $("ocr-note").textContent = "The JSON must be an object."; return false; }
+  try { json = JSON.parse(text); } catch (e) { $("ocr-note").textContent = t("Not valid JSON yet: nothing was filled."); return false; }
+  if (!json || typeof json !== "object" || Array.isArray(json)) { $("ocr-note").textContent = t("The JSON must be an object."); return false; }
   const ocr = json.ocr_data && typeof json.ocr_data === "object" ? json.ocr_data : json;
   const filled = [];
   for (const [key, value] of Object.entries(ocr)) {
@@ -367,9 +526,9 @@ function readPasted() {
       filled.push(name);
     }
     if (Number.isInteger(json.similarity_level)) { lock($("similarity"), json.similarity_level); filled.push("similarity_level"); }
-    $("claims-source").textContent = "Stated by: " + pasted.checksBy;
+    $("claims-source").textContent = t("Stated by: {0}", pasted.checksBy);
   }
-  $("ocr-note").textContent = filled.length ? "Filled and locked from the JSON: " + filled.join(", ") + "." : "The JSON names no field of this form.";
+  $("ocr-note").textContent = filled.length ? t("Filled and locked from the JSON: {0}.", filled.join(", ")) : t("The JSON names no field of this form.");
   updateReadiness();
   return true;
 }
@@ -408,20 +567,20 @@ function manifest() {
 
 $("customer").addEventListener("submit", async (e) => {
   e.preventDefault();
-  if (!readPasted()) { $("message").textContent = "The OCR JSON is not valid JSON: correct it or clear it."; return; }
-  if (CHECKS.some((name) => radio(name) === null)) { $("message").textContent = "Answer each check: nothing is assumed about the customer."; return; }
+  if (!readPasted()) { $("message").textContent = t("The OCR JSON is not valid JSON: correct it or clear it."); return; }
+  if (CHECKS.some((name) => radio(name) === null)) { $("message").textContent = t("Answer each check: nothing is assumed about the customer."); return; }
   const body = manifest();
   $("submit").disabled = true;
-  $("message").textContent = "Submitting…";
+  $("message").textContent = t("Submitting…");
   const r = await api("POST", "/v1/enrollments", body, 120000);
   updateReadiness();
   if (r.status === 202) {
-    $("message").textContent = "Queued: " + r.data.id.slice(0, 8) + ". The evidence is stored encrypted and sent when online.";
+    $("message").textContent = t("Queued: {0}. The evidence is stored encrypted and sent when online.", r.data.id.slice(0, 8));
     clearAll();
     refreshQueue();
   } else {
     const field = r.data && r.data.field ? r.data.field + ": " : "";
-    $("message").textContent = "Not queued — " + field + ((r.data && r.data.message) || "error " + r.status);
+    $("message").textContent = t("Not queued — {0}", field + ((r.data && r.data.message) || t("error {0}", r.status)));
   }
 });
 
@@ -436,7 +595,7 @@ function clearAll() {
   for (const shot of document.querySelectorAll(".shot")) {
     const img = shot.querySelector("img");
     img.removeAttribute("src");
-    img.alt = (shot.dataset.label || shot.querySelector("button").textContent) + ", not taken yet";
+    img.alt = t("{0}, not taken yet", shot.dataset.label ? t(shot.dataset.label) : shot.querySelector("button").textContent);
     shot.querySelector(".verdict").textContent = "";
     delete shot.dataset.taken;
   }

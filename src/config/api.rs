@@ -27,6 +27,7 @@ pub struct RawApi {
     pub capture_ttl_secs: Option<u64>,
     pub capture_socket: Option<PathBuf>,
     pub allowed_hosts: Option<Vec<String>>,
+    pub language: Option<String>,
 }
 
 /// Who runs the capture service.
@@ -37,6 +38,9 @@ pub enum CaptureServiceMode {
     /// Another unit runs it on `DATA_DIR/capture.sock` (`kiosk-agent-capture-service.service`).
     External,
 }
+
+/// The languages the operator page ships (its texts are one table in `page.js`).
+pub const PAGE_LANGUAGES: [&str; 2] = ["en", "es"];
 
 /// The validated `[api]` section.
 #[derive(Clone)]
@@ -65,6 +69,9 @@ pub struct ApiConfig {
     pub capture_socket: PathBuf,
     /// Host names the API answers to besides `localhost` and IP literals (lower case).
     pub allowed_hosts: Vec<String>,
+    /// The operator page's language (one of [`PAGE_LANGUAGES`]); `None`: the browser's
+    /// `Accept-Language` chooses.
+    pub language: Option<&'static str>,
 }
 
 impl std::fmt::Debug for ApiConfig {
@@ -81,6 +88,7 @@ impl std::fmt::Debug for ApiConfig {
             .field("capture_ttl", &self.capture_ttl)
             .field("capture_socket", &self.capture_socket)
             .field("allowed_hosts", &self.allowed_hosts)
+            .field("language", &self.language)
             .finish()
     }
 }
@@ -196,6 +204,19 @@ pub fn validate_api(
             );
         }
     }
+    let language = match a.language.as_deref() {
+        None | Some("auto") => None,
+        Some(code) => PAGE_LANGUAGES.iter().copied().find(|l| *l == code).or_else(|| {
+            problem(
+                "api.language",
+                format!(
+                    "must be \"auto\" (the browser's Accept-Language) or one of {}, not {code:?}",
+                    PAGE_LANGUAGES.join(", ")
+                ),
+            );
+            None
+        }),
+    };
     let unix_socket = a.unix_socket.map(|p| if p.is_absolute() { p } else { base_dir.join(p) });
     let capture_service = match a.capture_service.as_deref() {
         None | Some("spawn") => CaptureServiceMode::Spawn,
@@ -217,6 +238,7 @@ pub fn validate_api(
         capture_ttl,
         capture_socket,
         allowed_hosts,
+        language,
     }
 }
 

@@ -23,7 +23,7 @@ mod windows;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-pub use api::{ApiConfig, CaptureServiceMode};
+pub use api::{ApiConfig, CaptureServiceMode, PAGE_LANGUAGES};
 pub use files::{Files, Unread};
 pub use flow::{read_secret, RaoConfig, RaoCredentials, SignatureConfig};
 pub use kiosk_common::capture::{

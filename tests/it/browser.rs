@@ -482,6 +482,63 @@ fn the_page_passes_an_accessibility_check_at_three_sizes() {
     });
 }
 
+/// The page speaks the browser's language when it ships it (Spanish here, from a browser that
+/// asks for es-ES), every text from its one table: none is left untranslated, the static ones or
+/// those the page writes as it works (a capture's verdict, what is still missing, the queue).
+/// `api.language` fixes the language whatever the browser asks.
+#[test]
+fn the_page_speaks_spanish_to_a_spanish_browser() {
+    let sandbox = Sandbox::start(0);
+    let d = start(sandbox.addr.port(), "");
+    let dir = d.env.manifest("m", "", |_| {}).parent().unwrap().to_owned();
+    let (code, body) = authed(&d, "POST", "/v1/enrollments", Some(Body::Json(inline_manifest(&dir))));
+    assert_eq!(code, 202, "{body}");
+    let shots = screenshots();
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    rt.block_on(async {
+        let spanish = ["--lang=es-ES".to_owned(), "--accept-lang=es-ES,es".to_owned()];
+        let (client, _driver) = chromium(&d.env.dir.path().join("chrome"), &spanish).await;
+        log_in(&client, &d.base).await;
+        until(Duration::from_secs(20), "the queue's row", || async { client.find(Locator::Css("#queue tr")).await.ok() })
+            .await;
+        client.find(Locator::Css(".shot[data-slot=document_owner] button")).await.unwrap().click().await.unwrap();
+        until(Duration::from_secs(30), "the selfie", || async {
+            client.find(Locator::Css(".shot[data-slot=document_owner][data-taken]")).await.ok()
+        })
+        .await;
+        let seen = client
+            .execute(
+                "return [document.documentElement.lang, document.querySelector('h1').textContent, \
+                 document.getElementById('submit').textContent, document.querySelector('#queue tr .state').textContent, \
+                 document.querySelector('.shot[data-slot=document_owner] .verdict').textContent, window.untranslatedTexts()]",
+                vec![],
+            )
+            .await
+            .unwrap();
+        std::fs::write(shots.join("spanish.png"), client.screenshot().await.unwrap()).unwrap();
+        assert_eq!(seen[0], "es", "{seen}");
+        assert_eq!(seen[1], "Alta con kiosk-agent", "{seen}");
+        assert_eq!(seen[2], "Enviar alta", "{seen}");
+        assert_eq!(seen[3], "entregada: en revisión", "{seen}");
+        assert!(seen[4].as_str().unwrap().starts_with("✓ válida") || seen[4].as_str().unwrap().starts_with("Repetir"), "{seen}");
+        assert_eq!(seen[5], json!([]), "untranslated texts: {seen}");
+        client.close().await.unwrap();
+    });
+    // The configuration decides over the browser.
+    drop(d);
+    let d = start(sandbox.addr.port(), "language = \"es\"\n");
+    let host = d.base.trim_start_matches("http://").to_owned();
+    let mut stream = std::net::TcpStream::connect(&host).unwrap();
+    std::io::Write::write_all(
+        &mut stream,
+        format!("GET / HTTP/1.1\r\nHost: {host}\r\nAccept-Language: en-US,en\r\nConnection: close\r\n\r\n").as_bytes(),
+    )
+    .unwrap();
+    let mut html = String::new();
+    std::io::Read::read_to_string(&mut stream, &mut html).unwrap();
+    assert!(html.contains("<html lang=\"es\">"), "{html}");
+}
+
 /// The attacker's page: every way a page of another origin can reach the API, each recorded in
 /// `window.done` as a list of `[what, outcome]` (a status it could read, or what blocked it).
 const ATTACKER_PAGE: &str = r#"<!doctype html><html><body><iframe name="sink"></iframe><script>
