@@ -269,6 +269,17 @@ pub async fn thumbnail(State(s): State<ApiState>, UrlPath(id): UrlPath<String>) 
     s.cameras.call(Method::GET, &format!("/stills/{id}/thumbnail.jpg"), Vec::new(), Answer::Jpeg).await
 }
 
+#[utoipa::path(get, path = "/v1/recordings/{id}/clip.mp4", tag = "cameras", security(("bearer" = []), ("session" = [])),
+    params(("id" = String, Path, description = "the recording's id")),
+    responses(
+        (status = 200, description = "the finished clip (H.264/MP4), from the capture service's memory", content_type = "video/mp4", body = super::wire::Binary),
+        (status = 404, description = "no such recording (or no longer kept)", body = super::wire::ErrorBody),
+    ))]
+pub async fn clip(State(s): State<ApiState>, UrlPath(id): UrlPath<String>) -> Result<Response, ApiError> {
+    let id = capture_id(&id)?;
+    s.cameras.call(Method::GET, &format!("/recordings/{id}/clip.mp4"), Vec::new(), Answer::Mp4).await
+}
+
 #[utoipa::path(post, path = "/v1/recordings", tag = "cameras", security(("bearer" = []), ("session" = [])), request_body = super::wire::RecordingRequest,
     responses(
         (status = 201, description = "recording: its id (the capture service's answer)", body = Object),

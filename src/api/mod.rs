@@ -84,6 +84,7 @@ pub const ROUTES: &[(&str, &str, bool, &str)] = &[
     ("get", "/v1/captures/{id}/thumbnail.jpg", true, "The still"),
     ("post", "/v1/recordings", true, "Start recording the face camera {max_seconds}: id"),
     ("post", "/v1/recordings/{id}/stop", true, "Stop a recording: frames, dropped, skipped, duration, bytes"),
+    ("get", "/v1/recordings/{id}/clip.mp4", true, "A finished recording's clip, to play back before it is used"),
     ("get", "/v1/openapi.json", true, "This API's OpenAPI description"),
     (
         "get",
@@ -227,6 +228,7 @@ pub fn router(state: ApiState, hosts: guard::Hosts) -> Router {
         .route("/v1/captures/{id}/thumbnail.jpg", get(cameras::thumbnail))
         .route("/v1/recordings", post(cameras::start_recording))
         .route("/v1/recordings/{id}/stop", post(cameras::stop_recording))
+        .route("/v1/recordings/{id}/clip.mp4", get(cameras::clip))
         .route_layer(axum::middleware::from_fn_with_state(state.clone(), require_token));
     Router::new()
         .route("/", get(page))
@@ -303,7 +305,7 @@ const PAGE_CSS: &str = include_str!("page.css");
 
 /// The page's policy: its own script, style, images and connections only; no inline code, no
 /// plugins, no forms sent elsewhere, never framed.
-const PAGE_CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' blob:; \
+const PAGE_CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' blob:; media-src 'self'; \
                         connect-src 'self'; form-action 'none'; base-uri 'none'; frame-ancestors 'none'";
 
 fn static_file(content_type: &'static str, body: &'static str) -> Response {
@@ -482,6 +484,7 @@ async fn status(State(s): State<ApiState>) -> Result<Json<wire::Status>, ApiErro
         failed: backlog.failed,
         free_disk_bytes: free,
         last_contact: s.worker.last_contact_ms().map(crate::queue::format_ms),
+        video_max_seconds: s.config.capture.video.max_duration.as_secs(),
     }))
 }
 

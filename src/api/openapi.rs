@@ -42,6 +42,7 @@ use super::{session, wire};
         super::cameras::thumbnail,
         super::cameras::start_recording,
         super::cameras::stop_recording,
+        super::cameras::clip,
         super::openapi,
         super::metrics::metrics,
     ),

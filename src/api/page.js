@@ -51,6 +51,7 @@ const ES = {
   "✓ pass": "✓ válida",
   "Retake: {0}": "Repetir: {0}",
   "Video": "Vídeo",
+  "The recorded clip, to watch before submitting": "El vídeo grabado, para verlo antes de enviar",
   "Record": "Grabar",
   "Stop": "Detener",
   "recording failed": "la grabación ha fallado",
@@ -158,6 +159,7 @@ function translatePage() {
     node.nodeValue = node.nodeValue.replace(text, t(text));
   }
   for (const el of document.querySelectorAll("[alt]")) el.alt = t(el.alt);
+  for (const el of document.querySelectorAll("[aria-label]")) el.setAttribute("aria-label", t(el.getAttribute("aria-label")));
   for (const el of document.querySelectorAll("textarea[placeholder]")) el.placeholder = t(el.placeholder);
 }
 translatePage();
@@ -288,6 +290,7 @@ async function refreshStatus() {
 }
 
 function showStatus(s) {
+  if (s.video_max_seconds) videoSeconds = s.video_max_seconds;
   $("banner").classList.toggle("offline", !s.online);
   $("link").textContent = s.online ? t("online") : t("OFFLINE — evidence is kept and sent later");
   $("pending").textContent = t("pending: {0}", s.pending);
@@ -439,8 +442,12 @@ for (const shot of document.querySelectorAll(".shot:not(.cut)")) {
   });
 }
 
+// The clip's length is the configuration's (`capture.video.max_seconds`, read from the status).
+let videoSeconds = 10;
 $("record").addEventListener("click", async () => {
-  const seconds = 10;
+  const seconds = videoSeconds;
+  $("playback").hidden = true;
+  $("playback").removeAttribute("src");
   const r = await api("POST", "/v1/recordings", { max_seconds: seconds });
   if (r.status !== 201) { $("video-result").textContent = (r.data && r.data.message) || t("recording failed"); return; }
   const ends = Date.now() + seconds * 1000;
@@ -464,6 +471,9 @@ async function stopRecording() {
   if (r.status === 200 && r.data.frames > 0) {
     recordingId = rec.id;
     $("video-result").textContent = t("✓ {0} s recorded ({1} frames)", r.data.duration_secs.toFixed(1), r.data.frames);
+    // Played back before it is used: record again to replace it.
+    $("playback").src = "/v1/recordings/" + rec.id + "/clip.mp4";
+    $("playback").hidden = false;
     updateReadiness();
   } else {
     $("video-result").textContent = t("Record again: {0}", (r.data && r.data.message) || t("no frames"));
@@ -592,6 +602,8 @@ function clearAll() {
   for (const k of Object.keys(captures)) delete captures[k];
   recordingId = null;
   $("video-result").textContent = "";
+  $("playback").hidden = true;
+  $("playback").removeAttribute("src");
   for (const shot of document.querySelectorAll(".shot")) {
     const img = shot.querySelector("img");
     img.removeAttribute("src");

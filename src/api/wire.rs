@@ -32,6 +32,9 @@ pub struct Status {
     pub free_disk_bytes: u64,
     /// When the server last answered (RFC 3339), if it has since the daemon started.
     pub last_contact: Option<String>,
+    /// The longest clip a recording takes (`capture.video.max_seconds`): the page records this
+    /// long unless the operator stops earlier.
+    pub video_max_seconds: u64,
 }
 
 /// One enrollment, as listed.

@@ -246,6 +246,20 @@ fn an_operator_enrolls_a_customer_from_the_page() {
             text.contains("recorded").then_some(())
         })
         .await;
+        // The clip plays back before it is used: the player shows it, and it has a duration.
+        let clip = until(Duration::from_secs(20), "the clip's playback", || async {
+            let v = client
+                .execute(
+                    "const v = document.getElementById('playback'); \
+                     return v.hidden || !(v.duration > 0) ? null : [v.duration, v.videoWidth]",
+                    vec![],
+                )
+                .await
+                .ok()?;
+            (!v.is_null()).then_some(v)
+        })
+        .await;
+        assert!(clip[0].as_f64() > Some(1.0) && clip[1].as_u64() > Some(0), "{clip}");
         let ready = client
             .execute("return [document.getElementById('submit').disabled, document.querySelectorAll('#missing li').length]", vec![])
             .await
