@@ -6,7 +6,12 @@
   2. `enroll` of four 1 MB images and a 30 MB video vs copying the same files into the data dir
      and running `sync` (target: ≤ 2 ×);
   3. draining 100 and 1,000 small queued enrollments: enrollments per second and peak RSS
-     (memory must stay flat as the backlog grows).
+     (memory must stay flat as the backlog grows);
+  4. bytes written per enrollment: what `enroll` and then `sync --once` (delivery and erasure)
+     cause to be written to storage, from the kernel's count for each process (GNU time's %O,
+     `ru_oublock`: 512-byte blocks written or dirtied), divided by the evidence's size
+     (target ≤ 1.2: the encrypted spool once, the database a little, nothing twice); `cp` of
+     the same files, measured the same way, is the reference.
 
 Run with `bench/run` (which builds the release binary first). Timings are medians of several
 runs; nothing here asserts a time, it prints figures for a person to read.
@@ -197,6 +202,42 @@ def bench_enroll():
     return e / c
 
 
+def written_bytes(cmd):
+    """Bytes one command caused to be written to storage (the kernel's count for the process)."""
+    p = subprocess.run(["/usr/bin/time", "-f", "%O"] + cmd, capture_output=True)
+    if p.returncode != 0:
+        sys.exit(f"{' '.join(map(str, cmd))} failed ({p.returncode}): {p.stderr.decode()[-2000:]}")
+    return int(p.stderr.decode().strip().splitlines()[-1]) * 512
+
+
+def bench_writes(sandbox):
+    print("== 4. bytes written per enrollment (4 × 1 MB images + 30 MB video) ==")
+    rows = []
+    with tempfile.TemporaryDirectory(dir=ROOT / "target") as tmp:
+        manifest = make_files(Path(tmp) / "files", 1024 * 1024, 30 * 1024 * 1024)
+        files = [manifest.parent / n for n in ["front.jpg", "rear.jpg", "photo.jpg", "selfie.jpg", "video.mp4"]]
+        evidence = sum(f.stat().st_size for f in files)
+        cfg = write_config(tmp, sandbox.port)
+        subprocess.run(agent(cfg, "queue", "list"), check=True, capture_output=True)  # create the data dir
+        for run in range(RUNS):
+            enrolled = written_bytes(agent(cfg, "enroll", str(manifest)))
+            synced = written_bytes(agent(cfg, "sync", "--once"))
+            dest = Path(tmp) / f"copy{run}"
+            dest.mkdir()
+            copied = written_bytes(["cp", *map(str, files), str(dest)])
+            subprocess.run(["sync", *[str(dest / f.name) for f in files], str(dest)], check=True)
+            shutil.rmtree(dest)
+            rows.append((enrolled, synced, copied))
+    enrolled, synced, copied = (statistics.median(r[i] for r in rows) for i in range(3))
+    ratio = (enrolled + synced) / evidence
+    print(f"  evidence: {evidence / 1e6:.1f} MB")
+    print(f"  enroll wrote {enrolled / 1e6:.1f} MB, sync --once (delivery, erasure) {synced / 1e6:.2f} MB; "
+          f"median of {RUNS}")
+    print(f"  cp of the same files wrote {copied / 1e6:.1f} MB ({copied / evidence:.2f} × the evidence)")
+    print(f"  write amplification: {ratio:.2f} × the evidence  (target ≤ 1.2)")
+    return ratio
+
+
 def bench_drain(sandbox, count):
     with tempfile.TemporaryDirectory() as tmp:
         manifest = make_files(Path(tmp) / "files", 0, 0)
@@ -235,12 +276,15 @@ def main():
             print(f"  {n:>5} enrollments: {t:.2f} s, {rate:.0f} enrollments/s, peak RSS {rss:.1f} MiB")
         print(f"  RSS 1,000 / 100: {results[1000] / results[100]:.2f}  (flat ≈ 1.0; SQLite's page cache is capped at 2 MiB)")
         print()
+        amplification = bench_writes(sandbox)
+        print()
         print("summary")
         print(f"  upload vs curl       {ratio_up:.2f} ×  (≤ 1.5)  {'OK' if ratio_up <= 1.5 else 'MISSED'}"
               f"  (with the erasure after it: {ratio_with_erasure:.2f} ×)")
         print(f"  upload peak RSS      {rss_up:.1f} MiB (≤ 64)   {'OK' if rss_up <= 64 else 'MISSED'}")
         print(f"  enroll vs cp+sync    {ratio_enroll:.2f} ×  (≤ 2)    {'OK' if ratio_enroll <= 2 else 'MISSED'}")
         print(f"  drain RSS growth     {results[1000] / results[100]:.2f} ×")
+        print(f"  write amplification  {amplification:.2f} ×  (≤ 1.2)  {'OK' if amplification <= 1.2 else 'MISSED'}")
     finally:
         sandbox.stop()
 
