@@ -72,6 +72,9 @@ pub const ROUTES: &[(&str, &str, bool, &str)] = &[
     ("post", "/v1/enrollments/{id}/documents", true, "Queue a PDF to sign (the body; ?name=); sent once approved"),
     ("post", "/v1/enrollments/{id}/otp", true, "Send the customer the OTP {whatsapp?}"),
     ("post", "/v1/enrollments/{id}/sign", true, "Sign the uploaded documents {otp}"),
+    ("get", "/v1/enrollments/{id}/contract.pdf", true, "The service contract, once approved (for the customer to read)"),
+    ("get", "/v1/enrollments/{id}/documents", true, "The enrollment's documents to sign: uid, file, state"),
+    ("get", "/v1/enrollments/{id}/documents/{uid}/signed.pdf", true, "A signed document's copy, once signed"),
     ("get", "/v1/events", true, "Server-sent events: enrollment changes and online/offline"),
     ("get", "/v1/cameras", true, "The camera roles, their sources and whether they run"),
     (
@@ -215,10 +218,14 @@ pub fn router(state: ApiState, hosts: guard::Hosts) -> Router {
         .route("/v1/enrollments/{id}/refuse", post(signing::refuse))
         .route(
             "/v1/enrollments/{id}/documents",
-            post(signing::upload_document).layer(DefaultBodyLimit::max(crate::queue::MAX_DOCUMENT_BYTES as usize)),
+            get(signing::documents)
+                .post(signing::upload_document)
+                .layer(DefaultBodyLimit::max(crate::queue::MAX_DOCUMENT_BYTES as usize)),
         )
         .route("/v1/enrollments/{id}/otp", post(signing::otp))
         .route("/v1/enrollments/{id}/sign", post(signing::sign))
+        .route("/v1/enrollments/{id}/contract.pdf", get(signing::contract))
+        .route("/v1/enrollments/{id}/documents/{uid}/signed.pdf", get(signing::signed_copy))
         .route("/v1/events", get(events))
         .route("/v1/openapi.json", get(openapi))
         .route("/metrics", get(metrics::metrics))
@@ -305,7 +312,8 @@ const PAGE_CSS: &str = include_str!("page.css");
 
 /// The page's policy: its own script, style, images and connections only; no inline code, no
 /// plugins, no forms sent elsewhere, never framed.
-const PAGE_CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' blob:; media-src 'self'; \
+const PAGE_CSP: &str =
+    "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' blob:; media-src 'self'; \
                         connect-src 'self'; form-action 'none'; base-uri 'none'; frame-ancestors 'none'";
 
 fn static_file(content_type: &'static str, body: &'static str) -> Response {

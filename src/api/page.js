@@ -114,6 +114,27 @@ const ES = {
   "What to do": "Qué hacer",
   "Action": "Acción",
   "Retry": "Reintentar",
+  "Sign with the customer": "Firmar con el cliente",
+  "Signed copies": "Copias firmadas",
+  "Signing with the customer": "Firma con el cliente",
+  "Enrollment {0}": "Alta {0}",
+  "Open the service contract": "Abrir el contrato de servicio",
+  "(for the customer to read)": "(para que lo lea el cliente)",
+  "Documents to sign:": "Documentos para firmar:",
+  "Send the code to the customer's phone": "Enviar el código al teléfono del cliente",
+  "Code the customer received": "Código que ha recibido el cliente",
+  "Sign": "Firmar",
+  "Close": "Cerrar",
+  "open or print the signed copy": "abrir o imprimir la copia firmada",
+  "download it": "descargarla",
+  "none: the contract alone": "ninguno: solo el contrato",
+  "Sending the code…": "Enviando el código…",
+  "The code is on its way to the customer's phone.": "El código va de camino al teléfono del cliente.",
+  "The code was not sent: {0}": "No se ha enviado el código: {0}",
+  "Enter the code the customer received.": "Escriba el código que ha recibido el cliente.",
+  "Signing…": "Firmando…",
+  "Signed. The signed copies can be opened, printed or downloaded below.": "Firmado. Las copias firmadas se pueden abrir, imprimir o descargar abajo.",
+  "Not signed: {0}": "No se ha firmado: {0}",
   "waiting to be sent": "esperando a enviarse",
   "creating the request": "creando la solicitud",
   "request created; sending the images": "solicitud creada; enviando las imágenes",
@@ -330,6 +351,13 @@ function renderRow(e) {
     b.addEventListener("click", async () => { await api("POST", "/v1/enrollments/" + e.id + "/retry"); });
     action.append(b);
   }
+  if (e.state === "approved" || e.state === "signed") {
+    const b = document.createElement("button");
+    b.textContent = e.state === "approved" ? t("Sign with the customer") : t("Signed copies");
+    b.className = "open-signing";
+    b.addEventListener("click", () => openSigning(e));
+    action.append(b);
+  }
 }
 
 async function refreshQueue() {
@@ -347,6 +375,65 @@ function listen() {
     if (e.type === "upload") showUpload(e);
   };
 }
+
+// The customer's part of the signing flow, once the request is approved: the contract to
+// read (in the browser's own viewer), the documents, the code sent to their phone, the
+// signature, then each signed copy to open, print or download. A refusal is shown as the
+// agent words it. The RAO's approval is not on this page.
+let signingId = null;
+async function openSigning(e) {
+  signingId = e.id;
+  $("signing").hidden = false;
+  $("signing-for").textContent = t("Enrollment {0}", e.id.slice(0, 8));
+  $("contract-link").href = "/v1/enrollments/" + e.id + "/contract.pdf";
+  $("signing-message").textContent = "";
+  $("otp").value = "";
+  await showDocuments(e.state === "signed");
+  $("signing").scrollIntoView();
+}
+async function showDocuments(signed) {
+  const r = await api("GET", "/v1/enrollments/" + signingId + "/documents");
+  const docs = r.status === 200 ? r.data : [];
+  $("signing-docs").replaceChildren(...docs.map((d) => {
+    const li = document.createElement("li");
+    li.textContent = d.file;
+    if (signed && d.uid) {
+      const url = "/v1/enrollments/" + signingId + "/documents/" + d.uid + "/signed.pdf";
+      const open = document.createElement("a");
+      open.href = url; open.target = "_blank"; open.rel = "noopener"; open.className = "signed-open";
+      open.textContent = t("open or print the signed copy");
+      const save = document.createElement("a");
+      save.href = url; save.download = "signed-" + d.file; save.className = "signed-download";
+      save.textContent = t("download it");
+      li.append(open, save);
+    }
+    return li;
+  }));
+  if (!docs.length) $("signing-docs").replaceChildren(Object.assign(document.createElement("li"), { textContent: t("none: the contract alone") }));
+  $("send-otp").disabled = signed; $("sign").disabled = signed; $("otp").disabled = signed;
+}
+$("send-otp").addEventListener("click", async () => {
+  $("signing-message").textContent = t("Sending the code…");
+  const r = await api("POST", "/v1/enrollments/" + signingId + "/otp", {}, 60000);
+  $("signing-message").textContent = r.status === 200 ? t("The code is on its way to the customer's phone.")
+    : t("The code was not sent: {0}", (r.data && r.data.message) || t("error {0}", r.status));
+  if (r.status === 200) $("otp").focus();
+});
+$("sign").addEventListener("click", async () => {
+  const code = $("otp").value.trim();
+  if (!code) { $("signing-message").textContent = t("Enter the code the customer received."); return; }
+  $("sign").disabled = true;
+  $("signing-message").textContent = t("Signing…");
+  const r = await api("POST", "/v1/enrollments/" + signingId + "/sign", { otp: code }, 60000);
+  $("sign").disabled = false;
+  if (r.status === 200) {
+    $("signing-message").textContent = t("Signed. The signed copies can be opened, printed or downloaded below.");
+    await showDocuments(true);
+  } else {
+    $("signing-message").textContent = t("Not signed: {0}", (r.data && r.data.message) || t("error {0}", r.status));
+  }
+});
+$("close-signing").addEventListener("click", () => { $("signing").hidden = true; signingId = null; });
 
 // A video on its way: bytes sent of the whole, and the time left at the rate seen so far.
 function showUpload(e) {

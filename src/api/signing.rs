@@ -228,3 +228,98 @@ pub async fn sign(
     let status = flow.status(&target).await.map_err(failure)?;
     Ok(Json(wire::Signed { id, status: status.as_str().to_owned() }))
 }
+
+/// A PDF for the operator page, from memory (never written to the kiosk's disk), shown inline
+/// by the browser's own viewer. Its CSP runs nothing but, unlike the API's other answers, is
+/// not a sandbox (a sandboxed document cannot show a PDF).
+fn pdf(bytes: Vec<u8>, name: &str) -> axum::response::Response {
+    use axum::http::header;
+    use axum::response::IntoResponse as _;
+    // A header value: the file's name as plain ASCII (a document's name comes from the kiosk).
+    let name: String =
+        name.chars().map(|c| if c.is_ascii_alphanumeric() || ".-_".contains(c) { c } else { '_' }).collect();
+    (
+        [
+            (header::CONTENT_TYPE, "application/pdf".to_owned()),
+            (header::CONTENT_DISPOSITION, format!("inline; filename=\"{name}\"")),
+            (header::CONTENT_SECURITY_POLICY, "default-src 'none'; frame-ancestors 'none'".to_owned()),
+        ],
+        bytes,
+    )
+        .into_response()
+}
+
+#[utoipa::path(get, path = "/v1/enrollments/{id}/contract.pdf", tag = "signing", security(("bearer" = []), ("session" = [])), params(("id" = String, Path, description = "the enrollment's id")),
+    responses(
+        (status = 200, description = "the service contract (from the server, through memory)", content_type = "application/pdf", body = wire::Binary),
+        wire::FlowErrors,
+    ))]
+pub async fn contract(State(s): State<ApiState>, Path(id): Path<String>) -> Result<axum::response::Response, ApiError> {
+    let flow = flow(&s)?;
+    let target = flow.target(&id, IdKind::Enrollment).await.map_err(failure)?;
+    flow.require(&target, &[RequestStatus::EnrollReady, RequestStatus::Signed], "the contract")
+        .await
+        .map_err(failure)?;
+    let bytes =
+        flow.client.contract_bytes(&target.ids).await.map_err(|e| failure(net(e, "downloading the contract", true)))?;
+    Ok(pdf(bytes, "contract.pdf"))
+}
+
+#[utoipa::path(get, path = "/v1/enrollments/{id}/documents", tag = "signing", security(("bearer" = []), ("session" = [])), params(("id" = String, Path, description = "the enrollment's id")),
+    responses(
+        (status = 200, description = "the enrollment's documents, oldest first", body = Vec<wire::Document>),
+        wire::FlowErrors,
+    ))]
+pub async fn documents(
+    State(s): State<ApiState>,
+    Path(id): Path<String>,
+) -> Result<Json<Vec<wire::Document>>, ApiError> {
+    let flow = flow(&s)?;
+    let target = flow.target(&id, IdKind::Enrollment).await.map_err(failure)?;
+    let Some(e) = &target.enrollment else { return Ok(Json(Vec::new())) };
+    let eid = e.id.clone();
+    let docs = blocking(&flow.queue, move |q| q.documents(&eid)).await?;
+    Ok(Json(
+        docs.into_iter()
+            .map(|d| wire::Document { uid: d.uid, file: d.file, state: format!("{:?}", d.state).to_lowercase() })
+            .collect(),
+    ))
+}
+
+#[utoipa::path(get, path = "/v1/enrollments/{id}/documents/{uid}/signed.pdf", tag = "signing", security(("bearer" = []), ("session" = [])),
+    params(("id" = String, Path, description = "the enrollment's id"), ("uid" = String, Path, description = "the document's uid on the server")),
+    responses(
+        (status = 200, description = "the signed copy (from the server, through memory)", content_type = "application/pdf", body = wire::Binary),
+        (status = 404, description = "no such document for this enrollment", body = wire::ErrorBody),
+        wire::FlowErrors,
+    ))]
+pub async fn signed_copy(
+    State(s): State<ApiState>,
+    Path((id, uid)): Path<(String, String)>,
+) -> Result<axum::response::Response, ApiError> {
+    let flow = flow(&s)?;
+    let target = flow.target(&id, IdKind::Enrollment).await.map_err(failure)?;
+    // Only a document of this enrollment: never a uid the page was not given.
+    let known = match &target.enrollment {
+        Some(e) => {
+            let eid = e.id.clone();
+            let docs = blocking(&flow.queue, move |q| q.documents(&eid)).await?;
+            docs.into_iter().find(|d| d.uid.as_deref() == Some(uid.as_str()))
+        }
+        None => None,
+    };
+    let Some(doc) = known else {
+        return Err(ApiError::field(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            "uid",
+            format!("no document {uid:?} of this enrollment"),
+        ));
+    };
+    let bytes = flow
+        .client
+        .document_bytes(&target.ids, &uid, true)
+        .await
+        .map_err(|e| failure(net(e, "downloading the signed document", true)))?;
+    Ok(pdf(bytes, &format!("signed-{}", doc.file)))
+}

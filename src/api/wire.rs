@@ -291,6 +291,17 @@ pub struct Signed {
     pub status: String,
 }
 
+/// `GET /v1/enrollments/{id}/documents`: one document to sign, as the queue knows it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, ToSchema)]
+pub struct Document {
+    /// The server's uid (`null` while the document is queued): its signed copy is
+    /// `/v1/enrollments/{id}/documents/{uid}/signed.pdf`.
+    pub uid: Option<String>,
+    pub file: String,
+    /// `queued`, `uploading`, `uploaded`, `failed`, `deleted`.
+    pub state: String,
+}
+
 /// `GET /v1/enrollments?state=`.
 #[derive(Debug, Clone, Default, Deserialize, utoipa::IntoParams)]
 #[into_params(parameter_in = Query)]

@@ -20,6 +20,9 @@ use super::{Client, OneShotError, RequestIds};
 use crate::config::{RaoConfig, RaoCredentials, SignatureConfig};
 use oneshot_protocol::{Generation, Operation};
 
+/// The largest contract or document the agent takes from the server.
+const MAX_PDF: u64 = 64 * 1024 * 1024;
+
 /// How the customer unlocks the signature.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Unlock {
@@ -364,7 +367,7 @@ impl Client {
     /// Downloads the service contract to `out`.
     pub async fn download_contract(&self, ids: &RequestIds, out: &Path) -> Result<u64, OneShotError> {
         let url = self.url(&self.cfg.paths[Operation::Contract], Some(ids))?;
-        self.download("contract", url, out, FileKind::Pdf, 64 * 1024 * 1024).await
+        self.download("contract", url, out, FileKind::Pdf, MAX_PDF).await
     }
 
     /// Downloads a signed (or the original) document to `out`.
@@ -377,13 +380,38 @@ impl Client {
     ) -> Result<u64, OneShotError> {
         let op = if signed { Operation::DocumentSigned } else { Operation::DocumentOriginal };
         let url = self.doc_url(&self.cfg.paths[op], ids, uid)?;
-        self.download("document", url, out, FileKind::Pdf, 64 * 1024 * 1024).await
+        self.download("document", url, out, FileKind::Pdf, MAX_PDF).await
     }
 
     /// Downloads the request's video to `out`.
     pub async fn download_video(&self, ids: &RequestIds, out: &Path, max: u64) -> Result<u64, OneShotError> {
         let url = self.url(&self.cfg.paths[Operation::VideoDownload], Some(ids))?;
         self.download("video_download", url, out, FileKind::Mp4, max).await
+    }
+
+    /// The service contract, in memory (for the operator page: never written to a disk).
+    pub async fn contract_bytes(&self, ids: &RequestIds) -> Result<Vec<u8>, OneShotError> {
+        let url = self.url(&self.cfg.paths[Operation::Contract], Some(ids))?;
+        let mut out = Vec::new();
+        self.fetch_file("contract", url, FileKind::Pdf, MAX_PDF, &mut |chunk| {
+            out.extend_from_slice(chunk);
+            Ok(())
+        })
+        .await?;
+        Ok(out)
+    }
+
+    /// A signed (or the original) document, in memory (for the operator page).
+    pub async fn document_bytes(&self, ids: &RequestIds, uid: &str, signed: bool) -> Result<Vec<u8>, OneShotError> {
+        let op = if signed { Operation::DocumentSigned } else { Operation::DocumentOriginal };
+        let url = self.doc_url(&self.cfg.paths[op], ids, uid)?;
+        let mut out = Vec::new();
+        self.fetch_file("document", url, FileKind::Pdf, MAX_PDF, &mut |chunk| {
+            out.extend_from_slice(chunk);
+            Ok(())
+        })
+        .await?;
+        Ok(out)
     }
 
     /// Streams a file answer into `out` durably (temp file, fsync, rename, fsync of the folder).
@@ -395,6 +423,26 @@ impl Client {
         kind: FileKind,
         max: u64,
     ) -> Result<u64, OneShotError> {
+        let dir = out.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+        let mut tmp =
+            tempfile::NamedTempFile::new_in(dir).map_err(|e| OneShotError::Local(format!("{}: {e}", dir.display())))?;
+        let written = self.fetch_file(op, url, kind, max, &mut |chunk| tmp.write_all(chunk)).await?;
+        tmp.as_file().sync_all().map_err(|e| OneShotError::Local(e.to_string()))?;
+        tmp.persist(out).map_err(|e| OneShotError::Local(format!("{}: {}", out.display(), e.error)))?;
+        crate::fsutil::sync_dir(dir).map_err(|e| OneShotError::Local(e.to_string()))?;
+        Ok(written)
+    }
+
+    /// Streams a file answer into `sink`: at most `max` bytes, and it must be a `kind` file (the
+    /// sink may have taken the first chunks before that shows: the caller keeps nothing then).
+    async fn fetch_file(
+        &self,
+        op: &'static str,
+        url: String,
+        kind: FileKind,
+        max: u64,
+        sink: &mut (dyn FnMut(&[u8]) -> std::io::Result<()> + Send),
+    ) -> Result<u64, OneShotError> {
         let mut resp = self.start(op, self.http.get(url), self.cfg.upload_timeout_for(max)).await?;
         let status = resp.status().as_u16();
         if !resp.status().is_success() {
@@ -405,9 +453,6 @@ impl Client {
                 Ok(_) => OneShotError::Protocol(format!("HTTP {status} without the {op}")),
             });
         }
-        let dir = out.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
-        let mut tmp =
-            tempfile::NamedTempFile::new_in(dir).map_err(|e| OneShotError::Local(format!("{}: {e}", dir.display())))?;
         let mut written = 0u64;
         let mut head = Vec::new();
         while let Some(chunk) = resp.chunk().await.map_err(OneShotError::from_reqwest)? {
@@ -418,14 +463,11 @@ impl Client {
             if head.len() < 16 {
                 head.extend_from_slice(&chunk[..chunk.len().min(16 - head.len())]);
             }
-            tmp.write_all(&chunk).map_err(|e| OneShotError::Local(e.to_string()))?;
+            sink(&chunk).map_err(|e| OneShotError::Local(e.to_string()))?;
         }
         if !kind.check(&head) {
             return Err(OneShotError::Protocol(format!("the {op} the server sent is not a {kind:?} file")));
         }
-        tmp.as_file().sync_all().map_err(|e| OneShotError::Local(e.to_string()))?;
-        tmp.persist(out).map_err(|e| OneShotError::Local(format!("{}: {}", out.display(), e.error)))?;
-        crate::fsutil::sync_dir(dir).map_err(|e| OneShotError::Local(e.to_string()))?;
         Ok(written)
     }
 }

@@ -553,6 +553,107 @@ fn the_page_speaks_spanish_to_a_spanish_browser() {
     assert!(html.contains("<html lang=\"es\">"), "{html}");
 }
 
+/// Text of the page's script's fetch of `url`: `[status, first five bytes]`.
+async fn fetch_head(client: &fantoccini::Client, url: &str) -> serde_json::Value {
+    client
+        .execute_async(
+            "const done = arguments[1]; fetch(arguments[0]).then(async (r) => \
+               done([r.status, new TextDecoder().decode((await r.arrayBuffer()).slice(0, 5))]), (e) => done([0, String(e)]));",
+            vec![json!(url)],
+        )
+        .await
+        .unwrap()
+}
+
+/// The customer's part of the signing flow on the page, once the RAO approved (through the API:
+/// the approval is not on the page): the contract opens as a PDF, the code goes to their phone,
+/// a wrong code is refused in plain words, the right one signs, and the signed copy opens and
+/// downloads as a PDF.
+#[test]
+fn the_customer_signs_on_the_page_and_gets_the_signed_copy() {
+    let sandbox = Sandbox::start_with(0, &["--otp-interval", "0"]);
+    let d = crate::api::start_with(
+        sandbox.addr.port(),
+        "",
+        "[rao]\nid = \"1400\"\ntoken_file = \"rao.token\"\n",
+        &[("rao.token", "f734066d1ce36f9cae4d55be4cdac50e\n")],
+    );
+    let dir = d.env.manifest("m", "", |_| {}).parent().unwrap().to_owned();
+    let (code, body) = authed(&d, "POST", "/v1/enrollments", Some(Body::Json(inline_manifest(&dir))));
+    assert_eq!(code, 202, "{body}");
+    let id = body["id"].as_str().unwrap().to_owned();
+    let enrollment = |d: &crate::api::Daemon| authed(d, "GET", &format!("/v1/enrollments/{id}"), None).1;
+    wait_for(Duration::from_secs(30), || {
+        let e = enrollment(&d);
+        check(&e["state"], e["state"] == "in_review", ())
+    });
+    let pdf = b"%PDF-1.4\n% terms\n1 0 obj << >> endobj\ntrailer << >>\n%%EOF\n".to_vec();
+    let (code, body) =
+        authed(&d, "POST", &format!("/v1/enrollments/{id}/documents?name=terms.pdf"), Some(Body::Raw(pdf)));
+    assert_eq!(code, 202, "{body}");
+    let (code, body) = authed(&d, "POST", &format!("/v1/enrollments/{id}/approve"), None);
+    assert_eq!(code, 200, "{body}");
+    wait_for(Duration::from_secs(30), || {
+        let e = enrollment(&d);
+        let uploaded = e["history"].as_array().unwrap().iter().any(|h| h["kind"] == "document_uploaded");
+        check(&e["state"], e["state"] == "approved" && uploaded, ())
+    });
+    let pk = enrollment(&d)["request_pk"].as_u64().unwrap();
+    let shots = screenshots();
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    rt.block_on(async {
+        let (client, _driver) = chromium(&d.env.dir.path().join("chrome"), &[]).await;
+        log_in(&client, &d.base).await;
+        let open = until(Duration::from_secs(20), "the signing button", || async {
+            client.find(Locator::Css("#queue tr[data-state=approved] button.open-signing")).await.ok()
+        })
+        .await;
+        open.click().await.unwrap();
+        until(Duration::from_secs(10), "the document's name", || async {
+            let text = client.find(Locator::Id("signing-docs")).await.ok()?.text().await.ok()?;
+            text.contains("terms.pdf").then_some(())
+        })
+        .await;
+        let contract = client.find(Locator::Id("contract-link")).await.unwrap().attr("href").await.unwrap().unwrap();
+        assert_eq!(fetch_head(&client, &contract).await, json!([200, "%PDF-"]), "the contract opens as a PDF");
+
+        client.find(Locator::Id("send-otp")).await.unwrap().click().await.unwrap();
+        until(Duration::from_secs(30), "the code sent", || async {
+            let text = client.find(Locator::Id("signing-message")).await.ok()?.text().await.ok()?;
+            text.contains("on its way").then_some(())
+        })
+        .await;
+        let otp_url = sandbox.url(&format!("/_sandbox/requests/{pk}/otp"));
+        let (_, otp) = tokio::task::spawn_blocking(move || http("GET", &otp_url, None)).await.unwrap();
+        let right = otp["otp"].as_str().unwrap().to_owned();
+        let wrong = if right == "000000" { "111111" } else { "000000" };
+        let input = client.find(Locator::Id("otp")).await.unwrap();
+        input.send_keys(wrong).await.unwrap();
+        client.find(Locator::Id("sign")).await.unwrap().click().await.unwrap();
+        let refused = until(Duration::from_secs(30), "the refusal", || async {
+            let text = client.find(Locator::Id("signing-message")).await.ok()?.text().await.ok()?;
+            text.starts_with("Not signed").then_some(text)
+        })
+        .await;
+        assert!(refused.len() > "Not signed: ".len(), "the refusal says why: {refused}");
+        input.clear().await.unwrap();
+        input.send_keys(&right).await.unwrap();
+        client.find(Locator::Id("sign")).await.unwrap().click().await.unwrap();
+        let download = until(Duration::from_secs(30), "the signed copy", || async {
+            client.find(Locator::Css("#signing-docs a.signed-download")).await.ok()
+        })
+        .await;
+        let url = download.attr("href").await.unwrap().unwrap();
+        assert_eq!(fetch_head(&client, &url).await, json!([200, "%PDF-"]), "the signed copy is a PDF");
+        assert_eq!(download.attr("download").await.unwrap().as_deref(), Some("signed-terms.pdf"));
+        std::fs::write(shots.join("6-signed.png"), client.screenshot().await.unwrap()).unwrap();
+        client.close().await.unwrap();
+    });
+    let audit = d.env.run(&["audit", "export"]);
+    let audit = String::from_utf8_lossy(&audit.stdout);
+    assert!(audit.contains("OTP sent: request") && audit.contains("signed: request"), "{audit}");
+}
+
 /// The attacker's page: every way a page of another origin can reach the API, each recorded in
 /// `window.done` as a list of `[what, outcome]` (a status it could read, or what blocked it).
 const ATTACKER_PAGE: &str = r#"<!doctype html><html><body><iframe name="sink"></iframe><script>
