@@ -222,7 +222,22 @@ fn back_online(layout: &str) {
     wait_for(Duration::from_secs(60), || {
         let list = env.list();
         let states: Vec<_> = list.iter().map(|e| e["state"].to_string()).collect();
-        check(states.join(" "), list.iter().all(|e| e["state"] == "in_review"), ())
+        // On a timeout, what the daemon said of the ones still waiting.
+        let waiting: Vec<String> = list
+            .iter()
+            .filter(|e| e["state"] != "in_review")
+            .map(|e| format!("{} {} attempts {} error {}", e["id"], e["state"], e["attempts"], e["last_error"]))
+            .collect();
+        let said: Vec<String> = read_log()
+            .lines()
+            .filter(|l| l.contains("WARN") || l.contains("ERROR") || l.contains("polling"))
+            .map(str::to_owned)
+            .collect();
+        check(
+            format!("{} | waiting: {waiting:?} | log: {:?}", states.join(" "), &said[said.len().saturating_sub(8)..]),
+            list.iter().all(|e| e["state"] == "in_review"),
+            (),
+        )
     });
     let took = back.elapsed();
     let now_ms = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as i64;
