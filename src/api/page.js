@@ -161,7 +161,8 @@ function t(text, ...args) {
   if (LANG === "es") {
     if (ES[text] === undefined) untranslated.add(text); else out = ES[text];
   }
-  args.forEach((a, i) => { out = out.replace("{" + i + "}", a); });
+  // A function, not a string, as the replacement: a server's words may hold "$&" or "$1".
+  args.forEach((a, i) => { out = out.replace("{" + i + "}", () => String(a)); });
   return out;
 }
 
