@@ -392,21 +392,20 @@ impl Client {
     /// The service contract, in memory (for the operator page: never written to a disk).
     pub async fn contract_bytes(&self, ids: &RequestIds) -> Result<Vec<u8>, OneShotError> {
         let url = self.url(&self.cfg.paths[Operation::Contract], Some(ids))?;
-        let mut out = Vec::new();
-        self.fetch_file("contract", url, FileKind::Pdf, MAX_PDF, &mut |chunk| {
-            out.extend_from_slice(chunk);
-            Ok(())
-        })
-        .await?;
-        Ok(out)
+        self.pdf_in_memory("contract", url).await
     }
 
     /// A signed (or the original) document, in memory (for the operator page).
     pub async fn document_bytes(&self, ids: &RequestIds, uid: &str, signed: bool) -> Result<Vec<u8>, OneShotError> {
         let op = if signed { Operation::DocumentSigned } else { Operation::DocumentOriginal };
         let url = self.doc_url(&self.cfg.paths[op], ids, uid)?;
+        self.pdf_in_memory("document", url).await
+    }
+
+    /// A PDF answer held in memory (at most [`MAX_PDF`]).
+    async fn pdf_in_memory(&self, op: &'static str, url: String) -> Result<Vec<u8>, OneShotError> {
         let mut out = Vec::new();
-        self.fetch_file("document", url, FileKind::Pdf, MAX_PDF, &mut |chunk| {
+        self.fetch_file(op, url, FileKind::Pdf, MAX_PDF, &mut |chunk| {
             out.extend_from_slice(chunk);
             Ok(())
         })
