@@ -26,14 +26,48 @@ const ES = {
   "Too many wrong tokens; wait and try again.": "Demasiados tokens incorrectos; espere e inténtelo de nuevo.",
   "The agent did not answer. Check that kiosk-agent is running; this page reconnects by itself.":
     "El agente no responde. Compruebe que kiosk-agent está en marcha; esta página se reconecta sola.",
-  "Cameras": "Cámaras",
+  "Enrollment steps": "Pasos del alta",
+  "Camera": "Cámara",
+  "Document camera": "Cámara de documentos",
+  "Face camera": "Cámara de rostro",
+  "Document rear": "Reverso del documento",
+  "Review": "Revisión",
+  "Next": "Siguiente",
+  "Back": "Atrás",
+  "Step 1 of 6: the document's front": "Paso 1 de 6: el anverso del documento",
+  "Lay the card flat under the document camera with its whole front in the frame, then press Capture. The document photo is cut from it.":
+    "Coloque la tarjeta plana bajo la cámara de documentos, con todo el anverso en el encuadre, y pulse Capturar. La foto del documento se recorta de él.",
+  "Capture the front": "Capturar el anverso",
+  "Step 2 of 6: the document's rear": "Paso 2 de 6: el reverso del documento",
+  "Turn the card over and capture its rear. A passport has none: skip this step.":
+    "Dé la vuelta a la tarjeta y capture el reverso. Un pasaporte no tiene: omita este paso.",
+  "Capture the rear": "Capturar el reverso",
+  "Skip: no rear (passport)": "Omitir: sin reverso (pasaporte)",
+  "Step 3 of 6: the customer's selfie": "Paso 3 de 6: el selfi del cliente",
+  "Ask the customer to look at the face camera, alone in the picture, then press Capture.":
+    "Pida al cliente que mire a la cámara de rostro, solo en la imagen, y pulse Capturar.",
+  "Capture the selfie": "Capturar el selfi",
+  "Step 4 of 6: the video": "Paso 4 de 6: el vídeo",
+  "Press Record and ask the customer to look at the face camera until the countdown ends. Watch the clip, then accept it or record again.":
+    "Pulse Grabar y pida al cliente que mire a la cámara de rostro hasta que acabe la cuenta atrás. Vea el vídeo y acéptelo o grabe de nuevo.",
+  "The recorded clip, to watch before accepting it": "El vídeo grabado, para verlo antes de aceptarlo",
+  "Accept the clip": "Aceptar el vídeo",
+  "Step 5 of 6: the customer's data and the checks": "Paso 5 de 6: los datos del cliente y las comprobaciones",
+  "Step 6 of 6: review, then submit": "Paso 6 de 6: revise y envíe",
+  "Check every capture and every field with the customer. Each check says who stated it.":
+    "Revise con el cliente cada captura y cada campo. Cada comprobación dice quién la indicó.",
+  "none (skipped)": "ninguna (omitida)",
+  "missing": "falta",
+  "none": "ninguno",
+  "The recorded clip": "El vídeo grabado",
+  "from the OCR JSON": "del JSON del OCR",
+  "typed by the operator": "escrito por el operador",
+  "stated by {0}": "indicado por {0}",
+  "the operator": "el operador",
   "Live preview of the document camera": "Vista en directo de la cámara de documentos",
   "Live preview of the face camera": "Vista en directo de la cámara de rostro",
   "camera reconnecting…": "reconectando la cámara…",
-  "Document": "Documento",
-  "Face": "Rostro",
   "Document front": "Anverso del documento",
-  "Document rear (optional)": "Reverso del documento (opcional)",
   "Document photo": "Foto del documento",
   "Document photo (cut from the front)": "Foto del documento (recortada del anverso)",
   "Selfie": "Selfi",
@@ -51,7 +85,6 @@ const ES = {
   "✓ pass": "✓ válida",
   "Retake: {0}": "Repetir: {0}",
   "Video": "Vídeo",
-  "The recorded clip, to watch before submitting": "El vídeo grabado, para verlo antes de enviar",
   "Record": "Grabar",
   "Stop": "Detener",
   "recording failed": "la grabación ha fallado",
@@ -81,8 +114,8 @@ const ES = {
   "Stated by: the operator": "Indicado por: el operador",
   "Stated by: {0}": "Indicado por: {0}",
   "The customer accepts the terms and the privacy policy": "El cliente acepta las condiciones y la política de privacidad",
-  "Or paste the kiosk's OCR (and verification) JSON: the fields it gives are filled and locked":
-    "O pegue el JSON del OCR (y de la verificación) del quiosco: los campos que trae se rellenan y se bloquean",
+  "Paste the kiosk's OCR (and verification) JSON: the fields it gives are filled and locked":
+    "Pegue el JSON del OCR (y de la verificación) del quiosco: los campos que trae se rellenan y se bloquean",
   "Not valid JSON yet: nothing was filled.": "Todavía no es un JSON válido: no se ha rellenado nada.",
   "The JSON must be an object.": "El JSON debe ser un objeto.",
   '{"given_name": "…", "surname_1": "…", "serial_number": "…"} or {"ocr_data": {…}, "security_checks": {…}, "similarity_level": 91, "software": "…"}':
@@ -263,14 +296,18 @@ $("logout").addEventListener("click", async () => {
   location.reload();
 });
 
-// Each preview has a watchdog: a stream that errors, or whose picture has not changed for 2 s,
-// gets an overlay "camera reconnecting…" and is opened again, waiting 1, 2, 4 then 8 s between
-// tries, until frames move again (a capture service that restarted, a camera replugged).
+// Only the camera the step uses streams (the document camera for the document's sides, the
+// face camera for the selfie and the video, none for the data and the review): the capture
+// service encodes no preview nobody sees. That preview has a watchdog: a stream that errors,
+// or whose picture has not changed for 2 s, gets an overlay "camera reconnecting…" and is
+// opened again, waiting 1, 2, 4 then 8 s between tries, until frames move again (a capture
+// service that restarted, a camera replugged).
 const previews = {};
+const CAMERA_OF = { front: "document", rear: "document", selfie: "face", video: "face" };
 function startPreviews() {
   for (const role of ["document", "face"]) {
     const p = previews[role] || (previews[role] = watch(role));
-    p.open();
+    if (CAMERA_OF[step] === role) p.open(); else p.close();
   }
 }
 function watch(role) {
@@ -280,6 +317,7 @@ function watch(role) {
   const ctx = canvas.getContext("2d", { willReadFrequently: true });
   const p = { last: null, still: 0, backoff: 1000, retryAt: 0 };
   p.open = () => { img.src = "/v1/cameras/" + role + "/preview.mjpg?t=" + Date.now(); p.still = 0; p.last = null; };
+  p.close = () => { img.removeAttribute("src"); overlay.hidden = true; p.still = 0; p.last = null; p.backoff = 1000; p.retryAt = 0; };
   const lost = () => {
     overlay.hidden = false;
     if (Date.now() < p.retryAt) return;
@@ -287,9 +325,9 @@ function watch(role) {
     p.backoff = Math.min(p.backoff * 2, 8000);
     p.open();
   };
-  img.addEventListener("error", lost);
+  img.addEventListener("error", () => { if (img.getAttribute("src")) lost(); });
   setInterval(() => {
-    if (agentDownSince || $("login").classList.contains("open")) return;
+    if (agentDownSince || $("login").classList.contains("open") || CAMERA_OF[step] !== role) return;
     let sum = null;
     try {
       if (img.naturalWidth > 0) {
@@ -451,30 +489,121 @@ function showUpload(e) {
   text.textContent = t("video: {0} of {1} MB", mb(e.sent_bytes), mb(e.total_bytes)) + (left === null ? "" : t(", about {0} s left", left));
 }
 
-// What the server needs before an enrollment can be submitted, in the operator's words; Submit
-// stays disabled until nothing is missing.
-function missing() {
+// The steps, in the order an operator takes them. Each says what it still needs; its Next is
+// enabled once nothing is missing (the rear is optional: a passport has none), the stepper
+// marks each step done or not, and Submit, on the review, is enabled only when every step is.
+const FLOW = ["front", "rear", "selfie", "video", "customer", "review"];
+let step = "front";
+function stepMissing(name) {
   const out = [];
-  if (!captures.document_front) out.push(t("Document front (a still that passes)"));
-  if (!captures.document_photo) out.push(t("Document photo (cut from a front that passes)"));
-  if (!captures.document_owner) out.push(t("Selfie (a still that passes)"));
-  if (!recordingId) out.push(t("Video (record, then stop)"));
-  const fields = [["phone", "Mobile phone"], ["email", "Email"], ["given_name", "Given name"],
-    ["surname_1", "First surname"], ["serial_number", "Document number"], ["similarity", "Similarity level"]];
-  for (const [id, label] of fields) if (!$(id).value.trim() || !$(id).checkValidity()) out.push(t(label));
-  for (const name of CHECKS) if (radio(name) === null) out.push(t("Answer: {0}", $(name + "-label").textContent));
-  if (!$("accept").checked) out.push(t("The customer's acceptance of the terms"));
+  if (name === "front") {
+    if (!captures.document_front) out.push(t("Document front (a still that passes)"));
+    else if (!captures.document_photo) out.push(t("Document photo (cut from a front that passes)"));
+  }
+  if (name === "selfie" && !captures.document_owner) out.push(t("Selfie (a still that passes)"));
+  if (name === "video" && !recordingId) out.push(t("Video (record, then stop)"));
+  if (name === "customer") {
+    const fields = [["phone", "Mobile phone"], ["email", "Email"], ["given_name", "Given name"],
+      ["surname_1", "First surname"], ["serial_number", "Document number"], ["similarity", "Similarity level"]];
+    for (const [id, label] of fields) if (!$(id).value.trim() || !$(id).checkValidity()) out.push(t(label));
+    for (const name of CHECKS) if (radio(name) === null) out.push(t("Answer: {0}", $(name + "-label").textContent));
+    if (!$("accept").checked) out.push(t("The customer's acceptance of the terms"));
+  }
   return out;
 }
+function missing() { return FLOW.flatMap(stepMissing); }
+const stepSection = (name) => document.querySelector('.step[data-step="' + name + '"]');
 function updateReadiness() {
+  for (const name of FLOW) {
+    const list = stepMissing(name), section = stepSection(name);
+    const ul = section.querySelector(".step-missing"), next = section.querySelector(".next");
+    if (ul) ul.replaceChildren(...list.map((m) => Object.assign(document.createElement("li"), { textContent: m })));
+    if (next) next.disabled = list.length > 0 || (name === "rear" && !captures.document_rear);
+    const mark = document.querySelector('#stepper button[data-goto="' + name + '"]');
+    const done = name === "review" ? false : name === "rear" ? !!captures.document_rear || rearSkipped : list.length === 0;
+    mark.classList.toggle("done", done);
+    mark.classList.toggle("todo", list.length > 0);
+  }
   const list = missing();
-  $("missing").replaceChildren(...list.map((m) => { const li = document.createElement("li"); li.textContent = m; return li; }));
+  $("missing").replaceChildren(...list.map((m) => Object.assign(document.createElement("li"), { textContent: m })));
   $("missing-title").textContent = list.length ? t("Still needed before submitting:") : t("Everything the server needs is here.");
   $("readiness").classList.toggle("ready", list.length === 0);
   $("submit").disabled = list.length > 0;
+  if (step === "review") renderReview();
 }
 $("customer").addEventListener("input", updateReadiness);
 $("customer").addEventListener("change", updateReadiness);
+
+// Going to a step shows it (and its camera), marks it in the stepper and moves the focus to its
+// heading, so a screen reader says where the operator is.
+function go(name, focus) {
+  const camera = CAMERA_OF[step];
+  step = name;
+  if (started && CAMERA_OF[name] !== camera) startPreviews();
+  document.body.dataset.step = name;
+  for (const section of document.querySelectorAll(".step")) section.hidden = section.dataset.step !== name;
+  for (const b of document.querySelectorAll("#stepper button")) {
+    if (b.dataset.goto === name) b.setAttribute("aria-current", "step"); else b.removeAttribute("aria-current");
+  }
+  updateReadiness();
+  if (focus !== false) stepSection(name).querySelector("h2").focus();
+}
+let rearSkipped = false;
+for (const b of document.querySelectorAll("#stepper button")) b.addEventListener("click", () => go(b.dataset.goto));
+for (const section of document.querySelectorAll(".step")) {
+  const at = FLOW.indexOf(section.dataset.step);
+  for (const b of section.querySelectorAll(".next")) b.addEventListener("click", () => go(FLOW[at + 1]));
+  for (const b of section.querySelectorAll(".back")) b.addEventListener("click", () => go(FLOW[at - 1]));
+  for (const b of section.querySelectorAll(".skip")) b.addEventListener("click", () => { rearSkipped = true; go(FLOW[at + 1]); });
+}
+
+// The review: every capture, every field and who gave it, every check and who stated it, each
+// with a way back to its step.
+function renderReview() {
+  const figures = [];
+  for (const shot of document.querySelectorAll(".shot")) {
+    const label = t(shot.dataset.label), src = shot.querySelector("img").getAttribute("src");
+    const fig = document.createElement("figure");
+    if (src && captures[shot.dataset.slot]) {
+      fig.append(Object.assign(document.createElement("img"), { src, alt: label }));
+    } else {
+      fig.append(Object.assign(document.createElement("p"), { textContent: shot.dataset.slot === "document_rear" ? t("none (skipped)") : t("missing") }));
+    }
+    fig.append(Object.assign(document.createElement("figcaption"), { textContent: label }));
+    figures.push(fig);
+  }
+  const clip = document.createElement("figure");
+  if (recordingId) {
+    clip.append(Object.assign(document.createElement("video"), { src: $("playback").getAttribute("src"), controls: true, preload: "metadata" }));
+    clip.querySelector("video").setAttribute("aria-label", t("The recorded clip"));
+  } else {
+    clip.append(Object.assign(document.createElement("p"), { textContent: t("missing") }));
+  }
+  clip.append(Object.assign(document.createElement("figcaption"), { textContent: t("Video") + " " + $("video-result").textContent }));
+  figures.push(clip);
+  $("review-shots").replaceChildren(...figures);
+
+  const rows = [];
+  const row = (label, value, by, optional) => {
+    const dd = document.createElement("dd");
+    dd.append(document.createTextNode(value === "" || value === null ? (optional ? t("none") : t("missing")) : String(value)));
+    if (by) dd.append(" ", Object.assign(document.createElement("span"), { className: "by", textContent: "(" + by + ")" }));
+    rows.push(Object.assign(document.createElement("dt"), { textContent: label }), dd);
+  };
+  const byField = (el) => el.classList.contains("locked") ? t("from the OCR JSON") : t("typed by the operator");
+  for (const [id, label] of [["phone", "Mobile phone"], ["email", "Email"], ["given_name", "Given name"],
+    ["surname_1", "First surname"], ["surname_2", "Second surname"], ["serial_number", "Document number"],
+    ["doc_type", "Document type"], ["doc_country", "Issuing country (ISO code)"]]) {
+    row(t(label), $(id).value.trim(), $(id).value.trim() ? byField($(id)) : null, id === "surname_2");
+  }
+  const answer = (name, yes, no) => radio(name) === null ? "" : radio(name) ? t(yes) : t(no);
+  const stated = (name) => t("stated by {0}", sourceOf(name) === "operator" ? t("the operator") : sourceOf(name));
+  row(t("Liveness check"), answer("liveliness", "passed", "failed"), radio("liveliness") === null ? null : stated("liveliness"));
+  row(t("Face matches the document"), answer("documents_match", "yes", "no"), radio("documents_match") === null ? null : stated("documents_match"));
+  row(t("Similarity level"), $("similarity").value, $("similarity").value ? stated("similarity_level") : null);
+  row(t("The customer accepts the terms and the privacy policy"), $("accept").checked ? t("yes") : "");
+  $("review-fields").replaceChildren(...rows);
+}
 
 // The document photo is cut from the front around the face found there: it follows the front.
 function showPhoto(photo, reason) {
@@ -511,7 +640,7 @@ for (const shot of document.querySelectorAll(".shot:not(.cut)")) {
     const img = shot.querySelector("img");
     // A retake is not kept by the capture service: only a still that passed has a thumbnail.
     if (r.data.thumbnail) img.src = r.data.thumbnail; else img.removeAttribute("src");
-    img.alt = t("{0}, taken: {1}", button.textContent, r.data.verdict);
+    img.alt = t("{0}, taken: {1}", t(shot.dataset.label), r.data.verdict);
     if (r.data.verdict === "pass") {
       captures[shot.dataset.slot] = r.data.id;
       verdict.textContent = t("✓ pass");
@@ -675,6 +804,7 @@ $("customer").addEventListener("submit", async (e) => {
   if (r.status === 202) {
     $("message").textContent = t("Queued: {0}. The evidence is stored encrypted and sent when online.", r.data.id.slice(0, 8));
     clearAll();
+    go("front");
     refreshQueue();
   } else {
     const field = r.data && r.data.field ? r.data.field + ": " : "";
@@ -689,13 +819,14 @@ function clearAll() {
   $("ocr-note").textContent = "";
   for (const k of Object.keys(captures)) delete captures[k];
   recordingId = null;
+  rearSkipped = false;
   $("video-result").textContent = "";
   $("playback").hidden = true;
   $("playback").removeAttribute("src");
   for (const shot of document.querySelectorAll(".shot")) {
     const img = shot.querySelector("img");
     img.removeAttribute("src");
-    img.alt = t("{0}, not taken yet", shot.dataset.label ? t(shot.dataset.label) : shot.querySelector("button").textContent);
+    img.alt = t("{0}, not taken yet", t(shot.dataset.label));
     shot.querySelector(".verdict").textContent = "";
     delete shot.dataset.taken;
   }
@@ -703,11 +834,13 @@ function clearAll() {
 }
 
 let started = false;
-updateReadiness();
+go("front", false);
 async function start() {
   const r = await api("GET", "/v1/status");
   if (r.status === 401) return;
   if (r.status === 200) showStatus(r.data);
+  // The session is open: the focus goes to the step the operator is at.
+  stepSection(step).querySelector("h2").focus();
   startPreviews();
   refreshQueue();
   listen();
