@@ -760,6 +760,9 @@ fn the_customer_signs_on_the_page_and_gets_the_signed_copy() {
         assert_eq!(fetch_head(&client, &url).await, json!([200, "%PDF-"]), "the signed copy is a PDF");
         assert_eq!(download.attr("download").await.unwrap().as_deref(), Some("signed-terms.pdf"));
         std::fs::write(shots.join("6-signed.png"), client.screenshot().await.unwrap()).unwrap();
+        // The signing panel, signed copies listed, passes the same accessibility check.
+        let found = serious_violations(&client, &axe_source()).await;
+        assert!(found.is_empty(), "{}", found.join("\n"));
         client.close().await.unwrap();
     });
     let audit = d.env.run(&["audit", "export"]);
