@@ -15,11 +15,17 @@
 //! - [`memory`]    — frames held in memory, for tests and replays.
 //! - [`convert`]   — pixel-format conversion (swscale), MJPEG decoding, crops.
 //! - [`metrics`]   — sharpness, brightness, glare; the pass/retake verdict.
+//! - [`card`]      — the ID document found in a still (its four corners) and cut out of it,
+//!   its perspective corrected; the retake reasons when it is missing, cut off, small or tilted.
+//! - [`card_scene`] — rendered card scenes with known corners, for measuring [`card`] and for
+//!   the synthetic camera's card.
 //! - [`jpeg`]      — JPEG encoding and metadata stripping.
 //! - [`still`]     — a still: warm-up, sharpest of the last frames, metrics, JPEG.
 //! - [`record`]    — H.264/MP4 recording on its own encoder thread.
 
 pub mod camera;
+pub mod card;
+pub mod card_scene;
 pub mod convert;
 pub mod driver_frames;
 pub mod faces;

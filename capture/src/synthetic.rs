@@ -34,7 +34,7 @@ pub struct Synthetic {
     portrait_at: (u32, u32),
 }
 
-static FACE_JPEG: &[u8] = include_bytes!("synthetic_face.jpg");
+pub(crate) static FACE_JPEG: &[u8] = include_bytes!("synthetic_face.jpg");
 
 impl Synthetic {
     /// A paced source at `width`×`height`, `fps` frames a second.

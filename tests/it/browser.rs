@@ -125,7 +125,8 @@ fn the_page_recovers_when_a_camera_or_the_agent_stops() {
         log_in(&client, &d.base).await;
         // The first step's camera: the document camera.
         let moving = || async {
-            let w = client.execute("return document.getElementById('preview-document').naturalWidth", vec![]).await.ok()?;
+            let w =
+                client.execute("return document.getElementById('preview-document').naturalWidth", vec![]).await.ok()?;
             (w.as_u64()? > 0 && !shown(&client, "overlay-document").await?).then_some(())
         };
         until(Duration::from_secs(20), "the preview", moving).await;
@@ -144,8 +145,10 @@ fn the_page_recovers_when_a_camera_or_the_agent_stops() {
             rustix::process::kill_process(rustix::process::Pid::from_raw(*pid).unwrap(), rustix::process::Signal::KILL)
                 .unwrap();
         }
-        until(Duration::from_secs(10), "the overlay", || async { shown(&client, "overlay-document").await.filter(|s| *s) })
-            .await;
+        until(Duration::from_secs(10), "the overlay", || async {
+            shown(&client, "overlay-document").await.filter(|s| *s)
+        })
+        .await;
         std::fs::write(shots.join("4-camera-reconnecting.png"), client.screenshot().await.unwrap()).unwrap();
         until(Duration::from_secs(40), "the preview back", moving).await;
 
@@ -590,7 +593,10 @@ fn an_operator_enrolls_step_by_step_at_three_sizes() {
     }
     let audit = d.env.run(&["audit", "export"]);
     let audit = String::from_utf8_lossy(&audit.stdout);
-    assert!(audit.contains("documents_match by operator") && audit.contains("liveliness by software:FaceCheck 2"), "{audit}");
+    assert!(
+        audit.contains("documents_match by operator") && audit.contains("liveliness by software:FaceCheck 2"),
+        "{audit}"
+    );
     // What the sandbox received is what the cameras captured: the photo is the portrait cut
     // from the front (a part of it, so smaller), and the rear only where it was captured.
     let records = sandbox.records();
