@@ -17,7 +17,23 @@ use kiosk_common::BadInput;
 pub fn take_still(cfg: &CaptureConfig, role: Role, camera: Option<&str>) -> Result<Still, kiosk_capture::CaptureError> {
     let r = cfg.role(role);
     let mut source = kiosk_capture::open(camera.unwrap_or(&r.source), r.request)?;
-    capture_still(source.as_mut(), &cfg.still, &r.thresholds)
+    let mut still = capture_still(source.as_mut(), &cfg.still, &r.thresholds)?;
+    cut_if_configured(&mut still, cfg, role)?;
+    Ok(still)
+}
+
+/// Cuts the document out of a document still when the role says which document it shows.
+pub fn cut_if_configured(
+    still: &mut Still,
+    cfg: &CaptureConfig,
+    role: Role,
+) -> Result<(), kiosk_capture::CaptureError> {
+    match cfg.role(role).card {
+        Some(format) if role == Role::Document => {
+            kiosk_capture::still::cut_document(still, format, cfg.still.jpeg_quality)
+        }
+        _ => Ok(()),
+    }
 }
 
 /// The JSON `capture still --json` prints.

@@ -45,6 +45,23 @@ pub struct StillReport {
     /// for a `document_front` still that has one).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub photo: Option<PhotoReport>,
+    /// The document found in the frame and cut out (document stills, when configured): the
+    /// still's size above is the cut's.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub card: Option<CardReport>,
+}
+
+/// Where the document was found in the camera's frame and how it was cut.
+#[derive(Debug, Clone, Serialize)]
+pub struct CardReport {
+    /// `id1` or `td3`.
+    pub format: &'static str,
+    /// Its corners in the frame, clockwise from its top left, to a tenth of a pixel.
+    pub corners: [[f64; 2]; 4],
+    pub frame_width: u32,
+    pub frame_height: u32,
+    /// The cut's resolution in dots per inch of the document.
+    pub dpi: f64,
 }
 
 /// The document photo the service cut from a document front.
@@ -65,8 +82,9 @@ impl StillReport {
             thumbnail: None,
             role: role.as_str(),
             mode: still.mode.to_string(),
-            width: m.width,
-            height: m.height,
+            // The still's own size: the cut's, when the document was cut out.
+            width: still.card.as_ref().map_or(m.width, |_| still.frame.width),
+            height: still.card.as_ref().map_or(m.height, |_| still.frame.height),
             sharpness: tenths(m.sharpness),
             brightness: tenths(m.brightness),
             glare: m.glare,
@@ -77,6 +95,13 @@ impl StillReport {
             passthrough: still.passthrough,
             bytes: still.jpeg.len(),
             photo: None,
+            card: still.card.as_ref().map(|c| CardReport {
+                format: c.format.name(),
+                corners: c.corners.0.map(|(x, y)| [tenths(x), tenths(y)]),
+                frame_width: c.frame_width,
+                frame_height: c.frame_height,
+                dpi: tenths(c.dpi),
+            }),
         }
     }
 }

@@ -191,7 +191,9 @@ async fn still(State(s): State<Service>, body: axum::body::Bytes) -> Response {
     let taken = tokio::task::spawn_blocking(move || {
         let r = cfg.role(role);
         let mut tap = hub.tap();
-        let still = kiosk_capture::still::capture_still(&mut tap, &cfg.still, &r.thresholds)?;
+        let mut still = kiosk_capture::still::capture_still(&mut tap, &cfg.still, &r.thresholds)?;
+        // The document cut out of the frame first: the document photo is cut from it.
+        crate::commands::cut_if_configured(&mut still, &cfg, role)?;
         let mut report = StillReport::new(&still, role);
         let photo = if front { front_photo(&still, cfg.still.jpeg_quality, &mut report) } else { None };
         // A retake is judged and answered, never kept: nothing can take it for an enrollment.

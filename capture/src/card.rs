@@ -33,49 +33,8 @@ pub const CUT_DPI: f64 = 300.0;
 const HIGH_EDGE: i32 = 80;
 const LOW_EDGE: i32 = 24;
 
-/// Which document is held up: its outline's size fixes the cut's aspect ratio.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum CardFormat {
-    /// ISO/IEC 7810 ID-1, 85.60 × 53.98 mm: identity cards, driving licences.
-    #[default]
-    Id1,
-    /// ICAO 9303 TD3, 125 × 88 mm: a passport's data page.
-    Td3,
-}
-
-impl CardFormat {
-    /// Width and height in millimetres.
-    pub fn size_mm(self) -> (f64, f64) {
-        match self {
-            CardFormat::Id1 => (85.60, 53.98),
-            CardFormat::Td3 => (125.0, 88.0),
-        }
-    }
-
-    pub fn aspect(self) -> f64 {
-        let (w, h) = self.size_mm();
-        w / h
-    }
-
-    pub fn name(self) -> &'static str {
-        match self {
-            CardFormat::Id1 => "id1",
-            CardFormat::Td3 => "td3",
-        }
-    }
-}
-
-impl std::str::FromStr for CardFormat {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
-        match s {
-            "id1" => Ok(CardFormat::Id1),
-            "td3" => Ok(CardFormat::Td3),
-            _ => Err("must be \"id1\" (identity card, 85.60 x 53.98 mm) or \"td3\" (passport data page)".into()),
-        }
-    }
-}
+/// The document formats: the configuration's own type.
+pub use kiosk_common::capture::CardFormat;
 
 /// A point in the picture's pixels (x right, y down).
 pub type Point = (f64, f64);

@@ -1,5 +1,6 @@
 //! Taking a still: let exposure settle, keep the sharpest of the last frames, measure, encode.
 
+use crate::card::{self, CardFormat, Finding, Quad};
 use crate::convert::{convert, luma};
 use crate::metrics::{judge, measure, Metrics, Verdict};
 use crate::{jpeg, CaptureError, Frame, FrameSource, PixelFormat};
@@ -20,6 +21,44 @@ pub struct Still {
     pub frame: Frame,
     /// The mode the source delivered (the negotiated one, for a camera).
     pub mode: crate::negotiate::Mode,
+    /// Where the document was found and how it was cut, once [`cut_document`] cut it.
+    pub card: Option<CardCut>,
+}
+
+/// A document cut out of a still.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CardCut {
+    pub format: CardFormat,
+    /// The document's corners in the camera's frame.
+    pub corners: Quad,
+    /// The camera's frame it was cut from.
+    pub frame_width: u32,
+    pub frame_height: u32,
+    /// The cut's resolution, in dots per inch of the document.
+    pub dpi: f64,
+}
+
+/// Finds the document of `format` in a still and makes the still that document, cut out and
+/// straightened: its JPEG, its frame (so the document photo is then cut from the straightened
+/// card) and its size. A still without a whole, large enough and flat enough document becomes
+/// a retake that says which; a still that is a retake already is left as it is, searched only
+/// to add that reason.
+pub fn cut_document(still: &mut Still, format: CardFormat, jpeg_quality: u8) -> Result<(), CaptureError> {
+    let finding = card::find(&still.frame, format)?;
+    let Finding::Card(corners) = finding else {
+        let reason = finding.retake_reason().unwrap_or_default();
+        let mut reasons = still.verdict.reasons().to_vec();
+        reasons.push(reason);
+        still.verdict = Verdict::Retake(reasons);
+        return Ok(());
+    };
+    let (cut, dpi) = card::rectify(&still.frame, &corners, format)?;
+    still.card =
+        Some(CardCut { format, corners, frame_width: still.frame.width, frame_height: still.frame.height, dpi });
+    still.jpeg = jpeg::encode(&cut, jpeg_quality)?;
+    still.passthrough = false;
+    still.frame = cut;
+    Ok(())
 }
 
 /// Takes a still from `source`. A source that ends early (a single image file) yields what it
@@ -81,7 +120,7 @@ pub fn capture_still(
         jpeg::encode(&frame, settings.jpeg_quality)?
     };
     let verdict = judge(&metrics, thresholds);
-    Ok(Still { jpeg, metrics, verdict, passthrough, frame_index: frame.index, frame, mode: source.mode() })
+    Ok(Still { jpeg, metrics, verdict, passthrough, frame_index: frame.index, frame, mode: source.mode(), card: None })
 }
 
 #[cfg(test)]
@@ -207,5 +246,30 @@ mod tests {
         let mut source = Frames::new(vec![], 30);
         let err = capture_still(&mut source, &StillConfig::default(), &Quality::FACE).unwrap_err();
         assert!(err.to_string().contains("memory"), "{err}");
+    }
+
+    #[test]
+    fn a_document_still_becomes_the_card_cut_out_and_a_table_a_retake() {
+        use crate::card_scene::{render, Kind};
+        let scene = render(Kind::Whole, 1920, 1080, 11);
+        let mut still = still_of(scene.frame.clone());
+        let before = still.verdict.clone();
+        cut_document(&mut still, CardFormat::Id1, 90).unwrap();
+        assert_eq!(still.verdict, before, "a whole card adds no reason");
+        let cut = still.card.as_ref().expect("the card was cut");
+        assert!(cut.corners.corner_error(&scene.corners.unwrap()) < 0.02 * cut.corners.diagonal(), "{cut:?}");
+        assert_eq!((cut.frame_width, cut.frame_height), (1920, 1080));
+        let ratio = still.frame.width as f64 / still.frame.height as f64;
+        assert!((ratio - CardFormat::Id1.aspect()).abs() < 0.01, "{:?}", still.frame);
+        assert!(!still.passthrough && still.jpeg.starts_with(&[0xFF, 0xD8]));
+        // The document photo is then cut from the straightened card: the portrait is on it.
+        let photo = crate::faces::document_photo(&still.frame).unwrap();
+        assert!(photo.width < still.frame.width / 2, "{photo:?}");
+
+        let mut table = still_of(render(Kind::NoCard, 1280, 720, 12).frame);
+        let jpeg = table.jpeg.clone();
+        cut_document(&mut table, CardFormat::Id1, 90).unwrap();
+        assert!(table.verdict.reasons().iter().any(|r| r.starts_with("no document found")), "{:?}", table.verdict);
+        assert_eq!((table.jpeg, table.card), (jpeg, None), "a retake keeps the frame as it was");
     }
 }

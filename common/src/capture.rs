@@ -150,6 +150,57 @@ pub struct CameraRole {
     pub source: String,
     pub request: CameraMode,
     pub thresholds: Quality,
+    /// The document camera's stills are searched for a document of this format and cut out
+    /// of the frame, straightened (`None`: the whole frame is kept).
+    pub card: Option<CardFormat>,
+}
+
+/// Which document the document camera is shown: its outline fixes the cut's aspect ratio.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum CardFormat {
+    /// ISO/IEC 7810 ID-1, 85.60 × 53.98 mm: identity cards, driving licences.
+    #[default]
+    Id1,
+    /// ICAO 9303 TD3, 125 × 88 mm: a passport's data page.
+    Td3,
+}
+
+impl CardFormat {
+    /// Width and height in millimetres.
+    pub fn size_mm(self) -> (f64, f64) {
+        match self {
+            CardFormat::Id1 => (85.60, 53.98),
+            CardFormat::Td3 => (125.0, 88.0),
+        }
+    }
+
+    pub fn aspect(self) -> f64 {
+        let (w, h) = self.size_mm();
+        w / h
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            CardFormat::Id1 => "id1",
+            CardFormat::Td3 => "td3",
+        }
+    }
+}
+
+/// The rule for `cameras.document.card`.
+pub const CARD_RULE: &str =
+    "must be \"id1\" (an identity card, 85.60 x 53.98 mm), \"td3\" (a passport's data page) or \"off\" (the whole frame)";
+
+impl std::str::FromStr for CardFormat {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "id1" => Ok(CardFormat::Id1),
+            "td3" => Ok(CardFormat::Td3),
+            _ => Err(CARD_RULE.into()),
+        }
+    }
 }
 
 /// Everything capture needs.
@@ -333,7 +384,22 @@ fn role(
     if !(0.0..=1.0).contains(&t.max_glare) {
         problem("quality.max_glare", format!("must be a share 0-1, not {}", t.max_glare));
     }
-    CameraRole { source, request, thresholds: t }
+    // Only the document camera's stills hold a document to cut out.
+    let card = match (raw.card.as_deref(), defaults.min_face_width.is_none()) {
+        (None | Some("off"), _) => None,
+        (Some(name), true) => match name.parse() {
+            Ok(format) => Some(format),
+            Err(rule) => {
+                problem("card", format!("{rule}, not {name:?}"));
+                None
+            }
+        },
+        (Some(_), false) => {
+            problem("card", "only the document camera's stills are cut out of the frame".into());
+            None
+        }
+    };
+    CameraRole { source, request, thresholds: t, card }
 }
 
 /// Reads a file and validates only its camera and capture sections (for the capture helper,

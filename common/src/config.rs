@@ -46,6 +46,8 @@ pub struct RawCameras {
 #[serde(deny_unknown_fields)]
 pub struct RawCameraRole {
     pub source: Option<String>,
+    /// `id1`, `td3` or `off` (the document camera only).
+    pub card: Option<String>,
     pub width: Option<u32>,
     pub height: Option<u32>,
     pub fps: Option<u32>,

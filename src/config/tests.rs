@@ -286,6 +286,22 @@ fn the_log_format_is_read_before_validation() {
 }
 
 #[test]
+fn only_the_document_camera_is_cut_and_the_format_is_named() {
+    use kiosk_common::capture::CardFormat;
+    assert_eq!(check_ok(MINIMAL).capture.document.card, None, "the whole frame unless configured");
+    let c = check_ok(&format!("{MINIMAL}\n[cameras.document]\ncard = \"td3\"\n"));
+    assert_eq!(c.capture.document.card, Some(CardFormat::Td3));
+    let c = check_ok(&format!("{MINIMAL}\n[cameras.document]\ncard = \"off\"\n"));
+    assert_eq!(c.capture.document.card, None);
+    check_problem(&format!("{MINIMAL}\n[cameras.document]\ncard = \"a4\"\n"), "cameras.document.card", "\"id1\"");
+    check_problem(
+        &format!("{MINIMAL}\n[cameras.face]\ncard = \"id1\"\n"),
+        "cameras.face.card",
+        "only the document camera",
+    );
+}
+
+#[test]
 fn only_the_face_camera_has_a_face_rule() {
     let c = check_ok(&format!("{MINIMAL}\n[cameras.face.quality]\nmin_face_width = 200\n"));
     assert_eq!(c.capture.face.thresholds.min_face_width, Some(200));

@@ -538,7 +538,7 @@ fn an_operator_enrolls_step_by_step_at_three_sizes() {
             let prefix = message.trim_start_matches("Queued: ").split('.').next().unwrap().to_owned();
             // The next customer starts at the first step, with nothing of this one left.
             at_step(&client, "front").await;
-            until(Duration::from_secs(60), "the row in review", || async {
+            let delivered = until(Duration::from_secs(60), "the row in review", || async {
                 let full = client
                     .execute(
                         "const row = document.querySelector('#queue tr[data-id^=\"' + arguments[0] + '\"][data-state=in_review]'); \
@@ -550,12 +550,10 @@ fn an_operator_enrolls_step_by_step_at_three_sizes() {
                     .ok()?;
                 (!full.is_null()).then_some(full)
             })
-            .await
-            .as_array()
-            .map(|v| {
-                assert_eq!(v[0], json!(true), "{size}: delivered, the bar is full: {v:?}");
-                assert!(v[1].as_str().unwrap().contains("100 %"), "{v:?}");
-            });
+            .await;
+            let v = delivered.as_array().expect("[full, text]");
+            assert_eq!(v[0], json!(true), "{size}: delivered, the bar is full: {v:?}");
+            assert!(v[1].as_str().unwrap().contains("100 %"), "{v:?}");
             let left = client
                 .execute(
                     "return [localStorage.length, sessionStorage.length, document.getElementById('email').value, \
