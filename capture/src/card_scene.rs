@@ -99,20 +99,8 @@ fn card_quad(rng: &mut fastrand::Rng, kind: Kind, w: f64, h: f64) -> Quad {
         }
         Kind::NoCard => unreachable!("no card to place"),
     };
-    let roll = uniform(rng, -30.0, 30.0).to_radians();
-    let project = |long: f64, centre: Point| -> Quad {
-        let (half_w, half_h) = (long / 2.0, long / 2.0 / crate::card::CardFormat::Id1.aspect());
-        let (ax, ay) = (tilt_x.to_radians(), tilt_y.to_radians());
-        let focal = 1.1 * w;
-        Quad([(-half_w, -half_h), (half_w, -half_h), (half_w, half_h), (-half_w, half_h)].map(|(x, y)| {
-            // Tilt about the card's horizontal axis, then its vertical one, then roll.
-            let (y1, z1) = (y * ax.cos(), y * ax.sin());
-            let (x2, z2) = (x * ay.cos() + z1 * ay.sin(), -x * ay.sin() + z1 * ay.cos());
-            let (x3, y3) = (x2 * roll.cos() - y1 * roll.sin(), x2 * roll.sin() + y1 * roll.cos());
-            let depth = focal + z2;
-            (centre.0 + focal * x3 / depth, centre.1 + focal * y3 / depth)
-        }))
-    };
+    let roll = uniform(rng, -30.0, 30.0);
+    let project = |long: f64, centre: Point| project_card(w, long, roll, tilt_x, tilt_y, centre);
     let mut long = share * w;
     let margin = 12.0;
     loop {
@@ -139,6 +127,139 @@ fn card_quad(rng: &mut fastrand::Rng, kind: Kind, w: f64, h: f64) -> Quad {
             (uniform(rng, margin - x0, w - margin - x1), uniform(rng, margin - y0, h - margin - y1))
         };
         return project(long, centre);
+    }
+}
+
+/// The corners of an ID-1 card whose long side measures `long` pixels, rolled by `roll` and
+/// tilted by `tilt_x` and `tilt_y` degrees, centred on `centre`, seen by a camera whose focal
+/// length is 1.1 picture widths (`w`).
+pub fn project_card(w: f64, long: f64, roll: f64, tilt_x: f64, tilt_y: f64, centre: Point) -> Quad {
+    let (half_w, half_h) = (long / 2.0, long / 2.0 / crate::card::CardFormat::Id1.aspect());
+    let (ax, ay, roll) = (tilt_x.to_radians(), tilt_y.to_radians(), roll.to_radians());
+    let focal = 1.1 * w;
+    Quad([(-half_w, -half_h), (half_w, -half_h), (half_w, half_h), (-half_w, half_h)].map(|(x, y)| {
+        // Tilt about the card's horizontal axis, then its vertical one, then roll.
+        let (y1, z1) = (y * ax.cos(), y * ax.sin());
+        let (x2, z2) = (x * ay.cos() + z1 * ay.sin(), -x * ay.sin() + z1 * ay.cos());
+        let (x3, y3) = (x2 * roll.cos() - y1 * roll.sin(), x2 * roll.sin() + y1 * roll.cos());
+        let depth = focal + z2;
+        (centre.0 + focal * x3 / depth, centre.1 + focal * y3 / depth)
+    }))
+}
+
+/// A camera showing a card being brought into place: for the first [`Sliding::ARRIVES`] the
+/// card slides in from the right (cut off by the edge at first, then whole but moving), then it
+/// rests, flat and large enough, for good. Paced in real time like a camera, for the
+/// auto-capture loop in tests and in the demo (`synthetic-card[:WxH@FPS]`).
+#[derive(Debug)]
+pub struct Sliding {
+    width: u32,
+    height: u32,
+    fps: u32,
+    next: u64,
+    paced: bool,
+    start: Option<std::time::Instant>,
+    table: Vec<u8>,
+    art: CardArt,
+}
+
+impl Sliding {
+    /// When the card comes to rest, from the first frame.
+    pub const ARRIVES: std::time::Duration = std::time::Duration::from_millis(1500);
+
+    pub fn new(width: u32, height: u32, fps: u32) -> Result<Self, crate::CaptureError> {
+        let spec = format!("synthetic-card:{width}x{height}@{fps}");
+        if !(320..=3840).contains(&width) || !(180..=2160).contains(&height) || width % 2 != 0 || height % 2 != 0 {
+            return Err(crate::CaptureError::Spec {
+                spec,
+                rule: "size must be even, from 320x180 to 3840x2160".into(),
+            });
+        }
+        if !(1..=60).contains(&fps) {
+            return Err(crate::CaptureError::Spec { spec, rule: "frame rate must be 1-60".into() });
+        }
+        let mut rng = fastrand::Rng::with_seed(20_261_204);
+        let (w, h) = (width as usize, height as usize);
+        let mut table = table(&mut rng, w, h);
+        camera_effects(&mut rng, &mut table, w, h);
+        // A card a person tilts out of the light: no glare once it rests.
+        let art = card_art_with(&mut rng, Some(false));
+        Ok(Sliding { width, height, fps, next: 0, paced: true, start: None, table, art })
+    }
+
+    /// `synthetic-card` (1280x720@15) or `synthetic-card:WxH@FPS`.
+    pub fn from_spec(spec: &str) -> Result<Self, crate::CaptureError> {
+        if spec == "synthetic-card" {
+            return Sliding::new(1280, 720, 15);
+        }
+        let bad = || crate::CaptureError::Spec {
+            spec: spec.into(),
+            rule: "expected synthetic-card[:WIDTHxHEIGHT@FPS]".into(),
+        };
+        let rest = spec.strip_prefix("synthetic-card:").ok_or_else(bad)?;
+        let (size, fps) = rest.split_once('@').ok_or_else(bad)?;
+        let (w, h) = size.split_once('x').ok_or_else(bad)?;
+        Sliding::new(w.parse().map_err(|_| bad())?, h.parse().map_err(|_| bad())?, fps.parse().map_err(|_| bad())?)
+    }
+
+    /// Frames as fast as they are asked for, stamped at the nominal rate.
+    pub fn unpaced(mut self) -> Self {
+        self.paced = false;
+        self
+    }
+
+    /// Where the card is `t` after the first frame: eased in from the right, at rest from
+    /// [`Sliding::ARRIVES`].
+    pub fn card_at(&self, t: std::time::Duration) -> Quad {
+        let (w, h) = (self.width as f64, self.height as f64);
+        let progress = (t.as_secs_f64() / Self::ARRIVES.as_secs_f64()).min(1.0);
+        let left = 1.0 - progress * progress * (3.0 - 2.0 * progress); // smoothstep, 1 → 0
+        let centre = (w * 0.5 + left * w * 0.75, h * 0.52);
+        project_card(w, 0.58 * w, 6.0 + 10.0 * left, 5.0, -4.0, centre)
+    }
+
+    /// The frame `t` after the first.
+    pub fn render(&self, t: std::time::Duration) -> Vec<u8> {
+        let mut rgb = self.table.clone();
+        composite(&mut rgb, self.width as usize, self.height as usize, &self.art, &self.card_at(t));
+        rgb
+    }
+}
+
+impl crate::FrameSource for Sliding {
+    fn name(&self) -> String {
+        format!("synthetic-card:{}x{}@{}", self.width, self.height, self.fps)
+    }
+
+    fn format(&self) -> (u32, u32, PixelFormat) {
+        (self.width, self.height, PixelFormat::Rgb24)
+    }
+
+    fn fps(&self) -> u32 {
+        self.fps
+    }
+
+    fn is_live(&self) -> bool {
+        self.paced
+    }
+
+    fn next_frame(&mut self) -> Result<Option<Frame>, crate::CaptureError> {
+        let index = self.next;
+        let nominal = std::time::Duration::from_secs(index) / self.fps;
+        let timestamp = if self.paced {
+            let start = *self.start.get_or_insert_with(std::time::Instant::now);
+            let due = start + nominal;
+            let now = std::time::Instant::now();
+            if due > now {
+                std::thread::sleep(due - now);
+            }
+            start.elapsed()
+        } else {
+            nominal
+        };
+        self.next += 1;
+        let data = self.render(timestamp);
+        Ok(Some(Frame { width: self.width, height: self.height, format: PixelFormat::Rgb24, index, timestamp, data }))
     }
 }
 
@@ -228,6 +349,12 @@ fn portrait() -> &'static Frame {
 /// A front of an ID-1 card: a pastel body with a faint guilloche, a title, the holder's photo
 /// on the left, rows of labels and values on the right, a chip, and often a hologram's glare.
 pub fn card_art(rng: &mut fastrand::Rng) -> CardArt {
+    card_art_with(rng, None)
+}
+
+/// A card front as [`card_art`] draws it; `glare` says whether it has the hologram's glare
+/// (`None`: three in four have it).
+pub fn card_art_with(rng: &mut fastrand::Rng, glare: Option<bool>) -> CardArt {
     let body = [rng.u8(165..230), rng.u8(165..230), rng.u8(165..230)];
     let ink = [rng.u8(10..70), rng.u8(10..70), rng.u8(10..90)];
     let mut rgb = vec![0u8; ART_W * ART_H * 3];
@@ -295,7 +422,7 @@ pub fn card_art(rng: &mut fastrand::Rng) -> CardArt {
     rect(83, 450, 87, 515, [120, 100, 50]);
     glyphs(&mut rect, rng, 320, 820, 470, 22, ink);
     // A hologram's glare: a bright ellipse, saturated at its heart, in three cards of four.
-    if rng.u8(0..4) != 0 {
+    if glare.unwrap_or_else(|| rng.u8(0..4) != 0) {
         let (gx, gy) = (rng.f64() * 500.0 + 180.0, rng.f64() * 280.0 + 130.0);
         let (rx, ry) = (rng.f64() * 90.0 + 50.0, rng.f64() * 50.0 + 25.0);
         for y in 0..ART_H {

@@ -17,8 +17,10 @@
 //! - [`metrics`]   — sharpness, brightness, glare; the pass/retake verdict.
 //! - [`card`]      — the ID document found in a still (its four corners) and cut out of it,
 //!   its perspective corrected; the retake reasons when it is missing, cut off, small or tilted.
-//! - [`card_scene`] — rendered card scenes with known corners, for measuring [`card`] and for
-//!   the synthetic camera's card.
+//! - [`card_scene`] — rendered card scenes with known corners, for measuring [`card`], and the
+//!   synthetic camera that slides a card into place (`synthetic-card`).
+//! - [`guidance`]  — preview frames judged into hints ("move closer", "hold still"), and when
+//!   to capture by itself.
 //! - [`jpeg`]      — JPEG encoding and metadata stripping.
 //! - [`still`]     — a still: warm-up, sharpest of the last frames, metrics, JPEG.
 //! - [`record`]    — H.264/MP4 recording on its own encoder thread.
@@ -30,6 +32,7 @@ pub mod convert;
 pub mod driver_frames;
 pub mod faces;
 pub mod file;
+pub mod guidance;
 pub mod hub;
 pub mod jpeg;
 pub mod memory;
@@ -162,11 +165,15 @@ pub trait FrameSource {
 ///
 /// - `v4l2:/dev/videoN` or `camera:N` — a V4L2 camera, negotiated towards `request`;
 /// - `synthetic` or `synthetic:WxH@FPS` — the test pattern (size from `request` when not given);
+/// - `synthetic-card` or `synthetic-card:WxH@FPS` — a card slid into place on a table;
 /// - `file:PATH` — a video or image file.
 pub fn open(spec: &str, request: CameraMode) -> Result<Box<dyn FrameSource>, CaptureError> {
     init_ffmpeg();
     if spec == "synthetic" {
         return Ok(Box::new(synthetic::Synthetic::new(request.width, request.height, request.fps)?));
+    }
+    if spec == "synthetic-card" || spec.starts_with("synthetic-card:") {
+        return Ok(Box::new(card_scene::Sliding::from_spec(spec)?));
     }
     if spec.starts_with("synthetic:") {
         return Ok(Box::new(synthetic::Synthetic::from_spec(spec)?));
@@ -203,7 +210,7 @@ pub fn open(spec: &str, request: CameraMode) -> Result<Box<dyn FrameSource>, Cap
     }
     Err(CaptureError::Spec {
         spec: spec.into(),
-        rule: "expected v4l2:/dev/videoN[?format=…], camera:N[?format=…], synthetic[:WxH@FPS] or file:PATH".into(),
+        rule: "expected v4l2:/dev/videoN[?format=…], camera:N[?format=…], synthetic[:WxH@FPS], synthetic-card[:WxH@FPS] or file:PATH".into(),
     })
 }
 
