@@ -14,7 +14,7 @@ fn main() {
     kiosk_capture::init_ffmpeg();
     let rgb = Synthetic::new(1920, 1080, 30).unwrap().unpaced().next_frame().unwrap().unwrap();
     let yuyv = kiosk_capture::convert::convert(&rgb, PixelFormat::Yuyv, 1920, 1080).unwrap();
-    let settings = StillConfig { warmup_frames: 0, candidates: 1, jpeg_quality: 90 };
+    let settings = StillConfig { warmup_frames: 0, candidates: 1, jpeg_quality: 90, ..Default::default() };
     let runs = 40;
     println!("== 1920x1080 still: luma, sharpness/brightness/glare, verdict, JPEG q90 ==");
     for (label, frame) in [("RGB24 frame", &rgb), ("YUYV frame (camera layout)", &yuyv)] {
@@ -37,7 +37,7 @@ fn main() {
     // The sharpest-of-five selection a camera still does: five frames measured, one encoded.
     let mut source = Frames::new(vec![yuyv.clone(); 5], 30);
     let t = Instant::now();
-    let five = StillConfig { warmup_frames: 0, candidates: 5, jpeg_quality: 90 };
+    let five = StillConfig { warmup_frames: 0, candidates: 5, jpeg_quality: 90, ..Default::default() };
     capture_still(&mut source, &five, &Quality::DOCUMENT).unwrap();
     println!("  sharpest of 5 YUYV frames:   {:.1} ms", t.elapsed().as_secs_f64() * 1000.0);
     let _ = source.next_frame();

@@ -22,6 +22,44 @@ pub fn take_still(cfg: &CaptureConfig, role: Role, camera: Option<&str>) -> Resu
     Ok(still)
 }
 
+/// Waits up to `timeout` seconds for a good moment in front of `role`'s camera and takes the
+/// still then (cut, for a document camera that cuts); hints go to stderr as they change.
+/// Returns the still and when the good moment began.
+pub fn take_still_auto(
+    cfg: &CaptureConfig,
+    role: Role,
+    camera: Option<&str>,
+    timeout: f64,
+) -> anyhow::Result<(Still, Duration)> {
+    let r = cfg.role(role);
+    let mut source = kiosk_capture::open(camera.unwrap_or(&r.source), r.request)?;
+    let card = r.card.filter(|_| role == Role::Document);
+    let mut shown = None;
+    let outcome = kiosk_capture::auto::capture_auto(
+        source.as_mut(),
+        &cfg.still,
+        &r.thresholds,
+        card,
+        Duration::from_secs_f64(timeout),
+        |g| {
+            let words: Vec<&str> = g.hints.iter().map(|h| h.words()).collect();
+            let line = if words.is_empty() { "good, hold it there".to_owned() } else { words.join("; ") };
+            if shown.as_ref() != Some(&line) {
+                eprintln!("capture still --auto: {line}");
+                shown = Some(line);
+            }
+        },
+    )?;
+    match outcome {
+        kiosk_capture::auto::Auto::Taken { still, ready_since } => Ok((*still, ready_since)),
+        kiosk_capture::auto::Auto::TimedOut { waited, hints } => Err(anyhow::anyhow!(
+            "capture still --auto: no good moment within {:.1} s; still wrong: {}",
+            waited.as_secs_f64(),
+            hints.join("; ")
+        )),
+    }
+}
+
 /// Cuts the document out of a document still when the role says which document it shows.
 pub fn cut_if_configured(
     still: &mut Still,
@@ -90,8 +128,13 @@ pub fn take_video(cfg: &CaptureConfig, camera: Option<&str>, seconds: f64, out: 
 
 pub fn run(cfg: &CaptureConfig, command: CaptureCommand) -> anyhow::Result<ExitCode> {
     match command {
-        CaptureCommand::Still { camera, role, out, photo_out, json } => {
-            let still = take_still(cfg, role, camera.as_deref())?;
+        CaptureCommand::Still { camera, role, out, photo_out, auto, timeout, json } => {
+            let (still, ready_since) = if auto {
+                let (still, ready_since) = take_still_auto(cfg, role, camera.as_deref(), timeout)?;
+                (still, Some(ready_since))
+            } else {
+                (take_still(cfg, role, camera.as_deref())?, None)
+            };
             // The photo first: a front without a face fails before anything is written.
             let photo = match &photo_out {
                 Some(_) => Some(
@@ -106,7 +149,9 @@ pub fn run(cfg: &CaptureConfig, command: CaptureCommand) -> anyhow::Result<ExitC
                 write_durably(path, jpeg)?;
             }
             if json {
-                println!("{}", serde_json::to_string_pretty(&still_json(&still, role, &out))?);
+                let mut report = still_json(&still, role, &out);
+                report.ready_since_ms = ready_since.map(|t| t.as_millis() as u64);
+                println!("{}", serde_json::to_string_pretty(&report)?);
             } else {
                 println!("{}: {}", out.display(), still_line(&still));
             }

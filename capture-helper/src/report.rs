@@ -49,6 +49,11 @@ pub struct StillReport {
     /// still's size above is the cut's.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub card: Option<CardReport>,
+    /// The kept frame's time from the camera's first frame, in milliseconds.
+    pub frame_ms: u64,
+    /// Auto-capture: when, from the camera's first frame, the preview became good for good.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ready_since_ms: Option<u64>,
 }
 
 /// Where the document was found in the camera's frame and how it was cut.
@@ -102,6 +107,8 @@ impl StillReport {
                 frame_height: c.frame_height,
                 dpi: tenths(c.dpi),
             }),
+            frame_ms: still.frame_time.as_millis() as u64,
+            ready_since_ms: None,
         }
     }
 }

@@ -169,7 +169,11 @@ impl Sliding {
 
     pub fn new(width: u32, height: u32, fps: u32) -> Result<Self, crate::CaptureError> {
         let spec = format!("synthetic-card:{width}x{height}@{fps}");
-        if !(320..=3840).contains(&width) || !(180..=2160).contains(&height) || width % 2 != 0 || height % 2 != 0 {
+        if !(320..=3840).contains(&width)
+            || !(180..=2160).contains(&height)
+            || !width.is_multiple_of(2)
+            || !height.is_multiple_of(2)
+        {
             return Err(crate::CaptureError::Spec {
                 spec,
                 rule: "size must be even, from 320x180 to 3840x2160".into(),

@@ -21,10 +21,12 @@
 //!   synthetic camera that slides a card into place (`synthetic-card`).
 //! - [`guidance`]  — preview frames judged into hints ("move closer", "hold still"), and when
 //!   to capture by itself.
+//! - [`auto`]      — auto-capture: wait for a steady good preview, then take and cut the still.
 //! - [`jpeg`]      — JPEG encoding and metadata stripping.
 //! - [`still`]     — a still: warm-up, sharpest of the last frames, metrics, JPEG.
 //! - [`record`]    — H.264/MP4 recording on its own encoder thread.
 
+pub mod auto;
 pub mod camera;
 pub mod card;
 pub mod card_scene;

@@ -15,8 +15,9 @@ pub struct Still {
     pub verdict: Verdict,
     /// True when the camera's own JPEG bytes were kept (MJPEG at the wanted size).
     pub passthrough: bool,
-    /// Which frame of the stream was kept.
+    /// Which frame of the stream was kept, and its time from the stream's first frame.
     pub frame_index: u64,
+    pub frame_time: std::time::Duration,
     /// The kept frame itself (for crops such as the document photo).
     pub frame: Frame,
     /// The mode the source delivered (the negotiated one, for a camera).
@@ -68,7 +69,6 @@ pub fn capture_still(
     settings: &StillConfig,
     thresholds: &Quality,
 ) -> Result<Still, CaptureError> {
-    let (want_w, want_h, _) = source.format();
     let candidates = settings.candidates.max(1);
     let mut recent: Vec<Frame> = Vec::with_capacity(candidates);
     for _ in 0..settings.warmup_frames + candidates {
@@ -85,6 +85,18 @@ pub fn capture_still(
     if recent.is_empty() {
         return Err(CaptureError::NoFrames(source.name()));
     }
+    still_from_frames(recent, source, settings, thresholds)
+}
+
+/// The still made of the sharpest of `recent` (frames `source` delivered): measured, judged
+/// and encoded.
+pub fn still_from_frames(
+    recent: Vec<Frame>,
+    source: &dyn FrameSource,
+    settings: &StillConfig,
+    thresholds: &Quality,
+) -> Result<Still, CaptureError> {
+    let (want_w, want_h, _) = source.format();
     let mut best: Option<(Frame, Vec<u8>, Metrics)> = None;
     let mut undecodable = None;
     for frame in recent {
@@ -102,7 +114,7 @@ pub fn capture_still(
         }
     }
     let Some((frame, y, mut metrics)) = best else {
-        return Err(undecodable.expect("a frame was either measured or failed"));
+        return Err(undecodable.unwrap_or_else(|| CaptureError::NoFrames(source.name())));
     };
     if thresholds.min_face_width.is_some() {
         // Only the kept frame is searched: detection costs more than the other metrics.
@@ -120,7 +132,17 @@ pub fn capture_still(
         jpeg::encode(&frame, settings.jpeg_quality)?
     };
     let verdict = judge(&metrics, thresholds);
-    Ok(Still { jpeg, metrics, verdict, passthrough, frame_index: frame.index, frame, mode: source.mode(), card: None })
+    Ok(Still {
+        jpeg,
+        metrics,
+        verdict,
+        passthrough,
+        frame_index: frame.index,
+        frame_time: frame.timestamp,
+        frame,
+        mode: source.mode(),
+        card: None,
+    })
 }
 
 #[cfg(test)]
@@ -209,7 +231,7 @@ mod tests {
         frames[1] = Frame { index: 1, ..sharp.clone() };
         frames[6] = Frame { index: 6, ..sharp.clone() };
         let mut source = Frames::new(frames, 30);
-        let settings = StillConfig { warmup_frames: 3, candidates: 5, jpeg_quality: 90 };
+        let settings = StillConfig { warmup_frames: 3, candidates: 5, jpeg_quality: 90, ..Default::default() };
         let s = capture_still(&mut source, &settings, &Quality::FACE).unwrap();
         assert_eq!(s.frame_index, 6);
     }
@@ -232,7 +254,7 @@ mod tests {
         let sharp = sharp_frame(320, 240);
         let good = Frame { format: PixelFormat::Mjpeg, data: jpeg::encode(&sharp, 80).unwrap(), ..sharp.clone() };
         let corrupt = Frame { index: 1, data: vec![0xFF, 0xD8, 0x00, 0x13, 0x37], ..good.clone() };
-        let settings = StillConfig { warmup_frames: 0, candidates: 2, jpeg_quality: 90 };
+        let settings = StillConfig { warmup_frames: 0, candidates: 2, jpeg_quality: 90, ..Default::default() };
         let mut source = Frames::new(vec![good.clone(), corrupt.clone()], 30);
         let s = capture_still(&mut source, &settings, &Quality::FACE).unwrap();
         assert_eq!(s.frame_index, 0, "the frame that decodes");

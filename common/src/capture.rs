@@ -69,11 +69,14 @@ pub struct StillConfig {
     pub candidates: usize,
     /// JPEG quality, 1–100.
     pub jpeg_quality: u8,
+    /// Auto-capture: how long the preview must have been good, without a break, before the
+    /// still is taken by itself.
+    pub auto_steady: Duration,
 }
 
 impl Default for StillConfig {
     fn default() -> Self {
-        StillConfig { warmup_frames: 10, candidates: 5, jpeg_quality: 90 }
+        StillConfig { warmup_frames: 10, candidates: 5, jpeg_quality: 90, auto_steady: Duration::from_millis(700) }
     }
 }
 
@@ -275,6 +278,14 @@ pub fn validate_capture(
         }
         n => n.unwrap_or(10),
     };
+    let auto_steady = match c.auto_steady_ms {
+        None => still.auto_steady,
+        Some(ms) if (100..=5000).contains(&ms) => Duration::from_millis(ms),
+        Some(ms) => {
+            problem("capture.auto_steady_ms", format!("must be 100-5000 (milliseconds), not {ms}"));
+            still.auto_steady
+        }
+    };
     let v = c.video.unwrap_or_default();
     let defaults = VideoConfig::default();
     let mut video = VideoConfig {
@@ -317,7 +328,12 @@ pub fn validate_capture(
     if !problems.is_empty() {
         return Err(problems);
     }
-    Ok(CaptureConfig { document, face, still: StillConfig { warmup_frames, candidates, jpeg_quality }, video })
+    Ok(CaptureConfig {
+        document,
+        face,
+        still: StillConfig { warmup_frames, candidates, jpeg_quality, auto_steady },
+        video,
+    })
 }
 
 fn role(

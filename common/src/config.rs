@@ -72,6 +72,7 @@ pub struct RawCapture {
     pub jpeg_quality: Option<u8>,
     pub warmup_frames: Option<usize>,
     pub candidates: Option<usize>,
+    pub auto_steady_ms: Option<u64>,
     pub video: Option<RawVideo>,
 }
 

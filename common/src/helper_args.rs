@@ -68,6 +68,15 @@ pub enum CaptureCommand {
         /// front); exit 2 when there is no face on it.
         #[arg(long, value_name = "PATH")]
         photo_out: Option<PathBuf>,
+        /// Wait for a good moment and take the still by itself: the preview is judged a few
+        /// times a second (hints go to stderr) until it has needed no hint for
+        /// capture.auto_steady_ms.
+        #[arg(long)]
+        auto: bool,
+        /// With --auto: give up after this many seconds (exit 1, saying what was still wrong).
+        #[arg(long, requires = "auto", value_name = "SECONDS", default_value_t = 30.0,
+              value_parser = parse_timeout)]
+        timeout: f64,
         /// Print the metrics and verdict as JSON.
         #[arg(long)]
         json: bool,
@@ -87,6 +96,14 @@ pub enum CaptureCommand {
         #[arg(long)]
         json: bool,
     },
+}
+
+/// `--timeout`: seconds, more than 0 and at most an hour.
+fn parse_timeout(text: &str) -> Result<f64, String> {
+    match text.parse::<f64>() {
+        Ok(s) if s > 0.0 && s <= 3600.0 => Ok(s),
+        _ => Err(format!("must be seconds, more than 0 and at most 3600, not {text:?}")),
+    }
 }
 
 /// Writes `bytes` to `path` durably and atomically (temporary file, fsync, rename).

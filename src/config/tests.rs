@@ -385,3 +385,14 @@ fn numbers_that_would_overflow_or_disable_a_bound_are_refused() {
         12_500_000
     );
 }
+
+#[test]
+fn the_auto_capture_steady_time_is_milliseconds_within_bounds() {
+    use std::time::Duration;
+    assert_eq!(check_ok(MINIMAL).capture.still.auto_steady, Duration::from_millis(700));
+    let c = check_ok(&format!("{MINIMAL}\n[capture]\nauto_steady_ms = 1200\n"));
+    assert_eq!(c.capture.still.auto_steady, Duration::from_millis(1200));
+    for bad in ["0", "50", "60000"] {
+        check_problem(&format!("{MINIMAL}\n[capture]\nauto_steady_ms = {bad}\n"), "capture.auto_steady_ms", "100-5000");
+    }
+}
