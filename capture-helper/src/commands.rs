@@ -48,6 +48,7 @@ pub fn take_still_auto(
                 eprintln!("capture still --auto: {line}");
                 shown = Some(line);
             }
+            true
         },
     )?;
     match outcome {
@@ -57,6 +58,7 @@ pub fn take_still_auto(
             waited.as_secs_f64(),
             hints.join("; ")
         )),
+        kiosk_capture::auto::Auto::Cancelled => unreachable!("the CLI waits until the timeout"),
     }
 }
 

@@ -5,6 +5,7 @@
 
 mod commands;
 mod demo_evidence;
+mod live;
 mod report;
 mod service;
 mod store;

@@ -3,6 +3,7 @@
 //! the operator page read these fields; one type per shape keeps them from drifting.
 
 use std::path::PathBuf;
+use std::time::Duration;
 
 use kiosk_capture::metrics::{tenths, FaceMetrics};
 use kiosk_capture::record::RecordReport;
@@ -109,6 +110,62 @@ impl StillReport {
             }),
             frame_ms: still.frame_time.as_millis() as u64,
             ready_since_ms: None,
+        }
+    }
+}
+
+/// One judged preview frame, as the guidance stream sends it (one event each).
+#[derive(Debug, Clone, Serialize)]
+pub struct GuidanceReport {
+    pub role: &'static str,
+    pub frame_index: u64,
+    /// The camera frame's size: the outline and the face box are in its pixels.
+    pub frame_width: u32,
+    pub frame_height: u32,
+    pub brightness: f64,
+    pub glare: f64,
+    /// Mean change since the previous judged frame (levels; -1 for the first).
+    pub motion: f64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub faces: Option<u32>,
+    /// The largest face's box: x, y, width, height.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub face: Option<[u32; 4]>,
+    /// The document's outline, clockwise from its top left (document camera, when seen).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub card: Option<[[f64; 2]; 4]>,
+    /// What the person should change, most important first; empty when nothing.
+    pub hints: Vec<HintReport>,
+    pub ready: bool,
+    /// How long the preview has needed no hint, and how long auto-capture waits for.
+    pub ready_ms: u64,
+    pub steady_ms: u64,
+}
+
+/// One hint: a stable code and its words.
+#[derive(Debug, Clone, Serialize)]
+pub struct HintReport {
+    pub code: &'static str,
+    pub words: &'static str,
+}
+
+impl GuidanceReport {
+    pub fn new(g: &kiosk_capture::guidance::Guidance, role: Role, ready_for: Duration, steady: Duration) -> Self {
+        GuidanceReport {
+            role: role.as_str(),
+            frame_index: g.frame_index,
+            frame_width: g.frame_width,
+            frame_height: g.frame_height,
+            brightness: g.brightness,
+            glare: g.glare,
+            motion: g.motion,
+            faces: g.faces,
+            face: g.face,
+            card: g.card.as_ref().map(|q| q.0.map(|(x, y)| [tenths(x), tenths(y)])),
+            hints: g.hints.iter().map(|h| HintReport { code: h.code(), words: h.words() }).collect(),
+            ready: g.ready,
+            ready_ms: ready_for.as_millis() as u64,
+            steady_ms: steady.as_millis() as u64,
         }
     }
 }

@@ -100,6 +100,7 @@ pub fn run(cfg: CaptureConfig, socket: &Path, keep: Duration) -> anyhow::Result<
             .route("/health", get(|| async { Json(serde_json::json!({"status": "ok"})) }))
             .route("/cameras", get(cameras))
             .route("/preview/{role}", get(preview))
+            .route("/guidance/{role}", get(guidance))
             .route("/stills", post(still))
             .route("/stills/{id}", get(still_bytes).delete(forget))
             .route("/stills/{id}/thumbnail.jpg", get(still_bytes))
@@ -168,6 +169,24 @@ async fn preview(State(s): State<Service>, UrlPath(role): UrlPath<String>) -> Re
         .into_response()
 }
 
+/// Server-sent events, one per judged preview frame ([`crate::live`]): the hints, the card's
+/// outline or the face box, and how long the preview has been good.
+async fn guidance(State(s): State<Service>, UrlPath(role): UrlPath<String>) -> Response {
+    let Ok(role) = role.parse::<Role>() else {
+        return error(StatusCode::NOT_FOUND, "not_found", Some("role"), format!("no camera role {role:?}"));
+    };
+    let hub = match s.hub(role) {
+        Ok(h) => h,
+        Err(r) => return *r,
+    };
+    let (tx, rx) = tokio::sync::mpsc::channel::<Result<Vec<u8>, std::io::Error>>(2);
+    let cfg = Arc::clone(&s.cfg);
+    tokio::task::spawn_blocking(move || crate::live::stream(hub, &cfg, role, tx));
+    let stream = futures_util::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|item| (item, rx)) });
+    ([(header::CONTENT_TYPE, "text/event-stream"), (header::CACHE_CONTROL, "no-store")], Body::from_stream(stream))
+        .into_response()
+}
+
 async fn still(State(s): State<Service>, body: axum::body::Bytes) -> Response {
     let body: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
     let Some(role) = body["role"].as_str().and_then(|r| r.parse::<Role>().ok()) else {
@@ -186,19 +205,56 @@ async fn still(State(s): State<Service>, body: axum::body::Bytes) -> Response {
             return error(StatusCode::BAD_REQUEST, "invalid", Some("kind"), rule);
         }
     };
+    // Auto-capture: wait for a good moment, up to the timeout; given up when the asker leaves.
+    let auto = match (&body["auto"], &body["timeout_secs"]) {
+        (Value::Null | Value::Bool(false), Value::Null) => None,
+        (Value::Bool(true), Value::Null) => Some(crate::live::AUTO_TIMEOUT),
+        (Value::Bool(true), t) => match t.as_f64() {
+            Some(t) if t > 0.0 && t <= crate::live::AUTO_TIMEOUT_MAX.as_secs_f64() => Some(Duration::from_secs_f64(t)),
+            _ => {
+                let rule = format!("must be seconds above 0 and at most {}", crate::live::AUTO_TIMEOUT_MAX.as_secs());
+                return error(StatusCode::BAD_REQUEST, "invalid", Some("timeout_secs"), rule);
+            }
+        },
+        (Value::Null | Value::Bool(false), _) => {
+            return error(StatusCode::BAD_REQUEST, "invalid", Some("timeout_secs"), "only with \"auto\": true");
+        }
+        _ => return error(StatusCode::BAD_REQUEST, "invalid", Some("auto"), "must be true or false"),
+    };
+    let cancelled = crate::live::Cancelled::default();
+    let _cancel_on_drop = crate::live::CancelOnDrop(cancelled.clone());
     let cfg = Arc::clone(&s.cfg);
     let store = Arc::clone(&s.store);
     let taken = tokio::task::spawn_blocking(move || {
         let r = cfg.role(role);
         let mut tap = hub.tap();
-        let mut still = kiosk_capture::still::capture_still(&mut tap, &cfg.still, &r.thresholds)?;
-        // The document cut out of the frame first: the document photo is cut from it.
-        crate::commands::cut_if_configured(&mut still, &cfg, role)?;
-        let mut report = StillReport::new(&still, role);
+        let mut ready_since = None;
+        let mut still = match auto {
+            None => {
+                let mut still = kiosk_capture::still::capture_still(&mut tap, &cfg.still, &r.thresholds)?;
+                // The document cut out of the frame first: the document photo is cut from it.
+                crate::commands::cut_if_configured(&mut still, &cfg, role)?;
+                still
+            }
+            Some(timeout) => {
+                use kiosk_capture::auto::{capture_auto, Auto};
+                let card = r.card.filter(|_| role == Role::Document);
+                let keep_waiting = |_: &kiosk_capture::guidance::Guidance| !cancelled.is_set();
+                match capture_auto(&mut tap, &cfg.still, &r.thresholds, card, timeout, keep_waiting)? {
+                    Auto::Taken { still, ready_since: at } => {
+                        ready_since = Some(at.as_millis() as u64);
+                        *still
+                    }
+                    Auto::TimedOut { waited, hints } => return Ok(Err(AutoGaveUp::timed_out(role, waited, hints))),
+                    Auto::Cancelled => return Ok(Err(AutoGaveUp::cancelled(role))),
+                }
+            }
+        };
+        let mut report = StillReport { ready_since_ms: ready_since, ..StillReport::new(&still, role) };
         let photo = if front { front_photo(&still, cfg.still.jpeg_quality, &mut report) } else { None };
         // A retake is judged and answered, never kept: nothing can take it for an enrollment.
         if report.verdict != "pass" {
-            return Ok(report);
+            return Ok(Ok(report));
         }
         let now = Instant::now();
         if let Some(photo) = photo {
@@ -210,15 +266,37 @@ async fn still(State(s): State<Service>, body: axum::body::Bytes) -> Response {
                 height: photo.0.height,
             });
         }
-        let id = store.put_still(still.jpeg, now);
+        let id = store.put_still(std::mem::take(&mut still.jpeg), now);
         let thumbnail = Some(format!("/v1/captures/{id}/thumbnail.jpg"));
-        Ok::<_, kiosk_capture::CaptureError>(StillReport { id: Some(id), thumbnail, ..report })
+        Ok::<_, kiosk_capture::CaptureError>(Ok(StillReport { id: Some(id), thumbnail, ..report }))
     })
     .await;
     match taken {
-        Ok(Ok(report)) => Json(report).into_response(),
+        Ok(Ok(Ok(report))) => Json(report).into_response(),
+        Ok(Ok(Err(gave_up))) => Json(gave_up).into_response(),
         Ok(Err(e)) => error(StatusCode::SERVICE_UNAVAILABLE, "camera_unavailable", Some("role"), e),
         Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, "internal", None, e),
+    }
+}
+
+/// An auto-capture that took nothing: a retake, saying what was still wrong.
+#[derive(Debug, serde::Serialize)]
+struct AutoGaveUp {
+    role: &'static str,
+    verdict: &'static str,
+    reasons: Vec<String>,
+    /// `timed_out`, or `cancelled` (the asker went away).
+    auto: &'static str,
+}
+
+impl AutoGaveUp {
+    fn timed_out(role: Role, waited: Duration, hints: Vec<String>) -> Self {
+        let reason = format!("no good moment within {:.0} s: {}", waited.as_secs_f64(), hints.join("; "));
+        AutoGaveUp { role: role.as_str(), verdict: "retake", reasons: vec![reason], auto: "timed_out" }
+    }
+
+    fn cancelled(role: Role) -> Self {
+        AutoGaveUp { role: role.as_str(), verdict: "retake", reasons: vec!["cancelled".into()], auto: "cancelled" }
     }
 }
 

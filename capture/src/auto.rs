@@ -13,7 +13,7 @@ use crate::{CaptureError, Frame, FrameSource, Quality, StillConfig};
 
 /// Preview frames are judged at most this often: enough to see a hand move, cheap enough to
 /// leave the cores to recording.
-pub const JUDGE_EVERY: Duration = Duration::from_millis(150);
+pub const JUDGE_EVERY: Duration = Duration::from_millis(200);
 
 /// What came of waiting for a good moment.
 #[derive(Debug)]
@@ -22,17 +22,20 @@ pub enum Auto {
     Taken { still: Box<Still>, ready_since: Duration },
     /// Nothing good enough before the timeout; what still stood in the way.
     TimedOut { waited: Duration, hints: Vec<String> },
+    /// `watch` said to stop (the person who asked has gone).
+    Cancelled,
 }
 
 /// Waits up to `timeout` for the preview of `source` to be good for `settings.auto_steady`,
-/// then takes the still; `watch` sees each judged frame (the hints to show meanwhile).
+/// then takes the still; `watch` sees each judged frame (the hints to show meanwhile) and
+/// returns whether to go on waiting.
 pub fn capture_auto(
     source: &mut dyn FrameSource,
     settings: &StillConfig,
     thresholds: &Quality,
     card: Option<CardFormat>,
     timeout: Duration,
-    mut watch: impl FnMut(&Guidance),
+    mut watch: impl FnMut(&Guidance) -> bool,
 ) -> Result<Auto, CaptureError> {
     let started = Instant::now();
     let mut guide = Guide::new(*thresholds, card);
@@ -54,7 +57,9 @@ pub fn capture_auto(
         }
         judged_at = Some(frame.timestamp);
         let verdict = guide.judge(&frame)?;
-        watch(&verdict);
+        if !watch(&verdict) {
+            return Ok(Auto::Cancelled);
+        }
         if !verdict.ready {
             standing = verdict.hints.iter().map(|h| h.words().to_owned()).collect();
             good.clear();
@@ -107,7 +112,10 @@ mod tests {
             &Quality::DOCUMENT,
             Some(CardFormat::Id1),
             Duration::from_secs(60),
-            |_| seen += 1,
+            |_| {
+                seen += 1;
+                true
+            },
         )
         .unwrap();
         let Auto::Taken { still, ready_since } = outcome else { panic!("{outcome:?}") };
@@ -130,7 +138,7 @@ mod tests {
             &Quality::DOCUMENT,
             Some(CardFormat::Id1),
             Duration::from_millis(300),
-            |_| {},
+            |_| true,
         )
         .unwrap();
         let Auto::TimedOut { hints, .. } = outcome else { panic!("{outcome:?}") };

@@ -30,6 +30,21 @@ pub enum Hint {
 }
 
 impl Hint {
+    /// A stable name for programs (the page translates by it).
+    pub fn code(self) -> &'static str {
+        match self {
+            Hint::ShowWholeCard => "show_whole_card",
+            Hint::MoveCloser => "move_closer",
+            Hint::HoldFlat => "hold_flat",
+            Hint::TooDark => "too_dark",
+            Hint::TooBright => "too_bright",
+            Hint::Glare => "glare",
+            Hint::HoldStill => "hold_still",
+            Hint::NoFace => "no_face",
+            Hint::OneFaceOnly => "one_face_only",
+        }
+    }
+
     /// The words for the person.
     pub fn words(self) -> &'static str {
         match self {
@@ -65,6 +80,9 @@ pub struct Guidance {
     pub hints: Vec<Hint>,
     /// No hint: this frame could be taken.
     pub ready: bool,
+    /// The judged frame's size.
+    pub frame_width: u32,
+    pub frame_height: u32,
 }
 
 /// Judges preview frames of one camera role.
@@ -145,6 +163,8 @@ impl Guide {
             card: outline,
             ready: hints.is_empty(),
             hints,
+            frame_width: frame.width,
+            frame_height: frame.height,
         })
     }
 }
@@ -169,6 +189,11 @@ impl Steady {
         }
         let since = *self.since.get_or_insert(at);
         at.saturating_sub(since) >= self.steady
+    }
+
+    /// How long frames have been ready without a break, as of `at`.
+    pub fn ready_for(&self, at: Duration) -> Duration {
+        self.since.map_or(Duration::ZERO, |since| at.saturating_sub(since))
     }
 }
 

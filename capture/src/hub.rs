@@ -104,6 +104,13 @@ impl Hub {
         Tap { hub: self.clone(), seen: None }
     }
 
+    /// The latest frame newer than `after` (frame index), shared rather than copied, for a
+    /// consumer that only reads it (live guidance); `None` once the camera ended, an error when
+    /// it went silent.
+    pub fn frame_after(&self, after: Option<u64>) -> Result<Option<Arc<Frame>>, CaptureError> {
+        self.0.wait_newer(after)
+    }
+
     /// A JPEG of a frame newer than `after` (frame index), encoded once for all viewers; `None`
     /// when the camera ended or sent nothing in time.
     pub fn preview_after(&self, after: Option<u64>, quality: u8) -> Option<(u64, Arc<Vec<u8>>)> {

@@ -160,6 +160,8 @@ enum Answer {
     Mp4,
     /// `multipart/x-mixed-replace` with the service's boundary (checked to be a plain token).
     MjpegStream,
+    /// `text/event-stream`, each event read and written again by the daemon ([`guidance`]).
+    EventStream,
 }
 
 impl Answer {
@@ -172,6 +174,7 @@ impl Answer {
             Answer::Json => unreachable!("handled above"),
             Answer::Jpeg => Ok(HeaderValue::from_static("image/jpeg")),
             Answer::Mp4 => Ok(HeaderValue::from_static("video/mp4")),
+            Answer::EventStream => Ok(HeaderValue::from_static("text/event-stream")),
             Answer::MjpegStream => {
                 let boundary = given
                     .and_then(|v| v.to_str().ok())
@@ -221,6 +224,59 @@ pub async fn preview(State(s): State<ApiState>, UrlPath(role): UrlPath<String>) 
         return Err(ApiError::field(StatusCode::NOT_FOUND, "not_found", "role", format!("no camera role {role:?}")));
     }
     s.cameras.call(Method::GET, &format!("/preview/{role}"), Vec::new(), Answer::MjpegStream).await
+}
+
+#[utoipa::path(get, path = "/v1/cameras/{role}/guidance", tag = "cameras", security(("bearer" = []), ("session" = [])),
+    params(("role" = String, Path, description = "`document` or `face`")),
+    responses(
+        (status = 200, description = "server-sent events `guidance`, each a `Guidance` object, a few a second while the camera runs", content_type = "text/event-stream", body = super::wire::Guidance),
+        (status = 404, description = "no such role", body = super::wire::ErrorBody),
+        (status = 503, description = "the capture service or the camera is not there", body = super::wire::ErrorBody),
+    ))]
+pub async fn guidance(State(s): State<ApiState>, UrlPath(role): UrlPath<String>) -> Result<Response, ApiError> {
+    if role.parse::<Role>().is_err() {
+        return Err(ApiError::field(StatusCode::NOT_FOUND, "not_found", "role", format!("no camera role {role:?}")));
+    }
+    let response = s.cameras.call(Method::GET, &format!("/guidance/{role}"), Vec::new(), Answer::EventStream).await?;
+    if !response.status().is_success() {
+        return Ok(response);
+    }
+    let (mut parts, body) = response.into_parts();
+    parts.headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    let events = futures_util::stream::unfold(
+        (body.into_data_stream(), Vec::<u8>::new()),
+        |(mut body, mut pending)| async move {
+            use futures_util::StreamExt as _;
+            loop {
+                if let Some(end) = pending.windows(2).position(|w| w == b"\n\n") {
+                    let event: Vec<u8> = pending.drain(..end + 2).collect();
+                    match rewrite_guidance(&event) {
+                        Some(out) => return Some((Ok::<_, std::io::Error>(out), (body, pending))),
+                        None => continue, // not a guidance event: dropped
+                    }
+                }
+                // An event is a few hundred bytes: a service that sends more without one ends.
+                if pending.len() > 64 * 1024 {
+                    return None;
+                }
+                match body.next().await {
+                    Some(Ok(chunk)) => pending.extend_from_slice(&chunk),
+                    _ => return None,
+                }
+            }
+        },
+    );
+    Ok(Response::from_parts(parts, Body::from_stream(events)))
+}
+
+/// One event of the capture service's guidance stream, read into the API's own type and
+/// written again; `None` for anything else.
+fn rewrite_guidance(event: &[u8]) -> Option<Vec<u8>> {
+    let text = std::str::from_utf8(event).ok()?;
+    let data = text.lines().find_map(|l| l.strip_prefix("data: "))?;
+    let guidance: super::wire::Guidance = serde_json::from_str(data).ok()?;
+    let json = serde_json::to_string(&guidance).ok()?;
+    Some(format!("event: guidance\ndata: {json}\n\n").into_bytes())
 }
 
 #[utoipa::path(post, path = "/v1/captures/still", tag = "cameras", security(("bearer" = []), ("session" = [])), request_body = super::wire::StillRequest,

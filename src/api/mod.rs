@@ -83,7 +83,13 @@ pub const ROUTES: &[(&str, &str, bool, &str)] = &[
         true,
         "Live MJPEG preview of a role's camera (several viewers, at most 10 frames a second)",
     ),
-    ("post", "/v1/captures/still", true, "Take a still {role, kind?}: id, metrics, verdict, reasons, thumbnail URL; a document_front also gives the document photo cut around its face"),
+    (
+        "get",
+        "/v1/cameras/{role}/guidance",
+        true,
+        "Server-sent events: the role's preview judged a few times a second (hints, the card's outline or the face box, how long it has been good)",
+    ),
+    ("post", "/v1/captures/still", true, "Take a still {role, kind?, auto?, timeout_secs?}: id, metrics, verdict, reasons, thumbnail URL; a document_front also gives the document photo cut around its face; auto waits for a good moment"),
     ("get", "/v1/captures/{id}/thumbnail.jpg", true, "The still"),
     ("post", "/v1/recordings", true, "Start recording the face camera {max_seconds}: id"),
     ("post", "/v1/recordings/{id}/stop", true, "Stop a recording: frames, dropped, skipped, duration, bytes"),
@@ -231,6 +237,7 @@ pub fn router(state: ApiState, hosts: guard::Hosts) -> Router {
         .route("/metrics", get(metrics::metrics))
         .route("/v1/cameras", get(cameras::cameras))
         .route("/v1/cameras/{role}/preview.mjpg", get(cameras::preview))
+        .route("/v1/cameras/{role}/guidance", get(cameras::guidance))
         .route("/v1/captures/still", post(cameras::still))
         .route("/v1/captures/{id}/thumbnail.jpg", get(cameras::thumbnail))
         .route("/v1/recordings", post(cameras::start_recording))

@@ -41,6 +41,7 @@ use super::{session, wire};
         super::events,
         super::cameras::cameras,
         super::cameras::preview,
+        super::cameras::guidance,
         super::cameras::still,
         super::cameras::thumbnail,
         super::cameras::start_recording,
@@ -49,7 +50,7 @@ use super::{session, wire};
         super::openapi,
         super::metrics::metrics,
     ),
-    components(schemas(wire::ErrorBody)),
+    components(schemas(wire::ErrorBody, wire::Guidance, wire::GuidanceHint)),
     modifiers(&Guarded),
 )]
 struct ApiDoc;

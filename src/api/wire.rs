@@ -318,6 +318,56 @@ pub struct StillRequest {
     pub role: String,
     /// `document_front`, `document_rear` or `selfie`.
     pub kind: Option<String>,
+    /// Wait for a good moment (the guidance needs no hint for `capture.auto_steady_ms`) and
+    /// take the still then; a wait that times out answers a retake saying what was wrong.
+    pub auto: Option<bool>,
+    /// With `auto`: how long to wait, seconds (default 30, at most 120).
+    pub timeout_secs: Option<f64>,
+}
+
+/// One judged preview frame: an event `guidance` of `GET /v1/cameras/{role}/guidance`. The
+/// daemon reads each event of the capture service into this type and writes it again, so the
+/// stream carries these fields and nothing else.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Guidance {
+    /// `document` or `face`.
+    pub role: String,
+    pub frame_index: u64,
+    /// The camera frame's size: `card` and `face` are in its pixels.
+    pub frame_width: u32,
+    pub frame_height: u32,
+    /// Mean luma, 0–255.
+    pub brightness: f64,
+    /// Share of saturated pixels, 0–1.
+    pub glare: f64,
+    /// Mean change since the previous judged frame, in levels (-1 for the first).
+    pub motion: f64,
+    /// Faces seen (face camera).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub faces: Option<u32>,
+    /// The largest face's box: x, y, width, height.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub face: Option<[u32; 4]>,
+    /// The document's outline, clockwise from its top left (document camera, when it cuts).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub card: Option<[[f64; 2]; 4]>,
+    /// What the person should change, most important first; empty when nothing.
+    pub hints: Vec<GuidanceHint>,
+    /// No hint on this frame.
+    pub ready: bool,
+    /// How long the preview has needed no hint, and how long auto-capture waits for (ms).
+    pub ready_ms: u64,
+    pub steady_ms: u64,
+}
+
+/// A hint: `show_whole_card`, `move_closer`, `hold_flat`, `too_dark`, `too_bright`, `glare`,
+/// `hold_still`, `no_face` or `one_face_only`, with its words in English.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct GuidanceHint {
+    pub code: String,
+    pub words: String,
 }
 
 /// `POST /v1/recordings`.

@@ -250,7 +250,7 @@ fn every_route_is_served_and_described() {
     assert_eq!(code, 200);
     for (method, path, _, _) in kiosk_agent::api::ROUTES {
         assert!(doc["paths"][path][method].is_object(), "{method} {path} is not in openapi.json");
-        if path.ends_with("/events") || path.ends_with("preview.mjpg") {
+        if path.ends_with("/events") || path.ends_with("preview.mjpg") || path.ends_with("/guidance") {
             continue; // streams: checked in their own tests
         }
         let concrete = path.replace("{id}", "00000000-0000-0000-0000-000000000000");
@@ -1155,4 +1155,99 @@ fn a_video_too_large_for_memory_spills_to_the_disk_and_is_shredded() {
     assert!(intake_is_empty(&d), "the spilled part is shredded");
     let (_, list) = authed(&d, "GET", "/v1/enrollments", None);
     assert_eq!(list.as_array().map(Vec::len), Some(0), "{list}");
+}
+
+/// Reads `guidance` events from a role's guidance stream until `enough` says so (or 30 s).
+fn guidance_events(d: &Daemon, role: &str, enough: impl Fn(&[Value]) -> bool) -> Vec<Value> {
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    rt.block_on(async {
+        let mut resp = reqwest::Client::new()
+            .get(format!("{}/v1/cameras/{role}/guidance", d.base))
+            .bearer_auth(TOKEN)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 200);
+        assert_eq!(resp.headers()["content-type"], "text/event-stream");
+        let (mut buf, mut events) = (String::new(), Vec::new());
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while !enough(&events) && Instant::now() < deadline {
+            let Ok(Ok(Some(chunk))) = tokio::time::timeout(Duration::from_secs(10), resp.chunk()).await else { break };
+            buf.push_str(std::str::from_utf8(&chunk).unwrap());
+            while let Some(end) = buf.find("\n\n") {
+                let event: String = buf.drain(..end + 2).collect();
+                assert!(event.starts_with("event: guidance\ndata: "), "{event}");
+                events.push(serde_json::from_str(event.lines().nth(1).unwrap().trim_start_matches("data: ")).unwrap());
+            }
+        }
+        events
+    })
+}
+
+fn sliding_card_document_camera(config: String) -> String {
+    config.replace(
+        "[cameras.document]\nsource = \"synthetic:1280x720@30\"\n",
+        "[cameras.document]\nsource = \"synthetic-card:1280x720@15\"\ncard = \"id1\"\n",
+    )
+}
+
+#[test]
+fn the_guidance_stream_tells_what_to_change_and_auto_capture_takes_the_card_once_it_rests() {
+    let d = start_custom(free_port(), "", "", &[], sliding_card_document_camera);
+    // The card slides in: first "show the whole card", then it rests and the preview is good
+    // for the steady time, with the card's outline to draw.
+    let events = guidance_events(&d, "document", |e| e.last().is_some_and(|g| g["ready_ms"].as_u64() >= Some(700)));
+    let codes = |g: &Value| {
+        g["hints"].as_array().unwrap().iter().map(|h| h["code"].as_str().unwrap().to_owned()).collect::<Vec<_>>()
+    };
+    assert!(codes(&events[0]).contains(&"show_whole_card".to_owned()), "{}", events[0]);
+    let last = events.last().unwrap();
+    assert_eq!((last["ready"].as_bool(), last["steady_ms"].as_u64()), (Some(true), Some(700)), "{last}");
+    assert_eq!((last["frame_width"].as_u64(), last["frame_height"].as_u64()), (Some(1280), Some(720)));
+    let outline = last["card"].as_array().expect("the card's outline");
+    assert_eq!(outline.len(), 4);
+    assert!(events.iter().all(|g| g["hints"].as_array().unwrap().iter().all(|h| h["words"].is_string())));
+    assert!(events.len() >= 5, "a few a second: {}", events.len());
+
+    // Auto-capture waits for the good moment and answers the cut card.
+    let (code, still) = authed(
+        &d,
+        "POST",
+        "/v1/captures/still",
+        Some(Body::Json(json!({"role": "document", "kind": "document_front", "auto": true, "timeout_secs": 20}))),
+    );
+    assert_eq!(code, 200, "{still}");
+    assert_eq!(still["verdict"], "pass", "{still}");
+    assert!(still["ready_since_ms"].as_u64().unwrap() >= 1500, "never while it moved: {still}");
+    assert_eq!(still["card"]["format"], "id1", "{still}");
+    assert!(
+        still["id"].is_string() && still["photo"]["id"].is_string(),
+        "kept, with the photo cut from the card: {still}"
+    );
+
+    // A wait with nothing to wait for times out as a retake saying what was wrong; bad waits are refused.
+    let (code, face) = authed(
+        &d,
+        "POST",
+        "/v1/captures/still",
+        Some(Body::Json(json!({"role": "face", "auto": true, "timeout_secs": 1}))),
+    );
+    assert_eq!(
+        (code, face["verdict"].as_str(), face["auto"].as_str()),
+        (200, Some("retake"), Some("timed_out")),
+        "{face}"
+    );
+    assert!(face["reasons"][0].as_str().unwrap().contains("no good moment within"), "{face}");
+    assert!(face.get("id").is_none(), "nothing kept: {face}");
+    for (body, field) in [
+        (json!({"role": "face", "auto": true, "timeout_secs": 0}), "timeout_secs"),
+        (json!({"role": "face", "auto": true, "timeout_secs": 500}), "timeout_secs"),
+        (json!({"role": "face", "timeout_secs": 5}), "timeout_secs"),
+        (json!({"role": "face", "auto": "yes"}), "auto"),
+    ] {
+        let (code, err) = authed(&d, "POST", "/v1/captures/still", Some(Body::Json(body.clone())));
+        assert_eq!((code, err["field"].as_str()), (400, Some(field)), "{body}: {err}");
+    }
+    let (code, err) = authed(&d, "GET", "/v1/cameras/ceiling/guidance", None);
+    assert_eq!((code, err["field"].as_str()), (404, Some("role")), "{err}");
 }
