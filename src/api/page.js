@@ -35,8 +35,8 @@ const ES = {
   "Next": "Siguiente",
   "Back": "Atrás",
   "Step 1 of 6: the document's front": "Paso 1 de 6: el anverso del documento",
-  "Lay the card flat under the document camera with its whole front in the frame, then press Capture. The document photo is cut from it.":
-    "Coloque la tarjeta plana bajo la cámara de documentos, con todo el anverso en el encuadre, y pulse Capturar. La foto del documento se recorta de él.",
+  "Lay the card flat under the document camera with its whole front in the frame and follow the hints under the picture: it is taken by itself once the card is still (or press Capture). The document photo is cut from it.":
+    "Coloque la tarjeta plana bajo la cámara de documentos, con todo el anverso en el encuadre, y siga las indicaciones bajo la imagen: se toma sola cuando la tarjeta está quieta (o pulse Capturar). La foto del documento se recorta de ella.",
   "Capture the front": "Capturar el anverso",
   "Step 2 of 6: the document's rear": "Paso 2 de 6: el reverso del documento",
   "Turn the card over and capture its rear. A passport has none: skip this step.":
@@ -44,8 +44,8 @@ const ES = {
   "Capture the rear": "Capturar el reverso",
   "Skip: no rear (passport)": "Omitir: sin reverso (pasaporte)",
   "Step 3 of 6: the customer's selfie": "Paso 3 de 6: el selfi del cliente",
-  "Ask the customer to look at the face camera, alone in the picture, then press Capture.":
-    "Pida al cliente que mire a la cámara de rostro, solo en la imagen, y pulse Capturar.",
+  "Ask the customer to look at the face camera, alone in the picture: the selfie is taken by itself once the picture is good (or press Capture).":
+    "Pida al cliente que mire a la cámara de rostro, solo en la imagen: el selfi se toma solo cuando la imagen es buena (o pulse Capturar).",
   "Capture the selfie": "Capturar el selfi",
   "Step 4 of 6: the video": "Paso 4 de 6: el vídeo",
   "Press Record and ask the customer to look at the face camera until the countdown ends. Watch the clip, then accept it or record again.":
@@ -83,6 +83,19 @@ const ES = {
   "capturing…": "capturando…",
   "The capture failed; try again.": "La captura ha fallado; inténtelo de nuevo.",
   "✓ pass": "✓ válida",
+  "show the whole card": "muestre la tarjeta entera",
+  "move closer": "acérquela",
+  "hold the card flat, facing the camera": "ponga la tarjeta plana, de frente a la cámara",
+  "too dark": "demasiado oscuro",
+  "too bright": "demasiado claro",
+  "glare on the card": "reflejos en la tarjeta",
+  "hold still": "no se mueva",
+  "look at the camera": "mire a la cámara",
+  "one face only": "una sola cara",
+  "good — hold it there": "bien — manténgalo así",
+  "taking the picture…": "tomando la foto…",
+  "Capture automatically when the picture is good": "Capturar automáticamente cuando la imagen sea buena",
+  "✓ taken automatically": "✓ tomada automáticamente",
   "Retake: {0}": "Repetir: {0}",
   "Video": "Vídeo",
   "Record": "Grabar",
@@ -234,11 +247,13 @@ const DONE = ["in_review", "approved", "signed"];
 // Every request is same-origin and, when it changes something, JSON: the API refuses anything
 // else (a page of another origin cannot send either). Every request has a time limit; one that
 // gets no answer reads as status 0 with a message for people, and marks the agent as down.
-async function api(method, path, body, timeoutMs) {
+async function api(method, path, body, timeoutMs, cancel) {
   const init = { method, headers: {}, credentials: "same-origin" };
   if (method !== "GET") { init.headers["content-type"] = "application/json"; init.body = JSON.stringify(body === undefined ? {} : body); }
   const abort = new AbortController();
   const timer = setTimeout(() => abort.abort(), timeoutMs || 15000);
+  // A caller that cancels (an auto-capture no longer wanted) is not the agent failing.
+  if (cancel) cancel.addEventListener("abort", () => abort.abort());
   init.signal = abort.signal;
   try {
     const r = await fetch(path, init);
@@ -247,6 +262,7 @@ async function api(method, path, body, timeoutMs) {
     if (r.status === 401) { openLogin(); }
     return { status: r.status, data };
   } catch (err) {
+    if (cancel && cancel.aborted) return { status: -1, data: null };
     agentDown();
     return { status: 0, data: { message: t("The agent did not answer. Check that kiosk-agent is running; this page reconnects by itself.") } };
   } finally {
@@ -316,8 +332,9 @@ function watch(role) {
   canvas.width = 16; canvas.height = 12;
   const ctx = canvas.getContext("2d", { willReadFrequently: true });
   const p = { last: null, still: 0, backoff: 1000, retryAt: 0 };
-  p.open = () => { img.src = "/v1/cameras/" + role + "/preview.mjpg?t=" + Date.now(); p.still = 0; p.last = null; };
-  p.close = () => { img.removeAttribute("src"); overlay.hidden = true; p.still = 0; p.last = null; p.backoff = 1000; p.retryAt = 0; };
+  p.open = () => { img.src = "/v1/cameras/" + role + "/preview.mjpg?t=" + Date.now(); p.still = 0; p.last = null; guidance.open(); };
+  p.close = () => { img.removeAttribute("src"); overlay.hidden = true; p.still = 0; p.last = null; p.backoff = 1000; p.retryAt = 0; guidance.close(); };
+  const guidance = guide(role);
   const lost = () => {
     overlay.hidden = false;
     if (Date.now() < p.retryAt) return;
@@ -342,6 +359,87 @@ function watch(role) {
     }
   }, 1000);
   return p;
+}
+
+// Live guidance over the preview: the capture service judges the picture five times a second;
+// the page draws where the card is (or a frame to put it in) or the face (or an oval to look
+// into), green once nothing needs changing, and says in words what to change.
+const HINT_WORDS = {
+  show_whole_card: "show the whole card", move_closer: "move closer",
+  hold_flat: "hold the card flat, facing the camera", too_dark: "too dark", too_bright: "too bright",
+  glare: "glare on the card", hold_still: "hold still", no_face: "look at the camera", one_face_only: "one face only",
+};
+const SVG = "http://www.w3.org/2000/svg";
+function guide(role) {
+  const svg = $("guide-" + role), hints = $("hints-" + role), img = $("preview-" + role);
+  let source = null, said = null;
+  const shape = (name, attrs) => {
+    const el = document.createElementNS(SVG, name);
+    for (const [k, v] of Object.entries(attrs)) el.setAttribute(k, v);
+    return el;
+  };
+  const show = (g) => {
+    svg.setAttribute("viewBox", "0 0 " + g.frame_width + " " + g.frame_height);
+    svg.style.width = img.clientWidth + "px";
+    svg.style.height = img.clientHeight + "px";
+    const colour = g.ready ? "ok" : "fix";
+    const [w, h] = [g.frame_width, g.frame_height];
+    let drawn;
+    if (role === "document" && g.card) {
+      drawn = shape("polygon", { points: g.card.map((p) => p.join(",")).join(" "), class: colour });
+    } else if (role === "document") {
+      // Where to put the card: an ID-1 frame, 60 % of the picture wide.
+      const cw = w * 0.6, ch = cw / 1.586;
+      drawn = shape("rect", { x: (w - cw) / 2, y: (h - ch) / 2, width: cw, height: ch, rx: cw * 0.05, class: "template" });
+    } else if (g.face) {
+      const [x, y, fw, fh] = g.face;
+      drawn = shape("ellipse", { cx: x + fw / 2, cy: y + fh / 2, rx: fw * 0.6, ry: fh * 0.75, class: colour });
+    } else {
+      drawn = shape("ellipse", { cx: w / 2, cy: h / 2, rx: h * 0.22, ry: h * 0.3, class: "template" });
+    }
+    svg.replaceChildren(drawn);
+    let words = g.hints.map((hint) => t(HINT_WORDS[hint.code] || hint.words)).join(" · ");
+    if (g.ready) words = autoWait && autoWait.role === role && g.ready_ms >= g.steady_ms ? t("taking the picture…") : t("good — hold it there");
+    if (words !== said) { hints.textContent = words; said = words; }
+    hints.className = "hints " + colour;
+  };
+  return {
+    open() {
+      if (source) source.close();
+      source = new EventSource("/v1/cameras/" + role + "/guidance");
+      source.addEventListener("guidance", (e) => { try { show(JSON.parse(e.data)); } catch (err) { /* a torn event: the next one comes */ } });
+    },
+    close() {
+      if (source) { source.close(); source = null; }
+      svg.replaceChildren(); hints.textContent = ""; said = null;
+    },
+  };
+}
+
+// Auto-capture: on a capture step whose still is not taken yet, the capture service is asked to
+// take it by itself once the guidance has been good for a moment. The button still captures at
+// once; leaving the step, or a capture by hand, ends the wait.
+let autoWait = null;
+function stopAuto() {
+  if (autoWait) { autoWait.abort.abort(); autoWait = null; }
+}
+function startAuto() {
+  stopAuto();
+  if (!started || !$("auto-capture").checked) return;
+  const shot = document.querySelector('.step[data-step="' + step + '"] .shot:not(.cut)');
+  if (!shot || shot.dataset.taken === "pass") return;
+  const wait = { role: shot.dataset.role, abort: new AbortController() };
+  autoWait = wait;
+  (async () => {
+    const body = { role: shot.dataset.role, kind: shot.dataset.slot, auto: true, timeout_secs: 60 };
+    const r = await api("POST", "/v1/captures/still", body, 70000, wait.abort.signal);
+    if (autoWait !== wait) return; // ended meanwhile
+    autoWait = null;
+    if (r.status === 200 && r.data.verdict === "pass") { showTaken(shot, r, true); return; }
+    // Timed out with nothing good: wait again (the hints say what is wrong); an error waits
+    // for the agent to come back.
+    if (r.status === 200) startAuto(); else setTimeout(() => { if (!autoWait) startAuto(); }, 3000);
+  })();
 }
 
 async function refreshStatus() {
@@ -546,6 +644,7 @@ function go(name, focus) {
     if (b.dataset.goto === name) b.setAttribute("aria-current", "step"); else b.removeAttribute("aria-current");
   }
   updateReadiness();
+  startAuto();
   if (focus !== false) stepSection(name).querySelector("h2").focus();
 }
 let rearSkipped = false;
@@ -627,9 +726,34 @@ function showPhoto(photo, reason) {
   updateReadiness();
 }
 
+// A still the capture service answered, by hand or by itself: its thumbnail and verdict.
+function showTaken(shot, r, auto) {
+  const verdict = shot.querySelector(".verdict");
+  const img = shot.querySelector("img");
+  // A retake is not kept by the capture service: only a still that passed has a thumbnail.
+  if (r.data.thumbnail) img.src = r.data.thumbnail; else img.removeAttribute("src");
+  img.alt = t("{0}, taken: {1}", t(shot.dataset.label), r.data.verdict);
+  if (r.data.verdict === "pass") {
+    captures[shot.dataset.slot] = r.data.id;
+    verdict.textContent = auto ? t("✓ taken automatically") : t("✓ pass");
+    verdict.className = "verdict pass";
+  } else {
+    delete captures[shot.dataset.slot];
+    verdict.textContent = t("Retake: {0}", r.data.reasons.join("; "));
+    verdict.className = "verdict retake";
+  }
+  shot.dataset.taken = r.data.verdict;
+  updateReadiness();
+  // A front that passes has a face to cut (one without is a retake, saying so).
+  if (shot.dataset.slot === "document_front") {
+    showPhoto(r.data.verdict === "pass" ? r.data.photo : null, r.data.verdict === "pass" ? "" : t("cut from the front once it passes"));
+  }
+}
+
 for (const shot of document.querySelectorAll(".shot:not(.cut)")) {
   const button = shot.querySelector("button");
   button.addEventListener("click", async () => {
+    stopAuto();
     button.disabled = true;
     const verdict = shot.querySelector(".verdict");
     verdict.textContent = t("capturing…");
@@ -637,27 +761,11 @@ for (const shot of document.querySelectorAll(".shot:not(.cut)")) {
     const r = await api("POST", "/v1/captures/still", { role: shot.dataset.role, kind: shot.dataset.slot }, 30000);
     button.disabled = false;
     if (r.status !== 200) { verdict.textContent = (r.data && r.data.message) || t("The capture failed; try again."); verdict.className = "verdict retake"; return; }
-    const img = shot.querySelector("img");
-    // A retake is not kept by the capture service: only a still that passed has a thumbnail.
-    if (r.data.thumbnail) img.src = r.data.thumbnail; else img.removeAttribute("src");
-    img.alt = t("{0}, taken: {1}", t(shot.dataset.label), r.data.verdict);
-    if (r.data.verdict === "pass") {
-      captures[shot.dataset.slot] = r.data.id;
-      verdict.textContent = t("✓ pass");
-      verdict.className = "verdict pass";
-    } else {
-      delete captures[shot.dataset.slot];
-      verdict.textContent = t("Retake: {0}", r.data.reasons.join("; "));
-      verdict.className = "verdict retake";
-    }
-    shot.dataset.taken = r.data.verdict;
-    updateReadiness();
-    // A front that passes has a face to cut (one without is a retake, saying so).
-    if (shot.dataset.slot === "document_front") {
-      showPhoto(r.data.verdict === "pass" ? r.data.photo : null, r.data.verdict === "pass" ? "" : t("cut from the front once it passes"));
-    }
+    showTaken(shot, r, false);
+    if (r.data.verdict !== "pass") startAuto();
   });
 }
+$("auto-capture").addEventListener("change", startAuto);
 
 // The clip's length is the configuration's (`capture.video.max_seconds`, read from the status).
 let videoSeconds = 10;
@@ -845,5 +953,6 @@ async function start() {
   refreshQueue();
   listen();
   if (!started) { started = true; setInterval(heartbeat, 2000); }
+  startAuto();
 }
 start();
