@@ -1,14 +1,12 @@
-//! Live guidance for the capture service: one judged preview frame a few times a second per
-//! viewer, sent as server-sent events. It reads the hub's latest frame without copying it and
-//! sleeps between judgements, so it never holds the camera back or slows a recording: a slow
-//! judgement only means fewer of them.
+//! Live guidance for the capture service, as server-sent events (one per judged preview
+//! frame, [`kiosk_capture::guidance::follow`]), and the cancellation of an auto-capture whose
+//! asker went away.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use kiosk_capture::auto::JUDGE_EVERY;
-use kiosk_capture::guidance::{Guide, Steady};
+use kiosk_capture::guidance::{follow, Guide};
 use kiosk_capture::hub::Hub;
 use kiosk_common::capture::{CaptureConfig, Role};
 use tokio::sync::mpsc::Sender;
@@ -19,27 +17,13 @@ use crate::report::GuidanceReport;
 pub fn stream(hub: Hub, cfg: &CaptureConfig, role: Role, tx: Sender<Result<Vec<u8>, std::io::Error>>) {
     let r = cfg.role(role);
     let card = r.card.filter(|_| role == Role::Document);
-    let mut guide = Guide::new(r.thresholds, card);
-    let mut steady = Steady::new(cfg.still.auto_steady);
-    let mut seen = None;
-    loop {
-        let began = Instant::now();
-        let frame = match hub.frame_after(seen) {
-            Ok(Some(f)) => f,
-            Ok(None) | Err(_) => return, // the camera ended or went silent: the page reconnects
-        };
-        seen = Some(frame.index);
-        let Ok(g) = guide.judge(&frame) else { return };
-        steady.update(g.ready, frame.timestamp);
-        let report = GuidanceReport::new(&g, role, steady.ready_for(frame.timestamp), cfg.still.auto_steady);
+    let steady = cfg.still.auto_steady;
+    follow(&hub, Guide::new(r.thresholds, card), steady, |g, ready_for| {
+        let report = GuidanceReport::new(g, role, ready_for, steady);
         let json = serde_json::to_string(&report).expect("reports serialize");
-        if tx.blocking_send(Ok(format!("event: guidance\ndata: {json}\n\n").into_bytes())).is_err() {
-            return; // the viewer left
-        }
-        if let Some(rest) = JUDGE_EVERY.checked_sub(began.elapsed()) {
-            std::thread::sleep(rest);
-        }
-    }
+        // False once the viewer left.
+        tx.blocking_send(Ok(format!("event: guidance\ndata: {json}\n\n").into_bytes())).is_ok()
+    });
 }
 
 /// Set when the request that started a wait is dropped (its client went away).

@@ -7,13 +7,9 @@ use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
 use crate::card::CardFormat;
-use crate::guidance::{Guidance, Guide, Steady};
+use crate::guidance::{Guidance, Guide, Steady, JUDGE_EVERY};
 use crate::still::{cut_document, still_from_frames, Still};
 use crate::{CaptureError, Frame, FrameSource, Quality, StillConfig};
-
-/// Preview frames are judged at most this often: enough to see a hand move, cheap enough to
-/// leave the cores to recording.
-pub const JUDGE_EVERY: Duration = Duration::from_millis(200);
 
 /// What came of waiting for a good moment.
 #[derive(Debug)]

@@ -2,13 +2,17 @@
 //! turned into hints a person can act on, and the moment to capture by itself: when a frame
 //! needs no hint and the picture has stayed still and good for the configured time.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use crate::card::{self, CardFormat, Finding, Quad};
 use crate::convert::convert;
 use crate::faces;
+use crate::hub::Hub;
 use crate::{CaptureError, Frame, PixelFormat, Quality};
 
+/// Preview frames are judged at most this often: enough to see a hand move, cheap enough to
+/// leave the cores to recording.
+pub const JUDGE_EVERY: Duration = Duration::from_millis(200);
 /// Preview frames are judged at this width.
 pub const WIDTH: u32 = 640;
 /// Mean luma change between two judged frames (levels) above which the picture is moving.
@@ -166,6 +170,32 @@ impl Guide {
             frame_width: frame.width,
             frame_height: frame.height,
         })
+    }
+}
+
+/// Follows a camera's preview for a viewer: judges its latest frame every [`JUDGE_EVERY`]
+/// (read from the hub without copying it, sleeping in between, so it never holds the camera
+/// back or slows a recording: a slow judgement only means fewer of them) and gives each
+/// verdict to `send` with how long the preview has been good, until `send` returns false or
+/// the camera ends.
+pub fn follow(hub: &Hub, mut guide: Guide, steady: Duration, mut send: impl FnMut(&Guidance, Duration) -> bool) {
+    let mut steadiness = Steady::new(steady);
+    let mut seen = None;
+    loop {
+        let began = Instant::now();
+        let frame = match hub.frame_after(seen) {
+            Ok(Some(f)) => f,
+            Ok(None) | Err(_) => return, // the camera ended or went silent: the viewer reconnects
+        };
+        seen = Some(frame.index);
+        let Ok(g) = guide.judge(&frame) else { return };
+        steadiness.update(g.ready, frame.timestamp);
+        if !send(&g, steadiness.ready_for(frame.timestamp)) {
+            return;
+        }
+        if let Some(rest) = JUDGE_EVERY.checked_sub(began.elapsed()) {
+            std::thread::sleep(rest);
+        }
     }
 }
 
