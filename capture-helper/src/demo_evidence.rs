@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use kiosk_common::capture::{CaptureConfig, Role};
 use kiosk_common::helper_args::write_durably;
 
-use crate::commands::{still_line, take_still, take_video};
+use crate::commands::{still_line, take_still, take_still_auto, take_video};
 
 /// Captures the demo's evidence into `dir` (the file names the manifest expects) and reports
 /// each verdict.
@@ -20,15 +20,42 @@ pub fn run(dir: &Path, camera: Option<&str>, clip: Duration, out: &mut impl Writ
         role.source = camera.unwrap_or("synthetic").to_owned();
     }
     let synthetic = camera.is_none();
+    if synthetic {
+        // The document camera shows a card slid into place on a table: each side is taken by
+        // itself once the card rests, and cut out of the frame.
+        cfg.document.source = "synthetic-card:1920x1080@15".into();
+        cfg.document.card = Some(kiosk_common::capture::CardFormat::Id1);
+    }
     let mut line = |label: &str, text: String| writeln!(out, "    {label:<16} {text}");
 
     let t = Instant::now();
-    let front = take_still(&cfg, Role::Document, None)?;
+    let document = |cfg: &CaptureConfig| -> anyhow::Result<(kiosk_capture::still::Still, String)> {
+        if !synthetic {
+            let still = take_still(cfg, Role::Document, None)?;
+            let text = still_line(&still);
+            return Ok((still, text));
+        }
+        let (still, ready_since) = take_still_auto(cfg, Role::Document, None, 20.0)?;
+        let cut = still.card.as_ref().map_or(String::new(), |c| {
+            format!(
+                "; cut {}x{} out of the {}x{} frame at {:.0} dpi",
+                still.frame.width, still.frame.height, c.frame_width, c.frame_height, c.dpi
+            )
+        });
+        let text = format!(
+            "{}; auto-captured {:.1} s after the card came to rest (good from {:.1} s){cut}",
+            still_line(&still),
+            (still.frame_time.saturating_sub(kiosk_capture::card_scene::Sliding::ARRIVES)).as_secs_f64(),
+            ready_since.as_secs_f64()
+        );
+        Ok((still, text))
+    };
+    let (front, text) = document(&cfg)?;
     write_durably(&dir.join("front.jpg"), &front.jpeg)?;
-    line("document front", still_line(&front))?;
-    let rear = take_still(&cfg, Role::Document, None)?;
+    line("document front", text)?;
+    let (rear, text) = document(&cfg)?;
     write_durably(&dir.join("rear.jpg"), &rear.jpeg)?;
-    line("document rear", still_line(&rear))?;
+    line("document rear", text)?;
     // The holder's photo: cut around the face found on the front, wherever the card lies.
     let photo = kiosk_capture::faces::document_photo(&front.frame)?;
     write_durably(&dir.join("photo.jpg"), &kiosk_capture::jpeg::encode(&photo, cfg.still.jpeg_quality)?)?;

@@ -50,6 +50,8 @@ fn demo_passes(args: &[&str], generation: &str) -> String {
     assert_exit(&out, 0, &format!("{stdout}\n{}", String::from_utf8_lossy(&out.stderr)));
     for needle in [
         "document front   1920x1080",
+        "→ pass; auto-captured",
+        "out of the 1920x1080 frame at",
         "→ pass",
         "document photo",
         "selfie           1280x720",
