@@ -130,7 +130,7 @@ pub fn take_video(cfg: &CaptureConfig, camera: Option<&str>, seconds: f64, out: 
 
 pub fn run(cfg: &CaptureConfig, command: CaptureCommand) -> anyhow::Result<ExitCode> {
     match command {
-        CaptureCommand::Still { camera, role, out, photo_out, auto, timeout, json } => {
+        CaptureCommand::Still { camera, role, out, photo_out, full_frame_out, auto, timeout, json } => {
             let (still, ready_since) = if auto {
                 let (still, ready_since) = take_still_auto(cfg, role, camera.as_deref(), timeout)?;
                 (still, Some(ready_since))
@@ -149,6 +149,9 @@ pub fn run(cfg: &CaptureConfig, command: CaptureCommand) -> anyhow::Result<ExitC
             write_durably(&out, &still.jpeg)?;
             if let (Some(path), Some(jpeg)) = (&photo_out, &photo) {
                 write_durably(path, jpeg)?;
+            }
+            if let Some(path) = &full_frame_out {
+                write_durably(path, still.uncut.as_deref().unwrap_or(&still.jpeg))?;
             }
             if json {
                 let mut report = still_json(&still, role, &out);

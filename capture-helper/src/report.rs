@@ -50,6 +50,10 @@ pub struct StillReport {
     /// still's size above is the cut's.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub card: Option<CardReport>,
+    /// The uncut camera frame, kept for the operator's review (the service, for a cut document
+    /// still that passed, with `cameras.document.keep_full_frame`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub full_frame: Option<PhotoReport>,
     /// The kept frame's time from the camera's first frame, in milliseconds.
     pub frame_ms: u64,
     /// Auto-capture: when, from the camera's first frame, the preview became good for good.
@@ -70,7 +74,7 @@ pub struct CardReport {
     pub dpi: f64,
 }
 
-/// The document photo the service cut from a document front.
+/// A capture the service cut or kept beside a still: the document photo, the uncut frame.
 #[derive(Debug, Clone, Serialize)]
 pub struct PhotoReport {
     pub id: String,
@@ -108,6 +112,7 @@ impl StillReport {
                 frame_height: c.frame_height,
                 dpi: tenths(c.dpi),
             }),
+            full_frame: None,
             frame_ms: still.frame_time.as_millis() as u64,
             ready_since_ms: None,
         }

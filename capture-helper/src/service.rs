@@ -266,6 +266,17 @@ async fn still(State(s): State<Service>, body: axum::body::Bytes) -> Response {
                 height: photo.0.height,
             });
         }
+        if let (true, Some(uncut)) = (r.keep_full_frame, still.uncut.take()) {
+            let card = still.card.as_ref().expect("an uncut frame is kept only with a cut");
+            let (width, height) = (card.frame_width, card.frame_height);
+            let full_id = store.put_still(uncut, now);
+            report.full_frame = Some(PhotoReport {
+                thumbnail: format!("/v1/captures/{full_id}/thumbnail.jpg"),
+                id: full_id,
+                width,
+                height,
+            });
+        }
         let id = store.put_still(std::mem::take(&mut still.jpeg), now);
         let thumbnail = Some(format!("/v1/captures/{id}/thumbnail.jpg"));
         Ok::<_, kiosk_capture::CaptureError>(Ok(StillReport { id: Some(id), thumbnail, ..report }))

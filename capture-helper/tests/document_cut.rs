@@ -41,7 +41,7 @@ fn a_document_front_is_sent_cut_out_straightened_with_its_photo_cut_from_the_car
     let dir = tempfile::tempdir().unwrap();
     let scene = render(Kind::Whole, 1920, 1080, 21);
     let camera = scene_file(dir.path(), "scene.jpg", &scene);
-    let v = report(&still(dir.path(), "id1", &camera, &["--photo-out", "photo.jpg"]));
+    let v = report(&still(dir.path(), "id1", &camera, &["--photo-out", "photo.jpg", "--full-frame-out", "full.jpg"]));
     let card = &v["card"];
     assert_eq!((card["format"].as_str(), card["frame_width"].as_u64()), (Some("id1"), Some(1920)), "{v}");
     let corners: Vec<(f64, f64)> =
@@ -55,6 +55,9 @@ fn a_document_front_is_sent_cut_out_straightened_with_its_photo_cut_from_the_car
     assert!((card["dpi"].as_f64().unwrap() - w / (85.60 / 25.4)).abs() < 1.0, "{v}");
     let front = std::fs::read(dir.path().join("front.jpg")).unwrap();
     assert_eq!(front.len() as u64, v["bytes"].as_u64().unwrap());
+    // The whole frame it was cut from, when asked for.
+    let full = image::load_from_memory(&std::fs::read(dir.path().join("full.jpg")).unwrap()).unwrap();
+    assert_eq!((full.width(), full.height()), (1920, 1080));
     // The holder's photo was cut from the straightened card.
     assert!(std::fs::metadata(dir.path().join("photo.jpg")).unwrap().len() > 1000);
 }

@@ -24,6 +24,8 @@ pub struct Still {
     pub mode: crate::negotiate::Mode,
     /// Where the document was found and how it was cut, once [`cut_document`] cut it.
     pub card: Option<CardCut>,
+    /// The uncut camera frame's JPEG, once [`cut_document`] cut the still.
+    pub uncut: Option<Vec<u8>>,
 }
 
 /// A document cut out of a still.
@@ -56,7 +58,7 @@ pub fn cut_document(still: &mut Still, format: CardFormat, jpeg_quality: u8) -> 
     let (cut, dpi) = card::rectify(&still.frame, &corners, format)?;
     still.card =
         Some(CardCut { format, corners, frame_width: still.frame.width, frame_height: still.frame.height, dpi });
-    still.jpeg = jpeg::encode(&cut, jpeg_quality)?;
+    still.uncut = Some(std::mem::replace(&mut still.jpeg, jpeg::encode(&cut, jpeg_quality)?));
     still.passthrough = false;
     still.frame = cut;
     Ok(())
@@ -142,6 +144,7 @@ pub fn still_from_frames(
         frame,
         mode: source.mode(),
         card: None,
+        uncut: None,
     })
 }
 

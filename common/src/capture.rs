@@ -156,6 +156,8 @@ pub struct CameraRole {
     /// The document camera's stills are searched for a document of this format and cut out
     /// of the frame, straightened (`None`: the whole frame is kept).
     pub card: Option<CardFormat>,
+    /// With `card`: the uncut camera frame is kept beside the cut, for the operator's review.
+    pub keep_full_frame: bool,
 }
 
 /// Which document the document camera is shown: its outline fixes the cut's aspect ratio.
@@ -415,7 +417,14 @@ fn role(
             None
         }
     };
-    CameraRole { source, request, thresholds: t, card }
+    let keep_full_frame = raw.keep_full_frame.unwrap_or(false);
+    if keep_full_frame && card.is_none() {
+        problem(
+            "keep_full_frame",
+            "only with card = \"id1\" or \"td3\": without a cut, the still is the full frame".into(),
+        );
+    }
+    CameraRole { source, request, thresholds: t, card, keep_full_frame }
 }
 
 /// Reads a file and validates only its camera and capture sections (for the capture helper,

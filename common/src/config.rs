@@ -48,6 +48,8 @@ pub struct RawCameraRole {
     pub source: Option<String>,
     /// `id1`, `td3` or `off` (the document camera only).
     pub card: Option<String>,
+    /// With `card`: keep the uncut frame too, for the operator's review.
+    pub keep_full_frame: Option<bool>,
     pub width: Option<u32>,
     pub height: Option<u32>,
     pub fps: Option<u32>,

@@ -68,6 +68,10 @@ pub enum CaptureCommand {
         /// front); exit 2 when there is no face on it.
         #[arg(long, value_name = "PATH")]
         photo_out: Option<PathBuf>,
+        /// Also write the whole camera frame (0600): the frame a document was cut out of, when
+        /// cameras.document.card cut one; otherwise the same image as --out.
+        #[arg(long, value_name = "PATH")]
+        full_frame_out: Option<PathBuf>,
         /// Wait for a good moment and take the still by itself: the preview is judged a few
         /// times a second (hints go to stderr) until it has needed no hint for
         /// capture.auto_steady_ms.

@@ -96,6 +96,7 @@ const ES = {
   "taking the picture…": "tomando la foto…",
   "Capture automatically when the picture is good": "Capturar automáticamente cuando la imagen sea buena",
   "✓ taken automatically": "✓ tomada automáticamente",
+  "{0}, the whole camera frame": "{0}, el encuadre completo de la cámara",
   "Retake: {0}": "Repetir: {0}",
   "Video": "Vídeo",
   "Record": "Grabar",
@@ -670,6 +671,15 @@ function renderReview() {
     }
     fig.append(Object.assign(document.createElement("figcaption"), { textContent: label }));
     figures.push(fig);
+    // The whole camera frame the document was cut out of, when the configuration keeps it.
+    const full = fullFrames[shot.dataset.slot];
+    if (full && captures[shot.dataset.slot]) {
+      const whole = document.createElement("figure");
+      const text = t("{0}, the whole camera frame", label);
+      whole.append(Object.assign(document.createElement("img"), { src: full, alt: text }));
+      whole.append(Object.assign(document.createElement("figcaption"), { textContent: text }));
+      figures.push(whole);
+    }
   }
   const clip = document.createElement("figure");
   if (recordingId) {
@@ -727,7 +737,9 @@ function showPhoto(photo, reason) {
 }
 
 // A still the capture service answered, by hand or by itself: its thumbnail and verdict.
+const fullFrames = {};
 function showTaken(shot, r, auto) {
+  if (r.data.full_frame) fullFrames[shot.dataset.slot] = r.data.full_frame.thumbnail; else delete fullFrames[shot.dataset.slot];
   const verdict = shot.querySelector(".verdict");
   const img = shot.querySelector("img");
   // A retake is not kept by the capture service: only a still that passed has a thumbnail.
@@ -926,6 +938,7 @@ function clearAll() {
   pasted = { ocr: {}, checksBy: null };
   $("ocr-note").textContent = "";
   for (const k of Object.keys(captures)) delete captures[k];
+  for (const k of Object.keys(fullFrames)) delete fullFrames[k];
   recordingId = null;
   rearSkipped = false;
   $("video-result").textContent = "";

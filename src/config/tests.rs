@@ -299,6 +299,13 @@ fn only_the_document_camera_is_cut_and_the_format_is_named() {
         "cameras.face.card",
         "only the document camera",
     );
+    let c = check_ok(&format!("{MINIMAL}\n[cameras.document]\ncard = \"id1\"\nkeep_full_frame = true\n"));
+    assert!(c.capture.document.keep_full_frame);
+    check_problem(
+        &format!("{MINIMAL}\n[cameras.document]\nkeep_full_frame = true\n"),
+        "cameras.document.keep_full_frame",
+        "only with card",
+    );
 }
 
 #[test]

@@ -1187,7 +1187,7 @@ fn guidance_events(d: &Daemon, role: &str, enough: impl Fn(&[Value]) -> bool) ->
 pub(crate) fn sliding_card_document_camera(config: String) -> String {
     config.replace(
         "[cameras.document]\nsource = \"synthetic:1280x720@30\"\n",
-        "[cameras.document]\nsource = \"synthetic-card:1280x720@15\"\ncard = \"id1\"\n",
+        "[cameras.document]\nsource = \"synthetic-card:1280x720@15\"\ncard = \"id1\"\nkeep_full_frame = true\n",
     )
 }
 

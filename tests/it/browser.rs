@@ -228,6 +228,13 @@ fn the_page_guides_and_takes_the_front_by_itself() {
         std::fs::write(shots.join("auto-front.png"), client.screenshot().await.unwrap()).unwrap();
         let serious = serious_violations(&client, &axe).await;
         assert!(serious.is_empty(), "{serious:?}");
+        // The review shows the whole camera frame beside the cut (keep_full_frame is on).
+        client.find(Locator::Css("#stepper button[data-goto=review]")).await.unwrap().click().await.unwrap();
+        let whole = client
+            .execute("return document.querySelectorAll('#review-shots img[alt=\"Document front, the whole camera frame\"]').length", vec![])
+            .await
+            .unwrap();
+        assert_eq!(whole, json!(1), "the whole frame on the review");
         // The rear step waits again, by itself; a capture by hand still works meanwhile.
         client.find(Locator::Css("#stepper button[data-goto=rear]")).await.unwrap().click().await.unwrap();
         client.find(Locator::Css(".shot[data-slot=document_rear] button")).await.unwrap().click().await.unwrap();
