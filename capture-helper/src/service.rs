@@ -76,6 +76,17 @@ impl Service {
     }
 }
 
+impl Service {
+    /// The role a route's path names and its camera (404 for no such role).
+    fn camera_of(&self, role: &str) -> Result<(Role, Hub), Box<Response>> {
+        let Ok(role) = role.parse::<Role>() else {
+            let message = format!("no camera role {role:?}");
+            return Err(Box::new(error(StatusCode::NOT_FOUND, "not_found", Some("role"), message)));
+        };
+        Ok((role, self.hub(role)?))
+    }
+}
+
 /// Serves on `socket` until the process is stopped; captures unused for `keep` are forgotten.
 pub fn run(cfg: CaptureConfig, socket: &Path, keep: Duration) -> anyhow::Result<()> {
     let _ = std::fs::remove_file(socket);
@@ -132,14 +143,18 @@ async fn cameras(State(s): State<Service>) -> Json<CameraRoles> {
     Json(CameraRoles { cameras: roles })
 }
 
+/// A streamed answer of `content_type` made of what arrives on `rx`, until its sender ends.
+fn streamed(rx: tokio::sync::mpsc::Receiver<Result<Vec<u8>, std::io::Error>>, content_type: &'static str) -> Response {
+    let stream = futures_util::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|item| (item, rx)) });
+    ([(header::CONTENT_TYPE, content_type), (header::CACHE_CONTROL, "no-store")], Body::from_stream(stream))
+        .into_response()
+}
+
 /// `multipart/x-mixed-replace` JPEGs of the role's camera, at most [`PREVIEW_FPS`] a second;
 /// the stream ends when the camera does.
 async fn preview(State(s): State<Service>, UrlPath(role): UrlPath<String>) -> Response {
-    let Ok(role) = role.parse::<Role>() else {
-        return error(StatusCode::NOT_FOUND, "not_found", Some("role"), format!("no camera role {role:?}"));
-    };
-    let hub = match s.hub(role) {
-        Ok(h) => h,
+    let (_, hub) = match s.camera_of(&role) {
+        Ok(found) => found,
         Err(r) => return *r,
     };
     let (tx, rx) = tokio::sync::mpsc::channel::<Result<Vec<u8>, std::io::Error>>(2);
@@ -161,30 +176,20 @@ async fn preview(State(s): State<Service>, UrlPath(role): UrlPath<String>) -> Re
             }
         }
     });
-    let stream = futures_util::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|item| (item, rx)) });
-    (
-        [(header::CONTENT_TYPE, "multipart/x-mixed-replace; boundary=frame"), (header::CACHE_CONTROL, "no-store")],
-        Body::from_stream(stream),
-    )
-        .into_response()
+    streamed(rx, "multipart/x-mixed-replace; boundary=frame")
 }
 
 /// Server-sent events, one per judged preview frame ([`crate::live`]): the hints, the card's
 /// outline or the face box, and how long the preview has been good.
 async fn guidance(State(s): State<Service>, UrlPath(role): UrlPath<String>) -> Response {
-    let Ok(role) = role.parse::<Role>() else {
-        return error(StatusCode::NOT_FOUND, "not_found", Some("role"), format!("no camera role {role:?}"));
-    };
-    let hub = match s.hub(role) {
-        Ok(h) => h,
+    let (role, hub) = match s.camera_of(&role) {
+        Ok(found) => found,
         Err(r) => return *r,
     };
     let (tx, rx) = tokio::sync::mpsc::channel::<Result<Vec<u8>, std::io::Error>>(2);
     let cfg = Arc::clone(&s.cfg);
     tokio::task::spawn_blocking(move || crate::live::stream(hub, &cfg, role, tx));
-    let stream = futures_util::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|item| (item, rx)) });
-    ([(header::CONTENT_TYPE, "text/event-stream"), (header::CACHE_CONTROL, "no-store")], Body::from_stream(stream))
-        .into_response()
+    streamed(rx, "text/event-stream")
 }
 
 async fn still(State(s): State<Service>, body: axum::body::Bytes) -> Response {
