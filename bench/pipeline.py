@@ -2,7 +2,7 @@
 """Core-pipeline benchmarks: figures and ratios against reference tools measured in the same run.
 
   1. upload of a 200 MB video enrollment with `sync --once` vs `curl -F video=@…` to the same
-     sandbox endpoint (target: agent ≤ 1.5 × curl), and the peak RSS of that sync (target ≤ 64 MB);
+     sandbox endpoint (target: agent ≤ 1.15 × curl, erasure after review included), and the peak RSS of that sync (target ≤ 64 MB);
   2. `enroll` of four 1 MB images and a 30 MB video vs copying the same files into the data dir
      and running `sync` (target: ≤ 2 ×);
   3. draining 100 and 1,000 small queued enrollments: enrollments per second and peak RSS
@@ -147,9 +147,8 @@ def bench_upload(sandbox):
         manifest = make_files(Path(tmp) / "files", 64 * 1024, size)
         video = Path(tmp) / "files" / "video.mp4"
         for run in range(RUNS):
-            # The whole job, then the delivery alone: with erasure off, nothing is overwritten
-            # after the server took the video (the erasure zeroes and syncs the 200 MB spool
-            # file, a cost curl does not have).
+            # The whole job on defaults (the erasure after review destroys the key and
+            # discards the spool's blocks), then the delivery alone, erasure off.
             for storage, times in (("", agent_times), ('erase_after = "never"', delivery_times)):
                 work = Path(tmp) / f"run{run}"
                 work.mkdir()
@@ -171,7 +170,7 @@ def bench_upload(sandbox):
     print(f"  the same, then the erasure (key destroyed, file discarded):    {a:.3f} s median of {RUNS}")
     print(f"  curl -F video=@ (video only):                                  {c:.3f} s median of {RUNS}  "
           f"({size / c / 1e6:.0f} MB/s)")
-    print(f"  ratio agent / curl: {d / c:.2f}  (target ≤ 1.5); with the erasure {a / c:.2f}")
+    print(f"  ratio agent / curl: {d / c:.2f}; on defaults, with the erasure, {a / c:.2f}  (target ≤ 1.15)")
     print(f"  peak RSS of sync --once: {max(agent_rss):.1f} MiB max of {2 * RUNS}  (target ≤ 64 MiB)")
     return d / c, a / c, max(agent_rss)
 
@@ -262,6 +261,11 @@ def bench_drain(sandbox, count):
 def main():
     if not BIN.exists():
         sys.exit("build first: cargo build --release (bench/run does it)")
+    if sys.argv[1:] == ["enroll"]:
+        # Section 2 alone (`bench/pipeline.py enroll`), for work on the enroll path.
+        ratio_enroll = bench_enroll()
+        print(f"  enroll vs cp+sync    {ratio_enroll:.2f} ×  (≤ 2)    {'OK' if ratio_enroll <= 2 else 'MISSED'}")
+        return
     sandbox = Sandbox()
     try:
         ratio_up, ratio_with_erasure, rss_up = bench_upload(sandbox)
@@ -279,8 +283,8 @@ def main():
         amplification = bench_writes(sandbox)
         print()
         print("summary")
-        print(f"  upload vs curl       {ratio_up:.2f} ×  (≤ 1.5)  {'OK' if ratio_up <= 1.5 else 'MISSED'}"
-              f"  (with the erasure after it: {ratio_with_erasure:.2f} ×)")
+        print(f"  upload vs curl       {ratio_up:.2f} ×  (with the erasure after review: {ratio_with_erasure:.2f} ×, ≤ 1.15)"
+              f"  {'OK' if ratio_with_erasure <= 1.15 else 'MISSED'}")
         print(f"  upload peak RSS      {rss_up:.1f} MiB (≤ 64)   {'OK' if rss_up <= 64 else 'MISSED'}")
         print(f"  enroll vs cp+sync    {ratio_enroll:.2f} ×  (≤ 2)    {'OK' if ratio_enroll <= 2 else 'MISSED'}")
         print(f"  drain RSS growth     {results[1000] / results[100]:.2f} ×")

@@ -34,6 +34,12 @@ pub fn available_bytes(path: &Path) -> io::Result<u64> {
 /// Overwrites a file with zeros, syncs it, then unlinks it durably: for what was written in
 /// clear (an intake spill, a download), whose bytes must not stay where the file was.
 pub fn shred_file(path: &Path) -> io::Result<()> {
+    shred_unsynced(path)?;
+    sync_parent(path)
+}
+
+/// [`shred_file`] without syncing the directory (the caller syncs it once for many files).
+fn shred_unsynced(path: &Path) -> io::Result<()> {
     act_then_unlink(path, |file, len| {
         use std::io::Write as _;
         let zeros = vec![0u8; 64 * 1024];
@@ -49,7 +55,7 @@ pub fn shred_file(path: &Path) -> io::Result<()> {
 
 /// [`shred_file`] for every file in `dir` (one level, as the spool has), then removes it.
 pub fn shred_dir(dir: &Path) -> io::Result<()> {
-    each_file_then_dir(dir, shred_file)
+    each_file_then_dir(dir, shred_unsynced)
 }
 
 /// Removes a file of ciphertext whose key is already destroyed: cryptographic erase (NIST SP
@@ -58,6 +64,12 @@ pub fn shred_dir(dir: &Path) -> io::Result<()> {
 /// the whole file, so the file system may discard them) where the file system supports it;
 /// then it is unlinked, durably.
 pub fn discard_file(path: &Path) -> io::Result<()> {
+    discard_unsynced(path)?;
+    sync_parent(path)
+}
+
+/// [`discard_file`] without syncing the directory (the caller syncs it once for many files).
+fn discard_unsynced(path: &Path) -> io::Result<()> {
     act_then_unlink(path, |file, len| {
         let hole = rustix::fs::FallocateFlags::PUNCH_HOLE | rustix::fs::FallocateFlags::KEEP_SIZE;
         // Best effort: a file system without hole punching still unlinks below.
@@ -68,12 +80,12 @@ pub fn discard_file(path: &Path) -> io::Result<()> {
 
 /// [`discard_file`] for every file in `dir` (one level, as the spool has), then removes it.
 pub fn discard_dir(dir: &Path) -> io::Result<()> {
-    each_file_then_dir(dir, discard_file)
+    each_file_then_dir(dir, discard_unsynced)
 }
 
 /// Opens `path` for writing without following a link or blocking, runs `act` on it with its
-/// length when it is a regular file, then unlinks it and syncs its directory. A missing file is
-/// done; a link or something not writable is only unlinked.
+/// length when it is a regular file, then unlinks it (the caller syncs the directory). A missing
+/// file is done; a link or something not writable is only unlinked.
 fn act_then_unlink(path: &Path, act: impl FnOnce(&mut File, u64) -> io::Result<()>) -> io::Result<()> {
     use std::os::unix::fs::OpenOptionsExt as _;
     let file = std::fs::OpenOptions::new()
@@ -91,10 +103,13 @@ fn act_then_unlink(path: &Path, act: impl FnOnce(&mut File, u64) -> io::Result<(
         Err(_) => {}
     }
     match std::fs::remove_file(path) {
-        Ok(()) => {}
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
-        Err(e) => return Err(e),
+        Err(e) if e.kind() != io::ErrorKind::NotFound => Err(e),
+        _ => Ok(()),
     }
+}
+
+/// Syncs the directory holding `path` (its entry's creation or removal made durable).
+fn sync_parent(path: &Path) -> io::Result<()> {
     sync_dir(path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new(".")))
 }
 
@@ -113,8 +128,11 @@ fn each_file_then_dir(dir: &Path, per_file: fn(&Path) -> io::Result<()>) -> io::
             per_file(&entry.path())?;
         }
     }
+    // One sync for all the files' removals (one journal commit, not one per file), then the
+    // directory's own.
+    sync_dir(dir)?;
     std::fs::remove_dir(dir)?;
-    sync_dir(dir.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new(".")))
+    sync_parent(dir)
 }
 
 /// A secret (key, password, token) must be readable by its owner only, and that owner must be

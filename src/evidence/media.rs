@@ -1,8 +1,12 @@
 //! Images are checked by decoding them and leave without metadata.
 //!
 //! Magic bytes only say what a file claims to be: a 4-byte JPEG header passes a sniff. Every
-//! image is therefore decoded in full (the `image` crate, with memory limits) and must meet the
-//! minimum size of its role. Before that it is rewritten without what a camera or phone adds
+//! image is therefore decoded (with memory limits) and must meet the minimum size of its role.
+//! A PNG is decoded in full (the `image` crate). A YCbCr or grey JPEG is decoded to its luma
+//! plane only (zune-jpeg, the decoder the `image` crate itself uses): every entropy-coded byte
+//! of every component is still decoded, so a truncated or corrupt scan is refused as before,
+//! but the chroma planes are neither transformed, upsampled nor converted to RGB, which was
+//! most of the decode's cost; other JPEGs (CMYK, YCCK) are decoded in full. Before that it is rewritten without what a camera or phone adds
 //! beside the pixels: EXIF (GPS position, device serial numbers, maker notes), XMP, ICC profiles,
 //! comments, thumbnails and anything after the end of the image. What is decoded is exactly what
 //! is queued and sent.
@@ -10,6 +14,10 @@
 use std::io::Cursor;
 
 use image::{ImageFormat, ImageReader, Limits};
+use zune_jpeg::zune_core::bytestream::ZCursor;
+use zune_jpeg::zune_core::colorspace::ColorSpace;
+use zune_jpeg::zune_core::options::DecoderOptions;
+use zune_jpeg::JpegDecoder;
 
 use super::MediaKind;
 use oneshot_protocol::Slot;
@@ -57,8 +65,19 @@ pub fn clean_image(bytes: &[u8], kind: MediaKind, slot: &str, max_pixels: u64) -
         r.limits(limits);
         r
     };
-    let (width, height) =
-        reader().into_dimensions().map_err(|e| format!("is not a readable {} image ({e})", kind.as_str()))?;
+    let unreadable = |e: &dyn std::fmt::Display| format!("is not a readable {} image ({e})", kind.as_str());
+    let mut luma_only = None;
+    let (width, height) = if format == ImageFormat::Jpeg {
+        let decoder = luma_decoder(&stripped).map_err(|e| unreadable(&e))?;
+        let info = decoder.info().ok_or_else(|| unreadable(&"no frame header"))?;
+        let size = (u32::from(info.width), u32::from(info.height));
+        if matches!(decoder.input_colorspace(), Some(ColorSpace::YCbCr | ColorSpace::Luma)) {
+            luma_only = Some(decoder);
+        }
+        size
+    } else {
+        reader().into_dimensions().map_err(|e| unreadable(&e))?
+    };
     // The header's word on the size, checked before a single pixel is decoded.
     let pixels = u64::from(width) * u64::from(height);
     if pixels > max_pixels {
@@ -73,8 +92,32 @@ pub fn clean_image(bytes: &[u8], kind: MediaKind, slot: &str, max_pixels: u64) -
     if !fits {
         return Err(format!("is {width}x{height}, under the minimum of {min_w}x{min_h} for {slot}"));
     }
-    reader().decode().map_err(|e| format!("does not decode as a {} image ({e})", kind.as_str()))?;
+    let undecodable = |e: &dyn std::fmt::Display| format!("does not decode as a {} image ({e})", kind.as_str());
+    match luma_only {
+        Some(mut decoder) => {
+            let plane = decoder.decode().map_err(|e| undecodable(&e))?;
+            if plane.len() as u64 != u64::from(width) * u64::from(height) {
+                return Err(undecodable(&"its scans do not fill the frame"));
+            }
+        }
+        None => {
+            reader().decode().map_err(|e| undecodable(&e))?;
+        }
+    }
     Ok(CleanImage { kind, bytes: stripped, width, height })
+}
+
+/// A JPEG decoder over `bytes` with its headers read, set to give the luma plane only, with
+/// the same side limit as the full decode (lenient like the `image` crate's use of it).
+fn luma_decoder(bytes: &[u8]) -> Result<JpegDecoder<ZCursor<&[u8]>>, String> {
+    let options = DecoderOptions::default()
+        .set_strict_mode(false)
+        .set_max_width(MAX_SIDE as usize)
+        .set_max_height(MAX_SIDE as usize)
+        .jpeg_set_out_colorspace(ColorSpace::Luma);
+    let mut decoder = JpegDecoder::new_with_options(ZCursor::new(bytes), options);
+    decoder.decode_headers().map_err(|e| e.to_string())?;
+    Ok(decoder)
 }
 
 /// Rewrites a JPEG keeping only what decoding needs: the frame and scan headers, tables, the

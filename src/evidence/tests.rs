@@ -398,3 +398,63 @@ fn claims_name_their_source_or_none_at_all() {
     );
     check(|m| m["claims_source"] = json!("operator"), "claims_source", "must be a JSON object");
 }
+
+/// What the full decode of the `image` crate makes of `bytes`: Ok, or refused.
+fn full_decode(bytes: &[u8]) -> bool {
+    image::load_from_memory_with_format(bytes, image::ImageFormat::Jpeg).is_ok()
+}
+
+#[test]
+fn the_luma_check_takes_colour_and_grey_jpegs_and_judges_damage_as_the_full_decode_does() {
+    let grey = {
+        let img = image::GrayImage::from_fn(640, 400, |x, y| image::Luma([((x ^ y) & 0xff) as u8]));
+        let mut out = std::io::Cursor::new(Vec::new());
+        img.write_to(&mut out, image::ImageFormat::Jpeg).unwrap();
+        out.into_inner()
+    };
+    for (name, bytes) in [("colour", jpeg(641, 403)), ("grey", grey)] {
+        let clean = media::clean_image(&bytes, MediaKind::Jpeg, "document_front", u64::MAX)
+            .unwrap_or_else(|e| panic!("{name}: {e}"));
+        assert_eq!(
+            (clean.width, clean.height),
+            image::GenericImageView::dimensions(&image::load_from_memory(&bytes).unwrap()),
+            "{name}"
+        );
+        // Its headers, a few bytes of its scan, then the end marker: the same verdict as the
+        // full decode (both lenient about a short scan, as the `image` crate always was).
+        let sos = bytes.windows(2).position(|w| w == [0xFF, 0xDA]).unwrap();
+        let cut = [&bytes[..sos + 40], &[0xFF, 0xD9][..]].concat();
+        let luma = media::clean_image(&cut, MediaKind::Jpeg, "document_front", u64::MAX);
+        assert_eq!(luma.is_ok(), full_decode(&cut), "{name}: {luma:?}");
+        // A Huffman table that cannot be: both refuse it, naming the decode.
+        let dht = bytes.windows(2).position(|w| w == [0xFF, 0xC4]).unwrap();
+        let mut broken = bytes.clone();
+        broken[dht + 5..dht + 21].fill(0xFF);
+        let err = media::clean_image(&broken, MediaKind::Jpeg, "document_front", u64::MAX).unwrap_err();
+        assert!(err.contains("jpeg image"), "{name}: {err}");
+        assert!(!full_decode(&broken), "{name}: the full decode agrees");
+    }
+}
+
+proptest::proptest! {
+    #![proptest_config(proptest::prelude::ProptestConfig::with_cases(64))]
+    /// The luma-only check of a damaged JPEG (cut short, or bytes overwritten anywhere) refuses
+    /// whatever the full decode of the `image` crate refuses: reading less of each pixel never
+    /// lets more through.
+    #[test]
+    fn the_luma_check_refuses_what_the_full_decode_refuses(
+        cut in 0.0f64..1.0,
+        flips in proptest::collection::vec((0.0f64..1.0, proptest::num::u8::ANY), 0..6),
+    ) {
+        let mut bytes = jpeg(400, 320);
+        for (at, value) in flips {
+            let i = ((bytes.len() - 1) as f64 * at) as usize;
+            bytes[i] = value;
+        }
+        bytes.truncate(((bytes.len() as f64) * cut).max(2.0) as usize);
+        let luma = media::clean_image(&bytes, MediaKind::Jpeg, "document_front", u64::MAX);
+        if let Ok(clean) = &luma {
+            proptest::prop_assert!(full_decode(&clean.bytes), "the luma check took what the full decode refuses");
+        }
+    }
+}
