@@ -3,11 +3,11 @@
 //! Magic bytes only say what a file claims to be: a 4-byte JPEG header passes a sniff. Every
 //! image is therefore decoded (with memory limits) and must meet the minimum size of its role.
 //! A PNG is decoded in full (the `image` crate). A YCbCr or grey JPEG is decoded to its luma
-//! plane only (zune-jpeg, the decoder the `image` crate itself uses): every entropy-coded byte
-//! of every component is still decoded, so a truncated or corrupt scan is refused as before,
-//! but the chroma planes are neither transformed, upsampled nor converted to RGB, which was
-//! most of the decode's cost; other JPEGs (CMYK, YCCK) are decoded in full. Before that it is rewritten without what a camera or phone adds
-//! beside the pixels: EXIF (GPS position, device serial numbers, maker notes), XMP, ICC profiles,
+//! plane only (zune-jpeg, the decoder the `image` crate itself uses, with the same leniency):
+//! every entropy-coded byte of every component is still decoded, so damage is judged as the
+//! full decode judges it, but the chroma planes are neither transformed, upsampled nor
+//! converted to RGB; other JPEGs (CMYK, YCCK) are decoded in full. Before that it is rewritten
+//! without what a camera or phone adds beside the pixels: EXIF (GPS position, device serial numbers, maker notes), XMP, ICC profiles,
 //! comments, thumbnails and anything after the end of the image. What is decoded is exactly what
 //! is queued and sent.
 
