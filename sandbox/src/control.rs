@@ -54,6 +54,28 @@ pub async fn records(State(state): State<Shared>) -> Response {
     .into_response()
 }
 
+/// Counts each One-Shot API request in the second it arrived (see [`SandboxState::traffic`]).
+///
+/// [`SandboxState::traffic`]: crate::state::SandboxState::traffic
+pub async fn count_traffic(
+    State(state): State<Shared>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let second = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
+    *lock(&state).traffic.entry(second).or_default() += 1;
+    next.run(request).await
+}
+
+/// `GET /_sandbox/traffic`: `{"per_second": {"UNIX_SECOND": REQUESTS, …}}`, the seconds in which
+/// any One-Shot API request arrived.
+pub async fn traffic(State(state): State<Shared>) -> Response {
+    let st = lock(&state);
+    let per_second: serde_json::Map<String, serde_json::Value> =
+        st.traffic.iter().map(|(s, n)| (s.to_string(), json!(n))).collect();
+    Json(json!({ "per_second": per_second })).into_response()
+}
+
 pub async fn add_rule(State(state): State<Shared>, Json(rule): Json<Rule>) -> Response {
     if !["create", "evidences", "video", "approve"].contains(&rule.op.as_str()) {
         return reply(StatusCode::BAD_REQUEST, "op must be create, evidences, video or approve");
@@ -159,5 +181,23 @@ mod tests {
         // The One-Shot API itself is for anyone who can reach it.
         let status = app.oneshot(request("/api/v1/hello", "10.0.0.7:5000", None)).await.unwrap().status();
         assert_eq!(status, StatusCode::OK);
+    }
+
+    #[tokio::test]
+    async fn the_traffic_tally_counts_one_shot_requests_by_second_and_not_control_ones() {
+        let state = Shared::default();
+        let app = crate::router(state.clone());
+        let before = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs();
+        for path in ["/api/v1/hello", "/oneshot/api/v1/hello", "/api/v1/request/1", "/_sandbox/requests"] {
+            app.clone().oneshot(request(path, "127.0.0.1:5000", None)).await.unwrap();
+        }
+        let after = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs();
+        let answer = app.oneshot(request("/_sandbox/traffic", "127.0.0.1:5000", None)).await.unwrap();
+        let body = axum::body::to_bytes(answer.into_body(), 1 << 16).await.unwrap();
+        let tally: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        let per_second = tally["per_second"].as_object().unwrap();
+        // Three API requests (a 404 included, as a real server's log has it), no control ones.
+        assert_eq!(per_second.values().map(|n| n.as_u64().unwrap()).sum::<u64>(), 3, "{tally}");
+        assert!(per_second.keys().all(|s| (before..=after).contains(&s.parse::<u64>().unwrap())), "{tally}");
     }
 }

@@ -13,7 +13,7 @@
 //!   [`SandboxError`] (`VIDEOPENDING` → `VIDEOINCOMPLETE` after one part → `VIDEOREVIEW`).
 //! - `handlers` — the One-Shot operations, mounted once per generation.
 //! - `reply`    — each generation's envelope for answers and refusals.
-//! - `control`  — `/_sandbox/…`: records, refusal rules, faults, offline, set a request's status;
+//! - `control`  — `/_sandbox/…`: records, traffic, refusal rules, faults, offline, set a request's status;
 //!   loopback clients only, or the control token.
 //! - [`faults`] — injected errors, stalls, resets, lost answers and network outages.
 //! - `server`   — the accept loop with its kill and offline switches.
@@ -102,6 +102,7 @@ fn api(generation: Generation) -> Router<Shared> {
 /// Builds the router over `state`.
 pub fn router(state: Shared) -> Router {
     let auth = axum::middleware::from_fn_with_state(state.clone(), handlers::require_header);
+    let tally = axum::middleware::from_fn_with_state(state.clone(), control::count_traffic);
     let control = Router::new()
         .route("/requests", get(control::records))
         .route("/requests/{pk}/status", post(control::set_status))
@@ -109,12 +110,13 @@ pub fn router(state: Shared) -> Router {
         .route("/rules", post(control::add_rule).delete(control::clear_rules))
         .route("/faults", post(control::set_faults).delete(control::clear_faults))
         .route("/offline", post(control::go_offline))
+        .route("/traffic", get(control::traffic))
         .layer(axum::middleware::from_fn_with_state(state.clone(), control::guard));
     let mut router = Router::new();
     for generation in [Generation::New, Generation::Old] {
         // The generation travels as an extension, set before the gateway check so that even a
         // 401 comes in that generation's envelope.
-        router = router.nest(generation.base_path(), api(generation).layer(auth.clone()).layer(Extension(generation)));
+        router = router.nest(generation.base_path(), api(generation).layer(auth.clone()).layer(Extension(generation)).layer(tally.clone()));
     }
     router
         .nest("/_sandbox", control)

@@ -82,6 +82,9 @@ pub struct SandboxState {
     pub broken_uploads: u64,
     pub requests: BTreeMap<u64, SandboxRequest>,
     pub creates: u64,
+    /// One-Shot API requests received, by Unix second of arrival: the load a fleet puts on the
+    /// server, e.g. when a region comes back after an outage (`GET /_sandbox/traffic`).
+    pub traffic: BTreeMap<u64, u32>,
     /// The request pk before the first one this server gives (a server started again must not
     /// reuse the pks an earlier one gave to the same kiosk; `--first-request-pk`).
     pub pk_base: u64,
@@ -113,6 +116,7 @@ impl Default for SandboxState {
             broken_uploads: 0,
             requests: BTreeMap::new(),
             creates: 0,
+            traffic: BTreeMap::new(),
             pk_base: 45_835,
             rules: Vec::new(),
             required_header: None,
