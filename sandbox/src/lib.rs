@@ -116,7 +116,10 @@ pub fn router(state: Shared) -> Router {
     for generation in [Generation::New, Generation::Old] {
         // The generation travels as an extension, set before the gateway check so that even a
         // 401 comes in that generation's envelope.
-        router = router.nest(generation.base_path(), api(generation).layer(auth.clone()).layer(Extension(generation)).layer(tally.clone()));
+        router = router.nest(
+            generation.base_path(),
+            api(generation).layer(auth.clone()).layer(Extension(generation)).layer(tally.clone()),
+        );
     }
     router
         .nest("/_sandbox", control)

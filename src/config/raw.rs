@@ -82,6 +82,7 @@ pub struct RawSync {
     pub orphan_lookups_per_hour: Option<u32>,
     pub orphan_search: Option<String>,
     pub probe_cap_secs: Option<f64>,
+    pub heartbeat_secs: Option<f64>,
     pub review_poll_secs: Option<f64>,
     pub review_poll_late_secs: Option<f64>,
     pub review_follow_days: Option<f64>,

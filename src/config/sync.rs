@@ -54,6 +54,9 @@ pub struct SyncConfig {
     pub orphan_search: OrphanSearch,
     /// The longest wait between two connectivity probes while the server is unreachable.
     pub probe_cap: Duration,
+    /// When the daemon has not heard from the server for about this long, it probes, so that an
+    /// idle kiosk's `kiosk_agent_online` tells the truth too (`None`: never; `sync.heartbeat_secs`).
+    pub heartbeat: Option<Duration>,
     /// How often a request in review is read during its first hour in review …
     pub review_poll: Duration,
     /// … and after that …
@@ -95,6 +98,15 @@ pub(super) fn validate_sync(raw: Option<RawSync>, problem: &mut dyn FnMut(&str, 
     let otp_wait = millis("sync.otp_wait_secs", y.otp_wait_secs, 60.0);
     let review_poll = millis("sync.review_poll_secs", y.review_poll_secs, 120.0);
     let review_poll_late = millis("sync.review_poll_late_secs", y.review_poll_late_secs, 900.0);
+    let heartbeat = match y.heartbeat_secs {
+        None => Some(Duration::from_secs(300)),
+        Some(0.0) => None,
+        Some(x) if x.is_finite() && (10.0..=86_400.0).contains(&x) => Some(Duration::from_secs_f64(x)),
+        Some(x) => {
+            problem("sync.heartbeat_secs", format!("must be 0 (off) or a number of seconds in [10, 86400], not {x}"));
+            Some(Duration::from_secs(300))
+        }
+    };
     let review_follow = match y.review_follow_days {
         None => Duration::from_secs(7 * 86_400),
         Some(d) if d.is_finite() && d > 0.0 && d <= 365.0 => Duration::from_secs_f64(d * 86_400.0),
@@ -170,6 +182,7 @@ pub(super) fn validate_sync(raw: Option<RawSync>, problem: &mut dyn FnMut(&str, 
         orphan_lookups_per_hour,
         orphan_search,
         probe_cap,
+        heartbeat,
         review_poll,
         review_poll_late,
         review_follow,

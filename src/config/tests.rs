@@ -47,6 +47,7 @@ fn minimal_config_gets_defaults() {
     assert_eq!(c.sync.max_server_errors, 5);
     assert_eq!(c.sync.orphan_lookups_per_hour, 60);
     assert_eq!(c.sync.probe_cap, Duration::from_secs(15));
+    assert_eq!(c.sync.heartbeat, Some(Duration::from_secs(300)));
 }
 
 #[test]
@@ -72,6 +73,8 @@ fn protocol_settings_are_checked() {
         (sync("max_server_errors = 0"), "sync.max_server_errors", "at least 1"),
         (sync("orphan_lookups_per_hour = 0"), "sync.orphan_lookups_per_hour", "at least 1"),
         (sync("probe_cap_secs = 0"), "sync.probe_cap_secs", "seconds"),
+        (sync("heartbeat_secs = 5"), "sync.heartbeat_secs", "0 (off) or a number of seconds in [10, 86400]"),
+        (sync("heartbeat_secs = -1"), "sync.heartbeat_secs", "0 (off)"),
         (sync("max_unknown_status_secs = -5"), "sync.max_unknown_status_secs", "seconds"),
     ] {
         check_problem(&text, key, needle);

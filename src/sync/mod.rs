@@ -208,6 +208,14 @@ impl Worker {
         window.mul_f64(rand::Rng::gen_range(&mut rand::thread_rng(), 0.5..=1.0))
     }
 
+    /// How long a quiet daemon waits after the server's last answer before it probes:
+    /// `sync.heartbeat_secs` with equal jitter, so that a fleet started together (after an
+    /// update, a region's power cut) does not probe together.
+    fn heartbeat_delay(&self) -> Option<Duration> {
+        let every = self.config.sync.heartbeat?;
+        Some(every.mul_f64(rand::Rng::gen_range(&mut rand::thread_rng(), 0.5..=1.0)))
+    }
+
     async fn probe(self: Arc<Self>) -> bool {
         self.probes.fetch_add(1, Ordering::Relaxed);
         match self.client.probe().await {

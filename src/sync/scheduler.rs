@@ -79,6 +79,10 @@ pub(super) struct Scheduler {
     probe: Option<JoinHandle<bool>>,
     probe_due: Option<Instant>,
     probe_failures: u32,
+    /// When a quiet daemon asks the server whether it is there (`sync.heartbeat_secs` after the
+    /// last answer, jittered): without it an idle kiosk would report itself online through a
+    /// whole outage, and the fleet's "offline" alerts would only see the busy ones.
+    heartbeat_due: Option<Instant>,
     /// After-delivery work (reviews, documents, orphans): beside delivery in the daemon, once
     /// after it in a batch run.
     after_delivery: Option<JoinHandle<Result<Option<Duration>, QueueError>>>,
@@ -109,11 +113,32 @@ impl Scheduler {
             probe: None,
             probe_due: None,
             probe_failures: 0,
+            heartbeat_due: None,
             after_delivery: None,
             after_delivery_due: Some(Instant::now()),
             retention_due: Instant::now(),
             erased_by_retention: 0,
         }
+        .with_heartbeat_rescheduled()
+    }
+
+    /// The next heartbeat counted from now, in a daemon that has them.
+    fn with_heartbeat_rescheduled(mut self) -> Scheduler {
+        self.reschedule_heartbeat();
+        self
+    }
+
+    fn reschedule_heartbeat(&mut self) {
+        self.heartbeat_due = match self.mode {
+            Mode::Forever => self.worker.heartbeat_delay().map(|d| Instant::now() + d),
+            Mode::Once => None,
+        };
+    }
+
+    /// Whether the heartbeat may start a probe now: online (offline, probes run anyway) and no
+    /// probe running or due.
+    fn heartbeat_may_probe(&self) -> bool {
+        !self.offline && self.probe.is_none() && self.probe_due.is_none()
     }
 
     fn stopping(&self) -> bool {
@@ -140,6 +165,10 @@ impl Scheduler {
             self.apply_retention().await?;
         }
         self.dispatch(now).await?;
+        if self.heartbeat_may_probe() && self.heartbeat_due.is_some_and(|t| t <= now) {
+            self.heartbeat_due = None;
+            self.probe_due = Some(now);
+        }
         if self.probe.is_none() && self.probe_due.is_some_and(|t| t <= now) {
             self.probe_due = None;
             self.probe = Some(tokio::spawn(Arc::clone(&self.worker).probe()));
@@ -225,7 +254,8 @@ impl Scheduler {
         let after_due = self
             .after_delivery_due
             .filter(|_| self.mode == Mode::Forever && !self.offline && self.after_delivery.is_none());
-        [retry_due, self.probe_due, after_due].into_iter().flatten().min()
+        let heartbeat_due = self.heartbeat_due.filter(|_| self.heartbeat_may_probe());
+        [retry_due, self.probe_due, after_due, heartbeat_due].into_iter().flatten().min()
     }
 
     /// Waits for the first thing to happen.
@@ -294,6 +324,10 @@ impl Scheduler {
     }
 
     fn step_done(&mut self, id: String, result: Option<step::Result>) {
+        if !matches!(result, Some(step::Result::RetryAfter { offline: true, .. }) | None) {
+            // The server answered: the heartbeat counts from here.
+            self.reschedule_heartbeat();
+        }
         let worker = &self.worker;
         self.claimed.lock().unwrap_or_else(|p| p.into_inner()).remove(&id);
         if !matches!(result, Some(step::Result::RetryAfter { offline: true, .. }) | None) {
@@ -340,6 +374,7 @@ impl Scheduler {
                 self.not_before.retain(|_, (_, waits_for_network)| !*waits_for_network);
             }
             self.probe_failures = 0;
+            self.reschedule_heartbeat();
         } else {
             if !self.offline {
                 tracing::warn!("server unreachable; waiting for it (probing)");
