@@ -25,7 +25,9 @@ the first half of the outage. The bench prints:
   * when the fleet alerts (KioskFleetOffline, KioskFleetEvidenceWaiting) fire and resolve in
     Prometheus itself (its /api/v1/alerts), and how many series and how much memory the
     Prometheus holds;
-  * each agent's resident memory and CPU time, idle through the outage and over the return.
+  * each agent's resident memory and CPU time, idle through the outage and over the return;
+  * that BENCH_FLEET_IDLE more agents (default N/10), which enroll nothing, report the outage
+    too (their heartbeat probes, sync.heartbeat_secs), as Prometheus sees it before the return.
 
 Needs `prometheus` (Debian's package; bench/run installs it) and a release build. Environment:
 BENCH_FLEET_AGENTS, BENCH_FLEET_DOWN_SECS (600), BENCH_FLEET_ENROLLMENTS. Nothing here asserts a
@@ -52,6 +54,7 @@ from pipeline import BIN, ROOT, SAMPLES, free_port  # noqa: E402
 AGENTS = int(os.environ.get("BENCH_FLEET_AGENTS", "200"))
 DOWN = float(os.environ.get("BENCH_FLEET_DOWN_SECS", "600"))
 PER_AGENT = int(os.environ.get("BENCH_FLEET_ENROLLMENTS", "2"))
+IDLE = int(os.environ.get("BENCH_FLEET_IDLE", str(AGENTS // 10)))
 PROBE_CAP = 15.0  # sync.probe_cap_secs on defaults
 FLEET_ALERTS = ("KioskFleetOffline", "KioskFleetEvidenceWaiting")
 TICK = os.sysconf("SC_CLK_TCK")
@@ -81,8 +84,8 @@ def wait_for(check, what, limit=60):
 
 
 class Agent:
-    def __init__(self, root, index, server_port, token_file):
-        self.name = f"kiosk-{index:03d}"
+    def __init__(self, root, index, server_port, token_file, kind="kiosk"):
+        self.name = f"{kind}-{index:03d}"
         self.dir = Path(root) / self.name
         self.dir.mkdir()
         self.port = free_port()
@@ -216,10 +219,11 @@ def main():
         started = time.perf_counter()
         with ThreadPoolExecutor(4) as pool:
             agents = list(pool.map(lambda i: Agent(tmp, i, server_port, token_file), range(1, AGENTS + 1)))
-        for a in agents:
+            idle = list(pool.map(lambda i: Agent(tmp, i, server_port, token_file, "idle"), range(1, IDLE + 1)))
+        for a in agents + idle:
             wait_for(lambda: answers(f"http://127.0.0.1:{a.port}/metrics", token), a.name)
-        print(f"  {AGENTS} daemons up in {time.perf_counter() - started:.1f} s")
-        prometheus = Prometheus(tmp, agents, token_file)
+        print(f"  {AGENTS} + {IDLE} idle daemons up in {time.perf_counter() - started:.1f} s")
+        prometheus = Prometheus(tmp, agents + idle, token_file)
         watch = AlertWatch(prometheus)
         watch.start()
 
@@ -239,6 +243,9 @@ def main():
         print(f"  {total} enrollments queued while the server was down "
               f"({AGENTS} in the first {first_round:.0f} s, the rest by {time.time() - down_at:.0f} s)")
 
+        # Just before the return: what Prometheus knows of the kiosks that had nothing to send.
+        time.sleep(max(0.0, down_at + DOWN - 5 - time.time()))
+        idle_offline = prometheus.query('count(kiosk_agent_online{instance=~"idle-.*"} == 0)') or 0
         # The return: wait for the socket to answer again.
         time.sleep(max(0.0, down_at + DOWN - 1 - time.time()))
         wait_for(lambda: answers(f"{control}/traffic"), "the server's return", limit=30)
@@ -273,7 +280,7 @@ def main():
         prom_rss = prometheus.rss_mib()
         memory = [a.memory_kib() for a in agents]
         traffic = {int(s): n for s, n in get_json(f"{control}/traffic")["per_second"].items()}
-        for a in agents:
+        for a in agents + idle:
             a.stop()
         prometheus.stop()
         server.terminate()
@@ -300,7 +307,9 @@ def main():
         resolved = watch.resolved.get(name)
         print(f"  alert {name}: " + (f"fired {fired - down_at:.0f} s into the outage, " if fired else "never fired, ")
               + (f"resolved {resolved - back:.0f} s after the return" if resolved else "not resolved"))
-    print(f"  Prometheus: {series:.0f} series for {AGENTS} kiosks ({series / AGENTS:.0f} each), "
+    print(f"  idle kiosks (nothing queued) seen offline by Prometheus 5 s before the return: "
+          f"{idle_offline:.0f} of {IDLE} (an idle kiosk learns of an outage from its heartbeat, 150–300 s)")
+    print(f"  Prometheus: {series:.0f} series for {AGENTS + IDLE} kiosks ({series / (AGENTS + IDLE):.0f} each), "
           f"scrape {scrape * 1000:.1f} ms on average, RSS {prom_rss:.0f} MiB")
     rss = [m[0] / 1024 for m in memory]
     hwm = [m[1] / 1024 for m in memory]
