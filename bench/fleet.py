@@ -17,9 +17,9 @@ the first half of the outage. The bench prints:
     average at most N/(0.75 cap) agents come back per second, each sending its own queue. The
     bound is twice that mean (the return traffic R spread at R/(0.75 cap) per second, times 2):
     with 200 agents, a second above it needs about 36 agents in one second where 18 are
-    expected, a binomial tail of about 1e-5. It comes from the spacing, not from the server
-    being fast, and it is a statement about a large fleet: with 10 agents, two or three landing
-    in the same second are ordinary;
+    expected, a binomial tail of about 4e-5 for a given second. It comes from the spacing,
+    not from the server being fast, and it is a statement about a large fleet: with 10
+    agents, two or three landing in the same second are ordinary;
   * the time from the server's return until every enrollment is in review (VIDEOREVIEW on
     the server), against the probe window (target: within cap + 30 s);
   * when the fleet alerts (KioskFleetOffline, KioskFleetEvidenceWaiting) fire and resolve in
