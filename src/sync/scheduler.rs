@@ -324,13 +324,14 @@ impl Scheduler {
     }
 
     fn step_done(&mut self, id: String, result: Option<step::Result>) {
-        if !matches!(result, Some(step::Result::RetryAfter { offline: true, .. }) | None) {
+        let answered = !matches!(result, Some(step::Result::RetryAfter { offline: true, .. }) | None);
+        if answered {
             // The server answered: the heartbeat counts from here.
             self.reschedule_heartbeat();
         }
         let worker = &self.worker;
         self.claimed.lock().unwrap_or_else(|p| p.into_inner()).remove(&id);
-        if !matches!(result, Some(step::Result::RetryAfter { offline: true, .. }) | None) {
+        if answered {
             worker.contacted();
         }
         // A deliberate wait (a video outside its window) is not a stall either.
