@@ -33,6 +33,7 @@ Needs `prometheus` (Debian's package; bench/run installs it) and a release build
 BENCH_FLEET_AGENTS, BENCH_FLEET_DOWN_SECS (600), BENCH_FLEET_ENROLLMENTS. Nothing here asserts a
 time; it prints figures.
 """
+import contextlib
 import json
 import os
 import re
@@ -58,6 +59,38 @@ IDLE = int(os.environ.get("BENCH_FLEET_IDLE", str(AGENTS // 10)))
 PROBE_CAP = 15.0  # sync.probe_cap_secs on defaults
 FLEET_ALERTS = ("KioskFleetOffline", "KioskFleetEvidenceWaiting")
 TICK = os.sysconf("SC_CLK_TCK")
+
+
+# Every process the bench starts, so that any way out (a failed wait's sys.exit included)
+# stops them instead of leaving 200 daemons and a Prometheus behind.
+STARTED = []
+
+
+def spawn(args, **kw):
+    proc = subprocess.Popen(args, **kw)
+    STARTED.append(proc)
+    return proc
+
+
+@contextlib.contextmanager
+def stopping_all():
+    """Stops every started process on the way out, before the temporary directory goes."""
+    try:
+        yield
+    finally:
+        stop_all()
+
+
+def stop_all():
+    for proc in STARTED:
+        if proc.poll() is None:
+            proc.terminate()
+    for proc in STARTED:
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
 
 
 def get_json(url, token=None, timeout=5):
@@ -104,8 +137,8 @@ token_file = "{token_file}"
 """)
         subprocess.run([str(BIN), "--config", str(self.config), "key", "init"], capture_output=True, check=True)
         self.log = open(self.dir / "daemon.log", "w")
-        self.proc = subprocess.Popen([str(BIN), "--config", str(self.config), "run"], stdout=subprocess.DEVNULL,
-                                     stderr=self.log, env={**os.environ, "KIOSK_AGENT_LOG": "kiosk_agent=warn"})
+        self.proc = spawn([str(BIN), "--config", str(self.config), "run"], stdout=subprocess.DEVNULL,
+                          stderr=self.log, env={**os.environ, "KIOSK_AGENT_LOG": "kiosk_agent=warn"})
 
     def enroll(self, n):
         d = self.dir / f"e{n}"
@@ -151,10 +184,9 @@ class Prometheus:
             sys.exit(f"fleet: promtool refuses the bench's copy of the configuration:\n{check.stdout.decode()}")
         self.port = free_port()
         self.base = f"http://127.0.0.1:{self.port}"
-        self.proc = subprocess.Popen(["prometheus", f"--config.file={conf / 'prometheus.yml'}",
-                                      f"--storage.tsdb.path={conf / 'data'}",
-                                      f"--web.listen-address=127.0.0.1:{self.port}"],
-                                     stdout=subprocess.DEVNULL, stderr=open(conf / "prometheus.log", "w"))
+        self.proc = spawn(["prometheus", f"--config.file={conf / 'prometheus.yml'}",
+                           f"--storage.tsdb.path={conf / 'data'}", f"--web.listen-address=127.0.0.1:{self.port}"],
+                          stdout=subprocess.DEVNULL, stderr=open(conf / "prometheus.log", "w"))
         wait_for(lambda: answers(self.base + "/-/ready"), "prometheus")
 
     def query(self, expr):
@@ -204,11 +236,10 @@ def main():
     total = AGENTS * PER_AGENT
     print(f"fleet: {AGENTS} agents on defaults, one server down for {DOWN:.0f} s while they queue "
           f"{total} enrollments, scraped by Prometheus (shipped configuration and alerts)")
-    with tempfile.TemporaryDirectory() as tmp:
+    with tempfile.TemporaryDirectory() as tmp, stopping_all():
         server_port = free_port()
-        server = subprocess.Popen([str(BIN), "sandbox", "--listen", f"127.0.0.1:{server_port}"],
-                                  stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
-                                  env={**os.environ, "KIOSK_AGENT_LOG": "error"})
+        server = spawn([str(BIN), "sandbox", "--listen", f"127.0.0.1:{server_port}"],
+                       stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, env={**os.environ, "KIOSK_AGENT_LOG": "error"})
         server.stdout.readline()
         control = f"http://127.0.0.1:{server_port}/_sandbox"
         token = secrets.token_hex(32)
@@ -275,8 +306,9 @@ def main():
         while any(name in watch.fired and name not in watch.resolved for name in FLEET_ALERTS) and time.time() < deadline:
             time.sleep(2)
         watch.done.set()
-        series = prometheus.query('count({job="kiosk-agent"})')
-        scrape = prometheus.query('avg(scrape_duration_seconds{job="kiosk-agent"})')
+        # None until the first scrape (a run shorter than the scrape interval).
+        series = prometheus.query('count({job="kiosk-agent"})') or 0
+        scrape = prometheus.query('avg(scrape_duration_seconds{job="kiosk-agent"})') or 0
         prom_rss = prometheus.rss_mib()
         memory = [a.memory_kib() for a in agents]
         traffic = {int(s): n for s, n in get_json(f"{control}/traffic")["per_second"].items()}
