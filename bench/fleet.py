@@ -93,6 +93,12 @@ def stop_all():
             proc.wait()
 
 
+def status_kib(pid, *keys):
+    """The given /proc/PID/status fields in KiB (VmRSS, VmHWM)."""
+    status = Path(f"/proc/{pid}/status").read_text()
+    return tuple(int(re.search(rf"^{k}:\s+(\d+)", status, re.M).group(1)) for k in keys)
+
+
 def get_json(url, token=None, timeout=5):
     req = urllib.request.Request(url, headers={"Authorization": f"Bearer {token}"} if token else {})
     with urllib.request.urlopen(req, timeout=timeout) as answer:
@@ -154,8 +160,7 @@ token_file = "{token_file}"
         return (int(fields[11]) + int(fields[12])) / TICK
 
     def memory_kib(self):
-        status = Path(f"/proc/{self.proc.pid}/status").read_text()
-        return tuple(int(re.search(rf"^{k}:\s+(\d+)", status, re.M).group(1)) for k in ("VmRSS", "VmHWM"))
+        return status_kib(self.proc.pid, "VmRSS", "VmHWM")
 
     def stop(self):
         self.proc.terminate()
@@ -199,8 +204,7 @@ class Prometheus:
                 if a["state"] == "firing"}
 
     def rss_mib(self):
-        status = Path(f"/proc/{self.proc.pid}/status").read_text()
-        return int(re.search(r"^VmRSS:\s+(\d+)", status, re.M).group(1)) / 1024
+        return status_kib(self.proc.pid, "VmRSS")[0] / 1024
 
     def stop(self):
         self.proc.terminate()
@@ -284,7 +288,8 @@ def main():
         cpu_back = [a.cpu_secs() for a in agents]
         in_review_at = None
         while in_review_at is None:
-            records = get_json(f"{control}/requests")["requests"]
+            received = get_json(f"{control}/requests")
+            records = received["requests"]
             if sum(r["status"] == "VIDEOREVIEW" for r in records) >= total:
                 in_review_at = time.time()
             elif time.time() - back > 900:
@@ -293,7 +298,7 @@ def main():
             else:
                 time.sleep(0.25)
         cpu_end = [a.cpu_secs() for a in agents]
-        creates = get_json(f"{control}/requests")["creates"]
+        creates = received["creates"]
 
         # The agents' own view, then the alerts' resolution (next scrape and evaluation).
         local = 0

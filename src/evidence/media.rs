@@ -7,9 +7,9 @@
 //! every entropy-coded byte of every component is still decoded, so damage is judged as the
 //! full decode judges it, but the chroma planes are neither transformed, upsampled nor
 //! converted to RGB; other JPEGs (CMYK, YCCK) are decoded in full. Before that it is rewritten
-//! without what a camera or phone adds beside the pixels: EXIF (GPS position, device serial numbers, maker notes), XMP, ICC profiles,
-//! comments, thumbnails and anything after the end of the image. What is decoded is exactly what
-//! is queued and sent.
+//! without what a camera or phone adds beside the pixels: EXIF (GPS position, device serial
+//! numbers, maker notes), XMP, ICC profiles, comments, thumbnails and anything after the end of
+//! the image. What is decoded is exactly what is queued and sent.
 
 use std::io::Cursor;
 

@@ -96,6 +96,7 @@ pub(super) struct Scheduler {
 
 impl Scheduler {
     pub(super) fn new(worker: Arc<Worker>, mode: Mode, shutdown: watch::Receiver<bool>) -> Scheduler {
+        let heartbeat_due = next_heartbeat(&worker, mode);
         Scheduler {
             events: worker.bus.subscribe(),
             worker,
@@ -113,26 +114,16 @@ impl Scheduler {
             probe: None,
             probe_due: None,
             probe_failures: 0,
-            heartbeat_due: None,
+            heartbeat_due,
             after_delivery: None,
             after_delivery_due: Some(Instant::now()),
             retention_due: Instant::now(),
             erased_by_retention: 0,
         }
-        .with_heartbeat_rescheduled()
-    }
-
-    /// The next heartbeat counted from now, in a daemon that has them.
-    fn with_heartbeat_rescheduled(mut self) -> Scheduler {
-        self.reschedule_heartbeat();
-        self
     }
 
     fn reschedule_heartbeat(&mut self) {
-        self.heartbeat_due = match self.mode {
-            Mode::Forever => self.worker.heartbeat_delay().map(|d| Instant::now() + d),
-            Mode::Once => None,
-        };
+        self.heartbeat_due = next_heartbeat(&self.worker, self.mode);
     }
 
     /// Whether the heartbeat may start a probe now: online (offline, probes run anyway) and no
@@ -420,5 +411,13 @@ impl Scheduler {
             failed_verification,
             erased_by_retention: self.erased_by_retention,
         })
+    }
+}
+
+/// The next heartbeat counted from now, in a daemon that has them (a batch run never does).
+fn next_heartbeat(worker: &Worker, mode: Mode) -> Option<Instant> {
+    match mode {
+        Mode::Forever => worker.heartbeat_delay().map(|d| Instant::now() + d),
+        Mode::Once => None,
     }
 }
