@@ -566,23 +566,29 @@ async fn retry_enrollment(State(s): State<ApiState>, Path(id): Path<String>) -> 
 #[utoipa::path(get, path = "/v1/events", tag = "queue", security(("bearer" = []), ("session" = [])),
     responses((status = 200, description = "server-sent events, each `data:` one of these", content_type = "text/event-stream", body = wire::Event)))]
 async fn events(State(s): State<ApiState>) -> impl IntoResponse {
-    let mut rx = s.events.subscribe();
-    let stream = async_stream(move |tx| async move {
-        loop {
-            match rx.recv().await {
-                Ok(event) => {
-                    let data = serde_json::to_string(&event).expect("JSON values serialize");
-                    if tx.send(Ok::<_, std::convert::Infallible>(SseEvent::default().data(data))).await.is_err() {
-                        return;
-                    }
-                }
-                // A slow client misses events, not the connection: it can reread the list.
-                Err(broadcast::error::RecvError::Lagged(_)) => continue,
-                Err(broadcast::error::RecvError::Closed) => return,
-            }
-        }
+    use futures_util::StreamExt;
+    let stream = subscriber_events(s.events.subscribe()).map(|event| {
+        let data = serde_json::to_string(&event).expect("JSON values serialize");
+        Ok::<_, std::convert::Infallible>(SseEvent::default().data(data))
     });
     Sse::new(stream).keep_alive(KeepAlive::new().interval(Duration::from_secs(15)))
+}
+
+/// One subscriber's events, in order. A subscriber that falls behind misses events, not the
+/// connection: in their place it is told [`wire::Event::Resync`], to reread what it shows.
+fn subscriber_events(mut rx: broadcast::Receiver<wire::Event>) -> impl futures_util::Stream<Item = wire::Event> {
+    async_stream(move |tx| async move {
+        loop {
+            let event = match rx.recv().await {
+                Ok(event) => event,
+                Err(broadcast::error::RecvError::Lagged(_)) => wire::Event::Resync,
+                Err(broadcast::error::RecvError::Closed) => return,
+            };
+            if tx.send(event).await.is_err() {
+                return;
+            }
+        }
+    })
 }
 
 /// A stream fed by a task through a small channel (no extra crate for generators).
@@ -643,5 +649,25 @@ mod tests {
         assert_eq!(field(b"[1]").as_deref(), Some("body"), "not an object");
         let e = typed_body::<wire::SignRequest>(br#"{"otp": 123456}"#).map(|_| ()).unwrap_err();
         assert_eq!((e.status, e.field.as_deref()), (StatusCode::BAD_REQUEST, Some("otp")), "{}", e.message);
+    }
+
+    /// A subscriber that fell behind is told to reread in place of what it missed, then gets
+    /// what is still there, in order, and from then on everything as sent.
+    #[tokio::test]
+    async fn a_subscriber_that_falls_behind_is_told_to_reread() {
+        use futures_util::StreamExt;
+        let link = |online| wire::Event::Link { online };
+        let (tx, rx) = broadcast::channel(2);
+        let mut events = subscriber_events(rx);
+        // Four sent before the subscriber runs at all: the channel holds the last two.
+        for online in [true, false, true, false] {
+            tx.send(link(online)).unwrap();
+        }
+        let seen: Vec<_> = events.by_ref().take(3).collect().await;
+        assert_eq!(seen, [wire::Event::Resync, link(true), link(false)], "two of four missed");
+        tx.send(link(true)).unwrap();
+        assert_eq!(events.next().await, Some(link(true)), "in step again");
+        drop(tx);
+        assert_eq!(events.next().await, None, "the stream ends with the bus");
     }
 }

@@ -481,7 +481,11 @@ function renderRow(e) {
   row.querySelector(".error").textContent = e.state === "failed"
     ? t("{0} — check the network and the server, then press Retry; if the evidence is damaged, enroll the customer again.", e.last_error || t("failed"))
     : e.last_error ? t("retrying by itself: {0}", e.last_error) : "";
+  // The action follows the state; a row rendered again in the same state keeps its button, so
+  // a press at that moment is not lost.
   const action = row.cells[5];
+  if (row.dataset.action === e.state) return row;
+  row.dataset.action = e.state;
   action.textContent = "";
   if (e.state === "failed") {
     const b = document.createElement("button");
@@ -496,19 +500,36 @@ function renderRow(e) {
     b.addEventListener("click", () => openSigning(e));
     action.append(b);
   }
+  return row;
 }
 
+// The list and the event stream race: a list read just before a change can arrive just after
+// that change's event, and would put the row back a step. So a row the stream updated after the
+// list was asked for keeps the stream's view: the stream is ordered and brings every later change.
+// Whatever the stream may have missed (a reconnect, a subscriber that fell behind) is reread.
+let eventCount = 0;
 async function refreshQueue() {
+  const asked = eventCount;
   const r = await api("GET", "/v1/enrollments");
-  if (r.status === 200) r.data.forEach(renderRow);
+  if (r.status !== 200) return;
+  for (const e of r.data) {
+    const row = document.querySelector('#queue tr[data-id="' + e.id + '"]');
+    if (!row || Number(row.dataset.event || 0) <= asked) renderRow(e);
+  }
 }
 
 function listen() {
   events = new EventSource("/v1/events");
+  // Subscribed once open: the list read now misses nothing the stream will not bring.
+  events.onopen = () => { refreshQueue(); refreshStatus(); };
   events.onerror = () => { if (events.readyState === EventSource.CLOSED) agentDown(); };
   events.onmessage = (m) => {
     const e = JSON.parse(m.data);
-    if (e.type === "enrollment") { renderRow(e); refreshStatus(); }
+    if (e.type === "enrollment") {
+      renderRow(e).dataset.event = ++eventCount;
+      refreshStatus();
+    }
+    if (e.type === "resync") { refreshQueue(); refreshStatus(); }
     if (e.type === "link") refreshStatus();
     if (e.type === "upload") showUpload(e);
   };
@@ -654,7 +675,17 @@ for (const section of document.querySelectorAll(".step")) {
   const at = FLOW.indexOf(section.dataset.step);
   for (const b of section.querySelectorAll(".next")) b.addEventListener("click", () => go(FLOW[at + 1]));
   for (const b of section.querySelectorAll(".back")) b.addEventListener("click", () => go(FLOW[at - 1]));
-  for (const b of section.querySelectorAll(".skip")) b.addEventListener("click", () => { rearSkipped = true; go(FLOW[at + 1]); });
+  // "No rear" is the operator's word on the document: a rear the auto-capture took meanwhile
+  // is dropped, so what is submitted is what the operator said.
+  for (const b of section.querySelectorAll(".skip")) {
+    b.addEventListener("click", () => {
+      rearSkipped = true;
+      delete captures.document_rear;
+      delete fullFrames.document_rear;
+      clearShot(section.querySelector(".shot[data-slot=document_rear]"));
+      go(FLOW[at + 1]);
+    });
+  }
 }
 
 // The review: every capture, every field and who gave it, every check and who stated it, each
@@ -747,6 +778,7 @@ function showTaken(shot, r, auto) {
   img.alt = t("{0}, taken: {1}", t(shot.dataset.label), r.data.verdict);
   if (r.data.verdict === "pass") {
     captures[shot.dataset.slot] = r.data.id;
+    if (shot.dataset.slot === "document_rear") rearSkipped = false;
     verdict.textContent = auto ? t("✓ taken automatically") : t("✓ pass");
     verdict.className = "verdict pass";
   } else {
@@ -944,14 +976,15 @@ function clearAll() {
   $("video-result").textContent = "";
   $("playback").hidden = true;
   $("playback").removeAttribute("src");
-  for (const shot of document.querySelectorAll(".shot")) {
-    const img = shot.querySelector("img");
-    img.removeAttribute("src");
-    img.alt = t("{0}, not taken yet", t(shot.dataset.label));
-    shot.querySelector(".verdict").textContent = "";
-    delete shot.dataset.taken;
-  }
+  for (const shot of document.querySelectorAll(".shot")) clearShot(shot);
   updateReadiness();
+}
+function clearShot(shot) {
+  const img = shot.querySelector("img");
+  img.removeAttribute("src");
+  img.alt = t("{0}, not taken yet", t(shot.dataset.label));
+  shot.querySelector(".verdict").textContent = "";
+  delete shot.dataset.taken;
 }
 
 let started = false;
@@ -963,8 +996,7 @@ async function start() {
   // The session is open: the focus goes to the step the operator is at.
   stepSection(step).querySelector("h2").focus();
   startPreviews();
-  refreshQueue();
-  listen();
+  listen(); // and the list, once the stream is open
   if (!started) { started = true; setInterval(heartbeat, 2000); }
   startAuto();
 }

@@ -132,6 +132,8 @@ pub enum Event {
     Link { online: bool },
     /// A video upload's progress: bytes handed to the connection so far.
     Upload { id: String, sent_bytes: u64, total_bytes: u64 },
+    /// This subscriber fell behind and missed events: reread the list and the status.
+    Resync,
 }
 
 /// Every error: a stable code, a message for people, and the field at fault when there is one.

@@ -21,6 +21,15 @@ pub(crate) struct Daemon {
     pub(crate) env: Env,
 }
 
+impl Daemon {
+    /// The last `lines` lines of the daemon's log, for a failure message.
+    pub(crate) fn log_tail(&self, lines: usize) -> String {
+        let log = std::fs::read_to_string(self.env.dir.path().join("daemon.log")).unwrap_or_default();
+        let all: Vec<&str> = log.lines().collect();
+        all[all.len().saturating_sub(lines)..].join("\n")
+    }
+}
+
 impl Drop for Daemon {
     fn drop(&mut self) {
         let _ = self.child.kill();
@@ -72,7 +81,9 @@ pub(crate) fn start_on(
     ) + CAMERAS
         + sections;
     std::fs::write(&env.config, edit(text)).unwrap();
-    let child = env.cmd().arg("run").stdout(Stdio::null()).stderr(Stdio::null()).spawn_guarded();
+    // The daemon's log is kept beside its data, for a failing test to quote ([`Daemon::log_tail`]).
+    let log = std::fs::File::create(env.dir.path().join("daemon.log")).unwrap();
+    let child = env.cmd().arg("run").stdout(Stdio::null()).stderr(log).spawn_guarded();
     let base = format!("http://127.0.0.1:{port}");
     let d = Daemon { child, base, env };
     // Up once it answers (healthy or not).

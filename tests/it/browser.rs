@@ -31,7 +31,21 @@ fn screenshots() -> PathBuf {
 }
 
 /// Polls `f` until it gives a value, for at most `limit`.
-async fn until<T, F, Fut>(limit: Duration, what: &str, mut f: F) -> T
+async fn until<T, F, Fut>(limit: Duration, what: &str, f: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    until_else(limit, what, f, async { String::new() }).await
+}
+
+/// [`until`], whose failure also says what `explain` finds then (the daemon's view, its log).
+async fn until_else<T, F, Fut>(
+    limit: Duration,
+    what: &str,
+    mut f: F,
+    explain: impl std::future::Future<Output = String>,
+) -> T
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = Option<T>>,
@@ -41,7 +55,9 @@ where
         if let Some(v) = f().await {
             return v;
         }
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        if Instant::now() >= deadline {
+            panic!("timed out waiting for {what}\n{}", explain.await);
+        }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
@@ -174,6 +190,73 @@ fn the_page_recovers_when_a_camera_or_the_agent_stops() {
     });
 }
 
+/// A row on the page shows the enrollment's latest state whatever order the list and the event
+/// stream arrive in: a list read before a change, whose answer arrives after that change's
+/// event, does not put the row back a step (the page's answer is held here until then).
+#[test]
+fn a_list_read_before_a_change_does_not_undo_it_on_the_page() {
+    let port = free_port();
+    let d = start(port, "");
+    let dir = d.env.manifest("m", "", |_| {}).parent().unwrap().to_owned();
+    let (code, body) = authed(&d, "POST", "/v1/enrollments", Some(Body::Json(inline_manifest(&dir))));
+    assert_eq!(code, 202, "{body}");
+    let id = body["id"].as_str().unwrap().to_owned();
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    rt.block_on(async {
+        let (client, _driver) = chromium(&d.env.dir.path().join("chrome"), &[]).await;
+        log_in(&client, &d.base).await;
+        let state = || async {
+            let state = client
+                .execute(
+                    "const row = document.querySelector('#queue tr[data-id=\"' + arguments[0] + '\"]'); \
+                     return row && row.dataset.state",
+                    vec![json!(id)],
+                )
+                .await
+                .ok()?;
+            state.as_str().map(str::to_owned)
+        };
+        until(Duration::from_secs(20), "the row, queued: no server yet", || async {
+            state().await.filter(|s| s == "queued")
+        })
+        .await;
+        // The page asks for the list; its answer (queued) is held in the page.
+        client
+            .execute(
+                "window.held = []; const real = window.fetch; \
+                 window.fetch = async (url, init) => { const r = await real(url, init); \
+                   if (url === '/v1/enrollments' && init.method === 'GET') await new Promise((go) => held.push(go)); \
+                   return r; }; \
+                 window.refreshed = refreshQueue();",
+                vec![],
+            )
+            .await
+            .unwrap();
+        until(Duration::from_secs(10), "the list read and held", || async {
+            let held = client.execute("return held.length", vec![]).await.ok()?;
+            (held.as_u64()? >= 1).then_some(())
+        })
+        .await;
+        // The server comes: the stream brings the row to review.
+        let _sandbox = Sandbox::start(port);
+        until(Duration::from_secs(90), "the row in review, from the stream", || async {
+            state().await.filter(|s| s == "in_review")
+        })
+        .await;
+        // Now the list read before arrives, and is rendered where it is not older than the row.
+        let after = client
+            .execute_async(
+                "const done = arguments[arguments.length - 1]; held.forEach((go) => go()); \
+                 refreshed.then(() => done(document.querySelector('#queue tr[data-id=\"' + arguments[0] + '\"]').dataset.state))",
+                vec![json!(id)],
+            )
+            .await
+            .unwrap();
+        assert_eq!(after, json!("in_review"), "the late list did not put the row back");
+        client.close().await.unwrap();
+    });
+}
+
 /// The page guides and captures by itself: the document camera slides a card into place and
 /// the operator presses nothing. The hints ask first for the whole card, the card's outline is
 /// drawn over the preview, and the front is taken automatically once the card rests, cut out
@@ -242,6 +325,25 @@ fn the_page_guides_and_takes_the_front_by_itself() {
             client.find(Locator::Css(".shot[data-slot=document_rear][data-taken]")).await.ok()
         })
         .await;
+        // A rear taken (by hand, or by the page after a retake), then "no rear" pressed: the
+        // operator's word wins, nothing of the rear is submitted or shown.
+        until(Duration::from_secs(60), "a rear that passes", || async {
+            client.find(Locator::Css(".shot[data-slot=document_rear][data-taken=pass]")).await.ok()
+        })
+        .await;
+        client.find(Locator::Css(".step[data-step=rear] .skip")).await.unwrap().click().await.unwrap();
+        client.find(Locator::Css("#stepper button[data-goto=review]")).await.unwrap().click().await.unwrap();
+        let rear = client
+            .execute(
+                "const shot = document.querySelector('.shot[data-slot=document_rear]'); \
+                 const figures = [...document.querySelectorAll('#review-shots figure')]; \
+                 const rear = figures.find((f) => f.querySelector('figcaption').textContent === 'Document rear'); \
+                 return [shot.dataset.taken || null, shot.querySelector('img').hasAttribute('src'), rear.textContent]",
+                vec![],
+            )
+            .await
+            .unwrap();
+        assert_eq!(rear, json!([null, false, "none (skipped)Document rear"]), "the skipped rear is gone");
         client.close().await.unwrap();
     });
 }
@@ -611,7 +713,14 @@ fn an_operator_enrolls_step_by_step_at_three_sizes() {
             // The next customer starts at the first step, with nothing of this one left.
             at_step(&client, "front").await;
             // Generous: on a loaded 2-core machine the worker may be in a retry backoff.
-            let delivered = until(Duration::from_secs(180), "the row in review", || async {
+            // On a failure: what the page shows, what the daemon has, what it logged.
+            let explain = async {
+                let page = client
+                    .execute("return [...document.querySelectorAll('#queue tr')].map((r) => r.dataset.state + ' ' + r.textContent)", vec![])
+                    .await;
+                format!("the page: {page:?}\nthe queue: {:?}\nthe log:\n{}", d.env.list(), d.log_tail(40))
+            };
+            let delivered = until_else(Duration::from_secs(180), "the row in review", || async {
                 let full = client
                     .execute(
                         "const row = document.querySelector('#queue tr[data-id^=\"' + arguments[0] + '\"][data-state=in_review]'); \
@@ -622,7 +731,7 @@ fn an_operator_enrolls_step_by_step_at_three_sizes() {
                     .await
                     .ok()?;
                 (!full.is_null()).then_some(full)
-            })
+            }, explain)
             .await;
             let v = delivered.as_array().expect("[full, text]");
             assert_eq!(v[0], json!(true), "{size}: delivered, the bar is full: {v:?}");
