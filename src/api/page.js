@@ -288,8 +288,8 @@ function agentUp() {
   $("agent").textContent = t("agent: connected");
   $("agent").className = "";
   startPreviews();
-  refreshQueue();
-  if (!events || events.readyState === EventSource.CLOSED) listen();
+  // A stream opened again rereads by itself (listen); with one still open, the page rereads now.
+  if (!events || events.readyState === EventSource.CLOSED) listen(); else resync();
 }
 async function heartbeat() {
   const r = await api("GET", "/v1/status", undefined, 2000);
@@ -508,6 +508,7 @@ function renderRow(e) {
 // list was asked for keeps the stream's view: the stream is ordered and brings every later change.
 // Whatever the stream may have missed (a reconnect, a subscriber that fell behind) is reread.
 let eventCount = 0;
+function resync() { refreshQueue(); refreshStatus(); }
 async function refreshQueue() {
   const asked = eventCount;
   const r = await api("GET", "/v1/enrollments");
@@ -521,7 +522,7 @@ async function refreshQueue() {
 function listen() {
   events = new EventSource("/v1/events");
   // Subscribed once open: the list read now misses nothing the stream will not bring.
-  events.onopen = () => { refreshQueue(); refreshStatus(); };
+  events.onopen = resync;
   events.onerror = () => { if (events.readyState === EventSource.CLOSED) agentDown(); };
   events.onmessage = (m) => {
     const e = JSON.parse(m.data);
@@ -529,7 +530,7 @@ function listen() {
       renderRow(e).dataset.event = ++eventCount;
       refreshStatus();
     }
-    if (e.type === "resync") { refreshQueue(); refreshStatus(); }
+    if (e.type === "resync") resync();
     if (e.type === "link") refreshStatus();
     if (e.type === "upload") showUpload(e);
   };
