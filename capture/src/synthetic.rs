@@ -175,15 +175,26 @@ impl FrameSource for Synthetic {
         let index = self.next;
         let nominal = Duration::from_secs(index) / self.fps;
         let timestamp = if self.paced {
-            let start = *self.start.get_or_insert_with(Instant::now);
-            // Sleep until the frame is due, like a sensor's frame clock; the stamp is the real
-            // capture time, which is what an encoder must follow.
-            let due = start + nominal;
-            let now = Instant::now();
-            if due > now {
-                std::thread::sleep(due - now);
+            match self.start {
+                // The first frame's capture is the clock's origin: its stamp is zero by
+                // definition. (Read back as `start.elapsed()` it was late by however long this
+                // thread had been descheduled, and every later frame then seemed early by as
+                // much: a ten-second clip took a 301st frame under load.)
+                None => {
+                    self.start = Some(Instant::now());
+                    Duration::ZERO
+                }
+                // Sleep until the frame is due, like a sensor's frame clock; the stamp is the
+                // real capture time, never before it was due, which an encoder must follow.
+                Some(start) => {
+                    let due = start + nominal;
+                    let now = Instant::now();
+                    if due > now {
+                        std::thread::sleep(due - now);
+                    }
+                    start.elapsed().max(nominal)
+                }
             }
-            start.elapsed()
         } else {
             nominal
         };
@@ -218,6 +229,9 @@ mod tests {
         let mut cam = Synthetic::new(128, 64, 50).unwrap();
         assert!(cam.is_live());
         let frames: Vec<Frame> = (0..5).map(|_| cam.next_frame().unwrap().unwrap()).collect();
+        // The first frame is the clock's origin, whatever the scheduler did between reading
+        // the clock and stamping it (a later frame must never look early against it).
+        assert_eq!(frames[0].timestamp, Duration::ZERO);
         // Each frame is stamped no earlier than it was due.
         for f in &frames {
             assert!(f.timestamp >= Duration::from_millis(20 * f.index), "{f:?}");
