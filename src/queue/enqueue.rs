@@ -76,12 +76,12 @@ impl Queue {
             let counted = Counted { inner: a.reader().map_err(io_err(source))?, done, progress };
             let mut input = BufReader::with_capacity(crate::crypto::CHUNK, counted);
             let file = File::create(&target).map_err(io_err(&target))?;
-            let mut out = BufWriter::with_capacity(4 * crate::crypto::CHUNK, file);
+            let mut out = BufWriter::with_capacity(4 * crate::crypto::CHUNK, crate::fsutil::WritebackFile::new(file));
             // The limit is the size validated a moment ago: a file that grows in between is refused.
             let summary = encrypt_stream(key, artifact_aad(id, &a.name).as_bytes(), &mut input, &mut out, a.size)
                 .map_err(io_err(source))?;
             out.flush().map_err(io_err(&target))?;
-            out.get_ref().sync_all().map_err(io_err(&target))?;
+            out.get_ref().get_ref().sync_all().map_err(io_err(&target))?;
             rows.push((a.name.clone(), a.kind.as_str(), summary.plaintext_len, summary.sha256));
             done += summary.plaintext_len;
             crate::faults::crash_point("enqueue.after_artifact");
