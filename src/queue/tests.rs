@@ -383,6 +383,52 @@ fn erasure_leaves_neither_the_key_nor_the_sealed_data_in_any_file() {
     assert_eq!(q.load_pii(&kept).unwrap(), enrollment(dir.path(), 1000).pii);
 }
 
+/// The sync worker's erasure: the key is destroyed and the spool leaves the queue at once; the
+/// ciphertext waits in `erased/` (undecryptable, no key left) until `discard_erased` frees it.
+#[test]
+fn a_deferred_erasure_destroys_the_key_at_once_and_discards_the_ciphertext_later() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let q = Queue::open(&storage(dir.path())).unwrap();
+    let kept = q.enqueue(&enrollment(dir.path(), 1000)).unwrap();
+    let id = q.enqueue(&enrollment(dir.path(), 70_000)).unwrap();
+    let wrapped: Vec<u8> =
+        q.conn().query_row("SELECT wrapped_key FROM enrollments WHERE id = ?1", [&id], |r| r.get(0)).unwrap();
+    let spool = data.join("spool").join(&id);
+    let names: Vec<_> = std::fs::read_dir(&spool).unwrap().map(|e| e.unwrap().file_name()).collect();
+    assert_eq!(q.discard_erased().unwrap(), 0, "nothing set aside yet");
+
+    q.erase_evidence_deferred(&id).unwrap();
+    assert!(!spool.exists(), "the spool no longer names it");
+    let aside = data.join("erased").join(&id);
+    let mut moved: Vec<_> = std::fs::read_dir(&aside).unwrap().map(|e| e.unwrap().file_name()).collect();
+    moved.sort();
+    let mut expected = names.clone();
+    expected.sort();
+    assert_eq!(moved, expected, "the ciphertext waits aside, whole");
+    assert_eq!(files_holding(&data, &wrapped), Vec::<std::path::PathBuf>::new(), "the erased key survives");
+    assert!(q.open_artifact(&id, "video").is_err(), "the queue no longer opens it");
+    assert!(q.load_pii(&id).is_err());
+    // What waits aside decrypts with no key that is left.
+    let copy = aside.join("video.enc");
+    let key = q.master.unwrap_key(
+        &q.conn()
+            .query_row("SELECT wrapped_key FROM enrollments WHERE id = ?1", [&kept], |r| r.get::<_, Vec<u8>>(0))
+            .unwrap(),
+        kept.as_bytes(),
+    );
+    let opened = crate::crypto::DecryptingReader::open(&key.unwrap(), artifact_aad(&id, "video").as_bytes(), &copy)
+        .and_then(|r| r.read_all());
+    assert!(opened.is_err(), "the erased video decrypts with another enrollment's key");
+
+    assert_eq!(q.discard_erased().unwrap(), 1);
+    assert_eq!(std::fs::read_dir(data.join("erased")).unwrap().count(), 0, "discarded");
+    assert_eq!(q.discard_erased().unwrap(), 0);
+    // The other enrollment is untouched.
+    assert_eq!(q.load_pii(&kept).unwrap(), enrollment(dir.path(), 1000).pii);
+    assert!(q.open_artifact(&kept, "video").is_ok());
+}
+
 #[test]
 fn the_database_shrinks_after_erasure() {
     let dir = tempfile::tempdir().unwrap();

@@ -106,6 +106,8 @@ pub struct Worker {
     created: std::time::Instant,
     /// `sync.max_upload_rate`, shared by every upload.
     pacer: Option<Arc<pacer::Pacer>>,
+    /// Told when an erasure set a spool aside ([`Worker::discard_erased`]).
+    erased: tokio::sync::Notify,
 }
 
 /// Runs `f` on the blocking pool: SQLite and file work never runs on executor threads.
@@ -134,6 +136,7 @@ impl Worker {
             pacer: config.sync.max_upload_rate.map(|rate| Arc::new(pacer::Pacer::new(rate))),
             last_progress_ms: std::sync::atomic::AtomicU64::new(0),
             created: std::time::Instant::now(),
+            erased: tokio::sync::Notify::new(),
             config,
         })
     }
@@ -231,6 +234,7 @@ impl Worker {
     /// [`Mode::Once`]). Queued artifacts are verified in the background ([`Queue::scrub`]),
     /// except those being uploaded, which the upload verifies chunk by chunk.
     pub async fn run(self: &Arc<Self>, mode: Mode, shutdown: watch::Receiver<bool>) -> Result<Outcome, QueueError> {
+        let discarder = tokio::spawn(Arc::clone(self).discard_erased(mode, shutdown.clone()));
         let mut scheduler = Scheduler::new(Arc::clone(self), mode, shutdown);
         loop {
             self.wakeups.fetch_add(1, Ordering::Relaxed);
@@ -242,7 +246,37 @@ impl Worker {
             let event = scheduler.next_event().await;
             scheduler.note(event);
         }
-        scheduler.finish().await
+        let outcome = scheduler.finish().await;
+        match mode {
+            // What an earlier run set aside was discarded beside this run's deliveries; this
+            // run's own erasures are left to the next run (their keys are destroyed already).
+            Mode::Once => {
+                let _ = discarder.await;
+            }
+            Mode::Forever => discarder.abort(),
+        }
+        outcome
+    }
+
+    /// Hands back the blocks of erased spools in the background ([`Queue::discard_erased`]):
+    /// what earlier runs left at the start, then (in [`Mode::Forever`]) after each erasure.
+    /// A failure is logged and retried at the next erasure: nothing readable is left behind
+    /// meanwhile, only ciphertext without its key.
+    async fn discard_erased(self: Arc<Self>, mode: Mode, mut shutdown: watch::Receiver<bool>) {
+        loop {
+            match blocking(&self.queue, |q| q.discard_erased()).await {
+                Ok(0) => {}
+                Ok(n) => tracing::debug!(spools = n, "erased spools discarded"),
+                Err(e) => tracing::warn!(error = %e, "cannot discard erased spools yet"),
+            }
+            if mode == Mode::Once {
+                return;
+            }
+            tokio::select! {
+                () = self.erased.notified() => {}
+                changed = shutdown.changed() => if changed.is_err() || *shutdown.borrow() { return },
+            }
+        }
     }
 }
 

@@ -583,7 +583,10 @@ impl Worker {
     async fn erase_if_due(&self, job: &Job) -> std::result::Result<(), QueueError> {
         if self.queue.should_erase_at(job.state) && !job.orphan_scan {
             let id = job.id.clone();
-            blocking(&self.queue, move |q| q.erase_evidence(&id)).await?;
+            // The key is destroyed and the spool gone from the queue when this returns; the
+            // ciphertext's blocks are handed back in the background ([`Worker::discard_erased`]).
+            blocking(&self.queue, move |q| q.erase_evidence_deferred(&id)).await?;
+            self.erased.notify_one();
         }
         Ok(())
     }

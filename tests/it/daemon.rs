@@ -48,6 +48,16 @@ fn the_daemon_runs_in_process_serves_its_api_delivers_and_stops_on_request() {
         &shown["request_pk"].as_u64().expect("pk is a number").to_string(),
         env.dir.path().join("m").as_path(),
     );
+    // Erased after review: the running daemon hands the ciphertext's blocks back by itself,
+    // in the background (a batch run leaves that to the next run).
+    wait_for(Duration::from_secs(30), || {
+        let (_, e) = get(&format!("/v1/enrollments/{id}"));
+        let spool = env.data_dir().join("spool").join(&id).exists();
+        // The erasure made `erased/` (setting the spool aside there); the discard empties it.
+        let left = std::fs::read_dir(env.data_dir().join("erased")).map(|d| d.count());
+        let seen = format!("erased {}, spool present {spool}, set aside {left:?}", e["evidence_erased"]);
+        check(seen, e["evidence_erased"] == true && !spool && matches!(left, Ok(0)), ())
+    });
 
     // Shutdown on request: run returns Ok, and the API is gone with it.
     stop.send(()).unwrap();

@@ -45,11 +45,14 @@ fn offline_then_back_delivers_everything_exactly_once() {
         assert_eq!(video["sha256"], sha256_file(&dir.join("video.mp4")));
         assert_eq!(shown["erased"], true);
         assert!(!env.data_dir().join("spool").join(id).exists());
+        // Its ciphertext, without a key now, waits for the next run to hand its blocks back.
+        assert!(env.data_dir().join("erased").join(id).join("video.enc").is_file());
     }
 
-    // Nothing left: a second sync sends nothing more.
+    // Nothing left: a second sync sends nothing more, and discards what the first set aside.
     assert_exit(&env.run(&["sync", "--once"]), 0, "");
     assert_eq!(sandbox.records()["creates"], 3);
+    assert_eq!(std::fs::read_dir(env.data_dir().join("erased")).unwrap().count(), 0, "the erased spools are discarded");
 }
 
 #[test]
