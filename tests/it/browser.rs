@@ -438,10 +438,28 @@ async fn step_shown(client: &fantoccini::Client) -> serde_json::Value {
 
 /// Waits until `step` is the one shown (alone), marked in the stepper and focused.
 async fn at_step(client: &fantoccini::Client, step: &str) {
-    until(Duration::from_secs(10), step, || async {
-        let seen = step_shown(client).await;
-        (seen == json!([[step], step, "H2"])).then_some(())
-    })
+    // On a timeout, what the page showed instead (visible steps, body's step, focused element)
+    // and what each shot holds: a step that did not change tells a press that missed from a
+    // focus taken elsewhere.
+    let explain = async {
+        let shots = client
+            .execute(
+                "return [...document.querySelectorAll('.shot')].map((s) => [s.dataset.slot, s.dataset.taken || '',                  s.querySelector('.verdict').textContent])",
+                vec![],
+            )
+            .await
+            .unwrap_or_default();
+        format!("the page showed {} instead; shots: {shots}", step_shown(client).await)
+    };
+    until_else(
+        Duration::from_secs(10),
+        step,
+        || async {
+            let seen = step_shown(client).await;
+            (seen == json!([[step], step, "H2"])).then_some(())
+        },
+        explain,
+    )
     .await;
 }
 
@@ -603,9 +621,12 @@ fn an_operator_enrolls_step_by_step_at_three_sizes() {
             // The clip's length: time is what is being recorded here, not a synchronisation.
             tokio::time::sleep(Duration::from_secs(3)).await;
             press(&client, "#stop", input).await;
-            until(Duration::from_secs(20), "the recording", || async {
-                text_of(&client, "video-result").await.filter(|t| t.contains("recorded"))
-            })
+            until_else(
+                Duration::from_secs(20),
+                "the recording",
+                || async { text_of(&client, "video-result").await.filter(|t| t.contains("recorded")) },
+                async { format!("the page said: {:?}", text_of(&client, "video-result").await) },
+            )
             .await;
             let clip = until(Duration::from_secs(20), "the clip's playback", || async {
                 let v = client
