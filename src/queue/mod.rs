@@ -1,4 +1,4 @@
-//! The durable, encrypted offline queue (SQLite through rusqlite, bundled).
+//! The durable, encrypted offline queue (SQLite through rusqlite, linked to Debian's libsqlite3).
 //!
 //! Design note — the invariants this module keeps:
 //!

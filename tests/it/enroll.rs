@@ -68,6 +68,16 @@ fn refusals_leave_an_existing_queue_unchanged() {
     let bad = env.manifest("bad", "b", |m| m["video"] = json!("front.jpg"));
     let out = env.cmd().arg("enroll").arg(&bad).output().unwrap();
     assert_exit(&out, 2, "");
+    // A video that only the probe refuses (an MP4 header, then noise), the last check to
+    // answer, leaves nothing either.
+    let unplayable = env.manifest("unplayable", "c", |_| {});
+    let mut noise = b"\x00\x00\x00\x18ftypisom\x00\x00\x02\x00isomiso2".to_vec();
+    noise.extend((0..4_000_000u32).map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8));
+    std::fs::write(unplayable.with_file_name("video.mp4"), noise).unwrap();
+    let out = env.cmd().arg("enroll").arg(&unplayable).output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_exit(&out, 2, &stderr);
+    assert!(stderr.contains("video") && stderr.contains("not a playable video"), "{stderr}");
     let list = env.list();
     assert_eq!(list.len(), 1);
     assert_eq!(list[0]["id"], id.as_str());
