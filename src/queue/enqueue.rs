@@ -2,7 +2,6 @@
 
 use std::fs::File;
 use std::io::{BufReader, BufWriter, Write};
-use std::path::{Path, PathBuf};
 
 use rusqlite::params;
 
@@ -30,50 +29,64 @@ impl Queue {
     /// far (out of the sum of their sizes).
     pub fn enqueue_with_progress(&self, enrollment: &Enrollment, progress: &dyn Fn(u64)) -> Result<String, QueueError> {
         let artifacts: Vec<&ArtifactSource> = enrollment.images.iter().chain([&enrollment.video]).collect();
-        let pending = self.begin(artifacts.iter().map(|a| a.size).sum())?;
-        let mut written = Vec::with_capacity(artifacts.len());
-        let mut done = 0u64;
-        for a in artifacts {
-            // The handle validation opened, from its start: never the path again.
-            let input = a.reader().map_err(io_err(Path::new(&a.name)))?;
-            let w = pending.write(&a.name, input, a.size, &|n| progress(done + n))?;
-            done += w.size;
-            written.push(w);
-        }
-        pending.commit(enrollment, written)
-    }
-
-    /// Starts a new enrollment of at most `needed` bytes of artifacts: checks the disk limits
-    /// and the device key, then makes its spool directory, locked as being written.
-    pub fn begin(&self, needed: u64) -> Result<Pending<'_>, QueueError> {
+        let needed: u64 = artifacts.iter().map(|a| a.size).sum();
         self.check_space(needed)?;
+
         // Without the device key nothing could be signed: refuse before writing anything.
         let device = crate::device_key::load(&self.storage.device_key_file)?;
         let id = uuid::Uuid::new_v4().to_string();
+        let key = SecretKey::random();
         let dir = self.spool_dir(&id);
         // The marker is created and locked before the directory exists, and stays locked while
         // this process writes: a crashed writer's lock is released by the kernel, which is how
         // start-up cleanup tells an abandoned directory from one in progress.
         let marker = super::writing_marker(&dir);
-        let writing = File::create(&marker).and_then(|f| f.lock().map(|()| f)).map_err(io_err(&marker))?;
-        let pending =
-            Pending { queue: self, id, key: SecretKey::random(), device, dir, marker, writing: Some(writing) };
-        std::fs::create_dir(&pending.dir).map_err(io_err(&pending.dir))?;
-        Ok(pending)
+        let writing = std::fs::File::create(&marker).and_then(|f| f.lock().map(|()| f)).map_err(io_err(&marker))?;
+        let result = std::fs::create_dir(&dir)
+            .map_err(io_err(&dir))
+            .and_then(|()| self.write_and_commit(&id, &key, enrollment, &artifacts, &device, progress));
+        let _ = std::fs::remove_file(&marker);
+        drop(writing);
+        match result {
+            Ok(()) => Ok(id),
+            Err(e) => {
+                // Nothing was acknowledged: leave nothing behind.
+                let _ = std::fs::remove_dir_all(&dir);
+                Err(e)
+            }
+        }
     }
 
-    /// The database half of [`Pending::commit`]: the spool's directories synced, then the
-    /// enrollment, its artifacts, an event and the audit record in one transaction.
-    fn commit_rows(
+    fn write_and_commit(
         &self,
         id: &str,
         key: &SecretKey,
         e: &Enrollment,
-        rows: &[(String, &str, u64, String)],
+        artifacts: &[&ArtifactSource],
         device: &crate::device_key::DeviceKey,
-        dir: &Path,
+        progress: &dyn Fn(u64),
     ) -> Result<(), QueueError> {
-        crate::fsutil::sync_dir(dir).map_err(io_err(dir))?;
+        let dir = self.spool_dir(id);
+        let mut rows = Vec::with_capacity(artifacts.len());
+        let mut done = 0u64;
+        for a in artifacts {
+            let target = dir.join(format!("{}.enc", a.name));
+            let source = std::path::Path::new(&a.name);
+            // The handle validation opened, from its start: never the path again.
+            let counted = Counted { inner: a.reader().map_err(io_err(source))?, done, progress };
+            let mut input = BufReader::with_capacity(crate::crypto::CHUNK, counted);
+            let file = File::create(&target).map_err(io_err(&target))?;
+            let mut out = BufWriter::with_capacity(4 * crate::crypto::CHUNK, crate::fsutil::WritebackFile::new(file));
+            // The limit is the size validated a moment ago: a file that grows in between is refused.
+            let summary = encrypt_stream(key, artifact_aad(id, &a.name).as_bytes(), &mut input, &mut out, a.size)
+                .map_err(io_err(source))?;
+            out.flush().map_err(io_err(&target))?;
+            out.get_ref().get_ref().sync_all().map_err(io_err(&target))?;
+            rows.push((a.name.clone(), a.kind.as_str(), summary.plaintext_len, summary.sha256));
+            done += summary.plaintext_len;
+            crate::faults::crash_point("enqueue.after_artifact");
+        }
+        crate::fsutil::sync_dir(&dir).map_err(io_err(&dir))?;
         let spool = self.dir.join("spool");
         crate::fsutil::sync_dir(&spool).map_err(io_err(&spool))?;
         crate::faults::crash_point("enqueue.before_commit");
@@ -102,7 +115,7 @@ impl Queue {
                 super::clock::Mark::now().encode()
             ],
         )?;
-        for (name, kind, size, sha) in rows {
+        for (name, kind, size, sha) in &rows {
             tx.execute(
                 "INSERT INTO artifacts (enrollment_id, name, kind, size, sha256) VALUES (?1, ?2, ?3, ?4, ?5)",
                 params![id, name, kind, *size as i64, sha],
@@ -142,92 +155,6 @@ impl Queue {
             return Err(SpaceError::DiskLow { needed: on_disk, left, min, missing: min - left }.into());
         }
         Ok(())
-    }
-}
-
-/// An enrollment being written: its id, key and locked spool directory exist, its artifacts
-/// are encrypted into that directory ([`Pending::write`], from any thread), and nothing of it
-/// is in the database until [`Pending::commit`]. Dropped uncommitted (a rejected manifest, an
-/// error), it removes what it wrote; a crash leaves the directory to start-up cleanup.
-pub struct Pending<'q> {
-    queue: &'q Queue,
-    id: String,
-    key: SecretKey,
-    device: crate::device_key::DeviceKey,
-    dir: PathBuf,
-    marker: PathBuf,
-    /// The marker's lock, held until the enrollment is committed or removed.
-    writing: Option<File>,
-}
-
-impl std::fmt::Debug for Pending<'_> {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Pending").field("id", &self.id).finish_non_exhaustive()
-    }
-}
-
-/// One artifact encrypted into a pending enrollment's spool, durable on disk.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Written {
-    pub name: String,
-    /// Plaintext bytes.
-    pub size: u64,
-    pub sha256: String,
-}
-
-impl Pending<'_> {
-    /// Encrypts `input` (at most `limit` bytes: a file that grows after validation is refused)
-    /// into `NAME.enc` and syncs it, telling `progress` the bytes read so far.
-    pub fn write(
-        &self,
-        name: &str,
-        input: impl std::io::Read,
-        limit: u64,
-        progress: &dyn Fn(u64),
-    ) -> Result<Written, QueueError> {
-        let target = self.dir.join(format!("{name}.enc"));
-        let counted = Counted { inner: input, done: 0, progress };
-        let mut input = BufReader::with_capacity(crate::crypto::CHUNK, counted);
-        let file = File::create(&target).map_err(io_err(&target))?;
-        let mut out = BufWriter::with_capacity(4 * crate::crypto::CHUNK, crate::fsutil::WritebackFile::new(file));
-        let summary = encrypt_stream(&self.key, artifact_aad(&self.id, name).as_bytes(), &mut input, &mut out, limit)
-            .map_err(io_err(Path::new(name)))?;
-        out.flush().map_err(io_err(&target))?;
-        out.get_ref().get_ref().sync_all().map_err(io_err(&target))?;
-        crate::faults::crash_point("enqueue.after_artifact");
-        Ok(Written { name: name.to_owned(), size: summary.plaintext_len, sha256: summary.sha256 })
-    }
-
-    /// Records `e` with its `written` artifacts (one for each of its images and its video) in
-    /// the database, durably; returns its id. On an error nothing of it remains on disk.
-    pub fn commit(mut self, e: &Enrollment, written: Vec<Written>) -> Result<String, QueueError> {
-        let mut rows = Vec::with_capacity(written.len());
-        for a in e.images.iter().chain([&e.video]) {
-            let Some(w) = written.iter().find(|w| w.name == a.name) else {
-                let path = self.dir.join(format!("{}.enc", a.name));
-                return Err(QueueError::Io { path, error: std::io::Error::other("the artifact was never written") });
-            };
-            rows.push((w.name.clone(), a.kind.as_str(), w.size, w.sha256.clone()));
-        }
-        self.queue.commit_rows(&self.id, &self.key, e, &rows, &self.device, &self.dir)?;
-        self.finish();
-        Ok(std::mem::take(&mut self.id))
-    }
-
-    /// Releases the marker and its lock: the enrollment is committed, or removed.
-    fn finish(&mut self) {
-        let _ = std::fs::remove_file(&self.marker);
-        self.writing.take();
-    }
-}
-
-impl Drop for Pending<'_> {
-    fn drop(&mut self) {
-        if self.writing.is_some() {
-            // Nothing was acknowledged: leave nothing behind.
-            let _ = std::fs::remove_dir_all(&self.dir);
-            self.finish();
-        }
     }
 }
 

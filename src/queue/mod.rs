@@ -37,7 +37,7 @@ mod schema;
 mod state;
 
 pub use documents::{DocumentRecord, DocumentState, OutgoingDocument, MAX_DOCUMENT_BYTES};
-pub use enqueue::{Pending, SpaceError, Written};
+pub use enqueue::SpaceError;
 pub use event_kind::EventKind;
 pub use records::{format_ms, pk_json, ArtifactRecord, Backlog, Event, Job, Summary, UploadProgress};
 pub use state::State;
