@@ -639,7 +639,9 @@ function updateReadiness() {
     const list = stepMissing(name), section = stepSection(name);
     const ul = section.querySelector(".step-missing"), next = section.querySelector(".next");
     if (ul) ul.replaceChildren(...list.map((m) => Object.assign(document.createElement("li"), { textContent: m })));
-    if (next) next.disabled = list.length > 0 || (name === "rear" && !captures.document_rear);
+    // A still being taken by hand will replace the step's capture: Next waits for its answer.
+    const busy = section.querySelector(".shot[data-busy]") !== null;
+    if (next) next.disabled = busy || list.length > 0 || (name === "rear" && !captures.document_rear);
     const mark = document.querySelector('#stepper button[data-goto="' + name + '"]');
     const done = name === "review" ? false : name === "rear" ? !!captures.document_rear || rearSkipped : list.length === 0;
     mark.classList.toggle("done", done);
@@ -649,7 +651,7 @@ function updateReadiness() {
   $("missing").replaceChildren(...list.map((m) => Object.assign(document.createElement("li"), { textContent: m })));
   $("missing-title").textContent = list.length ? t("Still needed before submitting:") : t("Everything the server needs is here.");
   $("readiness").classList.toggle("ready", list.length === 0);
-  $("submit").disabled = list.length > 0;
+  $("submit").disabled = list.length > 0 || document.querySelector(".shot[data-busy]") !== null;
   if (step === "review") renderReview();
 }
 $("customer").addEventListener("input", updateReadiness);
@@ -800,11 +802,15 @@ for (const shot of document.querySelectorAll(".shot:not(.cut)")) {
   button.addEventListener("click", async () => {
     stopAuto();
     button.disabled = true;
+    shot.dataset.busy = "";
+    updateReadiness();
     const verdict = shot.querySelector(".verdict");
     verdict.textContent = t("capturing…");
     verdict.className = "verdict";
     const r = await api("POST", "/v1/captures/still", { role: shot.dataset.role, kind: shot.dataset.slot }, 30000);
     button.disabled = false;
+    delete shot.dataset.busy;
+    updateReadiness();
     if (r.status !== 200) { verdict.textContent = (r.data && r.data.message) || t("The capture failed; try again."); verdict.className = "verdict retake"; return; }
     showTaken(shot, r, false);
     if (r.data.verdict !== "pass") startAuto();

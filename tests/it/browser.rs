@@ -311,6 +311,22 @@ fn the_page_guides_and_takes_the_front_by_itself() {
         std::fs::write(shots.join("auto-front.png"), client.screenshot().await.unwrap()).unwrap();
         let serious = serious_violations(&client, &axe).await;
         assert!(serious.is_empty(), "{serious:?}");
+        // Taken again by hand: its answer will replace the front, so Next waits for it (a press
+        // of Next meanwhile would move on with a still about to be replaced).
+        let next_during = client
+            .execute(
+                "const next = document.querySelector('.step[data-step=front] .next'); const before = next.disabled; \
+                 document.querySelector('.shot[data-slot=document_front] button').click(); return [before, next.disabled]",
+                vec![],
+            )
+            .await
+            .unwrap();
+        assert_eq!(next_during, json!([false, true]), "Next before and during a capture by hand");
+        until(Duration::from_secs(60), "the front again", || async {
+            client.find(Locator::Css(".shot[data-slot=document_front][data-taken=pass]:not([data-busy])")).await.ok()
+        })
+        .await;
+        assert!(!disabled(&client, ".step[data-step=front] .next").await, "Next once the front passes again");
         // The review shows the whole camera frame beside the cut (keep_full_frame is on).
         client.find(Locator::Css("#stepper button[data-goto=review]")).await.unwrap().click().await.unwrap();
         let whole = client
@@ -484,7 +500,8 @@ async fn disabled(client: &fantoccini::Client, css: &str) -> bool {
 async fn capture(client: &fantoccini::Client, slot: &str, input: Input) {
     press(client, &format!(".shot[data-slot={slot}] button"), input).await;
     until(Duration::from_secs(30), slot, || async {
-        client.find(Locator::Css(&format!(".shot[data-slot={slot}][data-taken=pass]"))).await.ok()
+        // Not busy: a still the auto-capture took before the press is not the press's answer.
+        client.find(Locator::Css(&format!(".shot[data-slot={slot}][data-taken=pass]:not([data-busy])"))).await.ok()
     })
     .await;
 }
