@@ -544,6 +544,12 @@ fn an_operator_enrolls_step_by_step_at_three_sizes() {
             axe_at(serious_violations(&client, &axe).await, "login");
             log_in(&client, &d.base).await;
             at_step(&client, "front").await;
+            // Every still by hand here: with the auto-capture on, the camera's test pattern could
+            // be taken while the test checks that Next waits for it (the auto-capture has its own
+            // test, `the_page_guides_and_takes_the_front_by_itself`).
+            press(&client, "#auto-capture", input).await;
+            let auto = client.execute("return document.getElementById('auto-capture').checked", vec![]).await.unwrap();
+            assert_eq!(auto, json!(false), "{size}: the auto-capture switched off");
             let shot = |name: &str| shots.join(format!("flow-{size}-{name}.png"));
 
             // Straight to the review: nothing can be submitted yet, and it says what is missing.
