@@ -496,14 +496,35 @@ async fn disabled(client: &fantoccini::Client, css: &str) -> bool {
     client.find(Locator::Css(css)).await.unwrap().attr("disabled").await.unwrap().is_some()
 }
 
-/// Presses a step's capture button and waits for the still's verdict to pass.
+/// Presses a step's capture button until the still passes, as an operator does when the page
+/// says "Retake" (a moving test pattern can be caught blurred); at most four presses, each
+/// retake printed with its reason.
 async fn capture(client: &fantoccini::Client, slot: &str, input: Input) {
-    press(client, &format!(".shot[data-slot={slot}] button"), input).await;
-    until(Duration::from_secs(30), slot, || async {
-        // Not busy: a still the auto-capture took before the press is not the press's answer.
-        client.find(Locator::Css(&format!(".shot[data-slot={slot}][data-taken=pass]:not([data-busy])"))).await.ok()
-    })
-    .await;
+    let mut answers = Vec::new();
+    for _ in 0..4 {
+        press(client, &format!(".shot[data-slot={slot}] button"), input).await;
+        // The press's own answer: the shot is busy from the press until it comes.
+        let answer = until(Duration::from_secs(30), slot, || async {
+            let v = client
+                .execute(
+                    &format!(
+                        "const s = document.querySelector('.shot[data-slot={slot}]'); \
+                         return s.hasAttribute('data-busy') ? null : [s.dataset.taken || '', s.querySelector('.verdict').textContent]"
+                    ),
+                    vec![],
+                )
+                .await
+                .ok()?;
+            (!v.is_null()).then_some(v)
+        })
+        .await;
+        if answer[0] == "pass" {
+            return;
+        }
+        println!("{slot}: {answer}");
+        answers.push(answer);
+    }
+    panic!("{slot} never passed in four presses: {answers:?}");
 }
 
 /// An operator enrolls a customer step by step, at each of the kiosk's three screen sizes and
