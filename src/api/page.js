@@ -635,13 +635,13 @@ function stepMissing(name) {
 function missing() { return FLOW.flatMap(stepMissing); }
 const stepSection = (name) => document.querySelector('.step[data-step="' + name + '"]');
 function updateReadiness() {
+  // A still being taken by hand will replace its step's capture: Next and Submit wait for it.
+  const busy = document.querySelector(".shot[data-busy]");
   for (const name of FLOW) {
     const list = stepMissing(name), section = stepSection(name);
     const ul = section.querySelector(".step-missing"), next = section.querySelector(".next");
     if (ul) ul.replaceChildren(...list.map((m) => Object.assign(document.createElement("li"), { textContent: m })));
-    // A still being taken by hand will replace the step's capture: Next waits for its answer.
-    const busy = section.querySelector(".shot[data-busy]") !== null;
-    if (next) next.disabled = busy || list.length > 0 || (name === "rear" && !captures.document_rear);
+    if (next) next.disabled = (busy !== null && section.contains(busy)) || list.length > 0 || (name === "rear" && !captures.document_rear);
     const mark = document.querySelector('#stepper button[data-goto="' + name + '"]');
     const done = name === "review" ? false : name === "rear" ? !!captures.document_rear || rearSkipped : list.length === 0;
     mark.classList.toggle("done", done);
@@ -651,7 +651,7 @@ function updateReadiness() {
   $("missing").replaceChildren(...list.map((m) => Object.assign(document.createElement("li"), { textContent: m })));
   $("missing-title").textContent = list.length ? t("Still needed before submitting:") : t("Everything the server needs is here.");
   $("readiness").classList.toggle("ready", list.length === 0);
-  $("submit").disabled = list.length > 0 || document.querySelector(".shot[data-busy]") !== null;
+  $("submit").disabled = list.length > 0 || busy !== null;
   if (step === "review") renderReview();
 }
 $("customer").addEventListener("input", updateReadiness);

@@ -497,8 +497,7 @@ async fn disabled(client: &fantoccini::Client, css: &str) -> bool {
 }
 
 /// Presses a step's capture button until the still passes, as an operator does when the page
-/// says "Retake" (a moving test pattern can be caught blurred); at most four presses, each
-/// retake printed with its reason.
+/// says "Retake"; at most four presses, each retake printed with its reason.
 async fn capture(client: &fantoccini::Client, slot: &str, input: Input) {
     let mut answers = Vec::new();
     for _ in 0..4 {
