@@ -1,4 +1,4 @@
-//! The Debian package (`scripts/package`, cargo-deb): what it holds, read back with `dpkg-deb`,
+//! The Debian package (`scripts/package`, dpkg-deb): what it holds, read back with `dpkg-deb`,
 //! and what installing it does, in a throwaway root: an overlay of this very system in a mount
 //! namespace of the test's own, so `dpkg -i`, the postinst (user, state directory, key) and
 //! `kiosk-agent doctor` run for real and nothing of it reaches the host.
@@ -11,16 +11,14 @@ use crate::util::*;
 
 const ROOT: &str = env!("CARGO_MANIFEST_DIR");
 
-/// What packaging needs: the release binaries `scripts/package` (run by the README's test
-/// command) built, and its cargo-deb.
+/// What packaging needs: the release binaries (the README's test command builds them) and
+/// Debian's dpkg-deb and dpkg-shlibdeps (dpkg-dev), which `scripts/package` runs.
 pub fn can_package() -> Result<(), String> {
     let release = Path::new(ROOT).join("target/release");
-    let tool = Path::new(ROOT).join("target/tools/bin/cargo-deb");
-    let cargo = Command::new(env!("CARGO")).arg("--version").output().is_ok_and(|o| o.status.success());
-    if !cargo {
-        return Err("cargo cannot be run by this user (scripts/package runs cargo deb)".into());
+    if !have("dpkg-deb") || !have("dpkg-shlibdeps") {
+        return Err("packaging needs dpkg-deb and dpkg-shlibdeps (Debian's dpkg-dev)".into());
     }
-    if release.join("kiosk-agent").exists() && release.join("kiosk-agent-capture").exists() && tool.exists() {
+    if release.join("kiosk-agent").exists() && release.join("kiosk-agent-capture").exists() {
         Ok(())
     } else {
         Err("no release build to package (scripts/package builds one; the README's test command runs it)".into())
@@ -85,8 +83,11 @@ fn dpkg_deb(args: &[&str], deb: &Path) -> String {
 pub fn the_package_holds_what_a_kiosk_needs() {
     let deb = package().expect("checked by can_package");
     let info = dpkg_deb(&["--info"], deb);
-    for field in ["Package: kiosk-agent", "Architecture: amd64", "adduser", "libavcodec", "libc6"] {
+    for field in ["Package: kiosk-agent", "Architecture: amd64", "adduser", "libavcodec", "libc6", "libsqlite3-0"] {
         assert!(info.contains(field), "{field} in:\n{info}");
+    }
+    for placeholder in ["@VERSION@", "@ARCH@", "@SIZE@", "@SHLIBS@"] {
+        assert!(!info.contains(placeholder), "{placeholder} left in packaging/debian/control's copy:\n{info}");
     }
     let files: Vec<String> = dpkg_deb(&["--contents"], deb)
         .lines()
@@ -123,6 +124,14 @@ pub fn the_package_holds_what_a_kiosk_needs() {
         conffiles.contains("/etc/kiosk-agent/kiosk-agent.toml"),
         "an edited configuration survives upgrades: {conffiles}"
     );
+    // Every file but the conffiles has its checksum, and each matches (`dpkg --verify` reads them).
+    let md5sums = std::fs::read_to_string(dir.path().join("DEBIAN/md5sums")).unwrap();
+    assert!(md5sums.contains("  usr/bin/kiosk-agent\n") && !md5sums.contains("etc/kiosk-agent"), "{md5sums}");
+    let out =
+        Command::new("md5sum").args(["--check", "--quiet", "DEBIAN/md5sums"]).current_dir(dir.path()).output().unwrap();
+    assert_exit(&out, 0, "the package's checksums match its files");
+    let copyright = std::fs::read_to_string(dir.path().join("usr/share/doc/kiosk-agent/copyright")).unwrap();
+    assert!(copyright.contains("License: Apache-2.0"), "{copyright}");
     let postinst = std::fs::read_to_string(dir.path().join("DEBIAN/postinst")).unwrap();
     assert!(postinst.contains("key init") && postinst.contains("[ ! -e \"$key\" ]"), "the key only when none exists");
     // Stripped: a kiosk downloads megabytes, not the debug information.
