@@ -93,6 +93,8 @@ pub async fn run(
     let shared_config = Arc::new(config.clone());
     let worker = Worker::new(Arc::clone(&queue), client, config);
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let stop_tx = Arc::new(stop_tx);
+    let mut components = tokio::task::JoinSet::new();
     let context = Context {
         bus: worker.bus().clone(),
         queue: Arc::clone(&queue),
@@ -103,15 +105,19 @@ pub async fn run(
         // Every committed change to an enrollment goes out on the bus.
         let bus = worker.bus().clone();
         queue.on_commit(move |rows| bus.publish(DaemonEvent::EnrollmentChanged { rows }));
-        spawn(systemd::Notify, &context);
-        spawn(WakeSocket, &context);
+        spawn(systemd::Notify, &context, &mut components);
+        spawn(WakeSocket, &context, &mut components);
         if let Some(listener) = listeners.webhook {
-            spawn(Webhooks { listener }, &context);
+            spawn(Webhooks { listener }, &context, &mut components);
         }
         if listeners.api.is_some() || listeners.api_unix.is_some() {
             // Never an open API, whoever bound the listeners.
             crate::api::token::require(&shared_config.api)?;
-            spawn(Api { tcp: listeners.api, unix: listeners.api_unix, config: shared_config }, &context);
+            spawn(
+                Api { tcp: listeners.api, unix: listeners.api_unix, config: shared_config },
+                &context,
+                &mut components,
+            );
         }
         tracing::info!(data_dir = %queue.dir().display(), "sync worker running");
     }
@@ -119,21 +125,34 @@ pub async fn run(
     let (uploads_done, uploads_stop) = tokio::sync::oneshot::channel();
     let uploads = (mode == Mode::Once)
         .then(|| tokio::spawn(crate::progress::follow_uploads(worker.bus().subscribe(), uploads_stop)));
+    let stop = Arc::clone(&stop_tx);
     tokio::spawn(async move {
         shutdown.await;
         tracing::info!("shutdown requested; finishing in-flight steps");
         if mode == Mode::Forever {
             systemd::stopping();
         }
-        let _ = stop_tx.send(true);
+        stop.send_replace(true);
     });
     let outcome = worker.run(mode, stop_rx).await;
     let _ = uploads_done.send(());
     if let Some(task) = uploads {
         let _ = task.await;
     }
+    // The components end with the worker, even when it ended on an error, and are waited for:
+    // when `run` returns, no listener of this daemon accepts anything more.
+    stop_tx.send_replace(true);
+    let waited =
+        tokio::time::timeout(COMPONENTS_GRACE, async { while components.join_next().await.is_some() {} }).await;
+    if waited.is_err() {
+        tracing::warn!(left = components.len(), "components still running after {COMPONENTS_GRACE:?}; stopped");
+        components.shutdown().await;
+    }
     Ok(outcome?)
 }
+
+/// How long the components get to close their listeners once the worker has stopped.
+const COMPONENTS_GRACE: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// What every component is given: the bus, the queue, the worker, and the stop signal.
 #[derive(Debug, Clone)]
@@ -163,10 +182,10 @@ pub trait Component: Send + 'static {
     fn run(self, context: Context) -> impl Future<Output = anyhow::Result<()>> + Send;
 }
 
-/// Starts `component` on its own task; an error that ends it is logged with its name.
-fn spawn<C: Component>(component: C, context: &Context) {
+/// Starts `component` on its own task in `set`; an error that ends it is logged with its name.
+fn spawn<C: Component>(component: C, context: &Context, set: &mut tokio::task::JoinSet<()>) {
     let context = context.clone();
-    tokio::spawn(async move {
+    set.spawn(async move {
         if let Err(e) = component.run(context).await {
             tracing::error!(component = C::NAME, error = format!("{e:#}"), "component stopped");
         }
