@@ -93,7 +93,6 @@ pub async fn run(
     let shared_config = Arc::new(config.clone());
     let worker = Worker::new(Arc::clone(&queue), client, config);
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    let stop_tx = Arc::new(stop_tx);
     let mut components = tokio::task::JoinSet::new();
     let context = Context {
         bus: worker.bus().clone(),
@@ -125,7 +124,7 @@ pub async fn run(
     let (uploads_done, uploads_stop) = tokio::sync::oneshot::channel();
     let uploads = (mode == Mode::Once)
         .then(|| tokio::spawn(crate::progress::follow_uploads(worker.bus().subscribe(), uploads_stop)));
-    let stop = Arc::clone(&stop_tx);
+    let stop = stop_tx.clone();
     tokio::spawn(async move {
         shutdown.await;
         tracing::info!("shutdown requested; finishing in-flight steps");
@@ -140,7 +139,8 @@ pub async fn run(
         let _ = task.await;
     }
     // The components end with the worker, even when it ended on an error, and are waited for:
-    // when `run` returns, no listener of this daemon accepts anything more.
+    // when `run` returns, no listener of this daemon accepts anything more (past the grace,
+    // they are aborted instead).
     stop_tx.send_replace(true);
     let waited =
         tokio::time::timeout(COMPONENTS_GRACE, async { while components.join_next().await.is_some() {} }).await;
