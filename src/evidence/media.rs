@@ -50,9 +50,12 @@ pub struct CleanImage {
 /// Strips `bytes` of metadata, decodes the result fully and checks it against `slot`'s minimum
 /// size. The error is the rule broken.
 pub fn clean_image(bytes: &[u8], kind: MediaKind, slot: &str, max_pixels: u64) -> Result<CleanImage, String> {
-    let (stripped, format) = match kind {
-        MediaKind::Jpeg => (strip_jpeg(bytes)?, ImageFormat::Jpeg),
-        MediaKind::Png => (strip_png(bytes)?, ImageFormat::Png),
+    let (stripped, format, layout) = match kind {
+        MediaKind::Jpeg => {
+            let (stripped, layout) = strip_jpeg_with_layout(bytes)?;
+            (stripped, ImageFormat::Jpeg, layout)
+        }
+        MediaKind::Png => (strip_png(bytes)?, ImageFormat::Png, JpegLayout::default()),
         MediaKind::Mp4 => return Err("is a video, not an image".into()),
     };
     // Reads the cleaned bytes in place (twice: the header for the size, then the full decode).
@@ -95,8 +98,14 @@ pub fn clean_image(bytes: &[u8], kind: MediaKind, slot: &str, max_pixels: u64) -
     let undecodable = |e: &dyn std::fmt::Display| format!("does not decode as a {} image ({e})", kind.as_str());
     match luma_only {
         Some(mut decoder) => {
-            let plane = decoder.decode().map_err(|e| undecodable(&e))?;
-            if plane.len() as u64 != u64::from(width) * u64::from(height) {
+            let (plane, rows) = match first_rows(&stripped, &layout, height) {
+                Some((head, rows)) => {
+                    (luma_decoder(&head).and_then(|mut d| d.decode().map_err(|e| e.to_string())), rows)
+                }
+                None => (decoder.decode().map_err(|e| e.to_string()), height),
+            };
+            let plane = plane.map_err(|e| undecodable(&e))?;
+            if plane.len() as u64 != u64::from(width) * u64::from(rows) {
                 return Err(undecodable(&"its scans do not fill the frame"));
             }
         }
@@ -105,6 +114,43 @@ pub fn clean_image(bytes: &[u8], kind: MediaKind, slot: &str, max_pixels: u64) -
         }
     }
     Ok(CleanImage { kind, bytes: stripped, width, height })
+}
+
+/// Entropy-coded bytes of a large baseline scan that are decoded (see [`first_rows`]).
+const FIRST_ROWS_BYTES: usize = 64 << 10;
+
+/// For a baseline JPEG of one scan much longer than [`FIRST_ROWS_BYTES`]: a copy that ends
+/// after that many bytes of its scan, its frame header saying it is only as tall as the rows
+/// they hold (rounded up to whole 16-row MCUs), and that number of rows. `None` when the whole
+/// image is to be decoded.
+///
+/// Why this is enough: the lenient decode (the one the `image` crate makes, and this module
+/// with it) does not refuse damaged entropy-coded data, it draws it; what it refuses is a frame,
+/// table or scan header it cannot use, and Huffman tables the data contradicts, which show in
+/// the first rows. Decoding the first rows runs every check of the decoder's set-up on the real
+/// headers, and the walk of [`strip_jpeg`] has already checked the whole scan's structure (no
+/// stray marker, an end of image). Progressive and multi-scan files, which cameras do not
+/// write, are decoded in full. `the_first_rows_refuse_what_the_full_decode_refuses` (tests)
+/// holds it to the full decode's verdicts.
+fn first_rows(stripped: &[u8], layout: &JpegLayout, height: u32) -> Option<(Vec<u8>, u32)> {
+    let (marker, frame) = layout.frame?;
+    let [scan] = layout.scans.as_slice() else { return None };
+    if !matches!(marker, 0xC0 | 0xC1) || scan.len() <= 2 * FIRST_ROWS_BYTES || height == 0 {
+        return None;
+    }
+    let rows = (u64::from(height) * FIRST_ROWS_BYTES as u64).div_ceil(scan.len() as u64).max(1);
+    let rows = u32::try_from(rows.next_multiple_of(16)).ok()?.min(height);
+    let mut end = scan.start + FIRST_ROWS_BYTES;
+    // Never end on half of a stuffed 0xFF00 or of a restart marker.
+    while stripped[end - 1] == 0xFF {
+        end -= 1;
+    }
+    let mut head = Vec::with_capacity(end + 2);
+    head.extend_from_slice(&stripped[..end]);
+    head.extend_from_slice(&[0xFF, 0xD9]);
+    // FF Cn, length (2), precision (1), then the height (2).
+    head.get_mut(frame + 5..frame + 7)?.copy_from_slice(&u16::try_from(rows).ok()?.to_be_bytes());
+    Some((head, rows))
 }
 
 /// A JPEG decoder over `bytes` with its headers read, set to give the luma plane only, with
@@ -124,11 +170,27 @@ fn luma_decoder(bytes: &[u8]) -> Result<JpegDecoder<ZCursor<&[u8]>>, String> {
 /// entropy-coded data, a plain JFIF header (without thumbnail) and Adobe's colour-transform
 /// marker. APP1–APP13 and APP15 (EXIF, XMP, ICC, maker notes), comments and trailing bytes go.
 pub fn strip_jpeg(bytes: &[u8]) -> Result<Vec<u8>, String> {
+    strip_jpeg_with_layout(bytes).map(|(out, _)| out)
+}
+
+/// Where the parts that decoding starts from lie in a stripped JPEG.
+#[derive(Debug, Clone, Default, PartialEq)]
+struct JpegLayout {
+    /// The start-of-frame marker (0xC0 baseline, 0xC1 extended, 0xC2 progressive, …) and the
+    /// offset of its 0xFF.
+    frame: Option<(u8, usize)>,
+    /// The entropy-coded data of each scan.
+    scans: Vec<std::ops::Range<usize>>,
+}
+
+/// [`strip_jpeg`], also telling where the frame header and the scans are in its output.
+fn strip_jpeg_with_layout(bytes: &[u8]) -> Result<(Vec<u8>, JpegLayout), String> {
     let broken = |what: &str| format!("is not a well-formed JPEG ({what})");
     if bytes.len() < 4 || bytes[..2] != [0xFF, 0xD8] {
         return Err(broken("no start-of-image marker"));
     }
     let mut out = Vec::with_capacity(bytes.len());
+    let mut layout = JpegLayout::default();
     out.extend_from_slice(&[0xFF, 0xD8]);
     let mut pos = 2;
     loop {
@@ -144,7 +206,7 @@ pub fn strip_jpeg(bytes: &[u8]) -> Result<Vec<u8>, String> {
         match marker {
             0xD9 => {
                 out.extend_from_slice(&[0xFF, 0xD9]);
-                return Ok(out);
+                return Ok((out, layout));
             }
             0x01 | 0xD0..=0xD7 => out.extend_from_slice(&[0xFF, marker]),
             0x00 | 0xD8 => return Err(broken("an unexpected marker")),
@@ -162,6 +224,11 @@ pub fn strip_jpeg(bytes: &[u8]) -> Result<Vec<u8>, String> {
                     _ => true,
                 };
                 if keep {
+                    // Start-of-frame markers: 0xC0–0xCF but for DHT (C4), JPG (C8) and DAC (CC).
+                    if matches!(marker, 0xC0..=0xCF) && !matches!(marker, 0xC4 | 0xC8 | 0xCC) && layout.frame.is_none()
+                    {
+                        layout.frame = Some((marker, out.len()));
+                    }
                     out.extend_from_slice(&[0xFF, marker]);
                     out.extend_from_slice(segment);
                 }
@@ -170,14 +237,21 @@ pub fn strip_jpeg(bytes: &[u8]) -> Result<Vec<u8>, String> {
                     // Entropy-coded data runs to the next marker that is not a stuffed 0xFF00
                     // or a restart marker.
                     let start = pos;
-                    while pos + 1 < bytes.len()
-                        && !(bytes[pos] == 0xFF && bytes[pos + 1] != 0x00 && !(0xD0..=0xD7).contains(&bytes[pos + 1]))
-                    {
-                        pos += 1;
+                    loop {
+                        let Some(at) = memchr::memchr(0xFF, &bytes[pos..]) else {
+                            pos = bytes.len();
+                            break;
+                        };
+                        pos += at;
+                        match bytes.get(pos + 1) {
+                            Some(0x00 | 0xD0..=0xD7) => pos += 2,
+                            _ => break,
+                        }
                     }
                     if pos + 1 >= bytes.len() {
                         return Err(broken("the image data has no end marker"));
                     }
+                    layout.scans.push(out.len()..out.len() + (pos - start));
                     out.extend_from_slice(&bytes[start..pos]);
                 }
             }
