@@ -269,6 +269,10 @@ pub fn encrypt_stream(
             }
             hex::encode(h.finalize())
         });
+        // Chunk buffers go round: one comes back once the hasher has dropped its share of it
+        // (fresh 256 KiB allocations are fresh pages, zeroed by the kernel, then by us).
+        let mut hashing: std::collections::VecDeque<std::sync::Arc<Vec<u8>>> = std::collections::VecDeque::new();
+        let mut sealed = Vec::with_capacity(CHUNK + TAG);
         let result = (|| {
             let mut total = 0u64;
             let mut index = 0u32;
@@ -284,18 +288,19 @@ pub fn encrypt_stream(
                     ));
                 }
                 current.truncate(filled);
-                let mut next = vec![0u8; CHUNK];
+                let mut next = spare_chunk(&mut hashing);
                 let next_filled = if filled < CHUNK { 0 } else { read_full(input, &mut next)? };
                 let last = next_filled == 0;
                 let plain = std::sync::Arc::new(current);
                 let _ = to_hasher.send(std::sync::Arc::clone(&plain));
-                let mut buf = Vec::with_capacity(plain.len() + TAG);
-                buf.extend_from_slice(&plain);
+                sealed.clear();
+                sealed.extend_from_slice(&plain);
+                hashing.push_back(plain);
                 let tag = aead
-                    .seal_in_place_separate_tag(stream_nonce(&prefix, index, last), Aad::from(aad), &mut buf)
+                    .seal_in_place_separate_tag(stream_nonce(&prefix, index, last), Aad::from(aad), &mut sealed)
                     .map_err(|_| io::Error::other("AES-GCM sealing failed"))?;
-                buf.extend_from_slice(tag.as_ref());
-                output.write_all(&buf)?;
+                sealed.extend_from_slice(tag.as_ref());
+                output.write_all(&sealed)?;
                 if last {
                     return Ok(total);
                 }
@@ -310,6 +315,16 @@ pub fn encrypt_stream(
         let sha256 = hasher.join().expect("hash thread panicked");
         result.map(|plaintext_len| StreamSummary { plaintext_len, sha256 })
     })
+}
+
+/// A chunk buffer: the oldest of `hashing` once the hasher is done with it, else a new one.
+fn spare_chunk(hashing: &mut std::collections::VecDeque<std::sync::Arc<Vec<u8>>>) -> Vec<u8> {
+    let mut buf = match hashing.front().map(std::sync::Arc::strong_count) {
+        Some(1) => hashing.pop_front().and_then(std::sync::Arc::into_inner).unwrap_or_default(),
+        _ => Vec::new(),
+    };
+    buf.resize(CHUNK, 0);
+    buf
 }
 
 /// Reads until `buf` is full or the input ends; returns how many bytes were read.

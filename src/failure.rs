@@ -31,6 +31,7 @@ impl<E: Into<anyhow::Error>> From<E> for Failure {
                     c.downcast_ref::<QueueError>(),
                     Some(
                         QueueError::Space(_)
+                            | QueueError::Evidence(_)
                             | QueueError::NotFound(_)
                             | QueueError::WrongState { .. }
                             | QueueError::BadDocument { .. }

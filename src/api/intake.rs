@@ -244,7 +244,7 @@ async fn json_body(request: Request, limit: u64) -> Result<Value, ApiError> {
         .map_err(|e| bad("body", format!("is not valid JSON: {e}")))
 }
 
-fn evidence_error(e: EvidenceError) -> ApiError {
+pub(crate) fn evidence_error(e: EvidenceError) -> ApiError {
     let field = e.violations().first().map(|v| v.field.clone()).unwrap_or_else(|| "manifest".into());
     ApiError::field(StatusCode::BAD_REQUEST, "invalid", field, e.to_string())
 }

@@ -151,6 +151,7 @@ impl From<QueueError> for ApiError {
             }
             QueueError::WrongState { .. } => ApiError::new(StatusCode::CONFLICT, "wrong_state", e.to_string()),
             QueueError::Space(_) => ApiError::new(StatusCode::INSUFFICIENT_STORAGE, "spool_full", e.to_string()),
+            QueueError::Evidence(e) => intake::evidence_error(e),
             e => {
                 tracing::error!(error = %e, "API request failed");
                 ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", "the request failed; see the daemon's log")

@@ -567,6 +567,11 @@ fn enroll(config: &Config, manifest: &Path, allow_outside: bool) -> Result<ExitC
     let options =
         ManifestOptions { allow_outside, video: &HelperProber, generation: config.oneshot.generation, sealed: None };
     let enrollment = validate_manifest(manifest, &config.evidence, options)?;
+    // The video's probe is awaited by the queue before it commits, beside the encryption; a
+    // queue that does not exist yet would be created first, so there the verdict comes first.
+    if !config.storage.data_dir.join("queue.db").exists() {
+        enrollment.video_media()?;
+    }
     let queue = Queue::open(&config.storage)?;
     let total = enrollment.images.iter().chain([&enrollment.video]).map(|a| a.size).sum();
     let progress = crate::progress::Progress::new("enroll: encrypting", total, crate::progress::Unit::Bytes);

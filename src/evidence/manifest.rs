@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
 use super::open::{read_manifest, Scope};
-use super::probe::{VideoFacts, VideoProber};
+use super::probe::{PendingProbe, VideoCheck, VideoProber};
 use super::sniff::{sniff_image, sniff_video, MediaKind};
 use super::{countries, media, strict_json, EvidenceError, Violation};
 use crate::config::EvidenceLimits;
@@ -138,6 +138,17 @@ pub struct Enrollment {
     /// `operator` or `software:NAME`; empty when the manifest does not say. Recorded in the
     /// signed capture manifest and the audit trail, never sent to the server.
     pub claims_source: Map<String, Value>,
+    /// The video's probe, possibly still running: [`Enrollment::video_media`] awaits it.
+    pub video_check: VideoCheck,
+}
+
+impl Enrollment {
+    /// The video's facts (container, codec, size, duration) once its probe passed, waiting for
+    /// it if it is still running; the violation when the video is refused. The queue asks
+    /// before it commits: nothing is acknowledged before the video is known to play.
+    pub fn video_media(&self) -> Result<Value, EvidenceError> {
+        Ok(self.video_check.wait()?.unwrap_or_else(|| self.video.media.clone()))
+    }
 }
 
 /// Reads and validates the manifest at `path`; artifact paths are relative to its directory.
@@ -243,14 +254,15 @@ impl Checker<'_> {
         Some(Opened { field: field.to_owned(), file, key, size, limit })
     }
 
-    /// Checks the content of every opened artifact: images are cleaned and decoded and the video
-    /// probed, side by side (decoding four large images and starting the probe one after the
-    /// other would make `enroll` wait for each in turn). Violations are recorded in field order.
+    /// Checks the content of every opened artifact: images are cleaned and decoded and the
+    /// video's probe started, side by side (decoding four large images and starting the probe
+    /// one after the other would make `enroll` wait for each in turn). Violations are recorded
+    /// in field order; the probe's comes with its verdict.
     fn contents(
         &mut self,
         images: Vec<Opened>,
         video: Option<Opened>,
-    ) -> (Vec<ArtifactSource>, Option<ArtifactSource>) {
+    ) -> (Vec<ArtifactSource>, Option<(ArtifactSource, PendingProbe)>) {
         let name_of = |field: &str| field.rsplit('.').next().unwrap_or(field).to_owned();
         let (prober, max_pixels) = (self.prober, self.max_image_pixels);
         let (image_results, video_result) = std::thread::scope(|scope| {
@@ -274,23 +286,24 @@ impl Checker<'_> {
             (images, video.map(|h| h.join().expect("the video check panicked")))
         });
         let mut done = Vec::new();
-        let mut results: Vec<(String, Checked)> = image_results;
-        let video_index = video_result.as_ref().map(|_| results.len());
-        results.extend(video_result);
-        let mut video_source = None;
-        for (i, (field, result)) in results.into_iter().enumerate() {
+        for (field, result) in image_results {
             match result {
                 Ok((kind, content, size, media)) => {
-                    let source = ArtifactSource { name: name_of(&field), kind, size, content, media };
-                    if Some(i) == video_index {
-                        video_source = Some(source);
-                    } else {
-                        done.push(source);
-                    }
+                    done.push(ArtifactSource { name: name_of(&field), kind, size, content, media })
                 }
                 Err(rule) => self.fail(field, rule),
             }
         }
+        let video_source = match video_result {
+            Some((field, Ok((kind, content, size, probe)))) => {
+                Some((ArtifactSource { name: name_of(&field), kind, size, content, media: Value::Null }, probe))
+            }
+            Some((field, Err(rule))) => {
+                self.fail(field, rule);
+                None
+            }
+            None => None,
+        };
         (done, video_source)
     }
 }
@@ -308,13 +321,13 @@ struct Opened {
     limit: u64,
 }
 
-/// Sniffs and probes the video from its handle.
+/// Sniffs the video from its handle and starts its probe.
 fn video_content(
     prober: &dyn VideoProber,
     file: &mut File,
     key: Option<Arc<SpillKey>>,
     size: u64,
-) -> Result<(MediaKind, Content, u64, Value), String> {
+) -> Result<(MediaKind, Content, u64, PendingProbe), String> {
     let sniffed = match &key {
         Some(key) => sniff_video(&mut key.unseal(&*file)),
         None => sniff_video(file),
@@ -322,18 +335,14 @@ fn video_content(
     let Some(kind) = sniffed.map_err(|e| format!("cannot be read: {e}"))? else {
         return Err("must be an MP4 file (ISO-BMFF starting with an ftyp box)".into());
     };
-    let facts: VideoFacts = prober.probe(file, key.as_deref())?;
+    let probe = prober.start(file, key.as_deref())?;
     let mut file = file.try_clone().map_err(|e| format!("cannot be read: {e}"))?;
     file.rewind().map_err(|e| format!("cannot be read: {e}"))?;
-    let media = serde_json::json!({
-        "container": facts.container, "codec": facts.codec, "width": facts.width,
-        "height": facts.height, "duration_secs": facts.duration_secs,
-    });
     let content = match key {
         Some(key) => Content::Sealed(file, key),
         None => Content::File(file),
     };
-    Ok((kind, content, size, media))
+    Ok((kind, content, size, probe))
 }
 
 /// Reads an image (at most `limit` bytes, from its handle), cleans and decodes it.
@@ -457,6 +466,8 @@ fn validate_value(
     }
     let video = c.open_artifact("video", root.get("video"), limits.max_video_bytes);
     let (images, video) = c.contents(images, video);
+    // Where the video's verdict goes among the violations, should the manifest be refused.
+    let video_at = c.violations.len();
 
     let capture = match root.get("capture") {
         None => Some(Map::new()),
@@ -480,16 +491,23 @@ fn validate_value(
             Some(ocr_data),
             Some(security_checks),
             Some(similarity_level),
-            Some(video),
+            Some((video, probe)),
             Some(capture),
         ) if c.violations.is_empty() => Ok(Enrollment {
             pii: Pii { customer, acceptance, ocr_data, security_checks, similarity_level },
             images,
+            video_check: VideoCheck::running("video".into(), probe),
             video,
             capture,
             claims_source,
         }),
-        _ => Err(EvidenceError::Invalid(c.violations)),
+        (.., video, _) => {
+            // Refused anyway: the probe's verdict still belongs in the list, in field order.
+            if let Some(Err(rule)) = video.map(|(_, probe)| probe.finish()) {
+                c.violations.insert(video_at, Violation { field: "video".into(), rule });
+            }
+            Err(EvidenceError::Invalid(c.violations))
+        }
     }
 }
 

@@ -2,8 +2,8 @@
 //!
 //! Validation collects every problem at once, each naming the manifest field and the rule it
 //! breaks, and it only reads: it opens each artifact once ([`open`]), decodes images and cleans
-//! them of metadata ([`media`]), probes the video ([`probe`]), and writes nothing, so a rejected
-//! manifest leaves no trace.
+//! them of metadata ([`media`]), starts the video's probe ([`probe`], awaited before the
+//! enrollment is committed), and writes nothing, so a rejected manifest leaves no trace.
 
 pub mod countries;
 mod manifest;
@@ -18,7 +18,7 @@ pub use manifest::{
     validate_manifest, ArtifactSource, Content, Customer, Enrollment, ManifestOptions, Pii, IMAGE_NAMES,
 };
 pub use payload::{create_body, evidences_body};
-pub use probe::{HelperProber, VideoProber};
+pub use probe::{HelperProber, PendingProbe, VideoCheck, VideoProber};
 pub use sniff::{sniff_image, sniff_video, MediaKind};
 
 use std::fmt;

@@ -1,6 +1,9 @@
 //! Probing the video before it is queued: the capture helper (which links FFmpeg) reads the
 //! already-open file as its standard input and reports container, codec, size and duration
-//! once its first frame decodes. The agent itself never loads a decoder (see [`crate::helper`]).
+//! once its first frame decodes. The helper is started during validation and runs beside the
+//! rest of it and beside the encryption; its verdict is awaited before the enrollment is
+//! committed ([`VideoCheck`]), so loading FFmpeg (over a hundred shared libraries) and decoding
+//! are off `enroll`'s critical path. The agent itself never loads a decoder (see [`crate::helper`]).
 //! A sealed spill ([`crate::spill`]) is read by the helper through FFmpeg's `crypto:` protocol,
 //! its key given in the helper's environment (never on its command line, readable only by this
 //! same user, who can read this process's memory anyway).
@@ -8,7 +11,12 @@
 use std::fs::File;
 use std::io::Read as _;
 use std::process::{Child, ExitStatus, Stdio};
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+use super::{EvidenceError, Violation};
 
 /// Video codecs accepted inside the MP4 (what the reviewers' players handle).
 pub const ACCEPTED_CODECS: [&str; 2] = ["h264", "hevc"];
@@ -20,11 +28,12 @@ pub use kiosk_common::video::{VideoFacts, SEALED_KEY_VAR};
 use crate::spill::SpillKey;
 
 /// Something that can tell whether an open file is a playable video (from any thread: the
-/// video is probed while the images are decoded).
+/// video is probed while the images are checked, and the verdict is awaited only before the
+/// enrollment is committed).
 pub trait VideoProber: Sync {
-    /// The facts, or the rule the file breaks; `sealed`: the file is a sealed spill under
-    /// this key.
-    fn probe(&self, file: &File, sealed: Option<&SpillKey>) -> Result<VideoFacts, String>;
+    /// Starts the probe; `sealed`: the file is a sealed spill under this key. An error is the
+    /// rule the file breaks (or why it could not be probed).
+    fn start(&self, file: &File, sealed: Option<&SpillKey>) -> Result<PendingProbe, String>;
 }
 
 /// The real prober: `kiosk-agent-capture probe-video` with the file as standard input.
@@ -32,21 +41,40 @@ pub trait VideoProber: Sync {
 pub struct HelperProber;
 
 impl VideoProber for HelperProber {
-    fn probe(&self, file: &File, sealed: Option<&SpillKey>) -> Result<VideoFacts, String> {
+    fn start(&self, file: &File, sealed: Option<&SpillKey>) -> Result<PendingProbe, String> {
         let stdin = file.try_clone().map_err(|e| format!("cannot hand the video to the probe: {e}"))?;
         let mut command = crate::helper::command().map_err(|e| format!("cannot be probed: {e:#}"))?;
         command.env_remove(SEALED_KEY_VAR);
         if let Some(key) = sealed {
             command.env(SEALED_KEY_VAR, key.to_hex());
         }
-        let mut child = command
+        let child = command
             .arg("probe-video")
             .stdin(Stdio::from(stdin))
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
             .map_err(|e| format!("cannot be probed: the capture helper did not start ({e})"))?;
-        let status = match wait_within(&mut child, PROBE_TIMEOUT) {
+        Ok(PendingProbe { child: Some(child), started: Instant::now() })
+    }
+}
+
+/// A probe under way: the helper reads the video (through its own open file description, so
+/// the caller may read the same file meanwhile) while the caller goes on. Dropped unfinished,
+/// the helper is killed.
+#[derive(Debug)]
+pub struct PendingProbe {
+    child: Option<Child>,
+    started: Instant,
+}
+
+impl PendingProbe {
+    /// Waits for the helper (within [`PROBE_TIMEOUT`] of its start): the video's facts, or the
+    /// rule it breaks.
+    pub fn finish(mut self) -> Result<VideoFacts, String> {
+        let mut child = self.child.take().expect("a pending probe has its helper");
+        let left = PROBE_TIMEOUT.saturating_sub(self.started.elapsed());
+        let status = match wait_within(&mut child, left) {
             Ok(Some(status)) => status,
             Ok(None) | Err(_) => {
                 let _ = child.kill();
@@ -67,6 +95,15 @@ impl VideoProber for HelperProber {
             serde_json::from_str(out.trim()).map_err(|e| format!("probe gave an unreadable answer ({e})"))?;
         check(&facts)?;
         Ok(facts)
+    }
+}
+
+impl Drop for PendingProbe {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
     }
 }
 
@@ -116,4 +153,53 @@ pub fn check(facts: &VideoFacts) -> Result<(), String> {
         return Err("must last longer than zero seconds".into());
     }
     Ok(())
+}
+
+/// The video's probe as the enrollment carries it: still running, or its verdict.
+#[derive(Debug)]
+pub struct VideoCheck(Mutex<CheckState>);
+
+#[derive(Debug)]
+enum CheckState {
+    /// Nothing is pending: the video's facts are the ones its source holds.
+    Known,
+    Running {
+        field: String,
+        probe: PendingProbe,
+    },
+    Done(Result<Option<Value>, Violation>),
+}
+
+impl VideoCheck {
+    /// A video whose facts were known without a probe (built by hand, as in tests).
+    pub fn known() -> VideoCheck {
+        VideoCheck(Mutex::new(CheckState::Known))
+    }
+
+    pub(crate) fn running(field: String, probe: PendingProbe) -> VideoCheck {
+        VideoCheck(Mutex::new(CheckState::Running { field, probe }))
+    }
+
+    /// The probe's facts as the capture manifest records them (`None`: [`VideoCheck::known`]),
+    /// waiting for it the first time; its violation when the video is refused.
+    pub fn wait(&self) -> Result<Option<Value>, EvidenceError> {
+        let mut state = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        let verdict = match std::mem::replace(&mut *state, CheckState::Known) {
+            CheckState::Known => Ok(None),
+            CheckState::Running { field, probe } => {
+                probe.finish().map(|facts| Some(media_of(&facts))).map_err(|rule| Violation { field, rule })
+            }
+            CheckState::Done(verdict) => verdict,
+        };
+        *state = CheckState::Done(verdict.clone());
+        verdict.map_err(|v| EvidenceError::Invalid(vec![v]))
+    }
+}
+
+/// The facts of a probed video as the capture manifest records them.
+pub fn media_of(facts: &VideoFacts) -> Value {
+    serde_json::json!({
+        "container": facts.container, "codec": facts.codec, "width": facts.width,
+        "height": facts.height, "duration_secs": facts.duration_secs,
+    })
 }

@@ -34,6 +34,8 @@ fn validate_for(path: &Path, limits: &EvidenceLimits, generation: Generation) ->
         limits,
         ManifestOptions { allow_outside: false, video: &HelperProber, generation, sealed: None },
     )
+    // The video's probe, which the queue awaits before committing, awaited here.
+    .and_then(|e| e.video_media().map(|_| e))
 }
 
 /// A temp dir holding a valid manifest and its artifacts; `edit` changes the manifest first.
@@ -455,6 +457,62 @@ proptest::proptest! {
         let luma = media::clean_image(&bytes, MediaKind::Jpeg, "document_front", u64::MAX);
         if let Ok(clean) = &luma {
             proptest::prop_assert!(full_decode(&clean.bytes), "the luma check took what the full decode refuses");
+        }
+    }
+}
+
+/// A camera-like JPEG (noise, quality 90) whose scan is several times the part of it that the
+/// check decodes, so that the first-rows path is the one taken.
+fn noisy_jpeg() -> Vec<u8> {
+    let mut seed = 0x2545_F491_4F6C_DD1Du64;
+    let img = image::RgbImage::from_fn(900, 700, |_, _| {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        image::Rgb([seed as u8, (seed >> 8) as u8, (seed >> 16) as u8])
+    });
+    let mut out = Vec::new();
+    image::codecs::jpeg::JpegEncoder::new_with_quality(&mut out, 90).encode_image(&img).unwrap();
+    out
+}
+
+#[test]
+fn a_large_baseline_jpeg_is_judged_by_its_first_rows_and_its_whole_structure() {
+    let bytes = noisy_jpeg();
+    assert!(bytes.len() > 4 * 64 * 1024, "the scan must be well over the decoded part: {} bytes", bytes.len());
+    let clean = media::clean_image(&bytes, MediaKind::Jpeg, "document_front", u64::MAX).unwrap();
+    assert_eq!((clean.width, clean.height), (900, 700));
+    // A marker planted in the middle of the scan, past the decoded rows: the structure walk
+    // still sees it (the bytes after it are not a segment).
+    let mut planted = bytes.clone();
+    let middle = planted.len() / 2;
+    planted[middle..middle + 2].copy_from_slice(&[0xFF, 0xC4]);
+    assert!(media::clean_image(&planted, MediaKind::Jpeg, "document_front", u64::MAX).is_err());
+    // Cut short anywhere: no end marker.
+    let cut = &bytes[..bytes.len() * 3 / 4];
+    let err = media::clean_image(cut, MediaKind::Jpeg, "document_front", u64::MAX).unwrap_err();
+    assert!(err.contains("no end marker"), "{err}");
+}
+
+proptest::proptest! {
+    #![proptest_config(proptest::prelude::ProptestConfig::with_cases(48))]
+    /// The first-rows check of a large baseline JPEG, its headers or its scan damaged anywhere
+    /// (bytes overwritten, a marker planted), refuses whatever the full decode of the `image`
+    /// crate refuses.
+    #[test]
+    fn the_first_rows_refuse_what_the_full_decode_refuses(
+        flips in proptest::collection::vec((0.0f64..1.0, proptest::num::u8::ANY), 1..8),
+        in_headers in proptest::bool::ANY,
+    ) {
+        let mut bytes = noisy_jpeg();
+        let sos = bytes.windows(2).position(|w| w == [0xFF, 0xDA]).unwrap();
+        let (from, to) = if in_headers { (2, sos + 14) } else { (sos + 14, bytes.len() - 2) };
+        for (at, value) in flips {
+            bytes[from + ((to - from - 1) as f64 * at) as usize] = value;
+        }
+        let checked = media::clean_image(&bytes, MediaKind::Jpeg, "document_front", u64::MAX);
+        if let Ok(clean) = &checked {
+            proptest::prop_assert!(full_decode(&clean.bytes), "the first rows took what the full decode refuses");
         }
     }
 }

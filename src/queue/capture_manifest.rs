@@ -42,9 +42,21 @@ impl SignedManifest {
 pub type Row<'a> = (&'a str, &'a str, u64, &'a str);
 
 /// Builds and signs the manifest of enrollment `id`.
-pub fn sign(id: &str, enrollment: &Enrollment, rows: &[Row<'_>], queued_at_ms: i64, key: &DeviceKey) -> SignedManifest {
-    let media: Map<String, Value> =
-        enrollment.images.iter().chain([&enrollment.video]).map(|a| (a.name.clone(), a.media.clone())).collect();
+/// `video_media`: what the video's probe found ([`Enrollment::video_media`]).
+pub fn sign(
+    id: &str,
+    enrollment: &Enrollment,
+    video_media: &Value,
+    rows: &[Row<'_>],
+    queued_at_ms: i64,
+    key: &DeviceKey,
+) -> SignedManifest {
+    let media: Map<String, Value> = enrollment
+        .images
+        .iter()
+        .map(|a| (a.name.clone(), a.media.clone()))
+        .chain([(enrollment.video.name.clone(), video_media.clone())])
+        .collect();
     let artifacts: Vec<Value> = rows
         .iter()
         .map(|(name, kind, size, sha256)| {

@@ -79,6 +79,9 @@ pub enum QueueError {
     Crypto(#[from] CryptoError),
     #[error("no enrollment with id {0}")]
     NotFound(String),
+    /// The evidence was refused by a check that ran beside the encryption (the video's probe).
+    #[error(transparent)]
+    Evidence(#[from] crate::evidence::EvidenceError),
     #[error("enrollment {id} is {state}: {rule}")]
     WrongState { id: String, state: State, rule: &'static str },
     #[error(transparent)]

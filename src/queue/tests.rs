@@ -4,7 +4,7 @@ use proptest::prelude::*;
 
 use super::*;
 use crate::config::{EraseAfter, StorageConfig};
-use crate::evidence::{ArtifactSource, Content, Customer, Enrollment, MediaKind, Pii};
+use crate::evidence::{ArtifactSource, Content, Customer, Enrollment, MediaKind, Pii, VideoCheck};
 
 pub(super) fn storage(dir: &Path) -> StorageConfig {
     let key = dir.join("data/master.key");
@@ -57,6 +57,7 @@ fn enrollment(dir: &Path, video_len: usize) -> Enrollment {
         },
         capture: serde_json::Map::new(),
         claims_source: serde_json::Map::new(),
+        video_check: VideoCheck::known(),
     }
 }
 
