@@ -197,7 +197,7 @@ impl VideoCheck {
 }
 
 /// The facts of a probed video as the capture manifest records them.
-pub fn media_of(facts: &VideoFacts) -> Value {
+fn media_of(facts: &VideoFacts) -> Value {
     serde_json::json!({
         "container": facts.container, "codec": facts.codec, "width": facts.width,
         "height": facts.height, "duration_secs": facts.duration_secs,

@@ -464,6 +464,11 @@ proptest::proptest! {
 /// A camera-like JPEG (noise, quality 90) whose scan is several times the part of it that the
 /// check decodes, so that the first-rows path is the one taken.
 fn noisy_jpeg() -> Vec<u8> {
+    static ENCODED: std::sync::OnceLock<Vec<u8>> = std::sync::OnceLock::new();
+    ENCODED.get_or_init(encode_noisy_jpeg).clone()
+}
+
+fn encode_noisy_jpeg() -> Vec<u8> {
     let mut seed = 0x2545_F491_4F6C_DD1Du64;
     let img = image::RgbImage::from_fn(900, 700, |_, _| {
         seed ^= seed << 13;

@@ -2,8 +2,6 @@
 
 use std::fs::File;
 use std::io::{BufReader, BufWriter, Write};
-use std::path::PathBuf;
-use std::sync::atomic::{AtomicU64, Ordering};
 
 use rusqlite::params;
 
@@ -29,11 +27,7 @@ impl Queue {
 
     /// [`Queue::enqueue`], telling `progress` how many bytes of the artifacts are encrypted so
     /// far (out of the sum of their sizes).
-    pub fn enqueue_with_progress(
-        &self,
-        enrollment: &Enrollment,
-        progress: &(dyn Fn(u64) + Sync),
-    ) -> Result<String, QueueError> {
+    pub fn enqueue_with_progress(&self, enrollment: &Enrollment, progress: &dyn Fn(u64)) -> Result<String, QueueError> {
         let artifacts: Vec<&ArtifactSource> = enrollment.images.iter().chain([&enrollment.video]).collect();
         let needed: u64 = artifacts.iter().map(|a| a.size).sum();
         self.check_space(needed)?;
@@ -70,22 +64,34 @@ impl Queue {
         e: &Enrollment,
         artifacts: &[&ArtifactSource],
         device: &crate::device_key::DeviceKey,
-        progress: &(dyn Fn(u64) + Sync),
+        progress: &dyn Fn(u64),
     ) -> Result<(), QueueError> {
         let dir = self.spool_dir(id);
-        let done = AtomicU64::new(0);
-        // One artifact after another: the machine's cores are already busy with each one's
-        // hash and encryption (and the video's probe); sealing two at once measured no faster.
-        let sealed = artifacts.iter().map(|a| self.seal(id, key, a, &done, progress)).collect::<Result<Vec<_>, _>>()?;
-        let mut rows = Vec::with_capacity(sealed.len());
-        let mut written = Vec::with_capacity(sealed.len());
-        for (row, file) in sealed {
-            rows.push(row);
-            written.push(file);
+        let mut rows = Vec::with_capacity(artifacts.len());
+        let mut written = Vec::with_capacity(artifacts.len());
+        let mut done = 0u64;
+        for a in artifacts {
+            let target = dir.join(format!("{}.enc", a.name));
+            let source = std::path::Path::new(&a.name);
+            // The handle validation opened, from its start: never the path again.
+            let counted = Counted { inner: a.reader().map_err(io_err(source))?, done, progress };
+            let mut input = BufReader::with_capacity(crate::crypto::CHUNK, counted);
+            let file = File::create(&target).map_err(io_err(&target))?;
+            // Buffered for the stream's header only: each sealed chunk is larger than the buffer
+            // and goes straight to the file, without a copy.
+            let mut out = BufWriter::with_capacity(4096, crate::fsutil::WritebackFile::new(file));
+            // The limit is the size validated a moment ago: a file that grows in between is refused.
+            let summary = encrypt_stream(key, artifact_aad(id, &a.name).as_bytes(), &mut input, &mut out, a.size)
+                .map_err(io_err(source))?;
+            out.flush().map_err(io_err(&target))?;
+            written.push((out.into_inner().map_err(|e| io_err(&target)(e.into_error()))?, target));
+            rows.push((a.name.clone(), a.kind.as_str(), summary.plaintext_len, summary.sha256));
+            done += summary.plaintext_len;
+            crate::faults::crash_point("enqueue.after_artifact");
         }
         // Synced together at the end: the small files' syncs do not hold up the next file's
         // encryption, and one journal commit can cover several of them.
-        for (target, file) in &written {
+        for (file, target) in &written {
             file.get_ref().sync_all().map_err(io_err(target))?;
         }
         crate::fsutil::sync_dir(&dir).map_err(io_err(&dir))?;
@@ -137,36 +143,6 @@ impl Queue {
         Ok(())
     }
 
-    /// Encrypts one artifact into its spool file, unsynced: its row (name, kind, size, SHA-256)
-    /// and the file, for the caller to sync.
-    #[allow(clippy::type_complexity)]
-    fn seal(
-        &self,
-        id: &str,
-        key: &SecretKey,
-        a: &ArtifactSource,
-        done: &AtomicU64,
-        progress: &(dyn Fn(u64) + Sync),
-    ) -> Result<((String, &'static str, u64, String), (PathBuf, crate::fsutil::WritebackFile)), QueueError> {
-        let dir = self.spool_dir(id);
-        let target = dir.join(format!("{}.enc", a.name));
-        let source = std::path::Path::new(&a.name);
-        // The handle validation opened, from its start: never the path again.
-        let counted = Counted { inner: a.reader().map_err(io_err(source))?, done, progress };
-        let mut input = BufReader::with_capacity(crate::crypto::CHUNK, counted);
-        let file = File::create(&target).map_err(io_err(&target))?;
-        // Buffered for the stream's header only: each sealed chunk is larger than the buffer
-        // and goes straight to the file, without a copy.
-        let mut out = BufWriter::with_capacity(4096, crate::fsutil::WritebackFile::new(file));
-        // The limit is the size validated a moment ago: a file that grows in between is refused.
-        let summary = encrypt_stream(key, artifact_aad(id, &a.name).as_bytes(), &mut input, &mut out, a.size)
-            .map_err(io_err(source))?;
-        out.flush().map_err(io_err(&target))?;
-        let file = out.into_inner().map_err(|e| io_err(&target)(e.into_error()))?;
-        crate::faults::crash_point("enqueue.after_artifact");
-        Ok(((a.name.clone(), a.kind.as_str(), summary.plaintext_len, summary.sha256), (target, file)))
-    }
-
     /// Refuses work that would cross `storage.max_spool_bytes` or `storage.min_free_bytes`.
     /// Queued evidence is never evicted to make room.
     fn check_space(&self, needed: u64) -> Result<(), QueueError> {
@@ -193,18 +169,18 @@ impl Queue {
     }
 }
 
-/// A reader that reports the bytes read so far by every artifact's sealing.
+/// A reader that reports the bytes read so far (plus those of earlier artifacts).
 struct Counted<'a, R> {
     inner: R,
-    done: &'a AtomicU64,
-    progress: &'a (dyn Fn(u64) + Sync),
+    done: u64,
+    progress: &'a dyn Fn(u64),
 }
 
 impl<R: std::io::Read> std::io::Read for Counted<'_, R> {
     fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
         let n = self.inner.read(buf)?;
-        let done = self.done.fetch_add(n as u64, Ordering::Relaxed) + n as u64;
-        (self.progress)(done);
+        self.done += n as u64;
+        (self.progress)(self.done);
         Ok(n)
     }
 }
