@@ -293,17 +293,19 @@ impl Scheduler {
             Event::Probed { reachable } => self.probed(reachable),
             Event::AfterDeliveryDone(done) => {
                 self.after_delivery = None;
+                // What became due during the round (an enrollment reached review, work was
+                // announced) keeps its earlier time: the round's own plan never pushes it back.
                 match done {
-                    Ok(Some(wait)) => self.after_delivery_due = Some(Instant::now() + wait),
+                    Ok(Some(wait)) => self.after_delivery_due_by(Instant::now() + wait),
                     Ok(None) => {}
                     Err(e) => {
                         tracing::warn!(error = %e, "after-delivery work stopped; trying again later");
-                        self.after_delivery_due = Some(Instant::now() + SAFETY_POLL);
+                        self.after_delivery_due_by(Instant::now() + SAFETY_POLL);
                     }
                 }
             }
             // Look at reviews and documents too.
-            Event::Woken => self.after_delivery_due = Some(Instant::now()),
+            Event::Woken => self.after_delivery_due_by(Instant::now()),
             Event::Due => {}
             Event::ShutdownChanged { open } => self.shutdown_open = open,
             Event::GraceOver => {
@@ -312,6 +314,11 @@ impl Scheduler {
                 self.abort_at = Some(Instant::now() + Duration::from_secs(3600));
             }
         }
+    }
+
+    /// Plans the next round of after-delivery work no later than `at`.
+    fn after_delivery_due_by(&mut self, at: Instant) {
+        self.after_delivery_due = Some(self.after_delivery_due.map_or(at, |due| due.min(at)));
     }
 
     fn step_done(&mut self, id: String, result: Option<step::Result>) {
@@ -346,9 +353,9 @@ impl Scheduler {
                     self.probe_due = Some(Instant::now());
                 }
             }
-            Some(step::Result::Settled) if self.after_delivery_due.is_none() => {
-                self.after_delivery_due = Some(Instant::now())
-            }
+            // Just in review: its orphan check and documents are due now, even if the next round
+            // was planned for later (a review poll two minutes away must not hold them).
+            Some(step::Result::Settled) => self.after_delivery_due_by(Instant::now()),
             _ => {}
         }
     }

@@ -120,6 +120,39 @@ fn a_crash_after_the_create_answer_records_the_orphan_with_its_request_pk() {
     assert_eq!(request(&records, orphan[0])["status_reads"], 0, "found by the search, not by reading it");
 }
 
+/// The daemon checks an enrollment for orphans as soon as it reaches review, even when its next
+/// round of after-delivery work was planned far ahead (here: the next review read of an earlier
+/// enrollment, an hour away). Before, a round's plan overwrote the "now" of an enrollment that
+/// settled meanwhile, and its check (and the erasure of its evidence) waited for that hour.
+#[test]
+fn the_daemon_checks_for_orphans_as_soon_as_an_enrollment_is_in_review() {
+    let sandbox = Sandbox::start(0);
+    let env = Env::with_config(
+        sandbox.addr.port(),
+        "current",
+        "review_poll_secs = 3600
+",
+    );
+    let w = env.manifest("w", "warm-up", |m| m["customer"]["email"] = serde_json::json!("warm@example.com"));
+    env.enroll(&w);
+    assert_exit(&env.run(&["sync", "--once"]), 0, "");
+    let m = env.manifest("m", "lost answer", |_| {});
+    let id = env.enroll(&m);
+    let out = env.cmd().args(["sync", "--once"]).env("KIOSK_AGENT_CRASH_AT", "create.after_response").output().unwrap();
+    assert!(aborted(&out), "the crash point was not reached: {:?}", out.status);
+    // The retried create marks the check pending; it ends with the orphan found.
+    assert_ne!(env.show(&id)["state"], "in_review");
+
+    let _daemon = env.cmd().arg("run").stdout(std::process::Stdio::null()).spawn_guarded();
+    // A bound against a hang, far below the hour the check used to wait.
+    let shown = wait_for(std::time::Duration::from_secs(60), || {
+        let shown = env.show(&id);
+        let done = shown["state"] == "in_review" && shown["orphan_check_pending"] == false;
+        check(&shown, done, shown.clone())
+    });
+    assert_eq!(shown["orphans"].as_array().map(Vec::len), Some(1), "{shown}");
+}
+
 /// `sync.orphan_search = "scan"`: the window between the last pk the queue knew and the one
 /// returned is read, request by request (what a server without a search needs).
 #[test]
