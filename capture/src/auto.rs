@@ -37,7 +37,8 @@ pub fn capture_auto(
     let mut guide = Guide::new(*thresholds, card);
     let mut steady = Steady::new(settings.auto_steady);
     let keep = settings.candidates.max(1);
-    // Frames since the preview was last judged not ready: the still is made of these.
+    // Frames since the preview was first judged ready (and not judged otherwise since): the
+    // still is made of these.
     let mut good: VecDeque<Frame> = VecDeque::with_capacity(keep + 1);
     let mut judged_at: Option<Duration> = None;
     let mut ready_since = None;
@@ -63,7 +64,12 @@ pub fn capture_auto(
             steady.update(false, frame.timestamp);
             continue;
         }
-        ready_since.get_or_insert(frame.timestamp);
+        if ready_since.is_none() {
+            // The frames queued since the last verdict were never judged: the card may still have
+            // been moving in them. The still is made of this frame and those after it only.
+            good.clear();
+            ready_since = Some(frame.timestamp);
+        }
         let at = frame.timestamp;
         push(&mut good, frame, keep);
         if !steady.update(true, at) {
