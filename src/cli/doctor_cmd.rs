@@ -107,7 +107,7 @@ fn queue(r: &mut Report, config: &Config) {
     if let Err(e) = crate::queue::identity::check_not_lost(&config.storage.data_dir) {
         return r.line(Level::Fail, "queue", e);
     }
-    if !config.storage.data_dir.join("queue.db").exists() {
+    if !crate::queue::database_path(&config.storage.data_dir).exists() {
         r.line(Level::Ok, "queue", "none yet (the first enroll creates it)");
         return;
     }

@@ -569,7 +569,7 @@ fn enroll(config: &Config, manifest: &Path, allow_outside: bool) -> Result<ExitC
     let enrollment = validate_manifest(manifest, &config.evidence, options)?;
     // The video's probe is awaited by the queue before it commits, beside the encryption; a
     // queue that does not exist yet would be created first, so there the verdict comes first.
-    if !config.storage.data_dir.join("queue.db").exists() {
+    if !crate::queue::database_path(&config.storage.data_dir).exists() {
         enrollment.video_media()?;
     }
     let queue = Queue::open(&config.storage)?;

@@ -66,7 +66,7 @@ pub fn run(config: &Config, command: QueueCommand) -> Result<ExitCode, Failure> 
     crate::queue::identity::check_not_lost(&config.storage.data_dir)?;
     // Reading never creates anything: without a database there is nothing queued yet. The key
     // is still checked (present, private), as for every command.
-    let exists = config.storage.data_dir.join("queue.db").exists();
+    let exists = crate::queue::database_path(&config.storage.data_dir).exists();
     if !exists {
         crate::crypto::load_master_key(&config.storage.master_key_file).map_err(QueueError::from)?;
     }

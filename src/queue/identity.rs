@@ -77,7 +77,7 @@ fn recorded(dir: &Path) -> Result<Option<String>, QueueError> {
 /// Refuses to go on when the database of `dir` is missing or empty while the record says a
 /// queue existed here, or the spool holds evidence: that is a lost queue, not a new one.
 pub fn check_not_lost(dir: &Path) -> Result<(), QueueError> {
-    let db = dir.join("queue.db");
+    let db = super::database_path(dir);
     let size = match std::fs::metadata(&db) {
         Ok(meta) => Some(meta.len()),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
@@ -105,7 +105,7 @@ pub fn record(dir: &Path, fingerprint: &str) -> Result<(), QueueError> {
     match recorded(dir)? {
         Some(found) if found == fingerprint => Ok(()),
         Some(found) => Err(QueueError::DamagedDatabase {
-            path: dir.join("queue.db"),
+            path: super::database_path(dir),
             detail: format!(
                 "it belongs to the queue of key {fingerprint}, but this data directory's queue was created with key {found} ({})",
                 marker(dir).display()

@@ -170,6 +170,11 @@ pub struct WorkerLock {
     _held: std::fs::File,
 }
 
+/// The queue's database in data directory `dir` (a data directory without one has no queue yet).
+pub fn database_path(dir: &Path) -> PathBuf {
+    dir.join("queue.db")
+}
+
 impl Queue {
     /// Opens (creating when needed) the queue under `storage.data_dir`, applies migrations and
     /// loads or creates the master key.
@@ -180,7 +185,7 @@ impl Queue {
         // Private whatever umask made it (or an older version left it).
         std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700)).map_err(io_err(&dir))?;
         let master = crypto::load_master_key(&storage.master_key_file)?;
-        let db_path = dir.join("queue.db");
+        let db_path = database_path(&dir);
         // Switching to WAL and migrating need the database to themselves; several processes
         // starting at once on a fresh data directory (`enroll` beside `run`) take turns here
         // instead of failing with "database is locked".
@@ -577,7 +582,7 @@ impl Queue {
         if result == "ok" {
             Ok(())
         } else {
-            Err(QueueError::DamagedDatabase { path: self.dir.join("queue.db"), detail: result })
+            Err(QueueError::DamagedDatabase { path: database_path(&self.dir), detail: result })
         }
     }
 
