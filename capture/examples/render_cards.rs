@@ -34,7 +34,13 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         if found {
             // Looked at by a person: lossless, and what an image viewer shows.
             let png = std::path::Path::new(dir).join(name.replace(".jpg", ".png"));
-            image::save_buffer(png, &scene.frame.data, scene.frame.width, scene.frame.height, image::ColorType::Rgb8)?;
+            let file = std::io::BufWriter::new(std::fs::File::create(png)?);
+            let mut encoder = png::Encoder::new(file, scene.frame.width, scene.frame.height);
+            encoder.set_color(png::ColorType::Rgb);
+            encoder.set_depth(png::BitDepth::Eight);
+            let mut writer = encoder.write_header()?;
+            writer.write_image_data(&scene.frame.data)?;
+            writer.finish()?;
         } else {
             std::fs::write(std::path::Path::new(dir).join(&name), kiosk_capture::jpeg::encode(&scene.frame, 95)?)?;
         }

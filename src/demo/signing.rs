@@ -121,10 +121,24 @@ pub async fn run(
 
 /// A small PNG for the demo's visible signature: a dark scribble on white, 160×60.
 pub fn write_signature_image(path: &Path) -> anyhow::Result<()> {
-    let image = image::GrayImage::from_fn(160, 60, |x, y| {
-        let wave = 30.0 + 18.0 * ((x as f64) / 12.0).sin();
-        image::Luma([if (y as f64 - wave).abs() < 2.0 { 20 } else { 255 }])
-    });
-    image.save_with_format(path, image::ImageFormat::Png)?;
+    let (width, height) = (160u32, 60u32);
+    let pixels: Vec<u8> = (0..height)
+        .flat_map(|y| {
+            (0..width).map(move |x| {
+                let wave = 30.0 + 18.0 * ((x as f64) / 12.0).sin();
+                if (y as f64 - wave).abs() < 2.0 {
+                    20
+                } else {
+                    255
+                }
+            })
+        })
+        .collect();
+    let mut encoder = png::Encoder::new(std::io::BufWriter::new(std::fs::File::create(path)?), width, height);
+    encoder.set_color(png::ColorType::Grayscale);
+    encoder.set_depth(png::BitDepth::Eight);
+    let mut writer = encoder.write_header()?;
+    writer.write_image_data(&pixels)?;
+    writer.finish()?;
     Ok(())
 }

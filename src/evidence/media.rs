@@ -2,18 +2,17 @@
 //!
 //! Magic bytes only say what a file claims to be: a 4-byte JPEG header passes a sniff. Every
 //! image is therefore decoded (with memory limits) and must meet the minimum size of its role.
-//! A PNG is decoded in full (the `image` crate). A YCbCr or grey JPEG is decoded to its luma
-//! plane only (zune-jpeg, the decoder the `image` crate itself uses, with the same leniency):
-//! every entropy-coded byte of every component is still decoded, so damage is judged as the
-//! full decode judges it, but the chroma planes are neither transformed, upsampled nor
-//! converted to RGB; other JPEGs (CMYK, YCCK) are decoded in full. Before that it is rewritten
-//! without what a camera or phone adds beside the pixels: EXIF (GPS position, device serial
-//! numbers, maker notes), XMP, ICC profiles, comments, thumbnails and anything after the end of
-//! the image. What is decoded is exactly what is queued and sent.
+//! A PNG is decoded in full, row by row (the `png` crate). A YCbCr or grey JPEG is decoded to
+//! its luma plane only (zune-jpeg, lenient as image viewers are): every entropy-coded byte of
+//! every component is still decoded, so damage is judged as the full decode judges it, but the
+//! chroma planes are neither transformed, upsampled nor converted to RGB; other JPEGs (CMYK,
+//! YCCK) are decoded in full. Before that it is rewritten without what a camera or phone adds
+//! beside the pixels: EXIF (GPS position, device serial numbers, maker notes), XMP, ICC
+//! profiles, comments, thumbnails and anything after the end of the image. What is decoded is
+//! exactly what is queued and sent.
 
 use std::io::Cursor;
 
-use image::{ImageFormat, ImageReader, Limits};
 use zune_jpeg::zune_core::bytestream::ZCursor;
 use zune_jpeg::zune_core::colorspace::ColorSpace;
 use zune_jpeg::zune_core::options::DecoderOptions;
@@ -47,41 +46,38 @@ pub struct CleanImage {
     pub height: u32,
 }
 
+/// An image whose headers were read: what decoding its pixels takes.
+enum Headers<'a> {
+    /// A YCbCr or grey JPEG: its luma plane is decoded (or its first rows, see [`first_rows`]).
+    JpegLuma(Box<JpegDecoder<ZCursor<&'a [u8]>>>),
+    /// Any other JPEG (CMYK, YCCK): decoded in full.
+    JpegOther,
+    Png(Box<png::Reader<Cursor<&'a [u8]>>>),
+}
+
 /// Strips `bytes` of metadata, decodes the result fully and checks it against `slot`'s minimum
 /// size. The error is the rule broken.
 pub fn clean_image(bytes: &[u8], kind: MediaKind, slot: &str, max_pixels: u64) -> Result<CleanImage, String> {
-    let (stripped, format, layout) = match kind {
-        MediaKind::Jpeg => {
-            let (stripped, layout) = strip_jpeg_with_layout(bytes)?;
-            (stripped, ImageFormat::Jpeg, layout)
-        }
-        MediaKind::Png => (strip_png(bytes)?, ImageFormat::Png, JpegLayout::default()),
+    let (stripped, layout) = match kind {
+        MediaKind::Jpeg => strip_jpeg_with_layout(bytes)?,
+        MediaKind::Png => (strip_png(bytes)?, JpegLayout::default()),
         MediaKind::Mp4 => return Err("is a video, not an image".into()),
     };
-    // Reads the cleaned bytes in place (twice: the header for the size, then the full decode).
-    let reader = || {
-        let mut r = ImageReader::with_format(Cursor::new(stripped.as_slice()), format);
-        let mut limits = Limits::default();
-        limits.max_image_width = Some(MAX_SIDE);
-        limits.max_image_height = Some(MAX_SIDE);
-        limits.max_alloc = Some(MAX_DECODE_BYTES);
-        r.limits(limits);
-        r
-    };
     let unreadable = |e: &dyn std::fmt::Display| format!("is not a readable {} image ({e})", kind.as_str());
-    let mut luma_only = None;
-    let (width, height) = if format == ImageFormat::Jpeg {
-        let decoder = luma_decoder(&stripped).map_err(|e| unreadable(&e))?;
-        let info = decoder.info().ok_or_else(|| unreadable(&"no frame header"))?;
-        let size = (u32::from(info.width), u32::from(info.height));
-        if matches!(decoder.input_colorspace(), Some(ColorSpace::YCbCr | ColorSpace::Luma)) {
-            luma_only = Some(decoder);
-        }
-        size
+    // The headers only: the size, before a single pixel is decoded.
+    let (headers, width, height) = if kind == MediaKind::Png {
+        let reader = png_reader(&stripped).map_err(|e| unreadable(&e))?;
+        let (width, height) = reader.info().size();
+        (Headers::Png(Box::new(reader)), width, height)
     } else {
-        reader().into_dimensions().map_err(|e| unreadable(&e))?
+        let decoder = jpeg_decoder(&stripped, ColorSpace::Luma).map_err(|e| unreadable(&e))?;
+        let info = decoder.info().ok_or_else(|| unreadable(&"no frame header"))?;
+        let (width, height) = (u32::from(info.width), u32::from(info.height));
+        match decoder.input_colorspace() {
+            Some(ColorSpace::YCbCr | ColorSpace::Luma) => (Headers::JpegLuma(Box::new(decoder)), width, height),
+            _ => (Headers::JpegOther, width, height),
+        }
     };
-    // The header's word on the size, checked before a single pixel is decoded.
     let pixels = u64::from(width) * u64::from(height);
     if pixels > max_pixels {
         return Err(format!(
@@ -96,12 +92,13 @@ pub fn clean_image(bytes: &[u8], kind: MediaKind, slot: &str, max_pixels: u64) -
         return Err(format!("is {width}x{height}, under the minimum of {min_w}x{min_h} for {slot}"));
     }
     let undecodable = |e: &dyn std::fmt::Display| format!("does not decode as a {} image ({e})", kind.as_str());
-    match luma_only {
-        Some(mut decoder) => {
+    match headers {
+        Headers::JpegLuma(mut decoder) => {
             let (plane, rows) = match first_rows(&stripped, &layout, height) {
-                Some((head, rows)) => {
-                    (luma_decoder(&head).and_then(|mut d| d.decode().map_err(|e| e.to_string())), rows)
-                }
+                Some((head, rows)) => (
+                    jpeg_decoder(&head, ColorSpace::Luma).and_then(|mut d| d.decode().map_err(|e| e.to_string())),
+                    rows,
+                ),
                 None => (decoder.decode().map_err(|e| e.to_string()), height),
             };
             let plane = plane.map_err(|e| undecodable(&e))?;
@@ -109,9 +106,12 @@ pub fn clean_image(bytes: &[u8], kind: MediaKind, slot: &str, max_pixels: u64) -
                 return Err(undecodable(&"its scans do not fill the frame"));
             }
         }
-        None => {
-            reader().decode().map_err(|e| undecodable(&e))?;
+        Headers::JpegOther => {
+            jpeg_decoder(&stripped, ColorSpace::RGB)
+                .and_then(|mut d| d.decode().map_err(|e| e.to_string()))
+                .map_err(|e| undecodable(&e))?;
         }
+        Headers::Png(reader) => decode_png_rows(*reader).map_err(|e| undecodable(&e))?,
     }
     Ok(CleanImage { kind, bytes: stripped, width, height })
 }
@@ -124,8 +124,8 @@ const FIRST_ROWS_BYTES: usize = 64 << 10;
 /// they hold (rounded up to whole 16-row MCUs), and that number of rows. `None` when the whole
 /// image is to be decoded.
 ///
-/// Why this is enough: the lenient decode (the one the `image` crate makes, and this module
-/// with it) does not refuse damaged entropy-coded data, it draws it; what it refuses is a frame,
+/// Why this is enough: the lenient decode (as image viewers decode, and this module with them)
+/// does not refuse damaged entropy-coded data, it draws it; what it refuses is a frame,
 /// table or scan header it cannot use, and Huffman tables the data contradicts, which show in
 /// the first rows. Decoding the first rows runs every check of the decoder's set-up on the real
 /// headers, and the walk of [`strip_jpeg`] has already checked the whole scan's structure (no
@@ -153,17 +153,36 @@ fn first_rows(stripped: &[u8], layout: &JpegLayout, height: u32) -> Option<(Vec<
     Some((head, rows))
 }
 
-/// A JPEG decoder over `bytes` with its headers read, set to give the luma plane only, with
-/// the same side limit as the full decode (lenient like the `image` crate's use of it).
-fn luma_decoder(bytes: &[u8]) -> Result<JpegDecoder<ZCursor<&[u8]>>, String> {
+/// A JPEG decoder over `bytes` with its headers read, set to give `output` (the luma plane
+/// only, or RGB for the full decode), lenient about damaged entropy-coded data as image viewers
+/// are, and within the side limit.
+fn jpeg_decoder(bytes: &[u8], output: ColorSpace) -> Result<JpegDecoder<ZCursor<&[u8]>>, String> {
     let options = DecoderOptions::default()
         .set_strict_mode(false)
         .set_max_width(MAX_SIDE as usize)
         .set_max_height(MAX_SIDE as usize)
-        .jpeg_set_out_colorspace(ColorSpace::Luma);
+        .jpeg_set_out_colorspace(output);
     let mut decoder = JpegDecoder::new_with_options(ZCursor::new(bytes), options);
     decoder.decode_headers().map_err(|e| e.to_string())?;
     Ok(decoder)
+}
+
+/// A PNG's headers read (everything before its image data), within the decode limits.
+fn png_reader(bytes: &[u8]) -> Result<png::Reader<Cursor<&[u8]>>, String> {
+    let limits = png::Limits { bytes: MAX_DECODE_BYTES as usize };
+    let reader = png::Decoder::new_with_limits(Cursor::new(bytes), limits).read_info().map_err(|e| e.to_string())?;
+    let (width, height) = reader.info().size();
+    if width > MAX_SIDE || height > MAX_SIDE {
+        return Err(format!("{width}x{height} is over the decoder's limit of {MAX_SIDE} pixels a side"));
+    }
+    Ok(reader)
+}
+
+/// Decodes every row of a PNG (one row in memory at a time), then the chunks up to its end:
+/// a short or damaged stream, a bad checksum or missing image data is an error.
+fn decode_png_rows(mut reader: png::Reader<Cursor<&[u8]>>) -> Result<(), String> {
+    while reader.next_row().map_err(|e| e.to_string())?.is_some() {}
+    reader.finish().map_err(|e| e.to_string())
 }
 
 /// Rewrites a JPEG keeping only what decoding needs: the frame and scan headers, tables, the

@@ -6,16 +6,44 @@ use super::*;
 use crate::config::EvidenceLimits;
 use oneshot_protocol::Generation;
 
-/// A small real image of `w`×`h` in `format`, with a gradient so it is not trivially compressible.
-fn picture(w: u32, h: u32, format: image::ImageFormat) -> Vec<u8> {
-    let img = image::RgbImage::from_fn(w, h, |x, y| image::Rgb([(x * 255 / w) as u8, (y * 255 / h) as u8, 128]));
-    let mut out = std::io::Cursor::new(Vec::new());
-    img.write_to(&mut out, format).unwrap();
-    out.into_inner()
+/// The pixels of a `w`×`h` RGB image with a gradient, so it is not trivially compressible.
+fn gradient(w: u32, h: u32) -> Vec<u8> {
+    (0..h).flat_map(|y| (0..w).flat_map(move |x| [(x * 255 / w) as u8, (y * 255 / h) as u8, 128])).collect()
 }
 
+/// `pixels` (RGB or grey, as `color` says) encoded as a baseline JPEG at `quality`.
+fn encode_jpeg(pixels: &[u8], w: u32, h: u32, color: jpeg_encoder::ColorType, quality: u8) -> Vec<u8> {
+    let mut out = Vec::new();
+    jpeg_encoder::Encoder::new(&mut out, quality).encode(pixels, w as u16, h as u16, color).unwrap();
+    out
+}
+
+/// A small real JPEG of `w`×`h` (the gradient).
 fn jpeg(w: u32, h: u32) -> Vec<u8> {
-    picture(w, h, image::ImageFormat::Jpeg)
+    encode_jpeg(&gradient(w, h), w, h, jpeg_encoder::ColorType::Rgb, 75)
+}
+
+/// A small real PNG of `w`×`h` (the gradient).
+fn png(w: u32, h: u32) -> Vec<u8> {
+    let mut out = Vec::new();
+    let mut encoder = png::Encoder::new(&mut out, w, h);
+    encoder.set_color(png::ColorType::Rgb);
+    encoder.set_depth(png::BitDepth::Eight);
+    let mut writer = encoder.write_header().unwrap();
+    writer.write_image_data(&gradient(w, h)).unwrap();
+    writer.finish().unwrap();
+    out
+}
+
+/// A JPEG decoded in full to RGB (all components, upsampled and converted), leniently as image
+/// viewers decode: its width, height and pixels; the error when it does not decode.
+fn decode_rgb(bytes: &[u8]) -> Result<(u32, u32, Vec<u8>), String> {
+    use zune_jpeg::zune_core::{bytestream::ZCursor, colorspace::ColorSpace, options::DecoderOptions};
+    let options = DecoderOptions::default().set_strict_mode(false).jpeg_set_out_colorspace(ColorSpace::RGB);
+    let mut decoder = zune_jpeg::JpegDecoder::new_with_options(ZCursor::new(bytes), options);
+    let rgb = decoder.decode().map_err(|e| e.to_string())?;
+    let info = decoder.info().ok_or("no frame header")?;
+    Ok((u32::from(info.width), u32::from(info.height), rgb))
 }
 
 /// The demo's sample clip: a real H.264/MP4 file.
@@ -44,7 +72,7 @@ fn fixture(edit: impl FnOnce(&mut Value)) -> (tempfile::TempDir, std::path::Path
     for (name, bytes) in [
         ("front.jpg", jpeg(320, 200)),
         ("rear.jpg", jpeg(320, 200)),
-        ("photo.png", picture(60, 75, image::ImageFormat::Png)),
+        ("photo.png", png(60, 75)),
         ("selfie.jpg", jpeg(200, 200)),
         ("video.mp4", mp4()),
     ] {
@@ -295,11 +323,11 @@ fn images_leave_without_metadata() {
     let out = media::clean_image(&dirty, MediaKind::Jpeg, "document_front", 40_000_000).unwrap();
     assert!(!out.bytes.windows(secret.len()).any(|w| w == secret), "metadata survived");
     assert!(out.bytes.ends_with(&[0xFF, 0xD9]), "nothing after the end of the image");
-    let decoded = |b: &[u8]| image::load_from_memory(b).unwrap().to_rgb8().into_raw();
+    let decoded = |b: &[u8]| decode_rgb(b).unwrap();
     assert_eq!(decoded(&out.bytes), decoded(&clean), "the pixels are untouched");
 
     // PNG: text, EXIF and time chunks go, the critical chunks stay (CRCs intact, so it decodes).
-    let png = picture(60, 75, image::ImageFormat::Png);
+    let png = png(60, 75);
     let chunk = |kind: &[u8; 4], body: &[u8]| {
         let mut c = (body.len() as u32).to_be_bytes().to_vec();
         c.extend_from_slice(kind);
@@ -401,29 +429,23 @@ fn claims_name_their_source_or_none_at_all() {
     check(|m| m["claims_source"] = json!("operator"), "claims_source", "must be a JSON object");
 }
 
-/// What the full decode of the `image` crate makes of `bytes`: Ok, or refused.
+/// What the full decode makes of `bytes`: Ok, or refused.
 fn full_decode(bytes: &[u8]) -> bool {
-    image::load_from_memory_with_format(bytes, image::ImageFormat::Jpeg).is_ok()
+    decode_rgb(bytes).is_ok()
 }
 
 #[test]
 fn the_luma_check_takes_colour_and_grey_jpegs_and_judges_damage_as_the_full_decode_does() {
     let grey = {
-        let img = image::GrayImage::from_fn(640, 400, |x, y| image::Luma([((x ^ y) & 0xff) as u8]));
-        let mut out = std::io::Cursor::new(Vec::new());
-        img.write_to(&mut out, image::ImageFormat::Jpeg).unwrap();
-        out.into_inner()
+        let pixels: Vec<u8> = (0..400u32).flat_map(|y| (0..640u32).map(move |x| ((x ^ y) & 0xff) as u8)).collect();
+        encode_jpeg(&pixels, 640, 400, jpeg_encoder::ColorType::Luma, 75)
     };
     for (name, bytes) in [("colour", jpeg(641, 403)), ("grey", grey)] {
         let clean = media::clean_image(&bytes, MediaKind::Jpeg, "document_front", u64::MAX)
             .unwrap_or_else(|e| panic!("{name}: {e}"));
-        assert_eq!(
-            (clean.width, clean.height),
-            image::GenericImageView::dimensions(&image::load_from_memory(&bytes).unwrap()),
-            "{name}"
-        );
+        assert_eq!((clean.width, clean.height), decode_rgb(&bytes).map(|(w, h, _)| (w, h)).unwrap(), "{name}");
         // Its headers, a few bytes of its scan, then the end marker: the same verdict as the
-        // full decode (both lenient about a short scan, as the `image` crate always was).
+        // full decode (both lenient about a short scan, as image viewers are).
         let sos = bytes.windows(2).position(|w| w == [0xFF, 0xDA]).unwrap();
         let cut = [&bytes[..sos + 40], &[0xFF, 0xD9][..]].concat();
         let luma = media::clean_image(&cut, MediaKind::Jpeg, "document_front", u64::MAX);
@@ -441,7 +463,7 @@ fn the_luma_check_takes_colour_and_grey_jpegs_and_judges_damage_as_the_full_deco
 proptest::proptest! {
     #![proptest_config(proptest::prelude::ProptestConfig::with_cases(64))]
     /// The luma-only check of a damaged JPEG (cut short, or bytes overwritten anywhere) refuses
-    /// whatever the full decode of the `image` crate refuses: reading less of each pixel never
+    /// whatever the full decode (RGB, every component) refuses: reading less of each pixel never
     /// lets more through.
     #[test]
     fn the_luma_check_refuses_what_the_full_decode_refuses(
@@ -470,15 +492,15 @@ fn noisy_jpeg() -> Vec<u8> {
 
 fn encode_noisy_jpeg() -> Vec<u8> {
     let mut seed = 0x2545_F491_4F6C_DD1Du64;
-    let img = image::RgbImage::from_fn(900, 700, |_, _| {
-        seed ^= seed << 13;
-        seed ^= seed >> 7;
-        seed ^= seed << 17;
-        image::Rgb([seed as u8, (seed >> 8) as u8, (seed >> 16) as u8])
-    });
-    let mut out = Vec::new();
-    image::codecs::jpeg::JpegEncoder::new_with_quality(&mut out, 90).encode_image(&img).unwrap();
-    out
+    let pixels: Vec<u8> = (0..900 * 700)
+        .flat_map(|_| {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            [seed as u8, (seed >> 8) as u8, (seed >> 16) as u8]
+        })
+        .collect();
+    encode_jpeg(&pixels, 900, 700, jpeg_encoder::ColorType::Rgb, 90)
 }
 
 #[test]
@@ -502,8 +524,8 @@ fn a_large_baseline_jpeg_is_judged_by_its_first_rows_and_its_whole_structure() {
 proptest::proptest! {
     #![proptest_config(proptest::prelude::ProptestConfig::with_cases(48))]
     /// The first-rows check of a large baseline JPEG, its headers or its scan damaged anywhere
-    /// (bytes overwritten, a marker planted), refuses whatever the full decode of the `image`
-    /// crate refuses.
+    /// (bytes overwritten, a marker planted), refuses whatever the full decode (RGB, every
+    /// component) refuses.
     #[test]
     fn the_first_rows_refuse_what_the_full_decode_refuses(
         flips in proptest::collection::vec((0.0f64..1.0, proptest::num::u8::ANY), 1..8),

@@ -55,10 +55,10 @@ fn nested(depth: usize) -> Value {
 }
 
 fn jpeg(w: u32, h: u32) -> Vec<u8> {
-    let img = image::RgbImage::from_fn(w, h, |x, y| image::Rgb([x as u8, y as u8, 90]));
-    let mut out = std::io::Cursor::new(Vec::new());
-    img.write_to(&mut out, image::ImageFormat::Jpeg).unwrap();
-    out.into_inner()
+    let pixels: Vec<u8> = (0..h).flat_map(|y| (0..w).flat_map(move |x| [x as u8, y as u8, 90])).collect();
+    let mut out = Vec::new();
+    jpeg_encoder::Encoder::new(&mut out, 75).encode(&pixels, w as u16, h as u16, jpeg_encoder::ColorType::Rgb).unwrap();
+    out
 }
 
 /// A JPEG whose frame header claims `w`×`h` (the rest of the file is a small real image).
