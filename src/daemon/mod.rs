@@ -242,35 +242,46 @@ impl Component for Api {
         // at start. The capture service keeps its captures in memory and forgets them itself.
         let data_dir = context.queue.dir().to_owned();
         tokio::task::spawn_blocking(move || crate::api::sweep::at_start(&data_dir));
-        let mut served = tokio::task::JoinSet::new();
-        if let Some(listener) = tcp {
-            // The Host check needs the bound port (the configured one may be 0).
-            let addr = listener.local_addr().context("API not served: its address is unknown")?;
-            let hosts = crate::api::guard::Hosts::Tcp {
-                listen: addr,
-                names: Arc::from(state.config.api.allowed_hosts.clone()),
-            };
+        // Both listeners are served in this task, not spawned: when the daemon aborts its
+        // components (past their grace), the listeners close with this task, before `run`
+        // returns. (Tasks of their own would only be told to stop, and could go on accepting.)
+        let tcp_api = match tcp {
+            Some(listener) => {
+                // The Host check needs the bound port (the configured one may be 0).
+                let addr = listener.local_addr().context("API not served: its address is unknown")?;
+                let hosts = crate::api::guard::Hosts::Tcp {
+                    listen: addr,
+                    names: Arc::from(state.config.api.allowed_hosts.clone()),
+                };
+                let (state, shutdown) = (state.clone(), context.stopped());
+                Some(async move { crate::api::serve(listener, state, hosts, shutdown).await.context("API stopped") })
+            }
+            None => None,
+        };
+        let unix_api = unix.map(|listener| {
             let (state, shutdown) = (state.clone(), context.stopped());
-            served
-                .spawn(async move { crate::api::serve(listener, state, hosts, shutdown).await.context("API stopped") });
-        }
-        if let Some(listener) = unix {
-            let (state, shutdown) = (state.clone(), context.stopped());
-            served.spawn(async move {
+            async move {
                 crate::api::serve(listener, state, crate::api::guard::Hosts::Any, shutdown)
                     .await
                     .context("API (Unix socket) stopped")
-            });
-        }
+            }
+        });
+        let (tcp_done, unix_done) = tokio::join!(served_if_any(tcp_api), served_if_any(unix_api));
         // One listener failing does not take the other down.
-        while let Some(done) = served.join_next().await {
-            match done {
-                Ok(Err(e)) => tracing::error!(error = format!("{e:#}"), "API listener stopped"),
-                Ok(Ok(())) => {}
-                Err(e) => return Err(e.into()),
+        for done in [tcp_done, unix_done] {
+            if let Err(e) = done {
+                tracing::error!(error = format!("{e:#}"), "API listener stopped");
             }
         }
         Ok(())
+    }
+}
+
+/// Serves `api` when there is one.
+async fn served_if_any(api: Option<impl Future<Output = anyhow::Result<()>>>) -> anyhow::Result<()> {
+    match api {
+        Some(api) => api.await,
+        None => Ok(()),
     }
 }
 
