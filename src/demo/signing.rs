@@ -134,11 +134,6 @@ pub fn write_signature_image(path: &Path) -> anyhow::Result<()> {
             })
         })
         .collect();
-    let mut encoder = png::Encoder::new(std::io::BufWriter::new(std::fs::File::create(path)?), width, height);
-    encoder.set_color(png::ColorType::Grayscale);
-    encoder.set_depth(png::BitDepth::Eight);
-    let mut writer = encoder.write_header()?;
-    writer.write_image_data(&pixels)?;
-    writer.finish()?;
+    std::fs::write(path, crate::evidence::media::encode_png(width, height, png::ColorType::Grayscale, &pixels)?)?;
     Ok(())
 }

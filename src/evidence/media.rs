@@ -167,6 +167,23 @@ fn jpeg_decoder(bytes: &[u8], output: ColorSpace) -> Result<JpegDecoder<ZCursor<
     Ok(decoder)
 }
 
+/// `pixels` (8 bits a sample, rows top to bottom, `color` saying which samples) as a PNG.
+pub fn encode_png(
+    width: u32,
+    height: u32,
+    color: png::ColorType,
+    pixels: &[u8],
+) -> Result<Vec<u8>, png::EncodingError> {
+    let mut out = Vec::new();
+    let mut encoder = png::Encoder::new(&mut out, width, height);
+    encoder.set_color(color);
+    encoder.set_depth(png::BitDepth::Eight);
+    let mut writer = encoder.write_header()?;
+    writer.write_image_data(pixels)?;
+    writer.finish()?;
+    Ok(out)
+}
+
 /// A PNG's headers read (everything before its image data), within the decode limits.
 fn png_reader(bytes: &[u8]) -> Result<png::Reader<Cursor<&[u8]>>, String> {
     let limits = png::Limits { bytes: MAX_DECODE_BYTES as usize };

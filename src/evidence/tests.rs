@@ -25,14 +25,7 @@ fn jpeg(w: u32, h: u32) -> Vec<u8> {
 
 /// A small real PNG of `w`×`h` (the gradient).
 fn png(w: u32, h: u32) -> Vec<u8> {
-    let mut out = Vec::new();
-    let mut encoder = png::Encoder::new(&mut out, w, h);
-    encoder.set_color(png::ColorType::Rgb);
-    encoder.set_depth(png::BitDepth::Eight);
-    let mut writer = encoder.write_header().unwrap();
-    writer.write_image_data(&gradient(w, h)).unwrap();
-    writer.finish().unwrap();
-    out
+    media::encode_png(w, h, png::ColorType::Rgb, &gradient(w, h)).unwrap()
 }
 
 /// A JPEG decoded in full to RGB (all components, upsampled and converted), leniently as image
