@@ -64,5 +64,12 @@ fn the_daemon_runs_in_process_serves_its_api_delivers_and_stops_on_request() {
     let outcome = rt.block_on(async { tokio::time::timeout(Duration::from_secs(15), daemon).await });
     let outcome = outcome.expect("the daemon stops within 15 s").expect("the daemon task").expect("run ends Ok");
     assert_eq!((outcome.pending, outcome.delivered, outcome.failed), (0, 1, 0), "{outcome:?}");
-    assert!(std::net::TcpStream::connect(addr).is_err(), "the API stopped with the daemon");
+    // The API stopped with the daemon. Checked until refused, briefly: a child that another
+    // test of this process is spawning holds a copy of every descriptor of the process until
+    // its exec closes them, so a connection in that instant still reaches the closed socket
+    // (seen twice under load). A listener the daemon itself kept would stay open.
+    wait_for(Duration::from_secs(5), || {
+        let answered = std::net::TcpStream::connect(addr).is_ok();
+        check(format!("a connection to the stopped API's {addr} was accepted"), !answered, ())
+    });
 }
