@@ -252,15 +252,20 @@ pub fn probe_video() -> anyhow::Result<ExitCode> {
     if sealed.as_ref().is_some_and(|k| k.len() != 64 || !k.bytes().all(|b| b.is_ascii_hexdigit())) {
         return Err(BadInput(format!("{SEALED_KEY_VAR} must be 64 hex digits (AES-128 key and IV)")).into());
     }
-    let facts = kiosk_capture::file::probe(Path::new("/dev/stdin"), sealed.as_deref(), PROBE_MAX_PACKETS)
-        .map_err(|e| BadInput(e.to_string()))?;
-    let facts = VideoFacts {
+    let facts = probe_file(Path::new("/dev/stdin"), sealed.as_deref())?;
+    println!("{}", serde_json::to_string(&facts).expect("plain values serialize"));
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The facts of the video at `path` (a sealed spill under the hex key `sealed`), or the rule
+/// it breaks, for `probe-video` and `probe-standby` alike.
+pub fn probe_file(path: &Path, sealed: Option<&str>) -> Result<VideoFacts, BadInput> {
+    let facts = kiosk_capture::file::probe(path, sealed, PROBE_MAX_PACKETS).map_err(|e| BadInput(e.to_string()))?;
+    Ok(VideoFacts {
         container: facts.container,
         codec: facts.codec,
         width: facts.width,
         height: facts.height,
         duration_secs: facts.duration.as_secs_f64(),
-    };
-    println!("{}", serde_json::to_string(&facts).expect("plain values serialize"));
-    Ok(ExitCode::SUCCESS)
+    })
 }

@@ -8,6 +8,7 @@ mod demo_evidence;
 mod live;
 mod report;
 mod service;
+mod standby;
 mod store;
 
 use std::path::PathBuf;
@@ -55,6 +56,7 @@ fn run(cli: HelperCli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         HelperCommand::ProbeVideo => commands::probe_video(),
+        HelperCommand::ProbeStandby => standby::run(),
         HelperCommand::CaptureService { socket, keep_secs } => {
             let (cfg, _) = capture_config(cli.config.as_deref())?;
             service::run(cfg, &socket, Duration::from_secs(keep_secs.max(1)))?;

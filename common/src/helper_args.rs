@@ -37,6 +37,10 @@ pub enum HelperCommand {
     /// through the helper, which links FFmpeg).
     #[command(hide = true)]
     ProbeVideo,
+    /// Wait, FFmpeg loaded, on the listening socket given as standard input for one probe
+    /// request (the file passed with `SCM_RIGHTS`), answer it and exit (kept ready by `run`).
+    #[command(hide = true)]
+    ProbeStandby,
     /// The long-lived capture service behind the API's camera routes (run by `run` through the
     /// helper, or its own unit): HTTP on a Unix socket (0660), stills and clips kept in memory.
     #[command(hide = true)]

@@ -189,10 +189,12 @@ pub async fn submit(State(s): State<ApiState>, request: Request) -> Result<(Stat
     let limits = s.config.evidence;
     let generation = s.config.oneshot.generation;
     let sealed = std::mem::take(&mut intake.sealed);
+    // This daemon's own standby probes the video, FFmpeg already loaded.
+    let prober = HelperProber::standby_in(queue.dir());
     let id = tokio::task::spawn_blocking(move || -> Result<String, ApiError> {
         // Every file path in this manifest was written here by the intake (memory files under
         // /proc/self/fd, or the intake directory): none came from the client.
-        let options = ManifestOptions { allow_outside: true, video: &HelperProber, generation, sealed: Some(&sealed) };
+        let options = ManifestOptions { allow_outside: true, video: &prober, generation, sealed: Some(&sealed) };
         let enrollment = validate_manifest(&manifest_path, &limits, options).map_err(evidence_error)?;
         Ok(queue.enqueue(&enrollment)?)
     })

@@ -29,6 +29,7 @@ use clap::{Parser, Subcommand};
 use crate::config::{self, Config, ConfigError, CONFIG_ENV};
 use crate::evidence::{validate_manifest, HelperProber, ManifestOptions};
 pub use crate::failure::Failure;
+use crate::queue::SealingEarly;
 use crate::queue::{Queue, QueueError};
 use crate::sync::Mode;
 
@@ -563,19 +564,32 @@ fn audit(config: &Config, command: AuditCommand) -> Result<ExitCode, Failure> {
 }
 
 fn enroll(config: &Config, manifest: &Path, allow_outside: bool) -> Result<ExitCode, Failure> {
-    // Validate before touching the data directory, so bad input leaves nothing on disk.
-    let options =
-        ManifestOptions { allow_outside, video: &HelperProber, generation: config.oneshot.generation, sealed: None };
+    // Validate before anything is written, so bad input leaves nothing on disk. A queue that
+    // exists already is opened first: the video is then sealed into an unnamed file while the
+    // rest is checked (see `queue::SealingEarly`). A daemon running on this data directory
+    // keeps a standby ready to probe the video.
+    let prober = HelperProber::standby_in(&config.storage.data_dir);
+    let existing = crate::queue::database_path(&config.storage.data_dir).exists();
+    let queue = if existing { Some(Queue::open(&config.storage)?) } else { None };
+    let sealing = queue.as_ref().map(|queue| SealingEarly { probe: &prober, queue, early: Default::default() });
+    let video: &dyn crate::evidence::VideoProber = match &sealing {
+        Some(sealing) => sealing,
+        None => &prober,
+    };
+    let options = ManifestOptions { allow_outside, video, generation: config.oneshot.generation, sealed: None };
     let enrollment = validate_manifest(manifest, &config.evidence, options)?;
-    // The video's probe is awaited by the queue before it commits, beside the encryption; a
-    // queue that does not exist yet would be created first, so there the verdict comes first.
-    if !crate::queue::database_path(&config.storage.data_dir).exists() {
-        enrollment.video_media()?;
-    }
-    let queue = Queue::open(&config.storage)?;
+    let early = sealing.and_then(|s| s.early.into_inner());
+    let queue = match queue {
+        Some(queue) => queue,
+        None => {
+            // A queue that does not exist yet is created now, so the probe's verdict comes first.
+            enrollment.video_media()?;
+            Queue::open(&config.storage)?
+        }
+    };
     let total = enrollment.images.iter().chain([&enrollment.video]).map(|a| a.size).sum();
     let progress = crate::progress::Progress::new("enroll: encrypting", total, crate::progress::Unit::Bytes);
-    let id = queue.enqueue_with_progress(&enrollment, &|done| progress.set(done));
+    let id = queue.enqueue_with_early_video(&enrollment, &|done| progress.set(done), early);
     progress.finish();
     let id = id?;
     queue.poke_worker();

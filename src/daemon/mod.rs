@@ -22,6 +22,7 @@ use crate::queue::Queue;
 use crate::sync::events::{Bus, DaemonEvent, Why};
 use crate::sync::{Mode, Outcome, Worker};
 
+mod standby;
 mod systemd;
 
 /// The sockets the daemon serves, bound by the caller.
@@ -106,6 +107,7 @@ pub async fn run(
         queue.on_commit(move |rows| bus.publish(DaemonEvent::EnrollmentChanged { rows }));
         spawn(systemd::Notify, &context, &mut components);
         spawn(WakeSocket, &context, &mut components);
+        spawn(standby::ProbeStandby, &context, &mut components);
         if let Some(listener) = listeners.webhook {
             spawn(Webhooks { listener }, &context, &mut components);
         }

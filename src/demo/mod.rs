@@ -112,7 +112,7 @@ pub async fn run(out: &mut impl Write, camera: Option<&str>, generation: Generat
             &limits,
             ManifestOptions {
                 allow_outside: false,
-                video: &HelperProber,
+                video: &HelperProber::cold(),
                 generation: generation_of_server,
                 sealed: None,
             },

@@ -18,7 +18,7 @@ pub use manifest::{
     validate_manifest, ArtifactSource, Content, Customer, Enrollment, ManifestOptions, Pii, IMAGE_NAMES,
 };
 pub use payload::{create_body, evidences_body};
-pub use probe::{HelperProber, PendingProbe, VideoCheck, VideoProber};
+pub use probe::{HelperProber, PendingProbe, VideoCheck, VideoProber, STANDBY_SOCKET};
 pub use sniff::{sniff_image, sniff_video, MediaKind};
 
 use std::fmt;

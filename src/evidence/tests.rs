@@ -53,7 +53,7 @@ fn validate_for(path: &Path, limits: &EvidenceLimits, generation: Generation) ->
     validate_manifest(
         path,
         limits,
-        ManifestOptions { allow_outside: false, video: &HelperProber, generation, sealed: None },
+        ManifestOptions { allow_outside: false, video: &HelperProber::cold(), generation, sealed: None },
     )
     // The video's probe, which the queue awaits before committing, awaited here.
     .and_then(|e| e.video_media().map(|_| e))

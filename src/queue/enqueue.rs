@@ -2,9 +2,11 @@
 
 use std::fs::File;
 use std::io::{BufReader, BufWriter, Write};
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use rusqlite::params;
 
+use super::early::{EarlyVideo, VIDEO};
 use super::{add_event, artifact_aad, io_err, now_ms, pii_aad, EventKind, Queue, QueueError, State};
 use crate::crypto::{encrypt_stream, SecretKey};
 use crate::evidence::{ArtifactSource, Enrollment};
@@ -25,17 +27,44 @@ impl Queue {
         self.enqueue_with_progress(enrollment, &|_| {})
     }
 
+    /// [`Queue::enqueue_with_progress`] for an enrollment whose video `early` has been sealing
+    /// since validation opened it ([`Queue::seal_video_early`]): the enrollment takes its id and
+    /// key, and its file once what was sealed is exactly the validated video.
+    pub fn enqueue_with_early_video(
+        &self,
+        enrollment: &Enrollment,
+        progress: &(dyn Fn(u64) + Sync),
+        early: Option<EarlyVideo>,
+    ) -> Result<String, QueueError> {
+        self.enqueue_inner(enrollment, progress, early.as_ref())
+    }
+
     /// [`Queue::enqueue`], telling `progress` how many bytes of the artifacts are encrypted so
     /// far (out of the sum of their sizes).
-    pub fn enqueue_with_progress(&self, enrollment: &Enrollment, progress: &dyn Fn(u64)) -> Result<String, QueueError> {
+    pub fn enqueue_with_progress(
+        &self,
+        enrollment: &Enrollment,
+        progress: &(dyn Fn(u64) + Sync),
+    ) -> Result<String, QueueError> {
+        self.enqueue_inner(enrollment, progress, None)
+    }
+
+    fn enqueue_inner(
+        &self,
+        enrollment: &Enrollment,
+        progress: &(dyn Fn(u64) + Sync),
+        early: Option<&EarlyVideo>,
+    ) -> Result<String, QueueError> {
         let artifacts: Vec<&ArtifactSource> = enrollment.images.iter().chain([&enrollment.video]).collect();
         let needed: u64 = artifacts.iter().map(|a| a.size).sum();
         self.check_space(needed)?;
 
         // Without the device key nothing could be signed: refuse before writing anything.
         let device = crate::device_key::load(&self.storage.device_key_file)?;
-        let id = uuid::Uuid::new_v4().to_string();
-        let key = SecretKey::random();
+        let (id, key) = match early {
+            Some(early) => (early.id.clone(), early.key.clone()),
+            None => (uuid::Uuid::new_v4().to_string(), SecretKey::random()),
+        };
         let dir = self.spool_dir(&id);
         // The marker is created and locked before the directory exists, and stays locked while
         // this process writes: a crashed writer's lock is released by the kernel, which is how
@@ -44,7 +73,7 @@ impl Queue {
         let writing = std::fs::File::create(&marker).and_then(|f| f.lock().map(|()| f)).map_err(io_err(&marker))?;
         let result = std::fs::create_dir(&dir)
             .map_err(io_err(&dir))
-            .and_then(|()| self.write_and_commit(&id, &key, enrollment, &artifacts, &device, progress));
+            .and_then(|()| self.write_and_commit(&id, &key, enrollment, &device, progress, early));
         let _ = std::fs::remove_file(&marker);
         drop(writing);
         match result {
@@ -62,32 +91,33 @@ impl Queue {
         id: &str,
         key: &SecretKey,
         e: &Enrollment,
-        artifacts: &[&ArtifactSource],
         device: &crate::device_key::DeviceKey,
-        progress: &dyn Fn(u64),
+        progress: &(dyn Fn(u64) + Sync),
+        early: Option<&EarlyVideo>,
     ) -> Result<(), QueueError> {
         let dir = self.spool_dir(id);
-        let mut rows = Vec::with_capacity(artifacts.len());
-        let mut written = Vec::with_capacity(artifacts.len());
-        let mut done = 0u64;
-        for a in artifacts {
-            let target = dir.join(format!("{}.enc", a.name));
-            let source = std::path::Path::new(&a.name);
-            // The handle validation opened, from its start: never the path again.
-            let counted = Counted { inner: a.reader().map_err(io_err(source))?, done, progress };
-            let mut input = BufReader::with_capacity(crate::crypto::CHUNK, counted);
-            let file = File::create(&target).map_err(io_err(&target))?;
-            // Buffered for the stream's header only: each sealed chunk is larger than the buffer
-            // and goes straight to the file, without a copy.
-            let mut out = BufWriter::with_capacity(4096, crate::fsutil::WritebackFile::new(file));
-            // The limit is the size validated a moment ago: a file that grows in between is refused.
-            let summary = encrypt_stream(key, artifact_aad(id, &a.name).as_bytes(), &mut input, &mut out, a.size)
-                .map_err(io_err(source))?;
-            out.flush().map_err(io_err(&target))?;
-            written.push((out.into_inner().map_err(|e| io_err(&target)(e.into_error()))?, target));
-            rows.push((a.name.clone(), a.kind.as_str(), summary.plaintext_len, summary.sha256));
-            done += summary.plaintext_len;
-            crate::faults::crash_point("enqueue.after_artifact");
+        let artifacts: Vec<&ArtifactSource> = e.images.iter().chain([&e.video]).collect();
+        let done = AtomicU64::new(0);
+        let seal = |a: &ArtifactSource| match early {
+            Some(early) if a.name == VIDEO => self.take_early(id, early, a, &done, progress),
+            _ => self.seal_artifact(id, key, a, &done, progress),
+        };
+        // The video, by far the largest, is sealed on a thread of its own while the images are
+        // sealed here: on a two-core kiosk its encryption and hashing no longer wait for theirs.
+        let (video, images) = artifacts.split_last().expect("an enrollment has its video");
+        let sealed: Vec<Sealed> = std::thread::scope(|scope| {
+            let video = scope.spawn(|| seal(video));
+            let images: Result<Vec<Sealed>, QueueError> = images.iter().map(|a| seal(a)).collect();
+            let video = video.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic));
+            let mut all = images?;
+            all.push(video?);
+            Ok::<_, QueueError>(all)
+        })?;
+        let mut rows = Vec::with_capacity(sealed.len());
+        let mut written = Vec::with_capacity(sealed.len());
+        for Sealed { file, target, row } in sealed {
+            written.push((file, target));
+            rows.push(row);
         }
         // Synced together at the end: the small files' syncs do not hold up the next file's
         // encryption, and one journal commit can cover several of them.
@@ -143,9 +173,61 @@ impl Queue {
         Ok(())
     }
 
+    /// Encrypts one artifact into the spool directory (its file flushed, not yet synced),
+    /// hashing it on the way; `done` counts the bytes encrypted so far across all artifacts.
+    fn seal_artifact(
+        &self,
+        id: &str,
+        key: &SecretKey,
+        a: &ArtifactSource,
+        done: &AtomicU64,
+        progress: &(dyn Fn(u64) + Sync),
+    ) -> Result<Sealed, QueueError> {
+        let target = self.spool_dir(id).join(format!("{}.enc", a.name));
+        let source = std::path::Path::new(&a.name);
+        // The handle validation opened, from its start: never the path again.
+        let counted = Counted { inner: a.reader().map_err(io_err(source))?, done, progress };
+        let mut input = BufReader::with_capacity(crate::crypto::CHUNK, counted);
+        let file = File::create(&target).map_err(io_err(&target))?;
+        // Buffered for the stream's header only: each sealed chunk is larger than the buffer
+        // and goes straight to the file, without a copy.
+        let mut out = BufWriter::with_capacity(4096, crate::fsutil::WritebackFile::new(file));
+        // The limit is the size validated a moment ago: a file that grows in between is refused.
+        let summary = encrypt_stream(key, artifact_aad(id, &a.name).as_bytes(), &mut input, &mut out, a.size)
+            .map_err(io_err(source))?;
+        out.flush().map_err(io_err(&target))?;
+        let file = out.into_inner().map_err(|e| io_err(&target)(e.into_error()))?;
+        crate::faults::crash_point("enqueue.after_artifact");
+        Ok(Sealed { file, target, row: (a.name.clone(), a.kind.as_str(), summary.plaintext_len, summary.sha256) })
+    }
+
+    /// The video sealed early, given its name in the enrollment's directory once it is
+    /// exactly what validation checked.
+    fn take_early(
+        &self,
+        id: &str,
+        early: &EarlyVideo,
+        a: &ArtifactSource,
+        done: &AtomicU64,
+        progress: &(dyn Fn(u64) + Sync),
+    ) -> Result<Sealed, QueueError> {
+        let target = self.spool_dir(id).join(format!("{}.enc", a.name));
+        let source = std::path::Path::new(&a.name);
+        let (file, summary) = early.finish().map_err(io_err(source))?;
+        if summary.plaintext_len != a.size {
+            let changed =
+                format!("changed while being queued ({} bytes validated, {} read)", a.size, summary.plaintext_len);
+            return Err(io_err(source)(std::io::Error::new(std::io::ErrorKind::InvalidData, changed)));
+        }
+        super::early::link_unnamed(file.get_ref(), &target).map_err(io_err(&target))?;
+        progress(done.fetch_add(a.size, Ordering::Relaxed) + a.size);
+        crate::faults::crash_point("enqueue.after_artifact");
+        Ok(Sealed { file, target, row: (a.name.clone(), a.kind.as_str(), summary.plaintext_len, summary.sha256) })
+    }
+
     /// Refuses work that would cross `storage.max_spool_bytes` or `storage.min_free_bytes`.
     /// Queued evidence is never evicted to make room.
-    fn check_space(&self, needed: u64) -> Result<(), QueueError> {
+    pub(super) fn check_space(&self, needed: u64) -> Result<(), QueueError> {
         let spooled: i64 = self.conn().query_row(
             "SELECT COALESCE(SUM(a.size), 0) FROM artifacts a JOIN enrollments e ON e.id = a.enrollment_id
              WHERE e.erased_at IS NULL",
@@ -169,18 +251,27 @@ impl Queue {
     }
 }
 
-/// A reader that reports the bytes read so far (plus those of earlier artifacts).
+/// An artifact encrypted into the spool: its file (flushed, to be synced with the others), its
+/// path, and its row (name, kind, size, SHA-256 of the plaintext).
+struct Sealed {
+    file: crate::fsutil::WritebackFile,
+    target: std::path::PathBuf,
+    row: (String, &'static str, u64, String),
+}
+
+/// A reader that adds the bytes it reads to `done` (shared by the artifacts sealed side by
+/// side) and reports the total.
 struct Counted<'a, R> {
     inner: R,
-    done: u64,
-    progress: &'a dyn Fn(u64),
+    done: &'a AtomicU64,
+    progress: &'a (dyn Fn(u64) + Sync),
 }
 
 impl<R: std::io::Read> std::io::Read for Counted<'_, R> {
     fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
         let n = self.inner.read(buf)?;
-        self.done += n as u64;
-        (self.progress)(self.done);
+        let total = self.done.fetch_add(n as u64, Ordering::Relaxed) + n as u64;
+        (self.progress)(total);
         Ok(n)
     }
 }

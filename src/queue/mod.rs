@@ -28,6 +28,7 @@ mod changes;
 pub mod clock;
 pub mod counters;
 mod documents;
+mod early;
 mod enqueue;
 mod event_kind;
 mod follow;
@@ -37,6 +38,7 @@ mod schema;
 mod state;
 
 pub use documents::{DocumentRecord, DocumentState, OutgoingDocument, MAX_DOCUMENT_BYTES};
+pub use early::{EarlyVideo, SealingEarly};
 pub use enqueue::SpaceError;
 pub use event_kind::EventKind;
 pub use records::{format_ms, pk_json, ArtifactRecord, Backlog, Event, Job, Summary, UploadProgress};

@@ -126,6 +126,53 @@ fn a_failed_enqueue_leaves_nothing_behind() {
     assert_eq!(std::fs::read_dir(dir.path().join("data/spool")).unwrap().count(), 0);
 }
 
+/// The video file of an [`enrollment`], as validation opened it.
+fn video_file(e: &Enrollment) -> &std::fs::File {
+    match &e.video.content {
+        Content::File(f) => f,
+        _ => unreachable!("the test enrollment's video is a file"),
+    }
+}
+
+#[test]
+fn a_video_sealed_early_is_queued_under_its_id_and_reads_back_whole() {
+    let dir = tempfile::tempdir().unwrap();
+    let q = Queue::open(&storage(dir.path())).unwrap();
+    let e = enrollment(dir.path(), 3_000_000);
+    let early = q.seal_video_early(video_file(&e)).expect("the spool takes unnamed files");
+    let early_id = early.id.clone();
+    // Until the enrollment is queued the sealed video has no name anywhere.
+    assert!(walk(&dir.path().join("data/spool")).is_empty());
+    let id = q.enqueue_with_early_video(&e, &|_| {}, Some(early)).unwrap();
+    assert_eq!(id, early_id);
+    let video = q.open_artifact(&id, "video").unwrap().read_all().unwrap();
+    assert_eq!(video, std::fs::read(dir.path().join("video.mp4")).unwrap());
+    let arts = q.artifacts(&id).unwrap();
+    assert_eq!(arts.iter().map(|a| a.name.as_str()).collect::<Vec<_>>(), ["document_front", "video"]);
+    assert_eq!(arts[1].sha256, hex::encode(<sha2::Sha256 as sha2::Digest>::digest(&video)));
+    assert_eq!(q.load_pii(&id).unwrap(), e.pii);
+}
+
+#[test]
+fn an_early_sealing_leaves_nothing_when_the_enrollment_is_refused_or_the_video_changed() {
+    let dir = tempfile::tempdir().unwrap();
+    let q = Queue::open(&storage(dir.path())).unwrap();
+    // Refused by validation: the early sealing is dropped, stopped, and its file is gone.
+    let e = enrollment(dir.path(), 2_000_000);
+    drop(q.seal_video_early(video_file(&e)).unwrap());
+    // A video that is not the size validation saw is not queued.
+    let mut e = enrollment(dir.path(), 500_000);
+    let early = q.seal_video_early(video_file(&e)).unwrap();
+    e.video.size = 400_000;
+    let refused = q.enqueue_with_early_video(&e, &|_| {}, Some(early)).unwrap_err();
+    assert!(refused.to_string().contains("video"), "{refused}");
+    assert!(q.list().unwrap().is_empty());
+    assert!(walk(&dir.path().join("data/spool")).is_empty(), "{:?}", walk(&dir.path().join("data/spool")));
+    // Nothing of the customer's video is left anywhere in the data directory, named or not:
+    // the file system's free space is back (an unnamed file is freed on its last close).
+    assert!(std::fs::read_dir(dir.path().join("data/spool")).unwrap().next().is_none());
+}
+
 #[test]
 fn spool_limit_refuses_with_the_missing_room() {
     let dir = tempfile::tempdir().unwrap();

@@ -32,7 +32,7 @@ fn offline_setup(dir: &std::path::Path) -> (Arc<Queue>, Config, String) {
         &cfg.evidence,
         ManifestOptions {
             allow_outside: false,
-            video: &HelperProber,
+            video: &HelperProber::cold(),
             generation: cfg.oneshot.generation,
             sealed: None,
         },

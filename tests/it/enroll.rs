@@ -1,5 +1,8 @@
 //! `enroll`: bad input is refused with exit 2, a message naming field and rule, and no trace.
 
+use std::os::unix::fs::PermissionsExt as _;
+use std::time::Duration;
+
 use serde_json::json;
 
 use crate::util::*;
@@ -150,4 +153,78 @@ fn too_little_free_disk_refuses_new_work_saying_how_much_is_missing() {
     assert_exit(&out, 2, &stderr);
     assert!(stderr.contains("storage.min_free_bytes") && stderr.contains("bytes missing"), "{stderr}");
     assert!(env.list().is_empty());
+}
+
+/// The running probe standby whose parent is `daemon` (its pid), if one is waiting.
+fn standby_of(daemon: u32) -> Option<u32> {
+    let running = |pid: u32| -> Option<(u32, char)> {
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+        // pid (comm) state ppid …: the command name may hold spaces, so read after the ')'.
+        let mut after = stat.rsplit_once(')')?.1.split_whitespace();
+        let state = after.next()?.chars().next()?;
+        Some((after.next()?.parse().ok()?, state))
+    };
+    std::fs::read_dir("/proc").ok()?.flatten().filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok()).find(
+        |&pid| {
+            let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+            matches!(running(pid), Some((ppid, state)) if ppid == daemon && state != 'Z')
+                && cmdline.split(|&b| b == 0).any(|arg| arg == b"probe-standby")
+        },
+    )
+}
+
+/// Whether `pid` still runs (a zombie has ended).
+fn alive(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .is_ok_and(|stat| stat.rsplit_once(')').is_some_and(|(_, rest)| !rest.trim_start().starts_with('Z')))
+}
+
+#[test]
+fn a_running_daemon_probes_each_video_in_a_standby_of_its_own_and_takes_it_down_on_stop() {
+    let sandbox = Sandbox::start(0);
+    let daemon = crate::api::start(sandbox.addr.port(), "");
+    let socket = daemon.env.data_dir().join("probe.sock");
+    let waiting = |previous: Option<u32>| {
+        wait_for(Duration::from_secs(20), || {
+            let now = standby_of(daemon.child.id());
+            let seen = format!("socket {}, standby {now:?} (before: {previous:?})", socket.exists());
+            crate::util::check(seen, socket.exists() && now.is_some() && now != previous, now.unwrap_or(0))
+        })
+    };
+    let first = waiting(None);
+    let mode = std::fs::metadata(&socket).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600, "the standby socket is this user's only");
+
+    // A playable video: queued, with the facts the standby found; that standby is gone and the
+    // next one waits.
+    let id = daemon.env.enroll(&daemon.env.manifest("m", "", |_| {}));
+    let second = waiting(Some(first));
+    assert!(!alive(first), "a standby probes one video and exits");
+    assert_eq!(daemon.env.show(&id)["state"].as_str().map(|s| s != "failed"), Some(true));
+
+    // A file that looks like an MP4 but holds no video: refused as the helper refuses it,
+    // naming the field, and nothing is queued.
+    let manifest = daemon.env.manifest("bad", "", |_| {});
+    std::fs::write(manifest.with_file_name("video.mp4"), b"\x00\x00\x00\x18ftypmp42\x00\x00\x00\x00mp42isomno more")
+        .unwrap();
+    let out = daemon.env.cmd().arg("enroll").arg(&manifest).output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_exit(&out, 2, &format!("stderr: {stderr}"));
+    assert!(stderr.contains("video") && stderr.contains("is not a playable video"), "{stderr}");
+    waiting(Some(second));
+    assert_eq!(daemon.env.list().len(), 1, "the refused video queued nothing");
+
+    // Stopped: the socket goes, and so does the waiting standby.
+    let last = standby_of(daemon.child.id()).expect("a standby waits");
+    assert!(std::process::Command::new("kill")
+        .args(["-TERM", &daemon.child.id().to_string()])
+        .status()
+        .unwrap()
+        .success());
+    wait_for(Duration::from_secs(20), || {
+        let seen = format!("socket {}, standby alive {}", socket.exists(), alive(last));
+        crate::util::check(seen, !socket.exists() && !alive(last), ())
+    });
+    // With no daemon, enroll starts a helper of its own.
+    daemon.env.enroll(&daemon.env.manifest("after", "after", |_| {}));
 }
