@@ -73,7 +73,7 @@ impl Queue {
         let size = video.metadata().ok()?.len();
         // A queue over its limits refuses the enrollment later, naming the limit; nothing is
         // written for it before.
-        self.check_space(size).ok()?;
+        self.check_space(size, 0).ok()?;
         // Its own open file description: the checks and the probe move no offset of it.
         let input = File::open(format!("/proc/self/fd/{}", video.as_raw_fd())).ok()?;
         let spool = self.dir.join("spool");

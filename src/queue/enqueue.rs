@@ -57,7 +57,10 @@ impl Queue {
     ) -> Result<String, QueueError> {
         let artifacts: Vec<&ArtifactSource> = enrollment.images.iter().chain([&enrollment.video]).collect();
         let needed: u64 = artifacts.iter().map(|a| a.size).sum();
-        self.check_space(needed)?;
+        // A video sealed early is on the disk already: it counts towards the spool, not
+        // against the free space it has taken.
+        let on_disk = early.map_or(0, |_| enrollment.video.size);
+        self.check_space(needed, on_disk)?;
 
         // Without the device key nothing could be signed: refuse before writing anything.
         let device = crate::device_key::load(&self.storage.device_key_file)?;
@@ -226,8 +229,9 @@ impl Queue {
     }
 
     /// Refuses work that would cross `storage.max_spool_bytes` or `storage.min_free_bytes`.
-    /// Queued evidence is never evicted to make room.
-    pub(super) fn check_space(&self, needed: u64) -> Result<(), QueueError> {
+    /// Queued evidence is never evicted to make room. `on_disk`: the bytes of `needed` written
+    /// already (a video sealed early), which the free space no longer holds.
+    pub(super) fn check_space(&self, needed: u64, on_disk: u64) -> Result<(), QueueError> {
         let spooled: i64 = self.conn().query_row(
             "SELECT COALESCE(SUM(a.size), 0) FROM artifacts a JOIN enrollments e ON e.id = a.enrollment_id
              WHERE e.erased_at IS NULL",
@@ -241,11 +245,12 @@ impl Queue {
         }
         let free = crate::fsutil::available_bytes(&self.dir).map_err(io_err(&self.dir))?;
         // Encryption adds 16 bytes per 64 KiB chunk; count it so the estimate is not optimistic.
-        let on_disk = needed + needed / crate::crypto::CHUNK as u64 * 16 + 64;
-        let left = free.saturating_sub(on_disk);
+        let to_write = needed.saturating_sub(on_disk);
+        let writing = to_write + to_write / crate::crypto::CHUNK as u64 * 16 + 64;
+        let left = free.saturating_sub(writing);
         let min = self.storage.min_free_bytes;
         if left < min {
-            return Err(SpaceError::DiskLow { needed: on_disk, left, min, missing: min - left }.into());
+            return Err(SpaceError::DiskLow { needed: writing, left, min, missing: min - left }.into());
         }
         Ok(())
     }

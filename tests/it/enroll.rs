@@ -228,3 +228,46 @@ fn a_running_daemon_probes_each_video_in_a_standby_of_its_own_and_takes_it_down_
     // With no daemon, enroll starts a helper of its own.
     daemon.env.enroll(&daemon.env.manifest("after", "after", |_| {}));
 }
+
+/// Every file under `dir`, relative to it.
+fn files_under(dir: &std::path::Path) -> Vec<String> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(dir).unwrap().flatten() {
+        let path = entry.path();
+        if path.is_dir() {
+            out.extend(files_under(&path).into_iter().map(|f| format!("{}/{f}", entry.file_name().to_string_lossy())));
+        } else {
+            out.push(entry.file_name().to_string_lossy().into_owned());
+        }
+    }
+    out.sort();
+    out
+}
+
+#[test]
+fn with_a_queue_in_place_a_refused_enrollment_leaves_nothing_though_its_video_was_being_sealed() {
+    // Once the queue exists, enroll seals the video while the rest is checked (into an unnamed
+    // file): a refusal, whatever it is about, must still leave the spool as it was.
+    let env = Env::new(free_port());
+    let first = env.enroll(&env.manifest("m", "", |_| {}));
+    let spool = env.data_dir().join("spool");
+    let before = files_under(&spool);
+    assert!(before.iter().any(|f| f.starts_with(&first)), "{before:?}");
+    let refusals: [(&str, fn(&mut serde_json::Value), &str); 3] = [
+        ("country", |m| m["ocr_data"]["id_document_country"] = json!("XX"), "ocr_data.id_document_country"),
+        ("image", |m| m["images"]["document_front"] = json!("nope.jpg"), "images.document_front"),
+        ("claims", |m| m["similarity_level"] = json!(120), "similarity_level"),
+    ];
+    for (name, edit, field) in refusals {
+        let manifest = env.manifest(name, name, edit);
+        let out = env.cmd().arg("enroll").arg(&manifest).output().unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_exit(&out, 2, &format!("stderr: {stderr}"));
+        assert!(stderr.contains(field), "{stderr}");
+        assert_eq!(files_under(&spool), before, "the refused {name} enrollment left something in the spool");
+    }
+    assert_eq!(env.list().len(), 1);
+    // And the next good one is queued whole, its video sealed early.
+    let second = env.enroll(&env.manifest("good", "good", |_| {}));
+    assert!(files_under(&spool).iter().any(|f| f == &format!("{second}/video.enc")));
+}
