@@ -246,12 +246,14 @@ pub struct StreamSummary {
 /// Encrypts `input` into `output` chunk by chunk, hashing the plaintext on the way. Fails with
 /// `InvalidData` once more than `limit` bytes arrive (the file grew after it was validated).
 ///
-/// The SHA-256 runs on a helper thread while this one encrypts and writes, so the two costs
-/// overlap instead of adding up.
+/// Two threads share the work, about evenly: a helper thread reads each chunk and hashes it
+/// (SHA-256 and the copy out of the page cache), this one encrypts it in place and writes it
+/// (AES-GCM and the copy into the page cache). Each chunk is hashed before it is encrypted, in
+/// the same buffer, so what is hashed is exactly what is sealed, and nothing is copied twice.
 pub fn encrypt_stream(
     key: &SecretKey,
     aad: &[u8],
-    input: &mut impl Read,
+    input: &mut (impl Read + Send),
     output: &mut impl Write,
     limit: u64,
 ) -> io::Result<StreamSummary> {
@@ -260,26 +262,19 @@ pub fn encrypt_stream(
     output.write_all(FILE_MAGIC)?;
     output.write_all(&prefix)?;
     let aead = key.aead();
-    let (to_hasher, from_reader) = std::sync::mpsc::sync_channel::<std::sync::Arc<Vec<u8>>>(4);
+    // Read and hashed chunks go one way, emptied buffers come back: memory stays at a few
+    // chunks whatever the size.
+    let (to_sealer, read) = std::sync::mpsc::sync_channel::<Vec<u8>>(2);
+    let (recycle, spare) = std::sync::mpsc::channel::<Vec<u8>>();
     std::thread::scope(|scope| {
-        let hasher = scope.spawn(move || {
+        let reader = scope.spawn(move || -> io::Result<(u64, String)> {
             let mut h = Sha256::new();
-            for chunk in from_reader {
-                h.update(chunk.as_slice());
-            }
-            hex::encode(h.finalize())
-        });
-        // Chunk buffers go round: one comes back once the hasher has dropped its share of it
-        // (fresh 256 KiB allocations are fresh pages, zeroed by the kernel, then by us).
-        let mut hashing: std::collections::VecDeque<std::sync::Arc<Vec<u8>>> = std::collections::VecDeque::new();
-        let mut sealed = Vec::with_capacity(CHUNK + TAG);
-        let result = (|| {
             let mut total = 0u64;
-            let mut index = 0u32;
-            // One chunk is held back so that the last one can be sealed with the "last" flag.
-            let mut current = vec![0u8; CHUNK];
-            let mut filled = read_full(input, &mut current)?;
             loop {
+                let mut buf = spare.try_recv().unwrap_or_else(|_| Vec::with_capacity(CHUNK + TAG));
+                buf.resize(CHUNK, 0);
+                let filled = read_full(input, &mut buf)?;
+                buf.truncate(filled);
                 total += filled as u64;
                 if total > limit {
                     return Err(io::Error::new(
@@ -287,44 +282,47 @@ pub fn encrypt_stream(
                         format!("input exceeds the limit of {limit} bytes"),
                     ));
                 }
-                current.truncate(filled);
-                let mut next = spare_chunk(&mut hashing);
-                let next_filled = if filled < CHUNK { 0 } else { read_full(input, &mut next)? };
-                let last = next_filled == 0;
-                let plain = std::sync::Arc::new(current);
-                let _ = to_hasher.send(std::sync::Arc::clone(&plain));
-                sealed.clear();
-                sealed.extend_from_slice(&plain);
-                hashing.push_back(plain);
-                let tag = aead
-                    .seal_in_place_separate_tag(stream_nonce(&prefix, index, last), Aad::from(aad), &mut sealed)
-                    .map_err(|_| io::Error::other("AES-GCM sealing failed"))?;
-                sealed.extend_from_slice(tag.as_ref());
-                output.write_all(&sealed)?;
-                if last {
-                    return Ok(total);
+                h.update(&buf);
+                // An empty chunk is sent only for an empty input, which is sealed as one.
+                if (filled > 0 || total == 0) && to_sealer.send(buf).is_err() {
+                    // The sealer stopped on an error of its own, which it reports.
+                    break;
                 }
+                if filled < CHUNK {
+                    break;
+                }
+            }
+            Ok((total, hex::encode(h.finalize())))
+        });
+        let sealed = (|| -> io::Result<()> {
+            // One chunk is held back so that the last one can be sealed with the "last" flag.
+            let Ok(mut current) = read.recv() else { return Ok(()) };
+            let mut index = 0u32;
+            loop {
+                let next = read.recv().ok();
+                let last = next.is_none();
+                let tag = aead
+                    .seal_in_place_separate_tag(stream_nonce(&prefix, index, last), Aad::from(aad), &mut current)
+                    .map_err(|_| io::Error::other("AES-GCM sealing failed"))?;
+                current.extend_from_slice(tag.as_ref());
+                output.write_all(&current)?;
+                current.clear();
+                let _ = recycle.send(current);
+                let Some(next) = next else { return Ok(()) };
+                current = next;
                 index = index.checked_add(1).ok_or_else(|| {
                     io::Error::new(io::ErrorKind::InvalidData, "file too large for the STREAM counter")
                 })?;
-                current = next;
-                filled = next_filled;
             }
         })();
-        drop(to_hasher);
-        let sha256 = hasher.join().expect("hash thread panicked");
-        result.map(|plaintext_len| StreamSummary { plaintext_len, sha256 })
+        // Stops the reader if this side failed (its next send fails).
+        drop(read);
+        let read = reader.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic));
+        // The reader's error first: a file that grew or could not be read is what went wrong.
+        let (plaintext_len, sha256) = read?;
+        sealed?;
+        Ok(StreamSummary { plaintext_len, sha256 })
     })
-}
-
-/// A chunk buffer: the oldest of `hashing` once the hasher is done with it, else a new one.
-fn spare_chunk(hashing: &mut std::collections::VecDeque<std::sync::Arc<Vec<u8>>>) -> Vec<u8> {
-    let mut buf = match hashing.front().map(std::sync::Arc::strong_count) {
-        Some(1) => hashing.pop_front().and_then(std::sync::Arc::into_inner).unwrap_or_default(),
-        _ => Vec::new(),
-    };
-    buf.resize(CHUNK, 0);
-    buf
 }
 
 /// Reads until `buf` is full or the input ends; returns how many bytes were read.

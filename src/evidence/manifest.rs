@@ -89,7 +89,7 @@ pub struct ArtifactSource {
 
 impl ArtifactSource {
     /// A reader over exactly what will be queued.
-    pub fn reader(&self) -> std::io::Result<Box<dyn std::io::Read + '_>> {
+    pub fn reader(&self) -> std::io::Result<Box<dyn std::io::Read + Send + '_>> {
         Ok(match &self.content {
             Content::Bytes(b) => Box::new(b.as_slice()),
             Content::File(f) => {
@@ -277,7 +277,7 @@ impl Checker<'_> {
                 .map(|o| {
                     scope.spawn(move || {
                         let slot = name_of(&o.field);
-                        let result = image(&o.file, o.key.as_deref(), o.limit, max_pixels, &slot);
+                        let result = image(&o.file, o.key.as_deref(), o.size, o.limit, max_pixels, &slot);
                         (o.field, result)
                     })
                 })
@@ -346,8 +346,10 @@ fn video_content(
 }
 
 /// Reads an image (at most `limit` bytes, from its handle), cleans and decodes it.
-fn image(file: &File, key: Option<&SpillKey>, limit: u64, max_pixels: u64, slot: &str) -> Checked {
-    let mut bytes = Vec::new();
+fn image(file: &File, key: Option<&SpillKey>, size: u64, limit: u64, max_pixels: u64, slot: &str) -> Checked {
+    // Sized once from the handle's size: a buffer grown by doubling is several allocations and
+    // copies, each taking the process's memory-map lock from the threads beside it.
+    let mut bytes = Vec::with_capacity(size.min(limit) as usize + 1);
     let reader: Box<dyn Read + '_> = match key {
         Some(key) => Box::new(key.unseal(file)),
         None => Box::new(file),

@@ -244,6 +244,9 @@ fn files_under(dir: &std::path::Path) -> Vec<String> {
     out
 }
 
+/// A refused manifest: its name, the edit that makes it bad, and the field the refusal names.
+type Refusal = (&'static str, fn(&mut serde_json::Value), &'static str);
+
 #[test]
 fn with_a_queue_in_place_a_refused_enrollment_leaves_nothing_though_its_video_was_being_sealed() {
     // Once the queue exists, enroll seals the video while the rest is checked (into an unnamed
@@ -253,7 +256,7 @@ fn with_a_queue_in_place_a_refused_enrollment_leaves_nothing_though_its_video_wa
     let spool = env.data_dir().join("spool");
     let before = files_under(&spool);
     assert!(before.iter().any(|f| f.starts_with(&first)), "{before:?}");
-    let refusals: [(&str, fn(&mut serde_json::Value), &str); 3] = [
+    let refusals: [Refusal; 3] = [
         ("country", |m| m["ocr_data"]["id_document_country"] = json!("XX"), "ocr_data.id_document_country"),
         ("image", |m| m["images"]["document_front"] = json!("nope.jpg"), "images.document_front"),
         ("claims", |m| m["similarity_level"] = json!(120), "similarity_level"),
