@@ -162,6 +162,17 @@ token_file = "{token_file}"
     def memory_kib(self):
         return status_kib(self.proc.pid, "VmRSS", "VmHWM")
 
+    def standby_kib(self):
+        """RSS and private (anonymous) memory of the agent's probe standby, (0, 0) if none."""
+        for entry in Path("/proc").iterdir():
+            if not entry.name.isdigit():
+                continue
+            with contextlib.suppress(OSError):
+                stat = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+                if int(stat[1]) == self.proc.pid and b"probe-standby" in (entry / "cmdline").read_bytes():
+                    return status_kib(int(entry.name), "VmRSS", "RssAnon")
+        return (0, 0)
+
     def stop(self):
         self.proc.terminate()
         self.proc.wait()
@@ -316,6 +327,7 @@ def main():
         scrape = prometheus.query('avg(scrape_duration_seconds{job="kiosk-agent"})') or 0
         prom_rss = prometheus.rss_mib()
         memory = [a.memory_kib() for a in agents]
+        standbys = [a.standby_kib() for a in agents]
         traffic = {int(s): n for s, n in get_json(f"{control}/traffic")["per_second"].items()}
         for a in agents + idle:
             a.stop()
@@ -356,6 +368,12 @@ def main():
           f"CPU through the outage (woken by enrollments, probing) {statistics.median(idle):.3f} % of a core "
           f"(median; the whole fleet {sum(idle):.1f} %), over the return {statistics.median(drain):.0f} ms "
           f"(median, max {max(drain):.0f}; the kernel counts in {1000 // TICK} ms ticks)")
+    waiting = [s for s in standbys if s[0]]
+    if waiting:
+        print(f"  beside each agent, its probe standby (FFmpeg linked, waiting for a video; {len(waiting)} of "
+              f"{AGENTS} seen): RSS median {statistics.median(s[0] for s in waiting) / 1024:.1f} MiB, of which "
+              f"{statistics.median(s[1] for s in waiting) / 1024:.1f} MiB its own (the rest FFmpeg's libraries, "
+              f"shared between all of them)")
 
 
 if __name__ == "__main__":

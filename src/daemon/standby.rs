@@ -5,8 +5,10 @@
 //!
 //! The daemon owns the listening socket (0600, in the 0700 data directory: this user only) and
 //! hands it to one standby at a time as its standard input. A standby answers one request and
-//! exits; the next is started a moment later ([`QUIET`]), so a video that crashes or hangs the decoder takes only
-//! its own standby with it. A request that arrives between two waits in the socket's backlog.
+//! exits, so a video that crashes or hangs the decoder takes only its own standby with it. The
+//! next is started a moment later ([`QUIET`]; the first [`QUIET_AT_START`] after the daemon),
+//! or at once when a request is waiting: a request that arrives in between waits in the
+//! socket's backlog.
 //! If standbys keep failing, the socket is removed for a while: probes then start their own
 //! helper, as they do when no daemon runs.
 
@@ -22,6 +24,10 @@ use crate::evidence::STANDBY_SOCKET;
 /// FFmpeg, which would compete with that enrollment's encryption), or at once when a request
 /// is already waiting.
 const QUIET: Duration = Duration::from_secs(1);
+/// The first standby starts this long after the daemon (or when the first request is waiting):
+/// a kiosk's first enrollment comes minutes after boot, and a daemon that starts and stops
+/// within seconds (tests, a restart loop) never pays for a standby it did not use.
+const QUIET_AT_START: Duration = Duration::from_secs(30);
 /// Standbys failing in a row before the socket is withdrawn.
 const FAILURES_BEFORE_PAUSE: u32 = 3;
 /// How long the socket stays withdrawn after that.
@@ -54,19 +60,17 @@ impl Component for ProbeStandby {
                 }
             };
             let mut failures = 0;
-            let mut first = true;
+            let mut wait = QUIET_AT_START;
             while failures < FAILURES_BEFORE_PAUSE {
-                if !first {
-                    let quiet = tokio::task::spawn_blocking({
-                        let listener = listener.try_clone()?;
-                        move || quiet_or_asked(&listener)
-                    });
-                    tokio::select! {
-                        _ = quiet => {}
-                        () = &mut stopped => break,
-                    }
+                let quiet = tokio::task::spawn_blocking({
+                    let listener = listener.try_clone()?;
+                    move || quiet_or_asked(&listener, wait)
+                });
+                tokio::select! {
+                    _ = quiet => {}
+                    () = &mut stopped => break,
                 }
-                first = false;
+                wait = QUIET;
                 let stdin = listener.try_clone().map(OwnedFd::from)?;
                 let mut standby = tokio::process::Command::new(&helper)
                     .arg("probe-standby")
@@ -108,11 +112,11 @@ impl Component for ProbeStandby {
     }
 }
 
-/// Returns after [`QUIET`], or as soon as a connection waits on `listener` (a listening
-/// socket is readable then; it is never accepted here).
-fn quiet_or_asked(listener: &std::os::unix::net::UnixListener) {
+/// Returns after `wait`, or as soon as a connection waits on `listener` (a listening socket is
+/// readable then; it is never accepted here).
+fn quiet_or_asked(listener: &std::os::unix::net::UnixListener, wait: Duration) {
     use rustix::event::{poll, PollFd, PollFlags, Timespec};
-    let timeout = Timespec { tv_sec: QUIET.as_secs() as i64, tv_nsec: i64::from(QUIET.subsec_nanos()) };
+    let timeout = Timespec { tv_sec: wait.as_secs() as i64, tv_nsec: i64::from(wait.subsec_nanos()) };
     let _ = poll(&mut [PollFd::new(listener, PollFlags::IN)], Some(&timeout));
 }
 

@@ -191,9 +191,13 @@ fn a_running_daemon_probes_each_video_in_a_standby_of_its_own_and_takes_it_down_
             crate::util::check(seen, socket.exists() && now.is_some() && now != previous, now.unwrap_or(0))
         })
     };
-    let first = waiting(None);
+    // The socket is there from the start; the first standby comes when a video is waiting
+    // (or half a minute after the start).
+    wait_for(Duration::from_secs(20), || crate::util::check(format!("{}", socket.display()), socket.exists(), ()));
     let mode = std::fs::metadata(&socket).unwrap().permissions().mode() & 0o777;
     assert_eq!(mode, 0o600, "the standby socket is this user's only");
+    daemon.env.enroll(&daemon.env.manifest("m0", "0", |_| {}));
+    let first = waiting(None);
 
     // A playable video: queued, with the facts the standby found; that standby is gone and the
     // next one waits.
@@ -212,7 +216,7 @@ fn a_running_daemon_probes_each_video_in_a_standby_of_its_own_and_takes_it_down_
     assert_exit(&out, 2, &format!("stderr: {stderr}"));
     assert!(stderr.contains("video") && stderr.contains("is not a playable video"), "{stderr}");
     waiting(Some(second));
-    assert_eq!(daemon.env.list().len(), 1, "the refused video queued nothing");
+    assert_eq!(daemon.env.list().len(), 2, "the refused video queued nothing");
 
     // Stopped: the socket goes, and so does the waiting standby.
     let last = standby_of(daemon.child.id()).expect("a standby waits");
