@@ -28,6 +28,8 @@ const QUIET: Duration = Duration::from_secs(1);
 /// a kiosk's first enrollment comes minutes after boot, and a daemon that starts and stops
 /// within seconds (tests, a restart loop) never pays for a standby it did not use.
 const QUIET_AT_START: Duration = Duration::from_secs(30);
+/// How often the socket is looked at for a waiting request while no standby runs.
+const ASKED_EVERY: Duration = Duration::from_millis(50);
 /// Standbys failing in a row before the socket is withdrawn.
 const FAILURES_BEFORE_PAUSE: u32 = 3;
 /// How long the socket stays withdrawn after that.
@@ -62,12 +64,8 @@ impl Component for ProbeStandby {
             let mut failures = 0;
             let mut wait = QUIET_AT_START;
             while failures < FAILURES_BEFORE_PAUSE {
-                let quiet = tokio::task::spawn_blocking({
-                    let listener = listener.try_clone()?;
-                    move || quiet_or_asked(&listener, wait)
-                });
                 tokio::select! {
-                    _ = quiet => {}
+                    () = quiet_or_asked(&listener, wait) => {}
                     () = &mut stopped => break,
                 }
                 wait = QUIET;
@@ -113,11 +111,23 @@ impl Component for ProbeStandby {
 }
 
 /// Returns after `wait`, or as soon as a connection waits on `listener` (a listening socket is
-/// readable then; it is never accepted here).
-fn quiet_or_asked(listener: &std::os::unix::net::UnixListener, wait: Duration) {
+/// readable then; it is never accepted here). Looked at every [`ASKED_EVERY`] rather than
+/// waited on in a blocking thread: the daemon must be able to stop at any moment, and a runtime
+/// does not end before its blocking threads do.
+async fn quiet_or_asked(listener: &std::os::unix::net::UnixListener, wait: Duration) {
     use rustix::event::{poll, PollFd, PollFlags, Timespec};
-    let timeout = Timespec { tv_sec: wait.as_secs() as i64, tv_nsec: i64::from(wait.subsec_nanos()) };
-    let _ = poll(&mut [PollFd::new(listener, PollFlags::IN)], Some(&timeout));
+    let until = tokio::time::Instant::now() + wait;
+    loop {
+        let now = Timespec { tv_sec: 0, tv_nsec: 0 };
+        if poll(&mut [PollFd::new(listener, PollFlags::IN)], Some(&now)).is_ok_and(|ready| ready > 0) {
+            return;
+        }
+        let left = until.saturating_duration_since(tokio::time::Instant::now());
+        if left.is_zero() {
+            return;
+        }
+        tokio::time::sleep(left.min(ASKED_EVERY)).await;
+    }
 }
 
 /// Listens on `socket`, this user only.
