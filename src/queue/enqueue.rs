@@ -186,8 +186,7 @@ impl Queue {
         done: &AtomicU64,
         progress: &(dyn Fn(u64) + Sync),
     ) -> Result<Sealed, QueueError> {
-        let target = self.spool_dir(id).join(format!("{}.enc", a.name));
-        let source = std::path::Path::new(&a.name);
+        let (target, source) = self.artifact_paths(id, a);
         // The handle validation opened, from its start: never the path again.
         let counted = Counted { inner: a.reader().map_err(io_err(source))?, done, progress };
         let mut input = BufReader::with_capacity(crate::crypto::CHUNK, counted);
@@ -201,7 +200,7 @@ impl Queue {
         out.flush().map_err(io_err(&target))?;
         let file = out.into_inner().map_err(|e| io_err(&target)(e.into_error()))?;
         crate::faults::crash_point("enqueue.after_artifact");
-        Ok(Sealed { file, target, row: (a.name.clone(), a.kind.as_str(), summary.plaintext_len, summary.sha256) })
+        Ok(Sealed::of(a, file, target, summary))
     }
 
     /// The video sealed early, given its name in the enrollment's directory once it is
@@ -214,8 +213,7 @@ impl Queue {
         done: &AtomicU64,
         progress: &(dyn Fn(u64) + Sync),
     ) -> Result<Sealed, QueueError> {
-        let target = self.spool_dir(id).join(format!("{}.enc", a.name));
-        let source = std::path::Path::new(&a.name);
+        let (target, source) = self.artifact_paths(id, a);
         let (file, summary) = early.finish().map_err(io_err(source))?;
         if summary.plaintext_len != a.size {
             let changed =
@@ -225,7 +223,12 @@ impl Queue {
         super::early::link_unnamed(file.get_ref(), &target).map_err(io_err(&target))?;
         progress(done.fetch_add(a.size, Ordering::Relaxed) + a.size);
         crate::faults::crash_point("enqueue.after_artifact");
-        Ok(Sealed { file, target, row: (a.name.clone(), a.kind.as_str(), summary.plaintext_len, summary.sha256) })
+        Ok(Sealed::of(a, file, target, summary))
+    }
+
+    /// Where an artifact is sealed to, and its name in errors.
+    fn artifact_paths<'a>(&self, id: &str, a: &'a ArtifactSource) -> (std::path::PathBuf, &'a std::path::Path) {
+        (self.spool_dir(id).join(format!("{}.enc", a.name)), std::path::Path::new(&a.name))
     }
 
     /// Refuses work that would cross `storage.max_spool_bytes` or `storage.min_free_bytes`.
@@ -262,6 +265,18 @@ struct Sealed {
     file: crate::fsutil::WritebackFile,
     target: std::path::PathBuf,
     row: (String, &'static str, u64, String),
+}
+
+impl Sealed {
+    /// Artifact `a`, sealed into `file` at `target`.
+    fn of(
+        a: &ArtifactSource,
+        file: crate::fsutil::WritebackFile,
+        target: std::path::PathBuf,
+        summary: crate::crypto::StreamSummary,
+    ) -> Sealed {
+        Sealed { file, target, row: (a.name.clone(), a.kind.as_str(), summary.plaintext_len, summary.sha256) }
+    }
 }
 
 /// A reader that adds the bytes it reads to `done` (shared by the artifacts sealed side by
