@@ -249,7 +249,7 @@ pub fn probe_video() -> anyhow::Result<ExitCode> {
     let sealed = std::env::var(SEALED_KEY_VAR).ok();
     // Nothing here needs it in the environment after this line.
     std::env::remove_var(SEALED_KEY_VAR);
-    if sealed.as_ref().is_some_and(|k| k.len() != 64 || !k.bytes().all(|b| b.is_ascii_hexdigit())) {
+    if sealed.as_deref().is_some_and(|k| !kiosk_common::video::is_sealed_key(k)) {
         return Err(BadInput(format!("{SEALED_KEY_VAR} must be 64 hex digits (AES-128 key and IV)")).into());
     }
     let facts = probe_file(Path::new("/dev/stdin"), sealed.as_deref())?;

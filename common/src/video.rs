@@ -15,6 +15,12 @@ pub struct VideoFacts {
 /// sealed file, read in clear only inside FFmpeg.
 pub const SEALED_KEY_VAR: &str = "KIOSK_AGENT_SEALED_KEY";
 
+/// Whether `hex` has the form of a sealed spill's key: 64 hex digits (AES-128 key and IV), in
+/// the environment of `probe-video` or the request to a standby alike.
+pub fn is_sealed_key(hex: &str) -> bool {
+    hex.len() == 64 && hex.bytes().all(|b| b.is_ascii_hexdigit())
+}
+
 /// The standby prober's socket in the data directory. `kiosk-agent run` listens on it and keeps
 /// a `probe-standby` helper waiting on it, FFmpeg already loaded, so that `enroll` (and the
 /// API's intake) need not start a process that links a hundred libraries for each video.
@@ -89,7 +95,7 @@ pub fn receive_probe_request(
     let sealed = match line.split_once(' ') {
         None if line == "probe" => None,
         Some(("probe", rest)) => match rest.strip_prefix("sealed ") {
-            Some(hex) if hex.len() == 64 && hex.bytes().all(|b| b.is_ascii_hexdigit()) => Some(hex.to_owned()),
+            Some(hex) if is_sealed_key(hex) => Some(hex.to_owned()),
             _ => return Err("a sealed probe request must give 64 hex digits (AES-128 key and IV)".into()),
         },
         _ => return Err(format!("unknown probe request {:?}", line.chars().take(40).collect::<String>())),

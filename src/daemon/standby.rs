@@ -66,7 +66,10 @@ impl Component for ProbeStandby {
             while failures < FAILURES_BEFORE_PAUSE {
                 tokio::select! {
                     () = quiet_or_asked(&listener, wait) => {}
-                    () = &mut stopped => break,
+                    () = &mut stopped => {
+                        withdraw(&socket);
+                        return Ok(());
+                    }
                 }
                 wait = QUIET;
                 let stdin = listener.try_clone().map(OwnedFd::from)?;
@@ -89,14 +92,13 @@ impl Component for ProbeStandby {
                         }
                         Err(e) => return Err(e.into()),
                     },
-                    () = &mut stopped => break,
+                    () = &mut stopped => {
+                        withdraw(&socket);
+                        return Ok(());
+                    }
                 }
             }
-            let _ = std::fs::remove_file(&socket);
-            if failures < FAILURES_BEFORE_PAUSE {
-                // Stopped.
-                return Ok(());
-            }
+            withdraw(&socket);
             drop(listener);
             tracing::warn!(
                 "probe standbys keep failing; each video is probed by a helper started for it for the next {} s",
@@ -128,6 +130,11 @@ async fn quiet_or_asked(listener: &std::os::unix::net::UnixListener, wait: Durat
         }
         tokio::time::sleep(left.min(ASKED_EVERY)).await;
     }
+}
+
+/// Removes the socket's name: probes then start helpers of their own.
+fn withdraw(socket: &std::path::Path) {
+    let _ = std::fs::remove_file(socket);
 }
 
 /// Listens on `socket`, this user only.

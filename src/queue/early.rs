@@ -14,7 +14,7 @@ use std::io::{self, BufReader, BufWriter, Read, Write as _};
 use std::os::fd::AsRawFd as _;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::thread::JoinHandle;
 
 use super::{artifact_aad, Queue};
@@ -33,7 +33,8 @@ pub struct EarlyVideo {
     pub(super) id: String,
     pub(super) key: SecretKey,
     stop: Arc<AtomicBool>,
-    job: Mutex<Option<JoinHandle<io::Result<SealedVideo>>>>,
+    /// Taken by [`EarlyVideo::finish`]; joined on drop otherwise.
+    job: Option<JoinHandle<io::Result<SealedVideo>>>,
 }
 
 /// The unnamed file (flushed, not synced) and what was sealed into it.
@@ -47,19 +48,16 @@ impl std::fmt::Debug for EarlyVideo {
 
 impl EarlyVideo {
     /// Waits for the sealing: the unnamed file (flushed, not synced) and what was sealed.
-    pub(super) fn finish(&self) -> io::Result<SealedVideo> {
-        let job = self.job.lock().unwrap_or_else(|p| p.into_inner()).take();
-        match job {
-            Some(job) => job.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic)),
-            None => Err(io::Error::other("the early sealing was already taken")),
-        }
+    pub(super) fn finish(mut self) -> io::Result<SealedVideo> {
+        let job = self.job.take().expect("the sealing is there until finished");
+        job.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic))
     }
 }
 
 impl Drop for EarlyVideo {
     fn drop(&mut self) {
         self.stop.store(true, Ordering::Relaxed);
-        if let Some(job) = self.job.get_mut().unwrap_or_else(|p| p.into_inner()).take() {
+        if let Some(job) = self.job.take() {
             let _ = job.join();
         }
     }
@@ -94,7 +92,7 @@ impl Queue {
                 Ok((file, summary))
             })
         };
-        Some(EarlyVideo { id, key, stop, job: Mutex::new(Some(job)) })
+        Some(EarlyVideo { id, key, stop, job: Some(job) })
     }
 }
 

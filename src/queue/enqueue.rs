@@ -36,7 +36,7 @@ impl Queue {
         progress: &(dyn Fn(u64) + Sync),
         early: Option<EarlyVideo>,
     ) -> Result<String, QueueError> {
-        self.enqueue_inner(enrollment, progress, early.as_ref())
+        self.enqueue_inner(enrollment, progress, early)
     }
 
     /// [`Queue::enqueue`], telling `progress` how many bytes of the artifacts are encrypted so
@@ -53,18 +53,17 @@ impl Queue {
         &self,
         enrollment: &Enrollment,
         progress: &(dyn Fn(u64) + Sync),
-        early: Option<&EarlyVideo>,
+        early: Option<EarlyVideo>,
     ) -> Result<String, QueueError> {
-        let artifacts: Vec<&ArtifactSource> = enrollment.images.iter().chain([&enrollment.video]).collect();
-        let needed: u64 = artifacts.iter().map(|a| a.size).sum();
+        let needed: u64 = enrollment.images.iter().chain([&enrollment.video]).map(|a| a.size).sum();
         // A video sealed early is on the disk already: it counts towards the spool, not
         // against the free space it has taken.
-        let on_disk = early.map_or(0, |_| enrollment.video.size);
+        let on_disk = early.as_ref().map_or(0, |_| enrollment.video.size);
         self.check_space(needed, on_disk)?;
 
         // Without the device key nothing could be signed: refuse before writing anything.
         let device = crate::device_key::load(&self.storage.device_key_file)?;
-        let (id, key) = match early {
+        let (id, key) = match &early {
             Some(early) => (early.id.clone(), early.key.clone()),
             None => (uuid::Uuid::new_v4().to_string(), SecretKey::random()),
         };
@@ -96,21 +95,20 @@ impl Queue {
         e: &Enrollment,
         device: &crate::device_key::DeviceKey,
         progress: &(dyn Fn(u64) + Sync),
-        early: Option<&EarlyVideo>,
+        early: Option<EarlyVideo>,
     ) -> Result<(), QueueError> {
         let dir = self.spool_dir(id);
-        let artifacts: Vec<&ArtifactSource> = e.images.iter().chain([&e.video]).collect();
         let done = AtomicU64::new(0);
-        let seal = |a: &ArtifactSource| match early {
-            Some(early) if a.name == VIDEO => self.take_early(id, early, a, &done, progress),
-            _ => self.seal_artifact(id, key, a, &done, progress),
-        };
-        // The video, by far the largest, is sealed on a thread of its own while the images are
-        // sealed here: on a two-core kiosk its encryption and hashing no longer wait for theirs.
-        let (video, images) = artifacts.split_last().expect("an enrollment has its video");
+        // The video, by far the largest, is sealed on a thread of its own (or was sealed early)
+        // while the images are sealed here: on a two-core kiosk its encryption and hashing no
+        // longer wait for theirs.
         let sealed: Vec<Sealed> = std::thread::scope(|scope| {
-            let video = scope.spawn(|| seal(video));
-            let images: Result<Vec<Sealed>, QueueError> = images.iter().map(|a| seal(a)).collect();
+            let video = scope.spawn(|| match early {
+                Some(early) => self.take_early(id, early, &e.video, &done, progress),
+                None => self.seal_artifact(id, key, &e.video, &done, progress),
+            });
+            let images: Result<Vec<Sealed>, QueueError> =
+                e.images.iter().map(|a| self.seal_artifact(id, key, a, &done, progress)).collect();
             let video = video.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic));
             let mut all = images?;
             all.push(video?);
@@ -208,11 +206,13 @@ impl Queue {
     fn take_early(
         &self,
         id: &str,
-        early: &EarlyVideo,
+        early: EarlyVideo,
         a: &ArtifactSource,
         done: &AtomicU64,
         progress: &(dyn Fn(u64) + Sync),
     ) -> Result<Sealed, QueueError> {
+        // Sealed under the video's name before the enrollment existed: the same name here.
+        debug_assert_eq!(a.name, VIDEO);
         let (target, source) = self.artifact_paths(id, a);
         let (file, summary) = early.finish().map_err(io_err(source))?;
         if summary.plaintext_len != a.size {
