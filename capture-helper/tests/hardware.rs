@@ -375,13 +375,18 @@ fn a_disconnected_camera_and_its_return() -> Result<(), Failed> {
         check(status == 200, || format!("first still: {status} {body}"))?;
 
         let holder = std::fs::File::open(&device)?;
-        // Record 8 s and pull the plug after about 3.
-        let (status, body) = post(&socket, "/recordings", r#"{"max_seconds":8}"#)?;
+        // Pull the plug about 3 s into a recording allowed far longer: under CPU emulation on a
+        // busy machine, starting v4l2-ctl alone took over 5 s once, and an 8 s recording had
+        // ended on its own before the cut. What the clip may hold is bounded by when the cut
+        // was made, however long that took.
+        let asked = Instant::now();
+        let (status, body) = post(&socket, "/recordings", r#"{"max_seconds":30}"#)?;
         check(status == 201, || format!("recording: {status} {body}"))?;
         let started: Value = serde_json::from_str(&body)?;
         let id = started["id"].as_str().ok_or("no recording id")?.to_owned();
         std::thread::sleep(Duration::from_secs(3));
         v4l2_ctl(&device, &["-c", "disconnect=1"])?;
+        let cut_within = asked.elapsed().as_secs_f64();
         let (status, body) = post(&socket, &format!("/recordings/{id}/stop"), "")?;
         check(status == 200, || format!("stopping the recording through the cut: {status} {body}"))?;
         let report: Value = serde_json::from_str(&body)?;
@@ -393,7 +398,9 @@ fn a_disconnected_camera_and_its_return() -> Result<(), Failed> {
         std::fs::write(&clip, bytes)?;
         let facts = kiosk_capture::file::probe(&clip, None, 600).map_err(|e| e.to_string())?;
         let secs = facts.duration.as_secs_f64();
-        check(facts.codec == "h264" && secs > 0.5 && secs < 7.0, || format!("the clip: {facts:?}; {report}"))?;
+        check(facts.codec == "h264" && secs > 0.5 && secs < cut_within, || {
+            format!("the clip (the cut came within {cut_within:.1} s): {facts:?}; {report}")
+        })?;
 
         // A still now: the camera is gone.
         let (status, body) = post(&socket, "/stills", r#"{"role":"face"}"#)?;
