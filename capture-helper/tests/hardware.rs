@@ -463,10 +463,13 @@ fn damaged_frames_are_skipped_and_a_streaming_error_ends_the_clip_short() -> Res
         "[cameras.face]\nwidth = 320\nheight = 180\nfps = 30\n[capture.video]\nwidth = 320\nheight = 180\n",
     )?;
     let out = dir.path().join("faults.mp4");
+    // As long a recording as the configuration allows: the faults are injected by four runs of
+    // v4l2-ctl, which under CPU emulation on a busy machine once took longer than a 20 s
+    // recording, which then ended on its own before the fatal error.
     let child = Command::new(HELPER)
         .arg("--config")
         .arg(&config)
-        .args(["capture", "video", "--camera", &camera, "--seconds", "20", "--json", "--out"])
+        .args(["capture", "video", "--camera", &camera, "--seconds", "120", "--json", "--out"])
         .arg(&out)
         .env_remove("KIOSK_AGENT_CONFIG")
         .stdout(Stdio::piped())
