@@ -33,6 +33,9 @@ ROOT = Path(__file__).resolve().parent.parent
 BIN = ROOT / "target" / "release" / "kiosk-agent"
 SAMPLES = ROOT / "config" / "samples"
 RUNS = int(os.environ.get("BENCH_RUNS", "3"))
+# The upload's ratio swings by a tenth from one run to the next on a shared 2-core machine (the
+# sandbox receiving is the bottleneck, and shares the cores with the client): never fewer runs.
+UPLOAD_RUNS = max(RUNS, 9)
 
 
 def free_port():
@@ -146,7 +149,7 @@ def bench_upload(sandbox):
     with tempfile.TemporaryDirectory() as tmp:
         manifest = make_files(Path(tmp) / "files", 64 * 1024, size)
         video = Path(tmp) / "files" / "video.mp4"
-        for run in range(RUNS):
+        for run in range(UPLOAD_RUNS):
             # The whole job on defaults (the erasure after review destroys the key and sets
             # the spool aside; its blocks are handed back by the next run, or at once in the
             # background by the daemon), then the delivery alone, erasure off.
@@ -170,15 +173,15 @@ def bench_upload(sandbox):
             curl_times.append(time.perf_counter() - t)
     a, c = statistics.median(agent_times), statistics.median(curl_times)
     d = statistics.median(delivery_times)
-    print(f"  agent sync --once (create + evidences + 200 MB video + status): {d:.3f} s median of {RUNS}  "
+    print(f"  agent sync --once (create + evidences + 200 MB video + status): {d:.3f} s median of {UPLOAD_RUNS}  "
           f"({size / d / 1e6:.0f} MB/s)")
-    print(f"  the same, then the erasure (key destroyed, spool set aside):   {a:.3f} s median of {RUNS}")
-    print(f"  the next sync --once, nothing to send, discarding the spool:   {statistics.median(next_times):.3f} s median of {RUNS}"
+    print(f"  the same, then the erasure (key destroyed, spool set aside):   {a:.3f} s median of {UPLOAD_RUNS}")
+    print(f"  the next sync --once, nothing to send, discarding the spool:   {statistics.median(next_times):.3f} s median of {UPLOAD_RUNS}"
           "  (the daemon discards in the background at once)")
-    print(f"  curl -F video=@ (video only):                                  {c:.3f} s median of {RUNS}  "
+    print(f"  curl -F video=@ (video only):                                  {c:.3f} s median of {UPLOAD_RUNS}  "
           f"({size / c / 1e6:.0f} MB/s)")
     print(f"  ratio agent / curl: {d / c:.2f}; on defaults, with the erasure, {a / c:.2f}  (target ≤ 1.15)")
-    print(f"  peak RSS of sync --once: {max(agent_rss):.1f} MiB max of {2 * RUNS}  (target ≤ 64 MiB)")
+    print(f"  peak RSS of sync --once: {max(agent_rss):.1f} MiB max of {2 * UPLOAD_RUNS}  (target ≤ 64 MiB)")
     return d / c, a / c, max(agent_rss)
 
 
