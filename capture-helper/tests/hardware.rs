@@ -13,7 +13,7 @@ use std::path::Path;
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use kiosk_capture::record::record;
+use kiosk_capture::record::{record, EndReason};
 use kiosk_capture::still::capture_still;
 use kiosk_capture::Quality;
 use kiosk_capture::StillConfig;
@@ -107,19 +107,23 @@ fn still_from_the_camera() -> Result<(), Failed> {
 /// - the driver's timestamps of the frames taken span as many frame times as its sequence
 ///   numbers count, within two frames (a stamp is taken when its frame is done, so one can come
 ///   late by less than a frame time; a later one is numbered as skipped);
-/// - the clip ran to its end: the driver numbered 3 s of frames, within two (the stamps of
-///   the last frames before 3 s can come late enough to cross it).
+/// - the clip ran to its end: the recording ended completed (a frame stamped 3 s after the first
+///   came) and took at least 3 s of the monotonic clock the driver stamps with; and the driver
+///   numbered 3 s of frames, within two (the stamps of the last frames before 3 s can come late
+///   enough to cross it), plus as many as it skipped in the clip: a driver that falls behind
+///   (vivid's thread starved under CPU emulation) skips numbers in bursts, before the frame that
+///   ends the clip as anywhere (seen: 86 numbered, 31 skipped, the last 4 before 3 s among them).
 fn a_clip_holds_the_frames_the_camera_delivered() -> Result<(), Failed> {
-    clip_on_the_driver_clock(&camera_spec(), 2).map(|_| ())
+    clip_on_the_driver_clock(&camera_spec()).map(|_| ())
 }
 
 /// Records 3 s from `camera` and checks the clip against the driver's sequence numbers and
-/// timestamps (see [`a_clip_holds_the_frames_the_camera_delivered`]), allowing the driver to
-/// have skipped the last `tail` numbers before 3 s; returns the report.
-fn clip_on_the_driver_clock(camera: &str, tail: u64) -> Result<kiosk_capture::record::RecordReport, Failed> {
+/// timestamps (see [`a_clip_holds_the_frames_the_camera_delivered`]); returns the report.
+fn clip_on_the_driver_clock(camera: &str) -> Result<kiosk_capture::record::RecordReport, Failed> {
     let dir = tempfile::tempdir()?;
     let out = dir.path().join("hw.mp4");
     let spec = camera.to_owned();
+    let started = Instant::now();
     let report = record(
         move || open(&spec, CameraMode { width: 320, height: 180, fps: 30 }),
         &out,
@@ -127,6 +131,7 @@ fn clip_on_the_driver_clock(camera: &str, tail: u64) -> Result<kiosk_capture::re
         Duration::from_secs(3),
     )
     .map_err(|e| e.to_string())?;
+    let took = started.elapsed();
     check(report.frames > 5 && !report.short, || format!("{report:?}"))?;
     let mut file = open(&format!("file:{}", out.display()), CameraMode::default()).map_err(|e| e.to_string())?;
     let mut stamps = Vec::new();
@@ -155,7 +160,10 @@ fn clip_on_the_driver_clock(camera: &str, tail: u64) -> Result<kiosk_capture::re
             last - first
         )
     })?;
-    check((numbered + tail) as f64 >= 3.0 * fps, || format!("the clip stopped before 3 s: {report:?}"))?;
+    check(report.end == EndReason::Completed && took >= Duration::from_secs(3), || {
+        format!("the recording ended after {took:?}, before 3 s of the driver's clock: {report:?}")
+    })?;
+    check((numbered + 2 + report.skipped) as f64 >= 3.0 * fps, || format!("the clip stopped before 3 s: {report:?}"))?;
     Ok(report)
 }
 
@@ -440,8 +448,7 @@ fn a_clip_counts_the_frames_the_driver_skipped() -> Result<(), Failed> {
     let camera = camera_spec();
     let device = device_of(&camera);
     v4l2_ctl(&device, &["-c", "percentage_of_dropped_buffers=30"])?;
-    // At 30%, eight frames in a row are skipped once in 15 000 clips.
-    let report = clip_on_the_driver_clock(&camera, 8);
+    let report = clip_on_the_driver_clock(&camera);
     v4l2_ctl(&device, &["-c", "percentage_of_dropped_buffers=0"])?;
     let report = report?;
     check(report.skipped > 0, || format!("30% of the frames were dropped by the driver, none counted: {report:?}"))
