@@ -142,6 +142,15 @@ def agent(cfg, *args):
     return [str(BIN), "--config", str(cfg), *args]
 
 
+def curl_video(sandbox, video):
+    """Seconds for curl to post `video` to a new request's video path (the request made first)."""
+    ids = sandbox.create()
+    url = f"{sandbox.base}/videoid/{ids['videoid_pk']}/video"
+    t = time.perf_counter()
+    subprocess.run(["curl", "-sS", "-o", "/dev/null", "-F", f"video=@{video};type=video/mp4", url], check=True)
+    return time.perf_counter() - t
+
+
 def bench_upload(sandbox):
     print("== 1. upload of a 200 MB video enrollment (sync --once) vs curl -F video=@… ==")
     size = 200 * 1024 * 1024
@@ -166,22 +175,14 @@ def bench_upload(sandbox):
                     # already destroyed) that the erasure set aside.
                     next_times.append(rss_of(agent(cfg, "sync", "--once"))[0])
                 shutil.rmtree(work)
-            ids = sandbox.create()
-            url = f"{sandbox.base}/videoid/{ids['videoid_pk']}/video"
-            t = time.perf_counter()
-            subprocess.run(["curl", "-sS", "-o", "/dev/null", "-F", f"video=@{video};type=video/mp4", url], check=True)
-            curl_times.append(time.perf_counter() - t)
+            curl_times.append(curl_video(sandbox, video))
             # What decrypting at all costs the transfer on this machine: curl again, beside
             # openssl decrypting the same 200 MB (AES-256-CTR, GCM's cipher without its tag) to
             # nowhere. The agent must decrypt the spool as it sends; the sandbox receiving is
             # the bottleneck, and work on the other core slows it.
-            ids = sandbox.create()
-            url = f"{sandbox.base}/videoid/{ids['videoid_pk']}/video"
-            t = time.perf_counter()
             decrypting = subprocess.Popen(["openssl", "enc", "-d", "-aes-256-ctr", "-K", "00" * 32, "-iv", "00" * 16,
                                            "-in", str(video), "-out", "/dev/null"])
-            subprocess.run(["curl", "-sS", "-o", "/dev/null", "-F", f"video=@{video};type=video/mp4", url], check=True)
-            beside_times.append(time.perf_counter() - t)
+            beside_times.append(curl_video(sandbox, video))
             decrypting.wait()
     a, c = statistics.median(agent_times), statistics.median(curl_times)
     d = statistics.median(delivery_times)
