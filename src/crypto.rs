@@ -363,6 +363,9 @@ impl DecryptingReader {
         let what = path.display().to_string();
         let mut file = File::open(path)?;
         let len = file.metadata()?.len();
+        // Read front to back once: a larger read-ahead keeps a streamed upload, which reads on
+        // the connection's thread, off the disk's latency. Only advice; nothing depends on it.
+        let _ = rustix::fs::fadvise(&file, 0, None, rustix::fs::Advice::Sequential);
         let mut header = [0u8; 4 + STREAM_PREFIX];
         file.read_exact(&mut header).map_err(|_| CryptoError::Decrypt { what: what.clone() })?;
         if &header[..4] != FILE_MAGIC {

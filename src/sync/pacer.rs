@@ -1,7 +1,7 @@
 //! `sync.max_upload_rate`: one budget of bytes per second shared by every upload of the worker,
 //! so the kiosk never takes more of the shop's uplink than configured, whatever is in flight.
-//! Uploads hand their bytes to the connection through [`Pacer::take`], which sleeps until the
-//! budget allows them; idle time earns no credit (no burst after a pause).
+//! Uploads hand their bytes to the connection when [`Pacer::reserve`] says the budget allows
+//! them ([`Pacer::take`] sleeps until then); idle time earns no credit (no burst after a pause).
 
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
@@ -19,19 +19,23 @@ impl Pacer {
         Pacer { bytes_per_sec: bytes_per_sec.max(1), window: Mutex::new((Instant::now(), 0)) }
     }
 
+    /// Counts `n` more bytes and answers when they fit the budget: a streamed body holds its
+    /// chunk until then without blocking its thread.
+    pub fn reserve(&self, n: u64) -> Instant {
+        let mut w = self.window.lock().unwrap_or_else(|p| p.into_inner());
+        let now = Instant::now();
+        let until = w.0 + Duration::from_secs_f64(w.1 as f64 / self.bytes_per_sec as f64);
+        // More than a second idle: start a fresh window instead of spending saved-up credit.
+        if now > until + Duration::from_secs(1) {
+            *w = (now, 0);
+        }
+        w.1 += n;
+        w.0 + Duration::from_secs_f64(w.1 as f64 / self.bytes_per_sec as f64)
+    }
+
     /// Waits (blocking the calling thread) until `n` more bytes fit the budget, and counts them.
     pub fn take(&self, n: u64) {
-        let due = {
-            let mut w = self.window.lock().unwrap_or_else(|p| p.into_inner());
-            let now = Instant::now();
-            let until = w.0 + Duration::from_secs_f64(w.1 as f64 / self.bytes_per_sec as f64);
-            // More than a second idle: start a fresh window instead of spending saved-up credit.
-            if now > until + Duration::from_secs(1) {
-                *w = (now, 0);
-            }
-            w.1 += n;
-            w.0 + Duration::from_secs_f64(w.1 as f64 / self.bytes_per_sec as f64)
-        };
+        let due = self.reserve(n);
         let now = Instant::now();
         if due > now {
             std::thread::sleep(due - now);

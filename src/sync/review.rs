@@ -220,14 +220,14 @@ impl Worker {
             // Each document is decrypted as the connection takes it, never held whole.
             let (mut files, mut decrypting) = (Vec::new(), Vec::new());
             for doc in outgoing {
-                let (body, task) = streamed::body(doc.reader, |_| {});
+                let (body, task) = streamed::body(doc.reader, |_| None);
                 files.push(DocumentBody { name: doc.name.clone(), body, len: doc.size });
                 decrypting.push((doc.name, task));
             }
             crash_point("document.before_upload");
             let uploaded = self.client.upload_documents(&ids, files).await;
             for (name, task) in decrypting {
-                if let Err(reason) = task.outcome().await {
+                if let Err(reason) = task.outcome() {
                     return Err(QueueError::Damaged {
                         id: id.to_owned(),
                         detail: format!("document {name}: {reason}"),

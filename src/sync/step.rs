@@ -14,10 +14,11 @@
 //!
 //! Errors are kept only after [`super::redact`] took this enrollment's personal data out of them.
 
-use std::sync::Arc;
-use std::time::Duration;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use futures_util::stream;
+use tokio::task::JoinHandle;
 
 use super::action::{action, Action};
 use super::events::{Bus, DaemonEvent};
@@ -479,40 +480,52 @@ impl Worker {
         })
         .await?;
         // Progress goes out on the bus (the API's event stream, the bars of `sync --once`) a few
-        // times a second: bytes handed to the connection, at most a few chunks ahead of the wire.
-        // Other processes (`queue list`) see it through the database, about once a second; best
-        // effort: a failed write never stops the upload.
+        // times a second: bytes handed to the connection, at most a chunk or two ahead of the
+        // wire. Other processes (`queue list`) see it through the database, about once a second,
+        // written off the connection's thread; best effort: a failed or slow write never stops
+        // or slows the upload (the next is skipped while one is still under way).
         let (bus, pacer) = (self.bus.clone(), self.pacer.clone());
         let (queue, upload_id) = (Arc::clone(&self.queue), job.id.clone());
         let start = upload_id.clone();
         let _ = blocking(&queue, move |q| q.record_upload_progress(&start, Some((0, len)))).await;
         bus.publish(DaemonEvent::Upload { id: upload_id.clone(), sent: 0, total: len });
-        let (mut sent, mut noted) = (0u64, std::time::Instant::now());
+        let recording: Arc<Mutex<Option<JoinHandle<()>>>> = Arc::default();
+        let last_record = Arc::clone(&recording);
+        let (mut sent, mut noted) = (0u64, Instant::now());
         let mut told = noted;
         let (body, decrypting) = streamed::body(reader, move |chunk| {
             sent += chunk;
             if told.elapsed() >= UPLOAD_EVENTS_EVERY || sent == len {
-                told = std::time::Instant::now();
+                told = Instant::now();
                 bus.publish(DaemonEvent::Upload { id: upload_id.clone(), sent, total: len });
             }
             if noted.elapsed() >= Duration::from_secs(1) {
-                noted = std::time::Instant::now();
-                let _ = queue.record_upload_progress(&upload_id, Some((sent, len)));
+                let mut last = last_record.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+                if last.as_ref().is_none_or(JoinHandle::is_finished) {
+                    noted = Instant::now();
+                    let (queue, id) = (Arc::clone(&queue), upload_id.clone());
+                    *last = Some(tokio::task::spawn_blocking(move || {
+                        let _ = queue.record_upload_progress(&id, Some((sent, len)));
+                    }));
+                }
             }
             if sent > len / 2 && sent - chunk <= len / 2 {
                 crash_point("video.mid_upload");
             }
-            // sync.max_upload_rate: the bytes wait for the shared budget.
-            if let Some(pacer) = &pacer {
-                pacer.take(chunk);
-            }
+            // sync.max_upload_rate: the chunk waits for the shared budget.
+            pacer.as_ref().map(|pacer| pacer.reserve(chunk))
         });
         let ends = UploadEnds { bus: &self.bus, id: &job.id };
         let result = self.client.upload_video(&ids, body, len).await;
         drop(ends);
+        // The last progress write lands before the progress is cleared, never after.
+        let pending = recording.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).take();
+        if let Some(pending) = pending {
+            let _ = pending.await;
+        }
         let id = job.id.clone();
         let _ = blocking(&self.queue, move |q| q.record_upload_progress(&id, None)).await;
-        if let Err(reason) = decrypting.outcome().await {
+        if let Err(reason) = decrypting.outcome() {
             return Err(QueueError::Damaged { id: job.id.clone(), detail: format!("artifact video: {reason}") }.into());
         }
         result?;
