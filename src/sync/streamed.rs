@@ -231,9 +231,12 @@ mod tests {
     async fn paced_chunks_wait_for_the_budget_without_blocking_the_thread() {
         let dir = tempfile::tempdir().unwrap();
         let data = vec![1u8; 3 * CHUNK];
-        // 3 chunks at 1 MiB/s: the last may go 0.75 s after the first was counted.
+        let reader = sealed(&dir, &data, None);
+        // 3 chunks at 1 MiB/s: the last may go 0.75 s after the budget's window opened, which
+        // is when the pacer is made (so the clock starts before it, not after the setup).
+        let start = Instant::now();
         let pacer = Pacer::new(1 << 20);
-        let (mut stream, _) = DecryptingBody::new(sealed(&dir, &data, None), move |n| Some(pacer.reserve(n)));
+        let (mut stream, _) = DecryptingBody::new(reader, move |n| Some(pacer.reserve(n)));
         let ticks = Arc::new(AtomicUsize::new(0));
         let ticking = Arc::clone(&ticks);
         let ticker = tokio::spawn(async move {
@@ -242,7 +245,6 @@ mod tests {
                 ticking.fetch_add(1, Ordering::Relaxed);
             }
         });
-        let start = Instant::now();
         let mut sent = 0;
         while let Some(chunk) = stream.next().await {
             sent += chunk.unwrap().len();
@@ -250,7 +252,7 @@ mod tests {
         let took = start.elapsed();
         ticker.abort();
         assert_eq!(sent, data.len());
-        assert!(took >= Duration::from_millis(700), "the rate was not held: {took:?}");
+        assert!(took >= Duration::from_millis(740), "the rate was not held: {took:?}");
         // Blocking sleeps would have let the ticker in only between chunks (a handful of times).
         let ticks = ticks.load(Ordering::Relaxed);
         assert!(ticks >= 20, "the body blocked its thread while it waited: {ticks} ticks in {took:?}");
