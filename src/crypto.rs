@@ -343,6 +343,8 @@ fn read_full(input: &mut impl Read, buf: &mut [u8]) -> io::Result<usize> {
 /// decryption error (tampering, truncation, wrong key). Memory use is one chunk.
 pub struct DecryptingReader {
     file: File,
+    /// Where the next chunk starts in the file (reads are positional).
+    offset: u64,
     remaining: u64,
     aead: LessSafeKey,
     prefix: [u8; STREAM_PREFIX],
@@ -363,8 +365,9 @@ impl DecryptingReader {
         let what = path.display().to_string();
         let mut file = File::open(path)?;
         let len = file.metadata()?.len();
-        // Read front to back once: a larger read-ahead keeps a streamed upload, which reads on
-        // the connection's thread, off the disk's latency. Only advice; nothing depends on it.
+        // Read front to back once: a larger read-ahead keeps more of a streamed upload in the
+        // page cache by the time it is read, which the connection's thread then does itself
+        // (`next_chunk_if_cached`). Only advice; nothing depends on it.
         let _ = rustix::fs::fadvise(&file, 0, None, rustix::fs::Advice::Sequential);
         let mut header = [0u8; 4 + STREAM_PREFIX];
         file.read_exact(&mut header).map_err(|_| CryptoError::Decrypt { what: what.clone() })?;
@@ -373,6 +376,7 @@ impl DecryptingReader {
         }
         Ok(DecryptingReader {
             file,
+            offset: header.len() as u64,
             remaining: len - header.len() as u64,
             aead: key.aead(),
             prefix: header[4..].try_into().expect("sized above"),
@@ -393,33 +397,66 @@ impl DecryptingReader {
     /// `false` after the last one. A streamed upload hands the same few buffers round: reading
     /// each chunk into a fresh, zeroed allocation cost a tenth of a large upload's CPU time in
     /// page faults and memset. A reused buffer is only resized (its bytes are overwritten, so
-    /// only growth is zeroed: the tag's 16 bytes) and filled with `read_exact`; `read_to_end`
-    /// into spare capacity probed its way up from 8 KiB, six reads a chunk instead of one.
+    /// only growth is zeroed: the tag's 16 bytes) and filled with one read; `read_to_end` into
+    /// spare capacity probed its way up from 8 KiB, six reads a chunk.
     pub fn next_chunk_into(&mut self, buf: &mut Vec<u8>) -> Result<bool, CryptoError> {
+        let Some(n) = self.next_len(buf)? else { return Ok(false) };
+        match std::os::unix::fs::FileExt::read_exact_at(&self.file, buf, self.offset) {
+            Ok(()) => self.open_chunk(buf, n),
+            // The file ended before the length it had when opened: truncated under us.
+            Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => Err(self.damaged()),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// [`Self::next_chunk_into`] if the whole chunk is already in the page cache (`None`, with
+    /// nothing consumed, if reading it would wait for the disk, or the kernel cannot say): what
+    /// an async task may call without blocking its thread.
+    pub fn next_chunk_if_cached(&mut self, buf: &mut Vec<u8>) -> Result<Option<bool>, CryptoError> {
+        let Some(n) = self.next_len(buf)? else { return Ok(Some(false)) };
+        let read = rustix::io::preadv2(
+            &self.file,
+            &mut [io::IoSliceMut::new(buf)],
+            self.offset,
+            rustix::io::ReadWriteFlags::NOWAIT,
+        );
+        match read {
+            Ok(got) if got == n => self.open_chunk(buf, n).map(Some),
+            // Partly cached, not cached, or cut short: the blocking read decides.
+            _ => Ok(None),
+        }
+    }
+
+    /// The next chunk's length on disk with `buf` sized to it, or `None` (and `buf` emptied)
+    /// after the last one.
+    fn next_len(&self, buf: &mut Vec<u8>) -> Result<Option<usize>, CryptoError> {
         if self.done {
             buf.clear();
-            return Ok(false);
+            return Ok(None);
         }
-        let fail = |what: &str| CryptoError::Decrypt { what: what.to_owned() };
         if self.remaining < TAG as u64 {
-            return Err(fail(&self.what));
+            return Err(self.damaged());
         }
         let n = (self.remaining as usize).min(CHUNK + TAG);
         buf.resize(n, 0);
-        match self.file.read_exact(buf) {
-            Ok(()) => {}
-            // The file ended before the length it had when opened: truncated under us.
-            Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => return Err(fail(&self.what)),
-            Err(e) => return Err(e.into()),
-        }
-        self.remaining -= n as u64;
-        let last = self.remaining == 0;
+        Ok(Some(n))
+    }
+
+    /// Verifies and decrypts the `n` bytes read into `buf`, leaving the plaintext there.
+    fn open_chunk(&mut self, buf: &mut Vec<u8>, n: usize) -> Result<bool, CryptoError> {
+        let last = self.remaining == n as u64;
         let nonce = stream_nonce(&self.prefix, self.index, last);
-        let len = self.aead.open_in_place(nonce, Aad::from(&self.aad), buf).map_err(|_| fail(&self.what))?.len();
+        let len = self.aead.open_in_place(nonce, Aad::from(&self.aad), buf).map_err(|_| self.damaged())?.len();
         buf.truncate(len);
+        self.offset += n as u64;
+        self.remaining -= n as u64;
         self.index = self.index.wrapping_add(1);
         self.done = last;
         Ok(true)
+    }
+
+    fn damaged(&self) -> CryptoError {
+        CryptoError::Decrypt { what: self.what.clone() }
     }
 
     /// Decrypts the whole file into memory (for images, which are small and capped).

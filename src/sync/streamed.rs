@@ -1,13 +1,14 @@
 //! An encrypted artifact or document sent as an HTTP body without ever being held whole.
 //!
 //! The body decrypts the file a chunk at a time (verifying each) when the connection asks for
-//! more, on the connection's own thread. It was a blocking thread feeding a bounded channel:
-//! that hop per chunk, a wake-up each way between two threads, made a 200 MB video 3–4 % slower
-//! on a 2-core machine than the same body produced where it is sent (alternating runs against
-//! the sandbox, `bench/pipeline.py`). A chunk is 256 KiB read from a spool that the kernel reads
-//! ahead (the reader asks for sequential read-ahead) and opened by ring's AES-GCM in tens of
-//! microseconds: short enough to run between two awaits. A paced chunk waits on a timer, never
-//! by blocking the thread.
+//! more, on the connection's own thread when the chunk is already in the page cache (a read
+//! that cannot wait for the disk, `RWF_NOWAIT`), on a blocking thread when it is not: disk I/O
+//! never runs on the executor. It was always a blocking thread feeding a bounded channel: that
+//! hop per chunk, a wake-up each way between two threads, made a 200 MB video 3–4 % slower on a
+//! 2-core machine than the same body produced where it is sent (alternating runs against the
+//! sandbox, `bench/pipeline.py`). A cached chunk is a 256 KiB copy and ring's AES-GCM over it,
+//! tens of microseconds: CPU work short enough to run between two awaits. A paced chunk waits
+//! on a timer, never by blocking the thread.
 //!
 //! The body says why it stopped early, if it did: a chunk that fails to decrypt is damaged
 //! evidence, which no retry can fix, and must not be mistaken for a network failure of the
@@ -22,7 +23,9 @@ use std::time::Instant;
 use bytes::Bytes;
 use futures_util::Stream;
 
-use crate::crypto::DecryptingReader;
+use tokio::task::JoinHandle;
+
+use crate::crypto::{CryptoError, DecryptingReader};
 
 /// How many sent chunks' buffers are kept for reuse (the connection holds one or two at once).
 const SPARE: usize = 4;
@@ -59,7 +62,12 @@ pub(super) fn body(
 
 /// The stream behind [`body`].
 struct DecryptingBody<F> {
-    reader: DecryptingReader,
+    /// `None` while a blocking read has it.
+    reader: Option<DecryptingReader>,
+    /// A chunk that was not in the page cache, being read on a blocking thread.
+    reading: Option<JoinHandle<BlockingRead>>,
+    /// Whether to try the page cache first (tests turn it off to take the blocking path).
+    from_cache: bool,
     before_each: F,
     buffers: Buffers,
     /// A chunk waiting for the rate budget, and the timer it waits on.
@@ -68,11 +76,16 @@ struct DecryptingBody<F> {
     ended: bool,
 }
 
+/// What a blocking read hands back: the reader, the buffer and what became of the chunk.
+type BlockingRead = (DecryptingReader, Vec<u8>, Result<bool, CryptoError>);
+
 impl<F> DecryptingBody<F> {
     fn new(reader: DecryptingReader, before_each: F) -> (Self, Decrypting) {
         let decrypting = Decrypting::default();
         let stream = DecryptingBody {
-            reader,
+            reader: Some(reader),
+            reading: None,
+            from_cache: true,
             before_each,
             buffers: Buffers::default(),
             held: None,
@@ -80,6 +93,42 @@ impl<F> DecryptingBody<F> {
             ended: false,
         };
         (stream, decrypting)
+    }
+
+    /// The next chunk: from the page cache at once, or `Pending` while a blocking thread reads
+    /// it from the disk.
+    fn poll_chunk(&mut self, cx: &mut Context<'_>) -> Poll<(Vec<u8>, Result<bool, CryptoError>)> {
+        if self.reading.is_none() {
+            let mut buf = self.buffers.take();
+            let reader = self.reader.as_mut().expect("the reader is here unless a read has it");
+            if self.from_cache {
+                match reader.next_chunk_if_cached(&mut buf) {
+                    Ok(Some(more)) => return Poll::Ready((buf, Ok(more))),
+                    Ok(None) => {}
+                    Err(e) => return Poll::Ready((buf, Err(e))),
+                }
+            }
+            let mut reader = self.reader.take().expect("checked above");
+            self.reading = Some(tokio::task::spawn_blocking(move || {
+                let result = reader.next_chunk_into(&mut buf);
+                (reader, buf, result)
+            }));
+        }
+        let task = self.reading.as_mut().expect("set above");
+        let (reader, buf, result) = match Pin::new(task).poll(cx) {
+            Poll::Pending => return Poll::Pending,
+            Poll::Ready(Ok(read)) => read,
+            Poll::Ready(Err(e)) => {
+                self.reading = None;
+                // The reader went with the task; nothing more can be read.
+                self.ended = true;
+                let reason = format!("the reading task failed: {e}");
+                return Poll::Ready((Vec::new(), Err(CryptoError::Io(std::io::Error::other(reason)))));
+            }
+        };
+        self.reading = None;
+        self.reader = Some(reader);
+        Poll::Ready((buf, result))
     }
 }
 
@@ -98,8 +147,11 @@ impl<F: FnMut(u64) -> Option<Instant> + Unpin> Stream for DecryptingBody<F> {
         if this.ended {
             return Poll::Ready(None);
         }
-        let mut buf = this.buffers.take();
-        match this.reader.next_chunk_into(&mut buf) {
+        let (buf, result) = match this.poll_chunk(cx) {
+            Poll::Pending => return Poll::Pending,
+            Poll::Ready(read) => read,
+        };
+        match result {
             Ok(true) => {
                 let due = (this.before_each)(buf.len() as u64);
                 let chunk = Bytes::from_owner(Lent { buf, home: this.buffers.clone() });
@@ -192,37 +244,72 @@ mod tests {
         DecryptingReader::open(&key, b"id/video", &path).unwrap()
     }
 
+    /// The body of `reader`, reading what is cached on its own thread (`from_cache`) or every
+    /// chunk on a blocking thread, as when the spool is not in the page cache.
+    fn stream_of<F>(reader: DecryptingReader, from_cache: bool, before_each: F) -> (DecryptingBody<F>, Decrypting) {
+        let (mut stream, decrypting) = DecryptingBody::new(reader, before_each);
+        stream.from_cache = from_cache;
+        (stream, decrypting)
+    }
+
     #[tokio::test]
     async fn the_body_is_the_plaintext_chunk_by_chunk_each_reported_before_it_goes() {
-        let dir = tempfile::tempdir().unwrap();
-        let data: Vec<u8> = (0..3 * CHUNK + 17).map(|i| (i % 251) as u8).collect();
-        let reported = Arc::new(Mutex::new(Vec::new()));
-        let seen = Arc::clone(&reported);
-        let (mut stream, decrypting) = DecryptingBody::new(sealed(&dir, &data, None), move |n| {
-            seen.lock().unwrap().push(n);
-            None
-        });
-        let mut back = Vec::new();
-        while let Some(chunk) = stream.next().await {
-            back.extend_from_slice(&chunk.unwrap());
+        for from_cache in [true, false] {
+            let dir = tempfile::tempdir().unwrap();
+            let data: Vec<u8> = (0..3 * CHUNK + 17).map(|i| (i % 251) as u8).collect();
+            let reported = Arc::new(Mutex::new(Vec::new()));
+            let seen = Arc::clone(&reported);
+            let (mut stream, decrypting) = stream_of(sealed(&dir, &data, None), from_cache, move |n| {
+                seen.lock().unwrap().push(n);
+                None
+            });
+            let mut back = Vec::new();
+            while let Some(chunk) = stream.next().await {
+                back.extend_from_slice(&chunk.unwrap());
+            }
+            assert!(back == data, "from_cache {from_cache}: the plaintext differs");
+            assert_eq!(*reported.lock().unwrap(), [CHUNK as u64, CHUNK as u64, CHUNK as u64, 17], "{from_cache}");
+            assert_eq!(decrypting.outcome(), Ok(()));
         }
-        assert_eq!(back, data);
-        assert_eq!(*reported.lock().unwrap(), [CHUNK as u64, CHUNK as u64, CHUNK as u64, 17]);
-        assert_eq!(decrypting.outcome(), Ok(()));
     }
 
     #[tokio::test]
     async fn a_damaged_chunk_ends_the_body_with_an_error_and_says_why() {
+        for from_cache in [true, false] {
+            let dir = tempfile::tempdir().unwrap();
+            let data = vec![5u8; 3 * CHUNK];
+            // A bit of the second chunk's ciphertext flipped: the first goes, the second does not.
+            let (mut stream, decrypting) = stream_of(sealed(&dir, &data, Some(20 + CHUNK + 100)), from_cache, |_| None);
+            assert_eq!(stream.next().await.unwrap().unwrap().len(), CHUNK);
+            let err = stream.next().await.unwrap().unwrap_err();
+            assert!(err.to_string().contains("video.enc"), "{err}");
+            assert!(stream.next().await.is_none(), "nothing after the damaged chunk");
+            let reason = decrypting.outcome().unwrap_err();
+            assert!(reason.contains("video.enc"), "{reason}");
+        }
+    }
+
+    /// A spool file that is not in the page cache: the cached read declines without consuming
+    /// anything, and the blocking read then returns the chunk. Where the file system keeps
+    /// files in memory (tmpfs), nothing can be evicted and the test says so.
+    #[test]
+    fn a_chunk_not_in_the_page_cache_is_left_to_the_blocking_read() {
         let dir = tempfile::tempdir().unwrap();
-        let data = vec![5u8; 3 * CHUNK];
-        // A bit of the second chunk's ciphertext flipped: the first goes, the second does not.
-        let (mut stream, decrypting) = DecryptingBody::new(sealed(&dir, &data, Some(20 + CHUNK + 100)), |_| None);
-        assert_eq!(stream.next().await.unwrap().unwrap().len(), CHUNK);
-        let err = stream.next().await.unwrap().unwrap_err();
-        assert!(err.to_string().contains("video.enc"), "{err}");
-        assert!(stream.next().await.is_none(), "nothing after the damaged chunk");
-        let reason = decrypting.outcome().unwrap_err();
-        assert!(reason.contains("video.enc"), "{reason}");
+        let data: Vec<u8> = (0..2 * CHUNK).map(|i| (i % 241) as u8).collect();
+        let mut reader = sealed(&dir, &data, None);
+        let spool = File::open(dir.path().join("video.enc")).unwrap();
+        spool.sync_all().unwrap();
+        rustix::fs::fadvise(&spool, 0, None, rustix::fs::Advice::DontNeed).unwrap();
+        let mut buf = Vec::new();
+        match reader.next_chunk_if_cached(&mut buf).unwrap() {
+            None => {
+                assert!(reader.next_chunk_into(&mut buf).unwrap());
+                assert!(buf == data[..CHUNK], "the blocking read after a declined one starts at the chunk");
+                assert!(reader.next_chunk_into(&mut buf).unwrap());
+                assert!(buf == data[CHUNK..]);
+            }
+            Some(_) => eprintln!("skipped: this file system kept the file in memory after DONTNEED"),
+        }
     }
 
     /// Paced chunks wait for the budget without holding the thread: on a single-threaded
