@@ -489,7 +489,9 @@ impl Worker {
         let start = upload_id.clone();
         let _ = blocking(&queue, move |q| q.record_upload_progress(&start, Some((0, len)))).await;
         bus.publish(DaemonEvent::Upload { id: upload_id.clone(), sent: 0, total: len });
-        let recording: Arc<Mutex<Option<JoinHandle<()>>>> = Arc::default();
+        // The progress write under way, if any; `None` once the upload is over, so that a body
+        // the connection still polls after the request returned starts no write after the clear.
+        let recording: Arc<Mutex<Option<Option<JoinHandle<()>>>>> = Arc::new(Mutex::new(Some(None)));
         let last_record = Arc::clone(&recording);
         let (mut sent, mut noted) = (0u64, Instant::now());
         let mut told = noted;
@@ -500,8 +502,8 @@ impl Worker {
                 bus.publish(DaemonEvent::Upload { id: upload_id.clone(), sent, total: len });
             }
             if noted.elapsed() >= Duration::from_secs(1) {
-                let mut last = last_record.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-                if last.as_ref().is_none_or(JoinHandle::is_finished) {
+                let mut guard = last_record.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+                if let Some(last) = guard.as_mut().filter(|last| last.as_ref().is_none_or(JoinHandle::is_finished)) {
                     noted = Instant::now();
                     let (queue, id) = (Arc::clone(&queue), upload_id.clone());
                     *last = Some(tokio::task::spawn_blocking(move || {
@@ -519,7 +521,7 @@ impl Worker {
         let result = self.client.upload_video(&ids, body, len).await;
         drop(ends);
         // The last progress write lands before the progress is cleared, never after.
-        let pending = recording.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).take();
+        let pending = recording.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).take().flatten();
         if let Some(pending) = pending {
             let _ = pending.await;
         }
