@@ -153,7 +153,13 @@ fn clip_on_the_driver_clock(camera: &str) -> Result<kiosk_capture::record::Recor
         format!("the file's timeline (to {in_file:?}) is not within the frames taken; {report:?}")
     })?;
     let frame_times = report.span.as_secs_f64() * fps;
-    check((frame_times - (last - first) as f64).abs() <= 2.0, || {
+    // vivid numbers a frame from the jiffies at which it is due but stamps it with the clock
+    // when its thread gets round to filling it; in a VM under CPU emulation that thread runs
+    // late by several frame times when the guest is busy (seen in CI: 3.3 frames over 92,
+    // with the encoder behind). A tenth of the frames still tells the driver's clock from a
+    // wrong rate (25 against 30 fps is a sixth) or from fields counted as frames (a half).
+    let tolerance = (0.1 * (last - first) as f64).max(2.0);
+    check((frame_times - (last - first) as f64).abs() <= tolerance, || {
         format!(
             "the driver stamped {:?} = {frame_times:.2} frame times at {fps} fps between the first and last frames, and numbered {} after the first; {report:?}",
             report.span,
