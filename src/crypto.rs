@@ -339,7 +339,7 @@ fn read_full(input: &mut impl Read, buf: &mut [u8]) -> io::Result<usize> {
     Ok(n)
 }
 
-/// Decrypts an artifact file one chunk at a time; each `next_chunk` returns plaintext or a
+/// Decrypts an artifact file one chunk at a time; each `next_chunk_into` gives plaintext or a
 /// decryption error (tampering, truncation, wrong key). Memory use is one chunk.
 pub struct DecryptingReader {
     file: File,
@@ -385,12 +385,6 @@ impl DecryptingReader {
             aad: aad.to_vec(),
             what,
         })
-    }
-
-    /// The next plaintext chunk, or `None` after the last one.
-    pub fn next_chunk(&mut self) -> Result<Option<Vec<u8>>, CryptoError> {
-        let mut buf = Vec::new();
-        Ok(self.next_chunk_into(&mut buf)?.then_some(buf))
     }
 
     /// The next plaintext chunk into `buf` (its contents replaced, its allocation reused), or
@@ -461,11 +455,22 @@ impl DecryptingReader {
 
     /// Decrypts the whole file into memory (for images, which are small and capped).
     pub fn read_all(mut self) -> Result<Vec<u8>, CryptoError> {
-        let mut out = Vec::new();
-        while let Some(chunk) = self.next_chunk()? {
+        let (mut out, mut chunk) = (Vec::new(), Vec::new());
+        while self.next_chunk_into(&mut chunk)? {
             out.extend_from_slice(&chunk);
         }
         Ok(out)
+    }
+
+    /// The plaintext's length and SHA-256 (hex), every chunk verified on the way, through one
+    /// reused buffer: what checking a stored artifact or document against its record needs.
+    pub fn size_and_sha256(mut self) -> Result<(u64, String), CryptoError> {
+        let (mut hasher, mut size, mut chunk) = (Sha256::new(), 0u64, Vec::new());
+        while self.next_chunk_into(&mut chunk)? {
+            size += chunk.len() as u64;
+            hasher.update(&chunk);
+        }
+        Ok((size, hex::encode(hasher.finalize())))
     }
 }
 

@@ -305,7 +305,6 @@ impl Queue {
     /// decrypt (AEAD, chunk by chunk) and match its recorded size and SHA-256. Returns the ones
     /// that do not, as (enrollment id, file name, what is wrong); changes nothing.
     pub fn verify_documents(&self) -> Result<Vec<(String, String, String)>, QueueError> {
-        use sha2::Digest as _;
         let kept: Vec<(String, String, String, i64, String, Vec<u8>)> = {
             let conn = self.conn();
             let mut stmt = conn.prepare(
@@ -320,13 +319,8 @@ impl Queue {
         for (id, enrollment, name, size, sha256, wrapped) in kept {
             let check = (|| -> Result<Option<String>, QueueError> {
                 let key = self.master.unwrap_key(&wrapped, id.as_bytes())?;
-                let mut reader = DecryptingReader::open(&key, aad(&id).as_bytes(), &self.document_path(&id))?;
-                let (mut hasher, mut read) = (sha2::Sha256::new(), 0u64);
-                while let Some(chunk) = reader.next_chunk()? {
-                    read += chunk.len() as u64;
-                    hasher.update(&chunk);
-                }
-                let found = hex::encode(hasher.finalize());
+                let (read, found) =
+                    DecryptingReader::open(&key, aad(&id).as_bytes(), &self.document_path(&id))?.size_and_sha256()?;
                 Ok((read != size as u64 || found != sha256)
                     .then(|| format!("{read} bytes with SHA-256 {found}, expected {size} bytes {sha256}")))
             })();

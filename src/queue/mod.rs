@@ -504,7 +504,6 @@ impl Queue {
     /// that failed.
     /// Enrollments for which `skip` says true are left alone (the worker is sending them).
     pub fn scrub(&self, skip: &dyn Fn(&str) -> bool) -> Result<Vec<String>, QueueError> {
-        use sha2::Digest as _;
         let pending: Vec<(String, State)> = {
             let conn = self.conn();
             let mut stmt = conn.prepare(&format!(
@@ -523,13 +522,7 @@ impl Queue {
             let mut problem = None;
             for a in self.artifacts(&id)? {
                 let check = (|| -> Result<Option<String>, QueueError> {
-                    let mut reader = self.open_artifact(&id, &a.name)?;
-                    let (mut hasher, mut size) = (sha2::Sha256::new(), 0u64);
-                    while let Some(chunk) = reader.next_chunk()? {
-                        size += chunk.len() as u64;
-                        hasher.update(&chunk);
-                    }
-                    let sha = hex::encode(hasher.finalize());
+                    let (size, sha) = self.open_artifact(&id, &a.name)?.size_and_sha256()?;
                     Ok((size != a.size || sha != a.sha256)
                         .then(|| format!("{size} bytes with SHA-256 {sha}, expected {} bytes {}", a.size, a.sha256)))
                 })();
