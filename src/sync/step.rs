@@ -60,6 +60,36 @@ impl Drop for UploadEnds<'_> {
     }
 }
 
+/// The database writes of one upload's progress, made off the connection's thread: at most one
+/// under way (the next is skipped meanwhile), and none started once the upload is over, so that
+/// a body the connection still polls after the request returned cannot write after the clear.
+#[derive(Clone)]
+struct ProgressWrites(Arc<Mutex<Option<Option<JoinHandle<()>>>>>);
+
+impl ProgressWrites {
+    fn new() -> Self {
+        ProgressWrites(Arc::new(Mutex::new(Some(None))))
+    }
+
+    /// Runs `write` on a blocking thread unless one is still under way or the upload is over;
+    /// says whether it started.
+    fn start(&self, write: impl FnOnce() + Send + 'static) -> bool {
+        let mut slot = self.0.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        match slot.as_mut() {
+            Some(last) if last.as_ref().is_none_or(JoinHandle::is_finished) => {
+                *last = Some(tokio::task::spawn_blocking(write));
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// Ends the writes: none starts after this; the one under way, if any, to wait for.
+    fn close(&self) -> Option<JoinHandle<()>> {
+        self.0.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).take().flatten()
+    }
+}
+
 /// How often a video upload's progress is told on the bus.
 const UPLOAD_EVENTS_EVERY: Duration = Duration::from_millis(250);
 
@@ -489,10 +519,8 @@ impl Worker {
         let start = upload_id.clone();
         let _ = blocking(&queue, move |q| q.record_upload_progress(&start, Some((0, len)))).await;
         bus.publish(DaemonEvent::Upload { id: upload_id.clone(), sent: 0, total: len });
-        // The progress write under way, if any; `None` once the upload is over, so that a body
-        // the connection still polls after the request returned starts no write after the clear.
-        let recording: Arc<Mutex<Option<Option<JoinHandle<()>>>>> = Arc::new(Mutex::new(Some(None)));
-        let last_record = Arc::clone(&recording);
+        let recording = ProgressWrites::new();
+        let writes = recording.clone();
         let (mut sent, mut noted) = (0u64, Instant::now());
         let mut told = noted;
         let (body, decrypting) = streamed::body(reader, move |chunk| {
@@ -502,13 +530,11 @@ impl Worker {
                 bus.publish(DaemonEvent::Upload { id: upload_id.clone(), sent, total: len });
             }
             if noted.elapsed() >= Duration::from_secs(1) {
-                let mut guard = last_record.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-                if let Some(last) = guard.as_mut().filter(|last| last.as_ref().is_none_or(JoinHandle::is_finished)) {
+                let (queue, id) = (Arc::clone(&queue), upload_id.clone());
+                if writes.start(move || {
+                    let _ = queue.record_upload_progress(&id, Some((sent, len)));
+                }) {
                     noted = Instant::now();
-                    let (queue, id) = (Arc::clone(&queue), upload_id.clone());
-                    *last = Some(tokio::task::spawn_blocking(move || {
-                        let _ = queue.record_upload_progress(&id, Some((sent, len)));
-                    }));
                 }
             }
             if sent > len / 2 && sent - chunk <= len / 2 {
@@ -521,8 +547,7 @@ impl Worker {
         let result = self.client.upload_video(&ids, body, len).await;
         drop(ends);
         // The last progress write lands before the progress is cleared, never after.
-        let pending = recording.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).take().flatten();
-        if let Some(pending) = pending {
+        if let Some(pending) = recording.close() {
             let _ = pending.await;
         }
         let id = job.id.clone();
