@@ -13,7 +13,11 @@ impl Queue {
     /// signature with `ISSUED` (the certificate was issued), which by itself says no more than
     /// "approved": after a sign call it means signed, even when the call's answer was lost.
     pub fn record_sign_sent(&self, id: &str) -> Result<(), QueueError> {
-        add_event(&self.conn(), id, EventKind::SignSent, "sign request sent")?;
+        let mut conn = self.conn();
+        // The event and its audit record together, or neither.
+        let tx = conn.transaction()?;
+        add_event(&tx, id, EventKind::SignSent, "sign request sent")?;
+        tx.commit()?;
         Ok(())
     }
 

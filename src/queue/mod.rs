@@ -452,12 +452,16 @@ impl Queue {
     /// The erasure proper: the data key and the personal fields gone from the database, the
     /// audit record kept.
     fn destroy_key(&self, id: &str) -> Result<(), QueueError> {
-        let conn = self.conn();
-        conn.execute(
+        let mut conn = self.conn();
+        // One transaction: the key never goes without its history event and audit record (a
+        // crash between them would leave an erasure nobody can account for), nor they without it.
+        let tx = conn.transaction()?;
+        tx.execute(
             "UPDATE enrollments SET pii = NULL, wrapped_key = NULL, erased_at = ?2 WHERE id = ?1",
             params![id, now_ms()],
         )?;
-        add_event(&conn, id, EventKind::Erased, "local evidence erased; audit record kept")?;
+        add_event(&tx, id, EventKind::Erased, "local evidence erased; audit record kept")?;
+        tx.commit()?;
         Ok(())
     }
 
@@ -548,9 +552,11 @@ impl Queue {
                 }
             }
             if let Some(reason) = problem {
-                let conn = self.conn();
+                let mut conn = self.conn();
+                // The failure, its event and its audit record in one transaction.
+                let tx = conn.transaction()?;
                 // Whatever step the worker reached meanwhile, the evidence cannot be sent.
-                let n = conn.execute(
+                let n = tx.execute(
                     &format!(
                         "UPDATE enrollments SET failed_from = state, state = 'failed', last_error = ?2,
                             next_attempt_at = NULL, updated_at = ?3
@@ -562,8 +568,11 @@ impl Queue {
                 // Only an enrollment still waiting with that evidence: one the worker sent and
                 // erased meanwhile (its files gone on purpose) is not damaged, and says nothing.
                 if n == 1 {
+                    add_event(&tx, &id, EventKind::Entered(State::Failed), &reason)?;
+                }
+                tx.commit()?;
+                if n == 1 {
                     tracing::error!(enrollment_id = %id, reason = %reason, "damaged evidence; enrollment failed");
-                    add_event(&conn, &id, EventKind::Entered(State::Failed), &reason)?;
                     failed.push(id);
                 }
             }

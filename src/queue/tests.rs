@@ -433,6 +433,52 @@ fn erasure_leaves_neither_the_key_nor_the_sealed_data_in_any_file() {
 
 /// The sync worker's erasure: the key is destroyed and the spool leaves the queue at once; the
 /// ciphertext waits in `erased/` (undecryptable, no key left) until `discard_erased` frees it.
+/// A write that records an event with its audit record is one transaction: when the audit
+/// record cannot be written (here a trigger refuses it), nothing of the write stays.
+#[test]
+fn an_erasure_or_a_note_whose_audit_record_fails_changes_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let q = Queue::open(&storage(dir.path())).unwrap();
+    let id = q.enqueue(&enrollment(dir.path(), 1000)).unwrap();
+    let count = |table: &str| -> i64 {
+        q.conn().query_row(&format!("SELECT count(*) FROM {table}"), [], |r| r.get(0)).unwrap()
+    };
+    let damaged = q.enqueue(&enrollment(dir.path(), 1000)).unwrap();
+    let spool = dir.path().join("data/spool").join(&damaged).join("video.enc");
+    let mut raw = std::fs::read(&spool).unwrap();
+    raw[100] ^= 1;
+    std::fs::write(&spool, raw).unwrap();
+    let (events, audit) = (count("events"), count("audit"));
+    q.conn()
+        .execute_batch(
+            "CREATE TEMP TRIGGER refuse_audit BEFORE INSERT ON audit BEGIN SELECT RAISE(ABORT, 'disk full'); END;",
+        )
+        .unwrap();
+
+    for erase in [Queue::erase_evidence, Queue::erase_evidence_deferred] {
+        let err = erase(&q, &id).unwrap_err();
+        assert!(err.to_string().contains("disk full"), "{err}");
+        assert_eq!(q.load_pii(&id).unwrap(), enrollment(dir.path(), 1000).pii, "the key survives a failed erasure");
+        assert!(!q.show(&id).unwrap().erased);
+        assert!(q.open_artifact(&id, "video").unwrap().read_all().is_ok());
+    }
+    // A damaged evidence found by the scrub: not failed without its event and audit record.
+    let err = q.scrub(&|_| false).unwrap_err();
+    assert!(err.to_string().contains("disk full"), "{err}");
+    assert_ne!(q.show(&damaged).unwrap().state, State::Failed, "failed without its event and audit record");
+    let err = q.record_sign_sent(&id).unwrap_err();
+    assert!(err.to_string().contains("disk full"), "{err}");
+    assert!(!q.sign_sent(&id).unwrap(), "a sign call noted without its audit record");
+    assert_eq!((count("events"), count("audit")), (events, audit), "an event without its audit record");
+
+    q.conn().execute_batch("DROP TRIGGER refuse_audit").unwrap();
+    q.erase_evidence_deferred(&id).unwrap();
+    assert!(q.show(&id).unwrap().erased);
+    assert_eq!(q.scrub(&|_| false).unwrap(), [damaged.clone()]);
+    assert_eq!(q.show(&damaged).unwrap().state, State::Failed);
+    assert_eq!((count("events"), count("audit")), (events + 2, audit + 2));
+}
+
 #[test]
 fn a_deferred_erasure_destroys_the_key_at_once_and_discards_the_ciphertext_later() {
     let dir = tempfile::tempdir().unwrap();
