@@ -347,19 +347,22 @@ impl Queue {
                 )?;
             let key = self.master.unwrap_key(&wrapped, id.as_bytes())?;
             let reader = DecryptingReader::open(&key, aad(id).as_bytes(), &self.document_path(id))?;
-            let conn = self.conn();
+            let mut conn = self.conn();
+            // The resend's note and the new state together, or neither.
+            let tx = conn.transaction()?;
             if state == "uploading" {
                 add_event(
-                    &conn,
+                    &tx,
                     &enrollment,
                     EventKind::DocumentResend,
                     &format!("{name}: an earlier upload was interrupted; the server may hold a duplicate"),
                 )?;
             }
-            conn.execute(
+            tx.execute(
                 "UPDATE documents SET state = 'uploading', updated_at = ?2 WHERE id = ?1",
                 params![id, now_ms()],
             )?;
+            tx.commit()?;
             out.push(OutgoingDocument { name, size: size as u64, reader });
         }
         Ok(out)

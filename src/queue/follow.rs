@@ -110,15 +110,17 @@ impl Queue {
     /// Notes that a create was in flight when its answer was lost: the server may hold an
     /// orphan request for this enrollment.
     pub fn record_possible_orphan(&self, id: &str) -> Result<(), QueueError> {
-        let conn = self.conn();
-        conn.execute("UPDATE enrollments SET orphan_scan = 1 WHERE id = ?1", [id])?;
+        let mut conn = self.conn();
+        let tx = conn.transaction()?;
+        tx.execute("UPDATE enrollments SET orphan_scan = 1 WHERE id = ?1", [id])?;
         add_event(
-            &conn,
+            &tx,
             id,
             EventKind::PossibleOrphan,
             "a create was sent earlier but its answer was never stored; \
             the server may hold an orphan request for this enrollment",
         )?;
+        tx.commit()?;
         Ok(())
     }
 
@@ -180,17 +182,19 @@ impl Queue {
 
     /// Plans the next review read (`None`: no longer followed, noted in the history).
     pub fn schedule_review(&self, id: &str, next_ms: Option<i64>) -> Result<(), QueueError> {
-        let conn = self.conn();
-        conn.execute("UPDATE enrollments SET next_review_at = ?2 WHERE id = ?1", params![id, next_ms.unwrap_or(-1)])?;
+        let mut conn = self.conn();
+        let tx = conn.transaction()?;
+        tx.execute("UPDATE enrollments SET next_review_at = ?2 WHERE id = ?1", params![id, next_ms.unwrap_or(-1)])?;
         if next_ms.is_none() {
             add_event(
-                &conn,
+                &tx,
                 id,
                 EventKind::ReviewUnfollowed,
                 "no longer read on a schedule (sync.review_follow_days passed); a webhook or \
                  `kiosk-agent request ID status` still updates it",
             )?;
         }
+        tx.commit()?;
         Ok(())
     }
 }

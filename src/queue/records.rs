@@ -641,8 +641,10 @@ impl Queue {
             });
         }
         {
-            let conn = self.conn();
-            conn.execute("DELETE FROM enrollments WHERE id = ?1", [id])?;
+            let mut conn = self.conn();
+            // Never a purge without its audit record.
+            let tx = conn.transaction()?;
+            tx.execute("DELETE FROM enrollments WHERE id = ?1", [id])?;
             // A request the server holds stays on record: the audit trail names its pk.
             let kind = match (&request_pk, force) {
                 (Some(pk), true) => format!("purged (forced; request {pk} stays on the server)"),
@@ -653,7 +655,8 @@ impl Queue {
                 (None, true) => "purged (forced)".to_owned(),
                 (None, false) => "purged".to_owned(),
             };
-            super::audit::append(&conn, Some(id), &kind)?;
+            super::audit::append(&tx, Some(id), &kind)?;
+            tx.commit()?;
         }
         self.remove_spool(id)?;
         self.destroy_freed_data();

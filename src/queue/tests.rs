@@ -436,7 +436,7 @@ fn erasure_leaves_neither_the_key_nor_the_sealed_data_in_any_file() {
 /// A write that records an event with its audit record is one transaction: when the audit
 /// record cannot be written (here a trigger refuses it), nothing of the write stays.
 #[test]
-fn an_erasure_or_a_note_whose_audit_record_fails_changes_nothing() {
+fn a_write_whose_audit_record_fails_changes_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let q = Queue::open(&storage(dir.path())).unwrap();
     let id = q.enqueue(&enrollment(dir.path(), 1000)).unwrap();
@@ -469,6 +469,14 @@ fn an_erasure_or_a_note_whose_audit_record_fails_changes_nothing() {
     let err = q.record_sign_sent(&id).unwrap_err();
     assert!(err.to_string().contains("disk full"), "{err}");
     assert!(!q.sign_sent(&id).unwrap(), "a sign call noted without its audit record");
+    let err = q.record_possible_orphan(&id).unwrap_err();
+    assert!(err.to_string().contains("disk full"), "{err}");
+    let flagged: i64 =
+        q.conn().query_row("SELECT orphan_scan FROM enrollments WHERE id = ?1", [&id], |r| r.get(0)).unwrap();
+    assert_eq!(flagged, 0, "an orphan check noted without its audit record");
+    let err = q.purge(&id, true).unwrap_err();
+    assert!(err.to_string().contains("disk full"), "{err}");
+    assert!(q.show(&id).is_ok(), "purged without an audit record");
     assert_eq!((count("events"), count("audit")), (events, audit), "an event without its audit record");
 
     q.conn().execute_batch("DROP TRIGGER refuse_audit").unwrap();
