@@ -182,10 +182,11 @@ impl Queue {
 
     /// Plans the next review read (`None`: no longer followed, noted in the history).
     pub fn schedule_review(&self, id: &str, next_ms: Option<i64>) -> Result<(), QueueError> {
-        let mut conn = self.conn();
-        let tx = conn.transaction()?;
-        tx.execute("UPDATE enrollments SET next_review_at = ?2 WHERE id = ?1", params![id, next_ms.unwrap_or(-1)])?;
-        if next_ms.is_none() {
+        const PLAN: &str = "UPDATE enrollments SET next_review_at = ?2 WHERE id = ?1";
+        let Some(next_ms) = next_ms else {
+            let mut conn = self.conn();
+            let tx = conn.transaction()?;
+            tx.execute(PLAN, params![id, -1])?;
             add_event(
                 &tx,
                 id,
@@ -193,8 +194,15 @@ impl Queue {
                 "no longer read on a schedule (sync.review_follow_days passed); a webhook or \
                  `kiosk-agent request ID status` still updates it",
             )?;
-        }
-        tx.commit()?;
-        Ok(())
+            tx.commit()?;
+            return Ok(());
+        };
+        // Bookkeeping: a power cut that loses the plan leaves the one it replaced, none when
+        // the request has just reached review or else the time of the read just made: either
+        // way the next read comes at once, not later than planned.
+        self.write_bookkeeping(|tx| {
+            tx.execute(PLAN, params![id, next_ms])?;
+            Ok(())
+        })
     }
 }

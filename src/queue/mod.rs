@@ -9,6 +9,9 @@
 //!   the commit leaves at most a spool directory without a row, which [`Queue::open`] removes
 //!   once it is older than [`ORPHAN_SPOOL_AGE`] (younger ones may belong to an `enroll` running
 //!   in another process right now).
+//! * **One write, one transaction.** A state change, a history event and its audit record,
+//!   and whatever belongs with them (an erasure's key) are committed together, durably. Only
+//!   bookkeeping commits without waiting for the disk ([`Queue::write_bookkeeping`]).
 //! * **Encryption at rest.** Each enrollment has its own data key, wrapped by the master key
 //!   ([`crate::crypto`]). Personal fields are one sealed JSON blob; artifacts are STREAM-encrypted
 //!   files. The plaintext SHA-256 and size of every artifact are kept in clear for audit.
@@ -296,6 +299,39 @@ impl Queue {
         // A panic while holding the lock cannot leave SQLite half-updated (transactions roll
         // back on drop), so a poisoned lock is safe to reuse.
         self.conn.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Runs `write` as one transaction of bookkeeping, committed without waiting for the disk
+    /// (`synchronous=NORMAL` for it alone): an upload's progress, the waited-time marks, the
+    /// next review read. Every other write waits for the disk as before.
+    ///
+    /// Why that is safe: in WAL mode such a commit is as atomic as any, only not yet durable.
+    /// The next durable commit syncs the log up to and including it, and a power cut before
+    /// that rolls back this write and nothing else: the log is replayed in order, so no later
+    /// commit can survive without it. Losing it is the same as the cut coming a moment earlier,
+    /// which can always happen. So it is only for figures that are recomputed or written again
+    /// and that nothing outside the database acts on before a durable commit: never a state
+    /// change, a history event or an audit record (an audit anchor sent to the server must
+    /// name a record that is on the disk).
+    ///
+    /// Why: a durable commit is an fdatasync of the log; one `sync --once` made 24 of them, a
+    /// third for such figures, each a fraction of a millisecond and a write to the card.
+    fn write_bookkeeping<T>(
+        &self,
+        write: impl FnOnce(&rusqlite::Transaction<'_>) -> Result<T, QueueError>,
+    ) -> Result<T, QueueError> {
+        let mut conn = self.conn();
+        // The safety level cannot change inside a transaction: set around it.
+        conn.pragma_update(None, "synchronous", "NORMAL")?;
+        let written = (|| {
+            let tx = conn.transaction()?;
+            let value = write(&tx)?;
+            tx.commit()?;
+            Ok(value)
+        })();
+        // Whatever became of the write, the next one waits for the disk again.
+        conn.pragma_update(None, "synchronous", "FULL")?;
+        written
     }
 
     /// Takes the per-data-directory worker lock, or fails at once if another process holds it.

@@ -722,37 +722,44 @@ impl Queue {
     /// Adds to each enrollment still waiting (for review, or in review) the time that
     /// verifiably passed since its last mark, and marks it `now`.
     pub(super) fn account_waiting(&self, now: &super::clock::Mark) -> Result<(), QueueError> {
-        let mut conn = self.conn();
-        let tx = conn.transaction()?;
-        let ids: Vec<String> = {
-            let mut stmt = tx.prepare(
-                "SELECT id FROM enrollments
-                 WHERE (erased_at IS NULL AND review_since IS NULL) OR state = 'in_review'",
-            )?;
-            let rows = stmt.query_map([], |r| r.get(0))?;
-            rows.collect::<Result<_, _>>()?
-        };
-        for id in ids {
-            account_one(&tx, &id, now)?;
-        }
-        // In review since before this was recorded (an older version): counted from now on.
-        tx.execute(
-            "UPDATE enrollments SET waited_at_review = waited_ms WHERE state = 'in_review' AND waited_at_review IS NULL",
-            [],
-        )?;
-        tx.commit()?;
-        Ok(())
+        // Bookkeeping: a power cut that loses it leaves the older marks, from which the next
+        // accounting counts the same wait again.
+        self.write_bookkeeping(|tx| account_all(tx, now))
     }
 
-    /// Records (or, with `None`, clears) the progress of an enrollment's video upload.
+    /// Records (or, with `None`, clears) the progress of an enrollment's video upload
+    /// (bookkeeping: shown to people, and written again by the next upload).
     pub fn record_upload_progress(&self, id: &str, progress: Option<(u64, u64)>) -> Result<(), QueueError> {
         let (sent, total) = progress.map_or((None, None), |(s, t)| (Some(s as i64), Some(t as i64)));
-        self.conn().execute(
-            "UPDATE enrollments SET upload_sent = ?2, upload_total = ?3 WHERE id = ?1",
-            params![id, sent, total],
-        )?;
-        Ok(())
+        self.write_bookkeeping(|tx| {
+            tx.execute(
+                "UPDATE enrollments SET upload_sent = ?2, upload_total = ?3 WHERE id = ?1",
+                params![id, sent, total],
+            )?;
+            Ok(())
+        })
     }
+}
+
+/// [`Queue::account_waiting`] inside `tx`.
+fn account_all(tx: &rusqlite::Transaction<'_>, now: &super::clock::Mark) -> Result<(), QueueError> {
+    let ids: Vec<String> = {
+        let mut stmt = tx.prepare(
+            "SELECT id FROM enrollments
+             WHERE (erased_at IS NULL AND review_since IS NULL) OR state = 'in_review'",
+        )?;
+        let rows = stmt.query_map([], |r| r.get(0))?;
+        rows.collect::<Result<_, _>>()?
+    };
+    for id in ids {
+        account_one(tx, &id, now)?;
+    }
+    // In review since before this was recorded (an older version): counted from now on.
+    tx.execute(
+        "UPDATE enrollments SET waited_at_review = waited_ms WHERE state = 'in_review' AND waited_at_review IS NULL",
+        [],
+    )?;
+    Ok(())
 }
 
 /// Adds to one enrollment the time that verifiably passed since its last mark, marks it `now`

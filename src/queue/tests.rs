@@ -482,9 +482,53 @@ fn a_write_whose_audit_record_fails_changes_nothing() {
     q.conn().execute_batch("DROP TRIGGER refuse_audit").unwrap();
     q.erase_evidence_deferred(&id).unwrap();
     assert!(q.show(&id).unwrap().erased);
-    assert_eq!(q.scrub(&|_| false).unwrap(), [damaged.clone()]);
+    assert_eq!(q.scrub(&|_| false).unwrap(), std::slice::from_ref(&damaged));
     assert_eq!(q.show(&damaged).unwrap().state, State::Failed);
     assert_eq!((count("events"), count("audit")), (events + 2, audit + 2));
+}
+
+/// Bookkeeping writes commit without waiting for the disk, and only they: the connection is
+/// back to `synchronous=FULL` after each, whether it was written or refused.
+#[test]
+fn a_bookkeeping_write_leaves_every_other_write_durable() {
+    let dir = tempfile::tempdir().unwrap();
+    let q = Queue::open(&storage(dir.path())).unwrap();
+    let id = q.enqueue(&enrollment(dir.path(), 1000)).unwrap();
+    let level = || -> i64 { q.conn().query_row("PRAGMA synchronous", [], |r| r.get(0)).unwrap() };
+    assert_eq!(level(), 2, "FULL from the start");
+
+    let during = std::cell::Cell::new(None);
+    q.write_bookkeeping(|tx| {
+        during.set(Some(tx.query_row("PRAGMA synchronous", [], |r| r.get::<_, i64>(0))?));
+        Ok(())
+    })
+    .unwrap();
+    assert_eq!(during.get(), Some(1), "NORMAL inside the bookkeeping write");
+    assert_eq!(level(), 2);
+
+    q.record_upload_progress(&id, Some((5, 10))).unwrap();
+    assert_eq!(level(), 2);
+    let progress: (i64, i64) = q
+        .conn()
+        .query_row("SELECT upload_sent, upload_total FROM enrollments WHERE id = ?1", [&id], |r| {
+            Ok((r.get(0)?, r.get(1)?))
+        })
+        .unwrap();
+    assert_eq!(progress, (5, 10), "committed, and read back at once");
+
+    // A refused write changes nothing and still leaves the next durable.
+    q.conn()
+        .execute_batch(
+            "CREATE TEMP TRIGGER refuse BEFORE UPDATE OF upload_sent ON enrollments
+             BEGIN SELECT RAISE(ABORT, 'refused'); END;",
+        )
+        .unwrap();
+    let err = q.record_upload_progress(&id, Some((7, 10))).unwrap_err();
+    assert!(err.to_string().contains("refused"), "{err}");
+    assert_eq!(level(), 2, "a failed bookkeeping write left the connection lax");
+    let sent: i64 =
+        q.conn().query_row("SELECT upload_sent FROM enrollments WHERE id = ?1", [&id], |r| r.get(0)).unwrap();
+    assert_eq!(sent, 5);
 }
 
 #[test]
