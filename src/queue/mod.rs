@@ -302,8 +302,9 @@ impl Queue {
     }
 
     /// Runs `write` as one transaction of bookkeeping, committed without waiting for the disk
-    /// (`synchronous=NORMAL` for it alone): an upload's progress, the waited-time marks, the
-    /// next review read. Every other write waits for the disk as before.
+    /// (`synchronous=NORMAL` for it alone): an upload's progress, the waited-time marks, a
+    /// status read the agent knows, the next review read. Every other write waits for the disk
+    /// as before.
     ///
     /// Why that is safe: in WAL mode such a commit is as atomic as any, only not yet durable.
     /// The next durable commit syncs the log up to and including it, and a power cut before
@@ -314,8 +315,9 @@ impl Queue {
     /// change, a history event or an audit record (an audit anchor sent to the server must
     /// name a record that is on the disk).
     ///
-    /// Why: a durable commit is an fdatasync of the log; one `sync --once` made 24 of them, a
-    /// third for such figures, each a fraction of a millisecond and a write to the card.
+    /// Why: a durable commit is an fdatasync of the log, a fraction of a millisecond and a
+    /// write to the card each. Delivering one enrollment (`sync --once`) made 24 fsyncs; with
+    /// these writes lazy (and the erasure one transaction), 16.
     fn write_bookkeeping<T>(
         &self,
         write: impl FnOnce(&rusqlite::Transaction<'_>) -> Result<T, QueueError>,

@@ -392,31 +392,17 @@ impl Queue {
         stalled: bool,
         now: &super::clock::Mark,
     ) -> Result<Option<std::time::Duration>, QueueError> {
+        // A status the agent knows is bookkeeping (the state change it leads to is committed
+        // durably after it); an unknown one may be noted in the history, so it waits for the
+        // disk like every event.
+        if !status.is_unknown() {
+            return self.write_bookkeeping(|tx| record_status(tx, id, status, stalled, now));
+        }
         let mut conn = self.conn();
         let tx = conn.transaction()?;
-        let (previous, since): (Option<String>, Option<i64>) =
-            tx.query_row("SELECT server_status, unknown_status_since FROM enrollments WHERE id = ?1", [id], |r| {
-                Ok((r.get(0)?, r.get(1)?))
-            })?;
-        // How long the status has stalled is waited time (`clock.rs`): `unknown_status_since`
-        // holds what the enrollment had waited when the stall began, so a wall clock corrected
-        // forward does not end an enrollment early.
-        let waited = account_one(&tx, id, now)?;
-        let since = if stalled { Some(since.filter(|s| *s <= waited).unwrap_or(waited)) } else { None };
-        tx.execute(
-            "UPDATE enrollments SET server_status = ?2, unknown_status_since = ?3, updated_at = ?4 WHERE id = ?1",
-            params![id, status.as_str(), since, now_ms()],
-        )?;
-        if previous.as_deref() != Some(status.as_str()) && status.is_unknown() {
-            add_event(
-                &tx,
-                id,
-                EventKind::UnknownStatus,
-                &format!("server reports status {status}, which no public source names"),
-            )?;
-        }
+        let lasted = record_status(&tx, id, status, stalled, now)?;
         tx.commit()?;
-        Ok(since.map(|since| std::time::Duration::from_millis((waited - since).max(0) as u64)))
+        Ok(lasted)
     }
 
     /// Counts a re-send round (after `VIDEOERROR`/`VIDEOINCOMPLETE`); returns the new count.
@@ -760,6 +746,38 @@ fn account_all(tx: &rusqlite::Transaction<'_>, now: &super::clock::Mark) -> Resu
         [],
     )?;
     Ok(())
+}
+
+/// [`Queue::record_server_status_at`] inside `tx`.
+fn record_status(
+    tx: &rusqlite::Transaction<'_>,
+    id: &str,
+    status: &RequestStatus,
+    stalled: bool,
+    now: &super::clock::Mark,
+) -> Result<Option<std::time::Duration>, QueueError> {
+    let (previous, since): (Option<String>, Option<i64>) =
+        tx.query_row("SELECT server_status, unknown_status_since FROM enrollments WHERE id = ?1", [id], |r| {
+            Ok((r.get(0)?, r.get(1)?))
+        })?;
+    // How long the status has stalled is waited time (`clock.rs`): `unknown_status_since`
+    // holds what the enrollment had waited when the stall began, so a wall clock corrected
+    // forward does not end an enrollment early.
+    let waited = account_one(tx, id, now)?;
+    let since = if stalled { Some(since.filter(|s| *s <= waited).unwrap_or(waited)) } else { None };
+    tx.execute(
+        "UPDATE enrollments SET server_status = ?2, unknown_status_since = ?3, updated_at = ?4 WHERE id = ?1",
+        params![id, status.as_str(), since, now_ms()],
+    )?;
+    if previous.as_deref() != Some(status.as_str()) && status.is_unknown() {
+        add_event(
+            tx,
+            id,
+            EventKind::UnknownStatus,
+            &format!("server reports status {status}, which no public source names"),
+        )?;
+    }
+    Ok(since.map(|since| std::time::Duration::from_millis((waited - since).max(0) as u64)))
 }
 
 /// Adds to one enrollment the time that verifiably passed since its last mark, marks it `now`

@@ -515,6 +515,14 @@ fn a_bookkeeping_write_leaves_every_other_write_durable() {
         })
         .unwrap();
     assert_eq!(progress, (5, 10), "committed, and read back at once");
+    // A status read: bookkeeping when the agent knows the status, an event when it does not.
+    let events = || -> i64 { q.conn().query_row("SELECT count(*) FROM events", [], |r| r.get(0)).unwrap() };
+    let before = events();
+    q.record_server_status(&id, &oneshot_protocol::RequestStatus::VideoReview, false).unwrap();
+    assert_eq!((level(), events()), (2, before));
+    assert_eq!(q.show(&id).unwrap().server_status, Some(oneshot_protocol::RequestStatus::VideoReview));
+    q.record_server_status(&id, &oneshot_protocol::RequestStatus::parse("SOMETHINGNEW"), true).unwrap();
+    assert_eq!((level(), events()), (2, before + 1));
 
     // A refused write changes nothing and still leaves the next durable.
     q.conn()
