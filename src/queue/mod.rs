@@ -50,7 +50,7 @@ pub use state::State;
 use std::os::unix::fs::PermissionsExt as _;
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, MutexGuard};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use rusqlite::{params, Connection, OptionalExtension};
 
@@ -156,7 +156,13 @@ pub struct Queue {
     dir: PathBuf,
     storage: StorageConfig,
     changes: changes::Changes,
+    /// When a bookkeeping write last waited for the disk (`None`: the next one must).
+    bookkeeping_synced: Mutex<Option<Instant>>,
 }
+
+/// How long bookkeeping may go without a write that waits for the disk (see
+/// [`Queue::write_bookkeeping`]).
+const BOOKKEEPING_SYNC_EVERY: Duration = Duration::from_secs(60);
 
 impl Drop for Queue {
     /// A process that changed enrollments with nobody watching (a CLI command) tells a running
@@ -250,7 +256,15 @@ impl Queue {
         drop(init);
         let changes = changes::Changes::default();
         changes.install(&conn);
-        let queue = Queue { conn: Mutex::new(conn), master, dir, storage: storage.clone(), changes };
+        let queue = Queue {
+            conn: Mutex::new(conn),
+            master,
+            dir,
+            storage: storage.clone(),
+            changes,
+            // What the last process wrote is on the disk: its close checkpointed the log.
+            bookkeeping_synced: Mutex::new(Some(Instant::now())),
+        };
         queue.remove_orphan_spool_dirs()?;
         queue.remove_orphan_documents()?;
         Ok(queue)
@@ -309,8 +323,12 @@ impl Queue {
     /// Why that is safe: in WAL mode such a commit is as atomic as any, only not yet durable.
     /// The next durable commit syncs the log up to and including it, and a power cut before
     /// that rolls back this write and nothing else: the log is replayed in order, so no later
-    /// commit can survive without it. Losing it is the same as the cut coming a moment earlier,
-    /// which can always happen. So it is only for figures that are recomputed or written again
+    /// commit can survive without it. Losing it is the same as the cut coming a little earlier,
+    /// which can always happen. How much earlier is bounded: at least once every
+    /// [`BOOKKEEPING_SYNC_EVERY`] a bookkeeping write waits for the disk as well, so a long
+    /// stretch without a state change (a kiosk offline for days, a request in review for
+    /// weeks) never leaves more than that of waited time unrecorded, which would keep evidence
+    /// past its retention. So it is only for figures that are recomputed or written again
     /// and that nothing outside the database acts on before a durable commit: never a state
     /// change, a history event or an audit record (an audit anchor sent to the server must
     /// name a record that is on the disk).
@@ -323,8 +341,20 @@ impl Queue {
         write: impl FnOnce(&rusqlite::Transaction<'_>) -> Result<T, QueueError>,
     ) -> Result<T, QueueError> {
         let mut conn = self.conn();
+        let lax = {
+            let mut synced = self.bookkeeping_synced.lock().unwrap_or_else(|p| p.into_inner());
+            match *synced {
+                Some(at) if at.elapsed() < BOOKKEEPING_SYNC_EVERY => true,
+                _ => {
+                    *synced = Some(Instant::now());
+                    false
+                }
+            }
+        };
         // The safety level cannot change inside a transaction: set around it.
-        conn.pragma_update(None, "synchronous", "NORMAL")?;
+        if lax {
+            conn.pragma_update(None, "synchronous", "NORMAL")?;
+        }
         let written = (|| {
             let tx = conn.transaction()?;
             let value = write(&tx)?;
@@ -332,7 +362,12 @@ impl Queue {
             Ok(value)
         })();
         // Whatever became of the write, the next one waits for the disk again.
-        conn.pragma_update(None, "synchronous", "FULL")?;
+        if lax {
+            conn.pragma_update(None, "synchronous", "FULL")?;
+        } else if written.is_err() {
+            // The synced write that was due did not happen: the next one is due still.
+            *self.bookkeeping_synced.lock().unwrap_or_else(|p| p.into_inner()) = None;
+        }
         written
     }
 

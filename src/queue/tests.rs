@@ -505,6 +505,17 @@ fn a_bookkeeping_write_leaves_every_other_write_durable() {
     .unwrap();
     assert_eq!(during.get(), Some(1), "NORMAL inside the bookkeeping write");
     assert_eq!(level(), 2);
+    // Once BOOKKEEPING_SYNC_EVERY has passed since the last synced one, the next waits for the
+    // disk too (which syncs the lax ones before it), and the one after is lax again.
+    *q.bookkeeping_synced.lock().unwrap() = None;
+    for expected in [2, 1] {
+        q.write_bookkeeping(|tx| {
+            during.set(Some(tx.query_row("PRAGMA synchronous", [], |r| r.get::<_, i64>(0))?));
+            Ok(())
+        })
+        .unwrap();
+        assert_eq!(during.get(), Some(expected));
+    }
 
     q.record_upload_progress(&id, Some((5, 10))).unwrap();
     assert_eq!(level(), 2);
