@@ -380,11 +380,7 @@ fn a_disconnected_camera_and_its_return() -> Result<(), Failed> {
         .stderr(Stdio::null())
         .spawn()?;
     let result = (|| -> Result<(), Failed> {
-        let deadline = Instant::now() + Duration::from_secs(60);
-        while !socket.exists() {
-            check(Instant::now() < deadline, || "the capture service did not start".into())?;
-            std::thread::sleep(Duration::from_millis(100));
-        }
+        wait_for_start(&mut service, "the capture service", || Ok(socket.exists()))?;
         let (status, body) = post(&socket, "/stills", r#"{"role":"face"}"#)?;
         check(status == 200, || format!("first still: {status} {body}"))?;
 
@@ -488,12 +484,11 @@ fn damaged_frames_are_skipped_and_a_streaming_error_ends_the_clip_short() -> Res
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()?;
+    let mut child = KillOnDrop(Some(child));
     // Streaming has begun once the encoder's temporary file exists.
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while !std::fs::read_dir(dir.path())?.flatten().any(|e| e.file_name().to_string_lossy().ends_with(".partial")) {
-        check(Instant::now() < deadline, || "the recording did not start".into())?;
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    wait_for_start(child.running(), "the recording", || {
+        Ok(std::fs::read_dir(dir.path())?.flatten().any(|e| e.file_name().to_string_lossy().ends_with(".partial")))
+    })?;
     std::thread::sleep(Duration::from_secs(1));
     for _ in 0..3 {
         v4l2_ctl(&device, &["-c", "inject_v4l2_buf_flag_error=1"])?;
@@ -501,7 +496,7 @@ fn damaged_frames_are_skipped_and_a_streaming_error_ends_the_clip_short() -> Res
     }
     std::thread::sleep(Duration::from_secs(1));
     v4l2_ctl(&device, &["-c", "inject_fatal_streaming_error=1"])?;
-    let done = child.wait_with_output()?;
+    let done = child.0.take().expect("still held").wait_with_output()?;
     let stderr = text(&done.stderr);
     check(done.status.success(), || format!("capture video through the faults: {:?} {stderr}", done.status))?;
     let report: Value = serde_json::from_slice(&done.stdout).map_err(|e| format!("{e}: {}", text(&done.stdout)))?;
@@ -521,6 +516,49 @@ fn damaged_frames_are_skipped_and_a_streaming_error_ends_the_clip_short() -> Res
     })?;
     let dir = tempfile::tempdir()?;
     still_json(dir.path(), &camera, "face", None).map(|_| ())
+}
+
+/// Waits until `started` says the helper `child` is under way: at once an error with its exit
+/// status (and what it wrote to a piped stderr) if it ends first, or after three minutes, what
+/// CPU emulation on a machine busy with a build and another VM may take (one minute once did
+/// not suffice).
+fn wait_for_start(
+    child: &mut std::process::Child,
+    what: &str,
+    started: impl Fn() -> std::io::Result<bool>,
+) -> Result<(), Failed> {
+    let deadline = Instant::now() + Duration::from_secs(180);
+    while !started()? {
+        if let Some(status) = child.try_wait()? {
+            let mut stderr = String::new();
+            if let Some(mut pipe) = child.stderr.take() {
+                std::io::Read::read_to_string(&mut pipe, &mut stderr)?;
+            }
+            return Err(format!("{what} ended before it started: {status:?} {stderr}").into());
+        }
+        check(Instant::now() < deadline, || format!("{what} did not start in 180 s"))?;
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    Ok(())
+}
+
+/// A helper process that is killed if the test gives up on it, so that it does not hold the
+/// camera for the tests after it.
+struct KillOnDrop(Option<std::process::Child>);
+
+impl KillOnDrop {
+    fn running(&mut self) -> &mut std::process::Child {
+        self.0.as_mut().expect("still held")
+    }
+}
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.0.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
 }
 
 /// One HTTP/1.1 POST over the capture service's Unix socket: status and body.
