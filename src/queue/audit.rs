@@ -89,9 +89,10 @@ pub(crate) fn register(conn: &Connection) -> rusqlite::Result<()> {
 }
 
 /// Appends a record; the previous hash is read and the new one computed in this one statement.
-pub(crate) fn append(conn: &Connection, enrollment: Option<&str>, kind: &str) -> rusqlite::Result<()> {
+/// It takes a transaction, so that a record and the change it describes (a purge) land together.
+pub(crate) fn append(tx: &rusqlite::Transaction<'_>, enrollment: Option<&str>, kind: &str) -> rusqlite::Result<()> {
     let a = actor();
-    conn.execute(
+    tx.execute(
         "INSERT INTO audit (at, uid, command, enrollment_id, kind, prev_hash, hash)
          SELECT ?1, ?2, ?3, ?4, ?5, p, audit_hash(p, ?1, ?2, ?3, ?4, ?5)
          FROM (SELECT COALESCE((SELECT hash FROM audit ORDER BY seq DESC LIMIT 1), '') AS p)",
@@ -103,7 +104,10 @@ pub(crate) fn append(conn: &Connection, enrollment: Option<&str>, kind: &str) ->
 impl Queue {
     /// Records an operator action that changes no enrollment state (or names no enrollment).
     pub fn audit(&self, enrollment: Option<&str>, kind: &str) -> Result<(), QueueError> {
-        append(&self.conn(), enrollment, kind)?;
+        let mut conn = self.conn();
+        let tx = conn.transaction()?;
+        append(&tx, enrollment, kind)?;
+        tx.commit()?;
         Ok(())
     }
 

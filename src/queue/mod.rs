@@ -262,7 +262,9 @@ impl Queue {
             dir,
             storage: storage.clone(),
             changes,
-            // What the last process wrote is on the disk: its close checkpointed the log.
+            // The first minute may be lax: what the last process committed is on the disk (its
+            // close checkpointed the log), or, if it was killed, in the kernel's cache on its
+            // way there; only a power cut as well could lose it, as it could in that process.
             bookkeeping_synced: Mutex::new(Some(Instant::now())),
         };
         queue.remove_orphan_spool_dirs()?;
@@ -682,13 +684,19 @@ pub(crate) fn artifact_aad(id: &str, name: &str) -> String {
 }
 
 /// Adds to an enrollment's history and, with the kind only (the detail may quote a server's
-/// answer), to the audit trail; callers pass their transaction, so both land with the change.
-pub(crate) fn add_event(conn: &Connection, id: &str, kind: EventKind, detail: &str) -> rusqlite::Result<()> {
-    conn.execute(
+/// answer), to the audit trail. It takes the caller's transaction, never a bare connection:
+/// the event, its audit record and the change they describe land together or not at all.
+pub(crate) fn add_event(
+    tx: &rusqlite::Transaction<'_>,
+    id: &str,
+    kind: EventKind,
+    detail: &str,
+) -> rusqlite::Result<()> {
+    tx.execute(
         "INSERT INTO events (enrollment_id, at, kind, detail) VALUES (?1, ?2, ?3, ?4)",
         params![id, now_ms(), kind.as_str(), detail],
     )?;
-    audit::append(conn, Some(id), kind.as_str())
+    audit::append(tx, Some(id), kind.as_str())
 }
 
 #[cfg(test)]
