@@ -30,6 +30,14 @@ fn screenshots() -> PathBuf {
     dir
 }
 
+/// How long the page may take to show the answer to what the test did. A wait that is met
+/// returns at once, so this is only ever spent on a failure; it is long because these machines
+/// are shared (on CI two emulated VMs and the other tests run beside the browser, and a step
+/// that takes a tenth of a second alone can take many seconds there). It is longer than every
+/// time limit the page puts on its own requests but the submission's, so a request that fails
+/// shows the page's message before the test gives up.
+const PATIENCE: Duration = Duration::from_secs(90);
+
 /// Polls `f` until it gives a value, for at most `limit`.
 async fn until<T, F, Fut>(limit: Duration, what: &str, f: F) -> T
 where
@@ -89,7 +97,7 @@ async fn chromium(profile: &std::path::Path, extra: &[String]) -> (fantoccini::C
     let mut caps = serde_json::Map::new();
     caps.insert("goog:chromeOptions".into(), json!({"binary": chromium, "args": args}));
     let webdriver = format!("http://127.0.0.1:{port}");
-    let client = until(Duration::from_secs(20), "chromedriver", || {
+    let client = until(PATIENCE, "chromedriver", || {
         let caps = caps.clone();
         let webdriver = webdriver.clone();
         async move {
@@ -108,10 +116,7 @@ async fn chromium(profile: &std::path::Path, extra: &[String]) -> (fantoccini::C
 async fn log_in(client: &fantoccini::Client, base: &str) {
     client.goto(&format!("{base}/")).await.unwrap();
     let token = client.wait().for_element(Locator::Id("token")).await.unwrap();
-    until(Duration::from_secs(10), "the login dialog", || async {
-        token.is_displayed().await.ok().filter(|shown| *shown)
-    })
-    .await;
+    until(PATIENCE, "the login dialog", || async { token.is_displayed().await.ok().filter(|shown| *shown) }).await;
     token.send_keys(TOKEN).await.unwrap();
     client.find(Locator::Css("#login-form button")).await.unwrap().click().await.unwrap();
 }
@@ -145,7 +150,7 @@ fn the_page_recovers_when_a_camera_or_the_agent_stops() {
                 client.execute("return document.getElementById('preview-document').naturalWidth", vec![]).await.ok()?;
             (w.as_u64()? > 0 && !shown(&client, "overlay-document").await?).then_some(())
         };
-        until(Duration::from_secs(20), "the preview", moving).await;
+        until(PATIENCE, "the preview", moving).await;
         assert_eq!(text_of(&client, "agent").await.as_deref(), Some("agent: connected"));
 
         // The capture service dies (a crash, a camera driver gone): the daemon starts it again.
@@ -161,18 +166,15 @@ fn the_page_recovers_when_a_camera_or_the_agent_stops() {
             rustix::process::kill_process(rustix::process::Pid::from_raw(*pid).unwrap(), rustix::process::Signal::KILL)
                 .unwrap();
         }
-        until(Duration::from_secs(10), "the overlay", || async {
-            shown(&client, "overlay-document").await.filter(|s| *s)
-        })
-        .await;
+        until(PATIENCE, "the overlay", || async { shown(&client, "overlay-document").await.filter(|s| *s) }).await;
         std::fs::write(shots.join("4-camera-reconnecting.png"), client.screenshot().await.unwrap()).unwrap();
-        until(Duration::from_secs(40), "the preview back", moving).await;
+        until(PATIENCE, "the preview back", moving).await;
 
         // The daemon stops answering (stopped, as a hung process would be), then resumes.
         let pid = rustix::process::Pid::from_raw(daemon as i32).unwrap();
         rustix::process::kill_process(pid, rustix::process::Signal::STOP).unwrap();
         let stopped = Instant::now();
-        let said = until(Duration::from_secs(15), "the banner", || async {
+        let said = until(PATIENCE, "the banner", || async {
             text_of(&client, "agent").await.filter(|t| t.starts_with("agent not responding since"))
         })
         .await;
@@ -181,11 +183,11 @@ fn the_page_recovers_when_a_camera_or_the_agent_stops() {
         rustix::process::kill_process(pid, rustix::process::Signal::CONT).unwrap();
         println!("the banner said {said:?} {} ms after the daemon stopped", noticed.as_millis());
         assert!(noticed <= Duration::from_secs(5), "noticed after {noticed:?}");
-        until(Duration::from_secs(15), "the banner back", || async {
+        until(PATIENCE, "the banner back", || async {
             text_of(&client, "agent").await.filter(|t| t == "agent: connected")
         })
         .await;
-        until(Duration::from_secs(20), "the preview after the agent came back", moving).await;
+        until(PATIENCE, "the preview after the agent came back", moving).await;
         client.close().await.unwrap();
     });
 }
@@ -216,7 +218,7 @@ fn a_list_read_before_a_change_does_not_undo_it_on_the_page() {
                 .ok()?;
             state.as_str().map(str::to_owned)
         };
-        until(Duration::from_secs(20), "the row, queued: no server yet", || async {
+        until(PATIENCE, "the row, queued: no server yet", || async {
             state().await.filter(|s| s == "queued")
         })
         .await;
@@ -232,7 +234,7 @@ fn a_list_read_before_a_change_does_not_undo_it_on_the_page() {
             )
             .await
             .unwrap();
-        until(Duration::from_secs(10), "the list read and held", || async {
+        until(PATIENCE, "the list read and held", || async {
             let held = client.execute("return held.length", vec![]).await.ok()?;
             (held.as_u64()? >= 1).then_some(())
         })
@@ -284,7 +286,7 @@ fn the_page_guides_and_takes_the_front_by_itself() {
             )
             .await
             .unwrap();
-        until(Duration::from_secs(40), "the front taken by itself", || async {
+        until(PATIENCE, "the front taken by itself", || async {
             client.find(Locator::Css(".shot[data-slot=document_front][data-taken=pass]")).await.ok()
         })
         .await;
@@ -322,7 +324,7 @@ fn the_page_guides_and_takes_the_front_by_itself() {
             .await
             .unwrap();
         assert_eq!(next_during, json!([false, true]), "Next before and during a capture by hand");
-        until(Duration::from_secs(60), "the front again", || async {
+        until(PATIENCE, "the front again", || async {
             client.find(Locator::Css(".shot[data-slot=document_front][data-taken=pass]:not([data-busy])")).await.ok()
         })
         .await;
@@ -337,13 +339,13 @@ fn the_page_guides_and_takes_the_front_by_itself() {
         // The rear step waits again, by itself; a capture by hand still works meanwhile.
         client.find(Locator::Css("#stepper button[data-goto=rear]")).await.unwrap().click().await.unwrap();
         client.find(Locator::Css(".shot[data-slot=document_rear] button")).await.unwrap().click().await.unwrap();
-        until(Duration::from_secs(30), "the rear by hand", || async {
+        until(PATIENCE, "the rear by hand", || async {
             client.find(Locator::Css(".shot[data-slot=document_rear][data-taken]")).await.ok()
         })
         .await;
         // A rear taken (by hand, or by the page after a retake), then "no rear" pressed: the
         // operator's word wins, nothing of the rear is submitted or shown.
-        until(Duration::from_secs(60), "a rear that passes", || async {
+        until(PATIENCE, "a rear that passes", || async {
             client.find(Locator::Css(".shot[data-slot=document_rear][data-taken=pass]")).await.ok()
         })
         .await;
@@ -468,7 +470,7 @@ async fn at_step(client: &fantoccini::Client, step: &str) {
         format!("the page showed {} instead; shots: {shots}", step_shown(client).await)
     };
     until_else(
-        Duration::from_secs(10),
+        PATIENCE,
         step,
         || async {
             let seen = step_shown(client).await;
@@ -503,7 +505,7 @@ async fn capture(client: &fantoccini::Client, slot: &str, input: Input) {
     for _ in 0..4 {
         press(client, &format!(".shot[data-slot={slot}] button"), input).await;
         // The press's own answer: the shot is busy from the press until it comes.
-        let answer = until(Duration::from_secs(30), slot, || async {
+        let answer = until(PATIENCE, slot, || async {
             let v = client
                 .execute(
                     &format!(
@@ -553,7 +555,7 @@ fn an_operator_enrolls_step_by_step_at_three_sizes() {
             client.delete_all_cookies().await.unwrap();
             client.goto(&format!("{}/", d.base)).await.unwrap();
             let token = client.wait().for_element(Locator::Id("token")).await.unwrap();
-            until(Duration::from_secs(10), "the login dialog", || async {
+            until(PATIENCE, "the login dialog", || async {
                 token.is_displayed().await.ok().filter(|s| *s)
             })
             .await;
@@ -591,7 +593,7 @@ fn an_operator_enrolls_step_by_step_at_three_sizes() {
             // 1. The front: the document camera's preview moves, Next waits for a still that passes
             // and the document photo cut from it.
             at_step(&client, "front").await;
-            until(Duration::from_secs(20), "the document preview", || async {
+            until(PATIENCE, "the document preview", || async {
                 let w = client.execute("return document.getElementById('preview-document').naturalWidth", vec![]).await.ok()?;
                 (w.as_u64()? > 0).then_some(())
             })
@@ -604,7 +606,7 @@ fn an_operator_enrolls_step_by_step_at_three_sizes() {
             axe_at(serious_violations(&client, &axe).await, "front");
             std::fs::write(shot("1-front"), client.screenshot().await.unwrap()).unwrap();
             capture(&client, "document_front", input).await;
-            let (pw, ph) = until(Duration::from_secs(10), "the document photo's thumbnail", || async {
+            let (pw, ph) = until(PATIENCE, "the document photo's thumbnail", || async {
                 let size = client
                     .execute(
                         "const i = document.querySelector('.shot[data-slot=document_photo][data-taken=pass] img'); \
@@ -634,7 +636,7 @@ fn an_operator_enrolls_step_by_step_at_three_sizes() {
 
             // 3. The selfie, on the face camera.
             at_step(&client, "selfie").await;
-            until(Duration::from_secs(20), "the face preview", || async {
+            until(PATIENCE, "the face preview", || async {
                 let v = client
                     .execute(
                         "return [document.getElementById('preview-face').naturalWidth, \
@@ -657,7 +659,7 @@ fn an_operator_enrolls_step_by_step_at_three_sizes() {
             at_step(&client, "video").await;
             assert!(disabled(&client, ".step[data-step=video] .next").await);
             press(&client, "#record", input).await;
-            until(Duration::from_secs(10), "the countdown", || async {
+            until(PATIENCE, "the countdown", || async {
                 text_of(&client, "countdown").await.filter(|t| t.contains("left"))
             })
             .await;
@@ -665,13 +667,13 @@ fn an_operator_enrolls_step_by_step_at_three_sizes() {
             tokio::time::sleep(Duration::from_secs(3)).await;
             press(&client, "#stop", input).await;
             until_else(
-                Duration::from_secs(20),
+                PATIENCE,
                 "the recording",
                 || async { text_of(&client, "video-result").await.filter(|t| t.contains("recorded")) },
                 async { format!("the page said: {:?}", text_of(&client, "video-result").await) },
             )
             .await;
-            let clip = until(Duration::from_secs(20), "the clip's playback", || async {
+            let clip = until(PATIENCE, "the clip's playback", || async {
                 let v = client
                     .execute(
                         "const v = document.getElementById('playback'); \
@@ -769,9 +771,14 @@ fn an_operator_enrolls_step_by_step_at_three_sizes() {
             axe_at(serious_violations(&client, &axe).await, "review");
             std::fs::write(shot("6-review"), client.screenshot().await.unwrap()).unwrap();
             press(&client, "#submit", input).await;
-            let message = until(Duration::from_secs(30), "the submission", || async {
-                text_of(&client, "message").await.filter(|t| t.starts_with("Queued"))
-            })
+            // Past the page's own limit for a submission (120 s): a submission that fails shows
+            // the page's message, which the wait's failure then quotes.
+            let message = until_else(
+                Duration::from_secs(150),
+                "the submission",
+                || async { text_of(&client, "message").await.filter(|t| t.starts_with("Queued")) },
+                async { format!("the page said: {:?}", text_of(&client, "message").await) },
+            )
             .await;
             let prefix = message.trim_start_matches("Queued: ").split('.').next().unwrap().to_owned();
             // The next customer starts at the first step, with nothing of this one left.
@@ -872,14 +879,14 @@ fn the_page_speaks_spanish_to_a_spanish_browser() {
         let spanish = ["--lang=es-ES".to_owned(), "--accept-lang=es-ES,es".to_owned()];
         let (client, _driver) = chromium(&d.env.dir.path().join("chrome"), &spanish).await;
         log_in(&client, &d.base).await;
-        until(Duration::from_secs(20), "the queue's row", || async { client.find(Locator::Css("#queue tr")).await.ok() })
+        until(PATIENCE, "the queue's row", || async { client.find(Locator::Css("#queue tr")).await.ok() })
             .await;
         // Every step once, so that each writes its texts, then a selfie judged.
         for step in ["review", "customer", "video", "rear", "selfie"] {
             client.find(Locator::Css(&format!("#stepper button[data-goto={step}]"))).await.unwrap().click().await.unwrap();
         }
         client.find(Locator::Css(".shot[data-slot=document_owner] button")).await.unwrap().click().await.unwrap();
-        until(Duration::from_secs(30), "the selfie", || async {
+        until(PATIENCE, "the selfie", || async {
             client.find(Locator::Css(".shot[data-slot=document_owner][data-taken]")).await.ok()
         })
         .await;
@@ -946,7 +953,7 @@ fn the_customer_signs_on_the_page_and_gets_the_signed_copy() {
     assert_eq!(code, 202, "{body}");
     let id = body["id"].as_str().unwrap().to_owned();
     let enrollment = |d: &crate::api::Daemon| authed(d, "GET", &format!("/v1/enrollments/{id}"), None).1;
-    wait_for(Duration::from_secs(30), || {
+    wait_for(PATIENCE, || {
         let e = enrollment(&d);
         check(&e["state"], e["state"] == "in_review", ())
     });
@@ -956,7 +963,7 @@ fn the_customer_signs_on_the_page_and_gets_the_signed_copy() {
     assert_eq!(code, 202, "{body}");
     let (code, body) = authed(&d, "POST", &format!("/v1/enrollments/{id}/approve"), None);
     assert_eq!(code, 200, "{body}");
-    wait_for(Duration::from_secs(30), || {
+    wait_for(PATIENCE, || {
         let e = enrollment(&d);
         let uploaded = e["history"].as_array().unwrap().iter().any(|h| h["kind"] == "document_uploaded");
         check(&e["state"], e["state"] == "approved" && uploaded, ())
@@ -967,12 +974,12 @@ fn the_customer_signs_on_the_page_and_gets_the_signed_copy() {
     rt.block_on(async {
         let (client, _driver) = chromium(&d.env.dir.path().join("chrome"), &[]).await;
         log_in(&client, &d.base).await;
-        let open = until(Duration::from_secs(20), "the signing button", || async {
+        let open = until(PATIENCE, "the signing button", || async {
             client.find(Locator::Css("#queue tr[data-state=approved] button.open-signing")).await.ok()
         })
         .await;
         open.click().await.unwrap();
-        until(Duration::from_secs(10), "the document's name", || async {
+        until(PATIENCE, "the document's name", || async {
             let text = client.find(Locator::Id("signing-docs")).await.ok()?.text().await.ok()?;
             text.contains("terms.pdf").then_some(())
         })
@@ -981,7 +988,7 @@ fn the_customer_signs_on_the_page_and_gets_the_signed_copy() {
         assert_eq!(fetch_head(&client, &contract).await, json!([200, "%PDF-"]), "the contract opens as a PDF");
 
         client.find(Locator::Id("send-otp")).await.unwrap().click().await.unwrap();
-        until(Duration::from_secs(30), "the code sent", || async {
+        until(PATIENCE, "the code sent", || async {
             let text = client.find(Locator::Id("signing-message")).await.ok()?.text().await.ok()?;
             text.contains("on its way").then_some(())
         })
@@ -993,7 +1000,7 @@ fn the_customer_signs_on_the_page_and_gets_the_signed_copy() {
         let input = client.find(Locator::Id("otp")).await.unwrap();
         input.send_keys(wrong).await.unwrap();
         client.find(Locator::Id("sign")).await.unwrap().click().await.unwrap();
-        let refused = until(Duration::from_secs(30), "the refusal", || async {
+        let refused = until(PATIENCE, "the refusal", || async {
             let text = client.find(Locator::Id("signing-message")).await.ok()?.text().await.ok()?;
             text.starts_with("Not signed").then_some(text)
         })
@@ -1002,7 +1009,7 @@ fn the_customer_signs_on_the_page_and_gets_the_signed_copy() {
         input.clear().await.unwrap();
         input.send_keys(&right).await.unwrap();
         client.find(Locator::Id("sign")).await.unwrap().click().await.unwrap();
-        let download = until(Duration::from_secs(30), "the signed copy", || async {
+        let download = until(PATIENCE, "the signed copy", || async {
             client.find(Locator::Css("#signing-docs a.signed-download")).await.ok()
         })
         .await;
@@ -1115,7 +1122,7 @@ fn a_page_of_another_origin_cannot_act_through_the_api() {
     rt.block_on(client.goto(&format!("http://rebind.test:{api_port}/"))).unwrap();
     let rebinding_tab = rt.block_on(client.window()).unwrap();
     // The attacker's server gives the port up after that one page; the kiosk's daemon takes it.
-    let d = wait_for(Duration::from_secs(10), || {
+    let d = wait_for(PATIENCE, || {
         std::net::TcpListener::bind(("127.0.0.1", api_port)).ok().map(drop)?;
         Some(crate::api::start_on(
             api_port,
@@ -1131,7 +1138,7 @@ fn a_page_of_another_origin_cannot_act_through_the_api() {
     let (code, body) = authed(&d, "POST", "/v1/enrollments", Some(Body::Json(inline_manifest(&dir))));
     assert_eq!(code, 202, "{body}");
     let id = body["id"].as_str().unwrap().to_owned();
-    wait_for(Duration::from_secs(30), || {
+    wait_for(PATIENCE, || {
         let e = authed(&d, "GET", &format!("/v1/enrollments/{id}"), None).1;
         check(&e["state"], e["state"] == "in_review", ())
     });
@@ -1146,7 +1153,7 @@ fn a_page_of_another_origin_cannot_act_through_the_api() {
         let operator_tab = client.windows().await.unwrap().into_iter().find(|w| *w != rebinding_tab).unwrap();
         client.switch_to_window(operator_tab.clone()).await.unwrap();
         log_in(&client, &d.base).await;
-        until(Duration::from_secs(10), "the session", || async {
+        until(PATIENCE, "the session", || async {
             let open = client.execute("return document.getElementById('login').classList.contains('open')", vec![]);
             open.await.ok().filter(|v| v == &json!(false))
         })
@@ -1154,7 +1161,7 @@ fn a_page_of_another_origin_cannot_act_through_the_api() {
 
         // The attacker's page, in the same browser.
         client.goto(&format!("http://127.0.0.1:{attacker}/#{},{id}", d.base)).await.unwrap();
-        let outcomes = until(Duration::from_secs(60), "the attacker's attempts", || async {
+        let outcomes = until(PATIENCE, "the attacker's attempts", || async {
             let v = client.execute("return window.done || null", vec![]).await.ok()?;
             (!v.is_null()).then_some(v)
         })
@@ -1163,7 +1170,7 @@ fn a_page_of_another_origin_cannot_act_through_the_api() {
         // DNS rebinding: the page loaded under the attacker's name now reaches the daemon. The
         // API answers to no such Host: its status, queue, camera, intake and stills are all 421.
         client.switch_to_window(rebinding_tab.clone()).await.unwrap();
-        let rebound = until(Duration::from_secs(30), "the rebinding page's attempts", || async {
+        let rebound = until(PATIENCE, "the rebinding page's attempts", || async {
             let v = client.execute("return window.done || null", vec![]).await.ok()?;
             (!v.is_null()).then_some(v)
         })
