@@ -18,7 +18,9 @@
 //! * **Streaming.** Artifacts are never read whole except images for the evidences body, which
 //!   are capped by `evidence.max_image_bytes`; the video is decrypted chunk by chunk.
 //! * **Locking.** Several processes share the database (`enroll` while `run` works); every
-//!   operation is one short transaction with a busy timeout. Only one sync worker runs per data
+//!   operation is one short transaction with a busy timeout, begun `IMMEDIATE` (it waits for the
+//!   write lock first, so another process's commit can never leave it a stale snapshot, which
+//!   SQLite would refuse at once, timeout or not). Only one sync worker runs per data
 //!   directory, guarded by an exclusive lock on `worker.lock` (see [`Queue::lock_worker`]).
 //!   Inside a process the connection sits behind a `std::sync::Mutex`, never held across `.await`.
 //! * **Schema versioning.** Append-only migrations in `schema`, tracked by `PRAGMA user_version`
@@ -219,6 +221,11 @@ impl Queue {
         };
         let mut conn = Connection::open(&db_path).map_err(damaged)?;
         conn.busy_timeout(Duration::from_secs(10)).map_err(damaged)?;
+        // Every transaction takes the write lock as it begins (and waits for it as long as
+        // above). A deferred one that read first and then waited to write, while another process
+        // (an `enroll` or a `queue purge` beside the daemon) committed, would hold a snapshot
+        // older than the database: SQLite fails that write at once, timeout or not.
+        conn.set_transaction_behavior(rusqlite::TransactionBehavior::Immediate);
         audit::register(&conn).map_err(damaged)?;
         // Erased rows must not stay readable in freed pages, and freed pages must go back to the
         // file system: secure_delete zeroes deleted content, incremental auto-vacuum lets an

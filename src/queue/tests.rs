@@ -1045,3 +1045,29 @@ fn a_purge_never_leaves_an_unrecorded_request() {
     assert!(kinds.iter().any(|k| k.contains("a request may exist on the server")), "{kinds:?}");
     assert!(kinds.iter().any(|k| k.contains("request 45836 stays on the server")), "{kinds:?}");
 }
+
+/// Another process (a `kiosk-agent enroll` or `queue purge` beside the daemon) commits while
+/// one of the queue's transactions waits to write. A transaction that began by reading would
+/// then hold a snapshot older than the database, and SQLite refuses it at once ("database is
+/// locked", whatever the busy timeout): every transaction takes the write lock when it begins,
+/// waits its turn, and reads what the other process committed.
+#[test]
+fn a_write_beside_another_process_waits_for_it_instead_of_failing() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = storage(dir.path());
+    let q = Queue::open(&s).unwrap();
+    let id = q.enqueue(&enrollment(dir.path(), 1000)).unwrap();
+    let other = Connection::open(s.data_dir.join("queue.db")).unwrap();
+    other.execute_batch("BEGIN IMMEDIATE; INSERT INTO meta (name, value) VALUES ('other', 'process');").unwrap();
+    let commits = std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_secs(1));
+        other.execute_batch("COMMIT").unwrap();
+    });
+    // `begin_create` reads the highest request_pk known, then moves the enrollment on.
+    let floor = q.begin_create(&id);
+    commits.join().unwrap();
+    assert_eq!(floor.unwrap(), None);
+    assert_eq!(q.show(&id).unwrap().state, State::Creating);
+    let seen: String = q.conn().query_row("SELECT value FROM meta WHERE name = 'other'", [], |r| r.get(0)).unwrap();
+    assert_eq!(seen, "process");
+}
