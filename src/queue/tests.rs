@@ -1053,20 +1053,36 @@ fn a_purge_never_leaves_an_unrecorded_request() {
 /// waits its turn, and reads what the other process committed.
 #[test]
 fn a_write_beside_another_process_waits_for_it_instead_of_failing() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    // Set by the queue's connection when it finds the lock taken: the other process commits
+    // only then, so the commit falls while the queue waits, however slow the machine.
+    static WAITING: AtomicBool = AtomicBool::new(false);
+    fn note_and_wait(attempt: i32) -> bool {
+        WAITING.store(true, Ordering::SeqCst);
+        std::thread::sleep(Duration::from_millis(5));
+        attempt < 12_000
+    }
     let dir = tempfile::tempdir().unwrap();
     let s = storage(dir.path());
     let q = Queue::open(&s).unwrap();
     let id = q.enqueue(&enrollment(dir.path(), 1000)).unwrap();
+    q.conn().busy_handler(Some(note_and_wait)).unwrap();
     let other = Connection::open(s.data_dir.join("queue.db")).unwrap();
     other.execute_batch("BEGIN IMMEDIATE; INSERT INTO meta (name, value) VALUES ('other', 'process');").unwrap();
+    let returned = std::sync::Arc::new(AtomicBool::new(false));
+    let gave_up = std::sync::Arc::clone(&returned);
     let commits = std::thread::spawn(move || {
-        std::thread::sleep(Duration::from_secs(1));
+        while !WAITING.load(Ordering::SeqCst) && !gave_up.load(Ordering::SeqCst) {
+            std::thread::sleep(Duration::from_millis(5));
+        }
         other.execute_batch("COMMIT").unwrap();
     });
     // `begin_create` reads the highest request_pk known, then moves the enrollment on.
     let floor = q.begin_create(&id);
+    returned.store(true, Ordering::SeqCst);
     commits.join().unwrap();
     assert_eq!(floor.unwrap(), None);
+    assert!(WAITING.load(Ordering::SeqCst), "the queue never waited for the other process's lock");
     assert_eq!(q.show(&id).unwrap().state, State::Creating);
     let seen: String = q.conn().query_row("SELECT value FROM meta WHERE name = 'other'", [], |r| r.get(0)).unwrap();
     assert_eq!(seen, "process");
