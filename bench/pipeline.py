@@ -3,6 +3,8 @@
 
   1. upload of a 200 MB video enrollment with `sync --once` vs `curl -F video=@…` to the same
      sandbox endpoint (target: agent ≤ 1.15 × curl, erasure after review included), and the peak RSS of that sync (target ≤ 64 MB);
+     the sandbox on one core and the client on another, as server and kiosk are different
+     machines, and the same again with nothing pinned;
   2. `enroll` of four 1 MB images and a 30 MB video vs copying the same files into the data dir
      and running `sync` (target: ≤ 2 ×);
   3. draining 100 and 1,000 small queued enrollments: enrollments per second and peak RSS
@@ -58,12 +60,23 @@ def rss_of(cmd, **kw):
     return elapsed, rss_kib / 1024, p
 
 
+def separate_cores():
+    """Two CPUs this process may use, (the server's, the client's), or None with only one."""
+    cpus = sorted(os.sched_getaffinity(0))
+    return (cpus[0], cpus[1]) if len(cpus) >= 2 else None
+
+
+def on_cpu(cpu):
+    """A `preexec_fn` that keeps a child (and every thread it starts) on one CPU; None: anywhere."""
+    return None if cpu is None else (lambda: os.sched_setaffinity(0, {cpu}))
+
+
 class Sandbox:
-    def __init__(self):
+    def __init__(self, cpu=None):
         self.port = free_port()
         self.proc = subprocess.Popen([str(BIN), "sandbox", "--listen", f"127.0.0.1:{self.port}"],
                                      stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
-                                     env={**os.environ, "KIOSK_AGENT_LOG": "error"})
+                                     env={**os.environ, "KIOSK_AGENT_LOG": "error"}, preexec_fn=on_cpu(cpu))
         self.proc.stdout.readline()
         self.base = f"http://127.0.0.1:{self.port}/oneshot/api/v1"
 
@@ -145,51 +158,84 @@ def agent(cfg, *args):
     return [str(BIN), "--config", str(cfg), *args]
 
 
-def curl_video(sandbox, video):
+def curl_video(sandbox, video, cpu=None):
     """Seconds for curl to post `video` to a new request's video path (the request made first)."""
     ids = sandbox.create()
     url = f"{sandbox.base}/videoid/{ids['videoid_pk']}/video"
     # Through GNU time as the agent's runs are (for their peak RSS): both pay its exec and wait.
-    return rss_of(["curl", "-sS", "-o", "/dev/null", "-F", f"video=@{video};type=video/mp4", url])[0]
+    return rss_of(["curl", "-sS", "-o", "/dev/null", "-F", f"video=@{video};type=video/mp4", url],
+                  preexec_fn=on_cpu(cpu))[0]
 
 
-def bench_upload(sandbox):
+def bench_upload(shared):
+    """Section 1. The agent and curl are measured alike, twice: with the sandbox on a core of its
+    own and the client (agent, curl, openssl beside curl) on the other, and sharing both cores.
+
+    The first is the figure the target is about. On a kiosk the One-Shot server is another
+    machine: what the agent does with its own CPU (decrypting the spool) costs the kiosk's cores,
+    never the server's. On this 2-core machine the sandbox receiving is the bottleneck, a core's
+    worth of work; sharing, the client's extra CPU takes turns on the sandbox's core, and that
+    is counted once as the client's time and again as the server's. The shared figure is
+    printed beside it, for a machine where client and server cannot be kept apart."""
     print("== 1. upload of a 200 MB video enrollment (sync --once) vs curl -F video=@… ==")
     size = 200 * 1024 * 1024
+    cores = separate_cores()
+    server_cpu, client_cpu = cores if cores else (None, None)
+    # The sandbox of the main figures: on its own core when there are two (every thread it
+    # starts inherits that), otherwise the shared one.
+    sandbox = Sandbox(cpu=server_cpu) if cores else shared
     agent_times, agent_rss, curl_times, delivery_times, next_times, beside_times = [], [], [], [], [], []
-    with tempfile.TemporaryDirectory() as tmp:
-        manifest = make_files(Path(tmp) / "files", 64 * 1024, size)
-        video = Path(tmp) / "files" / "video.mp4"
-        for run in range(UPLOAD_RUNS):
-            # The whole job on defaults (the erasure after review destroys the key and sets
-            # the spool aside; its blocks are handed back by the next run, or at once in the
-            # background by the daemon), and the delivery alone, erasure off; in turns first,
-            # since whatever ran just before (curl, a 200 MB unlink) colours the next figure.
-            modes = [("", agent_times), ('erase_after = "never"', delivery_times)]
-            for storage, times in modes if run % 2 == 0 else modes[::-1]:
-                work = Path(tmp) / f"run{run}"
-                work.mkdir()
-                cfg = write_config(work, sandbox.port, storage=storage)
-                subprocess.run(agent(cfg, "enroll", str(manifest)), check=True, capture_output=True)
-                t, rss, _ = rss_of(agent(cfg, "sync", "--once"))
-                times.append(t)
-                agent_rss.append(rss)
-                if not storage:
-                    # The next run, with nothing to send: it discards the ciphertext (key
-                    # already destroyed) that the erasure set aside.
-                    next_times.append(rss_of(agent(cfg, "sync", "--once"))[0])
-                shutil.rmtree(work)
-            curl_times.append(curl_video(sandbox, video))
-            # What decrypting at all costs the transfer on this machine: curl again, beside
-            # openssl decrypting the same 200 MB (AES-256-CTR, GCM's cipher without its tag) to
-            # nowhere. The agent must decrypt the spool as it sends; the sandbox receiving is
-            # the bottleneck, and work on the other core slows it.
-            decrypting = subprocess.Popen(["openssl", "enc", "-d", "-aes-256-ctr", "-K", "00" * 32, "-iv", "00" * 16,
-                                           "-in", str(video), "-out", "/dev/null"])
-            beside_times.append(curl_video(sandbox, video))
-            decrypting.wait()
+    shared_agent, shared_curl = [], []
+    try:
+        with tempfile.TemporaryDirectory() as tmp:
+            manifest = make_files(Path(tmp) / "files", 64 * 1024, size)
+            video = Path(tmp) / "files" / "video.mp4"
+            for run in range(UPLOAD_RUNS):
+                # The whole job on defaults (the erasure after review destroys the key and sets
+                # the spool aside; its blocks are handed back by the next run, or at once in the
+                # background by the daemon), and the delivery alone, erasure off; in turns first,
+                # since whatever ran just before (curl, a 200 MB unlink) colours the next figure.
+                modes = [("", agent_times), ('erase_after = "never"', delivery_times)]
+                for storage, times in modes if run % 2 == 0 else modes[::-1]:
+                    work = Path(tmp) / f"run{run}"
+                    work.mkdir()
+                    cfg = write_config(work, sandbox.port, storage=storage)
+                    subprocess.run(agent(cfg, "enroll", str(manifest)), check=True, capture_output=True)
+                    t, rss, _ = rss_of(agent(cfg, "sync", "--once"), preexec_fn=on_cpu(client_cpu))
+                    times.append(t)
+                    agent_rss.append(rss)
+                    if not storage:
+                        # The next run, with nothing to send: it discards the ciphertext (key
+                        # already destroyed) that the erasure set aside.
+                        next_times.append(rss_of(agent(cfg, "sync", "--once"), preexec_fn=on_cpu(client_cpu))[0])
+                    shutil.rmtree(work)
+                curl_times.append(curl_video(sandbox, video, client_cpu))
+                # What decrypting at all costs the transfer on this machine: curl again, beside
+                # openssl decrypting the same 200 MB (AES-256-CTR, GCM's cipher without its tag)
+                # to nowhere, on the client's core as the agent's decryption is.
+                decrypting = subprocess.Popen(["openssl", "enc", "-d", "-aes-256-ctr", "-K", "00" * 32, "-iv", "00" * 16,
+                                               "-in", str(video), "-out", "/dev/null"], preexec_fn=on_cpu(client_cpu))
+                beside_times.append(curl_video(sandbox, video, client_cpu))
+                decrypting.wait()
+                if cores:
+                    # The same on defaults with nothing pinned, against the shared sandbox.
+                    work = Path(tmp) / f"shared{run}"
+                    work.mkdir()
+                    cfg = write_config(work, shared.port)
+                    subprocess.run(agent(cfg, "enroll", str(manifest)), check=True, capture_output=True)
+                    shared_agent.append(rss_of(agent(cfg, "sync", "--once"))[0])
+                    shutil.rmtree(work)
+                    shared_curl.append(curl_video(shared, video))
+    finally:
+        if sandbox is not shared:
+            sandbox.stop()
     a, c = statistics.median(agent_times), statistics.median(curl_times)
     d = statistics.median(delivery_times)
+    if cores:
+        print(f"  the sandbox on CPU {server_cpu}, the client (agent, curl, openssl) on CPU {client_cpu}, "
+              "as client and server are apart in the field:")
+    else:
+        print("  one CPU only: the sandbox and the client share it")
     print(f"  agent sync --once (create + evidences + 200 MB video + status): {d:.3f} s median of {UPLOAD_RUNS}  "
           f"({size / d / 1e6:.0f} MB/s)")
     print(f"  the same, then the erasure (key destroyed, spool set aside):   {a:.3f} s median of {UPLOAD_RUNS}")
@@ -208,7 +254,13 @@ def bench_upload(sandbox):
     print(f"  on defaults, round by round: median {q2:.2f}, quartiles {q1:.2f}–{q3:.2f}, "
           f"range {rounds[0]:.2f}–{rounds[-1]:.2f} ({len(rounds)} rounds)")
     print(f"  peak RSS of sync --once: {max(agent_rss):.1f} MiB max of {2 * UPLOAD_RUNS}  (target ≤ 64 MiB)")
-    return d / c, a / c, max(agent_rss)
+    shared_ratio = None
+    if cores:
+        sa, sc = statistics.median(shared_agent), statistics.median(shared_curl)
+        shared_ratio = sa / sc
+        print("  sharing both cores (nothing pinned; the client's CPU also slows the sandbox):")
+        print(f"  agent on defaults {sa:.3f} s, curl {sc:.3f} s, medians of {UPLOAD_RUNS}: {shared_ratio:.2f} ×")
+    return d / c, a / c, max(agent_rss), shared_ratio
 
 
 def bench_enroll():
@@ -328,6 +380,11 @@ def bench_drain(sandbox, count):
         return count / t, rss, t
 
 
+def sharing(ratio):
+    """The shared-cores figure, for the summary line (none when there was one CPU)."""
+    return "" if ratio is None else f"  (sharing both cores with the sandbox: {ratio:.2f} ×)"
+
+
 def main():
     if not BIN.exists():
         sys.exit("build first: cargo build --release (bench/run does it)")
@@ -340,13 +397,14 @@ def main():
     if sys.argv[1:] == ["upload"]:
         # Section 1 alone (`bench/pipeline.py upload`), for work on the delivery path.
         try:
-            _, ratio_with_erasure, _ = bench_upload(sandbox)
+            _, ratio_with_erasure, _, shared_ratio = bench_upload(sandbox)
         finally:
             sandbox.stop()
-        print(f"  upload vs curl       {ratio_with_erasure:.2f} ×  (≤ 1.15)  {'OK' if ratio_with_erasure <= 1.15 else 'MISSED'}")
+        print(f"  upload vs curl       {ratio_with_erasure:.2f} ×  (≤ 1.15)  {'OK' if ratio_with_erasure <= 1.15 else 'MISSED'}"
+              f"{sharing(shared_ratio)}")
         return
     try:
-        ratio_up, ratio_with_erasure, rss_up = bench_upload(sandbox)
+        ratio_up, ratio_with_erasure, rss_up, shared_ratio = bench_upload(sandbox)
         print()
         ratio_enroll = bench_enroll()
         print()
@@ -362,7 +420,7 @@ def main():
         print()
         print("summary")
         print(f"  upload vs curl       {ratio_up:.2f} ×  (with the erasure after review: {ratio_with_erasure:.2f} ×, ≤ 1.15)"
-              f"  {'OK' if ratio_with_erasure <= 1.15 else 'MISSED'}")
+              f"  {'OK' if ratio_with_erasure <= 1.15 else 'MISSED'}{sharing(shared_ratio)}")
         print(f"  upload peak RSS      {rss_up:.1f} MiB (≤ 64)   {'OK' if rss_up <= 64 else 'MISSED'}")
         print(f"  enroll vs cp+sync    {ratio_enroll:.2f} ×  (≤ 2)    {'OK' if ratio_enroll <= 2 else 'MISSED'}")
         print(f"  drain RSS growth     {results[1000] / results[100]:.2f} ×")
