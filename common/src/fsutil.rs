@@ -12,8 +12,10 @@ pub fn sync_dir(dir: &Path) -> io::Result<()> {
 /// A file being written that hands what it has received to the disk as it goes: every
 /// [`WRITEBACK_STEP`] bytes it asks the kernel to start writing them back (`fadvise`
 /// `DONTNEED`, which starts the writeback without waiting for it and lets the clean pages go).
-/// The final `fsync` then waits for the last step only, not for the whole file: for a large
-/// video the disk works while the rest is still being encrypted, instead of after.
+/// The tail's writeback starts at `flush`, when the file is complete. The final `fsync` then
+/// waits for what the disk has not finished yet, not for the whole file: for a large video the
+/// disk works while the rest is still being encrypted, instead of after, and the images sealed
+/// beside it are on their way before `enroll` syncs everything at the end.
 #[derive(Debug)]
 pub struct WritebackFile {
     file: File,
@@ -21,8 +23,11 @@ pub struct WritebackFile {
     started: u64,
 }
 
-/// How much is written before its writeback is started.
-pub const WRITEBACK_STEP: u64 = 4 << 20;
+/// How much is written before its writeback is started. 1 MiB rather than 4: the disk starts
+/// sooner and the last step is shorter (`enroll` of a 30 MB video and four 1 MB images:
+/// 54.2, 56.2 ms against 61.8, 63.4 ms for 4 MiB without the tail started at `flush`,
+/// alternating rounds of 11); still writes large enough for an SD card or eMMC.
+pub const WRITEBACK_STEP: u64 = 1 << 20;
 
 impl WritebackFile {
     pub fn new(file: File) -> Self {
@@ -35,21 +40,34 @@ impl WritebackFile {
     }
 }
 
-impl io::Write for WritebackFile {
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        let n = self.file.write(buf)?;
-        self.written += n as u64;
-        if let Some(len) = std::num::NonZeroU64::new(self.written - self.started).filter(|l| l.get() >= WRITEBACK_STEP)
-        {
+impl WritebackFile {
+    /// Starts the writeback of what was written since the last start, if anything.
+    fn start_writeback(&mut self) {
+        if let Some(len) = std::num::NonZeroU64::new(self.written - self.started) {
             // Advice, not a promise: a file system that ignores it is synced in full later.
             let _ = rustix::fs::fadvise(&self.file, self.started, Some(len), rustix::fs::Advice::DontNeed);
             self.started = self.written;
         }
+    }
+}
+
+impl io::Write for WritebackFile {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let n = self.file.write(buf)?;
+        self.written += n as u64;
+        if self.written - self.started >= WRITEBACK_STEP {
+            self.start_writeback();
+        }
         Ok(n)
     }
 
+    /// Also starts the writeback of the last step: a file is flushed when it is complete, and
+    /// its sync may come much later (`enroll` syncs every file at the end), by when the disk
+    /// has written the tail too.
     fn flush(&mut self) -> io::Result<()> {
-        self.file.flush()
+        self.file.flush()?;
+        self.start_writeback();
+        Ok(())
     }
 }
 
@@ -317,14 +335,18 @@ mod writeback_tests {
         let data: Vec<u8> = (0..(3 * WRITEBACK_STEP + 12_345)).map(|i| (i * 31 % 251) as u8).collect();
         let mut out = WritebackFile::new(File::create(&path).unwrap());
         // Odd-sized writes, so that no step boundary falls on a write's edge.
-        for piece in data.chunks(1_000_003) {
+        const PIECE: usize = 300_007;
+        for piece in data.chunks(PIECE) {
             out.write_all(piece).unwrap();
         }
-        out.flush().unwrap();
-        // Writeback was started as the steps filled up: what is left for the final sync is
-        // less than a step (and the write that completed it), never the whole file.
+        // Writeback was started as the steps filled up: what waits is less than a step (and
+        // the write that completed it), never the whole file.
         assert_eq!(out.written, data.len() as u64);
-        assert!(out.started > 0 && out.written - out.started < WRITEBACK_STEP + 1_000_003, "{out:?}");
+        assert!(out.started > 0 && out.written - out.started < WRITEBACK_STEP + PIECE as u64, "{out:?}");
+        // The file is complete when it is flushed: the tail's writeback starts then, not at
+        // the sync.
+        out.flush().unwrap();
+        assert_eq!(out.started, out.written, "{out:?}");
         out.get_ref().sync_all().unwrap();
         drop(out);
         assert!(std::fs::read(&path).unwrap() == data, "the bytes read back differ");
