@@ -38,9 +38,11 @@ RUNS = int(os.environ.get("BENCH_RUNS", "3"))
 # The upload's ratio swings from one round to the next on a shared 2-core machine (the sandbox
 # receiving is the bottleneck, and shares the cores with the client): one round's agent / curl
 # went from 0.95 to 1.28 within a run of 15. The median of 9 rounds still moved by ±0.04 from
-# one run of the section to the next; 15 rounds narrow that by a quarter (1/√15 against 1/√9)
-# and the section prints the rounds' spread beside the ratio: never fewer rounds.
-UPLOAD_RUNS = max(RUNS, 15)
+# one run of the section to the next; 15 rounds narrowed that by a quarter (1/√15 against
+# 1/√9), yet eight runs of 15 on one day still ranged over 1.03–1.14 (single rounds 0.95–1.31).
+# 25 rounds narrow it by another quarter, for about 75 s; the section prints the rounds' spread
+# beside the ratio: never fewer rounds.
+UPLOAD_RUNS = max(RUNS, 25)
 # The same holds for enroll against cp + sync (tens of milliseconds each, a fsync in both): a
 # median of 5 moved from 1.77 to 2.03 between runs on one afternoon. 11 rounds, about 25 s a mode.
 ENROLL_RUNS = max(RUNS + 2, 11)
