@@ -54,10 +54,12 @@ pub(crate) fn start_custom(
     files: &[(&str, &str)],
     edit: fn(String) -> String,
 ) -> Daemon {
-    start_on(free_port(), sandbox_port, api_extra, sections, files, edit)
+    start_on(0, sandbox_port, api_extra, sections, files, edit)
 }
 
-/// [`start_custom`] with the API on `port`.
+/// [`start_custom`] with the API on `port`; 0: a port the kernel picks as the daemon binds it
+/// (a port found free first and bound later can be taken in between by another test's server
+/// or connection, and the test then talks to someone else: a 404 for `/v1/cameras`).
 pub(crate) fn start_on(
     port: u16,
     sandbox_port: u16,
@@ -81,10 +83,9 @@ pub(crate) fn start_on(
     ) + CAMERAS
         + sections;
     std::fs::write(&env.config, edit(text)).unwrap();
-    // The daemon's log is kept beside its data, for a failing test to quote ([`Daemon::log_tail`]).
-    let log = std::fs::File::create(env.dir.path().join("daemon.log")).unwrap();
-    let child = env.cmd().arg("run").stdout(Stdio::null()).stderr(log).spawn_guarded();
-    let base = format!("http://127.0.0.1:{port}");
+    let (child, addr) = spawn_daemon(&env);
+    assert!(port == 0 || addr.port() == port, "the API listens on {addr}, not on port {port}");
+    let base = format!("http://{addr}");
     let d = Daemon { child, base, env };
     // Up once it answers (healthy or not).
     wait_for(Duration::from_secs(20), || {
@@ -92,6 +93,26 @@ pub(crate) fn start_on(
         check(format!("HTTP {code} {body}"), code != 0, ())
     });
     d
+}
+
+/// Starts `kiosk-agent run` on `env` and waits until its API listens; its address.
+pub(crate) fn spawn_daemon(env: &Env) -> (Guard, std::net::SocketAddr) {
+    // The daemon's log is kept beside its data, for a failing test to quote ([`Daemon::log_tail`]).
+    let log_path = env.dir.path().join("daemon.log");
+    let log = std::fs::File::create(&log_path).unwrap();
+    let mut child = env.cmd().arg("run").stdout(Stdio::null()).stderr(log).spawn_guarded();
+    // The daemon says where its API listens once it holds the socket.
+    let addr = wait_for(Duration::from_secs(20), || {
+        let log = std::fs::read_to_string(&log_path).unwrap_or_default();
+        if let Some(addr) = api_address(&log) {
+            return Ok(addr);
+        }
+        if let Ok(Some(status)) = child.try_wait() {
+            panic!("the daemon ended ({status}) before its API listened:\n{log}");
+        }
+        Err(format!("no \"API listening\" line yet:\n{log}"))
+    });
+    (child, addr)
 }
 
 /// One request: status and JSON body (`null` if none). `token` None sends none.
@@ -1022,7 +1043,9 @@ fn nothing_personal_is_left_in_clear_after_a_kill_and_restart() {
     d.child.kill().unwrap();
     d.child.wait().unwrap();
     drop(stream);
-    d.child = d.env.cmd().arg("run").stdout(Stdio::null()).stderr(Stdio::null()).spawn_guarded();
+    // Started again; on port 0, so at an address of its own again.
+    let (child, addr) = spawn_daemon(&d.env);
+    (d.child, d.base) = (child, format!("http://{addr}"));
     wait_for(Duration::from_secs(20), || {
         let (code, body) = call(&d, "GET", "/healthz", None, None);
         check(format!("HTTP {code} {body}"), code == 200, ())

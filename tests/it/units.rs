@@ -173,13 +173,14 @@ fn the_dashboard_and_alerts_load_and_use_real_metrics() {
 
     // The metrics a daemon really exports.
     let env = Env::new(free_port());
-    let port = free_port();
-    let text = std::fs::read_to_string(&env.config)
-        .unwrap()
-        .replace("listen = \"127.0.0.1:0\"", &format!("listen = \"127.0.0.1:{port}\""));
-    std::fs::write(&env.config, text).unwrap();
-    let mut daemon =
-        env.cmd().arg("run").stdout(std::process::Stdio::null()).stderr(std::process::Stdio::null()).spawn_guarded();
+    // The API on port 0 (the configuration's own): the daemon's log says which port it got.
+    let log_path = env.dir.path().join("daemon.log");
+    let log = std::fs::File::create(&log_path).unwrap();
+    let mut daemon = env.cmd().arg("run").stdout(std::process::Stdio::null()).stderr(log).spawn_guarded();
+    let port = wait_for(std::time::Duration::from_secs(20), || {
+        let log = std::fs::read_to_string(&log_path).unwrap_or_default();
+        check(&log, api_address(&log).is_some(), ()).map(|()| api_address(&log).unwrap().port())
+    });
     let (_, _) = wait_for(std::time::Duration::from_secs(20), || {
         let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
         rt.block_on(async {

@@ -24,6 +24,14 @@ pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
+/// The address of a daemon's log line "API listening addr=…", if it is there yet: a daemon
+/// told to listen on port 0 gets a port from the kernel as it binds, which no other test can
+/// take in between (as it can a port found free first and bound later).
+pub fn api_address(log: &str) -> Option<SocketAddr> {
+    let line = log.lines().find(|l| l.contains("API listening addr="))?;
+    line.split("addr=").nth(1)?.split_whitespace().next()?.parse().ok()
+}
+
 /// A temp dir with a configuration pointing at `127.0.0.1:port`.
 pub struct Env {
     pub dir: tempfile::TempDir,
