@@ -38,9 +38,7 @@ impl WritebackFile {
     pub fn get_ref(&self) -> &File {
         &self.file
     }
-}
 
-impl WritebackFile {
     /// Starts the writeback of what was written since the last start, if anything.
     fn start_writeback(&mut self) {
         if let Some(len) = std::num::NonZeroU64::new(self.written - self.started) {

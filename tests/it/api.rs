@@ -95,26 +95,6 @@ pub(crate) fn start_on(
     d
 }
 
-/// Starts `kiosk-agent run` on `env` and waits until its API listens; its address.
-pub(crate) fn spawn_daemon(env: &Env) -> (Guard, std::net::SocketAddr) {
-    // The daemon's log is kept beside its data, for a failing test to quote ([`Daemon::log_tail`]).
-    let log_path = env.dir.path().join("daemon.log");
-    let log = std::fs::File::create(&log_path).unwrap();
-    let mut child = env.cmd().arg("run").stdout(Stdio::null()).stderr(log).spawn_guarded();
-    // The daemon says where its API listens once it holds the socket.
-    let addr = wait_for(Duration::from_secs(20), || {
-        let log = std::fs::read_to_string(&log_path).unwrap_or_default();
-        if let Some(addr) = api_address(&log) {
-            return Ok(addr);
-        }
-        if let Ok(Some(status)) = child.try_wait() {
-            panic!("the daemon ended ({status}) before its API listened:\n{log}");
-        }
-        Err(format!("no \"API listening\" line yet:\n{log}"))
-    });
-    (child, addr)
-}
-
 /// One request: status and JSON body (`null` if none). `token` None sends none.
 pub(crate) fn call(d: &Daemon, method: &str, path: &str, token: Option<&str>, body: Option<Body>) -> (u16, Value) {
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();

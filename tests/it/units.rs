@@ -174,13 +174,8 @@ fn the_dashboard_and_alerts_load_and_use_real_metrics() {
     // The metrics a daemon really exports.
     let env = Env::new(free_port());
     // The API on port 0 (the configuration's own): the daemon's log says which port it got.
-    let log_path = env.dir.path().join("daemon.log");
-    let log = std::fs::File::create(&log_path).unwrap();
-    let mut daemon = env.cmd().arg("run").stdout(std::process::Stdio::null()).stderr(log).spawn_guarded();
-    let port = wait_for(std::time::Duration::from_secs(20), || {
-        let log = std::fs::read_to_string(&log_path).unwrap_or_default();
-        check(&log, api_address(&log).is_some(), ()).map(|()| api_address(&log).unwrap().port())
-    });
+    let (mut daemon, addr) = spawn_daemon(&env);
+    let port = addr.port();
     let (_, _) = wait_for(std::time::Duration::from_secs(20), || {
         let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
         rt.block_on(async {

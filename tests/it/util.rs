@@ -27,9 +27,30 @@ pub fn free_port() -> u16 {
 /// The address of a daemon's log line "API listening addr=…", if it is there yet: a daemon
 /// told to listen on port 0 gets a port from the kernel as it binds, which no other test can
 /// take in between (as it can a port found free first and bound later).
-pub fn api_address(log: &str) -> Option<SocketAddr> {
+fn api_address(log: &str) -> Option<SocketAddr> {
     let line = log.lines().find(|l| l.contains("API listening addr="))?;
     line.split("addr=").nth(1)?.split_whitespace().next()?.parse().ok()
+}
+
+/// Starts `kiosk-agent run` on `env` and waits until its API listens; its address.
+pub fn spawn_daemon(env: &Env) -> (Guard, SocketAddr) {
+    // The daemon's log is kept beside its data, for a failing test to quote
+    // (`Daemon::log_tail` in the API tests).
+    let log_path = env.dir.path().join("daemon.log");
+    let log = std::fs::File::create(&log_path).unwrap();
+    let mut child = env.cmd().arg("run").stdout(Stdio::null()).stderr(log).spawn_guarded();
+    // The daemon says where its API listens once it holds the socket.
+    let addr = wait_for(Duration::from_secs(20), || {
+        let log = std::fs::read_to_string(&log_path).unwrap_or_default();
+        if let Some(addr) = api_address(&log) {
+            return Ok(addr);
+        }
+        if let Ok(Some(status)) = child.try_wait() {
+            panic!("the daemon ended ({status}) before its API listened:\n{log}");
+        }
+        Err(format!("no \"API listening\" line yet:\n{log}"))
+    });
+    (child, addr)
 }
 
 /// A temp dir with a configuration pointing at `127.0.0.1:port`.
