@@ -163,6 +163,15 @@ def agent(cfg, *args):
     return [str(BIN), "--config", str(cfg), *args]
 
 
+def enrolled(work, port, manifest, storage=""):
+    """A new data directory under `work` for the sandbox on `port`, `manifest` enrolled in it;
+    its configuration."""
+    work.mkdir()
+    cfg = write_config(work, port, storage=storage)
+    subprocess.run(agent(cfg, "enroll", str(manifest)), check=True, capture_output=True)
+    return cfg
+
+
 def curl_video(sandbox, video, cpu=None):
     """Seconds for curl to post `video` to a new request's video path (the request made first)."""
     ids = sandbox.create()
@@ -189,6 +198,7 @@ def bench_upload(shared):
     # The sandbox of the main figures: on its own core when there are two (every thread it
     # starts inherits that), otherwise the shared one.
     sandbox = Sandbox(cpu=server_cpu) if cores else shared
+    on_client = on_cpu(client_cpu)
     agent_times, agent_rss, curl_times, delivery_times, next_times, beside_times = [], [], [], [], [], []
     shared_agent, shared_curl = [], []
     try:
@@ -203,31 +213,27 @@ def bench_upload(shared):
                 modes = [("", agent_times), ('erase_after = "never"', delivery_times)]
                 for storage, times in modes if run % 2 == 0 else modes[::-1]:
                     work = Path(tmp) / f"run{run}"
-                    work.mkdir()
-                    cfg = write_config(work, sandbox.port, storage=storage)
-                    subprocess.run(agent(cfg, "enroll", str(manifest)), check=True, capture_output=True)
-                    t, rss, _ = rss_of(agent(cfg, "sync", "--once"), preexec_fn=on_cpu(client_cpu))
+                    cfg = enrolled(work, sandbox.port, manifest, storage)
+                    t, rss, _ = rss_of(agent(cfg, "sync", "--once"), preexec_fn=on_client)
                     times.append(t)
                     agent_rss.append(rss)
                     if not storage:
                         # The next run, with nothing to send: it discards the ciphertext (key
                         # already destroyed) that the erasure set aside.
-                        next_times.append(rss_of(agent(cfg, "sync", "--once"), preexec_fn=on_cpu(client_cpu))[0])
+                        next_times.append(rss_of(agent(cfg, "sync", "--once"), preexec_fn=on_client)[0])
                     shutil.rmtree(work)
                 curl_times.append(curl_video(sandbox, video, client_cpu))
                 # What decrypting at all costs the transfer on this machine: curl again, beside
                 # openssl decrypting the same 200 MB (AES-256-CTR, GCM's cipher without its tag)
                 # to nowhere, on the client's core as the agent's decryption is.
                 decrypting = subprocess.Popen(["openssl", "enc", "-d", "-aes-256-ctr", "-K", "00" * 32, "-iv", "00" * 16,
-                                               "-in", str(video), "-out", "/dev/null"], preexec_fn=on_cpu(client_cpu))
+                                               "-in", str(video), "-out", "/dev/null"], preexec_fn=on_client)
                 beside_times.append(curl_video(sandbox, video, client_cpu))
                 decrypting.wait()
                 if cores:
                     # The same on defaults with nothing pinned, against the shared sandbox.
                     work = Path(tmp) / f"shared{run}"
-                    work.mkdir()
-                    cfg = write_config(work, shared.port)
-                    subprocess.run(agent(cfg, "enroll", str(manifest)), check=True, capture_output=True)
+                    cfg = enrolled(work, shared.port, manifest)
                     shared_agent.append(rss_of(agent(cfg, "sync", "--once"))[0])
                     shutil.rmtree(work)
                     shared_curl.append(curl_video(shared, video))
